@@ -1,0 +1,9 @@
+"""auditshipd: ship audit events from an append-only journal to SIEMs, at least once."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+from .journal import AuditJournal
+
+__all__ = ["AuditJournal", "hookimpl", "__version__"]
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""Built-in sinks. Each module is a pluggy plugin with a ``register_sink_types`` hook."""
+
+BUILTIN_SINK_MODULES = (
+    "auditshipd.sinks.file",
+    "auditshipd.sinks.stdout",
+    "auditshipd.sinks.http",
+)

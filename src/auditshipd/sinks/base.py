@@ -1,0 +1,96 @@
+"""What a sink plugin provides: a :class:`SinkType` (name, options schema, factory).
+
+A sink only encodes and sends one batch, and says whether a failure is retryable by
+raising :class:`~auditshipd.errors.RetryableError` or
+:class:`~auditshipd.errors.PermanentError`. Batching, retries, dead letters, cursors
+and metrics belong to the core. A minimal sink::
+
+    import msgspec
+    from auditshipd import hookimpl
+    from auditshipd.sinks.base import SinkType
+
+    class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        path: str
+
+    class MySink:
+        def __init__(self, name, options, context):
+            self.options = options
+        async def start(self): ...
+        async def send(self, batch): ...   # raise RetryableError / PermanentError
+        async def close(self): ...
+
+    @hookimpl
+    def register_sink_types():
+        return [SinkType("mine", Options, MySink, "Writes to my thing")]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from ..batch import Batch
+
+__all__ = ["EmptyOptions", "Sink", "SinkContext", "SinkType"]
+
+
+class EmptyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of a sink type that takes none."""
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What the core gives a sink besides its options."""
+
+    name: str
+    state_dir: Path
+    logger: logging.Logger
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """One configured destination. Created by ``SinkType.factory(name, options, context)``."""
+
+    async def start(self) -> None:
+        """Open connections / files. Raising RetryableError here is retried by the core."""
+
+    async def send(self, batch: Batch) -> None:
+        """Deliver the whole batch, or raise RetryableError / PermanentError."""
+
+    async def close(self) -> None:
+        """Release resources. Called once, even if ``start`` failed."""
+
+
+@dataclass(frozen=True)
+class SinkType:
+    """A kind of sink that a plugin contributes through ``register_sink_types``.
+
+    ``options``: a ``msgspec.Struct`` class (``forbid_unknown_fields=True``) that
+    describes the type-specific keys of a ``[[sinks]]`` table; the core converts and
+    type-checks the table with it, so unknown keys and wrong types are reported with
+    the key name. ``validate``: optional ``(options) -> None`` raising
+    ``ConfigError(msg, key=...)`` for checks a type cannot express (bad URL, missing
+    token). ``secrets``: option names whose values must never be logged.
+    """
+
+    name: str
+    options: type[msgspec.Struct]
+    factory: Callable[[str, Any, SinkContext], Sink]
+    description: str = ""
+    validate: Callable[[Any], None] | None = None
+    secrets: tuple[str, ...] = ()
+    plugin: str = ""
+
+    def build(self, name: str, options: Any, context: SinkContext) -> Sink:
+        return self.factory(name, options, context)
+
+
+def as_batch(events: list[dict[str, Any]]) -> Batch:
+    """Convenience for tests and replays: wrap plain dicts in a Batch."""
+    return Batch(events)
