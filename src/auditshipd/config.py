@@ -45,6 +45,9 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class JournalConfig(_Strict):
+    # The file applications (and auditshipd's own audit events) append to.
+    path: str = "var/journal/audit.jsonl"
+    # Globs the reader follows; the active file and its rotated segments.
     paths: list[str] = msgspec.field(default_factory=lambda: ["var/journal/audit.jsonl*"])
     state_dir: str = "var/state"
     max_line_bytes: int = 1024 * 1024
