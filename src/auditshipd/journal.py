@@ -1,0 +1,271 @@
+"""The journal writer: the library applications use to record audit events.
+
+``AuditJournal.record`` never raises into its caller. Recording must not interfere with
+the application: on any failure (disk full, read-only file system, permission, a value
+that cannot be serialised) it returns ``False`` and logs the failure once through
+``logging`` (again only after a success in between).
+
+Whole lines, never interleaved, from many threads and many processes: every append
+holds a thread lock and an ``flock`` on a sibling lock file (``.NAME.lock``, hidden so
+journal globs do not match it) and is one ``write`` on an ``O_APPEND`` descriptor. A
+failed partial write is cut back so the journal never holds a torn line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from ulid import ULID
+
+__all__ = ["EVENT_VERSION", "AuditJournal", "new_event_id", "utc_now_rfc3339"]
+
+EVENT_VERSION = 1
+log = logging.getLogger("auditshipd.journal")
+_encode = msgspec.json.Encoder().encode
+
+
+def new_event_id() -> str:
+    """A sortable unique id (ULID: 48-bit milliseconds + 80 random bits, Crockford base32)."""
+    return str(ULID())
+
+
+def utc_now_rfc3339() -> str:
+    return _rfc3339(_dt.datetime.now(_dt.timezone.utc))
+
+
+def _rfc3339(value: _dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_dt.timezone.utc)
+    value = value.astimezone(_dt.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+class AuditJournal:
+    """Append audit events, one JSON object per line, to ``path``.
+
+    ``fsync``: ``"never"`` (default; the OS flushes), ``"always"`` (after every record)
+    or ``"interval"`` (at most every ``fsync_interval`` seconds).
+    ``rotate_bytes``: when the file has reached this size, it is renamed to
+    ``PATH.YYYYMMDDTHHMMSS.ffffffZ`` and a new file is started (the reader drains the
+    renamed segment, so nothing is lost).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: Literal["never", "always", "interval"] = "never",
+        fsync_interval: float = 1.0,
+        rotate_bytes: int | None = None,
+        mode: int = 0o640,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self.rotate_bytes = rotate_bytes
+        self.mode = mode
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._ino: tuple[int, int] | None = None
+        self._lock_fd: int | None = None
+        self._last_fsync = time.monotonic()
+        self._failing = False
+        self._pid = os.getpid()
+
+    # -- public API -------------------------------------------------------------------
+
+    def record(
+        self,
+        action: str,
+        *,
+        actor: Mapping[str, Any],
+        targets: Iterable[Mapping[str, Any]] = (),
+        organization: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: str | _dt.datetime | None = None,
+        id: str | None = None,  # noqa: A002 - the event's field name
+    ) -> bool:
+        """Append one event. Returns True when it is in the journal, False otherwise."""
+        try:
+            line = self._build_line(
+                action, actor, targets, organization, context, metadata, occurred_at, id
+            )
+        except Exception as exc:  # the caller's data, not our I/O: still never raise
+            self._fail(f"cannot encode audit event {action!r}: {type(exc).__name__}: {exc}")
+            return False
+        return self.append_line(line)
+
+    def append_line(self, line: bytes) -> bool:
+        """Append an already encoded event (no newline inside, one is added)."""
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        try:
+            with self._lock:
+                self._append_locked(line)
+        except Exception as exc:
+            self._fail(f"cannot append to audit journal {self.path}: {type(exc).__name__}: {exc}")
+            return False
+        if self._failing:
+            self._failing = False
+            log.warning("audit journal %s is writable again", self.path)
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self._fd, self._lock_fd):
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            self._fd = self._lock_fd = None
+            self._ino = None
+
+    def __enter__(self) -> AuditJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _build_line(
+        self,
+        action: str,
+        actor: Mapping[str, Any],
+        targets: Iterable[Mapping[str, Any]],
+        organization: Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+        occurred_at: str | _dt.datetime | None,
+        event_id: str | None,
+    ) -> bytes:
+        if not isinstance(action, str) or not action:
+            raise ValueError("action must be a non-empty string")
+        if not isinstance(actor, Mapping):
+            raise TypeError("actor must be a mapping such as {'type': 'user', 'email': ...}")
+        if isinstance(occurred_at, _dt.datetime):
+            occurred = _rfc3339(occurred_at)
+        elif occurred_at is None:
+            occurred = utc_now_rfc3339()
+        else:
+            occurred = str(occurred_at)
+        event: dict[str, Any] = {
+            "id": event_id or new_event_id(),
+            "action": action,
+            "occurred_at": occurred,
+            "version": EVENT_VERSION,
+        }
+        if organization is not None:
+            event["organization"] = dict(organization)
+        event["actor"] = dict(actor)
+        event["targets"] = [dict(t) for t in targets]
+        if context is not None:
+            event["context"] = dict(context)
+        if metadata is not None:
+            event["metadata"] = dict(metadata)
+        line = _encode(event)
+        if b"\n" in line:  # msgspec escapes control characters; belt and braces
+            raise ValueError("encoded event contains a newline")
+        return line + b"\n"
+
+    def _append_locked(self, line: bytes) -> None:
+        if self._pid != os.getpid():  # forked: descriptors are shared with the parent
+            self._fd = self._lock_fd = None
+            self._ino = None
+            self._pid = os.getpid()
+        if self._lock_fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            fd = self._current_fd()
+            size = os.fstat(fd).st_size
+            if self.rotate_bytes and size > 0 and size + len(line) > self.rotate_bytes:
+                self._rotate()
+                fd = self._current_fd()
+                size = 0
+            self._write_all(fd, line, size)
+            if self.fsync == "always" or (
+                self.fsync == "interval"
+                and time.monotonic() - self._last_fsync >= self.fsync_interval
+            ):
+                os.fsync(fd)
+                self._last_fsync = time.monotonic()
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _current_fd(self) -> int:
+        """The descriptor of the file now at ``path`` (another process may have rotated)."""
+        try:
+            st = os.stat(self.path)
+            current = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            current = None
+        if self._fd is not None and current == self._ino:
+            return self._fd
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        fd = os.open(
+            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode
+        )
+        st = os.fstat(fd)
+        self._fd, self._ino = fd, (st.st_dev, st.st_ino)
+        return fd
+
+    def _rotate(self) -> None:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.path.with_name(f"{self.path.name}.{stamp}")
+        if self._fd is not None:
+            os.fsync(self._fd)
+        os.rename(self.path, target)
+        _fsync_dir(self.path.parent)
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes, size_before: int) -> None:
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(data):
+                n = os.write(fd, view[written:])
+                if n <= 0:
+                    raise OSError("write returned 0")
+                written += n
+        except OSError:
+            if written:
+                # Never leave a torn line behind: the next record would be glued to it.
+                try:
+                    os.ftruncate(fd, size_before)
+                except OSError:
+                    pass
+            raise
+
+    def _fail(self, message: str) -> None:
+        if not self._failing:
+            self._failing = True
+            log.error("%s (further failures are not logged until a record succeeds)", message)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
