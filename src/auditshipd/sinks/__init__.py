@@ -4,4 +4,5 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.file",
     "auditshipd.sinks.stdout",
     "auditshipd.sinks.http",
+    "auditshipd.sinks.s3",
 )

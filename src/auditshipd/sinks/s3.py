@@ -1,0 +1,335 @@
+"""The ``s3`` sink: each batch becomes one gzipped JSON Lines object in a bucket.
+
+The object key is rendered from ``key_template`` with the date of the batch's first
+event and its first/last event ids, so a batch sent again after a crash overwrites
+the same object instead of adding a duplicate. Every PUT carries ``Content-MD5``
+(buckets with Object Lock refuse uploads without it).
+
+Credentials come from the standard AWS chain (environment, shared config and
+credentials files, ``profile``, container and instance metadata), resolved by
+aiobotocore itself. aiobotocore is the optional extra ``auditshipd[s3]``; it is
+imported only when an ``s3`` sink is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import hashlib
+import importlib
+import importlib.util
+import re
+import string
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import msgspec
+
+from ..batch import Batch
+from ..errors import ConfigError, PermanentError, RetryableError, SinkError
+from ..hookspecs import hookimpl
+from .base import SinkContext, SinkType
+
+__all__ = [
+    "DEFAULT_KEY_TEMPLATE",
+    "KEY_PLACEHOLDERS",
+    "S3Options",
+    "S3Sink",
+    "classify_s3_error",
+    "object_key",
+    "register_sink_types",
+    "validate_options",
+]
+
+DEFAULT_KEY_TEMPLATE = "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.jsonl.gz"
+KEY_PLACEHOLDERS = frozenset({"yyyy", "mm", "dd", "hh", "first_id", "last_id", "sink"})
+
+_MISSING_EXTRA = "the s3 sink needs the optional extra: pip install 'auditshipd[s3]'"
+
+_STORAGE_CLASSES = frozenset({
+    "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+    "GLACIER", "DEEP_ARCHIVE", "OUTPOSTS", "GLACIER_IR", "SNOW", "EXPRESS_ONEZONE",
+})
+_SSE_MODES = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
+_LOCK_MODES = frozenset({"GOVERNANCE", "COMPLIANCE"})
+
+# Error codes S3 answers with a 4xx status that a later attempt can still succeed with.
+_RETRYABLE_CODES = frozenset({
+    "RequestTimeout", "RequestTimeTooSkewed", "ExpiredToken", "TokenRefreshRequired",
+    "SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "OperationAborted",
+    "ServiceUnavailable", "InternalError",
+})
+
+
+class S3Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Keys of an ``s3`` ``[[sinks]]`` table."""
+
+    bucket: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    key_template: str = DEFAULT_KEY_TEMPLATE
+    storage_class: str | None = None
+    server_side_encryption: str | None = None
+    sse_kms_key_id: str | None = None
+    object_lock_mode: str | None = None
+    object_lock_retain_days: int | None = None
+    timeout: float = 30.0
+
+
+def validate_options(options: S3Options) -> None:
+    """Checks msgspec cannot express; raises ConfigError naming the key."""
+    if not options.bucket.strip():
+        raise ConfigError("must not be empty", key="bucket")
+    _check_key_template(options.key_template)
+    if options.endpoint_url is not None:
+        parts = urlsplit(options.endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "must be an http:// or https:// URL, e.g. https://s3.example.com:9000",
+                key="endpoint_url",
+            )
+    if options.storage_class is not None and options.storage_class not in _STORAGE_CLASSES:
+        known = ", ".join(sorted(_STORAGE_CLASSES))
+        raise ConfigError(f"unknown storage class (known: {known})", key="storage_class")
+    sse = options.server_side_encryption
+    if sse is not None and sse not in _SSE_MODES:
+        raise ConfigError(
+            "must be one of AES256, aws:kms, aws:kms:dsse", key="server_side_encryption"
+        )
+    if options.sse_kms_key_id is not None and not (sse or "").startswith("aws:kms"):
+        raise ConfigError(
+            'needs server_side_encryption = "aws:kms" (or "aws:kms:dsse")',
+            key="sse_kms_key_id",
+        )
+    if options.object_lock_mode is not None:
+        if options.object_lock_mode not in _LOCK_MODES:
+            raise ConfigError("must be GOVERNANCE or COMPLIANCE", key="object_lock_mode")
+        if options.object_lock_retain_days is None:
+            raise ConfigError(
+                "object_lock_mode needs object_lock_retain_days", key="object_lock_retain_days"
+            )
+    if options.object_lock_retain_days is not None:
+        if options.object_lock_mode is None:
+            raise ConfigError(
+                "object_lock_retain_days needs object_lock_mode", key="object_lock_mode"
+            )
+        if options.object_lock_retain_days < 1:
+            raise ConfigError("must be at least 1", key="object_lock_retain_days")
+    if options.timeout <= 0:
+        raise ConfigError("must be positive", key="timeout")
+    if importlib.util.find_spec("aiobotocore") is None:
+        raise ConfigError(_MISSING_EXTRA, key="type")
+
+
+def _check_key_template(template: str) -> None:
+    try:
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
+    except ValueError as exc:
+        raise ConfigError(f"invalid template: {exc}", key="key_template") from None
+    fields = [f for f, _, _ in parsed if f is not None]
+    specs = [f for f, spec, conv in parsed if f is not None and (spec or conv)]
+    unknown = sorted({f for f in fields if f not in KEY_PLACEHOLDERS})
+    if unknown:
+        names = ", ".join("{" + f + "}" for f in unknown)
+        known = ", ".join("{" + p + "}" for p in sorted(KEY_PLACEHOLDERS))
+        raise ConfigError(f"unknown placeholder {names} (known: {known})", key="key_template")
+    if specs:
+        raise ConfigError("placeholders take no format spec or conversion", key="key_template")
+    if not {"first_id", "last_id"} <= set(fields):
+        # Without both ids two different batches would overwrite each other.
+        raise ConfigError("must contain {first_id} and {last_id}", key="key_template")
+    if template.startswith("/"):
+        raise ConfigError("must not start with '/'", key="key_template")
+
+
+def _key_part(value: str) -> str:
+    # Ids come from applications: keep keys printable and free of '/', without collisions.
+    return quote(value, safe="-_.~") or "unknown"
+
+
+def object_key(template: str, batch: Batch, sink: str = "") -> str:
+    """The object key of ``batch``: the same batch always gives the same key."""
+    when = _occurred_at(batch.events[0]) if batch.events else None
+    if when is None:
+        date = dict.fromkeys(("yyyy", "mm", "dd", "hh"), "unknown")
+    else:
+        date = {
+            "yyyy": f"{when.year:04d}", "mm": f"{when.month:02d}",
+            "dd": f"{when.day:02d}", "hh": f"{when.hour:02d}",
+        }
+    return template.format(
+        **date, first_id=_key_part(batch.first_id), last_id=_key_part(batch.last_id),
+        sink=_key_part(sink),
+    )
+
+
+_RFC3339_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$"
+)
+
+
+def _occurred_at(event: dict[str, Any]) -> datetime | None:
+    # Parsed by hand: fromisoformat() on 3.10 rejects 'Z' and nanosecond fractions.
+    value = event.get("occurred_at")
+    m = _RFC3339_RE.match(value) if isinstance(value, str) else None
+    if m is None:
+        return None
+    try:
+        when = datetime(*(int(g) for g in m.group(1, 2, 3, 4, 5, 6)), tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    if m.group(8):
+        offset = timedelta(hours=int(m.group(9)), minutes=int(m.group(10)))
+        when = when - offset if m.group(8) == "+" else when + offset
+    return when
+
+
+def classify_s3_error(exc: BaseException) -> SinkError:
+    """Turn what aiobotocore raised into a retry decision."""
+    if isinstance(exc, SinkError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return RetryableError("S3 request timed out")
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error") or {}
+        code = str(error.get("Code") or "")
+        message = str(error.get("Message") or "")
+        meta = response.get("ResponseMetadata") or {}
+        status = int(meta.get("HTTPStatusCode") or 0)
+        headers = meta.get("HTTPHeaders") or {}
+        text = f"S3 answered {status} {code}: {message}".rstrip(": ")
+        if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
+            return RetryableError(text, retry_after=_retry_after(headers))
+        if 400 <= status < 500 or code:
+            hint = ""
+            if code == "NoSuchBucket":
+                hint = " (create the bucket or fix the sink's bucket key)"
+            elif code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                hint = " (check the AWS credentials and the bucket policy)"
+            return PermanentError(text + hint)
+        return RetryableError(text)
+    # Connection refused/reset, DNS, read timeouts, missing or expired credentials:
+    # the journal holds the data until the store or the credentials are back.
+    return RetryableError(f"S3 request failed: {type(exc).__name__}: {exc}")
+
+
+def _retry_after(headers: dict[str, Any]) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _import_aiobotocore() -> tuple[Any, Any]:
+    try:
+        session = importlib.import_module("aiobotocore.session")
+        config = importlib.import_module("aiobotocore.config")
+    except ImportError:
+        raise ConfigError(_MISSING_EXTRA, key="type") from None
+    return session.AioSession, config.AioConfig
+
+
+class S3Sink:
+    """Writes each batch as one object ``key_template`` in ``bucket``."""
+
+    def __init__(self, name: str, options: S3Options, context: SinkContext):
+        self.name = name
+        self.options = options
+        self.context = context
+        self._session_cls, self._config_cls = _import_aiobotocore()
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+
+    async def start(self) -> None:
+        o = self.options
+        config = self._config_cls(
+            connect_timeout=o.timeout,
+            read_timeout=o.timeout,
+            # The core owns retries and backoff; one attempt per send().
+            retries={"total_max_attempts": 1},
+            # We send Content-MD5 ourselves; the newer default checksums break many
+            # S3-compatible stores.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = self._session_cls(profile=o.profile)
+        stack = contextlib.AsyncExitStack()
+        try:
+            self._client = await stack.enter_async_context(
+                session.create_client(
+                    "s3", region_name=o.region, endpoint_url=o.endpoint_url, config=config
+                )
+            )
+        except Exception as exc:
+            await stack.aclose()
+            if type(exc).__name__ == "ProfileNotFound":  # botocore.exceptions
+                raise ConfigError(str(exc), key="profile") from None
+            raise classify_s3_error(exc) from exc
+        self._stack = stack
+
+    async def send(self, batch: Batch) -> None:
+        if not batch.events:
+            return
+        if self._client is None:
+            await self.start()
+        params = self._put_params(batch)
+        try:
+            await asyncio.wait_for(self._client.put_object(**params), self.options.timeout)
+        except Exception as exc:
+            raise classify_s3_error(exc) from exc
+
+    def _put_params(self, batch: Batch) -> dict[str, Any]:
+        o = self.options
+        # mtime=0: a replayed batch gives byte-identical objects (same MD5 and ETag).
+        body = gzip.compress(batch.jsonl(), compresslevel=6, mtime=0)
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        params: dict[str, Any] = {
+            "Bucket": o.bucket,
+            "Key": object_key(o.key_template, batch, self.name),
+            "Body": body,
+            "ContentMD5": base64.b64encode(md5).decode("ascii"),
+            "ContentType": "application/x-ndjson",
+            "ContentEncoding": "gzip",
+            "Metadata": {
+                "events": str(len(batch)),
+                "first-id": _key_part(batch.first_id),
+                "last-id": _key_part(batch.last_id),
+            },
+        }
+        if o.storage_class:
+            params["StorageClass"] = o.storage_class
+        if o.server_side_encryption:
+            params["ServerSideEncryption"] = o.server_side_encryption
+        if o.sse_kms_key_id:
+            params["SSEKMSKeyId"] = o.sse_kms_key_id
+        if o.object_lock_mode and o.object_lock_retain_days:
+            params["ObjectLockMode"] = o.object_lock_mode
+            params["ObjectLockRetainUntilDate"] = datetime.now(timezone.utc) + timedelta(
+                days=o.object_lock_retain_days
+            )
+        return params
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+
+@hookimpl
+def register_sink_types() -> list[SinkType]:
+    return [
+        SinkType(
+            "s3",
+            S3Options,
+            S3Sink,
+            "Amazon S3 (or an S3-compatible store): one gzipped JSON Lines object per batch",
+            validate=validate_options,
+        )
+    ]

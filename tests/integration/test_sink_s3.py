@@ -1,0 +1,210 @@
+"""The s3 sink against moto's S3 server mode, run as a subprocess on a free port."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
+from ulid import ULID
+
+from auditshipd.batch import Batch
+from auditshipd.errors import PermanentError, RetryableError
+from auditshipd.sinks.base import SinkContext
+from auditshipd.sinks.s3 import S3Options, S3Sink, object_key, validate_options
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3Server]:
+    server = MotoS3Server(tmp_path_factory.mktemp("moto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Credentials through the standard chain (env vars); no real AWS files or IMDS."""
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def s3_client(server: MotoS3Server) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+        config=BotoConfig(retries={"total_max_attempts": 1}),
+    )
+
+
+def make_bucket(server: MotoS3Server, name: str, **kwargs: Any) -> str:
+    s3_client(server).create_bucket(Bucket=name, **kwargs)
+    return name
+
+
+def make_sink(server: MotoS3Server, tmp_path: Path, **options: Any) -> S3Sink:
+    opts = S3Options(endpoint_url=server.endpoint_url, region="us-east-1", timeout=5.0, **options)
+    validate_options(opts)
+    ctx = SinkContext(name="s3-test", state_dir=tmp_path, logger=logging.getLogger("test.s3"))
+    return S3Sink("s3-test", opts, ctx)
+
+
+def make_events(n: int, start: datetime | None = None) -> list[dict[str, Any]]:
+    start = start or datetime(2024, 5, 17, 13, 59, 58, tzinfo=timezone.utc)
+    return [
+        {
+            "id": str(ULID()),
+            "action": "user.login",
+            "occurred_at": (start + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
+            "organization": {"slug": "acme"},
+            "metadata": {"n": i},
+        }
+        for i in range(n)
+    ]
+
+
+def read_objects(server: MotoS3Server, bucket: str) -> dict[str, list[dict[str, Any]]]:
+    client = s3_client(server)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            lines = gzip.decompress(body).decode("utf-8").splitlines()
+            found[item["Key"]] = [json.loads(line) for line in lines]
+    return found
+
+
+async def test_every_event_of_several_batches_lands_once(moto: MotoS3Server, tmp_path: Path) -> None:
+    """Several batches become gzip JSON Lines objects holding every event id exactly once."""
+    bucket = make_bucket(moto, "audit-every-event")
+    sink = make_sink(moto, tmp_path, bucket=bucket)
+    await sink.start()
+    sent: list[str] = []
+    try:
+        for _ in range(5):
+            batch = Batch(make_events(137))
+            await sink.send(batch)
+            sent += batch.ids
+    finally:
+        await sink.close()
+    objects = read_objects(moto, bucket)
+    assert len(objects) == 5
+    counts = Counter(e["id"] for events in objects.values() for e in events)
+    assert set(counts) == set(sent)
+    assert max(counts.values()) == 1
+    for key, events in objects.items():
+        assert key == f"audit/2024/05/17/13/{events[0]['id']}-{events[-1]['id']}.jsonl.gz"
+    head = s3_client(moto).head_object(Bucket=bucket, Key=next(iter(objects)))
+    assert head["ContentType"] == "application/x-ndjson"
+    assert head["ContentEncoding"] == "gzip"
+
+
+async def test_same_batch_twice_overwrites_the_same_key(moto: MotoS3Server, tmp_path: Path) -> None:
+    """A replayed batch writes the same key (and bytes): no duplicate object."""
+    bucket = make_bucket(moto, "audit-replay")
+    sink = make_sink(moto, tmp_path, bucket=bucket)
+    await sink.start()
+    batch = Batch(make_events(10))
+    try:
+        await sink.send(batch)
+        first = s3_client(moto).head_object(Bucket=bucket, Key=object_key(sink.options.key_template, batch))
+        await sink.send(Batch(list(batch.events)))
+    finally:
+        await sink.close()
+    objects = read_objects(moto, bucket)
+    assert list(objects) == [object_key(sink.options.key_template, batch)]
+    assert [e["id"] for e in objects[next(iter(objects))]] == batch.ids
+    second = s3_client(moto).head_object(Bucket=bucket, Key=next(iter(objects)))
+    assert first["ETag"] == second["ETag"]
+
+
+async def test_content_md5_reaches_an_object_lock_bucket(moto: MotoS3Server, tmp_path: Path) -> None:
+    """The server sees Content-MD5: Object Lock buckets refuse PUTs without it."""
+    bucket = make_bucket(moto, "audit-locked", ObjectLockEnabledForBucket=True)
+    client = s3_client(moto)
+    client.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+        },
+    )
+    # Control: without Content-MD5 (and without SDK checksums) the server refuses the PUT.
+    bare = boto3.client(
+        "s3", endpoint_url=moto.endpoint_url, region_name="us-east-1",
+        config=BotoConfig(request_checksum_calculation="when_required"),
+    )
+    with pytest.raises(bare.exceptions.ClientError) as refused:
+        bare.put_object(Bucket=bucket, Key="control", Body=b"x")
+    assert "Content-MD5" in str(refused.value)
+
+    sink = make_sink(
+        moto, tmp_path, bucket=bucket, object_lock_mode="GOVERNANCE", object_lock_retain_days=2,
+        storage_class="STANDARD_IA", server_side_encryption="AES256",
+    )
+    await sink.start()
+    batch = Batch(make_events(20))
+    try:
+        await sink.send(batch)
+    finally:
+        await sink.close()
+    key = object_key(sink.options.key_template, batch)
+    head = client.head_object(Bucket=bucket, Key=key)
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert head["ObjectLockRetainUntilDate"] > datetime.now(timezone.utc) + timedelta(days=1)
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert head["ServerSideEncryption"] == "AES256"
+    assert [e["id"] for e in read_objects(moto, bucket)[key]] == batch.ids
+
+
+async def test_missing_bucket_is_permanent(moto: MotoS3Server, tmp_path: Path) -> None:
+    """A bucket that does not exist is a PermanentError naming NoSuchBucket."""
+    sink = make_sink(moto, tmp_path, bucket="audit-does-not-exist")
+    await sink.start()
+    try:
+        with pytest.raises(PermanentError, match="NoSuchBucket"):
+            await sink.send(Batch(make_events(3)))
+    finally:
+        await sink.close()
+
+
+async def test_server_down_is_retryable_then_recovers(tmp_path: Path) -> None:
+    """Server killed: RetryableError; server back on the same port: the batch lands."""
+    server = MotoS3Server(tmp_path / "moto")
+    server.start()
+    try:
+        bucket = make_bucket(server, "audit-outage")
+        sink = make_sink(server, tmp_path, bucket=bucket)
+        await sink.start()
+        try:
+            before = Batch(make_events(5))
+            await sink.send(before)
+            server.kill()
+            batch = Batch(make_events(50))
+            for _ in range(2):  # a fresh failure and a repeated one on the pooled client
+                with pytest.raises(RetryableError):
+                    await sink.send(batch)
+            server.start()
+            make_bucket(server, bucket)  # moto keeps state in memory only
+            await sink.send(batch)
+        finally:
+            await sink.close()
+        objects = read_objects(server, bucket)
+        ids = [e["id"] for events in objects.values() for e in events]
+        assert sorted(ids) == sorted(batch.ids)
+    finally:
+        server.stop()

@@ -1,0 +1,111 @@
+"""A private Mosquitto broker for one test: own port, own config, killable, restartable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from . import ServerStartError, free_port, wait_port_accepts, wait_port_closed
+
+__all__ = ["MOSQUITTO", "MosquittoServer"]
+
+MOSQUITTO = os.environ.get("AUDITSHIPD_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
+
+
+class MosquittoServer:
+    """``mosquitto -c <tmp conf>`` on a free port of 127.0.0.1.
+
+    ``users`` turns anonymous access off and writes a password file with
+    ``mosquitto_passwd -b``. ``kill()`` is SIGKILL (no graceful shutdown, no state
+    saved); ``start()`` again reuses the same port.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, port: int = 0):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port(self.host)
+        self.users = users
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_path = self.workdir / "mosquitto.stderr"
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self._write_config()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _write_config(self) -> None:
+        lines = [
+            f"listener {self.port} {self.host}",
+            "persistence false",
+            # Unlimited queues: a slow test subscriber must not make the broker drop QoS 1.
+            "max_queued_messages 0",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if self.users:
+            passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+            pwfile = self.workdir / "passwd"
+            pwfile.write_text("")
+            for user, password in self.users.items():
+                res = subprocess.run(
+                    [passwd, "-b", str(pwfile), user, password],
+                    capture_output=True, timeout=30,
+                )
+                if res.returncode != 0:
+                    raise ServerStartError(
+                        f"mosquitto_passwd failed: {res.stderr.decode(errors='replace')}"
+                    )
+            pwfile.chmod(0o600)
+            lines += ["allow_anonymous false", f"password_file {pwfile}"]
+        else:
+            lines.append("allow_anonymous true")
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 20.0) -> None:
+        if not Path(MOSQUITTO).exists():
+            raise ServerStartError(f"mosquitto not found at {MOSQUITTO}")
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("mosquitto is already running")
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
+            )
+        wait_port_accepts(
+            self.host, self.port, proc=self.proc, stderr_path=self.stderr_path,
+            timeout=timeout, what="mosquitto",
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, then wait until the port is free again."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        wait_port_closed(self.host, self.port)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def log(self) -> str:
+        return self.stderr_path.read_text("utf-8", errors="replace")

@@ -1,0 +1,76 @@
+"""moto's S3 in server mode, as a subprocess on a free port: stoppable and restartable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from . import ServerStartError, free_port, wait_port_accepts, wait_port_closed
+
+__all__ = ["MotoS3Server"]
+
+# Fake credentials: moto accepts any, and the sink must find them through the standard
+# AWS chain (environment variables here).
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class MotoS3Server:
+    """``python -m moto.server -H 127.0.0.1 -p PORT``. State lives in the process:
+    ``kill()`` loses every bucket, ``start()`` again gives an empty server on the same port.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, port: int = 0):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port(self.host)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_path = self.workdir / "moto.stderr"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("moto is already running")
+        env = {**os.environ, **AWS_ENV}
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
+                start_new_session=True,
+            )
+        try:
+            wait_port_accepts(
+                self.host, self.port, proc=self.proc, stderr_path=self.stderr_path,
+                timeout=timeout, what="moto server",
+            )
+        except ServerStartError:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        wait_port_closed(self.host, self.port)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
