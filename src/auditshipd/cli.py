@@ -1,0 +1,195 @@
+"""The ``auditshipd`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default=None,
+                   help="TOML config file (default: the embedded default config)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auditshipd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"auditshipd {__version__}")
+    parser.add_argument("--log-level", default="info")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon")
+    _add_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate the config and exit")
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("emit", help="record one audit event into the journal")
+    _add_config(p)
+    p.add_argument("action")
+    p.add_argument("--actor-email", required=True)
+    p.add_argument("--actor-name")
+    p.add_argument("--actor-type", default="user")
+    p.add_argument("--target-email", action="append", default=[])
+    p.add_argument("--organization")
+    p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--journal", help="journal file (default: journal.path of the config)")
+    p.set_defaults(func=cmd_emit)
+
+    p = sub.add_parser("plugins", help="list discovered plugins and sink types")
+    _add_config(p)
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("dlq", help="dead-letter files")
+    dsub = p.add_subparsers(dest="dlq_command", required=True)
+    q = dsub.add_parser("list", help="dead letters per sink")
+    _add_config(q)
+    q.set_defaults(func=cmd_dlq_list)
+    q = dsub.add_parser("replay", help="send a sink's dead letters again")
+    _add_config(q)
+    q.add_argument("--sink", required=True)
+    q.set_defaults(func=cmd_dlq_replay)
+
+    for modname in ("redact_cli", "status", "portal.cli"):
+        try:
+            module = __import__(f"auditshipd.{modname}", fromlist=["add_parser"])
+        except ImportError:
+            continue
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        uvloop = None
+    daemon = Daemon(args.config)
+    if uvloop is not None:
+        return uvloop.run(daemon.serve())
+    return asyncio.run(daemon.serve())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .runtime import load_runtime
+
+    config, _pm, _types = load_runtime(args.config)
+    extra = []
+    if config.portal:
+        try:
+            from .portal.config import portal_config
+
+            portal_config(config)
+        except ImportError:
+            pass
+    print(f"{config.source}: OK ({len(config.sinks)} sink(s): "
+          f"{', '.join(f'{s.name} ({s.type})' for s in config.sinks)}){''.join(extra)}")
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .journal import AuditJournal
+
+    path = args.journal or load_config(args.config).journal.path
+    metadata = {}
+    for item in args.metadata:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"--metadata {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        metadata[key] = value
+    actor = {"type": args.actor_type, "email": args.actor_email}
+    if args.actor_name:
+        actor["name"] = args.actor_name
+    journal = AuditJournal(path)
+    ok = journal.record(
+        args.action, actor=actor,
+        targets=[{"type": "user", "email": e} for e in args.target_email],
+        organization={"slug": args.organization} if args.organization else None,
+        metadata=metadata or None,
+    )
+    journal.close()
+    if not ok:
+        print(f"could not write to {path} (see the log above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .plugins import build_plugin_manager, sink_types
+
+    config = load_config(args.config)
+    pm = build_plugin_manager(config.plugin_dirs)
+    print("plugins:")
+    for name, _plugin in sorted(pm.list_name_plugin()):
+        print(f"  {name}")
+    print("sink types:")
+    for name, st in sorted(sink_types(pm).items()):
+        print(f"  {name:<12} {st.description}  [{st.plugin}]")
+    return 0
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from .dlq import dlq_summary
+    from .runtime import load_runtime
+
+    config, _, _ = load_runtime(args.config)
+    rows = dlq_summary(config)
+    print(f"{'SINK':<20} {'RECORDS':>8} {'EVENTS':>8} {'BYTES':>10}  LAST ERROR")
+    for r in rows:
+        print(f"{r['sink']:<20} {r['records']:>8} {r['events']:>8} {r['bytes']:>10}  "
+              f"{r['last_error'] or ''}")
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from .dlq import replay
+    from .progress import Progress
+    from .runtime import load_runtime
+
+    config, _, _ = load_runtime(args.config)
+    try:
+        sc = config.sink(args.sink)
+    except KeyError:
+        print(f"{config.source}: no sink named {args.sink!r}", file=sys.stderr)
+        return 2
+    from .deadletter import DeadLetterFile
+
+    total = DeadLetterFile(config.state_dir, sc.name).count()[1]
+    with Progress(total, f"replaying {sc.name}") as bar:
+        sent, failed = asyncio.run(replay(config, args.sink, progress=bar.advance))
+    print(json.dumps({"sink": args.sink, "replayed": sent, "still_dead_lettered": failed}))
+    return 0 if failed == 0 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .logsetup import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Durable per-sink cursors on the journal (like a consumer group's offsets).
+
+A cursor maps each tracked segment (``"dev:inode"``) to the byte offset, on a line
+boundary, up to which the sink has acknowledged (or dead-lettered) every event.
+Alongside the offset it keeps what identifies the file's content: a hash of its first
+bytes (``head_len``/``head_hash``) and of the bytes just before the offset
+(``tail_hash``), so a truncated, rewritten or replaced file under a reused inode is
+detected on restart instead of being read from a wrong offset (fluent-bit#4895,
+vector#25079).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import msgspec
+
+from .fsutil import atomic_write
+
+__all__ = ["HEAD_BYTES", "TAIL_BYTES", "CursorState", "CursorStore", "SegmentCursor", "digest"]
+
+HEAD_BYTES = 256
+TAIL_BYTES = 64
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class SegmentCursor(msgspec.Struct, kw_only=True):
+    path: str
+    offset: int
+    head_len: int
+    head_hash: str
+    tail_hash: str
+
+
+class CursorState(msgspec.Struct, kw_only=True):
+    version: int = 1
+    sink: str = ""
+    segments: dict[str, SegmentCursor] = msgspec.field(default_factory=dict)
+    # Events acknowledged (delivered or dead-lettered) since the cursor was created.
+    acked_events: int = 0
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(CursorState)
+
+
+class CursorStore:
+    """Reads and atomically writes the cursor files under ``state_dir/cursors``."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]):
+        self.dir = Path(state_dir) / "cursors"
+
+    def path(self, sink: str) -> Path:
+        return self.dir / f"{sink}.json"
+
+    def exists(self, sink: str) -> bool:
+        return self.path(sink).exists()
+
+    def load(self, sink: str) -> CursorState:
+        """The sink's cursor, or an empty one. A corrupt file is an error, never ignored."""
+        p = self.path(sink)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            return CursorState(sink=sink)
+        try:
+            return _decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ValueError(
+                f"cursor file {p} is unreadable ({exc}); move it away to restart that sink"
+                " from start_at, or restore it"
+            ) from None
+
+    def save(self, state: CursorState) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path(state.sink), _encoder.encode(state))

@@ -1,0 +1,50 @@
+"""systemd's notify protocol (sd_notify), spoken directly over $NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+__all__ = ["SystemdNotifier"]
+
+
+class SystemdNotifier:
+    """Sends READY=1, STATUS=..., WATCHDOG=1, STOPPING=1; a no-op outside systemd."""
+
+    def __init__(self, address: str | None = None):
+        address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
+        self._sock: socket.socket | None = None
+        self._addr: str | None = None
+        if address:
+            if address.startswith("@"):
+                address = "\0" + address[1:]
+            self._addr = address
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def notify(self, *lines: str) -> None:
+        if self._sock is None or self._addr is None:
+            return
+        try:
+            self._sock.sendto("\n".join(lines).encode(), self._addr)
+        except OSError:
+            pass  # systemd went away; nothing to tell
+
+    def watchdog_interval(self) -> float | None:
+        """Half the watchdog timeout systemd asked for, in seconds, or None."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or (pid and pid != str(os.getpid())):
+            return None
+        try:
+            return int(usec) / 1e6 / 2
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -1,0 +1,486 @@
+"""The per-sink consumer: journal -> decode -> validate -> redact -> batch -> deliver.
+
+A :class:`SinkDriver` owns one sink, one :class:`~auditshipd.tail.JournalReader` and one
+durable cursor. Delivery rules (DESIGN.md): a cursor advances only over the contiguous
+prefix of batches that were acknowledged by the sink or written to its dead-letter file;
+retries use exponential backoff with full jitter; permanent failures and exhausted
+retries are dead-lettered; bad lines are quarantined. Memory is bounded by
+``batch size x concurrency``: the reader stops while ``concurrency`` batches are in
+flight, the journal is the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as _dt
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .batch import Batch
+from .config import Config, SinkConfig
+from .cursor import CursorState, CursorStore, SegmentCursor
+from .deadletter import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
+from .errors import DropEvent, PermanentError, RetryableError, SinkError
+from .fsutil import atomic_write
+from .quarantine import QuarantineFile, QuarantineRecord
+from .retry import Backoff
+from .sinks.base import Sink
+from .tail import ChangeSignal, Chunk, JournalReader, OversizeLine, Release
+
+__all__ = ["SinkDriver", "SinkStats", "decode_lines"]
+
+log = logging.getLogger("auditshipd.pipeline")
+
+_decoder = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
+_REQUIRED = ("id", "action", "occurred_at")
+
+
+class SinkStats(msgspec.Struct, kw_only=True):
+    sink: str
+    type: str
+    state: str = "starting"  # starting | active | error | stopped | blocked
+    started_at: str = ""
+    read_events: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    quarantined: int = 0
+    filtered: int = 0
+    retries: int = 0
+    last_success_at: str | None = None
+    last_error: str | None = None
+    last_error_at: str | None = None
+    updated_at: str = ""
+
+
+def _check_event(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return f"not a JSON object (a JSON {type(obj).__name__})"
+    for key in _REQUIRED:
+        value = obj.get(key)
+        if not isinstance(value, str) or not value:
+            return f"schema: {key!r} is missing or not a non-empty string"
+    return None
+
+
+def decode_lines(data: bytes, start: int, max_line_bytes: int
+                 ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, bytes]]]:
+    """Split a chunk of complete lines; ([(offset, event)], [(offset, reason, line)])."""
+    good: list[tuple[int, dict[str, Any]]] = []
+    bad: list[tuple[int, str, bytes]] = []
+    pos = start
+    decode = _decoder.decode
+    for line in data.split(b"\n")[:-1]:
+        off = pos
+        pos += len(line) + 1
+        if len(line) > max_line_bytes:
+            bad.append((off, f"line of {len(line)} bytes is over max_line_bytes", line))
+            continue
+        if line[:1] == b"\x00":
+            line = line.lstrip(b"\x00")
+        if not line.strip():
+            continue  # empty line (or \r alone): nothing to ship
+        try:
+            obj = decode(line)
+        except msgspec.DecodeError as exc:
+            bad.append((off, f"invalid JSON: {exc}", line))
+            continue
+        reason = _check_event(obj)
+        if reason is not None:
+            bad.append((off, reason, line))
+            continue
+        good.append((off, obj))
+    return good, bad
+
+
+def _parse_time(value: str) -> float | None:
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except (ValueError, TypeError):
+        return None
+
+
+class _Job:
+    __slots__ = ("batch", "marks", "released", "done", "quarantine")
+
+    def __init__(self) -> None:
+        self.batch: list[dict[str, Any]] = []
+        self.marks: dict[str, SegmentCursor] = {}
+        self.released: list[str] = []
+        self.done = False
+        self.quarantine: list[QuarantineRecord] = []
+
+
+class SinkDriver:
+    def __init__(
+        self,
+        config: Config,
+        sink_config: SinkConfig,
+        sink: Sink,
+        *,
+        signal: ChangeSignal,
+        redactor: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        hooks: Any = None,
+    ) -> None:
+        self.config = config
+        self.sc = sink_config
+        self.name = sink_config.name
+        self.sink = sink
+        self.signal = signal
+        self.redactor = redactor
+        self.hooks = hooks
+        state_dir = config.state_dir
+        self.cursors = CursorStore(state_dir)
+        self.dlq = DeadLetterFile(state_dir, self.name, sink_config.dead_letter.max_bytes)
+        self.quarantine_file = QuarantineFile(state_dir, self.name)
+        self.status_path = Path(state_dir) / "status" / f"{self.name}.json"
+        self.backoff = Backoff(sink_config.retry)
+        self.logger = logging.getLogger(f"auditshipd.sink.{self.name}")
+        self.stats = SinkStats(sink=self.name, type=sink_config.type, started_at=now_rfc3339())
+        self.committed = CursorState(sink=self.name)
+        self.orgs = frozenset(sink_config.organizations) if sink_config.organizations else None
+        self.since = None
+        if sink_config.start_at not in ("beginning", "end"):
+            self.since = _parse_time(sink_config.start_at)
+        self._inflight: collections.deque[_Job] = collections.deque()
+        self._slots = asyncio.Semaphore(sink_config.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._persisted = asyncio.Event()
+        self._reader: JournalReader | None = None
+        self._started = False
+        self._last_status_write = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the cursor and start the sink (retrying while the sink is unavailable)."""
+        self.committed = await asyncio.to_thread(self.cursors.load, self.name)
+        j = self.config.journal
+        self._reader = JournalReader(
+            j.paths, self.committed, start_at_end=self.sc.start_at == "end",
+            max_line_bytes=j.max_line_bytes, block_bytes=j.read_block_bytes,
+            signal=self.signal, poll_interval=j.poll_interval, name=self.name,
+        )
+
+    async def run(self) -> None:
+        """Read, batch and dispatch until :meth:`stop`; then flush within the deadline."""
+        assert self._reader is not None
+        persister = asyncio.create_task(self._persist_loop(), name=f"persist-{self.name}")
+        try:
+            await self._start_sink()
+            if not self._stopping.is_set():
+                await self._read_loop()
+        finally:
+            await self._drain()
+            persister.cancel()
+            await asyncio.gather(persister, return_exceptions=True)
+            await asyncio.to_thread(self._persist_now)
+            self._reader.close()
+            try:
+                await self.sink.close()
+            except Exception as exc:
+                self.logger.warning("closing sink %s failed: %s", self.name, exc)
+            self.stats.state = "stopped"
+            await asyncio.to_thread(self._write_status, True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _start_sink(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
+            try:
+                await self.sink.start()
+                self._started = True
+                self.stats.state = "active"
+                return
+            except RetryableError as exc:
+                self._error(f"start failed (attempt {attempt}): {exc}")
+                delay = self.backoff.delay(attempt, exc.retry_after)
+                await self._sleep(delay)
+        # stopping before the sink ever started: nothing in flight
+
+    # -- reading and batching ---------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        reader = self._reader
+        bcfg = self.sc.batch
+        job = _Job()
+        nbytes = 0
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            stop_wait = asyncio.ensure_future(self._stopping.wait())
+            read = asyncio.ensure_future(reader.next_item(timeout if timeout is not None else 3600))
+            done, _ = await asyncio.wait({stop_wait, read}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if read not in done:
+                read.cancel()
+                await asyncio.gather(read, return_exceptions=True)
+                break
+            item = read.result()
+            if item is None:
+                if job.batch or job.marks or job.released or job.quarantine:
+                    await self._dispatch(job)
+                    job, nbytes, deadline = _Job(), 0, None
+                continue
+            if isinstance(item, Release):
+                job.released.append(item.segment)
+                job.marks.pop(item.segment, None)
+                if not job.batch:
+                    await self._dispatch(job)
+                    job, nbytes, deadline = _Job(), 0, None
+                continue
+            if isinstance(item, OversizeLine):
+                job.quarantine.append(self.quarantine_file.record(
+                    item.segment, item.path, item.offset,
+                    f"line of {item.length} bytes is over max_line_bytes"
+                    f" ({self.config.journal.max_line_bytes})",
+                    item.preview, item.length))
+                job.marks[item.segment] = item.mark
+                if deadline is None:
+                    deadline = loop.time() + bcfg.timeout
+                continue
+            # A chunk: may hold more events than one batch.
+            for events, lines, size, mark, quarantined in self._process(item):
+                job.quarantine.extend(quarantined)
+                job.batch.extend(zip(events, lines, strict=True))
+                nbytes += size
+                job.marks[item.segment] = mark
+                if deadline is None:
+                    deadline = loop.time() + bcfg.timeout
+                if len(job.batch) >= bcfg.max_events or nbytes >= bcfg.max_bytes:
+                    await self._dispatch(job)
+                    job, nbytes, deadline = _Job(), 0, None
+            if deadline is not None and loop.time() >= deadline:
+                await self._dispatch(job)
+                job, nbytes, deadline = _Job(), 0, None
+        # stopping: flush what was read (the shutdown deadline bounds it)
+        if job.batch or job.marks or job.released or job.quarantine:
+            await self._dispatch(job)
+
+    def _process(self, chunk: Chunk):  # noqa: ANN202 - generator of batch parts
+        """Yield (events, lines, bytes, mark, quarantined) slices of at most one batch."""
+        bcfg = self.sc.batch
+        good, bad = decode_lines(chunk.data, chunk.start, self.config.journal.max_line_bytes)
+        self.stats.read_events += len(good) + len(bad)
+        quarantined = [
+            self.quarantine_file.record(chunk.segment, chunk.path, off, reason, line)
+            for off, reason, line in bad
+        ]
+        redact = self.redactor
+        orgs, since = self.orgs, self.since
+        events: list[dict[str, Any]] = []
+        lines: list[bytes] = []
+        size = 0
+        filtered = 0
+        for off, event in good:
+            if orgs is not None:
+                org = event.get("organization")
+                slug = org.get("slug") if isinstance(org, dict) else None
+                if slug not in orgs:
+                    filtered += 1
+                    continue
+            if since is not None:
+                t = _parse_time(event.get("occurred_at", ""))
+                if t is not None and t < since:
+                    filtered += 1
+                    continue
+            if redact is not None:
+                try:
+                    event = redact(event)
+                except DropEvent as exc:
+                    quarantined.append(self.quarantine_file.record(
+                        chunk.segment, chunk.path, off, f"redaction: {exc.reason}",
+                        _encode(event)))
+                    continue
+            line = _encode(event)
+            events.append(event)
+            lines.append(line)
+            size += len(line)
+            if len(events) >= bcfg.max_events or size >= bcfg.max_bytes:
+                # The mark for a partial chunk: the offset after this event's line.
+                mark = self._mark_at(chunk, off)
+                yield events, lines, size, mark, quarantined
+                events, lines, size, quarantined = [], [], 0, []
+        self.stats.filtered += filtered
+        yield events, lines, size, chunk.mark, quarantined
+
+    def _mark_at(self, chunk: Chunk, line_offset: int) -> SegmentCursor:
+        end = chunk.data.index(b"\n", line_offset - chunk.start) + 1
+        return chunk.mark_at(end)
+
+    # -- delivery ---------------------------------------------------------------------
+
+    async def _dispatch(self, job: _Job) -> None:
+        await self._slots.acquire()
+        self._inflight.append(job)
+        task = asyncio.create_task(self._deliver(job), name=f"deliver-{self.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, job: _Job) -> None:
+        try:
+            if job.quarantine:
+                await asyncio.to_thread(self.quarantine_file.write, job.quarantine)
+                self.stats.quarantined += len(job.quarantine)
+                if self.hooks is not None:
+                    for q in job.quarantine:
+                        self.hooks.event_quarantined(sink_name=self.name, segment=q.path,
+                                                     offset=q.offset, reason=q.reason)
+            if job.batch:
+                events = [e for e, _ in job.batch]
+                lines = [b for _, b in job.batch]
+                await self._send_with_retry(Batch(events, lines))
+            job.done = True
+            self._advance()
+        finally:
+            self._slots.release()
+
+    async def _send_with_retry(self, batch: Batch) -> None:
+        rcfg = self.sc.retry
+        remaining = batch
+        attempts = 0
+        first_at = now_rfc3339()
+        started = time.monotonic()
+        while len(remaining):
+            attempts += 1
+            try:
+                await asyncio.wait_for(self.sink.send(remaining), rcfg.attempt_timeout)
+            except asyncio.TimeoutError:
+                err: SinkError = RetryableError(f"attempt timed out after {rcfg.attempt_timeout}s")
+            except SinkError as exc:
+                err = exc
+            except Exception as exc:  # a sink bug: keep the events, never drop them
+                self.logger.exception("sink %s raised an unexpected error", self.name)
+                err = PermanentError(f"unexpected {type(exc).__name__}: {exc}")
+            else:
+                self._success(len(remaining))
+                return
+            if err.accepted:
+                self._success(err.accepted)
+                remaining = remaining[err.accepted:]
+            if not err.retryable:
+                assert isinstance(err, PermanentError)
+                n = len(remaining) if err.rejected is None else min(err.rejected, len(remaining))
+                await self._dead_letter(remaining[:n], err, attempts, first_at)
+                remaining = remaining[n:]
+                attempts, first_at, started = 0, now_rfc3339(), time.monotonic()
+                continue
+            if self.backoff.exhausted(attempts, time.monotonic() - started):
+                await self._dead_letter(remaining, err, attempts, first_at)
+                return
+            self.stats.retries += 1
+            retry_after = getattr(err, "retry_after", None)
+            delay = self.backoff.delay(attempts, retry_after)
+            self._error(f"attempt {attempts} failed, retrying in {delay:.2f}s: {err}")
+            await self._sleep(delay, interruptible=False)
+
+    async def _dead_letter(self, batch: Batch, err: SinkError, attempts: int, first_at: str
+                           ) -> None:
+        letter = DeadLetter(
+            sink=self.name, error=str(err), retryable=err.retryable, attempts=attempts,
+            first_attempt_at=first_at, last_attempt_at=now_rfc3339(),
+            dead_lettered_at=now_rfc3339(), events=batch.events,
+        )
+        warned = 0.0
+        while True:
+            try:
+                await asyncio.to_thread(self.dlq.append, letter)
+                break
+            except (DeadLetterFull, OSError) as exc:
+                self.stats.state = "blocked"
+                if time.monotonic() - warned > 30:
+                    self.logger.error("sink %s is NOT advancing: %s", self.name, exc)
+                    warned = time.monotonic()
+                    self._error(str(exc))
+                await self._sleep(2.0, interruptible=False)
+        self.stats.dead_lettered += len(batch)
+        self.logger.error("sink %s dead-lettered %d events after %d attempts: %s",
+                          self.name, len(batch), attempts, err)
+        self._error(f"dead-lettered {len(batch)} events: {err}")
+        if self.hooks is not None:
+            self.hooks.batch_dead_lettered(sink_name=self.name, batch=batch, error=str(err))
+
+    def _success(self, n: int) -> None:
+        self.stats.delivered += n
+        self.stats.last_success_at = now_rfc3339()
+        if self.stats.state in ("error", "blocked", "starting"):
+            self.stats.state = "active"
+
+    def _error(self, message: str) -> None:
+        self.stats.last_error = message
+        self.stats.last_error_at = now_rfc3339()
+        self.stats.state = "error"
+        self.logger.warning("%s: %s", self.name, message)
+
+    async def _sleep(self, delay: float, interruptible: bool = True) -> None:
+        if not interruptible:
+            await asyncio.sleep(delay)
+            return
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- cursor -----------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Move the committed cursor over the contiguous prefix of finished jobs."""
+        moved = False
+        while self._inflight and self._inflight[0].done:
+            job = self._inflight.popleft()
+            self.committed.segments.update(job.marks)
+            for key in job.released:
+                self.committed.segments.pop(key, None)
+            self.committed.acked_events += len(job.batch) + len(job.quarantine)
+            moved = True
+            if self.hooks is not None and job.batch:
+                self.hooks.batch_delivered(sink_name=self.name,
+                                           batch=Batch([e for e, _ in job.batch]))
+        if moved:
+            self._dirty.set()
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await asyncio.to_thread(self._persist_now)
+
+    def _persist_now(self) -> None:
+        snapshot = CursorState(sink=self.name, segments=dict(self.committed.segments),
+                               acked_events=self.committed.acked_events)
+        self.cursors.save(snapshot)
+        self._write_status(False)
+
+    def _write_status(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_status_write < 1.0:
+            return
+        self._last_status_write = now
+        self.stats.updated_at = now_rfc3339()
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.status_path, _encode(self.stats))
+
+    async def _drain(self) -> None:
+        """Wait for in-flight batches (the daemon's shutdown deadline cancels us)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def lag_bytes(self) -> int:
+        return self._reader.lag_bytes() if self._reader else 0

@@ -1,0 +1,462 @@
+"""The tailing reader: follows the journal's segments and hands out whole lines.
+
+One :class:`JournalReader` per sink (each sink is an independent consumer with its own
+cursor). It reads large blocks and returns :class:`Chunk` s made of complete lines
+only: a partial last line is not read until its newline arrives, so offsets always sit
+on line boundaries.
+
+Segment identity is ``(dev, inode)`` plus a hash of the first bytes and a hash of the
+bytes before the offset (see :mod:`auditshipd.cursor`). Handled without loss and
+without re-sending a whole file:
+
+- rename-and-create rotation: the renamed file keeps its inode and is drained through
+  the descriptor we hold, even if it left the glob or was deleted;
+- copytruncate: the copy is recognised by its head and the bytes before our offset and
+  continues from that offset; the truncated original restarts at 0; a writer that keeps
+  writing at its old offset leaves a NUL-filled hole, which is skipped;
+- truncation (size below our offset), deletion, inode reuse by unrelated content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import glob
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
+
+__all__ = ["Chunk", "ChangeSignal", "JournalReader", "OversizeLine", "Release"]
+
+log = logging.getLogger("auditshipd.tail")
+
+_RETIRED_KEEP = 32
+
+
+class ChangeSignal:
+    """Wakes readers when the journal directory changes (or on a timer when polling)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    @property
+    def current(self) -> asyncio.Event:
+        return self._event
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Complete lines ``data`` read from ``segment`` starting at byte ``start``."""
+
+    segment: str
+    path: str
+    start: int
+    data: bytes
+    mark: SegmentCursor  # the cursor entry once every line of the chunk is acked
+    prefix: bytes = b""  # up to TAIL_BYTES bytes just before ``start``
+
+    def mark_at(self, end: int) -> SegmentCursor:
+        """The cursor entry for a position ``end`` (relative to ``start``) on a line end."""
+        window = (self.prefix + self.data[:end])[-TAIL_BYTES:]
+        return SegmentCursor(path=self.path, offset=self.start + end, head_len=self.mark.head_len,
+                             head_hash=self.mark.head_hash, tail_hash=digest(window))
+
+
+@dataclass(slots=True)
+class OversizeLine:
+    """A line longer than ``max_line_bytes`` at ``segment``:``offset`` (skipped)."""
+
+    segment: str
+    path: str
+    offset: int
+    length: int
+    preview: bytes
+    mark: SegmentCursor
+
+
+@dataclass(slots=True)
+class Release:
+    """``segment`` was drained and is gone: forget it once everything before is acked."""
+
+    segment: str
+
+
+Item = Chunk | OversizeLine | Release
+
+
+class _Segment:
+    __slots__ = (
+        "key", "path", "fd", "offset", "head_len", "head_hash", "tail_hash", "in_glob",
+        "mtime", "skipping_from", "skip_pos",
+    )
+
+    def __init__(self, key: str, path: str, fd: int, offset: int, head_len: int, head_hash: str,
+                 tail_hash: str) -> None:
+        self.key = key
+        self.path = path
+        self.fd = fd
+        self.offset = offset
+        self.head_len = head_len
+        self.head_hash = head_hash
+        self.tail_hash = tail_hash
+        self.in_glob = True
+        self.mtime = 0
+        self.skipping_from: int | None = None  # start of an oversize line being skipped
+        self.skip_pos = 0  # how far the search for its newline got
+
+    def mark(self) -> SegmentCursor:
+        return SegmentCursor(path=self.path, offset=self.offset, head_len=self.head_len,
+                             head_hash=self.head_hash, tail_hash=self.tail_hash)
+
+
+def _pread(fd: int, n: int, off: int) -> bytes:
+    return os.pread(fd, n, off)
+
+
+class JournalReader:
+    """Reads every file matched by ``patterns`` from the positions in ``state``."""
+
+    def __init__(
+        self,
+        patterns: Iterable[str],
+        state: CursorState,
+        *,
+        exclude: Iterable[str] = ("*.gz", "*.zst", "*.bz2", "*.xz", "*.lock", "*.tmp"),
+        start_at_end: bool = False,
+        max_line_bytes: int = 1024 * 1024,
+        block_bytes: int = 1024 * 1024,
+        signal: ChangeSignal | None = None,
+        poll_interval: float = 1.0,
+        idle_after: float = 60.0,
+        name: str = "",
+    ) -> None:
+        self.patterns = list(patterns)
+        self.exclude = list(exclude)
+        self.known = dict(state.segments)  # persisted cursor entries not yet adopted
+        self.start_at_end = start_at_end and not state.segments
+        self.max_line_bytes = max_line_bytes
+        self.block_bytes = block_bytes
+        self.signal = signal or ChangeSignal()
+        self.poll_interval = poll_interval
+        self.name = name
+        self.segments: dict[str, _Segment] = {}
+        # Drained segments untouched for idle_after seconds: descriptor closed, cursor
+        # entry kept; reopened when their size or mtime changes. Bounds open files when
+        # many rotated segments stay on disk.
+        self.idle: dict[str, tuple[SegmentCursor, int, int]] = {}
+        self.idle_after = idle_after
+        self.retired: list[SegmentCursor] = []
+        self._pending: list[Item] = []
+        self._first_scan = True
+        self._closed = False
+
+    # -- public -----------------------------------------------------------------------
+
+    async def next_item(self, timeout: float | None) -> Item | None:
+        """The next chunk of complete lines (or other item), or None after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._closed:
+            wake = self.signal.current
+            if self._pending:
+                return self._pending.pop(0)
+            item = await asyncio.to_thread(self._poll_once)
+            if item is not None:
+                return item
+            if self._pending:
+                continue
+            wait = self.poll_interval
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    return None
+            try:
+                await asyncio.wait_for(wake.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+        for seg in self.segments.values():
+            try:
+                os.close(seg.fd)
+            except OSError:
+                pass
+        self.segments.clear()
+
+    def lag_bytes(self) -> int:
+        total = 0
+        for seg in self.segments.values():
+            try:
+                total += max(0, os.fstat(seg.fd).st_size - seg.offset)
+            except OSError:
+                pass
+        return total
+
+    # -- one pass (runs in a worker thread) -------------------------------------------
+
+    def _poll_once(self) -> Item | None:
+        self._scan()
+        for seg in sorted(self.segments.values(), key=lambda s: (s.mtime, s.path)):
+            item = self._read(seg)
+            if item is not None:
+                return item
+        # Drained segments that left the glob (renamed away or deleted) are released.
+        now_ns = time.time_ns()
+        for seg in list(self.segments.values()):
+            if seg.skipping_from is not None or not self._at_eof(seg):
+                continue
+            if not seg.in_glob:
+                self._release(seg)
+            elif now_ns - seg.mtime > self.idle_after * 1e9:
+                self._make_idle(seg)
+        return self._pending.pop(0) if self._pending else None
+
+    def _matches(self) -> list[str]:
+        found: set[str] = set()
+        for pattern in self.patterns:
+            for path in glob.glob(pattern):
+                base = os.path.basename(path)
+                if base.startswith(".") or any(fnmatch.fnmatch(base, x) for x in self.exclude):
+                    continue
+                found.add(path)
+        return sorted(found)
+
+    def _scan(self) -> None:
+        seen: set[str] = set()
+        for path in self._matches():
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if not _is_regular(st.st_mode):
+                continue
+            key = f"{st.st_dev}:{st.st_ino}"
+            seen.add(key)
+            idle = self.idle.get(key)
+            if idle is not None:
+                if (st.st_size, st.st_mtime_ns) == idle[1:]:
+                    continue
+                self.known[key] = self.idle.pop(key)[0]
+            seg = self.segments.get(key)
+            if seg is not None:
+                seg.path = path
+                seg.in_glob = True
+                seg.mtime = st.st_mtime_ns
+                self._check_rewritten(seg, st.st_size)
+                continue
+            self._adopt(path, key, st)
+        for key, seg in self.segments.items():
+            if key not in seen:
+                seg.in_glob = False
+        for key in [k for k in self.idle if k not in seen]:
+            self._retire(self.idle.pop(key)[0])
+            self._pending.append(Release(key))
+        if self._first_scan:
+            # Cursor entries whose file is gone cannot be read any more; keep them as
+            # retired so that a copy of that file is still recognised.
+            for key, cur in list(self.known.items()):
+                if key not in self.segments:
+                    self._retire(cur)
+                    self._pending.append(Release(key))
+                    del self.known[key]
+            self._first_scan = False
+
+    def _adopt(self, path: str, key: str, st: os.stat_result) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("cannot open journal segment %s: %s", path, exc)
+            return
+        fst = os.fstat(fd)
+        if f"{fst.st_dev}:{fst.st_ino}" != key:  # replaced between stat and open
+            os.close(fd)
+            return
+        size = fst.st_size
+        head = _pread(fd, HEAD_BYTES, 0)
+        offset = 0
+        how = "new"
+        cur = self.known.pop(key, None)
+        if cur is not None:
+            if self._content_matches(fd, size, head, cur):
+                offset, how = cur.offset, "resumed"
+            else:
+                self._retire(cur)
+                how = "replaced (inode reused or rewritten)"
+        if offset == 0:
+            copy_of = self._find_copy(fd, size, head)
+            if copy_of is not None:
+                if copy_of.offset > size:
+                    os.close(fd)  # a copy still being written: look again next scan
+                    return
+                offset, how = copy_of.offset, f"copy of {copy_of.path}"
+            elif self.start_at_end and self._first_scan:
+                offset, how = _last_line_end(fd, size), "start at end"
+        seg = _Segment(key, path, fd, offset, len(head), digest(head),
+                       self._tail_hash(fd, offset))
+        seg.mtime = st.st_mtime_ns
+        self.segments[key] = seg
+        log.debug("%s: tracking %s (%s) from offset %d", self.name, path, how, offset)
+
+    def _content_matches(self, fd: int, size: int, head: bytes, cur: SegmentCursor) -> bool:
+        if size < cur.offset or len(head) < cur.head_len:
+            return False
+        if digest(head[: cur.head_len]) != cur.head_hash:
+            return False
+        return self._tail_hash(fd, cur.offset) == cur.tail_hash
+
+    def _find_copy(self, fd: int, size: int, head: bytes) -> SegmentCursor | None:
+        """A copytruncate copy starts with the same bytes as a segment we were reading."""
+        candidates = [s.mark() for s in self.segments.values()]
+        candidates += [i[0] for i in self.idle.values()]
+        candidates += list(self.known.values()) + self.retired
+        for cur in candidates:
+            if cur.offset == 0 or cur.head_len == 0 or len(head) < cur.head_len:
+                continue
+            if digest(head[: cur.head_len]) != cur.head_hash:
+                continue
+            if cur.offset > size:
+                return cur  # caller waits for the copy to complete
+            if self._tail_hash(fd, cur.offset) == cur.tail_hash:
+                return cur
+        return None
+
+    def _check_rewritten(self, seg: _Segment, size: int) -> None:
+        """Truncation or rewrite in place (copytruncate's second half)."""
+        if seg.skipping_from is not None:
+            return
+        truncated = size < seg.offset
+        if not truncated and seg.head_len:
+            head = _pread(seg.fd, seg.head_len, 0)
+            truncated = digest(head) != seg.head_hash
+        if not truncated and seg.offset:
+            truncated = self._tail_hash(seg.fd, seg.offset) != seg.tail_hash
+        if truncated:
+            log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
+                        " from the start", self.name, seg.path, size, seg.offset)
+            self._retire(seg.mark())
+            seg.offset = 0
+            seg.head_len, seg.head_hash, seg.tail_hash = 0, digest(b""), digest(b"")
+
+    def _read(self, seg: _Segment) -> Item | None:
+        if seg.skipping_from is not None:
+            return self._skip_oversize(seg)
+        want = self.block_bytes
+        while True:
+            data = _pread(seg.fd, want, seg.offset)
+            if not data:
+                return None
+            if data[0] == 0:
+                # A NUL-filled hole: a copytruncate writer kept writing at its old offset.
+                stripped = data.lstrip(b"\x00")
+                skipped = len(data) - len(stripped)
+                log.warning("%s: skipping %d NUL bytes in %s at offset %d",
+                            self.name, skipped, seg.path, seg.offset)
+                self._advance(seg, seg.offset + skipped)
+                continue
+            nl = data.rfind(b"\n")
+            if nl >= 0:
+                break
+            if len(data) < want:
+                return None  # a partial last line: wait for its newline
+            if want > self.max_line_bytes:
+                seg.skipping_from = seg.skip_pos = seg.offset
+                return self._skip_oversize(seg)
+            want = self.max_line_bytes + 1
+        start = seg.offset
+        body = data[: nl + 1]
+        n = min(TAIL_BYTES, start)
+        prefix = _pread(seg.fd, n, start - n) if n else b""
+        # Lines over the limit inside a block are reported by the pipeline; a single
+        # line longer than the limit never reaches it (skipped above).
+        self._advance(seg, start + nl + 1, body)
+        return Chunk(seg.key, seg.path, start, body, seg.mark(), prefix)
+
+    def _skip_oversize(self, seg: _Segment) -> Item | None:
+        start = seg.skipping_from
+        assert start is not None
+        while True:
+            data = _pread(seg.fd, self.block_bytes, seg.skip_pos)
+            if not data:
+                return None  # the rest of the line is not written yet
+            nl = data.find(b"\n")
+            if nl >= 0:
+                end = seg.skip_pos + nl + 1
+                break
+            seg.skip_pos += len(data)
+        preview = _pread(seg.fd, 256, start)
+        seg.skipping_from = None
+        self._advance(seg, end)
+        return OversizeLine(seg.key, seg.path, start, end - start - 1, preview, seg.mark())
+
+    def _advance(self, seg: _Segment, offset: int, data: bytes | None = None) -> None:
+        seg.offset = offset
+        if seg.head_len < HEAD_BYTES:
+            head = _pread(seg.fd, HEAD_BYTES, 0)
+            seg.head_len, seg.head_hash = len(head), digest(head)
+        if data is not None and len(data) >= TAIL_BYTES:
+            seg.tail_hash = digest(data[-TAIL_BYTES:])
+        else:
+            seg.tail_hash = self._tail_hash(seg.fd, offset)
+
+    @staticmethod
+    def _tail_hash(fd: int, offset: int) -> str:
+        start = max(0, offset - TAIL_BYTES)
+        return digest(_pread(fd, offset - start, start)) if offset else digest(b"")
+
+    def _at_eof(self, seg: _Segment) -> bool:
+        try:
+            return os.fstat(seg.fd).st_size <= seg.offset
+        except OSError:
+            return True
+
+    def _release(self, seg: _Segment) -> None:
+        log.debug("%s: released %s (drained and gone)", self.name, seg.path)
+        self._retire(seg.mark())
+        try:
+            os.close(seg.fd)
+        except OSError:
+            pass
+        del self.segments[seg.key]
+        self._pending.append(Release(seg.key))
+
+    def _make_idle(self, seg: _Segment) -> None:
+        try:
+            st = os.fstat(seg.fd)
+            os.close(seg.fd)
+        except OSError:
+            return
+        del self.segments[seg.key]
+        self.idle[seg.key] = (seg.mark(), st.st_size, st.st_mtime_ns)
+
+    def _retire(self, cur: SegmentCursor) -> None:
+        if cur.offset:
+            self.retired.append(cur)
+            del self.retired[:-_RETIRED_KEEP]
+
+
+def _is_regular(mode: int) -> bool:
+    return stat.S_ISREG(mode)
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    """The offset just after the last newline at or before ``size``."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - 65536)
+        block = _pread(fd, pos - start, start)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            return start + nl + 1
+        pos = start
+    return 0
