@@ -13,6 +13,7 @@ failed partial write is cut back so the journal never holds a torn line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fcntl
 import logging
@@ -125,10 +126,8 @@ class AuditJournal:
         with self._lock:
             for fd in (self._fd, self._lock_fd):
                 if fd is not None:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.close(fd)
-                    except OSError:
-                        pass
             self._fd = self._lock_fd = None
             self._ino = None
 
@@ -246,10 +245,8 @@ class AuditJournal:
         except OSError:
             if written:
                 # Never leave a torn line behind: the next record would be glued to it.
-                try:
+                with contextlib.suppress(OSError):
                     os.ftruncate(fd, size_before)
-                except OSError:
-                    pass
             raise
 
     def _fail(self, message: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as _dt
 import logging
 import time
@@ -429,10 +430,8 @@ class SinkDriver:
         if not interruptible:
             await asyncio.sleep(delay)
             return
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
 
     # -- cursor -----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ without re-sending a whole file:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import glob
 import logging
@@ -179,28 +180,22 @@ class JournalReader:
                 wait = min(wait, deadline - loop.time())
                 if wait <= 0:
                     return None
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
         return None
 
     def close(self) -> None:
         self._closed = True
         for seg in self.segments.values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(seg.fd)
-            except OSError:
-                pass
         self.segments.clear()
 
     def lag_bytes(self) -> int:
         total = 0
         for seg in self.segments.values():
-            try:
+            with contextlib.suppress(OSError):
                 total += max(0, os.fstat(seg.fd).st_size - seg.offset)
-            except OSError:
-                pass
         return total
 
     # -- one pass (runs in a worker thread) -------------------------------------------
@@ -423,10 +418,8 @@ class JournalReader:
     def _release(self, seg: _Segment) -> None:
         log.debug("%s: released %s (drained and gone)", self.name, seg.path)
         self._retire(seg.mark())
-        try:
+        with contextlib.suppress(OSError):
             os.close(seg.fd)
-        except OSError:
-            pass
         del self.segments[seg.key]
         self._pending.append(Release(seg.key))
 
