@@ -1,0 +1,237 @@
+"""Test helpers shipped with the package, for our tests and for plugin authors.
+
+- :class:`WebhookReceiver`: a real aiohttp HTTP server in a background thread that
+  records every event it accepts and answers according to a script (503 with
+  Retry-After, 429, 400, hang, refuse...), so a sink can be tested against failures.
+- :class:`DaemonProcess`: ``auditshipd run`` as a subprocess on a temp dir, with
+  SIGTERM / SIGKILL and log capture.
+- :func:`wait_for`: poll a condition with a deadline instead of sleeping.
+- :func:`read_jsonl_ids`: the event ids found in a JSONL file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "DaemonProcess",
+    "WebhookReceiver",
+    "free_port",
+    "read_jsonl_ids",
+    "wait_for",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def read_jsonl_ids(path: str | os.PathLike[str]) -> list[str]:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    dec = msgspec.json.Decoder()
+    return [dec.decode(line)["id"] for line in data.splitlines() if line.strip()]
+
+
+class WebhookReceiver:
+    """An HTTP receiver in its own thread and event loop.
+
+    ``script``: a list of answers consumed one per request before the default
+    (``200``). An answer is an int status, a ``(status, headers)`` tuple, ``"hang"``
+    (never answer) or ``"close"`` (drop the connection). Accepted (2xx) requests add
+    their events to ``events``.
+    """
+
+    def __init__(self, port: int | None = None, *, hmac_secret: str | None = None,
+                 bearer_token: str | None = None):
+        self.port = port or free_port()
+        self.hmac_secret = hmac_secret
+        self.bearer_token = bearer_token
+        self.script: list[Any] = []
+        self.default: Any = 200
+        self.events: list[dict[str, Any]] = []
+        self.requests = 0
+        self.rejected_auth = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ingest"
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [e["id"] for e in self.events]
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.ids())
+
+    def set_script(self, answers: list[Any], default: Any = 200) -> None:
+        with self._lock:
+            self.script = list(answers)
+            self.default = default
+
+    def start(self) -> WebhookReceiver:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("webhook receiver did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+            try:
+                fut.result(10)
+            except Exception:
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = None
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event) -> None:
+        from aiohttp import web
+
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/ingest", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        loop.run_until_complete(site.start())
+        ready.set()
+        loop.run_forever()
+        loop.close()
+
+    async def _handle(self, request: Any) -> Any:
+        import hashlib
+        import hmac
+
+        from aiohttp import web
+
+        body = await request.read()
+        with self._lock:
+            self.requests += 1
+            answer = self.script.pop(0) if self.script else self.default
+        if answer == "hang":
+            await asyncio.sleep(3600)
+        if answer == "close":
+            request.transport.close()
+            return web.Response(status=500)
+        status, headers = (answer, {}) if isinstance(answer, int) else answer
+        if self.bearer_token and request.headers.get("Authorization") != f"Bearer {self.bearer_token}":
+            self.rejected_auth += 1
+            return web.Response(status=401, text="bad token")
+        if self.hmac_secret:
+            ts = request.headers.get("X-Auditshipd-Timestamp", "")
+            expected = "v1=" + hmac.new(self.hmac_secret.encode(), ts.encode() + b"." + body,
+                                        hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, request.headers.get("X-Auditshipd-Signature", "")):
+                self.rejected_auth += 1
+                return web.Response(status=401, text="bad signature")
+        if 200 <= status < 300:
+            if request.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            if request.content_type == "application/x-ndjson":
+                events = [msgspec.json.decode(x) for x in body.splitlines() if x]
+            else:
+                events = msgspec.json.decode(body)
+            with self._lock:
+                self.events.extend(events)
+        return web.Response(status=status, headers=headers, text="{}")
+
+
+class DaemonProcess:
+    """``auditshipd run -c CONFIG`` as a child process (its own process group)."""
+
+    def __init__(self, config_path: str | os.PathLike[str], cwd: str | os.PathLike[str],
+                 env: dict[str, str] | None = None):
+        self.config_path = str(config_path)
+        self.cwd = str(cwd)
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(cwd) / "daemon.log"
+        self.starts = 0
+
+    def start(self) -> DaemonProcess:
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "auditshipd.cli", "run", "-c", self.config_path],
+                cwd=self.cwd, env=self.env, stdout=log, stderr=log, start_new_session=True,
+            )
+        return self
+
+    def wait_started(self, timeout: float = 20.0) -> None:
+        wait_for(lambda: b"auditshipd started" in self.log() or self.poll() is not None,
+                 timeout, message="daemon start")
+        if self.poll() is not None:
+            raise RuntimeError(f"daemon exited early:\n{self.log().decode(errors='replace')}")
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def log(self) -> bytes:
+        try:
+            return self.log_path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
