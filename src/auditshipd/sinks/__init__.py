@@ -4,5 +4,6 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.file",
     "auditshipd.sinks.stdout",
     "auditshipd.sinks.http",
+    "auditshipd.sinks.splunk_hec",
     "auditshipd.sinks.s3",
 )
