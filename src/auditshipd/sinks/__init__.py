@@ -5,5 +5,6 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.stdout",
     "auditshipd.sinks.http",
     "auditshipd.sinks.splunk_hec",
+    "auditshipd.sinks.datadog",
     "auditshipd.sinks.s3",
 )
