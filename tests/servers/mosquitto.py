@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -19,17 +20,25 @@ class MosquittoServer:
     """``mosquitto -c <tmp conf>`` on a free port of 127.0.0.1.
 
     ``users`` turns anonymous access off and writes a password file with
-    ``mosquitto_passwd -b``. ``kill()`` is SIGKILL (no graceful shutdown, no state
+    ``mosquitto_passwd -b``; ``acl`` is the text of an ``acl_file``. ``kill()`` is SIGKILL (no graceful shutdown, no state
     saved); ``start()`` again reuses the same port.
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, port: int = 0):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        users: dict[str, str] | None = None,
+        acl: str | None = None,
+        port: int = 0,
+    ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port(self.host)
         self.users = users
+        self.acl = acl
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = self.workdir / "mosquitto.stderr"
         self.conf_path = self.workdir / "mosquitto.conf"
@@ -42,9 +51,14 @@ class MosquittoServer:
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} {self.host}",
+            # Run as whoever runs the tests (as root, mosquitto would switch to the user
+            # "mosquitto", who cannot read the password file in the test's temp dir).
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
             "persistence false",
-            # Unlimited queues: a slow test subscriber must not make the broker drop QoS 1.
-            "max_queued_messages 0",
+            # Large queues: a slow test subscriber must not make the broker drop QoS 1.
+            # (Not 0 = unlimited: Mosquitto 2.0.11 then drops a client whose publish the
+            # ACL denies instead of answering with a PUBACK "not authorized".)
+            "max_queued_messages 1000000",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -68,6 +82,10 @@ class MosquittoServer:
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
         else:
             lines.append("allow_anonymous true")
+        if self.acl is not None:
+            aclfile = self.workdir / "acl"
+            aclfile.write_text(self.acl)
+            lines.append(f"acl_file {aclfile}")
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 20.0) -> None:

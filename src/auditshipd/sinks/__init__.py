@@ -7,4 +7,5 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.splunk_hec",
     "auditshipd.sinks.datadog",
     "auditshipd.sinks.s3",
+    "auditshipd.sinks.mqtt",
 )
