@@ -1,0 +1,505 @@
+"""Read and check a ``[redaction]`` policy table; build the allowlist tree.
+
+This module turns the raw TOML table into a :class:`Policy`: every key checked, every
+regex compiled once, the allowlist merged into a tree of plain tuples that
+:mod:`auditshipd.redact` walks together with each event. Nothing here runs per event.
+
+Errors are :class:`~auditshipd.errors.ConfigError` with ``key="redaction.<key>"``. The
+hash key is never put in a message, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+try:  # Python >= 3.11
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+__all__ = [
+    "ABSENT",
+    "ACTIONS",
+    "ALWAYS_KEPT",
+    "DEFAULT_RAW",
+    "REQUIRED",
+    "Policy",
+    "normalize_key",
+    "parse_policy",
+    "path_covered",
+]
+
+ACTIONS = ("drop", "mask", "hash")
+# How much an action hides; a sink override may only move up this scale.
+_STRENGTH = {"hash": 0, "mask": 1, "drop": 2}
+ALWAYS_KEPT = ("id", "action", "occurred_at", "version")
+REQUIRED = ("id", "action", "occurred_at")
+MIN_HASH_KEY_CHARS = 16
+
+# Marks "no such branch" in the plan tree (``None`` already means "free-form leaf").
+ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
+
+DEFAULT_ALLOW = (
+    "actor.type",
+    "actor.email",
+    "actor.name",
+    "targets[].type",
+    "targets[].email",
+    "targets[].name",
+    "organization.slug",
+    "organization.name",
+    "context.*",
+    "metadata.*",
+)
+
+DEFAULT_ID_KEY_PATTERNS = (
+    "id",
+    "*_id",
+    "*_ids",
+    "*uuid*",
+    "*guid",
+    "*internal*",
+    "session*",
+    "*_session",
+    "*token*",
+    "*secret*",
+    "*password*",
+    "*passwd*",
+    "api_key",
+    "*_api_key",
+    "*private_key*",
+    "*credential*",
+    "authorization",
+    "*cookie*",
+)
+
+DEFAULT_ID_VALUE_PATTERNS = (
+    # UUID, any version, anywhere in a string.
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}",
+    # Credentials in an Authorization-style string: "Bearer <token>", "Basic <b64>".
+    r"(?i:bearer|basic)\s+(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9_~+/=-]{16,}[A-Za-z0-9._~+/=-]*",
+    # JSON Web Tokens.
+    r"eyJ[A-Za-z0-9_-]{13,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+    # Prefixed ids: usr_01H..., org_..., directory_user_..., sk_live_... (a digit in the tail).
+    r"(?<![A-Za-z0-9])[a-z][a-z0-9]{1,15}(?:_[a-z][a-z0-9]{1,15}){0,2}_(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{16,}",
+    # Long hex: database keys, ObjectIds, digests, undashed UUIDs.
+    r"[0-9A-Fa-f]{24,}",
+    # A bare ULID (Crockford base32, 26 characters).
+    r"(?<![A-Za-z0-9])[0-7][0-9A-HJKMNP-TV-Z]{25}(?![A-Za-z0-9])",
+    # Long base64 / base64url tokens: 32+ characters mixing digits, lower and upper case.
+    r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*[0-9])(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*[A-Z])[A-Za-z0-9+/_-]{32,}={0,2}",
+    # Long numeric ids (snowflakes, card numbers).
+    r"(?<![0-9])[0-9]{16,}(?![0-9])",
+)
+
+DEFAULT_KEEP_VALUE_PATTERNS = (
+    # An email address is customer-facing, even when its local part looks like an id.
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+)
+
+DEFAULT_RAW: dict[str, Any] = {
+    "allow": list(DEFAULT_ALLOW),
+    "action": "drop",
+    "id_key_patterns": list(DEFAULT_ID_KEY_PATTERNS),
+    "id_value_patterns": list(DEFAULT_ID_VALUE_PATTERNS),
+    "keep_value_patterns": list(DEFAULT_KEEP_VALUE_PATTERNS),
+}
+
+# Every match of every default id pattern holds a run of 16 of these characters. When a
+# policy uses only default patterns, a string without such a run is skipped without
+# running the (much slower) alternation: most customer-facing strings never reach it.
+_PREFILTER = r"[A-Za-z0-9_~+/=-]{16}"
+_PREFILTER_LEN = 16
+
+_KNOWN_KEYS = (
+    "allow",
+    "action",
+    "id_key_patterns",
+    "id_value_patterns",
+    "keep_value_patterns",
+    "hash_key",
+    "hash_key_env",
+    "allow_looser",
+)
+
+_SEGMENT_RE = re.compile(r"^(\*|[^.\[\]*]+)((?:\[\])*)$")
+_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SEP_RE = re.compile(r"[\s.\-]+")
+
+
+def normalize_key(key: str) -> str:
+    """``userId``, ``user-id``, ``User ID`` -> ``user_id``: the form key globs are matched on."""
+    return _SEP_RE.sub("_", _CAMEL_RE.sub("_", key)).lower()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A checked policy. ``plan`` is the allowlist tree the runtime walks.
+
+    A plan node is ``None`` (free-form: keep it, scanning keys and values) or a tuple
+    ``(items, children, wildcard, element)``: explicit keys as ``((key, node), ...)``
+    and as a dict, the node for any other key (``ABSENT``: none) and the node for the
+    elements of a list (``ABSENT``: not a list).
+    """
+
+    source: str
+    allow: tuple[str, ...]
+    action: str
+    id_key_patterns: tuple[str, ...]
+    id_value_patterns: tuple[str, ...]
+    keep_value_patterns: tuple[str, ...]
+    hash_key_env: str | None
+    plan: Any = field(repr=False, compare=False)
+    key_matcher: re.Pattern[str] | None = field(repr=False, compare=False)
+    id_regex: re.Pattern[str] | None = field(repr=False, compare=False)
+    keep_id_regex: re.Pattern[str] | None = field(repr=False, compare=False)
+    prefilter: re.Pattern[str] | None = field(repr=False, compare=False, default=None)
+    min_id_len: int = field(repr=False, compare=False, default=0)
+    hash_key: bytes | None = field(repr=False, compare=False, default=None)
+
+    def __repr__(self) -> str:  # the dataclass one would be fine; this one is explicit
+        return (
+            f"Policy(source={self.source!r}, action={self.action!r}, allow={list(self.allow)!r}, "
+            f"hash_key={'<set>' if self.hash_key else None})"
+        )
+
+
+def parse_policy(raw: dict[str, Any] | None, *, source: str, base: Policy | None = None) -> Policy:
+    """Check ``raw`` and build a :class:`Policy`.
+
+    Keys that ``raw`` leaves out come from ``base`` (a sink override) or from the
+    defaults (the root table). With ``base``, the result must be at least as strict as
+    ``base`` unless ``raw`` says ``allow_looser = true``.
+    """
+    raw = dict(raw or {})
+    for key in raw:
+        if key not in _KNOWN_KEYS:
+            raise ConfigError(
+                f"unknown key (known: {', '.join(sorted(_KNOWN_KEYS))})",
+                file=source, key=f"redaction.{key}",
+            )
+    allow_looser = raw.pop("allow_looser", False)
+    if not isinstance(allow_looser, bool):
+        raise ConfigError("must be true or false", file=source, key="redaction.allow_looser")
+    if allow_looser and base is None:
+        raise ConfigError(
+            "only valid in a sink's redaction table (it lets that sink be looser than [redaction])",
+            file=source, key="redaction.allow_looser",
+        )
+
+    if base is not None:
+        inherited: dict[str, Any] = {
+            "allow": list(base.allow),
+            "action": base.action,
+            "id_key_patterns": list(base.id_key_patterns),
+            "id_value_patterns": list(base.id_value_patterns),
+            "keep_value_patterns": list(base.keep_value_patterns),
+        }
+    else:
+        inherited = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_RAW.items()}
+
+    allow = _str_list(raw.get("allow", inherited["allow"]), source, "allow")
+    if not allow:
+        raise ConfigError(
+            "the allowlist is empty, so nothing but id/action/occurred_at/version would leave; "
+            'list the fields that may leave, e.g. allow = ["actor.email", "metadata.*"]',
+            file=source, key="redaction.allow",
+        )
+    parsed_paths = [_parse_path(p, source, f"allow[{i}]") for i, p in enumerate(allow)]
+
+    action = raw.get("action", inherited["action"])
+    if not isinstance(action, str) or action not in ACTIONS:
+        shown = repr(action) if isinstance(action, str) else f"a {type(action).__name__}"
+        raise ConfigError(
+            f"unknown action {shown} (expected one of: drop, mask, hash)",
+            file=source, key="redaction.action",
+        )
+
+    key_patterns = _str_list(
+        raw.get("id_key_patterns", inherited["id_key_patterns"]), source, "id_key_patterns"
+    )
+    for i, pat in enumerate(key_patterns):
+        if not pat.strip():
+            raise ConfigError("empty glob pattern", file=source, key=f"redaction.id_key_patterns[{i}]")
+    key_patterns = [normalize_key(p) for p in key_patterns]
+
+    value_patterns = _str_list(
+        raw.get("id_value_patterns", inherited["id_value_patterns"]), source, "id_value_patterns"
+    )
+    keep_patterns = _str_list(
+        raw.get("keep_value_patterns", inherited["keep_value_patterns"]), source, "keep_value_patterns"
+    )
+    widths = [_check_regex(p, source, f"id_value_patterns[{i}]") for i, p in enumerate(value_patterns)]
+    for i, p in enumerate(keep_patterns):
+        _check_regex(p, source, f"keep_value_patterns[{i}]")
+
+    hash_key, hash_key_env = _hash_key(raw, source, base)
+    if action == "hash" and hash_key is None:
+        raise ConfigError(
+            'action "hash" needs a key: set hash_key_env to the name of an environment variable '
+            "holding a secret (or hash_key to the secret itself)",
+            file=source, key="redaction.hash_key",
+        )
+
+    if base is not None and not allow_looser:
+        _check_stricter(base, allow, action, key_patterns, value_patterns, keep_patterns, source)
+
+    prefilter = bool(value_patterns) and set(value_patterns) <= set(DEFAULT_ID_VALUE_PATTERNS)
+    ids_alt = "|".join(f"(?:{p})" for p in value_patterns)
+    id_regex = re.compile(ids_alt) if value_patterns else None
+    keep_id_regex = None
+    if value_patterns and keep_patterns:
+        keep_alt = "|".join(f"(?:{p})" for p in keep_patterns)
+        # Group 1 is "keep"; the runtime leaves those matches as they are.
+        keep_id_regex = re.compile(f"({keep_alt})|{ids_alt}")
+    key_matcher = (
+        re.compile("|".join(fnmatch.translate(p) for p in key_patterns)) if key_patterns else None
+    )
+    return Policy(
+        source=source,
+        allow=tuple(allow),
+        action=action,
+        id_key_patterns=tuple(key_patterns),
+        id_value_patterns=tuple(value_patterns),
+        keep_value_patterns=tuple(keep_patterns),
+        hash_key_env=hash_key_env,
+        plan=_build_plan(parsed_paths),
+        key_matcher=key_matcher,
+        id_regex=id_regex,
+        keep_id_regex=keep_id_regex,
+        prefilter=re.compile(_PREFILTER) if prefilter else None,
+        min_id_len=_PREFILTER_LEN if prefilter else min(widths, default=0),
+        hash_key=hash_key,
+    )
+
+
+# -- checks --------------------------------------------------------------------------
+
+
+def _str_list(value: Any, source: str, key: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"must be a list of strings, got {type(value).__name__}", file=source, key=f"redaction.{key}"
+        )
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"must be a string, got {type(item).__name__}", file=source, key=f"redaction.{key}[{i}]"
+            )
+    return list(value)
+
+
+def _check_regex(pattern: str, source: str, key: str) -> int:
+    """Compile ``pattern`` alone (so the error names it); return its minimum match length."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise ConfigError(
+            f"invalid regex {pattern!r}: {exc.msg}{where}", file=source, key=f"redaction.{key}"
+        ) from None
+    if compiled.search("") is not None:
+        raise ConfigError(
+            f"regex {pattern!r} matches the empty string, so it would match everywhere; "
+            "make it require at least one character",
+            file=source, key=f"redaction.{key}",
+        )
+    try:
+        return int(_sre_parse.parse(pattern).getwidth()[0])
+    except Exception:  # pragma: no cover - private API changed: no length shortcut
+        return 0
+
+
+def _hash_key(raw: dict[str, Any], source: str, base: Policy | None) -> tuple[bytes | None, str | None]:
+    has_key, has_env = "hash_key" in raw, "hash_key_env" in raw
+    if has_key and has_env:
+        raise ConfigError(
+            "set only one of hash_key and hash_key_env", file=source, key="redaction.hash_key"
+        )
+    if has_key:
+        value = raw["hash_key"]
+        if not isinstance(value, str):
+            raise ConfigError("must be a string", file=source, key="redaction.hash_key")
+        if len(value) < MIN_HASH_KEY_CHARS:
+            raise ConfigError(
+                f"too short: use at least {MIN_HASH_KEY_CHARS} random characters "
+                "(for example `openssl rand -hex 32`)",
+                file=source, key="redaction.hash_key",
+            )
+        return value.encode("utf-8"), None
+    if has_env:
+        name = raw["hash_key_env"]
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(
+                "must be the name of an environment variable", file=source, key="redaction.hash_key_env"
+            )
+        value = os.environ.get(name, "")
+        if not value:
+            raise ConfigError(
+                f"environment variable {name} is not set or empty", file=source,
+                key="redaction.hash_key_env",
+            )
+        if len(value) < MIN_HASH_KEY_CHARS:
+            raise ConfigError(
+                f"environment variable {name} is too short: use at least {MIN_HASH_KEY_CHARS} "
+                "random characters", file=source, key="redaction.hash_key_env",
+            )
+        return value.encode("utf-8"), name
+    if base is not None:
+        return base.hash_key, base.hash_key_env
+    return None, None
+
+
+def _check_stricter(
+    base: Policy,
+    allow: list[str],
+    action: str,
+    key_patterns: list[str],
+    value_patterns: list[str],
+    keep_patterns: list[str],
+    source: str,
+) -> None:
+    hint = " (or set allow_looser = true in this sink's redaction table to permit it)"
+    base_paths = [_parse_path(p, source, "allow") for p in base.allow]
+    for i, p in enumerate(allow):
+        steps = _parse_path(p, source, f"allow[{i}]")
+        if steps[0] not in ALWAYS_KEPT and not path_covered(steps, base_paths):
+            raise ConfigError(
+                f"path {p!r} is not allowed by the root [redaction] allowlist; "
+                f"a sink may only narrow it{hint}",
+                file=source, key=f"redaction.allow[{i}]",
+            )
+    if _STRENGTH[action] < _STRENGTH[base.action]:
+        raise ConfigError(
+            f"action {action!r} hides less than the root policy's {base.action!r} "
+            f"(drop > mask > hash){hint}",
+            file=source, key="redaction.action",
+        )
+    for key, mine, theirs in (
+        ("id_key_patterns", key_patterns, base.id_key_patterns),
+        ("id_value_patterns", value_patterns, base.id_value_patterns),
+    ):
+        missing = [p for p in theirs if p not in mine]
+        if missing:
+            raise ConfigError(
+                f"leaves out {len(missing)} pattern(s) of the root policy, first {missing[0]!r}; "
+                f"a sink may only add patterns{hint}",
+                file=source, key=f"redaction.{key}",
+            )
+    extra = [p for p in keep_patterns if p not in base.keep_value_patterns]
+    if extra:
+        raise ConfigError(
+            f"adds keep pattern {extra[0]!r} that the root policy does not have; "
+            f"a sink may only remove keep patterns{hint}",
+            file=source, key="redaction.keep_value_patterns",
+        )
+
+
+# -- paths and the plan tree -----------------------------------------------------------
+
+# A parsed path is a tuple of steps: a key name, "*" (any key) or "[]" (each element).
+Path = tuple[str, ...]
+
+
+def _parse_path(path: str, source: str, key: str) -> Path:
+    steps: list[str] = []
+    if not path or path != path.strip():
+        raise ConfigError(
+            f"invalid path {path!r}: empty or surrounded by spaces", file=source, key=f"redaction.{key}"
+        )
+    for seg in path.split("."):
+        m = _SEGMENT_RE.match(seg)
+        if not m:
+            raise ConfigError(
+                f"invalid path {path!r}: segment {seg!r} must be a key name, '*', "
+                "either followed by '[]' for list elements (e.g. targets[].email)",
+                file=source, key=f"redaction.{key}",
+            )
+        steps.append(m.group(1))
+        steps.extend("[]" for _ in range(len(m.group(2)) // 2))
+    if steps[0] in ALWAYS_KEPT and len(steps) > 1:
+        raise ConfigError(
+            f"invalid path {path!r}: {steps[0]!r} is always kept whole", file=source,
+            key=f"redaction.{key}",
+        )
+    return tuple(steps)
+
+
+def path_covered(path: Path, by: list[Path]) -> bool:
+    """True when every value ``path`` lets out is also let out by one path of ``by``."""
+    for q in by:
+        if len(q) > len(path):
+            continue
+        if all(a == b or (b == "*" and a != "[]") for a, b in zip(path, q)):
+            return True
+    return False
+
+
+class _Tree:
+    __slots__ = ("leaf", "children", "wildcard", "element")
+
+    def __init__(self) -> None:
+        self.leaf = False
+        self.children: dict[str, _Tree] = {}
+        self.wildcard: _Tree | None = None
+        self.element: _Tree | None = None
+
+    def add(self, steps: Path) -> None:
+        node = self
+        for step in steps:
+            if node.leaf:
+                return
+            if step == "[]":
+                node.element = node.element or _Tree()
+                node = node.element
+            elif step == "*":
+                node.wildcard = node.wildcard or _Tree()
+                node = node.wildcard
+            else:
+                node = node.children.setdefault(step, _Tree())
+        node.leaf = True
+
+    def merge(self, other: _Tree) -> _Tree:
+        out = _Tree()
+        out.leaf = self.leaf or other.leaf
+        if out.leaf:
+            return out
+        for k in {**self.children, **other.children}:
+            a, b = self.children.get(k), other.children.get(k)
+            out.children[k] = a.merge(b) if a and b else (a or b)  # type: ignore[union-attr,assignment]
+        for name in ("wildcard", "element"):
+            a, b = getattr(self, name), getattr(other, name)
+            setattr(out, name, a.merge(b) if a and b else (a or b))
+        return out
+
+    def freeze(self) -> Any:
+        if self.leaf:
+            return None
+        wildcard = self.wildcard.freeze() if self.wildcard else ABSENT
+        children = {}
+        for k, child in self.children.items():
+            # An explicit key is also matched by "*": it gets the union of both.
+            merged = child.merge(self.wildcard) if self.wildcard else child
+            children[k] = merged.freeze()
+        element = self.element.freeze() if self.element else ABSENT
+        return (tuple(children.items()), children, wildcard, element)
+
+
+def _build_plan(paths: list[Path]) -> Any:
+    root = _Tree()
+    for steps in paths:
+        if steps[0] in ALWAYS_KEPT:  # kept anyway, by the runtime
+            continue
+        root.add(steps)
+    if root.leaf:  # pragma: no cover - a root path cannot be empty
+        root = _Tree()
+    plan = root.freeze()
+    if plan is None:  # pragma: no cover
+        raise AssertionError("root plan cannot be a leaf")
+    return plan
