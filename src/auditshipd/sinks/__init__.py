@@ -8,4 +8,5 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.datadog",
     "auditshipd.sinks.s3",
     "auditshipd.sinks.mqtt",
+    "auditshipd.portal.sink",
 )

@@ -1,0 +1,172 @@
+"""What a search asks for, and the small pure functions the stores share.
+
+Ordering key: every stored event has an integer ``seq`` = microseconds of its
+``occurred_at`` since the epoch x 1024 + a tie-breaker (insertion order among events of
+the same microsecond). Sorting by ``seq`` is sorting by time; a cursor is one ``seq``;
+``since``/``until`` are ``seq`` ranges. Keyset pagination on a unique, immutable key
+never repeats an event, and never skips one that was stored before the first page.
+
+Keyword search: each whitespace-separated word of ``q`` is a phrase of its tokens
+(letters and digits, lower-cased; the last token may be a prefix), and every word must
+match. Words with no letters or digits are ignored; a query made only of such words
+matches nothing. User text never reaches the FTS5 parser as syntax: the phrases are
+rebuilt from tokens and quoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import re
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "EventFilter",
+    "MAX_QUERY_CHARS",
+    "TIE_BITS",
+    "decode_cursor",
+    "encode_cursor",
+    "format_time",
+    "fts_query",
+    "parse_time",
+    "query_phrases",
+    "search_text",
+    "seq_base",
+    "tokenize",
+]
+
+TIE_BITS = 10
+MAX_QUERY_CHARS = 512
+MAX_QUERY_WORDS = 16
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_TOKEN_RE = re.compile(r"[^\W_]+")
+_FRACTION_RE = re.compile(r"(\.\d{6})\d+")
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Filters of a search. Empty values mean "no constraint".
+
+    ``actor`` / ``target``: the e-mail address (or the name when there is no e-mail),
+    matched case-insensitively. ``since`` is inclusive, ``until`` exclusive.
+    ``organization``: the caller's scope; ``None`` sees every organization.
+    """
+
+    q: str = ""
+    actions: tuple[str, ...] = ()
+    actor: str = ""
+    target: str = ""
+    since: _dt.datetime | None = None
+    until: _dt.datetime | None = None
+    organization: str | None = None
+
+    def as_metadata(self) -> dict[str, Any]:
+        """The filters as recorded in ``audit_log.viewed`` / ``audit_log.exported``."""
+        out: dict[str, Any] = {}
+        if self.q:
+            out["q"] = self.q
+        if self.actions:
+            out["action"] = list(self.actions)
+        if self.actor:
+            out["actor"] = self.actor
+        if self.target:
+            out["target"] = self.target
+        if self.since:
+            out["since"] = format_time(self.since)
+        if self.until:
+            out["until"] = format_time(self.until)
+        return out
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased runs of letters and digits (what FTS5's unicode61 tokenizer keeps)."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+def query_phrases(q: str) -> list[list[str]]:
+    """The phrases of a keyword query; ValueError when it is too long."""
+    if len(q) > MAX_QUERY_CHARS:
+        raise ValueError(f"at most {MAX_QUERY_CHARS} characters")
+    words = q.split()
+    if len(words) > MAX_QUERY_WORDS:
+        raise ValueError(f"at most {MAX_QUERY_WORDS} words")
+    return [toks for toks in (tokenize(w) for w in words) if toks]
+
+
+def fts_query(phrases: list[list[str]]) -> str:
+    """An FTS5 MATCH expression: quoted phrases, last token a prefix, joined by AND."""
+    parts = []
+    for toks in phrases:
+        body = " ".join(toks).replace('"', '""')
+        parts.append(f'"{body}" *')
+    return " AND ".join(parts)
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, (int, float)):
+        yield str(value)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+
+
+def search_text(event: Mapping[str, Any]) -> str:
+    """What keyword search looks at: every string and number in the event, in order."""
+    return "\n".join(_leaves(event))
+
+
+def parse_time(value: str) -> _dt.datetime:
+    """RFC 3339 / ISO 8601 (a date, or a time without offset, is taken as UTC)."""
+    text = value.strip()
+    if not text:
+        raise ValueError("empty time")
+    text = _FRACTION_RE.sub(r"\1", text)
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = _dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.astimezone(_dt.timezone.utc)
+
+
+def format_time(value: _dt.datetime) -> str:
+    return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def seq_base(when: _dt.datetime) -> int:
+    """The smallest ``seq`` of an event that occurred at ``when``."""
+    delta = when - _EPOCH
+    micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return micros << TIE_BITS
+
+
+_CURSOR = struct.Struct(">Bq")
+_CURSOR_VERSION = 1
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR.pack(_CURSOR_VERSION, seq)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The ``seq`` in an opaque cursor; ValueError when it is not one of ours."""
+    if len(cursor) > 64:
+        raise ValueError("invalid cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        version, seq = _CURSOR.unpack(raw)
+    except (ValueError, struct.error):
+        raise ValueError("invalid cursor") from None
+    if version != _CURSOR_VERSION:
+        raise ValueError("invalid cursor")
+    return seq

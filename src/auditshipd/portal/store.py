@@ -1,0 +1,441 @@
+"""The index of redacted events behind the portal.
+
+:class:`EventStore` is the interface the web app and the ``portal`` sink use, so that a
+server database can replace SQLite later. :class:`SQLiteEventStore` is the embedded
+implementation: WAL, FTS5 for keyword search, and the event's time-ordered ``seq`` (see
+:mod:`auditshipd.portal.query`) as the integer primary key, so the table itself is the
+``occurred_at`` index and a filtered first page walks an index backwards and stops.
+
+sqlite3 is synchronous: every call runs on a worker thread (one writer thread, a small
+pool of reader threads, one connection per thread), so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import datetime as _dt
+import hashlib
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import msgspec
+
+from .query import (
+    TIE_BITS,
+    EventFilter,
+    decode_cursor,
+    encode_cursor,
+    format_time,
+    fts_query,
+    parse_time,
+    query_phrases,
+    search_text,
+    seq_base,
+)
+
+__all__ = ["EventStore", "Page", "SQLiteEventStore", "actor_key", "target_keys"]
+
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+MAX_LIMIT = 1000
+
+
+class Page(NamedTuple):
+    """One page of events, newest first, and the cursor of the next page (or None)."""
+
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class EventStore(abc.ABC):
+    """Where the portal's events live. All methods are coroutines safe to call on the loop."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create the schema if needed. Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+    @abc.abstractmethod
+    async def insert_events(
+        self, events: Sequence[Mapping[str, Any]], lines: Sequence[bytes] | None = None
+    ) -> int:
+        """Store events (``lines``: their JSON, if already encoded); an id already stored is
+        skipped. Returns how many were new."""
+
+    @abc.abstractmethod
+    async def query(self, filters: EventFilter, cursor: str | None = None, limit: int = 50) -> Page:
+        """Matching events, newest first; ValueError for a bad cursor or query."""
+
+    @abc.abstractmethod
+    async def get(self, event_id: str, *, organization: str | None = None) -> dict[str, Any] | None:
+        """One event by id, or None (also when it belongs to another organization)."""
+
+    @abc.abstractmethod
+    async def purge(self, older_than: _dt.datetime) -> int:
+        """Delete events that occurred before ``older_than``; returns how many."""
+
+    @abc.abstractmethod
+    async def count(self, filters: EventFilter | None = None) -> int:
+        """How many events match."""
+
+    @abc.abstractmethod
+    async def actions(self, organization: str | None = None) -> list[str]:
+        """The distinct actions seen (for the filter list)."""
+
+    async def iter_export(
+        self, filters: EventFilter, chunk_size: int = 1000
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every matching event, newest first, in chunks: memory stays constant."""
+        cursor: str | None = None
+        while True:
+            page = await self.query(filters, cursor, chunk_size)
+            if page.events:
+                yield page.events
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    occurred_at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    organization_slug TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_action ON events(action);
+CREATE INDEX IF NOT EXISTS events_actor ON events(actor);
+CREATE INDEX IF NOT EXISTS events_organization ON events(organization_slug);
+CREATE TABLE IF NOT EXISTS event_targets (
+    target TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (target, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_targets_seq ON event_targets(seq);
+CREATE TABLE IF NOT EXISTS event_actions (
+    organization_slug TEXT NOT NULL,
+    action TEXT NOT NULL,
+    PRIMARY KEY (organization_slug, action)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(text, content='', tokenize='unicode61');
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
+"""
+
+
+def _key_of(party: Any) -> str:
+    if not isinstance(party, Mapping):
+        return ""
+    value = party.get("email") or party.get("name") or ""
+    return str(value).strip().lower()
+
+
+def actor_key(event: Mapping[str, Any]) -> str:
+    """What the ``actor`` filter matches: the actor's e-mail (else name), lower-cased."""
+    return _key_of(event.get("actor"))
+
+
+def target_keys(event: Mapping[str, Any]) -> set[str]:
+    """What the ``target`` filter matches, one key per target."""
+    targets = event.get("targets")
+    if not isinstance(targets, list):
+        return set()
+    return {k for k in (_key_of(t) for t in targets) if k}
+
+
+def _organization(event: Mapping[str, Any]) -> str | None:
+    org = event.get("organization")
+    if isinstance(org, Mapping) and org.get("slug") is not None:
+        return str(org["slug"])
+    return None
+
+
+class SQLiteEventStore(EventStore):
+    """The embedded index: one SQLite file in WAL mode."""
+
+    def __init__(self, path: str | Path, *, readers: int = 2, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="portal-db-write")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="portal-db-read")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._opened = False
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute("PRAGMA cache_size=-32000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self._write(self._open_sync)
+            self._opened = True
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SCHEMA)
+
+    async def close(self) -> None:
+        for pool in (self._writer, self._readers):
+            pool.shutdown(wait=True)
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def insert_events(
+        self, events: Sequence[Mapping[str, Any]], lines: Sequence[bytes] | None = None
+    ) -> int:
+        if not events:
+            return 0
+        return await self._write(self._insert_sync, list(events), list(lines) if lines else None)
+
+    def _insert_sync(
+        self, events: list[Mapping[str, Any]], lines: list[bytes] | None
+    ) -> int:
+        conn = self._conn()
+        inserted = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for i, event in enumerate(events):
+                body = lines[i] if lines is not None else _encode(event)
+                event_id = str(event.get("id") or "") or (
+                    "sha256-" + hashlib.sha256(body).hexdigest()[:32]
+                )
+                if conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone():
+                    continue
+                when = _occurred(event)
+                seq = _free_seq(conn, seq_base(when))
+                org = _organization(event)
+                action = str(event.get("action") or "")
+                conn.execute(
+                    "INSERT INTO events(seq, id, occurred_at, action, actor, organization_slug, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (seq, event_id, format_time(when), action, actor_key(event), org,
+                     body.decode("utf-8")),
+                )
+                conn.execute(
+                    "INSERT INTO events_fts(rowid, text) VALUES (?, ?)", (seq, search_text(event))
+                )
+                targets = target_keys(event)
+                if targets:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO event_targets(target, seq) VALUES (?, ?)",
+                        [(t, seq) for t in targets],
+                    )
+                conn.execute(
+                    "INSERT OR IGNORE INTO event_actions(organization_slug, action) VALUES (?, ?)",
+                    (org or "", action),
+                )
+                inserted += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return inserted
+
+    async def purge(self, older_than: _dt.datetime) -> int:
+        return await self._write(self._purge_sync, seq_base(older_than))
+
+    def _purge_sync(self, cutoff: int, chunk: int = 2000) -> int:
+        conn = self._conn()
+        total = 0
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT seq, body FROM events WHERE seq < ? ORDER BY seq LIMIT ?", (cutoff, chunk)
+                ).fetchall()
+                if not rows:
+                    conn.execute("COMMIT")
+                    return total
+                # A contentless FTS5 row is deleted by giving back the text it indexed.
+                conn.executemany(
+                    "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
+                    [(seq, search_text(_decode(body))) for seq, body in rows],
+                )
+                last = rows[-1][0]
+                conn.execute("DELETE FROM event_targets WHERE seq <= ?", (last,))
+                conn.execute("DELETE FROM events WHERE seq <= ?", (last,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            total += len(rows)
+
+    async def optimize(self) -> None:
+        """Refresh the planner's statistics (after a bulk load or a purge)."""
+        await self._write(self._optimize_sync)
+
+    def _optimize_sync(self) -> None:
+        self._conn().executescript("PRAGMA analysis_limit=2000; ANALYZE;")
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def query(self, filters: EventFilter, cursor: str | None = None, limit: int = 50) -> Page:
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        before = decode_cursor(cursor) if cursor else None
+        phrases = query_phrases(filters.q)
+        if filters.q.strip() and not phrases:
+            return Page([], None)
+        return await self._read(self._query_sync, filters, phrases, before, limit)
+
+    def _query_sync(
+        self, filters: EventFilter, phrases: list[list[str]], before: int | None, limit: int
+    ) -> Page:
+        sql, params = _select(filters, phrases, before, "e.seq, e.body")
+        sql += " LIMIT ?"
+        rows = self._conn().execute(sql, (*params, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1][0]) if more else None
+        return Page([_decode(body) for _, body in rows], next_cursor)
+
+    async def count(self, filters: EventFilter | None = None) -> int:
+        filters = filters or EventFilter()
+        phrases = query_phrases(filters.q)
+        if filters.q.strip() and not phrases:
+            return 0
+        return await self._read(self._count_sync, filters, phrases)
+
+    def _count_sync(self, filters: EventFilter, phrases: list[list[str]]) -> int:
+        sql, params = _select(filters, phrases, None, "count(*)", order=False)
+        return int(self._conn().execute(sql, params).fetchone()[0])
+
+    async def get(self, event_id: str, *, organization: str | None = None) -> dict[str, Any] | None:
+        return await self._read(self._get_sync, event_id, organization)
+
+    def _get_sync(self, event_id: str, organization: str | None) -> dict[str, Any] | None:
+        sql = "SELECT body FROM events WHERE id = ?"
+        params: list[Any] = [event_id]
+        if organization is not None:
+            sql += " AND organization_slug = ?"
+            params.append(organization)
+        row = self._conn().execute(sql, params).fetchone()
+        return _decode(row[0]) if row else None
+
+    async def actions(self, organization: str | None = None) -> list[str]:
+        return await self._read(self._actions_sync, organization)
+
+    def _actions_sync(self, organization: str | None) -> list[str]:
+        if organization is None:
+            rows = self._conn().execute("SELECT DISTINCT action FROM event_actions ORDER BY action")
+        else:
+            rows = self._conn().execute(
+                "SELECT action FROM event_actions WHERE organization_slug = ? ORDER BY action",
+                (organization,),
+            )
+        return [r[0] for r in rows]
+
+
+def _occurred(event: Mapping[str, Any]) -> _dt.datetime:
+    value = event.get("occurred_at")
+    if isinstance(value, str):
+        try:
+            return parse_time(value)
+        except ValueError:
+            pass
+    # No usable time: index it as received rather than refuse it.
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _free_seq(conn: sqlite3.Connection, base: int) -> int:
+    span = 1 << TIE_BITS
+    while True:
+        row = conn.execute(
+            "SELECT max(seq) FROM events WHERE seq >= ? AND seq < ?", (base, base + span)
+        ).fetchone()
+        if row[0] is None:
+            return base
+        if row[0] < base + span - 1:
+            return row[0] + 1
+        base += span  # more than 1024 events in one microsecond: the next one
+
+
+def _select(
+    f: EventFilter, phrases: list[list[str]], before: int | None, columns: str, *, order: bool = True
+) -> tuple[str, list[Any]]:
+    """SQL and parameters. The table that drives the scan is the most selective one the
+    filters name; its ``seq`` column carries the range conditions and the ordering."""
+    params: list[Any] = []
+    conds: list[str] = []
+    if phrases:
+        source = "events_fts JOIN events e ON e.seq = events_fts.rowid"
+        key = "events_fts.rowid"
+        conds.append("events_fts MATCH ?")
+        params.append(fts_query(phrases))
+    elif f.target:
+        source = "event_targets t JOIN events e ON e.seq = t.seq"
+        key = "t.seq"
+    else:
+        source = "events e"
+        key = "e.seq"
+    if f.target:
+        if phrases:
+            conds.append("e.seq IN (SELECT seq FROM event_targets WHERE target = ?)")
+        else:
+            conds.append("t.target = ?")
+        params.append(f.target.strip().lower())
+    if before is not None:
+        conds.append(f"{key} < ?")
+        params.append(before)
+    if f.since is not None:
+        conds.append(f"{key} >= ?")
+        params.append(seq_base(f.since))
+    if f.until is not None:
+        conds.append(f"{key} < ?")
+        params.append(seq_base(f.until))
+    if f.actions:
+        conds.append(f"e.action IN ({', '.join('?' * len(f.actions))})")
+        params.extend(f.actions)
+    if f.actor:
+        conds.append("e.actor = ?")
+        params.append(f.actor.strip().lower())
+    if f.organization is not None:
+        conds.append("e.organization_slug = ?")
+        params.append(f.organization)
+    sql = f"SELECT {columns} FROM {source}"
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
+    if order:
+        sql += f" ORDER BY {key} DESC"
+    return sql, params
