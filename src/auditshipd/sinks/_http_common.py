@@ -39,6 +39,7 @@ __all__ = [
     "retry_hint",
     "safe_url",
     "scrub",
+    "scrub_error",
     "snippet",
     "transport_error",
 ]
@@ -229,6 +230,15 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
         if secret and len(secret) >= 4 and secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def scrub_error(err: SinkError, secrets: Iterable[str | None]) -> SinkError:
+    """``err`` with secret values masked in its message (in place; returned for ``raise``)."""
+    message = str(err)
+    cleaned = scrub(message, secrets)
+    if cleaned != message:
+        err.args = (cleaned,)
+    return err
 
 
 def safe_url(url: str) -> str:

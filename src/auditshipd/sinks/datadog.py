@@ -28,7 +28,16 @@ from yarl import URL
 from ..batch import Batch
 from ..errors import ConfigError, PermanentError, SinkError
 from ..hookspecs import hookimpl
-from ._http_common import classify_status, compress, make_session, post, safe_url, scrub, snippet
+from ._http_common import (
+    classify_status,
+    compress,
+    make_session,
+    post,
+    safe_url,
+    scrub,
+    scrub_error,
+    snippet,
+)
 from .base import SinkContext, SinkType
 
 __all__ = [
@@ -80,11 +89,17 @@ class DatadogOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{name}={'***' if name == 'api_key' and value else repr(value)}"
-            for name in self.__struct_fields__
-            for value in (getattr(self, name),)
+            f"{name}={_shown(name, getattr(self, name))}" for name in self.__struct_fields__
         )
         return f"DatadogOptions({shown})"
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "api_key" and value:
+        return "***"
+    if name == "url" and value:
+        return repr(safe_url(value))  # a proxy URL may carry the key in its query
+    return repr(value)
 
 
 def intake_url(options: DatadogOptions) -> str:
@@ -156,6 +171,12 @@ class DatadogSink:
         if not len(batch):
             return
         await self.start()
+        try:
+            await self._send(batch)
+        except SinkError as err:
+            raise scrub_error(err, [self.options.api_key]) from None
+
+    async def _send(self, batch: Batch) -> None:
         entries = [
             self._entry(e, line) for e, line in zip(batch.events, batch.lines, strict=True)
         ]

@@ -40,6 +40,7 @@ from ._http_common import (
     retry_hint,
     safe_url,
     scrub,
+    scrub_error,
     snippet,
 )
 from .base import SinkContext, SinkType
@@ -198,6 +199,12 @@ class SplunkHecSink:
         if not len(batch):
             return
         await self.start()
+        try:
+            await self._send(batch)
+        except SinkError as err:
+            raise scrub_error(err, [self.options.token]) from None
+
+    async def _send(self, batch: Batch) -> None:
         payloads = [
             self._encode_event(e, line)
             for e, line in zip(batch.events, batch.lines, strict=True)

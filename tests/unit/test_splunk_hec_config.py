@@ -1,0 +1,126 @@
+"""splunk_hec options: schema, validation through the config loader, secrets, encoding."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from auditshipd import hookspecs
+from auditshipd.config import parse_config
+from auditshipd.errors import ConfigError
+from auditshipd.plugins import sink_types
+from auditshipd.sinks import BUILTIN_SINK_MODULES, splunk_hec
+from auditshipd.sinks.base import SinkContext
+from auditshipd.sinks.splunk_hec import SplunkHecOptions, SplunkHecSink, event_time
+
+TOKEN = "9a3b0f2e-secret-hec-token"
+
+
+@pytest.fixture
+def types():
+    pm = pluggy.PluginManager("auditshipd")
+    pm.add_hookspecs(hookspecs)
+    pm.register(splunk_hec, name="auditshipd.sinks.splunk_hec")
+    return sink_types(pm)
+
+
+def sink_toml(**keys: object) -> str:
+    lines = ['[[sinks]]', 'name = "splunk"', 'type = "splunk_hec"']
+    for k, v in keys.items():
+        lines.append(f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
+    return "\n".join(lines) + "\n"
+
+
+def test_registered_as_builtin_plugin(types):
+    """The module is a built-in plugin contributing splunk_hec with token as a secret."""
+    assert "auditshipd.sinks.splunk_hec" in BUILTIN_SINK_MODULES
+    st = types["splunk_hec"]
+    assert st.secrets == ("token",)
+    assert st.plugin == "auditshipd.sinks.splunk_hec"
+
+
+def test_defaults(types, monkeypatch):
+    """A minimal table gets the documented defaults; the token comes from ${ENV}."""
+    monkeypatch.setenv("HEC_TOKEN", TOKEN)
+    cfg = parse_config(sink_toml(url="https://splunk.example.com:8088", token="${HEC_TOKEN}"), "t.toml", types)
+    o = cfg.sinks[0].options
+    assert isinstance(o, SplunkHecOptions)
+    assert o.token == TOKEN
+    assert (o.sourcetype, o.acks, o.gzip, o.tls_verify) == ("auditshipd:audit", False, False, True)
+    assert o.max_request_bytes == 1_000_000
+    assert o.index is None and o.source is None and o.host is None
+
+
+@pytest.mark.parametrize(
+    ("keys", "key", "words"),
+    [
+        ({"url": "splunk.example.com:8088", "token": TOKEN}, "url", "base URL"),
+        ({"url": "ftp://splunk.example.com", "token": TOKEN}, "url", "base URL"),
+        ({"url": "https://u:p@splunk.example.com", "token": TOKEN}, "url", "credentials"),
+        ({"url": "https://splunk.example.com:8088"}, "token", "missing HEC token"),
+        ({"url": "https://splunk.example.com:8088", "token": ""}, "token", "missing"),
+        ({"url": "https://s.example.com", "token": TOKEN, "max_request_bytes": 10}, "max_request_bytes", "at least"),
+        ({"url": "https://s.example.com", "token": TOKEN, "ack_timeout": 0.0}, "ack_timeout", "positive"),
+        ({"url": "https://s.example.com", "token": TOKEN, "ca_file": "/nonexistent/ca.pem"}, "ca_file", "not found"),
+        ({"url": "https://s.example.com", "token": TOKEN, "acks": "yes"}, "acks", "wrong type"),
+        ({"url": "https://s.example.com", "token": TOKEN, "colour": "red"}, "colour", "unknown key"),
+    ],
+)
+def test_invalid_options_name_the_key(types, keys, key, words):
+    """Bad url / missing token / out-of-range values: ConfigError naming file and key."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(sink_toml(**keys), "t.toml", types)
+    assert info.value.key == f"sinks[0] (splunk).{key}"
+    assert words in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
+def test_bad_token_message_does_not_echo_it(types):
+    """A token with whitespace is refused without being shown."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(sink_toml(url="https://s.example.com", token="abc def-secret"), "t.toml", types)
+    assert "abc def-secret" not in str(info.value)
+
+
+def test_repr_hides_token(tmp_path: Path):
+    """Neither the options nor the sink show the token in repr."""
+    o = SplunkHecOptions(url="https://s.example.com:8088", token=TOKEN)
+    sink = SplunkHecSink("s", o, SinkContext("s", tmp_path, logging.getLogger("t")))
+    assert TOKEN not in repr(o) and "token='***'" not in repr(o) and "token=***" in repr(o)
+    assert TOKEN not in repr(sink)
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("https://s.example.com:8088", "https://s.example.com:8088/services/collector/event"),
+        ("https://s.example.com:8088/", "https://s.example.com:8088/services/collector/event"),
+        ("https://s.example.com/services/collector/event", "https://s.example.com/services/collector/event"),
+        ("https://proxy.example.com/splunk", "https://proxy.example.com/splunk/services/collector/event"),
+    ],
+)
+def test_endpoint_from_base_url(tmp_path: Path, url: str, endpoint: str):
+    """url is the collector's base; a pasted full endpoint is accepted too."""
+    o = SplunkHecOptions(url=url, token=TOKEN)
+    sink = SplunkHecSink("s", o, SinkContext("s", tmp_path, logging.getLogger("t")))
+    assert sink._event_url == endpoint  # noqa: SLF001
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "expected"),
+    [
+        ("2024-05-01T12:00:00.123Z", "1714564800.123"),
+        ("2024-05-01T12:00:00Z", "1714564800.000"),
+        ("2024-05-01T14:00:00.5+02:00", "1714564800.500"),
+        ("2024-05-01T12:00:00.123456Z", "1714564800.123"),
+        ("yesterday", None),
+        (None, None),
+        (12, None),
+    ],
+)
+def test_event_time_from_occurred_at(occurred_at, expected):
+    """HEC time is epoch seconds with milliseconds, exact (no float rounding)."""
+    assert event_time(occurred_at) == expected
