@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import ssl
 import string
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -164,7 +165,7 @@ def validate_options(options: MqttOptions) -> None:
         raise ConfigError("must be positive", key="timeout")
     if parts.scheme == "mqtt" and (options.ca_file or not options.tls_verify):
         raise ConfigError("ca_file and tls_verify apply to mqtts:// URLs only", key="url")
-    if importlib.util.find_spec("aiomqtt") is None:
+    if not _installed("aiomqtt"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 
 
@@ -191,6 +192,16 @@ def classify_mqtt_error(exc: BaseException, what: str = "MQTT") -> SinkError:
     if isinstance(exc, ValueError):  # paho: topic too long, payload too large
         return PermanentError(f"{what}: {exc}")
     return RetryableError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _import_aiomqtt() -> Any:

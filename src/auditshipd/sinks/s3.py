@@ -22,6 +22,7 @@ import importlib
 import importlib.util
 import re
 import string
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -121,7 +122,7 @@ def validate_options(options: S3Options) -> None:
             raise ConfigError("must be at least 1", key="object_lock_retain_days")
     if options.timeout <= 0:
         raise ConfigError("must be positive", key="timeout")
-    if importlib.util.find_spec("aiobotocore") is None:
+    if not _installed("aiobotocore"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 
 
@@ -225,6 +226,16 @@ def _retry_after(headers: dict[str, Any]) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _import_aiobotocore() -> tuple[Any, Any]:

@@ -1,0 +1,174 @@
+"""Unit tests of the s3 sink: options, object keys, error classification (no server)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditshipd.batch import Batch
+from auditshipd.config import parse_config
+from auditshipd.errors import ConfigError, PermanentError, RetryableError
+from auditshipd.plugins import build_plugin_manager, sink_types
+from auditshipd.sinks.base import SinkContext
+from auditshipd.sinks.s3 import (
+    DEFAULT_KEY_TEMPLATE,
+    S3Options,
+    S3Sink,
+    classify_s3_error,
+    object_key,
+    validate_options,
+)
+
+
+def ev(id_: str, occurred_at: Any = "2024-05-17T23:30:00Z") -> dict[str, Any]:
+    return {"id": id_, "occurred_at": occurred_at, "action": "x"}
+
+
+def config_error(**options: Any) -> ConfigError:
+    with pytest.raises(ConfigError) as err:
+        validate_options(S3Options(**{"bucket": "b", **options}))
+    return err.value
+
+
+def test_valid_options_pass() -> None:
+    """A full, valid option set validates."""
+    validate_options(S3Options(
+        bucket="b", region="eu-west-1", endpoint_url="https://minio.local:9000",
+        storage_class="GLACIER_IR", server_side_encryption="aws:kms", sse_kms_key_id="k",
+        object_lock_mode="COMPLIANCE", object_lock_retain_days=30,
+    ))
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"bucket": " "}, "bucket"),
+        ({"key_template": "audit/{yyyy}/{first_id}-{last_id}-{nope}.gz"}, "key_template"),
+        ({"key_template": "audit/{yyyy}.gz"}, "key_template"),
+        ({"key_template": "audit/{first_id!r}-{last_id}"}, "key_template"),
+        ({"key_template": "audit/{first_id-{last_id}"}, "key_template"),
+        ({"endpoint_url": "minio:9000"}, "endpoint_url"),
+        ({"endpoint_url": "ftp://minio:9000"}, "endpoint_url"),
+        ({"storage_class": "STANDARD-IA"}, "storage_class"),
+        ({"server_side_encryption": "kms"}, "server_side_encryption"),
+        ({"sse_kms_key_id": "k"}, "sse_kms_key_id"),
+        ({"object_lock_mode": "STRICT", "object_lock_retain_days": 1}, "object_lock_mode"),
+        ({"object_lock_mode": "GOVERNANCE"}, "object_lock_retain_days"),
+        ({"object_lock_retain_days": 3}, "object_lock_mode"),
+        ({"timeout": 0}, "timeout"),
+    ],
+)
+def test_invalid_options_name_their_key(options: dict[str, Any], key: str) -> None:
+    """Each invalid option is a ConfigError naming that key."""
+    assert config_error(**options).key == key
+
+
+def test_unknown_placeholder_is_named() -> None:
+    """The error for an unknown placeholder names it and lists the known ones."""
+    err = config_error(key_template="a/{first_id}-{last_id}/{day}")
+    assert "{day}" in str(err) and "{yyyy}" in str(err)
+
+
+def test_check_config_reports_the_sink_key() -> None:
+    """Through the config loader, the error names the file, the sink and the key."""
+    types = sink_types(build_plugin_manager())
+    text = '[[sinks]]\nname = "arch"\ntype = "s3"\nbucket = "b"\nkey_template = "{first_id}{x}{last_id}"\n'
+    with pytest.raises(ConfigError, match=r"conf.toml: sinks\[0\] \(arch\)\.key_template"):
+        parse_config(text, "conf.toml", types)
+    text = '[[sinks]]\nname = "arch"\ntype = "s3"\nregion = "eu-west-1"\n'
+    with pytest.raises(ConfigError, match=r"bucket: missing required key"):
+        parse_config(text, "conf.toml", types)
+    ok = parse_config('[[sinks]]\nname = "arch"\ntype = "s3"\nbucket = "b"\n', "c.toml", types)
+    assert ok.sinks[0].options.key_template == DEFAULT_KEY_TEMPLATE
+
+
+def test_key_uses_first_event_time_in_utc_and_both_ids() -> None:
+    """Date parts come from the first event's occurred_at (converted to UTC)."""
+    batch = Batch([ev("01A", "2024-05-17T23:30:00.123456789-02:00"), ev("01B", "2030-01-01T00:00:00Z")])
+    assert object_key(DEFAULT_KEY_TEMPLATE, batch) == "audit/2024/05/18/01/01A-01B.jsonl.gz"
+
+
+def test_key_is_stable_and_safe() -> None:
+    """The same batch always gives the same key; '/' in ids cannot add key levels."""
+    batch = Batch([ev("a/b c"), ev("z")])
+    key = object_key("{sink}/{yyyy}{mm}{dd}{hh}/{first_id}-{last_id}", batch, "my sink")
+    assert key == "my%20sink/2024051723/a%2Fb%20c-z"
+    assert object_key(DEFAULT_KEY_TEMPLATE, Batch(list(batch.events))) == object_key(DEFAULT_KEY_TEMPLATE, batch)
+
+
+def test_key_without_a_usable_time_is_still_deterministic() -> None:
+    """A missing or malformed occurred_at gives 'unknown' date parts, never the clock."""
+    batch = Batch([ev("a", None), ev("b")])
+    assert object_key(DEFAULT_KEY_TEMPLATE, batch) == "audit/unknown/unknown/unknown/unknown/a-b.jsonl.gz"
+    assert object_key(DEFAULT_KEY_TEMPLATE, Batch([ev("a", "2024-13-45T99:00:00Z")])).startswith("audit/unknown/")
+
+
+def test_put_params_carry_gzip_body_and_its_md5(tmp_path: Path) -> None:
+    """The body is gzip JSON Lines, byte-identical on replay, with a matching Content-MD5."""
+    sink = S3Sink("s", S3Options(bucket="b"), SinkContext("s", tmp_path, logging.getLogger()))
+    batch = Batch([ev("1"), ev("2")])
+    params = sink._put_params(batch)
+    assert gzip.decompress(params["Body"]) == batch.jsonl()
+    assert params["ContentMD5"] == base64.b64encode(hashlib.md5(params["Body"]).digest()).decode()
+    assert sink._put_params(Batch(list(batch.events)))["Body"] == params["Body"]
+    assert params["ContentEncoding"] == "gzip"
+    assert "ObjectLockMode" not in params and "StorageClass" not in params
+
+
+class FakeClientError(Exception):
+    def __init__(self, status: int, code: str, headers: dict[str, str] | None = None):
+        super().__init__(code)
+        self.response = {
+            "Error": {"Code": code, "Message": "msg"},
+            "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers or {}},
+        }
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (404, "NoSuchBucket", False),
+        (403, "AccessDenied", False),
+        (403, "InvalidAccessKeyId", False),
+        (400, "InvalidArgument", False),
+        (400, "RequestTimeout", True),
+        (400, "ExpiredToken", True),
+        (503, "SlowDown", True),
+        (500, "InternalError", True),
+        (502, "", True),
+        (429, "", True),
+    ],
+)
+def test_client_errors_are_classified(status: int, code: str, retryable: bool) -> None:
+    """S3 answers map to retryable (5xx, throttling, timeouts) or permanent (other 4xx)."""
+    err = classify_s3_error(FakeClientError(status, code))
+    assert isinstance(err, RetryableError if retryable else PermanentError)
+
+
+def test_retry_after_is_passed_on() -> None:
+    """A Retry-After header becomes the RetryableError's hint."""
+    err = classify_s3_error(FakeClientError(503, "SlowDown", {"retry-after": "7"}))
+    assert isinstance(err, RetryableError) and err.retry_after == 7.0
+
+
+def test_connection_errors_and_timeouts_are_retryable() -> None:
+    """Anything without an S3 answer (refused, reset, timeout) is retryable."""
+    assert isinstance(classify_s3_error(TimeoutError()), RetryableError)
+    assert isinstance(classify_s3_error(ConnectionRefusedError()), RetryableError)
+
+
+def test_missing_extra_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without aiobotocore, validation and the factory say which extra to install."""
+    monkeypatch.setitem(sys.modules, "aiobotocore", None)
+    monkeypatch.setitem(sys.modules, "aiobotocore.session", None)
+    err = config_error()
+    assert "pip install 'auditshipd[s3]'" in str(err)
+    with pytest.raises(ConfigError, match=r"auditshipd\[s3\]"):
+        S3Sink("s", S3Options(bucket="b"), SinkContext("s", tmp_path, logging.getLogger()))
