@@ -92,15 +92,17 @@ DEFAULT_ID_VALUE_PATTERNS = (
     r"[0-9A-Fa-f]{24,}",
     # A bare ULID (Crockford base32, 26 characters).
     r"(?<![A-Za-z0-9])[0-7][0-9A-HJKMNP-TV-Z]{25}(?![A-Za-z0-9])",
-    # Long base64 / base64url tokens: 32+ characters mixing digits, lower and upper case.
-    r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*[0-9])(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*[A-Z])[A-Za-z0-9+/_-]{32,}={0,2}",
+    # Long base64url tokens: 32+ characters mixing digits, lower and upper case.
+    r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{32,}={0,2}",
+    # Long standard base64 (with '+' or '/'): 40+ characters, same mix.
+    r"(?<![A-Za-z0-9+/])(?=[A-Za-z0-9+/]*[+/])(?=[A-Za-z0-9+/]*[0-9])(?=[A-Za-z0-9+/]*[a-z])(?=[A-Za-z0-9+/]*[A-Z])[A-Za-z0-9+/]{40,}={0,2}",
     # Long numeric ids (snowflakes, card numbers).
     r"(?<![0-9])[0-9]{16,}(?![0-9])",
 )
 
 DEFAULT_KEEP_VALUE_PATTERNS = (
     # An email address is customer-facing, even when its local part looks like an id.
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+    r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
 )
 
 DEFAULT_RAW: dict[str, Any] = {
@@ -436,7 +438,7 @@ def path_covered(path: Path, by: list[Path]) -> bool:
     for q in by:
         if len(q) > len(path):
             continue
-        if all(a == b or (b == "*" and a != "[]") for a, b in zip(path, q)):
+        if all(a == b or (b == "*" and a != "[]") for a, b in zip(path[: len(q)], q, strict=True)):
             return True
     return False
 
