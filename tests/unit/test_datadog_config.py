@@ -106,3 +106,30 @@ def test_repr_hides_api_key(tmp_path: Path):
     assert "api_key=***" in repr(o)
     assert API_KEY not in repr(o)
     assert API_KEY not in repr(sink)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _example_table(type_name: str) -> str:
+    text = (ROOT / "config" / "sinks-example.toml").read_text("utf-8")
+    return next(t for t in text.split("[[sinks]]") if f'type = "{type_name}"' in t)
+
+
+def test_every_key_documented_in_example_and_docs():
+    """Each option appears in config/sinks-example.toml and in docs/sinks.md; every site too."""
+    table = _example_table("datadog")
+    docs = (ROOT / "docs" / "sinks.md").read_text("utf-8")
+    section = docs.split("## `datadog`")[1].split("\n## ")[0]
+    for key in DatadogOptions.__struct_fields__:
+        assert f"\n{key} = " in table or f"\n# {key} = " in table, key
+        assert f"| `{key}` |" in section, key
+    for site in DATADOG_SITES:
+        assert site in table and f"`{site}`" in section, site
+
+
+def test_example_table_is_valid(types, monkeypatch):
+    """The example datadog table passes the loader's checks."""
+    monkeypatch.setenv("DD_API_KEY", API_KEY)
+    cfg = parse_config("[[sinks]]" + _example_table("datadog"), "example", types)
+    assert cfg.sinks[0].options.ddtags == ["env:prod", "team:security"]

@@ -124,3 +124,29 @@ def test_endpoint_from_base_url(tmp_path: Path, url: str, endpoint: str):
 def test_event_time_from_occurred_at(occurred_at, expected):
     """HEC time is epoch seconds with milliseconds, exact (no float rounding)."""
     assert event_time(occurred_at) == expected
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _example_table(type_name: str) -> str:
+    text = (ROOT / "config" / "sinks-example.toml").read_text("utf-8")
+    tables = text.split("[[sinks]]")
+    return next(t for t in tables if f'type = "{type_name}"' in t)
+
+
+def test_every_key_documented_in_example_and_docs():
+    """Each option appears in config/sinks-example.toml and in docs/sinks.md."""
+    table = _example_table("splunk_hec")
+    docs = (ROOT / "docs" / "sinks.md").read_text("utf-8")
+    section = docs.split("## `splunk_hec`")[1].split("\n## ")[0]
+    for key in SplunkHecOptions.__struct_fields__:
+        assert f"\n{key} = " in table or f"\n# {key} = " in table, key
+        assert f"| `{key}` |" in section, key
+
+
+def test_example_table_is_valid(types, monkeypatch):
+    """The example splunk_hec table passes the loader's checks."""
+    monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
+    cfg = parse_config("[[sinks]]" + _example_table("splunk_hec"), "example", types)
+    assert cfg.sinks[0].options.acks is True
