@@ -331,3 +331,29 @@ async def test_concurrent_batches_all_arrive(server, make_sink):
     await asyncio.gather(*(sink.send(Batch(events[i : i + 50])) for i in range(0, 400, 50)))
     await server.wait_for_events(400)
     assert sorted(server.event_ids) == sorted(ids(events))
+
+
+async def test_failure_after_unacknowledged_requests_accepts_only_confirmed(make_sink):
+    """Split batch with acks: the second request fails while the first is still
+    unacknowledged: RetryableError with accepted=0 (nothing confirmed, nothing skipped)."""
+    async with SplunkHecServer(token=TOKEN, acks=True) as srv:
+        srv.lose_acks = True
+        sink = await make_sink(
+            srv, acks=True, ack_poll_interval=0.01, ack_timeout=0.2, max_request_bytes=2048
+        )
+        srv.fail_next("invalid_event", at=0, after=1)
+        with pytest.raises(RetryableError) as info:
+            await sink.send(Batch(make_events(40)))
+        assert info.value.accepted == 0
+        assert "not acknowledged" in str(info.value)
+
+
+async def test_acks_on_but_token_without_acks_still_delivers(server, make_sink, caplog):
+    """acks = true against a token without indexer acknowledgement: delivered, with a warning."""
+    sink = await make_sink(server, acks=True)
+    events = make_events(5)
+    with caplog.at_level(logging.WARNING, logger="test.hec"):
+        await sink.send(Batch(events))
+    assert server.event_ids == ids(events)
+    assert "no ackId" in caplog.text
+    assert TOKEN not in caplog.text
