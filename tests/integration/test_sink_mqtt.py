@@ -13,7 +13,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from tests.servers.mosquitto import MosquittoServer
+from tests.servers.mosquitto import MosquittoServer, make_test_pki
 from ulid import ULID
 
 from auditshipd.batch import Batch
@@ -245,5 +245,23 @@ async def test_publish_denied_by_acl_is_not_silently_delivered(tmp_path: Path) -
                 await sink.send(Batch(make_events(5)))
         async with mqtt_sink(tmp_path, server.url, topic="ok/{action}") as sink:
             await sink.send(Batch(make_events(5)))
+    finally:
+        server.stop()
+
+
+async def test_mqtts_verifies_the_broker_certificate(tmp_path: Path) -> None:
+    """mqtts: delivers with the broker's CA in ca_file; an unknown CA is refused (retryable)."""
+    ca, cert, key = make_test_pki(tmp_path / "pki")
+    server = MosquittoServer(tmp_path / "mosquitto", tls=(ca, cert, key))
+    server.start()
+    try:
+        assert server.url.startswith("mqtts://")
+        async with mqtt_sink(tmp_path, server.url, ca_file=str(ca)) as sink:
+            await sink.send(Batch(make_events(5)))
+        async with mqtt_sink(tmp_path, server.url) as sink:  # system CAs only
+            with pytest.raises(RetryableError, match="(?i)certificate"):
+                await sink.send(Batch(make_events(1)))
+        async with mqtt_sink(tmp_path, server.url, tls_verify=False) as sink:
+            await sink.send(Batch(make_events(1)))
     finally:
         server.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import ServerStartError, free_port, wait_port_accepts, wait_port_closed
 
-__all__ = ["MOSQUITTO", "MosquittoServer"]
+__all__ = ["MOSQUITTO", "MosquittoServer", "make_test_pki"]
 
 MOSQUITTO = os.environ.get("AUDITSHIPD_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
 
@@ -20,7 +20,8 @@ class MosquittoServer:
     """``mosquitto -c <tmp conf>`` on a free port of 127.0.0.1.
 
     ``users`` turns anonymous access off and writes a password file with
-    ``mosquitto_passwd -b``; ``acl`` is the text of an ``acl_file``. ``kill()`` is SIGKILL (no graceful shutdown, no state
+    ``mosquitto_passwd -b``; ``acl`` is the text of an ``acl_file``; ``tls`` = (CA, cert, key) PEM files
+    makes the listener TLS-only (see :func:`make_test_pki`). ``kill()`` is SIGKILL (no graceful shutdown, no state
     saved); ``start()`` again reuses the same port.
     """
 
@@ -32,6 +33,7 @@ class MosquittoServer:
         *,
         users: dict[str, str] | None = None,
         acl: str | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
         port: int = 0,
     ):
         self.workdir = Path(workdir)
@@ -39,6 +41,7 @@ class MosquittoServer:
         self.port = port or free_port(self.host)
         self.users = users
         self.acl = acl
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = self.workdir / "mosquitto.stderr"
         self.conf_path = self.workdir / "mosquitto.conf"
@@ -46,7 +49,7 @@ class MosquittoServer:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def _write_config(self) -> None:
         lines = [
@@ -82,6 +85,9 @@ class MosquittoServer:
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
         else:
             lines.append("allow_anonymous true")
+        if self.tls is not None:
+            cafile, certfile, keyfile = self.tls
+            lines += [f"cafile {cafile}", f"certfile {certfile}", f"keyfile {keyfile}"]
         if self.acl is not None:
             aclfile = self.workdir / "acl"
             aclfile.write_text(self.acl)
@@ -127,3 +133,26 @@ class MosquittoServer:
 
     def log(self) -> str:
         return self.stderr_path.read_text("utf-8", errors="replace")
+
+
+def make_test_pki(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1/localhost, with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.pem"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.pem"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl = shutil.which("openssl") or "/usr/bin/openssl"
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+         "-days", "2", "-subj", "/CN=auditshipd test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", crt, "-days", "2", "-extfile", ext],
+    ]
+    for args in steps:
+        res = subprocess.run([openssl, *map(str, args)], capture_output=True, timeout=60)
+        if res.returncode != 0:
+            raise ServerStartError(f"openssl failed: {res.stderr.decode(errors='replace')}")
+    return ca_crt, crt, key

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
+import os
 import ssl
 import string
 import sys
@@ -165,6 +166,8 @@ def validate_options(options: MqttOptions) -> None:
         raise ConfigError("must be positive", key="timeout")
     if parts.scheme == "mqtt" and (options.ca_file or not options.tls_verify):
         raise ConfigError("ca_file and tls_verify apply to mqtts:// URLs only", key="url")
+    if options.ca_file is not None and not os.path.isfile(options.ca_file):
+        raise ConfigError(f"file {options.ca_file!r} not found", key="ca_file")
     if not _installed("aiomqtt"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 
@@ -279,7 +282,8 @@ class MqttSink:
         try:
             tls_context = self._tls_context()
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load the CA file: {exc}", key="ca_file") from None
+            # Checked by validation already; if it vanished since, hold the batch.
+            raise RetryableError(f"mqtt sink: cannot load ca_file: {exc}") from None
         client = self._client_cls(
             self._host,
             self._port,

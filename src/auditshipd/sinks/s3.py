@@ -281,7 +281,8 @@ class S3Sink:
         except Exception as exc:
             await stack.aclose()
             if type(exc).__name__ == "ProfileNotFound":  # botocore.exceptions
-                raise ConfigError(str(exc), key="profile") from None
+                # A config mistake, but holding the cursor beats dead-lettering everything.
+                raise RetryableError(f"s3 sink, key profile: {exc}") from None
             raise classify_s3_error(exc) from exc
         self._stack = stack
 
