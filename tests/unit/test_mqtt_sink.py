@@ -29,13 +29,20 @@ def config_error(**options: Any) -> ConfigError:
     return err.value
 
 
-def test_valid_options_pass() -> None:
+def test_valid_options_pass(tmp_path: Path) -> None:
     """Typical option sets validate."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
     validate_options(MqttOptions(url="mqtt://broker:1883"))
     validate_options(MqttOptions(
         url="mqtts://broker:8883", topic="org/{organization.slug}", qos=2, username="u",
-        password="p", message_per="batch", protocol="v311", ca_file="/etc/ca.pem",
+        password="p", message_per="batch", protocol="v311", ca_file=str(ca),
     ))
+
+
+def test_missing_ca_file_is_reported() -> None:
+    """check-config names ca_file when the file does not exist."""
+    assert config_error(url="mqtts://b", ca_file="/nonexistent/ca.pem").key == "ca_file"
 
 
 @pytest.mark.parametrize(
