@@ -1,0 +1,78 @@
+"""``auditshipd redact``: show what a policy lets out of the machine.
+
+Reads JSON Lines on stdin, prints each event as it would leave (one JSON object per
+line) and reports invalid lines and dropped events on stderr with their line numbers.
+Exit status 1 when there were any, 2 on a configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import msgspec
+
+from .errors import ConfigError, DropEvent
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``redact`` subcommand to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "redact",
+        help="print what would leave the machine for events read on stdin",
+        description="Apply the redaction policy to JSON Lines on stdin and print the result.",
+    )
+    p.add_argument("-c", "--config", default=None, help="config file (default: embedded default)")
+    p.add_argument("--sink", default=None, help="use this sink's policy (its override, if any)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``auditshipd redact``; returns the exit status."""
+    from .config import load_config
+    from .redact import compile_policy
+
+    try:
+        config = load_config(args.config)
+        redactor = compile_policy(config.redaction or None, source=config.source)
+        if getattr(args, "sink", None):
+            try:
+                sink = config.sink(args.sink)
+            except KeyError:
+                names = ", ".join(s.name for s in config.sinks) or "none"
+                print(f"auditshipd redact: no sink named {args.sink!r} (sinks: {names})",
+                      file=sys.stderr)
+                return 2
+            redactor = compile_policy(sink.redaction, source=config.source, base=redactor)
+    except ConfigError as exc:
+        print(f"auditshipd redact: {exc}", file=sys.stderr)
+        return 2
+    return redact_stream(redactor, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+
+
+def redact_stream(redactor: Any, src: Any, out: Any, err: Any) -> int:
+    decode = msgspec.json.Decoder().decode
+    encode = msgspec.json.Encoder().encode
+    problems = 0
+    for number, line in enumerate(src, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            event = decode(line)
+        except msgspec.DecodeError as exc:
+            problems += 1
+            print(f"line {number}: invalid JSON: {exc}", file=err)
+            continue
+        try:
+            redacted = redactor(event)
+        except DropEvent as exc:
+            problems += 1
+            print(f"line {number}: dropped: {exc.reason}", file=err)
+            continue
+        out.write(encode(redacted) + b"\n")
+    out.flush()
+    return 1 if problems else 0
