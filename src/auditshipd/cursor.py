@@ -22,7 +22,11 @@ from .fsutil import atomic_write
 __all__ = ["HEAD_BYTES", "TAIL_BYTES", "CursorState", "CursorStore", "SegmentCursor", "digest"]
 
 HEAD_BYTES = 256
-TAIL_BYTES = 64
+# The window before the offset must span at least one whole event (its unique id):
+# audit events often end with identical bytes (same action, context, timestamp
+# format), and a 64-byte window matched a rewritten file at the same offset, which
+# was then resumed there instead of read from 0 (vector#25079's checksum collision).
+TAIL_BYTES = 4096
 
 
 def digest(data: bytes) -> str:

@@ -155,7 +155,9 @@ class JournalReader:
         # many rotated segments stay on disk.
         self.idle: dict[str, tuple[SegmentCursor, int, int]] = {}
         self.idle_after = idle_after
-        self.retired: list[SegmentCursor] = []
+        # (key, cursor) of segments no longer read at that position (truncated, rewritten,
+        # released): a copytruncate copy is recognised against them.
+        self.retired: list[tuple[str, SegmentCursor]] = []
         self._pending: list[Item] = []
         self._first_scan = True
         self._closed = False
@@ -255,14 +257,14 @@ class JournalReader:
             if key not in seen:
                 seg.in_glob = False
         for key in [k for k in self.idle if k not in seen]:
-            self._retire(self.idle.pop(key)[0])
+            self._retire(key, self.idle.pop(key)[0])
             self._pending.append(Release(key))
         if self._first_scan:
             # Cursor entries whose file is gone cannot be read any more; keep them as
             # retired so that a copy of that file is still recognised.
             for key, cur in list(self.known.items()):
                 if key not in self.segments:
-                    self._retire(cur)
+                    self._retire(key, cur)
                     self._pending.append(Release(key))
                     del self.known[key]
             self._first_scan = False
@@ -286,10 +288,10 @@ class JournalReader:
             if self._content_matches(fd, size, head, cur):
                 offset, how = cur.offset, "resumed"
             else:
-                self._retire(cur)
+                self._retire(key, cur)
                 how = "replaced (inode reused or rewritten)"
         if offset == 0:
-            copy_of = self._find_copy(fd, size, head)
+            copy_of = self._find_copy(key, fd, size, head)
             if copy_of is not None:
                 if copy_of.offset > size:
                     os.close(fd)  # a copy still being written: look again next scan
@@ -310,12 +312,19 @@ class JournalReader:
             return False
         return self._tail_hash(fd, cur.offset) == cur.tail_hash
 
-    def _find_copy(self, fd: int, size: int, head: bytes) -> SegmentCursor | None:
-        """A copytruncate copy starts with the same bytes as a segment we were reading."""
-        candidates = [s.mark() for s in self.segments.values()]
-        candidates += [i[0] for i in self.idle.values()]
-        candidates += list(self.known.values()) + self.retired
-        for cur in candidates:
+    def _find_copy(self, key: str, fd: int, size: int, head: bytes) -> SegmentCursor | None:
+        """A copytruncate copy starts with the same bytes as a segment we were reading.
+
+        A file is never a copy of itself: without excluding ``key``, a file that shrank
+        below its own (just retired) cursor was taken for "a copy still being written"
+        and never read again until it grew past the old offset.
+        """
+        candidates = [(k, s.mark()) for k, s in self.segments.items()]
+        candidates += [(k, i[0]) for k, i in self.idle.items()]
+        candidates += list(self.known.items()) + self.retired
+        for ckey, cur in candidates:
+            if ckey == key:
+                continue
             if cur.offset == 0 or cur.head_len == 0 or len(head) < cur.head_len:
                 continue
             if digest(head[: cur.head_len]) != cur.head_hash:
@@ -339,7 +348,7 @@ class JournalReader:
         if truncated:
             log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
                         " from the start", self.name, seg.path, size, seg.offset)
-            self._retire(seg.mark())
+            self._retire(seg.key, seg.mark())
             seg.offset = 0
             seg.head_len, seg.head_hash, seg.tail_hash = 0, digest(b""), digest(b"")
 
@@ -417,7 +426,7 @@ class JournalReader:
 
     def _release(self, seg: _Segment) -> None:
         log.debug("%s: released %s (drained and gone)", self.name, seg.path)
-        self._retire(seg.mark())
+        self._retire(seg.key, seg.mark())
         with contextlib.suppress(OSError):
             os.close(seg.fd)
         del self.segments[seg.key]
@@ -432,9 +441,9 @@ class JournalReader:
         del self.segments[seg.key]
         self.idle[seg.key] = (seg.mark(), st.st_size, st.st_mtime_ns)
 
-    def _retire(self, cur: SegmentCursor) -> None:
+    def _retire(self, key: str, cur: SegmentCursor) -> None:
         if cur.offset:
-            self.retired.append(cur)
+            self.retired.append((key, cur))
             del self.retired[:-_RETIRED_KEEP]
 
 

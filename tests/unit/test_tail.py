@@ -1,0 +1,750 @@
+"""JournalReader: rotation, copytruncate, truncation, inode reuse, partial and bad lines.
+
+The oracle of every test: the lines a consumer receives are exactly the lines written
+(no loss, no duplicate), across rotations and restarts. A restart builds a new reader
+from the marks of the items the consumer "acked" (Release removes the entry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from auditshipd.cursor import HEAD_BYTES, CursorState, SegmentCursor, digest
+from auditshipd.pipeline import decode_lines
+from auditshipd.tail import ChangeSignal, Chunk, JournalReader, OversizeLine, Release
+
+
+def ev(tag: str, i: int) -> bytes:
+    """One journal line (no newline) with a unique id."""
+    return b'{"id":"%s-%05d","action":"user.login","occurred_at":"2024-01-01T00:00:00.000Z"}' % (
+        tag.encode(), i)
+
+
+def lines(tag: str, n: int, start: int = 0) -> list[bytes]:
+    return [ev(tag, i) for i in range(start, start + n)]
+
+
+def append(path: Path, items: list[bytes]) -> None:
+    with open(path, "ab") as f:
+        f.write(b"".join(x + b"\n" for x in items))
+
+
+def key_of(path: Path) -> str:
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+class Consumer:
+    """Collects lines from readers and keeps the acked cursor across restarts."""
+
+    def __init__(self, tmp_path: Path, **kw: object) -> None:
+        self.pattern = str(tmp_path / "audit.jsonl*")
+        self.kw = {"poll_interval": 0.05, **kw}
+        self.committed: dict[str, SegmentCursor] = {}
+        self.lines: list[bytes] = []
+        self.items: list[object] = []
+        self.reader: JournalReader | None = None
+
+    def start(self, **kw: object) -> JournalReader:
+        if self.reader is not None:
+            self.reader.close()
+        state = CursorState(sink="t", segments=dict(self.committed))
+        self.reader = JournalReader([self.pattern], state, **{**self.kw, **kw})
+        return self.reader
+
+    def take(self, item: object, ack: bool = True) -> None:
+        self.items.append(item)
+        if isinstance(item, Chunk):
+            self.lines.extend(item.data.split(b"\n")[:-1])
+            if ack:
+                self.committed[item.segment] = item.mark
+        elif isinstance(item, OversizeLine):
+            if ack:
+                self.committed[item.segment] = item.mark
+        elif isinstance(item, Release) and ack:
+            self.committed.pop(item.segment, None)
+
+    async def collect(self, n: int, timeout: float = 5.0, ack: bool = True) -> list[bytes]:
+        """Wait until ``n`` lines in all were received (fails after ``timeout``)."""
+        assert self.reader is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.lines) < n:
+            left = deadline - loop.time()
+            assert left > 0, f"got {len(self.lines)} lines of {n}: {self.lines[-3:]}"
+            item = await self.reader.next_item(timeout=left)
+            if item is not None:
+                self.take(item, ack)
+        return self.lines
+
+    async def until(self, cond, timeout: float = 5.0) -> None:  # noqa: ANN001
+        """Consume items until ``cond()`` holds."""
+        assert self.reader is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not cond():
+            left = deadline - loop.time()
+            assert left > 0, "condition not reached"
+            item = await self.reader.next_item(timeout=min(left, 0.2))
+            if item is not None:
+                self.take(item)
+
+    async def quiet(self, wait: float = 0.3) -> None:
+        """Consume until nothing more arrives for ``wait`` seconds (checks no extra lines)."""
+        assert self.reader is not None
+        while True:
+            item = await self.reader.next_item(timeout=wait)
+            if item is None:
+                return
+            self.take(item)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Path:
+    return tmp_path / "audit.jsonl"
+
+
+@pytest.fixture
+def consumer(tmp_path: Path):  # noqa: ANN201
+    c = Consumer(tmp_path)
+    yield c
+    c.close()
+
+
+def assert_exact(got: list[bytes], expected: list[bytes]) -> None:
+    dups = [x for x, n in Counter(got).items() if n > 1]
+    assert not dups, f"duplicates: {dups[:5]}"
+    missing = set(expected) - set(got)
+    assert not missing, f"lost {len(missing)} lines: {sorted(missing)[:5]}"
+    extra = set(got) - set(expected)
+    assert not extra, f"unexpected lines: {sorted(extra)[:5]}"
+
+
+def assert_in_order(got: list[bytes], tag: str) -> None:
+    """Lines of one writer (``tag``) arrive in the order they were written."""
+    mine = [x for x in got if x.startswith(b'{"id":"%s-' % tag.encode())]
+    assert mine == sorted(mine)
+
+
+# -- plain tailing ------------------------------------------------------------------------
+
+
+async def test_follows_appends_in_order(journal: Path, consumer: Consumer) -> None:
+    """Appended lines arrive once, in order, with marks on line boundaries."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    append(journal, lines("a", 15, 10))
+    await consumer.collect(25)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 25)
+    mark = consumer.committed[key_of(journal)]
+    assert mark.offset == journal.stat().st_size
+    assert mark.path == str(journal)
+
+
+async def test_partial_last_line_waits_for_newline_and_cursor_sits_before_it(
+        journal: Path, consumer: Consumer) -> None:
+    """A partial last line is not returned; after a restart the cursor sits before it."""
+    append(journal, lines("a", 3))
+    boundary = journal.stat().st_size
+    full = ev("a", 3)
+    with open(journal, "ab") as f:
+        f.write(full[:20])
+    consumer.start()
+    await consumer.collect(3)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 3)
+    assert consumer.committed[key_of(journal)].offset == boundary
+    assert consumer.reader is not None and consumer.reader.lag_bytes() == 20
+    consumer.close()
+    with open(journal, "ab") as f:  # completed while "stopped"
+        f.write(full[20:] + b"\n")
+    consumer.start()
+    await consumer.collect(4)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 4)
+
+
+async def test_partial_line_completed_while_running(journal: Path, consumer: Consumer) -> None:
+    """A line written in pieces is returned whole once its newline arrives."""
+    consumer.start()
+    full = ev("a", 0)
+    with open(journal, "ab") as f:
+        f.write(full[:10])
+    assert await consumer.reader.next_item(timeout=0.2) is None
+    with open(journal, "ab") as f:
+        f.write(full[10:30])
+    assert await consumer.reader.next_item(timeout=0.2) is None
+    with open(journal, "ab") as f:
+        f.write(full[30:] + b"\n")
+    await consumer.collect(1)
+    assert consumer.lines == [full]
+
+
+async def test_restart_without_ack_rereads_only_unacked(journal: Path, consumer: Consumer) -> None:
+    """Items not acked before a restart are read again (at-least-once), acked ones are not."""
+    append(journal, lines("a", 5))
+    consumer.start()
+    await consumer.collect(5)
+    append(journal, lines("a", 5, 5))
+    await consumer.collect(10, ack=False)
+    consumer.close()
+    consumer.lines.clear()
+    consumer.start()
+    await consumer.collect(5)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 5, 5)
+
+
+# -- rename rotation ----------------------------------------------------------------------
+
+
+async def test_rename_rotation_while_reading(journal: Path, consumer: Consumer) -> None:
+    """Rename-and-create rotation while reading: the old segment is drained, nothing lost."""
+    append(journal, lines("a", 20))
+    consumer.start()
+    await consumer.collect(20)
+    append(journal, lines("a", 10, 20))  # not read yet when the rotation happens
+    os.rename(journal, journal.with_name("audit.jsonl.1"))
+    append(journal, lines("a", 15, 30))
+    await consumer.collect(45)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 45))
+    assert consumer.lines == lines("a", 45), "the rotated segment is drained first"
+
+
+async def test_rename_rotation_out_of_glob_drains_then_releases(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """A segment renamed out of the glob is drained through its descriptor, then released."""
+    append(journal, lines("a", 5))
+    consumer.start()
+    await consumer.collect(5)
+    old_key = key_of(journal)
+    append(journal, lines("a", 5, 5))
+    os.rename(journal, tmp_path / "archived.log")
+    append(journal, lines("a", 5, 10))
+    await consumer.collect(15)
+    await consumer.until(lambda: any(isinstance(i, Release) and i.segment == old_key
+                                     for i in consumer.items))
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 15)
+    assert old_key not in consumer.committed
+
+
+async def test_rename_rotation_while_stopped(journal: Path, consumer: Consumer) -> None:
+    """Rotation between two runs: the renamed segment resumes at its offset, the new one at 0."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    consumer.close()
+    append(journal, lines("a", 5, 10))
+    os.rename(journal, journal.with_name("audit.jsonl.1"))
+    append(journal, lines("a", 7, 15))
+    consumer.start()
+    await consumer.collect(22)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 22))
+    assert_in_order(consumer.lines, "a")
+
+
+async def test_repeated_rotation_with_restarts(journal: Path, consumer: Consumer) -> None:
+    """Several rotations, each followed by a restart: every line exactly once."""
+    written: list[bytes] = []
+    for r in range(4):
+        batch = lines("a", 6, len(written))
+        append(journal, batch)
+        written += batch
+        consumer.start()
+        await consumer.collect(len(written))
+        consumer.close()
+        os.rename(journal, journal.with_name(f"audit.jsonl.{r}"))
+    consumer.start()
+    await consumer.quiet()
+    assert consumer.lines == written
+
+
+# -- copytruncate -------------------------------------------------------------------------
+
+
+def copytruncate(journal: Path, target: str = "audit.jsonl.1") -> None:
+    shutil.copyfile(journal, journal.with_name(target))
+    os.truncate(journal, 0)
+
+
+async def test_copytruncate_while_reading(journal: Path, consumer: Consumer) -> None:
+    """Copytruncate while reading: unread lines come from the copy, never re-read from 0."""
+    append(journal, lines("a", 20))
+    consumer.start()
+    await consumer.collect(20)
+    append(journal, lines("a", 8, 20))  # only in the copy once truncated
+    copytruncate(journal)
+    append(journal, lines("a", 6, 28))
+    await consumer.collect(34)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 34))
+    assert_in_order(consumer.lines, "a")
+
+
+async def test_copytruncate_across_restart(journal: Path, consumer: Consumer) -> None:
+    """Copytruncate while stopped: the copy continues at the cursor, the original from 0."""
+    append(journal, lines("a", 20))
+    consumer.start()
+    await consumer.collect(20)
+    consumer.close()
+    append(journal, lines("a", 8, 20))
+    copytruncate(journal)
+    append(journal, lines("a", 6, 28))
+    consumer.start()
+    await consumer.collect(34)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 34))
+
+
+async def test_copytruncate_then_restart_keeps_copy_position(
+        journal: Path, consumer: Consumer) -> None:
+    """After a copytruncate seen while running, a restart neither re-reads the copy nor loses."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    append(journal, lines("a", 4, 10))
+    copytruncate(journal)
+    append(journal, lines("a", 3, 14))
+    await consumer.collect(17)
+    consumer.close()
+    append(journal, lines("a", 3, 17))
+    consumer.start()
+    await consumer.collect(20)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 20))
+
+
+async def test_copytruncate_with_writer_at_old_offset_skips_nul_hole(
+        journal: Path, consumer: Consumer) -> None:
+    """A writer without O_APPEND keeps its offset after the truncation: NULs skipped."""
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT, 0o644)  # no O_APPEND
+    try:
+        os.write(fd, b"".join(x + b"\n" for x in lines("a", 30)))
+        consumer.start()
+        await consumer.collect(30)
+        os.write(fd, b"".join(x + b"\n" for x in lines("a", 5, 30)))
+        copytruncate(journal)
+        hole = os.lseek(fd, 0, os.SEEK_CUR)
+        os.write(fd, b"".join(x + b"\n" for x in lines("a", 5, 35)))
+        assert journal.read_bytes()[:hole] == b"\0" * hole
+        await consumer.collect(40)
+        await consumer.quiet()
+        os.write(fd, b"".join(x + b"\n" for x in lines("a", 4, 40)))
+        await consumer.collect(44)
+        await consumer.quiet()
+    finally:
+        os.close(fd)
+    assert_exact(consumer.lines, lines("a", 44))
+    assert all(b"\0" not in x for x in consumer.lines)
+
+
+# -- truncation, deletion, inode reuse ----------------------------------------------------
+
+
+async def test_deleted_and_recreated_with_same_name(journal: Path, consumer: Consumer) -> None:
+    """A deleted file is drained and released; the new file of the same name read from 0."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    old_key = key_of(journal)
+    append(journal, lines("a", 3, 10))  # unread when deleted: drained via our descriptor
+    os.unlink(journal)
+    append(journal, lines("b", 7))
+    await consumer.collect(20)
+    await consumer.until(lambda: old_key not in consumer.committed)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 13) + lines("b", 7))
+
+
+async def test_deleted_and_recreated_while_stopped(journal: Path, consumer: Consumer) -> None:
+    """Deleted and re-created between two runs (inode may be reused): the new file from 0."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    consumer.close()
+    os.unlink(journal)
+    append(journal, lines("b", 4))
+    consumer.lines.clear()
+    consumer.start()
+    await consumer.collect(4)
+    await consumer.quiet()
+    assert consumer.lines == lines("b", 4)
+
+
+async def test_inode_reused_by_unrelated_content_reads_from_zero(
+        journal: Path, consumer: Consumer) -> None:
+    """A cursor whose dev:inode matches but whose head hash differs: read from 0."""
+    append(journal, lines("b", 12))
+    size = journal.stat().st_size
+    consumer.committed[key_of(journal)] = SegmentCursor(
+        path=str(journal), offset=size // 2, head_len=HEAD_BYTES,
+        head_hash=digest(b"x" * HEAD_BYTES), tail_hash=digest(b"whatever"))
+    consumer.start()
+    await consumer.collect(12)
+    await consumer.quiet()
+    assert consumer.lines == lines("b", 12)
+
+
+async def test_same_head_but_rewritten_tail_reads_from_zero(
+        journal: Path, consumer: Consumer) -> None:
+    """Same first bytes but different bytes before the offset: rewritten, read from 0."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    consumer.close()
+    data = journal.read_bytes()
+    rewritten = data[:HEAD_BYTES] + data[HEAD_BYTES:].replace(b"2024", b"2025")
+    assert len(rewritten) == len(data)
+    journal.write_bytes(rewritten)
+    consumer.lines.clear()
+    consumer.start()
+    await consumer.collect(10)
+    await consumer.quiet()
+    assert consumer.lines == rewritten.split(b"\n")[:-1]
+
+
+async def test_cursor_past_end_of_shrunk_file_restart(journal: Path, consumer: Consumer) -> None:
+    """On restart, a cursor beyond the end of a file that shrank means truncation: from 0."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    consumer.close()
+    keep = len(b"".join(x + b"\n" for x in lines("a", 6)))
+    assert keep > HEAD_BYTES  # same head as the cursor's: only the size tells
+    os.truncate(journal, keep)
+    consumer.lines.clear()
+    consumer.start()
+    await consumer.collect(6)
+    append(journal, lines("c", 2))
+    await consumer.collect(8)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 6) + lines("c", 2)
+
+
+async def test_cursor_past_end_of_shrunk_file_while_running(
+        journal: Path, consumer: Consumer) -> None:
+    """While running, a file that shrank below the offset (same head) is read from 0."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    os.truncate(journal, len(b"".join(x + b"\n" for x in lines("a", 6))))
+    append(journal, lines("c", 1))
+    await consumer.collect(17)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 10) + lines("a", 6) + lines("c", 1)
+
+
+async def test_truncated_while_reading_restarts_at_zero(journal: Path, consumer: Consumer) -> None:
+    """A file truncated (size below the offset) while reading is read again from the start."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    os.truncate(journal, 0)
+    append(journal, lines("b", 3))
+    await consumer.collect(13)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 10) + lines("b", 3)
+
+
+# -- many files ---------------------------------------------------------------------------
+
+
+async def test_many_files_and_files_appearing_while_running(
+        tmp_path: Path, consumer: Consumer) -> None:
+    """Every file the glob matches is read, including files created while running."""
+    expected: list[bytes] = []
+    for i in range(12):
+        batch = lines(f"f{i:02d}", 5)
+        append(tmp_path / f"audit.jsonl.{i:02d}", batch)
+        expected += batch
+    (tmp_path / "audit.jsonl.gz").write_bytes(b"not text\n")  # excluded
+    (tmp_path / ".audit.jsonl.lock").write_bytes(b"")
+    (tmp_path / "other.log").write_bytes(ev("x", 0) + b"\n")  # outside the glob
+    consumer.start()
+    await consumer.collect(len(expected))
+    for i in range(12, 16):
+        batch = lines(f"f{i:02d}", 3)
+        append(tmp_path / f"audit.jsonl.{i:02d}", batch)
+        expected += batch
+    await consumer.collect(len(expected))
+    await consumer.quiet()
+    assert_exact(consumer.lines, expected)
+    for i in range(16):
+        assert_in_order(consumer.lines, f"f{i:02d}")
+
+
+# -- oversize lines -----------------------------------------------------------------------
+
+
+async def test_line_longer_than_max_line_bytes(journal: Path, consumer: Consumer) -> None:
+    """A single oversize line: OversizeLine with offset and length; next lines still read."""
+    big = b'{"id":"big","pad":"' + b"x" * 5000 + b'"}'
+    append(journal, lines("a", 2))
+    off = journal.stat().st_size
+    append(journal, [big])
+    append(journal, lines("a", 3, 2))
+    consumer.start(max_line_bytes=1000, block_bytes=256)
+    await consumer.collect(5)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 5)
+    over = [i for i in consumer.items if isinstance(i, OversizeLine)]
+    assert len(over) == 1
+    assert (over[0].offset, over[0].length) == (off, len(big))
+    assert over[0].preview == big[:256]
+    assert over[0].mark.offset == off + len(big) + 1
+
+
+async def test_oversize_line_written_in_pieces(journal: Path, consumer: Consumer) -> None:
+    """An oversize line still being written is skipped once complete, and only once."""
+    consumer.start(max_line_bytes=100, block_bytes=64)
+    with open(journal, "ab") as f:
+        f.write(b"y" * 300)
+    assert await consumer.reader.next_item(timeout=0.2) is None
+    with open(journal, "ab") as f:
+        f.write(b"y" * 300 + b"\n" + ev("a", 0) + b"\n")
+    await consumer.collect(1)
+    await consumer.quiet()
+    over = [i for i in consumer.items if isinstance(i, OversizeLine)]
+    assert [(o.offset, o.length) for o in over] == [(0, 600)]
+    assert consumer.lines == [ev("a", 0)]
+
+
+async def test_oversize_line_inside_a_block_goes_to_decode_lines(
+        journal: Path, consumer: Consumer) -> None:
+    """An oversize line inside a block reaches decode_lines, which reports it as bad."""
+    big = b'{"id":"big","pad":"' + b"x" * 500 + b'"}'
+    append(journal, [ev("a", 0), big, ev("a", 1)])
+    consumer.start(max_line_bytes=200)
+    await consumer.collect(3)
+    chunks = [i for i in consumer.items if isinstance(i, Chunk)]
+    good, bad = [], []
+    for c in chunks:
+        g, b = decode_lines(c.data, c.start, 200)
+        good += g
+        bad += b
+    assert [e["id"] for _, e in good] == ["a-00000", "a-00001"]
+    assert [(off, reason.startswith("line of")) for off, reason, _ in bad] == [
+        (len(ev("a", 0)) + 1, True)]
+
+
+# -- bad lines through decode_lines -------------------------------------------------------
+
+
+async def test_malformed_lines_are_split_with_offsets(journal: Path, consumer: Consumer) -> None:
+    """Invalid JSON, arrays, scalars, empty lines and \\r\\n through the reader + decode_lines."""
+    raw = [
+        ev("a", 0),
+        b"not json at all",  # invalid UTF-8: see test_decode_lines (pipeline bug)
+        b"[1, 2]",
+        b"42",
+        b"",
+        ev("a", 1) + b"\r",
+        b'{"id":"a-00002"',
+        ev("a", 3),
+    ]
+    append(journal, raw)
+    consumer.start()
+    await consumer.collect(len(raw))
+    offsets = []
+    pos = 0
+    for x in raw:
+        offsets.append(pos)
+        pos += len(x) + 1
+    good, bad = [], []
+    for c in consumer.items:
+        assert isinstance(c, Chunk)
+        g, b = decode_lines(c.data, c.start, 1 << 20)
+        good += g
+        bad += b
+    assert [(off, e["id"]) for off, e in good] == [
+        (offsets[0], "a-00000"), (offsets[5], "a-00001"), (offsets[7], "a-00003")]
+    assert [off for off, _, _ in bad] == [offsets[1], offsets[2], offsets[3], offsets[6]]
+    reasons = [r for _, r, _ in bad]
+    assert reasons[0].startswith("invalid JSON")
+    assert "array" in reasons[1] or "list" in reasons[1]
+    assert "not a JSON object" in reasons[2]
+    assert reasons[3].startswith("invalid JSON")
+
+
+# -- start_at_end -------------------------------------------------------------------------
+
+
+async def test_start_at_end(tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """start_at_end skips existing complete lines only; new files are read from 0."""
+    append(journal, lines("old", 10))
+    partial = ev("a", 0)
+    with open(journal, "ab") as f:
+        f.write(partial[:15])
+    consumer.start(start_at_end=True)
+    assert await consumer.reader.next_item(timeout=0.2) is None
+    with open(journal, "ab") as f:
+        f.write(partial[15:] + b"\n")
+    append(journal, lines("a", 2, 1))
+    append(tmp_path / "audit.jsonl.new", lines("n", 2))
+    await consumer.collect(5)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 3) + lines("n", 2))
+
+
+async def test_start_at_end_ignored_with_existing_cursor(journal: Path, consumer: Consumer) -> None:
+    """With a stored cursor, start_at_end does not skip: the cursor wins."""
+    append(journal, lines("a", 4))
+    consumer.start()
+    await consumer.collect(4)
+    consumer.close()
+    append(journal, lines("a", 3, 4))
+    consumer.start(start_at_end=True)
+    await consumer.collect(7)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 7)
+
+
+# -- idle segments ------------------------------------------------------------------------
+
+
+async def test_idle_segment_reopened_when_it_grows(journal: Path, consumer: Consumer) -> None:
+    """A drained segment closed for idleness is reopened when it grows, at its offset."""
+    append(journal, lines("a", 5))
+    reader = consumer.start(idle_after=0.05)
+    await consumer.collect(5)
+    await consumer.until(lambda: key_of(journal) in reader.idle)
+    append(journal, lines("a", 4, 5))
+    await consumer.collect(9)
+    await consumer.until(lambda: key_of(journal) in reader.idle)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 9)
+
+
+async def test_idle_segment_truncated_is_read_from_zero(journal: Path, consumer: Consumer) -> None:
+    """An idle segment that shrank is read again from the start (not taken for a copy)."""
+    append(journal, lines("a", 5))
+    reader = consumer.start(idle_after=0.05)
+    await consumer.collect(5)
+    await consumer.until(lambda: key_of(journal) in reader.idle)
+    keep = len(b"".join(x + b"\n" for x in lines("a", 4)))
+    assert keep > HEAD_BYTES  # same head as before: only the size tells
+    os.truncate(journal, keep)
+    append(journal, lines("b", 2))
+    await consumer.collect(11)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 5) + lines("a", 4) + lines("b", 2)
+
+
+async def test_idle_segment_deleted_is_released(journal: Path, consumer: Consumer) -> None:
+    """An idle segment that disappears is released."""
+    append(journal, lines("a", 2))
+    reader = consumer.start(idle_after=0.05)
+    await consumer.collect(2)
+    key = key_of(journal)
+    await consumer.until(lambda: key in reader.idle)
+    os.unlink(journal)
+    await consumer.until(lambda: any(isinstance(i, Release) and i.segment == key
+                                     for i in consumer.items))
+    assert key not in consumer.committed
+
+
+# -- wake-ups -----------------------------------------------------------------------------
+
+
+async def run_scenario(tmp_path: Path, **kw: object) -> list[bytes]:
+    """Writes, a rotation and a copytruncate; returns the lines a reader received."""
+    journal = tmp_path / "audit.jsonl"
+    signal: ChangeSignal | None = kw.get("signal")  # type: ignore[assignment]
+    c = Consumer(tmp_path, **kw)
+    c.start()
+
+    def changed() -> None:
+        if signal is not None:
+            signal.notify()
+
+    try:
+        append(journal, lines("a", 5))
+        changed()
+        await c.collect(5, timeout=3)
+        append(journal, lines("a", 5, 5))
+        os.rename(journal, journal.with_name("audit.jsonl.1"))
+        append(journal, lines("a", 5, 10))
+        changed()
+        await c.collect(15, timeout=3)
+        append(journal, lines("a", 3, 15))
+        copytruncate(journal, "audit.jsonl.2")
+        append(journal, lines("a", 3, 18))
+        changed()
+        await c.collect(21, timeout=3)
+        await c.quiet(0.2)
+    finally:
+        c.close()
+    return c.lines
+
+
+async def test_polling_and_signal_wakeups_give_the_same_results(tmp_path: Path) -> None:
+    """Polling only and ChangeSignal wake-ups (no polling) deliver the same lines."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "s").mkdir()
+    polled = await run_scenario(tmp_path / "p", poll_interval=0.05)
+    signal = ChangeSignal()
+    signalled = await run_scenario(tmp_path / "s", poll_interval=60.0, signal=signal)
+    assert_exact(polled, lines("a", 21))
+    assert sorted(polled) == sorted(signalled)
+
+
+async def test_signal_wakes_a_waiting_reader(journal: Path) -> None:
+    """A reader waiting on a long poll interval wakes up at once on notify()."""
+    signal = ChangeSignal()
+    reader = JournalReader([str(journal) + "*"], CursorState(sink="t"), poll_interval=60.0,
+                           signal=signal)
+    try:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(reader.next_item(timeout=10))
+        await asyncio.sleep(0.05)  # let it start waiting
+        append(journal, lines("a", 1))
+        t0 = loop.time()
+        signal.notify()
+        item = await asyncio.wait_for(task, 5)
+        assert isinstance(item, Chunk) and item.data == ev("a", 0) + b"\n"
+        assert loop.time() - t0 < 2
+    finally:
+        reader.close()
+
+
+async def test_chunk_mark_at_matches_reader_marks(journal: Path, consumer: Consumer) -> None:
+    """Chunk.mark_at(len(data)) equals the chunk's own mark (used for partial batches)."""
+    append(journal, lines("a", 50))
+    consumer.start()
+    await consumer.collect(25)
+    append(journal, lines("a", 5, 50))
+    await consumer.collect(55)
+    for c in consumer.items:
+        assert isinstance(c, Chunk)
+        assert c.mark_at(len(c.data)) == c.mark
+    first = consumer.items[0]
+    assert isinstance(first, Chunk)
+    end = first.data.index(b"\n") + 1
+    mid = first.mark_at(end)
+    assert mid.offset == first.start + end
+    # a restart from a mid-chunk mark resumes right after that line
+    c2 = Consumer(journal.parent)
+    c2.committed[first.segment] = mid
+    c2.start()
+    try:
+        await c2.collect(54)
+        await c2.quiet()
+    finally:
+        c2.close()
+    assert c2.lines == lines("a", 54, 1)
