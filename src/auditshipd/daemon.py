@@ -111,10 +111,12 @@ class Daemon:
         if self.tasks:
             timeout = self.config.shutdown_timeout
             _done, pending = await asyncio.wait(list(self.tasks.values()), timeout=timeout)
-            for task in pending:
-                log.warning("%s did not finish within %.1fs; cancelling (its cursor stays at"
-                            " the last acknowledged batch)", task.get_name(), timeout)
-                task.cancel()
+            for name, task in self.tasks.items():
+                if task in pending:
+                    log.warning("%s did not finish within %.1fs; cancelling (its cursor stays"
+                                " at the last acknowledged batch)", task.get_name(), timeout)
+                    self.drivers[name].abort()
+                    task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         errors = []

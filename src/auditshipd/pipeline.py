@@ -195,6 +195,12 @@ class SinkDriver:
     def stop(self) -> None:
         self._stopping.set()
 
+    def abort(self) -> None:
+        """The shutdown deadline passed: cancel in-flight deliveries. Their events stay
+        after the committed cursor and are read again on the next start."""
+        for task in list(self._tasks):
+            task.cancel()
+
     async def _start_sink(self) -> None:
         attempt = 0
         while not self._stopping.is_set():
@@ -473,8 +479,8 @@ class SinkDriver:
         atomic_write(self.status_path, _encode(self.stats))
 
     async def _drain(self) -> None:
-        """Wait for in-flight batches (the daemon's shutdown deadline cancels us)."""
-        if self._tasks:
+        """Wait for in-flight batches; :meth:`abort` (shutdown deadline) cancels them."""
+        while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     @property

@@ -113,7 +113,7 @@ class WebhookReceiver:
 
     def stop(self) -> None:
         if self._loop is not None:
-            fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+            fut = asyncio.run_coroutine_threadsafe(self._close_site(), self._loop)
             try:
                 fut.result(10)
             except Exception:
@@ -122,6 +122,20 @@ class WebhookReceiver:
         if self._thread is not None:
             self._thread.join(10)
         self._loop = None
+
+    async def _close_site(self) -> None:
+        # Stop listening (connections are refused from now on), free handlers told to
+        # hang, then close the kept-alive connections too.
+        for site in list(self._runner.sites):
+            await site.stop()
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not current:
+                task.cancel()
+        try:
+            await asyncio.wait_for(self._runner.cleanup(), 5)
+        except Exception:
+            pass
 
     def __enter__(self) -> WebhookReceiver:
         return self.start()
@@ -133,6 +147,7 @@ class WebhookReceiver:
         from aiohttp import web
 
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/ingest", self._handle)
@@ -142,6 +157,11 @@ class WebhookReceiver:
         loop.run_until_complete(site.start())
         ready.set()
         loop.run_forever()
+        # Handlers told to "hang" are still pending: cancel them before closing.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     async def _handle(self, request: Any) -> Any:
@@ -193,9 +213,11 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(cwd) / "daemon.log"
         self.starts = 0
+        self._log_start = 0
 
     def start(self) -> DaemonProcess:
         self.starts += 1
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "auditshipd.cli", "run", "-c", self.config_path],
@@ -204,7 +226,8 @@ class DaemonProcess:
         return self
 
     def wait_started(self, timeout: float = 20.0) -> None:
-        wait_for(lambda: b"auditshipd started" in self.log() or self.poll() is not None,
+        wait_for(lambda: b"auditshipd started" in self.log()[self._log_start:]
+                 or self.poll() is not None,
                  timeout, message="daemon start")
         if self.poll() is not None:
             raise RuntimeError(f"daemon exited early:\n{self.log().decode(errors='replace')}")

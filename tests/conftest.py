@@ -1,0 +1,56 @@
+"""Shared fixtures: temp dirs with a config, the daemon as a subprocess, a receiver."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import hypothesis  # noqa: F401 - imported early: a late import at session end trips a CPython 3.11 AST bug
+import pytest
+
+from auditshipd.testing import DaemonProcess, WebhookReceiver
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_PLUGINS = REPO / "tests" / "plugins"
+
+
+@pytest.fixture
+def receiver():
+    with WebhookReceiver() as r:
+        yield r
+
+
+class Workspace:
+    """A temp dir laid out like the default config: var/journal, var/state, var/out."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.journal = root / "var" / "journal" / "audit.jsonl"
+        self.state = root / "var" / "state"
+        self.out = root / "var" / "out" / "audit.jsonl"
+        self.config = root / "auditshipd.toml"
+        self.journal.parent.mkdir(parents=True)
+
+    def write_config(self, sinks: str, extra: str = "", journal_extra: str = "",
+                     plugin_dir: Path = TEST_PLUGINS, shutdown_timeout: float = 10.0) -> Path:
+        text = textwrap.dedent(f"""
+            shutdown_timeout = {shutdown_timeout}
+            plugin_dirs = ["{plugin_dir}"]
+            {textwrap.dedent(extra)}
+            [journal]
+            path = "{self.journal}"
+            paths = ["{self.journal}*"]
+            state_dir = "{self.state}"
+            poll_interval = 0.2
+            {textwrap.dedent(journal_extra)}
+        """) + textwrap.dedent(sinks)
+        self.config.write_text(text)
+        return self.config
+
+    def daemon(self, env: dict[str, str] | None = None) -> DaemonProcess:
+        return DaemonProcess(self.config, self.root, env)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)

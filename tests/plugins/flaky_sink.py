@@ -1,0 +1,69 @@
+"""Fixture plugin (a real drop-in file): a sink driven by a script file, for tests.
+
+``script`` names a file whose lines are consumed one per send attempt: ``ok``,
+``retry``, ``retry-after N``, ``permanent``, ``partial N`` (N events accepted, then a
+permanent error for the next one). Empty or missing file: ``ok``. Accepted events are
+appended to ``out`` (JSON Lines).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+import msgspec
+
+from auditshipd import hookimpl
+from auditshipd.errors import PermanentError, RetryableError
+from auditshipd.sinks.base import SinkType
+
+
+class FlakyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    out: str
+    script: str = ""
+
+
+def _next_answer(path: str) -> str:
+    if not path or not os.path.exists(path):
+        return "ok"
+    with open(path, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        lines = f.read().splitlines()
+        if not lines:
+            return "ok"
+        f.seek(0)
+        f.truncate()
+        f.write("".join(x + "\n" for x in lines[1:]))
+        return lines[0].strip()
+
+
+class FlakySink:
+    def __init__(self, name, options, context):
+        self.o = options
+
+    async def start(self):
+        pass
+
+    async def send(self, batch):
+        answer = _next_answer(self.o.script)
+        if answer.startswith("retry-after"):
+            raise RetryableError("scripted 503", retry_after=float(answer.split()[1]))
+        if answer == "retry":
+            raise RetryableError("scripted retryable failure")
+        if answer == "permanent":
+            raise PermanentError("scripted permanent failure")
+        accepted = len(batch)
+        if answer.startswith("partial"):
+            accepted = min(int(answer.split()[1]), len(batch))
+        with open(self.o.out, "ab") as f:
+            f.write(batch[:accepted].jsonl())
+        if accepted < len(batch):
+            raise PermanentError("scripted bad event", accepted=accepted, rejected=1)
+
+    async def close(self):
+        pass
+
+
+@hookimpl
+def register_sink_types():
+    return [SinkType("flaky", FlakyOptions, FlakySink, "test sink driven by a script file")]
