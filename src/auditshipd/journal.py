@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +83,7 @@ class AuditJournal:
         self._last_fsync = time.monotonic()
         self._failing = False
         self._pid = os.getpid()
+        _live.add(self)
 
     # -- public API -------------------------------------------------------------------
 
@@ -181,6 +183,12 @@ class AuditJournal:
 
     def _append_locked(self, line: bytes) -> None:
         if self._pid != os.getpid():  # forked: descriptors are shared with the parent
+            # Our copies only: closing them releases nothing the parent holds (an flock
+            # belongs to the open file description, still open in the parent).
+            for fd in (self._fd, self._lock_fd):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             self._fd = self._lock_fd = None
             self._ino = None
             self._pid = os.getpid()
@@ -227,6 +235,13 @@ class AuditJournal:
     def _rotate(self) -> None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         target = self.path.with_name(f"{self.path.name}.{stamp}")
+        # rename() silently replaces an existing file: two rotations stamped alike (a
+        # coarse or stepped-back clock, tiny rotate_bytes) lost a whole segment. We hold
+        # the writers' flock, so checking first is race-free among writers.
+        n = 0
+        while os.path.lexists(target):
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.{stamp}-{n:04d}")
         if self._fd is not None:
             os.fsync(self._fd)
         os.rename(self.path, target)
@@ -253,6 +268,21 @@ class AuditJournal:
         if not self._failing:
             self._failing = True
             log.error("%s (further failures are not logged until a record succeeds)", message)
+
+
+# A fork while another thread held a journal's thread lock left the child's copy locked
+# for ever: its first record() hung. The child has only the forking thread, so it gets
+# fresh locks (its descriptors are replaced on first use, see _append_locked).
+_live: weakref.WeakSet[AuditJournal] = weakref.WeakSet()
+
+
+def _reset_locks_after_fork() -> None:
+    for journal in list(_live):
+        journal._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,345 @@
+"""AuditJournal: event fields, never raising, whole lines from threads and processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from auditshipd import journal as journal_mod
+from auditshipd.journal import EVENT_VERSION, AuditJournal
+
+ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+ACTOR = {"type": "user", "email": "a@example.com"}
+
+
+def read_events(*paths: Path) -> list[dict]:
+    out = []
+    for p in paths:
+        for line in p.read_bytes().split(b"\n")[:-1]:
+            out.append(msgspec.json.decode(line))  # every line whole, valid JSON
+    return out
+
+
+def segments(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(path.name + "*"))
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.name == "auditshipd.journal" and r.levelno >= logging.ERROR]
+
+
+# -- fields -------------------------------------------------------------------------------
+
+
+def test_record_fields(tmp_path: Path) -> None:
+    """record() writes one object with id (ULID), occurred_at (RFC 3339 UTC) and version."""
+    path = tmp_path / "audit.jsonl"
+    with AuditJournal(path) as j:
+        assert j.record("user.login", actor=ACTOR, targets=[{"type": "doc", "id": "d1"}],
+                        organization={"slug": "acme"}, context={"location": "1.2.3.4"},
+                        metadata={"k": "v\nw"}) is True
+        assert j.record("user.logout", actor=ACTOR) is True
+    first, second = read_events(path)
+    assert ULID_RE.match(first["id"]) and ULID_RE.match(second["id"])
+    assert first["id"] < second["id"] or first["id"][:10] == second["id"][:10]
+    assert RFC3339_UTC.match(first["occurred_at"])
+    when = dt.datetime.fromisoformat(first["occurred_at"].replace("Z", "+00:00"))
+    assert abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds()) < 60
+    assert first["version"] == EVENT_VERSION
+    assert first["action"] == "user.login"
+    assert first["actor"] == ACTOR
+    assert first["targets"] == [{"type": "doc", "id": "d1"}]
+    assert first["organization"] == {"slug": "acme"}
+    assert first["context"] == {"location": "1.2.3.4"}
+    assert first["metadata"] == {"k": "v\nw"}
+    assert second["targets"] == [] and "metadata" not in second
+    assert path.read_bytes().count(b"\n") == 2
+
+
+def test_record_keeps_given_id_and_converts_datetimes_to_utc(tmp_path: Path) -> None:
+    """A given id is kept; aware datetimes are converted to UTC, naive ones taken as UTC."""
+    path = tmp_path / "audit.jsonl"
+    paris = dt.timezone(dt.timedelta(hours=2))
+    with AuditJournal(path) as j:
+        assert j.record("a", actor=ACTOR, id="evt-1",
+                        occurred_at=dt.datetime(2024, 5, 1, 12, 30, 1, 123456, tzinfo=paris))
+        assert j.record("a", actor=ACTOR, occurred_at=dt.datetime(2024, 5, 1, 12, 30))
+        assert j.record("a", actor=ACTOR, occurred_at="2024-05-01T00:00:00Z")
+    a, b, c = read_events(path)
+    assert a["id"] == "evt-1"
+    assert a["occurred_at"] == "2024-05-01T10:30:01.123Z"
+    assert b["occurred_at"] == "2024-05-01T12:30:00.000Z"
+    assert c["occurred_at"] == "2024-05-01T00:00:00Z"
+
+
+def test_ids_are_unique_and_sortable(tmp_path: Path) -> None:
+    """Ids of many records are unique; their time part never goes backwards."""
+    path = tmp_path / "audit.jsonl"
+    with AuditJournal(path) as j:
+        for _ in range(300):
+            j.record("a", actor=ACTOR)
+    ids = [e["id"] for e in read_events(path)]
+    assert len(set(ids)) == 300
+    times = [i[:10] for i in ids]
+    assert times == sorted(times)
+
+
+def test_append_line_adds_newline(tmp_path: Path) -> None:
+    """append_line writes an encoded event as one line, adding the newline."""
+    path = tmp_path / "audit.jsonl"
+    with AuditJournal(path) as j:
+        assert j.append_line(b'{"id":"x"}')
+        assert j.append_line(b'{"id":"y"}\n')
+    assert path.read_bytes() == b'{"id":"x"}\n{"id":"y"}\n'
+
+
+# -- never raises -------------------------------------------------------------------------
+
+
+def test_unserialisable_value_returns_false_and_logs_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An unserialisable value: False, ONE log record, nothing written; later records work."""
+    path = tmp_path / "audit.jsonl"
+    caplog.set_level(logging.WARNING, logger="auditshipd.journal")
+    with AuditJournal(path) as j:
+        assert j.record("a", actor=ACTOR, metadata={"x": object()}) is False
+        assert j.record("a", actor=ACTOR, metadata={"x": object()}) is False
+        assert j.record("a", actor="not a mapping") is False  # type: ignore[arg-type]
+        assert j.record("", actor=ACTOR) is False
+        assert len(errors(caplog)) == 1
+        assert "cannot encode" in errors(caplog)[0].getMessage()
+        assert not path.exists() or path.read_bytes() == b""
+        assert j.record("a", actor=ACTOR) is True
+    assert len(read_events(path)) == 1
+
+
+def test_disk_full_returns_false_logs_once_and_recovers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ENOSPC (/dev/full): False and one log; after a success, a new failure logs again."""
+    path = tmp_path / "audit.jsonl"
+    path.symlink_to("/dev/full")
+    caplog.set_level(logging.WARNING, logger="auditshipd.journal")
+    j = AuditJournal(path)
+    try:
+        assert j.record("a", actor=ACTOR) is False
+        assert j.record("a", actor=ACTOR) is False
+        assert j.append_line(b'{"id":"x"}') is False
+        assert len(errors(caplog)) == 1
+        assert "No space left" in errors(caplog)[0].getMessage()
+        # the disk "recovers": the path now names a regular file
+        path.unlink()
+        assert j.record("a", actor=ACTOR) is True
+        assert any("writable again" in r.getMessage() for r in caplog.records)
+        # and fails again: logged again
+        path.unlink()
+        path.symlink_to("/dev/full")
+        assert j.record("a", actor=ACTOR) is False
+        assert len(errors(caplog)) == 2
+    finally:
+        j.close()
+
+
+def test_path_under_a_regular_file_returns_false(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ENOTDIR (a path under a regular file): False and one log record, never an exception."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    caplog.set_level(logging.WARNING, logger="auditshipd.journal")
+    j = AuditJournal(blocker / "sub" / "audit.jsonl")
+    assert j.record("a", actor=ACTOR) is False
+    assert j.record("a", actor=ACTOR) is False
+    assert len(errors(caplog)) == 1
+    j.close()
+    j2 = AuditJournal(blocker / "audit.jsonl")  # parent exists but is not a directory
+    assert j2.record("a", actor=ACTOR) is False
+    j2.close()
+
+
+def test_failed_partial_write_leaves_no_torn_line(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails half-way is cut back: the next record starts on a fresh line."""
+    path = tmp_path / "audit.jsonl"
+    with AuditJournal(path) as j:
+        assert j.record("a", actor=ACTOR)
+        real_write = os.write
+        calls = {"n": 0}
+
+        def flaky(fd: int, data: bytes) -> int:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return real_write(fd, bytes(data[:10]))
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(journal_mod.os, "write", flaky)
+        assert j.record("b", actor=ACTOR) is False
+        monkeypatch.setattr(journal_mod.os, "write", real_write)
+        assert j.record("c", actor=ACTOR)
+    assert [e["action"] for e in read_events(path)] == ["a", "c"]
+
+
+@pytest.mark.parametrize("mode", ["never", "always", "interval"])
+def test_fsync_modes(tmp_path: Path, mode: str) -> None:
+    """Every fsync mode records and the lines are whole."""
+    path = tmp_path / "audit.jsonl"
+    with AuditJournal(path, fsync=mode, fsync_interval=0.0) as j:  # type: ignore[arg-type]
+        for _ in range(5):
+            assert j.record("a", actor=ACTOR)
+    assert len(read_events(path)) == 5
+
+
+# -- rotation -----------------------------------------------------------------------------
+
+
+def test_size_rotation(tmp_path: Path) -> None:
+    """With rotate_bytes, segments stay under the limit and hold every record, in order."""
+    path = tmp_path / "audit.jsonl"
+    with AuditJournal(path, rotate_bytes=1000) as j:
+        for i in range(60):
+            assert j.record("a", actor=ACTOR, id=f"e{i:03d}")
+    segs = segments(path)
+    assert len(segs) > 3
+    assert all(p.stat().st_size <= 1000 for p in segs)
+    rotated = [p for p in segs if p != path]
+    ids = [e["id"] for e in read_events(*rotated, path)]  # names sort by rotation time
+    assert ids == [f"e{i:03d}" for i in range(60)]
+    assert not any(p.name.startswith(".") for p in segs)
+    assert (tmp_path / ".audit.jsonl.lock").exists()
+
+
+def test_rotation_never_overwrites_an_existing_segment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two rotations with the same timestamp keep both segments (no silent overwrite)."""
+
+    class FrozenDatetime(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> FrozenDatetime:  # type: ignore[override]
+            return cls(2024, 1, 1, tzinfo=dt.timezone.utc)
+
+    class FakeDt:
+        datetime = FrozenDatetime
+        timezone = dt.timezone
+
+    monkeypatch.setattr(journal_mod, "_dt", FakeDt)
+    path = tmp_path / "audit.jsonl"
+    with AuditJournal(path, rotate_bytes=300) as j:
+        for i in range(20):
+            assert j.record("a", actor=ACTOR, id=f"e{i:03d}", occurred_at="2024-01-01T00:00:00Z")
+    ids = sorted(e["id"] for e in read_events(*segments(path)))
+    assert ids == [f"e{i:03d}" for i in range(20)]
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+def test_many_threads_with_rotation(tmp_path: Path) -> None:
+    """Many threads appending with rotation: every line whole JSON, exact count, no dup."""
+    path = tmp_path / "audit.jsonl"
+    j = AuditJournal(path, rotate_bytes=20_000)
+    n_threads, per = 8, 250
+
+    def work(t: int) -> None:
+        for i in range(per):
+            assert j.record("a", actor=ACTOR, id=f"t{t}-{i}", metadata={"pad": "x" * (i % 50)})
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    j.close()
+    ids = [e["id"] for e in read_events(*segments(path))]
+    assert len(ids) == n_threads * per
+    assert len(set(ids)) == len(ids)
+    assert len(segments(path)) > 2
+
+
+def _process_writer(path: str, n: int, tag: str) -> None:
+    j = AuditJournal(path, rotate_bytes=30_000)
+    for i in range(n):
+        if not j.record("a", actor=ACTOR, id=f"{tag}-{i}", metadata={"pad": "y" * (i % 70)}):
+            os._exit(3)
+    j.close()
+
+
+def test_several_processes_with_rotation(tmp_path: Path) -> None:
+    """Several processes (fork) appending with rotation: whole lines, exact count, no dup."""
+    path = tmp_path / "audit.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_process_writer, args=(str(path), 400, f"p{k}"))
+             for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    ids = [e["id"] for e in read_events(*segments(path))]
+    assert len(ids) == 1600
+    assert len(set(ids)) == 1600
+    assert len(segments(path)) > 2
+    for k in range(4):  # each writer's lines keep their order across segments
+        rotated = [p for p in segments(path) if p != path] + [path]
+        mine = [int(e["id"].split("-")[1]) for e in read_events(*rotated)
+                if e["id"].startswith(f"p{k}-")]
+        assert mine == list(range(400))
+
+
+def test_journal_shared_across_fork(tmp_path: Path) -> None:
+    """A journal used before fork keeps working in parent and child (own lock descriptor)."""
+    path = tmp_path / "audit.jsonl"
+    j = AuditJournal(path, rotate_bytes=5_000)
+    assert j.record("a", actor=ACTOR, id="parent-0")
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            for i in range(200):
+                if not j.record("a", actor=ACTOR, id=f"child-{i}"):
+                    code = 3
+        finally:
+            os._exit(code)
+    for i in range(1, 200):
+        assert j.record("a", actor=ACTOR, id=f"parent-{i}")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    j.close()
+    ids = [e["id"] for e in read_events(*segments(path))]
+    assert len(ids) == 400 and len(set(ids)) == 400
+
+
+def test_fork_while_another_thread_holds_the_lock(tmp_path: Path) -> None:
+    """A child forked while another thread is inside record() can still record (no hang)."""
+    path = tmp_path / "audit.jsonl"
+    j = AuditJournal(path)
+    assert j.record("a", actor=ACTOR, id="parent-0")
+    j._lock.acquire()  # as if another thread were appending at the moment of the fork
+    try:
+        pid = os.fork()
+        if pid == 0:  # child
+            os._exit(0 if j.record("a", actor=ACTOR, id="child-0") else 3)
+    finally:
+        j._lock.release()
+    deadline = time.monotonic() + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung on the journal's lock")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
+    j.close()
+    assert sorted(e["id"] for e in read_events(path)) == ["child-0", "parent-0"]
