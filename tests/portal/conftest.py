@@ -49,3 +49,77 @@ async def seeded_store(seeded_db: Path) -> AsyncIterator[SQLiteEventStore]:
     await store.open()
     yield store
     await store.close()
+
+
+def make_config(tmp_path: Path, database: Path, extra: str = "") -> Any:
+    """A real Config (parsed from TOML) whose state and journal live in ``tmp_path``."""
+    from auditshipd.config import parse_config
+
+    text = f"""
+[journal]
+path = "{tmp_path}/journal/audit.jsonl"
+paths = ["{tmp_path}/journal/audit.jsonl*"]
+state_dir = "{tmp_path}/state"
+
+[portal]
+enabled = true
+listen = "127.0.0.1:0"
+database = "{database}"
+{extra}
+[[sinks]]
+name = "index"
+type = "portal"
+
+[[sinks]]
+name = "acme-siem"
+type = "http"
+organizations = ["acme"]
+"""
+    return parse_config(text, str(tmp_path / "auditshipd.toml"))
+
+
+class PortalEnv:
+    """A running portal on the seeded store, with tokens of every kind."""
+
+    def __init__(self, server: Any, journal: Path) -> None:
+        self.server = server
+        self.url = server.url
+        self.journal = journal
+        tokens = server.tokens
+        self.admin = tokens.create("root-admin", "admin")
+        self.viewer = tokens.create("just-viewer", "viewer")
+        self.revoked = tokens.create("gone", "admin")
+        tokens.revoke("gone")
+        self.acme = tokens.create("acme-admin", "admin", "acme")
+
+    def auth(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def journal_events(self) -> list[dict[str, Any]]:
+        import json
+
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines()]
+
+
+@pytest.fixture
+async def portal(tmp_path: Path, seeded_db: Path) -> AsyncIterator[PortalEnv]:
+    """The portal serving the seeded 100,000-event store on a free port."""
+    from auditshipd.portal import start_portal
+
+    config = make_config(tmp_path, seeded_db)
+    server = await start_portal(config, port=0)
+    try:
+        yield PortalEnv(server, Path(config.journal.path))
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Any]:
+    """An aiohttp client session (cookie jar accepting IP hosts)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session

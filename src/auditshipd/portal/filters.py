@@ -1,0 +1,74 @@
+"""Reading search filters from a request's query string (shared by the API and pages)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .query import EventFilter, parse_time, query_phrases
+from .store import MAX_LIMIT
+
+__all__ = ["BadParameter", "parse_filters", "parse_limit"]
+
+MAX_ACTIONS = 50
+MAX_VALUE_CHARS = 320
+
+
+class BadParameter(ValueError):
+    """A query parameter that cannot be used; ``param`` names it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+def _one(query: Mapping[str, str], name: str) -> str:
+    value = query.get(name, "")
+    if len(value) > MAX_VALUE_CHARS and name != "q":
+        raise BadParameter(name, f"at most {MAX_VALUE_CHARS} characters")
+    return value.strip()
+
+
+def parse_filters(query: Any, scope: str | None) -> EventFilter:
+    """An :class:`EventFilter` from a MultiDict query (``action`` may repeat)."""
+    q = query.get("q", "")
+    try:
+        query_phrases(q)
+    except ValueError as exc:
+        raise BadParameter("q", str(exc)) from None
+    actions = tuple(dict.fromkeys(a.strip() for a in query.getall("action", []) if a.strip()))
+    if len(actions) > MAX_ACTIONS:
+        raise BadParameter("action", f"at most {MAX_ACTIONS} actions")
+    if any(len(a) > MAX_VALUE_CHARS for a in actions):
+        raise BadParameter("action", f"at most {MAX_VALUE_CHARS} characters")
+    times = {}
+    for name in ("since", "until"):
+        raw = _one(query, name)
+        if raw:
+            try:
+                times[name] = parse_time(raw)
+            except ValueError:
+                raise BadParameter(name, "expected an RFC 3339 time such as 2026-01-31T12:00:00Z") from None
+    return EventFilter(
+        q=q.strip(),
+        actions=actions,
+        actor=_one(query, "actor"),
+        target=_one(query, "target"),
+        since=times.get("since"),
+        until=times.get("until"),
+        organization=scope,
+    )
+
+
+def parse_limit(query: Mapping[str, str], default: int = 50) -> int:
+    raw = query.get("limit", "")
+    if not raw:
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadParameter("limit", "expected an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadParameter("limit", f"must be between 1 and {MAX_LIMIT}")
+    return limit

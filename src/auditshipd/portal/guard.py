@@ -1,0 +1,57 @@
+"""What every portal handler shares: the app's state and the admin-only gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from .access import AccessRecorder
+from .auth import Session, SessionStore, authenticate
+from .config import PortalConfig
+from .store import EventStore
+from .tokens import Principal, TokenStore
+
+__all__ = ["STATE", "PortalState", "json_error", "require_admin"]
+
+
+@dataclass
+class PortalState:
+    config: Any  # auditshipd.config.Config
+    portal: PortalConfig
+    store: EventStore
+    tokens: TokenStore
+    sessions: SessionStore
+    recorder: AccessRecorder
+    templates: jinja2.Environment
+
+
+STATE: web.AppKey[PortalState] = web.AppKey("portal_state", PortalState)
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def require_admin(request: web.Request, *, api: bool) -> tuple[Principal, Session | None]:
+    """The admin principal of the request, or raise: 401 (API) / redirect to the login
+    page (pages) when unauthenticated, 403 for any other role. No data in either body."""
+    state = request.app[STATE]
+    principal, session = authenticate(request, state.tokens, state.sessions)
+    if principal is None:
+        if api:
+            raise web.HTTPUnauthorized(
+                text='{"error": "authentication required"}',
+                content_type="application/json",
+                headers={"WWW-Authenticate": 'Bearer realm="auditshipd"'},
+            )
+        raise web.HTTPSeeOther("/login")
+    if not principal.is_admin:
+        if api:
+            raise web.HTTPForbidden(
+                text='{"error": "admin role required"}', content_type="application/json"
+            )
+        raise web.HTTPForbidden(text="Only admin tokens may open the audit log portal.")
+    return principal, session

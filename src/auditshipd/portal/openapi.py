@@ -1,0 +1,90 @@
+"""The OpenAPI 3 description of the portal's JSON API (served at ``/api/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+
+def _param(name: str, description: str, *, schema: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}, **extra}
+
+
+_FILTERS = [
+    _param("q", "Keywords. Each word is a phrase of its letters/digits (the last may be a "
+                "prefix); all words must match. Plain text: no query syntax."),
+    _param("action", "Event type; repeat to allow several.", explode=True,
+           schema={"type": "array", "items": {"type": "string"}}),
+    _param("actor", "Actor e-mail (or name when it has none), case-insensitive."),
+    _param("target", "Target e-mail (or name), case-insensitive."),
+    _param("since", "Inclusive lower bound (RFC 3339; no offset means UTC).",
+           schema={"type": "string", "format": "date-time"}),
+    _param("until", "Exclusive upper bound (RFC 3339).", schema={"type": "string", "format": "date-time"}),
+]
+_ERRORS = {
+    "400": {"description": "Invalid parameter", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+    "401": {"description": "Missing, unknown or revoked token"},
+    "403": {"description": "The token's role is not admin"},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    event = {"type": "object", "description": "A redacted audit event, as indexed.",
+             "additionalProperties": True,
+             "properties": {"id": {"type": "string"}, "action": {"type": "string"},
+                            "occurred_at": {"type": "string", "format": "date-time"},
+                            "actor": {"type": "object"}, "targets": {"type": "array", "items": {"type": "object"}},
+                            "organization": {"type": "object"}, "context": {"type": "object"},
+                            "metadata": {"type": "object"}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "auditshipd audit log portal", "version": "1",
+                 "description": "Admin-only access to the redacted audit log. Every search, "
+                                "event view and export is itself recorded in the audit journal."},
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": {
+            "/api/events": {"get": {
+                "summary": "Search events, newest first",
+                "parameters": [*_FILTERS,
+                               _param("cursor", "Opaque cursor from next_cursor of the previous page."),
+                               _param("limit", "Page size.", schema={"type": "integer", "minimum": 1, "maximum": 1000, "default": 50})],
+                "responses": {"200": {"description": "A page of events", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventPage"}}}}, **_ERRORS},
+            }},
+            "/api/events/{id}": {"get": {
+                "summary": "One event",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The event", "content": {"application/json": {"schema": {"type": "object", "properties": {"data": {"$ref": "#/components/schemas/Event"}}}}}},
+                              "404": {"description": "No such event (or not visible to this token)"}, **_ERRORS},
+            }},
+            "/api/export": {"get": {
+                "summary": "Export every matching event, streamed",
+                "parameters": [_param("format", "csv or jsonl", schema={"type": "string", "enum": ["csv", "jsonl"], "default": "jsonl"}), *_FILTERS],
+                "responses": {"200": {"description": "The events, newest first", "content": {"text/csv": {}, "application/x-ndjson": {}}}, **_ERRORS},
+            }},
+            "/api/streams": {"get": {
+                "summary": "Each sink's delivery state",
+                "responses": {"200": {"description": "Streams", "content": {"application/json": {"schema": {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}}}}}}}, **_ERRORS},
+            }},
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `auditshipd token create --role admin`."},
+                "session": {"type": "apiKey", "in": "cookie", "name": "asd_session"},
+            },
+            "schemas": {
+                "Event": event,
+                "EventPage": {"type": "object", "required": ["data", "next_cursor"], "properties": {
+                    "data": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                    "next_cursor": {"type": "string", "nullable": True}}},
+                "Stream": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "type": {"type": "string"}, "state": {"type": "string"},
+                    "lag_bytes": {"type": "integer", "nullable": True}, "lag_events": {"type": "integer", "nullable": True},
+                    "last_success_at": {"type": "string", "nullable": True}, "last_error": {"type": "string", "nullable": True},
+                    "dead_letter_count": {"type": "integer", "nullable": True}, "quarantine_count": {"type": "integer", "nullable": True},
+                    "organizations": {"type": "array", "items": {"type": "string"}, "nullable": True}}},
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}, "param": {"type": "string"}}},
+            },
+        },
+    }

@@ -1,0 +1,114 @@
+"""Serving the portal: :func:`start_portal` for ``auditshipd run`` and ``auditshipd portal``."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from typing import Any
+
+from aiohttp import web
+
+from ..journal import AuditJournal
+from .access import AccessRecorder
+from .app import build_app, template_environment
+from .auth import SessionStore
+from .config import PortalConfig, portal_config
+from .guard import PortalState
+from .store import EventStore, SQLiteEventStore
+from .tokens import TokenStore, default_token_path
+
+__all__ = ["PortalServer", "start_portal"]
+
+log = logging.getLogger("auditshipd.portal")
+
+
+class PortalServer:
+    """A running portal. ``url`` is where it listens; ``close()`` stops it."""
+
+    def __init__(self, runner: web.AppRunner, state: PortalState, url: str) -> None:
+        self.runner = runner
+        self.state = state
+        self.url = url
+
+    @property
+    def store(self) -> EventStore:
+        return self.state.store
+
+    @property
+    def tokens(self) -> TokenStore:
+        return self.state.tokens
+
+    async def close(self) -> None:
+        errors: list[BaseException] = []
+        for step in (self.runner.cleanup, self.state.store.close):
+            try:
+                await step()
+            except Exception as exc:  # keep cleaning up the rest
+                errors.append(exc)
+        self.state.recorder.close()
+        if errors:
+            log.warning("errors while stopping the portal: %s", "; ".join(map(str, errors)))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ssl_context(pc: PortalConfig) -> ssl.SSLContext | None:
+    if not pc.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(pc.tls_cert), str(pc.tls_key))
+    return context
+
+
+async def start_portal(
+    config: Any,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    store: EventStore | None = None,
+) -> PortalServer:
+    """Start the web app of ``config`` (its ``[portal]`` table) and return once it listens.
+
+    ``host``/``port`` override ``portal.listen`` (``port=0`` picks a free port).
+    Serves HTTPS when ``tls_cert`` and ``tls_key`` are set.
+    """
+    pc = portal_config(config)
+    host = host or pc.host
+    port = pc.port if port is None else port
+    store = store or SQLiteEventStore(pc.database)
+    await store.open()
+    journal_path = getattr(getattr(config, "journal", None), "path", None)
+    state = PortalState(
+        config=config,
+        portal=pc,
+        store=store,
+        tokens=TokenStore(default_token_path(config)),
+        sessions=SessionStore(pc.session_ttl),
+        recorder=AccessRecorder(AuditJournal(journal_path) if journal_path else None),
+        templates=template_environment(),
+    )
+    runner = web.AppRunner(build_app(state), access_log=None)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(pc))
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        await store.close()
+        raise
+    bound_port = runner.addresses[0][1] if runner.addresses else port
+    if not pc.tls and not _is_loopback(host):
+        log.warning("portal listens on %s without TLS: set portal.tls_cert and portal.tls_key", host)
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"{'https' if pc.tls else 'http'}://{url_host}:{bound_port}"
+    log.info("audit log portal at %s", url)
+    return PortalServer(runner, state, url)
