@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create the environment (with test extras and the servers the tests start: mosquitto,
+# chromium) and run the whole test suite. A server the tests need is never skipped.
+source "$(dirname "$0")/_env.sh"
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd ] || missing+=(mosquitto)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}"
+fi
+make_venv "[test,s3,mqtt,browser]"
+exec .venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"
