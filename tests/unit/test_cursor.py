@@ -1,0 +1,80 @@
+"""Cursor entries and the durable cursor store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from auditshipd.cursor import (
+    HEAD_BYTES,
+    TAIL_BYTES,
+    CursorState,
+    CursorStore,
+    SegmentCursor,
+    digest,
+)
+from auditshipd.tail import Chunk
+
+
+def cur(offset: int = 10) -> SegmentCursor:
+    return SegmentCursor(path="/j/audit.jsonl", offset=offset, head_len=HEAD_BYTES,
+                         head_hash=digest(b"h"), tail_hash=digest(b"t"))
+
+
+def test_digest_is_stable_and_distinguishes() -> None:
+    """digest is deterministic, 128-bit hex, and differs for different bytes."""
+    assert digest(b"abc") == digest(b"abc")
+    assert digest(b"abc") != digest(b"abd")
+    assert len(digest(b"")) == 32
+
+
+def test_windows_are_large_enough_to_hold_an_event_id() -> None:
+    """The tail window spans more than a typical event line (so it includes an id)."""
+    assert HEAD_BYTES >= 128
+    assert TAIL_BYTES >= 1024
+
+
+def test_store_round_trip(tmp_path: Path) -> None:
+    """save then load gives back the same state; no temp file is left behind."""
+    store = CursorStore(tmp_path)
+    state = CursorState(sink="s1", segments={"1:2": cur(10), "1:3": cur(20)}, acked_events=7)
+    store.save(state)
+    assert store.exists("s1")
+    assert store.load("s1") == state
+    assert os.listdir(tmp_path / "cursors") == ["s1.json"]
+    state.segments.pop("1:2")
+    store.save(state)
+    assert store.load("s1").segments == {"1:3": cur(20)}
+
+
+def test_store_missing_is_empty(tmp_path: Path) -> None:
+    """A sink without a cursor file starts with an empty cursor."""
+    store = CursorStore(tmp_path)
+    assert not store.exists("nope")
+    assert store.load("nope") == CursorState(sink="nope")
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b'{"segments": 3}', b"\x00" * 20])
+def test_store_corrupt_is_an_error(tmp_path: Path, content: bytes) -> None:
+    """A torn or corrupt cursor file is an error naming the file, never silently reset."""
+    store = CursorStore(tmp_path)
+    store.dir.mkdir(parents=True)
+    store.path("s").write_bytes(content)
+    with pytest.raises(ValueError, match="s.json"):
+        store.load("s")
+
+
+def test_chunk_mark_at_uses_prefix_window() -> None:
+    """Chunk.mark_at hashes the TAIL_BYTES before the position, prefix included."""
+    prefix = b"p" * 10
+    data = b"line one\nline two\n"
+    mark = SegmentCursor(path="x", offset=100 + len(data), head_len=5, head_hash=digest(b"h"),
+                         tail_hash=digest((prefix + data)[-TAIL_BYTES:]))
+    c = Chunk(segment="1:1", path="x", start=100, data=data, mark=mark, prefix=prefix)
+    assert c.mark_at(len(data)) == mark
+    m = c.mark_at(9)
+    assert m.offset == 109
+    assert m.tail_hash == digest((prefix + data[:9])[-TAIL_BYTES:])
+    assert (m.head_len, m.head_hash) == (5, mark.head_hash)
