@@ -24,6 +24,7 @@ What a Redactor does with an event:
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 
 import msgspec
@@ -41,6 +42,7 @@ _DROP: Any = type("Drop", (), {"__repr__": lambda self: "DROP"})()
 _KEY_OK: Any = type("KeyOk", (), {"__repr__": lambda self: "KEY_OK"})()
 _KEY_ID: Any = type("KeyId", (), {"__repr__": lambda self: "KEY_ID"})()
 _CACHE_MAX = 8192
+_HASHED = re.compile(f"{HASH_PREFIX}[0-9a-f]{{{HASH_HEX_CHARS}}}").fullmatch
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -194,10 +196,10 @@ class Redactor:
                 kind = cache.get(key)
                 if kind is None:
                     kind = self._classify_key(key)
-                if kind is _KEY_ID:
+                if kind is _KEY_ID or type(kind) is tuple:
                     x = self._id_value(x)
                     if x is not _DROP:
-                        out[key] = x
+                        out[key if kind is _KEY_ID else kind[0]] = x
                     continue
                 if kind is _DROP:
                     continue
@@ -246,10 +248,10 @@ class Redactor:
                     if x is _DROP:
                         continue
                 out[key] = x
-            elif kind is _KEY_ID:
+            elif kind is _KEY_ID or type(kind) is tuple:
                 x = self._id_value(x)
                 if x is not _DROP:
-                    out[key] = x
+                    out[key if kind is _KEY_ID else kind[0]] = x
             elif kind is not _DROP:
                 x = self._free(x)
                 if x is not _DROP:
@@ -269,11 +271,16 @@ class Redactor:
     # -- keys, strings, actions -------------------------------------------------------
 
     def _classify_key(self, key: Any) -> Any:
-        """_KEY_OK, _KEY_ID (the value gets the action), _DROP, or a rewritten key."""
+        """_KEY_OK, _KEY_ID (the value gets the action; ``(new_key,)`` when the name holds
+        an id too), _DROP, or a rewritten key string."""
         if type(key) is not str:
             kind = _DROP
         elif self._key_match is not None and self._key_match(normalize_key(key)):
             kind = _KEY_ID
+            if self._action != "drop" and self._search is not None and self._search(key):
+                new = self._redact_str(key)
+                if new != key:  # the key name itself holds an id: rewrite it too
+                    kind = (new or MASK,)
         elif self._search is not None and len(key) >= self._min_len and self._search(key):
             new = self._redact_str(key)
             kind = _DROP if new is _DROP or not new else new
@@ -315,7 +322,8 @@ class Redactor:
         if action == "mask":
             return MASK
         if type(x) is str:
-            return self._hash(x)
+            # Already a hash (an event redacted twice, a replay): keep it, stay idempotent.
+            return x if _HASHED(x) else self._hash(x)
         try:
             text = _encode_sorted(x).decode("utf-8")
         except (TypeError, msgspec.EncodeError):
