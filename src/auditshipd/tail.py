@@ -97,7 +97,7 @@ Item = Chunk | OversizeLine | Release
 class _Segment:
     __slots__ = (
         "key", "path", "fd", "offset", "head_len", "head_hash", "tail_hash", "in_glob",
-        "mtime", "skipping_from", "skip_pos",
+        "mtime", "skipping_from", "skip_pos", "seq",
     )
 
     def __init__(self, key: str, path: str, fd: int, offset: int, head_len: int, head_hash: str,
@@ -113,6 +113,7 @@ class _Segment:
         self.mtime = 0
         self.skipping_from: int | None = None  # start of an oversize line being skipped
         self.skip_pos = 0  # how far the search for its newline got
+        self.seq = 0  # adoption order: breaks mtime ties (older segment first)
 
     def mark(self) -> SegmentCursor:
         return SegmentCursor(path=self.path, offset=self.offset, head_len=self.head_len,
@@ -161,6 +162,7 @@ class JournalReader:
         self._pending: list[Item] = []
         self._first_scan = True
         self._closed = False
+        self._seq = 0
 
     # -- public -----------------------------------------------------------------------
 
@@ -204,7 +206,12 @@ class JournalReader:
 
     def _poll_once(self) -> Item | None:
         self._scan()
-        for seg in sorted(self.segments.values(), key=lambda s: (s.mtime, s.path)):
+        # Oldest first. File timestamps are often coarse (a jiffy): a rotated segment and
+        # the new file written in the same tick had equal mtimes and were ordered by
+        # path, so the new file ("audit.jsonl") was read before the rest of the rotated
+        # one ("audit.jsonl.1"): events out of journal order. Ties go to the segment
+        # adopted first.
+        for seg in sorted(self.segments.values(), key=lambda s: (s.mtime, s.seq)):
             item = self._read(seg)
             if item is not None:
                 return item
@@ -231,6 +238,7 @@ class JournalReader:
 
     def _scan(self) -> None:
         seen: set[str] = set()
+        new: list[tuple[str, str, os.stat_result]] = []
         for path in self._matches():
             try:
                 st = os.stat(path)
@@ -252,6 +260,12 @@ class JournalReader:
                 seg.mtime = st.st_mtime_ns
                 self._check_rewritten(seg, st.st_size)
                 continue
+            new.append((path, key, st))
+        # Adopt oldest first, so that seq orders equal mtimes: segments with a cursor
+        # entry (tracked before) before new ones, then by mtime, then rotated names
+        # (the live name plus a suffix, so longer) before the live file.
+        new.sort(key=lambda n: (n[1] not in self.known, n[2].st_mtime_ns, -len(n[0]), n[0]))
+        for path, key, st in new:
             self._adopt(path, key, st)
         for key, seg in self.segments.items():
             if key not in seen:
@@ -302,6 +316,8 @@ class JournalReader:
         seg = _Segment(key, path, fd, offset, len(head), digest(head),
                        self._tail_hash(fd, offset))
         seg.mtime = st.st_mtime_ns
+        self._seq += 1
+        seg.seq = self._seq
         self.segments[key] = seg
         log.debug("%s: tracking %s (%s) from offset %d", self.name, path, how, offset)
 

@@ -748,3 +748,57 @@ async def test_chunk_mark_at_matches_reader_marks(journal: Path, consumer: Consu
     finally:
         c2.close()
     assert c2.lines == lines("a", 54, 1)
+
+
+# -- order across segments with coarse timestamps -----------------------------------------
+
+
+def same_mtime(*paths: Path) -> None:
+    """Simulate coarse file timestamps: a rotation and the next write in the same tick."""
+    st = paths[0].stat()
+    for p in paths:
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+async def test_rename_rotation_order_with_equal_mtimes(journal: Path, consumer: Consumer) -> None:
+    """Rotated segment and new file with the same mtime: the rotated one is drained first."""
+    append(journal, lines("a", 5))
+    consumer.start()
+    await consumer.collect(5)
+    append(journal, lines("a", 5, 5))
+    rotated = journal.with_name("audit.jsonl.1")
+    os.rename(journal, rotated)
+    append(journal, lines("a", 5, 10))
+    same_mtime(rotated, journal)
+    await consumer.collect(15)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 15)
+
+
+async def test_rename_rotation_while_stopped_order_with_equal_mtimes(
+        journal: Path, consumer: Consumer) -> None:
+    """After a restart, a resumed rotated segment is read before a new file of the same mtime."""
+    append(journal, lines("a", 5))
+    consumer.start()
+    await consumer.collect(5)
+    consumer.close()
+    append(journal, lines("a", 5, 5))
+    rotated = journal.with_name("audit.jsonl.20240101T000000.000000Z")
+    os.rename(journal, rotated)
+    append(journal, lines("a", 5, 10))
+    same_mtime(rotated, journal)
+    consumer.start()
+    await consumer.collect(15)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 15)
+
+
+async def test_first_start_order_with_equal_mtimes(journal: Path, consumer: Consumer) -> None:
+    """First start, rotated segment and live file with the same mtime: rotated one first."""
+    rotated = journal.with_name("audit.jsonl.20240101T000000.000000Z")
+    append(rotated, lines("a", 5))
+    append(journal, lines("a", 5, 5))
+    same_mtime(rotated, journal)
+    consumer.start()
+    await consumer.collect(10)
+    assert consumer.lines == lines("a", 10)
