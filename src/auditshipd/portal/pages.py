@@ -125,9 +125,11 @@ async def events_page(request: web.Request) -> web.StreamResponse:
         filters = parse_filters(request.query, principal.scope)
         page = await store.query(filters, cursor, PAGE_SIZE)
     except BadParameter as exc:
-        return render(request, "events.html", status=400, **context, error=f"{exc.param}: {exc.message}")
+        context["error"] = f"{exc.param}: {exc.message}"
+        return render(request, "events.html", status=400, **context)
     except ValueError:
-        return render(request, "events.html", status=400, **context, error="This page link is no longer valid.")
+        context["error"] = "This page link is no longer valid."
+        return render(request, "events.html", status=400, **context)
     await state.recorder.viewed(
         request, principal, {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}
     )
