@@ -1,0 +1,126 @@
+"""``auditshipd portal`` and ``auditshipd token create|list|revoke``.
+
+The lead's ``cli.py`` calls :func:`add_parser` with its subparsers; each command sets
+``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+from ..config import load_config
+from ..errors import AuditshipdError
+from .config import parse_listen, portal_config
+from .tokens import ROLES, TokenError, TokenStore, default_token_path
+
+__all__ = ["add_parser"]
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a -c given to the main parser is not overwritten by this default.
+    parser.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="configuration file (default: the embedded default)")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``portal`` and ``token`` commands."""
+    portal = subparsers.add_parser("portal", help="serve the audit log portal alone")
+    _add_config_option(portal)
+    portal.add_argument("--listen", metavar="HOST:PORT", help="override portal.listen")
+    portal.set_defaults(func=run_portal)
+
+    token = subparsers.add_parser("token", help="manage portal access tokens")
+    token_sub = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
+    create = token_sub.add_parser("create", help="create a token (printed once)")
+    _add_config_option(create)
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--organization", default="*",
+                        help="organization slug the token may see, or '*' for all (default)")
+    create.set_defaults(func=token_create)
+    listing = token_sub.add_parser("list", help="list tokens (never their values)")
+    _add_config_option(listing)
+    listing.set_defaults(func=token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by name or id")
+    _add_config_option(revoke)
+    revoke.add_argument("name_or_id", metavar="NAME_OR_ID")
+    revoke.set_defaults(func=token_revoke)
+
+
+def _store(args: argparse.Namespace) -> TokenStore:
+    return TokenStore(default_token_path(load_config(getattr(args, "config", None))))
+
+
+def _fail(message: str) -> int:
+    print(f"auditshipd: {message}", file=sys.stderr)
+    return 1
+
+
+def token_create(args: argparse.Namespace) -> int:
+    try:
+        token = _store(args).create(args.name, args.role, args.organization)
+    except (TokenError, AuditshipdError, OSError) as exc:
+        return _fail(str(exc))
+    print(token)
+    print(f"Token {args.name!r} ({args.role}, organization {args.organization}) created. "
+          "It is shown only now: store it safely.", file=sys.stderr)
+    return 0
+
+
+def token_list(args: argparse.Namespace) -> int:
+    try:
+        records = _store(args).list()
+    except (AuditshipdError, OSError, ValueError) as exc:
+        return _fail(str(exc))
+    print(f"{'ID':<12}  {'NAME':<24}  {'ROLE':<6}  {'ORGANIZATION':<14}  {'CREATED':<20}  STATUS")
+    for r in records:
+        status = f"revoked {r.revoked_at}" if r.revoked_at else "active"
+        print(f"{r.id:<12}  {r.name:<24}  {r.role:<6}  {r.organization:<14}  {r.created_at:<20}  {status}")
+    return 0
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    try:
+        revoked = _store(args).revoke(args.name_or_id)
+    except (AuditshipdError, OSError, ValueError) as exc:
+        return _fail(str(exc))
+    if not revoked:
+        return _fail(f"no active token named or with id {args.name_or_id!r}")
+    for r in revoked:
+        print(f"revoked {r.name} ({r.id})")
+    return 0
+
+
+def run_portal(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(getattr(args, "config", None))
+        pc = portal_config(config)
+        host, port = parse_listen(args.listen) if args.listen else (pc.host, pc.port)
+    except (AuditshipdError, ValueError) as exc:
+        return _fail(str(exc))
+    return asyncio.run(_serve(config, host, port))
+
+
+async def _serve(config: Any, host: str, port: int) -> int:
+    from .server import start_portal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        server = await start_portal(config, host=host, port=port)
+    except (AuditshipdError, OSError) as exc:
+        return _fail(f"cannot start the portal: {exc}")
+    print(f"audit log portal at {server.url}", file=sys.stderr)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+    return 0
