@@ -802,3 +802,37 @@ async def test_first_start_order_with_equal_mtimes(journal: Path, consumer: Cons
     consumer.start()
     await consumer.collect(10)
     assert consumer.lines == lines("a", 10)
+
+
+async def test_copy_seen_before_the_truncation_loses_nothing(
+        journal: Path, consumer: Consumer) -> None:
+    """The copy is scanned before the original is truncated: nothing lost (dups bounded)."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    append(journal, lines("a", 4, 10))
+    shutil.copyfile(journal, journal.with_name("audit.jsonl.1"))
+    await consumer.collect(14)  # reads the copy and/or the original
+    os.truncate(journal, 0)
+    append(journal, lines("a", 3, 14))
+    await consumer.until(lambda: set(lines("a", 17)) <= set(consumer.lines))
+    await consumer.quiet()
+    assert set(consumer.lines) == set(lines("a", 17))
+    dups = len(consumer.lines) - 17
+    assert dups <= 4, "only the lines between the copy and the truncation may repeat"
+
+
+async def test_cursor_entries_of_vanished_files_are_released(
+        journal: Path, consumer: Consumer) -> None:
+    """On restart, entries for files that no longer exist are released from the cursor."""
+    append(journal, lines("a", 3))
+    consumer.start()
+    await consumer.collect(3)
+    consumer.close()
+    gone = key_of(journal)
+    append(journal.with_name("audit.jsonl.x"), lines("b", 1))  # before: no inode reuse
+    os.unlink(journal)
+    consumer.start()
+    await consumer.collect(4)
+    await consumer.until(lambda: gone not in consumer.committed)
+    assert any(isinstance(i, Release) and i.segment == gone for i in consumer.items)
