@@ -353,9 +353,11 @@ class JournalReader:
 
     def _check_rewritten(self, seg: _Segment, size: int) -> None:
         """Truncation or rewrite in place (copytruncate's second half)."""
-        if seg.skipping_from is not None:
-            return
-        truncated = size < seg.offset
+        # Also while an unfinished oversize line is skipped (seg.offset is its start):
+        # returning early here left a truncated file stuck in "skipping" for ever,
+        # waiting for a newline past an offset the file no longer reached.
+        truncated = size < seg.offset or (
+            seg.skipping_from is not None and size < seg.skip_pos)
         if not truncated and seg.head_len:
             head = _pread(seg.fd, seg.head_len, 0)
             truncated = digest(head) != seg.head_hash
@@ -366,6 +368,7 @@ class JournalReader:
                         " from the start", self.name, seg.path, size, seg.offset)
             self._retire(seg.key, seg.mark())
             seg.offset = 0
+            seg.skipping_from = None
             seg.head_len, seg.head_hash, seg.tail_hash = 0, digest(b""), digest(b"")
 
     def _read(self, seg: _Segment) -> Item | None:

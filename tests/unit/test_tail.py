@@ -836,3 +836,39 @@ async def test_cursor_entries_of_vanished_files_are_released(
     await consumer.collect(4)
     await consumer.until(lambda: gone not in consumer.committed)
     assert any(isinstance(i, Release) and i.segment == gone for i in consumer.items)
+
+
+async def test_nul_hole_across_restart(journal: Path, consumer: Consumer) -> None:
+    """Copytruncate + writer at its old offset while stopped: NULs skipped after restart."""
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT, 0o644)  # no O_APPEND
+    try:
+        os.write(fd, b"".join(x + b"\n" for x in lines("a", 10)))
+        consumer.start()
+        await consumer.collect(10)
+        consumer.close()
+        os.write(fd, b"".join(x + b"\n" for x in lines("a", 3, 10)))
+        copytruncate(journal)
+        os.write(fd, b"".join(x + b"\n" for x in lines("a", 3, 13)))
+    finally:
+        os.close(fd)
+    consumer.start()
+    await consumer.collect(16)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 16))
+
+
+async def test_truncated_while_skipping_an_oversize_line(
+        journal: Path, consumer: Consumer) -> None:
+    """A file truncated while an unfinished oversize line is skipped is read again from 0."""
+    append(journal, lines("a", 2))
+    with open(journal, "ab") as f:
+        f.write(b"z" * 500)  # an oversize line, not finished
+    consumer.start(max_line_bytes=100, block_bytes=64)
+    await consumer.collect(2)
+    assert await consumer.reader.next_item(timeout=0.2) is None
+    os.truncate(journal, 0)
+    append(journal, lines("b", 3))
+    await consumer.collect(5)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 2) + lines("b", 3)
+    assert not [i for i in consumer.items if isinstance(i, OversizeLine)]
