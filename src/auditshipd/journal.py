@@ -111,9 +111,11 @@ class AuditJournal:
 
     def append_line(self, line: bytes) -> bool:
         """Append an already encoded event (no newline inside, one is added)."""
-        if not line.endswith(b"\n"):
-            line += b"\n"
         try:
+            # Inside the try: a str (or None) passed here raised TypeError to the caller.
+            line = bytes(line)
+            if not line.endswith(b"\n"):
+                line += b"\n"
             with self._lock:
                 self._append_locked(line)
         except Exception as exc:
@@ -126,6 +128,11 @@ class AuditJournal:
 
     def close(self) -> None:
         with self._lock:
+            if self._fd is not None and self.fsync != "never" and self._pid == os.getpid():
+                # fsync="interval" only syncs on a later record: without this, the last
+                # records before close stayed unsynced whatever the interval.
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)
             for fd in (self._fd, self._lock_fd):
                 if fd is not None:
                     with contextlib.suppress(OSError):

@@ -343,3 +343,30 @@ def test_fork_while_another_thread_holds_the_lock(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     j.close()
     assert sorted(e["id"] for e in read_events(path)) == ["child-0", "parent-0"]
+
+
+def test_append_line_with_wrong_type_never_raises(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """append_line with a str or None returns False and logs; it never raises."""
+    caplog.set_level(logging.WARNING, logger="auditshipd.journal")
+    with AuditJournal(tmp_path / "audit.jsonl") as j:
+        assert j.append_line('{"id":"x"}') is False  # type: ignore[arg-type]
+        assert j.append_line(None) is False  # type: ignore[arg-type]
+        assert len(errors(caplog)) == 1
+        assert j.append_line(bytearray(b'{"id":"y"}')) is True
+
+
+@pytest.mark.parametrize(("mode", "at_record", "at_close"),
+                         [("never", 0, 0), ("always", 3, 1), ("interval", 0, 1)])
+def test_fsync_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
+                     at_record: int, at_close: int) -> None:
+    """always: fsync per record; interval: at most per interval, and on close; never: none."""
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(journal_mod.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    j = AuditJournal(tmp_path / "audit.jsonl", fsync=mode, fsync_interval=3600)  # type: ignore[arg-type]
+    for _ in range(3):
+        assert j.record("a", actor=ACTOR)
+    assert len(calls) == at_record
+    j.close()
+    assert len(calls) == at_record + at_close
