@@ -872,3 +872,50 @@ async def test_truncated_while_skipping_an_oversize_line(
     await consumer.quiet()
     assert consumer.lines == lines("a", 2) + lines("b", 3)
     assert not [i for i in consumer.items if isinstance(i, OversizeLine)]
+
+
+async def test_copy_still_being_written(journal: Path, consumer: Consumer) -> None:
+    """A copy shorter than our offset is waited for, then continued at the offset."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    append(journal, lines("a", 5, 10))
+    data = journal.read_bytes()
+    copy = journal.with_name("audit.jsonl.1")
+    # cp in progress: its first block is written (a copy caught with fewer than
+    # HEAD_BYTES cannot be told from a new file: cp writes far more in one write)
+    copy.write_bytes(data[:HEAD_BYTES + 50])
+    os.truncate(journal, 0)
+    await consumer.quiet(0.2)
+    assert len(consumer.lines) == 10
+    with open(copy, "ab") as f:
+        f.write(data[HEAD_BYTES + 50:])
+    await consumer.collect(15)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 15))
+
+
+async def test_repeated_copytruncate_with_numbered_copies(
+        journal: Path, consumer: Consumer) -> None:
+    """logrotate-style copytruncate, .1 renamed to .2 each time: every line once."""
+    written: list[bytes] = []
+    consumer.start()
+    for r in range(3):
+        batch = lines("a", 7, len(written))
+        append(journal, batch)
+        written += batch
+        await consumer.collect(len(written))
+        more = lines("a", 3, len(written))
+        append(journal, more)
+        written += more
+        one, two = journal.with_name("audit.jsonl.1"), journal.with_name("audit.jsonl.2")
+        if one.exists():
+            os.replace(one, two)
+        copytruncate(journal)
+        if r == 1:  # and a restart in the middle
+            await consumer.collect(len(written))
+            consumer.close()
+            consumer.start()
+    await consumer.collect(len(written))
+    await consumer.quiet()
+    assert_exact(consumer.lines, written)
