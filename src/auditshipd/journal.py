@@ -70,6 +70,13 @@ class AuditJournal:
         rotate_bytes: int | None = None,
         mode: int = 0o640,
     ) -> None:
+        # A misspelt mode silently meant "never", a negative rotate_bytes a new segment
+        # for every record: programming errors, reported at construction (record()
+        # itself never raises).
+        if fsync not in ("never", "always", "interval"):
+            raise ValueError(f"fsync must be 'never', 'always' or 'interval', not {fsync!r}")
+        if rotate_bytes is not None and rotate_bytes < 0:
+            raise ValueError(f"rotate_bytes must be positive (or None), not {rotate_bytes}")
         self.path = Path(path)
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
         self.fsync = fsync

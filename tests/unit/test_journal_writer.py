@@ -370,3 +370,12 @@ def test_fsync_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
     assert len(calls) == at_record
     j.close()
     assert len(calls) == at_record + at_close
+
+
+def test_invalid_options_are_rejected_at_construction(tmp_path: Path) -> None:
+    """A misspelt fsync mode or a negative rotate_bytes is a ValueError, not silent."""
+    with pytest.raises(ValueError, match="fsync"):
+        AuditJournal(tmp_path / "a", fsync="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rotate_bytes"):
+        AuditJournal(tmp_path / "a", rotate_bytes=-1)
+    AuditJournal(tmp_path / "a", rotate_bytes=0).close()  # 0 / None: no rotation
