@@ -304,6 +304,7 @@ class JournalReader:
             else:
                 self._retire(key, cur)
                 how = "replaced (inode reused or rewritten)"
+        copy_of = None
         if offset == 0:
             copy_of = self._find_copy(key, fd, size, head)
             if copy_of is not None:
@@ -317,7 +318,9 @@ class JournalReader:
                        self._tail_hash(fd, offset))
         seg.mtime = st.st_mtime_ns
         self._seq += 1
-        seg.seq = self._seq
+        # A copytruncate copy holds older content than the truncated original, which
+        # may carry the same (coarse) mtime: the copy goes first on a tie.
+        seg.seq = 0 if copy_of is not None else self._seq
         self.segments[key] = seg
         log.debug("%s: tracking %s (%s) from offset %d", self.name, path, how, offset)
 

@@ -950,3 +950,17 @@ async def test_reader_follows_a_rotating_writer_across_restarts(
     assert len(ids) == n and len(set(ids)) == n
     assert ids == sorted(ids), "journal order across rotated segments"
     assert len(list(journal.parent.glob("audit.jsonl.*"))) > 5
+
+
+async def test_copytruncate_order_with_equal_mtimes(journal: Path, consumer: Consumer) -> None:
+    """Copy and truncated original with the same mtime: the copy's rest is read first."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    append(journal, lines("a", 5, 10))
+    copytruncate(journal)
+    append(journal, lines("a", 5, 15))
+    same_mtime(journal.with_name("audit.jsonl.1"), journal)
+    await consumer.collect(20)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 20)
