@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import msgspec
@@ -52,6 +53,19 @@ class CursorState(msgspec.Struct, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CursorState)
 
+# atomic_write's temp name is per process, not per thread: two threads saving the same
+# cursor (the persist loop's save still running in its worker thread while shutdown
+# saves again) truncated each other's temp file and one renamed it under the other,
+# leaving a torn cursor file (the sink then refuses to start) or a FileNotFoundError.
+# Saves of one cursor file are serialised (loads need not: the rename is atomic).
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.Lock:
+    with _file_locks_guard:
+        return _file_locks.setdefault(str(path), threading.Lock())
+
 
 class CursorStore:
     """Reads and atomically writes the cursor files under ``state_dir/cursors``."""
@@ -82,4 +96,7 @@ class CursorStore:
 
     def save(self, state: CursorState) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path(state.sink), _encoder.encode(state))
+        p = self.path(state.sink)
+        data = _encoder.encode(state)
+        with _file_lock(p):
+            atomic_write(p, data)
