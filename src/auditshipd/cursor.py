@@ -72,6 +72,7 @@ class CursorStore:
 
     def __init__(self, state_dir: str | os.PathLike[str]):
         self.dir = Path(state_dir) / "cursors"
+        self._saved_acked: dict[str, int] = {}
 
     def path(self, sink: str) -> Path:
         return self.dir / f"{sink}.json"
@@ -99,4 +100,10 @@ class CursorStore:
         p = self.path(state.sink)
         data = _encoder.encode(state)
         with _file_lock(p):
+            # acked_events only grows: a snapshot older than the one already saved (a
+            # slow save from the persist loop finishing after the shutdown save) would
+            # move the cursor back and re-send everything acked in between.
+            if state.acked_events < self._saved_acked.get(state.sink, 0):
+                return
             atomic_write(p, data)
+            self._saved_acked[state.sink] = state.acked_events

@@ -103,4 +103,17 @@ def test_concurrent_saves_never_tear_the_file(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors, errors[:3]
-    assert store.load("s") in states
+    assert store.load("s") == states[-1]  # the most acked one
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    """A save of a snapshot with fewer acked events than the last one saved is ignored."""
+    store = CursorStore(tmp_path)
+    new = CursorState(sink="s", segments={"1:2": cur(500)}, acked_events=10)
+    old = CursorState(sink="s", segments={"1:2": cur(100)}, acked_events=4)
+    store.save(new)
+    store.save(old)
+    assert store.load("s") == new
+    newer = CursorState(sink="s", segments={}, acked_events=10)  # a release, no new events
+    store.save(newer)
+    assert store.load("s") == newer
