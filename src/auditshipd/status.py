@@ -1,0 +1,292 @@
+"""``auditshipd status``: per-sink state, cursor, lag, dead letters and quarantine.
+
+Everything comes from the state dir and the journal files, never from the daemon, so it
+answers the same whether the daemon runs or not. Whether a sink is live is decided from
+its status file: the daemon rewrites ``state_dir/status/SINK.json`` about once a second
+while a sink runs and marks it ``stopped`` when it stops; a file older than
+:data:`STALE_AFTER` seconds means the daemon is gone (killed, crashed, not started).
+
+Lag is measured against the *committed* cursor (what the sink acknowledged), over the
+files the journal globs match now: ``size - offset`` for a tracked segment, the whole
+file for one the cursor does not know. ``lag_events`` counts the newlines after the
+cursor, reading at most ``budget`` bytes per file and extrapolating from the average
+line length beyond that (``lag_events_exact`` says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import fnmatch
+import glob
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import msgspec
+
+from .config import Config, SinkConfig
+from .cursor import TAIL_BYTES, CursorStore, SegmentCursor, digest
+from .quarantine import QuarantineFile
+
+__all__ = [
+    "STALE_AFTER",
+    "STATUS_INTERVAL",
+    "Lag",
+    "add_parser",
+    "journal_lag",
+    "matched_files",
+    "sink_status",
+]
+
+# The daemon refreshes a running sink's status file every STATUS_INTERVAL seconds; two
+# missed refreshes plus slack for a busy machine mean nobody is writing it any more.
+STATUS_INTERVAL = 1.0
+STALE_AFTER = 2 * STATUS_INTERVAL + 3.0
+DEFAULT_BUDGET = 64 * 1024 * 1024
+# The reader's own exclusions (tail.JournalReader): compressed or temporary files.
+_EXCLUDE = ("*.gz", "*.zst", "*.bz2", "*.xz", "*.lock", "*.tmp")
+_BLOCK = 1024 * 1024
+
+
+class Lag(NamedTuple):
+    bytes: int
+    events: int
+    exact: bool
+
+
+class _Letter(msgspec.Struct):
+    events: list[msgspec.Raw]
+
+
+_letter = msgspec.json.Decoder(_Letter).decode
+_decode = msgspec.json.Decoder().decode
+
+
+def matched_files(patterns: Iterable[str]) -> list[str]:
+    """The files the journal reader follows: glob matches minus hidden/compressed ones."""
+    found: set[str] = set()
+    for pattern in patterns:
+        for path in glob.glob(pattern):
+            base = os.path.basename(path)
+            if base.startswith(".") or any(fnmatch.fnmatch(base, x) for x in _EXCLUDE):
+                continue
+            found.add(path)
+    return sorted(found)
+
+
+def journal_lag(patterns: Iterable[str], segments: Mapping[str, SegmentCursor], *,
+                budget: int = DEFAULT_BUDGET, from_end: bool = False) -> Lag:
+    """Bytes and lines after the cursor ``segments`` in the files matched now.
+
+    ``from_end``: a sink without a cursor yet that starts at the end of the journal;
+    what is already there is not pending for it.
+    """
+    files: list[tuple[str, str, int]] = []
+    for path in matched_files(patterns):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            files.append((path, f"{st.st_dev}:{st.st_ino}", st.st_size))
+    if from_end and not segments:
+        return Lag(0, 0, True)
+    total_bytes = total_events = 0
+    exact = True
+    for path, key, size in files:
+        try:
+            with open(path, "rb") as f:
+                start = _resume_offset(f, key, size, segments)
+                events, counted = _count_lines(f, start, size, budget)
+        except OSError:
+            continue
+        total_bytes += size - start
+        total_events += events
+        exact = exact and counted
+    return Lag(total_bytes, total_events, exact)
+
+
+def _resume_offset(f: Any, key: str, size: int, segments: Mapping[str, SegmentCursor]) -> int:
+    """Where the reader would resume in this file: as tail.JournalReader decides it."""
+    cur = segments.get(key)
+    if cur is not None:
+        return cur.offset if _matches(f, size, cur) else 0
+    # A copytruncate copy continues from the offset of the file it was copied from
+    # (whether that file is still there, truncated, or gone).
+    for cur in segments.values():
+        if cur.offset and cur.head_len and _matches(f, size, cur):
+            return cur.offset
+    return 0
+
+
+def _matches(f: Any, size: int, cur: SegmentCursor) -> bool:
+    if size < cur.offset:
+        return False
+    f.seek(0)
+    head = f.read(cur.head_len)
+    if len(head) < cur.head_len or digest(head) != cur.head_hash:
+        return False
+    start = max(0, cur.offset - TAIL_BYTES)
+    f.seek(start)
+    return digest(f.read(cur.offset - start)) == cur.tail_hash
+
+
+def _count_lines(f: Any, start: int, size: int, budget: int) -> tuple[int, bool]:
+    """(lines, exact): complete lines in ``[start, size)``, estimated past ``budget``."""
+    f.seek(start)
+    remaining = size - start
+    limit = min(remaining, budget)
+    lines = read = 0
+    while read < limit:
+        block = f.read(min(_BLOCK, limit - read))
+        if not block:
+            return lines, True  # shrank while we read: what we saw is all there is
+        lines += block.count(b"\n")
+        read += len(block)
+    if read >= remaining:
+        return lines, True
+    estimate = lines + round((remaining - read) * lines / read) if read else lines
+    return estimate, False
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = _decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _dead_letters(path: Path) -> tuple[int, int]:
+    """(records, events); a torn last line (crash mid-append) is not counted."""
+    records = events = 0
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    letter = _letter(line)
+                except msgspec.DecodeError:
+                    continue
+                records += 1
+                events += len(letter.events)
+    except FileNotFoundError:
+        pass
+    return records, events
+
+
+def _state(sc: SinkConfig, doc: dict[str, Any] | None, now: float) -> str:
+    if not sc.enabled or doc is None or doc.get("state") == "stopped":
+        return "inactive"
+    updated = _parse_time(doc.get("updated_at"))
+    if updated is None or now - updated > STALE_AFTER:
+        return "inactive"
+    state = doc.get("state")
+    if state in ("error", "blocked"):
+        return str(state)
+    return "active"
+
+
+def _one_sink(config: Config, sc: SinkConfig, now: float, budget: int) -> dict[str, Any]:
+    state_dir = config.state_dir
+    doc = _read_json(state_dir / "status" / f"{sc.name}.json")
+    store = CursorStore(state_dir)
+    cursor_error = None
+    try:
+        cursor = store.load(sc.name)
+        segments = cursor.segments
+    except ValueError as exc:
+        cursor, segments, cursor_error = None, {}, str(exc)
+    lag = journal_lag(config.journal.paths, segments, budget=budget,
+                      from_end=sc.start_at == "end" and not store.exists(sc.name))
+    records, events = _dead_letters(state_dir / "deadletter" / f"{sc.name}.jsonl")
+    doc = doc or {}
+    last_success = doc.get("last_success_at")
+    row: dict[str, Any] = {
+        "name": sc.name,
+        "type": sc.type,
+        "enabled": sc.enabled,
+        "state": _state(sc, doc or None, now),
+        "cursor": [{"segment": key, "path": c.path, "offset": c.offset}
+                   for key, c in sorted(segments.items())],
+        "acked_events": cursor.acked_events if cursor is not None else 0,
+        "lag_bytes": lag.bytes,
+        "lag_events": lag.events,
+        "lag_events_exact": lag.exact,
+        "last_success_at": last_success,
+        "last_synced_at": last_success,
+        "last_error": doc.get("last_error"),
+        "last_error_at": doc.get("last_error_at"),
+        "delivered": doc.get("delivered", 0),
+        "read_events": doc.get("read_events", 0),
+        "dead_letter_count": events,
+        "dead_letter_records": records,
+        "quarantine_count": QuarantineFile(state_dir, sc.name).count(),
+        "status_updated_at": doc.get("updated_at"),
+    }
+    if cursor_error is not None:
+        row["cursor_error"] = cursor_error
+    return row
+
+
+def sink_status(config: Config, *, budget: int = DEFAULT_BUDGET,
+                now: float | None = None) -> list[dict[str, Any]]:
+    """One row per configured sink, from the state dir and the journal files only."""
+    now = time.time() if now is None else now
+    return [_one_sink(config, sc, now, budget) for sc in config.sinks]
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("status", help="per-sink state, cursor, lag, dead letters")
+    p.add_argument("-c", "--config", default=None,
+                   help="TOML config file (default: the embedded default config)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    config = load_config(args.config)
+    rows = sink_status(config)
+    if args.json:
+        print(json.dumps({"config": config.source, "state_dir": str(config.state_dir),
+                          "sinks": rows}, indent=2))
+    else:
+        sys.stdout.write(format_table(rows))
+    return 0
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    out = [f"{'SINK':<20} {'TYPE':<10} {'STATE':<9} {'LAG BYTES':>10} {'LAG EVENTS':>11} "
+           f"{'DELIVERED':>10} {'DEAD':>6} {'QUAR':>6}  LAST SUCCESS"]
+    for r in rows:
+        events = f"{'' if r['lag_events_exact'] else '~'}{r['lag_events']}"
+        out.append(
+            f"{r['name']:<20} {r['type']:<10} {r['state']:<9} {r['lag_bytes']:>10} "
+            f"{events:>11} {r['delivered']:>10} {r['dead_letter_count']:>6} "
+            f"{r['quarantine_count']:>6}  {r['last_success_at'] or '-'}")
+        if r["last_error"]:
+            out.append(f"  last error ({r['last_error_at']}): {r['last_error']}")
+        if r.get("cursor_error"):
+            out.append(f"  cursor: {r['cursor_error']}")
+    return "\n".join(out) + "\n"
