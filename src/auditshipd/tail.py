@@ -334,15 +334,16 @@ class JournalReader:
     def _find_copy(self, key: str, fd: int, size: int, head: bytes) -> SegmentCursor | None:
         """A copytruncate copy starts with the same bytes as a segment we were reading.
 
-        A file is never a copy of itself: without excluding ``key``, a file that shrank
-        below its own (just retired) cursor was taken for "a copy still being written"
-        and never read again until it grew past the old offset.
+        A file is never "a copy still being written" of itself: a file that shrank
+        below its own (just retired) cursor was taken for one and never read again
+        until it grew past the old offset. Its own entry may still match in full (a
+        released segment back in the glob resumes where it was).
         """
         candidates = [(k, s.mark()) for k, s in self.segments.items()]
         candidates += [(k, i[0]) for k, i in self.idle.items()]
         candidates += list(self.known.items()) + self.retired
         for ckey, cur in candidates:
-            if ckey == key:
+            if ckey == key and cur.offset > size:
                 continue
             if cur.offset == 0 or cur.head_len == 0 or len(head) < cur.head_len:
                 continue

@@ -964,3 +964,20 @@ async def test_copytruncate_order_with_equal_mtimes(journal: Path, consumer: Con
     await consumer.collect(20)
     await consumer.quiet()
     assert consumer.lines == lines("a", 20)
+
+
+async def test_segment_renamed_out_of_the_glob_and_back(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """A released segment that comes back into the glob resumes where it was, not at 0."""
+    append(journal, lines("a", 6))
+    consumer.start()
+    await consumer.collect(6)
+    key = key_of(journal)
+    outside = tmp_path / "parked.log"
+    os.rename(journal, outside)
+    await consumer.until(lambda: key not in consumer.committed)
+    os.rename(outside, journal)
+    append(journal, lines("a", 2, 6))
+    await consumer.collect(8)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 8)
