@@ -1,0 +1,238 @@
+"""Prometheus metrics and health endpoints on ``[metrics] listen``.
+
+Per-sink counters and gauges are read from the live drivers when Prometheus scrapes
+(:class:`DaemonCollector`), so the hot path pays nothing per event. The only value the
+pipeline reports itself is the batch latency, once per delivered batch, through
+:func:`batch_latency_observer`. Each daemon gets its own ``CollectorRegistry``.
+
+Endpoints: ``/metrics`` (text format), ``/healthz`` (200 while the event loop answers),
+``/readyz`` (200 when every sink started and none is stuck; 503 with a JSON body naming
+the failing sinks otherwise, see :mod:`auditshipd.health`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .config import Config, _convert
+from .errors import ConfigError
+from .health import ReadinessMonitor, driver_lag_bytes
+from .status import journal_lag
+
+__all__ = [
+    "DaemonCollector",
+    "DaemonMetrics",
+    "MetricsConfig",
+    "batch_latency_observer",
+    "metrics_config",
+    "start_metrics_server",
+]
+
+log = logging.getLogger("auditshipd.metrics")
+
+# Bytes of journal read per file and scrape to count pending lines; estimated beyond.
+LAG_COUNT_BUDGET = 4 * 1024 * 1024
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                   60.0, 120.0, 300.0)
+
+
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    listen: str = "127.0.0.1:9750"
+    # Seconds with events pending and no progress before /readyz reports a sink stuck.
+    ready_stuck_after: float = 300.0
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def metrics_config(config: Config) -> MetricsConfig:
+    """The ``[metrics]`` table, validated; errors name ``metrics.<key>``."""
+    mc: MetricsConfig = _convert(dict(config.metrics), MetricsConfig, config.source, "metrics")
+    host, sep, port = mc.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError('must be "HOST:PORT" (for example "127.0.0.1:9750")',
+                          file=config.source, key="metrics.listen")
+    if not mc.ready_stuck_after > 0:
+        raise ConfigError("must be a positive number of seconds", file=config.source,
+                          key="metrics.ready_stuck_after")
+    return mc
+
+
+def _timestamp(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class DaemonCollector(Collector):
+    """Reads ``daemon.drivers[name].stats`` / ``.committed`` / ``.lag_bytes()`` per scrape."""
+
+    def __init__(self, daemon: Any, lag_budget: int = LAG_COUNT_BUDGET) -> None:
+        self.daemon = daemon
+        self.lag_budget = lag_budget
+
+    def describe(self) -> list[Metric]:
+        return []  # values exist only at scrape time; no up-front description
+
+    def collect(self) -> Iterator[Metric]:
+        label = ["sink"]
+        counters = {
+            "read_events": CounterMetricFamily(
+                "auditshipd_events_read", "Journal lines read (events and quarantined lines)",
+                labels=label),
+            "delivered": CounterMetricFamily(
+                "auditshipd_events_delivered", "Events acknowledged by the sink", labels=label),
+            "retries": CounterMetricFamily(
+                "auditshipd_events_retried", "Delivery attempts retried after a retryable failure",
+                labels=label),
+            "dead_lettered": CounterMetricFamily(
+                "auditshipd_events_dead_lettered", "Events written to the dead-letter file",
+                labels=label),
+            "quarantined": CounterMetricFamily(
+                "auditshipd_events_quarantined", "Journal lines quarantined", labels=label),
+        }
+        lag_bytes = GaugeMetricFamily(
+            "auditshipd_cursor_lag_bytes", "Journal bytes not read yet by the sink", labels=label)
+        lag_events = GaugeMetricFamily(
+            "auditshipd_cursor_lag_events",
+            "Journal lines after the committed cursor (counted up to a read budget per file,"
+            " estimated from the average line length beyond)", labels=label)
+        acked = GaugeMetricFamily(
+            "auditshipd_cursor_acked_events",
+            "Events acknowledged or dead-lettered since the cursor was created", labels=label)
+        last_success = GaugeMetricFamily(
+            "auditshipd_last_success_timestamp_seconds",
+            "Unix time of the sink's last successful delivery", labels=label)
+        up = GaugeMetricFamily(
+            "auditshipd_sink_up", "1 when the sink is active, 0 otherwise", labels=label)
+        paths = self.daemon.config.journal.paths
+        for name, driver in sorted(dict(self.daemon.drivers).items()):
+            stats = driver.stats
+            for attr, family in counters.items():
+                family.add_metric([name], getattr(stats, attr))
+            lag_bytes.add_metric([name], driver_lag_bytes(driver))
+            segments = dict(driver.committed.segments)
+            from_end = getattr(getattr(driver, "sc", None), "start_at", "") == "end"
+            lag = journal_lag(paths, segments, budget=self.lag_budget, from_end=from_end)
+            lag_events.add_metric([name], lag.events)
+            acked.add_metric([name], driver.committed.acked_events)
+            ts = _timestamp(stats.last_success_at)
+            if ts is not None:
+                last_success.add_metric([name], ts)
+            up.add_metric([name], 1 if stats.state == "active" else 0)
+        yield from counters.values()
+        yield from (lag_bytes, lag_events, acked, last_success, up)
+
+
+class DaemonMetrics:
+    """One daemon's registry, collector, latency histogram and readiness monitor."""
+
+    def __init__(self, daemon: Any, mc: MetricsConfig) -> None:
+        self.daemon = daemon
+        self.config = mc
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = DaemonCollector(daemon)
+        self.registry.register(self.collector)
+        self.batch_latency = Histogram(
+            "auditshipd_batch_latency_seconds",
+            "Seconds from a batch's first delivery attempt to its acknowledgement",
+            ["sink"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.readiness = ReadinessMonitor(daemon, mc.ready_stuck_after)
+
+    def batch_latency_observer(self, sink_name: str) -> Callable[[float], None]:
+        return self.batch_latency.labels(sink_name).observe
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+_active: DaemonMetrics | None = None
+
+
+def batch_latency_observer(sink_name: str) -> Callable[[float], None]:
+    """A callable the pipeline calls once per delivered batch with its latency (s).
+
+    It reports to the metrics of the running daemon; before the metrics server started,
+    after it stopped or with metrics disabled, it does nothing.
+    """
+
+    def observe(seconds: float) -> None:
+        metrics = _active
+        if metrics is not None:
+            metrics.batch_latency.labels(sink_name).observe(seconds)
+
+    return observe
+
+
+_METRICS = web.AppKey("metrics", DaemonMetrics)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[_METRICS]
+    # The collector counts pending journal lines (file reads): off the event loop.
+    body = await asyncio.to_thread(metrics.render)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    failing = request.app[_METRICS].readiness.failing()
+    if failing:
+        return web.Response(status=503, content_type="application/json",
+                            text=json.dumps({"ready": False, "failing": failing}))
+    return web.json_response({"ready": True})
+
+
+async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> web.AppRunner:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``mc.listen``.
+
+    The caller awaits ``runner.cleanup()`` at shutdown.
+    """
+    global _active
+    metrics = DaemonMetrics(daemon, mc)
+    app = web.Application()
+    app[_METRICS] = metrics
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+
+    async def on_cleanup(_app: web.Application) -> None:
+        global _active
+        await metrics.readiness.close()
+        if _active is metrics:
+            _active = None
+
+    app.on_cleanup.append(on_cleanup)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = mc.address()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        source = getattr(getattr(daemon, "config", None), "source", None)
+        raise ConfigError(f"cannot listen on {mc.listen}: {exc.strerror or exc}",
+                          file=source, key="metrics.listen") from None
+    metrics.readiness.start()
+    _active = metrics
+    log.info("metrics and health on http://%s (/metrics, /healthz, /readyz)", mc.listen)
+    return runner
