@@ -30,7 +30,14 @@ from typing import Any
 import msgspec
 
 from .errors import DropEvent
-from .redact_policy import ABSENT, DEFAULT_RAW, Policy, normalize_key, parse_policy
+from .redact_policy import (
+    ABSENT,
+    DEFAULT_KEEP_VALUE_PATTERNS,
+    DEFAULT_RAW,
+    Policy,
+    normalize_key,
+    parse_policy,
+)
 
 __all__ = ["DEFAULT_POLICY", "MASK", "Redactor", "compile_policy"]
 
@@ -42,7 +49,8 @@ _DROP: Any = type("Drop", (), {"__repr__": lambda self: "DROP"})()
 _KEY_OK: Any = type("KeyOk", (), {"__repr__": lambda self: "KEY_OK"})()
 _KEY_ID: Any = type("KeyId", (), {"__repr__": lambda self: "KEY_ID"})()
 _CACHE_MAX = 8192
-_HASHED = re.compile(f"{HASH_PREFIX}[0-9a-f]{{{HASH_HEX_CHARS}}}").fullmatch
+_HASH_TOKEN = re.compile(f"{HASH_PREFIX}[0-9a-f]{{{HASH_HEX_CHARS}}}")
+_HASHED = _HASH_TOKEN.fullmatch
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -58,6 +66,7 @@ class Redactor:
         "_search",
         "_sub_ids",
         "_sub_keep",
+        "_keep_needle",
         "_min_len",
         "_key_cache",
         "_hash_cache",
@@ -77,6 +86,10 @@ class Redactor:
         self._search = quick.search if quick is not None else None
         self._sub_ids = rx.sub if rx is not None else None
         self._sub_keep = policy.keep_id_regex.sub if policy.keep_id_regex is not None else None
+        # The default keep pattern (an email) needs an "@"; a custom one may need anything
+        # ("" is in every string).
+        default_keep = set(policy.keep_value_patterns) <= set(DEFAULT_KEEP_VALUE_PATTERNS)
+        self._keep_needle = "@" if default_keep else ""
         self._min_len = max(1, policy.min_id_len)
         self._key_cache: dict[Any, Any] = {}
         self._hash_cache: dict[str, str] = {}
@@ -294,7 +307,7 @@ class Redactor:
         return kind
 
     def _redact_str(self, text: str) -> Any:
-        if self._sub_keep is not None and "@" in text:
+        if self._sub_keep is not None and self._keep_needle in text:
             out = self._sub_keep(self._replace_keep, text)
         else:
             out = self._sub_ids(self._replace, text)  # type: ignore[misc]
@@ -313,6 +326,8 @@ class Redactor:
             return ""
         if action == "mask":
             return MASK
+        if HASH_PREFIX in m.string and _inside_hash(m):
+            return m.group(0)  # a hash we wrote (all 16 hex digits can look like a number)
         return self._hash(m.group(0))
 
     def _id_value(self, x: Any) -> Any:
@@ -339,6 +354,16 @@ class Redactor:
                 self._hash_cache.clear()
             self._hash_cache[text] = h
         return h
+
+
+def _inside_hash(m: Any) -> bool:
+    """Whether match ``m`` lies within an ``h:`` + 16 hex token: redacting twice is a no-op."""
+    start, end = m.span()
+    span = len(HASH_PREFIX) + HASH_HEX_CHARS
+    for token in _HASH_TOKEN.finditer(m.string, max(0, start - span), end + span):
+        if token.start() <= start and end <= token.end():
+            return True
+    return False
 
 
 def compile_policy(

@@ -27,6 +27,7 @@ __all__ = [
     "ABSENT",
     "ACTIONS",
     "ALWAYS_KEPT",
+    "DEFAULT_KEEP_VALUE_PATTERNS",
     "DEFAULT_RAW",
     "REQUIRED",
     "Policy",

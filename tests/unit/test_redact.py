@@ -162,6 +162,13 @@ def test_custom_value_patterns_without_prefilter():
     assert r(event(metadata={"m": "badge EMP-1234 ok"}))["metadata"] == {"m": "badge  ok"}
 
 
+def test_custom_keep_pattern_applies_without_at_sign():
+    """A custom keep_value_patterns entry protects its matches even in strings without '@'."""
+    r = compile_policy({"keep_value_patterns": [r"acme_[A-Za-z0-9]{20,}"]})
+    out = r(event(metadata={"plan": "acme_01HZX8K2M3N4P5Q6R7S8T9V0U9 here"}))
+    assert out["metadata"] == {"plan": "acme_01HZX8K2M3N4P5Q6R7S8T9V0U9 here"}
+
+
 # -- required fields ---------------------------------------------------------------------
 
 
@@ -210,6 +217,17 @@ def test_hash_is_stable_for_same_key_and_differs_across_keys():
     assert h1 == h2 and h1 != h3
     assert re.fullmatch(r"h:[0-9a-f]{16}", h1["user_id"])
     assert h1["msg"] == "by " + h1["user_id"]  # same id, same hash: correlation survives
+
+
+def test_hash_of_digits_only_is_not_hashed_again():
+    """A hash whose 16 hex digits are all decimal (it looks like a snowflake id) is kept as
+    it is on a second pass: redacting a redacted event changes nothing."""
+    r = compile_policy({"action": "hash", "hash_key": "property-test-key-0123456789"})
+    ev = event(metadata={"note": "session_0E2VXGY742C3M4AH0WZ3F8YFE2",
+                         "msg": "by session_0E2VXGY742C3M4AH0WZ3F8YFE2."})
+    once = r(ev)
+    assert once["metadata"]["note"] == "h:8315241988103311"
+    assert r(once) == once
 
 
 def test_hash_key_from_env(monkeypatch):
