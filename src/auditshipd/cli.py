@@ -86,7 +86,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .runtime import load_runtime
 
     config, _pm, _types = load_runtime(args.config)
-    extra = []
+    if config.stream_errors:
+        for exc in config.stream_errors.values():
+            print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    extra: list[str] = []
     if config.portal:
         try:
             from .portal.config import portal_config

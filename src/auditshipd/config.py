@@ -99,6 +99,14 @@ class _Root(_Strict):
     redaction: dict[str, Any] = msgspec.field(default_factory=dict)
     portal: dict[str, Any] = msgspec.field(default_factory=dict)
     metrics: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Per-organization stream files (<org-slug>.toml holding [[sinks]]), e.g. written by
+    # a control plane; reloaded live like the main file.
+    streams_dir: str | None = None
+    config_watch: bool = True
+    sinks: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class _StreamFile(_Strict):
     sinks: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
@@ -117,6 +125,9 @@ class SinkConfig:
     dead_letter: DeadLetterConfig
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     sink_type: SinkType | None = field(repr=False, default=None)
+    # The organization whose stream file defined this sink (None: the main config).
+    stream_org: str | None = None
+    source: str = ""
 
 
 @dataclass
@@ -129,6 +140,11 @@ class Config:
     portal: dict[str, Any]
     metrics: dict[str, Any]
     sinks: list[SinkConfig]
+    streams_dir: str | None = None
+    config_watch: bool = True
+    # Stream files that failed to load, by organization: that organization keeps the
+    # sinks it had (an invalid file affects only its own organization).
+    stream_errors: dict[str, ConfigError] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -178,7 +194,7 @@ def parse_config(
             raise ConfigError(f"duplicate sink name {sc.name!r}", file=source, key=f"sinks[{i}].name")
         seen.add(sc.name)
         sinks.append(sc)
-    return Config(
+    config = Config(
         source=source,
         journal=root.journal,
         plugin_dirs=root.plugin_dirs,
@@ -187,7 +203,70 @@ def parse_config(
         portal=root.portal,
         metrics=root.metrics,
         sinks=sinks,
+        streams_dir=root.streams_dir,
+        config_watch=root.config_watch,
     )
+    for sc in sinks:
+        sc.source = source
+    if root.streams_dir and sink_types is not None:
+        _load_stream_files(config, sink_types)
+    return config
+
+
+_ORG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _load_stream_files(config: Config, sink_types: dict[str, SinkType]) -> None:
+    """Add the sinks of every ``<org>.toml`` in ``streams_dir``, scoped to that org."""
+    d = Path(config.streams_dir or "")
+    if not d.is_dir():
+        raise ConfigError("directory does not exist", file=config.source, key="streams_dir")
+    names = {s.name for s in config.sinks}
+    for path in sorted(d.glob("*.toml")):
+        org = path.stem
+        try:
+            sinks = parse_stream_file(path, org, sink_types)
+            for sc in sinks:
+                if sc.name in names:
+                    raise ConfigError(f"duplicate sink name {sc.name!r}", file=str(path),
+                                      key="sinks.name")
+        except ConfigError as exc:
+            config.stream_errors[org] = exc
+            continue
+        names.update(sc.name for sc in sinks)
+        config.sinks.extend(sinks)
+
+
+def parse_stream_file(path: Path, org: str, sink_types: dict[str, SinkType]) -> list[SinkConfig]:
+    """The sinks of one organization's stream file. Their scope is that organization,
+    always: a file cannot widen it. Sink names become ``<org>.<name>``."""
+    source = str(path)
+    if not _ORG_RE.match(org):
+        raise ConfigError("file name must be <organization-slug>.toml (lowercase letters,"
+                          " digits, '-', '_')", file=source)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=source) from None
+    data = _interpolate(data, source, "")
+    stream = _convert(data, _StreamFile, source, "")
+    out = []
+    for i, table in enumerate(stream.sinks):
+        scope = table.get("organizations") if isinstance(table, dict) else None
+        if scope is not None and scope != [org]:
+            raise ConfigError(f"a stream file can only scope its own organization [{org!r}]",
+                              file=source, key=f"sinks[{i}].organizations")
+        if isinstance(table, dict):
+            table = {**table, "organizations": [org]}
+            if isinstance(table.get("name"), str):
+                table["name"] = f"{org}.{table['name']}"
+        sc = _sink_config(table, i, source, sink_types)
+        sc.stream_org = org
+        sc.source = source
+        out.append(sc)
+    return out
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

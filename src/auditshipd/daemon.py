@@ -2,7 +2,11 @@
 
 Signal handlers only set state. SIGTERM/SIGINT: stop reading, flush in-flight batches
 within ``shutdown_timeout``, persist cursors, exit 0; a second signal exits at once
-(cursors on disk only ever cover acknowledged events, so that is safe).
+(cursors on disk only ever cover acknowledged events, so that is safe). SIGHUP, or an
+edit of the config file or of a stream file, reloads: the new config is validated
+first; if it is invalid the error is logged with file and key and the running config
+stays. Otherwise the difference is applied: removed sinks stop cleanly (cursor kept),
+changed sinks restart from their cursor, new sinks start from ``start_at``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from .config import Config, SinkConfig
+from .errors import ConfigError
+from .journal import AuditJournal
+from .notify import SystemdNotifier
 from .pipeline import SinkDriver
 from .runtime import build_redactors, load_runtime
 from .sinks.base import SinkContext
@@ -32,15 +39,19 @@ class Daemon:
         self.config_path = config_path
         self.config: Config
         self.should_exit = asyncio.Event()
-        self.force_exit = False
+        self.reload_requested = asyncio.Event()
         self.drivers: dict[str, SinkDriver] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.signal = ChangeSignal()
         self.watcher: JournalWatcher | None = None
-        self._cleanups: list[tuple[str, Any]] = []
+        self.notifier = SystemdNotifier()
         self.logger = log
         self.portal: Any = None
+        self.metrics_runner: Any = None
+        self.reloads = 0
+        self._cleanups: list[tuple[str, Any]] = []
         self._exit_requested_at = 0.0
+        self._background: list[asyncio.Task[Any]] = []
 
     # -- prose ------------------------------------------------------------------------
 
@@ -54,9 +65,12 @@ class Daemon:
         return 0
 
     async def startup(self) -> None:
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
+        self._loaded_signature = self._config_signature()
         self.config, self.pm, self.types = load_runtime(self.config_path)
-        self.pm.hook.config_loaded(config=self.config)
         cfg = self.config
+        self._report_stream_errors(cfg)
+        self.pm.hook.config_loaded(config=cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         j = cfg.journal
         Path(j.path).parent.mkdir(parents=True, exist_ok=True)
@@ -65,60 +79,48 @@ class Daemon:
         self._cleanups.append(("watcher", self._stop_watcher(watch_task)))
         redactors = build_redactors(cfg)
         for sc in cfg.sinks:
-            if not sc.enabled:
-                continue
-            assert sc.sink_type is not None
-            context = SinkContext(
-                name=sc.name, state_dir=cfg.state_dir,
-                logger=logging.getLogger(f"auditshipd.sink.{sc.name}"),
-                extra={"journal_path": j.path, "config": cfg},
-            )
-            sink = sc.sink_type.build(sc.name, sc.options, context)
-            driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactors.get(sc.name),
-                                hooks=self.pm.hook)
-            await driver.start()
-            self.drivers[sc.name] = driver
-        for name, driver in self.drivers.items():
-            self.tasks[name] = asyncio.create_task(driver.run(), name=f"sink-{name}")
-        if cfg.portal.get("enabled"):
-            from .portal.app import start_portal
-
-            self.portal = await start_portal(cfg)
-            self._cleanups.append(("portal", self.portal.close()))
+            if sc.enabled:
+                await self._start_driver(sc, redactors.get(sc.name))
+        await self._start_servers(cfg)
+        self._cleanups.append(("servers", self._stop_servers()))
+        if self.config_path is not None and cfg.config_watch:
+            self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            self._background.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
         await _maybe_await(self.pm.hook.startup(daemon=self))
+        self.notifier.notify("READY=1", f"STATUS={self.summary()}")
         log.info("auditshipd started: %d sink(s) %s, journal %s (%s)", len(self.drivers),
                  ", ".join(self.drivers), ", ".join(j.paths), self.watcher.mode)
 
     async def main_loop(self) -> None:
-        waiter = asyncio.create_task(self.should_exit.wait())
-        pending = {waiter, *self.tasks.values()}
-        while not self.should_exit.is_set():
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is waiter:
-                    continue
-                exc = task.exception()
-                if exc is not None:
-                    log.error("sink task %s failed: %r; stopping", task.get_name(), exc)
-                    self.should_exit.set()
-        waiter.cancel()
+        exit_wait = asyncio.create_task(self.should_exit.wait())
+        reload_wait = asyncio.create_task(self.reload_requested.wait())
+        try:
+            while not self.should_exit.is_set():
+                watched = {exit_wait, reload_wait, *self.tasks.values()}
+                done, _ = await asyncio.wait(watched, timeout=10,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if reload_wait in done and not self.should_exit.is_set():
+                    self.reload_requested.clear()
+                    await self.reload()
+                    reload_wait = asyncio.create_task(self.reload_requested.wait())
+                for name, task in list(self.tasks.items()):
+                    if task in done and task.done() and not task.cancelled() and task.exception():
+                        log.error("sink %s failed: %r; stopping", name, task.exception())
+                        self.should_exit.set()
+                self.notifier.notify(f"STATUS={self.summary()}")
+        finally:
+            exit_wait.cancel()
+            reload_wait.cancel()
 
     async def shutdown(self) -> None:
-        log.info("shutting down: flushing in-flight batches (deadline %.1fs)",
-                 getattr(self, "config", None) and self.config.shutdown_timeout or 0)
-        for driver in self.drivers.values():
-            driver.stop()
-        if self.tasks:
-            timeout = self.config.shutdown_timeout
-            _done, pending = await asyncio.wait(list(self.tasks.values()), timeout=timeout)
-            for name, task in self.tasks.items():
-                if task in pending:
-                    log.warning("%s did not finish within %.1fs; cancelling (its cursor stays"
-                                " at the last acknowledged batch)", task.get_name(), timeout)
-                    self.drivers[name].abort()
-                    task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        self.notifier.notify("STOPPING=1")
+        timeout = self.config.shutdown_timeout if hasattr(self, "config") else 10.0
+        log.info("shutting down: flushing in-flight batches (deadline %.1fs)", timeout)
+        for task in self._background:
+            task.cancel()
+        await self._stop_drivers(list(self.drivers), timeout)
         errors = []
         for name, cleanup in reversed(self._cleanups):
             try:
@@ -132,9 +134,132 @@ class Daemon:
                 errors.append(f"shutdown hook: {exc!r}")
         for e in errors:
             log.error("cleanup failed: %s", e)
+        self.notifier.close()
         log.info("auditshipd stopped")
 
-    # -- helpers ----------------------------------------------------------------------
+    # -- reload -----------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Apply a new config; False (and the old one keeps running) if it is invalid."""
+        self.notifier.notify("RELOADING=1")
+        self._loaded_signature = self._config_signature()
+        try:
+            new, pm, types = await asyncio.to_thread(load_runtime, self.config_path)
+            self._keep_sinks_of_broken_streams(new)
+            redactors = build_redactors(new)
+            if new.journal != self.config.journal:
+                raise ConfigError("changing [journal] needs a restart", file=new.source,
+                                  key="journal")
+        except ConfigError as exc:
+            log.error("config reload rejected, the running config stays: %s", exc)
+            self.notifier.notify("READY=1", f"STATUS=reload rejected: {exc}")
+            return False
+        old = self.config
+        self._report_stream_errors(new)
+        old_by, new_by = {s.name: s for s in old.sinks}, {s.name: s for s in new.sinks}
+        global_changed = new.redaction != old.redaction
+        removed = [n for n in old_by if n not in new_by]
+        added = [n for n in new_by if n not in old_by]
+        changed = [n for n in new_by if n in old_by and (
+            global_changed or _sink_fingerprint(new_by[n]) != _sink_fingerprint(old_by[n]))]
+        await self._stop_drivers([n for n in removed + changed if n in self.drivers],
+                                 new.shutdown_timeout)
+        self.config, self.pm, self.types = new, pm, types
+        for name in changed + added:
+            sc = new_by[name]
+            if sc.enabled:
+                await self._start_driver(sc, redactors.get(name))
+        if new.portal != old.portal or new.metrics != old.metrics:
+            await self._restart_servers(new)
+        self.reloads += 1
+        self.pm.hook.config_loaded(config=new)
+        if removed or added or changed:
+            await asyncio.to_thread(self._record_reload, added, removed, changed)
+        log.info("config reloaded: %d added %s, %d removed %s, %d changed %s", len(added), added,
+                 len(removed), removed, len(changed), changed)
+        self.notifier.notify("READY=1", f"STATUS={self.summary()}")
+        return True
+
+    def _keep_sinks_of_broken_streams(self, new: Config) -> None:
+        names = {s.name for s in new.sinks}
+        for org in new.stream_errors:
+            for sc in self.config.sinks:
+                if sc.stream_org == org and sc.name not in names:
+                    new.sinks.append(sc)
+
+    def _report_stream_errors(self, cfg: Config) -> None:
+        for org, exc in cfg.stream_errors.items():
+            log.error("stream file of organization %r rejected (its previous streams, if any,"
+                      " keep running): %s", org, exc)
+
+    def _record_reload(self, added: list[str], removed: list[str], changed: list[str]) -> None:
+        """The reload itself is an audit event (sink names only, never settings)."""
+        journal = AuditJournal(self.config.journal.path)
+        journal.record("log_stream.updated",
+                       actor={"type": "system", "name": "auditshipd"},
+                       metadata={"added": added, "removed": removed, "changed": changed,
+                                 "source": os.path.basename(str(self.config.source))})
+        journal.close()
+
+    # -- parts ------------------------------------------------------------------------
+
+    async def _start_driver(self, sc: SinkConfig, redactor: Any) -> None:
+        cfg = self.config
+        assert sc.sink_type is not None
+        context = SinkContext(
+            name=sc.name, state_dir=cfg.state_dir,
+            logger=logging.getLogger(f"auditshipd.sink.{sc.name}"),
+            extra={"journal_path": cfg.journal.path, "config": cfg},
+        )
+        sink = sc.sink_type.build(sc.name, sc.options, context)
+        driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactor,
+                            hooks=self.pm.hook)
+        await driver.start()
+        self.drivers[sc.name] = driver
+        self.tasks[sc.name] = asyncio.create_task(driver.run(), name=f"sink-{sc.name}")
+
+    async def _stop_drivers(self, names: list[str], timeout: float) -> None:
+        for name in names:
+            self.drivers[name].stop()
+        tasks = {name: self.tasks[name] for name in names if name in self.tasks}
+        if tasks:
+            _done, pending = await asyncio.wait(list(tasks.values()), timeout=timeout)
+            for name, task in tasks.items():
+                if task in pending:
+                    log.warning("sink %s did not finish within %.1fs; cancelling (its cursor"
+                                " stays at the last acknowledged batch)", name, timeout)
+                    self.drivers[name].abort()
+                    task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        for name in names:
+            self.drivers.pop(name, None)
+            self.tasks.pop(name, None)
+
+    async def _start_servers(self, cfg: Config) -> None:
+        if cfg.portal.get("enabled"):
+            from .portal.app import start_portal
+
+            self.portal = await start_portal(cfg)
+        try:
+            from .metrics import metrics_config, start_metrics_server
+        except ImportError:
+            return
+        mc = metrics_config(cfg)
+        if mc.enabled:
+            self.metrics_runner = await start_metrics_server(self, mc)
+
+    async def _stop_servers(self) -> None:
+        if self.portal is not None:
+            await self.portal.close()
+            self.portal = None
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
+            self.metrics_runner = None
+
+    async def _restart_servers(self, cfg: Config) -> None:
+        await self._stop_servers()
+        await self._start_servers(cfg)
 
     async def _stop_watcher(self, task: asyncio.Task[None]) -> None:
         assert self.watcher is not None
@@ -142,10 +267,76 @@ class Daemon:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, 2)
 
+    def _config_signature(self) -> tuple[Any, ...]:
+        """(name, mtime, size) of the config file and the stream files."""
+        if self.config_path is None:
+            return ()
+        paths = [Path(str(self.config_path))]
+        streams = getattr(self, "config", None) and self.config.streams_dir
+        if streams:
+            paths += sorted(Path(streams).glob("*.toml"))
+        sig = []
+        for p in paths:
+            try:
+                st = p.stat()
+                sig.append((str(p), st.st_mtime_ns, st.st_size))
+            except OSError:
+                sig.append((str(p), None, None))
+        return tuple(sig)
+
+    async def _poll_config(self) -> None:
+        """A safety net under the file watcher: an edit made before the watch was set up
+        (or on a file system without inotify) is still seen within a few seconds."""
+        while True:
+            await asyncio.sleep(2.0)
+            if self._config_signature() != self._loaded_signature:
+                self.reload_requested.set()
+
+    async def _watch_config(self) -> None:
+        """Reload when the config file or a stream file changes."""
+        from watchfiles import awatch
+
+        self._background.append(asyncio.create_task(self._poll_config(), name="config-poll"))
+        cfg_path = Path(str(self.config_path)).resolve()
+        dirs = {str(cfg_path.parent)}
+        if self.config.streams_dir:
+            dirs.add(str(Path(self.config.streams_dir).resolve()))
+
+        def relevant(path: str) -> bool:
+            p = Path(path)
+            if p == cfg_path:
+                return True
+            streams = self.config.streams_dir
+            return bool(streams) and p.parent == Path(streams).resolve() and p.suffix == ".toml"
+
+        try:
+            async for changes in awatch(*dirs, debounce=200, recursive=False,
+                                        force_polling=self.config.journal.force_polling,
+                                        poll_delay_ms=int(self.config.journal.poll_interval * 1000)):
+                if any(relevant(path) for _change, path in changes):
+                    self.reload_requested.set()
+        except Exception as exc:
+            log.warning("config file watching unavailable (%s); reload with SIGHUP", exc)
+
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the event loop itself: a wedged loop stops the pings."""
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def summary(self) -> str:
+        states: dict[str, int] = {}
+        for d in self.drivers.values():
+            states[d.stats.state] = states.get(d.stats.state, 0) + 1
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no sinks"
+        delivered = sum(d.stats.delivered for d in self.drivers.values())
+        return f"{len(self.drivers)} sink(s): {parts}; {delivered} events delivered"
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_exit_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
 
     def _on_exit_signal(self, sig: int) -> None:
         now = asyncio.get_running_loop().time()
@@ -158,6 +349,10 @@ class Daemon:
             log.info("%s received: stopping", signal.Signals(sig).name)
             self._exit_requested_at = now
             self.should_exit.set()
+
+
+def _sink_fingerprint(sc: SinkConfig) -> Any:
+    return (sc.type, repr(sorted(sc.raw.items())), sc.stream_org)
 
 
 async def _maybe_await(results: Any) -> None:
