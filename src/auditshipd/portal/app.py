@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -10,7 +11,7 @@ from aiohttp import web
 from . import api, pages
 from .guard import STATE, PortalState
 
-__all__ = ["build_app", "template_environment"]
+__all__ = ["build_app", "start_portal", "template_environment"]
 
 STATIC_DIR = Path(__file__).with_name("static")
 CSP = (
@@ -53,3 +54,10 @@ def build_app(state: PortalState) -> web.Application:
     app.router.add_static("/static/", STATIC_DIR, name="static")
     app.on_response_prepare.append(_security_headers)
     return app
+
+
+async def start_portal(config: Any, *, host: str | None = None, port: int | None = None) -> Any:
+    """Same as :func:`auditshipd.portal.server.start_portal` (kept here for the daemon's import)."""
+    from .server import start_portal as _start_portal
+
+    return await _start_portal(config, host=host, port=port)
