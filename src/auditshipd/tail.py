@@ -206,6 +206,8 @@ class JournalReader:
 
     def _poll_once(self) -> Item | None:
         self._scan()
+        if self._pending:  # marks queued by the scan come before any later read
+            return self._pending.pop(0)
         # Oldest first. File timestamps are often coarse (a jiffy): a rotated segment and
         # the new file written in the same tick had equal mtimes and were ordered by
         # path, so the new file ("audit.jsonl") was read before the rest of the rotated
@@ -323,6 +325,14 @@ class JournalReader:
         seg.seq = 0 if copy_of is not None else self._seq
         self.segments[key] = seg
         log.debug("%s: tracking %s (%s) from offset %d", self.name, path, how, offset)
+        if offset and how != "resumed":
+            # A position the consumer's cursor does not hold yet (a copy continued at
+            # its original's offset, start_at_end): hand it out as an empty chunk so
+            # that it is committed. Otherwise, when nothing was appended before a
+            # restart, the copy (or skipped file) was read again from 0.
+            n = min(TAIL_BYTES, offset)
+            self._pending.append(Chunk(key, path, offset, b"", seg.mark(),
+                                       _pread(fd, n, offset - n)))
 
     def _content_matches(self, fd: int, size: int, head: bytes, cur: SegmentCursor) -> bool:
         if size < cur.offset or len(head) < cur.head_len:

@@ -594,6 +594,10 @@ async def test_start_at_end(tmp_path: Path, journal: Path, consumer: Consumer) -
     with open(journal, "ab") as f:
         f.write(partial[:15])
     consumer.start(start_at_end=True)
+    first = await consumer.reader.next_item(timeout=0.2)  # the position, to commit
+    assert isinstance(first, Chunk) and first.data == b""
+    assert first.mark.offset == first.start == journal.stat().st_size - 15
+    consumer.take(first)
     assert await consumer.reader.next_item(timeout=0.2) is None
     with open(journal, "ab") as f:
         f.write(partial[15:] + b"\n")
@@ -981,3 +985,75 @@ async def test_segment_renamed_out_of_the_glob_and_back(
     await consumer.collect(8)
     await consumer.quiet()
     assert consumer.lines == lines("a", 8)
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("TAIL_SEEDS", "6"))))
+async def test_random_rotations_and_restarts(journal: Path, consumer: Consumer, seed: int) -> None:
+    """Random appends, rename rotations, copytruncates, deletions and restarts: exact."""
+    import random
+
+    rnd = random.Random(seed)
+    written: list[bytes] = []
+    rotated: list[Path] = []
+    consumer.start()
+    for step in range(30):
+        op = rnd.choice(["append", "append", "append", "rename", "copytruncate", "collect",
+                         "restart", "delete"])
+        if op == "append":
+            batch = lines("r", rnd.randint(1, 12), len(written))
+            append(journal, batch)
+            written += batch
+        elif op == "rename" and journal.exists():
+            target = journal.with_name(f"audit.jsonl.{step:03d}")
+            os.rename(journal, target)
+            rotated.append(target)
+        elif op == "copytruncate" and journal.exists():
+            copytruncate(journal, f"audit.jsonl.{step:03d}")
+            rotated.append(journal.with_name(f"audit.jsonl.{step:03d}"))
+        elif op == "collect":
+            await consumer.collect(len(written))
+        elif op == "restart":
+            consumer.close()
+            consumer.start()
+        elif op == "delete" and rotated:
+            await consumer.collect(len(written))  # only drained segments are deleted
+            await consumer.quiet(0.1)
+            rotated.pop(0).unlink()
+    await consumer.collect(len(written))
+    await consumer.quiet(0.2)
+    assert_exact(consumer.lines, written)
+    assert consumer.lines == written, "journal order"
+
+
+async def test_fully_read_copy_is_not_reread_after_restart(
+        journal: Path, consumer: Consumer) -> None:
+    """A copy with nothing left to read has its position committed: a restart skips it."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    copytruncate(journal)
+    append(journal, lines("a", 1, 10))
+    await consumer.collect(11)
+    await consumer.quiet()
+    copy_key = key_of(journal.with_name("audit.jsonl.1"))
+    assert consumer.committed[copy_key].offset == journal.with_name("audit.jsonl.1").stat().st_size
+    consumer.close()
+    consumer.start()
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 11)
+
+
+async def test_start_at_end_positions_survive_a_restart(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """start_at_end on two files, only one grows: after a restart the other is not read."""
+    other = tmp_path / "audit.jsonl.1"
+    append(other, lines("old", 5))
+    append(journal, lines("old2", 5))
+    consumer.start(start_at_end=True)
+    await consumer.quiet(0.1)
+    append(journal, lines("a", 2))
+    await consumer.collect(2)
+    consumer.close()
+    consumer.start(start_at_end=True)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 2)
