@@ -228,10 +228,16 @@ async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> web.AppRunner:
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
-        await runner.cleanup()
-        source = getattr(getattr(daemon, "config", None), "source", None)
-        raise ConfigError(f"cannot listen on {mc.listen}: {exc.strerror or exc}",
-                          file=source, key="metrics.listen") from None
+        config = getattr(daemon, "config", None)
+        if "listen" in getattr(config, "metrics", {}):
+            await runner.cleanup()
+            raise ConfigError(f"cannot listen on {mc.listen}: {exc.strerror or exc}",
+                              file=getattr(config, "source", None), key="metrics.listen") from None
+        # The default address taken (another auditshipd on this host): shipping audit
+        # events matters more than this endpoint; say so loudly and go on without it.
+        log.error("metrics and health endpoints are OFF: cannot listen on the default %s (%s);"
+                  " set [metrics] listen to a free address", mc.listen, exc.strerror or exc)
+        return runner
     metrics.readiness.start()
     _active = metrics
     log.info("metrics and health on http://%s (/metrics, /healthz, /readyz)", mc.listen)

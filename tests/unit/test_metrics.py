@@ -222,14 +222,30 @@ async def test_server_endpoints(tmp_path):
     batch_latency_observer("a")(0.1)  # after cleanup: a no-op, no error
 
 
-async def test_port_in_use_is_a_config_error(tmp_path):
-    """A listen address already taken is reported as a metrics.listen error."""
+async def test_configured_port_in_use_is_a_config_error(tmp_path):
+    """An explicitly configured listen address already taken is a metrics.listen error."""
     port = free_port()
     daemon = fake_daemon(tmp_path, FakeDriver("a"))
+    daemon.config.metrics = {"listen": f"127.0.0.1:{port}"}
     first = await start_metrics_server(daemon, MetricsConfig(listen=f"127.0.0.1:{port}"))
     try:
         with pytest.raises(ConfigError) as err:
             await start_metrics_server(daemon, MetricsConfig(listen=f"127.0.0.1:{port}"))
-        assert err.value.key == "metrics.listen"
+        assert err.value.key == "metrics.listen" and err.value.file == "test.toml"
+    finally:
+        await first.cleanup()
+
+
+async def test_default_port_in_use_logs_and_goes_on(tmp_path, caplog):
+    """The default address taken: an error is logged and the daemon goes on without it."""
+    port = free_port()
+    daemon = fake_daemon(tmp_path, FakeDriver("a"))
+    daemon.config.metrics = {}
+    first = await start_metrics_server(daemon, MetricsConfig(listen=f"127.0.0.1:{port}"))
+    try:
+        with caplog.at_level("ERROR", logger="auditshipd.metrics"):
+            second = await start_metrics_server(daemon, MetricsConfig(listen=f"127.0.0.1:{port}"))
+        await second.cleanup()
+        assert "metrics and health endpoints are OFF" in caplog.text
     finally:
         await first.cleanup()
