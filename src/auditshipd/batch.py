@@ -10,28 +10,41 @@ import msgspec
 __all__ = ["Batch"]
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 class Batch:
-    """Redacted events, in journal order, plus their JSON encodings.
+    """Redacted events, in journal order, as dicts and as compact JSON lines.
 
-    ``events`` are plain dicts (already redacted: a sink never sees internal ids).
-    ``lines`` are the same events encoded once as compact JSON ``bytes``; sinks that
-    send JSON should build their body from ``lines`` rather than encode again.
-    A batch is immutable from the sink's point of view; ``batch[i:j]`` gives a
-    sub-batch (used for splitting and partial resends).
+    The core builds a batch from the encoded lines it produced on the hot path
+    (``Batch(lines=...)``); ``events`` are then decoded on first use only, so sinks
+    that send the JSON as it is (file, http) never pay for dicts. ``Batch(events)``
+    works the other way round (tests, replays). Either way nothing in a batch holds an
+    internal id: redaction happened before. ``batch[i:j]`` gives a sub-batch (used for
+    splitting and partial resends).
     """
 
-    __slots__ = ("events", "_lines")
+    __slots__ = ("_events", "_lines")
 
-    def __init__(self, events: Sequence[dict[str, Any]], lines: Sequence[bytes] | None = None):
-        self.events = list(events)
+    def __init__(self, events: Sequence[dict[str, Any]] | None = None,
+                 lines: Sequence[bytes] | None = None):
+        if events is None and lines is None:
+            raise TypeError("Batch needs events or lines")
+        self._events = list(events) if events is not None else None
         self._lines = list(lines) if lines is not None else None
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        if self._events is None:
+            assert self._lines is not None
+            self._events = [_decode(line) for line in self._lines]
+        return self._events
 
     @property
     def lines(self) -> list[bytes]:
         if self._lines is None:
-            self._lines = [_encode(e) for e in self.events]
+            assert self._events is not None
+            self._lines = [_encode(e) for e in self._events]
         return self._lines
 
     @property
@@ -40,15 +53,22 @@ class Batch:
 
     @property
     def first_id(self) -> str:
-        return str(self.events[0].get("id", "")) if self.events else ""
+        return self._id_at(0)
 
     @property
     def last_id(self) -> str:
-        return str(self.events[-1].get("id", "")) if self.events else ""
+        return self._id_at(-1)
+
+    def _id_at(self, index: int) -> str:
+        if not len(self):
+            return ""
+        if self._events is not None:
+            return str(self._events[index].get("id", ""))
+        return str(_decode(self.lines[index]).get("id", ""))
 
     def jsonl(self) -> bytes:
         """Newline-delimited JSON, one event per line, trailing newline included."""
-        return b"\n".join(self.lines) + b"\n" if self.events else b""
+        return b"\n".join(self.lines) + b"\n" if len(self) else b""
 
     def json_array(self) -> bytes:
         """A JSON array of the events."""
@@ -58,13 +78,14 @@ class Batch:
         return sum(len(line) for line in self.lines)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self._lines) if self._lines is not None else len(self._events or ())
 
     def __getitem__(self, item: slice) -> Batch:
         if not isinstance(item, slice):
             raise TypeError("Batch supports slicing only; use batch.events[i] for one event")
+        events = self._events[item] if self._events is not None else None
         lines = self._lines[item] if self._lines is not None else None
-        return Batch(self.events[item], lines)
+        return Batch(events, lines)
 
     def __repr__(self) -> str:
         return f"<Batch {len(self)} events {self.first_id}..{self.last_id}>"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime as _dt
 import logging
 import time
 from collections.abc import Callable
@@ -27,8 +26,9 @@ from .batch import Batch
 from .config import Config, SinkConfig
 from .cursor import CursorState, CursorStore, SegmentCursor
 from .deadletter import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
-from .errors import DropEvent, PermanentError, RetryableError, SinkError
+from .errors import PermanentError, RetryableError, SinkError
 from .fsutil import atomic_write
+from .process import LineProcessor, parse_time
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff
 from .sinks.base import Sink
@@ -38,9 +38,8 @@ __all__ = ["SinkDriver", "SinkStats", "decode_lines"]
 
 log = logging.getLogger("auditshipd.pipeline")
 
-_decoder = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
-_REQUIRED = ("id", "action", "occurred_at")
+_decode = msgspec.json.Decoder().decode
 
 
 class SinkStats(msgspec.Struct, kw_only=True):
@@ -60,58 +59,22 @@ class SinkStats(msgspec.Struct, kw_only=True):
     updated_at: str = ""
 
 
-def _check_event(obj: Any) -> str | None:
-    if not isinstance(obj, dict):
-        return f"not a JSON object (a JSON {type(obj).__name__})"
-    for key in _REQUIRED:
-        value = obj.get(key)
-        if not isinstance(value, str) or not value:
-            return f"schema: {key!r} is missing or not a non-empty string"
-    return None
-
-
 def decode_lines(data: bytes, start: int, max_line_bytes: int
                  ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, bytes]]]:
-    """Split a chunk of complete lines; ([(offset, event)], [(offset, reason, line)])."""
-    good: list[tuple[int, dict[str, Any]]] = []
-    bad: list[tuple[int, str, bytes]] = []
-    pos = start
-    decode = _decoder.decode
-    for line in data.split(b"\n")[:-1]:
-        off = pos
-        pos += len(line) + 1
-        if len(line) > max_line_bytes:
-            bad.append((off, f"line of {len(line)} bytes is over max_line_bytes", line))
-            continue
-        if line[:1] == b"\x00":
-            line = line.lstrip(b"\x00")
-        if not line.strip():
-            continue  # empty line (or \r alone): nothing to ship
-        try:
-            obj = decode(line)
-        except msgspec.DecodeError as exc:
-            bad.append((off, f"invalid JSON: {exc}", line))
-            continue
-        reason = _check_event(obj)
-        if reason is not None:
-            bad.append((off, reason, line))
-            continue
-        good.append((off, obj))
+    """Split a chunk of complete lines without redaction (for tools and tests):
+    ([(offset, event)], [(offset, reason, line)])."""
+    p = LineProcessor(None, max_line_bytes=max_line_bytes).process(data)
+    good = [(start + p.line_start(i), _decode(line))
+            for line, i in zip(p.lines, p.index, strict=True)]
+    bad = [(start + p.line_start(i), reason, line) for i, reason, line in p.bad]
     return good, bad
 
 
-def _parse_time(value: str) -> float | None:
-    try:
-        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except (ValueError, TypeError):
-        return None
-
-
 class _Job:
-    __slots__ = ("batch", "marks", "released", "done", "quarantine")
+    __slots__ = ("batch", "marks", "released", "done", "quarantine", "created")
 
     def __init__(self) -> None:
-        self.batch: list[dict[str, Any]] = []
+        self.batch: list[bytes] = []  # redacted events, encoded
         self.marks: dict[str, SegmentCursor] = {}
         self.released: list[str] = []
         self.done = False
@@ -145,10 +108,12 @@ class SinkDriver:
         self.logger = logging.getLogger(f"auditshipd.sink.{self.name}")
         self.stats = SinkStats(sink=self.name, type=sink_config.type, started_at=now_rfc3339())
         self.committed = CursorState(sink=self.name)
-        self.orgs = frozenset(sink_config.organizations) if sink_config.organizations else None
-        self.since = None
+        since = None
         if sink_config.start_at not in ("beginning", "end"):
-            self.since = _parse_time(sink_config.start_at)
+            since = parse_time(sink_config.start_at)
+        self.processor = LineProcessor(
+            redactor, max_line_bytes=config.journal.max_line_bytes,
+            organizations=sink_config.organizations, since=since)
         self._inflight: collections.deque[_Job] = collections.deque()
         self._slots = asyncio.Semaphore(sink_config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -260,9 +225,9 @@ class SinkDriver:
                     deadline = loop.time() + bcfg.timeout
                 continue
             # A chunk: may hold more events than one batch.
-            for events, lines, size, mark, quarantined in self._process(item):
+            for lines, size, mark, quarantined in self._process(item):
                 job.quarantine.extend(quarantined)
-                job.batch.extend(zip(events, lines, strict=True))
+                job.batch.extend(lines)
                 nbytes += size
                 job.marks[item.segment] = mark
                 if deadline is None:
@@ -278,55 +243,35 @@ class SinkDriver:
             await self._dispatch(job)
 
     def _process(self, chunk: Chunk):  # noqa: ANN202 - generator of batch parts
-        """Yield (events, lines, bytes, mark, quarantined) slices of at most one batch."""
+        """Yield (lines, bytes, mark, quarantined) slices of at most one batch each."""
         bcfg = self.sc.batch
-        good, bad = decode_lines(chunk.data, chunk.start, self.config.journal.max_line_bytes)
-        self.stats.read_events += len(good) + len(bad)
+        p = self.processor.process(chunk.data)
+        self.stats.read_events += len(p.raw)
+        self.stats.filtered += p.filtered
         quarantined = [
-            self.quarantine_file.record(chunk.segment, chunk.path, off, reason, line)
-            for off, reason, line in bad
+            self.quarantine_file.record(chunk.segment, chunk.path,
+                                        chunk.start + p.line_start(i), reason, line)
+            for i, reason, line in p.bad
         ]
-        redact = self.redactor
-        orgs, since = self.orgs, self.since
-        events: list[dict[str, Any]] = []
-        lines: list[bytes] = []
-        size = 0
-        filtered = 0
-        for off, event in good:
-            if orgs is not None:
-                org = event.get("organization")
-                slug = org.get("slug") if isinstance(org, dict) else None
-                if slug not in orgs:
-                    filtered += 1
-                    continue
-            if since is not None:
-                t = _parse_time(event.get("occurred_at", ""))
-                if t is not None and t < since:
-                    filtered += 1
-                    continue
-            if redact is not None:
-                try:
-                    event = redact(event)
-                except DropEvent as exc:
-                    quarantined.append(self.quarantine_file.record(
-                        chunk.segment, chunk.path, off, f"redaction: {exc.reason}",
-                        _encode(event)))
-                    continue
-            line = _encode(event)
-            events.append(event)
-            lines.append(line)
-            size += len(line)
-            if len(events) >= bcfg.max_events or size >= bcfg.max_bytes:
-                # The mark for a partial chunk: the offset after this event's line.
-                mark = self._mark_at(chunk, off)
-                yield events, lines, size, mark, quarantined
-                events, lines, size, quarantined = [], [], 0, []
-        self.stats.filtered += filtered
-        yield events, lines, size, chunk.mark, quarantined
-
-    def _mark_at(self, chunk: Chunk, line_offset: int) -> SegmentCursor:
-        end = chunk.data.index(b"\n", line_offset - chunk.start) + 1
-        return chunk.mark_at(end)
+        lines = p.lines
+        total = sum(map(len, lines))
+        if len(lines) <= bcfg.max_events and total < bcfg.max_bytes:
+            yield lines, total, chunk.mark, quarantined
+            return
+        begin = 0
+        while begin < len(lines):
+            end, size = begin, 0
+            while end < len(lines) and end - begin < bcfg.max_events and size < bcfg.max_bytes:
+                size += len(lines[end])
+                end += 1
+            if end == len(lines):
+                yield lines[begin:end], size, chunk.mark, quarantined
+            else:
+                # The mark for a partial chunk: just after the last line in this part.
+                mark = chunk.mark_at(p.end_offset(p.index[end - 1]))
+                yield lines[begin:end], size, mark, quarantined
+            quarantined = []
+            begin = end
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -347,9 +292,7 @@ class SinkDriver:
                         self.hooks.event_quarantined(sink_name=self.name, segment=q.path,
                                                      offset=q.offset, reason=q.reason)
             if job.batch:
-                events = [e for e, _ in job.batch]
-                lines = [b for _, b in job.batch]
-                await self._send_with_retry(Batch(events, lines))
+                await self._send_with_retry(Batch(lines=job.batch))
             job.done = True
             self._advance()
         finally:
@@ -452,8 +395,7 @@ class SinkDriver:
             self.committed.acked_events += len(job.batch) + len(job.quarantine)
             moved = True
             if self.hooks is not None and job.batch:
-                self.hooks.batch_delivered(sink_name=self.name,
-                                           batch=Batch([e for e, _ in job.batch]))
+                self.hooks.batch_delivered(sink_name=self.name, batch=Batch(lines=job.batch))
         if moved:
             self._dirty.set()
 

@@ -106,7 +106,7 @@ def test_over_max_line_bytes() -> None:
     (good, bad), offs = run(raw, max_line=limit)
     assert [o for o, _ in good] == [offs[0], offs[2]]
     assert [(o, line) for o, _, line in bad] == [(offs[1], big)]
-    assert bad[0][1] == f"line of {len(big)} bytes is over max_line_bytes"
+    assert bad[0][1] == f"line of {len(big)} bytes is over max_line_bytes ({limit})"
 
 
 def test_leading_nuls_are_stripped() -> None:

@@ -1,0 +1,155 @@
+"""The hot path: raw journal lines -> redacted compact JSON lines (or a quarantine reason).
+
+Called once per chunk of complete lines, never per event through a hook. With a
+redactor that offers ``redact_line`` (decode + redact + encode fused, mostly in C) each
+line costs one call; otherwise it falls back to decode -> validate -> redact -> encode.
+Organization scope and a ``start_at`` time are checked on a tiny typed decode of the
+raw line, before redaction (the filter is the core's, never the sink's).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from .errors import DropEvent
+
+__all__ = ["LineProcessor", "ProcessedChunk", "check_event", "parse_time"]
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_REQUIRED = ("id", "action", "occurred_at")
+_BLANK = b" \t\r\x00"
+
+
+class _Scope(msgspec.Struct):
+    organization: Any = None
+    occurred_at: Any = None
+
+
+_decode_scope = msgspec.json.Decoder(_Scope).decode
+
+
+def check_event(obj: Any) -> str | None:
+    """Why ``obj`` is not a shippable event, or None."""
+    if not isinstance(obj, dict):
+        return f"not a JSON object (a JSON {type(obj).__name__})"
+    for key in _REQUIRED:
+        value = obj.get(key)
+        if not isinstance(value, str) or not value:
+            return f"schema: {key!r} is missing or not a non-empty string"
+    return None
+
+
+def parse_time(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class ProcessedChunk:
+    """``lines``: redacted events; ``index[k]``: the raw line number ``lines[k]`` came
+    from; ``bad``: (raw line number, reason, raw line); ``raw``: the chunk's lines."""
+
+    __slots__ = ("lines", "index", "bad", "filtered", "raw", "_ends")
+
+    def __init__(self, raw: list[bytes]):
+        self.raw = raw
+        self.lines: list[bytes] = []
+        self.index: list[int] = []
+        self.bad: list[tuple[int, str, bytes]] = []
+        self.filtered = 0
+        self._ends: list[int] | None = None
+
+    def end_offset(self, raw_index: int) -> int:
+        """Bytes from the chunk start to just after raw line ``raw_index``."""
+        if self._ends is None:
+            self._ends = list(itertools.accumulate(len(x) + 1 for x in self.raw))
+        return self._ends[raw_index]
+
+    def line_start(self, raw_index: int) -> int:
+        """Bytes from the chunk start to the start of raw line ``raw_index``."""
+        return self.end_offset(raw_index - 1) if raw_index else 0
+
+
+class LineProcessor:
+    def __init__(self, redactor: Any, *, max_line_bytes: int,
+                 organizations: Iterable[str] | None = None, since: float | None = None):
+        self.max_line_bytes = max_line_bytes
+        self.organizations = frozenset(organizations) if organizations else None
+        self.since = since
+        self.redactor = redactor
+        fast = getattr(redactor, "redact_line", None)
+        self._one: Callable[[bytes], bytes] = fast if fast is not None else self._slow
+
+    def _slow(self, line: bytes) -> bytes:
+        obj = _decode(line)
+        reason = check_event(obj)
+        if reason is not None:
+            raise DropEvent(reason)
+        if self.redactor is not None:
+            obj = self.redactor(obj)
+        return _encode(obj)
+
+    def process(self, data: bytes) -> ProcessedChunk:
+        raw = data.split(b"\n")
+        raw.pop()  # a chunk ends with a newline: the last element is empty
+        out = ProcessedChunk(raw)
+        lines, index = out.lines, out.index
+        one, limit = self._one, self.max_line_bytes
+        scoped = self.organizations is not None or self.since is not None
+        for i, line in enumerate(raw):
+            if len(line) > limit:
+                out.bad.append((i, f"line of {len(line)} bytes is over max_line_bytes ({limit})",
+                                line))
+                continue
+            if scoped and not self._in_scope(line):
+                out.filtered += 1
+                continue
+            try:
+                lines.append(one(line))
+            except (msgspec.DecodeError, DropEvent) as exc:
+                self._retry_or_reject(out, i, line, exc)
+                continue
+            index.append(i)
+        return out
+
+    def _retry_or_reject(self, out: ProcessedChunk, i: int, line: bytes, exc: Exception) -> None:
+        stripped = line.strip(_BLANK)
+        if not stripped:
+            return  # an empty line (or \r, or NUL padding): nothing to ship
+        if stripped != line:
+            try:
+                out.lines.append(self._one(stripped))
+                out.index.append(i)
+                return
+            except (msgspec.DecodeError, DropEvent) as again:
+                exc = again
+        reason = (f"invalid JSON: {exc}" if isinstance(exc, msgspec.DecodeError)
+                  else str(getattr(exc, "reason", exc)))
+        if isinstance(exc, DropEvent) and not reason.startswith(("schema", "not a JSON")):
+            reason = f"redaction: {reason}"
+        out.bad.append((i, reason, line))
+
+    def _in_scope(self, line: bytes) -> bool:
+        try:
+            scope = _decode_scope(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return True  # not an object: let the main path quarantine it
+        if self.organizations is not None:
+            org = scope.organization
+            slug = org.get("slug") if isinstance(org, dict) else None
+            if slug not in self.organizations:
+                return False
+        if self.since is not None:
+            t = parse_time(scope.occurred_at)
+            if t is not None and t < self.since:
+                return False
+        return True
