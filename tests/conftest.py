@@ -8,7 +8,7 @@ from pathlib import Path
 import hypothesis  # noqa: F401 - imported early: a late import at session end trips a CPython 3.11 AST bug
 import pytest
 
-from auditshipd.testing import DaemonProcess, WebhookReceiver
+from auditshipd.testing import DaemonProcess, WebhookReceiver, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_PLUGINS = REPO / "tests" / "plugins"
@@ -44,6 +44,9 @@ class Workspace:
             poll_interval = 0.2
             {textwrap.dedent(journal_extra)}
         """) + textwrap.dedent(sinks)
+        if "[metrics]" not in text:
+            # Every daemon serves metrics; tests run in parallel, so each on its own port.
+            text += f'\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
         self.config.write_text(text)
         return self.config
 
