@@ -85,7 +85,7 @@ listen = "127.0.0.1:{port}"
         assert m[("auditshipd_sink_up", "local-file")] == 1
         assert m[("auditshipd_last_success_timestamp_seconds", "local-file")] > 1.6e9
         batches = m[("auditshipd_batch_latency_seconds_count", "local-file")]
-        assert n / 100 <= batches <= n
+        assert 1 <= batches <= n  # one observation per delivered batch
         assert m[("auditshipd_batch_latency_seconds_sum", "local-file")] > 0
         assert get(f"{base}/healthz")[0] == 200
         status, body = get(f"{base}/readyz")
