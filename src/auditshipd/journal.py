@@ -177,7 +177,9 @@ class AuditJournal:
         else:
             occurred = str(occurred_at)
         event: dict[str, Any] = {
-            "id": event_id or new_event_id(),
+            # A non-str id (a UUID, an int) was written as is and then quarantined by
+            # every consumer ("'id' is not a non-empty string"): store its text.
+            "id": new_event_id() if event_id is None or event_id == "" else str(event_id),
             "action": action,
             "occurred_at": occurred,
             "version": EVENT_VERSION,

@@ -379,3 +379,17 @@ def test_invalid_options_are_rejected_at_construction(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rotate_bytes"):
         AuditJournal(tmp_path / "a", rotate_bytes=-1)
     AuditJournal(tmp_path / "a", rotate_bytes=0).close()  # 0 / None: no rotation
+
+
+def test_non_str_id_is_stored_as_text(tmp_path: Path) -> None:
+    """An id given as a UUID or an int is written as a string (consumers require one)."""
+    import uuid
+
+    path = tmp_path / "audit.jsonl"
+    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    with AuditJournal(path) as j:
+        assert j.record("a", actor=ACTOR, id=u)  # type: ignore[arg-type]
+        assert j.record("a", actor=ACTOR, id=0)  # type: ignore[arg-type]
+        assert j.record("a", actor=ACTOR, id="")
+    a, b, c = read_events(path)
+    assert a["id"] == str(u) and b["id"] == "0" and ULID_RE.match(c["id"])

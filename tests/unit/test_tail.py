@@ -1101,3 +1101,20 @@ async def test_random_with_unacked_restarts_and_truncation(
     assert set(consumer.lines) == set(written)
     dups = {x for x, n in Counter(consumer.lines).items() if n > 1}
     assert dups <= unacked, f"duplicates beyond the un-acked items: {sorted(dups - unacked)[:3]}"
+
+
+async def test_lag_bytes_and_close(tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """lag_bytes counts unread bytes over all segments; a closed reader returns None."""
+    append(journal, lines("a", 2))
+    append(tmp_path / "audit.jsonl.1", lines("b", 3))
+    reader = consumer.start()
+    item = await reader.next_item(timeout=2)
+    assert isinstance(item, Chunk)
+    total = journal.stat().st_size + (tmp_path / "audit.jsonl.1").stat().st_size
+    assert reader.lag_bytes() == total - len(item.data)
+    consumer.take(item)
+    await consumer.collect(5)
+    assert reader.lag_bytes() == 0
+    reader.close()
+    append(journal, lines("a", 1, 2))
+    assert await reader.next_item(timeout=0.2) is None
