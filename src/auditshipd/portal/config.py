@@ -15,7 +15,13 @@ import msgspec
 
 from ..errors import ConfigError
 
-__all__ = ["PortalConfig", "parse_listen", "portal_config"]
+__all__ = [
+    "ORGANIZATION_SLUG_RE",
+    "PortalConfig",
+    "check_organization_retention",
+    "parse_listen",
+    "portal_config",
+]
 
 DEFAULT_LISTEN = "127.0.0.1:8750"
 
@@ -29,6 +35,8 @@ class PortalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     database: str = ""
     # 0 keeps events forever.
     retention_days: int = 365
+    # Per-organization overrides of retention_days: ``{ acme = 30, globex = 730 }``.
+    organization_retention_days: dict[str, int] = msgspec.field(default_factory=dict)
     purge_interval: float = 3600.0
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -48,6 +56,22 @@ class PortalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 _LISTEN_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
+
+
+# The organization slugs a stream file may be named after (see auditshipd.config).
+ORGANIZATION_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_organization_retention(table: dict[str, int]) -> tuple[str, str] | None:
+    """``(slug, reason)`` of the first bad entry of an ``organization_retention_days``
+    table, or None when every key is a lowercase slug and every value whole days >= 0."""
+    for slug, days in table.items():
+        if not ORGANIZATION_SLUG_RE.match(slug):
+            return slug, ("organization slugs are lowercase letters, digits, '-' and '_'"
+                          " (1-63 characters)")
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            return slug, "must be 0 (keep forever) or a number of days"
+    return None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -86,6 +110,11 @@ def portal_config(config: Any) -> PortalConfig:
         raise bad("listen", str(exc)) from None
     if pc.retention_days < 0:
         raise bad("retention_days", "must be 0 (keep forever) or a number of days")
+    problem = check_organization_retention(pc.organization_retention_days)
+    if problem is not None:
+        slug, reason = problem
+        # The slug is a config key, not a secret: naming it says which entry to fix.
+        raise bad(f"organization_retention_days.{slug}", reason)
     if pc.purge_interval <= 0:
         raise bad("purge_interval", "must be a positive number of seconds")
     if pc.session_ttl <= 0:

@@ -38,7 +38,7 @@ from .query import (
     seq_base,
 )
 
-__all__ = ["EventStore", "Page", "SQLiteEventStore", "actor_key", "target_keys"]
+__all__ = ["EventStore", "Page", "PurgeResult", "SQLiteEventStore", "actor_key", "target_keys"]
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
@@ -51,6 +51,18 @@ class Page(NamedTuple):
 
     events: list[dict[str, Any]]
     next_cursor: str | None
+
+
+class PurgeResult(NamedTuple):
+    """What a retention purge deleted: counts per organization slug, and of events
+    without an organization. Counts only, never event contents."""
+
+    by_organization: dict[str, int]
+    without_organization: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_organization.values()) + self.without_organization
 
 
 class EventStore(abc.ABC):
@@ -82,6 +94,21 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def purge(self, older_than: _dt.datetime) -> int:
         """Delete events that occurred before ``older_than``; returns how many."""
+
+    async def purge_expired(
+        self,
+        default_cutoff: _dt.datetime | None,
+        organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
+    ) -> PurgeResult:
+        """Delete each organization's events that occurred before its own cutoff
+        (``organization_cutoffs[slug]``; None keeps that organization's events), and
+        every other event (no organization, or one without an override) before
+        ``default_cutoff`` (None keeps them). Returns the counts per organization."""
+        if organization_cutoffs:
+            raise NotImplementedError("per-organization retention is not supported by this store")
+        if default_cutoff is None:
+            return PurgeResult({}, 0)
+        return PurgeResult({}, await self.purge(default_cutoff))
 
     @abc.abstractmethod
     async def count(self, filters: EventFilter | None = None) -> int:
@@ -300,6 +327,76 @@ class SQLiteEventStore(EventStore):
                 conn.execute("ROLLBACK")
                 raise
             total += len(rows)
+
+    async def purge_expired(
+        self,
+        default_cutoff: _dt.datetime | None,
+        organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
+    ) -> PurgeResult:
+        overrides = {
+            slug: None if when is None else seq_base(when)
+            for slug, when in (organization_cutoffs or {}).items()
+        }
+        default = None if default_cutoff is None else seq_base(default_cutoff)
+        return await self._write(self._purge_expired_sync, default, overrides)
+
+    def _purge_expired_sync(self, default: int | None, overrides: dict[str, int | None]) -> PurgeResult:
+        by_org: dict[str, int] = {}
+        without = 0
+        for slug, cutoff in sorted(overrides.items()):
+            if cutoff is None:
+                continue
+            n = self._purge_where_sync("organization_slug = ? AND seq < ?", [slug, cutoff])
+            if n:
+                by_org[slug] = by_org.get(slug, 0) + n
+        if default is not None:
+            if overrides:
+                marks = ", ".join("?" * len(overrides))
+                cond = f"(organization_slug IS NULL OR organization_slug NOT IN ({marks})) AND seq < ?"
+                params: list[Any] = [*overrides, default]
+            else:
+                cond, params = "seq < ?", [default]
+            counts = self._purge_where_sync(cond, params, per_organization=True)
+            assert isinstance(counts, dict)
+            for slug, n in counts.items():
+                if slug is None:
+                    without += n
+                else:
+                    by_org[slug] = by_org.get(slug, 0) + n
+        return PurgeResult(by_org, without)
+
+    def _purge_where_sync(
+        self, cond: str, params: list[Any], *, per_organization: bool = False, chunk: int = 2000
+    ) -> Any:
+        """Delete the events matching ``cond`` in chunks (short write transactions);
+        returns how many, or ``{slug or None: how many}`` with ``per_organization``."""
+        conn = self._conn()
+        counts: dict[str | None, int] = {}
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    f"SELECT seq, body, organization_slug FROM events WHERE {cond}"
+                    " ORDER BY seq LIMIT ?",
+                    (*params, chunk),
+                ).fetchall()
+                if not rows:
+                    conn.execute("COMMIT")
+                    break
+                conn.executemany(
+                    "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
+                    [(seq, search_text(_decode(body))) for seq, body, _ in rows],
+                )
+                seqs = [(seq,) for seq, _, _ in rows]
+                conn.executemany("DELETE FROM event_targets WHERE seq = ?", seqs)
+                conn.executemany("DELETE FROM events WHERE seq = ?", seqs)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            for _, _, slug in rows:
+                counts[slug] = counts.get(slug, 0) + 1
+        return counts if per_organization else sum(counts.values())
 
     async def optimize(self) -> None:
         """Refresh the planner's statistics (after a bulk load or a purge)."""
