@@ -208,6 +208,13 @@ class AuditJournal:
             self._fd = self._lock_fd = None
             self._ino = None
             self._pid = os.getpid()
+        if self._lock_fd is not None and os.fstat(self._lock_fd).st_nlink == 0:
+            # The lock file (or its whole directory) was deleted: every record failed
+            # from then on (the directory was never made again), and a new process
+            # would lock a new file, no longer excluding us. Start over.
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
         if self._lock_fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)

@@ -393,3 +393,18 @@ def test_non_str_id_is_stored_as_text(tmp_path: Path) -> None:
         assert j.record("a", actor=ACTOR, id="")
     a, b, c = read_events(path)
     assert a["id"] == str(u) and b["id"] == "0" and ULID_RE.match(c["id"])
+
+
+def test_recovers_when_the_journal_directory_is_deleted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The journal directory removed while in use: the next record makes it again."""
+    import shutil
+
+    d = tmp_path / "journal"
+    path = d / "audit.jsonl"
+    with AuditJournal(path) as j:
+        assert j.record("a", actor=ACTOR, id="before")
+        shutil.rmtree(d)
+        assert j.record("a", actor=ACTOR, id="after")
+        assert (d / ".audit.jsonl.lock").exists()
+    assert [e["id"] for e in read_events(path)] == ["after"]
