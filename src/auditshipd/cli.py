@@ -90,16 +90,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for exc in config.stream_errors.values():
             print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    extra: list[str] = []
-    if config.portal:
-        try:
-            from .portal.config import portal_config
-
-            portal_config(config)
-        except ImportError:
-            pass
     print(f"{config.source}: OK ({len(config.sinks)} sink(s): "
-          f"{', '.join(f'{s.name} ({s.type})' for s in config.sinks)}){''.join(extra)}")
+          f"{', '.join(f'{s.name} ({s.type})' for s in config.sinks)})")
     return 0
 
 

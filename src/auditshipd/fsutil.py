@@ -16,9 +16,11 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
+                 durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file,
-    never a torn one (vector#20753, beats#3537)."""
+    never a torn one (vector#20753, beats#3537). ``durable=False`` skips the fsyncs
+    (readers still never see a partial file)."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -27,8 +29,10 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, p)
-    fsync_dir(p.parent)
+    if durable:
+        fsync_dir(p.parent)

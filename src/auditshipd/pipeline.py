@@ -28,6 +28,7 @@ from .cursor import CursorState, CursorStore, SegmentCursor
 from .deadletter import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
 from .errors import PermanentError, RetryableError, SinkError
 from .fsutil import atomic_write
+from .metrics import batch_latency_observer
 from .process import LineProcessor, parse_time
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff
@@ -123,6 +124,7 @@ class SinkDriver:
         self._reader: JournalReader | None = None
         self._started = False
         self._last_status_write = 0.0
+        self.observe_batch_latency = batch_latency_observer(self.name)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class SinkDriver:
                     deadline = loop.time() + bcfg.timeout
                 continue
             # A chunk: may hold more events than one batch.
-            for lines, size, mark, quarantined in self._process(item):
+            for lines, size, mark, quarantined in self._process(item, len(job.batch), nbytes):
                 job.quarantine.extend(quarantined)
                 job.batch.extend(lines)
                 nbytes += size
@@ -242,8 +244,10 @@ class SinkDriver:
         if job.batch or job.marks or job.released or job.quarantine:
             await self._dispatch(job)
 
-    def _process(self, chunk: Chunk):  # noqa: ANN202 - generator of batch parts
-        """Yield (lines, bytes, mark, quarantined) slices of at most one batch each."""
+    def _process(self, chunk: Chunk, used_events: int, used_bytes: int):  # noqa: ANN202
+        """Yield (lines, bytes, mark, quarantined) parts of the chunk, each filling at most
+        the room left in the batch being built (``used_*`` for the first part; the caller
+        dispatches a full batch before asking for the next part)."""
         bcfg = self.sc.batch
         p = self.processor.process(chunk.data)
         self.stats.read_events += len(p.raw)
@@ -254,24 +258,27 @@ class SinkDriver:
             for i, reason, line in p.bad
         ]
         lines = p.lines
-        total = sum(map(len, lines))
-        if len(lines) <= bcfg.max_events and total < bcfg.max_bytes:
-            yield lines, total, chunk.mark, quarantined
-            return
+        max_events, max_bytes = bcfg.max_events, bcfg.max_bytes
+        if used_events + len(lines) < max_events:
+            total = sum(map(len, lines))
+            if used_bytes + total < max_bytes:
+                yield lines, total, chunk.mark, quarantined
+                return
         begin = 0
-        while begin < len(lines):
+        while True:
             end, size = begin, 0
-            while end < len(lines) and end - begin < bcfg.max_events and size < bcfg.max_bytes:
+            while (end < len(lines) and used_events + end - begin < max_events
+                   and used_bytes + size < max_bytes):
                 size += len(lines[end])
                 end += 1
             if end == len(lines):
                 yield lines[begin:end], size, chunk.mark, quarantined
-            else:
-                # The mark for a partial chunk: just after the last line in this part.
-                mark = chunk.mark_at(p.end_offset(p.index[end - 1]))
-                yield lines[begin:end], size, mark, quarantined
+                return
+            # A part that fills the batch: its mark is just after its last line.
+            mark = chunk.mark_at(p.end_offset(p.index[end - 1]))
+            yield lines[begin:end], size, mark, quarantined
             quarantined = []
-            begin = end
+            begin, used_events, used_bytes = end, 0, 0
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -303,7 +310,7 @@ class SinkDriver:
         remaining = batch
         attempts = 0
         first_at = now_rfc3339()
-        started = time.monotonic()
+        started = batch_started = time.monotonic()
         while len(remaining):
             attempts += 1
             try:
@@ -317,6 +324,7 @@ class SinkDriver:
                 err = PermanentError(f"unexpected {type(exc).__name__}: {exc}")
             else:
                 self._success(len(remaining))
+                self.observe_batch_latency(time.monotonic() - batch_started)
                 return
             if err.accepted:
                 self._success(err.accepted)
@@ -401,9 +409,13 @@ class SinkDriver:
 
     async def _persist_loop(self) -> None:
         while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            await asyncio.to_thread(self._persist_now)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), 1.0)
+            if self._dirty.is_set():
+                self._dirty.clear()
+                await asyncio.to_thread(self._persist_now)
+            else:  # idle: refresh the status file so `auditshipd status` sees the sink alive
+                await asyncio.to_thread(self._write_status, False)
 
     def _persist_now(self) -> None:
         snapshot = CursorState(sink=self.name, segments=dict(self.committed.segments),
@@ -418,7 +430,9 @@ class SinkDriver:
         self._last_status_write = now
         self.stats.updated_at = now_rfc3339()
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.status_path, _encode(self.stats))
+        # Whole-file replace (readers never see half a file), but no fsync: it is a
+        # report, not a delivery guarantee.
+        atomic_write(self.status_path, _encode(self.stats), durable=False)
 
     async def _drain(self) -> None:
         """Wait for in-flight batches; :meth:`abort` (shutdown deadline) cancels them."""

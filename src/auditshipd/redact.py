@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from .errors import DropEvent
+from .redact_fast import FastPath, check_event
 from .redact_policy import (
     ABSENT,
     DEFAULT_KEEP_VALUE_PATTERNS,
@@ -52,6 +53,8 @@ _CACHE_MAX = 8192
 _HASH_TOKEN = re.compile(f"{HASH_PREFIX}[0-9a-f]{{{HASH_HEX_CHARS}}}")
 _HASHED = _HASH_TOKEN.fullmatch
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 class Redactor:
@@ -69,7 +72,9 @@ class Redactor:
         "_keep_needle",
         "_min_len",
         "_key_cache",
+        "_ok_keys",
         "_hash_cache",
+        "_fast",
         "_root_items",
         "_root_children",
         "_root_wildcard",
@@ -92,8 +97,12 @@ class Redactor:
         self._keep_needle = "@" if default_keep else ""
         self._min_len = max(1, policy.min_id_len)
         self._key_cache: dict[Any, Any] = {}
+        self._ok_keys: set[Any] = set()  # the keys classified _KEY_OK, for C-level subset tests
         self._hash_cache: dict[str, str] = {}
-        self._root_items, self._root_children, self._root_wildcard, _ = self._plan
+        self._root_items, self._root_children, self._root_wildcard, root_element = self._plan
+        self._fast: FastPath | None = None
+        if self._root_wildcard is ABSENT and root_element is ABSENT:
+            self._fast = FastPath(self, drop=_DROP, key_ok=_KEY_OK, key_id=_KEY_ID)
 
     def __repr__(self) -> str:
         return (
@@ -137,6 +146,47 @@ class Redactor:
             except DropEvent as exc:
                 dropped.append((i, exc.reason))
         return kept, dropped
+
+    def redact_line(self, line: bytes) -> bytes:
+        """One journal line in, the redacted event out as compact JSON bytes.
+
+        The same bytes as ``encode(self(decode(line)))``, without building the fields the
+        policy drops (see :mod:`auditshipd.redact_fast`). Raises ``msgspec.DecodeError``
+        for invalid JSON or UTF-8, :class:`~auditshipd.errors.DropEvent` when the line is
+        not an object or lacks a required field (the reason says which).
+        """
+        fast = self._fast
+        if fast is not None:
+            return fast.redact_line(line)
+        return self._slow_line(line)
+
+    def redact_lines(self, lines: list[bytes]) -> tuple[list[bytes], list[tuple[int, str]]]:
+        """:meth:`redact_line` over a batch: (outputs in order, [(index, reason)] of the bad
+        lines). Reasons read ``invalid JSON: ...`` or the DropEvent reason."""
+        if self._fast is not None:
+            return self._fast.redact_lines(lines)
+        good: list[bytes] = []
+        bad: list[tuple[int, str]] = []
+        for i, line in enumerate(lines):
+            try:
+                good.append(self._slow_line(line))
+            except msgspec.DecodeError as exc:
+                bad.append((i, f"invalid JSON: {exc}"))
+            except DropEvent as exc:
+                bad.append((i, exc.reason))
+        return good, bad
+
+    def _slow_line(self, line: bytes) -> bytes:
+        try:
+            obj = _decode(line)
+        except UnicodeDecodeError as exc:
+            raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
+        except RecursionError:
+            raise msgspec.DecodeError("JSON is malformed: nested too deeply") from None
+        reason = check_event(obj)
+        if reason is not None:
+            raise DropEvent(reason)
+        return _encode(self(obj))
 
     def hash_value(self, text: str) -> str:
         """The keyed hash this policy writes in place of ``text`` (``h:`` + 16 hex)."""
@@ -303,7 +353,10 @@ class Redactor:
             kind = _KEY_OK
         if len(self._key_cache) >= _CACHE_MAX:
             self._key_cache.clear()
+            self._ok_keys.clear()
         self._key_cache[key] = kind
+        if kind is _KEY_OK:
+            self._ok_keys.add(key)
         return kind
 
     def _redact_str(self, text: str) -> Any:

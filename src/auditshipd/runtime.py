@@ -27,7 +27,18 @@ def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager,
     else:
         config = load_config(path, types)
     build_redactors(config)  # a bad policy is a config error too
+    _validate_servers(config)
     return config, pm, types
+
+
+def _validate_servers(config: Config) -> None:
+    """[portal] and [metrics] are checked with the rest, so that check-config and a
+    reload reject them up front instead of failing half-way through."""
+    from .metrics import metrics_config
+    from .portal.config import portal_config
+
+    metrics_config(config)
+    portal_config(config)
 
 
 def build_redactors(config: Config) -> dict[str, Any]:

@@ -221,6 +221,11 @@ class JournalReader:
         now_ns = time.time_ns()
         for seg in list(self.segments.values()):
             if seg.skipping_from is not None or not self._at_eof(seg):
+                if not seg.in_glob and self._abandoned(seg, now_ns):
+                    log.warning("%s: %s is gone and ends with %d bytes that never got their"
+                                " newline (a torn last line); releasing it", self.name,
+                                seg.path, self._size(seg) - seg.offset)
+                    self._release(seg)
                 continue
             if not seg.in_glob:
                 self._release(seg)
@@ -450,6 +455,26 @@ class JournalReader:
     def _tail_hash(fd: int, offset: int) -> str:
         start = max(0, offset - TAIL_BYTES)
         return digest(_pread(fd, offset - start, start)) if offset else digest(b"")
+
+    def _abandoned(self, seg: _Segment, now_ns: int) -> bool:
+        """Out of the glob, with only a partial line left, unchanged for idle_after.
+
+        Such a segment was never released: its descriptor stayed open for ever and a
+        deleted file's disk space was never freed. (Reaching here means no complete
+        line is left: every segment's read returned nothing in this pass.)
+        """
+        try:
+            st = os.fstat(seg.fd)
+        except OSError:
+            return True
+        return now_ns - st.st_mtime_ns > self.idle_after * 1e9
+
+    @staticmethod
+    def _size(seg: _Segment) -> int:
+        try:
+            return os.fstat(seg.fd).st_size
+        except OSError:
+            return seg.offset
 
     def _at_eof(self, seg: _Segment) -> bool:
         try:

@@ -164,3 +164,17 @@ def test_check_config_cli_ok():
                           str(REPO / "config" / "auditshipd.toml")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "OK" in out.stdout
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ("[portal]\nlisten = \"nowhere\"\n", "portal.listen"),
+    ("[portal]\ncolour = 1\n", "portal.colour"),
+    ("[metrics]\nlisten = 42\n", "metrics.listen"),
+])
+def test_portal_and_metrics_tables_are_validated_with_the_config(tmp_path, table, key):
+    """Bad [portal] / [metrics] tables fail check-config (and so a reload), naming the key."""
+    p = tmp_path / "c.toml"
+    p.write_text(SINK + table)
+    with pytest.raises(ConfigError) as info:
+        load_runtime(p)
+    assert info.value.key == key

@@ -1118,3 +1118,20 @@ async def test_lag_bytes_and_close(tmp_path: Path, journal: Path, consumer: Cons
     reader.close()
     append(journal, lines("a", 1, 2))
     assert await reader.next_item(timeout=0.2) is None
+
+
+async def test_deleted_segment_with_a_torn_last_line_is_released(
+        journal: Path, consumer: Consumer, caplog: pytest.LogCaptureFixture) -> None:
+    """A deleted file ending with a partial line is released after idle_after (fd closed)."""
+    append(journal, lines("a", 3))
+    with open(journal, "ab") as f:
+        f.write(b'{"id":"torn"')
+    reader = consumer.start(idle_after=0.2)
+    await consumer.collect(3)
+    key = key_of(journal)
+    os.unlink(journal)
+    await consumer.until(lambda: any(isinstance(i, Release) and i.segment == key
+                                     for i in consumer.items))
+    assert key not in reader.segments
+    assert "torn last line" in caplog.text
+    assert consumer.lines == lines("a", 3)

@@ -1,62 +1,110 @@
 """Each sink's delivery state, for the streams page and ``/api/streams``.
 
-The daemon's ``auditshipd.status.sink_status(config)`` gives lag, last success, last
-error and dead-letter counts; without it the sinks of the configuration are listed with
-what is known.
+Rows come from :func:`auditshipd.status.sink_status` (the state dir and the journal files,
+so the portal answers the same whether it runs inside the daemon or alone). The state is
+one of ``active``, ``error`` (with ``last_error``), ``inactive`` or ``blocked``;
+``last_synced_at`` is the last acknowledged delivery. Error messages have credentials
+removed before they leave the process.
+
+An organization's admin sees only the sinks scoped to exactly that organization
+(``organizations = ["acme"]``, which includes every sink of ``streams/acme.toml``); a sink
+shared by several organizations, or an unscoped one, is an operator's business.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import dataclasses
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["STREAM_FIELDS", "stream_states"]
+from ..status import sink_status
+
+__all__ = ["STREAM_FIELDS", "STREAM_STATES", "scrub_secrets", "stream_states", "visible_to"]
 
 log = logging.getLogger("auditshipd.portal")
+# Journal bytes read per file and sink to count pending lines on a page view; estimated
+# beyond (the row says so in lag_events_exact).
+LAG_COUNT_BUDGET = 4 * 1024 * 1024
+STREAM_STATES = ("active", "error", "inactive", "blocked")
 STREAM_FIELDS = (
-    "name", "type", "state", "lag_bytes", "lag_events", "last_success_at", "last_error",
-    "dead_letter_count", "quarantine_count",
+    "name", "type", "state", "last_synced_at", "last_error", "last_error_at", "lag_bytes",
+    "lag_events", "lag_events_exact", "last_success_at", "dead_letter_count",
+    "quarantine_count",
+)
+
+_SECRET_PATTERNS = (
+    # user:password@ in a URL
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@"), r"\1***@"),
+    # Authorization schemes followed by a credential
+    (re.compile(r"(?i)\b(bearer|basic|splunk|token|dd-api-key)(\s*[:=]?\s+)[^\s,;\"']+"), r"\1\2***"),
+    # key=value / "key": "value" where the key names a secret
+    (re.compile(
+        r"(?i)([\"']?[a-z0-9_-]*(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|"
+        r"signature|sig|auth|credential)[a-z0-9_-]*[\"']?\s*[:=]\s*[\"']?)[^\s&,;\"'}]+"),
+     r"\1***"),
+    # AWS access key ids
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "***"),
 )
 
 
+def scrub_secrets(message: str | None) -> str | None:
+    """``message`` with URL credentials, bearer tokens and ``secret=value`` pairs masked."""
+    if not message:
+        return message
+    for pattern, replacement in _SECRET_PATTERNS:
+        message = pattern.sub(replacement, message)
+    return message
+
+
+def _state(value: Any) -> str:
+    text = str(value or "")
+    if text in STREAM_STATES:
+        return text
+    # Anything unexpected (an older status module, "stopped", "starting"): not delivering.
+    return "active" if text in ("running", "starting") else "inactive"
+
+
+def visible_to(organizations: list[str] | None, scope: str | None) -> bool:
+    """Whether a sink scoped to ``organizations`` is visible to a principal of ``scope``
+    (None: an operator, who sees every sink)."""
+    return scope is None or organizations == [scope]
+
+
 def _from_config(config: Any) -> list[dict[str, Any]]:
-    out = []
-    for sink in getattr(config, "sinks", []) or []:
-        row: dict[str, Any] = dict.fromkeys(STREAM_FIELDS)
-        row.update(
-            name=sink.name, type=sink.type, state="enabled" if sink.enabled else "disabled",
-            organizations=sink.organizations,
-        )
-        out.append(row)
-    return out
+    return [
+        {"name": sink.name, "type": sink.type, "state": "inactive"}
+        for sink in getattr(config, "sinks", []) or []
+    ]
 
 
 async def stream_states(config: Any, scope: str | None) -> list[dict[str, Any]]:
     """The streams visible to a principal: all of them, or, for an organization scope,
     only the sinks dedicated to that organization."""
-    rows: list[dict[str, Any]]
+    sinks = {s.name: s for s in getattr(config, "sinks", []) or []}
+    # Decide visibility from the config before reading anything about a sink.
+    names = [n for n, s in sinks.items() if visible_to(s.organizations, scope)]
+    if not names:
+        return []
+    rows: list[Mapping[str, Any]]
     try:
-        from ..status import sink_status  # type: ignore[import-not-found]
-    except ImportError:
+        view = dataclasses.replace(config, sinks=[sinks[n] for n in names])
+        rows = await asyncio.to_thread(sink_status, view, budget=LAG_COUNT_BUDGET)
+    except Exception as exc:  # status is best effort: list the sinks with what is known
+        log.warning("sink status unavailable: %s: %s", type(exc).__name__, exc)
         rows = _from_config(config)
-    else:
-        try:
-            result = await asyncio.to_thread(sink_status, config)
-            if inspect.isawaitable(result):
-                result = await result
-            rows = [dict(r) for r in result]
-        except Exception as exc:  # the status module is best effort here
-            log.warning("sink status unavailable: %s: %s", type(exc).__name__, exc)
-            rows = _from_config(config)
-    organizations = {s.name: s.organizations for s in getattr(config, "sinks", []) or []}
-    visible = []
-    for row in rows:
-        orgs = row.get("organizations", organizations.get(row.get("name")))
-        if scope is not None and orgs != [scope]:
-            continue
-        out = {k: row.get(k) for k in STREAM_FIELDS}
-        out["organizations"] = orgs
-        visible.append(out)
-    return visible
+    by_name = {str(r.get("name")): r for r in rows}
+    out = []
+    for name in names:
+        row = by_name.get(name) or {"name": name, "type": sinks[name].type, "state": "inactive"}
+        item: dict[str, Any] = {k: row.get(k) for k in STREAM_FIELDS}
+        item["name"] = name
+        item["state"] = _state(row.get("state"))
+        item["last_synced_at"] = row.get("last_synced_at") or row.get("last_success_at")
+        item["last_error"] = scrub_secrets(row.get("last_error"))
+        item["organizations"] = sinks[name].organizations
+        item["stream_organization"] = getattr(sinks[name], "stream_org", None)
+        out.append(item)
+    return out

@@ -7,7 +7,8 @@ token and an optional HMAC-SHA256 signature so receivers can authenticate us:
     X-Auditshipd-Timestamp: <unix seconds>
     X-Auditshipd-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
 
-The body signed is the body as sent (compressed when gzip is on). Receivers recompute
+The body signed is the uncompressed JSON (what a receiver's HTTP server hands it after
+undoing ``Content-Encoding: gzip``, as most frameworks do). Receivers recompute
 the HMAC with the shared secret, compare in constant time and reject timestamps older
 than a few minutes (replay protection). ``X-Auditshipd-Batch`` carries
 ``<first_id>-<last_id>``; each event carries its ``id`` so receivers drop duplicates.
@@ -75,15 +76,15 @@ class HttpSink:
         headers = {"Content-Type": ctype, "User-Agent": "auditshipd",
                    "X-Auditshipd-Batch": f"{batch.first_id}-{batch.last_id}"}
         headers.update(o.headers)
-        if o.gzip:
-            body = await compress(body, o.gzip_level)
-            headers["Content-Encoding"] = "gzip"
         if o.bearer_token:
             headers["Authorization"] = f"Bearer {o.bearer_token}"
         if o.hmac_secret:
             ts = str(int(time.time()))
             headers["X-Auditshipd-Timestamp"] = ts
             headers["X-Auditshipd-Signature"] = sign(o.hmac_secret, ts, body)
+        if o.gzip:
+            body = await compress(body, o.gzip_level)
+            headers["Content-Encoding"] = "gzip"
         answer = await post(self._session, o.url, body, headers, receiver=self.receiver,
                             timeout=o.timeout)
         err = classify_status(answer.status, answer.headers,

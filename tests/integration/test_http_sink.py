@@ -1,0 +1,137 @@
+"""The generic webhook sink against a real receiver: encodings, gzip, auth, signature."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from auditshipd.batch import Batch
+from auditshipd.errors import PermanentError, RetryableError
+from auditshipd.sinks.base import SinkContext
+from auditshipd.sinks.http import HttpOptions, HttpSink, sign
+from auditshipd.testing import WebhookReceiver
+
+pytestmark = pytest.mark.integration
+
+
+def events(n, prefix="h"):
+    return [{"id": f"{prefix}{i}", "action": "user.invited", "occurred_at": "2026-01-01T00:00:00Z",
+             "actor": {"email": "a@acme.test"}} for i in range(n)]
+
+
+async def run_sink(opts: HttpOptions, batch: Batch) -> None:
+    sink = HttpSink("web", opts, SinkContext("web", state_dir=".", logger=logging.getLogger("t")))
+    await sink.start()
+    try:
+        await sink.send(batch)
+    finally:
+        await sink.close()
+
+
+@pytest.mark.parametrize("encoding", ["json", "ndjson"])
+@pytest.mark.parametrize("gzip", [False, True])
+async def test_encodings_gzip_bearer_and_signature(encoding, gzip):
+    """JSON array or NDJSON, plain or gzip, with bearer token and a valid HMAC signature."""
+    with WebhookReceiver(hmac_secret="s3cret-signing-key", bearer_token="tok-1") as rcv:
+        opts = HttpOptions(url=rcv.url, encoding=encoding, gzip=gzip, bearer_token="tok-1",
+                           hmac_secret="s3cret-signing-key", headers={"X-Tenant": "acme"})
+        await run_sink(opts, Batch(events(25)))
+        assert rcv.ids() == [f"h{i}" for i in range(25)]
+        assert rcv.rejected_auth == 0
+
+
+async def test_wrong_secret_is_rejected_permanently():
+    """A receiver that rejects the signature (401) makes a permanent error, no secret in it."""
+    with WebhookReceiver(hmac_secret="the-right-one") as rcv:
+        opts = HttpOptions(url=rcv.url, hmac_secret="the-wrong-one")
+        with pytest.raises(PermanentError) as info:
+            await run_sink(opts, Batch(events(3)))
+        assert "401" in str(info.value) and "the-wrong-one" not in str(info.value)
+        assert rcv.ids() == []
+
+
+@pytest.mark.parametrize(("answer", "kind", "hint"), [
+    ((503, {"Retry-After": "7"}), RetryableError, 7.0),
+    (429, RetryableError, None),
+    (500, RetryableError, None),
+    (408, RetryableError, None),
+    (400, PermanentError, None),
+    (401, PermanentError, None),
+    (404, PermanentError, None),
+])
+async def test_status_classification(answer, kind, hint):
+    """429/408/5xx are retryable (Retry-After honoured), other 4xx permanent."""
+    with WebhookReceiver() as rcv:
+        rcv.set_script([answer])
+        with pytest.raises(kind) as info:
+            await run_sink(HttpOptions(url=rcv.url), Batch(events(2)))
+        if hint is not None:
+            assert info.value.retry_after == hint
+
+
+async def test_refused_connection_is_retryable():
+    """Nobody listening: retryable."""
+    rcv = WebhookReceiver().start()
+    url = rcv.url
+    rcv.stop()
+    with pytest.raises(RetryableError, match="cannot connect"):
+        await run_sink(HttpOptions(url=url, timeout=2), Batch(events(1)))
+
+
+async def test_timeout_is_retryable():
+    """A receiver that never answers: retryable timeout."""
+    with WebhookReceiver() as rcv:
+        rcv.set_script(["hang"])
+        with pytest.raises(RetryableError, match="timeout"):
+            await run_sink(HttpOptions(url=rcv.url, timeout=0.5), Batch(events(1)))
+
+
+async def test_tls_verification_is_on_by_default():
+    """https to a server without a trusted certificate fails (verification on)."""
+    import ssl
+    import subprocess
+
+    # A self-signed certificate made on the spot.
+    import tempfile
+
+    from aiohttp import web
+
+    from auditshipd.testing import free_port
+    d = tempfile.mkdtemp()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    f"{d}/k.pem", "-out", f"{d}/c.pem", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(f"{d}/c.pem", f"{d}/k.pem")
+    app = web.Application()
+    got = []
+
+    async def ingest(request):
+        got.append(await request.read())
+        return web.Response(text="{}")
+
+    app.router.add_post("/in", ingest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+    try:
+        with pytest.raises(RetryableError, match="certificate"):
+            await run_sink(HttpOptions(url=f"https://127.0.0.1:{port}/in"), Batch(events(1)))
+        assert got == []
+        await run_sink(HttpOptions(url=f"https://127.0.0.1:{port}/in", ca_file=f"{d}/c.pem"),
+                       Batch(events(1)))
+        assert len(got) == 1
+    finally:
+        await runner.cleanup()
+
+
+def test_signature_scheme_is_documented_and_stable():
+    """The documented scheme: v1=hex(HMAC-SHA256(secret, timestamp + "." + body))."""
+    import hashlib
+    import hmac
+
+    body = b'[{"id":"x"}]'
+    expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign("k", "1700000000", body) == "v1=" + expected
