@@ -97,7 +97,7 @@ class Consumer:
             if item is not None:
                 self.take(item)
 
-    async def quiet(self, wait: float = 0.2) -> None:
+    async def quiet(self, wait: float = 0.15) -> None:
         """Consume until nothing more arrives for ``wait`` seconds (checks no extra lines)."""
         assert self.reader is not None
         while True:
