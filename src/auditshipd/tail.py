@@ -283,8 +283,10 @@ class JournalReader:
         if self._first_scan:
             # Cursor entries whose file is gone cannot be read any more; keep them as
             # retired so that a copy of that file is still recognised.
+            # A file that is there but could not be opened (EMFILE, EACCES) keeps its
+            # entry for the next scan: releasing it made that file be read from 0.
             for key, cur in list(self.known.items()):
-                if key not in self.segments:
+                if key not in self.segments and key not in seen:
                     self._retire(key, cur)
                     self._pending.append(Release(key))
                     del self.known[key]

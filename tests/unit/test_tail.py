@@ -1135,3 +1135,31 @@ async def test_deleted_segment_with_a_torn_last_line_is_released(
     assert key not in reader.segments
     assert "torn last line" in caplog.text
     assert consumer.lines == lines("a", 3)
+
+
+async def test_segment_that_cannot_be_opened_keeps_its_cursor(
+        journal: Path, consumer: Consumer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file failing to open on the first scan (EMFILE) resumes at its cursor later."""
+    import errno
+
+    append(journal, lines("a", 4))
+    consumer.start()
+    await consumer.collect(4)
+    consumer.close()
+    append(journal, lines("a", 2, 4))
+    real_open = os.open
+    failures = {"n": 0}
+
+    def flaky_open(path, flags, *args):  # noqa: ANN001, ANN202
+        if str(path) == str(journal) and failures["n"] < 2:
+            failures["n"] += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", flaky_open)
+    consumer.start()
+    await consumer.collect(6)
+    await consumer.quiet()
+    assert failures["n"] == 2
+    assert consumer.lines == lines("a", 6)
+    assert not any(isinstance(i, Release) for i in consumer.items)
