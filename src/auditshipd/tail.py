@@ -249,7 +249,9 @@ class JournalReader:
         for path in self._matches():
             try:
                 st = os.stat(path)
-            except FileNotFoundError:
+            except OSError:
+                # Not only FileNotFoundError: a symlink loop (ELOOP) matched by the
+                # glob raised out of next_item and stopped the sink's reader.
                 continue
             if not _is_regular(st.st_mode):
                 continue

@@ -1163,3 +1163,16 @@ async def test_segment_that_cannot_be_opened_keeps_its_cursor(
     assert failures["n"] == 2
     assert consumer.lines == lines("a", 6)
     assert not any(isinstance(i, Release) for i in consumer.items)
+
+
+async def test_unreadable_glob_matches_are_ignored(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """A symlink loop, a dangling link and a directory matched by the glob are ignored."""
+    (tmp_path / "audit.jsonl.loop").symlink_to(tmp_path / "audit.jsonl.loop")
+    (tmp_path / "audit.jsonl.dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "audit.jsonl.d").mkdir()
+    append(journal, lines("a", 3))
+    consumer.start()
+    await consumer.collect(3)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 3)
