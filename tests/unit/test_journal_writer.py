@@ -408,3 +408,19 @@ def test_recovers_when_the_journal_directory_is_deleted(
         assert j.record("a", actor=ACTOR, id="after")
         assert (d / ".audit.jsonl.lock").exists()
     assert [e["id"] for e in read_events(path)] == ["after"]
+
+
+def test_dev_full_path_directly(caplog: pytest.LogCaptureFixture) -> None:
+    """AuditJournal('/dev/full') itself: every record returns False, logged once."""
+    lock = Path("/dev/.full.lock")
+    existed = lock.exists()
+    caplog.set_level(logging.WARNING, logger="auditshipd.journal")
+    j = AuditJournal("/dev/full")
+    try:
+        assert j.record("a", actor=ACTOR) is False
+        assert j.record("a", actor=ACTOR) is False
+        assert len(errors(caplog)) == 1
+    finally:
+        j.close()
+        if not existed:
+            lock.unlink(missing_ok=True)
