@@ -31,6 +31,7 @@ __all__ = [
     "machine_info",
     "median",
     "proc_status_kb",
+    "src_state",
     "wait_until",
     "write_config",
 ]
@@ -115,6 +116,20 @@ def machine_info() -> dict[str, str]:
         "python": platform.python_version(),
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def src_state() -> str:
+    """The code measured: HEAD and any uncommitted change under src/ (the working tree is
+    shared, so figures belong to that state, not only to a commit)."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git unavailable)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"HEAD {head}" + (f" + uncommitted {', '.join(changed)}" if changed else " (clean)")
 
 
 # -- config ---------------------------------------------------------------------------

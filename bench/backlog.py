@@ -28,6 +28,7 @@ from _common import (  # noqa: E402
     Receiver,
     free_port,
     machine_info,
+    src_state,
     write_config,
 )
 from gen_events import write_events  # noqa: E402
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python "
           f"{info['python']}, load {info['load']}")
+    print(f"src: {src_state()}")
     workdir = Path(tempfile.mkdtemp(prefix="auditshipd-backlog-"))
     samples: list[tuple[float, float]] = []
     try:

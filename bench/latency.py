@@ -34,6 +34,7 @@ from _common import (  # noqa: E402
     Daemon,
     Receiver,
     machine_info,
+    src_state,
     wait_until,
     write_config,
 )
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python "
           f"{info['python']}, load {info['load']}")
+    print(f"src: {src_state()}")
     check_t_ns_survives()
     print("metadata.t_ns survives the default redaction policy")
     workdir = Path(tempfile.mkdtemp(prefix="auditshipd-latency-"))

@@ -42,6 +42,7 @@ from _common import (  # noqa: E402
     cpu_seconds,
     machine_info,
     median,
+    src_state,
     write_config,
 )
 from gen_events import write_events  # noqa: E402
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python "
           f"{info['python']}, load {info['load']}")
+    print(f"src: {src_state()}")
     workdir = Path(tempfile.mkdtemp(prefix="auditshipd-bench-"))
     try:
         journal_dir = workdir / "journal"
