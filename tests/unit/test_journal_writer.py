@@ -424,3 +424,25 @@ def test_dev_full_path_directly(caplog: pytest.LogCaptureFixture) -> None:
         j.close()
         if not existed:
             lock.unlink(missing_ok=True)
+
+
+def test_separate_interpreters_with_rotation(tmp_path: Path) -> None:
+    """Independent processes (subprocess, no fork) share the flock: whole lines, exact count."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "audit.jsonl"
+    code = (
+        "import sys\n"
+        "from auditshipd.journal import AuditJournal\n"
+        "j = AuditJournal(sys.argv[1], rotate_bytes=20000)\n"
+        "ok = all(j.record('a', actor={'type': 'user'}, id=f'{sys.argv[2]}-{i}',\n"
+        "                  metadata={'pad': 'z' * (i % 90)}) for i in range(500))\n"
+        "sys.exit(0 if ok else 3)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), f"s{k}"])
+             for k in range(3)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0]
+    ids = [e["id"] for e in read_events(*segments(path))]
+    assert len(ids) == 1500 and len(set(ids)) == 1500
+    assert len(segments(path)) > 3
