@@ -67,7 +67,10 @@ class Chunk:
 
     def mark_at(self, end: int) -> SegmentCursor:
         """The cursor entry for a position ``end`` (relative to ``start``) on a line end."""
-        window = (self.prefix + self.data[:end])[-TAIL_BYTES:]
+        # Slice only the window: concatenating prefix + data[:end] copied up to the
+        # whole chunk (1 MiB) for every batch mark inside it.
+        lo = end - TAIL_BYTES
+        window = (self.prefix[lo:] if lo < 0 else b"") + self.data[max(lo, 0):end]
         return SegmentCursor(path=self.path, offset=self.start + end, head_len=self.mark.head_len,
                              head_hash=self.mark.head_hash, tail_hash=digest(window))
 

@@ -117,3 +117,21 @@ def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
     newer = CursorState(sink="s", segments={}, acked_events=10)  # a release, no new events
     store.save(newer)
     assert store.load("s") == newer
+
+
+def test_chunk_mark_at_every_line_end_matches_the_reference() -> None:
+    """mark_at at every line end equals the hash of the TAIL_BYTES before that offset."""
+    body = b"".join(b"line %05d %s\n" % (i, b"x" * (i % 300)) for i in range(200))
+    whole = b"P" * 5000 + body
+    start = 5000
+    prefix = whole[start - TAIL_BYTES:start]
+    mark = SegmentCursor(path="x", offset=len(whole), head_len=HEAD_BYTES,
+                         head_hash=digest(whole[:HEAD_BYTES]),
+                         tail_hash=digest(whole[-TAIL_BYTES:]))
+    c = Chunk(segment="1:1", path="x", start=start, data=body, mark=mark, prefix=prefix)
+    for end in [i + 1 for i, b in enumerate(body) if b == 0x0A]:
+        m = c.mark_at(end)
+        assert m.offset == start + end
+        assert m.tail_hash == digest(whole[max(0, start + end - TAIL_BYTES):start + end])
+    short = Chunk(segment="1:1", path="x", start=3, data=b"ab\n", mark=mark, prefix=b"xyz")
+    assert short.mark_at(3).tail_hash == digest(b"xyzab\n")
