@@ -1,8 +1,10 @@
 """Benchmark: what redaction adds to decoding and encoding one audit event.
 
 Generates realistic WorkOS-style events (~450 bytes) deterministically, then prints
-events/s for msgspec decode+encode alone, for decode+redact+encode, and the overhead
-ratio, for the default policy (drop) and for hash mode.
+events/s for msgspec decode+encode alone, for decode+redact+encode (dicts, then
+``Redactor(event)``), for the fused ``Redactor.redact_line`` and ``redact_lines`` (one line
+in, redacted JSON bytes out), and each overhead over decode+encode, for the default
+policy (drop) and for mask and hash mode.
 
     .venv/bin/python bench/bench_redact.py [--events 20000] [--rounds 5]
 """
@@ -63,7 +65,7 @@ def make_events(n: int, seed: int = 7) -> list[bytes]:
     return out
 
 
-def _rate(lines: list[bytes], redactor: Redactor | None, rounds: int) -> float:
+def _rate(lines: list[bytes], redactor: Redactor | None, rounds: int, mode: str = "dict") -> float:
     decode = msgspec.json.Decoder().decode
     encode = msgspec.json.Encoder().encode
     best = float("inf")
@@ -72,9 +74,15 @@ def _rate(lines: list[bytes], redactor: Redactor | None, rounds: int) -> float:
         if redactor is None:
             for line in lines:
                 encode(decode(line))
-        else:
+        elif mode == "dict":
             for line in lines:
                 encode(redactor(decode(line)))
+        elif mode == "line":
+            redact_line = redactor.redact_line
+            for line in lines:
+                redact_line(line)
+        else:
+            redactor.redact_lines(lines)
         best = min(best, time.perf_counter() - start)
     return len(lines) / best
 
@@ -88,16 +96,19 @@ def main() -> None:
     avg = sum(map(len, lines)) / len(lines)
     print(f"{len(lines)} events, {avg:.0f} bytes on average, best of {args.rounds} rounds")
     base = _rate(lines, None, args.rounds)
-    print(f"  decode+encode                 {base:>12,.0f} events/s  {1e6 / base:6.2f} us/event")
+    print(f"  {'decode+encode (no redaction)':<36}{base:>10,.0f} events/s  {1e6 / base:6.2f} us/event")
     policies = {
-        "default (drop)": DEFAULT_POLICY,
+        "drop": DEFAULT_POLICY,
+        "mask": compile_policy({"action": "mask"}),
         "hash": compile_policy({"action": "hash", "hash_key": "bench-key-0123456789abcdef"}),
     }
     for name, redactor in policies.items():
-        rate = _rate(lines, redactor, args.rounds)
-        overhead = base / rate - 1
-        print(f"  decode+redact+encode {name:<9}{rate:>12,.0f} events/s  {1e6 / rate:6.2f} us/event"
-              f"  overhead {overhead:+.0%}  (redaction alone ~{1e6 / rate - 1e6 / base:.2f} us)")
+        for mode, label in (("dict", "decode+Redactor+encode"), ("line", "redact_line"),
+                            ("lines", "redact_lines")):
+            rate = _rate(lines, redactor, args.rounds, mode)
+            overhead = base / rate - 1
+            print(f"  {label + ' ' + name:<36}{rate:>10,.0f} events/s  {1e6 / rate:6.2f} us/event"
+                  f"  overhead {overhead:+.0%}")
 
 
 if __name__ == "__main__":
