@@ -1176,3 +1176,18 @@ async def test_unreadable_glob_matches_are_ignored(
     await consumer.collect(3)
     await consumer.quiet()
     assert consumer.lines == lines("a", 3)
+
+
+async def test_oversize_line_is_not_reported_again_after_restart(
+        journal: Path, consumer: Consumer) -> None:
+    """An acked OversizeLine mark moves the cursor past the line: a restart skips it."""
+    append(journal, [b"q" * 400])
+    consumer.start(max_line_bytes=100, block_bytes=64)
+    await consumer.until(lambda: any(isinstance(i, OversizeLine) for i in consumer.items))
+    consumer.close()
+    append(journal, lines("a", 2))
+    consumer.start(max_line_bytes=100, block_bytes=64)
+    await consumer.collect(2)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 2)
+    assert sum(isinstance(i, OversizeLine) for i in consumer.items) == 1
