@@ -145,11 +145,15 @@ class _Gen:
                     f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
                 ]
             elif kind == "map":
+                k, x = self.var(), self.var()
                 self.lines += [
                     f"{pad}if {v} is not UNSET:",
                     f"{pad}    if not ({v}.keys() <= ok):",
                     f"{pad}        fix_keys({v})",
-                    f"{pad}    scan_values({v})",
+                    f"{pad}    for {k}, {x} in {v}.items():",
+                    f"{pad}        if type({x}) is str and len({x}) >= MIN and search({x}):",
+                    f"{pad}            scan_values({v})",
+                    f"{pad}            break",
                 ]
             elif kind == "freemap":
                 self.lines += [
@@ -232,20 +236,10 @@ class FastPath:
         good: list[bytes] = []
         bad: list[tuple[int, str]] = []
         append = good.append
-        strict_decode, strict_post, encode = self._strict_decode, self._strict_post, self._encode
+        redact_line = self.redact_line
         for i, line in enumerate(lines):
             try:
-                if not line.isascii():
-                    _check_utf8(line)
-                try:
-                    ev = strict_decode(line)
-                    strict_post(ev)
-                except (msgspec.ValidationError, _Fallback):
-                    append(self._loose(line))
-                    continue
-                except RecursionError:
-                    raise msgspec.DecodeError("JSON is malformed: nested too deeply") from None
-                append(encode(ev))
+                append(redact_line(line))
             except msgspec.DecodeError as exc:
                 bad.append((i, f"invalid JSON: {exc}"))
             except DropEvent as exc:
@@ -268,7 +262,7 @@ class FastPath:
         """Apply the action to id-named keys in place; other keys keep their order."""
         r = self._redactor
         ok, cache, drop = r._ok_keys, r._key_cache, self._drop
-        for key in [k for k in value if k not in ok]:
+        for key in value.keys() - ok:  # order does not matter: deletes and in-place sets
             kind = cache.get(key)
             if kind is None:
                 kind = r._classify_key(key)
