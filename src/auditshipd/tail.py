@@ -100,7 +100,7 @@ Item = Chunk | OversizeLine | Release
 class _Segment:
     __slots__ = (
         "key", "path", "fd", "offset", "head_len", "head_hash", "tail_hash", "in_glob",
-        "mtime", "skipping_from", "skip_pos", "seq",
+        "mtime", "skipping_from", "skip_pos", "seq", "io_error",
     )
 
     def __init__(self, key: str, path: str, fd: int, offset: int, head_len: int, head_hash: str,
@@ -117,6 +117,7 @@ class _Segment:
         self.skipping_from: int | None = None  # start of an oversize line being skipped
         self.skip_pos = 0  # how far the search for its newline got
         self.seq = 0  # adoption order: breaks mtime ties (older segment first)
+        self.io_error = False  # a read failed; logged once until a read succeeds
 
     def mark(self) -> SegmentCursor:
         return SegmentCursor(path=self.path, offset=self.offset, head_len=self.head_len,
@@ -217,7 +218,14 @@ class JournalReader:
         # one ("audit.jsonl.1"): events out of journal order. Ties go to the segment
         # adopted first.
         for seg in sorted(self.segments.values(), key=lambda s: (s.mtime, s.seq)):
-            item = self._read(seg)
+            try:
+                item = self._read(seg)
+                seg.io_error = False
+            except OSError as exc:
+                # EIO, ESTALE...: raised out of next_item, it ended the sink's read
+                # loop for good. Skip the segment this pass and try again.
+                self._io_error(seg, exc)
+                continue
             if item is not None:
                 return item
         # Drained segments that left the glob (renamed away or deleted) are released.
@@ -270,7 +278,10 @@ class JournalReader:
                 seg.path = path
                 seg.in_glob = True
                 seg.mtime = st.st_mtime_ns
-                self._check_rewritten(seg, st.st_size)
+                try:
+                    self._check_rewritten(seg, st.st_size)
+                except OSError as exc:
+                    self._io_error(seg, exc)
                 continue
             new.append((path, key, st))
         # Adopt oldest first, so that seq orders equal mtimes: segments with a cursor
@@ -278,7 +289,10 @@ class JournalReader:
         # (the live name plus a suffix, so longer) before the live file.
         new.sort(key=lambda n: (n[1] not in self.known, n[2].st_mtime_ns, -len(n[0]), n[0]))
         for path, key, st in new:
-            self._adopt(path, key, st)
+            try:
+                self._adopt(path, key, st)
+            except OSError as exc:
+                log.warning("%s: cannot read journal segment %s: %s", self.name, path, exc)
         for key, seg in self.segments.items():
             if key not in seen:
                 seg.in_glob = False
@@ -303,6 +317,16 @@ class JournalReader:
         except OSError as exc:
             log.warning("cannot open journal segment %s: %s", path, exc)
             return
+        try:
+            self._adopt_fd(path, key, st, fd)
+        except BaseException:
+            # A read error here leaked the descriptor (and could lose the entry).
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            self.segments.pop(key, None)
+            raise
+
+    def _adopt_fd(self, path: str, key: str, st: os.stat_result, fd: int) -> None:
         fst = os.fstat(fd)
         if f"{fst.st_dev}:{fst.st_ino}" != key:  # replaced between stat and open
             os.close(fd)
@@ -311,11 +335,12 @@ class JournalReader:
         head = _pread(fd, HEAD_BYTES, 0)
         offset = 0
         how = "new"
-        cur = self.known.pop(key, None)
+        cur = self.known.get(key)  # popped once tracked: kept if a read fails before
         if cur is not None:
             if self._content_matches(fd, size, head, cur):
                 offset, how = cur.offset, "resumed"
             else:
+                del self.known[key]
                 self._retire(key, cur)
                 how = "replaced (inode reused or rewritten)"
         copy_of = None
@@ -336,6 +361,7 @@ class JournalReader:
         # may carry the same (coarse) mtime: the copy goes first on a tie.
         seg.seq = 0 if copy_of is not None else self._seq
         self.segments[key] = seg
+        self.known.pop(key, None)
         log.debug("%s: tracking %s (%s) from offset %d", self.name, path, how, offset)
         if offset and how != "resumed":
             # A position the consumer's cursor does not hold yet (a copy continued at
@@ -449,19 +475,28 @@ class JournalReader:
         return OversizeLine(seg.key, seg.path, start, end - start - 1, preview, seg.mark())
 
     def _advance(self, seg: _Segment, offset: int, data: bytes | None = None) -> None:
-        seg.offset = offset
-        if seg.head_len < HEAD_BYTES:
+        # Read first, then update: a read error must leave the segment as it was (the
+        # caller's chunk is not handed out, so its lines are read again).
+        head_len, head_hash = seg.head_len, seg.head_hash
+        if head_len < HEAD_BYTES:
             head = _pread(seg.fd, HEAD_BYTES, 0)
-            seg.head_len, seg.head_hash = len(head), digest(head)
+            head_len, head_hash = len(head), digest(head)
         if data is not None and len(data) >= TAIL_BYTES:
-            seg.tail_hash = digest(data[-TAIL_BYTES:])
+            tail_hash = digest(data[-TAIL_BYTES:])
         else:
-            seg.tail_hash = self._tail_hash(seg.fd, offset)
+            tail_hash = self._tail_hash(seg.fd, offset)
+        seg.offset = offset
+        seg.head_len, seg.head_hash, seg.tail_hash = head_len, head_hash, tail_hash
 
     @staticmethod
     def _tail_hash(fd: int, offset: int) -> str:
         start = max(0, offset - TAIL_BYTES)
         return digest(_pread(fd, offset - start, start)) if offset else digest(b"")
+
+    def _io_error(self, seg: _Segment, exc: OSError) -> None:
+        if not seg.io_error:
+            seg.io_error = True
+            log.warning("%s: reading %s failed (%s); retrying", self.name, seg.path, exc)
 
     def _abandoned(self, seg: _Segment, now_ns: int) -> bool:
         """Out of the glob, with only a partial line left, unchanged for idle_after.

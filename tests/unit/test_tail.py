@@ -1191,3 +1191,64 @@ async def test_oversize_line_is_not_reported_again_after_restart(
     await consumer.quiet()
     assert consumer.lines == lines("a", 2)
     assert sum(isinstance(i, OversizeLine) for i in consumer.items) == 1
+
+
+async def test_transient_read_errors_do_not_stop_the_reader(
+        journal: Path, consumer: Consumer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """EIO on reads (adoption, tailing, checks) is retried; nothing lost, no duplicate."""
+    import errno
+
+    from auditshipd import tail as tail_mod
+
+    append(journal, lines("a", 5))
+    consumer.start()
+    await consumer.collect(5)
+    consumer.close()
+    append(journal, lines("a", 5, 5))
+    real = tail_mod._pread
+    calls = {"n": 0}
+
+    def flaky(fd: int, n: int, off: int) -> bytes:
+        calls["n"] += 1
+        if calls["n"] % 2 == 0 and calls["n"] < 60:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, n, off)
+
+    monkeypatch.setattr(tail_mod, "_pread", flaky)
+    consumer.start()
+    await consumer.collect(10)
+    append(journal, lines("a", 5, 10))
+    await consumer.collect(15)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 15)
+    assert "Input/output error" in caplog.text
+
+
+async def test_read_error_after_reading_lines_changes_nothing(
+        journal: Path, consumer: Consumer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read error while recording the new position leaves it unchanged (no re-read)."""
+    import errno
+
+    from auditshipd import tail as tail_mod
+
+    append(journal, lines("a", 10))
+    reader = consumer.start()
+    await consumer.collect(10)
+    append(journal, lines("a", 1, 10))
+    size = journal.stat().st_size
+    real = tail_mod._pread
+    failed = {"n": 0}
+
+    def flaky(fd: int, n: int, off: int) -> bytes:
+        if (off, n) == (0, size) and failed["n"] == 0:  # the window before the new end
+            failed["n"] += 1
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, n, off)
+
+    monkeypatch.setattr(tail_mod, "_pread", flaky)
+    await consumer.collect(11)
+    await consumer.quiet()
+    assert failed["n"] == 1
+    assert consumer.lines == lines("a", 11), "not re-read from 0 as if truncated"
+    assert reader.segments[key_of(journal)].offset == size
