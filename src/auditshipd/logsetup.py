@@ -148,6 +148,8 @@ class RateLimitedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         # Runs under the handler's lock (Handler.handle), which also guards the limiter.
+        if getattr(self.stream, "closed", False):
+            return  # stderr went away (or a test's captured stream closed): nowhere to log
         for r in self.limiter.process(record):
             super().emit(r)
         if self.timers:
@@ -159,6 +161,8 @@ class RateLimitedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def flush_expired(self) -> None:
         with self.lock:  # type: ignore[union-attr]
+            if getattr(self.stream, "closed", False):
+                return
             for r in self.limiter.expired():
                 super().emit(r)
 

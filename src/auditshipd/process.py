@@ -24,6 +24,9 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _REQUIRED = ("id", "action", "occurred_at")
 _BLANK = b" \t\r\x00"
+# msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string and RecursionError
+# for absurd nesting: both mean "not valid JSON" for us, never a crashed consumer.
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class _Scope(msgspec.Struct):
@@ -115,7 +118,7 @@ class LineProcessor:
                 continue
             try:
                 lines.append(one(line))
-            except (msgspec.DecodeError, DropEvent) as exc:
+            except (*_UNDECODABLE, DropEvent) as exc:
                 self._retry_or_reject(out, i, line, exc)
                 continue
             index.append(i)
@@ -130,10 +133,14 @@ class LineProcessor:
                 out.lines.append(self._one(stripped))
                 out.index.append(i)
                 return
-            except (msgspec.DecodeError, DropEvent) as again:
+            except (*_UNDECODABLE, DropEvent) as again:
                 exc = again
-        reason = (f"invalid JSON: {exc}" if isinstance(exc, msgspec.DecodeError)
-                  else str(getattr(exc, "reason", exc)))
+        if isinstance(exc, DropEvent):
+            reason = exc.reason
+        elif isinstance(exc, msgspec.DecodeError):
+            reason = f"invalid JSON: {exc}"
+        else:
+            reason = f"invalid JSON: {type(exc).__name__}: {exc}"
         if isinstance(exc, DropEvent) and not reason.startswith(("schema", "not a JSON")):
             reason = f"redaction: {reason}"
         out.bad.append((i, reason, line))
@@ -141,7 +148,7 @@ class LineProcessor:
     def _in_scope(self, line: bytes) -> bool:
         try:
             scope = _decode_scope(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (*_UNDECODABLE, msgspec.ValidationError):
             return True  # not an object: let the main path quarantine it
         if self.organizations is not None:
             org = scope.organization

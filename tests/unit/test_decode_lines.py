@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from auditshipd.pipeline import decode_lines
 
 
@@ -50,10 +48,6 @@ def test_invalid_json_is_bad() -> None:
     assert all(r.startswith("invalid JSON") for _, r, _ in bad)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason=(
-    "pipeline.decode_lines catches only msgspec.DecodeError; msgspec raises "
-    "UnicodeDecodeError for invalid UTF-8 inside a JSON string, which escapes and "
-    "would stop the sink's read loop (fix: also catch UnicodeDecodeError)"))
 def test_invalid_utf8_is_bad_not_an_exception() -> None:
     """Invalid UTF-8 inside a string: a bad line with a reason, never an exception."""
     raw = [b'{"id":"e0","action":"\xff\xfe","occurred_at":"x"}', b'{"id":"\xc3"}', ev(2)]
