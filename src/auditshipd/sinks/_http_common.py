@@ -20,7 +20,7 @@ import math
 import ssl
 import time
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -28,6 +28,7 @@ from ..errors import PermanentError, RetryableError, SinkError
 
 __all__ = [
     "GZIP_OFFLOAD_BYTES",
+    "SessionSink",
     "Answer",
     "RETRYABLE_STATUSES",
     "classify_status",
@@ -271,3 +272,40 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
             if key.lower() == lowered:
                 return val
     return value
+
+
+class SessionSink:
+    """What the HTTP sinks share: one client session per sink, opened on ``start()``
+    (or the first send) and closed once, and errors scrubbed of the sink's secrets.
+
+    A subclass sets ``options`` (with ``tls_verify``, ``ca_file``, ``timeout``), names its
+    secrets in :meth:`secrets` and implements ``_send(batch)``.
+    """
+
+    options: Any
+    _session: aiohttp.ClientSession | None = None
+
+    def secrets(self) -> list[str | None]:
+        return []
+
+    async def start(self) -> None:
+        if self._session is None:
+            o = self.options
+            self._session = make_session(o.tls_verify, o.ca_file, o.timeout)
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def send(self, batch: Any) -> None:
+        if not len(batch):
+            return
+        await self.start()
+        try:
+            await self._send(batch)
+        except SinkError as err:
+            raise scrub_error(err, self.secrets()) from None
+
+    async def _send(self, batch: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -29,13 +29,12 @@ from ..batch import Batch
 from ..errors import ConfigError, PermanentError, SinkError
 from ..hookspecs import hookimpl
 from ._http_common import (
+    SessionSink,
     classify_status,
     compress,
-    make_session,
     post,
     safe_url,
     scrub,
-    scrub_error,
     snippet,
 )
 from .base import SinkContext, SinkType
@@ -142,7 +141,7 @@ class _TooLarge(Exception):
     """The intake answered 413 to one request."""
 
 
-class DatadogSink:
+class DatadogSink(SessionSink):
     """Sends batches to the Datadog logs intake."""
 
     def __init__(self, name: str, options: DatadogOptions, context: SinkContext):
@@ -152,29 +151,12 @@ class DatadogSink:
         self.url = intake_url(options)
         self._prefix = _entry_prefix(options)
         self._truncated_prefix = _entry_prefix(options, truncated=True)
-        self._session: Any = None
 
     def __repr__(self) -> str:
         return f"<DatadogSink {self.name!r} {safe_url(self.url)}>"
 
-    async def start(self) -> None:
-        if self._session is None:
-            o = self.options
-            self._session = make_session(o.tls_verify, o.ca_file, o.timeout)
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    async def send(self, batch: Batch) -> None:
-        if not len(batch):
-            return
-        await self.start()
-        try:
-            await self._send(batch)
-        except SinkError as err:
-            raise scrub_error(err, [self.options.api_key]) from None
+    def secrets(self) -> list[str | None]:
+        return [self.options.api_key]
 
     async def _send(self, batch: Batch) -> None:
         entries = [

@@ -29,7 +29,7 @@ from yarl import URL
 from ..batch import Batch
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ._http_common import classify_status, compress, make_session, post, safe_url, scrub, snippet
+from ._http_common import SessionSink, classify_status, compress, post, safe_url, snippet
 from .base import SinkContext, SinkType
 
 __all__ = ["HttpOptions", "HttpSink", "sign"]
@@ -54,21 +54,22 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "v1=" + mac.hexdigest()
 
 
-class HttpSink:
+class HttpSink(SessionSink):
     def __init__(self, name: str, options: HttpOptions, context: SinkContext):
         self.name = name
-        self.o = options
+        self.options = options
         self.receiver = safe_url(options.url)
-        self._session = None
-        self._secrets = (options.bearer_token, options.hmac_secret,
-                         *options.headers.values())
 
-    async def start(self) -> None:
-        self._session = make_session(self.o.tls_verify, self.o.ca_file, self.o.timeout)
+    def __repr__(self) -> str:
+        return f"<HttpSink {self.name!r} {self.receiver}>"
 
-    async def send(self, batch: Batch) -> None:
+    def secrets(self) -> list[str | None]:
+        o = self.options
+        return [o.bearer_token, o.hmac_secret, *o.headers.values()]
+
+    async def _send(self, batch: Batch) -> None:
         assert self._session is not None
-        o = self.o
+        o = self.options
         if o.encoding == "ndjson":
             body, ctype = batch.jsonl(), "application/x-ndjson"
         else:
@@ -87,15 +88,10 @@ class HttpSink:
             headers["Content-Encoding"] = "gzip"
         answer = await post(self._session, o.url, body, headers, receiver=self.receiver,
                             timeout=o.timeout)
-        err = classify_status(answer.status, answer.headers,
-                              scrub(snippet(answer.body), self._secrets), receiver=self.receiver)
+        err = classify_status(answer.status, answer.headers, snippet(answer.body),
+                              receiver=self.receiver)
         if err is not None:
-            raise err
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+            raise err  # scrubbed of our secrets by SessionSink.send
 
 
 def _validate(o: HttpOptions) -> None:

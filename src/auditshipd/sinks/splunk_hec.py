@@ -33,14 +33,13 @@ from ..batch import Batch
 from ..errors import ConfigError, PermanentError, RetryableError, SinkError
 from ..hookspecs import hookimpl
 from ._http_common import (
+    SessionSink,
     classify_status,
     compress,
-    make_session,
     post,
     retry_hint,
     safe_url,
     scrub,
-    scrub_error,
     snippet,
 )
 from .base import SinkContext, SinkType
@@ -160,7 +159,7 @@ class _TooLarge(Exception):
     """The server answered 413 to one request."""
 
 
-class SplunkHecSink:
+class SplunkHecSink(SessionSink):
     """Sends batches to a Splunk HTTP Event Collector."""
 
     def __init__(self, name: str, options: SplunkHecOptions, context: SinkContext):
@@ -174,7 +173,6 @@ class SplunkHecSink:
         # One channel per sink instance: ack ids are numbered per channel.
         self._channel = str(uuid.uuid4()) if options.acks else None
         self._prefix = _envelope_prefix(options)
-        self._session: Any = None
         self._warned_no_ack = False
 
     def __repr__(self) -> str:
@@ -185,24 +183,8 @@ class SplunkHecSink:
         """The ``X-Splunk-Request-Channel`` this sink uses (``None`` without acks)."""
         return self._channel
 
-    async def start(self) -> None:
-        if self._session is None:
-            o = self.options
-            self._session = make_session(o.tls_verify, o.ca_file, o.timeout)
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    async def send(self, batch: Batch) -> None:
-        if not len(batch):
-            return
-        await self.start()
-        try:
-            await self._send(batch)
-        except SinkError as err:
-            raise scrub_error(err, [self.options.token]) from None
+    def secrets(self) -> list[str | None]:
+        return [self.options.token]
 
     async def _send(self, batch: Batch) -> None:
         payloads = [
