@@ -549,10 +549,10 @@ async def test_oversize_line_inside_a_block_goes_to_decode_lines(
 
 
 async def test_malformed_lines_are_split_with_offsets(journal: Path, consumer: Consumer) -> None:
-    """Invalid JSON, arrays, scalars, empty lines and \\r\\n through the reader + decode_lines."""
+    """Invalid UTF-8, arrays, scalars, empty lines and \\r\\n through the reader + decode_lines."""
     raw = [
         ev("a", 0),
-        b"not json at all",  # invalid UTF-8: see test_decode_lines (pipeline bug)
+        b'{"id":"bad-utf8","action":"\xff\xfe","occurred_at":"x"}',
         b"[1, 2]",
         b"42",
         b"",
