@@ -13,7 +13,6 @@ the failing sinks otherwise, see :mod:`auditshipd.health`).
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from .config import Config, _convert
 from .errors import ConfigError
 from .health import ReadinessMonitor, driver_lag_bytes
 from .status import journal_lag
+from .timefmt import parse_time
 
 __all__ = [
     "DaemonCollector",
@@ -69,15 +69,6 @@ def metrics_config(config: Config) -> MetricsConfig:
         raise ConfigError("must be a positive number of seconds", file=config.source,
                           key="metrics.ready_stuck_after")
     return mc
-
-
-def _timestamp(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class DaemonCollector(Collector):
@@ -132,7 +123,7 @@ class DaemonCollector(Collector):
             lag = journal_lag(paths, segments, budget=self.lag_budget, from_end=from_end)
             lag_events.add_metric([name], lag.events)
             acked.add_metric([name], driver.committed.acked_events)
-            ts = _timestamp(stats.last_success_at)
+            ts = parse_time(stats.last_success_at)
             if ts is not None:
                 last_success.add_metric([name], ts)
             up.add_metric([name], 1 if stats.state == "active" else 0)

@@ -9,7 +9,6 @@ raw line, before redaction (the filter is the core's, never the sink's).
 
 from __future__ import annotations
 
-import datetime as _dt
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import msgspec
 
 from .errors import DropEvent
+from .timefmt import parse_time
 
 __all__ = ["LineProcessor", "ProcessedChunk", "check_event", "parse_time"]
 
@@ -46,15 +46,6 @@ def check_event(obj: Any) -> str | None:
         if not isinstance(value, str) or not value:
             return f"schema: {key!r} is missing or not a non-empty string"
     return None
-
-
-def parse_time(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class ProcessedChunk:

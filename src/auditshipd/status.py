@@ -16,7 +16,6 @@ line length beyond that (``lag_events_exact`` says which).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import fnmatch
 import glob
 import json
@@ -33,6 +32,7 @@ import msgspec
 from .config import Config, SinkConfig
 from .cursor import TAIL_BYTES, CursorStore, SegmentCursor, digest
 from .quarantine import QuarantineFile
+from .timefmt import parse_time
 
 __all__ = [
     "STALE_AFTER",
@@ -155,15 +155,6 @@ def _count_lines(f: Any, start: int, size: int, budget: int) -> tuple[int, bool]
     return estimate, False
 
 
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         doc = _decode(path.read_bytes())
@@ -194,7 +185,7 @@ def _dead_letters(path: Path) -> tuple[int, int]:
 def _state(sc: SinkConfig, doc: dict[str, Any] | None, now: float) -> str:
     if not sc.enabled or doc is None or doc.get("state") == "stopped":
         return "inactive"
-    updated = _parse_time(doc.get("updated_at"))
+    updated = parse_time(doc.get("updated_at"))
     if updated is None or now - updated > STALE_AFTER:
         return "inactive"
     state = doc.get("state")

@@ -26,7 +26,9 @@ and metrics belong to the core. A minimal sink::
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ import msgspec
 
 from ..batch import Batch
 
-__all__ = ["EmptyOptions", "Sink", "SinkContext", "SinkType"]
+__all__ = ["EmptyOptions", "Sink", "SinkContext", "SinkType", "module_available"]
 
 
 class EmptyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -89,6 +91,16 @@ class SinkType:
 
     def build(self, name: str, options: Any, context: SinkContext) -> Sink:
         return self.factory(name, options, context)
+
+
+def module_available(module: str) -> bool:
+    """Whether ``module`` (an optional extra's library) can be imported, without importing it."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def as_batch(events: list[dict[str, Any]]) -> Batch:

@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import importlib.util
 import os
 import ssl
 import string
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +29,7 @@ import msgspec
 from ..batch import Batch
 from ..errors import ConfigError, PermanentError, RetryableError, SinkError
 from ..hookspecs import hookimpl
-from .base import SinkContext, SinkType
+from .base import SinkContext, SinkType, module_available
 
 __all__ = [
     "DEFAULT_TOPIC",
@@ -168,7 +166,7 @@ def validate_options(options: MqttOptions) -> None:
         raise ConfigError("ca_file and tls_verify apply to mqtts:// URLs only", key="url")
     if options.ca_file is not None and not os.path.isfile(options.ca_file):
         raise ConfigError(f"file {options.ca_file!r} not found", key="ca_file")
-    if not _installed("aiomqtt"):
+    if not module_available("aiomqtt"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 
 
@@ -195,16 +193,6 @@ def classify_mqtt_error(exc: BaseException, what: str = "MQTT") -> SinkError:
     if isinstance(exc, ValueError):  # paho: topic too long, payload too large
         return PermanentError(f"{what}: {exc}")
     return RetryableError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it."""
-    if module in sys.modules:
-        return sys.modules[module] is not None
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _import_aiomqtt() -> Any:

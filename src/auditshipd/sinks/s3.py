@@ -19,10 +19,8 @@ import contextlib
 import gzip
 import hashlib
 import importlib
-import importlib.util
 import re
 import string
-import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,7 +30,7 @@ import msgspec
 from ..batch import Batch
 from ..errors import ConfigError, PermanentError, RetryableError, SinkError
 from ..hookspecs import hookimpl
-from .base import SinkContext, SinkType
+from .base import SinkContext, SinkType, module_available
 
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
@@ -122,7 +120,7 @@ def validate_options(options: S3Options) -> None:
             raise ConfigError("must be at least 1", key="object_lock_retain_days")
     if options.timeout <= 0:
         raise ConfigError("must be positive", key="timeout")
-    if not _installed("aiobotocore"):
+    if not module_available("aiobotocore"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 
 
@@ -226,16 +224,6 @@ def _retry_after(headers: dict[str, Any]) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it."""
-    if module in sys.modules:
-        return sys.modules[module] is not None
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _import_aiobotocore() -> tuple[Any, Any]:
