@@ -69,6 +69,7 @@ timeout = 0.05
 [sinks.retry]
 initial_backoff = 0.05
 max_backoff = 0.5
+attempt_timeout = 2.0
 """
 
 
@@ -131,8 +132,9 @@ def test_kill_9_many_times_loses_nothing(ws):
     assert duplicates <= bound, f"{duplicates} duplicates > {bound}"
 
 
-def test_outage_503_refused_then_recovery(ws):
-    """503 with Retry-After, 500, 429, then refused connections, then recovery: nothing lost."""
+def test_outage_503_refused_hanging_then_recovery(ws):
+    """503 with Retry-After, 500, 429, refused connections, a receiver that hangs without
+    answering (timeouts), then recovery: nothing lost, retries visible in the log."""
     rcv = WebhookReceiver().start()
     port = rcv.port
     rcv.set_script([(503, {"Retry-After": "1"}), 500, 429])
@@ -144,8 +146,11 @@ def test_outage_503_refused_then_recovery(ws):
         rcv.stop()  # now connections are refused
         more = write_events(ws.journal, "p", 300)
         wait_for(lambda: d.log().count(b"cannot connect") >= 2, 30, message="refused retries")
-        rcv2 = WebhookReceiver(port=port).start()
+        rcv2 = WebhookReceiver(port=port)
+        rcv2.set_script(["hang", "hang"])
+        rcv2.start()
         try:
+            wait_for(lambda: d.log().count(b"attempt timed out") >= 2, 30, message="timeouts")
             wait_for(lambda: set(rcv.ids()) | set(rcv2.ids()) >= set(ids + more), 60,
                      message="recovery")
             assert d.terminate() == 0
