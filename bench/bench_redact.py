@@ -1,19 +1,24 @@
 """Benchmark: what redaction adds to decoding and encoding one audit event.
 
-Generates realistic WorkOS-style events (~450 bytes) deterministically, then prints
-events/s for msgspec decode+encode alone, for decode+redact+encode (dicts, then
+Generates realistic WorkOS-style events deterministically, then prints events/s for
+msgspec decode+encode alone, for decode+redact+encode (dicts, then
 ``Redactor(event)``), for the fused ``Redactor.redact_line`` and ``redact_lines`` (one line
 in, redacted JSON bytes out), and each overhead over decode+encode, for the default
-policy (drop) and for mask and hash mode.
+policy (drop) and for mask and hash mode. Two event sets: this file's flat ones (~590
+bytes, half of them with an id inside ``metadata.reason``) and, with ``--set nested`` (or
+``both``, the default), the events of ``bench/throughput.py`` (``gen_events.py``: ~740
+bytes, nested ``metadata``, seven internal ids each).
 
-    .venv/bin/python bench/bench_redact.py [--events 20000] [--rounds 5]
+    .venv/bin/python bench/bench_redact.py [--events 20000] [--rounds 5] [--set flat|nested|both]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
+from pathlib import Path
 
 import msgspec
 
@@ -87,15 +92,30 @@ def _rate(lines: list[bytes], redactor: Redactor | None, rounds: int, mode: str 
     return len(lines) / best
 
 
+def nested_events(n: int) -> list[bytes]:
+    """``n`` events as bench/throughput.py writes them (bench/gen_events.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gen_events import generate
+
+    return b"".join(generate(n)).split(b"\n")[:-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--set", choices=("flat", "nested", "both"), default="both")
     args = parser.parse_args()
-    lines = make_events(args.events)
+    sets = {"flat": make_events, "nested": nested_events}
+    for name, make in sets.items():
+        if args.set in (name, "both"):
+            _run(f"{name} events", make(args.events), args.rounds)
+
+
+def _run(title: str, lines: list[bytes], rounds: int) -> None:
     avg = sum(map(len, lines)) / len(lines)
-    print(f"{len(lines)} events, {avg:.0f} bytes on average, best of {args.rounds} rounds")
-    base = _rate(lines, None, args.rounds)
+    print(f"{title}: {len(lines)}, {avg:.0f} bytes on average, best of {rounds} rounds")
+    base = _rate(lines, None, rounds)
     print(f"  {'decode+encode (no redaction)':<36}{base:>10,.0f} events/s  {1e6 / base:6.2f} us/event")
     policies = {
         "drop": DEFAULT_POLICY,
@@ -105,7 +125,7 @@ def main() -> None:
     for name, redactor in policies.items():
         for mode, label in (("dict", "decode+Redactor+encode"), ("line", "redact_line"),
                             ("lines", "redact_lines")):
-            rate = _rate(lines, redactor, args.rounds, mode)
+            rate = _rate(lines, redactor, rounds, mode)
             overhead = base / rate - 1
             print(f"  {label + ' ' + name:<36}{rate:>10,.0f} events/s  {1e6 / rate:6.2f} us/event"
                   f"  overhead {overhead:+.0%}")

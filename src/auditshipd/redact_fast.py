@@ -29,6 +29,7 @@ field) where ``msgspec.json.decode`` would reject the whole line.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -111,9 +112,7 @@ class _Gen:
             cls = self.struct(items, False)
             return "struct", cls, cls
         if wildcard is None and not children and element is ABSENT:
-            if self.strict:
-                return "map", dict[str, _Scalar], None
-            return "freemap", dict[str, Any], None
+            return ("map" if self.strict else "freemap"), dict[str, Any], None
         if not items and wildcard is ABSENT and element is not ABSENT and element is not None:
             e_items, _, e_wild, e_elem = element
             if e_wild is ABSENT and e_elem is ABSENT and e_items:
@@ -123,114 +122,175 @@ class _Gen:
 
     # -- code ----------------------------------------------------------------------
 
-    def emit(self, cls: type, obj: str, indent: int) -> None:
+    def emit(self, cls: type, obj: str, indent: int, mode: str) -> None:
+        """Append the code for the fields of ``cls`` (held in ``obj``) to ``self.lines``.
+
+        ``mode`` "loose": every allowed value goes through the Redactor's own functions.
+        Strict tier, "post" (every event): id-named keys of the free-form maps, at any
+        depth, and the parts only the Redactor's walk can do; "scan" (only when the
+        encoded output has a run the prefilter flags): the string leaves and the strings
+        of the free-form maps.
+        """
         pad = "    " * indent
         for attr, kind, sub in self.specs[cls]:
             v = self.var()
             if kind in ("struct", "list"):
                 e = self.var() if kind == "list" else v
                 mark = len(self.lines)
-                self.emit(sub, e, indent + (2 if kind == "list" else 1))
+                self.emit(sub, e, indent + (2 if kind == "list" else 1), mode)
                 if len(self.lines) > mark:
                     head = [f"{pad}{v} = {obj}.{attr}", f"{pad}if {v} is not UNSET:"]
                     if kind == "list":
                         head.append(f"{pad}    for {e} in {v}:")
                     self.lines[mark:mark] = head
                 continue
-            self.lines.append(f"{pad}{v} = {obj}.{attr}")
+            get = f"{pad}{v} = {obj}.{attr}"
             if kind == "leaf":
-                self.lines += [
-                    f"{pad}if type({v}) is str and len({v}) >= MIN and search({v}):",
-                    f"{pad}    {v} = redact_str({v})",
-                    f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
-                ]
+                if mode == "scan":
+                    self.lines += [
+                        get,
+                        f"{pad}if type({v}) is str and len({v}) >= MIN and search({v}):",
+                        f"{pad}    {v} = redact_str({v})",
+                        f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
+                    ]
             elif kind == "map":
-                k, x = self.var(), self.var()
-                self.lines += [
-                    f"{pad}if {v} is not UNSET:",
-                    f"{pad}    if not ({v}.keys() <= ok):",
-                    f"{pad}        fix_keys({v})",
-                    f"{pad}    for {k}, {x} in {v}.items():",
-                    f"{pad}        if type({x}) is str and len({x}) >= MIN and search({x}):",
-                    f"{pad}            scan_values({v})",
-                    f"{pad}            break",
-                ]
+                if mode == "scan":
+                    self.lines += [get, f"{pad}if {v} is not UNSET:", f"{pad}    scan_map({v})"]
+                else:
+                    x = self.var()
+                    self.lines += [
+                        get,
+                        f"{pad}if {v} is not UNSET:",
+                        f"{pad}    if not ({v}.keys() <= ok):",
+                        f"{pad}        fix_keys({v})",
+                        f"{pad}    for {x} in {v}.values():",
+                        f"{pad}        if type({x}) in NESTED:",
+                        f"{pad}            deep({x})",
+                    ]
             elif kind == "freemap":
-                self.lines += [
-                    f"{pad}if {v} is not UNSET:",
-                    f"{pad}    {obj}.{attr} = free_dict({v})",
-                ]
+                self.lines += [get, f"{pad}if {v} is not UNSET:", f"{pad}    {obj}.{attr} = free_dict({v})"]
             elif kind == "free":
                 self.lines += [
+                    get,
                     f"{pad}if {v} is not UNSET:",
                     f"{pad}    {v} = free({v})",
                     f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
                 ]
-            else:  # walk
+            elif mode != "scan":  # walk: the Redactor's walk does all of it, strings included
                 node = self.const(sub)
                 self.lines += [
+                    get,
                     f"{pad}if {v} is not UNSET:",
                     f"{pad}    {v} = walk({node}, {v})",
                     f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
                 ]
 
-    def function(self, top: type, env: dict[str, Any]) -> Callable[[Any], None]:
+    def body(self, top: type, mode: str, indent: int) -> list[str]:
         self.lines = []
-        self.emit(top, "ev", 1)
-        source = "def post(ev):\n" + "\n".join(self.lines or ["    pass"]) + "\n"
+        self.emit(top, "ev", indent, mode)
+        return self.lines
+
+    def compile(self, source: str, name: str, env: dict[str, Any]) -> Callable[..., Any]:
         namespace = {**env, **self.env, "UNSET": UNSET}
         exec(compile(source, "<auditshipd.redact_fast>", "exec"), namespace)  # noqa: S102
-        post: Callable[[Any], None] = namespace["post"]
-        post.__source__ = source  # type: ignore[attr-defined]
-        return post
+        fn: Callable[..., Any] = namespace[name]
+        fn.__source__ = source  # type: ignore[attr-defined]
+        return fn
+
+
+# The prefilter of the built-in id patterns is "a run of 16 characters of this class";
+# msgspec writes those characters as they are, so a string that has such a run leaves one
+# in the encoded output. translate() maps the class to "a" and everything else to " ".
+_RUN_CLASS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~+/=-")
+_RUN_TABLE = bytes(0x61 if b in _RUN_CLASS else 0x20 for b in range(256))
+_RUN = b"a" * 16
+# Length of '{"id":"' + '","action":"' + '","occurred_at":"': the output's first 36 bytes
+# plus the three values' lengths come before any allowed field (more if a value has
+# escapes or non-ASCII characters: then the check only looks at a few bytes more).
+_HEAD = 36
+_NESTED = (dict, list)
+_CLEAN_MAX = 4096
+
+_STRICT = '''\
+def redact_line(line):
+    if not line.isascii():
+        check_utf8(line)
+    try:
+        ev = decode(line)
+    except ValidationError:
+        return loose(line)
+    except RecursionError:
+        raise DecodeError("JSON is malformed: nested too deeply") from None
+    try:
+{post}
+    except Fallback:
+        return loose(line)
+{check}
+{scan}
+    return encode(ev)
+'''
 
 
 class FastPath:
     """The compiled fast path of one Redactor; see the module docstring."""
 
-    __slots__ = ("_strict_decode", "_loose_decode", "_strict_post", "_loose_post", "_encode",
-                 "_redactor", "_drop", "_key_ok", "_key_id")
+    __slots__ = ("redact_line", "_loose_decode", "_loose_post", "_encode", "_redactor")
 
     def __init__(self, redactor: Redactor, *, drop: Any, key_ok: Any, key_id: Any) -> None:
         self._redactor = redactor
-        self._drop, self._key_ok, self._key_id = drop, key_ok, key_id
         items = redactor.policy.plan[0]
+        search = redactor._search
+        fix_keys, deep, scan_map = _helpers(redactor, drop, key_ok, key_id)
+        self._encode = encode = msgspec.json.Encoder().encode
         env = {
             "MIN": redactor._min_len,
-            "search": redactor._search if redactor._search is not None else (lambda s: None),
+            "search": search if search is not None else (lambda s: None),
             "redact_str": redactor._redact_str,
             "DROP": drop,
             "ok": redactor._ok_keys,
-            "fix_keys": self._fix_keys,
-            "scan_values": self._scan_values,
+            "NESTED": _NESTED,
+            "fix_keys": fix_keys,
+            "deep": deep,
+            "scan_map": scan_map,
+            "fix_runs": _fix_runs(redactor, drop, encode),
             "free_dict": redactor._free_dict,
             "free": redactor._free,
             "walk": redactor._walk,
+            "encode": encode,
+            "check_utf8": _check_utf8,
+            "ValidationError": msgspec.ValidationError,
+            "DecodeError": msgspec.DecodeError,
+            "Fallback": _Fallback,
+            "loose": self._loose,
+            "TABLE": _RUN_TABLE,
+            "RUN": _RUN,
+            "HEAD": _HEAD,
         }
-        strict, loose = _Gen(True), _Gen(False)
-        strict_top, loose_top = strict.struct(items, True), loose.struct(items, True)
-        self._strict_post = strict.function(strict_top, env)
-        self._loose_post = loose.function(loose_top, env)
-        self._strict_decode = msgspec.json.Decoder(strict_top).decode
+        loose = _Gen(False)
+        loose_top = loose.struct(items, True)
+        self._loose_post = loose.compile(
+            "def post(ev):\n" + "\n".join(loose.body(loose_top, "loose", 1) or ["    pass"]) + "\n",
+            "post", env)
         self._loose_decode = msgspec.json.Decoder(loose_top).decode
-        self._encode = msgspec.json.Encoder().encode
+        strict = _Gen(True)
+        strict_top = strict.struct(items, True)
+        post = strict.body(strict_top, "post", 2) or ["        pass"]
+        scan = strict.body(strict_top, "scan", 1)
+        if search is None or not scan:  # nothing to scan: the output is final
+            check, scan = "    return encode(ev)", []
+        elif redactor.policy.prefilter is not None:
+            check = ("    out = encode(ev)\n    tr = out.translate(TABLE)\n"
+                     "    at = tr.find(RUN, HEAD + len(ev.id) + len(ev.action) + len(ev.occurred_at))\n"
+                     "    if at < 0:\n        return out")
+            if not any(kind == "walk" for specs in strict.specs.values() for _, kind, _ in specs):
+                check += "\n    out = fix_runs(out, tr, at)\n    if out is not None:\n        return out"
+        else:  # custom id patterns: every string leaf is searched
+            check = ""
+        source = _STRICT.format(post="\n".join(post), check=check, scan="\n".join(scan))
+        env["decode"] = msgspec.json.Decoder(strict_top).decode
+        self.redact_line: Callable[[bytes], bytes] = strict.compile(source, "redact_line", env)
 
     # -- per line ------------------------------------------------------------------
-
-    def redact_line(self, line: bytes) -> bytes:
-        if not line.isascii():
-            _check_utf8(line)
-        try:
-            ev = self._strict_decode(line)
-        except msgspec.ValidationError:
-            return self._loose(line)
-        except RecursionError:
-            raise msgspec.DecodeError("JSON is malformed: nested too deeply") from None
-        try:
-            self._strict_post(ev)
-        except _Fallback:
-            return self._loose(line)
-        return self._encode(ev)
 
     def redact_lines(self, lines: list[bytes]) -> tuple[list[bytes], list[tuple[int, str]]]:
         good: list[bytes] = []
@@ -256,52 +316,157 @@ class FastPath:
         self._loose_post(ev)
         return self._encode(ev)
 
-    # -- free-form maps of scalars (strict tier) -------------------------------------
 
-    def _fix_keys(self, value: dict[str, Any]) -> None:
-        """Apply the action to id-named keys in place; other keys keep their order."""
-        r = self._redactor
-        ok, cache, drop = r._ok_keys, r._key_cache, self._drop
-        for key in value.keys() - ok:  # order does not matter: deletes and in-place sets
+def _fix_runs(r: Redactor, drop: Any, encode: Callable[[Any], bytes]) -> Callable[[bytes, bytes, int], bytes | None]:
+    """``fix_runs(out, tr, at)``: the final output, or None when only the slower scan of
+    the decoded event can tell. ``out``: the encoded event, ``tr``: ``out`` translated,
+    ``at``: where its first prefilter run after the always-kept fields starts.
+
+    In ASCII output without a backslash (no escapes), a string is its own text between
+    two quotes, and a run never contains a quote: the quote-free segment around a run is
+    a whole string (an odd number of quotes before it), or JSON syntax (a long number:
+    never redacted). A key (followed by ':') is never changed here: id-named keys were
+    handled before encoding, and a key that would be rewritten sent the line to the
+    loose tier. Each string value with a run gets the Redactor's own ``_redact_str``: the
+    same text stays (and is remembered: user agents, sources recur), a new text is
+    spliced in as msgspec encodes it, a string that would be removed whole (``drop``)
+    returns None. A hash written by ``hash`` is left alone. Only for policies whose strict tier has no part walked by the Redactor
+    (those strings are redacted already).
+    """
+    redact_str = r._redact_str
+    known: set[bytes] = set()
+    # With "hash", the values of id-named keys are hashes (``h:`` + 16 hex digits), and
+    # _redact_str leaves such a string as it is (hashing is idempotent).
+    hashed = re.compile(rb"h:[0-9a-f]{16}").fullmatch if r._action == "hash" else None
+
+    def fix_runs(out: bytes, tr: bytes, at: int) -> bytes | None:
+        if b"\\" in out or not out.isascii():
+            return None
+        pieces: list[bytes] | None = None
+        last = quotes = counted = 0
+        while at >= 0:
+            end = out.find(b'"', at)
+            if end < 0:
+                return None
+            start = out.rfind(b'"', 0, at) + 1
+            if hashed is not None and hashed(out, start, end):
+                at = tr.find(_RUN, end)
+                continue
+            quotes += out.count(b'"', counted, start)
+            counted = start
+            if quotes & 1 and out[end + 1] != 58:  # a string (odd quotes before), not a key (':')
+                seg = out[start:end]
+                if seg not in known:
+                    text = seg.decode("ascii")
+                    new = redact_str(text)
+                    if new == text:
+                        if len(known) >= _CLEAN_MAX:
+                            known.clear()
+                        known.add(seg)
+                    elif new is drop:
+                        return None
+                    else:
+                        if pieces is None:
+                            pieces = []
+                        pieces.append(out[last:start - 1])
+                        pieces.append(encode(new))
+                        last = end + 1
+            at = tr.find(_RUN, end)
+        if pieces is None:
+            return out
+        pieces.append(out[last:])
+        return b"".join(pieces)
+
+    return fix_runs
+
+
+def _helpers(r: Redactor, drop: Any, key_ok: Any, key_id: Any) -> tuple[Callable[[dict[str, Any]], None], ...]:
+    """The strict tier's functions for free-form maps (decoded fresh: changed in place).
+
+    ``fix_keys(m)``: the action for the id-named keys of ``m`` (other keys keep their
+    place); ``deep(x)``: the same for the map ``x`` and every map nested in it (or in the
+    list ``x``), at any depth;
+    ``scan_map(m)`` (after those): ids cut out of, masked or hashed in the string values
+    at any depth, as ``Redactor._free_dict`` does. A key that would be renamed (its name
+    holds an id) raises ``_Fallback``: its place in the map would change.
+    """
+    ok, cache, classify, id_value = r._ok_keys, r._key_cache, r._classify_key, r._id_value
+    redact_str, search, min_len = r._redact_str, r._search, r._min_len
+    drop_ids = r._action == "drop"
+
+    def fix_keys(m: dict[str, Any]) -> None:
+        for key in m.keys() - ok:  # deletes and in-place sets: the order does not matter
             kind = cache.get(key)
             if kind is None:
-                kind = r._classify_key(key)
-            if kind is self._key_ok:
-                continue
-            if kind is self._key_id:
-                x = r._id_value(value[key])
-                if x is drop:
-                    del value[key]
+                kind = classify(key)
+            if kind is key_id:
+                if drop_ids:
+                    del m[key]
                 else:
-                    value[key] = x
+                    m[key] = id_value(m[key])
             elif kind is drop:
-                del value[key]
-            else:  # the key is rewritten: its place in the map would change
+                del m[key]
+            elif kind is not key_ok:
                 raise _Fallback
 
-    def _scan_values(self, value: dict[str, Any]) -> None:
-        """Scan the string values of keys that are not id-named (those hold the action's
-        result already)."""
-        r = self._redactor
-        search, min_len = r._search, r._min_len
-        if search is None:
+    def deep(x: dict[str, Any] | list[Any]) -> None:
+        if type(x) is dict:
+            if not (x.keys() <= ok):
+                fix_keys(x)
+            x = x.values()  # type: ignore[assignment]
+        for y in x:
+            if type(y) in _NESTED:
+                deep(y)
+
+    def scan_map(m: dict[str, Any]) -> None:
+        hits = None
+        for key, x in m.items():
+            t = type(x)
+            if t is str:
+                if len(x) >= min_len and search(x):  # type: ignore[misc]
+                    if hits is None:
+                        hits = [key]
+                    else:
+                        hits.append(key)
+            elif t is dict:
+                scan_map(x)
+            elif t is list:
+                scan_list(x)
+        if hits is None:
             return
-        hits = [k for k, x in value.items() if type(x) is str and len(x) >= min_len and search(x)]
-        if not hits:
-            return
-        ok, cache, drop, key_ok = r._ok_keys, r._key_cache, self._drop, self._key_ok
         for key in hits:
-            if key not in ok:
+            if key not in ok:  # an id-named key holds the action's result already
                 kind = cache.get(key)
                 if kind is None:
-                    kind = r._classify_key(key)
+                    kind = classify(key)
                 if kind is not key_ok:
                     continue
-            x = r._redact_str(value[key])
+            x = redact_str(m[key])
             if x is drop:
-                del value[key]
+                del m[key]
             else:
-                value[key] = x
+                m[key] = x
+
+    def scan_list(items: list[Any]) -> None:
+        out = []
+        changed = False
+        for x in items:
+            t = type(x)
+            if t is str:
+                if len(x) >= min_len and search(x):  # type: ignore[misc]
+                    changed = True
+                    x = redact_str(x)
+                    if x is drop:
+                        continue
+            elif t is dict:
+                scan_map(x)
+            elif t is list:
+                scan_list(x)
+            out.append(x)
+        if changed:
+            items[:] = out
+
+    return fix_keys, deep, scan_map
 
 
 def _check_utf8(line: bytes) -> None:
