@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -69,12 +70,16 @@ class Redactor:
         "_search",
         "_sub_ids",
         "_sub_keep",
+        "_ids_repl",
+        "_keep_repl",
         "_keep_needle",
         "_min_len",
         "_key_cache",
         "_ok_keys",
+        "_gone_keys",
         "_hash_cache",
         "_fast",
+        "redact_line",
         "_root_items",
         "_root_children",
         "_root_wildcard",
@@ -91,6 +96,14 @@ class Redactor:
         self._search = quick.search if quick is not None else None
         self._sub_ids = rx.sub if rx is not None else None
         self._sub_keep = policy.keep_id_regex.sub if policy.keep_id_regex is not None else None
+        # What replaces an id match: "drop" and "mask" are constant templates (re.sub then
+        # stays in C; a keep match, group 1, is put back by "\1"), "hash" is a callback.
+        self._ids_repl: Any = self._replace
+        self._keep_repl: Any = self._replace_keep
+        if self._action == "drop":
+            self._ids_repl, self._keep_repl = "", r"\1"
+        elif self._action == "mask":
+            self._ids_repl = MASK.replace("\\", r"\\")
         # The default keep pattern (an email) needs an "@"; a custom one may need anything
         # ("" is in every string).
         default_keep = set(policy.keep_value_patterns) <= set(DEFAULT_KEEP_VALUE_PATTERNS)
@@ -98,11 +111,22 @@ class Redactor:
         self._min_len = max(1, policy.min_id_len)
         self._key_cache: dict[Any, Any] = {}
         self._ok_keys: set[Any] = set()  # the keys classified _KEY_OK, for C-level subset tests
+        # The keys whose whole entry goes ("drop": _KEY_ID and _DROP), for C-level intersections.
+        self._gone_keys: set[Any] = set()
         self._hash_cache: dict[str, str] = {}
         self._root_items, self._root_children, self._root_wildcard, root_element = self._plan
         self._fast: FastPath | None = None
         if self._root_wildcard is ABSENT and root_element is ABSENT:
             self._fast = FastPath(self, drop=_DROP, key_ok=_KEY_OK, key_id=_KEY_ID)
+        # redact_line(line: bytes) -> bytes: one journal line in, the redacted event out as
+        # compact JSON bytes, the same bytes as ``encode(self(decode(line)))`` without
+        # building the fields the policy drops (see :mod:`auditshipd.redact_fast`). Raises
+        # ``msgspec.DecodeError`` for invalid JSON or UTF-8, DropEvent when the line is not
+        # an object or lacks a required field (the reason says which). An attribute, not a
+        # method: the daemon calls it once per event, straight into the generated code.
+        self.redact_line: Callable[[bytes], bytes] = (
+            self._fast.redact_line if self._fast is not None else self._slow_line
+        )
 
     def __repr__(self) -> str:
         return (
@@ -146,19 +170,6 @@ class Redactor:
             except DropEvent as exc:
                 dropped.append((i, exc.reason))
         return kept, dropped
-
-    def redact_line(self, line: bytes) -> bytes:
-        """One journal line in, the redacted event out as compact JSON bytes.
-
-        The same bytes as ``encode(self(decode(line)))``, without building the fields the
-        policy drops (see :mod:`auditshipd.redact_fast`). Raises ``msgspec.DecodeError``
-        for invalid JSON or UTF-8, :class:`~auditshipd.errors.DropEvent` when the line is
-        not an object or lacks a required field (the reason says which).
-        """
-        fast = self._fast
-        if fast is not None:
-            return fast.redact_line(line)
-        return self._slow_line(line)
 
     def redact_lines(self, lines: list[bytes]) -> tuple[list[bytes], list[tuple[int, str]]]:
         """:meth:`redact_line` over a batch: (outputs in order, [(index, reason)] of the bad
@@ -354,16 +365,19 @@ class Redactor:
         if len(self._key_cache) >= _CACHE_MAX:
             self._key_cache.clear()
             self._ok_keys.clear()
+            self._gone_keys.clear()
         self._key_cache[key] = kind
         if kind is _KEY_OK:
             self._ok_keys.add(key)
+        elif kind is _DROP or (kind is _KEY_ID and self._action == "drop"):
+            self._gone_keys.add(key)
         return kind
 
     def _redact_str(self, text: str) -> Any:
         if self._sub_keep is not None and self._keep_needle in text:
-            out = self._sub_keep(self._replace_keep, text)
+            out = self._sub_keep(self._keep_repl, text)
         else:
-            out = self._sub_ids(self._replace, text)  # type: ignore[misc]
+            out = self._sub_ids(self._ids_repl, text)  # type: ignore[misc]
         if self._action == "drop" and out != text and not out.strip():
             return _DROP
         return out

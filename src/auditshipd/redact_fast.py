@@ -67,8 +67,9 @@ def check_event(obj: Any) -> str | None:
 class _Gen:
     """Builds the Struct types and the source of the per-event functions for one tier."""
 
-    def __init__(self, strict: bool) -> None:
+    def __init__(self, strict: bool, drop: bool = False) -> None:
         self.strict = strict
+        self.drop = drop  # action "drop": id-named entries are deleted, a C-level intersection
         self.names = itertools.count()
         self.env: dict[str, Any] = {}
         self.lines: list[str] = []
@@ -157,14 +158,24 @@ class _Gen:
                 if mode == "scan":
                     self.lines += [get, f"{pad}if {v} is not UNSET:", f"{pad}    scan_map({v})"]
                 else:
-                    x = self.var()
+                    x, y = self.var(), self.var()
                     self.lines += [
                         get,
                         f"{pad}if {v} is not UNSET:",
+                        *([f"{pad}    for {x} in {v}.keys() & gone:", f"{pad}        del {v}[{x}]"]
+                          if self.drop else []),
                         f"{pad}    if not ({v}.keys() <= ok):",
                         f"{pad}        fix_keys({v})",
                         f"{pad}    for {x} in {v}.values():",
-                        f"{pad}        if type({x}) in NESTED:",
+                        f"{pad}        if type({x}) is dict:",
+                        *([f"{pad}            for {y} in {x}.keys() & gone:", f"{pad}                del {x}[{y}]"]
+                          if self.drop else []),
+                        f"{pad}            if not ({x}.keys() <= ok):",
+                        f"{pad}                fix_keys({x})",
+                        f"{pad}            for {y} in {x}.values():",
+                        f"{pad}                if type({y}) in NESTED:",
+                        f"{pad}                    deep({y})",
+                        f"{pad}        elif type({x}) is list:",
                         f"{pad}            deep({x})",
                     ]
             elif kind == "freemap":
@@ -248,6 +259,7 @@ class FastPath:
             "redact_str": redactor._redact_str,
             "DROP": drop,
             "ok": redactor._ok_keys,
+            "gone": redactor._gone_keys,
             "NESTED": _NESTED,
             "fix_keys": fix_keys,
             "deep": deep,
@@ -272,7 +284,7 @@ class FastPath:
             "def post(ev):\n" + "\n".join(loose.body(loose_top, "loose", 1) or ["    pass"]) + "\n",
             "post", env)
         self._loose_decode = msgspec.json.Decoder(loose_top).decode
-        strict = _Gen(True)
+        strict = _Gen(True, redactor._action == "drop")
         strict_top = strict.struct(items, True)
         post = strict.body(strict_top, "post", 2) or ["        pass"]
         scan = strict.body(strict_top, "scan", 1)
@@ -330,7 +342,8 @@ def _fix_runs(r: Redactor, drop: Any, encode: Callable[[Any], bytes]) -> Callabl
     loose tier. Each string value with a run gets the Redactor's own ``_redact_str``: the
     same text stays (and is remembered: user agents, sources recur), a new text is
     spliced in as msgspec encodes it, a string that would be removed whole (``drop``)
-    returns None. A hash written by ``hash`` is left alone. Only for policies whose strict tier has no part walked by the Redactor
+    returns None. A segment found clean before is skipped at once (were it a key or
+    syntax this time, it would not change either). A hash written by ``hash`` is left alone. Only for policies whose strict tier has no part walked by the Redactor
     (those strings are redacted already).
     """
     redact_str = r._redact_str
@@ -338,6 +351,7 @@ def _fix_runs(r: Redactor, drop: Any, encode: Callable[[Any], bytes]) -> Callabl
     # With "hash", the values of id-named keys are hashes (``h:`` + 16 hex digits), and
     # _redact_str leaves such a string as it is (hashing is idempotent).
     hashed = re.compile(rb"h:[0-9a-f]{16}").fullmatch if r._action == "hash" else None
+    run = _RUN
 
     def fix_runs(out: bytes, tr: bytes, at: int) -> bytes | None:
         if b"\\" in out or not out.isascii():
@@ -349,29 +363,28 @@ def _fix_runs(r: Redactor, drop: Any, encode: Callable[[Any], bytes]) -> Callabl
             if end < 0:
                 return None
             start = out.rfind(b'"', 0, at) + 1
-            if hashed is not None and hashed(out, start, end):
-                at = tr.find(_RUN, end)
+            seg = out[start:end]
+            if seg in known or (hashed is not None and hashed(seg)):
+                at = tr.find(run, end)
                 continue
             quotes += out.count(b'"', counted, start)
             counted = start
             if quotes & 1 and out[end + 1] != 58:  # a string (odd quotes before), not a key (':')
-                seg = out[start:end]
-                if seg not in known:
-                    text = seg.decode("ascii")
-                    new = redact_str(text)
-                    if new == text:
-                        if len(known) >= _CLEAN_MAX:
-                            known.clear()
-                        known.add(seg)
-                    elif new is drop:
-                        return None
-                    else:
-                        if pieces is None:
-                            pieces = []
-                        pieces.append(out[last:start - 1])
-                        pieces.append(encode(new))
-                        last = end + 1
-            at = tr.find(_RUN, end)
+                text = seg.decode("ascii")
+                new = redact_str(text)
+                if new == text:
+                    if len(known) >= _CLEAN_MAX:
+                        known.clear()
+                    known.add(seg)
+                elif new is drop:
+                    return None
+                else:
+                    if pieces is None:
+                        pieces = []
+                    pieces.append(out[last:start - 1])
+                    pieces.append(encode(new))
+                    last = end + 1
+            at = tr.find(run, end)
         if pieces is None:
             return out
         pieces.append(out[last:])
@@ -390,7 +403,7 @@ def _helpers(r: Redactor, drop: Any, key_ok: Any, key_id: Any) -> tuple[Callable
     at any depth, as ``Redactor._free_dict`` does. A key that would be renamed (its name
     holds an id) raises ``_Fallback``: its place in the map would change.
     """
-    ok, cache, classify, id_value = r._ok_keys, r._key_cache, r._classify_key, r._id_value
+    ok, gone, cache, classify, id_value = r._ok_keys, r._gone_keys, r._key_cache, r._classify_key, r._id_value
     redact_str, search, min_len = r._redact_str, r._search, r._min_len
     drop_ids = r._action == "drop"
 
@@ -411,6 +424,9 @@ def _helpers(r: Redactor, drop: Any, key_ok: Any, key_id: Any) -> tuple[Callable
 
     def deep(x: dict[str, Any] | list[Any]) -> None:
         if type(x) is dict:
+            if drop_ids:
+                for key in x.keys() & gone:
+                    del x[key]
             if not (x.keys() <= ok):
                 fix_keys(x)
             x = x.values()  # type: ignore[assignment]
