@@ -57,7 +57,7 @@ class ProcessedChunk:
     def __init__(self, raw: list[bytes]):
         self.raw = raw
         self.lines: list[bytes] = []
-        self.index: list[int] = []
+        self.index: list[int] | range = []
         self.bad: list[tuple[int, str, bytes]] = []
         self.filtered = 0
         self._ends: list[int] | None = None
@@ -96,9 +96,19 @@ class LineProcessor:
         raw = data.split(b"\n")
         raw.pop()  # a chunk ends with a newline: the last element is empty
         out = ProcessedChunk(raw)
-        lines, index = out.lines, out.index
         one, limit = self._one, self.max_line_bytes
         scoped = self.organizations is not None or self.since is not None
+        if not scoped and raw and max(map(len, raw)) <= limit:
+            # The common case, every line a good event: one comprehension, no per-line
+            # bookkeeping. A bad line anywhere sends the chunk down the careful path.
+            try:
+                out.lines = [one(line) for line in raw]
+                out.index = range(len(raw))
+                return out
+            except (*_UNDECODABLE, DropEvent):
+                out.lines = []
+        lines, index = out.lines, out.index
+        assert isinstance(index, list)
         for i, line in enumerate(raw):
             if len(line) > limit:
                 out.bad.append((i, f"line of {len(line)} bytes is over max_line_bytes ({limit})",
