@@ -2,5 +2,5 @@
 # Create the environment and run the daemon on the embedded default config
 # (journal under ./var/journal, state under ./var/state, file sink under ./var/out).
 source "$(dirname "$0")/_env.sh"
-make_venv ""
+make_venv "[fast]"
 exec .venv/bin/auditshipd run -c config/auditshipd.toml "$@"

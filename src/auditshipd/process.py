@@ -64,9 +64,9 @@ class ProcessedChunk:
 
     def end_offset(self, raw_index: int) -> int:
         """Bytes from the chunk start to just after raw line ``raw_index``."""
-        if self._ends is None:
-            self._ends = list(itertools.accumulate(len(x) + 1 for x in self.raw))
-        return self._ends[raw_index]
+        if self._ends is None:  # cumulative line lengths, computed in C (no genexpr)
+            self._ends = list(itertools.accumulate(map(len, self.raw)))
+        return self._ends[raw_index] + raw_index + 1
 
     def line_start(self, raw_index: int) -> int:
         """Bytes from the chunk start to the start of raw line ``raw_index``."""

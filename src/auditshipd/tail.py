@@ -449,7 +449,7 @@ class JournalReader:
                 return self._skip_oversize(seg)
             want = self.max_line_bytes + 1
         start = seg.offset
-        body = data[: nl + 1]
+        body = data if nl + 1 == len(data) else data[: nl + 1]
         n = min(TAIL_BYTES, start)
         prefix = _pread(seg.fd, n, start - n) if n else b""
         # Lines over the limit inside a block are reported by the pipeline; a single
