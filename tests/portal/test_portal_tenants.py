@@ -243,3 +243,52 @@ async def test_organization_export_of_the_100000_event_store(portal, http, seede
                     seen.add(event["id"])
             assert buffered.strip() == b""
         assert seen == expected, fmt
+
+
+async def test_organization_export_of_100000_events_of_that_organization(tmp_path, http) -> None:
+    """An organization holding 100,000 events (beside another's 10,000) exports exactly its
+    100,000 through the streamed JSONL export, and nothing of the other organization."""
+    from portal_data import make_events
+
+    from auditshipd.config import parse_config
+    from auditshipd.portal import start_portal
+    from auditshipd.portal.store import SQLiteEventStore
+
+    events = make_events(110_000, seed=11)
+    for i, event in enumerate(events):
+        event["organization"] = {"slug": "acme" if i < 100_000 else "globex"}
+    db = tmp_path / "big.sqlite3"
+    store = SQLiteEventStore(db)
+    await store.open()
+    for i in range(0, len(events), 10_000):
+        await store.insert_events(events[i : i + 10_000])
+    await store.close()
+    config = parse_config(f"""
+[journal]
+path = "{tmp_path}/journal/audit.jsonl"
+paths = ["{tmp_path}/journal/audit.jsonl*"]
+state_dir = "{tmp_path}/state"
+[portal]
+enabled = true
+database = "{db}"
+""", str(tmp_path / "auditshipd.toml"))
+    server = await start_portal(config, port=0)
+    try:
+        acme = server.tokens.create("acme-admin", "admin", "acme")
+        seen: set[str] = set()
+        buffered = b""
+        async with http.get(f"{server.url}/api/export", params={"format": "jsonl"},
+                            headers={"Authorization": f"Bearer {acme}"}) as r:
+            assert r.status == 200
+            async for chunk in r.content.iter_chunked(1 << 16):
+                assert b'"slug":"globex"' not in chunk  # (emails may name globex.example)
+                buffered += chunk
+                *lines, buffered = buffered.split(b"\n")
+                for line in lines:
+                    event = json.loads(line)
+                    assert event["organization"]["slug"] == "acme"
+                    seen.add(event["id"])
+        assert buffered.strip() == b""
+        assert seen == {e["id"] for e in events[:100_000]}
+    finally:
+        await server.close()
