@@ -226,11 +226,16 @@ class Daemon:
             _done, pending = await asyncio.wait(list(tasks.values()), timeout=timeout)
             for name, task in tasks.items():
                 if task in pending:
-                    log.warning("sink %s did not finish within %.1fs; cancelling (its cursor"
-                                " stays at the last acknowledged batch)", name, timeout)
+                    log.warning("sink %s did not finish within %.1fs; cancelling its in-flight"
+                                " batches (its cursor stays at the last acknowledged one)",
+                                name, timeout)
                     self.drivers[name].abort()
-                    task.cancel()
             if pending:
+                # Aborted drivers still persist their cursor and close their sink; a sink
+                # whose close() hangs is cancelled after a short grace.
+                _done, pending = await asyncio.wait(pending, timeout=5.0)
+                for task in pending:
+                    task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         for name in names:
             self.drivers.pop(name, None)

@@ -120,7 +120,7 @@ class SinkDriver:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._dirty = asyncio.Event()
-        self._persisted = asyncio.Event()
+        self._aborted = False
         self._reader: JournalReader | None = None
         self._started = False
         self._last_status_write = 0.0
@@ -163,12 +163,17 @@ class SinkDriver:
         self._stopping.set()
 
     def abort(self) -> None:
-        """The shutdown deadline passed: cancel in-flight deliveries. Their events stay
-        after the committed cursor and are read again on the next start."""
+        """The shutdown deadline passed: cancel in-flight deliveries and start no new
+        one. Their events stay after the committed cursor and are read again on the next
+        start; :meth:`run` still persists the cursor and closes the sink."""
+        self._aborted = True
+        self._stopping.set()
         for task in list(self._tasks):
             task.cancel()
 
     async def _start_sink(self) -> None:
+        """Start the sink, retrying whatever the failure: a sink that cannot start (broker
+        down, credentials refused) stays in error and falls behind; the others go on."""
         attempt = 0
         while not self._stopping.is_set():
             attempt += 1
@@ -177,9 +182,12 @@ class SinkDriver:
                 self._started = True
                 self.stats.state = "active"
                 return
-            except RetryableError as exc:
-                self._error(f"start failed (attempt {attempt}): {exc}")
-                delay = self.backoff.delay(attempt, exc.retry_after)
+            except Exception as exc:
+                kind = "" if isinstance(exc, SinkError) else f"{type(exc).__name__}: "
+                self._error(f"start failed (attempt {attempt}): {kind}{exc}")
+                delay = self.backoff.delay(attempt, getattr(exc, "retry_after", None))
+                if isinstance(exc, PermanentError):
+                    delay = max(delay, self.sc.retry.max_backoff)
                 await self._sleep(delay)
         # stopping before the sink ever started: nothing in flight
 
@@ -284,6 +292,9 @@ class SinkDriver:
 
     async def _dispatch(self, job: _Job) -> None:
         await self._slots.acquire()
+        if self._aborted:  # shutdown deadline passed: leave these events to the next start
+            self._slots.release()
+            return
         self._inflight.append(job)
         task = asyncio.create_task(self._deliver(job), name=f"deliver-{self.name}")
         self._tasks.add(task)

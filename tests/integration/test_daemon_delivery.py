@@ -365,3 +365,31 @@ def test_second_signal_exits_immediately(ws):
         assert d.proc.wait(10) != 0
         state = CursorStore(ws.state).load("web")
         assert all(s.offset == 0 for s in state.segments.values())
+
+
+def test_a_sink_that_cannot_start_does_not_stop_the_others(ws):
+    """A sink whose start() keeps failing (even permanently) stays in error and falls
+    behind; the daemon runs on and the other sinks deliver everything."""
+    ws.write_config(f"""
+[[sinks]]
+name = "broken"
+type = "flaky"
+out = "{ws.root / 'never.jsonl'}"
+start_error = "permanent"
+[sinks.retry]
+initial_backoff = 0.05
+max_backoff = 0.2
+""" + file_sink(ws.out))
+    ids = write_events(ws.journal, "c", 300)
+    with ws.daemon() as d:
+        d.wait_started()
+        wait_for(lambda: read_jsonl_ids(ws.out) == ids, 30, message="the healthy sink")
+        wait_for(lambda: d.log().count(b"start failed") >= 2, 30, message="start retried")
+        assert d.poll() is None
+        status_file = ws.state / "status" / "broken.json"
+        wait_for(status_file.exists, 10, message="status file")
+        status = json.loads(status_file.read_text())
+        assert status["state"] == "error" and "credentials refused" in status["last_error"]
+        assert d.terminate() == 0
+    assert not (ws.root / "never.jsonl").exists()
+    assert CursorStore(ws.state).load("broken").segments == {}

@@ -1,6 +1,6 @@
 """Fixture plugin (a real drop-in file): a sink driven by a script file, for tests.
 
-``script`` names a file whose lines are consumed one per send attempt: ``ok``,
+``start_error`` makes ``start()`` fail. ``script`` names a file whose lines are consumed one per send attempt: ``ok``,
 ``retry``, ``retry-after N``, ``permanent``, ``partial N`` (N events accepted, then a
 permanent error for the next one). Empty or missing file: ``ok``. Accepted events are
 appended to ``out`` (JSON Lines).
@@ -21,6 +21,8 @@ from auditshipd.sinks.base import SinkType
 class FlakyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     out: str
     script: str = ""
+    # "permanent" or "retry": start() always fails that way (a sink that cannot start).
+    start_error: str = ""
 
 
 def _next_answer(path: str) -> str:
@@ -42,7 +44,10 @@ class FlakySink:
         self.o = options
 
     async def start(self):
-        pass
+        if self.o.start_error == "permanent":
+            raise PermanentError("scripted: credentials refused")
+        if self.o.start_error == "retry":
+            raise RetryableError("scripted: broker unreachable")
 
     async def send(self, batch):
         answer = _next_answer(self.o.script)
