@@ -8,12 +8,16 @@ Exit status 1 when there were any, 2 on a configuration error.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
 from .errors import ConfigError, DropEvent
+from .progress import Progress
 
 __all__ = ["add_parser", "run"]
 
@@ -50,7 +54,26 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"auditshipd redact: {exc}", file=sys.stderr)
         return 2
-    return redact_stream(redactor, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+    src = sys.stdin.buffer
+    if sys.stdout.isatty():  # events go to the terminal: no bar in between them
+        return redact_stream(redactor, src, sys.stdout.buffer, sys.stderr)
+    with Progress(_input_size(src), "redacting", unit="bytes") as bar:
+        return redact_stream(redactor, _counted(src, bar), sys.stdout.buffer, sys.stderr)
+
+
+def _input_size(src: Any) -> int:
+    """Bytes left to read when stdin is a regular file (0: unknown, e.g. a pipe)."""
+    try:
+        st = os.fstat(src.fileno())
+        return max(0, st.st_size - src.tell()) if stat.S_ISREG(st.st_mode) else 0
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _counted(src: Any, bar: Progress) -> Iterator[bytes]:
+    for line in src:
+        bar.advance(len(line))
+        yield line
 
 
 def redact_stream(redactor: Any, src: Any, out: Any, err: Any) -> int:

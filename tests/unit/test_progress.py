@@ -34,12 +34,16 @@ def test_advance_by_many_and_partial_fill():
     assert bar.done == 5
 
 
-def test_zero_total_does_not_divide_by_zero():
-    """A total of 0 (nothing to replay) draws a full bar without error."""
+def test_zero_total_means_unknown_and_shows_the_count():
+    """A total of 0 (unknown, e.g. events piped in) shows a running count, no bar, no
+    division by zero."""
     tty = FakeTTY()
-    with Progress(0, "empty", stream=tty) as bar:
+    with Progress(0, "redacting", stream=tty, unit="bytes") as bar:
         bar.advance(0)
-    assert "] 0/0" in tty.getvalue()
+        bar._last = 0.0  # let the next update draw at once
+        bar.advance(1234)
+    out = tty.getvalue()
+    assert "redacting 1234 bytes" in out and "[" not in out
 
 
 def test_silent_when_not_a_tty():
@@ -50,3 +54,38 @@ def test_silent_when_not_a_tty():
             bar.advance()
     assert stream.getvalue() == ""
     assert bar.done == 3
+
+
+def test_redact_command_shows_progress_on_a_tty(tmp_path):
+    """`auditshipd redact < file > out` draws a byte-progress bar on a TTY stderr while the
+    redacted events go, intact, to the redirected stdout."""
+    import json
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({
+        "id": f"e{i}", "action": "user.invited", "occurred_at": "2026-01-01T00:00:00Z",
+        "actor": {"type": "user", "email": "a@acme.test", "id": "user_01HINTERNAL0000000000000"},
+    }) + "\n" for i in range(2000)))
+    master, slave = pty.openpty()
+    with open(src, "rb") as stdin, open(tmp_path / "out.jsonl", "wb") as stdout:
+        proc = subprocess.run([sys.executable, "-m", "auditshipd.cli", "redact"], stdin=stdin,
+                              stdout=stdout, stderr=slave, timeout=60)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"redacting [" in seen and f"/{src.stat().st_size} bytes".encode() in seen
+    out = (tmp_path / "out.jsonl").read_bytes()
+    assert out.count(b"\n") == 2000 and b"INTERNAL" not in out
