@@ -32,6 +32,7 @@ from .metrics import batch_latency_observer
 from .process import LineProcessor, parse_time
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff
+from .scrub import scrub_secrets
 from .sinks.base import Sink
 from .tail import ChangeSignal, Chunk, JournalReader, OversizeLine, Release
 
@@ -359,7 +360,7 @@ class SinkDriver:
     async def _dead_letter(self, batch: Batch, err: SinkError, attempts: int, first_at: str
                            ) -> None:
         letter = DeadLetter(
-            sink=self.name, error=str(err), retryable=err.retryable, attempts=attempts,
+            sink=self.name, error=scrub_secrets(str(err)) or "", retryable=err.retryable, attempts=attempts,
             first_attempt_at=first_at, last_attempt_at=now_rfc3339(),
             dead_lettered_at=now_rfc3339(), events=batch.events,
         )
@@ -377,10 +378,10 @@ class SinkDriver:
                 await self._sleep(2.0, interruptible=False)
         self.stats.dead_lettered += len(batch)
         self.logger.error("sink %s dead-lettered %d events after %d attempts: %s",
-                          self.name, len(batch), attempts, err)
-        self._error(f"dead-lettered {len(batch)} events: {err}")
+                          self.name, len(batch), attempts, letter.error)
+        self._error(f"dead-lettered {len(batch)} events: {letter.error}")
         if self.hooks is not None:
-            self.hooks.batch_dead_lettered(sink_name=self.name, batch=batch, error=str(err))
+            self.hooks.batch_dead_lettered(sink_name=self.name, batch=batch, error=letter.error)
 
     def _success(self, n: int) -> None:
         self.stats.delivered += n
@@ -389,6 +390,7 @@ class SinkDriver:
             self.stats.state = "active"
 
     def _error(self, message: str) -> None:
+        message = scrub_secrets(message) or ""
         self.stats.last_error = message
         self.stats.last_error_at = now_rfc3339()
         self.stats.state = "error"

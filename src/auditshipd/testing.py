@@ -67,7 +67,7 @@ class WebhookReceiver:
     """An HTTP receiver in its own thread and event loop.
 
     ``script``: a list of answers consumed one per request before the default
-    (``200``). An answer is an int status, a ``(status, headers)`` tuple, ``"hang"``
+    (``200``). An answer is an int status, a ``(status, headers[, body])`` tuple, ``"hang"``
     (never answer) or ``"close"`` (drop the connection). Accepted (2xx) requests add
     their events to ``events``.
     """
@@ -181,7 +181,13 @@ class WebhookReceiver:
         if answer == "close":
             request.transport.close()
             return web.Response(status=500)
-        status, headers = (answer, {}) if isinstance(answer, int) else answer
+        body_text = "{}"
+        if isinstance(answer, int):
+            status, headers = answer, {}
+        elif len(answer) == 3:
+            status, headers, body_text = answer
+        else:
+            status, headers = answer
         if self.bearer_token and request.headers.get("Authorization") != f"Bearer {self.bearer_token}":
             self.rejected_auth += 1
             return web.Response(status=401, text="bad token")
@@ -199,7 +205,7 @@ class WebhookReceiver:
                 events = msgspec.json.decode(body)
             with self._lock:
                 self.events.extend(events)
-        return web.Response(status=status, headers=headers, text="{}")
+        return web.Response(status=status, headers=headers, text=body_text)
 
 
 class DaemonProcess:

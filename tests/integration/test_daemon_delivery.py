@@ -393,3 +393,24 @@ max_backoff = 0.2
         assert d.terminate() == 0
     assert not (ws.root / "never.jsonl").exists()
     assert CursorStore(ws.state).load("broken").segments == {}
+
+
+def test_secrets_echoed_by_a_receiver_are_masked_everywhere(ws):
+    """A receiver that echoes credentials in its error body: the log, the status file and
+    the dead-letter file carry the error with the secrets masked."""
+    with WebhookReceiver() as rcv:
+        rcv.set_script([(400, {}, "rejected: api_key=sk_live_ABCDEF123456 for "
+                                  "https://admin:hunter2pass@siem.example/x Bearer eyJhbGciOi")])
+        ws.write_config(http_sink(rcv.url, extra='bearer_token = "eyJhbGciOi"'))
+        write_events(ws.journal, "z", 5)
+        dlq = DeadLetterFile(ws.state, "web")
+        with ws.daemon() as d:
+            d.wait_started()
+            wait_for(lambda: dlq.count()[1] == 5, 30, message="dead letters")
+            status_file = ws.state / "status" / "web.json"
+            wait_for(lambda: status_file.exists() and b"HTTP 400" in status_file.read_bytes(), 10)
+            assert d.terminate() == 0
+        everything = d.log() + dlq.path.read_bytes() + status_file.read_bytes()
+        for secret in (b"sk_live_ABCDEF123456", b"hunter2pass", b"eyJhbGciOi"):
+            assert secret not in everything, secret
+        assert b"HTTP 400" in dlq.path.read_bytes()

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..scrub import scrub_secrets
 from ..status import sink_status
 
 __all__ = ["STREAM_FIELDS", "STREAM_STATES", "scrub_secrets", "stream_states", "visible_to"]
@@ -34,30 +34,6 @@ STREAM_FIELDS = (
     "lag_events", "lag_events_exact", "last_success_at", "dead_letter_count",
     "quarantine_count",
 )
-
-_SECRET_PATTERNS = (
-    # user:password@ in a URL
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@"), r"\1***@"),
-    # Authorization schemes followed by a credential
-    (re.compile(r"(?i)\b(bearer|basic|splunk|token|dd-api-key)(\s*[:=]?\s+)[^\s,;\"']+"), r"\1\2***"),
-    # key=value / "key": "value" where the key names a secret
-    (re.compile(
-        r"(?i)([\"']?[a-z0-9_-]*(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|"
-        r"signature|sig|auth|credential)[a-z0-9_-]*[\"']?\s*[:=]\s*[\"']?)[^\s&,;\"'}]+"),
-     r"\1***"),
-    # AWS access key ids
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "***"),
-)
-
-
-def scrub_secrets(message: str | None) -> str | None:
-    """``message`` with URL credentials, bearer tokens and ``secret=value`` pairs masked."""
-    if not message:
-        return message
-    for pattern, replacement in _SECRET_PATTERNS:
-        message = pattern.sub(replacement, message)
-    return message
-
 
 def _state(value: Any) -> str:
     text = str(value or "")
