@@ -140,12 +140,15 @@ class AuditJournal:
                 # records before close stayed unsynced whatever the interval.
                 with contextlib.suppress(OSError):
                     os.fsync(self._fd)
-            for fd in (self._fd, self._lock_fd):
-                if fd is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._fd = self._lock_fd = None
-            self._ino = None
+            self._drop_descriptors()
+
+    def _drop_descriptors(self) -> None:
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._lock_fd = None
+        self._ino = None
 
     def __enter__(self) -> AuditJournal:
         return self
@@ -201,12 +204,7 @@ class AuditJournal:
         if self._pid != os.getpid():  # forked: descriptors are shared with the parent
             # Our copies only: closing them releases nothing the parent holds (an flock
             # belongs to the open file description, still open in the parent).
-            for fd in (self._fd, self._lock_fd):
-                if fd is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._fd = self._lock_fd = None
-            self._ino = None
+            self._drop_descriptors()
             self._pid = os.getpid()
         if self._lock_fd is not None and os.fstat(self._lock_fd).st_nlink == 0:
             # The lock file (or its whole directory) was deleted: every record failed
