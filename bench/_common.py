@@ -30,6 +30,7 @@ __all__ = [
     "free_port",
     "machine_info",
     "median",
+    "print_header",
     "proc_status_kb",
     "src_state",
     "wait_until",
@@ -130,6 +131,14 @@ def src_state() -> str:
         return "unknown (git unavailable)"
     changed = [line[3:] for line in dirty if line.strip()]
     return f"HEAD {head}" + (f" + uncommitted {', '.join(changed)}" if changed else " (clean)")
+
+
+def print_header() -> None:
+    """The machine and the code a run measured: the first lines of every benchmark."""
+    info = machine_info()
+    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python "
+          f"{info['python']}, load {info['load']}")
+    print(f"src: {src_state()}")
 
 
 # -- config ---------------------------------------------------------------------------

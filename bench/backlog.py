@@ -27,8 +27,7 @@ from _common import (  # noqa: E402
     Daemon,
     Receiver,
     free_port,
-    machine_info,
-    src_state,
+    print_header,
     write_config,
 )
 from gen_events import write_events  # noqa: E402
@@ -48,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n = args.events
     timeout = args.timeout or 120 + n / 2000
-    info = machine_info()
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python "
-          f"{info['python']}, load {info['load']}")
-    print(f"src: {src_state()}")
+    print_header()
     workdir = Path(tempfile.mkdtemp(prefix="auditshipd-backlog-"))
     samples: list[tuple[float, float]] = []
     try:

@@ -33,8 +33,7 @@ from _common import (  # noqa: E402
     BenchTimeout,
     Daemon,
     Receiver,
-    machine_info,
-    src_state,
+    print_header,
     wait_until,
     write_config,
 )
@@ -122,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     args = ap.parse_args(argv)
     rates = [int(x) for x in args.rates.split(",") if x.strip()]
-    info = machine_info()
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python "
-          f"{info['python']}, load {info['load']}")
-    print(f"src: {src_state()}")
+    print_header()
     check_t_ns_survives()
     print("metadata.t_ns survives the default redaction policy")
     workdir = Path(tempfile.mkdtemp(prefix="auditshipd-latency-"))

@@ -40,9 +40,8 @@ from _common import (  # noqa: E402
     Daemon,
     Receiver,
     cpu_seconds,
-    machine_info,
     median,
-    src_state,
+    print_header,
     write_config,
 )
 from gen_events import write_events  # noqa: E402
@@ -258,10 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n = args.events
     timeout = args.timeout or 60 + n / 5000
-    info = machine_info()
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python "
-          f"{info['python']}, load {info['load']}")
-    print(f"src: {src_state()}")
+    print_header()
     workdir = Path(tempfile.mkdtemp(prefix="auditshipd-bench-"))
     try:
         journal_dir = workdir / "journal"
