@@ -5,12 +5,21 @@ A server that cannot start is a test failure (with its stderr), never a skip.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["ServerStartError", "free_port", "port_accepts", "wait_port_accepts", "wait_port_closed"]
+__all__ = [
+    "ServerProcess",
+    "ServerStartError",
+    "free_port",
+    "port_accepts",
+    "wait_port_accepts",
+    "wait_port_closed",
+]
 
 
 class ServerStartError(RuntimeError):
@@ -73,3 +82,29 @@ def wait_port_closed(host: str, port: int, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{host}:{port} still accepts connections after {timeout}s")
         time.sleep(0.02)
+
+
+class ServerProcess:
+    """Stopping a server the tests started: ``proc`` on ``host``:``port``."""
+
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes] | None
+
+    def kill(self) -> None:
+        """SIGKILL (no graceful shutdown), then wait until the port is free again."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        wait_port_closed(self.host, self.port)
+
+    def stop(self) -> None:
+        """SIGTERM; SIGKILL if it does not exit within 10 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()

@@ -5,18 +5,17 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
-from . import ServerStartError, free_port, wait_port_accepts, wait_port_closed
+from . import ServerProcess, ServerStartError, free_port, wait_port_accepts
 
 __all__ = ["MOSQUITTO", "MosquittoServer", "make_test_pki"]
 
 MOSQUITTO = os.environ.get("AUDITSHIPD_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
 
 
-class MosquittoServer:
+class MosquittoServer(ServerProcess):
     """``mosquitto -c <tmp conf>`` on a free port of 127.0.0.1.
 
     ``users`` turns anonymous access off and writes a password file with
@@ -108,24 +107,6 @@ class MosquittoServer:
             self.host, self.port, proc=self.proc, stderr_path=self.stderr_path,
             timeout=timeout, what="mosquitto",
         )
-
-    def kill(self) -> None:
-        """SIGKILL, then wait until the port is free again."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        wait_port_closed(self.host, self.port)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
     def restart(self) -> None:
         self.kill()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from . import ServerStartError, free_port, wait_port_accepts, wait_port_closed
+from . import ServerProcess, ServerStartError, free_port, wait_port_accepts
 
 __all__ = ["MotoS3Server"]
 
@@ -22,7 +21,7 @@ AWS_ENV = {
 }
 
 
-class MotoS3Server:
+class MotoS3Server(ServerProcess):
     """``python -m moto.server -H 127.0.0.1 -p PORT``. State lives in the process:
     ``kill()`` loses every bucket, ``start()`` again gives an empty server on the same port.
     """
@@ -58,19 +57,3 @@ class MotoS3Server:
         except ServerStartError:
             self.kill()
             raise
-
-    def kill(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        wait_port_closed(self.host, self.port)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
