@@ -29,12 +29,13 @@ from .deadletter import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
 from .errors import PermanentError, RetryableError, SinkError
 from .fsutil import atomic_write
 from .metrics import batch_latency_observer
-from .process import LineProcessor, parse_time
+from .process import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff
 from .scrub import scrub_secrets
 from .sinks.base import Sink
 from .tail import ChangeSignal, Chunk, JournalReader, OversizeLine, Release
+from .timefmt import parse_time
 
 __all__ = ["SinkDriver", "SinkStats", "decode_lines"]
 

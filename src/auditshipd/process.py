@@ -16,13 +16,13 @@ from typing import Any
 import msgspec
 
 from .errors import DropEvent
+from .redact_fast import check_event
 from .timefmt import parse_time
 
-__all__ = ["LineProcessor", "ProcessedChunk", "check_event", "parse_time"]
+__all__ = ["LineProcessor", "ProcessedChunk"]
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-_REQUIRED = ("id", "action", "occurred_at")
 _BLANK = b" \t\r\x00"
 # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string and RecursionError
 # for absurd nesting: both mean "not valid JSON" for us, never a crashed consumer.
@@ -35,17 +35,6 @@ class _Scope(msgspec.Struct):
 
 
 _decode_scope = msgspec.json.Decoder(_Scope).decode
-
-
-def check_event(obj: Any) -> str | None:
-    """Why ``obj`` is not a shippable event, or None."""
-    if not isinstance(obj, dict):
-        return f"not a JSON object (a JSON {type(obj).__name__})"
-    for key in _REQUIRED:
-        value = obj.get(key)
-        if not isinstance(value, str) or not value:
-            return f"schema: {key!r} is missing or not a non-empty string"
-    return None
 
 
 class ProcessedChunk:
