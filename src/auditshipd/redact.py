@@ -85,7 +85,7 @@ class Redactor:
         "_root_wildcard",
     )
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, c_tier: bool = True) -> None:
         self.policy = policy
         self._plan = policy.plan
         self._action = policy.action
@@ -117,7 +117,7 @@ class Redactor:
         self._root_items, self._root_children, self._root_wildcard, root_element = self._plan
         self._fast: FastPath | None = None
         if self._root_wildcard is ABSENT and root_element is ABSENT:
-            self._fast = FastPath(self, drop=_DROP, key_ok=_KEY_OK, key_id=_KEY_ID)
+            self._fast = FastPath(self, drop=_DROP, key_ok=_KEY_OK, key_id=_KEY_ID, c_tier=c_tier)
         # redact_line(line: bytes) -> bytes: one journal line in, the redacted event out as
         # compact JSON bytes, the same bytes as ``encode(self(decode(line)))`` without
         # building the fields the policy drops (see :mod:`auditshipd.redact_fast`). Raises

@@ -29,6 +29,7 @@ field) where ``msgspec.json.decode`` would reject the whole line.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
@@ -38,6 +39,14 @@ from msgspec import UNSET, UnsetType
 
 from .errors import DropEvent
 from .redact_policy import ABSENT
+
+try:
+    from . import _redact_c
+except ImportError:  # built without a C compiler (setup.py: optional): the Python tiers do it all
+    _redact_c = None
+
+# The key kinds of the C tier (see kind_of in _c_plan).
+_KEEP, _DELETE, _GIVE_UP, _MASK = 0, 1, 2, 3
 
 if TYPE_CHECKING:
     from .redact import Redactor
@@ -74,6 +83,7 @@ class _Gen:
         self.env: dict[str, Any] = {}
         self.lines: list[str] = []
         self.specs: dict[type, list[tuple[str, str, Any]]] = {}
+        self.keys: dict[type, list[str]] = {}  # the JSON key of each spec, in order
 
     def const(self, value: Any) -> str:
         name = f"_c{next(self.names)}"
@@ -102,6 +112,7 @@ class _Gen:
             fields, rename=rename, omit_defaults=True, gc=False,
         )
         self.specs[cls] = specs
+        self.keys[cls] = [key for key, _ in items]
         return cls
 
     def classify(self, node: Any) -> tuple[str, Any, Any]:
@@ -224,7 +235,7 @@ _CLEAN_MAX = 4096
 
 _STRICT = '''\
 def redact_line(line):
-    if not line.isascii():
+{c_tier}    if not line.isascii():
         check_utf8(line)
     try:
         ev = decode(line)
@@ -245,9 +256,11 @@ def redact_line(line):
 class FastPath:
     """The compiled fast path of one Redactor; see the module docstring."""
 
-    __slots__ = ("redact_line", "_loose_decode", "_loose_post", "_encode", "_redactor")
+    __slots__ = ("redact_line", "c_plan", "_loose_decode", "_loose_post", "_encode", "_redactor")
 
-    def __init__(self, redactor: Redactor, *, drop: Any, key_ok: Any, key_id: Any) -> None:
+    def __init__(
+        self, redactor: Redactor, *, drop: Any, key_ok: Any, key_id: Any, c_tier: bool = True
+    ) -> None:
         self._redactor = redactor
         items = redactor.policy.plan[0]
         search = redactor._search
@@ -298,7 +311,12 @@ class FastPath:
                 check += "\n    out = fix_runs(out, tr, at)\n    if out is not None:\n        return out"
         else:  # custom id patterns: every string leaf is searched
             check = ""
-        source = _STRICT.format(post="\n".join(post), check=check, scan="\n".join(scan))
+        self.c_plan = _c_plan(redactor, strict, strict_top, encode, drop, key_ok, key_id) if c_tier else None
+        c_call = ""
+        if self.c_plan is not None:
+            env["c_redact"] = self.c_plan.redact
+            c_call = "    out = c_redact(line)\n    if out is not None:\n        return out\n"
+        source = _STRICT.format(c_tier=c_call, post="\n".join(post), check=check, scan="\n".join(scan))
         env["decode"] = msgspec.json.Decoder(strict_top).decode
         self.redact_line: Callable[[bytes], bytes] = strict.compile(source, "redact_line", env)
 
@@ -483,6 +501,66 @@ def _helpers(r: Redactor, drop: Any, key_ok: Any, key_id: Any) -> tuple[Callable
             items[:] = out
 
     return fix_keys, deep, scan_map
+
+
+def _c_plan(
+    r: Redactor, gen: _Gen, top: type, encode: Callable[[Any], bytes], drop: Any, key_ok: Any, key_id: Any
+) -> Any:
+    """The policy compiled for the C tier (``auditshipd._redact_c``), or None when the
+    extension is not built, is switched off (``AUDITSHIPD_REDACT_C=0``) or cannot do what
+    this policy asks (custom id patterns: only the built-in prefilter run is checked in C;
+    parts only the Redactor's walk can do).
+
+    The C tier answers for the lines it can write byte for byte as the tiers below
+    would, and returns None for the rest (escapes, floats, duplicate keys, anything
+    unexpected: see the C file), which then go through the generated Python code.
+    """
+    if _redact_c is None or os.environ.get("AUDITSHIPD_REDACT_C", "1") == "0":
+        return None
+    if r.policy.prefilter is None or r._search is None:
+        return None
+    kinds = {"leaf": _redact_c.K_LEAF, "map": _redact_c.K_MAP}
+
+    def node(cls: type) -> tuple[Any, ...] | None:
+        out = []
+        for key, (_attr, kind, sub) in zip(gen.keys[cls], gen.specs[cls]):
+            if kind in kinds:
+                out.append((key, kinds[kind], None))
+            elif kind in ("struct", "list"):
+                inner = node(sub)
+                if inner is None:
+                    return None
+                out.append((key, _redact_c.K_STRUCT if kind == "struct" else _redact_c.K_LIST, inner))
+            else:  # walk: the Redactor's own walk
+                return None
+        return tuple(out)
+
+    root = node(top)
+    if root is None or any(key in ("id", "action", "occurred_at", "version") for key, _, _ in root):
+        return None
+    root = (("id", _redact_c.K_REQ, None), ("action", _redact_c.K_REQ, None),
+            ("occurred_at", _redact_c.K_REQ, None), ("version", _redact_c.K_VERSION, None), *root)
+    cache, classify = r._key_cache, r._classify_key
+    action = r._action
+
+    def kind_of(key: str) -> int:
+        kind = cache.get(key)
+        if kind is None:
+            kind = classify(key)
+        if kind is key_ok:
+            return _KEEP
+        if kind is drop or (kind is key_id and action == "drop"):
+            return _DELETE
+        if kind is key_id and action == "mask":
+            return _MASK
+        return _GIVE_UP  # renamed (the name holds an id), or hashed: the Python tiers
+
+    # What "mask" writes for the value of an id-named key, whatever the value.
+    mask_json = encode(r._id_value(None)) if action == "mask" else b"null"
+    try:
+        return _redact_c.Plan(root, kind_of, r._redact_str, encode, drop, mask_json)
+    except (ValueError, TypeError):  # a key the C tier does not take (non-ASCII, quotes)
+        return None
 
 
 def _check_utf8(line: bytes) -> None:

@@ -4,7 +4,8 @@ Arbitrary events (the planted-id events of test_redact_props, then mangled: fiel
 the wrong type, missing or empty required fields, unicode, nested lists, non-objects),
 arbitrary bytes (truncated and corrupted lines), in drop, mask and hash modes and with
 custom policies (nested paths, list paths, wildcards with children, free-form leaves,
-custom regexes that disable the prefilter, a root wildcard).
+custom regexes that disable the prefilter, a root wildcard), each with its C tier
+(``auditshipd._redact_c``) and on the Python tiers alone.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ POLICIES = {
                                "allow": ["actor.email", "metadata.*", "targets[].email"]}),
     "root-wildcard": compile_policy({"allow": ["*"], "action": "mask"}),
 }
+# The same policies on the Python tiers alone (the C tier answers for most lines first).
+POLICIES.update({f"{name}-python": type(r)(r.policy, c_tier=False)
+                 for name, r in list(POLICIES.items()) if r._fast is not None and r._fast.c_plan is not None})
+assert len(POLICIES) > 8
 _encode = msgspec.json.encode
 
 

@@ -1,0 +1,986 @@
+/*
+ * auditshipd._redact_c: the C tier of the redaction fast path (see redact_fast.py).
+ *
+ * One journal line in, the redacted event out as compact JSON bytes, in one pass over
+ * the line's bytes, with no Python object built for the fields the policy drops, the
+ * kept scalars or the keys already classified. The policy reaches C as a tree of
+ * allowed fields (built once per policy by redact_fast.py): explicit fields come out in
+ * the policy's order (as msgspec writes the Structs of the Python tier), free-form maps
+ * (metadata.*) in the line's order with the entries under id-named keys deleted at any
+ * depth, and every string checked for the prefilter run of the built-in id patterns.
+ *
+ * The C tier only ever answers for lines whose output it can write byte for byte as
+ * encode(redactor(decode(line))) would. For anything else it returns None and the
+ * Python tiers answer (with the error or the quarantine reason when there is one):
+ * backslash escapes anywhere in the line, invalid UTF-8, floats in kept values, integers
+ * of more than 18 digits, duplicate keys, a missing or empty required field, a value of
+ * an unexpected type for its place in the policy, nesting deeper than MAX_DEPTH, invalid
+ * JSON, and keys the Python classifier would rename or whose value is hashed.
+ *
+ * What stays in Python: classifying a key the first time it is seen (cached here), and
+ * redacting a string that has a run of 16 id characters (a string found unchanged is
+ * cached here too).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define K_LEAF 0
+#define K_STRUCT 1
+#define K_LIST 2
+#define K_MAP 3
+#define K_REQ 4
+#define K_VERSION 5
+
+#define MAX_ITEMS 64
+#define MAX_DEPTH 64
+#define MAX_MAP_KEYS 64
+#define RUN 16
+#define TABLE_CAP 8192 /* slots; at most half are used, then the table is emptied */
+
+/* Results of the emitters. */
+#define OK 0
+#define ERR (-1)     /* a Python exception is set */
+#define GIVE_UP 1    /* the Python tiers answer for this line */
+#define DROPPED 2    /* the value goes (a string the action removes whole) */
+
+/* Key kinds, as the Python kind_of callback returns them. */
+#define KEY_KEEP 0
+#define KEY_DELETE 1
+#define KEY_GIVE_UP 2
+#define KEY_MASK 3
+
+typedef struct Node Node;
+
+typedef struct {
+    char *key;
+    Py_ssize_t klen;
+    char *head; /* "key": */
+    Py_ssize_t hlen;
+    int kind;
+    Node *sub;
+} Item;
+
+struct Node {
+    int n;
+    Item *items;
+};
+
+typedef struct {
+    char *key;
+    Py_ssize_t len;
+    uint64_t hash;
+    int value;
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    Py_ssize_t used;
+} Table;
+
+typedef struct {
+    PyObject_HEAD
+    Node *root;
+    PyObject *kind_of;    /* key: str -> KEY_* */
+    PyObject *redact_str; /* text: str -> str | drop */
+    PyObject *encode;     /* str -> bytes (msgspec's encoder) */
+    PyObject *drop;       /* the sentinel redact_str returns for "remove the string" */
+    PyObject *mask_json;  /* bytes written for the value of a KEY_MASK key */
+    Table keys;
+    Table clean;
+} Plan;
+
+typedef struct {
+    char *p;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    char local[2048];
+} Buf;
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} Src;
+
+/* The characters of the prefilter run: [A-Za-z0-9_~+/=-]. */
+static unsigned char RUN_CLASS[256];
+
+static void init_class(void) {
+    const char *chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~+/=-";
+    for (const char *c = chars; *c; c++)
+        RUN_CLASS[(unsigned char)*c] = 1;
+}
+
+/* -- output buffer ---------------------------------------------------------------- */
+
+static int buf_grow(Buf *b, Py_ssize_t need) {
+    Py_ssize_t cap = b->cap;
+    while (cap < b->len + need)
+        cap *= 2;
+    char *p;
+    if (b->p == b->local) {
+        p = PyMem_Malloc(cap);
+        if (p != NULL)
+            memcpy(p, b->p, b->len);
+    } else {
+        p = PyMem_Realloc(b->p, cap);
+    }
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return ERR;
+    }
+    b->p = p;
+    b->cap = cap;
+    return OK;
+}
+
+static inline int put(Buf *b, const void *data, Py_ssize_t n) {
+    if (b->len + n > b->cap && buf_grow(b, n) != OK)
+        return ERR;
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    return OK;
+}
+
+static inline int put_char(Buf *b, char c) {
+    if (b->len + 1 > b->cap && buf_grow(b, 1) != OK)
+        return ERR;
+    b->p[b->len++] = c;
+    return OK;
+}
+
+/* -- caches: byte strings -> small ints -------------------------------------------- */
+
+static uint64_t fnv1a(const unsigned char *s, Py_ssize_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static void table_clear(Table *t) {
+    if (t->slots == NULL)
+        return;
+    for (Py_ssize_t i = 0; i < TABLE_CAP; i++) {
+        PyMem_Free(t->slots[i].key);
+        t->slots[i].key = NULL;
+    }
+    t->used = 0;
+}
+
+static void table_free(Table *t) {
+    table_clear(t);
+    PyMem_Free(t->slots);
+    t->slots = NULL;
+}
+
+/* The value stored for s, or -1. */
+static int table_get(Table *t, const unsigned char *s, Py_ssize_t n, uint64_t h) {
+    size_t i = (size_t)h & (TABLE_CAP - 1);
+    for (;;) {
+        Slot *slot = &t->slots[i];
+        if (slot->key == NULL)
+            return -1;
+        if (slot->hash == h && slot->len == n && memcmp(slot->key, s, n) == 0)
+            return slot->value;
+        i = (i + 1) & (TABLE_CAP - 1);
+    }
+}
+
+static int table_put(Table *t, const unsigned char *s, Py_ssize_t n, uint64_t h, int value) {
+    if (t->used >= TABLE_CAP / 2)
+        table_clear(t);
+    char *copy = PyMem_Malloc(n ? n : 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return ERR;
+    }
+    memcpy(copy, s, n);
+    size_t i = (size_t)h & (TABLE_CAP - 1);
+    while (t->slots[i].key != NULL)
+        i = (i + 1) & (TABLE_CAP - 1);
+    t->slots[i].key = copy;
+    t->slots[i].len = n;
+    t->slots[i].hash = h;
+    t->slots[i].value = value;
+    t->used++;
+    return OK;
+}
+
+/* -- JSON scanning (strict; anything unusual gives up) ------------------------------- */
+
+static inline void skip_ws(Src *s) {
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+/* At '"': the string's content (no escapes: the line has no backslash). */
+static inline int scan_string(Src *s, const unsigned char **start, Py_ssize_t *len) {
+    const unsigned char *p = s->p + 1;
+    const unsigned char *q = p;
+    while (q < s->end && *q != '"') {
+        if (*q < 0x20)
+            return GIVE_UP; /* a raw control character: invalid JSON */
+        q++;
+    }
+    if (q >= s->end)
+        return GIVE_UP;
+    *start = p;
+    *len = q - p;
+    s->p = q + 1;
+    return OK;
+}
+
+/* A JSON number; *is_int: in the form -?(0|[1-9][0-9]*) with at most 18 digits, not -0. */
+static int scan_number(Src *s, int *is_int) {
+    const unsigned char *p = s->p, *end = s->end;
+    int neg = 0, simple = 1;
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    const unsigned char *digits = p;
+    if (p >= end || *p < '0' || *p > '9')
+        return GIVE_UP;
+    if (*p == '0') {
+        p++;
+    } else {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    Py_ssize_t ndigits = p - digits;
+    if (p < end && *p == '.') {
+        simple = 0;
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return GIVE_UP;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        simple = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return GIVE_UP;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (ndigits > 18 || (neg && ndigits == 1 && digits[0] == '0'))
+        simple = 0;
+    *is_int = simple;
+    s->p = p;
+    return OK;
+}
+
+static inline int scan_literal(Src *s) {
+    Py_ssize_t left = s->end - s->p;
+    if (left >= 4 && memcmp(s->p, "true", 4) == 0) {
+        s->p += 4;
+        return OK;
+    }
+    if (left >= 5 && memcmp(s->p, "false", 5) == 0) {
+        s->p += 5;
+        return OK;
+    }
+    if (left >= 4 && memcmp(s->p, "null", 4) == 0) {
+        s->p += 4;
+        return OK;
+    }
+    return GIVE_UP;
+}
+
+static int skip_value(Src *s, int depth) {
+    const unsigned char *start;
+    Py_ssize_t len;
+    int is_int, rc;
+    if (s->p >= s->end)
+        return GIVE_UP;
+    switch (*s->p) {
+    case '"':
+        return scan_string(s, &start, &len);
+    case '{':
+        if (depth >= MAX_DEPTH)
+            return GIVE_UP;
+        s->p++;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            return OK;
+        }
+        for (;;) {
+            if (s->p >= s->end || *s->p != '"')
+                return GIVE_UP;
+            if ((rc = scan_string(s, &start, &len)) != OK)
+                return rc;
+            skip_ws(s);
+            if (s->p >= s->end || *s->p != ':')
+                return GIVE_UP;
+            s->p++;
+            skip_ws(s);
+            if ((rc = skip_value(s, depth + 1)) != OK)
+                return rc;
+            skip_ws(s);
+            if (s->p < s->end && *s->p == ',') {
+                s->p++;
+                skip_ws(s);
+                continue;
+            }
+            if (s->p < s->end && *s->p == '}') {
+                s->p++;
+                return OK;
+            }
+            return GIVE_UP;
+        }
+    case '[':
+        if (depth >= MAX_DEPTH)
+            return GIVE_UP;
+        s->p++;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return OK;
+        }
+        for (;;) {
+            if ((rc = skip_value(s, depth + 1)) != OK)
+                return rc;
+            skip_ws(s);
+            if (s->p < s->end && *s->p == ',') {
+                s->p++;
+                skip_ws(s);
+                continue;
+            }
+            if (s->p < s->end && *s->p == ']') {
+                s->p++;
+                return OK;
+            }
+            return GIVE_UP;
+        }
+    case 't':
+    case 'f':
+    case 'n':
+        return scan_literal(s);
+    default:
+        return scan_number(s, &is_int);
+    }
+}
+
+/* -- emitting ------------------------------------------------------------------------ */
+
+static int has_run(const unsigned char *s, Py_ssize_t n) {
+    if (n < RUN)
+        return 0;
+    int run = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (RUN_CLASS[s[i]]) {
+            if (++run >= RUN)
+                return 1;
+        } else {
+            run = 0;
+        }
+    }
+    return 0;
+}
+
+/* At '"': a string value, checked for ids; DROPPED when the action removes it whole. */
+static int emit_string(Plan *plan, Src *s, Buf *b) {
+    const unsigned char *start;
+    Py_ssize_t len;
+    int rc = scan_string(s, &start, &len);
+    if (rc != OK)
+        return rc;
+    if (has_run(start, len)) {
+        uint64_t h = fnv1a(start, len);
+        if (table_get(&plan->clean, start, len, h) < 0) {
+            PyObject *text = PyUnicode_DecodeUTF8((const char *)start, len, NULL);
+            if (text == NULL)
+                return ERR;
+            PyObject *out = PyObject_CallOneArg(plan->redact_str, text);
+            if (out == NULL) {
+                Py_DECREF(text);
+                return ERR;
+            }
+            if (out == plan->drop) {
+                Py_DECREF(text);
+                Py_DECREF(out);
+                return DROPPED;
+            }
+            int same = PyUnicode_Check(out) ? PyUnicode_Compare(out, text) : 1;
+            Py_DECREF(text);
+            if (same == -1 && PyErr_Occurred()) {
+                Py_DECREF(out);
+                return ERR;
+            }
+            if (same != 0) {
+                PyObject *encoded = PyObject_CallOneArg(plan->encode, out);
+                Py_DECREF(out);
+                if (encoded == NULL)
+                    return ERR;
+                if (!PyBytes_Check(encoded)) {
+                    Py_DECREF(encoded);
+                    PyErr_SetString(PyExc_TypeError, "encode() must return bytes");
+                    return ERR;
+                }
+                rc = put(b, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded));
+                Py_DECREF(encoded);
+                return rc;
+            }
+            Py_DECREF(out);
+            if (table_put(&plan->clean, start, len, h, 1) != OK)
+                return ERR;
+        }
+    }
+    return put(b, start - 1, len + 2);
+}
+
+/* A number, true, false or null: copied when msgspec would write the same bytes. */
+static int emit_scalar(Src *s, Buf *b) {
+    const unsigned char *start = s->p;
+    int rc, is_int = 1;
+    if (*s->p == 't' || *s->p == 'f' || *s->p == 'n')
+        rc = scan_literal(s);
+    else
+        rc = scan_number(s, &is_int);
+    if (rc != OK)
+        return rc;
+    if (!is_int)
+        return GIVE_UP; /* a float: msgspec rewrites it */
+    return put(b, start, s->p - start);
+}
+
+static int emit_free(Plan *plan, Src *s, Buf *b, int depth);
+
+/* The kind of a free-form key: cached, or asked of Python once. */
+static int key_kind(Plan *plan, const unsigned char *key, Py_ssize_t len) {
+    uint64_t h = fnv1a(key, len);
+    int kind = table_get(&plan->keys, key, len, h);
+    if (kind >= 0)
+        return kind;
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)key, len, NULL);
+    if (text == NULL)
+        return ERR;
+    PyObject *out = PyObject_CallOneArg(plan->kind_of, text);
+    Py_DECREF(text);
+    if (out == NULL)
+        return ERR;
+    long value = PyLong_AsLong(out);
+    Py_DECREF(out);
+    if (value == -1 && PyErr_Occurred())
+        return ERR;
+    if (value < KEY_KEEP || value > KEY_MASK) {
+        PyErr_Format(PyExc_ValueError, "kind_of() returned %ld", value);
+        return ERR;
+    }
+    if (table_put(&plan->keys, key, len, h, (int)value) != OK)
+        return ERR;
+    return (int)value;
+}
+
+/* At '{': a free-form map (metadata.*), in the line's order, id-named entries deleted. */
+static int emit_map(Plan *plan, Src *s, Buf *b, int depth) {
+    const unsigned char *keys[MAX_MAP_KEYS];
+    Py_ssize_t lens[MAX_MAP_KEYS];
+    int n = 0, first = 1, rc;
+    if (depth >= MAX_DEPTH)
+        return GIVE_UP;
+    s->p++;
+    if (put_char(b, '{') != OK)
+        return ERR;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return put_char(b, '}');
+    }
+    for (;;) {
+        const unsigned char *key;
+        Py_ssize_t klen;
+        if (s->p >= s->end || *s->p != '"')
+            return GIVE_UP;
+        if ((rc = scan_string(s, &key, &klen)) != OK)
+            return rc;
+        if (n >= MAX_MAP_KEYS)
+            return GIVE_UP;
+        for (int i = 0; i < n; i++) {
+            if (lens[i] == klen && memcmp(keys[i], key, klen) == 0)
+                return GIVE_UP; /* a duplicate key: Python keeps the last value */
+        }
+        keys[n] = key;
+        lens[n++] = klen;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            return GIVE_UP;
+        s->p++;
+        skip_ws(s);
+        int kind = key_kind(plan, key, klen);
+        if (kind == ERR)
+            return ERR;
+        if (kind == KEY_GIVE_UP)
+            return GIVE_UP;
+        if (kind == KEY_DELETE) {
+            if ((rc = skip_value(s, depth + 1)) != OK)
+                return rc;
+        } else {
+            Py_ssize_t mark = b->len;
+            if (!first && put_char(b, ',') != OK)
+                return ERR;
+            if (put_char(b, '"') != OK || put(b, key, klen) != OK || put(b, "\":", 2) != OK)
+                return ERR;
+            if (kind == KEY_MASK) {
+                if ((rc = skip_value(s, depth + 1)) != OK)
+                    return rc;
+                rc = put(b, PyBytes_AS_STRING(plan->mask_json), PyBytes_GET_SIZE(plan->mask_json));
+            } else {
+                rc = emit_free(plan, s, b, depth + 1);
+            }
+            if (rc == DROPPED)
+                b->len = mark;
+            else if (rc != OK)
+                return rc;
+            else
+                first = 0;
+        }
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            skip_ws(s);
+            continue;
+        }
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            return put_char(b, '}');
+        }
+        return GIVE_UP;
+    }
+}
+
+/* At '[': a list inside a free-form part; strings the action removes leave the list. */
+static int emit_array(Plan *plan, Src *s, Buf *b, int depth) {
+    int first = 1, rc;
+    if (depth >= MAX_DEPTH)
+        return GIVE_UP;
+    s->p++;
+    if (put_char(b, '[') != OK)
+        return ERR;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return put_char(b, ']');
+    }
+    for (;;) {
+        Py_ssize_t mark = b->len;
+        if (!first && put_char(b, ',') != OK)
+            return ERR;
+        rc = emit_free(plan, s, b, depth + 1);
+        if (rc == DROPPED)
+            b->len = mark;
+        else if (rc != OK)
+            return rc;
+        else
+            first = 0;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            skip_ws(s);
+            continue;
+        }
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return put_char(b, ']');
+        }
+        return GIVE_UP;
+    }
+}
+
+/* Any value inside a free-form part. */
+static int emit_free(Plan *plan, Src *s, Buf *b, int depth) {
+    if (s->p >= s->end)
+        return GIVE_UP;
+    switch (*s->p) {
+    case '"':
+        return emit_string(plan, s, b);
+    case '{':
+        return emit_map(plan, s, b, depth);
+    case '[':
+        return emit_array(plan, s, b, depth);
+    default:
+        return emit_scalar(s, b);
+    }
+}
+
+static int emit_struct(Plan *plan, Node *node, Src *s, Buf *b, int depth);
+
+/* The value of one allowed field (at its first byte), as its kind says. */
+static int emit_item(Plan *plan, Item *item, Src *s, Buf *b, int depth) {
+    unsigned char c = *s->p;
+    int rc, first;
+    switch (item->kind) {
+    case K_REQ:
+        if (c != '"')
+            return GIVE_UP;
+        {
+            const unsigned char *start;
+            Py_ssize_t len;
+            if ((rc = scan_string(s, &start, &len)) != OK)
+                return rc;
+            if (len == 0)
+                return GIVE_UP;
+            return put(b, start - 1, len + 2);
+        }
+    case K_VERSION:
+        if (c != '-' && (c < '0' || c > '9'))
+            return GIVE_UP;
+        return emit_scalar(s, b);
+    case K_LEAF:
+        if (c == '"')
+            return emit_string(plan, s, b);
+        if (c == '{' || c == '[')
+            return GIVE_UP;
+        return emit_scalar(s, b);
+    case K_STRUCT:
+        if (c != '{')
+            return GIVE_UP;
+        return emit_struct(plan, item->sub, s, b, depth);
+    case K_MAP:
+        if (c != '{')
+            return GIVE_UP;
+        return emit_map(plan, s, b, depth);
+    case K_LIST:
+        if (c != '[' || depth >= MAX_DEPTH)
+            return GIVE_UP;
+        s->p++;
+        if (put_char(b, '[') != OK)
+            return ERR;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return put_char(b, ']');
+        }
+        first = 1;
+        for (;;) {
+            if (!first && put_char(b, ',') != OK)
+                return ERR;
+            first = 0;
+            if (s->p >= s->end || *s->p != '{')
+                return GIVE_UP;
+            if ((rc = emit_struct(plan, item->sub, s, b, depth + 1)) != OK)
+                return rc;
+            skip_ws(s);
+            if (s->p < s->end && *s->p == ',') {
+                s->p++;
+                skip_ws(s);
+                continue;
+            }
+            if (s->p < s->end && *s->p == ']') {
+                s->p++;
+                return put_char(b, ']');
+            }
+            return GIVE_UP;
+        }
+    }
+    return GIVE_UP;
+}
+
+/* At '{': an object with explicit fields: every field read (and checked), the allowed
+ * ones written in the policy's order. */
+static int emit_struct(Plan *plan, Node *node, Src *s, Buf *b, int depth) {
+    const unsigned char *spans[MAX_ITEMS];
+    uint64_t seen = 0;
+    int rc;
+    if (depth >= MAX_DEPTH)
+        return GIVE_UP;
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+    } else {
+        for (;;) {
+            const unsigned char *key;
+            Py_ssize_t klen;
+            if (s->p >= s->end || *s->p != '"')
+                return GIVE_UP;
+            if ((rc = scan_string(s, &key, &klen)) != OK)
+                return rc;
+            skip_ws(s);
+            if (s->p >= s->end || *s->p != ':')
+                return GIVE_UP;
+            s->p++;
+            skip_ws(s);
+            for (int i = 0; i < node->n; i++) {
+                Item *item = &node->items[i];
+                if (item->klen == klen && memcmp(item->key, key, klen) == 0) {
+                    if (seen & ((uint64_t)1 << i))
+                        return GIVE_UP; /* a duplicate allowed field */
+                    seen |= (uint64_t)1 << i;
+                    spans[i] = s->p;
+                    break;
+                }
+            }
+            if ((rc = skip_value(s, depth + 1)) != OK)
+                return rc;
+            skip_ws(s);
+            if (s->p < s->end && *s->p == ',') {
+                s->p++;
+                skip_ws(s);
+                continue;
+            }
+            if (s->p < s->end && *s->p == '}') {
+                s->p++;
+                break;
+            }
+            return GIVE_UP;
+        }
+    }
+    const unsigned char *after = s->p;
+    int first = 1;
+    if (put_char(b, '{') != OK)
+        return ERR;
+    for (int i = 0; i < node->n; i++) {
+        Item *item = &node->items[i];
+        if (!(seen & ((uint64_t)1 << i))) {
+            if (item->kind == K_REQ)
+                return GIVE_UP; /* the Python tiers give the quarantine reason */
+            continue;
+        }
+        Py_ssize_t mark = b->len;
+        if (!first && put_char(b, ',') != OK)
+            return ERR;
+        if (put(b, item->head, item->hlen) != OK)
+            return ERR;
+        Src sub = {spans[i], s->end};
+        rc = emit_item(plan, item, &sub, b, depth + 1);
+        if (rc == DROPPED) {
+            b->len = mark;
+            continue;
+        }
+        if (rc != OK)
+            return rc;
+        first = 0;
+    }
+    s->p = after;
+    return put_char(b, '}');
+}
+
+/* -- the Plan type ------------------------------------------------------------------- */
+
+static void node_free(Node *node) {
+    if (node == NULL)
+        return;
+    for (int i = 0; i < node->n; i++) {
+        PyMem_Free(node->items[i].key);
+        PyMem_Free(node->items[i].head);
+        node_free(node->items[i].sub);
+    }
+    PyMem_Free(node->items);
+    PyMem_Free(node);
+}
+
+/* A node from a tuple of (key: str, kind: int, sub: tuple | None). */
+static Node *node_build(PyObject *spec, int depth) {
+    if (!PyTuple_Check(spec)) {
+        PyErr_SetString(PyExc_TypeError, "a plan node must be a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(spec);
+    if (n > MAX_ITEMS || depth > MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "plan node too wide or too deep for the C tier");
+        return NULL;
+    }
+    Node *node = PyMem_Calloc(1, sizeof(Node));
+    if (node == NULL)
+        return (Node *)PyErr_NoMemory();
+    node->items = PyMem_Calloc(n ? n : 1, sizeof(Item));
+    if (node->items == NULL) {
+        PyMem_Free(node);
+        return (Node *)PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = PyTuple_GET_ITEM(spec, i);
+        const char *key;
+        Py_ssize_t klen;
+        int kind;
+        PyObject *sub;
+        if (!PyArg_ParseTuple(entry, "s#iO;a plan item is (key, kind, sub)", &key, &klen, &kind, &sub))
+            goto fail;
+        for (Py_ssize_t j = 0; j < klen; j++) {
+            unsigned char c = (unsigned char)key[j];
+            if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') {
+                PyErr_SetString(PyExc_ValueError, "a plan key must be printable ASCII without quotes");
+                goto fail;
+            }
+        }
+        Item *item = &node->items[node->n++];
+        item->kind = kind;
+        item->klen = klen;
+        item->key = PyMem_Malloc(klen ? klen : 1);
+        item->hlen = klen + 3;
+        item->head = PyMem_Malloc(klen + 3);
+        if (item->key == NULL || item->head == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        memcpy(item->key, key, klen);
+        item->head[0] = '"';
+        memcpy(item->head + 1, key, klen);
+        item->head[klen + 1] = '"';
+        item->head[klen + 2] = ':';
+        if (kind == K_STRUCT || kind == K_LIST) {
+            item->sub = node_build(sub, depth + 1);
+            if (item->sub == NULL)
+                goto fail;
+        } else if (kind < K_LEAF || kind > K_VERSION) {
+            PyErr_Format(PyExc_ValueError, "unknown plan kind %d", kind);
+            goto fail;
+        }
+    }
+    return node;
+fail:
+    node_free(node);
+    return NULL;
+}
+
+static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
+    PyObject *root, *kind_of, *redact_str, *encode, *drop, *mask_json;
+    static char *kwlist[] = {"root", "kind_of", "redact_str", "encode", "drop", "mask_json", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOS", kwlist, &root, &kind_of, &redact_str,
+                                     &encode, &drop, &mask_json))
+        return -1;
+    if (self->root != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Plan is already initialised");
+        return -1;
+    }
+    self->root = node_build(root, 0);
+    if (self->root == NULL)
+        return -1;
+    self->keys.slots = PyMem_Calloc(TABLE_CAP, sizeof(Slot));
+    self->clean.slots = PyMem_Calloc(TABLE_CAP, sizeof(Slot));
+    if (self->keys.slots == NULL || self->clean.slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_INCREF(kind_of);
+    self->kind_of = kind_of;
+    Py_INCREF(redact_str);
+    self->redact_str = redact_str;
+    Py_INCREF(encode);
+    self->encode = encode;
+    Py_INCREF(drop);
+    self->drop = drop;
+    Py_INCREF(mask_json);
+    self->mask_json = mask_json;
+    return 0;
+}
+
+static void Plan_dealloc(Plan *self) {
+    node_free(self->root);
+    table_free(&self->keys);
+    table_free(&self->clean);
+    Py_XDECREF(self->kind_of);
+    Py_XDECREF(self->redact_str);
+    Py_XDECREF(self->encode);
+    Py_XDECREF(self->drop);
+    Py_XDECREF(self->mask_json);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Plan_redact(Plan *self, PyObject *line) {
+    if (!PyBytes_Check(line)) {
+        PyErr_SetString(PyExc_TypeError, "redact() takes bytes");
+        return NULL;
+    }
+    if (self->root == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Plan is not initialised");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(line);
+    Py_ssize_t size = PyBytes_GET_SIZE(line);
+    if (memchr(data, '\\', size) != NULL)
+        Py_RETURN_NONE; /* escapes: msgspec rewrites them */
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (data[i] >= 0x80) {
+            PyObject *check = PyUnicode_DecodeUTF8((const char *)data, size, NULL);
+            if (check == NULL) {
+                PyErr_Clear();
+                Py_RETURN_NONE; /* invalid UTF-8: the Python tier raises the error */
+            }
+            Py_DECREF(check);
+            break;
+        }
+    }
+    Src s = {data, data + size};
+    Buf b;
+    b.p = b.local;
+    b.len = 0;
+    b.cap = sizeof(b.local);
+    skip_ws(&s);
+    int rc = GIVE_UP;
+    if (s.p < s.end && *s.p == '{') {
+        rc = emit_struct(self, self->root, &s, &b, 0);
+        if (rc == OK) {
+            skip_ws(&s);
+            if (s.p != s.end)
+                rc = GIVE_UP; /* trailing data */
+        }
+    }
+    PyObject *result;
+    if (rc == OK)
+        result = PyBytes_FromStringAndSize(b.p, b.len);
+    else if (rc == ERR)
+        result = NULL;
+    else
+        result = Py_NewRef(Py_None);
+    if (b.p != b.local)
+        PyMem_Free(b.p);
+    return result;
+}
+
+static PyMethodDef Plan_methods[] = {
+    {"redact", (PyCFunction)Plan_redact, METH_O,
+     "redact(line: bytes) -> bytes | None: the redacted event, or None when the Python "
+     "tiers must answer for this line."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "auditshipd._redact_c.Plan",
+    .tp_basicsize = sizeof(Plan),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json): a policy compiled for the C tier.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Plan_init,
+    .tp_dealloc = (destructor)Plan_dealloc,
+    .tp_methods = Plan_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "auditshipd._redact_c",
+    .m_doc = "The C tier of the redaction fast path (see auditshipd.redact_fast).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__redact_c(void) {
+    init_class();
+    if (PyType_Ready(&PlanType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&PlanType);
+    if (PyModule_AddObject(m, "Plan", (PyObject *)&PlanType) < 0) {
+        Py_DECREF(&PlanType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "K_LEAF", K_LEAF) < 0 || PyModule_AddIntConstant(m, "K_STRUCT", K_STRUCT) < 0 ||
+        PyModule_AddIntConstant(m, "K_LIST", K_LIST) < 0 || PyModule_AddIntConstant(m, "K_MAP", K_MAP) < 0 ||
+        PyModule_AddIntConstant(m, "K_REQ", K_REQ) < 0 || PyModule_AddIntConstant(m, "K_VERSION", K_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
