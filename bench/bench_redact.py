@@ -2,14 +2,16 @@
 
 Generates realistic WorkOS-style events deterministically, then prints events/s for
 msgspec decode+encode alone, for decode+redact+encode (dicts, then
-``Redactor(event)``), for the fused ``Redactor.redact_line`` and ``redact_lines`` (one line
-in, redacted JSON bytes out), and each overhead over decode+encode, for the default
-policy (drop) and for mask and hash mode. Two event sets: this file's flat ones (~590
-bytes, half of them with an id inside ``metadata.reason``) and, with ``--set nested`` (or
-``both``, the default), the events of ``bench/throughput.py`` (``gen_events.py``: ~740
-bytes, nested ``metadata``, seven internal ids each).
+``Redactor(event)``), for the fused ``Redactor.redact_line`` (one line in, redacted JSON
+bytes out: with its C tier, then on its Python tiers alone) and ``redact_lines``, and each
+overhead over decode+encode, for the default policy (drop) and for mask and hash mode.
+Three event sets: ``workos`` (~450 bytes, the lifecycle actions with their usual
+metadata, four to six internal ids each, one event in ten with an id inside a free-text
+string), ``flat`` (~590 bytes, half of them with an id inside ``metadata.reason``) and
+``nested``, the events of ``bench/throughput.py`` (``gen_events.py``: ~740 bytes, nested
+``metadata``, seven internal ids each).
 
-    .venv/bin/python bench/bench_redact.py [--events 20000] [--rounds 5] [--set flat|nested|both]
+    .venv/bin/python bench/bench_redact.py [--events 20000] [--rounds 5] [--set workos|flat|nested|all]
 """
 
 from __future__ import annotations
@@ -70,6 +72,43 @@ def make_events(n: int, seed: int = 7) -> list[bytes]:
     return out
 
 
+def workos_events(n: int, seed: int = 11) -> list[bytes]:
+    """``n`` encoded ~450-byte events of the WorkOS lifecycle, the same for the same seed."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        slug, _org_name = rng.choice(ORGS)
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        t_first, t_last = rng.choice(FIRST), rng.choice(LAST)
+        action = rng.choice(ACTIONS)
+        metadata: dict = {
+            "user.provisioned": lambda: {"directory_id": "directory_" + _ulid(rng), "state": "active"},
+            "user.deprovisioned": lambda: {"directory_id": "directory_" + _ulid(rng), "state": "inactive"},
+            "user.invited": lambda: {"invitation_id": "invitation_" + _ulid(rng), "role": "member"},
+            "user.signed_in": lambda: {"method": rng.choice(["sso", "password", "magic_link"])},
+            "organization_membership.role_changed": lambda: {"old_role": "member", "new_role": "admin"},
+            "dsync.user.updated": lambda: {"directory_user_id": "directory_user_" + _ulid(rng), "state": "active"},
+            "admin.settings_changed": lambda: {"setting": "mfa_required", "value": True},
+            "audit_logs.exported": lambda: {"format": "csv", "events": rng.randint(1, 5000)},
+        }[action]()
+        if rng.random() < 0.1:
+            metadata["note"] = f"approved by user_{_ulid(rng)}"
+        event = {
+            "id": _ulid(rng),
+            "action": action,
+            "occurred_at": f"2026-11-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
+            "version": 1,
+            "actor": {"type": "user", "id": "user_" + _ulid(rng), "name": f"{first} {last}"},
+            "targets": [{"type": "user", "id": "user_" + _ulid(rng),
+                         "email": f"{t_first.lower()}.{t_last.lower()}@{slug}.com"}],
+            "organization": {"id": "org_" + _ulid(rng), "slug": slug},
+            "context": {"location": f"203.0.113.{rng.randint(1, 254)}"},
+            "metadata": metadata,
+        }
+        out.append(msgspec.json.encode(event))
+    return out
+
+
 def _rate(lines: list[bytes], redactor: Redactor | None, rounds: int, mode: str = "dict") -> float:
     decode = msgspec.json.Decoder().decode
     encode = msgspec.json.Encoder().encode
@@ -82,7 +121,7 @@ def _rate(lines: list[bytes], redactor: Redactor | None, rounds: int, mode: str 
         elif mode == "dict":
             for line in lines:
                 encode(redactor(decode(line)))
-        elif mode == "line":
+        elif mode in ("line", "python"):
             redact_line = redactor.redact_line
             for line in lines:
                 redact_line(line)
@@ -104,11 +143,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--set", choices=("flat", "nested", "both"), default="both")
+    parser.add_argument("--set", choices=("workos", "flat", "nested", "all"), default="all")
     args = parser.parse_args()
-    sets = {"flat": make_events, "nested": nested_events}
+    tier = "C tier built" if DEFAULT_POLICY._fast.c_plan is not None else "no C tier (Python tiers only)"
+    print(f"redact_line: {tier}")
+    sets = {"workos": workos_events, "flat": make_events, "nested": nested_events}
     for name, make in sets.items():
-        if args.set in (name, "both"):
+        if args.set in (name, "all"):
             _run(f"{name} events", make(args.events), args.rounds)
 
 
@@ -116,18 +157,19 @@ def _run(title: str, lines: list[bytes], rounds: int) -> None:
     avg = sum(map(len, lines)) / len(lines)
     print(f"{title}: {len(lines)}, {avg:.0f} bytes on average, best of {rounds} rounds")
     base = _rate(lines, None, rounds)
-    print(f"  {'decode+encode (no redaction)':<36}{base:>10,.0f} events/s  {1e6 / base:6.2f} us/event")
+    print(f"  {'decode+encode (no redaction)':<38}{base:>10,.0f} events/s  {1e6 / base:6.2f} us/event")
     policies = {
         "drop": DEFAULT_POLICY,
         "mask": compile_policy({"action": "mask"}),
         "hash": compile_policy({"action": "hash", "hash_key": "bench-key-0123456789abcdef"}),
     }
     for name, redactor in policies.items():
+        python = Redactor(redactor.policy, c_tier=False)
         for mode, label in (("dict", "decode+Redactor+encode"), ("line", "redact_line"),
-                            ("lines", "redact_lines")):
-            rate = _rate(lines, redactor, rounds, mode)
+                            ("python", "redact_line (Python)"), ("lines", "redact_lines")):
+            rate = _rate(lines, python if mode == "python" else redactor, rounds, mode)
             overhead = base / rate - 1
-            print(f"  {label + ' ' + name:<36}{rate:>10,.0f} events/s  {1e6 / rate:6.2f} us/event"
+            print(f"  {label + ' ' + name:<38}{rate:>10,.0f} events/s  {1e6 / rate:6.2f} us/event"
                   f"  overhead {overhead:+.0%}")
 
 

@@ -9,5 +9,6 @@ command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd ] 
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
+c_toolchain required
 make_venv "[test,s3,mqtt,browser,fast]"
 exec .venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"

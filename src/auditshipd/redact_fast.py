@@ -523,7 +523,7 @@ def _c_plan(
 
     def node(cls: type) -> tuple[Any, ...] | None:
         out = []
-        for key, (_attr, kind, sub) in zip(gen.keys[cls], gen.specs[cls]):
+        for key, (_attr, kind, sub) in zip(gen.keys[cls], gen.specs[cls], strict=True):
             if kind in kinds:
                 out.append((key, kinds[kind], None))
             elif kind in ("struct", "list"):
