@@ -15,11 +15,12 @@
  * backslash escapes anywhere in the line, invalid UTF-8, floats in kept values, integers
  * of more than 18 digits, duplicate keys, a missing or empty required field, a value of
  * an unexpected type for its place in the policy, nesting deeper than MAX_DEPTH, invalid
- * JSON, and keys the Python classifier would rename or whose value is hashed.
+ * JSON, keys the Python classifier would rename, and a map or list under a key whose
+ * value is hashed.
  *
- * What stays in Python: classifying a key the first time it is seen (cached here), and
+ * What stays in Python: classifying a key the first time it is seen (cached here),
  * redacting a string that has a run of 16 id characters (a string found unchanged is
- * cached here too).
+ * cached here too), and hashing the value of an id-named key (action "hash").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -50,6 +51,7 @@
 #define KEY_DELETE 1
 #define KEY_GIVE_UP 2
 #define KEY_MASK 3
+#define KEY_HASH 4
 
 typedef struct Node Node;
 
@@ -87,6 +89,7 @@ typedef struct {
     PyObject *encode;     /* str -> bytes (msgspec's encoder) */
     PyObject *drop;       /* the sentinel redact_str returns for "remove the string" */
     PyObject *mask_json;  /* bytes written for the value of a KEY_MASK key */
+    PyObject *id_value;   /* text: str -> str, the value written for a KEY_HASH key */
     Table keys;
     Table clean;
 } Plan;
@@ -454,6 +457,38 @@ static int emit_scalar(Src *s, Buf *b) {
 
 static int emit_free(Plan *plan, Src *s, Buf *b, int depth);
 
+/* At '"', the value of a KEY_HASH key: what Python's id_value() makes of the string. */
+static int emit_hashed(Plan *plan, Src *s, Buf *b) {
+    const unsigned char *start;
+    Py_ssize_t len;
+    int rc = scan_string(s, &start, &len);
+    if (rc != OK)
+        return rc;
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)start, len, NULL);
+    if (text == NULL)
+        return ERR;
+    PyObject *out = PyObject_CallOneArg(plan->id_value, text);
+    Py_DECREF(text);
+    if (out == NULL)
+        return ERR;
+    if (!PyUnicode_Check(out)) {
+        Py_DECREF(out);
+        return GIVE_UP;
+    }
+    PyObject *encoded = PyObject_CallOneArg(plan->encode, out);
+    Py_DECREF(out);
+    if (encoded == NULL)
+        return ERR;
+    if (!PyBytes_Check(encoded)) {
+        Py_DECREF(encoded);
+        PyErr_SetString(PyExc_TypeError, "encode() must return bytes");
+        return ERR;
+    }
+    rc = put(b, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded));
+    Py_DECREF(encoded);
+    return rc;
+}
+
 /* The kind of a free-form key: cached, or asked of Python once. */
 static int key_kind(Plan *plan, const unsigned char *key, Py_ssize_t len) {
     uint64_t h = fnv1a(key, len);
@@ -471,7 +506,7 @@ static int key_kind(Plan *plan, const unsigned char *key, Py_ssize_t len) {
     Py_DECREF(out);
     if (value == -1 && PyErr_Occurred())
         return ERR;
-    if (value < KEY_KEEP || value > KEY_MASK) {
+    if (value < KEY_KEEP || value > KEY_HASH) {
         PyErr_Format(PyExc_ValueError, "kind_of() returned %ld", value);
         return ERR;
     }
@@ -533,6 +568,10 @@ static int emit_map(Plan *plan, Src *s, Buf *b, int depth) {
                 if ((rc = skip_value(s, depth + 1)) != OK)
                     return rc;
                 rc = put(b, PyBytes_AS_STRING(plan->mask_json), PyBytes_GET_SIZE(plan->mask_json));
+            } else if (kind == KEY_HASH) {
+                if (s->p >= s->end || *s->p != '"')
+                    return GIVE_UP; /* a hashed map or list: Python encodes it sorted first */
+                rc = emit_hashed(plan, s, b);
             } else {
                 rc = emit_free(plan, s, b, depth + 1);
             }
@@ -843,10 +882,10 @@ fail:
 }
 
 static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
-    PyObject *root, *kind_of, *redact_str, *encode, *drop, *mask_json;
-    static char *kwlist[] = {"root", "kind_of", "redact_str", "encode", "drop", "mask_json", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOS", kwlist, &root, &kind_of, &redact_str,
-                                     &encode, &drop, &mask_json))
+    PyObject *root, *kind_of, *redact_str, *encode, *drop, *mask_json, *id_value;
+    static char *kwlist[] = {"root", "kind_of", "redact_str", "encode", "drop", "mask_json", "id_value", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOSO", kwlist, &root, &kind_of, &redact_str,
+                                     &encode, &drop, &mask_json, &id_value))
         return -1;
     if (self->root != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Plan is already initialised");
@@ -871,6 +910,8 @@ static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     self->drop = drop;
     Py_INCREF(mask_json);
     self->mask_json = mask_json;
+    Py_INCREF(id_value);
+    self->id_value = id_value;
     return 0;
 }
 
@@ -883,6 +924,7 @@ static void Plan_dealloc(Plan *self) {
     Py_XDECREF(self->encode);
     Py_XDECREF(self->drop);
     Py_XDECREF(self->mask_json);
+    Py_XDECREF(self->id_value);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -949,7 +991,7 @@ static PyTypeObject PlanType = {
     .tp_name = "auditshipd._redact_c.Plan",
     .tp_basicsize = sizeof(Plan),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json): a policy compiled for the C tier.",
+    .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json, id_value): a policy compiled for the C tier.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Plan_init,
     .tp_dealloc = (destructor)Plan_dealloc,

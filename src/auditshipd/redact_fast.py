@@ -46,7 +46,7 @@ except ImportError:  # built without a C compiler (setup.py: optional): the Pyth
     _redact_c = None
 
 # The key kinds of the C tier (see kind_of in _c_plan).
-_KEEP, _DELETE, _GIVE_UP, _MASK = 0, 1, 2, 3
+_KEEP, _DELETE, _GIVE_UP, _MASK, _HASH = 0, 1, 2, 3, 4
 
 if TYPE_CHECKING:
     from .redact import Redactor
@@ -551,14 +551,14 @@ def _c_plan(
             return _KEEP
         if kind is drop or (kind is key_id and action == "drop"):
             return _DELETE
-        if kind is key_id and action == "mask":
-            return _MASK
-        return _GIVE_UP  # renamed (the name holds an id), or hashed: the Python tiers
+        if kind is key_id:
+            return _MASK if action == "mask" else _HASH
+        return _GIVE_UP  # renamed (the name holds an id): the Python tiers
 
     # What "mask" writes for the value of an id-named key, whatever the value.
     mask_json = encode(r._id_value(None)) if action == "mask" else b"null"
     try:
-        return _redact_c.Plan(root, kind_of, r._redact_str, encode, drop, mask_json)
+        return _redact_c.Plan(root, kind_of, r._redact_str, encode, drop, mask_json, r._id_value)
     except (ValueError, TypeError):  # a key the C tier does not take (non-ASCII, quotes)
         return None
 

@@ -217,3 +217,23 @@ def test_key_and_clean_caches_survive_many_distinct_keys():
             f"k{i}": f"Mozilla{i:012d}abcdef", f"k{i}_id": "x", "note": f"ref usr_01HZX8K2M3N4P5Q6R7S8T{i:05d}"}})
         got = c._fast.c_plan.redact(line)
         assert got is not None and got == py.redact_line(line)
+
+
+def test_hash_mode_hashes_string_values_in_c_and_hands_back_maps():
+    c, py = PAIRS["hash"]
+    line = (b'{"id":"e","action":"a","occurred_at":"t","metadata":{"user_id":"usr_01HZX8K2M3N4P5Q6R7S8T9V0U9",'
+            b'"session":"s3cr3t","k":"v","deep":[{"api_key":"key_live_abc"}]}}')
+    got = c._fast.c_plan.redact(line)
+    assert got is not None and got == py.redact_line(line)
+    meta = msgspec.json.decode(got)["metadata"]
+    assert meta["user_id"] == c.hash_value("usr_01HZX8K2M3N4P5Q6R7S8T9V0U9")
+    assert meta["session"] == c.hash_value("s3cr3t") and meta["k"] == "v"
+    assert meta["deep"] == [{"api_key": c.hash_value("key_live_abc")}]
+    # Already a hash (a replayed event): kept as it is, as Python does.
+    again = got.replace(b'"k":"v"', b'"k":"w"')
+    assert c._fast.c_plan.redact(again) == py.redact_line(again)
+    assert msgspec.json.decode(c._fast.c_plan.redact(again))["metadata"]["user_id"] == meta["user_id"]
+    for value in (b'{"a":1}', b"[1]", b"7", b"null"):
+        nested = b'{"id":"e","action":"a","occurred_at":"t","metadata":{"user_id":' + value + b"}}"
+        assert c._fast.c_plan.redact(nested) is None
+        assert c.redact_line(nested) == py.redact_line(nested)
