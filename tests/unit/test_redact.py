@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import re
 import sys
 from pathlib import Path
@@ -217,6 +219,9 @@ def test_hash_is_stable_for_same_key_and_differs_across_keys():
     assert h1 == h2 and h1 != h3
     assert re.fullmatch(r"h:[0-9a-f]{16}", h1["user_id"])
     assert h1["msg"] == "by " + h1["user_id"]  # same id, same hash: correlation survives
+    # The documented construction: HMAC-SHA256 of the UTF-8 value, first 16 hex digits.
+    expected = hmac.new(KEY.encode(), b"user_01HZX8K2M3N4P5Q6R7S8T9V0U1", hashlib.sha256).hexdigest()[:16]
+    assert h1["user_id"] == "h:" + expected
 
 
 def test_hash_of_digits_only_is_not_hashed_again():
