@@ -139,6 +139,8 @@ class SinkDriver:
             max_line_bytes=j.max_line_bytes, block_bytes=j.read_block_bytes,
             signal=self.signal, poll_interval=j.poll_interval, name=self.name,
         )
+        if self._reader.start_at_end:  # "end" = the journal's end now, before "started"
+            await asyncio.to_thread(self._reader.prime)
 
     async def run(self) -> None:
         """Read, batch and dispatch until :meth:`stop`; then flush within the deadline."""

@@ -192,6 +192,14 @@ class JournalReader:
                 await asyncio.wait_for(wake.wait(), wait)
         return None
 
+    def prime(self) -> None:
+        """Run the first scan now (blocking: call it in a worker thread). With
+        ``start_at_end`` that fixes "the end" at this moment, not at the first read,
+        which comes later (after the sink has started): lines appended in between are
+        read, not skipped."""
+        if self._first_scan:
+            self._scan()
+
     def close(self) -> None:
         self._closed = True
         for seg in self.segments.values():

@@ -608,6 +608,18 @@ async def test_start_at_end(tmp_path: Path, journal: Path, consumer: Consumer) -
     assert_exact(consumer.lines, lines("a", 3) + lines("n", 2))
 
 
+async def test_start_at_end_primed_fixes_the_end_before_the_first_read(journal: Path, consumer: Consumer) -> None:
+    """prime() (called by the sink driver at start-up): lines appended after it and before
+    the first read are read, not skipped as "existing"."""
+    append(journal, lines("old", 10))
+    reader = consumer.start(start_at_end=True)
+    await asyncio.to_thread(reader.prime)
+    append(journal, lines("a", 3))
+    await consumer.collect(3)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 3))
+
+
 async def test_start_at_end_ignored_with_existing_cursor(journal: Path, consumer: Consumer) -> None:
     """With a stored cursor, start_at_end does not skip: the cursor wins."""
     append(journal, lines("a", 4))
