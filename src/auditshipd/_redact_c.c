@@ -45,6 +45,7 @@
 #define ERR (-1)     /* a Python exception is set */
 #define GIVE_UP 1    /* the Python tiers answer for this line */
 #define DROPPED 2    /* the value goes (a string the action removes whole) */
+#define MORE 3       /* next_member: a comma, another member follows */
 
 /* Key kinds, as the Python kind_of callback returns them. */
 #define KEY_KEEP 0
@@ -220,6 +221,42 @@ static inline void skip_ws(Src *s) {
         s->p++;
 }
 
+/* At an opening '{' or '[': consumed; 1 when the container is empty (its closer consumed too). */
+static inline int open_container(Src *s, unsigned char close) {
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a member: MORE after a comma, OK at the closer (consumed), GIVE_UP otherwise. */
+static inline int next_member(Src *s, unsigned char close) {
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ',') {
+        s->p++;
+        skip_ws(s);
+        return MORE;
+    }
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return OK;
+    }
+    return GIVE_UP;
+}
+
+/* After a key: the ':' and the spaces around it. */
+static inline int colon(Src *s) {
+    skip_ws(s);
+    if (s->p >= s->end || *s->p != ':')
+        return GIVE_UP;
+    s->p++;
+    skip_ws(s);
+    return OK;
+}
+
 /* At '"': the string's content (no escapes: the line has no backslash). */
 static inline int scan_string(Src *s, const unsigned char **start, Py_ssize_t *len) {
     const unsigned char *p = s->p + 1;
@@ -309,60 +346,26 @@ static int skip_value(Src *s, int depth) {
     case '{':
         if (depth >= MAX_DEPTH)
             return GIVE_UP;
-        s->p++;
-        skip_ws(s);
-        if (s->p < s->end && *s->p == '}') {
-            s->p++;
+        if (open_container(s, '}'))
             return OK;
-        }
-        for (;;) {
+        do {
             if (s->p >= s->end || *s->p != '"')
                 return GIVE_UP;
-            if ((rc = scan_string(s, &start, &len)) != OK)
+            if ((rc = scan_string(s, &start, &len)) != OK || (rc = colon(s)) != OK ||
+                (rc = skip_value(s, depth + 1)) != OK)
                 return rc;
-            skip_ws(s);
-            if (s->p >= s->end || *s->p != ':')
-                return GIVE_UP;
-            s->p++;
-            skip_ws(s);
-            if ((rc = skip_value(s, depth + 1)) != OK)
-                return rc;
-            skip_ws(s);
-            if (s->p < s->end && *s->p == ',') {
-                s->p++;
-                skip_ws(s);
-                continue;
-            }
-            if (s->p < s->end && *s->p == '}') {
-                s->p++;
-                return OK;
-            }
-            return GIVE_UP;
-        }
+        } while ((rc = next_member(s, '}')) == MORE);
+        return rc;
     case '[':
         if (depth >= MAX_DEPTH)
             return GIVE_UP;
-        s->p++;
-        skip_ws(s);
-        if (s->p < s->end && *s->p == ']') {
-            s->p++;
+        if (open_container(s, ']'))
             return OK;
-        }
-        for (;;) {
+        do {
             if ((rc = skip_value(s, depth + 1)) != OK)
                 return rc;
-            skip_ws(s);
-            if (s->p < s->end && *s->p == ',') {
-                s->p++;
-                skip_ws(s);
-                continue;
-            }
-            if (s->p < s->end && *s->p == ']') {
-                s->p++;
-                return OK;
-            }
-            return GIVE_UP;
-        }
+        } while ((rc = next_member(s, ']')) == MORE);
+        return rc;
     case 't':
     case 'f':
     case 'n':
@@ -515,6 +518,17 @@ static int key_kind(Plan *plan, const unsigned char *key, Py_ssize_t len) {
     return (int)value;
 }
 
+/* After a member was written from mark on: DROPPED takes it back (its comma too). */
+static inline int settle(Buf *b, Py_ssize_t mark, int rc, int *first) {
+    if (rc == DROPPED) {
+        b->len = mark;
+        return OK;
+    }
+    if (rc == OK)
+        *first = 0;
+    return rc;
+}
+
 /* At '{': a free-form map (metadata.*), in the line's order, id-named entries deleted. */
 static int emit_map(Plan *plan, Src *s, Buf *b, int depth) {
     const unsigned char *keys[MAX_MAP_KEYS];
@@ -522,20 +536,16 @@ static int emit_map(Plan *plan, Src *s, Buf *b, int depth) {
     int n = 0, first = 1, rc;
     if (depth >= MAX_DEPTH)
         return GIVE_UP;
-    s->p++;
     if (put_char(b, '{') != OK)
         return ERR;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
+    if (open_container(s, '}'))
         return put_char(b, '}');
-    }
-    for (;;) {
+    do {
         const unsigned char *key;
         Py_ssize_t klen;
         if (s->p >= s->end || *s->p != '"')
             return GIVE_UP;
-        if ((rc = scan_string(s, &key, &klen)) != OK)
+        if ((rc = scan_string(s, &key, &klen)) != OK || (rc = colon(s)) != OK)
             return rc;
         if (n >= MAX_MAP_KEYS)
             return GIVE_UP;
@@ -545,24 +555,17 @@ static int emit_map(Plan *plan, Src *s, Buf *b, int depth) {
         }
         keys[n] = key;
         lens[n++] = klen;
-        skip_ws(s);
-        if (s->p >= s->end || *s->p != ':')
-            return GIVE_UP;
-        s->p++;
-        skip_ws(s);
         int kind = key_kind(plan, key, klen);
         if (kind == ERR)
             return ERR;
         if (kind == KEY_GIVE_UP)
             return GIVE_UP;
         if (kind == KEY_DELETE) {
-            if ((rc = skip_value(s, depth + 1)) != OK)
-                return rc;
+            rc = skip_value(s, depth + 1);
         } else {
             Py_ssize_t mark = b->len;
-            if (!first && put_char(b, ',') != OK)
-                return ERR;
-            if (put_char(b, '"') != OK || put(b, key, klen) != OK || put(b, "\":", 2) != OK)
+            if ((!first && put_char(b, ',') != OK) || put_char(b, '"') != OK || put(b, key, klen) != OK ||
+                put(b, "\":", 2) != OK)
                 return ERR;
             if (kind == KEY_MASK) {
                 if ((rc = skip_value(s, depth + 1)) != OK)
@@ -575,25 +578,12 @@ static int emit_map(Plan *plan, Src *s, Buf *b, int depth) {
             } else {
                 rc = emit_free(plan, s, b, depth + 1);
             }
-            if (rc == DROPPED)
-                b->len = mark;
-            else if (rc != OK)
-                return rc;
-            else
-                first = 0;
+            rc = settle(b, mark, rc, &first);
         }
-        skip_ws(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (s->p < s->end && *s->p == '}') {
-            s->p++;
-            return put_char(b, '}');
-        }
-        return GIVE_UP;
-    }
+        if (rc != OK)
+            return rc;
+    } while ((rc = next_member(s, '}')) == MORE);
+    return rc == OK ? put_char(b, '}') : rc;
 }
 
 /* At '[': a list inside a free-form part; strings the action removes leave the list. */
@@ -601,37 +591,18 @@ static int emit_array(Plan *plan, Src *s, Buf *b, int depth) {
     int first = 1, rc;
     if (depth >= MAX_DEPTH)
         return GIVE_UP;
-    s->p++;
     if (put_char(b, '[') != OK)
         return ERR;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
+    if (open_container(s, ']'))
         return put_char(b, ']');
-    }
-    for (;;) {
+    do {
         Py_ssize_t mark = b->len;
         if (!first && put_char(b, ',') != OK)
             return ERR;
-        rc = emit_free(plan, s, b, depth + 1);
-        if (rc == DROPPED)
-            b->len = mark;
-        else if (rc != OK)
+        if ((rc = settle(b, mark, emit_free(plan, s, b, depth + 1), &first)) != OK)
             return rc;
-        else
-            first = 0;
-        skip_ws(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (s->p < s->end && *s->p == ']') {
-            s->p++;
-            return put_char(b, ']');
-        }
-        return GIVE_UP;
-    }
+    } while ((rc = next_member(s, ']')) == MORE);
+    return rc == OK ? put_char(b, ']') : rc;
 }
 
 /* Any value inside a free-form part. */
@@ -690,16 +661,12 @@ static int emit_item(Plan *plan, Item *item, Src *s, Buf *b, int depth) {
     case K_LIST:
         if (c != '[' || depth >= MAX_DEPTH)
             return GIVE_UP;
-        s->p++;
         if (put_char(b, '[') != OK)
             return ERR;
-        skip_ws(s);
-        if (s->p < s->end && *s->p == ']') {
-            s->p++;
+        if (open_container(s, ']'))
             return put_char(b, ']');
-        }
         first = 1;
-        for (;;) {
+        do {
             if (!first && put_char(b, ',') != OK)
                 return ERR;
             first = 0;
@@ -707,18 +674,8 @@ static int emit_item(Plan *plan, Item *item, Src *s, Buf *b, int depth) {
                 return GIVE_UP;
             if ((rc = emit_struct(plan, item->sub, s, b, depth + 1)) != OK)
                 return rc;
-            skip_ws(s);
-            if (s->p < s->end && *s->p == ',') {
-                s->p++;
-                skip_ws(s);
-                continue;
-            }
-            if (s->p < s->end && *s->p == ']') {
-                s->p++;
-                return put_char(b, ']');
-            }
-            return GIVE_UP;
-        }
+        } while ((rc = next_member(s, ']')) == MORE);
+        return rc == OK ? put_char(b, ']') : rc;
     }
     return GIVE_UP;
 }
@@ -731,23 +688,14 @@ static int emit_struct(Plan *plan, Node *node, Src *s, Buf *b, int depth) {
     int rc;
     if (depth >= MAX_DEPTH)
         return GIVE_UP;
-    s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-    } else {
-        for (;;) {
+    if (!open_container(s, '}')) {
+        do {
             const unsigned char *key;
             Py_ssize_t klen;
             if (s->p >= s->end || *s->p != '"')
                 return GIVE_UP;
-            if ((rc = scan_string(s, &key, &klen)) != OK)
+            if ((rc = scan_string(s, &key, &klen)) != OK || (rc = colon(s)) != OK)
                 return rc;
-            skip_ws(s);
-            if (s->p >= s->end || *s->p != ':')
-                return GIVE_UP;
-            s->p++;
-            skip_ws(s);
             for (int i = 0; i < node->n; i++) {
                 Item *item = &node->items[i];
                 if (item->klen == klen && memcmp(item->key, key, klen) == 0) {
@@ -760,20 +708,10 @@ static int emit_struct(Plan *plan, Node *node, Src *s, Buf *b, int depth) {
             }
             if ((rc = skip_value(s, depth + 1)) != OK)
                 return rc;
-            skip_ws(s);
-            if (s->p < s->end && *s->p == ',') {
-                s->p++;
-                skip_ws(s);
-                continue;
-            }
-            if (s->p < s->end && *s->p == '}') {
-                s->p++;
-                break;
-            }
-            return GIVE_UP;
-        }
+        } while ((rc = next_member(s, '}')) == MORE);
+        if (rc != OK)
+            return rc;
     }
-    const unsigned char *after = s->p;
     int first = 1;
     if (put_char(b, '{') != OK)
         return ERR;
@@ -785,21 +723,12 @@ static int emit_struct(Plan *plan, Node *node, Src *s, Buf *b, int depth) {
             continue;
         }
         Py_ssize_t mark = b->len;
-        if (!first && put_char(b, ',') != OK)
-            return ERR;
-        if (put(b, item->head, item->hlen) != OK)
+        if ((!first && put_char(b, ',') != OK) || put(b, item->head, item->hlen) != OK)
             return ERR;
         Src sub = {spans[i], s->end};
-        rc = emit_item(plan, item, &sub, b, depth + 1);
-        if (rc == DROPPED) {
-            b->len = mark;
-            continue;
-        }
-        if (rc != OK)
+        if ((rc = settle(b, mark, emit_item(plan, item, &sub, b, depth + 1), &first)) != OK)
             return rc;
-        first = 0;
     }
-    s->p = after;
     return put_char(b, '}');
 }
 
