@@ -392,6 +392,22 @@ static int has_run(const unsigned char *s, Py_ssize_t n) {
     return 0;
 }
 
+/* Writes out (a str from Python) as msgspec encodes it; steals the reference to out. */
+static int put_encoded(Plan *plan, Buf *b, PyObject *out) {
+    PyObject *encoded = PyObject_CallOneArg(plan->encode, out);
+    Py_DECREF(out);
+    if (encoded == NULL)
+        return ERR;
+    if (!PyBytes_Check(encoded)) {
+        Py_DECREF(encoded);
+        PyErr_SetString(PyExc_TypeError, "encode() must return bytes");
+        return ERR;
+    }
+    int rc = put(b, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded));
+    Py_DECREF(encoded);
+    return rc;
+}
+
 /* At '"': a string value, checked for ids; DROPPED when the action removes it whole. */
 static int emit_string(Plan *plan, Src *s, Buf *b) {
     const unsigned char *start;
@@ -421,20 +437,8 @@ static int emit_string(Plan *plan, Src *s, Buf *b) {
                 Py_DECREF(out);
                 return ERR;
             }
-            if (same != 0) {
-                PyObject *encoded = PyObject_CallOneArg(plan->encode, out);
-                Py_DECREF(out);
-                if (encoded == NULL)
-                    return ERR;
-                if (!PyBytes_Check(encoded)) {
-                    Py_DECREF(encoded);
-                    PyErr_SetString(PyExc_TypeError, "encode() must return bytes");
-                    return ERR;
-                }
-                rc = put(b, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded));
-                Py_DECREF(encoded);
-                return rc;
-            }
+            if (same != 0)
+                return put_encoded(plan, b, out);
             Py_DECREF(out);
             if (table_put(&plan->clean, start, len, h, 1) != OK)
                 return ERR;
@@ -478,18 +482,7 @@ static int emit_hashed(Plan *plan, Src *s, Buf *b) {
         Py_DECREF(out);
         return GIVE_UP;
     }
-    PyObject *encoded = PyObject_CallOneArg(plan->encode, out);
-    Py_DECREF(out);
-    if (encoded == NULL)
-        return ERR;
-    if (!PyBytes_Check(encoded)) {
-        Py_DECREF(encoded);
-        PyErr_SetString(PyExc_TypeError, "encode() must return bytes");
-        return ERR;
-    }
-    rc = put(b, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded));
-    Py_DECREF(encoded);
-    return rc;
+    return put_encoded(plan, b, out);
 }
 
 /* The kind of a free-form key: cached, or asked of Python once. */
