@@ -392,6 +392,16 @@ static int has_run(const unsigned char *s, Py_ssize_t n) {
     return 0;
 }
 
+/* func(the UTF-8 text of start[0:len]): a new reference, or NULL with an exception set. */
+static PyObject *call_with_text(PyObject *func, const unsigned char *start, Py_ssize_t len) {
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)start, len, NULL);
+    if (text == NULL)
+        return NULL;
+    PyObject *out = PyObject_CallOneArg(func, text);
+    Py_DECREF(text);
+    return out;
+}
+
 /* Writes out (a str from Python) as msgspec encodes it; steals the reference to out. */
 static int put_encoded(Plan *plan, Buf *b, PyObject *out) {
     PyObject *encoded = PyObject_CallOneArg(plan->encode, out);
@@ -471,11 +481,7 @@ static int emit_hashed(Plan *plan, Src *s, Buf *b) {
     int rc = scan_string(s, &start, &len);
     if (rc != OK)
         return rc;
-    PyObject *text = PyUnicode_DecodeUTF8((const char *)start, len, NULL);
-    if (text == NULL)
-        return ERR;
-    PyObject *out = PyObject_CallOneArg(plan->id_value, text);
-    Py_DECREF(text);
+    PyObject *out = call_with_text(plan->id_value, start, len);
     if (out == NULL)
         return ERR;
     if (!PyUnicode_Check(out)) {
@@ -491,11 +497,7 @@ static int key_kind(Plan *plan, const unsigned char *key, Py_ssize_t len) {
     int kind = table_get(&plan->keys, key, len, h);
     if (kind >= 0)
         return kind;
-    PyObject *text = PyUnicode_DecodeUTF8((const char *)key, len, NULL);
-    if (text == NULL)
-        return ERR;
-    PyObject *out = PyObject_CallOneArg(plan->kind_of, text);
-    Py_DECREF(text);
+    PyObject *out = call_with_text(plan->kind_of, key, len);
     if (out == NULL)
         return ERR;
     long value = PyLong_AsLong(out);
