@@ -12,8 +12,10 @@ flight, the journal is the buffer.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -276,13 +278,14 @@ class SinkDriver:
             if used_bytes + total < max_bytes:
                 yield lines, total, chunk.mark, quarantined
                 return
+        # cum[k]: bytes of lines[:k]. A part takes lines while it holds fewer than the
+        # events left and fewer bytes than the room left (its last line may cross it).
+        cum = [0, *itertools.accumulate(map(len, lines))]
         begin = 0
         while True:
-            end, size = begin, 0
-            while (end < len(lines) and used_events + end - begin < max_events
-                   and used_bytes + size < max_bytes):
-                size += len(lines[end])
-                end += 1
+            end = min(len(lines), begin + max(0, max_events - used_events),
+                      bisect.bisect_left(cum, cum[begin] + max_bytes - used_bytes, begin))
+            size = cum[end] - cum[begin]
             if end == len(lines):
                 yield lines[begin:end], size, chunk.mark, quarantined
                 return

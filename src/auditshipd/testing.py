@@ -69,7 +69,7 @@ class WebhookReceiver:
     ``script``: a list of answers consumed one per request before the default
     (``200``). An answer is an int status, a ``(status, headers[, body])`` tuple, ``"hang"``
     (never answer) or ``"close"`` (drop the connection). Accepted (2xx) requests add
-    their events to ``events``.
+    their events to ``events`` (and to ``batches``, one list per request).
     """
 
     def __init__(self, port: int | None = None, *, hmac_secret: str | None = None,
@@ -80,6 +80,7 @@ class WebhookReceiver:
         self.script: list[Any] = []
         self.default: Any = 200
         self.events: list[dict[str, Any]] = []
+        self.batches: list[list[dict[str, Any]]] = []  # the events of each accepted request
         self.requests = 0
         self.rejected_auth = 0
         self._lock = threading.Lock()
@@ -205,6 +206,7 @@ class WebhookReceiver:
                 events = msgspec.json.decode(body)
             with self._lock:
                 self.events.extend(events)
+                self.batches.append(events)
         return web.Response(status=status, headers=headers, text=body_text)
 
 

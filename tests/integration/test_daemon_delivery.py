@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from auditshipd import AuditJournal
@@ -313,6 +314,30 @@ timeout = 0.5
     dead = [e["id"] for x in DeadLetterFile(ws.state, "flaky").read() for e in x.events]
     assert dead == [ids[3]]
     assert read_jsonl_ids(out) == ids[:3] + ids[4:]
+
+
+def test_batches_respect_max_events_and_max_bytes(ws):
+    """A backlog read in large chunks is cut into batches of at most max_events events,
+    and of fewer than max_bytes bytes before their last event; every event once, in order."""
+    rng = random.Random(3)
+    j = AuditJournal(ws.journal)
+    ids = [f"b-{i:04d}" for i in range(600)]
+    for eid in ids:
+        assert j.record("user.invited", id=eid, actor={"type": "user", "email": "a@acme.test"},
+                        metadata={"note": "ab " * (150 if rng.random() < 0.2 else 0)})
+    j.close()
+    with WebhookReceiver() as rcv:
+        ws.write_config(http_sink(rcv.url, batch=7).replace("timeout = 0.05", "timeout = 0.05\nmax_bytes = 1500", 1))
+        with ws.daemon() as d:
+            d.wait_started()
+            wait_for(lambda: len(rcv.ids()) >= 600, 60, message="all events")
+            assert d.terminate() == 0
+        assert rcv.ids() == ids
+        sizes = [[len(msgspec.json.encode(e)) for e in batch] for batch in rcv.batches]
+    assert all(1 <= len(b) <= 7 for b in sizes)
+    assert all(sum(b[:-1]) < 1500 for b in sizes)
+    assert any(len(b) < 7 for b in sizes[:-1]), "no batch was cut by max_bytes"
+    assert any(len(b) == 7 for b in sizes), "no batch was cut by max_events"
 
 
 def test_polling_mode_gives_same_results(ws):
