@@ -55,6 +55,9 @@ class JournalConfig(_Strict):
     force_polling: bool = False
     poll_interval: float = 1.0
     read_block_bytes: int = 1024 * 1024
+    # Seconds a drained segment that left the glob (renamed away, deleted) stays open for
+    # a writer that still appends through its old descriptor.
+    rotate_wait: float = 5.0
 
 
 class BatchConfig(_Strict):
@@ -341,6 +344,8 @@ def _check_journal(j: JournalConfig, source: str) -> None:
         raise ConfigError("must be positive", file=source, key="journal.poll_interval")
     if j.read_block_bytes < 4096:
         raise ConfigError("must be at least 4096", file=source, key="journal.read_block_bytes")
+    if j.rotate_wait < 0:
+        raise ConfigError("must be zero or more (seconds)", file=source, key="journal.rotate_wait")
 
 
 _AT_RE = re.compile(r" - at `\$(.*)`$")

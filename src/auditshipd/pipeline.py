@@ -139,7 +139,8 @@ class SinkDriver:
         self._reader = JournalReader(
             j.paths, self.committed, start_at_end=self.sc.start_at == "end",
             max_line_bytes=j.max_line_bytes, block_bytes=j.read_block_bytes,
-            signal=self.signal, poll_interval=j.poll_interval, name=self.name,
+            signal=self.signal, poll_interval=j.poll_interval, rotate_wait=j.rotate_wait,
+            name=self.name,
         )
         if self._reader.start_at_end:  # "end" = the journal's end now, before "started"
             await asyncio.to_thread(self._reader.prime)

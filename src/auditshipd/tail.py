@@ -100,7 +100,7 @@ Item = Chunk | OversizeLine | Release
 class _Segment:
     __slots__ = (
         "key", "path", "fd", "offset", "head_len", "head_hash", "tail_hash", "in_glob",
-        "mtime", "skipping_from", "skip_pos", "seq", "io_error",
+        "mtime", "skipping_from", "skip_pos", "seq", "io_error", "left_ns",
     )
 
     def __init__(self, key: str, path: str, fd: int, offset: int, head_len: int, head_hash: str,
@@ -113,6 +113,7 @@ class _Segment:
         self.head_hash = head_hash
         self.tail_hash = tail_hash
         self.in_glob = True
+        self.left_ns = 0  # when a scan first found it out of the glob
         self.mtime = 0
         self.skipping_from: int | None = None  # start of an oversize line being skipped
         self.skip_pos = 0  # how far the search for its newline got
@@ -143,6 +144,7 @@ class JournalReader:
         signal: ChangeSignal | None = None,
         poll_interval: float = 1.0,
         idle_after: float = 60.0,
+        rotate_wait: float = 5.0,
         name: str = "",
     ) -> None:
         self.patterns = list(patterns)
@@ -153,6 +155,11 @@ class JournalReader:
         self.block_bytes = block_bytes
         self.signal = signal or ChangeSignal()
         self.poll_interval = poll_interval
+        # A drained segment that left the glob (renamed away, deleted) is kept open for
+        # rotate_wait seconds after it left and after its last write: a writer holding the
+        # old descriptor may still append before it reopens the path (Fluent Bit's
+        # Rotate_Wait).
+        self.rotate_wait = rotate_wait
         self.name = name
         self.segments: dict[str, _Segment] = {}
         # Drained segments untouched for idle_after seconds: descriptor closed, cursor
@@ -236,18 +243,21 @@ class JournalReader:
                 continue
             if item is not None:
                 return item
-        # Drained segments that left the glob (renamed away or deleted) are released.
+        # Drained segments that left the glob (renamed away or deleted) are released once
+        # rotate_wait has passed since they left it and since their last write.
         now_ns = time.time_ns()
         for seg in list(self.segments.values()):
             if seg.skipping_from is not None or not self._at_eof(seg):
-                if not seg.in_glob and self._abandoned(seg, now_ns):
+                if not seg.in_glob and self._unchanged_for(seg, now_ns, self.idle_after):
                     log.warning("%s: %s is gone and ends with %d bytes that never got their"
                                 " newline (a torn last line); releasing it", self.name,
                                 seg.path, self._size(seg) - seg.offset)
                     self._release(seg)
                 continue
             if not seg.in_glob:
-                self._release(seg)
+                if (now_ns - seg.left_ns > self.rotate_wait * 1e9
+                        and self._unchanged_for(seg, now_ns, self.rotate_wait)):
+                    self._release(seg)
             elif now_ns - seg.mtime > self.idle_after * 1e9:
                 self._make_idle(seg)
         return self._pending.pop(0) if self._pending else None
@@ -302,8 +312,9 @@ class JournalReader:
             except OSError as exc:
                 log.warning("%s: cannot read journal segment %s: %s", self.name, path, exc)
         for key, seg in self.segments.items():
-            if key not in seen:
+            if key not in seen and seg.in_glob:
                 seg.in_glob = False
+                seg.left_ns = time.time_ns()
         for key in [k for k in self.idle if k not in seen]:
             self._retire(key, self.idle.pop(key)[0])
             self._pending.append(Release(key))
@@ -506,18 +517,21 @@ class JournalReader:
             seg.io_error = True
             log.warning("%s: reading %s failed (%s); retrying", self.name, seg.path, exc)
 
-    def _abandoned(self, seg: _Segment, now_ns: int) -> bool:
-        """Out of the glob, with only a partial line left, unchanged for idle_after.
+    @staticmethod
+    def _unchanged_for(seg: _Segment, now_ns: int, seconds: float) -> bool:
+        """Whether the segment's file was last modified more than ``seconds`` ago.
 
-        Such a segment was never released: its descriptor stayed open for ever and a
-        deleted file's disk space was never freed. (Reaching here means no complete
-        line is left: every segment's read returned nothing in this pass.)
+        Out of the glob and drained: released after rotate_wait (also counted from when
+        it left the glob). Out of the glob with only
+        a partial line left (reaching there means no complete line is left: every
+        segment's read returned nothing in this pass): released after idle_after, else
+        its descriptor stayed open for ever and a deleted file's space was never freed.
         """
         try:
             st = os.fstat(seg.fd)
         except OSError:
             return True
-        return now_ns - st.st_mtime_ns > self.idle_after * 1e9
+        return now_ns - st.st_mtime_ns > seconds * 1e9
 
     @staticmethod
     def _size(seg: _Segment) -> int:

@@ -167,12 +167,14 @@ def test_check_config_cli_ok():
 
 
 @pytest.mark.parametrize(("table", "key"), [
+    ("[journal]\nrotate_wait = -1\n", "journal.rotate_wait"),
+    ("[journal]\npoll_interval = 0\n", "journal.poll_interval"),
     ("[portal]\nlisten = \"nowhere\"\n", "portal.listen"),
     ("[portal]\ncolour = 1\n", "portal.colour"),
     ("[metrics]\nlisten = 42\n", "metrics.listen"),
 ])
 def test_portal_and_metrics_tables_are_validated_with_the_config(tmp_path, table, key):
-    """Bad [portal] / [metrics] tables fail check-config (and so a reload), naming the key."""
+    """Bad [journal] values, [portal] / [metrics] tables fail check-config (and so a reload), naming the key."""
     p = tmp_path / "c.toml"
     p.write_text(SINK + table)
     with pytest.raises(ConfigError) as info:

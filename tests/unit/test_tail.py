@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -47,7 +48,8 @@ class Consumer:
 
     def __init__(self, tmp_path: Path, **kw: object) -> None:
         self.pattern = str(tmp_path / "audit.jsonl*")
-        self.kw = {"poll_interval": 0.05, **kw}
+        # rotate_wait 0: tests of release see it at once; the grace has its own tests.
+        self.kw = {"poll_interval": 0.05, "rotate_wait": 0.0, **kw}
         self.committed: dict[str, SegmentCursor] = {}
         self.lines: list[bytes] = []
         self.items: list[object] = []
@@ -243,6 +245,42 @@ async def test_rename_rotation_out_of_glob_drains_then_releases(
     await consumer.quiet()
     assert consumer.lines == lines("a", 15)
     assert old_key not in consumer.committed
+
+
+async def test_writer_appending_to_the_renamed_file_within_rotate_wait_is_read(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """A writer that keeps its descriptor after the rename (it reopens the path later):
+    what it appends within rotate_wait is read; then the segment goes."""
+    append(journal, lines("a", 5))
+    consumer.start(rotate_wait=1.0)
+    past = time.time() - 3  # last written before rotate_wait: the wait counts from the rename too
+    os.utime(journal, (past, past))
+    await consumer.collect(5)
+    old_key = key_of(journal)
+    archived = tmp_path / "archived.log"
+    with open(journal, "ab") as writer:  # the application's descriptor
+        os.rename(journal, archived)
+        await consumer.quiet()  # drained, out of the glob, still held
+        assert old_key in consumer.committed
+        writer.write(b"".join(x + b"\n" for x in lines("a", 3, 5)))
+        writer.flush()
+        await consumer.collect(8)
+    append(journal, lines("b", 2))  # the reopened path
+    await consumer.collect(10)
+    await consumer.until(lambda: any(isinstance(i, Release) and i.segment == old_key
+                                     for i in consumer.items))
+    assert_exact(consumer.lines, lines("a", 8) + lines("b", 2))
+    assert old_key not in consumer.committed
+
+
+async def test_rotate_wait_zero_releases_a_drained_renamed_segment_at_once(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    append(journal, lines("a", 5))
+    consumer.start(rotate_wait=0.0)
+    await consumer.collect(5)
+    old_key = key_of(journal)
+    os.rename(journal, tmp_path / "archived.log")
+    await consumer.until(lambda: old_key not in consumer.committed)
 
 
 async def test_rename_rotation_while_stopped(journal: Path, consumer: Consumer) -> None:
