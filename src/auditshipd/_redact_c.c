@@ -12,8 +12,8 @@
  * The C tier only ever answers for lines whose output it can write byte for byte as
  * encode(redactor(decode(line))) would. For anything else it returns None and the
  * Python tiers answer (with the error or the quarantine reason when there is one):
- * backslash escapes anywhere in the line, invalid UTF-8, floats in kept values, integers
- * of more than 18 digits, duplicate keys, a missing or empty required field, a value of
+ * backslash escapes anywhere in the line, invalid UTF-8, integers of more than 18 digits
+ * or -0 in kept values, duplicate keys, a missing or empty required field, a value of
  * an unexpected type for its place in the policy, nesting deeper than MAX_DEPTH, invalid
  * JSON, keys the Python classifier would rename, and a map or list under a key whose
  * value is hashed.
@@ -24,6 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -274,10 +275,15 @@ static inline int scan_string(Src *s, const unsigned char **start, Py_ssize_t *l
     return OK;
 }
 
-/* A JSON number; *is_int: in the form -?(0|[1-9][0-9]*) with at most 18 digits, not -0. */
-static int scan_number(Src *s, int *is_int) {
+/* What a JSON number is, for writing it: */
+#define NUM_INT 0   /* -?(0|[1-9][0-9]*), at most 18 digits, not -0: msgspec writes it as it is */
+#define NUM_FLOAT 1 /* a fraction or an exponent: msgspec writes the shortest repr of the double */
+#define NUM_OTHER 2 /* -0 or a longer integer: left to the Python tiers */
+
+static int scan_number(Src *s, int *form) {
     const unsigned char *p = s->p, *end = s->end;
-    int neg = 0, simple = 1;
+    int neg = 0;
+    *form = NUM_INT;
     if (p < end && *p == '-') {
         neg = 1;
         p++;
@@ -292,8 +298,10 @@ static int scan_number(Src *s, int *is_int) {
             p++;
     }
     Py_ssize_t ndigits = p - digits;
+    if (ndigits > 18 || (neg && ndigits == 1 && digits[0] == '0'))
+        *form = NUM_OTHER;
     if (p < end && *p == '.') {
-        simple = 0;
+        *form = NUM_FLOAT;
         p++;
         if (p >= end || *p < '0' || *p > '9')
             return GIVE_UP;
@@ -301,7 +309,7 @@ static int scan_number(Src *s, int *is_int) {
             p++;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
-        simple = 0;
+        *form = NUM_FLOAT;
         p++;
         if (p < end && (*p == '+' || *p == '-'))
             p++;
@@ -310,9 +318,6 @@ static int scan_number(Src *s, int *is_int) {
         while (p < end && *p >= '0' && *p <= '9')
             p++;
     }
-    if (ndigits > 18 || (neg && ndigits == 1 && digits[0] == '0'))
-        simple = 0;
-    *is_int = simple;
     s->p = p;
     return OK;
 }
@@ -337,7 +342,7 @@ static inline int scan_literal(Src *s) {
 static int skip_value(Src *s, int depth) {
     const unsigned char *start;
     Py_ssize_t len;
-    int is_int, rc;
+    int form, rc;
     if (s->p >= s->end)
         return GIVE_UP;
     switch (*s->p) {
@@ -371,7 +376,7 @@ static int skip_value(Src *s, int depth) {
     case 'n':
         return scan_literal(s);
     default:
-        return scan_number(s, &is_int);
+        return scan_number(s, &form);
     }
 }
 
@@ -402,7 +407,7 @@ static PyObject *call_with_text(PyObject *func, const unsigned char *start, Py_s
     return out;
 }
 
-/* Writes out (a str from Python) as msgspec encodes it; steals the reference to out. */
+/* Writes out (a str or float from Python) as msgspec encodes it; steals the reference. */
 static int put_encoded(Plan *plan, Buf *b, PyObject *out) {
     PyObject *encoded = PyObject_CallOneArg(plan->encode, out);
     Py_DECREF(out);
@@ -457,19 +462,33 @@ static int emit_string(Plan *plan, Src *s, Buf *b) {
     return put(b, start - 1, len + 2);
 }
 
-/* A number, true, false or null: copied when msgspec would write the same bytes. */
-static int emit_scalar(Src *s, Buf *b) {
+/* A number, true, false or null, as msgspec writes it: copied, or for a float (when
+ * floats is set) the double Python parses from it, encoded by msgspec. */
+static int emit_scalar(Plan *plan, Src *s, Buf *b, int floats) {
     const unsigned char *start = s->p;
-    int rc, is_int = 1;
+    int rc, form = NUM_INT;
     if (*s->p == 't' || *s->p == 'f' || *s->p == 'n')
         rc = scan_literal(s);
     else
-        rc = scan_number(s, &is_int);
+        rc = scan_number(s, &form);
     if (rc != OK)
         return rc;
-    if (!is_int)
-        return GIVE_UP; /* a float: msgspec rewrites it */
-    return put(b, start, s->p - start);
+    if (form == NUM_INT)
+        return put(b, start, s->p - start);
+    if (form != NUM_FLOAT || !floats)
+        return GIVE_UP;
+    PyObject *text = PyBytes_FromStringAndSize((const char *)start, s->p - start);
+    if (text == NULL)
+        return ERR;
+    PyObject *value = PyFloat_FromString(text); /* correctly rounded, as msgspec's parser */
+    Py_DECREF(text);
+    if (value == NULL)
+        return ERR;
+    if (!isfinite(PyFloat_AS_DOUBLE(value))) {
+        Py_DECREF(value);
+        return GIVE_UP; /* out of range: msgspec rejects the line */
+    }
+    return put_encoded(plan, b, value);
 }
 
 static int emit_free(Plan *plan, Src *s, Buf *b, int depth);
@@ -612,7 +631,7 @@ static int emit_free(Plan *plan, Src *s, Buf *b, int depth) {
     case '[':
         return emit_array(plan, s, b, depth);
     default:
-        return emit_scalar(s, b);
+        return emit_scalar(plan, s, b, 1);
     }
 }
 
@@ -638,13 +657,13 @@ static int emit_item(Plan *plan, Item *item, Src *s, Buf *b, int depth) {
     case K_VERSION:
         if (c != '-' && (c < '0' || c > '9'))
             return GIVE_UP;
-        return emit_scalar(s, b);
+        return emit_scalar(plan, s, b, 0); /* an integer, or the Python tiers drop it */
     case K_LEAF:
         if (c == '"')
             return emit_string(plan, s, b);
         if (c == '{' || c == '[')
             return GIVE_UP;
-        return emit_scalar(s, b);
+        return emit_scalar(plan, s, b, 1);
     case K_STRUCT:
         if (c != '{')
             return GIVE_UP;
