@@ -12,15 +12,16 @@
  * The C tier only ever answers for lines whose output it can write byte for byte as
  * encode(redactor(decode(line))) would. For anything else it returns None and the
  * Python tiers answer (with the error or the quarantine reason when there is one):
- * backslash escapes anywhere in the line, invalid UTF-8, integers of more than 18 digits
- * or -0 in kept values, duplicate keys, a missing or empty required field, a value of
+ * escapes in keys or required fields, surrogate escapes, invalid UTF-8, integers of more
+ * than 18 digits or -0 in kept values, out-of-range floats, duplicate keys, a missing or empty required field, a value of
  * an unexpected type for its place in the policy, nesting deeper than MAX_DEPTH, invalid
  * JSON, keys the Python classifier would rename, and a map or list under a key whose
  * value is hashed.
  *
  * What stays in Python: classifying a key the first time it is seen (cached here),
  * redacting a string that has a run of 16 id characters (a string found unchanged is
- * cached here too), and hashing the value of an id-named key (action "hash").
+ * cached here too), a string value with backslash escapes (decoded, checked and
+ * re-encoded by msgspec), and hashing the value of an id-named key (action "hash").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -92,6 +93,7 @@ typedef struct {
     PyObject *drop;       /* the sentinel redact_str returns for "remove the string" */
     PyObject *mask_json;  /* bytes written for the value of a KEY_MASK key */
     PyObject *id_value;   /* text: str -> str, the value written for a KEY_HASH key */
+    PyObject *escaped;    /* raw JSON string with escapes: bytes -> encoded bytes | drop */
     Table keys;
     Table clean;
 } Plan;
@@ -258,13 +260,50 @@ static inline int colon(Src *s) {
     return OK;
 }
 
-/* At '"': the string's content (no escapes: the line has no backslash). */
-static inline int scan_string(Src *s, const unsigned char **start, Py_ssize_t *len) {
+static inline int hex_value(unsigned char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* At '"': the string's raw content (between the quotes); *escaped when it holds a
+ * backslash escape (checked: \" \\ \/ \b \f \n \r \t \uXXXX, no surrogate halves). */
+static int scan_string_esc(Src *s, const unsigned char **start, Py_ssize_t *len, int *escaped) {
     const unsigned char *p = s->p + 1;
     const unsigned char *q = p;
+    *escaped = 0;
     while (q < s->end && *q != '"') {
         if (*q < 0x20)
             return GIVE_UP; /* a raw control character: invalid JSON */
+        if (*q == '\\') {
+            *escaped = 1;
+            if (q + 1 >= s->end)
+                return GIVE_UP;
+            unsigned char e = q[1];
+            if (e == 'u') {
+                if (s->end - q < 6)
+                    return GIVE_UP;
+                int code = 0;
+                for (int i = 2; i < 6; i++) {
+                    int v = hex_value(q[i]);
+                    if (v < 0)
+                        return GIVE_UP;
+                    code = code * 16 + v;
+                }
+                if (code >= 0xD800 && code <= 0xDFFF)
+                    return GIVE_UP; /* a surrogate half: the Python tiers decide */
+                q += 6;
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", e) || e == 0)
+                return GIVE_UP;
+            q += 2;
+            continue;
+        }
         q++;
     }
     if (q >= s->end)
@@ -273,6 +312,13 @@ static inline int scan_string(Src *s, const unsigned char **start, Py_ssize_t *l
     *len = q - p;
     s->p = q + 1;
     return OK;
+}
+
+/* At '"': a string written as it is (a key, a required field): escapes give up. */
+static inline int scan_string(Src *s, const unsigned char **start, Py_ssize_t *len) {
+    int escaped;
+    int rc = scan_string_esc(s, start, len, &escaped);
+    return rc == OK && escaped ? GIVE_UP : rc;
 }
 
 /* What a JSON number is, for writing it: */
@@ -342,12 +388,12 @@ static inline int scan_literal(Src *s) {
 static int skip_value(Src *s, int depth) {
     const unsigned char *start;
     Py_ssize_t len;
-    int form, rc;
+    int form, rc, escaped;
     if (s->p >= s->end)
         return GIVE_UP;
     switch (*s->p) {
     case '"':
-        return scan_string(s, &start, &len);
+        return scan_string_esc(s, &start, &len, &escaped);
     case '{':
         if (depth >= MAX_DEPTH)
             return GIVE_UP;
@@ -356,7 +402,7 @@ static int skip_value(Src *s, int depth) {
         do {
             if (s->p >= s->end || *s->p != '"')
                 return GIVE_UP;
-            if ((rc = scan_string(s, &start, &len)) != OK || (rc = colon(s)) != OK ||
+            if ((rc = scan_string_esc(s, &start, &len, &escaped)) != OK || (rc = colon(s)) != OK ||
                 (rc = skip_value(s, depth + 1)) != OK)
                 return rc;
         } while ((rc = next_member(s, '}')) == MORE);
@@ -427,9 +473,33 @@ static int put_encoded(Plan *plan, Buf *b, PyObject *out) {
 static int emit_string(Plan *plan, Src *s, Buf *b) {
     const unsigned char *start;
     Py_ssize_t len;
-    int rc = scan_string(s, &start, &len);
+    int escaped;
+    int rc = scan_string_esc(s, &start, &len, &escaped);
     if (rc != OK)
         return rc;
+    if (escaped) { /* Python decodes it, checks it and writes it as msgspec does */
+        PyObject *raw = PyBytes_FromStringAndSize((const char *)start - 1, len + 2);
+        if (raw == NULL)
+            return ERR;
+        PyObject *out = PyObject_CallOneArg(plan->escaped, raw);
+        Py_DECREF(raw);
+        if (out == NULL) {
+            PyErr_Clear(); /* not a string msgspec takes: the Python tiers say why */
+            return GIVE_UP;
+        }
+        if (out == plan->drop) {
+            Py_DECREF(out);
+            return DROPPED;
+        }
+        if (!PyBytes_Check(out)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "escaped() must return bytes or drop");
+            return ERR;
+        }
+        rc = put(b, PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out));
+        Py_DECREF(out);
+        return rc;
+    }
     if (has_run(start, len)) {
         uint64_t h = fnv1a(start, len);
         if (table_get(&plan->clean, start, len, h) < 0) {
@@ -825,10 +895,11 @@ fail:
 }
 
 static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
-    PyObject *root, *kind_of, *redact_str, *encode, *drop, *mask_json, *id_value;
-    static char *kwlist[] = {"root", "kind_of", "redact_str", "encode", "drop", "mask_json", "id_value", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOSO", kwlist, &root, &kind_of, &redact_str,
-                                     &encode, &drop, &mask_json, &id_value))
+    PyObject *root, *kind_of, *redact_str, *encode, *drop, *mask_json, *id_value, *escaped;
+    static char *kwlist[] = {"root",      "kind_of",  "redact_str", "encode", "drop",
+                             "mask_json", "id_value", "escaped",    NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOSOO", kwlist, &root, &kind_of, &redact_str,
+                                     &encode, &drop, &mask_json, &id_value, &escaped))
         return -1;
     if (self->root != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Plan is already initialised");
@@ -855,6 +926,8 @@ static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     self->mask_json = mask_json;
     Py_INCREF(id_value);
     self->id_value = id_value;
+    Py_INCREF(escaped);
+    self->escaped = escaped;
     return 0;
 }
 
@@ -868,6 +941,7 @@ static void Plan_dealloc(Plan *self) {
     Py_XDECREF(self->drop);
     Py_XDECREF(self->mask_json);
     Py_XDECREF(self->id_value);
+    Py_XDECREF(self->escaped);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -882,8 +956,6 @@ static PyObject *Plan_redact(Plan *self, PyObject *line) {
     }
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(line);
     Py_ssize_t size = PyBytes_GET_SIZE(line);
-    if (memchr(data, '\\', size) != NULL)
-        Py_RETURN_NONE; /* escapes: msgspec rewrites them */
     for (Py_ssize_t i = 0; i < size; i++) {
         if (data[i] >= 0x80) {
             PyObject *check = PyUnicode_DecodeUTF8((const char *)data, size, NULL);
@@ -934,7 +1006,8 @@ static PyTypeObject PlanType = {
     .tp_name = "auditshipd._redact_c.Plan",
     .tp_basicsize = sizeof(Plan),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json, id_value): a policy compiled for the C tier.",
+    .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json, id_value, escaped): a policy "
+               "compiled for the C tier.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Plan_init,
     .tp_dealloc = (destructor)Plan_dealloc,

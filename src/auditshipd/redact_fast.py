@@ -555,10 +555,23 @@ def _c_plan(
             return _MASK if action == "mask" else _HASH
         return _GIVE_UP  # renamed (the name holds an id): the Python tiers
 
+    decode_str = msgspec.json.Decoder(str).decode
+    search, min_len, redact_str = r._search, r._min_len, r._redact_str
+
+    def escaped(raw: bytes) -> Any:
+        """A kept JSON string with backslash escapes (quotes included): as the Python
+        tiers write it (raises when msgspec does not take it: C then hands the line back)."""
+        text = decode_str(raw)
+        if len(text) >= min_len and search(text):
+            text = redact_str(text)
+            if text is drop:
+                return drop
+        return encode(text)
+
     # What "mask" writes for the value of an id-named key, whatever the value.
     mask_json = encode(r._id_value(None)) if action == "mask" else b"null"
     try:
-        return _redact_c.Plan(root, kind_of, r._redact_str, encode, drop, mask_json, r._id_value)
+        return _redact_c.Plan(root, kind_of, redact_str, encode, drop, mask_json, r._id_value, escaped)
     except (ValueError, TypeError):  # a key the C tier does not take (non-ASCII, quotes)
         return None
 
