@@ -112,11 +112,16 @@ typedef struct {
 
 /* The characters of the prefilter run: [A-Za-z0-9_~+/=-]. */
 static unsigned char RUN_CLASS[256];
+/* Where a string scan stops: the closing quote, a backslash, a raw control character. */
+static unsigned char STR_STOP[256];
 
 static void init_class(void) {
     const char *chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~+/=-";
     for (const char *c = chars; *c; c++)
         RUN_CLASS[(unsigned char)*c] = 1;
+    for (int c = 0; c < 0x20; c++)
+        STR_STOP[c] = 1;
+    STR_STOP['"'] = STR_STOP['\\'] = 1;
 }
 
 /* -- output buffer ---------------------------------------------------------------- */
@@ -270,41 +275,62 @@ static inline int hex_value(unsigned char c) {
     return -1;
 }
 
+/* The first stop character (STR_STOP) at or after q, or end: eight bytes at a time (a
+ * zero byte after xor with '"' or '\\', a byte below 0x20; bytes >= 0x80 never match;
+ * little-endian: the lowest flagged byte comes first), the last few byte by byte. */
+static inline const unsigned char *find_stop(const unsigned char *q, const unsigned char *end) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - q >= 8) {
+        uint64_t w, quote, slash, hit;
+        memcpy(&w, q, 8);
+        quote = w ^ (ones * '"');
+        slash = w ^ (ones * '\\');
+        hit = (((quote - ones) & ~quote) | ((slash - ones) & ~slash) | ((w - ones * 0x20) & ~w)) & highs;
+        if (hit) /* the lowest flagged byte is exact (false flags only follow a true one) */
+            return q + (__builtin_ctzll(hit) >> 3);
+        q += 8;
+    }
+#endif
+    while (q < end && !STR_STOP[*q])
+        q++;
+    return q;
+}
+
 /* At '"': the string's raw content (between the quotes); *escaped when it holds a
  * backslash escape (checked: \" \\ \/ \b \f \n \r \t \uXXXX, no surrogate halves). */
 static int scan_string_esc(Src *s, const unsigned char **start, Py_ssize_t *len, int *escaped) {
     const unsigned char *p = s->p + 1;
     const unsigned char *q = p;
     *escaped = 0;
-    while (q < s->end && *q != '"') {
+    for (;;) {
+        q = find_stop(q, s->end);
+        if (q >= s->end || *q == '"')
+            break;
         if (*q < 0x20)
             return GIVE_UP; /* a raw control character: invalid JSON */
-        if (*q == '\\') {
-            *escaped = 1;
-            if (q + 1 >= s->end)
+        *escaped = 1; /* a backslash */
+        if (q + 1 >= s->end)
+            return GIVE_UP;
+        unsigned char e = q[1];
+        if (e == 'u') {
+            if (s->end - q < 6)
                 return GIVE_UP;
-            unsigned char e = q[1];
-            if (e == 'u') {
-                if (s->end - q < 6)
+            int code = 0;
+            for (int i = 2; i < 6; i++) {
+                int v = hex_value(q[i]);
+                if (v < 0)
                     return GIVE_UP;
-                int code = 0;
-                for (int i = 2; i < 6; i++) {
-                    int v = hex_value(q[i]);
-                    if (v < 0)
-                        return GIVE_UP;
-                    code = code * 16 + v;
-                }
-                if (code >= 0xD800 && code <= 0xDFFF)
-                    return GIVE_UP; /* a surrogate half: the Python tiers decide */
-                q += 6;
-                continue;
+                code = code * 16 + v;
             }
-            if (!strchr("\"\\/bfnrt", e) || e == 0)
-                return GIVE_UP;
+            if (code >= 0xD800 && code <= 0xDFFF)
+                return GIVE_UP; /* a surrogate half: the Python tiers decide */
+            q += 6;
+        } else if (e != 0 && strchr("\"\\/bfnrt", e)) {
             q += 2;
-            continue;
+        } else {
+            return GIVE_UP;
         }
-        q++;
     }
     if (q >= s->end)
         return GIVE_UP;

@@ -274,3 +274,22 @@ def test_every_truncation_and_random_byte_flips_agree_with_python():
                     assert got == py.redact_line(cand), (name, cand)
                 assert outcome(c.redact_line, cand) == outcome(py.redact_line, cand), (name, cand)
     assert answered > 100
+
+
+@pytest.mark.parametrize("special", [b'\\"', b"\\\\", b"\\n", b"\\u00e9", b"\xc3\xa9", b"\xe2\x80\xa8",
+                                     b"\x01", b"\x1f", b"\x7f", b"\xff"])
+def test_string_scan_finds_every_stop_at_every_offset(special):
+    """The string scan reads eight bytes at a time: a quote, an escape, a control byte or
+    a non-ASCII one at each offset of short and long strings gives the Python result."""
+    c, py = PAIRS["drop"]
+    for pos in range(0, 20):
+        for tail in (0, 1, 7, 8, 9, 23):
+            value = b"a" * pos + special + b"b" * tail
+            line = (b'{"id":"e","action":"a","occurred_at":"t","metadata":{"k":"' + value
+                    + b'","n":"' + value + b'x"}}')
+            got = c._fast.c_plan.redact(line)
+            if got is not None:
+                assert got == py.redact_line(line), line
+            assert outcome(c.redact_line, line) == outcome(py.redact_line, line), line
+            if special in (b'\\"', b"\\\\", b"\\n", b"\\u00e9", b"\xc3\xa9", b"\x7f"):
+                assert got is not None, line
