@@ -940,20 +940,13 @@ static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
         PyErr_NoMemory();
         return -1;
     }
-    Py_INCREF(kind_of);
-    self->kind_of = kind_of;
-    Py_INCREF(redact_str);
-    self->redact_str = redact_str;
-    Py_INCREF(encode);
-    self->encode = encode;
-    Py_INCREF(drop);
-    self->drop = drop;
-    Py_INCREF(mask_json);
-    self->mask_json = mask_json;
-    Py_INCREF(id_value);
-    self->id_value = id_value;
-    Py_INCREF(escaped);
-    self->escaped = escaped;
+    self->kind_of = Py_NewRef(kind_of);
+    self->redact_str = Py_NewRef(redact_str);
+    self->encode = Py_NewRef(encode);
+    self->drop = Py_NewRef(drop);
+    self->mask_json = Py_NewRef(mask_json);
+    self->id_value = Py_NewRef(id_value);
+    self->escaped = Py_NewRef(escaped);
     return 0;
 }
 
