@@ -35,7 +35,8 @@ class Subscriber:
         self.v5 = v5
         self.messages: list[aiomqtt.Message] = []
         self.ids: Counter[str] = Counter()
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # subscribed (set again after each reconnection)
+        self.lost = asyncio.Event()  # the connection dropped at least once
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -52,6 +53,7 @@ class Subscriber:
                         await self._record(message)
             except aiomqtt.MqttError:
                 self.ready.clear()
+                self.lost.set()
                 await asyncio.sleep(0.05)  # reconnect backoff while the broker is down
 
     async def _record(self, message: aiomqtt.Message) -> None:
@@ -204,6 +206,10 @@ async def test_broker_killed_mid_stream_and_restarted_loses_nothing(
             await sink.send(down)
         retried.append(down)
 
+        # The subscriber must have seen the broker go, or "ready" is still the old
+        # connection's and the resent batches would be published before it subscribes
+        # again (a clean session keeps nothing for it).
+        await asyncio.wait_for(sub.lost.wait(), WAIT)
         broker.start()
         await asyncio.wait_for(sub.ready.wait(), WAIT)
         for batch in retried:  # what the core does: send the failed batches again
