@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from .errors import DropEvent
-from .redact_fast import FastPath, check_event
+from .redact_fast import FastPath, check_event, redact_each
 from .redact_policy import (
     ABSENT,
     DEFAULT_KEEP_VALUE_PATTERNS,
@@ -178,18 +178,7 @@ class Redactor:
     def redact_lines(self, lines: list[bytes]) -> tuple[list[bytes], list[tuple[int, str]]]:
         """:meth:`redact_line` over a batch: (outputs in order, [(index, reason)] of the bad
         lines). Reasons read ``invalid JSON: ...`` or the DropEvent reason."""
-        if self._fast is not None:
-            return self._fast.redact_lines(lines)
-        good: list[bytes] = []
-        bad: list[tuple[int, str]] = []
-        for i, line in enumerate(lines):
-            try:
-                good.append(self._slow_line(line))
-            except msgspec.DecodeError as exc:
-                bad.append((i, f"invalid JSON: {exc}"))
-            except DropEvent as exc:
-                bad.append((i, exc.reason))
-        return good, bad
+        return redact_each(self.redact_line, lines)
 
     def _slow_line(self, line: bytes) -> bytes:
         try:

@@ -51,7 +51,7 @@ _KEEP, _DELETE, _GIVE_UP, _MASK, _HASH = 0, 1, 2, 3, 4
 if TYPE_CHECKING:
     from .redact import Redactor
 
-__all__ = ["FastPath", "check_event"]
+__all__ = ["FastPath", "check_event", "redact_each"]
 
 _Required = Annotated[str, msgspec.Meta(min_length=1)]
 _Scalar = str | int | float | bool | None
@@ -60,6 +60,24 @@ _REQUIRED = ("id", "action", "occurred_at")
 
 class _Fallback(Exception):
     """The strict tier met something it does not rewrite in place (a renamed key)."""
+
+
+def redact_each(
+    redact_line: Callable[[bytes], bytes], lines: list[bytes]
+) -> tuple[list[bytes], list[tuple[int, str]]]:
+    """``redact_line`` over a batch: (outputs in order, [(index, reason)] of the bad lines,
+    reasons reading ``invalid JSON: ...`` or the DropEvent reason)."""
+    good: list[bytes] = []
+    bad: list[tuple[int, str]] = []
+    append = good.append
+    for i, line in enumerate(lines):
+        try:
+            append(redact_line(line))
+        except msgspec.DecodeError as exc:
+            bad.append((i, f"invalid JSON: {exc}"))
+        except DropEvent as exc:
+            bad.append((i, exc.reason))
+    return good, bad
 
 
 def check_event(obj: Any) -> str | None:
@@ -321,20 +339,6 @@ class FastPath:
         self.redact_line: Callable[[bytes], bytes] = strict.compile(source, "redact_line", env)
 
     # -- per line ------------------------------------------------------------------
-
-    def redact_lines(self, lines: list[bytes]) -> tuple[list[bytes], list[tuple[int, str]]]:
-        good: list[bytes] = []
-        bad: list[tuple[int, str]] = []
-        append = good.append
-        redact_line = self.redact_line
-        for i, line in enumerate(lines):
-            try:
-                append(redact_line(line))
-            except msgspec.DecodeError as exc:
-                bad.append((i, f"invalid JSON: {exc}"))
-            except DropEvent as exc:
-                bad.append((i, exc.reason))
-        return good, bad
 
     def _loose(self, line: bytes) -> bytes:
         try:
