@@ -54,6 +54,20 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0
         time.sleep(interval)
 
 
+def write_events(path: str | os.PathLike[str], prefix: str, n: int, *, seq: bool = False) -> list[str]:
+    """Append ``n`` user.invited events with ids ``PREFIX-000000``... to the journal at
+    ``path`` (with ``metadata.seq`` = their index when ``seq``); return the ids."""
+    from .journal import AuditJournal
+
+    j = AuditJournal(path)
+    ids = [f"{prefix}-{i:06d}" for i in range(n)]
+    for i, eid in enumerate(ids):
+        extra = {"metadata": {"seq": i}} if seq else {}
+        assert j.record("user.invited", id=eid, actor={"type": "user", "email": "a@acme.test"}, **extra)
+    j.close()
+    return ids
+
+
 def read_jsonl_ids(path: str | os.PathLike[str]) -> list[str]:
     try:
         data = Path(path).read_bytes()

@@ -23,7 +23,7 @@ import pytest
 from auditshipd import AuditJournal
 from auditshipd.cursor import CursorStore
 from auditshipd.deadletter import DeadLetterFile
-from auditshipd.testing import WebhookReceiver, read_jsonl_ids, wait_for
+from auditshipd.testing import WebhookReceiver, read_jsonl_ids, wait_for, write_events
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +44,6 @@ for i in range(n):
 def spawn_writer(path: Path, prefix: str, n: int, rotate: int = 0) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", WRITER, str(path), prefix, str(n), str(rotate)])
 
-
-def write_events(path: Path, prefix: str, n: int) -> list[str]:
-    j = AuditJournal(path)
-    ids = [f"{prefix}-{i:06d}" for i in range(n)]
-    for i, eid in enumerate(ids):
-        assert j.record("user.invited", id=eid, actor={"type": "user", "email": "a@acme.test"},
-                        metadata={"seq": i})
-    j.close()
-    return ids
 
 
 def http_sink(url: str, name: str = "web", batch: int = 100, concurrency: int = 1,
@@ -140,12 +131,12 @@ def test_outage_503_refused_hanging_then_recovery(ws):
     port = rcv.port
     rcv.set_script([(503, {"Retry-After": "1"}), 500, 429])
     ws.write_config(http_sink(rcv.url))
-    ids = write_events(ws.journal, "o", 500)
+    ids = write_events(ws.journal, "o", 500, seq=True)
     with ws.daemon() as d:
         d.wait_started()
         wait_for(lambda: rcv.requests >= 4, 30, message="scripted failures consumed")
         rcv.stop()  # now connections are refused
-        more = write_events(ws.journal, "p", 300)
+        more = write_events(ws.journal, "p", 300, seq=True)
         wait_for(lambda: d.log().count(b"cannot connect") >= 2, 30, message="refused retries")
         rcv2 = WebhookReceiver(port=port)
         rcv2.set_script(["hang", "hang"])
@@ -167,12 +158,12 @@ def test_400_goes_to_dead_letters_and_replay_delivers(ws):
     with WebhookReceiver() as rcv:
         rcv.set_script([400])
         ws.write_config(http_sink(rcv.url, batch=1000))
-        first = write_events(ws.journal, "a", 200)
+        first = write_events(ws.journal, "a", 200, seq=True)
         with ws.daemon() as d:
             d.wait_started()
             dlq = DeadLetterFile(ws.state, "web")
             wait_for(lambda: dlq.count()[1] == 200, 30, message="dead letters")
-            later = write_events(ws.journal, "b", 100)
+            later = write_events(ws.journal, "b", 100, seq=True)
             wait_for(lambda: set(rcv.ids()) == set(later), 30, message="cursor moved on")
             assert d.terminate() == 0
         letters = dlq.read()
@@ -196,7 +187,7 @@ def test_sigterm_during_backoff_exits_in_time_and_keeps_cursor(ws):
     with WebhookReceiver() as rcv:
         rcv.set_script([], default=(503, {"Retry-After": "30"}))
         ws.write_config(http_sink(rcv.url), shutdown_timeout=2.0)
-        ids = write_events(ws.journal, "s", 50)
+        ids = write_events(ws.journal, "s", 50, seq=True)
         d = ws.daemon().start()
         d.wait_started()
         wait_for(lambda: rcv.requests >= 1, 30, message="first attempt")
@@ -214,7 +205,7 @@ def test_sigterm_during_backoff_exits_in_time_and_keeps_cursor(ws):
 
 def test_malformed_lines_are_quarantined_with_offsets(ws):
     """Invalid JSON, arrays, scalars, bad UTF-8, missing fields: quarantined; the rest ships."""
-    good = write_events(ws.journal, "g", 3)
+    good = write_events(ws.journal, "g", 3, seq=True)
     with open(ws.journal, "ab") as f:
         bad_start = f.tell()
         f.write(b"{not json\n[1,2]\n42\n\xff\xfe{\"id\":\"x\"}\n{\"id\":\"n1\",\"action\":\"a\"}\n\n")
@@ -242,7 +233,7 @@ def test_one_sink_down_does_not_block_another(ws):
     with WebhookReceiver() as rcv:
         rcv.set_script([], default=503)
         ws.write_config(http_sink(rcv.url) + file_sink(ws.out))
-        ids = write_events(ws.journal, "h", 3000)
+        ids = write_events(ws.journal, "h", 3000, seq=True)
         with ws.daemon() as d:
             d.wait_started()
             wait_for(lambda: len(read_jsonl_ids(ws.out)) == 3000, 60, message="file sink")
@@ -269,7 +260,7 @@ timeout = 0.05
 [sinks.dead_letter]
 max_bytes = 3000
 """)
-    ids = write_events(ws.journal, "f", 100)
+    ids = write_events(ws.journal, "f", 100, seq=True)
     with ws.daemon() as d:
         d.wait_started()
         wait_for(lambda: b"NOT advancing" in d.log(), 30, message="blocked sink reported")
@@ -306,7 +297,7 @@ script = "{script}"
 max_events = 10
 timeout = 0.5
 """)
-    ids = write_events(ws.journal, "q", 10)
+    ids = write_events(ws.journal, "q", 10, seq=True)
     with ws.daemon() as d:
         d.wait_started()
         wait_for(lambda: len(read_jsonl_ids(out)) == 9, 30, message="9 delivered")
@@ -345,9 +336,9 @@ def test_polling_mode_gives_same_results(ws):
     ws.write_config(file_sink(ws.out), journal_extra="force_polling = true")
     with ws.daemon() as d:
         d.wait_started()
-        a = write_events(ws.journal, "pa", 100)
+        a = write_events(ws.journal, "pa", 100, seq=True)
         os.rename(ws.journal, ws.journal.with_name("audit.jsonl.1"))
-        b = write_events(ws.journal, "pb", 100)
+        b = write_events(ws.journal, "pb", 100, seq=True)
         wait_for(lambda: len(read_jsonl_ids(ws.out)) == 200, 30, message="polled events")
         assert d.terminate() == 0
     assert read_jsonl_ids(ws.out) == a + b
@@ -366,7 +357,7 @@ directory = "{outdir}"
     out = subprocess.run([sys.executable, "-m", "auditshipd.cli", "plugins", "-c", str(ws.config)],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "jsonl_dir" in out.stdout and "http" in out.stdout
-    ids = write_events(ws.journal, "d", 30)
+    ids = write_events(ws.journal, "d", 30, seq=True)
     with ws.daemon() as d:
         d.wait_started()
         wait_for(lambda: sum(len(read_jsonl_ids(p)) for p in outdir.glob("*.jsonl")) == 30, 30)
@@ -380,7 +371,7 @@ def test_second_signal_exits_immediately(ws):
     with WebhookReceiver() as rcv:
         rcv.set_script([], default="hang")
         ws.write_config(http_sink(rcv.url), shutdown_timeout=60.0)
-        write_events(ws.journal, "t", 10)
+        write_events(ws.journal, "t", 10, seq=True)
         d = ws.daemon().start()
         d.wait_started()
         wait_for(lambda: rcv.requests >= 1, 30)
@@ -405,7 +396,7 @@ start_error = "permanent"
 initial_backoff = 0.05
 max_backoff = 0.2
 """ + file_sink(ws.out))
-    ids = write_events(ws.journal, "c", 300)
+    ids = write_events(ws.journal, "c", 300, seq=True)
     with ws.daemon() as d:
         d.wait_started()
         wait_for(lambda: read_jsonl_ids(ws.out) == ids, 30, message="the healthy sink")
@@ -427,7 +418,7 @@ def test_secrets_echoed_by_a_receiver_are_masked_everywhere(ws):
         rcv.set_script([(400, {}, "rejected: api_key=sk_live_ABCDEF123456 for "
                                   "https://admin:hunter2pass@siem.example/x Bearer eyJhbGciOi")])
         ws.write_config(http_sink(rcv.url, extra='bearer_token = "eyJhbGciOi"'))
-        write_events(ws.journal, "z", 5)
+        write_events(ws.journal, "z", 5, seq=True)
         dlq = DeadLetterFile(ws.state, "web")
         with ws.daemon() as d:
             d.wait_started()

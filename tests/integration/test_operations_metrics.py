@@ -5,24 +5,15 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from auditshipd import AuditJournal
-from auditshipd.testing import free_port, read_jsonl_ids, wait_for
+from auditshipd.testing import free_port, read_jsonl_ids, wait_for, write_events
 
 pytestmark = pytest.mark.integration
 
 
-def write_events(path: Path, prefix: str, n: int) -> list[str]:
-    j = AuditJournal(path)
-    ids = [f"{prefix}-{i:06d}" for i in range(n)]
-    for eid in ids:
-        assert j.record("user.invited", id=eid, actor={"type": "user", "email": "a@acme.test"})
-    j.close()
-    return ids
 
 
 def get(url: str) -> tuple[int, bytes]:

@@ -10,19 +10,11 @@ from typing import Any
 
 import pytest
 
-from auditshipd import AuditJournal
-from auditshipd.testing import read_jsonl_ids, wait_for
+from auditshipd.testing import read_jsonl_ids, wait_for, write_events
 
 pytestmark = pytest.mark.integration
 
 
-def write_events(path: Path, prefix: str, n: int) -> list[str]:
-    j = AuditJournal(path)
-    ids = [f"{prefix}-{i:06d}" for i in range(n)]
-    for eid in ids:
-        assert j.record("user.invited", id=eid, actor={"type": "user", "email": "a@acme.test"})
-    j.close()
-    return ids
 
 
 def status(config: Path, cwd: Path) -> dict[str, dict[str, Any]]:
