@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from auditshipd.testing import free_port
 
 __all__ = [
     "BENCH_DIR",
@@ -44,12 +45,6 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class BenchTimeout(RuntimeError):
     """A benchmark step did not finish in time."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.02,
