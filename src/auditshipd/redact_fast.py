@@ -516,12 +516,12 @@ def _c_plan(
     parts only the Redactor's walk can do).
 
     The C tier answers for the lines it can write byte for byte as the tiers below
-    would, and returns None for the rest (escapes, floats, duplicate keys, anything
+    would, and returns None for the rest (escaped keys, duplicate keys, anything
     unexpected: see the C file), which then go through the generated Python code.
     """
     if _redact_c is None or os.environ.get("AUDITSHIPD_REDACT_C", "1") == "0":
         return None
-    if r.policy.prefilter is None or r._search is None:
+    if r.policy.prefilter is None:  # then r._search is the prefilter's: the run C checks
         return None
     kinds = {"leaf": _redact_c.K_LEAF, "map": _redact_c.K_MAP}
 
