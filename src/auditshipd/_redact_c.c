@@ -3,25 +3,27 @@
  *
  * One journal line in, the redacted event out as compact JSON bytes, in one pass over
  * the line's bytes, with no Python object built for the fields the policy drops, the
- * kept scalars or the keys already classified. The policy reaches C as a tree of
- * allowed fields (built once per policy by redact_fast.py): explicit fields come out in
- * the policy's order (as msgspec writes the Structs of the Python tier), free-form maps
- * (metadata.*) in the line's order with the entries under id-named keys deleted at any
- * depth, and every string checked for the prefilter run of the built-in id patterns.
+ * kept plain strings and integers or the keys already classified. The policy reaches C
+ * as a tree of allowed fields (built once per policy by redact_fast.py): explicit fields
+ * come out in the policy's order (as msgspec writes the Structs of the Python tier),
+ * free-form maps (metadata.*) in the line's order with the entries under id-named keys
+ * deleted at any depth, and every string checked for the prefilter run of the built-in
+ * id patterns.
  *
  * The C tier only ever answers for lines whose output it can write byte for byte as
  * encode(redactor(decode(line))) would. For anything else it returns None and the
  * Python tiers answer (with the error or the quarantine reason when there is one):
  * escapes in keys or required fields, surrogate escapes, invalid UTF-8, integers of more
- * than 18 digits or -0 in kept values, out-of-range floats, duplicate keys, a missing or empty required field, a value of
- * an unexpected type for its place in the policy, nesting deeper than MAX_DEPTH, invalid
- * JSON, keys the Python classifier would rename, and a map or list under a key whose
- * value is hashed.
+ * than 18 digits or -0 in kept values, out-of-range floats, duplicate keys, a missing or
+ * empty required field, a value of an unexpected type for its place in the policy,
+ * nesting deeper than MAX_DEPTH, invalid JSON, keys the Python classifier would rename,
+ * and a map or list under a key whose value is hashed.
  *
  * What stays in Python: classifying a key the first time it is seen (cached here),
  * redacting a string that has a run of 16 id characters (a string found unchanged is
  * cached here too), a string value with backslash escapes (decoded, checked and
- * re-encoded by msgspec), and hashing the value of an id-named key (action "hash").
+ * re-encoded by msgspec), a kept float (parsed by float(), written by msgspec), and
+ * hashing the value of an id-named key (action "hash").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
