@@ -59,13 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--sink", required=True)
     q.set_defaults(func=cmd_dlq_replay)
 
-    for modname in ("redact_cli", "status", "portal.cli"):
-        try:
-            module = __import__(f"auditshipd.{modname}", fromlist=["add_parser"])
-        except ImportError:
-            continue
-        if hasattr(module, "add_parser"):
-            module.add_parser(sub)
+    # Imported here, not at the top, to keep `--version` quick; an import failure is a
+    # broken install and surfaces as one, never as a silently missing command.
+    from . import redact_cli, status
+    from .portal import cli as portal_cli
+
+    for module in (redact_cli, status, portal_cli):
+        module.add_parser(sub)
     return parser
 
 

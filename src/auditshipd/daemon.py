@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, SinkConfig
 from .errors import ConfigError
@@ -28,6 +28,9 @@ from .runtime import build_redactors, load_runtime
 from .sinks.base import SinkContext
 from .tail import ChangeSignal
 from .watch import JournalWatcher
+
+if TYPE_CHECKING:
+    from .redact import Redactor
 
 __all__ = ["Daemon"]
 
@@ -80,7 +83,7 @@ class Daemon:
         redactors = build_redactors(cfg)
         for sc in cfg.sinks:
             if sc.enabled:
-                await self._start_driver(sc, redactors.get(sc.name))
+                await self._start_driver(sc, redactors[sc.name])
         await self._start_servers(cfg)
         self._cleanups.append(("servers", self._stop_servers()))
         if self.config_path is not None and cfg.config_watch:
@@ -168,7 +171,7 @@ class Daemon:
         for name in changed + added:
             sc = new_by[name]
             if sc.enabled:
-                await self._start_driver(sc, redactors.get(name))
+                await self._start_driver(sc, redactors[name])
         if new.portal != old.portal or new.metrics != old.metrics:
             await self._restart_servers(new)
         self.reloads += 1
@@ -203,7 +206,7 @@ class Daemon:
 
     # -- parts ------------------------------------------------------------------------
 
-    async def _start_driver(self, sc: SinkConfig, redactor: Any) -> None:
+    async def _start_driver(self, sc: SinkConfig, redactor: Redactor) -> None:
         cfg = self.config
         assert sc.sink_type is not None
         context = SinkContext(
@@ -246,10 +249,8 @@ class Daemon:
             from .portal.app import start_portal
 
             self.portal = await start_portal(cfg)
-        try:
-            from .metrics import metrics_config, start_metrics_server
-        except ImportError:
-            return
+        from .metrics import metrics_config, start_metrics_server
+
         mc = metrics_config(cfg)
         if mc.enabled:
             self.metrics_runner = await start_metrics_server(self, mc)

@@ -28,12 +28,12 @@ from .batch import Batch
 from .config import Config, SinkConfig
 from .cursor import CursorState, CursorStore, SegmentCursor
 from .deadletter import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
-from .errors import PermanentError, RetryableError, SinkError
+from .errors import PermanentError, SinkError
 from .fsutil import atomic_write
 from .metrics import batch_latency_observer
 from .process import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
-from .retry import Backoff
+from .retry import Backoff, DeliveryFailure, deliver
 from .scrub import scrub_secrets
 from .sinks.base import Sink
 from .tail import ChangeSignal, Chunk, JournalReader, OversizeLine, Release
@@ -68,7 +68,7 @@ def decode_lines(data: bytes, start: int, max_line_bytes: int
                  ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, bytes]]]:
     """Split a chunk of complete lines without redaction (for tools and tests):
     ([(offset, event)], [(offset, reason, line)])."""
-    p = LineProcessor(None, max_line_bytes=max_line_bytes).process(data)
+    p = LineProcessor.without_redaction(max_line_bytes=max_line_bytes).process(data)
     good = [(start + p.line_start(i), _decode(line))
             for line, i in zip(p.lines, p.index, strict=True)]
     bad = [(start + p.line_start(i), reason, line) for i, reason, line in p.bad]
@@ -94,7 +94,7 @@ class SinkDriver:
         sink: Sink,
         *,
         signal: ChangeSignal,
-        redactor: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        redactor: Callable[[dict[str, Any]], dict[str, Any]],
         hooks: Any = None,
     ) -> None:
         self.config = config
@@ -140,7 +140,7 @@ class SinkDriver:
             j.paths, self.committed, start_at_end=self.sc.start_at == "end",
             max_line_bytes=j.max_line_bytes, block_bytes=j.read_block_bytes,
             signal=self.signal, poll_interval=j.poll_interval, rotate_wait=j.rotate_wait,
-            name=self.name,
+            follow_symlinks=j.follow_symlinks, name=self.name,
         )
         if self._reader.start_at_end:  # "end" = the journal's end now, before "started"
             await asyncio.to_thread(self._reader.prime)
@@ -325,44 +325,28 @@ class SinkDriver:
             self._slots.release()
 
     async def _send_with_retry(self, batch: Batch) -> None:
-        rcfg = self.sc.retry
-        remaining = batch
-        attempts = 0
-        first_at = now_rfc3339()
-        started = batch_started = time.monotonic()
-        while len(remaining):
-            attempts += 1
-            try:
-                await asyncio.wait_for(self.sink.send(remaining), rcfg.attempt_timeout)
-            except asyncio.TimeoutError:
-                err: SinkError = RetryableError(f"attempt timed out after {rcfg.attempt_timeout}s")
-            except SinkError as exc:
-                err = exc
-            except Exception as exc:  # a sink bug: keep the events, never drop them
-                self.logger.exception("sink %s raised an unexpected error", self.name)
-                err = PermanentError(f"unexpected {type(exc).__name__}: {exc}")
-            else:
-                self._success(len(remaining))
-                self.observe_batch_latency(time.monotonic() - batch_started)
-                return
-            if err.accepted:
-                self._success(err.accepted)
-                remaining = remaining[err.accepted:]
-            if not err.retryable:
-                assert isinstance(err, PermanentError)
-                n = len(remaining) if err.rejected is None else min(err.rejected, len(remaining))
-                await self._dead_letter(remaining[:n], err, attempts, first_at)
-                remaining = remaining[n:]
-                attempts, first_at, started = 0, now_rfc3339(), time.monotonic()
-                continue
-            if self.backoff.exhausted(attempts, time.monotonic() - started):
-                await self._dead_letter(remaining, err, attempts, first_at)
-                return
+        started = time.monotonic()
+
+        def retrying(attempt: int, delay: float, err: SinkError) -> None:
             self.stats.retries += 1
-            retry_after = getattr(err, "retry_after", None)
-            delay = self.backoff.delay(attempts, retry_after)
-            self._error(f"attempt {attempts} failed, retrying in {delay:.2f}s: {err}")
-            await self._sleep(delay, interruptible=False)
+            self._error(f"attempt {attempt} failed, retrying in {delay:.2f}s: {err}")
+
+        def unexpected(exc: BaseException, events: int) -> None:
+            # The traceback once per culprit event: it is the sink author's bug report.
+            if events == 1:
+                self.logger.warning("sink %s raised an unexpected error for one event",
+                                    self.name, exc_info=exc)
+
+        async def failed(failure: DeliveryFailure) -> None:
+            await self._dead_letter(failure.batch, failure.error, failure.attempts,
+                                    failure.first_attempt_at)
+
+        delivered = await deliver(
+            self.sink.send, batch, self.backoff, on_failed=failed, on_delivered=self._success,
+            on_retry=retrying, on_unexpected=unexpected,
+            sleep=lambda delay: self._sleep(delay, interruptible=False))
+        if delivered:
+            self.observe_batch_latency(time.monotonic() - started)
 
     async def _dead_letter(self, batch: Batch, err: SinkError, attempts: int, first_at: str
                            ) -> None:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .errors import DropEvent
 from .redact_fast import check_event
 from .timefmt import parse_time
+
+if TYPE_CHECKING:
+    from .redact import Redactor
 
 __all__ = ["LineProcessor", "ProcessedChunk"]
 
@@ -63,8 +66,25 @@ class ProcessedChunk:
 
 
 class LineProcessor:
-    def __init__(self, redactor: Any, *, max_line_bytes: int,
+    """Turns raw journal lines into redacted lines. ``redactor`` is required: there is no
+    way to ship through this class without one (:meth:`without_redaction` is for local
+    inspection tools, which never hand lines to a sink)."""
+
+    def __init__(self, redactor: Redactor, *, max_line_bytes: int,
                  organizations: Iterable[str] | None = None, since: float | None = None):
+        if redactor is None or not callable(redactor):
+            raise TypeError("LineProcessor needs a redactor: events are never shipped unredacted")
+        self._init(redactor, max_line_bytes, organizations, since)
+
+    @classmethod
+    def without_redaction(cls, *, max_line_bytes: int) -> LineProcessor:
+        """Decode and validate only, for tools that read the journal locally."""
+        self = cls.__new__(cls)
+        self._init(None, max_line_bytes, None, None)
+        return self
+
+    def _init(self, redactor: Redactor | None, max_line_bytes: int,
+              organizations: Iterable[str] | None, since: float | None) -> None:
         self.max_line_bytes = max_line_bytes
         self.organizations = frozenset(organizations) if organizations else None
         self.since = since

@@ -4,7 +4,7 @@ which plugin directories to load, the plugins say which sink types exist)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -12,6 +12,9 @@ from .config import Config, default_config_text, load_config, parse_config
 from .errors import ConfigError
 from .plugins import build_plugin_manager, sink_types
 from .sinks.base import SinkType
+
+if TYPE_CHECKING:
+    from .redact import Redactor
 
 __all__ = ["build_redactors", "load_runtime"]
 
@@ -41,21 +44,46 @@ def _validate_servers(config: Config) -> None:
     portal_config(config)
 
 
-def build_redactors(config: Config) -> dict[str, Any]:
-    """One redactor per sink: the root policy, or the sink's (stricter) override."""
+def build_redactors(config: Config) -> dict[str, Redactor]:
+    """One redactor per sink: the root policy, or the sink's (stricter) override.
+
+    Fails closed: if redaction cannot be imported or a policy cannot be compiled, this
+    raises ConfigError and no sink is started (or, on a reload, the running config with
+    its redactors stays). An event never leaves unredacted.
+    """
     try:
         from .redact import compile_policy
-    except ImportError:  # redaction not built yet in this checkout
-        return {s.name: None for s in config.sinks}
-    root = compile_policy(config.redaction or None, source=config.source)
-    out: dict[str, Any] = {}
+    except Exception as exc:
+        raise ConfigError(
+            f"redaction is unavailable ({type(exc).__name__}: {exc}); events are never"
+            " shipped unredacted, so no sink can start: reinstall auditshipd",
+            file=config.source, key="redaction",
+        ) from exc
+    root = _compile(compile_policy, config, config.redaction or None, None, "redaction")
+    out: dict[str, Redactor] = {}
     for i, s in enumerate(config.sinks):
         if s.redaction:
-            try:
-                out[s.name] = compile_policy(s.redaction, source=config.source, base=root)
-            except ConfigError as exc:
-                key = f"sinks[{i}] ({s.name}).{exc.key}" if exc.key else f"sinks[{i}]"
-                raise ConfigError(exc.reason, file=config.source, key=key) from None
+            out[s.name] = _compile(compile_policy, config, s.redaction, root,
+                                   f"sinks[{i}] ({s.name})")
         else:
             out[s.name] = root
     return out
+
+
+def _compile(compile_policy: Any, config: Config, raw: dict[str, Any] | None,
+             base: Redactor | None, where: str) -> Redactor:
+    try:
+        redactor = compile_policy(raw, source=config.source, base=base)
+    except ConfigError as exc:
+        if base is None:
+            raise
+        key = f"{where}.{exc.key}" if exc.key else where
+        raise ConfigError(exc.reason, file=config.source, key=key) from None
+    except Exception as exc:  # a bug or a broken install: still never ship unredacted
+        raise ConfigError(f"the redaction policy could not be compiled: "
+                          f"{type(exc).__name__}: {exc}", file=config.source,
+                          key=where if base is not None else "redaction") from exc
+    if redactor is None:
+        raise ConfigError("the redaction policy compiled to nothing", file=config.source,
+                          key=where)
+    return redactor
