@@ -58,6 +58,9 @@ class JournalConfig(_Strict):
     # Seconds a drained segment that left the glob (renamed away, deleted) stays open for
     # a writer that still appends through its old descriptor.
     rotate_wait: float = 5.0
+    # Read glob matches that are symbolic links (to regular files). Off: a link dropped
+    # into the journal directory (-> /etc/shadow) must not be shipped or quarantined.
+    follow_symlinks: bool = False
 
 
 class BatchConfig(_Strict):

@@ -15,6 +15,14 @@ without re-sending a whole file:
   continues from that offset; the truncated original restarts at 0; a writer that keeps
   writing at its old offset leaves a NUL-filled hole, which is skipped;
 - truncation (size below our offset), deletion, inode reuse by unrelated content.
+
+Only regular files are read, and only those owned by this daemon's user, by root or by
+the owner of the directory they are in. A symbolic link is not followed unless
+``follow_symlinks`` is set (checked with ``lstat`` and opened with ``O_NOFOLLOW``, so a
+link swapped in between is refused too): a link ``audit.jsonl.x -> /etc/shadow`` dropped
+into the journal directory would otherwise have its lines shipped, and the others copied
+into quarantine. FIFOs, sockets, devices and directories are never opened (a FIFO would
+block the reader until a writer came). Each refused entry is logged once.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from dataclasses import dataclass
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
 
-__all__ = ["Chunk", "ChangeSignal", "JournalReader", "OversizeLine", "Release"]
+__all__ = ["Chunk", "ChangeSignal", "JournalReader", "OversizeLine", "Release", "refusal"]
 
 log = logging.getLogger("auditshipd.tail")
 
@@ -145,6 +153,7 @@ class JournalReader:
         poll_interval: float = 1.0,
         idle_after: float = 60.0,
         rotate_wait: float = 5.0,
+        follow_symlinks: bool = False,
         name: str = "",
     ) -> None:
         self.patterns = list(patterns)
@@ -161,6 +170,10 @@ class JournalReader:
         # Rotate_Wait).
         self.rotate_wait = rotate_wait
         self.name = name
+        self.follow_symlinks = follow_symlinks
+        # Glob matches that are not read (links, FIFOs, foreign files...): path -> why.
+        # Logged when first seen and when the reason changes, not on every scan.
+        self.refused: dict[str, str] = {}
         self.segments: dict[str, _Segment] = {}
         # Drained segments untouched for idle_after seconds: descriptor closed, cursor
         # entry kept; reopened when their size or mtime changes. Bounds open files when
@@ -275,14 +288,18 @@ class JournalReader:
     def _scan(self) -> None:
         seen: set[str] = set()
         new: list[tuple[str, str, os.stat_result]] = []
+        refused: dict[str, str] = {}
+        dir_owners: dict[str, int | None] = {}
         for path in self._matches():
             try:
-                st = os.stat(path)
+                st = os.stat(path) if self.follow_symlinks else os.lstat(path)
             except OSError:
                 # Not only FileNotFoundError: a symlink loop (ELOOP) matched by the
                 # glob raised out of next_item and stopped the sink's reader.
                 continue
-            if not _is_regular(st.st_mode):
+            why = refusal(st, _dir_owner(path, dir_owners))
+            if why is not None:
+                refused[path] = why
                 continue
             key = f"{st.st_dev}:{st.st_ino}"
             seen.add(key)
@@ -311,6 +328,7 @@ class JournalReader:
                 self._adopt(path, key, st)
             except OSError as exc:
                 log.warning("%s: cannot read journal segment %s: %s", self.name, path, exc)
+        self._report_refused(refused)
         for key, seg in self.segments.items():
             if key not in seen and seg.in_glob:
                 seg.in_glob = False
@@ -330,13 +348,25 @@ class JournalReader:
                     del self.known[key]
             self._first_scan = False
 
+    def _report_refused(self, refused: dict[str, str]) -> None:
+        for path, why in refused.items():
+            if self.refused.get(path) != why:
+                log.warning("%s: not reading %s: %s", self.name, path, why)
+        self.refused = refused  # only what is there now: bounded by the directory
+
     def _adopt(self, path: str, key: str, st: os.stat_result) -> None:
+        # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open (the
+        # identity check below then refuses it); O_NOFOLLOW: nor a symbolic link.
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+        if not self.follow_symlinks:
+            flags |= os.O_NOFOLLOW
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, flags)
         except OSError as exc:
             log.warning("cannot open journal segment %s: %s", path, exc)
             return
         try:
+            os.set_blocking(fd, True)
             self._adopt_fd(path, key, st, fd)
         except BaseException:
             # A read error here leaked the descriptor (and could lose the entry).
@@ -347,8 +377,8 @@ class JournalReader:
 
     def _adopt_fd(self, path: str, key: str, st: os.stat_result, fd: int) -> None:
         fst = os.fstat(fd)
-        if f"{fst.st_dev}:{fst.st_ino}" != key:  # replaced between stat and open
-            os.close(fd)
+        if f"{fst.st_dev}:{fst.st_ino}" != key or not stat.S_ISREG(fst.st_mode):
+            os.close(fd)  # replaced between stat and open
             return
         size = fst.st_size
         head = _pread(fd, HEAD_BYTES, 0)
@@ -569,8 +599,42 @@ class JournalReader:
             del self.retired[:-_RETIRED_KEEP]
 
 
-def _is_regular(mode: int) -> bool:
-    return stat.S_ISREG(mode)
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link (set [journal] follow_symlinks = true to read links)"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def refusal(st: os.stat_result, dir_owner: int | None) -> str | None:
+    """Why a glob match with status ``st`` is not read as a journal segment, or None.
+
+    ``st`` comes from ``lstat`` (``stat`` when links are followed); ``dir_owner`` is
+    the uid owning the directory the file is in (None if unknown). The owners trusted
+    are the ones who can put a journal file there anyway: this daemon's user, root and
+    the directory's owner; a file of any other user is foreign content.
+    """
+    mode = st.st_mode
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _KINDS if test(mode)), "a special file")
+        return f"it is {kind}, not a regular file"
+    if st.st_uid not in (0, os.geteuid(), dir_owner):
+        return (f"it is owned by uid {st.st_uid}, not by this daemon's user, root or the"
+                " directory's owner")
+    return None
+
+
+def _dir_owner(path: str, cache: dict[str, int | None]) -> int | None:
+    d = os.path.dirname(path) or "."
+    if d not in cache:
+        try:
+            cache[d] = os.stat(d).st_uid
+        except OSError:
+            cache[d] = None
+    return cache[d]
 
 
 def _last_line_end(fd: int, size: int) -> int:

@@ -8,8 +8,10 @@ from the marks of the items the consumer "acked" (Release removes the entry).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import stat
 import time
 from collections import Counter
 from pathlib import Path
@@ -1302,3 +1304,153 @@ async def test_read_error_after_reading_lines_changes_nothing(
     assert failed["n"] == 1
     assert consumer.lines == lines("a", 11), "not re-read from 0 as if truncated"
     assert reader.segments[key_of(journal)].offset == size
+
+
+# -- what the reader refuses to open ------------------------------------------------------
+
+
+def secret_file(tmp_path: Path) -> Path:
+    """A file outside the journal directory: event-shaped lines and one that is not."""
+    secret = tmp_path / "outside" / "shadow"
+    secret.parent.mkdir()
+    append(secret, [*lines("secret", 3), b"root:$6$hash:19000:0:99999:7:::"])
+    return secret
+
+
+def refusals(caplog: pytest.LogCaptureFixture, path: Path) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "auditshipd.tail" and f"not reading {path}:" in r.getMessage()]
+
+
+async def test_symlink_in_the_journal_directory_is_not_followed(
+        tmp_path: Path, journal: Path, consumer: Consumer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A link audit.jsonl.x -> a file outside is neither read nor adopted; logged once."""
+    link = tmp_path / "audit.jsonl.x"
+    link.symlink_to(secret_file(tmp_path))
+    append(journal, lines("a", 3))
+    reader = consumer.start()
+    await consumer.collect(3)
+    append(journal, lines("a", 3, 3))  # more scans after the first
+    await consumer.collect(6)
+    await consumer.quiet()
+    assert consumer.lines == lines("a", 6)
+    assert all(i.path == str(journal) for i in consumer.items if isinstance(i, Chunk))
+    assert list(reader.segments) == [key_of(journal)]
+    msgs = refusals(caplog, link)
+    assert len(msgs) == 1 and "symbolic link" in msgs[0] and "follow_symlinks" in msgs[0]
+
+
+async def test_follow_symlinks_reads_a_linked_segment(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """With follow_symlinks a link to a regular file is read like any segment."""
+    target = tmp_path / "outside" / "segment"
+    target.parent.mkdir()
+    append(target, lines("l", 2))
+    (tmp_path / "audit.jsonl.1").symlink_to(target)
+    append(journal, lines("a", 2))
+    consumer.start(follow_symlinks=True)
+    await consumer.collect(4)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("l", 2) + lines("a", 2))
+
+
+async def test_fifo_socket_directory_and_foreign_file_are_not_adopted(
+        tmp_path: Path, journal: Path, consumer: Consumer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A FIFO, a socket, a directory and another user's file: none read, none blocks; each logged once."""
+    import socket
+
+    from auditshipd import tail as tail_mod
+
+    fifo = tmp_path / "audit.jsonl.fifo"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "audit.jsonl.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    directory = tmp_path / "audit.jsonl.d"
+    directory.mkdir()
+    foreign = tmp_path / "audit.jsonl.foreign"
+    append(foreign, lines("foreign", 2))
+    other_uid = 65534 if os.geteuid() != 65534 else 65533
+    if os.geteuid() == 0:
+        os.chown(foreign, other_uid, other_uid)
+    else:  # only root can give a file away: report another owner for this one path
+        real_lstat = os.lstat
+
+        def lstat(path, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            st = real_lstat(path, *a, **kw)
+            if str(path) != str(foreign):
+                return st
+            fields = list(st)
+            fields[stat.ST_UID] = other_uid
+            return os.stat_result(fields)
+
+        monkeypatch.setattr(tail_mod.os, "lstat", lstat)
+    try:
+        append(journal, lines("a", 2))
+        reader = consumer.start()
+        await consumer.collect(2)
+        append(journal, lines("a", 2, 2))
+        await consumer.collect(4)
+        await consumer.quiet()
+    finally:
+        sock.close()
+    assert consumer.lines == lines("a", 4)
+    assert list(reader.segments) == [key_of(journal)]
+    for path, what in ((fifo, "FIFO"), (sock_path, "socket"), (directory, "directory"),
+                       (foreign, f"owned by uid {other_uid}")):
+        msgs = refusals(caplog, path)
+        assert len(msgs) == 1 and what in msgs[0], (path, msgs)
+
+
+async def test_fifo_swapped_in_after_the_check_does_not_block_the_reader(
+        tmp_path: Path, journal: Path, consumer: Consumer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regular file replaced by a FIFO between lstat and open: refused, the reader goes on."""
+    swapped = tmp_path / "audit.jsonl.1"
+    append(swapped, lines("s", 1))
+    append(journal, lines("a", 2))
+    real_open = os.open
+
+    def open_after_swap(path, flags, *args):  # noqa: ANN001, ANN202
+        if str(path) == str(swapped) and swapped.is_file():
+            swapped.unlink()
+            os.mkfifo(swapped)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_after_swap)
+    try:
+        consumer.start()
+        await asyncio.wait_for(consumer.collect(2), 5)
+        await consumer.quiet()
+    finally:
+        # Without O_NONBLOCK a worker thread is stuck opening the FIFO: release it.
+        with contextlib.suppress(OSError):
+            os.close(real_open(swapped, os.O_WRONLY | os.O_NONBLOCK))
+    assert consumer.lines == lines("a", 2)
+
+
+def test_refusal_trusts_only_this_user_root_and_the_directory_owner(tmp_path: Path) -> None:
+    """refusal(): a regular file of this user, of root or of the directory's owner is read."""
+    from auditshipd.tail import refusal
+
+    f = tmp_path / "audit.jsonl"
+    f.write_bytes(b"")
+    base = list(os.lstat(f))
+
+    def with_uid(uid: int) -> os.stat_result:
+        fields = list(base)
+        fields[stat.ST_UID] = uid
+        return os.stat_result(fields)
+
+    me = os.geteuid()
+    assert refusal(with_uid(me), None) is None
+    assert refusal(with_uid(0), None) is None
+    assert refusal(with_uid(4242), 4242) is None
+    why = refusal(with_uid(4243), 4242)
+    assert why is not None and "uid 4243" in why
+    link = tmp_path / "audit.jsonl.l"
+    link.symlink_to(f)
+    assert "symbolic link" in (refusal(os.lstat(link), me) or "")
+    assert refusal(os.stat(link), me) is None  # followed: the target decides
