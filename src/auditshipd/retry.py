@@ -1,12 +1,38 @@
-"""Exponential backoff with full jitter, honouring the receiver's Retry-After."""
+"""Delivering one batch to one sink: retries, partial acceptance, culprit isolation.
+
+:func:`deliver` is the one delivery loop, used by the pipeline's sink driver and by
+``dlq replay`` alike, so both honour the same rules:
+
+- each attempt is bounded by ``attempt_timeout`` (a timeout is retryable);
+- ``SinkError.accepted`` events at the start are never sent again;
+- a :class:`~auditshipd.errors.PermanentError` with ``rejected=N`` fails only those N
+  events, the rest are sent again; without ``rejected`` it fails all that remain;
+- retryable failures wait (exponential backoff with full jitter, honouring the
+  receiver's ``Retry-After``) until :meth:`Backoff.exhausted`;
+- an exception that is not a ``SinkError`` (a bug in the sink, a value it cannot
+  encode) says nothing about which event caused it: the batch is halved and each half
+  sent on its own, down to single events, so only the events that make the sink raise
+  fail, with the exception as the reason, and the rest of the batch is delivered.
+
+Failures are handed to the caller (``on_failed``) as they happen, in batch order: the
+caller decides what failing means (dead-letter file for the pipeline, letters kept
+for a replay).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as _dt
 import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from .batch import Batch
 from .config import RetryConfig
+from .errors import PermanentError, RetryableError, SinkError
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "DeliveryFailure", "deliver"]
 
 
 class Backoff:
@@ -28,3 +54,93 @@ class Backoff:
         if self.cfg.max_attempts and attempts >= self.cfg.max_attempts:
             return True
         return bool(self.cfg.max_elapsed and elapsed >= self.cfg.max_elapsed)
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """Events that could not be delivered, with the last error and its history."""
+
+    batch: Batch
+    error: SinkError
+    attempts: int
+    first_attempt_at: str
+    last_attempt_at: str
+
+
+def _now_rfc3339() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _unexpected(exc: BaseException) -> PermanentError:
+    return PermanentError(f"the sink raised an unexpected {type(exc).__name__}: {exc}")
+
+
+async def deliver(
+    send: Callable[[Batch], Awaitable[object]],
+    batch: Batch,
+    backoff: Backoff,
+    *,
+    on_failed: Callable[[DeliveryFailure], Awaitable[None]],
+    on_delivered: Callable[[int], None] = lambda n: None,
+    on_retry: Callable[[int, float, SinkError], None] = lambda attempt, delay, err: None,
+    on_unexpected: Callable[[BaseException, int], None] = lambda exc, events: None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Send ``batch`` until every event is delivered or has failed; return how many
+    were delivered. Every event ends in exactly one of ``on_delivered`` (counts, in
+    order) or ``on_failed``; nothing is dropped. Exceptions raised by ``on_failed`` or
+    ``sleep`` (cancellation) propagate: the caller then keeps the whole batch."""
+    timeout = backoff.cfg.attempt_timeout
+    delivered = 0
+    # Parts still to send, the next one last. Halving pushes the two halves of a part.
+    todo = [batch]
+    while todo:
+        remaining = todo.pop()
+        attempts = 0
+        first_at = _now_rfc3339()
+        started = clock()
+        while len(remaining):
+            attempts += 1
+            try:
+                await asyncio.wait_for(send(remaining), timeout or None)
+            except asyncio.TimeoutError:
+                err: SinkError = RetryableError(f"attempt timed out after {timeout}s")
+            except SinkError as exc:
+                err = exc
+            except Exception as exc:
+                on_unexpected(exc, len(remaining))
+                if len(remaining) > 1:
+                    half = len(remaining) // 2
+                    todo += [remaining[half:], remaining[:half]]
+                    break
+                await on_failed(DeliveryFailure(remaining, _unexpected(exc), attempts,
+                                                first_at, _now_rfc3339()))
+                break
+            else:
+                delivered += len(remaining)
+                on_delivered(len(remaining))
+                break
+            if err.accepted:
+                accepted = min(err.accepted, len(remaining))
+                delivered += accepted
+                on_delivered(accepted)
+                remaining = remaining[accepted:]
+                if not len(remaining):
+                    break
+            if not err.retryable:
+                rejected = getattr(err, "rejected", None)
+                n = len(remaining) if rejected is None else max(1, min(rejected, len(remaining)))
+                await on_failed(DeliveryFailure(remaining[:n], err, attempts, first_at,
+                                                _now_rfc3339()))
+                remaining = remaining[n:]
+                attempts, first_at, started = 0, _now_rfc3339(), clock()
+                continue
+            if backoff.exhausted(attempts, clock() - started):
+                await on_failed(DeliveryFailure(remaining, err, attempts, first_at,
+                                                _now_rfc3339()))
+                break
+            delay = backoff.delay(attempts, getattr(err, "retry_after", None))
+            on_retry(attempts, delay, err)
+            await sleep(delay)
+    return delivered
