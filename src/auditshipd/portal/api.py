@@ -59,6 +59,13 @@ async def export_events(request: web.Request) -> web.StreamResponse:
         filters = parse_filters(request.query, principal.scope)
     except BadParameter as exc:
         return json_error(400, exc.message, param=exc.param)
+    # The first chunk is read before the response starts: whatever the store refuses in
+    # these filters is a 400 here, not a stream cut off after its 200 header.
+    chunks = state.store.iter_export(filters, EXPORT_CHUNK)
+    try:
+        first = await anext(chunks, None)
+    except ValueError as exc:
+        return json_error(400, str(exc))
     await state.recorder.exported(request, principal, {"format": fmt, "filters": filters.as_metadata()})
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     response = web.StreamResponse(
@@ -72,8 +79,10 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     encode = csv_rows if fmt == "csv" else jsonl_rows
     if fmt == "csv":
         await response.write(csv_header())
-    async for events in state.store.iter_export(filters, EXPORT_CHUNK):
-        await response.write(encode(events))
+    if first is not None:
+        await response.write(encode(first))
+        async for events in chunks:
+            await response.write(encode(events))
     await response.write_eof()
     return response
 

@@ -3,7 +3,11 @@
 Ordering key: every stored event has an integer ``seq`` = microseconds of its
 ``occurred_at`` since the epoch x 1024 + a tie-breaker (insertion order among events of
 the same microsecond). Sorting by ``seq`` is sorting by time; a cursor is one ``seq``;
-``since``/``until`` are ``seq`` ranges. Keyset pagination on a unique, immutable key
+``since``/``until`` are ``seq`` ranges. A signed 64-bit integer (SQLite's INTEGER) holds
+that only for 1827-2112; beyond, out to every RFC 3339 time (years 0001-9999), a
+microsecond gets 16 ties instead of 1024 (see :func:`seq_base`), so the key stays
+monotonic over the whole range and every ``seq`` written by earlier versions keeps its
+meaning. Keyset pagination on a unique, immutable key
 never repeats an event, and never skips one that was stored before the first page.
 
 Keyword search: each whitespace-separated word of ``q`` is a phrase of its tokens
@@ -35,10 +39,15 @@ __all__ = [
     "query_phrases",
     "search_text",
     "seq_base",
+    "tie_span",
     "tokenize",
 ]
 
 TIE_BITS = 10
+# Microseconds either side of the epoch where a microsecond has 1 << TIE_BITS ties.
+_NEAR_MICROS = 1 << 52
+_FAR_TIE_BITS = 4
+_FAR_START = _NEAR_MICROS << TIE_BITS  # 1 << 62
 MAX_QUERY_CHARS = 512
 MAX_QUERY_WORDS = 16
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
@@ -126,7 +135,10 @@ def search_text(event: Mapping[str, Any]) -> str:
 
 
 def parse_time(value: str) -> _dt.datetime:
-    """RFC 3339 / ISO 8601 (a date, or a time without offset, is taken as UTC)."""
+    """RFC 3339 / ISO 8601 (a date, or a time without offset, is taken as UTC).
+
+    ValueError for text that is not a time, and for a time whose UTC instant falls
+    outside the years 0001-9999 (``0001-01-01T00:00:00+01:00``)."""
     text = value.strip()
     if not text:
         raise ValueError("empty time")
@@ -136,18 +148,38 @@ def parse_time(value: str) -> _dt.datetime:
     parsed = _dt.datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_dt.timezone.utc)
-    return parsed.astimezone(_dt.timezone.utc)
+    try:
+        return parsed.astimezone(_dt.timezone.utc)
+    except OverflowError:
+        raise ValueError("time out of range (years 0001-9999 in UTC)") from None
 
 
 def format_time(value: _dt.datetime) -> str:
-    return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``; four-digit years also before 1000 (strftime's
+    ``%Y`` does not pad them on glibc, and the text must sort as the time does)."""
+    utc = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 def seq_base(when: _dt.datetime) -> int:
-    """The smallest ``seq`` of an event that occurred at ``when``."""
+    """The smallest ``seq`` of an event that occurred at ``when`` (any datetime of
+    years 0001-9999). Within 2**52 microseconds of the epoch (1827-2112): microseconds
+    << TIE_BITS. Beyond, each side continues from +-2**62 with 16 ties a microsecond, so
+    that 9999-12-31 and 0001-01-01 still fit in a signed 64-bit integer."""
     delta = when - _EPOCH
     micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return micros << TIE_BITS
+    if -_NEAR_MICROS <= micros < _NEAR_MICROS:
+        return micros << TIE_BITS
+    if micros >= _NEAR_MICROS:
+        return _FAR_START + ((micros - _NEAR_MICROS) << _FAR_TIE_BITS)
+    return -_FAR_START - ((-_NEAR_MICROS - micros) << _FAR_TIE_BITS)
+
+
+def tie_span(base: int) -> int:
+    """How many ``seq`` values one microsecond has, from the ``seq_base`` ``base``."""
+    if -_FAR_START <= base < _FAR_START:
+        return 1 << TIE_BITS
+    return 1 << _FAR_TIE_BITS
 
 
 _CURSOR = struct.Struct(">Bq")

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 
 from .query import (
-    TIE_BITS,
     EventFilter,
     decode_cursor,
     encode_cursor,
@@ -36,6 +35,7 @@ from .query import (
     query_phrases,
     search_text,
     seq_base,
+    tie_span,
 )
 
 __all__ = ["EventStore", "Page", "PurgeResult", "SQLiteEventStore", "actor_key", "target_keys"]
@@ -476,8 +476,8 @@ def _occurred(event: Mapping[str, Any]) -> _dt.datetime:
 
 
 def _free_seq(conn: sqlite3.Connection, base: int) -> int:
-    span = 1 << TIE_BITS
     while True:
+        span = tie_span(base)
         row = conn.execute(
             "SELECT max(seq) FROM events WHERE seq >= ? AND seq < ?", (base, base + span)
         ).fetchone()
@@ -485,7 +485,7 @@ def _free_seq(conn: sqlite3.Connection, base: int) -> int:
             return base
         if row[0] < base + span - 1:
             return row[0] + 1
-        base += span  # more than 1024 events in one microsecond: the next one
+        base += span  # every tie of this microsecond taken: the next one
 
 
 def _select(
