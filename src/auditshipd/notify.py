@@ -1,11 +1,21 @@
-"""systemd's notify protocol (sd_notify), spoken directly over $NOTIFY_SOCKET."""
+"""systemd's notify protocol (sd_notify), spoken directly over $NOTIFY_SOCKET.
+
+Messages are sent from the event loop, so the socket is non-blocking: a busy or wedged
+service manager lets its queue fill up (net.unix.max_dgram_qlen, 10 datagrams by
+default), and a blocking ``sendto`` would then freeze the whole daemon, SIGTERM
+included. A message that does not fit is dropped and counted: every one of them is a
+state (READY, STATUS, WATCHDOG...) that the next message repeats or supersedes.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 __all__ = ["SystemdNotifier"]
+
+log = logging.getLogger("auditshipd.notify")
 
 
 class SystemdNotifier:
@@ -15,11 +25,13 @@ class SystemdNotifier:
         address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
         self._sock: socket.socket | None = None
         self._addr: str | None = None
+        self.dropped = 0
         if address:
             if address.startswith("@"):
                 address = "\0" + address[1:]
             self._addr = address
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.setblocking(False)
 
     @property
     def enabled(self) -> bool:
@@ -30,6 +42,11 @@ class SystemdNotifier:
             return
         try:
             self._sock.sendto("\n".join(lines).encode(), self._addr)
+        except BlockingIOError:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("the systemd notify socket is full (service manager busy or"
+                            " stuck); dropping notifications instead of blocking")
         except OSError:
             pass  # systemd went away; nothing to tell
 
@@ -45,6 +62,9 @@ class SystemdNotifier:
             return None
 
     def close(self) -> None:
+        if self.dropped:
+            log.warning("%d systemd notification(s) dropped: the notify socket was full",
+                        self.dropped)
         if self._sock is not None:
             self._sock.close()
             self._sock = None

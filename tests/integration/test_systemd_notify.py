@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import threading
+import time
 
 import pytest
 
-from auditshipd.testing import wait_for
+from auditshipd.testing import read_jsonl_ids, wait_for, write_events
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +85,52 @@ path = "{ws.out}"
         assert "WATCHDOG=1" not in ns.lines()
     finally:
         ns.close()
+
+
+def test_full_notify_socket_never_blocks_the_daemon(ws):
+    """A notify socket that is never read fills up (a wedged service manager): the daemon
+    keeps running, applies a reload and exits 0 on SIGTERM within shutdown_timeout."""
+    ws.write_config(f"""
+[[sinks]]
+name = "out"
+type = "file"
+path = "{ws.out}"
+""", shutdown_timeout=5.0)
+    path = str(ws.root / "notify.sock")
+    wedged = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # bound, never read
+    wedged.bind(path)
+    try:
+        # 20 ms watchdog timeout: a ping every 10 ms fills the 10-datagram queue at once.
+        d = ws.daemon(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000"})
+        with d:
+            d.wait_started()
+            wait_for(lambda: _queue_full(path), 30, message="the notify queue to fill up")
+            d.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: b"config reloaded" in d.log(), 30, message="the reload")
+            ids = write_events(ws.journal, "ev", 5)
+            wait_for(lambda: len(read_jsonl_ids(ws.out)) == 5, 30, message="delivery")
+            started = time.monotonic()
+            d.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = d.proc.wait(5.0 + 2.0)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the daemon did not exit within shutdown_timeout after SIGTERM")
+            elapsed = time.monotonic() - started
+        log = d.log()
+        assert rc == 0, log.decode(errors="replace")
+        assert elapsed < 5.0
+        assert sorted(read_jsonl_ids(ws.out)) == ids
+        assert b"systemd notification(s) dropped" in log
+    finally:
+        wedged.close()
+
+
+def _queue_full(path: str) -> bool:
+    """Whether a datagram socket's receive queue is full (a non-blocking send fails)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.sendto(b"probe", path)
+        except BlockingIOError:
+            return True
+    return False
