@@ -113,6 +113,7 @@ class DaemonCollector(Collector):
         up = GaugeMetricFamily(
             "auditshipd_sink_up", "1 when the sink is active, 0 otherwise", labels=label)
         paths = self.daemon.config.journal.paths
+        follow = getattr(self.daemon.config.journal, "follow_symlinks", False)
         for name, driver in sorted(dict(self.daemon.drivers).items()):
             stats = driver.stats
             for attr, family in counters.items():
@@ -120,7 +121,8 @@ class DaemonCollector(Collector):
             lag_bytes.add_metric([name], driver_lag_bytes(driver))
             segments = dict(driver.committed.segments)
             from_end = getattr(getattr(driver, "sc", None), "start_at", "") == "end"
-            lag = journal_lag(paths, segments, budget=self.lag_budget, from_end=from_end)
+            lag = journal_lag(paths, segments, budget=self.lag_budget, from_end=from_end,
+                              follow_symlinks=follow)
             lag_events.add_metric([name], lag.events)
             acked.add_metric([name], driver.committed.acked_events)
             ts = parse_time(stats.last_success_at)

@@ -32,6 +32,7 @@ import msgspec
 from .config import Config, SinkConfig
 from .cursor import TAIL_BYTES, CursorStore, SegmentCursor, digest
 from .quarantine import QuarantineFile
+from .tail import dir_owner, refusal
 from .timefmt import parse_time
 
 __all__ = [
@@ -81,27 +82,33 @@ def matched_files(patterns: Iterable[str]) -> list[str]:
 
 
 def journal_lag(patterns: Iterable[str], segments: Mapping[str, SegmentCursor], *,
-                budget: int = DEFAULT_BUDGET, from_end: bool = False) -> Lag:
+                budget: int = DEFAULT_BUDGET, from_end: bool = False,
+                follow_symlinks: bool = False) -> Lag:
     """Bytes and lines after the cursor ``segments`` in the files matched now.
 
     ``from_end``: a sink without a cursor yet that starts at the end of the journal;
     what is already there is not pending for it.
     """
     files: list[tuple[str, str, int]] = []
+    owners: dict[str, int | None] = {}
     for path in matched_files(patterns):
         try:
-            st = os.stat(path)
+            st = os.stat(path) if follow_symlinks else os.lstat(path)
         except OSError:
             continue
-        if stat.S_ISREG(st.st_mode):
+        if refusal(st, dir_owner(path, owners)) is None:  # what the reader would read
             files.append((path, f"{st.st_dev}:{st.st_ino}", st.st_size))
     if from_end and not segments:
         return Lag(0, 0, True)
     total_bytes = total_events = 0
     exact = True
     for path, key, size in files:
+        # Opened as the reader opens them: a link or FIFO swapped in since is refused.
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
         try:
-            with open(path, "rb") as f:
+            with open(os.open(path, flags), "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    continue
                 start = _resume_offset(f, key, size, segments)
                 events, counted = _count_lines(f, start, size, budget)
         except OSError:
@@ -205,7 +212,8 @@ def _one_sink(config: Config, sc: SinkConfig, now: float, budget: int) -> dict[s
     except ValueError as exc:
         cursor, segments, cursor_error = None, {}, str(exc)
     lag = journal_lag(config.journal.paths, segments, budget=budget,
-                      from_end=sc.start_at == "end" and not store.exists(sc.name))
+                      from_end=sc.start_at == "end" and not store.exists(sc.name),
+                      follow_symlinks=config.journal.follow_symlinks)
     records, events = _dead_letters(state_dir / "deadletter" / f"{sc.name}.jsonl")
     doc = doc or {}
     last_success = doc.get("last_success_at")

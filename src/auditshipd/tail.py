@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
 
-__all__ = ["Chunk", "ChangeSignal", "JournalReader", "OversizeLine", "Release", "refusal"]
+__all__ = ["Chunk", "ChangeSignal", "JournalReader", "OversizeLine", "Release", "dir_owner", "refusal"]
 
 log = logging.getLogger("auditshipd.tail")
 
@@ -297,7 +297,7 @@ class JournalReader:
                 # Not only FileNotFoundError: a symlink loop (ELOOP) matched by the
                 # glob raised out of next_item and stopped the sink's reader.
                 continue
-            why = refusal(st, _dir_owner(path, dir_owners))
+            why = refusal(st, dir_owner(path, dir_owners))
             if why is not None:
                 refused[path] = why
                 continue
@@ -627,7 +627,8 @@ def refusal(st: os.stat_result, dir_owner: int | None) -> str | None:
     return None
 
 
-def _dir_owner(path: str, cache: dict[str, int | None]) -> int | None:
+def dir_owner(path: str, cache: dict[str, int | None]) -> int | None:
+    """The uid owning the directory ``path`` is in (None if unknown); ``cache`` per scan."""
     d = os.path.dirname(path) or "."
     if d not in cache:
         try:
