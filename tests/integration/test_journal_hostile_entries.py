@@ -76,3 +76,18 @@ def test_links_fifos_sockets_and_directories_in_the_journal_dir_are_not_read(ws)
                        (directory, b"directory")):
         warned = [x for x in log.splitlines() if f"not reading {path}:".encode() in x]
         assert len(warned) == 1 and what in warned[0], (path, warned)
+
+
+def test_follow_symlinks_true_ships_a_linked_segment(ws):
+    """[journal] follow_symlinks = true: a link to a segment elsewhere is read and shipped."""
+    elsewhere = ws.root / "elsewhere" / "audit.jsonl.1"
+    elsewhere.parent.mkdir()
+    linked = write_events(elsewhere, "l", 3)
+    (ws.journal.parent / "audit.jsonl.1").symlink_to(elsewhere)
+    good = write_events(ws.journal, "g", 3)
+    ws.write_config(file_sink(ws.out), journal_extra="follow_symlinks = true")
+    with ws.daemon() as d:
+        d.wait_started()
+        wait_for(lambda: len(read_jsonl_ids(ws.out)) >= 6, 30, message="all events")
+        assert d.terminate() == 0
+    assert sorted(read_jsonl_ids(ws.out)) == sorted(linked + good)
