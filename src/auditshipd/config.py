@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from .errors import ConfigError
+from .optionkeys import first_unknown_key
 from .sinks.base import SinkType
 
 if sys.version_info >= (3, 11):
@@ -324,6 +325,11 @@ def _sink_config(
             raise ConfigError(
                 f"unknown sink type {c.type!r} (known: {known})", file=source, key=f"{where}.type"
             )
+        # Checked here, not left to the plugin's Struct flags: a typo is an error
+        # for every sink type, built-in or drop-in.
+        unknown = first_unknown_key(specific, st.options)
+        if unknown:
+            raise ConfigError("unknown key", file=source, key=f"{where}.{unknown}")
         options = _convert(specific, st.options, source, where)
         if st.validate is not None:
             try:

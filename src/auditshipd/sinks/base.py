@@ -76,7 +76,8 @@ class SinkType:
     ``options``: a ``msgspec.Struct`` class (``forbid_unknown_fields=True``) that
     describes the type-specific keys of a ``[[sinks]]`` table; the core converts and
     type-checks the table with it, so unknown keys and wrong types are reported with
-    the key name. ``validate``: optional ``(options) -> None`` raising
+    the key name. Unknown keys are rejected even where a Struct (or a nested one)
+    lacks ``forbid_unknown_fields``: a misspelled key never passes silently. ``validate``: optional ``(options) -> None`` raising
     ``ConfigError(msg, key=...)`` for checks a type cannot express (bad URL, missing
     token). ``secrets``: option names whose values must never be logged.
     """
