@@ -149,10 +149,20 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['sink']:<20} {r['records']:>8} {r['events']:>8} {r['bytes']:>10}  "
               f"{r['last_error'] or ''}")
+    for r in rows:
+        if r["unreadable_lines"]:
+            print(_unreadable_note(r["path"], r["unreadable_lines"]), file=sys.stderr)
     return 0
 
 
+def _unreadable_note(path: str, lines: list[int]) -> str:
+    shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+    return (f"{path}: {len(lines)} unreadable line(s) (line {shown}), kept as they are;"
+            " a crash or a full disk cut an append: repair or move them by hand")
+
+
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from .deadletter import DeadLetterFile
     from .dlq import replay
     from .progress import Progress
     from .runtime import load_runtime
@@ -163,13 +173,19 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     except KeyError:
         print(f"{config.source}: no sink named {args.sink!r}", file=sys.stderr)
         return 2
-    from .deadletter import DeadLetterFile
-
     total = DeadLetterFile(config.state_dir, sc.name).count()[1]
     with Progress(total, f"replaying {sc.name}") as bar:
-        sent, failed = asyncio.run(replay(config, args.sink, progress=bar.advance))
-    print(json.dumps({"sink": args.sink, "replayed": sent, "still_dead_lettered": failed}))
-    return 0 if failed == 0 else 1
+        result = asyncio.run(replay(config, args.sink, progress=bar.advance))
+    print(json.dumps({"sink": args.sink, "replayed": result.replayed,
+                      "still_dead_lettered": result.still_dead_lettered}))
+    if result.error is not None:
+        print(f"replay of {sc.name} stopped: {result.error}", file=sys.stderr)
+    if result.letters_kept:
+        print(f"{result.path}: {result.still_dead_lettered} event(s) in"
+              f" {result.letters_kept} dead letter(s) stay", file=sys.stderr)
+    if result.unreadable_lines:
+        print(_unreadable_note(result.path, result.unreadable_lines), file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

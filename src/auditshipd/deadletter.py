@@ -6,10 +6,16 @@ last attempt times and the (redacted) events. Appends are fsynced before the sin
 cursor moves past the events. A lock file serialises the daemon's appends with
 ``dlq replay``'s rewrite. Storage is bounded: past ``max_bytes`` a write raises
 :class:`DeadLetterFull` and the sink stops advancing instead of discarding anything.
+
+A line that cannot be decoded (the torn end of an append cut by a crash or a full
+disk) is reported by :meth:`DeadLetterFile.scan` and kept where it is, byte for byte:
+it may be the only copy of events, so only a person decides what to do with it. The
+next append starts on a new line, so the torn line never swallows a good record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fcntl
 import os
@@ -22,7 +28,7 @@ import msgspec
 
 from .fsutil import atomic_write
 
-__all__ = ["DeadLetter", "DeadLetterFile", "DeadLetterFull"]
+__all__ = ["DeadLetter", "DeadLetterFile", "DeadLetterFull", "DeadLetterScan"]
 
 
 class DeadLetterFull(Exception):  # noqa: N818
@@ -40,8 +46,22 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     events: list[dict[str, Any]]
 
 
+class DeadLetterScan(msgspec.Struct, kw_only=True):
+    """The readable records of a dead-letter file and the lines that are not."""
+
+    letters: list[DeadLetter]
+    unreadable: list[int]  # 1-based line numbers
+
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(DeadLetter).decode
+
+
+def _parse(line: bytes) -> DeadLetter | None:
+    try:
+        return _decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def now_rfc3339() -> str:
@@ -76,7 +96,10 @@ class DeadLetterFile:
     def append(self, letter: DeadLetter) -> None:
         data = _encode(letter) + b"\n"
         with self.locked():
-            if self.size() + len(data) > self.max_bytes:
+            size = self.size()
+            if size and not self._ends_with_newline():
+                data = b"\n" + data  # after a torn line: start a line of our own
+            if size + len(data) > self.max_bytes:
                 raise DeadLetterFull(
                     f"dead-letter file {self.path} would exceed dead_letter.max_bytes"
                     f" ({self.max_bytes} bytes); replay or move it to let the sink advance"
@@ -87,15 +110,43 @@ class DeadLetterFile:
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
+            except BaseException:
+                # ENOSPC half way: cut what was written so no torn record stays behind.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
             finally:
                 os.close(fd)
 
-    def read(self) -> list[DeadLetter]:
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def _lines(self) -> list[bytes]:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        return [_decode(line) for line in data.splitlines() if line.strip()]
+        return data.splitlines()
+
+    def scan(self) -> DeadLetterScan:
+        """Every readable record, in order, and the line numbers of the unreadable ones."""
+        letters: list[DeadLetter] = []
+        unreadable: list[int] = []
+        for number, line in enumerate(self._lines(), 1):
+            if not line.strip():
+                continue
+            letter = _parse(line)
+            if letter is None:
+                unreadable.append(number)
+            else:
+                letters.append(letter)
+        return DeadLetterScan(letters=letters, unreadable=unreadable)
+
+    def read(self) -> list[DeadLetter]:
+        """The readable records (see :meth:`scan` for the unreadable lines)."""
+        return self.scan().letters
 
     def count(self) -> tuple[int, int]:
         """(records, events)."""
@@ -103,9 +154,20 @@ class DeadLetterFile:
         return len(letters), sum(len(x.events) for x in letters)
 
     def remove_first(self, n: int, keep: list[DeadLetter]) -> None:
-        """Replace the first ``n`` records by ``keep`` (replay's result); records the
-        daemon appended meanwhile are preserved."""
+        """Replace the first ``n`` readable records by ``keep`` (replay's result).
+        Records the daemon appended meanwhile and unreadable lines stay as they are."""
         with self.locked():
-            current = self.read()
-            rest = keep + current[n:]
-            atomic_write(self.path, b"".join(_encode(x) + b"\n" for x in rest))
+            out: list[bytes] = []
+            removed = 0
+            for line in self._lines():
+                if not line.strip():
+                    continue
+                if removed < n and _parse(line) is not None:
+                    if removed == 0:
+                        out.extend(_encode(x) for x in keep)
+                    removed += 1
+                    continue
+                out.append(line)
+            if removed == 0:
+                out[:0] = [_encode(x) for x in keep]
+            atomic_write(self.path, b"".join(line + b"\n" for line in out))

@@ -2,12 +2,14 @@
 
 ``start_error`` makes ``start()`` fail. ``script`` names a file whose lines are consumed one per send attempt: ``ok``,
 ``retry``, ``retry-after N``, ``permanent``, ``partial N`` (N events accepted, then a
-permanent error for the next one). Empty or missing file: ``ok``. Accepted events are
+permanent error for the next one), ``hang`` (never answers), ``crash`` (raises a
+``RuntimeError``, not a ``SinkError``). Empty or missing file: ``ok``. Accepted events are
 appended to ``out`` (JSON Lines).
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 
@@ -21,7 +23,8 @@ from auditshipd.sinks.base import SinkType
 class FlakyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     out: str
     script: str = ""
-    # "permanent" or "retry": start() always fails that way (a sink that cannot start).
+    # "permanent", "retry" or "crash": start() always fails that way (a sink that cannot
+    # start; "crash" raises a RuntimeError).
     start_error: str = ""
 
 
@@ -46,6 +49,8 @@ class FlakySink:
     async def start(self):
         if self.o.start_error == "permanent":
             raise PermanentError("scripted: credentials refused")
+        if self.o.start_error == "crash":
+            raise RuntimeError("scripted start bug")
         if self.o.start_error == "retry":
             raise RetryableError("scripted: broker unreachable")
 
@@ -55,6 +60,10 @@ class FlakySink:
             raise RetryableError("scripted 503", retry_after=float(answer.split()[1]))
         if answer == "retry":
             raise RetryableError("scripted retryable failure")
+        if answer == "hang":
+            await asyncio.Event().wait()
+        if answer == "crash":
+            raise RuntimeError("scripted sink bug")
         if answer == "permanent":
             raise PermanentError("scripted permanent failure")
         accepted = len(batch)

@@ -1,0 +1,154 @@
+"""`auditshipd dlq replay` and `dlq list` as the operator runs them (a real process, the
+drop-in test sinks): a letter is removed only when delivered, whatever goes wrong;
+what stays is counted and the exit code says so; a torn line is reported and kept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from auditshipd.deadletter import DeadLetter, DeadLetterFile
+from auditshipd.testing import read_jsonl_ids
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(ws, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "auditshipd.cli", "dlq", *args, "-c",
+                           str(ws.config)], capture_output=True, text=True, cwd=ws.root,
+                          timeout=timeout)
+
+
+def _letter(sink: str, ids: list[str], when: str = "2024-05-01T12:00:00Z") -> DeadLetter:
+    return DeadLetter(sink=sink, error="earlier failure", retryable=False, attempts=1,
+                      first_attempt_at="2024-05-01T12:00:00.000+00:00",
+                      last_attempt_at="2024-05-01T12:00:00.000+00:00",
+                      dead_lettered_at="2024-05-01T12:00:00.000+00:00",
+                      events=[{"id": i, "action": "user.invited", "occurred_at": when}
+                              for i in ids])
+
+
+def _flaky(ws, script: str = "", extra: str = "", retry: str = "") -> tuple:
+    out, script_path = ws.root / "flaky.jsonl", ws.root / "script.txt"
+    script_path.write_text(script)
+    ws.write_config(f"""
+[[sinks]]
+name = "flaky"
+type = "flaky"
+out = "{out}"
+script = "{script_path}"
+{extra}
+[sinks.retry]
+initial_backoff = 0.01
+max_backoff = 0.05
+{retry}
+""")
+    return out, DeadLetterFile(ws.state, "flaky")
+
+
+def _ids(dlf: DeadLetterFile) -> list[list[str]]:
+    return [[e["id"] for e in x.events] for x in dlf.read()]
+
+
+def test_unexpected_exception_keeps_only_the_culprit_and_exits_non_zero(ws):
+    """Three letters; the epoch sink raises OverflowError on one event of the first.
+    The culprit alone stays (with the reason), every other event is delivered, the
+    exit code is 1 and stderr says how many events stay."""
+    out = ws.root / "epoch.jsonl"
+    ws.write_config(f"""
+[[sinks]]
+name = "epoch"
+type = "epoch"
+out = "{out}"
+""")
+    dlf = DeadLetterFile(ws.state, "epoch")
+    first = _letter("epoch", ["a1", "a2", "a3"])
+    first.events[1]["occurred_at"] = "2300-01-01T00:00:00Z"
+    dlf.append(first)
+    dlf.append(_letter("epoch", ["b1", "b2"]))
+    dlf.append(_letter("epoch", ["c1"]))
+    res = _cli(ws, "replay", "--sink", "epoch")
+    assert res.returncode == 1, res.stderr
+    assert json.loads(res.stdout.splitlines()[-1]) == {
+        "sink": "epoch", "replayed": 5, "still_dead_lettered": 1}
+    assert "1 event(s) in 1 dead letter(s) stay" in res.stderr
+    assert read_jsonl_ids(out) == ["a1", "a3", "b1", "b2", "c1"]
+    (kept,) = dlf.read()
+    assert [e["id"] for e in kept.events] == ["a2"]
+    assert "OverflowError" in kept.error and kept.attempts == 2
+
+
+def test_sink_that_cannot_start_keeps_every_letter(ws):
+    """start() raises a RuntimeError: nothing is deleted, in order; exit code 1."""
+    _, dlf = _flaky(ws, extra='start_error = "crash"')
+    for n in range(3):
+        dlf.append(_letter("flaky", [f"s{n}"]))
+    before = dlf.path.read_bytes()
+    res = _cli(ws, "replay", "--sink", "flaky")
+    assert res.returncode == 1
+    assert "RuntimeError" in res.stderr and "3 event(s) in 3 dead letter(s) stay" in res.stderr
+    assert dlf.path.read_bytes() == before
+
+
+def test_crash_mid_replay_keeps_the_letters_not_delivered_in_order(ws):
+    """The first letter is delivered, the second makes the sink raise a RuntimeError:
+    only the first leaves the file; the second (isolated to its one event) and the
+    third stay in order."""
+    out, dlf = _flaky(ws, script="ok\ncrash\nok\n")
+    dlf.append(_letter("flaky", ["d1"]))
+    dlf.append(_letter("flaky", ["d2"]))
+    dlf.append(_letter("flaky", ["d3"]))
+    res = _cli(ws, "replay", "--sink", "flaky")
+    assert res.returncode == 1
+    assert read_jsonl_ids(out) == ["d1", "d3"]
+    assert _ids(dlf) == [["d2"]]
+
+
+def test_replay_honours_rejected_and_resends_the_rest(ws):
+    """The sink accepts 1 event then rejects 1 (PermanentError rejected=1): only that one
+    stays; the 3 after it are sent again and delivered."""
+    out, dlf = _flaky(ws, script="partial 1\n")
+    dlf.append(_letter("flaky", ["r1", "r2", "r3", "r4", "r5"]))
+    res = _cli(ws, "replay", "--sink", "flaky")
+    assert res.returncode == 1
+    assert read_jsonl_ids(out) == ["r1", "r3", "r4", "r5"]
+    assert _ids(dlf) == [["r2"]]
+
+
+def test_replay_honours_attempt_timeout(ws):
+    """A receiver that never answers: each attempt ends at retry.attempt_timeout, the
+    letter stays with the timeout as its error, the command ends (exit 1)."""
+    _, dlf = _flaky(ws, script="hang\nhang\nhang\n",
+                    retry="attempt_timeout = 0.3")
+    dlf.append(_letter("flaky", ["h1"]))
+    started = time.monotonic()
+    res = _cli(ws, "replay", "--sink", "flaky", timeout=30)
+    assert res.returncode == 1
+    assert time.monotonic() - started < 20
+    (kept,) = dlf.read()
+    assert "timed out" in kept.error and kept.attempts == 1 + 3
+
+
+def test_torn_last_line_is_reported_kept_and_the_rest_replayed(ws):
+    """A crash cut the last append: `dlq list` counts the readable letters and names the
+    torn line; replay delivers them, keeps the torn bytes, exits 1 and says so."""
+    out, dlf = _flaky(ws)
+    dlf.append(_letter("flaky", ["t1"]))
+    dlf.append(_letter("flaky", ["t2", "t3"]))
+    torn = b'{"sink":"flaky","error":"x","retryable":false,"attempts":1,"events":[{"id":"t4'
+    with open(dlf.path, "ab") as f:
+        f.write(torn)
+    res = _cli(ws, "list")
+    assert res.returncode == 0, res.stderr
+    assert "flaky" in res.stdout and " 2 " in res.stdout and " 3 " in res.stdout
+    assert "1 unreadable line(s) (line 3)" in res.stderr
+    res = _cli(ws, "replay", "--sink", "flaky")
+    assert res.returncode == 1
+    assert json.loads(res.stdout.splitlines()[-1])["replayed"] == 3
+    assert "unreadable line(s)" in res.stderr
+    assert read_jsonl_ids(out) == ["t1", "t2", "t3"]
+    assert dlf.read() == [] and torn in dlf.path.read_bytes()
