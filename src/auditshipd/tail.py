@@ -609,10 +609,10 @@ _KINDS = (
 )
 
 
-def refusal(st: os.stat_result, dir_owner: int | None) -> str | None:
+def refusal(st: os.stat_result, dir_uid: int | None) -> str | None:
     """Why a glob match with status ``st`` is not read as a journal segment, or None.
 
-    ``st`` comes from ``lstat`` (``stat`` when links are followed); ``dir_owner`` is
+    ``st`` comes from ``lstat`` (``stat`` when links are followed); ``dir_uid`` is
     the uid owning the directory the file is in (None if unknown). The owners trusted
     are the ones who can put a journal file there anyway: this daemon's user, root and
     the directory's owner; a file of any other user is foreign content.
@@ -621,7 +621,7 @@ def refusal(st: os.stat_result, dir_owner: int | None) -> str | None:
     if not stat.S_ISREG(mode):
         kind = next((k for test, k in _KINDS if test(mode)), "a special file")
         return f"it is {kind}, not a regular file"
-    if st.st_uid not in (0, os.geteuid(), dir_owner):
+    if st.st_uid not in (0, os.geteuid(), dir_uid):
         return (f"it is owned by uid {st.st_uid}, not by this daemon's user, root or the"
                 " directory's owner")
     return None
