@@ -8,6 +8,14 @@ implementation: WAL, FTS5 for keyword search, and the event's time-ordered ``seq
 
 sqlite3 is synchronous: every call runs on a worker thread (one writer thread, a small
 pool of reader threads, one connection per thread), so the event loop never blocks.
+
+The database and its ``-wal``/``-shm`` files are private (0600) like every other state
+file: SQLite creates the latter two with the database file's mode, so the database is
+created (or tightened) 0600 before SQLite opens it. Several stores open one file at once
+(the daemon's portal and its ``portal`` sink, replicas, the CLI): every connection waits
+on locks, the schema is written only when missing, and a lock that SQLite reports
+without waiting (switching to WAL while another connection does) is retried until
+``busy_timeout``.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ import abc
 import asyncio
 import datetime as _dt
 import hashlib
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -162,6 +172,44 @@ INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
 """
 
 
+def _make_private(path: Path) -> None:
+    """Create the database file 0600, or take group/other access away from an existing
+    one and its ``-wal``/``-shm`` files."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        try:
+            if side.stat().st_mode & 0o077:
+                side.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """WAL mode and the schema, each written only when missing (both need a write lock,
+    which every other opener would then wait for)."""
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone() and conn.execute(
+        "SELECT 1 FROM meta WHERE key = 'schema_version'"
+    ).fetchone():
+        return
+    # One transaction: a concurrent opener sees no schema or all of it.
+    conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "COMMIT;\n")
+
+
 def _key_of(party: Any) -> str:
     if not isinstance(party, Mapping):
         return ""
@@ -231,9 +279,21 @@ class SQLiteEventStore(EventStore):
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(self.path)
         conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_SCHEMA)
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                _prepare(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     async def close(self) -> None:
         for pool in (self._writer, self._readers):
