@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from .config import Config, _convert
 from .errors import ConfigError
 from .health import ReadinessMonitor, driver_lag_bytes
+from .hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from .status import journal_lag
 from .timefmt import parse_time
 
@@ -52,6 +53,9 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:9750"
     # Seconds with events pending and no progress before /readyz reports a sink stuck.
     ready_stuck_after: float = 300.0
+    # Host header values answered; others get 421 (DNS rebinding). Empty: the listen
+    # address and "localhost".
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -97,6 +101,10 @@ class DaemonCollector(Collector):
                 labels=label),
             "quarantined": CounterMetricFamily(
                 "auditshipd_events_quarantined", "Journal lines quarantined", labels=label),
+            "persist_errors": CounterMetricFamily(
+                "auditshipd_state_persist_errors",
+                "Failed attempts to save the cursor or status file in the state dir",
+                labels=label),
         }
         lag_bytes = GaugeMetricFamily(
             "auditshipd_cursor_lag_bytes", "Journal bytes not read yet by the sink", labels=label)
@@ -202,7 +210,9 @@ async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> web.AppRunner:
     """
     global _active
     metrics = DaemonMetrics(daemon, mc)
-    app = web.Application()
+    listen_host = mc.address()[0]
+    allowed = mc.allowed_hosts or default_allowed_hosts(listen_host)
+    app = web.Application(middlewares=[allowed_hosts_middleware(allowed, listen_host)])
     app[_METRICS] = metrics
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)

@@ -29,12 +29,12 @@ from .config import Config, SinkConfig
 from .cursor import CursorState, CursorStore, SegmentCursor
 from .deadletter import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
 from .errors import PermanentError, SinkError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, overwrite_in_place
 from .metrics import batch_latency_observer
 from .process import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff, DeliveryFailure, deliver
-from .scrub import scrub_secrets
+from .scrub import scrub_secrets, sink_secrets
 from .sinks.base import Sink
 from .tail import ChangeSignal, Chunk, JournalReader, OversizeLine, Release
 from .timefmt import parse_time
@@ -45,6 +45,8 @@ log = logging.getLogger("auditshipd.pipeline")
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+# Longest wait between two attempts to save a cursor the state dir refused.
+_PERSIST_MAX_BACKOFF = 5.0
 
 
 class SinkStats(msgspec.Struct, kw_only=True):
@@ -61,6 +63,11 @@ class SinkStats(msgspec.Struct, kw_only=True):
     last_success_at: str | None = None
     last_error: str | None = None
     last_error_at: str | None = None
+    # Set while cursors or status cannot be written to the state dir (a full disk):
+    # delivery goes on, but a restart would resend everything since the last save.
+    persist_error: str | None = None
+    persist_error_at: str | None = None
+    persist_errors: int = 0
     updated_at: str = ""
 
 
@@ -103,6 +110,9 @@ class SinkDriver:
         self.sink = sink
         self.signal = signal
         self.redactor = redactor
+        # Literal values (tokens, a URL's user, password and query values) masked in
+        # every error this sink's messages, status and dead letters carry.
+        self.secrets = sink_secrets(sink_config)
         self.hooks = hooks
         state_dir = config.state_dir
         self.cursors = CursorStore(state_dir)
@@ -128,6 +138,7 @@ class SinkDriver:
         self._reader: JournalReader | None = None
         self._started = False
         self._last_status_write = 0.0
+        self._persist_warned = 0.0
         self.observe_batch_latency = batch_latency_observer(self.name)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -157,14 +168,20 @@ class SinkDriver:
             await self._drain()
             persister.cancel()
             await asyncio.gather(persister, return_exceptions=True)
-            await asyncio.to_thread(self._persist_now)
+            try:
+                await asyncio.to_thread(self._persist_now)
+            except Exception as exc:  # the saved cursor is older: events are resent
+                self._persist_failed(exc, 1)
             self._reader.close()
             try:
                 await self.sink.close()
             except Exception as exc:
                 self.logger.warning("closing sink %s failed: %s", self.name, exc)
             self.stats.state = "stopped"
-            await asyncio.to_thread(self._write_status, True)
+            try:
+                await asyncio.to_thread(self._write_status, True)
+            except Exception as exc:
+                self._persist_failed(exc, 1)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -311,7 +328,7 @@ class SinkDriver:
     async def _deliver(self, job: _Job) -> None:
         try:
             if job.quarantine:
-                await asyncio.to_thread(self.quarantine_file.write, job.quarantine)
+                await self._write_quarantine(job.quarantine)
                 self.stats.quarantined += len(job.quarantine)
                 if self.hooks is not None:
                     for q in job.quarantine:
@@ -351,7 +368,7 @@ class SinkDriver:
     async def _dead_letter(self, batch: Batch, err: SinkError, attempts: int, first_at: str
                            ) -> None:
         letter = DeadLetter(
-            sink=self.name, error=scrub_secrets(str(err)) or "", retryable=err.retryable, attempts=attempts,
+            sink=self.name, error=scrub_secrets(str(err), self.secrets) or "", retryable=err.retryable, attempts=attempts,
             first_attempt_at=first_at, last_attempt_at=now_rfc3339(),
             dead_lettered_at=now_rfc3339(), events=batch.events,
         )
@@ -374,6 +391,21 @@ class SinkDriver:
         if self.hooks is not None:
             self.hooks.batch_dead_lettered(sink_name=self.name, batch=batch, error=letter.error)
 
+    async def _write_quarantine(self, records: list[QuarantineRecord]) -> None:
+        """Write quarantine records, retrying while the state dir cannot take them: the
+        cursor must not move past lines that are neither delivered nor quarantined."""
+        warned = 0.0
+        while True:
+            try:
+                await asyncio.to_thread(self.quarantine_file.write, records)
+                return
+            except OSError as exc:
+                self.stats.state = "blocked"
+                if time.monotonic() - warned > 30:
+                    warned = time.monotonic()
+                    self._error(f"cannot write quarantine, sink NOT advancing: {exc}")
+                await self._sleep(2.0, interruptible=False)
+
     def _success(self, n: int) -> None:
         self.stats.delivered += n
         self.stats.last_success_at = now_rfc3339()
@@ -381,7 +413,7 @@ class SinkDriver:
             self.stats.state = "active"
 
     def _error(self, message: str) -> None:
-        message = scrub_secrets(message) or ""
+        message = scrub_secrets(message, self.secrets) or ""
         self.stats.last_error = message
         self.stats.last_error_at = now_rfc3339()
         self.stats.state = "error"
@@ -412,14 +444,56 @@ class SinkDriver:
             self._dirty.set()
 
     async def _persist_loop(self) -> None:
+        """Save the cursor when it moved, refresh the status file otherwise. A failure
+        (ENOSPC, EIO, a read-only remount) never ends the loop: it is reported and the
+        save is retried with backoff until it succeeds."""
+        failures = 0
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), 1.0)
-            if self._dirty.is_set():
-                self._dirty.clear()
-                await asyncio.to_thread(self._persist_now)
-            else:  # idle: refresh the status file so `auditshipd status` sees the sink alive
-                await asyncio.to_thread(self._write_status, False)
+            if failures:
+                await asyncio.sleep(min(_PERSIST_MAX_BACKOFF, 0.5 * 2 ** min(failures - 1, 8)))
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), 1.0)
+            try:
+                if failures or self._dirty.is_set():
+                    self._dirty.clear()
+                    await asyncio.to_thread(self._persist_now)
+                else:  # idle: refresh the status file so `auditshipd status` sees it alive
+                    await asyncio.to_thread(self._write_status, False)
+            except Exception as exc:
+                failures += 1
+                self._persist_failed(exc, failures)
+            else:
+                if failures:
+                    self._persist_recovered(failures)
+                failures = 0
+
+    def _persist_failed(self, exc: Exception, failures: int) -> None:
+        message = scrub_secrets(f"cannot save cursor/status in {self.config.state_dir}:"
+                                f" {type(exc).__name__}: {exc}") or ""
+        self.stats.persist_errors += 1
+        if self.stats.persist_error is None:
+            self.stats.persist_error_at = now_rfc3339()
+        self.stats.persist_error = message
+        now = time.monotonic()
+        if failures == 1 or now - self._persist_warned > 30:
+            self._persist_warned = now
+            self.logger.error("sink %s: %s (attempt %d; retrying; a restart now would"
+                              " resend the events delivered since the last save)",
+                              self.name, message, failures)
+        # The status file cannot be replaced (no room for a temp file): write the
+        # report over the existing one, whose blocks are already allocated.
+        self.stats.updated_at = now_rfc3339()
+        with contextlib.suppress(OSError):
+            overwrite_in_place(self.status_path, _encode(self.stats))
+
+    def _persist_recovered(self, failures: int) -> None:
+        self.logger.warning("sink %s: cursor and status saved again after %d failed"
+                            " attempt(s)", self.name, failures)
+        self.stats.persist_error = self.stats.persist_error_at = None
+        self._last_status_write = 0.0
+        with contextlib.suppress(OSError):
+            self._write_status(False)
 
     def _persist_now(self) -> None:
         snapshot = CursorState(sink=self.name, segments=dict(self.committed.segments),

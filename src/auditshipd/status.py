@@ -196,6 +196,8 @@ def _state(sc: SinkConfig, doc: dict[str, Any] | None, now: float) -> str:
     if updated is None or now - updated > STALE_AFTER:
         return "inactive"
     state = doc.get("state")
+    if doc.get("persist_error"):  # delivering maybe, but its cursor is not being saved
+        return "error"
     if state in ("error", "blocked"):
         return str(state)
     return "active"
@@ -238,6 +240,9 @@ def _one_sink(config: Config, sc: SinkConfig, now: float, budget: int) -> dict[s
         "dead_letter_records": records,
         "quarantine_count": QuarantineFile(state_dir, sc.name).count(),
         "status_updated_at": doc.get("updated_at"),
+        "persist_error": doc.get("persist_error"),
+        "persist_error_at": doc.get("persist_error_at"),
+        "persist_errors": doc.get("persist_errors", 0),
     }
     if cursor_error is not None:
         row["cursor_error"] = cursor_error
@@ -286,6 +291,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['quarantine_count']:>6}  {r['last_success_at'] or '-'}")
         if r["last_error"]:
             out.append(f"  last error ({r['last_error_at']}): {r['last_error']}")
+        if r.get("persist_error"):
+            out.append(f"  state dir ({r['persist_error_at']}): {r['persist_error']}")
         if r.get("cursor_error"):
             out.append(f"  cursor: {r['cursor_error']}")
     return "\n".join(out) + "\n"
