@@ -6,7 +6,8 @@ journal. Records at WARNING and above with the same logger and message *template
 seconds; the rest are counted, and one summary line ("... (repeated 990 more times in
 the last 60s)") is written when the window closes: at the next line of any kind after
 that, from a timer, or when logging shuts down. Nothing here ever adds a value to a
-message; secrets are kept out where messages are written.
+message; secrets are kept out where messages are written, and the formatters mask
+any credential that slipped through (URL user:password and query values...).
 """
 
 from __future__ import annotations
@@ -21,10 +22,19 @@ from typing import Any, TextIO
 
 import msgspec
 
+from .scrub import scrub_secrets
+
 __all__ = ["JsonFormatter", "RateLimitedHandler", "RepeatLimiter", "setup_logging"]
 
 _encode = msgspec.json.Encoder().encode
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, with credentials masked (URL user:password and query values...)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_secrets(super().format(record)) or ""
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,13 +44,13 @@ class JsonFormatter(logging.Formatter):
                 timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub_secrets(record.getMessage()),
         }
         repeated = getattr(record, "repeated", None)
         if repeated is not None:
             doc["repeated"] = repeated
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = scrub_secrets(self.formatException(record.exc_info))
         return _encode(doc).decode()
 
 
@@ -182,7 +192,7 @@ def setup_logging(level: str = "info", json: bool | None = None, *,
         json = not stream.isatty()
     limiter = RepeatLimiter(repeat_limit, repeat_window, clock=clock)
     handler = RateLimitedHandler(stream, limiter, timers=timers)
-    handler.setFormatter(JsonFormatter() if json else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if json else TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in root.handlers:
         if isinstance(old, RateLimitedHandler):

@@ -1,19 +1,38 @@
 """Masking credentials in error text before it is stored, logged or shown.
 
 Sinks already remove their own configured secrets from their errors; this is the
-pattern-based net under them (URL user:password, bearer/Splunk/token schemes,
-``secret=value`` pairs, AWS access key ids), applied by the core to every error a sink
-reports (logs, status files, dead letters) and by the portal before display.
+pattern-based net under them (URL user:password and query values, bearer/Splunk/token
+schemes, ``secret=value`` pairs, AWS access key ids), applied by the core to every error a
+sink reports (logs, status files, dead letters) and by the portal before display.
+
+A URL's query values are secrets whatever their names: receivers authenticate with
+``?code=``, ``?sig=``, ``?k=``..., and some echo the URL they were called with in their
+error bodies. :func:`url_secrets` gives the literal values of a configured URL, so a sink
+can also mask them where they appear without their key (``{"code": "..."}``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["scrub_secrets"]
+import msgspec
+
+__all__ = ["scrub_secrets", "sink_secrets", "url_secrets"]
+
+MASK = "***"
+# Literal values shorter than this are not masked: masking "1" or "on" everywhere would
+# garble the message and protect nothing.
+MIN_SECRET_CHARS = 4
+
+# A query string: "?" right after a non-blank (a path or host), holding at least one
+# key=value pair, up to a blank, a quote, an angle bracket or a fragment.
+_QUERY = re.compile(r"(?<=[^\s?=&])\?([^\s\"'<>#?]*=[^\s\"'<>#]*)")
 
 _SECRET_PATTERNS = (
-    # user:password@ in a URL
+    # user:password@ (or user@) in a URL
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@"), r"\1***@"),
     # Authorization schemes followed by a credential
     (re.compile(r"(?i)\b(bearer|basic|splunk|token|dd-api-key)(\s*[:=]?\s+)[^\s,;\"']+"), r"\1\2***"),
@@ -27,10 +46,72 @@ _SECRET_PATTERNS = (
 )
 
 
-def scrub_secrets(message: str | None) -> str | None:
-    """``message`` with URL credentials, bearer tokens and ``secret=value`` pairs masked."""
+def _mask_query(m: re.Match[str]) -> str:
+    parts = []
+    for part in re.split(r"([&;])", m.group(1)):
+        key, sep, value = part.partition("=")
+        parts.append(f"{key}={MASK}" if sep and value else part)
+    return "?" + "".join(parts)
+
+
+def scrub_secrets(message: str | None, secrets: Iterable[str | None] = ()) -> str | None:
+    """``message`` with URL credentials and query values, bearer tokens, ``secret=value``
+    pairs and the literal ``secrets`` given (e.g. :func:`url_secrets` of a sink's URL)
+    masked."""
     if not message:
         return message
+    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS},
+                         key=len, reverse=True):  # longest first: no half-masked values
+        message = message.replace(secret, MASK)
+    message = _QUERY.sub(_mask_query, message)
     for pattern, replacement in _SECRET_PATTERNS:
         message = pattern.sub(replacement, message)
     return message
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The secret parts of ``url``: its user, password and query values, both as written
+    and percent-decoded (a receiver may echo either)."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        raw = [parts.username, parts.password]
+    except ValueError:
+        return []
+    for pair in re.split(r"[&;]", parts.query):
+        raw.append(pair.partition("=")[2] if "=" in pair else pair)
+    values = [v for v in raw if v]
+    decoded = [unquote(v) for v in values]
+    decoded += [v for _k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return [v for v in dict.fromkeys(values + decoded) if len(v) >= MIN_SECRET_CHARS]
+
+
+def sink_secrets(sink_config: Any) -> list[str]:
+    """The literal secrets of a configured sink, for :func:`scrub_secrets`: the values of
+    the options its type names in ``secrets``, and the user, password and query values of
+    every URL among its options (a drop-in sink's included)."""
+    options = getattr(sink_config, "options", None)
+    sink_type = getattr(sink_config, "sink_type", None)
+    named = set(getattr(sink_type, "secrets", ()) or ())
+    try:
+        tree = msgspec.to_builtins(options)
+    except (TypeError, msgspec.EncodeError):
+        return []
+    found: list[str] = []
+    _collect(tree, named, False, found)
+    return list(dict.fromkeys(found))
+
+
+def _collect(value: Any, named: set[str], secret: bool, found: list[str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _collect(item, named, secret or key in named, found)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, named, secret, found)
+    elif isinstance(value, str):
+        if secret and len(value) >= MIN_SECRET_CHARS:
+            found.append(value)
+        if "://" in value:
+            found.extend(url_secrets(value))

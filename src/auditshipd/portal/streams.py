@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..scrub import scrub_secrets
+from ..scrub import scrub_secrets, sink_secrets
 from ..status import sink_status
 
 __all__ = ["STREAM_FIELDS", "STREAM_STATES", "scrub_secrets", "stream_states", "visible_to"]
@@ -79,7 +79,7 @@ async def stream_states(config: Any, scope: str | None) -> list[dict[str, Any]]:
         item["name"] = name
         item["state"] = _state(row.get("state"))
         item["last_synced_at"] = row.get("last_synced_at") or row.get("last_success_at")
-        item["last_error"] = scrub_secrets(row.get("last_error"))
+        item["last_error"] = scrub_secrets(row.get("last_error"), sink_secrets(sinks[name]))
         item["organizations"] = sinks[name].organizations
         item["stream_organization"] = getattr(sinks[name], "stream_org", None)
         out.append(item)

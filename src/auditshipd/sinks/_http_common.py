@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import aiohttp
 
 from ..errors import PermanentError, RetryableError, SinkError
+from ..scrub import scrub_secrets, url_secrets
 
 __all__ = [
     "GZIP_OFFLOAD_BYTES",
@@ -226,11 +227,9 @@ def snippet(body: bytes | str, limit: int = 300) -> str:
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every occurrence of a secret value replaced by ``***``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4 and secret in text:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every occurrence of a secret value replaced by ``***`` (and what
+    :func:`~auditshipd.scrub.scrub_secrets` masks by pattern: one scrubber for all)."""
+    return scrub_secrets(text, secrets) or text
 
 
 def scrub_error(err: SinkError, secrets: Iterable[str | None]) -> SinkError:
@@ -305,7 +304,10 @@ class SessionSink:
         try:
             await self._send(batch)
         except SinkError as err:
-            raise scrub_error(err, self.secrets()) from None
+            # The URL's own user, password and query values are secrets too: a receiver
+            # may echo the URL it was called with (``?code=...``) in its error body.
+            url = getattr(self.options, "url", None)
+            raise scrub_error(err, [*self.secrets(), *url_secrets(url)]) from None
 
     async def _send(self, batch: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -101,6 +101,15 @@ def _validate(o: HttpOptions) -> None:
         raise ConfigError("not a valid URL", key="url") from None
     if u.scheme not in ("http", "https") or not u.host:
         raise ConfigError("must be an http:// or https:// URL with a host", key="url")
+    if u.raw_user is not None or u.raw_password is not None:
+        # aiohttp turns URL credentials into an Authorization header and refuses a second
+        # one: every request would fail, so this can never work.
+        if o.bearer_token:
+            raise ConfigError("a URL with user:password@ cannot be combined with bearer_token:"
+                              " keep one of the two", key="bearer_token")
+        if any(k.lower() == "authorization" for k in o.headers):
+            raise ConfigError("a URL with user:password@ cannot be combined with an"
+                              " Authorization header: keep one of the two", key="headers")
     if o.encoding not in ("json", "ndjson"):
         raise ConfigError('must be "json" or "ndjson"', key="encoding")
     if not 1 <= o.gzip_level <= 9:

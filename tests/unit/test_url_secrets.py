@@ -1,0 +1,92 @@
+"""Secrets in URLs are secrets: one scrubber masks a URL's user, password and query
+values; check-config rejects URL credentials combined with another Authorization."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from auditshipd.config import parse_config
+from auditshipd.errors import ConfigError
+from auditshipd.logsetup import setup_logging
+from auditshipd.plugins import build_plugin_manager, sink_types
+from auditshipd.scrub import scrub_secrets, sink_secrets, url_secrets
+from auditshipd.sinks._http_common import scrub
+
+TYPES = sink_types(build_plugin_manager())
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("POST https://h.example/in?code=abc123&t=7 failed",
+     "POST https://h.example/in?code=***&t=*** failed"),
+    ('{"request": "POST /in?code=abc123"}', '{"request": "POST /in?code=***"}'),
+    ("url='http://u:p@h/x?k=v#frag'", "url='http://***@h/x?k=***#frag'"),
+    ("is it down? yes, a=b", "is it down? yes, a=b"),
+    ("password=pw1&user=bob", "password=***&user=bob"),
+])
+def test_query_values_and_userinfo_are_masked_by_pattern(text, expected):
+    """Any query value of a URL (whatever its key) and any userinfo is masked."""
+    assert scrub_secrets(text) == expected
+
+
+def test_literal_url_secrets_are_masked_without_their_key():
+    """A receiver echoing only the value ({"code": "..."}) is caught by the literal list."""
+    url = "https://alice:s3cr%2Ft@h.example/in?code=abc123&flag"
+    assert set(url_secrets(url)) >= {"alice", "s3cr%2Ft", "s3cr/t", "abc123", "flag"}
+    text = '{"code": "abc123", "who": "alice", "pw": "s3cr/t"}'
+    assert scrub_secrets(text, url_secrets(url)) == '{"code": "***", "who": "***", "pw": "***"}'
+    # the HTTP sinks' scrubber is the same function
+    assert scrub(text, url_secrets(url)) == scrub_secrets(text, url_secrets(url))
+
+
+def test_sink_secrets_cover_named_options_and_every_url():
+    """A sink's literal secrets: the options its type names as secret, and the secret
+    parts of every URL among its options."""
+    config = parse_config("""
+[[sinks]]
+name = "h"
+type = "http"
+url = "https://h.example/in?code=abc123"
+bearer_token = "tok-0001"
+headers = { X-Key = "hdr-0002" }
+""", "cfg.toml", TYPES)
+    assert set(sink_secrets(config.sink("h"))) == {"abc123", "tok-0001", "hdr-0002"}
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ('bearer_token = "tok-0001"', "bearer_token"),
+    ('headers = { authorization = "Basic eHg6eXk=" }', "headers"),
+])
+def test_check_config_rejects_url_credentials_with_another_authorization(extra, key):
+    """user:password@ in the URL plus bearer_token (or an Authorization header) can never
+    work (aiohttp refuses both): a config error naming the key."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"""
+[[sinks]]
+name = "h"
+type = "http"
+url = "https://u:p@h.example/in"
+{extra}
+""", "cfg.toml", TYPES)
+    assert info.value.key == f"sinks[0] (h).{key}"
+    assert "cannot be combined" in info.value.reason
+
+
+def test_logs_mask_url_secrets():
+    """A log line that carries a URL (from any logger) has its credentials masked."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    out = io.StringIO()
+    try:
+        setup_logging("info", stream=out, timers=False)
+        logging.getLogger("aiohttp.client").warning("failed: %s", "https://u:p@h/x?code=abc123")
+    finally:
+        for h in root.handlers:
+            if h not in saved:
+                h.close()
+        root.handlers[:], root.level = saved, level
+    [doc] = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert doc["msg"] == "failed: https://***@h/x?code=***"
