@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from . import api, pages
 from .guard import STATE, PortalState
 
@@ -27,6 +28,7 @@ def template_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["event_url"] = pages.event_url
     return env
 
 
@@ -46,8 +48,14 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         headers["Cache-Control"] = "no-store"
 
 
-def build_app(state: PortalState) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+def build_app(state: PortalState, listen_host: str | None = None) -> web.Application:
+    """The portal app; ``listen_host`` (default ``portal.listen``'s) is where it listens,
+    which the Host check allows when ``portal.allowed_hosts`` is empty."""
+    host = listen_host or state.portal.host
+    allowed = state.portal.allowed_hosts or default_allowed_hosts(host)
+    app = web.Application(
+        client_max_size=64 * 1024, middlewares=[allowed_hosts_middleware(allowed, host)]
+    )
     app[STATE] = state
     app.add_routes(api.routes)
     app.add_routes(pages.routes)

@@ -41,6 +41,9 @@ class PortalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tls_cert: str | None = None
     tls_key: str | None = None
     session_ttl: float = 8 * 3600.0
+    # Host header values answered (names or addresses, no port); others get 421, against
+    # DNS rebinding. Empty: the listen address and "localhost".
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
 
     @property
     def host(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
@@ -141,11 +141,22 @@ async def events_page(request: web.Request) -> web.StreamResponse:
     return render(request, "events.html", **context)
 
 
+def event_url(event_id: Any) -> str:
+    """The link to an event's page. The id is one path segment (``/`` encoded too); an id
+    that is all dots would be a ``.``/``..`` segment browsers resolve away even when
+    percent-encoded, so it goes in the query string instead."""
+    text = str(event_id)
+    if text.strip(".") == "":
+        return "/event?" + urlencode({"id": text})
+    return "/events/" + quote(text, safe="")
+
+
+@routes.get("/event")
 @routes.get("/events/{event_id}")
 async def event_page(request: web.Request) -> web.StreamResponse:
     principal, session = require_admin(request, api=False)
     state = request.app[STATE]
-    event_id = request.match_info["event_id"]
+    event_id = request.match_info.get("event_id") or request.query.get("id", "")
     event = await state.store.get(event_id, organization=principal.scope)
     await state.recorder.viewed(request, principal, {"view": "event", "event": event_id, "found": event is not None})
     context = _base_context(principal, session)

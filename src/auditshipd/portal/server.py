@@ -96,7 +96,7 @@ async def start_portal(
         recorder=AccessRecorder(AuditJournal(journal_path) if journal_path else None),
         templates=template_environment(),
     )
-    runner = web.AppRunner(build_app(state), access_log=None)
+    runner = web.AppRunner(build_app(state, host), access_log=None)
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(pc))
