@@ -43,6 +43,9 @@
 #define MAX_MAP_KEYS 64
 #define RUN 16
 #define TABLE_CAP 8192 /* slots; at most half are used, then the table is emptied */
+/* No cache entry is longer (bytes): with TABLE_CAP / 2 entries a table stays under 1 MiB
+ * whatever the input. Equal to redact_policy.CACHE_ITEM_MAX (a test checks). */
+#define CACHE_ITEM_MAX 256
 
 /* Results of the emitters. */
 #define OK 0
@@ -205,6 +208,8 @@ static int table_get(Table *t, const unsigned char *s, Py_ssize_t n, uint64_t h)
 }
 
 static int table_put(Table *t, const unsigned char *s, Py_ssize_t n, uint64_t h, int value) {
+    if (n > CACHE_ITEM_MAX)
+        return OK; /* not cached: the table is bounded in bytes, not only in entries */
     if (t->used >= TABLE_CAP / 2)
         table_clear(t);
     char *copy = PyMem_Malloc(n ? n : 1);
@@ -952,17 +957,37 @@ static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
+/* A Plan holds callbacks that hold the Redactor that holds the Plan: a cycle only the
+ * garbage collector can free, so the Plan takes part in it (traverse/clear). */
+static int Plan_traverse(Plan *self, visitproc visit, void *arg) {
+    Py_VISIT(self->kind_of);
+    Py_VISIT(self->redact_str);
+    Py_VISIT(self->encode);
+    Py_VISIT(self->drop);
+    Py_VISIT(self->mask_json);
+    Py_VISIT(self->id_value);
+    Py_VISIT(self->escaped);
+    return 0;
+}
+
+static int Plan_clear(Plan *self) {
+    Py_CLEAR(self->kind_of);
+    Py_CLEAR(self->redact_str);
+    Py_CLEAR(self->encode);
+    Py_CLEAR(self->drop);
+    Py_CLEAR(self->mask_json);
+    Py_CLEAR(self->id_value);
+    Py_CLEAR(self->escaped);
+    return 0;
+}
+
 static void Plan_dealloc(Plan *self) {
+    PyObject_GC_UnTrack(self);
+    Plan_clear(self);
     node_free(self->root);
+    self->root = NULL;
     table_free(&self->keys);
     table_free(&self->clean);
-    Py_XDECREF(self->kind_of);
-    Py_XDECREF(self->redact_str);
-    Py_XDECREF(self->encode);
-    Py_XDECREF(self->drop);
-    Py_XDECREF(self->mask_json);
-    Py_XDECREF(self->id_value);
-    Py_XDECREF(self->escaped);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -971,8 +996,8 @@ static PyObject *Plan_redact(Plan *self, PyObject *line) {
         PyErr_SetString(PyExc_TypeError, "redact() takes bytes");
         return NULL;
     }
-    if (self->root == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Plan is not initialised");
+    if (self->root == NULL || self->kind_of == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Plan is not initialised (or was cleared)");
         return NULL;
     }
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(line);
@@ -1026,12 +1051,15 @@ static PyTypeObject PlanType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "auditshipd._redact_c.Plan",
     .tp_basicsize = sizeof(Plan),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json, id_value, escaped): a policy "
                "compiled for the C tier.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Plan_init,
     .tp_dealloc = (destructor)Plan_dealloc,
+    .tp_traverse = (traverseproc)Plan_traverse,
+    .tp_clear = (inquiry)Plan_clear,
+    .tp_free = PyObject_GC_Del,
     .tp_methods = Plan_methods,
 };
 
@@ -1057,7 +1085,8 @@ PyMODINIT_FUNC PyInit__redact_c(void) {
     }
     if (PyModule_AddIntConstant(m, "K_LEAF", K_LEAF) < 0 || PyModule_AddIntConstant(m, "K_STRUCT", K_STRUCT) < 0 ||
         PyModule_AddIntConstant(m, "K_LIST", K_LIST) < 0 || PyModule_AddIntConstant(m, "K_MAP", K_MAP) < 0 ||
-        PyModule_AddIntConstant(m, "K_REQ", K_REQ) < 0 || PyModule_AddIntConstant(m, "K_VERSION", K_VERSION) < 0) {
+        PyModule_AddIntConstant(m, "K_REQ", K_REQ) < 0 || PyModule_AddIntConstant(m, "K_VERSION", K_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "CACHE_ITEM_MAX", CACHE_ITEM_MAX) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -34,6 +34,7 @@ from .errors import DropEvent
 from .redact_fast import FastPath, check_event, redact_each
 from .redact_policy import (
     ABSENT,
+    CACHE_ITEM_MAX,
     DEFAULT_KEEP_VALUE_PATTERNS,
     DEFAULT_RAW,
     Policy,
@@ -355,6 +356,8 @@ class Redactor:
                 kind = _KEY_OK
         else:
             kind = _KEY_OK
+        if type(key) is not str or len(key) > CACHE_ITEM_MAX:
+            return kind  # not cached: the caches stay bounded in bytes, not only in entries
         if len(self._key_cache) >= _CACHE_MAX:
             self._key_cache.clear()
             self._ok_keys.clear()
@@ -411,9 +414,10 @@ class Redactor:
             mac = self._hmac.copy()  # type: ignore[union-attr]
             mac.update(text.encode("utf-8", "surrogatepass"))
             h = HASH_PREFIX + mac.hexdigest()[:HASH_HEX_CHARS]
-            if len(self._hash_cache) >= _CACHE_MAX:
-                self._hash_cache.clear()
-            self._hash_cache[text] = h
+            if len(text) <= CACHE_ITEM_MAX:
+                if len(self._hash_cache) >= _CACHE_MAX:
+                    self._hash_cache.clear()
+                self._hash_cache[text] = h
         return h
 
 

@@ -38,7 +38,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from .errors import DropEvent
-from .redact_policy import ABSENT
+from .redact_policy import ABSENT, CACHE_ITEM_MAX
 
 try:
     from . import _redact_c
@@ -395,9 +395,10 @@ def _fix_runs(r: Redactor, drop: Any, encode: Callable[[Any], bytes]) -> Callabl
                 text = seg.decode("ascii")
                 new = redact_str(text)
                 if new == text:
-                    if len(known) >= _CLEAN_MAX:
-                        known.clear()
-                    known.add(seg)
+                    if len(seg) <= CACHE_ITEM_MAX:  # a longer one is not kept: bounded bytes
+                        if len(known) >= _CLEAN_MAX:
+                            known.clear()
+                        known.add(seg)
                 elif new is drop:
                     return None
                 else:

@@ -27,6 +27,7 @@ __all__ = [
     "ABSENT",
     "ACTIONS",
     "ALWAYS_KEPT",
+    "CACHE_ITEM_MAX",
     "DEFAULT_KEEP_VALUE_PATTERNS",
     "DEFAULT_RAW",
     "REQUIRED",
@@ -42,6 +43,11 @@ _STRENGTH = {"hash": 0, "mask": 1, "drop": 2}
 ALWAYS_KEPT = ("id", "action", "occurred_at", "version")
 REQUIRED = ("id", "action", "occurred_at")
 MIN_HASH_KEY_CHARS = 16
+# No redaction cache (key kinds, hashes, strings found clean; in Python and in the C tier)
+# holds a key or text longer than this: with their entry caps, each cache then stays within
+# a few MiB whatever the input (distinct 256 KiB metadata keys would otherwise pin
+# gigabytes). A longer one is classified again each time it recurs.
+CACHE_ITEM_MAX = 256
 
 # Marks "no such branch" in the plan tree (``None`` already means "free-form leaf").
 ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()

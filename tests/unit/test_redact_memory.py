@@ -1,0 +1,84 @@
+"""Redaction keeps bounded memory: caches bounded by bytes, compiled policies freed on reload."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+import weakref
+
+import msgspec
+import pytest
+
+from auditshipd import _redact_c
+from auditshipd.redact import compile_policy
+from auditshipd.redact_policy import CACHE_ITEM_MAX
+
+KEY = "memory-test-key-0123456789abcdef"
+LONG = 32 * 1024
+# Words only: no id inside, so every long key and value is kept (and, before, cached).
+_TEXT = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * (LONG // 40))[:LONG]
+# A long clean value with prefilter runs (it goes to the regexes, then to the clean caches).
+_RUNS = ("zyxwvutsrqponmlkjihg " * (LONG // 20))[:LONG]
+
+
+def _lines(n: int) -> list[bytes]:
+    return [msgspec.json.encode({
+        "id": f"ev{i}", "action": "user.updated", "occurred_at": "2024-05-01T09:00:00Z",
+        "actor": {"email": "ada@acme.test"},
+        "metadata": {f"{i:06d} {_TEXT}": "v", "note": f"{i:06d}{_RUNS}", "session_id": f"{i} {_TEXT}"},
+    }) for i in range(n)]
+
+
+@pytest.mark.parametrize("c_tier", [True, False], ids=["c-tier", "python-tiers"])
+@pytest.mark.parametrize("action", ["drop", "hash"])
+def test_caches_do_not_keep_long_keys_or_values(c_tier, action):
+    """60 lines with distinct 32 KiB keys, values and hashed values (5.6 MiB in all) leave
+    less than 2 MiB behind in the redactor: no cache keeps a long key or text."""
+    raw = {"action": action, **({"hash_key": KEY} if action == "hash" else {})}
+    r = compile_policy(raw)
+    r = type(r)(r.policy, c_tier=c_tier)
+    assert (r._fast.c_plan is not None) is c_tier
+    lines = _lines(60)
+    r.redact_line(lines[0])  # warm up: code objects, regex caches
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for line in lines[1:]:
+            out = r.redact_line(line)
+            assert b"lorem ipsum" in out  # the long key really was kept
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 2 * 1024 * 1024, f"{kept / 2**20:.1f} MiB kept"
+    assert all(len(k) <= CACHE_ITEM_MAX for k in r._key_cache)
+    assert all(len(k) <= CACHE_ITEM_MAX for k in r._hash_cache)
+
+
+def test_c_tier_cache_limit_is_the_python_one():
+    """The C tier caches no key or string longer than the Python caches do."""
+    assert _redact_c.CACHE_ITEM_MAX == CACHE_ITEM_MAX
+
+
+def test_plan_is_tracked_by_the_garbage_collector():
+    """The C Plan takes part in garbage collection (it sits in a reference cycle)."""
+    r = compile_policy({"action": "mask"})
+    assert r._fast.c_plan is not None
+    assert gc.is_tracked(r._fast.c_plan)
+    assert gc.get_referents(r._fast.c_plan)  # traverse reports its callbacks
+
+
+def test_fifty_reloads_free_every_old_policy():
+    """50 custom policies compiled (C tier included), used and dropped: none stays alive."""
+    line = msgspec.json.encode({"id": "e", "action": "a", "occurred_at": "t",
+                                "metadata": {"user_id": "x", "note": "usr_01HZX8K2M3N4P5Q6R7S8T9V0A1"}})
+    refs = []
+    for n in range(50):
+        r = compile_policy({"action": "mask", "allow": ["actor.email", "metadata.*", f"extra{n}"]})
+        assert r._fast.c_plan is not None
+        assert b"[redacted]" in r.redact_line(line)
+        refs.append(weakref.ref(r.policy))
+        del r
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 0
