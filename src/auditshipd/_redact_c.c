@@ -7,8 +7,8 @@
  * as a tree of allowed fields (built once per policy by redact_fast.py): explicit fields
  * come out in the policy's order (as msgspec writes the Structs of the Python tier),
  * free-form maps (metadata.*) in the line's order with the entries under id-named keys
- * deleted at any depth, and every string checked for the prefilter run of the built-in
- * id patterns.
+ * deleted at any depth, and every string checked for the prefilter of the built-in id
+ * patterns (needs_check).
  *
  * The C tier only ever answers for lines whose output it can write byte for byte as
  * encode(redactor(decode(line))) would. For anything else it returns None and the
@@ -461,9 +461,12 @@ static int skip_value(Src *s, int depth) {
 
 /* -- emitting ------------------------------------------------------------------------ */
 
-static int has_run(const unsigned char *s, Py_ssize_t n) {
-    if (n < RUN)
-        return 0;
+/* The prefilter of the built-in id patterns (redact_policy._PREFILTER): a run of RUN
+ * characters of RUN_CLASS, or a URL's userinfo ("://", then "@" before any whitespace,
+ * '/', '?' or '#'). A string without either goes out as it is; one with either goes to
+ * Python's _redact_str. (Python's \s also stops at a few non-ASCII spaces: C then sends a
+ * few more strings to Python, which gives them back unchanged.) */
+static int needs_check(const unsigned char *s, Py_ssize_t n) {
     int run = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (RUN_CLASS[s[i]]) {
@@ -471,6 +474,15 @@ static int has_run(const unsigned char *s, Py_ssize_t n) {
                 return 1;
         } else {
             run = 0;
+            if (s[i] == ':' && i + 2 < n && s[i + 1] == '/' && s[i + 2] == '/') {
+                for (Py_ssize_t j = i + 3; j < n; j++) {
+                    unsigned char c = s[j];
+                    if (c == '@')
+                        return 1;
+                    if (c == '/' || c == '?' || c == '#' || c == ' ' || (c >= 0x09 && c <= 0x0d))
+                        break;
+                }
+            }
         }
     }
     return 0;
@@ -533,7 +545,7 @@ static int emit_string(Plan *plan, Src *s, Buf *b) {
         Py_DECREF(out);
         return rc;
     }
-    if (has_run(start, len)) {
+    if (needs_check(start, len)) {
         uint64_t h = fnv1a(start, len);
         if (table_get(&plan->clean, start, len, h) < 0) {
             PyObject *text = PyUnicode_DecodeUTF8((const char *)start, len, NULL);

@@ -238,7 +238,8 @@ class _Gen:
         return fn
 
 
-# The prefilter of the built-in id patterns is "a run of 16 characters of this class";
+# The prefilter of the built-in id patterns is "a run of 16 characters of this class" (or
+# a URL's userinfo, found by looking for "://");
 # msgspec writes those characters as they are, so a string that has such a run leaves one
 # in the encoded output. translate() maps the class to "a" and everything else to " ".
 _RUN_CLASS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~+/=-")
@@ -307,6 +308,7 @@ class FastPath:
             "loose": self._loose,
             "TABLE": _RUN_TABLE,
             "RUN": _RUN,
+            "URL": b"://",
             "HEAD": _HEAD,
         }
         loose = _Gen(False)
@@ -322,11 +324,15 @@ class FastPath:
         if search is None or not scan:  # nothing to scan: the output is final
             check, scan = "    return encode(ev)", []
         elif redactor.policy.prefilter is not None:
+            # A URL's userinfo ("://" ... "@") is the prefilter's other half: such events
+            # take the scan of the decoded event (rare: fix_runs only follows runs).
             check = ("    out = encode(ev)\n    tr = out.translate(TABLE)\n"
-                     "    at = tr.find(RUN, HEAD + len(ev.id) + len(ev.action) + len(ev.occurred_at))\n"
-                     "    if at < 0:\n        return out")
+                     "    head = HEAD + len(ev.id) + len(ev.action) + len(ev.occurred_at)\n"
+                     "    at = tr.find(RUN, head)\n    url = out.find(URL, head) >= 0\n"
+                     "    if at < 0 and not url:\n        return out")
             if not any(kind == "walk" for specs in strict.specs.values() for _, kind, _ in specs):
-                check += "\n    out = fix_runs(out, tr, at)\n    if out is not None:\n        return out"
+                check += ("\n    if not url:\n        out = fix_runs(out, tr, at)\n"
+                          "        if out is not None:\n            return out")
         else:  # custom id patterns: every string leaf is searched
             check = ""
         self.c_plan = _c_plan(redactor, strict, strict_top, encode, drop, key_ok, key_id) if c_tier else None
