@@ -158,10 +158,10 @@ _PREFILTER_LEN = 4  # "://@"
 # Where a default id pattern matches, the match STARTS with such a run, with
 # a short part and a dot before one (a dotted triple), "bearer"/"basic" and a space, or
 # right after "://". Put first in the alternation, this lookahead lets the
-# regex engine leave a position after one cheap test instead of trying nine patterns
+# regex engine leave a position after one cheap test instead of trying every pattern
 # there: 3x to 7x faster on ordinary text, and the same matches (a position it rejects
 # is one where no default pattern could start).
-_GUARD = r"(?:(?=[A-Za-z0-9_~+/=-]{16}|[A-Za-z0-9_-]{2,15}\.[A-Za-z0-9_-]{16}|(?i:bearer|basic)\s)|(?<=://))"
+_GUARD = r"(?=[A-Za-z0-9_~+/=-]{16}|(?i:bearer|basic)\s|[A-Za-z0-9_-]{2,15}\.[A-Za-z0-9_-]{16}|(?<=://))"
 
 _KNOWN_KEYS = (
     "allow",
