@@ -10,8 +10,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "auditshipd._redact_c",
-            ["src/auditshipd/_redact_c.c"],
+            "auditshipd.redaction._redact_c",
+            ["src/auditshipd/redaction/_redact_c.c"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11"],
         )

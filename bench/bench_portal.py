@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from auditshipd.portal.query import EventFilter
-from auditshipd.portal.store import SQLiteEventStore
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 ACTIONS = ["user.created", "user.deleted", "user.login", "user.logout", "role.granted",
            "role.revoked", "api_key.created", "api_key.revoked", "document.viewed",

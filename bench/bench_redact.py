@@ -24,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from auditshipd.redact import DEFAULT_POLICY, Redactor, compile_policy
+from auditshipd.redaction.redactor import DEFAULT_POLICY, Redactor, compile_policy
 
 __all__ = ["make_events", "main"]
 

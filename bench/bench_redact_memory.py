@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from auditshipd.redact import DEFAULT_POLICY, compile_policy
+from auditshipd.redaction.redactor import DEFAULT_POLICY, compile_policy
 
 __all__ = ["main"]
 

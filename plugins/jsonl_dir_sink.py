@@ -22,7 +22,7 @@ import msgspec
 
 from auditshipd import hookimpl
 from auditshipd.errors import ConfigError, RetryableError
-from auditshipd.sinks.base import SinkType
+from auditshipd.plugin import SinkType
 
 
 class JsonlDirOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

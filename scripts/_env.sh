@@ -19,7 +19,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# The C tier of redaction (src/auditshipd/_redact_c.c) needs a C compiler and Python.h.
+# The C tier of redaction (src/auditshipd/redaction/_redact_c.c) needs a C compiler and Python.h.
 # Without them the package still installs (redaction on its Python tiers, ~3x slower):
 # "required" fails instead (the test suite checks the C tier is built).
 c_toolchain() {  # c_toolchain required|optional

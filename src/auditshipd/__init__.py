@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
-from .journal import AuditJournal
+from .journal.writer import AuditJournal
+from .plugins.hookspecs import hookimpl
 
 __all__ = ["AuditJournal", "hookimpl", "__version__"]
 __version__ = "0.1.0"

@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Imported here, not at the top, to keep `--version` quick; an import failure is a
     # broken install and surfaces as one, never as a silently missing command.
-    from . import redact_cli, status
     from .portal import cli as portal_cli
+    from .redaction import cli as redact_cli
+    from .service import status
 
     for module in (redact_cli, status, portal_cli):
         module.add_parser(sub)
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from .service.daemon import Daemon
 
     try:
         import uvloop  # type: ignore[import-not-found]
@@ -83,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .runtime import load_runtime
+    from .service.loading import load_runtime
 
     config, _pm, _types = load_runtime(args.config)
     if config.stream_errors:
@@ -97,7 +98,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_emit(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .journal import AuditJournal
+    from .journal.writer import AuditJournal
 
     path = args.journal or load_config(args.config).journal.path
     metadata = {}
@@ -126,7 +127,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .plugins import build_plugin_manager, sink_types
+    from .plugins.manager import build_plugin_manager, sink_types
 
     config = load_config(args.config)
     pm = build_plugin_manager(config.plugin_dirs)
@@ -140,8 +141,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from .dlq import dlq_summary
-    from .runtime import load_runtime
+    from .delivery.deadletters import dlq_summary
+    from .service.loading import load_runtime
 
     config, _, _ = load_runtime(args.config)
     rows = dlq_summary(config)
@@ -162,10 +163,9 @@ def _unreadable_note(path: str, lines: list[int]) -> str:
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
-    from .deadletter import DeadLetterFile
-    from .dlq import replay
+    from .delivery.deadletters import DeadLetterFile, replay
     from .progress import Progress
-    from .runtime import load_runtime
+    from .service.loading import load_runtime
 
     config, _, _ = load_runtime(args.config)
     try:
@@ -189,7 +189,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .logsetup import setup_logging
+    from .service.logs import setup_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)

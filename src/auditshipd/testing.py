@@ -57,7 +57,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0
 def write_events(path: str | os.PathLike[str], prefix: str, n: int, *, seq: bool = False) -> list[str]:
     """Append ``n`` user.invited events with ids ``PREFIX-000000``... to the journal at
     ``path`` (with ``metadata.seq`` = their index when ``seq``); return the ids."""
-    from .journal import AuditJournal
+    from .journal.writer import AuditJournal
 
     j = AuditJournal(path)
     ids = [f"{prefix}-{i:06d}" for i in range(n)]

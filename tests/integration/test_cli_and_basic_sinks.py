@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from auditshipd import AuditJournal
-from auditshipd.deadletter import DeadLetterFile
+from auditshipd.delivery.deadletters import DeadLetterFile
 from auditshipd.testing import WebhookReceiver, read_jsonl_ids, wait_for
 
 pytestmark = pytest.mark.integration

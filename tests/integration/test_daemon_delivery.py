@@ -21,8 +21,8 @@ import msgspec
 import pytest
 
 from auditshipd import AuditJournal
-from auditshipd.cursor import CursorStore
-from auditshipd.deadletter import DeadLetterFile
+from auditshipd.delivery.deadletters import DeadLetterFile
+from auditshipd.journal.cursor import CursorStore
 from auditshipd.testing import WebhookReceiver, read_jsonl_ids, wait_for, write_events
 
 pytestmark = pytest.mark.integration

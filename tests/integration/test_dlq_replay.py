@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from auditshipd.deadletter import DeadLetter, DeadLetterFile
+from auditshipd.delivery.deadletters import DeadLetter, DeadLetterFile
 from auditshipd.testing import read_jsonl_ids
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from auditshipd.batch import Batch
+from auditshipd.delivery.batch import Batch
 from auditshipd.errors import PermanentError, RetryableError
-from auditshipd.sinks.base import SinkContext
+from auditshipd.plugin import SinkContext
 from auditshipd.sinks.http import HttpOptions, HttpSink, sign
 from auditshipd.testing import WebhookReceiver
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from auditshipd import AuditJournal
-from auditshipd.deadletter import DeadLetterFile
+from auditshipd.delivery.deadletters import DeadLetterFile
 from auditshipd.testing import read_jsonl_ids, wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from auditshipd import AuditJournal
-from auditshipd.cursor import CursorStore
+from auditshipd.journal.cursor import CursorStore
 from auditshipd.testing import free_port, wait_for
 
 pytestmark = pytest.mark.integration

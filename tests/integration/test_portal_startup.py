@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from auditshipd.portal.store import SQLiteEventStore
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 from auditshipd.testing import free_port
 from conftest import Workspace
 

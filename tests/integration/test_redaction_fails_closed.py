@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 # Loaded by the child interpreter before anything else: the redaction module then fails
 # to import, as it would from a broken install or a missing compiled part.
-POISON = "import sys\nsys.modules['auditshipd.redact'] = None\n"
+POISON = "import sys\nsys.modules['auditshipd.redaction.redactor'] = None\n"
 
 
 def _poisoned_env(tmp: Path) -> dict[str, str]:

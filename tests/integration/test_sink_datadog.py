@@ -13,9 +13,9 @@ import msgspec
 import pytest
 from tests.fakes.datadog_server import DatadogIntakeServer
 
-from auditshipd.batch import Batch
+from auditshipd.delivery.batch import Batch
 from auditshipd.errors import PermanentError, RetryableError
-from auditshipd.sinks.base import SinkContext
+from auditshipd.plugin import SinkContext
 from auditshipd.sinks.datadog import (
     MAX_ENTRIES,
     MAX_LOG_BYTES,

@@ -16,9 +16,9 @@ import pytest
 from tests.servers.mosquitto import MosquittoServer, make_test_pki
 from ulid import ULID
 
-from auditshipd.batch import Batch
+from auditshipd.delivery.batch import Batch
 from auditshipd.errors import PermanentError, RetryableError
-from auditshipd.sinks.base import SinkContext
+from auditshipd.plugin import SinkContext
 from auditshipd.sinks.mqtt import MqttOptions, MqttSink, validate_options
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from botocore.config import Config as BotoConfig
 from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
 from ulid import ULID
 
-from auditshipd.batch import Batch
+from auditshipd.delivery.batch import Batch
 from auditshipd.errors import PermanentError, RetryableError
-from auditshipd.sinks.base import SinkContext
+from auditshipd.plugin import SinkContext
 from auditshipd.sinks.s3 import S3Options, S3Sink, object_key, validate_options
 
 pytestmark = pytest.mark.integration

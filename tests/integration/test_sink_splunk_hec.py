@@ -13,9 +13,9 @@ import msgspec
 import pytest
 from tests.fakes.splunk_hec_server import SplunkHecServer
 
-from auditshipd.batch import Batch
+from auditshipd.delivery.batch import Batch
 from auditshipd.errors import PermanentError, RetryableError
-from auditshipd.sinks.base import SinkContext
+from auditshipd.plugin import SinkContext
 from auditshipd.sinks.splunk_hec import SplunkHecOptions, SplunkHecSink, validate
 
 pytestmark = pytest.mark.integration

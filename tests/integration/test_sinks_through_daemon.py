@@ -24,7 +24,7 @@ from tests.servers.mosquitto import MosquittoServer
 from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
 
 from auditshipd import AuditJournal
-from auditshipd.deadletter import DeadLetterFile
+from auditshipd.delivery.deadletters import DeadLetterFile
 
 pytestmark = pytest.mark.integration
 

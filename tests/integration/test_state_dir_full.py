@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from auditshipd.cursor import CursorStore
+from auditshipd.journal.cursor import CursorStore
 from auditshipd.testing import read_jsonl_ids, wait_for, write_events
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditshipd.config import Config, parse_config
-from auditshipd.daemon import Daemon
-from auditshipd.plugins import build_plugin_manager, sink_types
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
+from auditshipd.service.daemon import Daemon
 
 pytestmark = pytest.mark.integration
 

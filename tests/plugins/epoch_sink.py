@@ -13,7 +13,7 @@ import datetime as dt
 import msgspec
 
 from auditshipd import hookimpl
-from auditshipd.sinks.base import SinkType
+from auditshipd.plugin import SinkType
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _INT64_MAX = 2**63 - 1

@@ -17,7 +17,7 @@ import msgspec
 
 from auditshipd import hookimpl
 from auditshipd.errors import PermanentError, RetryableError
-from auditshipd.sinks.base import SinkType
+from auditshipd.plugin import SinkType
 
 
 class FlakyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

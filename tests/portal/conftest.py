@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from portal_data import SEED_EVENTS, Oracle, make_events
 
-from auditshipd.portal.store import SQLiteEventStore
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 
 @pytest.fixture(scope="session")

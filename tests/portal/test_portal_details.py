@@ -15,7 +15,7 @@ import pytest
 from yarl import URL
 
 from auditshipd.portal.pages import event_url
-from auditshipd.portal.store import SQLiteEventStore
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 from conftest import PortalEnv, make_config
 
 

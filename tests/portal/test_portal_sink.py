@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from portal_data import make_events
 
-from auditshipd.batch import Batch
 from auditshipd.config import parse_config
+from auditshipd.delivery.batch import Batch
 from auditshipd.errors import ConfigError
-from auditshipd.plugins import build_plugin_manager, sink_types
+from auditshipd.plugin import SinkContext
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
 from auditshipd.portal.query import EventFilter
 from auditshipd.portal.sink import PortalSink, PortalSinkOptions
-from auditshipd.portal.store import SQLiteEventStore
-from auditshipd.sinks.base import SinkContext
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 
 def _context(tmp_path: Path, **extra) -> SinkContext:

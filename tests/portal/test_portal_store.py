@@ -10,7 +10,7 @@ import pytest
 from portal_data import Oracle, make_events
 
 from auditshipd.portal.query import EventFilter, parse_time
-from auditshipd.portal.store import SQLiteEventStore
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 INJECTIONS = ["' OR 1=1 --", '"', "*", "NEAR(", "AND OR NOT", ")", "<script>alert(1)</script>",
               "alice\" OR \"bob", "a*b:c^", "%", "_", "\\", "col:alice", "-alice", "\x00"]

@@ -14,7 +14,8 @@ import msgspec
 import pytest
 
 from auditshipd.config import Config, parse_config
-from auditshipd.cursor import (
+from auditshipd.delivery.driver import SinkStats
+from auditshipd.journal.cursor import (
     HEAD_BYTES,
     TAIL_BYTES,
     CursorState,
@@ -22,8 +23,7 @@ from auditshipd.cursor import (
     SegmentCursor,
     digest,
 )
-from auditshipd.pipeline import SinkStats
-from auditshipd.plugins import build_plugin_manager, sink_types
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
 from auditshipd.portal.streams import scrub_secrets, stream_states
 
 UTC = dt.timezone.utc

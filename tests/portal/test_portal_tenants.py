@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditshipd.config import parse_config
-from auditshipd.portal.store import SQLiteEventStore
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 SLUGS = ["acme", "acme-eu", "ac", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell"]
 NOBODY = "nobody"  # a token of an organization without events or sinks
@@ -252,7 +252,7 @@ async def test_organization_export_of_100000_events_of_that_organization(tmp_pat
 
     from auditshipd.config import parse_config
     from auditshipd.portal import start_portal
-    from auditshipd.portal.store import SQLiteEventStore
+    from auditshipd.portal.store_sqlite import SQLiteEventStore
 
     events = make_events(110_000, seed=11)
     for i, event in enumerate(events):

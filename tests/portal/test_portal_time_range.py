@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from auditshipd.batch import Batch
+from auditshipd.delivery.batch import Batch
+from auditshipd.plugin import SinkContext
 from auditshipd.portal.query import EventFilter, format_time, parse_time, seq_base
 from auditshipd.portal.sink import PortalSink, PortalSinkOptions
-from auditshipd.portal.store import SQLiteEventStore
-from auditshipd.sinks.base import SinkContext
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 from conftest import PortalEnv, make_config
 
 UTC = dt.timezone.utc

@@ -10,8 +10,8 @@ import pytest
 
 from auditshipd.config import default_config_text, load_config, parse_config
 from auditshipd.errors import ConfigError
-from auditshipd.plugins import build_plugin_manager, sink_types
-from auditshipd.runtime import load_runtime
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
+from auditshipd.service.loading import load_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 TYPES = sink_types(build_plugin_manager())

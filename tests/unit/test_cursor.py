@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from auditshipd.cursor import (
+from auditshipd.journal.cursor import (
     HEAD_BYTES,
     TAIL_BYTES,
     CursorState,
@@ -15,7 +15,7 @@ from auditshipd.cursor import (
     SegmentCursor,
     digest,
 )
-from auditshipd.tail import Chunk
+from auditshipd.journal.segments import Chunk
 
 
 def cur(offset: int = 10) -> SegmentCursor:

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from auditshipd import deadletter
-from auditshipd.deadletter import DeadLetter, DeadLetterFile
+from auditshipd.delivery import deadletters as deadletter
+from auditshipd.delivery.deadletters import DeadLetter, DeadLetterFile
 
 
 def _letter(eid: str) -> DeadLetter:

@@ -1,4 +1,4 @@
-"""The one delivery loop (auditshipd.retry.deliver) with a scripted fake sink and a fake
+"""The one delivery loop (auditshipd.delivery.retry.deliver) with a scripted fake sink and a fake
 clock: an unexpected exception sets aside only the events that cause it, partial
 acceptance and rejection are honoured, attempts are bounded by attempt_timeout."""
 
@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from auditshipd.batch import Batch
 from auditshipd.config import RetryConfig
+from auditshipd.delivery.batch import Batch
+from auditshipd.delivery.retry import Backoff, DeliveryFailure, deliver
 from auditshipd.errors import PermanentError, RetryableError
-from auditshipd.retry import Backoff, DeliveryFailure, deliver
 
 
 class FakeClock:

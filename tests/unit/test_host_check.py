@@ -9,7 +9,7 @@ import pytest
 from test_metrics import fake_daemon
 
 from auditshipd.hostcheck import host_of
-from auditshipd.metrics import MetricsConfig, start_metrics_server
+from auditshipd.service.metrics import MetricsConfig, start_metrics_server
 from auditshipd.testing import free_port
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from auditshipd import journal as journal_mod
-from auditshipd.journal import EVENT_VERSION, AuditJournal
+from auditshipd.journal import writer as journal_mod
+from auditshipd.journal.writer import EVENT_VERSION, AuditJournal
 
 ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -434,7 +434,7 @@ def test_separate_interpreters_with_rotation(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     code = (
         "import sys\n"
-        "from auditshipd.journal import AuditJournal\n"
+        "from auditshipd.journal.writer import AuditJournal\n"
         "j = AuditJournal(sys.argv[1], rotate_bytes=20000)\n"
         "ok = all(j.record('a', actor={'type': 'user'}, id=f'{sys.argv[2]}-{i}',\n"
         "                  metadata={'pad': 'z' * (i % 90)}) for i in range(500))\n"

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from auditshipd.logsetup import RepeatLimiter, setup_logging
+from auditshipd.service.logs import RepeatLimiter, setup_logging
 
 
 class Clock:

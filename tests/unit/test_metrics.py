@@ -11,17 +11,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from auditshipd.config import parse_config
-from auditshipd.cursor import CursorState
+from auditshipd.delivery.driver import SinkStats
 from auditshipd.errors import ConfigError
-from auditshipd.health import ReadinessMonitor
-from auditshipd.metrics import (
+from auditshipd.journal.cursor import CursorState
+from auditshipd.service.health import ReadinessMonitor
+from auditshipd.service.metrics import (
     DaemonMetrics,
     MetricsConfig,
     batch_latency_observer,
     metrics_config,
     start_metrics_server,
 )
-from auditshipd.pipeline import SinkStats
 from auditshipd.testing import free_port
 
 

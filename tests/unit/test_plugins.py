@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from auditshipd import hookspecs
 from auditshipd.errors import ConfigError
-from auditshipd.plugins import build_plugin_manager, sink_types
+from auditshipd.plugins import hookspecs
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_plugin_import_error_names_the_file(tmp_path):
 def test_duplicate_sink_type_is_an_error(tmp_path):
     """Two plugins offering the same sink type name is reported."""
     (tmp_path / "dup.py").write_text(
-        "from auditshipd import hookimpl\nfrom auditshipd.sinks.base import SinkType, EmptyOptions\n"
+        "from auditshipd import hookimpl\nfrom auditshipd.plugin import SinkType, EmptyOptions\n"
         "@hookimpl\ndef register_sink_types():\n"
         "    return [SinkType('file', EmptyOptions, object)]\n")
     with pytest.raises(ConfigError, match="'file' is provided by both"):

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from auditshipd.batch import Batch
 from auditshipd.config import Config, parse_config
+from auditshipd.delivery.batch import Batch
 from auditshipd.errors import ConfigError
-from auditshipd.plugins import build_plugin_manager, sink_types
+from auditshipd.plugin import SinkContext
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
 from auditshipd.portal.config import portal_config
 from auditshipd.portal.query import EventFilter
 from auditshipd.portal.sink import PortalSink, PortalSinkOptions
-from auditshipd.portal.store import SQLiteEventStore
-from auditshipd.sinks.base import SinkContext
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

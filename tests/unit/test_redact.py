@@ -13,8 +13,8 @@ import msgspec
 import pytest
 
 from auditshipd.errors import ConfigError, DropEvent
-from auditshipd.redact import DEFAULT_POLICY, MASK, Redactor, compile_policy
-from auditshipd.redact_policy import DEFAULT_RAW
+from auditshipd.redaction.defaults import DEFAULT_RAW
+from auditshipd.redaction.redactor import DEFAULT_POLICY, MASK, Redactor, compile_policy
 
 if sys.version_info >= (3, 11):
     import tomllib

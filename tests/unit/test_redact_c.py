@@ -1,4 +1,4 @@
-"""The C tier of the redaction fast path (``auditshipd._redact_c``).
+"""The C tier of the redaction fast path (``auditshipd.redaction._redact_c``).
 
 It must be built (scripts/test.sh installs gcc and the Python headers when it can), it
 must answer for realistic events (or the differential tests below would prove nothing
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from test_redact_props import internal_id
 
 from auditshipd.errors import DropEvent
-from auditshipd.redact import compile_policy
+from auditshipd.redaction.redactor import compile_policy
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 KEY = "c-tier-test-key-0123456789abcdef"
@@ -51,8 +51,8 @@ def outcome(redact_line, line: bytes):
 
 
 def test_c_tier_is_built_and_used_by_the_default_policies():
-    from auditshipd import _redact_c  # noqa: F401  (fails the suite when the build was skipped)
-    from auditshipd.redact import DEFAULT_POLICY
+    from auditshipd.redaction import _redact_c  # noqa: F401  (fails the suite when the build was skipped)
+    from auditshipd.redaction.redactor import DEFAULT_POLICY
 
     assert DEFAULT_POLICY._fast.c_plan is not None
     assert "c_redact(line)" in DEFAULT_POLICY.redact_line.__source__

@@ -8,7 +8,7 @@ import sys
 
 import msgspec
 
-from auditshipd import redact_cli
+from auditshipd.redaction import cli as redact_cli
 
 GOOD = b'{"id":"e1","action":"user.invited","occurred_at":"2024-05-01T00:00:00Z","actor":{"id":"usr_01HZX8K2M3N4P5Q6R7S8T9V0U1","email":"a@acme.com"}}'
 NO_ACTION = b'{"id":"e2","occurred_at":"2024-05-01T00:00:00Z"}'

@@ -5,7 +5,7 @@ the wrong type, missing or empty required fields, unicode, nested lists, non-obj
 arbitrary bytes (truncated and corrupted lines), in drop, mask and hash modes and with
 custom policies (nested paths, list paths, wildcards with children, free-form leaves,
 custom regexes that disable the prefilter, a root wildcard), each with its C tier
-(``auditshipd._redact_c``) and on the Python tiers alone.
+(``auditshipd.redaction._redact_c``) and on the Python tiers alone.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from test_redact_props import events, free_form, internal_id, planted
 
 from auditshipd.errors import DropEvent
-from auditshipd.redact import compile_policy
-from auditshipd.redact_fast import check_event
-from auditshipd.redact_policy import DEFAULT_ID_VALUE_PATTERNS, DEFAULT_KEEP_VALUE_PATTERNS
+from auditshipd.redaction.defaults import DEFAULT_ID_VALUE_PATTERNS, DEFAULT_KEEP_VALUE_PATTERNS
+from auditshipd.redaction.events import check_event
+from auditshipd.redaction.redactor import compile_policy
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 KEY = "fastpath-test-key-0123456789"
@@ -245,7 +245,7 @@ def test_redact_lines_reports_bad_lines_by_index():
 
 def test_guarded_id_regex_finds_the_same_matches():
     """The lookahead guard in front of the default id patterns changes no match."""
-    from auditshipd.redact_policy import _GUARD
+    from auditshipd.redaction.defaults import _GUARD
 
     plain = re.compile("|".join(f"(?:{p})" for p in DEFAULT_ID_VALUE_PATTERNS))
     guarded = POLICIES["drop"].policy.id_regex

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from test_redact_fastpath import POLICIES, SETTINGS, assert_same
 from test_redact_props import internal_id, planted
 
-from auditshipd.redact import compile_policy
+from auditshipd.redaction.redactor import compile_policy
 
 _encode = msgspec.json.encode
 

@@ -9,9 +9,9 @@ import weakref
 import msgspec
 import pytest
 
-from auditshipd import _redact_c
-from auditshipd.redact import compile_policy
-from auditshipd.redact_policy import CACHE_ITEM_MAX
+from auditshipd.redaction import _redact_c
+from auditshipd.redaction.policy import CACHE_ITEM_MAX
+from auditshipd.redaction.redactor import compile_policy
 
 KEY = "memory-test-key-0123456789abcdef"
 LONG = 32 * 1024

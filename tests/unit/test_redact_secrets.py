@@ -21,7 +21,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditshipd.redact import compile_policy
+from auditshipd.redaction.redactor import compile_policy
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 POLICIES = {

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from auditshipd import redact
 from auditshipd.config import parse_config
+from auditshipd.delivery.lines import LineProcessor
 from auditshipd.errors import ConfigError
-from auditshipd.plugins import build_plugin_manager, sink_types
-from auditshipd.process import LineProcessor
-from auditshipd.runtime import build_redactors
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
+from auditshipd.redaction import redactor as redact
+from auditshipd.service.loading import build_redactors
 
 TYPES = sink_types(build_plugin_manager())
 CONFIG = """
@@ -63,6 +63,6 @@ def test_redaction_unimportable_is_a_config_error(monkeypatch):
     import sys
 
     config = parse_config(CONFIG, "cfg.toml", TYPES)
-    monkeypatch.setitem(sys.modules, "auditshipd.redact", None)
+    monkeypatch.setitem(sys.modules, "auditshipd.redaction.redactor", None)
     with pytest.raises(ConfigError, match="redaction is unavailable"):
         build_redactors(config)

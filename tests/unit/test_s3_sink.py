@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from auditshipd.batch import Batch
 from auditshipd.config import parse_config
+from auditshipd.delivery.batch import Batch
 from auditshipd.errors import ConfigError, PermanentError, RetryableError
-from auditshipd.plugins import build_plugin_manager, sink_types
-from auditshipd.sinks.base import SinkContext
+from auditshipd.plugin import SinkContext
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
 from auditshipd.sinks.s3 import (
     DEFAULT_KEY_TEMPLATE,
     S3Options,

@@ -8,12 +8,12 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from auditshipd import hookspecs
 from auditshipd.config import parse_config
 from auditshipd.errors import ConfigError
-from auditshipd.plugins import sink_types
+from auditshipd.plugin import SinkContext
+from auditshipd.plugins import hookspecs
+from auditshipd.plugins.manager import sink_types
 from auditshipd.sinks import BUILTIN_SINK_MODULES, splunk_hec
-from auditshipd.sinks.base import SinkContext
 from auditshipd.sinks.splunk_hec import SplunkHecOptions, SplunkHecSink, event_time
 
 TOKEN = "9a3b0f2e-secret-hec-token"

@@ -12,7 +12,9 @@ import msgspec
 
 from auditshipd.cli import main
 from auditshipd.config import Config, parse_config
-from auditshipd.cursor import (
+from auditshipd.delivery.deadletters import DeadLetter, DeadLetterFile
+from auditshipd.delivery.quarantine import QuarantineFile
+from auditshipd.journal.cursor import (
     HEAD_BYTES,
     TAIL_BYTES,
     CursorState,
@@ -20,9 +22,7 @@ from auditshipd.cursor import (
     SegmentCursor,
     digest,
 )
-from auditshipd.deadletter import DeadLetter, DeadLetterFile
-from auditshipd.quarantine import QuarantineFile
-from auditshipd.status import STALE_AFTER, journal_lag, sink_status
+from auditshipd.service.status import STALE_AFTER, journal_lag, sink_status
 
 LINE = b'{"id":"e-%06d","action":"user.invited","occurred_at":"2024-01-01T00:00:00Z"}\n'
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from auditshipd.status import journal_lag
+from auditshipd.service.status import journal_lag
 
 
 def test_lag_ignores_a_symlink_and_a_fifo_unless_links_are_followed(tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from auditshipd.errors import ConfigError
-from auditshipd.runtime import load_runtime
+from auditshipd.service.loading import load_runtime
 
 LAX_PLUGIN = '''
 import msgspec
 from auditshipd import hookimpl
-from auditshipd.sinks.base import SinkType
+from auditshipd.plugin import SinkType
 
 
 class Tls(msgspec.Struct):

@@ -19,10 +19,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from auditshipd.cursor import HEAD_BYTES, CursorState, SegmentCursor, digest
-from auditshipd.journal import AuditJournal
-from auditshipd.pipeline import decode_lines
-from auditshipd.tail import ChangeSignal, Chunk, JournalReader, OversizeLine, Release
+from auditshipd.delivery.driver import decode_lines
+from auditshipd.journal.cursor import HEAD_BYTES, CursorState, SegmentCursor, digest
+from auditshipd.journal.reader import JournalReader
+from auditshipd.journal.segments import Chunk, OversizeLine, Release
+from auditshipd.journal.watch import ChangeSignal
+from auditshipd.journal.writer import AuditJournal
 
 
 def ev(tag: str, i: int) -> bytes:
@@ -1251,7 +1253,7 @@ async def test_transient_read_errors_do_not_stop_the_reader(
     """EIO on reads (adoption, tailing, checks) is retried; nothing lost, no duplicate."""
     import errno
 
-    from auditshipd import tail as tail_mod
+    from auditshipd.journal import reader as tail_mod
 
     append(journal, lines("a", 5))
     consumer.start()
@@ -1282,7 +1284,7 @@ async def test_read_error_after_reading_lines_changes_nothing(
     """A read error while recording the new position leaves it unchanged (no re-read)."""
     import errno
 
-    from auditshipd import tail as tail_mod
+    from auditshipd.journal import reader as tail_mod
 
     append(journal, lines("a", 10))
     reader = consumer.start()
@@ -1361,7 +1363,7 @@ async def test_fifo_socket_directory_and_foreign_file_are_not_adopted(
     """A FIFO, a socket, a directory and another user's file: none read, none blocks; each logged once."""
     import socket
 
-    from auditshipd import tail as tail_mod
+    from auditshipd.journal import reader as tail_mod
 
     fifo = tmp_path / "audit.jsonl.fifo"
     os.mkfifo(fifo)
@@ -1433,7 +1435,7 @@ async def test_fifo_swapped_in_after_the_check_does_not_block_the_reader(
 
 def test_refusal_trusts_only_this_user_root_and_the_directory_owner(tmp_path: Path) -> None:
     """refusal(): a regular file of this user, of root or of the directory's owner is read."""
-    from auditshipd.tail import refusal
+    from auditshipd.journal.segments import refusal
 
     f = tmp_path / "audit.jsonl"
     f.write_bytes(b"")

@@ -11,9 +11,9 @@ import pytest
 
 from auditshipd.config import parse_config
 from auditshipd.errors import ConfigError
-from auditshipd.logsetup import setup_logging
-from auditshipd.plugins import build_plugin_manager, sink_types
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
 from auditshipd.scrub import scrub_secrets, sink_secrets, url_secrets
+from auditshipd.service.logs import setup_logging
 from auditshipd.sinks._http_common import scrub
 
 TYPES = sink_types(build_plugin_manager())

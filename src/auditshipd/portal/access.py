@@ -1,6 +1,6 @@
 """Access to the audit log is itself audited: ``audit_log.viewed`` / ``audit_log.exported``.
 
-Recording goes through :class:`~auditshipd.journal.AuditJournal`, which never raises: a
+Recording goes through :class:`~auditshipd.journal.writer.AuditJournal`, which never raises: a
 journal that cannot be written does not fail the request.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..journal import AuditJournal
+from ..journal.writer import AuditJournal
 from .tokens import Principal
 
 __all__ = ["AccessRecorder"]

@@ -61,7 +61,7 @@ class PortalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 _LISTEN_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
 
 
-# The organization slugs a stream file may be named after (see auditshipd.config).
+# The organization slugs a stream file may be named after (see auditshipd.config.loading).
 ORGANIZATION_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 

@@ -9,13 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ..journal import AuditJournal
+from ..journal.writer import AuditJournal
 from .access import AccessRecorder
 from .app import build_app, template_environment
 from .auth import SessionStore
 from .config import PortalConfig, portal_config
 from .guard import PortalState
-from .store import EventStore, SQLiteEventStore
+from .store import EventStore
+from .store_sqlite import SQLiteEventStore
 from .tokens import TokenStore, default_token_path
 
 __all__ = ["PortalServer", "start_portal"]

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import msgspec
 
-from ..batch import Batch
+from ..delivery.batch import Batch
 from ..errors import ConfigError, PermanentError, RetryableError
-from ..hookspecs import hookimpl
-from ..journal import AuditJournal
-from ..sinks.base import SinkContext, SinkType
+from ..journal.writer import AuditJournal
+from ..plugin import SinkContext, SinkType
+from ..plugins.hookspecs import hookimpl
 from .config import PortalConfig, check_organization_retention, portal_config
-from .store import EventStore, PurgeResult, SQLiteEventStore
+from .store import EventStore, PurgeResult
+from .store_sqlite import SQLiteEventStore
 
 __all__ = ["PortalSink", "PortalSinkOptions", "RetentionPolicy", "register_sink_types"]
 

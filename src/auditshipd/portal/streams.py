@@ -1,6 +1,6 @@
 """Each sink's delivery state, for the streams page and ``/api/streams``.
 
-Rows come from :func:`auditshipd.status.sink_status` (the state dir and the journal files,
+Rows come from :func:`auditshipd.service.status.sink_status` (the state dir and the journal files,
 so the portal answers the same whether it runs inside the daemon or alone). The state is
 one of ``active``, ``error`` (with ``last_error``), ``inactive`` or ``blocked``;
 ``last_synced_at`` is the last acknowledged delivery. Error messages have credentials
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..scrub import scrub_secrets, sink_secrets
-from ..status import sink_status
+from ..service.status import sink_status
 
 __all__ = ["STREAM_FIELDS", "STREAM_STATES", "scrub_secrets", "stream_states", "visible_to"]
 

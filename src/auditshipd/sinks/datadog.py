@@ -25,19 +25,11 @@ from typing import Any, Literal
 import msgspec
 from yarl import URL
 
-from ..batch import Batch
+from ..delivery.batch import Batch
 from ..errors import ConfigError, PermanentError, SinkError
-from ..hookspecs import hookimpl
-from ._http_common import (
-    SessionSink,
-    classify_status,
-    compress,
-    post,
-    safe_url,
-    scrub,
-    snippet,
-)
-from .base import SinkContext, SinkType
+from ..plugin import SinkContext, SinkType
+from ..plugins.hookspecs import hookimpl
+from ._http_common import SessionSink, classify_status, compress, post, safe_url, scrub, snippet
 
 __all__ = [
     "DATADOG_SITES",

@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 
-from ..batch import Batch
+from ..delivery.batch import Batch
 from ..errors import ConfigError, PermanentError, RetryableError
-from ..hookspecs import hookimpl
-from .base import SinkContext, SinkType
+from ..plugin import SinkContext, SinkType
+from ..plugins.hookspecs import hookimpl
 
 __all__ = ["FileOptions", "FileSink"]
 

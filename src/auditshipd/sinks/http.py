@@ -26,11 +26,11 @@ from typing import Any
 import msgspec
 from yarl import URL
 
-from ..batch import Batch
+from ..delivery.batch import Batch
 from ..errors import ConfigError
-from ..hookspecs import hookimpl
+from ..plugin import SinkContext, SinkType
+from ..plugins.hookspecs import hookimpl
 from ._http_common import SessionSink, classify_status, compress, post, safe_url, snippet
-from .base import SinkContext, SinkType
 
 __all__ = ["HttpOptions", "HttpSink", "sign"]
 

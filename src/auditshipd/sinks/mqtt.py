@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ..batch import Batch
+from ..delivery.batch import Batch
 from ..errors import ConfigError, PermanentError, RetryableError, SinkError
-from ..hookspecs import hookimpl
-from .base import SinkContext, SinkType, module_available
+from ..plugin import SinkContext, SinkType, module_available
+from ..plugins.hookspecs import hookimpl
 
 __all__ = [
     "DEFAULT_TOPIC",

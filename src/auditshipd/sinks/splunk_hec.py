@@ -29,9 +29,10 @@ from typing import Any
 import msgspec
 from yarl import URL
 
-from ..batch import Batch
+from ..delivery.batch import Batch
 from ..errors import ConfigError, PermanentError, RetryableError, SinkError
-from ..hookspecs import hookimpl
+from ..plugin import SinkContext, SinkType
+from ..plugins.hookspecs import hookimpl
 from ._http_common import (
     SessionSink,
     classify_status,
@@ -42,7 +43,6 @@ from ._http_common import (
     scrub,
     snippet,
 )
-from .base import SinkContext, SinkType
 
 __all__ = [
     "SplunkHecOptions",

@@ -6,10 +6,10 @@ import asyncio
 import sys
 from typing import Any
 
-from ..batch import Batch
+from ..delivery.batch import Batch
 from ..errors import RetryableError
-from ..hookspecs import hookimpl
-from .base import EmptyOptions, SinkContext, SinkType
+from ..plugin import EmptyOptions, SinkContext, SinkType
+from ..plugins.hookspecs import hookimpl
 
 __all__ = ["StdoutSink"]
 

@@ -7,7 +7,7 @@ pipeline reports itself is the batch latency, once per delivered batch, through
 
 Endpoints: ``/metrics`` (text format), ``/healthz`` (200 while the event loop answers),
 ``/readyz`` (200 when every sink started and none is stuck; 503 with a JSON body naming
-the failing sinks otherwise, see :mod:`auditshipd.health`).
+the failing sinks otherwise, see :mod:`auditshipd.service.health`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .config import Config, _convert
-from .errors import ConfigError
+from ..config import Config
+from ..config.loading import _convert
+from ..errors import ConfigError
+from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
+from ..timestamps import parse_time
 from .health import ReadinessMonitor, driver_lag_bytes
-from .hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from .status import journal_lag
-from .timefmt import parse_time
 
 __all__ = [
     "DaemonCollector",

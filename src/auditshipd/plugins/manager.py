@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pluggy
 
+from ..errors import ConfigError
+from ..plugin import SinkType
+from ..sinks import BUILTIN_SINK_MODULES
 from . import hookspecs
-from .errors import ConfigError
-from .sinks import BUILTIN_SINK_MODULES
-from .sinks.base import SinkType
 
 __all__ = ["ENTRY_POINT_GROUP", "build_plugin_manager", "sink_types"]
 

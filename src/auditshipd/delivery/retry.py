@@ -28,9 +28,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ..config import RetryConfig
+from ..errors import PermanentError, RetryableError, SinkError
 from .batch import Batch
-from .config import RetryConfig
-from .errors import PermanentError, RetryableError, SinkError
 
 __all__ = ["Backoff", "DeliveryFailure", "deliver"]
 

@@ -30,17 +30,11 @@ from typing import Any
 
 import msgspec
 
-from .errors import DropEvent
-from .redact_fast import FastPath, check_event, redact_each
-from .redact_policy import (
-    ABSENT,
-    CACHE_ITEM_MAX,
-    DEFAULT_KEEP_VALUE_PATTERNS,
-    DEFAULT_RAW,
-    Policy,
-    normalize_key,
-    parse_policy,
-)
+from ..errors import DropEvent
+from .defaults import ABSENT, DEFAULT_KEEP_VALUE_PATTERNS, DEFAULT_RAW
+from .events import check_event, redact_each
+from .fastpath import FastPath
+from .policy import CACHE_ITEM_MAX, Policy, normalize_key, parse_policy
 
 __all__ = ["DEFAULT_POLICY", "MASK", "Redactor", "compile_policy"]
 
@@ -125,7 +119,7 @@ class Redactor:
             self._fast = FastPath(self, drop=_DROP, key_ok=_KEY_OK, key_id=_KEY_ID, c_tier=c_tier)
         # redact_line(line: bytes) -> bytes: one journal line in, the redacted event out as
         # compact JSON bytes, the same bytes as ``encode(self(decode(line)))`` without
-        # building the fields the policy drops (see :mod:`auditshipd.redact_fast`). Raises
+        # building the fields the policy drops (see :mod:`auditshipd.redaction.fastpath`). Raises
         # ``msgspec.DecodeError`` for invalid JSON or UTF-8, DropEvent when the line is not
         # an object or lacks a required field (the reason says which). An attribute, not a
         # method: the daemon calls it once per event, straight into the generated code.

@@ -29,11 +29,11 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .config import Config, SinkConfig
-from .cursor import TAIL_BYTES, CursorStore, SegmentCursor, digest
-from .quarantine import QuarantineFile
-from .tail import dir_owner, refusal
-from .timefmt import parse_time
+from ..config import Config, SinkConfig
+from ..delivery.quarantine import QuarantineFile
+from ..journal.cursor import TAIL_BYTES, CursorStore, SegmentCursor, digest
+from ..journal.segments import dir_owner, refusal
+from ..timestamps import parse_time
 
 __all__ = [
     "STALE_AFTER",
@@ -268,7 +268,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from ..config import load_config
 
     config = load_config(args.config)
     rows = sink_status(config)

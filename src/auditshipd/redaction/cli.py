@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from .errors import ConfigError, DropEvent
-from .progress import Progress
+from ..errors import ConfigError, DropEvent
+from ..progress import Progress
 
 __all__ = ["add_parser", "run"]
 
@@ -36,8 +36,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``auditshipd redact``; returns the exit status."""
-    from .config import load_config
-    from .redact import compile_policy
+    from ..config import load_config
+    from .redactor import compile_policy
 
     try:
         config = load_config(args.config)

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from .scrub import scrub_secrets
+from ..scrub import scrub_secrets
 
 __all__ = ["JsonFormatter", "RateLimitedHandler", "RepeatLimiter", "setup_logging"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from .fsutil import atomic_write
+from ..durable import atomic_write
 
 __all__ = ["HEAD_BYTES", "TAIL_BYTES", "CursorState", "CursorStore", "SegmentCursor", "digest"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
-from .errors import ConfigError
-from .optionkeys import first_unknown_key
-from .sinks.base import SinkType
+from ..errors import ConfigError
+from ..plugin import SinkType
+from .options import first_unknown_key
 
 if sys.version_info >= (3, 11):
     import tomllib

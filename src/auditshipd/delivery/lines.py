@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import DropEvent
-from .redact_fast import check_event
-from .timefmt import parse_time
+from ..errors import DropEvent
+from ..redaction.events import check_event
+from ..timestamps import parse_time
 
 if TYPE_CHECKING:
-    from .redact import Redactor
+    from ..redaction.redactor import Redactor
 
 __all__ = ["LineProcessor", "ProcessedChunk"]
 

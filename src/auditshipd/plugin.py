@@ -7,7 +7,7 @@ and metrics belong to the core. A minimal sink::
 
     import msgspec
     from auditshipd import hookimpl
-    from auditshipd.sinks.base import SinkType
+    from auditshipd.plugin import SinkType
 
     class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         path: str
@@ -36,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ..batch import Batch
+from .delivery.batch import Batch
 
 __all__ = ["EmptyOptions", "Sink", "SinkContext", "SinkType", "module_available"]
 

@@ -19,18 +19,17 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, SinkConfig
-from .errors import ConfigError
-from .journal import AuditJournal
+from ..config import Config, SinkConfig
+from ..delivery.driver import SinkDriver
+from ..errors import ConfigError
+from ..journal.watch import ChangeSignal, JournalWatcher
+from ..journal.writer import AuditJournal
+from ..plugin import SinkContext
+from .loading import build_redactors, load_runtime
 from .notify import SystemdNotifier
-from .pipeline import SinkDriver
-from .runtime import build_redactors, load_runtime
-from .sinks.base import SinkContext
-from .tail import ChangeSignal
-from .watch import JournalWatcher
 
 if TYPE_CHECKING:
-    from .redact import Redactor
+    from ..redaction.redactor import Redactor
 
 __all__ = ["Daemon"]
 
@@ -246,7 +245,7 @@ class Daemon:
 
     async def _start_servers(self, cfg: Config) -> None:
         if cfg.portal.get("enabled"):
-            from .portal.app import start_portal
+            from ..portal.app import start_portal
 
             self.portal = await start_portal(cfg)
         from .metrics import metrics_config, start_metrics_server

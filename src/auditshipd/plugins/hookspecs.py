@@ -21,7 +21,7 @@ hookimpl = pluggy.HookimplMarker("auditshipd")
 
 @hookspec
 def register_sink_types() -> list[Any]:
-    """Return a list of :class:`auditshipd.sinks.base.SinkType` this plugin provides.
+    """Return a list of :class:`auditshipd.plugin.SinkType` this plugin provides.
 
     Example::
 
@@ -57,7 +57,7 @@ def shutdown(daemon: Any) -> Any:
 
 @hookspec
 def batch_delivered(sink_name: str, batch: Any) -> None:
-    """Notification: ``batch`` (a :class:`auditshipd.batch.Batch`) was acknowledged by
+    """Notification: ``batch`` (a :class:`auditshipd.delivery.batch.Batch`) was acknowledged by
     the sink ``sink_name``. Called once per batch, never per event; must be quick.
 
     Example::

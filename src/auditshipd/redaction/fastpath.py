@@ -1,4 +1,4 @@
-"""The fused fast path of a :class:`~auditshipd.redact.Redactor`: journal line -> shipped bytes.
+"""The fused fast path of a :class:`~auditshipd.redaction.redactor.Redactor`: journal line -> shipped bytes.
 
 ``Redactor(event)`` needs the whole event decoded into Python dicts first, and walks all of
 it in Python. This module compiles the same policy into msgspec Struct types that mirror
@@ -28,214 +28,31 @@ field) where ``msgspec.json.decode`` would reject the whole line.
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
 
-from .errors import DropEvent
-from .redact_policy import ABSENT, CACHE_ITEM_MAX
+from .codegen import _Gen
+from .ctier import _c_plan
+from .events import _check_utf8
+from .policy import CACHE_ITEM_MAX
 
 try:
     from . import _redact_c
 except ImportError:  # built without a C compiler (setup.py: optional): the Python tiers do it all
     _redact_c = None
 
-# The key kinds of the C tier (see kind_of in _c_plan).
-_KEEP, _DELETE, _GIVE_UP, _MASK, _HASH = 0, 1, 2, 3, 4
 
 if TYPE_CHECKING:
-    from .redact import Redactor
+    from .redactor import Redactor
 
-__all__ = ["FastPath", "check_event", "redact_each"]
-
-_Required = Annotated[str, msgspec.Meta(min_length=1)]
-_Scalar = str | int | float | bool | None
-_REQUIRED = ("id", "action", "occurred_at")
+__all__ = ["FastPath"]
 
 
 class _Fallback(Exception):
     """The strict tier met something it does not rewrite in place (a renamed key)."""
-
-
-def redact_each(
-    redact_line: Callable[[bytes], bytes], lines: list[bytes]
-) -> tuple[list[bytes], list[tuple[int, str]]]:
-    """``redact_line`` over a batch: (outputs in order, [(index, reason)] of the bad lines,
-    reasons reading ``invalid JSON: ...`` or the DropEvent reason)."""
-    good: list[bytes] = []
-    bad: list[tuple[int, str]] = []
-    append = good.append
-    for i, line in enumerate(lines):
-        try:
-            append(redact_line(line))
-        except msgspec.DecodeError as exc:
-            bad.append((i, f"invalid JSON: {exc}"))
-        except DropEvent as exc:
-            bad.append((i, exc.reason))
-    return good, bad
-
-
-def check_event(obj: Any) -> str | None:
-    """The quarantine reason for a decoded line that is not a shippable event, else None."""
-    if type(obj) is not dict:
-        return f"not a JSON object (a JSON {type(obj).__name__})"
-    for key in _REQUIRED:
-        value = obj.get(key)
-        if type(value) is not str or not value:
-            return f"schema: {key!r} is missing or not a non-empty string"
-    return None
-
-
-class _Gen:
-    """Builds the Struct types and the source of the per-event functions for one tier."""
-
-    def __init__(self, strict: bool, drop: bool = False) -> None:
-        self.strict = strict
-        self.drop = drop  # action "drop": id-named entries are deleted, a C-level intersection
-        self.names = itertools.count()
-        self.env: dict[str, Any] = {}
-        self.lines: list[str] = []
-        self.specs: dict[type, list[tuple[str, str, Any]]] = {}
-        self.keys: dict[type, list[str]] = {}  # the JSON key of each spec, in order
-
-    def const(self, value: Any) -> str:
-        name = f"_c{next(self.names)}"
-        self.env[name] = value
-        return name
-
-    def var(self) -> str:
-        return f"v{next(self.names)}"
-
-    def struct(self, items: Any, top: bool) -> type:
-        fields: list[Any] = []
-        rename: dict[str, str] = {}
-        specs: list[tuple[str, str, Any]] = []  # (attr, kind, sub)
-        if top:
-            fields += [("id", _Required), ("action", _Required), ("occurred_at", _Required),
-                       ("version", int | UnsetType, UNSET)]
-            rename.update({k: k for k in ("id", "action", "occurred_at", "version")})
-        for i, (key, node) in enumerate(items):
-            attr = f"f{i}"
-            rename[attr] = key
-            kind, typ, sub = self.classify(node)
-            fields.append((attr, typ | UnsetType, UNSET))
-            specs.append((attr, kind, sub))
-        cls = msgspec.defstruct(
-            f"_Event{next(self.names)}" if top else f"_Part{next(self.names)}",
-            fields, rename=rename, omit_defaults=True, gc=False,
-        )
-        self.specs[cls] = specs
-        self.keys[cls] = [key for key, _ in items]
-        return cls
-
-    def classify(self, node: Any) -> tuple[str, Any, Any]:
-        """(kind, msgspec type, sub) of the field a plan node describes."""
-        if node is None:
-            return ("leaf", _Scalar, None) if self.strict else ("free", Any, None)
-        items, children, wildcard, element = node
-        if wildcard is ABSENT and element is ABSENT and items:
-            cls = self.struct(items, False)
-            return "struct", cls, cls
-        if wildcard is None and not children and element is ABSENT:
-            return ("map" if self.strict else "freemap"), dict[str, Any], None
-        if not items and wildcard is ABSENT and element is not ABSENT and element is not None:
-            e_items, _, e_wild, e_elem = element
-            if e_wild is ABSENT and e_elem is ABSENT and e_items:
-                cls = self.struct(e_items, False)
-                return "list", list[cls], cls  # type: ignore[valid-type]
-        return "walk", Any, node
-
-    # -- code ----------------------------------------------------------------------
-
-    def emit(self, cls: type, obj: str, indent: int, mode: str) -> None:
-        """Append the code for the fields of ``cls`` (held in ``obj``) to ``self.lines``.
-
-        ``mode`` "loose": every allowed value goes through the Redactor's own functions.
-        Strict tier, "post" (every event): id-named keys of the free-form maps, at any
-        depth, and the parts only the Redactor's walk can do; "scan" (only when the
-        encoded output has a run the prefilter flags): the string leaves and the strings
-        of the free-form maps.
-        """
-        pad = "    " * indent
-        for attr, kind, sub in self.specs[cls]:
-            v = self.var()
-            if kind in ("struct", "list"):
-                e = self.var() if kind == "list" else v
-                mark = len(self.lines)
-                self.emit(sub, e, indent + (2 if kind == "list" else 1), mode)
-                if len(self.lines) > mark:
-                    head = [f"{pad}{v} = {obj}.{attr}", f"{pad}if {v} is not UNSET:"]
-                    if kind == "list":
-                        head.append(f"{pad}    for {e} in {v}:")
-                    self.lines[mark:mark] = head
-                continue
-            get = f"{pad}{v} = {obj}.{attr}"
-            if kind == "leaf":
-                if mode == "scan":
-                    self.lines += [
-                        get,
-                        f"{pad}if type({v}) is str and len({v}) >= MIN and search({v}):",
-                        f"{pad}    {v} = redact_str({v})",
-                        f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
-                    ]
-            elif kind == "map":
-                if mode == "scan":
-                    self.lines += [get, f"{pad}if {v} is not UNSET:", f"{pad}    scan_map({v})"]
-                else:
-                    x, y = self.var(), self.var()
-                    self.lines += [
-                        get,
-                        f"{pad}if {v} is not UNSET:",
-                        *([f"{pad}    for {x} in {v}.keys() & gone:", f"{pad}        del {v}[{x}]"]
-                          if self.drop else []),
-                        f"{pad}    if not ({v}.keys() <= ok):",
-                        f"{pad}        fix_keys({v})",
-                        f"{pad}    for {x} in {v}.values():",
-                        f"{pad}        if type({x}) is dict:",
-                        *([f"{pad}            for {y} in {x}.keys() & gone:", f"{pad}                del {x}[{y}]"]
-                          if self.drop else []),
-                        f"{pad}            if not ({x}.keys() <= ok):",
-                        f"{pad}                fix_keys({x})",
-                        f"{pad}            for {y} in {x}.values():",
-                        f"{pad}                if type({y}) in NESTED:",
-                        f"{pad}                    deep({y})",
-                        f"{pad}        elif type({x}) is list:",
-                        f"{pad}            deep({x})",
-                    ]
-            elif kind == "freemap":
-                self.lines += [get, f"{pad}if {v} is not UNSET:", f"{pad}    {obj}.{attr} = free_dict({v})"]
-            elif kind == "free":
-                self.lines += [
-                    get,
-                    f"{pad}if {v} is not UNSET:",
-                    f"{pad}    {v} = free({v})",
-                    f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
-                ]
-            elif mode != "scan":  # walk: the Redactor's walk does all of it, strings included
-                node = self.const(sub)
-                self.lines += [
-                    get,
-                    f"{pad}if {v} is not UNSET:",
-                    f"{pad}    {v} = walk({node}, {v})",
-                    f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
-                ]
-
-    def body(self, top: type, mode: str, indent: int) -> list[str]:
-        self.lines = []
-        self.emit(top, "ev", indent, mode)
-        return self.lines
-
-    def compile(self, source: str, name: str, env: dict[str, Any]) -> Callable[..., Any]:
-        namespace = {**env, **self.env, "UNSET": UNSET}
-        exec(compile(source, "<auditshipd.redact_fast>", "exec"), namespace)  # noqa: S102
-        fn: Callable[..., Any] = namespace[name]
-        fn.__source__ = source  # type: ignore[attr-defined]
-        return fn
 
 
 # The prefilter of the built-in id patterns is "a run of 16 characters of this class" (or
@@ -514,81 +331,3 @@ def _helpers(r: Redactor, drop: Any, key_ok: Any, key_id: Any) -> tuple[Callable
     return fix_keys, deep, scan_map
 
 
-def _c_plan(
-    r: Redactor, gen: _Gen, top: type, encode: Callable[[Any], bytes], drop: Any, key_ok: Any, key_id: Any
-) -> Any:
-    """The policy compiled for the C tier (``auditshipd._redact_c``), or None when the
-    extension is not built, is switched off (``AUDITSHIPD_REDACT_C=0``) or cannot do what
-    this policy asks (custom id patterns: only the built-in prefilter run is checked in C;
-    parts only the Redactor's walk can do).
-
-    The C tier answers for the lines it can write byte for byte as the tiers below
-    would, and returns None for the rest (escaped keys, duplicate keys, anything
-    unexpected: see the C file), which then go through the generated Python code.
-    """
-    if _redact_c is None or os.environ.get("AUDITSHIPD_REDACT_C", "1") == "0":
-        return None
-    if r.policy.prefilter is None:  # then r._search is the prefilter's: the run C checks
-        return None
-    kinds = {"leaf": _redact_c.K_LEAF, "map": _redact_c.K_MAP}
-
-    def node(cls: type) -> tuple[Any, ...] | None:
-        out = []
-        for key, (_attr, kind, sub) in zip(gen.keys[cls], gen.specs[cls], strict=True):
-            if kind in kinds:
-                out.append((key, kinds[kind], None))
-            elif kind in ("struct", "list"):
-                inner = node(sub)
-                if inner is None:
-                    return None
-                out.append((key, _redact_c.K_STRUCT if kind == "struct" else _redact_c.K_LIST, inner))
-            else:  # walk: the Redactor's own walk
-                return None
-        return tuple(out)
-
-    root = node(top)
-    if root is None or any(key in ("id", "action", "occurred_at", "version") for key, _, _ in root):
-        return None
-    root = (("id", _redact_c.K_REQ, None), ("action", _redact_c.K_REQ, None),
-            ("occurred_at", _redact_c.K_REQ, None), ("version", _redact_c.K_VERSION, None), *root)
-    cache, classify = r._key_cache, r._classify_key
-    action = r._action
-
-    def kind_of(key: str) -> int:
-        kind = cache.get(key)
-        if kind is None:
-            kind = classify(key)
-        if kind is key_ok:
-            return _KEEP
-        if kind is drop or (kind is key_id and action == "drop"):
-            return _DELETE
-        if kind is key_id:
-            return _MASK if action == "mask" else _HASH
-        return _GIVE_UP  # renamed (the name holds an id): the Python tiers
-
-    decode_str = msgspec.json.Decoder(str).decode
-    search, min_len, redact_str = r._search, r._min_len, r._redact_str
-
-    def escaped(raw: bytes) -> Any:
-        """A kept JSON string with backslash escapes (quotes included): as the Python
-        tiers write it (raises when msgspec does not take it: C then hands the line back)."""
-        text = decode_str(raw)
-        if len(text) >= min_len and search(text):
-            text = redact_str(text)
-            if text is drop:
-                return drop
-        return encode(text)
-
-    # What "mask" writes for the value of an id-named key, whatever the value.
-    mask_json = encode(r._id_value(None)) if action == "mask" else b"null"
-    try:
-        return _redact_c.Plan(root, kind_of, redact_str, encode, drop, mask_json, r._id_value, escaped)
-    except (ValueError, TypeError):  # a key the C tier does not take (non-ASCII, quotes)
-        return None
-
-
-def _check_utf8(line: bytes) -> None:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None

@@ -12,9 +12,7 @@ import logging
 import os
 from collections.abc import Iterable
 
-from .tail import ChangeSignal
-
-__all__ = ["JournalWatcher", "watch_dirs"]
+__all__ = ["ChangeSignal", "JournalWatcher", "watch_dirs"]
 
 log = logging.getLogger("auditshipd.watch")
 
@@ -58,3 +56,18 @@ class JournalWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class ChangeSignal:
+    """Wakes readers when the journal directory changes (or on a timer when polling)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    @property
+    def current(self) -> asyncio.Event:
+        return self._event
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()

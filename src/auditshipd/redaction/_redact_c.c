@@ -1,10 +1,10 @@
 /*
- * auditshipd._redact_c: the C tier of the redaction fast path (see redact_fast.py).
+ * auditshipd.redaction._redact_c: the C tier of the redaction fast path (see redaction/fastpath.py).
  *
  * One journal line in, the redacted event out as compact JSON bytes, in one pass over
  * the line's bytes, with no Python object built for the fields the policy drops, the
  * kept plain strings and integers or the keys already classified. The policy reaches C
- * as a tree of allowed fields (built once per policy by redact_fast.py): explicit fields
+ * as a tree of allowed fields (built once per policy by redaction/fastpath.py): explicit fields
  * come out in the policy's order (as msgspec writes the Structs of the Python tier),
  * free-form maps (metadata.*) in the line's order with the entries under id-named keys
  * deleted at any depth, and every string checked for the prefilter of the built-in id
@@ -1061,7 +1061,7 @@ static PyMethodDef Plan_methods[] = {
 
 static PyTypeObject PlanType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "auditshipd._redact_c.Plan",
+    .tp_name = "auditshipd.redaction._redact_c.Plan",
     .tp_basicsize = sizeof(Plan),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json, id_value, escaped): a policy "
@@ -1077,8 +1077,8 @@ static PyTypeObject PlanType = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "auditshipd._redact_c",
-    .m_doc = "The C tier of the redaction fast path (see auditshipd.redact_fast).",
+    .m_name = "auditshipd.redaction._redact_c",
+    .m_doc = "The C tier of the redaction fast path (see auditshipd.redaction.fastpath).",
     .m_size = -1,
 };
 

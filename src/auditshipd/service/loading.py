@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .config import Config, default_config_text, load_config, parse_config
-from .errors import ConfigError
-from .plugins import build_plugin_manager, sink_types
-from .sinks.base import SinkType
+from ..config import Config, default_config_text, load_config, parse_config
+from ..errors import ConfigError
+from ..plugin import SinkType
+from ..plugins.manager import build_plugin_manager, sink_types
 
 if TYPE_CHECKING:
-    from .redact import Redactor
+    from ..redaction.redactor import Redactor
 
 __all__ = ["build_redactors", "load_runtime"]
 
@@ -37,8 +37,8 @@ def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager,
 def _validate_servers(config: Config) -> None:
     """[portal] and [metrics] are checked with the rest, so that check-config and a
     reload reject them up front instead of failing half-way through."""
+    from ..portal.config import portal_config
     from .metrics import metrics_config
-    from .portal.config import portal_config
 
     metrics_config(config)
     portal_config(config)
@@ -52,7 +52,7 @@ def build_redactors(config: Config) -> dict[str, Redactor]:
     its redactors stays). An event never leaves unredacted.
     """
     try:
-        from .redact import compile_policy
+        from ..redaction.redactor import compile_policy
     except Exception as exc:
         raise ConfigError(
             f"redaction is unavailable ({type(exc).__name__}: {exc}); events are never"

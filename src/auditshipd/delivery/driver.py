@@ -1,6 +1,6 @@
 """The per-sink consumer: journal -> decode -> validate -> redact -> batch -> deliver.
 
-A :class:`SinkDriver` owns one sink, one :class:`~auditshipd.tail.JournalReader` and one
+A :class:`SinkDriver` owns one sink, one :class:`~auditshipd.journal.reader.JournalReader` and one
 durable cursor. Delivery rules (DESIGN.md): a cursor advances only over the contiguous
 prefix of batches that were acknowledged by the sink or written to its dead-letter file;
 retries use exponential backoff with full jitter; permanent failures and exhausted
@@ -24,20 +24,22 @@ from typing import Any
 
 import msgspec
 
+from ..config import Config, SinkConfig
+from ..durable import atomic_write, overwrite_in_place
+from ..errors import PermanentError, SinkError
+from ..journal.cursor import CursorState, CursorStore, SegmentCursor
+from ..journal.reader import JournalReader
+from ..journal.segments import Chunk, OversizeLine, Release
+from ..journal.watch import ChangeSignal
+from ..plugin import Sink
+from ..scrub import scrub_secrets, sink_secrets
+from ..service.metrics import batch_latency_observer
+from ..timestamps import parse_time
 from .batch import Batch
-from .config import Config, SinkConfig
-from .cursor import CursorState, CursorStore, SegmentCursor
-from .deadletter import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
-from .errors import PermanentError, SinkError
-from .fsutil import atomic_write, overwrite_in_place
-from .metrics import batch_latency_observer
-from .process import LineProcessor
+from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
+from .lines import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff, DeliveryFailure, deliver
-from .scrub import scrub_secrets, sink_secrets
-from .sinks.base import Sink
-from .tail import ChangeSignal, Chunk, JournalReader, OversizeLine, Release
-from .timefmt import parse_time
 
 __all__ = ["SinkDriver", "SinkStats", "decode_lines"]
 

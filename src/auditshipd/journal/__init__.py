@@ -1,0 +1,1 @@
+"""The journal: the writer applications use, and what reads it back (segments, cursors, reader, watch)."""

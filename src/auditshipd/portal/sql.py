@@ -1,0 +1,90 @@
+"""The SQL of the SQLite event store: its schema and the query of a page of events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .query import (
+    EventFilter,
+    fts_query,
+    seq_base,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    occurred_at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    organization_slug TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_action ON events(action);
+CREATE INDEX IF NOT EXISTS events_actor ON events(actor);
+CREATE INDEX IF NOT EXISTS events_organization ON events(organization_slug);
+CREATE TABLE IF NOT EXISTS event_targets (
+    target TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (target, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_targets_seq ON event_targets(seq);
+CREATE TABLE IF NOT EXISTS event_actions (
+    organization_slug TEXT NOT NULL,
+    action TEXT NOT NULL,
+    PRIMARY KEY (organization_slug, action)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(text, content='', tokenize='unicode61');
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
+"""
+
+
+def _select(
+    f: EventFilter, phrases: list[list[str]], before: int | None, columns: str, *, order: bool = True
+) -> tuple[str, list[Any]]:
+    """SQL and parameters. The table that drives the scan is the most selective one the
+    filters name; its ``seq`` column carries the range conditions and the ordering."""
+    params: list[Any] = []
+    conds: list[str] = []
+    if phrases:
+        source = "events_fts JOIN events e ON e.seq = events_fts.rowid"
+        key = "events_fts.rowid"
+        conds.append("events_fts MATCH ?")
+        params.append(fts_query(phrases))
+    elif f.target:
+        source = "event_targets t JOIN events e ON e.seq = t.seq"
+        key = "t.seq"
+    else:
+        source = "events e"
+        key = "e.seq"
+    if f.target:
+        if phrases:
+            conds.append("e.seq IN (SELECT seq FROM event_targets WHERE target = ?)")
+        else:
+            conds.append("t.target = ?")
+        params.append(f.target.strip().lower())
+    if before is not None:
+        conds.append(f"{key} < ?")
+        params.append(before)
+    if f.since is not None:
+        conds.append(f"{key} >= ?")
+        params.append(seq_base(f.since))
+    if f.until is not None:
+        conds.append(f"{key} < ?")
+        params.append(seq_base(f.until))
+    if f.actions:
+        conds.append(f"e.action IN ({', '.join('?' * len(f.actions))})")
+        params.extend(f.actions)
+    if f.actor:
+        conds.append("e.actor = ?")
+        params.append(f.actor.strip().lower())
+    if f.organization is not None:
+        conds.append("e.organization_slug = ?")
+        params.append(f.organization)
+    sql = f"SELECT {columns} FROM {source}"
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
+    if order:
+        sql += f" ORDER BY {key} DESC"
+    return sql, params

@@ -1,0 +1,391 @@
+"""The embedded event store: SQLite with FTS5."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .export import _encode
+from .query import (
+    EventFilter,
+    decode_cursor,
+    encode_cursor,
+    format_time,
+    parse_time,
+    query_phrases,
+    search_text,
+    seq_base,
+    tie_span,
+)
+from .sql import _SCHEMA, _select
+from .store import (
+    MAX_LIMIT,
+    EventStore,
+    Page,
+    PurgeResult,
+    T,
+    _decode,
+    _organization,
+    actor_key,
+    target_keys,
+)
+
+__all__ = ["SQLiteEventStore"]
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600, or take group/other access away from an existing
+    one and its ``-wal``/``-shm`` files."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        try:
+            if side.stat().st_mode & 0o077:
+                side.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """WAL mode and the schema, each written only when missing (both need a write lock,
+    which every other opener would then wait for)."""
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone() and conn.execute(
+        "SELECT 1 FROM meta WHERE key = 'schema_version'"
+    ).fetchone():
+        return
+    # One transaction: a concurrent opener sees no schema or all of it.
+    conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "COMMIT;\n")
+
+
+class SQLiteEventStore(EventStore):
+    """The embedded index: one SQLite file in WAL mode."""
+
+    def __init__(self, path: str | Path, *, readers: int = 2, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="portal-db-write")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="portal-db-read")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._opened = False
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute("PRAGMA cache_size=-32000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self._write(self._open_sync)
+            self._opened = True
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(self.path)
+        conn = self._conn()
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                _prepare(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def close(self) -> None:
+        for pool in (self._writer, self._readers):
+            pool.shutdown(wait=True)
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def insert_events(
+        self, events: Sequence[Mapping[str, Any]], lines: Sequence[bytes] | None = None
+    ) -> int:
+        if not events:
+            return 0
+        return await self._write(self._insert_sync, list(events), list(lines) if lines else None)
+
+    def _insert_sync(
+        self, events: list[Mapping[str, Any]], lines: list[bytes] | None
+    ) -> int:
+        conn = self._conn()
+        inserted = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for i, event in enumerate(events):
+                body = lines[i] if lines is not None else _encode(event)
+                event_id = str(event.get("id") or "") or (
+                    "sha256-" + hashlib.sha256(body).hexdigest()[:32]
+                )
+                if conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone():
+                    continue
+                when = _occurred(event)
+                seq = _free_seq(conn, seq_base(when))
+                org = _organization(event)
+                action = str(event.get("action") or "")
+                conn.execute(
+                    "INSERT INTO events(seq, id, occurred_at, action, actor, organization_slug, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (seq, event_id, format_time(when), action, actor_key(event), org,
+                     body.decode("utf-8")),
+                )
+                conn.execute(
+                    "INSERT INTO events_fts(rowid, text) VALUES (?, ?)", (seq, search_text(event))
+                )
+                targets = target_keys(event)
+                if targets:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO event_targets(target, seq) VALUES (?, ?)",
+                        [(t, seq) for t in targets],
+                    )
+                conn.execute(
+                    "INSERT OR IGNORE INTO event_actions(organization_slug, action) VALUES (?, ?)",
+                    (org or "", action),
+                )
+                inserted += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return inserted
+
+    async def purge(self, older_than: _dt.datetime) -> int:
+        return await self._write(self._purge_sync, seq_base(older_than))
+
+    def _purge_sync(self, cutoff: int, chunk: int = 2000) -> int:
+        conn = self._conn()
+        total = 0
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT seq, body FROM events WHERE seq < ? ORDER BY seq LIMIT ?", (cutoff, chunk)
+                ).fetchall()
+                if not rows:
+                    conn.execute("COMMIT")
+                    return total
+                # A contentless FTS5 row is deleted by giving back the text it indexed.
+                conn.executemany(
+                    "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
+                    [(seq, search_text(_decode(body))) for seq, body in rows],
+                )
+                last = rows[-1][0]
+                conn.execute("DELETE FROM event_targets WHERE seq <= ?", (last,))
+                conn.execute("DELETE FROM events WHERE seq <= ?", (last,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            total += len(rows)
+
+    async def purge_expired(
+        self,
+        default_cutoff: _dt.datetime | None,
+        organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
+    ) -> PurgeResult:
+        overrides = {
+            slug: None if when is None else seq_base(when)
+            for slug, when in (organization_cutoffs or {}).items()
+        }
+        default = None if default_cutoff is None else seq_base(default_cutoff)
+        return await self._write(self._purge_expired_sync, default, overrides)
+
+    def _purge_expired_sync(self, default: int | None, overrides: dict[str, int | None]) -> PurgeResult:
+        by_org: dict[str, int] = {}
+        without = 0
+        for slug, cutoff in sorted(overrides.items()):
+            if cutoff is None:
+                continue
+            n = self._purge_where_sync("organization_slug = ? AND seq < ?", [slug, cutoff])
+            if n:
+                by_org[slug] = by_org.get(slug, 0) + n
+        if default is not None:
+            if overrides:
+                marks = ", ".join("?" * len(overrides))
+                cond = f"(organization_slug IS NULL OR organization_slug NOT IN ({marks})) AND seq < ?"
+                params: list[Any] = [*overrides, default]
+            else:
+                cond, params = "seq < ?", [default]
+            counts = self._purge_where_sync(cond, params, per_organization=True)
+            assert isinstance(counts, dict)
+            for slug, n in counts.items():
+                if slug is None:
+                    without += n
+                else:
+                    by_org[slug] = by_org.get(slug, 0) + n
+        return PurgeResult(by_org, without)
+
+    def _purge_where_sync(
+        self, cond: str, params: list[Any], *, per_organization: bool = False, chunk: int = 2000
+    ) -> Any:
+        """Delete the events matching ``cond`` in chunks (short write transactions);
+        returns how many, or ``{slug or None: how many}`` with ``per_organization``."""
+        conn = self._conn()
+        counts: dict[str | None, int] = {}
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    f"SELECT seq, body, organization_slug FROM events WHERE {cond}"
+                    " ORDER BY seq LIMIT ?",
+                    (*params, chunk),
+                ).fetchall()
+                if not rows:
+                    conn.execute("COMMIT")
+                    break
+                conn.executemany(
+                    "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
+                    [(seq, search_text(_decode(body))) for seq, body, _ in rows],
+                )
+                seqs = [(seq,) for seq, _, _ in rows]
+                conn.executemany("DELETE FROM event_targets WHERE seq = ?", seqs)
+                conn.executemany("DELETE FROM events WHERE seq = ?", seqs)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            for _, _, slug in rows:
+                counts[slug] = counts.get(slug, 0) + 1
+        return counts if per_organization else sum(counts.values())
+
+    async def optimize(self) -> None:
+        """Refresh the planner's statistics (after a bulk load or a purge)."""
+        await self._write(self._optimize_sync)
+
+    def _optimize_sync(self) -> None:
+        self._conn().executescript("PRAGMA analysis_limit=2000; ANALYZE;")
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def query(self, filters: EventFilter, cursor: str | None = None, limit: int = 50) -> Page:
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        before = decode_cursor(cursor) if cursor else None
+        phrases = query_phrases(filters.q)
+        if filters.q.strip() and not phrases:
+            return Page([], None)
+        return await self._read(self._query_sync, filters, phrases, before, limit)
+
+    def _query_sync(
+        self, filters: EventFilter, phrases: list[list[str]], before: int | None, limit: int
+    ) -> Page:
+        sql, params = _select(filters, phrases, before, "e.seq, e.body")
+        sql += " LIMIT ?"
+        rows = self._conn().execute(sql, (*params, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1][0]) if more else None
+        return Page([_decode(body) for _, body in rows], next_cursor)
+
+    async def count(self, filters: EventFilter | None = None) -> int:
+        filters = filters or EventFilter()
+        phrases = query_phrases(filters.q)
+        if filters.q.strip() and not phrases:
+            return 0
+        return await self._read(self._count_sync, filters, phrases)
+
+    def _count_sync(self, filters: EventFilter, phrases: list[list[str]]) -> int:
+        sql, params = _select(filters, phrases, None, "count(*)", order=False)
+        return int(self._conn().execute(sql, params).fetchone()[0])
+
+    async def get(self, event_id: str, *, organization: str | None = None) -> dict[str, Any] | None:
+        return await self._read(self._get_sync, event_id, organization)
+
+    def _get_sync(self, event_id: str, organization: str | None) -> dict[str, Any] | None:
+        sql = "SELECT body FROM events WHERE id = ?"
+        params: list[Any] = [event_id]
+        if organization is not None:
+            sql += " AND organization_slug = ?"
+            params.append(organization)
+        row = self._conn().execute(sql, params).fetchone()
+        return _decode(row[0]) if row else None
+
+    async def actions(self, organization: str | None = None) -> list[str]:
+        return await self._read(self._actions_sync, organization)
+
+    def _actions_sync(self, organization: str | None) -> list[str]:
+        if organization is None:
+            rows = self._conn().execute("SELECT DISTINCT action FROM event_actions ORDER BY action")
+        else:
+            rows = self._conn().execute(
+                "SELECT action FROM event_actions WHERE organization_slug = ? ORDER BY action",
+                (organization,),
+            )
+        return [r[0] for r in rows]
+
+
+def _occurred(event: Mapping[str, Any]) -> _dt.datetime:
+    value = event.get("occurred_at")
+    if isinstance(value, str):
+        try:
+            return parse_time(value)
+        except ValueError:
+            pass
+    # No usable time: index it as received rather than refuse it.
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _free_seq(conn: sqlite3.Connection, base: int) -> int:
+    while True:
+        span = tie_span(base)
+        row = conn.execute(
+            "SELECT max(seq) FROM events WHERE seq >= ? AND seq < ?", (base, base + span)
+        ).fetchone()
+        if row[0] is None:
+            return base
+        if row[0] < base + span - 1:
+            return row[0] + 1
+        base += span  # every tie of this microsecond taken: the next one

@@ -1,0 +1,1 @@
+"""The daemon as a service: lifecycle, loading, metrics and health, systemd notify, logging, status."""
