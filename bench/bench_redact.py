@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--set", choices=("workos", "flat", "nested", "all"), default="all")
     args = parser.parse_args()
-    tier = "C tier built" if DEFAULT_POLICY._fast.c_plan is not None else "no C tier (Python tiers only)"
+    tier = "C tier built" if DEFAULT_POLICY.fast_path.c_plan is not None else "no C tier (Python tiers only)"
     print(f"redact_line: {tier}")
     sets = {"workos": workos_events, "flat": make_events, "nested": nested_events}
     for name, make in sets.items():

@@ -60,7 +60,7 @@ def part_keys(lines: int) -> None:
         if b"role" not in out:  # the event really went through the redactor
             raise AssertionError(out[:200])
     gc.collect()
-    c_tier = DEFAULT_POLICY._fast is not None and DEFAULT_POLICY._fast.c_plan is not None
+    c_tier = DEFAULT_POLICY.fast_path is not None and DEFAULT_POLICY.fast_path.c_plan is not None
     print(f"keys: {lines} lines x distinct {KEY_BYTES // 1024} KiB metadata key, default policy "
           f"(C tier {'on' if c_tier else 'off'}): RSS {_status('VmRSS'):.0f} MB after "
           f"(start {base:.0f} MB), peak {_status('VmHWM'):.0f} MB; target < 150 MB")
@@ -77,7 +77,7 @@ def part_reloads(reloads: int = 50) -> None:
     base = _status("VmRSS")
     for n in range(reloads):
         r = compile_policy({"action": "mask", "allow": ["actor.email", "metadata.*", f"extra{n}"]})
-        c_tier += r._fast is not None and r._fast.c_plan is not None
+        c_tier += r.fast_path is not None and r.fast_path.c_plan is not None
         for line in lines:
             r.redact_line(line)
         refs.append(weakref.ref(r.policy))

@@ -196,13 +196,14 @@ def test_not_an_object_raises_drop_event():
         DEFAULT_POLICY(["not", "an", "event"])  # type: ignore[arg-type]
 
 
-def test_redact_many_reports_dropped_indexes():
-    """redact_many keeps order and returns (index, reason) for each dropped event."""
+def test_redact_lines_reports_dropped_indexes():
+    """redact_lines keeps order and returns (index, reason) for each line it cannot ship."""
     bad = event()
     del bad["occurred_at"]
-    kept, dropped = DEFAULT_POLICY.redact_many([event(), bad, event(action="x")])
-    assert [e["action"] for e in kept] == ["user.invited", "x"]
-    assert dropped == [(1, "required field 'occurred_at' is missing")]
+    lines = [msgspec.json.encode(e) for e in (event(), bad, event(action="x"))]
+    kept, dropped = DEFAULT_POLICY.redact_lines(lines)
+    assert [msgspec.json.decode(e)["action"] for e in kept] == ["user.invited", "x"]
+    assert dropped == [(1, "schema: 'occurred_at' is missing or not a non-empty string")]
 
 
 # -- hash mode ----------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def test_hash_key_never_in_output_repr_or_errors(monkeypatch):
     """The key appears in no output bytes, repr, str of the policy, or config error."""
     r = compile_policy({"action": "hash", "hash_key": KEY})
     ev = event(metadata={"token": "t0k", "k": "x usr_01HZX8K2M3N4P5Q6R7S8T9V0U1 y"})
-    out = msgspec.json.encode(r(ev)) + msgspec.json.encode(r.redact_many([ev]))
+    out = msgspec.json.encode(r(ev)) + b"".join(r.redact_lines([msgspec.json.encode(ev)])[0])
     assert KEY.encode() not in out
     assert KEY not in repr(r) and KEY not in repr(r.policy) and KEY not in str(r.policy)
     for raw in (

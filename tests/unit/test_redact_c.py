@@ -54,23 +54,23 @@ def test_c_tier_is_built_and_used_by_the_default_policies():
     from auditshipd.redaction import _redact_c  # noqa: F401  (fails the suite when the build was skipped)
     from auditshipd.redaction.redactor import DEFAULT_POLICY
 
-    assert DEFAULT_POLICY._fast.c_plan is not None
+    assert DEFAULT_POLICY.fast_path.c_plan is not None
     assert "c_redact(line)" in DEFAULT_POLICY.redact_line.__source__
     for name, (c, py) in PAIRS.items():
-        assert c._fast.c_plan is not None, name
-        assert py._fast.c_plan is None
+        assert c.fast_path.c_plan is not None, name
+        assert py.fast_path.c_plan is None
 
 
 def test_custom_id_patterns_and_walked_parts_stay_in_python():
     """Only the built-in patterns' prefilter run is checked in C; a policy needing the
     Redactor's walk (a wildcard with explicit children) is not compiled for C."""
-    assert compile_policy({"action": "mask", "id_value_patterns": [r"EMP-\d{4}"]})._fast.c_plan is None
-    assert compile_policy({"allow": ["labels.*.name", "labels.default"]})._fast.c_plan is None
+    assert compile_policy({"action": "mask", "id_value_patterns": [r"EMP-\d{4}"]}).fast_path.c_plan is None
+    assert compile_policy({"allow": ["labels.*.name", "labels.default"]}).fast_path.c_plan is None
 
 
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv("AUDITSHIPD_REDACT_C", "0")
-    assert compile_policy({"action": "mask"})._fast.c_plan is None
+    assert compile_policy({"action": "mask"}).fast_path.c_plan is None
 
 
 def test_corpus_answered_in_c_with_the_python_bytes():
@@ -78,7 +78,7 @@ def test_corpus_answered_in_c_with_the_python_bytes():
     for name, (c, py) in PAIRS.items():
         answered = 0
         for line in lines:
-            got = c._fast.c_plan.redact(line)
+            got = c.fast_path.c_plan.redact(line)
             if got is not None:
                 answered += 1
                 assert got == py.redact_line(line), (name, line)
@@ -147,7 +147,7 @@ def test_c_tier_answers_and_agrees(ev, indent):
         line = msgspec.json.format(line, indent=2)
     for name, (c, py) in PAIRS.items():
         expected = py.redact_line(line)
-        got = c._fast.c_plan.redact(line)
+        got = c.fast_path.c_plan.redact(line)
         if name != "hash":  # hash hands id-named keys to Python
             assert got is not None, (name, line)
         if got is not None:
@@ -190,7 +190,7 @@ def test_c_tier_answers_and_agrees(ev, indent):
 def test_given_back_to_python(line):
     """Shapes the C tier does not write itself: None from C, and the Python tiers' result."""
     for name, (c, py) in PAIRS.items():
-        assert c._fast.c_plan.redact(line) is None, (name, line)
+        assert c.fast_path.c_plan.redact(line) is None, (name, line)
         assert outcome(c.redact_line, line) == outcome(py.redact_line, line), name
 
 
@@ -214,7 +214,7 @@ def test_answered_in_c(line):
     empty parts, a float in a dropped field, floats in any spelling: answered in C, as
     Python would."""
     for name, (c, py) in PAIRS.items():
-        got = c._fast.c_plan.redact(line)
+        got = c.fast_path.c_plan.redact(line)
         if name in ("drop", "narrow"):
             assert got is not None, name
         if got is not None:
@@ -227,7 +227,7 @@ def test_key_and_clean_caches_survive_many_distinct_keys():
     for i in range(12000):
         line = msgspec.json.encode({"id": "e", "action": "a", "occurred_at": "t", "metadata": {
             f"k{i}": f"Mozilla{i:012d}abcdef", f"k{i}_id": "x", "note": f"ref usr_01HZX8K2M3N4P5Q6R7S8T{i:05d}"}})
-        got = c._fast.c_plan.redact(line)
+        got = c.fast_path.c_plan.redact(line)
         assert got is not None and got == py.redact_line(line)
 
 
@@ -235,7 +235,7 @@ def test_hash_mode_hashes_string_values_in_c_and_hands_back_maps():
     c, py = PAIRS["hash"]
     line = (b'{"id":"e","action":"a","occurred_at":"t","metadata":{"user_id":"usr_01HZX8K2M3N4P5Q6R7S8T9V0U9",'
             b'"session":"s3cr3t","k":"v","deep":[{"api_key":"key_live_abc"}]}}')
-    got = c._fast.c_plan.redact(line)
+    got = c.fast_path.c_plan.redact(line)
     assert got is not None and got == py.redact_line(line)
     meta = msgspec.json.decode(got)["metadata"]
     assert meta["user_id"] == c.hash_value("usr_01HZX8K2M3N4P5Q6R7S8T9V0U9")
@@ -243,11 +243,11 @@ def test_hash_mode_hashes_string_values_in_c_and_hands_back_maps():
     assert meta["deep"] == [{"api_key": c.hash_value("key_live_abc")}]
     # Already a hash (a replayed event): kept as it is, as Python does.
     again = got.replace(b'"k":"v"', b'"k":"w"')
-    assert c._fast.c_plan.redact(again) == py.redact_line(again)
-    assert msgspec.json.decode(c._fast.c_plan.redact(again))["metadata"]["user_id"] == meta["user_id"]
+    assert c.fast_path.c_plan.redact(again) == py.redact_line(again)
+    assert msgspec.json.decode(c.fast_path.c_plan.redact(again))["metadata"]["user_id"] == meta["user_id"]
     for value in (b'{"a":1}', b"[1]", b"7", b"null"):
         nested = b'{"id":"e","action":"a","occurred_at":"t","metadata":{"user_id":' + value + b"}}"
-        assert c._fast.c_plan.redact(nested) is None
+        assert c.fast_path.c_plan.redact(nested) is None
         assert c.redact_line(nested) == py.redact_line(nested)
 
 
@@ -268,7 +268,7 @@ def test_every_truncation_and_random_byte_flips_agree_with_python():
             candidates.append(bytes(b))
         for cand in candidates:
             for name, (c, py) in PAIRS.items():
-                got = c._fast.c_plan.redact(cand)
+                got = c.fast_path.c_plan.redact(cand)
                 if got is not None:
                     answered += 1
                     assert got == py.redact_line(cand), (name, cand)
@@ -287,7 +287,7 @@ def test_string_scan_finds_every_stop_at_every_offset(special):
             value = b"a" * pos + special + b"b" * tail
             line = (b'{"id":"e","action":"a","occurred_at":"t","metadata":{"k":"' + value
                     + b'","n":"' + value + b'x"}}')
-            got = c._fast.c_plan.redact(line)
+            got = c.fast_path.c_plan.redact(line)
             if got is not None:
                 assert got == py.redact_line(line), line
             assert outcome(c.redact_line, line) == outcome(py.redact_line, line), line

@@ -45,7 +45,7 @@ POLICIES = {
 }
 # The same policies on the Python tiers alone (the C tier answers for most lines first).
 POLICIES.update({f"{name}-python": type(r)(r.policy, c_tier=False)
-                 for name, r in list(POLICIES.items()) if r._fast is not None and r._fast.c_plan is not None})
+                 for name, r in list(POLICIES.items()) if r.fast_path is not None and r.fast_path.c_plan is not None})
 assert len(POLICIES) > 8
 _encode = msgspec.json.encode
 

@@ -37,7 +37,7 @@ def test_caches_do_not_keep_long_keys_or_values(c_tier, action):
     raw = {"action": action, **({"hash_key": KEY} if action == "hash" else {})}
     r = compile_policy(raw)
     r = type(r)(r.policy, c_tier=c_tier)
-    assert (r._fast.c_plan is not None) is c_tier
+    assert (r.fast_path.c_plan is not None) is c_tier
     lines = _lines(60)
     r.redact_line(lines[0])  # warm up: code objects, regex caches
     gc.collect()
@@ -52,8 +52,8 @@ def test_caches_do_not_keep_long_keys_or_values(c_tier, action):
     finally:
         tracemalloc.stop()
     assert kept < 2 * 1024 * 1024, f"{kept / 2**20:.1f} MiB kept"
-    assert all(len(k) <= CACHE_ITEM_MAX for k in r._key_cache)
-    assert all(len(k) <= CACHE_ITEM_MAX for k in r._hash_cache)
+    assert all(len(k) <= CACHE_ITEM_MAX for k in r.ids.key_cache)
+    assert all(len(k) <= CACHE_ITEM_MAX for k in r.ids.hash_cache)
 
 
 def test_c_tier_cache_limit_is_the_python_one():
@@ -64,9 +64,9 @@ def test_c_tier_cache_limit_is_the_python_one():
 def test_plan_is_tracked_by_the_garbage_collector():
     """The C Plan takes part in garbage collection (it sits in a reference cycle)."""
     r = compile_policy({"action": "mask"})
-    assert r._fast.c_plan is not None
-    assert gc.is_tracked(r._fast.c_plan)
-    assert gc.get_referents(r._fast.c_plan)  # traverse reports its callbacks
+    assert r.fast_path.c_plan is not None
+    assert gc.is_tracked(r.fast_path.c_plan)
+    assert gc.get_referents(r.fast_path.c_plan)  # traverse reports its callbacks
 
 
 def test_fifty_reloads_free_every_old_policy():
@@ -76,7 +76,7 @@ def test_fifty_reloads_free_every_old_policy():
     refs = []
     for n in range(50):
         r = compile_policy({"action": "mask", "allow": ["actor.email", "metadata.*", f"extra{n}"]})
-        assert r._fast.c_plan is not None
+        assert r.fast_path.c_plan is not None
         assert b"[redacted]" in r.redact_line(line)
         refs.append(weakref.ref(r.policy))
         del r

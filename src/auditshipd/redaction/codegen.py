@@ -18,7 +18,7 @@ _Required = Annotated[str, msgspec.Meta(min_length=1)]
 _Scalar = str | int | float | bool | None
 
 
-class _Gen:
+class TierBuilder:
     """Builds the Struct types and the source of the per-event functions for one tier."""
 
     def __init__(self, strict: bool, drop: bool = False) -> None:

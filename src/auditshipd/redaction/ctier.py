@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from .codegen import _Gen
+from .codegen import TierBuilder
+from .ids import DROP, KEY_ID, KEY_OK, IdRedactor
+from .policy import Policy
 
 try:
     from . import _redact_c
 except ImportError:  # built without a C compiler (setup.py: optional): the Python tiers do it all
     _redact_c = None
-if TYPE_CHECKING:
-    from .redactor import Redactor
 
 
-# The key kinds of the C tier (see kind_of in _c_plan).
+# The key kinds of the C tier (see kind_of in c_plan).
 _KEEP, _DELETE, _GIVE_UP, _MASK, _HASH = 0, 1, 2, 3, 4
 
 
-def _c_plan(
-    r: Redactor, gen: _Gen, top: type, encode: Callable[[Any], bytes], drop: Any, key_ok: Any, key_id: Any
+def c_plan(
+    policy: Policy, ids: IdRedactor, gen: TierBuilder, top: type, encode: Callable[[Any], bytes]
 ) -> Any:
     """The policy compiled for the C tier (``auditshipd.redaction._redact_c``), or None when the
     extension is not built, is switched off (``AUDITSHIPD_REDACT_C=0``) or cannot do what
@@ -36,7 +36,8 @@ def _c_plan(
     """
     if _redact_c is None or os.environ.get("AUDITSHIPD_REDACT_C", "1") == "0":
         return None
-    if r.policy.prefilter is None:  # then r._search is the prefilter's: the run C checks
+    drop, key_ok, key_id = DROP, KEY_OK, KEY_ID
+    if policy.prefilter is None:  # then ids.search is the prefilter's: the run C checks
         return None
     kinds = {"leaf": _redact_c.K_LEAF, "map": _redact_c.K_MAP}
 
@@ -59,8 +60,8 @@ def _c_plan(
         return None
     root = (("id", _redact_c.K_REQ, None), ("action", _redact_c.K_REQ, None),
             ("occurred_at", _redact_c.K_REQ, None), ("version", _redact_c.K_VERSION, None), *root)
-    cache, classify = r._key_cache, r._classify_key
-    action = r._action
+    cache, classify = ids.key_cache, ids.classify
+    action = ids.action
 
     def kind_of(key: str) -> int:
         kind = cache.get(key)
@@ -75,7 +76,7 @@ def _c_plan(
         return _GIVE_UP  # renamed (the name holds an id): the Python tiers
 
     decode_str = msgspec.json.Decoder(str).decode
-    search, min_len, redact_str = r._search, r._min_len, r._redact_str
+    search, min_len, redact_str = ids.search, ids.min_len, ids.redact_str
 
     def escaped(raw: bytes) -> Any:
         """A kept JSON string with backslash escapes (quotes included): as the Python
@@ -88,8 +89,8 @@ def _c_plan(
         return encode(text)
 
     # What "mask" writes for the value of an id-named key, whatever the value.
-    mask_json = encode(r._id_value(None)) if action == "mask" else b"null"
+    mask_json = encode(ids.id_value(None)) if action == "mask" else b"null"
     try:
-        return _redact_c.Plan(root, kind_of, redact_str, encode, drop, mask_json, r._id_value, escaped)
+        return _redact_c.Plan(root, kind_of, redact_str, encode, drop, mask_json, ids.id_value, escaped)
     except (ValueError, TypeError):  # a key the C tier does not take (non-ASCII, quotes)
         return None

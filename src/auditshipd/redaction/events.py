@@ -44,7 +44,7 @@ def check_event(obj: Any) -> str | None:
     return None
 
 
-def _check_utf8(line: bytes) -> None:
+def check_utf8(line: bytes) -> None:
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as exc:

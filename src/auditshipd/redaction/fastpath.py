@@ -1,4 +1,4 @@
-"""The fused fast path of a :class:`~auditshipd.redaction.redactor.Redactor`: journal line -> shipped bytes.
+"""The fused fast path of a policy: journal line -> shipped bytes.
 
 ``Redactor(event)`` needs the whole event decoded into Python dicts first, and walks all of
 it in Python. This module compiles the same policy into msgspec Struct types that mirror
@@ -30,23 +30,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from .codegen import _Gen
-from .ctier import _c_plan
-from .events import _check_utf8
-from .policy import CACHE_ITEM_MAX
-
-try:
-    from . import _redact_c
-except ImportError:  # built without a C compiler (setup.py: optional): the Python tiers do it all
-    _redact_c = None
-
-
-if TYPE_CHECKING:
-    from .redactor import Redactor
+from .codegen import TierBuilder
+from .ctier import c_plan
+from .events import check_utf8
+from .ids import DROP, KEY_ID, KEY_OK, IdRedactor
+from .policy import CACHE_ITEM_MAX, Policy
 
 __all__ = ["FastPath"]
 
@@ -92,33 +84,36 @@ def redact_line(line):
 class FastPath:
     """The compiled fast path of one Redactor; see the module docstring."""
 
-    __slots__ = ("redact_line", "c_plan", "_loose_decode", "_loose_post", "_encode", "_redactor")
+    __slots__ = ("redact_line", "c_plan", "_loose_decode", "_loose_post", "_encode", "_fallback")
 
     def __init__(
-        self, redactor: Redactor, *, drop: Any, key_ok: Any, key_id: Any, c_tier: bool = True
+        self, policy: Policy, ids: IdRedactor, *, walk: Callable[[Any, Any], Any],
+        fallback: Callable[[bytes], bytes], c_tier: bool = True,
     ) -> None:
-        self._redactor = redactor
-        items = redactor.policy.plan[0]
-        search = redactor._search
-        fix_keys, deep, scan_map = _helpers(redactor, drop, key_ok, key_id)
+        # walk: the reference redactor's walk of a plan node (parts a Struct cannot
+        # mirror); fallback: the reference redactor's whole line (shapes no tier here takes).
+        self._fallback = fallback
+        items = policy.plan[0]
+        search = ids.search
+        fix_keys, deep, scan_map = _helpers(ids)
         self._encode = encode = msgspec.json.Encoder().encode
         env = {
-            "MIN": redactor._min_len,
+            "MIN": ids.min_len,
             "search": search if search is not None else (lambda s: None),
-            "redact_str": redactor._redact_str,
-            "DROP": drop,
-            "ok": redactor._ok_keys,
-            "gone": redactor._gone_keys,
+            "redact_str": ids.redact_str,
+            "DROP": DROP,
+            "ok": ids.ok_keys,
+            "gone": ids.gone_keys,
             "NESTED": _NESTED,
             "fix_keys": fix_keys,
             "deep": deep,
             "scan_map": scan_map,
-            "fix_runs": _fix_runs(redactor, drop, encode),
-            "free_dict": redactor._free_dict,
-            "free": redactor._free,
-            "walk": redactor._walk,
+            "fix_runs": _fix_runs(ids, encode),
+            "free_dict": ids.free_dict,
+            "free": ids.free,
+            "walk": walk,
             "encode": encode,
-            "check_utf8": _check_utf8,
+            "check_utf8": check_utf8,
             "ValidationError": msgspec.ValidationError,
             "DecodeError": msgspec.DecodeError,
             "Fallback": _Fallback,
@@ -128,19 +123,19 @@ class FastPath:
             "URL": b"://",
             "HEAD": _HEAD,
         }
-        loose = _Gen(False)
+        loose = TierBuilder(False)
         loose_top = loose.struct(items, True)
         self._loose_post = loose.compile(
             "def post(ev):\n" + "\n".join(loose.body(loose_top, "loose", 1) or ["    pass"]) + "\n",
             "post", env)
         self._loose_decode = msgspec.json.Decoder(loose_top).decode
-        strict = _Gen(True, redactor._action == "drop")
+        strict = TierBuilder(True, ids.action == "drop")
         strict_top = strict.struct(items, True)
         post = strict.body(strict_top, "post", 2) or ["        pass"]
         scan = strict.body(strict_top, "scan", 1)
         if search is None or not scan:  # nothing to scan: the output is final
             check, scan = "    return encode(ev)", []
-        elif redactor.policy.prefilter is not None:
+        elif policy.prefilter is not None:
             # A URL's userinfo ("://" ... "@") is the prefilter's other half: such events
             # take the scan of the decoded event (rare: fix_runs only follows runs).
             check = ("    out = encode(ev)\n    tr = out.translate(TABLE)\n"
@@ -152,7 +147,7 @@ class FastPath:
                           "        if out is not None:\n            return out")
         else:  # custom id patterns: every string leaf is searched
             check = ""
-        self.c_plan = _c_plan(redactor, strict, strict_top, encode, drop, key_ok, key_id) if c_tier else None
+        self.c_plan = c_plan(policy, ids, strict, strict_top, encode) if c_tier else None
         c_call = ""
         if self.c_plan is not None:
             env["c_redact"] = self.c_plan.redact
@@ -167,14 +162,14 @@ class FastPath:
         try:
             ev = self._loose_decode(line)
         except msgspec.ValidationError:
-            return self._redactor._slow_line(line)
+            return self._fallback(line)
         except RecursionError:
             raise msgspec.DecodeError("JSON is malformed: nested too deeply") from None
         self._loose_post(ev)
         return self._encode(ev)
 
 
-def _fix_runs(r: Redactor, drop: Any, encode: Callable[[Any], bytes]) -> Callable[[bytes, bytes, int], bytes | None]:
+def _fix_runs(ids: IdRedactor, encode: Callable[[Any], bytes]) -> Callable[[bytes, bytes, int], bytes | None]:
     """``fix_runs(out, tr, at)``: the final output, or None when only the slower scan of
     the decoded event can tell. ``out``: the encoded event, ``tr``: ``out`` translated,
     ``at``: where its first prefilter run after the always-kept fields starts.
@@ -184,18 +179,18 @@ def _fix_runs(r: Redactor, drop: Any, encode: Callable[[Any], bytes]) -> Callabl
     a whole string (an odd number of quotes before it), or JSON syntax (a long number:
     never redacted). A key (followed by ':') is never changed here: id-named keys were
     handled before encoding, and a key that would be rewritten sent the line to the
-    loose tier. Each string value with a run gets the Redactor's own ``_redact_str``: the
+    loose tier. Each string value with a run gets the ``IdRedactor.redact_str``: the
     same text stays (and is remembered: user agents, sources recur), a new text is
     spliced in as msgspec encodes it, a string that would be removed whole (``drop``)
     returns None. A segment found clean before is skipped at once (were it a key or
     syntax this time, it would not change either). A hash written by ``hash`` is left alone. Only for policies whose strict tier has no part walked by the Redactor
     (those strings are redacted already).
     """
-    redact_str = r._redact_str
+    redact_str, drop = ids.redact_str, DROP
     known: set[bytes] = set()
     # With "hash", the values of id-named keys are hashes (``h:`` + 16 hex digits), and
     # _redact_str leaves such a string as it is (hashing is idempotent).
-    hashed = re.compile(rb"h:[0-9a-f]{16}").fullmatch if r._action == "hash" else None
+    hashed = re.compile(rb"h:[0-9a-f]{16}").fullmatch if ids.action == "hash" else None
     run = _RUN
 
     def fix_runs(out: bytes, tr: bytes, at: int) -> bytes | None:
@@ -239,19 +234,20 @@ def _fix_runs(r: Redactor, drop: Any, encode: Callable[[Any], bytes]) -> Callabl
     return fix_runs
 
 
-def _helpers(r: Redactor, drop: Any, key_ok: Any, key_id: Any) -> tuple[Callable[[dict[str, Any]], None], ...]:
+def _helpers(ids: IdRedactor) -> tuple[Callable[[dict[str, Any]], None], ...]:
     """The strict tier's functions for free-form maps (decoded fresh: changed in place).
 
     ``fix_keys(m)``: the action for the id-named keys of ``m`` (other keys keep their
     place); ``deep(x)``: the same for the map ``x`` and every map nested in it (or in the
     list ``x``), at any depth;
     ``scan_map(m)`` (after those): ids cut out of, masked or hashed in the string values
-    at any depth, as ``Redactor._free_dict`` does. A key that would be renamed (its name
+    at any depth, as ``IdRedactor.free_dict`` does. A key that would be renamed (its name
     holds an id) raises ``_Fallback``: its place in the map would change.
     """
-    ok, gone, cache, classify, id_value = r._ok_keys, r._gone_keys, r._key_cache, r._classify_key, r._id_value
-    redact_str, search, min_len = r._redact_str, r._search, r._min_len
-    drop_ids = r._action == "drop"
+    ok, gone, cache, classify, id_value = ids.ok_keys, ids.gone_keys, ids.key_cache, ids.classify, ids.id_value
+    redact_str, search, min_len = ids.redact_str, ids.search, ids.min_len
+    drop, key_ok, key_id = DROP, KEY_OK, KEY_ID
+    drop_ids = ids.action == "drop"
 
     def fix_keys(m: dict[str, Any]) -> None:
         for key in m.keys() - ok:  # deletes and in-place sets: the order does not matter
