@@ -28,7 +28,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     REPO,
     BenchTimeout,
     Daemon,
@@ -37,9 +37,9 @@ from _common import (  # noqa: E402
     wait_until,
     write_config,
 )
-from gen_events import EventFactory  # noqa: E402
+from gen_events import EventFactory
 
-from auditshipd import AuditJournal  # noqa: E402
+from auditshipd import AuditJournal
 
 __all__ = ["main"]
 

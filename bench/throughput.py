@@ -35,7 +35,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     BenchTimeout,
     Daemon,
     Receiver,
@@ -44,7 +44,7 @@ from _common import (  # noqa: E402
     print_header,
     write_config,
 )
-from gen_events import write_events  # noqa: E402
+from gen_events import write_events
 
 __all__ = ["bare_loop", "main"]
 

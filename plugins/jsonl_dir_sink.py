@@ -18,14 +18,10 @@ import asyncio
 import os
 from pathlib import Path
 
-import msgspec
-
-from auditshipd import hookimpl
-from auditshipd.errors import ConfigError, RetryableError
-from auditshipd.plugin import SinkType
+from auditshipd.plugin import ConfigError, RetryableError, SinkOptions, SinkType, hookimpl
 
 
-class JsonlDirOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class JsonlDirOptions(SinkOptions):
     directory: str
 
 

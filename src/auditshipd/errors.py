@@ -36,7 +36,7 @@ class ConfigError(AuditshipdError):
         super().__init__(": ".join([*parts, message]))
 
 
-class DropEvent(AuditshipdError):  # noqa: N818 - structlog's name, on purpose
+class DropEvent(AuditshipdError):  # structlog's name, on purpose
     """Raised by a processor (redactor, filter) to say: this event must not be shipped.
 
     The core quarantines the event with ``reason``; it is never silently dropped.

@@ -1,15 +1,17 @@
 """What a sink plugin provides: a :class:`SinkType` (name, options schema, factory).
 
+Everything a sink plugin needs is importable from here: :data:`hookimpl`, the
+:class:`Sink` protocol, :class:`SinkType`, :class:`SinkOptions`, :class:`SinkContext`,
+:class:`Batch`, the errors (:class:`RetryableError`, :class:`PermanentError`,
+:class:`ConfigError`) and :func:`atomic_write`.
+
 A sink only encodes and sends one batch, and says whether a failure is retryable by
-raising :class:`~auditshipd.errors.RetryableError` or
-:class:`~auditshipd.errors.PermanentError`. Batching, retries, dead letters, cursors
-and metrics belong to the core. A minimal sink::
+raising :class:`RetryableError` or :class:`PermanentError`. Batching, retries, dead
+letters, cursors and metrics belong to the core. A minimal sink::
 
-    import msgspec
-    from auditshipd import hookimpl
-    from auditshipd.plugin import SinkType
+    from auditshipd.plugin import SinkOptions, SinkType, hookimpl
 
-    class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    class Options(SinkOptions):
         path: str
 
     class MySink:
@@ -30,18 +32,43 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
 
 from .delivery.batch import Batch
+from .durable import atomic_write
+from .errors import ConfigError, PermanentError, RetryableError, SinkError
+from .plugins.hookspecs import hookimpl
 
-__all__ = ["EmptyOptions", "Sink", "SinkContext", "SinkType", "module_available"]
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = [
+    "Batch",
+    "ConfigError",
+    "EmptyOptions",
+    "PermanentError",
+    "RetryableError",
+    "Sink",
+    "SinkContext",
+    "SinkError",
+    "SinkOptions",
+    "SinkType",
+    "atomic_write",
+    "hookimpl",
+    "module_available",
+]
 
 
-class EmptyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class SinkOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of a sink type's options: each field is a key of its ``[[sinks]]`` table;
+    unknown keys are errors and fields are keyword-only (both inherited)."""
+
+
+class EmptyOptions(SinkOptions):
     """Options of a sink type that takes none."""
 
 
@@ -52,7 +79,10 @@ class SinkContext:
     name: str
     state_dir: Path
     logger: logging.Logger
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The file the daemon's own audit events go to (journal.path), "" when none.
+    journal_path: str = ""
+    # The whole configuration the sink was loaded from (the portal sink reads [portal]).
+    config: Config | None = None
 
 
 @runtime_checkable
@@ -103,7 +133,3 @@ def module_available(module: str) -> bool:
     except (ImportError, ValueError):
         return False
 
-
-def as_batch(events: list[dict[str, Any]]) -> Batch:
-    """Convenience for tests and replays: wrap plain dicts in a Batch."""
-    return Batch(events)

@@ -12,7 +12,7 @@ class Progress:
     """``total`` 0 means unknown: the count alone is shown. ``unit`` names what is
     counted (events, bytes)."""
 
-    def __init__(self, total: int, label: str, *, stream=None, unit: str = ""):  # noqa: ANN001
+    def __init__(self, total: int, label: str, *, stream=None, unit: str = ""):
         self.total = max(total, 0)
         self.label = label
         self.unit = f" {unit}" if unit else ""

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import msgspec
-
-from auditshipd import hookimpl
-from auditshipd.plugin import SinkType
+from auditshipd.plugin import SinkOptions, SinkType, hookimpl
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _INT64_MAX = 2**63 - 1
 
 
-class EpochOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class EpochOptions(SinkOptions):
     out: str
 
 

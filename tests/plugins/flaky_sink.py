@@ -13,14 +13,10 @@ import asyncio
 import fcntl
 import os
 
-import msgspec
-
-from auditshipd import hookimpl
-from auditshipd.errors import PermanentError, RetryableError
-from auditshipd.plugin import SinkType
+from auditshipd.plugin import PermanentError, RetryableError, SinkOptions, SinkType, hookimpl
 
 
-class FlakyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class FlakyOptions(SinkOptions):
     out: str
     script: str = ""
     # "permanent", "retry" or "crash": start() always fails that way (a sink that cannot

@@ -21,7 +21,7 @@ from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 
 def _context(tmp_path: Path, **extra) -> SinkContext:
-    return SinkContext("portal", tmp_path / "state", logging.getLogger("test"), extra)
+    return SinkContext("portal", tmp_path / "state", logging.getLogger("test"), **extra)
 
 
 async def _wait_for(predicate, timeout: float = 10.0) -> None:
@@ -66,7 +66,7 @@ async def test_sink_stores_batches_once_in_default_database(tmp_path: Path) -> N
 
 async def test_scheduled_purge_is_recorded_in_the_journal(tmp_path: Path) -> None:
     """With retention, the sink purges expired events while running and records
-    ``audit_log.purged`` with the count in the journal given by SinkContext.extra."""
+    ``audit_log.purged`` with the count in the journal given by SinkContext.journal_path."""
     journal = tmp_path / "journal" / "audit.jsonl"
     options = PortalSinkOptions(retention_days=1, purge_interval=0.05)
     sink = PortalSink("portal", options, _context(tmp_path, journal_path=str(journal)))

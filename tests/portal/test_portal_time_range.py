@@ -103,7 +103,7 @@ async def test_store_indexes_orders_and_filters_every_year(tmp_path: Path) -> No
 
 async def test_portal_sink_takes_a_batch_with_a_far_future_event(tmp_path: Path) -> None:
     """A batch holding one event of the year 2300 is stored whole (it used to be refused)."""
-    context = SinkContext("portal", tmp_path / "state", logging.getLogger("test"), {})
+    context = SinkContext("portal", tmp_path / "state", logging.getLogger("test"), **{})
     sink = PortalSink("portal", PortalSinkOptions(retention_days=0), context)
     await sink.start()
     events = [_event(i, "2026-02-01T00:00:00Z") for i in range(50)]

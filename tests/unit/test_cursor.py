@@ -94,7 +94,7 @@ def test_concurrent_saves_never_tear_the_file(tmp_path: Path) -> None:
             for _ in range(60):
                 store.save(state)
                 store.load("s")
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:  # collected for the assertion
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(s,)) for s in states]

@@ -96,7 +96,7 @@ def test_ddtags_string_or_list(tmp_path: Path):
     ctx = SinkContext("dd", tmp_path, logging.getLogger("t"))
     for tags in ("env:prod,team:sec", ["env:prod", "team:sec"]):
         sink = DatadogSink("dd", DatadogOptions(api_key=API_KEY, ddtags=tags), ctx)
-        assert b'"ddtags":"env:prod,team:sec"' in sink._prefix  # noqa: SLF001
+        assert b'"ddtags":"env:prod,team:sec"' in sink._prefix
 
 
 def test_repr_hides_api_key(tmp_path: Path):

@@ -17,7 +17,7 @@ def offsets(raw: list[bytes], start: int = 0) -> list[int]:
     return out
 
 
-def run(raw: list[bytes], start: int = 1000, max_line: int = 1 << 20):  # noqa: ANN201
+def run(raw: list[bytes], start: int = 1000, max_line: int = 1 << 20):
     data = b"".join(x + b"\n" for x in raw)
     return decode_lines(data, start, max_line), offsets(raw, start)
 

@@ -14,11 +14,11 @@ from auditshipd.config import parse_config
 from auditshipd.delivery.driver import SinkStats
 from auditshipd.errors import ConfigError
 from auditshipd.journal.cursor import CursorState
+from auditshipd.service.daemon import Daemon
 from auditshipd.service.health import ReadinessMonitor
 from auditshipd.service.metrics import (
     DaemonMetrics,
     MetricsConfig,
-    batch_latency_observer,
     metrics_config,
     start_metrics_server,
 )
@@ -106,9 +106,20 @@ def test_batch_latency_histogram_per_daemon(tmp_path):
     assert ("auditshipd_batch_latency_seconds_count", "a") not in s2
 
 
-def test_module_observer_is_a_noop_without_a_server():
-    """batch_latency_observer() works (does nothing) before any metrics server started."""
-    batch_latency_observer("nobody")(0.5)
+def test_daemon_observer_records_only_while_metrics_run(tmp_path):
+    """The observer the daemon gives a driver drops latencies while no metrics server runs
+    (none recorded anywhere) and feeds the running one's histogram otherwise."""
+    daemon = Daemon(None)
+    observe = daemon.batch_latency_observer("a")
+    observe(0.5)  # no metrics yet: nothing to record into, no error
+    metrics = DaemonMetrics(fake_daemon(tmp_path, FakeDriver("a")), MetricsConfig())
+    daemon.metrics = metrics
+    observe(0.25)
+    assert scrape(metrics)[("auditshipd_batch_latency_seconds_count", "a")] == 1
+    assert scrape(metrics)[("auditshipd_batch_latency_seconds_sum", "a")] == pytest.approx(0.25)
+    daemon.metrics = None
+    observe(0.5)
+    assert scrape(metrics)[("auditshipd_batch_latency_seconds_count", "a")] == 1
 
 
 class Clock:
@@ -200,7 +211,7 @@ async def test_server_endpoints(tmp_path):
     runner = await start_metrics_server(daemon, MetricsConfig(listen=f"127.0.0.1:{port}"))
     try:
         base = f"http://127.0.0.1:{port}"
-        batch_latency_observer("a")(0.1)
+        runner.metrics.batch_latency_observer("a")(0.1)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/metrics") as r:
                 assert r.status == 200
@@ -219,7 +230,6 @@ async def test_server_endpoints(tmp_path):
             assert body["ready"] is False and list(body["failing"]) == ["a"]
     finally:
         await runner.cleanup()
-    batch_latency_observer("a")(0.1)  # after cleanup: a no-op, no error
 
 
 async def test_configured_port_in_use_is_a_config_error(tmp_path):

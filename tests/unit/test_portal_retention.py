@@ -82,7 +82,7 @@ def _sink(config: Config, journal: Path | None = None, **kwargs: Any) -> PortalS
     extra: dict[str, Any] = {"config": config}
     if journal is not None:
         extra["journal_path"] = str(journal)
-    context = SinkContext("index", config.state_dir, logging.getLogger("test"), extra)
+    context = SinkContext("index", config.state_dir, logging.getLogger("test"), **extra)
     return PortalSink("index", sc.options, context, clock=lambda: NOW, **kwargs)
 
 
@@ -231,7 +231,7 @@ async def test_sink_table_overrides_the_portal_table(tmp_path: Path) -> None:
 
 async def test_sink_without_config_keeps_the_builtin_defaults(tmp_path: Path) -> None:
     """Outside the daemon (no config in the context) the sink uses <state_dir>/portal.sqlite3 and 365 days."""
-    context = SinkContext("p", tmp_path / "state", logging.getLogger("test"), {})
+    context = SinkContext("p", tmp_path / "state", logging.getLogger("test"), **{})
     sink = PortalSink("p", PortalSinkOptions(), context)
     assert sink.database == str(tmp_path / "state" / "portal.sqlite3")
     assert (sink.retention.default, sink.retention.organizations, sink.purge_interval) == (365, {}, 3600.0)

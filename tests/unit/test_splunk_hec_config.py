@@ -106,7 +106,7 @@ def test_endpoint_from_base_url(tmp_path: Path, url: str, endpoint: str):
     """url is the collector's base; a pasted full endpoint is accepted too."""
     o = SplunkHecOptions(url=url, token=TOKEN)
     sink = SplunkHecSink("s", o, SinkContext("s", tmp_path, logging.getLogger("t")))
-    assert sink._event_url == endpoint  # noqa: SLF001
+    assert sink._event_url == endpoint
 
 
 @pytest.mark.parametrize(

@@ -104,13 +104,13 @@ async def test_make_session_verifies_tls_by_default(tmp_path):
     """TLS verification is on unless turned off; the timeout is the session's total."""
     session = make_session(timeout=3.0)
     try:
-        assert session.connector._ssl is not False  # noqa: SLF001 - no public accessor
+        assert session.connector._ssl is not False  # no public accessor
         assert session.timeout.total == 3.0
     finally:
         await session.close()
     session = make_session(tls_verify=False)
     try:
-        assert session.connector._ssl is False  # noqa: SLF001
+        assert session.connector._ssl is False
     finally:
         await session.close()
 

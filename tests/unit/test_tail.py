@@ -91,7 +91,7 @@ class Consumer:
                 self.take(item, ack)
         return self.lines
 
-    async def until(self, cond, timeout: float = 5.0) -> None:  # noqa: ANN001
+    async def until(self, cond, timeout: float = 5.0) -> None:
         """Consume items until ``cond()`` holds."""
         assert self.reader is not None
         loop = asyncio.get_running_loop()
@@ -124,7 +124,7 @@ def journal(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def consumer(tmp_path: Path):  # noqa: ANN201
+def consumer(tmp_path: Path):
     c = Consumer(tmp_path)
     yield c
     c.close()
@@ -1204,7 +1204,7 @@ async def test_segment_that_cannot_be_opened_keeps_its_cursor(
     real_open = os.open
     failures = {"n": 0}
 
-    def flaky_open(path, flags, *args):  # noqa: ANN001, ANN202
+    def flaky_open(path, flags, *args):
         if str(path) == str(journal) and failures["n"] < 2:
             failures["n"] += 1
             raise OSError(errno.EMFILE, "Too many open files")
@@ -1380,7 +1380,7 @@ async def test_fifo_socket_directory_and_foreign_file_are_not_adopted(
     else:  # only root can give a file away: report another owner for this one path
         real_lstat = os.lstat
 
-        def lstat(path, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def lstat(path, *a, **kw):
             st = real_lstat(path, *a, **kw)
             if str(path) != str(foreign):
                 return st
@@ -1415,7 +1415,7 @@ async def test_fifo_swapped_in_after_the_check_does_not_block_the_reader(
     append(journal, lines("a", 2))
     real_open = os.open
 
-    def open_after_swap(path, flags, *args):  # noqa: ANN001, ANN202
+    def open_after_swap(path, flags, *args):
         if str(path) == str(swapped) and swapped.is_file():
             swapped.unlink()
             os.mkfifo(swapped)

@@ -39,7 +39,7 @@ from .retry import Backoff, DeliveryFailure, deliver
 __all__ = ["DeadLetter", "DeadLetterFile", "DeadLetterFull", "DeadLetterScan", "ReplayResult", "dlq_summary", "replay"]
 
 
-class DeadLetterFull(Exception):  # noqa: N818
+class DeadLetterFull(Exception):
     """The sink's dead-letter storage reached ``dead_letter.max_bytes``."""
 
 
@@ -244,7 +244,7 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
     finished = 0  # letters fully handled (delivered, or their failures in ``keep``)
     try:
         context = SinkContext(name=sc.name, state_dir=config.state_dir, logger=log,
-                              extra={"journal_path": config.journal.path, "config": config})
+                              journal_path=config.journal.path, config=config)
         sink = sc.sink_type.build(sc.name, sc.options, context)
         try:
             await sink.start()

@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ from ..journal.segments import Chunk, OversizeLine, Release
 from ..journal.watch import ChangeSignal
 from ..plugin import Sink
 from ..scrub import scrub_secrets, sink_secrets
-from ..service.metrics import batch_latency_observer
 from ..timestamps import parse_time
 from .batch import Batch
 from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
@@ -105,6 +104,8 @@ class SinkDriver:
         signal: ChangeSignal,
         redactor: Callable[[dict[str, Any]], dict[str, Any]],
         hooks: Any = None,
+        observe_batch_latency: Callable[[float], None] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self.sc = sink_config
@@ -141,7 +142,11 @@ class SinkDriver:
         self._started = False
         self._last_status_write = 0.0
         self._persist_warned = 0.0
-        self.observe_batch_latency = batch_latency_observer(self.name)
+        # Called once per delivered batch with its latency (s); the daemon passes one
+        # that feeds its metrics (the hot path never imports the metrics server).
+        self.observe_batch_latency = observe_batch_latency or _ignore
+        # The clock of every wait (backoff, blocked dead letters): a test passes a fake one.
+        self.sleep = sleep
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -278,7 +283,7 @@ class SinkDriver:
         if job.batch or job.marks or job.released or job.quarantine:
             await self._dispatch(job)
 
-    def _process(self, chunk: Chunk, used_events: int, used_bytes: int):  # noqa: ANN202
+    def _process(self, chunk: Chunk, used_events: int, used_bytes: int):
         """Yield (lines, bytes, mark, quarantined) parts of the chunk, each filling at most
         the room left in the batch being built (``used_*`` for the first part; the caller
         dispatches a full batch before asking for the next part)."""
@@ -422,11 +427,17 @@ class SinkDriver:
         self.logger.warning("%s: %s", self.name, message)
 
     async def _sleep(self, delay: float, interruptible: bool = True) -> None:
+        """Wait ``delay`` seconds on the driver's clock (``sleep``); an interruptible wait
+        ends early when the driver is stopped."""
         if not interruptible:
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+        waits = [asyncio.ensure_future(self.sleep(delay)), asyncio.ensure_future(self._stopping.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     # -- cursor -----------------------------------------------------------------------
 
@@ -525,3 +536,7 @@ class SinkDriver:
 
     def lag_bytes(self) -> int:
         return self._reader.lag_bytes() if self._reader else 0
+
+
+def _ignore(_seconds: float) -> None:
+    """No observer: nothing is recorded."""

@@ -104,7 +104,7 @@ class AuditJournal:
         context: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         occurred_at: str | _dt.datetime | None = None,
-        id: str | None = None,  # noqa: A002 - the event's field name
+        id: str | None = None,  # the event's field name
     ) -> bool:
         """Append one event. Returns True when it is in the journal, False otherwise."""
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -12,7 +11,7 @@ from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from . import api, pages
 from .guard import STATE, PortalState
 
-__all__ = ["build_app", "start_portal", "template_environment"]
+__all__ = ["build_app", "template_environment"]
 
 STATIC_DIR = Path(__file__).with_name("static")
 CSP = (
@@ -63,9 +62,3 @@ def build_app(state: PortalState, listen_host: str | None = None) -> web.Applica
     app.on_response_prepare.append(_security_headers)
     return app
 
-
-async def start_portal(config: Any, *, host: str | None = None, port: int | None = None) -> Any:
-    """Same as :func:`auditshipd.portal.server.start_portal` (kept here for the daemon's import)."""
-    from .server import start_portal as _start_portal
-
-    return await _start_portal(config, host=host, port=port)

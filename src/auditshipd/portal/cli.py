@@ -1,6 +1,6 @@
 """``auditshipd portal`` and ``auditshipd token create|list|revoke``.
 
-The lead's ``cli.py`` calls :func:`add_parser` with its subparsers; each command sets
+:mod:`auditshipd.cli` calls :func:`add_parser` with its subparsers; each command sets
 ``func(args) -> int``.
 """
 

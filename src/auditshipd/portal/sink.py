@@ -23,11 +23,17 @@ from pathlib import Path
 
 import msgspec
 
-from ..delivery.batch import Batch
-from ..errors import ConfigError, PermanentError, RetryableError
 from ..journal.writer import AuditJournal
-from ..plugin import SinkContext, SinkType
-from ..plugins.hookspecs import hookimpl
+from ..plugin import (
+    Batch,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    SinkContext,
+    SinkOptions,
+    SinkType,
+    hookimpl,
+)
 from .config import PortalConfig, check_organization_retention, portal_config
 from .store import EventStore, PurgeResult
 from .store_sqlite import SQLiteEventStore
@@ -38,12 +44,12 @@ PURGE_ACTOR = {"type": "system", "name": "auditshipd portal"}
 Clock = Callable[[], _dt.datetime]
 
 
-class PortalSinkOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class PortalSinkOptions(SinkOptions):
     """Options of a ``type = "portal"`` sink. Unset ones come from ``[portal]``."""
 
     # SQLite file; empty means ``[portal] database`` (itself ``<state_dir>/portal.sqlite3``).
     database: str = ""
-    # Where ``audit_log.purged`` events go; empty means SinkContext.extra["journal_path"].
+    # Where ``audit_log.purged`` events go; empty means SinkContext.journal_path.
     journal_path: str = ""
     # 0 keeps events forever; None: ``[portal] retention_days`` (365 without one).
     retention_days: int | None = None
@@ -135,14 +141,14 @@ class PortalSink:
             base.purge_interval if options.purge_interval is None else options.purge_interval
         )
         self.store: EventStore = store or SQLiteEventStore(database)
-        journal_path = options.journal_path or context.extra.get("journal_path") or ""
+        journal_path = options.journal_path or context.journal_path or ""
         self.journal = AuditJournal(journal_path) if journal_path else None
         self._purge_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def _portal_defaults(self, context: SinkContext) -> PortalConfig | None:
         """The main config's ``[portal]`` table, if the daemon passed the config."""
-        config = context.extra.get("config")
+        config = context.config
         if config is None:
             return None
         try:

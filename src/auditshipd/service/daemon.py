@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,9 @@ class Daemon:
         self.logger = log
         self.portal: Any = None
         self.metrics_runner: Any = None
-        self.reloads = 0
+        # The running metrics (None while no metrics server runs): what the drivers'
+        # latency observers report to.
+        self.metrics: Any = None
         self._cleanups: list[tuple[str, Any]] = []
         self._exit_requested_at = 0.0
         self._background: list[asyncio.Task[Any]] = []
@@ -173,7 +176,6 @@ class Daemon:
                 await self._start_driver(sc, redactors[name])
         if new.portal != old.portal or new.metrics != old.metrics:
             await self._restart_servers(new)
-        self.reloads += 1
         self.pm.hook.config_loaded(config=new)
         if removed or added or changed:
             await asyncio.to_thread(self._record_reload, added, removed, changed)
@@ -211,11 +213,12 @@ class Daemon:
         context = SinkContext(
             name=sc.name, state_dir=cfg.state_dir,
             logger=logging.getLogger(f"auditshipd.sink.{sc.name}"),
-            extra={"journal_path": cfg.journal.path, "config": cfg},
+            journal_path=cfg.journal.path, config=cfg,
         )
         sink = sc.sink_type.build(sc.name, sc.options, context)
         driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactor,
-                            hooks=self.pm.hook)
+                            hooks=self.pm.hook,
+                            observe_batch_latency=self.batch_latency_observer(sc.name))
         await driver.start()
         self.drivers[sc.name] = driver
         self.tasks[sc.name] = asyncio.create_task(driver.run(), name=f"sink-{sc.name}")
@@ -245,7 +248,7 @@ class Daemon:
 
     async def _start_servers(self, cfg: Config) -> None:
         if cfg.portal.get("enabled"):
-            from ..portal.app import start_portal
+            from ..portal.server import start_portal
 
             self.portal = await start_portal(cfg)
         from .metrics import metrics_config, start_metrics_server
@@ -253,12 +256,14 @@ class Daemon:
         mc = metrics_config(cfg)
         if mc.enabled:
             self.metrics_runner = await start_metrics_server(self, mc)
+            self.metrics = self.metrics_runner.metrics
 
     async def _stop_servers(self) -> None:
         if self.portal is not None:
             await self.portal.close()
             self.portal = None
         if self.metrics_runner is not None:
+            self.metrics = None
             await self.metrics_runner.cleanup()
             self.metrics_runner = None
 
@@ -328,6 +333,18 @@ class Daemon:
         while True:
             self.notifier.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+    def batch_latency_observer(self, sink_name: str) -> Callable[[float], None]:
+        """What the driver of ``sink_name`` calls once per delivered batch: the latency
+        goes to the running metrics' histogram, or nowhere while none runs (before the
+        server started, after it stopped, metrics disabled)."""
+
+        def observe(seconds: float) -> None:
+            metrics = self.metrics
+            if metrics is not None:
+                metrics.batch_latency.labels(sink_name).observe(seconds)
+
+        return observe
 
     def summary(self) -> str:
         states: dict[str, int] = {}

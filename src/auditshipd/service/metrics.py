@@ -3,7 +3,8 @@
 Per-sink counters and gauges are read from the live drivers when Prometheus scrapes
 (:class:`DaemonCollector`), so the hot path pays nothing per event. The only value the
 pipeline reports itself is the batch latency, once per delivered batch, through
-:func:`batch_latency_observer`. Each daemon gets its own ``CollectorRegistry``.
+:meth:`DaemonMetrics.batch_latency_observer`
+(the daemon passes it to each driver). Each daemon gets its own ``CollectorRegistry``.
 
 Endpoints: ``/metrics`` (text format), ``/healthz`` (200 while the event loop answers),
 ``/readyz`` (200 when every sink started and none is stuck; 503 with a JSON body naming
@@ -36,7 +37,7 @@ __all__ = [
     "DaemonCollector",
     "DaemonMetrics",
     "MetricsConfig",
-    "batch_latency_observer",
+    "MetricsServer",
     "metrics_config",
     "start_metrics_server",
 ]
@@ -164,22 +165,6 @@ class DaemonMetrics:
         return generate_latest(self.registry)
 
 
-_active: DaemonMetrics | None = None
-
-
-def batch_latency_observer(sink_name: str) -> Callable[[float], None]:
-    """A callable the pipeline calls once per delivered batch with its latency (s).
-
-    It reports to the metrics of the running daemon; before the metrics server started,
-    after it stopped or with metrics disabled, it does nothing.
-    """
-
-    def observe(seconds: float) -> None:
-        metrics = _active
-        if metrics is not None:
-            metrics.batch_latency.labels(sink_name).observe(seconds)
-
-    return observe
 
 
 _METRICS = web.AppKey("metrics", DaemonMetrics)
@@ -204,12 +189,23 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": True})
 
 
-async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> web.AppRunner:
+class MetricsServer:
+    """A started metrics endpoint. ``metrics`` is None when it could not listen (the
+    default address taken): then nothing is recorded."""
+
+    def __init__(self, runner: web.AppRunner, metrics: DaemonMetrics | None) -> None:
+        self.runner = runner
+        self.metrics = metrics
+
+    async def cleanup(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> MetricsServer:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``mc.listen``.
 
-    The caller awaits ``runner.cleanup()`` at shutdown.
+    The caller awaits ``server.cleanup()`` at shutdown.
     """
-    global _active
     metrics = DaemonMetrics(daemon, mc)
     listen_host = mc.address()[0]
     allowed = mc.allowed_hosts or default_allowed_hosts(listen_host)
@@ -220,10 +216,7 @@ async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> web.AppRunner:
     app.router.add_get("/readyz", _readyz)
 
     async def on_cleanup(_app: web.Application) -> None:
-        global _active
         await metrics.readiness.close()
-        if _active is metrics:
-            _active = None
 
     app.on_cleanup.append(on_cleanup)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -241,8 +234,7 @@ async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> web.AppRunner:
         # events matters more than this endpoint; say so loudly and go on without it.
         log.error("metrics and health endpoints are OFF: cannot listen on the default %s (%s);"
                   " set [metrics] listen to a free address", mc.listen, exc.strerror or exc)
-        return runner
+        return MetricsServer(runner, None)
     metrics.readiness.start()
-    _active = metrics
     log.info("metrics and health on http://%s (/metrics, /healthz, /readyz)", mc.listen)
-    return runner
+    return MetricsServer(runner, metrics)

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from ..errors import PermanentError, RetryableError, SinkError
+from ..plugin import PermanentError, RetryableError, SinkError
 from ..scrub import scrub_secrets, url_secrets
 
 __all__ = [

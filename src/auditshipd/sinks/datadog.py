@@ -25,10 +25,16 @@ from typing import Any, Literal
 import msgspec
 from yarl import URL
 
-from ..delivery.batch import Batch
-from ..errors import ConfigError, PermanentError, SinkError
-from ..plugin import SinkContext, SinkType
-from ..plugins.hookspecs import hookimpl
+from ..plugin import (
+    Batch,
+    ConfigError,
+    PermanentError,
+    SinkContext,
+    SinkError,
+    SinkOptions,
+    SinkType,
+    hookimpl,
+)
 from ._http_common import SessionSink, classify_status, compress, post, safe_url, scrub, snippet
 
 __all__ = [
@@ -62,7 +68,7 @@ _RECEIVER = "Datadog logs intake"
 _encode = msgspec.json.Encoder().encode
 
 
-class DatadogOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DatadogOptions(SinkOptions):
     """Keys of a ``[[sinks]]`` table with ``type = "datadog"``."""
 
     api_key: str = ""

@@ -8,17 +8,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from ..delivery.batch import Batch
-from ..errors import ConfigError, PermanentError, RetryableError
-from ..plugin import SinkContext, SinkType
-from ..plugins.hookspecs import hookimpl
+from ..plugin import (
+    Batch,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    SinkContext,
+    SinkOptions,
+    SinkType,
+    hookimpl,
+)
 
 __all__ = ["FileOptions", "FileSink"]
 
 
-class FileOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class FileOptions(SinkOptions):
     path: str
     # Rotate (rename to PATH.TIMESTAMP) before a write would take the file past this size.
     rotate_bytes: int = 0

@@ -26,16 +26,13 @@ from typing import Any
 import msgspec
 from yarl import URL
 
-from ..delivery.batch import Batch
-from ..errors import ConfigError
-from ..plugin import SinkContext, SinkType
-from ..plugins.hookspecs import hookimpl
+from ..plugin import Batch, ConfigError, SinkContext, SinkOptions, SinkType, hookimpl
 from ._http_common import SessionSink, classify_status, compress, post, safe_url, snippet
 
 __all__ = ["HttpOptions", "HttpSink", "sign"]
 
 
-class HttpOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class HttpOptions(SinkOptions):
     url: str
     encoding: str = "json"  # json | ndjson
     gzip: bool = False

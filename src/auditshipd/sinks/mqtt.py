@@ -24,12 +24,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
-
-from ..delivery.batch import Batch
-from ..errors import ConfigError, PermanentError, RetryableError, SinkError
-from ..plugin import SinkContext, SinkType, module_available
-from ..plugins.hookspecs import hookimpl
+from ..plugin import (
+    Batch,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    SinkContext,
+    SinkError,
+    SinkOptions,
+    SinkType,
+    hookimpl,
+    module_available,
+)
 
 __all__ = [
     "DEFAULT_TOPIC",
@@ -67,7 +73,7 @@ _RETRYABLE_REASONS = frozenset({
 _PERMANENT_PAHO_RC = frozenset({3, 9, 10})  # INVAL, PAYLOAD_SIZE, NOT_SUPPORTED
 
 
-class MqttOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class MqttOptions(SinkOptions):
     """Keys of an ``mqtt`` ``[[sinks]]`` table."""
 
     url: str

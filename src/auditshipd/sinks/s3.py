@@ -25,12 +25,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import msgspec
-
-from ..delivery.batch import Batch
-from ..errors import ConfigError, PermanentError, RetryableError, SinkError
-from ..plugin import SinkContext, SinkType, module_available
-from ..plugins.hookspecs import hookimpl
+from ..plugin import (
+    Batch,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    SinkContext,
+    SinkError,
+    SinkOptions,
+    SinkType,
+    hookimpl,
+    module_available,
+)
 
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
@@ -63,7 +69,7 @@ _RETRYABLE_CODES = frozenset({
 })
 
 
-class S3Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class S3Options(SinkOptions):
     """Keys of an ``s3`` ``[[sinks]]`` table."""
 
     bucket: str

@@ -29,10 +29,17 @@ from typing import Any
 import msgspec
 from yarl import URL
 
-from ..delivery.batch import Batch
-from ..errors import ConfigError, PermanentError, RetryableError, SinkError
-from ..plugin import SinkContext, SinkType
-from ..plugins.hookspecs import hookimpl
+from ..plugin import (
+    Batch,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    SinkContext,
+    SinkError,
+    SinkOptions,
+    SinkType,
+    hookimpl,
+)
 from ._http_common import (
     SessionSink,
     classify_status,
@@ -60,7 +67,7 @@ _encode = msgspec.json.Encoder().encode
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
-class SplunkHecOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class SplunkHecOptions(SinkOptions):
     """Keys of a ``[[sinks]]`` table with ``type = "splunk_hec"``."""
 
     url: str

@@ -6,10 +6,7 @@ import asyncio
 import sys
 from typing import Any
 
-from ..delivery.batch import Batch
-from ..errors import RetryableError
-from ..plugin import EmptyOptions, SinkContext, SinkType
-from ..plugins.hookspecs import hookimpl
+from ..plugin import Batch, EmptyOptions, RetryableError, SinkContext, SinkType, hookimpl
 
 __all__ = ["StdoutSink"]
 
