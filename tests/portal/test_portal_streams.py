@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from auditshipd.config import Config, parse_config
-from auditshipd.delivery.driver import SinkStats
+from auditshipd.delivery.status import SinkStats
 from auditshipd.journal.cursor import (
     HEAD_BYTES,
     TAIL_BYTES,

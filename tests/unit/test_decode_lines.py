@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auditshipd.delivery.driver import decode_lines
+from auditshipd.delivery.lines import decode_lines
 
 
 def ev(i: int) -> bytes:

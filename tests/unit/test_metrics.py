@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from auditshipd.config import parse_config
-from auditshipd.delivery.driver import SinkStats
+from auditshipd.delivery.status import SinkStats
 from auditshipd.errors import ConfigError
 from auditshipd.journal.cursor import CursorState
 from auditshipd.service.daemon import Daemon

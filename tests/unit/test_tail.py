@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from auditshipd.delivery.driver import decode_lines
+from auditshipd.delivery.lines import decode_lines
 from auditshipd.journal.cursor import HEAD_BYTES, CursorState, SegmentCursor, digest
 from auditshipd.journal.reader import JournalReader
 from auditshipd.journal.segments import Chunk, OversizeLine, Release
@@ -1284,7 +1284,7 @@ async def test_read_error_after_reading_lines_changes_nothing(
     """A read error while recording the new position leaves it unchanged (no re-read)."""
     import errno
 
-    from auditshipd.journal import reader as tail_mod
+    from auditshipd.journal import segments as tail_mod
 
     append(journal, lines("a", 10))
     reader = consumer.start()

@@ -12,22 +12,18 @@ flight, the journal is the buffer.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
 import contextlib
-import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import msgspec
 
 from ..config import Config, SinkConfig
-from ..durable import atomic_write, overwrite_in_place
 from ..errors import PermanentError, SinkError
-from ..journal.cursor import CursorState, CursorStore, SegmentCursor
+from ..journal.cursor import CursorState, CursorStore
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
 from ..journal.watch import ChangeSignal
@@ -35,12 +31,14 @@ from ..plugin import Sink
 from ..scrub import scrub_secrets, sink_secrets
 from ..timestamps import parse_time
 from .batch import Batch
+from .batcher import Part, PendingBatch, cut_chunk
 from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
 from .lines import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff, DeliveryFailure, deliver
+from .status import SinkStats, StatusFile
 
-__all__ = ["SinkDriver", "SinkStats", "decode_lines"]
+__all__ = ["SinkDriver"]
 
 log = logging.getLogger("auditshipd.pipeline")
 
@@ -50,48 +48,7 @@ _decode = msgspec.json.Decoder().decode
 _PERSIST_MAX_BACKOFF = 5.0
 
 
-class SinkStats(msgspec.Struct, kw_only=True):
-    sink: str
-    type: str
-    state: str = "starting"  # starting | active | error | stopped | blocked
-    started_at: str = ""
-    read_events: int = 0
-    delivered: int = 0
-    dead_lettered: int = 0
-    quarantined: int = 0
-    filtered: int = 0
-    retries: int = 0
-    last_success_at: str | None = None
-    last_error: str | None = None
-    last_error_at: str | None = None
-    # Set while cursors or status cannot be written to the state dir (a full disk):
-    # delivery goes on, but a restart would resend everything since the last save.
-    persist_error: str | None = None
-    persist_error_at: str | None = None
-    persist_errors: int = 0
-    updated_at: str = ""
 
-
-def decode_lines(data: bytes, start: int, max_line_bytes: int
-                 ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, bytes]]]:
-    """Split a chunk of complete lines without redaction (for tools and tests):
-    ([(offset, event)], [(offset, reason, line)])."""
-    p = LineProcessor.without_redaction(max_line_bytes=max_line_bytes).process(data)
-    good = [(start + p.line_start(i), _decode(line))
-            for line, i in zip(p.lines, p.index, strict=True)]
-    bad = [(start + p.line_start(i), reason, line) for i, reason, line in p.bad]
-    return good, bad
-
-
-class _Job:
-    __slots__ = ("batch", "marks", "released", "done", "quarantine", "created")
-
-    def __init__(self) -> None:
-        self.batch: list[bytes] = []  # redacted events, encoded
-        self.marks: dict[str, SegmentCursor] = {}
-        self.released: list[str] = []
-        self.done = False
-        self.quarantine: list[QuarantineRecord] = []
 
 
 class SinkDriver:
@@ -121,10 +78,10 @@ class SinkDriver:
         self.cursors = CursorStore(state_dir)
         self.dlq = DeadLetterFile(state_dir, self.name, sink_config.dead_letter.max_bytes)
         self.quarantine_file = QuarantineFile(state_dir, self.name)
-        self.status_path = Path(state_dir) / "status" / f"{self.name}.json"
         self.backoff = Backoff(sink_config.retry)
         self.logger = logging.getLogger(f"auditshipd.sink.{self.name}")
         self.stats = SinkStats(sink=self.name, type=sink_config.type, started_at=now_rfc3339())
+        self.status = StatusFile(state_dir, self.name, self.stats, self.logger)
         self.committed = CursorState(sink=self.name)
         since = None
         if sink_config.start_at not in ("beginning", "end"):
@@ -132,7 +89,7 @@ class SinkDriver:
         self.processor = LineProcessor(
             redactor, max_line_bytes=config.journal.max_line_bytes,
             organizations=sink_config.organizations, since=since)
-        self._inflight: collections.deque[_Job] = collections.deque()
+        self._inflight: collections.deque[PendingBatch] = collections.deque()
         self._slots = asyncio.Semaphore(sink_config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -140,8 +97,6 @@ class SinkDriver:
         self._aborted = False
         self._reader: JournalReader | None = None
         self._started = False
-        self._last_status_write = 0.0
-        self._persist_warned = 0.0
         # Called once per delivered batch with its latency (s); the daemon passes one
         # that feeds its metrics (the hot path never imports the metrics server).
         self.observe_batch_latency = observe_batch_latency or _ignore
@@ -178,7 +133,7 @@ class SinkDriver:
             try:
                 await asyncio.to_thread(self._persist_now)
             except Exception as exc:  # the saved cursor is older: events are resent
-                self._persist_failed(exc, 1)
+                self.status.persist_failed(exc, 1)
             self._reader.close()
             try:
                 await self.sink.close()
@@ -186,9 +141,9 @@ class SinkDriver:
                 self.logger.warning("closing sink %s failed: %s", self.name, exc)
             self.stats.state = "stopped"
             try:
-                await asyncio.to_thread(self._write_status, True)
+                await asyncio.to_thread(self.status.write, True)
             except Exception as exc:
-                self._persist_failed(exc, 1)
+                self.status.persist_failed(exc, 1)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -228,7 +183,7 @@ class SinkDriver:
         assert self._reader is not None
         reader = self._reader
         bcfg = self.sc.batch
-        job = _Job()
+        job = PendingBatch()
         nbytes = 0
         deadline: float | None = None
         loop = asyncio.get_running_loop()
@@ -246,14 +201,14 @@ class SinkDriver:
             if item is None:
                 if job.batch or job.marks or job.released or job.quarantine:
                     await self._dispatch(job)
-                    job, nbytes, deadline = _Job(), 0, None
+                    job, nbytes, deadline = PendingBatch(), 0, None
                 continue
             if isinstance(item, Release):
                 job.released.append(item.segment)
                 job.marks.pop(item.segment, None)
                 if not job.batch:
                     await self._dispatch(job)
-                    job, nbytes, deadline = _Job(), 0, None
+                    job, nbytes, deadline = PendingBatch(), 0, None
                 continue
             if isinstance(item, OversizeLine):
                 job.quarantine.append(self.quarantine_file.record(
@@ -275,15 +230,15 @@ class SinkDriver:
                     deadline = loop.time() + bcfg.timeout
                 if len(job.batch) >= bcfg.max_events or nbytes >= bcfg.max_bytes:
                     await self._dispatch(job)
-                    job, nbytes, deadline = _Job(), 0, None
+                    job, nbytes, deadline = PendingBatch(), 0, None
             if deadline is not None and loop.time() >= deadline:
                 await self._dispatch(job)
-                job, nbytes, deadline = _Job(), 0, None
+                job, nbytes, deadline = PendingBatch(), 0, None
         # stopping: flush what was read (the shutdown deadline bounds it)
         if job.batch or job.marks or job.released or job.quarantine:
             await self._dispatch(job)
 
-    def _process(self, chunk: Chunk, used_events: int, used_bytes: int):
+    def _process(self, chunk: Chunk, used_events: int, used_bytes: int) -> Iterator[Part]:
         """Yield (lines, bytes, mark, quarantined) parts of the chunk, each filling at most
         the room left in the batch being built (``used_*`` for the first part; the caller
         dispatches a full batch before asking for the next part)."""
@@ -296,33 +251,12 @@ class SinkDriver:
                                         chunk.start + p.line_start(i), reason, line)
             for i, reason, line in p.bad
         ]
-        lines = p.lines
-        max_events, max_bytes = bcfg.max_events, bcfg.max_bytes
-        if used_events + len(lines) < max_events:
-            total = sum(map(len, lines))
-            if used_bytes + total < max_bytes:
-                yield lines, total, chunk.mark, quarantined
-                return
-        # cum[k]: bytes of lines[:k]. A part takes lines while it holds fewer than the
-        # events left and fewer bytes than the room left (its last line may cross it).
-        cum = [0, *itertools.accumulate(map(len, lines))]
-        begin = 0
-        while True:
-            end = min(len(lines), begin + max(0, max_events - used_events),
-                      bisect.bisect_left(cum, cum[begin] + max_bytes - used_bytes, begin))
-            size = cum[end] - cum[begin]
-            if end == len(lines):
-                yield lines[begin:end], size, chunk.mark, quarantined
-                return
-            # A part that fills the batch: its mark is just after its last line.
-            mark = chunk.mark_at(p.end_offset(p.index[end - 1]))
-            yield lines[begin:end], size, mark, quarantined
-            quarantined = []
-            begin, used_events, used_bytes = end, 0, 0
+        return cut_chunk(chunk, p, quarantined, bcfg.max_events, bcfg.max_bytes, used_events,
+                         used_bytes)
 
     # -- delivery ---------------------------------------------------------------------
 
-    async def _dispatch(self, job: _Job) -> None:
+    async def _dispatch(self, job: PendingBatch) -> None:
         await self._slots.acquire()
         if self._aborted:  # shutdown deadline passed: leave these events to the next start
             self._slots.release()
@@ -332,7 +266,7 @@ class SinkDriver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, job: _Job) -> None:
+    async def _deliver(self, job: PendingBatch) -> None:
         try:
             if job.quarantine:
                 await self._write_quarantine(job.quarantine)
@@ -472,58 +406,20 @@ class SinkDriver:
                     self._dirty.clear()
                     await asyncio.to_thread(self._persist_now)
                 else:  # idle: refresh the status file so `auditshipd status` sees it alive
-                    await asyncio.to_thread(self._write_status, False)
+                    await asyncio.to_thread(self.status.write, False)
             except Exception as exc:
                 failures += 1
-                self._persist_failed(exc, failures)
+                self.status.persist_failed(exc, failures)
             else:
                 if failures:
-                    self._persist_recovered(failures)
+                    self.status.persist_recovered(failures)
                 failures = 0
-
-    def _persist_failed(self, exc: Exception, failures: int) -> None:
-        message = scrub_secrets(f"cannot save cursor/status in {self.config.state_dir}:"
-                                f" {type(exc).__name__}: {exc}") or ""
-        self.stats.persist_errors += 1
-        if self.stats.persist_error is None:
-            self.stats.persist_error_at = now_rfc3339()
-        self.stats.persist_error = message
-        now = time.monotonic()
-        if failures == 1 or now - self._persist_warned > 30:
-            self._persist_warned = now
-            self.logger.error("sink %s: %s (attempt %d; retrying; a restart now would"
-                              " resend the events delivered since the last save)",
-                              self.name, message, failures)
-        # The status file cannot be replaced (no room for a temp file): write the
-        # report over the existing one, whose blocks are already allocated.
-        self.stats.updated_at = now_rfc3339()
-        with contextlib.suppress(OSError):
-            overwrite_in_place(self.status_path, _encode(self.stats))
-
-    def _persist_recovered(self, failures: int) -> None:
-        self.logger.warning("sink %s: cursor and status saved again after %d failed"
-                            " attempt(s)", self.name, failures)
-        self.stats.persist_error = self.stats.persist_error_at = None
-        self._last_status_write = 0.0
-        with contextlib.suppress(OSError):
-            self._write_status(False)
 
     def _persist_now(self) -> None:
         snapshot = CursorState(sink=self.name, segments=dict(self.committed.segments),
                                acked_events=self.committed.acked_events)
         self.cursors.save(snapshot)
-        self._write_status(False)
-
-    def _write_status(self, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_status_write < 1.0:
-            return
-        self._last_status_write = now
-        self.stats.updated_at = now_rfc3339()
-        self.status_path.parent.mkdir(parents=True, exist_ok=True)
-        # Whole-file replace (readers never see half a file), but no fsync: it is a
-        # report, not a delivery guarantee.
-        atomic_write(self.status_path, _encode(self.stats), durable=False)
+        self.status.write(False)
 
     async def _drain(self) -> None:
         """Wait for in-flight batches; :meth:`abort` (shutdown deadline) cancels them."""

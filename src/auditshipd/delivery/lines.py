@@ -22,7 +22,7 @@ from ..timestamps import parse_time
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
 
-__all__ = ["LineProcessor", "ProcessedChunk"]
+__all__ = ["LineProcessor", "ProcessedChunk", "decode_lines"]
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -170,3 +170,14 @@ class LineProcessor:
             if t is not None and t < self.since:
                 return False
         return True
+
+
+def decode_lines(data: bytes, start: int, max_line_bytes: int
+                 ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, bytes]]]:
+    """Split a chunk of complete lines without redaction (for tools and tests):
+    ([(offset, event)], [(offset, reason, line)])."""
+    p = LineProcessor.without_redaction(max_line_bytes=max_line_bytes).process(data)
+    good = [(start + p.line_start(i), _decode(line))
+            for line, i in zip(p.lines, p.index, strict=True)]
+    bad = [(start + p.line_start(i), reason, line) for i, reason, line in p.bad]
+    return good, bad

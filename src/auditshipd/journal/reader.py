@@ -15,22 +15,12 @@ without re-sending a whole file:
   continues from that offset; the truncated original restarts at 0; a writer that keeps
   writing at its old offset leaves a NUL-filled hole, which is skipped;
 - truncation (size below our offset), deletion, inode reuse by unrelated content.
-
-Only regular files are read, and only those owned by this daemon's user, by root or by
-the owner of the directory they are in. A symbolic link is not followed unless
-``follow_symlinks`` is set (checked with ``lstat`` and opened with ``O_NOFOLLOW``, so a
-link swapped in between is refused too): a link ``audit.jsonl.x -> /etc/shadow`` dropped
-into the journal directory would otherwise have its lines shipped, and the others copied
-into quarantine. FIFOs, sockets, devices and directories are never opened (a FIFO would
-block the reader until a writer came). Each refused entry is logged once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
-import glob
 import logging
 import os
 import stat
@@ -39,6 +29,7 @@ from collections.abc import Iterable
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
 from .segments import (
+    EXCLUDE,
     Chunk,
     Item,
     OversizeLine,
@@ -46,7 +37,11 @@ from .segments import (
     _last_line_end,
     _pread,
     _Segment,
+    content_matches,
     dir_owner,
+    find_copy,
+    hash_before,
+    matched_files,
     refusal,
 )
 from .watch import ChangeSignal
@@ -66,7 +61,7 @@ class JournalReader:
         patterns: Iterable[str],
         state: CursorState,
         *,
-        exclude: Iterable[str] = ("*.gz", "*.zst", "*.bz2", "*.xz", "*.lock", "*.tmp"),
+        exclude: Iterable[str] = EXCLUDE,
         start_at_end: bool = False,
         max_line_bytes: int = 1024 * 1024,
         block_bytes: int = 1024 * 1024,
@@ -181,37 +176,27 @@ class JournalReader:
         # rotate_wait has passed since they left it and since their last write.
         now_ns = time.time_ns()
         for seg in list(self.segments.values()):
-            if seg.skipping_from is not None or not self._at_eof(seg):
-                if not seg.in_glob and self._unchanged_for(seg, now_ns, self.idle_after):
+            if seg.skipping_from is not None or not seg.at_eof():
+                if not seg.in_glob and seg.unchanged_for(now_ns, self.idle_after):
                     log.warning("%s: %s is gone and ends with %d bytes that never got their"
                                 " newline (a torn last line); releasing it", self.name,
-                                seg.path, self._size(seg) - seg.offset)
+                                seg.path, seg.size() - seg.offset)
                     self._release(seg)
                 continue
             if not seg.in_glob:
                 if (now_ns - seg.left_ns > self.rotate_wait * 1e9
-                        and self._unchanged_for(seg, now_ns, self.rotate_wait)):
+                        and seg.unchanged_for(now_ns, self.rotate_wait)):
                     self._release(seg)
             elif now_ns - seg.mtime > self.idle_after * 1e9:
                 self._make_idle(seg)
         return self._pending.pop(0) if self._pending else None
-
-    def _matches(self) -> list[str]:
-        found: set[str] = set()
-        for pattern in self.patterns:
-            for path in glob.glob(pattern):
-                base = os.path.basename(path)
-                if base.startswith(".") or any(fnmatch.fnmatch(base, x) for x in self.exclude):
-                    continue
-                found.add(path)
-        return sorted(found)
 
     def _scan(self) -> None:
         seen: set[str] = set()
         new: list[tuple[str, str, os.stat_result]] = []
         refused: dict[str, str] = {}
         dir_owners: dict[str, int | None] = {}
-        for path in self._matches():
+        for path in matched_files(self.patterns, self.exclude):
             try:
                 st = os.stat(path) if self.follow_symlinks else os.lstat(path)
             except OSError:
@@ -307,7 +292,7 @@ class JournalReader:
         how = "new"
         cur = self.known.get(key)  # popped once tracked: kept if a read fails before
         if cur is not None:
-            if self._content_matches(fd, size, head, cur):
+            if content_matches(fd, size, head, cur):
                 offset, how = cur.offset, "resumed"
             else:
                 del self.known[key]
@@ -315,7 +300,7 @@ class JournalReader:
                 how = "replaced (inode reused or rewritten)"
         copy_of = None
         if offset == 0:
-            copy_of = self._find_copy(key, fd, size, head)
+            copy_of = find_copy(key, fd, size, head, self._copy_candidates())
             if copy_of is not None:
                 if copy_of.offset > size:
                     os.close(fd)  # a copy still being written: look again next scan
@@ -324,7 +309,7 @@ class JournalReader:
             elif self.start_at_end and self._first_scan:
                 offset, how = _last_line_end(fd, size), "start at end"
         seg = _Segment(key, path, fd, offset, len(head), digest(head),
-                       self._tail_hash(fd, offset))
+                       hash_before(fd, offset))
         seg.mtime = st.st_mtime_ns
         self._seq += 1
         # A copytruncate copy holds older content than the truncated original, which
@@ -342,36 +327,11 @@ class JournalReader:
             self._pending.append(Chunk(key, path, offset, b"", seg.mark(),
                                        _pread(fd, n, offset - n)))
 
-    def _content_matches(self, fd: int, size: int, head: bytes, cur: SegmentCursor) -> bool:
-        if size < cur.offset or len(head) < cur.head_len:
-            return False
-        if digest(head[: cur.head_len]) != cur.head_hash:
-            return False
-        return self._tail_hash(fd, cur.offset) == cur.tail_hash
-
-    def _find_copy(self, key: str, fd: int, size: int, head: bytes) -> SegmentCursor | None:
-        """A copytruncate copy starts with the same bytes as a segment we were reading.
-
-        A file is never "a copy still being written" of itself: a file that shrank
-        below its own (just retired) cursor was taken for one and never read again
-        until it grew past the old offset. Its own entry may still match in full (a
-        released segment back in the glob resumes where it was).
-        """
+    def _copy_candidates(self) -> list[tuple[str, SegmentCursor]]:
+        """Every position known for a segment: a copytruncate copy continues from one."""
         candidates = [(k, s.mark()) for k, s in self.segments.items()]
         candidates += [(k, i[0]) for k, i in self.idle.items()]
-        candidates += list(self.known.items()) + self.retired
-        for ckey, cur in candidates:
-            if ckey == key and cur.offset > size:
-                continue
-            if cur.offset == 0 or cur.head_len == 0 or len(head) < cur.head_len:
-                continue
-            if digest(head[: cur.head_len]) != cur.head_hash:
-                continue
-            if cur.offset > size:
-                return cur  # caller waits for the copy to complete
-            if self._tail_hash(fd, cur.offset) == cur.tail_hash:
-                return cur
-        return None
+        return candidates + list(self.known.items()) + self.retired
 
     def _check_rewritten(self, seg: _Segment, size: int) -> None:
         """Truncation or rewrite in place (copytruncate's second half)."""
@@ -384,7 +344,7 @@ class JournalReader:
             head = _pread(seg.fd, seg.head_len, 0)
             truncated = digest(head) != seg.head_hash
         if not truncated and seg.offset:
-            truncated = self._tail_hash(seg.fd, seg.offset) != seg.tail_hash
+            truncated = hash_before(seg.fd, seg.offset) != seg.tail_hash
         if truncated:
             log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
                         " from the start", self.name, seg.path, size, seg.offset)
@@ -454,48 +414,14 @@ class JournalReader:
         if data is not None and len(data) >= TAIL_BYTES:
             tail_hash = digest(data[-TAIL_BYTES:])
         else:
-            tail_hash = self._tail_hash(seg.fd, offset)
+            tail_hash = hash_before(seg.fd, offset)
         seg.offset = offset
         seg.head_len, seg.head_hash, seg.tail_hash = head_len, head_hash, tail_hash
-
-    @staticmethod
-    def _tail_hash(fd: int, offset: int) -> str:
-        start = max(0, offset - TAIL_BYTES)
-        return digest(_pread(fd, offset - start, start)) if offset else digest(b"")
 
     def _io_error(self, seg: _Segment, exc: OSError) -> None:
         if not seg.io_error:
             seg.io_error = True
             log.warning("%s: reading %s failed (%s); retrying", self.name, seg.path, exc)
-
-    @staticmethod
-    def _unchanged_for(seg: _Segment, now_ns: int, seconds: float) -> bool:
-        """Whether the segment's file was last modified more than ``seconds`` ago.
-
-        Out of the glob and drained: released after rotate_wait (also counted from when
-        it left the glob). Out of the glob with only
-        a partial line left (reaching there means no complete line is left: every
-        segment's read returned nothing in this pass): released after idle_after, else
-        its descriptor stayed open for ever and a deleted file's space was never freed.
-        """
-        try:
-            st = os.fstat(seg.fd)
-        except OSError:
-            return True
-        return now_ns - st.st_mtime_ns > seconds * 1e9
-
-    @staticmethod
-    def _size(seg: _Segment) -> int:
-        try:
-            return os.fstat(seg.fd).st_size
-        except OSError:
-            return seg.offset
-
-    def _at_eof(self, seg: _Segment) -> bool:
-        try:
-            return os.fstat(seg.fd).st_size <= seg.offset
-        except OSError:
-            return True
 
     def _release(self, seg: _Segment) -> None:
         log.debug("%s: released %s (drained and gone)", self.name, seg.path)

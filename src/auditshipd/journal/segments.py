@@ -1,15 +1,27 @@
 """Journal segments: what the reader hands out, how a file is recognised, and which
-files count."""
+files count.
+
+Only regular files are read, and only those owned by this daemon's user, by root or by
+the owner of the directory they are in. A symbolic link is not followed unless
+``follow_symlinks`` is set (checked with ``lstat`` and opened with ``O_NOFOLLOW``, so a
+link swapped in between is refused too): a link ``audit.jsonl.x -> /etc/shadow`` dropped
+into the journal directory would otherwise have its lines shipped, and the others copied
+into quarantine. FIFOs, sockets, devices and directories are never opened (a FIFO would
+block the reader until a writer came). Each refused entry is logged once.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import os
 import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .cursor import TAIL_BYTES, SegmentCursor, digest
+from .cursor import HEAD_BYTES, TAIL_BYTES, SegmentCursor, digest
 
-__all__ = ["Chunk", "OversizeLine", "Release", "dir_owner", "refusal"]
+__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "dir_owner", "find_copy", "hash_before", "matched_files", "refusal", "resume_offset"]
 
 
 @dataclass(slots=True)
@@ -78,6 +90,33 @@ class _Segment:
         self.seq = 0  # adoption order: breaks mtime ties (older segment first)
         self.io_error = False  # a read failed; logged once until a read succeeds
 
+    def size(self) -> int:
+        try:
+            return os.fstat(self.fd).st_size
+        except OSError:
+            return self.offset
+
+    def at_eof(self) -> bool:
+        try:
+            return os.fstat(self.fd).st_size <= self.offset
+        except OSError:
+            return True
+
+    def unchanged_for(self, now_ns: int, seconds: float) -> bool:
+        """Whether the segment's file was last modified more than ``seconds`` ago.
+
+        Out of the glob and drained: released after rotate_wait (also counted from when
+        it left the glob). Out of the glob with only a partial line left (reaching there
+        means no complete line is left: every segment's read returned nothing in this
+        pass): released after idle_after, else its descriptor stayed open for ever and a
+        deleted file's space was never freed.
+        """
+        try:
+            st = os.fstat(self.fd)
+        except OSError:
+            return True
+        return now_ns - st.st_mtime_ns > seconds * 1e9
+
     def mark(self) -> SegmentCursor:
         return SegmentCursor(path=self.path, offset=self.offset, head_len=self.head_len,
                              head_hash=self.head_hash, tail_hash=self.tail_hash)
@@ -137,3 +176,75 @@ def _last_line_end(fd: int, size: int) -> int:
             return start + nl + 1
         pos = start
     return 0
+
+
+# -- which files, and where a reader resumes in them (the reader and `status` both) -------
+
+# Compressed or temporary files next to the journal are never segments.
+EXCLUDE = ("*.gz", "*.zst", "*.bz2", "*.xz", "*.lock", "*.tmp")
+
+
+def matched_files(patterns: Iterable[str], exclude: Iterable[str] = EXCLUDE) -> list[str]:
+    """The files the journal globs match now, minus hidden and excluded ones."""
+    exclude = tuple(exclude)
+    found: set[str] = set()
+    for pattern in patterns:
+        for path in glob.glob(pattern):
+            base = os.path.basename(path)
+            if base.startswith(".") or any(fnmatch.fnmatch(base, x) for x in exclude):
+                continue
+            found.add(path)
+    return sorted(found)
+
+
+def hash_before(fd: int, offset: int) -> str:
+    """The hash of the TAIL_BYTES before ``offset`` (what a cursor entry keeps)."""
+    start = max(0, offset - TAIL_BYTES)
+    return digest(_pread(fd, offset - start, start)) if offset else digest(b"")
+
+
+def content_matches(fd: int, size: int, head: bytes, cur: SegmentCursor) -> bool:
+    """Whether the cursor entry ``cur`` still describes this file (same first bytes, same
+    bytes before its offset): not truncated, rewritten or replaced under a reused inode."""
+    if size < cur.offset or len(head) < cur.head_len:
+        return False
+    if digest(head[: cur.head_len]) != cur.head_hash:
+        return False
+    return hash_before(fd, cur.offset) == cur.tail_hash
+
+
+def find_copy(key: str, fd: int, size: int, head: bytes,
+              candidates: Iterable[tuple[str, SegmentCursor]]) -> SegmentCursor | None:
+    """The position this file continues from when it is a copytruncate copy of a segment
+    read before (it starts with the same bytes), else None. A candidate past ``size`` is
+    a copy still being written (the caller waits).
+
+    A file is never "a copy still being written" of itself: a file that shrank below its
+    own (just retired) cursor was taken for one and never read again until it grew past
+    the old offset. Its own entry may still match in full (a released segment back in the
+    glob resumes where it was).
+    """
+    for ckey, cur in candidates:
+        if ckey == key and cur.offset > size:
+            continue
+        if cur.offset == 0 or cur.head_len == 0 or len(head) < cur.head_len:
+            continue
+        if digest(head[: cur.head_len]) != cur.head_hash:
+            continue
+        if cur.offset > size:
+            return cur
+        if hash_before(fd, cur.offset) == cur.tail_hash:
+            return cur
+    return None
+
+
+def resume_offset(fd: int, key: str, size: int, segments: Mapping[str, SegmentCursor]) -> int:
+    """Where a reader holding the cursor ``segments`` resumes in this file (``key``:
+    "dev:inode"): its own entry when that still matches, the offset of the file it is a
+    complete copytruncate copy of, else 0."""
+    head = _pread(fd, HEAD_BYTES, 0)
+    cur = segments.get(key)
+    if cur is not None:
+        return cur.offset if content_matches(fd, size, head, cur) else 0
+    copy = find_copy(key, fd, size, head, [(k, c) for k, c in segments.items() if c.offset <= size])
+    return copy.offset if copy is not None else 0

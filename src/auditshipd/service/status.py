@@ -16,8 +16,6 @@ line length beyond that (``lag_events_exact`` says which).
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import glob
 import json
 import os
 import stat
@@ -31,8 +29,8 @@ import msgspec
 
 from ..config import Config, SinkConfig
 from ..delivery.quarantine import QuarantineFile
-from ..journal.cursor import TAIL_BYTES, CursorStore, SegmentCursor, digest
-from ..journal.segments import dir_owner, refusal
+from ..journal.cursor import CursorStore, SegmentCursor
+from ..journal.segments import dir_owner, matched_files, refusal, resume_offset
 from ..timestamps import parse_time
 
 __all__ = [
@@ -41,7 +39,6 @@ __all__ = [
     "Lag",
     "add_parser",
     "journal_lag",
-    "matched_files",
     "sink_status",
 ]
 
@@ -50,8 +47,6 @@ __all__ = [
 STATUS_INTERVAL = 1.0
 STALE_AFTER = 2 * STATUS_INTERVAL + 3.0
 DEFAULT_BUDGET = 64 * 1024 * 1024
-# The reader's own exclusions (tail.JournalReader): compressed or temporary files.
-_EXCLUDE = ("*.gz", "*.zst", "*.bz2", "*.xz", "*.lock", "*.tmp")
 _BLOCK = 1024 * 1024
 
 
@@ -68,17 +63,6 @@ class _Letter(msgspec.Struct):
 _letter = msgspec.json.Decoder(_Letter).decode
 _decode = msgspec.json.Decoder().decode
 
-
-def matched_files(patterns: Iterable[str]) -> list[str]:
-    """The files the journal reader follows: glob matches minus hidden/compressed ones."""
-    found: set[str] = set()
-    for pattern in patterns:
-        for path in glob.glob(pattern):
-            base = os.path.basename(path)
-            if base.startswith(".") or any(fnmatch.fnmatch(base, x) for x in _EXCLUDE):
-                continue
-            found.add(path)
-    return sorted(found)
 
 
 def journal_lag(patterns: Iterable[str], segments: Mapping[str, SegmentCursor], *,
@@ -109,7 +93,7 @@ def journal_lag(patterns: Iterable[str], segments: Mapping[str, SegmentCursor], 
             with open(os.open(path, flags), "rb") as f:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                     continue
-                start = _resume_offset(f, key, size, segments)
+                start = resume_offset(f.fileno(), key, size, segments)
                 events, counted = _count_lines(f, start, size, budget)
         except OSError:
             continue
@@ -119,29 +103,6 @@ def journal_lag(patterns: Iterable[str], segments: Mapping[str, SegmentCursor], 
     return Lag(total_bytes, total_events, exact)
 
 
-def _resume_offset(f: Any, key: str, size: int, segments: Mapping[str, SegmentCursor]) -> int:
-    """Where the reader would resume in this file: as tail.JournalReader decides it."""
-    cur = segments.get(key)
-    if cur is not None:
-        return cur.offset if _matches(f, size, cur) else 0
-    # A copytruncate copy continues from the offset of the file it was copied from
-    # (whether that file is still there, truncated, or gone).
-    for cur in segments.values():
-        if cur.offset and cur.head_len and _matches(f, size, cur):
-            return cur.offset
-    return 0
-
-
-def _matches(f: Any, size: int, cur: SegmentCursor) -> bool:
-    if size < cur.offset:
-        return False
-    f.seek(0)
-    head = f.read(cur.head_len)
-    if len(head) < cur.head_len or digest(head) != cur.head_hash:
-        return False
-    start = max(0, cur.offset - TAIL_BYTES)
-    f.seek(start)
-    return digest(f.read(cur.offset - start)) == cur.tail_hash
 
 
 def _count_lines(f: Any, start: int, size: int, budget: int) -> tuple[int, bool]:

@@ -1,0 +1,98 @@
+"""The status file of a running sink: ``state_dir/status/SINK.json``.
+
+The driver keeps a :class:`SinkStats` and rewrites the file about once a second while
+the sink runs (whole-file replace, no fsync: it is a report, not a delivery guarantee)
+and marks it ``stopped`` at the end; ``auditshipd status`` reads it. When the state dir
+cannot take a write (full), the failure is reported here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import msgspec
+
+from ..durable import atomic_write, overwrite_in_place
+from ..scrub import scrub_secrets
+from .deadletters import now_rfc3339
+
+__all__ = ["SinkStats", "StatusFile"]
+
+_encode = msgspec.json.Encoder().encode
+
+class SinkStats(msgspec.Struct, kw_only=True):
+    sink: str
+    type: str
+    state: str = "starting"  # starting | active | error | stopped | blocked
+    started_at: str = ""
+    read_events: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    quarantined: int = 0
+    filtered: int = 0
+    retries: int = 0
+    last_success_at: str | None = None
+    last_error: str | None = None
+    last_error_at: str | None = None
+    # Set while cursors or status cannot be written to the state dir (a full disk):
+    # delivery goes on, but a restart would resend everything since the last save.
+    persist_error: str | None = None
+    persist_error_at: str | None = None
+    persist_errors: int = 0
+    updated_at: str = ""
+
+
+class StatusFile:
+    """Writes one sink's :class:`SinkStats` to its status file."""
+
+    def __init__(self, state_dir: Path, name: str, stats: SinkStats, logger: logging.Logger) -> None:
+        self.name = name
+        self.state_dir = state_dir
+        self.path = Path(state_dir) / "status" / f"{name}.json"
+        self.stats = stats
+        self.logger = logger
+        self._last_write = 0.0
+        self._warned = 0.0
+
+    def persist_failed(self, exc: Exception, failures: int) -> None:
+        """Cursor or status could not be saved (``failures`` in a row): say so."""
+        message = scrub_secrets(f"cannot save cursor/status in {self.state_dir}:"
+                                f" {type(exc).__name__}: {exc}") or ""
+        self.stats.persist_errors += 1
+        if self.stats.persist_error is None:
+            self.stats.persist_error_at = now_rfc3339()
+        self.stats.persist_error = message
+        now = time.monotonic()
+        if failures == 1 or now - self._warned > 30:
+            self._warned = now
+            self.logger.error("sink %s: %s (attempt %d; retrying; a restart now would"
+                              " resend the events delivered since the last save)",
+                              self.name, message, failures)
+        # The status file cannot be replaced (no room for a temp file): write the
+        # report over the existing one, whose blocks are already allocated.
+        self.stats.updated_at = now_rfc3339()
+        with contextlib.suppress(OSError):
+            overwrite_in_place(self.path, _encode(self.stats))
+
+    def persist_recovered(self, failures: int) -> None:
+        self.logger.warning("sink %s: cursor and status saved again after %d failed"
+                            " attempt(s)", self.name, failures)
+        self.stats.persist_error = self.stats.persist_error_at = None
+        self._last_write = 0.0
+        with contextlib.suppress(OSError):
+            self.write(False)
+
+    def write(self, force: bool) -> None:
+        """Rewrite the file (at most once a second unless ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last_write < 1.0:
+            return
+        self._last_write = now
+        self.stats.updated_at = now_rfc3339()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Whole-file replace (readers never see half a file), but no fsync: it is a
+        # report, not a delivery guarantee.
+        atomic_write(self.path, _encode(self.stats), durable=False)
