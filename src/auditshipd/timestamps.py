@@ -1,18 +1,73 @@
-"""RFC 3339 times as they appear in events and state files."""
+"""RFC 3339 times: the one parser and the one formatter.
+
+Events, state files (status, dead letters, quarantine), ``start_at``, the portal and the
+sinks read times with :func:`parse_rfc3339` and write them with :func:`format_rfc3339`
+or :func:`now_rfc3339`. The parser is a regular expression rather than
+``datetime.fromisoformat``, which on Python 3.10 rejects ``Z`` and fractions of more than
+six digits (nanoseconds, as other tools write them).
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from typing import Any
 
-__all__ = ["parse_time"]
+__all__ = ["format_rfc3339", "now_rfc3339", "parse_rfc3339", "parse_time"]
+
+_UTC = _dt.timezone.utc
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"  # a date alone is midnight UTC
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"  # no offset: UTC
+)
+
+
+def parse_rfc3339(value: Any) -> _dt.datetime | None:
+    """The instant of an RFC 3339 time (also a date alone, or a time without offset,
+    both taken as UTC), as an aware UTC datetime; fractions beyond microseconds are cut.
+    None for anything else, and for an instant outside the years 0001-9999 in UTC."""
+    if not isinstance(value, str):
+        return None
+    m = _RFC3339.fullmatch(value.strip())
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, _z, sign, off_h, off_m = m.groups()
+    try:
+        micro = int((frac or "0")[:6].ljust(6, "0"))
+        when = _dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                            int(second or 0), micro, tzinfo=_UTC)
+        if sign:
+            offset = _dt.timedelta(hours=int(off_h), minutes=int(off_m))
+            when = when - offset if sign == "+" else when + offset
+    except (ValueError, OverflowError):
+        return None
+    return when
 
 
 def parse_time(value: Any) -> float | None:
-    """Seconds since the epoch for an RFC 3339 string (``Z`` or an offset), else None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    """Seconds since the epoch of an RFC 3339 time (see :func:`parse_rfc3339`), else None."""
+    when = parse_rfc3339(value)
+    return None if when is None else when.timestamp()
+
+
+def format_rfc3339(value: _dt.datetime, digits: int = 3) -> str:
+    """``YYYY-MM-DDTHH:MM:SS[.fff]Z`` in UTC with ``digits`` (0, 3 or 6) fraction digits;
+    four-digit years also before 1000, so the text sorts as the time does. A naive
+    datetime is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_UTC)
+    u = value.astimezone(_UTC)
+    text = f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+    if digits == 3:
+        text += f".{u.microsecond // 1000:03d}"
+    elif digits == 6:
+        text += f".{u.microsecond:06d}"
+    elif digits != 0:
+        raise ValueError("digits must be 0, 3 or 6")
+    return text + "Z"
+
+
+def now_rfc3339(digits: int = 3) -> str:
+    """The current time, as :func:`format_rfc3339` writes it."""
+    return format_rfc3339(_dt.datetime.now(_UTC), digits)

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from auditshipd.testing import free_port
+
 __all__ = [
     "ServerProcess",
     "ServerStartError",
@@ -24,13 +26,6 @@ __all__ = [
 
 class ServerStartError(RuntimeError):
     """A test server did not come up; the message carries its stderr."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:

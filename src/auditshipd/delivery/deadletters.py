@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
 import fcntl
 import logging
 import os
@@ -71,9 +70,6 @@ def _parse(line: bytes) -> DeadLetter | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 
-
-def now_rfc3339() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 class DeadLetterFile:

@@ -29,10 +29,10 @@ from ..journal.segments import Chunk, OversizeLine, Release
 from ..journal.watch import ChangeSignal
 from ..plugin import Sink
 from ..scrub import scrub_secrets, sink_secrets
-from ..timestamps import parse_time
+from ..timestamps import now_rfc3339, parse_time
 from .batch import Batch
 from .batcher import Part, PendingBatch, cut_chunk
-from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull, now_rfc3339
+from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull
 from .lines import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff, DeliveryFailure, deliver

@@ -9,11 +9,12 @@ journal at that offset). Nothing is lost: the consumer moves on, the line is her
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import os
 from pathlib import Path
 
 import msgspec
+
+from ..timestamps import now_rfc3339
 
 __all__ = ["QuarantineFile", "QuarantineRecord"]
 
@@ -58,7 +59,7 @@ class QuarantineFile:
         truncated = len(line) > _PREVIEW or length > len(line)
         body = line[:_PREVIEW]
         rec = QuarantineRecord(
-            quarantined_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+            quarantined_at=now_rfc3339(),
             sink=self.sink, segment=segment, path=path, offset=offset, reason=reason,
             length=length, truncated=truncated,
         )

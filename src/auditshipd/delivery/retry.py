@@ -22,7 +22,6 @@ for a replay).
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 
 from ..config import RetryConfig
 from ..errors import PermanentError, RetryableError, SinkError
+from ..timestamps import now_rfc3339
 from .batch import Batch
 
 __all__ = ["Backoff", "DeliveryFailure", "deliver"]
@@ -67,9 +67,6 @@ class DeliveryFailure:
     last_attempt_at: str
 
 
-def _now_rfc3339() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
 
 def _unexpected(exc: BaseException) -> PermanentError:
     return PermanentError(f"the sink raised an unexpected {type(exc).__name__}: {exc}")
@@ -98,7 +95,7 @@ async def deliver(
     while todo:
         remaining = todo.pop()
         attempts = 0
-        first_at = _now_rfc3339()
+        first_at = now_rfc3339()
         started = clock()
         while len(remaining):
             attempts += 1
@@ -115,7 +112,7 @@ async def deliver(
                     todo += [remaining[half:], remaining[:half]]
                     break
                 await on_failed(DeliveryFailure(remaining, _unexpected(exc), attempts,
-                                                first_at, _now_rfc3339()))
+                                                first_at, now_rfc3339()))
                 break
             else:
                 delivered += len(remaining)
@@ -132,13 +129,13 @@ async def deliver(
                 rejected = getattr(err, "rejected", None)
                 n = len(remaining) if rejected is None else max(1, min(rejected, len(remaining)))
                 await on_failed(DeliveryFailure(remaining[:n], err, attempts, first_at,
-                                                _now_rfc3339()))
+                                                now_rfc3339()))
                 remaining = remaining[n:]
-                attempts, first_at, started = 0, _now_rfc3339(), clock()
+                attempts, first_at, started = 0, now_rfc3339(), clock()
                 continue
             if backoff.exhausted(attempts, clock() - started):
                 await on_failed(DeliveryFailure(remaining, err, attempts, first_at,
-                                                _now_rfc3339()))
+                                                now_rfc3339()))
                 break
             delay = backoff.delay(attempts, getattr(err, "retry_after", None))
             on_retry(attempts, delay, err)

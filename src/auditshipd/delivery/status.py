@@ -17,7 +17,7 @@ import msgspec
 
 from ..durable import atomic_write, overwrite_in_place
 from ..scrub import scrub_secrets
-from .deadletters import now_rfc3339
+from ..timestamps import now_rfc3339
 
 __all__ = ["SinkStats", "StatusFile"]
 

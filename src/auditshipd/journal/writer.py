@@ -28,7 +28,10 @@ from typing import Any, Literal
 import msgspec
 from ulid import ULID
 
-__all__ = ["EVENT_VERSION", "AuditJournal", "new_event_id", "utc_now_rfc3339"]
+from ..durable import fsync_dir
+from ..timestamps import format_rfc3339, now_rfc3339
+
+__all__ = ["EVENT_VERSION", "AuditJournal", "new_event_id"]
 
 EVENT_VERSION = 1
 log = logging.getLogger("auditshipd.journal")
@@ -39,16 +42,6 @@ def new_event_id() -> str:
     """A sortable unique id (ULID: 48-bit milliseconds + 80 random bits, Crockford base32)."""
     return str(ULID())
 
-
-def utc_now_rfc3339() -> str:
-    return _rfc3339(_dt.datetime.now(_dt.timezone.utc))
-
-
-def _rfc3339(value: _dt.datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=_dt.timezone.utc)
-    value = value.astimezone(_dt.timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 class AuditJournal:
@@ -174,9 +167,9 @@ class AuditJournal:
         if not isinstance(actor, Mapping):
             raise TypeError("actor must be a mapping such as {'type': 'user', 'email': ...}")
         if isinstance(occurred_at, _dt.datetime):
-            occurred = _rfc3339(occurred_at)
+            occurred = format_rfc3339(occurred_at)
         elif occurred_at is None:
-            occurred = utc_now_rfc3339()
+            occurred = now_rfc3339()
         else:
             occurred = str(occurred_at)
         event: dict[str, Any] = {
@@ -266,7 +259,8 @@ class AuditJournal:
         if self._fd is not None:
             os.fsync(self._fd)
         os.rename(self.path, target)
-        _fsync_dir(self.path.parent)
+        with contextlib.suppress(OSError):
+            fsync_dir(self.path.parent)
 
     @staticmethod
     def _write_all(fd: int, data: bytes, size_before: int) -> None:
@@ -305,15 +299,3 @@ def _reset_locks_after_fork() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -27,6 +27,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..timestamps import format_rfc3339, parse_rfc3339
+
 __all__ = [
     "EventFilter",
     "MAX_QUERY_CHARS",
@@ -135,30 +137,20 @@ def search_text(event: Mapping[str, Any]) -> str:
 
 
 def parse_time(value: str) -> _dt.datetime:
-    """RFC 3339 / ISO 8601 (a date, or a time without offset, is taken as UTC).
+    """A time given by a user (``since``, ``until``): RFC 3339, a date alone or a time
+    without offset taken as UTC (:func:`auditshipd.timestamps.parse_rfc3339`).
 
     ValueError for text that is not a time, and for a time whose UTC instant falls
     outside the years 0001-9999 (``0001-01-01T00:00:00+01:00``)."""
-    text = value.strip()
-    if not text:
-        raise ValueError("empty time")
-    text = _FRACTION_RE.sub(r"\1", text)
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    parsed = _dt.datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
-    try:
-        return parsed.astimezone(_dt.timezone.utc)
-    except OverflowError:
-        raise ValueError("time out of range (years 0001-9999 in UTC)") from None
+    when = parse_rfc3339(value)
+    if when is None:
+        raise ValueError("not an RFC 3339 time of the years 0001-9999 (UTC)")
+    return when
 
 
 def format_time(value: _dt.datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``; four-digit years also before 1000 (strftime's
-    ``%Y`` does not pad them on glibc, and the text must sort as the time does)."""
-    utc = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    return utc.isoformat(timespec="microseconds") + "Z"
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``, sorting as the time does."""
+    return format_rfc3339(value, digits=6)
 
 
 def seq_base(when: _dt.datetime) -> int:

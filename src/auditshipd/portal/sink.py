@@ -34,6 +34,7 @@ from ..plugin import (
     SinkType,
     hookimpl,
 )
+from ..timestamps import format_rfc3339
 from .config import PortalConfig, check_organization_retention, portal_config
 from .store import EventStore, PurgeResult
 from .store_sqlite import SQLiteEventStore
@@ -101,7 +102,7 @@ def _utcnow() -> _dt.datetime:
 
 
 def _format(when: _dt.datetime | None) -> str | None:
-    return None if when is None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if when is None else format_rfc3339(when, digits=6)
 
 
 class PortalSink:

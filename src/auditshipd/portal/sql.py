@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["SCHEMA", "select_events"]
+
 from typing import Any
 
 from .query import (
@@ -10,7 +12,7 @@ from .query import (
     seq_base,
 )
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -40,7 +42,7 @@ INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
 """
 
 
-def _select(
+def select_events(
     f: EventFilter, phrases: list[list[str]], before: int | None, columns: str, *, order: bool = True
 ) -> tuple[str, list[Any]]:
     """SQL and parameters. The table that drives the scan is the most selective one the

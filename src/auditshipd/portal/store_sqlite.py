@@ -26,7 +26,7 @@ from .query import (
     seq_base,
     tie_span,
 )
-from .sql import _SCHEMA, _select
+from .sql import SCHEMA, select_events
 from .store import (
     MAX_LIMIT,
     EventStore,
@@ -77,7 +77,7 @@ def _prepare(conn: sqlite3.Connection) -> None:
     ).fetchone():
         return
     # One transaction: a concurrent opener sees no schema or all of it.
-    conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "COMMIT;\n")
+    conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + "COMMIT;\n")
 
 
 class SQLiteEventStore(EventStore):
@@ -322,7 +322,7 @@ class SQLiteEventStore(EventStore):
     def _query_sync(
         self, filters: EventFilter, phrases: list[list[str]], before: int | None, limit: int
     ) -> Page:
-        sql, params = _select(filters, phrases, before, "e.seq, e.body")
+        sql, params = select_events(filters, phrases, before, "e.seq, e.body")
         sql += " LIMIT ?"
         rows = self._conn().execute(sql, (*params, limit + 1)).fetchall()
         more = len(rows) > limit
@@ -338,7 +338,7 @@ class SQLiteEventStore(EventStore):
         return await self._read(self._count_sync, filters, phrases)
 
     def _count_sync(self, filters: EventFilter, phrases: list[list[str]]) -> int:
-        sql, params = _select(filters, phrases, None, "count(*)", order=False)
+        sql, params = select_events(filters, phrases, None, "count(*)", order=False)
         return int(self._conn().execute(sql, params).fetchone()[0])
 
     async def get(self, event_id: str, *, organization: str | None = None) -> dict[str, Any] | None:

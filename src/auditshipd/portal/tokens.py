@@ -10,7 +10,6 @@ kept and compared with :func:`hmac.compare_digest` against every active token.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
 import hashlib
 import hmac
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from ..timestamps import now_rfc3339
 
 __all__ = [
     "ROLES",
@@ -94,7 +95,7 @@ def _hash(token: str) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now_rfc3339(digits=0)
 
 
 class TokenStore:

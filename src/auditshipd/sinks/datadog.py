@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections import deque
 from typing import Any, Literal
 
 import msgspec
@@ -35,7 +34,18 @@ from ..plugin import (
     SinkType,
     hookimpl,
 )
-from ._http_common import SessionSink, classify_status, compress, post, safe_url, scrub, snippet
+from ._http_common import (
+    RequestQueue,
+    SessionSink,
+    TooLarge,
+    classify_status,
+    compress,
+    pack_ranges,
+    post,
+    safe_url,
+    scrub,
+    snippet,
+)
 
 __all__ = [
     "DATADOG_SITES",
@@ -135,9 +145,6 @@ def validate(options: DatadogOptions) -> None:
         raise ConfigError(f"CA file {options.ca_file!r} not found", key="ca_file")
 
 
-class _TooLarge(Exception):
-    """The intake answered 413 to one request."""
-
 
 class DatadogSink(SessionSink):
     """Sends batches to the Datadog logs intake."""
@@ -160,9 +167,12 @@ class DatadogSink(SessionSink):
         entries = [
             self._entry(e, line) for e, line in zip(batch.events, batch.lines, strict=True)
         ]
-        todo = deque(_plan(entries))
+        sizes = [len(e) for e in entries]
+        todo = RequestQueue(pack_ranges(sizes, MAX_PAYLOAD_BYTES, overhead=2, separator=1,
+                                        max_items=MAX_ENTRIES,
+                                        alone=lambda i: sizes[i] > MAX_LOG_BYTES))
         while todo:
-            start, end = todo.popleft()
+            start, end = todo.pop()
             if end - start == 1 and len(entries[start]) > MAX_LOG_BYTES:
                 raise PermanentError(
                     f"event {batch.events[start].get('id', '?')} makes a log of"
@@ -173,19 +183,18 @@ class DatadogSink(SessionSink):
             body = b"[" + b",".join(entries[start:end]) + b"]"
             try:
                 await self._post(body, end - start)
-            except _TooLarge:
+            except TooLarge:
                 if end - start == 1:
                     raise PermanentError(
                         f"{_RECEIVER} answered HTTP 413 to a single log of"
                         f" {len(entries[start])} bytes",
                         accepted=start, rejected=1,
                     ) from None
-                mid = (start + end) // 2
                 self.logger.warning(
                     "sink %s: %s answered 413 to %d logs; sending them in two halves",
                     self.name, _RECEIVER, end - start,
                 )
-                todo.extendleft([(mid, end), (start, mid)])
+                todo.halve(start, end)
             except SinkError as err:
                 err.accepted += start
                 raise
@@ -220,7 +229,7 @@ class DatadogSink(SessionSink):
             receiver=_RECEIVER, timeout=self.options.timeout,
         )
         if answer.status == 413:
-            raise _TooLarge
+            raise TooLarge
         text = scrub(snippet(answer.body), [self.options.api_key])
         err = classify_status(answer.status, answer.headers, text, receiver=_RECEIVER)
         if err is None:
@@ -266,26 +275,6 @@ def _truncate(line: bytes, budget: int) -> bytes:
             hi = mid - 1
     return encoded(lo)
 
-
-def _plan(entries: list[bytes]) -> list[tuple[int, int]]:
-    """Consecutive ranges within the per-request limits; a log above the per-log limit
-    always ends up alone (and is rejected, never sent)."""
-    ranges: list[tuple[int, int]] = []
-    start, size = 0, 2  # the brackets
-    for i, entry in enumerate(entries):
-        n = len(entry) + 1  # the comma
-        oversize = len(entry) > MAX_LOG_BYTES
-        if i > start and (
-            size + n > MAX_PAYLOAD_BYTES
-            or i - start >= MAX_ENTRIES
-            or oversize
-            or len(entries[start]) > MAX_LOG_BYTES
-        ):
-            ranges.append((start, i))
-            start, size = i, 2
-        size += n
-    ranges.append((start, len(entries)))
-    return ranges
 
 
 @hookimpl

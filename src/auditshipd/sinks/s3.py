@@ -19,7 +19,6 @@ import contextlib
 import gzip
 import hashlib
 import importlib
-import re
 import string
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -37,6 +36,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from ..timestamps import parse_rfc3339
 
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
@@ -172,26 +172,12 @@ def object_key(template: str, batch: Batch, sink: str = "") -> str:
     )
 
 
-_RFC3339_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$"
-)
 
 
 def _occurred_at(event: dict[str, Any]) -> datetime | None:
-    # Parsed by hand: fromisoformat() on 3.10 rejects 'Z' and nanosecond fractions.
     value = event.get("occurred_at")
-    m = _RFC3339_RE.match(value) if isinstance(value, str) else None
-    if m is None:
-        return None
-    try:
-        when = datetime(*(int(g) for g in m.group(1, 2, 3, 4, 5, 6)), tzinfo=timezone.utc)
-    except ValueError:
-        return None
-    if m.group(8):
-        offset = timedelta(hours=int(m.group(9)), minutes=int(m.group(10)))
-        when = when - offset if m.group(8) == "+" else when + offset
-    return when
+    # A date alone is not an event time here (the key falls back to the batch time).
+    return parse_rfc3339(value) if isinstance(value, str) and len(value.strip()) > 10 else None
 
 
 def classify_s3_error(exc: BaseException) -> SinkError:

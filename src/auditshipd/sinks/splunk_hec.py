@@ -23,7 +23,6 @@ import datetime as _dt
 import os
 import socket
 import uuid
-from collections import deque
 from typing import Any
 
 import msgspec
@@ -40,10 +39,14 @@ from ..plugin import (
     SinkType,
     hookimpl,
 )
+from ..timestamps import parse_rfc3339
 from ._http_common import (
+    RequestQueue,
     SessionSink,
+    TooLarge,
     classify_status,
     compress,
+    pack_ranges,
     post,
     retry_hint,
     safe_url,
@@ -147,23 +150,14 @@ def event_time(occurred_at: Any) -> str | None:
 
     ``None`` when missing or unparseable (Splunk then uses the time of arrival).
     """
-    if not isinstance(occurred_at, str) or not occurred_at:
+    when = parse_rfc3339(occurred_at)
+    if when is None:
         return None
-    text = occurred_at[:-1] + "+00:00" if occurred_at[-1] in "Zz" else occurred_at
-    try:
-        when = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
     millis = (when - _EPOCH) // _dt.timedelta(milliseconds=1)
     if millis < 0:
         return None
     return f"{millis // 1000}.{millis % 1000:03d}"
 
-
-class _TooLarge(Exception):
-    """The server answered 413 to one request."""
 
 
 class SplunkHecSink(SessionSink):
@@ -199,11 +193,11 @@ class SplunkHecSink(SessionSink):
             for e, line in zip(batch.events, batch.lines, strict=True)
         ]
         limit = self.options.max_request_bytes
-        todo = deque(_plan(payloads, limit))
+        todo = RequestQueue(pack_ranges([len(p) for p in payloads], limit))
         confirmed = 0  # events known to be indexed, a prefix of the batch
         pending: list[tuple[int | None, int]] = []  # (ack id or None, end) sent, unconfirmed
         while todo:
-            start, end = todo.popleft()
+            start, end = todo.pop()
             try:
                 if end - start == 1 and len(payloads[start]) > limit:
                     raise PermanentError(
@@ -213,20 +207,19 @@ class SplunkHecSink(SessionSink):
                     )
                 try:
                     ack_id = await self._post_events(b"".join(payloads[start:end]))
-                except _TooLarge:
+                except TooLarge:
                     if end - start == 1:
                         raise PermanentError(
                             f"{_RECEIVER} answered HTTP 413 to a single event: it is larger"
                             " than the server's max_content_length",
                             rejected=1,
                         ) from None
-                    mid = (start + end) // 2
                     self.logger.warning(
                         "sink %s: %s answered 413 to %d events; sending them in two halves"
                         " (lower max_request_bytes to avoid this)",
                         self.name, _RECEIVER, end - start,
                     )
-                    todo.extendleft([(mid, end), (start, mid)])
+                    todo.halve(start, end)
                     continue
             except SinkError as err:
                 confirmed = await self._settle(pending, confirmed)
@@ -278,7 +271,7 @@ class SplunkHecSink(SessionSink):
             receiver=_RECEIVER, timeout=self.options.timeout,
         )
         if answer.status == 413:
-            raise _TooLarge
+            raise TooLarge
         reply = _reply(answer.body)
         if 200 <= answer.status < 300:
             if self._channel is None:
@@ -396,20 +389,6 @@ def _envelope_prefix(options: SplunkHecOptions) -> bytes:
         meta["index"] = options.index
     return _encode(meta)[:-1] + b","
 
-
-def _plan(payloads: list[bytes], limit: int) -> list[tuple[int, int]]:
-    """Consecutive ranges of events whose bodies stay within ``limit`` bytes. An event
-    larger than ``limit`` always ends up alone in its range (and is rejected, not sent)."""
-    ranges: list[tuple[int, int]] = []
-    start, size = 0, 0
-    for i, payload in enumerate(payloads):
-        n = len(payload)
-        if i > start and size + n > limit:
-            ranges.append((start, i))
-            start, size = i, 0
-        size += n
-    ranges.append((start, len(payloads)))
-    return ranges
 
 
 def _shifted(err: SinkError, start: int, confirmed: int) -> SinkError:
