@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from auditshipd.config import parse_config
@@ -30,14 +31,21 @@ def config_error(**options: Any) -> ConfigError:
 
 
 def test_valid_options_pass(tmp_path: Path) -> None:
-    """Typical option sets validate."""
+    """Typical option sets validate, and the validator does look at them: the same sets
+    with one key made invalid (qos 3) are rejected naming that key."""
     ca = tmp_path / "ca.pem"
     ca.write_text("")
-    validate_options(MqttOptions(url="mqtt://broker:1883"))
-    validate_options(MqttOptions(
-        url="mqtts://broker:8883", topic="org/{organization.slug}", qos=2, username="u",
-        password="p", message_per="batch", protocol="v311", ca_file=str(ca),
-    ))
+    for options in (
+        MqttOptions(url="mqtt://broker:1883"),
+        MqttOptions(
+            url="mqtts://broker:8883", topic="org/{organization.slug}", qos=2, username="u",
+            password="p", message_per="batch", protocol="v311", ca_file=str(ca),
+        ),
+    ):
+        assert validate_options(options) is None
+        with pytest.raises(ConfigError) as err:
+            validate_options(msgspec.structs.replace(options, qos=3))
+        assert err.value.key == "qos"
 
 
 def test_missing_ca_file_is_reported() -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from auditshipd.config import parse_config
@@ -38,12 +39,18 @@ def config_error(**options: Any) -> ConfigError:
 
 
 def test_valid_options_pass() -> None:
-    """A full, valid option set validates."""
-    validate_options(S3Options(
+    """A full, valid option set validates, and the validator does look at it: the same set
+    with its storage class or lock retention made invalid is rejected naming that key."""
+    options = S3Options(
         bucket="b", region="eu-west-1", endpoint_url="https://minio.local:9000",
         storage_class="GLACIER_IR", server_side_encryption="aws:kms", sse_kms_key_id="k",
         object_lock_mode="COMPLIANCE", object_lock_retain_days=30,
-    ))
+    )
+    assert validate_options(options) is None
+    for key, bad in (("storage_class", "GLACIER_XL"), ("object_lock_retain_days", 0)):
+        with pytest.raises(ConfigError) as err:
+            validate_options(msgspec.structs.replace(options, **{key: bad}))
+        assert err.value.key == key
 
 
 @pytest.mark.parametrize(
