@@ -1,7 +1,7 @@
 """The per-sink consumer: journal -> decode -> validate -> redact -> batch -> deliver.
 
 A :class:`SinkDriver` owns one sink, one :class:`~auditshipd.journal.reader.JournalReader` and one
-durable cursor. Delivery rules (DESIGN.md): a cursor advances only over the contiguous
+durable cursor. Delivery rules (docs/architecture.md): a cursor advances only over the contiguous
 prefix of batches that were acknowledged by the sink or written to its dead-letter file;
 retries use exponential backoff with full jitter; permanent failures and exhausted
 retries are dead-lettered; bad lines are quarantined. Memory is bounded by
