@@ -1,4 +1,4 @@
-"""What a sink plugin provides: a :class:`SinkType` (name, options schema, factory).
+"""The public plugin API: the one import a sink plugin needs.
 
 Everything a sink plugin needs is importable from here: :data:`hookimpl`, the
 :class:`Sink` protocol, :class:`SinkType`, :class:`SinkOptions`, :class:`SinkContext`,

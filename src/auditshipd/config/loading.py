@@ -191,7 +191,7 @@ def parse_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=source) from None
     data = _interpolate(data, source, "")
-    root = _convert(data, _Root, source, "")
+    root = convert_table(data, _Root, source, "")
     _check_journal(root.journal, source)
     sinks: list[SinkConfig] = []
     seen: set[str] = set()
@@ -258,7 +258,7 @@ def parse_stream_file(path: Path, org: str, sink_types: dict[str, SinkType]) -> 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=source) from None
     data = _interpolate(data, source, "")
-    stream = _convert(data, _StreamFile, source, "")
+    stream = convert_table(data, _StreamFile, source, "")
     out = []
     for i, table in enumerate(stream.sinks):
         scope = table.get("organizations") if isinstance(table, dict) else None
@@ -291,7 +291,7 @@ def _sink_config(
     for required in ("name", "type"):
         if required not in common:
             raise ConfigError("missing required key", file=source, key=f"{where}.{required}")
-    c = _convert(common, _SinkCommon, source, where)
+    c = convert_table(common, _SinkCommon, source, where)
     if not _NAME_RE.match(c.name):
         raise ConfigError(
             "sink name must be 1-64 characters of letters, digits, '_', '-', '.'",
@@ -330,7 +330,7 @@ def _sink_config(
         unknown = first_unknown_key(specific, st.options)
         if unknown:
             raise ConfigError("unknown key", file=source, key=f"{where}.{unknown}")
-        options = _convert(specific, st.options, source, where)
+        options = convert_table(specific, st.options, source, where)
         if st.validate is not None:
             try:
                 st.validate(options)
@@ -360,7 +360,9 @@ def _check_journal(j: JournalConfig, source: str) -> None:
 _AT_RE = re.compile(r" - at `\$(.*)`$")
 
 
-def _convert(data: dict[str, Any], typ: type, source: str, where: str) -> Any:
+def convert_table(data: dict[str, Any], typ: type, source: str, where: str) -> Any:
+    """``data`` converted to ``typ`` (a Struct); a mismatch is a ConfigError naming
+    ``where`` plus the key."""
     try:
         return msgspec.convert(data, typ, str_keys=True)
     except msgspec.ValidationError as exc:

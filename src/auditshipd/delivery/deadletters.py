@@ -1,4 +1,5 @@
-"""Dead-letter files: batches a sink could not deliver, kept for ``dlq replay``.
+"""Dead-letter files: batches a sink could not deliver, kept for ``dlq replay``; and
+``auditshipd dlq list`` / ``dlq replay`` themselves (:func:`dlq_summary`, :func:`replay`).
 
 One JSONL file per sink (``state_dir/deadletter/SINK.jsonl``); each record holds the
 error (secrets removed), whether it was retryable, the attempt count, the first and
@@ -35,7 +36,15 @@ from ..scrub import scrub_secrets
 from .batch import Batch
 from .retry import Backoff, DeliveryFailure, deliver
 
-__all__ = ["DeadLetter", "DeadLetterFile", "DeadLetterFull", "DeadLetterScan", "ReplayResult", "dlq_summary", "replay"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetterFile",
+    "DeadLetterFull",
+    "DeadLetterScan",
+    "ReplayResult",
+    "dlq_summary",
+    "replay",
+]
 
 
 class DeadLetterFull(Exception):

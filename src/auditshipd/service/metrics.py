@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..config import Config
-from ..config.loading import _convert
+from ..config.loading import convert_table
 from ..errors import ConfigError
 from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from ..timestamps import parse_time
@@ -66,7 +66,7 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def metrics_config(config: Config) -> MetricsConfig:
     """The ``[metrics]`` table, validated; errors name ``metrics.<key>``."""
-    mc: MetricsConfig = _convert(dict(config.metrics), MetricsConfig, config.source, "metrics")
+    mc: MetricsConfig = convert_table(dict(config.metrics), MetricsConfig, config.source, "metrics")
     host, sep, port = mc.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError('must be "HOST:PORT" (for example "127.0.0.1:9750")',
