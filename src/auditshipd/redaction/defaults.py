@@ -133,7 +133,7 @@ DEFAULT_RAW: dict[str, Any] = {
 # the userinfo of a URL ("://" then "@" before any space, "/", "?" or "#"). When a policy
 # uses only default patterns, a string with neither is skipped without running the (much
 # slower) alternation: most customer-facing strings never reach it. The C tier
-# (redaction/_redact_c.c: needs_check) and redact_fast's check of the encoded event apply the same rule.
+# (redaction/_redact_c.c: needs_check) and the fast path's check of the encoded event (redaction/fastpath.py) apply the same rule.
 _PREFILTER = r"[A-Za-z0-9_~+/=-]{16}|://[^\s/?#@]*@"
 
 
