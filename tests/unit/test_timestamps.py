@@ -1,0 +1,53 @@
+"""The one RFC 3339 parser and formatter (auditshipd.timestamps)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from auditshipd.timestamps import format_rfc3339, now_rfc3339, parse_rfc3339, parse_time
+
+UTC = dt.timezone.utc
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-12-01T05:55:00Z", dt.datetime(2026, 12, 1, 5, 55, tzinfo=UTC)),
+    ("2026-12-01t05:55:00z", dt.datetime(2026, 12, 1, 5, 55, tzinfo=UTC)),
+    # nanoseconds (other tools write them; fromisoformat on Python 3.10 refuses them)
+    ("2026-12-01T05:55:00.123456789Z", dt.datetime(2026, 12, 1, 5, 55, 0, 123456, tzinfo=UTC)),
+    ("2026-12-01T07:55:00.5+02:00", dt.datetime(2026, 12, 1, 5, 55, 0, 500000, tzinfo=UTC)),
+    ("2026-12-01 05:55:00-0130", dt.datetime(2026, 12, 1, 7, 25, tzinfo=UTC)),
+    ("2026-12-01T05:55:00", dt.datetime(2026, 12, 1, 5, 55, tzinfo=UTC)),  # no offset: UTC
+    ("2026-12-01", dt.datetime(2026, 12, 1, tzinfo=UTC)),  # a date: midnight UTC
+    ("0001-01-01T00:00:00Z", dt.datetime(1, 1, 1, tzinfo=UTC)),
+    ("9999-12-31T23:59:59.999999Z", dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+])
+def test_parses_rfc3339_in_every_spelling_to_utc(text, expected):
+    """Z or z, any number of fraction digits, offsets with or without a colon, a space for
+    T, no offset or a date alone (UTC): the same instant, as an aware UTC datetime."""
+    assert parse_rfc3339(text) == expected
+    assert parse_time(text) == expected.timestamp()
+
+
+@pytest.mark.parametrize("text", [
+    "", "now", "2026-13-01T00:00:00Z", "2026-12-01T25:00:00Z", "2026-12-01T05:55:00+",
+    "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+    "9999-12-31T23:00:00-02:00",  # after year 9999 in UTC
+    "2026-12-01T05:55:00Z trailing", None, 1733032500,
+])
+def test_rejects_what_is_not_a_time_of_years_1_to_9999(text):
+    """Junk, impossible dates and instants outside 0001-9999 in UTC: None, never an error."""
+    assert parse_rfc3339(text) is None and parse_time(text) is None
+
+
+def test_formats_sort_as_the_times_do():
+    """Z, zero-padded years before 1000, 0, 3 or 6 fraction digits; now is parseable."""
+    when = dt.datetime(999, 6, 15, 10, 0, 0, 123456, tzinfo=UTC)
+    assert format_rfc3339(when) == "0999-06-15T10:00:00.123Z"
+    assert format_rfc3339(when, digits=6) == "0999-06-15T10:00:00.123456Z"
+    assert format_rfc3339(when, digits=0) == "0999-06-15T10:00:00Z"
+    later = dt.datetime(2026, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert format_rfc3339(later) == "2025-12-31T22:00:00.000Z"
+    assert format_rfc3339(when) < format_rfc3339(later)
+    assert abs(parse_time(now_rfc3339()) - dt.datetime.now(UTC).timestamp()) < 5
