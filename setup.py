@@ -1,13 +1,48 @@
-"""Build of the optional C tier of the redaction fast path (everything else is in pyproject.toml).
+"""Build of the optional C tier of the redaction fast path, and of the files the wheel
+ships for users (everything else is in pyproject.toml).
 
 ``optional=True``: without a C compiler and the Python headers the package still installs
-and redaction runs on its Python tiers (the same output, slower; ``bench/bench_redact.py``
-prints which tier is in use).
+and redaction runs on its Python tiers (the same output, slower; the daemon says so once at
+start, ``bench/bench_redact.py`` prints which tier is in use).
+
+The example configs, the systemd unit, the docs, the README and the LICENSE live once, at
+the top of the source tree; ``build_py`` copies them into ``auditshipd/share/`` of the
+wheel, where ``auditshipd init`` and ``auditshipd.shipped`` find them.
 """
 
+import shutil
+from pathlib import Path
+
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+# (source glob, destination directory under auditshipd/share/)
+SHIPPED = [
+    ("LICENSE", "."),
+    ("README.md", "."),
+    ("config/*.toml", "config"),
+    ("docs/*.md", "docs"),
+    ("systemd/auditshipd.service", "systemd"),
+    ("plugins/*.py", "plugins"),
+]
+
+
+class BuildPyWithShare(build_py):
+    def run(self):
+        super().run()
+        share = Path(self.build_lib) / "auditshipd" / "share"
+        for pattern, dest in SHIPPED:
+            matches = sorted(ROOT.glob(pattern))
+            if not matches:  # an sdist without them would build a wheel missing them
+                raise SystemExit(f"setup.py: nothing matches {pattern} (see MANIFEST.in)")
+            for src in matches:
+                (share / dest).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, share / dest / src.name)
+
 
 setup(
+    cmdclass={"build_py": BuildPyWithShare},
     ext_modules=[
         Extension(
             "auditshipd.redaction._redact_c",
@@ -15,5 +50,5 @@ setup(
             optional=True,
             extra_compile_args=["-O2", "-std=c11"],
         )
-    ]
+    ],
 )
