@@ -28,6 +28,7 @@ from ..journal.writer import AuditJournal
 from ..plugin import SinkContext
 from .loading import build_redactors, load_runtime
 from .notify import SystemdNotifier
+from .startup_checks import run_startup_checks
 
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
@@ -77,6 +78,7 @@ class Daemon:
         self._report_stream_errors(cfg)
         self.pm.hook.config_loaded(config=cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        run_startup_checks(cfg)
         j = cfg.journal
         Path(j.path).parent.mkdir(parents=True, exist_ok=True)
         self.watcher = JournalWatcher(j.paths, self.signal, force_polling=j.force_polling)
