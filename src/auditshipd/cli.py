@@ -1,4 +1,5 @@
-"""The ``auditshipd`` command line."""
+"""auditshipd: tail an audit journal, redact every event, deliver it at least once to
+sinks (SIEMs, S3, MQTT, webhooks, the built-in portal)."""
 
 from __future__ import annotations
 
@@ -8,55 +9,65 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, scaffold
+from .journal import cli as emit_cli
 from .errors import ConfigError
 
 __all__ = ["main"]
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# Commands that work on the daemon's state: they say which config and state dir they use
+# and refuse to make a second, empty ./var (see config.locate).
+_STATE_COMMANDS = frozenset({"emit", "token", "status", "dlq", "plugins", "portal"})
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default=None,
-                   help="TOML config file (default: the embedded default config)")
+    p.add_argument("-c", "--config", default=None, metavar="FILE",
+                   help="TOML config file (default: $AUDITSHIPD_CONFIG, then"
+                   " /etc/auditshipd/auditshipd.toml, then ./config/auditshipd.toml, then the"
+                   " embedded default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="auditshipd", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="auditshipd", description=__doc__,
+        epilog="Run 'auditshipd COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"auditshipd {__version__}")
-    parser.add_argument("--log-level", default="info")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                        help="least severe log messages shown, on stderr (default: info)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run the daemon")
+    p = sub.add_parser("run", help="run the daemon",
+                       description="Tail the journal, redact, and deliver to every sink until"
+                       " SIGTERM; SIGHUP or an edit of the config reloads it.")
     _add_config(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("check-config", help="validate the config and exit")
+    p = sub.add_parser("check-config", help="validate the config and exit",
+                       description="Validate the config, sink options and redaction policy;"
+                       " exit 0 when valid, 2 otherwise.")
     _add_config(p)
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("emit", help="record one audit event into the journal")
-    _add_config(p)
-    p.add_argument("action")
-    p.add_argument("--actor-email", required=True)
-    p.add_argument("--actor-name")
-    p.add_argument("--actor-type", default="user")
-    p.add_argument("--target-email", action="append", default=[])
-    p.add_argument("--organization")
-    p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--journal", help="journal file (default: journal.path of the config)")
-    p.set_defaults(func=cmd_emit)
+    emit_cli.add_parser(sub, _add_config)
+    scaffold.add_parser(sub)
 
     p = sub.add_parser("plugins", help="list discovered plugins and sink types")
     _add_config(p)
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("dlq", help="dead-letter files")
-    dsub = p.add_subparsers(dest="dlq_command", required=True)
-    q = dsub.add_parser("list", help="dead letters per sink")
+    p = sub.add_parser("dlq", help="list or replay dead-letter files")
+    dsub = p.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
+    q = dsub.add_parser("list", help="dead letters per sink: records, events, bytes, last error")
     _add_config(q)
     q.set_defaults(func=cmd_dlq_list)
-    q = dsub.add_parser("replay", help="send a sink's dead letters again")
+    q = dsub.add_parser("replay", help="send a sink's dead letters again",
+                        description="Send a sink's dead letters again; delivered ones are"
+                        " removed, the others stay. Exit 1 when some stay.")
     _add_config(q)
-    q.add_argument("--sink", required=True)
+    q.add_argument("--sink", required=True, metavar="NAME", help="the sink whose letters to send")
     q.set_defaults(func=cmd_dlq_replay)
 
     # Imported here, not at the top, to keep `--version` quick; an import failure is a
@@ -68,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (redact_cli, status, portal_cli):
         module.add_parser(sub)
     return parser
+
+
+def _locate(args: argparse.Namespace) -> None:
+    """Resolve the config (``-c``, $AUDITSHIPD_CONFIG, /etc, ./config, default) in ``args``;
+    commands on the daemon's state say which one they use."""
+    from .config.locate import check_relative_dirs, describe, locate_config
+
+    located = locate_config(getattr(args, "config", None))
+    args.config = located.path
+    if args.command in _STATE_COMMANDS:
+        from .config import load_config
+
+        config = load_config(located.path)
+        print(describe(located, config), file=sys.stderr)
+        if not getattr(args, "journal", None):
+            check_relative_dirs(located, config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -93,35 +120,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     print(f"{config.source}: OK ({len(config.sinks)} sink(s): "
           f"{', '.join(f'{s.name} ({s.type})' for s in config.sinks)})")
-    return 0
-
-
-def cmd_emit(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .journal.writer import AuditJournal
-
-    path = args.journal or load_config(args.config).journal.path
-    metadata = {}
-    for item in args.metadata:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"--metadata {item!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
-        metadata[key] = value
-    actor = {"type": args.actor_type, "email": args.actor_email}
-    if args.actor_name:
-        actor["name"] = args.actor_name
-    journal = AuditJournal(path)
-    ok = journal.record(
-        args.action, actor=actor,
-        targets=[{"type": "user", "email": e} for e in args.target_email],
-        organization={"slug": args.organization} if args.organization else None,
-        metadata=metadata or None,
-    )
-    journal.close()
-    if not ok:
-        print(f"could not write to {path} (see the log above)", file=sys.stderr)
-        return 1
     return 0
 
 
@@ -195,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
+        if args.command != "init":
+            _locate(args)
         return args.func(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
