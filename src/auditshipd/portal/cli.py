@@ -38,8 +38,9 @@ def add_parser(subparsers: Any) -> None:
     token_sub = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
     create = token_sub.add_parser("create", help="create a token (printed once)")
     _add_config_option(create)
-    create.add_argument("--name", required=True)
-    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--name", required=True, help="who or what the token is for (unique)")
+    create.add_argument("--role", required=True, choices=ROLES,
+                        help="what the token may do: " + ", ".join(ROLES))
     create.add_argument("--organization", default="*",
                         help="organization slug the token may see, or '*' for all (default)")
     create.set_defaults(func=token_create)
@@ -48,7 +49,8 @@ def add_parser(subparsers: Any) -> None:
     listing.set_defaults(func=token_list)
     revoke = token_sub.add_parser("revoke", help="revoke a token by name or id")
     _add_config_option(revoke)
-    revoke.add_argument("name_or_id", metavar="NAME_OR_ID")
+    revoke.add_argument("name_or_id", metavar="NAME_OR_ID",
+                        help="the token's name or id (auditshipd token list)")
     revoke.set_defaults(func=token_revoke)
 
 
