@@ -7,7 +7,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(
 command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd ] || missing+=(mosquitto)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
-  apt_install "${missing[@]}"
+  apt_install "servers the tests start" "${missing[@]}"
 fi
 c_toolchain required
 make_venv "[test,s3,mqtt,browser,fast]"
