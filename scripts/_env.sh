@@ -49,7 +49,7 @@ make_venv() {  # make_venv EXTRAS
   local stamp=.venv/.auditshipd-installed
   local want
   # "cc": a compiler installed since the last install gets the C tier built.
-  want="$(cat pyproject.toml setup.py src/auditshipd/_redact_c.c | sha256sum | cut -c1-16) ${extras}"
+  want="$(cat pyproject.toml setup.py src/auditshipd/redaction/_redact_c.c | sha256sum | cut -c1-16) ${extras}"
   command -v cc >/dev/null 2>&1 && want="$want cc"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0

@@ -9,9 +9,10 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import __version__, scaffold
-from .journal import cli as emit_cli
+from . import __version__
 from .errors import ConfigError
+from .journal import cli as emit_cli
+from .service import scaffold
 
 __all__ = ["main"]
 

@@ -60,7 +60,7 @@ def test_wheel_ships_license_docs_examples_and_the_unit(installed):
                      cwd=installed).stdout.strip())
     assert share.is_relative_to(installed), share
     for name in ("LICENSE", "README.md", "config/auditshipd.toml", "config/redaction.toml",
-                 "config/sinks-example.toml", "docs/sinks.md", "docs/redaction.md",
+                 "config/sinks-example.toml", "docs/sinks.md", "docs/redaction.md", "docs/configuration.md",
                  "systemd/auditshipd.service"):
         assert (share / name).read_bytes() == (REPO / name).read_bytes(), name
     (license_file,) = installed.glob("lib/python*/site-packages/auditshipd-*.dist-info/licenses/LICENSE")

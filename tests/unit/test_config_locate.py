@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from auditshipd.config_locate import LocatedConfig, check_relative_dirs, locate_config
+from auditshipd.config.locate import LocatedConfig, check_relative_dirs, locate_config
 from auditshipd.errors import ConfigError
 
 

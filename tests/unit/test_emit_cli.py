@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from auditshipd.emit_cli import UsageError, check_action, parse_metadata, parse_occurred_at
+from auditshipd.journal.cli import UsageError, check_action, parse_metadata, parse_occurred_at
 
 
 def test_metadata_strings_and_json_values():
@@ -26,9 +26,12 @@ def test_bad_metadata_names_the_problem(item, says):
 
 
 def test_occurred_at_takes_rfc3339_with_a_zone_only():
-    """Z and offsets are accepted; a time without a zone or a bare date is refused."""
-    assert parse_occurred_at("2026-01-01T00:00:00Z") == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    assert parse_occurred_at("2026-01-01T02:00:00+02:00").utcoffset() == dt.timedelta(hours=2)
+    """Z and offsets are accepted (the instant, in UTC); a time without a zone or a bare
+    date is refused."""
+    midnight = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert parse_occurred_at("2026-01-01T00:00:00Z") == midnight
+    assert parse_occurred_at("2026-01-01T02:00:00+02:00") == midnight
+    assert parse_occurred_at("2026-01-01T02:00:00.123456789+0200") == midnight.replace(microsecond=123456)
     for bad, says in [("2026-01-01T00:00:00", "time zone"), ("2026-01-01", "RFC 3339"),
                       ("yesterday", "RFC 3339")]:
         with pytest.raises(UsageError, match=says):

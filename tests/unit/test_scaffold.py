@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from auditshipd import scaffold
 from auditshipd.cli import build_parser
 from auditshipd.config import load_config
-from auditshipd.runtime import load_runtime
-from auditshipd.scaffold import InitSettings, render_unit, write_files
+from auditshipd.service import scaffold
+from auditshipd.service.loading import load_runtime
+from auditshipd.service.scaffold import InitSettings, render_unit, write_files
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = (REPO / "systemd" / "auditshipd.service").read_text()

@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .shipped import shipped_dir, shipped_text
+from .. import __version__
+from ..shipped import shipped_dir, shipped_text
 
 __all__ = ["InitSettings", "add_parser", "installed_executable", "render_config",
            "render_unit", "run", "write_files"]
