@@ -22,22 +22,29 @@ class Batch:
     works the other way round (tests, replays). Either way nothing in a batch holds an
     internal id: redaction happened before. ``batch[i:j]`` gives a sub-batch (used for
     splitting and partial resends).
+
+    A sink with a ``format`` (OCSF, ECS, CEF) gets ``lines`` in that format and
+    ``source``, the redacted JSON lines they were encoded from: ``events`` (and so the
+    ids, times and organizations sinks put in keys and headers) decode from ``source``.
     """
 
-    __slots__ = ("_events", "_lines")
+    __slots__ = ("_events", "_lines", "_source")
 
     def __init__(self, events: Sequence[dict[str, Any]] | None = None,
-                 lines: Sequence[bytes] | None = None):
+                 lines: Sequence[bytes] | None = None, *,
+                 source: Sequence[bytes] | None = None):
         if events is None and lines is None:
             raise TypeError("Batch needs events or lines")
         self._events = list(events) if events is not None else None
         self._lines = list(lines) if lines is not None else None
+        self._source = list(source) if source is not None else None
 
     @property
     def events(self) -> list[dict[str, Any]]:
         if self._events is None:
-            assert self._lines is not None
-            self._events = [_decode(line) for line in self._lines]
+            src = self._source if self._source is not None else self._lines
+            assert src is not None
+            self._events = [_decode(line) for line in src]
         return self._events
 
     @property
@@ -64,7 +71,8 @@ class Batch:
             return ""
         if self._events is not None:
             return str(self._events[index].get("id", ""))
-        return str(_decode(self.lines[index]).get("id", ""))
+        src = self._source if self._source is not None else self.lines
+        return str(_decode(src[index]).get("id", ""))
 
     def jsonl(self) -> bytes:
         """Newline-delimited JSON, one event per line, trailing newline included."""
@@ -85,7 +93,8 @@ class Batch:
             raise TypeError("Batch supports slicing only; use batch.events[i] for one event")
         events = self._events[item] if self._events is not None else None
         lines = self._lines[item] if self._lines is not None else None
-        return Batch(events, lines)
+        source = self._source[item] if self._source is not None else None
+        return Batch(events, lines, source=source)
 
     def __repr__(self) -> str:
         return f"<Batch {len(self)} events {self.first_id}..{self.last_id}>"
