@@ -83,6 +83,9 @@ class SinkContext:
     journal_path: str = ""
     # The whole configuration the sink was loaded from (the portal sink reads [portal]).
     config: Config | None = None
+    # What the batch's ``lines`` are: "native" (the redacted JSON) or a SIEM format
+    # ("ocsf", "ecs", "cef": docs/formats.md); ``batch.events`` are the redacted events.
+    format: str = "native"
 
 
 @runtime_checkable

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ..errors import ConfigError
+from ..formats.settings import FormatSettings, check_sink_format, parse_formats
 from ..plugin import SinkType
 from .options import first_unknown_key
 
@@ -91,6 +92,7 @@ class _SinkCommon(_Strict):
     start_at: str = "beginning"
     organizations: list[str] | None = None
     redaction: dict[str, Any] | None = None
+    format: str = "native"  # native | ocsf | ecs | cef (docs/formats.md)
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     dead_letter: DeadLetterConfig = msgspec.field(default_factory=DeadLetterConfig)
@@ -106,6 +108,7 @@ class _Root(_Strict):
     redaction: dict[str, Any] = msgspec.field(default_factory=dict)
     portal: dict[str, Any] = msgspec.field(default_factory=dict)
     metrics: dict[str, Any] = msgspec.field(default_factory=dict)
+    formats: dict[str, Any] = msgspec.field(default_factory=dict)
     # Per-organization stream files (<org-slug>.toml holding [[sinks]]), e.g. written by
     # a control plane; reloaded live like the main file.
     streams_dir: str | None = None
@@ -135,6 +138,7 @@ class SinkConfig:
     # The organization whose stream file defined this sink (None: the main config).
     stream_org: str | None = None
     source: str = ""
+    format: str = "native"
 
 
 @dataclass
@@ -152,6 +156,7 @@ class Config:
     # Stream files that failed to load, by organization: that organization keeps the
     # sinks it had (an invalid file affects only its own organization).
     stream_errors: dict[str, ConfigError] = field(default_factory=dict)
+    formats: FormatSettings = field(default_factory=FormatSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -212,6 +217,7 @@ def parse_config(
         sinks=sinks,
         streams_dir=root.streams_dir,
         config_watch=root.config_watch,
+        formats=parse_formats(root.formats, source),
     )
     for sc in sinks:
         sc.source = source
@@ -337,10 +343,13 @@ def _sink_config(
             except ConfigError as exc:
                 key = f"{where}.{exc.key}" if exc.key else where
                 raise ConfigError(exc.reason, file=source, key=key) from None
+    problem = check_sink_format(c.format, c.type, options)
+    if problem is not None:
+        raise ConfigError(problem, file=source, key=f"{where}.format")
     return SinkConfig(
         name=c.name, type=c.type, options=options, enabled=c.enabled, concurrency=c.concurrency,
         start_at=c.start_at, organizations=c.organizations, redaction=c.redaction, batch=c.batch,
-        retry=c.retry, dead_letter=c.dead_letter, raw=table, sink_type=st,
+        retry=c.retry, dead_letter=c.dead_letter, raw=table, sink_type=st, format=c.format,
     )
 
 

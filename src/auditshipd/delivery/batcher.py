@@ -24,10 +24,11 @@ class PendingBatch:
     """Redacted lines on their way to one batch, the cursor marks and released segments
     they cover, and the quarantine records read with them."""
 
-    __slots__ = ("batch", "marks", "released", "done", "quarantine", "created")
+    __slots__ = ("batch", "payloads", "marks", "released", "done", "quarantine", "created")
 
     def __init__(self) -> None:
         self.batch: list[bytes] = []  # redacted events, encoded
+        self.payloads: list[bytes] = []  # the same in the sink's format (not native)
         self.marks: dict[str, SegmentCursor] = {}
         self.released: list[str] = []
         self.done = False

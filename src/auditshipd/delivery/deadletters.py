@@ -31,6 +31,7 @@ import msgspec
 
 from ..config import Config
 from ..durable import atomic_write
+from ..formats.registry import encoder_for_sink, reformat
 from ..plugin import SinkContext
 from ..scrub import scrub_secrets
 from .batch import Batch
@@ -249,8 +250,11 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
     finished = 0  # letters fully handled (delivered, or their failures in ``keep``)
     try:
         context = SinkContext(name=sc.name, state_dir=config.state_dir, logger=log,
-                              journal_path=config.journal.path, config=config)
+                              journal_path=config.journal.path, config=config,
+                              format=sc.format)
         sink = sc.sink_type.build(sc.name, sc.options, context)
+        # Dead letters hold the redacted events; the sink gets them in its format again.
+        encoder = encoder_for_sink(config, sc)
         try:
             await sink.start()
             for letter in letters:
@@ -260,7 +264,8 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
                                  ) -> None:
                     into.append(f)
 
-                sent = await deliver(sink.send, Batch(letter.events), backoff, on_failed=failed)
+                batch = reformat(encoder, Batch(letter.events))
+                sent = await deliver(sink.send, batch, backoff, on_failed=failed)
                 keep.extend(_kept(letter, f) for f in failures)
                 result.replayed += sent
                 finished += 1

@@ -23,6 +23,7 @@ import msgspec
 
 from ..config import Config, SinkConfig
 from ..errors import PermanentError, SinkError
+from ..formats.registry import encoder_for_sink
 from ..journal.cursor import CursorState, CursorStore
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
@@ -89,6 +90,8 @@ class SinkDriver:
         self.processor = LineProcessor(
             redactor, max_line_bytes=config.journal.max_line_bytes,
             organizations=sink_config.organizations, since=since)
+        # The sink's format (None: native): runs on the redacted lines, before batching.
+        self.encoder = encoder_for_sink(config, sink_config)
         self._inflight: collections.deque[PendingBatch] = collections.deque()
         self._slots = asyncio.Semaphore(sink_config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -224,6 +227,8 @@ class SinkDriver:
             for lines, size, mark, quarantined in self._process(item, len(job.batch), nbytes):
                 job.quarantine.extend(quarantined)
                 job.batch.extend(lines)
+                if self.encoder is not None:
+                    job.payloads.extend(self.encoder.encode_lines(lines))
                 nbytes += size
                 job.marks[item.segment] = mark
                 if deadline is None:
@@ -276,7 +281,9 @@ class SinkDriver:
                         self.hooks.event_quarantined(sink_name=self.name, segment=q.path,
                                                      offset=q.offset, reason=q.reason)
             if job.batch:
-                await self._send_with_retry(Batch(lines=job.batch))
+                batch = (Batch(lines=job.batch) if self.encoder is None
+                         else Batch(lines=job.payloads, source=job.batch))
+                await self._send_with_retry(batch)
             job.done = True
             self._advance()
         finally:

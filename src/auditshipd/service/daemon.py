@@ -215,7 +215,7 @@ class Daemon:
         context = SinkContext(
             name=sc.name, state_dir=cfg.state_dir,
             logger=logging.getLogger(f"auditshipd.sink.{sc.name}"),
-            journal_path=cfg.journal.path, config=cfg,
+            journal_path=cfg.journal.path, config=cfg, format=sc.format,
         )
         sink = sc.sink_type.build(sc.name, sc.options, context)
         driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactor,
