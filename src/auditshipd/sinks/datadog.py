@@ -75,6 +75,7 @@ MAX_PAYLOAD_BYTES = 5_000_000
 MAX_LOG_BYTES = 1_000_000
 
 _RECEIVER = "Datadog logs intake"
+DEFAULT_DDSOURCE = "auditshipd"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -85,7 +86,7 @@ class DatadogOptions(SinkOptions):
     site: str = "datadoghq.com"
     url: str | None = None
     service: str | None = None
-    ddsource: str = "auditshipd"
+    ddsource: str = "auditshipd"  # DEFAULT_DDSOURCE; "auditshipd-<format>" with a format
     ddtags: str | list[str] | None = None
     hostname: str | None = None
     gzip: bool = True
@@ -154,8 +155,13 @@ class DatadogSink(SessionSink):
         self.options = options
         self.logger = context.logger
         self.url = intake_url(options)
-        self._prefix = _entry_prefix(options)
-        self._truncated_prefix = _entry_prefix(options, truncated=True)
+        fmt = context.format
+        # A sink with a format gets its own ddsource unless one was set explicitly.
+        self.ddsource = options.ddsource
+        if fmt != "native" and options.ddsource == DEFAULT_DDSOURCE:
+            self.ddsource = f"{DEFAULT_DDSOURCE}-{fmt}"
+        self._prefix = _entry_prefix(options, ddsource=self.ddsource)
+        self._truncated_prefix = _entry_prefix(options, truncated=True, ddsource=self.ddsource)
 
     def __repr__(self) -> str:
         return f"<DatadogSink {self.name!r} {safe_url(self.url)}>"
@@ -242,10 +248,11 @@ class DatadogSink(SessionSink):
         raise err
 
 
-def _entry_prefix(options: DatadogOptions, *, truncated: bool = False) -> bytes:
+def _entry_prefix(options: DatadogOptions, *, truncated: bool = False,
+                  ddsource: str | None = None) -> bytes:
     """The constant start of every log entry, ending with a comma."""
     meta: dict[str, Any] = {
-        "ddsource": options.ddsource,
+        "ddsource": ddsource or options.ddsource,
         "hostname": options.hostname or socket.gethostname(),
     }
     if options.service:

@@ -1,7 +1,8 @@
 """``http`` sink: a generic webhook.
 
 POSTs each batch as a JSON array (``encoding = "json"``) or newline-delimited JSON
-(``"ndjson"``), optionally gzip-compressed, with custom headers, an optional bearer
+(``"ndjson"``), or, with ``format = "cef"``, one CEF line per event as ``text/plain``
+(``encoding = "ndjson"`` or ``"text"``), optionally gzip-compressed, with custom headers, an optional bearer
 token and an optional HMAC-SHA256 signature so receivers can authenticate us:
 
     X-Auditshipd-Timestamp: <unix seconds>
@@ -34,7 +35,7 @@ __all__ = ["HttpOptions", "HttpSink", "sign"]
 
 class HttpOptions(SinkOptions):
     url: str
-    encoding: str = "json"  # json | ndjson
+    encoding: str = "json"  # json | ndjson | text (lines as text/plain, e.g. format = "cef")
     gzip: bool = False
     gzip_level: int = 6
     headers: dict[str, str] = msgspec.field(default_factory=dict)
@@ -56,6 +57,7 @@ class HttpSink(SessionSink):
         self.name = name
         self.options = options
         self.receiver = safe_url(options.url)
+        self.text = options.encoding == "text" or context.format == "cef"
 
     def __repr__(self) -> str:
         return f"<HttpSink {self.name!r} {self.receiver}>"
@@ -67,7 +69,9 @@ class HttpSink(SessionSink):
     async def _send(self, batch: Batch) -> None:
         assert self._session is not None
         o = self.options
-        if o.encoding == "ndjson":
+        if self.text:
+            body, ctype = batch.jsonl(), "text/plain; charset=utf-8"
+        elif o.encoding == "ndjson":
             body, ctype = batch.jsonl(), "application/x-ndjson"
         else:
             body, ctype = batch.json_array(), "application/json"
@@ -107,8 +111,8 @@ def _validate(o: HttpOptions) -> None:
         if any(k.lower() == "authorization" for k in o.headers):
             raise ConfigError("a URL with user:password@ cannot be combined with an"
                               " Authorization header: keep one of the two", key="headers")
-    if o.encoding not in ("json", "ndjson"):
-        raise ConfigError('must be "json" or "ndjson"', key="encoding")
+    if o.encoding not in ("json", "ndjson", "text"):
+        raise ConfigError('must be "json", "ndjson" or "text"', key="encoding")
     if not 1 <= o.gzip_level <= 9:
         raise ConfigError("must be between 1 and 9", key="gzip_level")
     if o.timeout <= 0:

@@ -241,6 +241,8 @@ class MqttSink:
         self.name = name
         self.options = options
         self.context = context
+        # CEF lines are text; every other format is JSON (one document, or lines of them).
+        self._text = context.format == "cef"
         self._aiomqtt = _import_aiomqtt()
         self._client_cls = _tracking_client_class(self._aiomqtt)
         # paho is aiomqtt's own dependency: present whenever aiomqtt is.
@@ -348,7 +350,8 @@ class MqttSink:
         events = batch.events[: len(topics)]
         if self.options.message_per == "event":
             return [
-                _Message(topic, line, (("event_id", str(e.get("id", ""))),), "application/json")
+                _Message(topic, line, (("event_id", str(e.get("id", ""))),),
+                         "text/plain" if self._text else "application/json")
                 for topic, line, e in zip(topics, lines, events, strict=True)
             ], bad
         # One message per topic, never one per batch: a batch mixes organizations, and a
@@ -364,7 +367,8 @@ class MqttSink:
                 ("event_count", str(len(idx))),
             )
             payload = b"".join(lines[i] + b"\n" for i in idx)
-            messages.append(_Message(topic, payload, props, "application/x-ndjson"))
+            messages.append(_Message(topic, payload, props,
+                                     "text/plain" if self._text else "application/x-ndjson"))
         return messages, bad
 
     def _properties(self, message: _Message) -> Any:

@@ -50,7 +50,13 @@ __all__ = [
 ]
 
 DEFAULT_KEY_TEMPLATE = "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.jsonl.gz"
-KEY_PLACEHOLDERS = frozenset({"yyyy", "mm", "dd", "hh", "first_id", "last_id", "sink"})
+KEY_PLACEHOLDERS = frozenset({"yyyy", "mm", "dd", "hh", "first_id", "last_id", "sink", "format"})
+# With a format (and no key_template of the operator's), objects are named with it.
+FORMAT_KEY_TEMPLATES = {
+    "ocsf": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.ocsf.jsonl.gz",
+    "ecs": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.ecs.jsonl.gz",
+    "cef": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.cef.log.gz",
+}
 
 _MISSING_EXTRA = "the s3 sink needs the optional extra: pip install 'auditshipd[s3]'"
 
@@ -156,7 +162,7 @@ def _key_part(value: str) -> str:
     return quote(value, safe="-_.~") or "unknown"
 
 
-def object_key(template: str, batch: Batch, sink: str = "") -> str:
+def object_key(template: str, batch: Batch, sink: str = "", fmt: str = "native") -> str:
     """The object key of ``batch``: the same batch always gives the same key."""
     when = _occurred_at(batch.events[0]) if batch.events else None
     if when is None:
@@ -168,7 +174,7 @@ def object_key(template: str, batch: Batch, sink: str = "") -> str:
         }
     return template.format(
         **date, first_id=_key_part(batch.first_id), last_id=_key_part(batch.last_id),
-        sink=_key_part(sink),
+        sink=_key_part(sink), format=_key_part(fmt),
     )
 
 
@@ -234,6 +240,10 @@ class S3Sink:
         self.name = name
         self.options = options
         self.context = context
+        self.format = context.format
+        self.key_template = options.key_template
+        if options.key_template == DEFAULT_KEY_TEMPLATE:
+            self.key_template = FORMAT_KEY_TEMPLATES.get(self.format, DEFAULT_KEY_TEMPLATE)
         self._session_cls, self._config_cls = _import_aiobotocore()
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
@@ -284,10 +294,10 @@ class S3Sink:
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         params: dict[str, Any] = {
             "Bucket": o.bucket,
-            "Key": object_key(o.key_template, batch, self.name),
+            "Key": object_key(self.key_template, batch, self.name, self.format),
             "Body": body,
             "ContentMD5": base64.b64encode(md5).decode("ascii"),
-            "ContentType": "application/x-ndjson",
+            "ContentType": "text/plain" if self.format == "cef" else "application/x-ndjson",
             "ContentEncoding": "gzip",
             "Metadata": {
                 "events": str(len(batch)),

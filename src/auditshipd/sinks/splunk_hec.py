@@ -173,7 +173,14 @@ class SplunkHecSink(SessionSink):
         self._auth = f"Splunk {options.token}"
         # One channel per sink instance: ack ids are numbered per channel.
         self._channel = str(uuid.uuid4()) if options.acks else None
-        self._prefix = _envelope_prefix(options)
+        fmt = context.format
+        # A sink with a format gets its own sourcetype unless one was set explicitly.
+        sourcetype = options.sourcetype
+        if fmt != "native" and sourcetype == DEFAULT_SOURCETYPE:
+            sourcetype = f"auditshipd:{fmt}"
+        self.sourcetype = sourcetype
+        self._text = fmt == "cef"  # CEF lines are text: HEC's event is then a JSON string
+        self._prefix = _envelope_prefix(options, sourcetype)
         self._warned_no_ack = False
 
     def __repr__(self) -> str:
@@ -248,7 +255,7 @@ class SplunkHecSink(SessionSink):
         if event_id is not None:
             parts.append(b'"fields":' + _encode({"event_id": str(event_id)}) + b",")
         parts.append(b'"event":')
-        parts.append(line)
+        parts.append(_encode(line.decode("utf-8", "replace")) if self._text else line)
         parts.append(b"}")
         return b"".join(parts)
 
@@ -379,12 +386,12 @@ class SplunkHecSink(SessionSink):
         return confirmed
 
 
-def _envelope_prefix(options: SplunkHecOptions) -> bytes:
+def _envelope_prefix(options: SplunkHecOptions, sourcetype: str | None = None) -> bytes:
     """The constant start of every event object, ending with a comma."""
     meta: dict[str, str] = {"host": options.host or socket.gethostname()}
     if options.source:
         meta["source"] = options.source
-    meta["sourcetype"] = options.sourcetype
+    meta["sourcetype"] = sourcetype or options.sourcetype
     if options.index:
         meta["index"] = options.index
     return _encode(meta)[:-1] + b","
