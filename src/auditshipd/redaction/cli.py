@@ -1,7 +1,8 @@
 """``auditshipd redact``: show what a policy lets out of the machine.
 
-Reads JSON Lines on stdin, prints each event as it would leave (one JSON object per
-line) and reports invalid lines and dropped events on stderr with their line numbers.
+Reads JSON Lines on stdin, prints each event as it would leave (one line per event, in
+``--format`` or the sink's format: native JSON, OCSF, ECS or CEF) and reports invalid
+lines and dropped events on stderr with their line numbers.
 Exit status 1 when there were any, 2 on a configuration error.
 """
 
@@ -30,13 +31,17 @@ def add_parser(subparsers: Any) -> None:
         description="Apply the redaction policy to JSON Lines on stdin and print the result.",
     )
     p.add_argument("-c", "--config", default=None, help="config file (default: embedded default)")
-    p.add_argument("--sink", default=None, help="use this sink's policy (its override, if any)")
+    p.add_argument("--sink", default=None,
+                   help="use this sink's policy (its override, if any) and format")
+    p.add_argument("--format", default=None, choices=("native", "ocsf", "ecs", "cef"),
+                   help="print the events in this format (default: the sink's, else native)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``auditshipd redact``; returns the exit status."""
     from ..config import load_config
+    from ..formats.registry import build_encoder
     from .redactor import compile_policy
 
     try:
@@ -51,14 +56,19 @@ def run(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 2
             redactor = compile_policy(sink.redaction, source=config.source, base=redactor)
+            fmt = args.format or sink.format
+        else:
+            fmt = getattr(args, "format", None) or "native"
+        encoder = build_encoder(fmt, config.formats)
     except ConfigError as exc:
         print(f"auditshipd redact: {exc}", file=sys.stderr)
         return 2
     src = sys.stdin.buffer
     if sys.stdout.isatty():  # events go to the terminal: no bar in between them
-        return redact_stream(redactor, src, sys.stdout.buffer, sys.stderr)
+        return redact_stream(redactor, src, sys.stdout.buffer, sys.stderr, encoder)
     with Progress(_input_size(src), "redacting", unit="bytes") as bar:
-        return redact_stream(redactor, _counted(src, bar), sys.stdout.buffer, sys.stderr)
+        return redact_stream(redactor, _counted(src, bar), sys.stdout.buffer, sys.stderr,
+                             encoder)
 
 
 def _input_size(src: Any) -> int:
@@ -76,7 +86,9 @@ def _counted(src: Any, bar: Progress) -> Iterator[bytes]:
         yield line
 
 
-def redact_stream(redactor: Any, src: Any, out: Any, err: Any) -> int:
+def redact_stream(redactor: Any, src: Any, out: Any, err: Any, encoder: Any = None) -> int:
+    """Redact each line of ``src``; write it (in ``encoder``'s format when given) to ``out``.
+    The encoder sees the redacted event only, as a sink's would."""
     decode = msgspec.json.Decoder().decode
     encode = msgspec.json.Encoder().encode
     problems = 0
@@ -96,6 +108,9 @@ def redact_stream(redactor: Any, src: Any, out: Any, err: Any) -> int:
             problems += 1
             print(f"line {number}: dropped: {exc.reason}", file=err)
             continue
-        out.write(encode(redacted) + b"\n")
+        line = encode(redacted)
+        if encoder is not None:
+            line = encoder.encode(decode(line))  # exactly what the pipeline hands it
+        out.write(line + b"\n")
     out.flush()
     return 1 if problems else 0
