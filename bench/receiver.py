@@ -5,7 +5,9 @@
 ``POST /ingest`` (any path but the ones below): a JSON array of events, or NDJSON,
 optionally gzip-compressed; answers 200 ``{}``. Events are counted by decoding each
 body with msgspec into a Struct holding only ``id`` (other fields are skipped in C),
-so a malformed body is an error (400), never a wrong count.
+so a malformed body is an error (400), never a wrong count. ``id`` may be missing (OCSF
+and ECS documents carry it elsewhere); a ``text/plain`` body (CEF) counts its lines,
+each of which must start with ``CEF:``.
 ``--latency``: also decodes ``metadata.t_ns`` (a ``time.time_ns()`` stamp put by the
 writer) and records ``arrival_ns - t_ns`` per event.
 
@@ -30,7 +32,7 @@ __all__ = ["main"]
 
 
 class _Id(msgspec.Struct):
-    id: str
+    id: str = ""
 
 
 class _Meta(msgspec.Struct):
@@ -72,7 +74,11 @@ def make_app(state: State) -> web.Application:
         if body[:2] == b"\x1f\x8b":
             body = gzip.decompress(body)
         try:
-            if body[:1] == b"[":
+            if request.content_type == "text/plain":
+                events = body.splitlines()
+                if not all(line.startswith(b"CEF:") for line in events):
+                    raise msgspec.DecodeError("a text/plain line is not CEF")
+            elif body[:1] == b"[":
                 events = state.dec_array.decode(body)
             else:
                 events = state.dec_lines.decode_lines(body)

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/throughput.py [--events 1000000] [--runs 3] [--sink http|file|both]
                                          [--profile /tmp/daemon.prof]
+                                         [--formats native,ocsf,ecs,cef]
 
 Generates the journal once (bench/gen_events.py) in a temp dir, then per run and sink:
 a fresh state dir, a fresh receiver process (bench/receiver.py) for the http sink, the
@@ -13,6 +14,10 @@ before SIGTERM. Prints per run and the medians:
 - events/s (wall): from the daemon's start (Popen, Python start-up included) to the
   last event's arrival; "steady" is first to last arrival;
 - daemon CPU seconds per million events; peak RSS; the receiver's count.
+
+``--formats``: instead of the sinks above, the http sink once per format per run (the
+sink's ``format`` key; CEF with ``encoding = "ndjson"``, a text body), and each format's
+daemon CPU per event against ``native`` (target: under +50%).
 
 Also measured in the same invocation: the receiver alone (this process blasting
 pre-built batches at it: it must be far faster than the daemon) and the bare msgspec
@@ -165,13 +170,17 @@ def _count_lines(path: Path, state: dict[str, int]) -> int:
 
 
 def run_once(kind: str, journal_dir: Path, n: int, workdir: Path, timeout: float,
-             profile: Path | None = None) -> dict[str, Any]:
+             profile: Path | None = None, fmt: str = "native") -> dict[str, Any]:
     run_dir = Path(tempfile.mkdtemp(prefix=f"run-{kind}-", dir=workdir))
     state_dir = run_dir / "state"
     rx: Receiver | None = None
     if kind == "http":
         rx = Receiver(log=run_dir / "receiver.log").start()
         sink: dict[str, Any] = {"name": "bench", "type": "http", "url": rx.url}
+        if fmt != "native":
+            sink["format"] = fmt
+            if fmt == "cef":
+                sink["encoding"] = "ndjson"
     else:
         out = run_dir / "out" / "audit.jsonl"
         sink = {"name": "bench", "type": "file", "path": str(out)}
@@ -254,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, default=None,
                     help="one extra http run with the daemon under cProfile; write stats here")
     ap.add_argument("--skip-receiver-alone", action="store_true")
+    ap.add_argument("--formats", default=None,
+                    help="comma-separated formats for the http sink (e.g. native,ocsf,ecs,cef)")
     args = ap.parse_args(argv)
+    if args.formats:
+        return formats_main(args)
     n = args.events
     timeout = args.timeout or 60 + n / 5000
     print_header()
@@ -314,6 +327,46 @@ def main(argv: list[str] | None = None) -> int:
                 _print_profile(args.profile)
             else:
                 print("  ! no profile written (did the daemon exit cleanly?)", file=sys.stderr)
+    except BenchTimeout as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def formats_main(args: argparse.Namespace) -> int:
+    """CPU per event of the http path for each format, against native."""
+    n = args.events
+    timeout = args.timeout or 60 + n / 5000
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if "native" not in formats:
+        formats.insert(0, "native")
+    print_header()
+    workdir = Path(tempfile.mkdtemp(prefix="auditshipd-bench-"))
+    try:
+        journal_dir = workdir / "journal"
+        journal_dir.mkdir()
+        size = write_events(str(journal_dir / "audit.jsonl"), n, args.seed)
+        print(f"journal: {n:,} events, {size / 1e6:.1f} MB ({size / n:.0f} B/event)")
+        results: dict[str, list[dict[str, Any]]] = {f: [] for f in formats}
+        for i in range(args.runs):
+            for fmt in formats:  # interleaved: the machine's load weighs on each alike
+                r = run_once("http", journal_dir, n, workdir, timeout, fmt=fmt)
+                results[fmt].append(r)
+                print(f"run {i + 1} {fmt:>6}: {_fmt_run(r)}")
+        base = median([r["cpu_per_m"] for r in results["native"]])
+        print(f"\n=== http sink, medians of {args.runs} run(s), {n:,} events, "
+              f"load now {os.getloadavg()[0]:.2f} ===")
+        for fmt, rs in results.items():
+            cpu = median([r["cpu_per_m"] for r in rs])
+            rate = median([r["rate"] for r in rs])
+            extra = (cpu - base) / base * 100
+            verdict = "" if fmt == "native" else (
+                f" (target < +50%: {'OK' if extra < 50 else 'MISSED'})")
+            print(f"{fmt:>6}: {cpu:.2f} CPU-s/1M, {rate:,.0f} events/s, "
+                  f"{extra:+.0f}% CPU per event vs native{verdict}, "
+                  f"counts {[r['count'] for r in rs]}")
     except BenchTimeout as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 2
