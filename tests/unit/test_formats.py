@@ -348,3 +348,28 @@ def test_format_batch_keeps_the_redacted_events():
     again = reformat(enc, Batch(part.events))
     assert again.lines == part.lines and again.ids == part.ids
     assert reformat(None, part) is part
+
+
+# -- auditshipd redact --format ------------------------------------------------------------
+
+def test_redact_cli_prints_what_a_sink_would_send(tmp_path):
+    """`auditshipd redact --format ocsf` prints the corpus redacted then in OCSF; with
+    --sink and no --format it uses that sink's format; no internal id in either output."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> bytes:
+        out = subprocess.run([sys.executable, "-m", "auditshipd.cli", "redact", *args],
+                             input=CORPUS.read_bytes(), capture_output=True, check=True)
+        return out.stdout
+
+    docs = [json.loads(x) for x in run("--format", "ocsf").splitlines()]
+    assert len(docs) == len(RAW)
+    for doc in docs:
+        assert_valid_ocsf(doc)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[sinks]]\nname = "s"\ntype = "file"\npath = "x"\nformat = "cef"\n')
+    cef = run("-c", str(cfg), "--sink", "s").decode().splitlines()
+    assert [parse_cef(x)["ext"]["externalId"] for x in cef] == [json.loads(x)["id"] for x in RAW]
+    for out in (run("--format", "ocsf"), run("--format", "ecs"), "\n".join(cef).encode()):
+        assert not _INTERNAL.search(out)
