@@ -373,3 +373,19 @@ def test_redact_cli_prints_what_a_sink_would_send(tmp_path):
     assert [parse_cef(x)["ext"]["externalId"] for x in cef] == [json.loads(x)["id"] for x in RAW]
     for out in (run("--format", "ocsf"), run("--format", "ecs"), "\n".join(cef).encode()):
         assert not _INTERNAL.search(out)
+
+
+@given(st.datetimes(min_value=__import__("datetime").datetime(1900, 1, 1),
+                    max_value=__import__("datetime").datetime(2200, 1, 1)))
+@settings(max_examples=300, deadline=None)
+def test_epoch_ms_fast_path_agrees_with_datetime(when):
+    """The writer's own time form (parsed without datetime) gives the same milliseconds
+    as datetime does, with and without fractions; an offset form goes the slow way."""
+    import datetime as dt
+
+    from auditshipd.formats.event import epoch_ms
+    when = when.replace(microsecond=when.microsecond // 1000 * 1000, tzinfo=dt.timezone.utc)
+    expected = (when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(milliseconds=1)
+    assert epoch_ms(when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z") == expected
+    assert epoch_ms(when.strftime("%Y-%m-%dT%H:%M:%SZ")) == expected - when.microsecond // 1000
+    assert epoch_ms(when.isoformat()) == expected
