@@ -8,5 +8,6 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.datadog",
     "auditshipd.sinks.s3",
     "auditshipd.sinks.mqtt",
+    "auditshipd.sinks.nats",
     "auditshipd.portal.sink",
 )
