@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Create the environment (with test extras and the servers the tests start: mosquitto,
-# chromium) and run the whole test suite. A server the tests need is never skipped.
+# nats-server, chromium) and run the whole test suite. A server the tests need is never skipped.
 source "$(dirname "$0")/_env.sh"
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd ] || missing+=(mosquitto)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # verifies the unit init writes
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "servers the tests start" "${missing[@]}"
 fi
