@@ -244,3 +244,79 @@ def _wait_sync(pred, what, timeout=60.0):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+async def test_nats_through_daemon_with_server_restart(ws):
+    """Daemon -> JetStream (nats-server -js), server killed and restarted mid-stream:
+    every id stored exactly once (the resend de-duplicated by Nats-Msg-Id)."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+    from tests.servers.nats import NatsServer
+
+    server = NatsServer(ws.root / "nats")
+    server.start()
+
+    async def stream_state():
+        nc = await nats.connect(server.url)
+        try:
+            return (await nc.jetstream().stream_info("AUDIT")).state.messages
+        finally:
+            await nc.close()
+
+    async def stored_ids():
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            total = (await js.stream_info("AUDIT")).state.messages
+            sub = await js.pull_subscribe("audit.>", stream="AUDIT",
+                                          config=ConsumerConfig(ack_policy=AckPolicy.NONE))
+            msgs = []
+            while len(msgs) < total:
+                msgs += await sub.fetch(min(500, total - len(msgs)), timeout=30)
+            return [json.loads(m.data)["id"] for m in msgs], b"".join(m.data for m in msgs)
+        finally:
+            await nc.close()
+
+    try:
+        nc = await nats.connect(server.url)
+        await nc.jetstream().add_stream(name="AUDIT", subjects=["audit.>"], duplicate_window=600)
+        await nc.close()
+        ws.write_config(f"""
+[[sinks]]
+name = "nats"
+type = "nats"
+url = "{server.url}"
+subject = "audit.{{organization.slug}}.{{action}}"
+stream = "AUDIT"
+timeout = 2.0
+{batch_table()}""")
+        ids = write_events(ws.journal)
+        d = ws.daemon().start()
+        try:
+            async def reached(n):
+                try:
+                    return await stream_state() >= n
+                except Exception:
+                    return False
+
+            deadline = time.monotonic() + 60
+            while not await reached(300):
+                assert time.monotonic() < deadline, "no events before the outage"
+                await asyncio.sleep(0.05)
+            server.kill()
+            more = write_events(ws.journal, 300, prefix="m")
+            await wait_until(lambda: d.log().count(b"retrying in") >= 2, what="retries while down")
+            server.start()
+            deadline = time.monotonic() + 60
+            while not await reached(len(ids) + len(more)):
+                assert time.monotonic() < deadline, "not every event after the restart"
+                await asyncio.sleep(0.05)
+            assert d.terminate() == 0
+        finally:
+            if d.poll() is None:
+                d.kill()
+        got, raw = await stored_ids()
+    finally:
+        server.stop()
+    assert sorted(got) == sorted(ids + more)  # each once: duplicates were dropped
+    assert_redacted(raw)
