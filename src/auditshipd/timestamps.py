@@ -13,9 +13,10 @@ import datetime as _dt
 import re
 from typing import Any
 
-__all__ = ["format_rfc3339", "now_rfc3339", "parse_rfc3339", "parse_time"]
+__all__ = ["format_rfc3339", "now_rfc3339", "parse_rfc3339", "parse_rfc3339_ns", "parse_time"]
 
 _UTC = _dt.timezone.utc
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"  # a date alone is midnight UTC
     r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
@@ -23,10 +24,8 @@ _RFC3339 = re.compile(
 )
 
 
-def parse_rfc3339(value: Any) -> _dt.datetime | None:
-    """The instant of an RFC 3339 time (also a date alone, or a time without offset,
-    both taken as UTC), as an aware UTC datetime; fractions beyond microseconds are cut.
-    None for anything else, and for an instant outside the years 0001-9999 in UTC."""
+def _parse(value: Any) -> tuple[_dt.datetime, str] | None:
+    # The instant (microseconds) and the fraction's digits as written.
     if not isinstance(value, str):
         return None
     m = _RFC3339.fullmatch(value.strip())
@@ -42,7 +41,26 @@ def parse_rfc3339(value: Any) -> _dt.datetime | None:
             when = when - offset if sign == "+" else when + offset
     except (ValueError, OverflowError):
         return None
-    return when
+    return when, frac or ""
+
+
+def parse_rfc3339(value: Any) -> _dt.datetime | None:
+    """The instant of an RFC 3339 time (also a date alone, or a time without offset,
+    both taken as UTC), as an aware UTC datetime; fractions beyond microseconds are cut.
+    None for anything else, and for an instant outside the years 0001-9999 in UTC."""
+    parsed = _parse(value)
+    return None if parsed is None else parsed[0]
+
+
+def parse_rfc3339_ns(value: Any) -> int | None:
+    """Nanoseconds since the epoch of an RFC 3339 time read as :func:`parse_rfc3339` reads
+    it, keeping nine fraction digits (further ones are cut); None where it gives None."""
+    parsed = _parse(value)
+    if parsed is None:
+        return None
+    when, frac = parsed
+    seconds = (when.replace(microsecond=0) - _EPOCH) // _dt.timedelta(seconds=1)
+    return seconds * 1_000_000_000 + int(frac[:9].ljust(9, "0"))
 
 
 def parse_time(value: Any) -> float | None:

@@ -179,3 +179,14 @@ def test_missing_extra_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch, 
     assert "pip install 'auditshipd[s3]'" in str(err)
     with pytest.raises(ConfigError, match=r"auditshipd\[s3\]"):
         S3Sink("s", S3Options(bucket="b"), SinkContext("s", tmp_path, logging.getLogger()))
+
+
+def test_occurred_at_ns_keeps_the_fraction_and_the_offset() -> None:
+    """The shared key_template module also gives nanosecond times (OTLP's time_unix_nano)."""
+    from auditshipd.sinks.key_template import occurred_at_ns
+
+    assert occurred_at_ns({"occurred_at": "1970-01-01T00:00:01.5Z"}) == 1_500_000_000
+    assert occurred_at_ns({"occurred_at": "2024-05-17T15:59:58.123456789+02:00"}) == 1715954398123456789
+    assert occurred_at_ns({"occurred_at": "2024-05-17T13:59:58Z"}) == 1715954398_000_000_000
+    assert occurred_at_ns({"occurred_at": "yesterday"}) is None
+    assert occurred_at_ns({}) is None

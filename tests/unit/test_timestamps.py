@@ -6,7 +6,13 @@ import datetime as dt
 
 import pytest
 
-from auditshipd.timestamps import format_rfc3339, now_rfc3339, parse_rfc3339, parse_time
+from auditshipd.timestamps import (
+    format_rfc3339,
+    now_rfc3339,
+    parse_rfc3339,
+    parse_rfc3339_ns,
+    parse_time,
+)
 
 UTC = dt.timezone.utc
 
@@ -51,3 +57,19 @@ def test_formats_sort_as_the_times_do():
     assert format_rfc3339(later) == "2025-12-31T22:00:00.000Z"
     assert format_rfc3339(when) < format_rfc3339(later)
     assert abs(parse_time(now_rfc3339()) - dt.datetime.now(UTC).timestamp()) < 5
+
+
+def test_nanoseconds_keep_nine_digits_and_agree_with_the_parser():
+    """parse_rfc3339_ns reads what parse_rfc3339 reads, with the fraction's nine digits."""
+    assert parse_rfc3339_ns("1970-01-01T00:00:01.5Z") == 1_500_000_000
+    assert parse_rfc3339_ns("2024-05-17T15:59:58.123456789+02:00") == 1715954398123456789
+    assert parse_rfc3339_ns("2024-05-17T13:59:58.1234567891Z") == 1715954398123456789
+    assert parse_rfc3339_ns("1969-12-31T23:59:59.25Z") == -750_000_000
+    assert parse_rfc3339_ns("0001-01-01T00:00:00Z") == -62135596800 * 1_000_000_000
+    for text in ("2024-05-17T13:59:58.123456Z", "2024-05-17", "9999-12-31T23:59:59.999999Z"):
+        when = parse_rfc3339(text)
+        assert when is not None
+        micros = (when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+        assert parse_rfc3339_ns(text) == micros * 1000
+    for junk in ("yesterday", "", None, 12, "2024-13-01T00:00:00Z", "0001-01-01T00:00:00+01:00"):
+        assert parse_rfc3339_ns(junk) is None

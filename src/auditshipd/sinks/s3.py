@@ -19,10 +19,9 @@ import contextlib
 import gzip
 import hashlib
 import importlib
-import string
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from ..plugin import (
     Batch,
@@ -36,10 +35,19 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
-from ..timestamps import parse_rfc3339
+from .key_template import (
+    DEFAULT_KEY_TEMPLATE,
+    FORMAT_KEY_TEMPLATES,
+    KEY_PLACEHOLDERS,
+    check_key_template,
+    key_part,
+    object_key,
+    template_for,
+)
 
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
+    "FORMAT_KEY_TEMPLATES",
     "KEY_PLACEHOLDERS",
     "S3Options",
     "S3Sink",
@@ -48,15 +56,6 @@ __all__ = [
     "register_sink_types",
     "validate_options",
 ]
-
-DEFAULT_KEY_TEMPLATE = "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.jsonl.gz"
-KEY_PLACEHOLDERS = frozenset({"yyyy", "mm", "dd", "hh", "first_id", "last_id", "sink", "format"})
-# With a format (and no key_template of the operator's), objects are named with it.
-FORMAT_KEY_TEMPLATES = {
-    "ocsf": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.ocsf.jsonl.gz",
-    "ecs": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.ecs.jsonl.gz",
-    "cef": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.cef.log.gz",
-}
 
 _MISSING_EXTRA = "the s3 sink needs the optional extra: pip install 'auditshipd[s3]'"
 
@@ -95,7 +94,7 @@ def validate_options(options: S3Options) -> None:
     """Checks msgspec cannot express; raises ConfigError naming the key."""
     if not options.bucket.strip():
         raise ConfigError("must not be empty", key="bucket")
-    _check_key_template(options.key_template)
+    check_key_template(options.key_template)
     if options.endpoint_url is not None:
         parts = urlsplit(options.endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -134,56 +133,6 @@ def validate_options(options: S3Options) -> None:
         raise ConfigError("must be positive", key="timeout")
     if not module_available("aiobotocore"):
         raise ConfigError(_MISSING_EXTRA, key="type")
-
-
-def _check_key_template(template: str) -> None:
-    try:
-        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
-    except ValueError as exc:
-        raise ConfigError(f"invalid template: {exc}", key="key_template") from None
-    fields = [f for f, _, _ in parsed if f is not None]
-    specs = [f for f, spec, conv in parsed if f is not None and (spec or conv)]
-    unknown = sorted({f for f in fields if f not in KEY_PLACEHOLDERS})
-    if unknown:
-        names = ", ".join("{" + f + "}" for f in unknown)
-        known = ", ".join("{" + p + "}" for p in sorted(KEY_PLACEHOLDERS))
-        raise ConfigError(f"unknown placeholder {names} (known: {known})", key="key_template")
-    if specs:
-        raise ConfigError("placeholders take no format spec or conversion", key="key_template")
-    if not {"first_id", "last_id"} <= set(fields):
-        # Without both ids two different batches would overwrite each other.
-        raise ConfigError("must contain {first_id} and {last_id}", key="key_template")
-    if template.startswith("/"):
-        raise ConfigError("must not start with '/'", key="key_template")
-
-
-def _key_part(value: str) -> str:
-    # Ids come from applications: keep keys printable and free of '/', without collisions.
-    return quote(value, safe="-_.~") or "unknown"
-
-
-def object_key(template: str, batch: Batch, sink: str = "", fmt: str = "native") -> str:
-    """The object key of ``batch``: the same batch always gives the same key."""
-    when = _occurred_at(batch.events[0]) if batch.events else None
-    if when is None:
-        date = dict.fromkeys(("yyyy", "mm", "dd", "hh"), "unknown")
-    else:
-        date = {
-            "yyyy": f"{when.year:04d}", "mm": f"{when.month:02d}",
-            "dd": f"{when.day:02d}", "hh": f"{when.hour:02d}",
-        }
-    return template.format(
-        **date, first_id=_key_part(batch.first_id), last_id=_key_part(batch.last_id),
-        sink=_key_part(sink), format=_key_part(fmt),
-    )
-
-
-
-
-def _occurred_at(event: dict[str, Any]) -> datetime | None:
-    value = event.get("occurred_at")
-    # A date alone is not an event time here (the key falls back to the batch time).
-    return parse_rfc3339(value) if isinstance(value, str) and len(value.strip()) > 10 else None
 
 
 def classify_s3_error(exc: BaseException) -> SinkError:
@@ -241,9 +190,7 @@ class S3Sink:
         self.options = options
         self.context = context
         self.format = context.format
-        self.key_template = options.key_template
-        if options.key_template == DEFAULT_KEY_TEMPLATE:
-            self.key_template = FORMAT_KEY_TEMPLATES.get(self.format, DEFAULT_KEY_TEMPLATE)
+        self.key_template = template_for(options.key_template, self.format)
         self._session_cls, self._config_cls = _import_aiobotocore()
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
@@ -301,8 +248,8 @@ class S3Sink:
             "ContentEncoding": "gzip",
             "Metadata": {
                 "events": str(len(batch)),
-                "first-id": _key_part(batch.first_id),
-                "last-id": _key_part(batch.last_id),
+                "first-id": key_part(batch.first_id),
+                "last-id": key_part(batch.last_id),
             },
         }
         if o.storage_class:

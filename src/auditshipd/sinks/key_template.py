@@ -1,0 +1,102 @@
+"""Object names of the object-store sinks (s3, gcs, azure_blob) from ``key_template``.
+
+A key is rendered from the date of the batch's first event (``occurred_at``, UTC) and
+its first and last event ids, so a batch sent again after a crash gets the same name
+and overwrites its own object instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import string
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from ..plugin import Batch, ConfigError
+from ..timestamps import parse_rfc3339, parse_rfc3339_ns
+
+__all__ = [
+    "DEFAULT_KEY_TEMPLATE",
+    "FORMAT_KEY_TEMPLATES",
+    "KEY_PLACEHOLDERS",
+    "check_key_template",
+    "key_part",
+    "object_key",
+    "occurred_at",
+    "occurred_at_ns",
+    "template_for",
+]
+
+DEFAULT_KEY_TEMPLATE = "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.jsonl.gz"
+KEY_PLACEHOLDERS = frozenset({"yyyy", "mm", "dd", "hh", "first_id", "last_id", "sink", "format"})
+# With a format (and no key_template of the operator's), objects are named with it.
+FORMAT_KEY_TEMPLATES = {
+    "ocsf": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.ocsf.jsonl.gz",
+    "ecs": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.ecs.jsonl.gz",
+    "cef": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.cef.log.gz",
+}
+
+
+def check_key_template(template: str) -> None:
+    """Raise ConfigError (key ``key_template``) unless ``template`` names each batch uniquely."""
+    try:
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
+    except ValueError as exc:
+        raise ConfigError(f"invalid template: {exc}", key="key_template") from None
+    fields = [f for f, _, _ in parsed if f is not None]
+    specs = [f for f, spec, conv in parsed if f is not None and (spec or conv)]
+    unknown = sorted({f for f in fields if f not in KEY_PLACEHOLDERS})
+    if unknown:
+        names = ", ".join("{" + f + "}" for f in unknown)
+        known = ", ".join("{" + p + "}" for p in sorted(KEY_PLACEHOLDERS))
+        raise ConfigError(f"unknown placeholder {names} (known: {known})", key="key_template")
+    if specs:
+        raise ConfigError("placeholders take no format spec or conversion", key="key_template")
+    if not {"first_id", "last_id"} <= set(fields):
+        # Without both ids two different batches would overwrite each other.
+        raise ConfigError("must contain {first_id} and {last_id}", key="key_template")
+    if template.startswith("/"):
+        raise ConfigError("must not start with '/'", key="key_template")
+
+
+def key_part(value: str) -> str:
+    # Ids come from applications: keep keys printable and free of '/', without collisions.
+    return quote(value, safe="-_.~") or "unknown"
+
+
+def template_for(template: str, fmt: str) -> str:
+    """The template to use: the default one names objects with the sink's format."""
+    return FORMAT_KEY_TEMPLATES.get(fmt, template) if template == DEFAULT_KEY_TEMPLATE else template
+
+
+def object_key(template: str, batch: Batch, sink: str = "", fmt: str = "native") -> str:
+    """The object key of ``batch``: the same batch always gives the same key."""
+    when = occurred_at(batch.events[0]) if batch.events else None
+    if when is None:
+        date = dict.fromkeys(("yyyy", "mm", "dd", "hh"), "unknown")
+    else:
+        date = {
+            "yyyy": f"{when.year:04d}", "mm": f"{when.month:02d}",
+            "dd": f"{when.day:02d}", "hh": f"{when.hour:02d}",
+        }
+    return template.format(
+        **date, first_id=key_part(batch.first_id), last_id=key_part(batch.last_id),
+        sink=key_part(sink), format=key_part(fmt),
+    )
+
+
+def occurred_at(event: dict[str, Any]) -> datetime | None:
+    """The event's ``occurred_at`` (RFC 3339) as an aware UTC datetime, or None."""
+    value = event.get("occurred_at")
+    return parse_rfc3339(value) if _is_event_time(value) else None
+
+
+def occurred_at_ns(event: dict[str, Any]) -> int | None:
+    """The event's ``occurred_at`` in nanoseconds since the Unix epoch, or None."""
+    value = event.get("occurred_at")
+    return parse_rfc3339_ns(value) if _is_event_time(value) else None
+
+
+def _is_event_time(value: Any) -> bool:
+    # A date alone is not an event time here (the caller falls back to another time).
+    return isinstance(value, str) and len(value.strip()) > 10
