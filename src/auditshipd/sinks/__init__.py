@@ -9,5 +9,6 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.s3",
     "auditshipd.sinks.mqtt",
     "auditshipd.sinks.nats",
+    "auditshipd.sinks.otlp",
     "auditshipd.portal.sink",
 )
