@@ -19,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 from tests.fakes.datadog_server import DatadogIntakeServer
+from tests.fakes.otlp_receiver import OtlpLogsReceiver, any_value
 from tests.fakes.splunk_hec_server import SplunkHecServer
 from tests.servers.mosquitto import MosquittoServer
 from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
@@ -320,3 +321,36 @@ timeout = 2.0
         server.stop()
     assert sorted(got) == sorted(ids + more)  # each once: duplicates were dropped
     assert_redacted(raw)
+
+
+async def test_otlp_through_daemon(ws):
+    """Daemon -> OTLP/HTTP receiver (protobuf, gzip, auth header): 503 with Retry-After,
+    429, an outage, then recovery; every id arrives as a LogRecord whose body is redacted."""
+    async with OtlpLogsReceiver(token="otlp-token-789") as srv:
+        srv.fail_next("http", status=503, retry_after=1)
+        srv.fail_next("http", status=429, after=1)
+        ws.write_config(f"""
+[[sinks]]
+name = "otel"
+type = "otlp"
+url = "{srv.base_url}"
+headers = {{ Authorization = "Bearer ${{OTLP_TOKEN}}" }}
+service_name = "auditshipd-test"
+{batch_table()}""")
+        ids = write_events(ws.journal)
+        d = ws.daemon(env={"OTLP_TOKEN": "otlp-token-789"}).start()
+        try:
+            await wait_until(lambda: len(srv.records) >= 400, what="first records")
+            await srv.stop()
+            more = write_events(ws.journal, 300, prefix="m")
+            await wait_until(lambda: d.log().count(b"retrying in") >= 3, what="retries while down")
+            await srv.start()
+            await wait_until(lambda: set(srv.event_ids) >= set(ids + more), what="all records")
+            assert d.terminate() == 0
+        finally:
+            if d.poll() is None:
+                d.kill()
+    assert sorted(set(srv.event_ids)) == sorted(ids + more)
+    assert srv.failures_served == ["http", "http"]
+    assert_redacted(json.dumps([any_value(r.body) for r in srv.records]).encode())
+    assert b"otlp-token-789" not in d.log()
