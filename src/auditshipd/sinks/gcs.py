@@ -1,0 +1,183 @@
+"""The ``gcs`` sink: each batch becomes one JSON Lines object in a Google Cloud Storage bucket.
+
+The object name is rendered from ``key_template`` (shared with the s3 sink) with the
+date of the batch's first event and its first/last event ids, so a batch sent again
+after a crash overwrites the same object instead of adding a duplicate. Bodies are
+gzipped by default (``mtime=0``: a replay gives the same bytes) and stored with
+``contentEncoding: gzip``.
+
+Credentials come from ``credentials_file`` (a service-account JSON key) or, without
+it, from the environment as gcloud-aio-auth resolves it (``GOOGLE_APPLICATION_CREDENTIALS``,
+the gcloud user credentials, the metadata server). With ``endpoint_url`` (an emulator)
+no credentials are used. gcloud-aio-storage is the optional extra ``auditshipd[gcs]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import importlib
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ..plugin import (
+    Batch,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    SinkContext,
+    SinkError,
+    SinkOptions,
+    SinkType,
+    hookimpl,
+    module_available,
+)
+from ._http_common import RETRYABLE_STATUSES, make_session, parse_retry_after
+from .key_template import DEFAULT_KEY_TEMPLATE, check_key_template, key_part, object_key
+
+__all__ = ["GcsOptions", "GcsSink", "classify_gcs_error", "register_sink_types",
+           "validate_options"]
+
+_MISSING_EXTRA = "the gcs sink needs the optional extra: pip install 'auditshipd[gcs]'"
+
+
+class GcsOptions(SinkOptions):
+    """Keys of a ``gcs`` ``[[sinks]]`` table."""
+
+    bucket: str
+    key_template: str = DEFAULT_KEY_TEMPLATE
+    gzip: bool = True
+    credentials_file: str | None = None
+    endpoint_url: str | None = None
+    timeout: float = 30.0
+
+
+def validate_options(options: GcsOptions) -> None:
+    """Checks msgspec cannot express; raises ConfigError naming the key."""
+    if not options.bucket.strip() or "/" in options.bucket:
+        raise ConfigError("must be a bucket name (no '/'; the path goes in key_template)",
+                          key="bucket")
+    check_key_template(options.key_template)
+    if options.endpoint_url is not None:
+        parts = urlsplit(options.endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "must be an http:// or https:// URL, e.g. http://127.0.0.1:9023",
+                key="endpoint_url",
+            )
+    if options.credentials_file is not None and not os.path.isfile(options.credentials_file):
+        raise ConfigError(f"file {options.credentials_file!r} not found", key="credentials_file")
+    if options.timeout <= 0:
+        raise ConfigError("must be positive", key="timeout")
+    if not module_available("gcloud.aio.storage"):
+        raise ConfigError(_MISSING_EXTRA, key="type")
+
+
+def classify_gcs_error(exc: BaseException, bucket: str = "") -> SinkError:
+    """Turn what gcloud-aio-storage/aiohttp raised into a retry decision."""
+    if isinstance(exc, SinkError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return RetryableError("GCS request timed out")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        status = exc.status
+        text = f"GCS answered HTTP {status}: {exc.message}".rstrip(": ")
+        if status in RETRYABLE_STATUSES or status >= 500:
+            headers = exc.headers or {}
+            return RetryableError(text, retry_after=parse_retry_after(headers.get("Retry-After")))
+        hint = ""
+        if status == 404:
+            hint = f" (bucket {bucket!r} not found: create it or fix the sink's bucket key)"
+        elif status in (401, 403):
+            hint = " (check the credentials and the bucket's IAM: storage.objects.create)"
+        return PermanentError(text + hint)
+    # Connection refused/reset, DNS, missing or expired credentials: the journal holds
+    # the data until the store or the credentials are back.
+    return RetryableError(f"GCS request failed: {type(exc).__name__}: {exc}")
+
+
+def _import_storage() -> Any:
+    try:
+        return importlib.import_module("gcloud.aio.storage").Storage
+    except ImportError:
+        raise ConfigError(_MISSING_EXTRA, key="type") from None
+
+
+class GcsSink:
+    """Writes each batch as one object ``key_template`` in ``bucket``."""
+
+    def __init__(self, name: str, options: GcsOptions, context: SinkContext):
+        self.name = name
+        self.options = options
+        self.context = context
+        self._storage_cls = _import_storage()
+        self._session: aiohttp.ClientSession | None = None
+        self._storage: Any = None
+
+    async def start(self) -> None:
+        if self._storage is not None:
+            return
+        o = self.options
+        self._session = make_session(timeout=o.timeout)
+        kwargs: dict[str, Any] = {"session": self._session}
+        if o.endpoint_url:
+            kwargs["api_root"] = o.endpoint_url.rstrip("/")
+        if o.credentials_file:
+            kwargs["service_file"] = o.credentials_file
+        self._storage = self._storage_cls(**kwargs)
+
+    async def send(self, batch: Batch) -> None:
+        if not batch.events:
+            return
+        await self.start()
+        o = self.options
+        body = batch.jsonl()
+        metadata: dict[str, Any] = {
+            "metadata": {
+                "events": str(len(batch)),
+                "first-id": key_part(batch.first_id),
+                "last-id": key_part(batch.last_id),
+            },
+        }
+        if o.gzip:
+            # mtime=0: a replayed batch gives byte-identical objects (same MD5).
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+            metadata["contentEncoding"] = "gzip"
+        name = object_key(o.key_template, batch, self.name)
+        try:
+            await asyncio.wait_for(
+                self._storage.upload(
+                    o.bucket, name, body, content_type="application/x-ndjson",
+                    metadata=metadata, timeout=int(max(1, o.timeout)),
+                ),
+                o.timeout + 5,
+            )
+        except Exception as exc:
+            raise classify_gcs_error(exc, o.bucket) from exc
+
+    async def close(self) -> None:
+        storage, session = self._storage, self._session
+        self._storage = self._session = None
+        if storage is not None:
+            try:
+                await storage.close()
+            except Exception:
+                pass
+        if session is not None:
+            await session.close()
+
+
+@hookimpl
+def register_sink_types() -> list[SinkType]:
+    return [
+        SinkType(
+            "gcs",
+            GcsOptions,
+            GcsSink,
+            "Google Cloud Storage: one gzipped JSON Lines object per batch",
+            validate=validate_options,
+        )
+    ]
