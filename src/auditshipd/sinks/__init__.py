@@ -10,5 +10,6 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.mqtt",
     "auditshipd.sinks.nats",
     "auditshipd.sinks.otlp",
+    "auditshipd.sinks.gcs",
     "auditshipd.portal.sink",
 )
