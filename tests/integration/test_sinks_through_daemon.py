@@ -354,3 +354,68 @@ service_name = "auditshipd-test"
     assert srv.failures_served == ["http", "http"]
     assert_redacted(json.dumps([any_value(r.body) for r in srv.records]).encode())
     assert b"otlp-token-789" not in d.log()
+
+
+async def test_gcs_through_daemon_with_emulator_restart(ws):
+    """Daemon -> GCS (gcp-storage-emulator, data on disk), emulator killed and restarted:
+    every id in the objects, redacted."""
+    import aiohttp
+    from tests.servers.gcs_emulator import GcsEmulator
+
+    server = GcsEmulator(ws.root / "gcs")
+    server.start()
+    endpoint = server.endpoint_url
+
+    async def stored() -> list[bytes]:
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{endpoint}/storage/v1/b/audit/o") as resp:
+                    listing = await resp.json()
+                bodies = []
+                for item in listing.get("items", []):
+                    url = f"{endpoint}/storage/v1/b/audit/o/{item['name'].replace('/', '%2F')}"
+                    async with s.get(url, params={"alt": "media"}) as resp:
+                        bodies.append(gzip.decompress(await resp.read()))
+                return bodies
+        except aiohttp.ClientError:
+            return []
+
+    async def stored_ids() -> set[str]:
+        return {json.loads(x)["id"] for body in await stored() for x in body.splitlines()}
+
+    async def until(pred_ids: set[str], what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not pred_ids <= await stored_ids():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.1)
+
+    try:
+        async with aiohttp.ClientSession() as s, s.post(
+            f"{endpoint}/storage/v1/b", json={"name": "audit"}
+        ) as resp:
+            assert resp.status == 200
+        ws.write_config(f"""
+[[sinks]]
+name = "gcs"
+type = "gcs"
+bucket = "audit"
+endpoint_url = "{endpoint}"
+timeout = 5.0
+{batch_table(500)}""")
+        ids = write_events(ws.journal)
+        d = ws.daemon().start()
+        try:
+            await until(set(ids), "every event before the outage")
+            server.kill()
+            more = write_events(ws.journal, 500, prefix="m")
+            await wait_until(lambda: d.log().count(b"retrying in") >= 2, what="retries while down")
+            server.start()
+            await until(set(ids + more), "every event after the restart")
+            assert d.terminate() == 0
+        finally:
+            if d.poll() is None:
+                d.kill()
+        assert_redacted(b"".join(await stored()))
+        assert not DeadLetterFile(ws.state, "gcs").read()
+    finally:
+        server.stop()
