@@ -11,5 +11,6 @@ BUILTIN_SINK_MODULES = (
     "auditshipd.sinks.nats",
     "auditshipd.sinks.otlp",
     "auditshipd.sinks.gcs",
+    "auditshipd.sinks.azure_blob",
     "auditshipd.portal.sink",
 )
