@@ -21,6 +21,7 @@ import base64
 import binascii
 import gzip
 import importlib
+import logging
 import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -51,6 +52,7 @@ _AUTH_KEYS = ("connection_string", "sas_token", "account_key")
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 # Error codes Azure answers with a 4xx status that a later attempt can still succeed with.
 _RETRYABLE_CODES = frozenset({"OperationTimedOut", "ServerBusy", "InternalError"})
+_SDK_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
 # A SAS signature in any URL or text (redacted even if the token was not configured here).
 _SIG_RE = re.compile(r"(?i)(\bsig=)[^&\s'\"]+")
 
@@ -252,6 +254,12 @@ class AzureBlobSink:
         if self._container is not None:
             return
         o = self.options
+        # azure-core logs every request and response (headers included) at INFO: two
+        # multi-line records per batch. Our own log says what was delivered or failed;
+        # an operator who sets this logger's level explicitly keeps that level.
+        sdk_log = logging.getLogger(_SDK_HTTP_LOGGER)
+        if sdk_log.level == logging.NOTSET:
+            sdk_log.setLevel(logging.WARNING)
         try:
             if o.connection_string:
                 service = self._service_cls.from_connection_string(
