@@ -148,3 +148,16 @@ def test_redact_removes_keys_and_signatures() -> None:
     out = redact(text, [KEY, SAS])
     assert KEY not in out and "c2lnbmF0dXJl" not in out and "abcDEF" not in out
     assert "sig=***" in out
+
+
+def test_example_table_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example azure_blob table of config/sinks-example.toml passes the loader's checks,
+    and its credential comes from the environment."""
+    from auditshipd.config import parse_config
+
+    text = (Path(__file__).resolve().parents[2] / "config" / "sinks-example.toml").read_text()
+    table = next(t for t in text.split("[[sinks]]") if 'type = "azure_blob"' in t)
+    monkeypatch.setenv("AZURE_STORAGE_SAS", SAS)
+    cfg = parse_config("[[sinks]]" + table, "example", sink_types(build_plugin_manager()))
+    options = cfg.sinks[0].options
+    assert options.sas_token == SAS and options.account_url == AZURE

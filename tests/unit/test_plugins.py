@@ -91,7 +91,7 @@ def test_sink_docs_and_example_config_cover_the_siem_sinks():
     docs = (REPO / "docs" / "sinks.md").read_text()
     example = (REPO / "config" / "sinks-example.toml").read_text()
     types = sink_types(build_plugin_manager())
-    for name in ("splunk_hec", "datadog", "s3", "mqtt", "nats", "otlp", "gcs"):
+    for name in ("splunk_hec", "datadog", "s3", "mqtt", "nats", "otlp", "gcs", "azure_blob"):
         assert f'type = "{name}"' in example
         for f in msgspec.structs.fields(types[name].options):
             assert f"`{f.name}`" in docs, f"{name}.{f.name} missing from docs/sinks.md"
