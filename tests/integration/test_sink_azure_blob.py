@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -236,3 +238,34 @@ async def test_https_verifies_the_certificate(tmp_path: Path) -> None:
         assert names == [object_key(DEFAULT_KEY_TEMPLATE, batch)]
     finally:
         server.stop()
+
+
+async def test_an_endpoint_that_never_answers_times_out_retryably(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers: RetryableError within the
+    timeout (the SDK's read timeout, bounded again by the sink), not a hang."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        opts = AzureBlobOptions(container="audit", account_key=ACCOUNT_KEY, timeout=1.0,
+                                endpoint_url=f"http://127.0.0.1:{port}/{ACCOUNT}")
+        validate_options(opts)
+        sink = AzureBlobSink("azure-test", opts, SinkContext(
+            name="azure-test", state_dir=tmp_path, logger=logging.getLogger("test")))
+        started = time.monotonic()
+        try:
+            with pytest.raises(RetryableError):
+                await sink.send(Batch(make_events(2)))
+        finally:
+            await sink.close()
+        assert time.monotonic() - started < 8
+        assert held, "the sink never connected"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
