@@ -170,7 +170,8 @@ def _secrets(o: AzureBlobOptions) -> list[str]:
         out.append(o.connection_string)
         settings = _connection_settings(o.connection_string)
         out += [settings.get("accountkey"), settings.get("sharedaccesssignature")]
-    return [s for s in out if s]
+    # Longest first: a connection string is masked whole before the key inside it.
+    return sorted({s for s in out if s}, key=len, reverse=True)
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -179,7 +180,8 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 def _first_line(text: object) -> str:
-    return str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
+    lines = str(text or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def classify_azure_error(exc: BaseException, container: str = "") -> SinkError:
@@ -202,7 +204,7 @@ def classify_azure_error(exc: BaseException, container: str = "") -> SinkError:
             headers = getattr(response, "headers", None) or {}
             return RetryableError(text, retry_after=parse_retry_after(headers.get("Retry-After")))
         hint = ""
-        if status == 404:
+        if status == 404 and code in ("", "ContainerNotFound"):
             hint = (f": container {container!r} not found: create it or fix the sink's "
                     "container key")
         elif status in (401, 403):
