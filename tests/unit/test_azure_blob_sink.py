@@ -161,3 +161,22 @@ def test_example_table_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = parse_config("[[sinks]]" + table, "example", sink_types(build_plugin_manager()))
     options = cfg.sinks[0].options
     assert options.sas_token == SAS and options.account_url == AZURE
+
+
+def test_format_names_the_blobs(tmp_path: Path) -> None:
+    """With a format and the default key_template, blob names carry it (as s3's do); CEF
+    blobs are text."""
+    import logging
+
+    from auditshipd.plugin import Batch, SinkContext
+    from auditshipd.sinks.azure_blob import AzureBlobSink
+    from auditshipd.sinks.key_template import object_key
+
+    batch = Batch([{"id": "a", "action": "x", "occurred_at": "2024-05-17T13:59:58Z"}])
+    options = AzureBlobOptions(container="audit", account_url=AZURE, sas_token=SAS)
+    for fmt, name, content_type in (("native", "a-a.jsonl.gz", "application/x-ndjson"),
+                                    ("cef", "a-a.cef.log.gz", "text/plain")):
+        ctx = SinkContext("z", tmp_path, logging.getLogger("test"), format=fmt)
+        sink = AzureBlobSink("z", options, ctx)
+        assert object_key(sink.key_template, batch, "z", fmt) == f"audit/2024/05/17/13/{name}"
+        assert sink.content_type == content_type

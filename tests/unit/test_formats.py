@@ -195,11 +195,12 @@ def test_bad_overrides_name_file_and_key(table, key):
 @pytest.mark.parametrize("sink, message", [
     ('type = "http"\nurl = "http://x.test/"\nformat = "cef"', "encoding"),
     ('type = "portal"\nformat = "ocsf"', "native"),
+    ('type = "otlp"\nurl = "http://x.test:4318"\nformat = "ecs"', "native"),
     ('type = "file"\npath = "x"\nformat = "leef"', "unknown format"),
 ])
 def test_format_that_does_not_fit_the_sink_is_rejected(sink, message):
-    """CEF on a JSON-array http body, a portal with a format and an unknown format are
-    config errors on sinks[0].format."""
+    """CEF on a JSON-array http body, a portal or otlp sink with a format and an unknown
+    format are config errors on sinks[0].format."""
     from auditshipd.plugins.manager import build_plugin_manager, sink_types
     types = sink_types(build_plugin_manager())
     with pytest.raises(ConfigError) as info:

@@ -68,3 +68,26 @@ def test_classification_like_s3() -> None:
     assert "not found" in str(classify_gcs_error(_http(404), "audit"))
     for exc in (_http(404), _http(403), _http(401), _http(400)):
         assert isinstance(classify_gcs_error(exc), PermanentError), exc
+
+
+@pytest.mark.parametrize("fmt, suffix, content_type", [
+    ("native", ".jsonl.gz", "application/x-ndjson"),
+    ("ocsf", ".ocsf.jsonl.gz", "application/x-ndjson"),
+    ("cef", ".cef.log.gz", "text/plain"),
+])
+def test_format_names_the_objects(tmp_path: Path, fmt: str, suffix: str, content_type: str) -> None:
+    """With a format and the default key_template, object names carry it (as s3's do);
+    CEF objects are text; a key_template of the operator's is kept."""
+    import logging
+
+    from auditshipd.plugin import Batch, SinkContext
+    from auditshipd.sinks.gcs import GcsSink
+
+    ctx = SinkContext("g", tmp_path, logging.getLogger("test"), format=fmt)
+    sink = GcsSink("g", GcsOptions(bucket="b"), ctx)
+    batch = Batch([{"id": "a", "action": "x", "occurred_at": "2024-05-17T13:59:58Z"}])
+    from auditshipd.sinks.key_template import object_key
+    assert object_key(sink.key_template, batch, "g", fmt) == f"audit/2024/05/17/13/a-a{suffix}"
+    assert sink.content_type == content_type
+    own = GcsSink("g", GcsOptions(bucket="b", key_template="{format}/{first_id}-{last_id}"), ctx)
+    assert object_key(own.key_template, batch, "g", fmt) == f"{fmt}/a-a"

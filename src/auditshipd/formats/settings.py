@@ -61,6 +61,9 @@ def check_sink_format(fmt: str, sink_type: str, options: Any) -> str | None:
         return f"unknown format {fmt!r} (known: {', '.join(FORMATS)})"
     if fmt != "native" and sink_type == "portal":
         return "the portal stores and shows the redacted events: its format must be \"native\""
+    if fmt != "native" and sink_type == "otlp":
+        return ("the otlp sink sends each redacted event as an OpenTelemetry LogRecord:"
+                " its format must be \"native\"")
     if fmt == "cef" and getattr(options, "encoding", None) in _JSON_ONLY_ENCODINGS:
         return ('CEF is one text line per event: set encoding = "ndjson" or "text"'
                 " (a JSON array cannot hold it)")

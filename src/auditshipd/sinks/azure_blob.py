@@ -39,7 +39,13 @@ from ..plugin import (
     module_available,
 )
 from ._http_common import RETRYABLE_STATUSES, parse_retry_after, scrub
-from .key_template import DEFAULT_KEY_TEMPLATE, check_key_template, key_part, object_key
+from .key_template import (
+    DEFAULT_KEY_TEMPLATE,
+    check_key_template,
+    key_part,
+    object_key,
+    template_for,
+)
 
 __all__ = ["AzureBlobOptions", "AzureBlobSink", "account_name_of", "classify_azure_error",
            "register_sink_types", "validate_options"]
@@ -237,6 +243,9 @@ class AzureBlobSink:
         self.name = name
         self.options = options
         self.context = context
+        # With a format, the default names carry it and CEF objects are text.
+        self.key_template = template_for(options.key_template, context.format)
+        self.content_type = "text/plain" if context.format == "cef" else "application/x-ndjson"
         self._service_cls, self._content_settings, self._named_key = _import_sdk()
         self._secrets = _secrets(options)
         self._service: Any = None
@@ -296,8 +305,8 @@ class AzureBlobSink:
             # mtime=0: a replayed batch gives a byte-identical blob.
             body = gzip.compress(body, compresslevel=6, mtime=0)
             encoding = "gzip"
-        name = object_key(o.key_template, batch, self.name)
-        settings = self._content_settings(content_type="application/x-ndjson",
+        name = object_key(self.key_template, batch, self.name, self.context.format)
+        settings = self._content_settings(content_type=self.content_type,
                                           content_encoding=encoding)
         # Metadata names must be C# identifiers: no hyphens.
         metadata = {"events": str(len(batch)), "first_id": key_part(batch.first_id),

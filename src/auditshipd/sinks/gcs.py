@@ -36,7 +36,13 @@ from ..plugin import (
     module_available,
 )
 from ._http_common import RETRYABLE_STATUSES, make_session, parse_retry_after
-from .key_template import DEFAULT_KEY_TEMPLATE, check_key_template, key_part, object_key
+from .key_template import (
+    DEFAULT_KEY_TEMPLATE,
+    check_key_template,
+    key_part,
+    object_key,
+    template_for,
+)
 
 __all__ = ["GcsOptions", "GcsSink", "classify_gcs_error", "register_sink_types",
            "validate_options"]
@@ -113,6 +119,9 @@ class GcsSink:
         self.name = name
         self.options = options
         self.context = context
+        # With a format, the default names carry it and CEF objects are text.
+        self.key_template = template_for(options.key_template, context.format)
+        self.content_type = "text/plain" if context.format == "cef" else "application/x-ndjson"
         self._storage_cls = _import_storage()
         self._session: aiohttp.ClientSession | None = None
         self._storage: Any = None
@@ -146,11 +155,11 @@ class GcsSink:
             # mtime=0: a replayed batch gives byte-identical objects (same MD5).
             body = gzip.compress(body, compresslevel=6, mtime=0)
             metadata["contentEncoding"] = "gzip"
-        name = object_key(o.key_template, batch, self.name)
+        name = object_key(self.key_template, batch, self.name, self.context.format)
         try:
             await asyncio.wait_for(
                 self._storage.upload(
-                    o.bucket, name, body, content_type="application/x-ndjson",
+                    o.bucket, name, body, content_type=self.content_type,
                     metadata=metadata, timeout=int(max(1, o.timeout)),
                 ),
                 o.timeout + 5,
