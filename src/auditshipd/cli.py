@@ -73,11 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Imported here, not at the top, to keep `--version` quick; an import failure is a
     # broken install and surfaces as one, never as a silently missing command.
+    from .integrity import cli as integrity_cli
     from .portal import cli as portal_cli
     from .redaction import cli as redact_cli
     from .service import status
 
-    for module in (redact_cli, status, portal_cli):
+    for module in (redact_cli, status, portal_cli, integrity_cli):
         module.add_parser(sub)
     return parser
 
