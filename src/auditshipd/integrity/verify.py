@@ -155,7 +155,9 @@ class StreamVerifier:
 
     def _check_sequence(self, stream: str | None) -> None:
         hashes, prevs = self.hashes, self.prevs
-        last = max(hashes, default=0)
+        # Events a digest covers count too: a cut tail of a digested range is a gap.
+        last = max([*hashes, *(d.body["last_seq"] for d in self.digests if d.valid)],
+                   default=0)
         gap_start = None
         for seq in range(1, last + 2):
             if seq in hashes or seq > last:
@@ -200,7 +202,11 @@ class StreamVerifier:
                 continue
             d.valid = True
             streams[body["stream"]] += 1
-        stream = self.stream or (streams.most_common(1)[0][0] if streams else None)
+        stream = self.stream
+        if stream is None and 1 in self.prevs:  # the stream whose chain the events are on
+            stream = next((s for s in streams if genesis(s) == self.prevs[1]), None)
+        if stream is None and streams:
+            stream = streams.most_common(1)[0][0]
         by_signature: dict[str, dict[str, Any]] = {}
         for d in self.digests:
             if not d.valid:
