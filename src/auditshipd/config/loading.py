@@ -96,6 +96,8 @@ class _SinkCommon(_Strict):
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     dead_letter: DeadLetterConfig = msgspec.field(default_factory=DeadLetterConfig)
+    # Chain and sign what this sink delivers (docs/integrity.md); needs [integrity].
+    integrity: bool = False
 
 
 _COMMON_KEYS = frozenset(_SinkCommon.__struct_fields__)
@@ -109,6 +111,7 @@ class _Root(_Strict):
     portal: dict[str, Any] = msgspec.field(default_factory=dict)
     metrics: dict[str, Any] = msgspec.field(default_factory=dict)
     formats: dict[str, Any] = msgspec.field(default_factory=dict)
+    integrity: dict[str, Any] = msgspec.field(default_factory=dict)
     # Per-organization stream files (<org-slug>.toml holding [[sinks]]), e.g. written by
     # a control plane; reloaded live like the main file.
     streams_dir: str | None = None
@@ -139,6 +142,7 @@ class SinkConfig:
     stream_org: str | None = None
     source: str = ""
     format: str = "native"
+    integrity: bool = False
 
 
 @dataclass
@@ -157,6 +161,8 @@ class Config:
     # sinks it had (an invalid file affects only its own organization).
     stream_errors: dict[str, ConfigError] = field(default_factory=dict)
     formats: FormatSettings = field(default_factory=FormatSettings)
+    # The [integrity] signing key and digest policy (integrity.settings), when configured.
+    integrity: Any = None
 
     @property
     def state_dir(self) -> Path:
@@ -219,6 +225,11 @@ def parse_config(
         config_watch=root.config_watch,
         formats=parse_formats(root.formats, source),
     )
+    if root.integrity or any(sc.integrity for sc in sinks):
+        from ..integrity.settings import integrity_settings
+
+        config.integrity = integrity_settings(
+            root.integrity, source, next((sc.name for sc in sinks if sc.integrity), None))
     for sc in sinks:
         sc.source = source
     if root.streams_dir and sink_types is not None:
@@ -243,6 +254,9 @@ def _load_stream_files(config: Config, sink_types: dict[str, SinkType]) -> None:
                 if sc.name in names:
                     raise ConfigError(f"duplicate sink name {sc.name!r}", file=str(path),
                                       key="sinks.name")
+                if sc.integrity and config.integrity is None:
+                    raise ConfigError(f"integrity = true needs [integrity] signing_key in"
+                                      f" {config.source}", file=str(path), key="sinks.integrity")
         except ConfigError as exc:
             config.stream_errors[org] = exc
             continue
@@ -350,6 +364,7 @@ def _sink_config(
         name=c.name, type=c.type, options=options, enabled=c.enabled, concurrency=c.concurrency,
         start_at=c.start_at, organizations=c.organizations, redaction=c.redaction, batch=c.batch,
         retry=c.retry, dead_letter=c.dead_letter, raw=table, sink_type=st, format=c.format,
+        integrity=c.integrity,
     )
 
 

@@ -15,6 +15,7 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -48,6 +49,10 @@ class CursorState(msgspec.Struct, kw_only=True):
     segments: dict[str, SegmentCursor] = msgspec.field(default_factory=dict)
     # Events acknowledged (delivered or dead-lettered) since the cursor was created.
     acked_events: int = 0
+    # The stream's chain position (integrity.chain.ChainState) after the last acked
+    # event: saved in the same atomic write as the offsets, so a re-send after a crash
+    # carries the same seq and hash.
+    integrity: dict[str, Any] | None = None
 
 
 _encoder = msgspec.json.Encoder()
