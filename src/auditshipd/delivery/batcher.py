@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 from ..journal.cursor import SegmentCursor
 from ..journal.segments import Chunk
@@ -24,7 +25,8 @@ class PendingBatch:
     """Redacted lines on their way to one batch, the cursor marks and released segments
     they cover, and the quarantine records read with them."""
 
-    __slots__ = ("batch", "payloads", "marks", "released", "done", "quarantine", "created")
+    __slots__ = ("batch", "payloads", "marks", "released", "done", "quarantine", "created",
+                 "integrity")
 
     def __init__(self) -> None:
         self.batch: list[bytes] = []  # redacted events, encoded
@@ -33,6 +35,8 @@ class PendingBatch:
         self.released: list[str] = []
         self.done = False
         self.quarantine: list[QuarantineRecord] = []
+        # The chain state after these lines (integrity on): committed with the marks.
+        self.integrity: dict[str, Any] | None = None
 
 
 def cut_chunk(chunk: Chunk, p: ProcessedChunk, quarantined: list[QuarantineRecord],

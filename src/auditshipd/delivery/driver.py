@@ -19,8 +19,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import msgspec
-
 from ..config import Config, SinkConfig
 from ..errors import PermanentError, SinkError
 from ..formats.registry import encoder_for_sink
@@ -37,19 +35,15 @@ from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull
 from .lines import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
 from .retry import Backoff, DeliveryFailure, deliver
+from .sealing import Sealing, sealing_for
 from .status import SinkStats, StatusFile
 
 __all__ = ["SinkDriver"]
 
 log = logging.getLogger("auditshipd.pipeline")
 
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 # Longest wait between two attempts to save a cursor the state dir refused.
 _PERSIST_MAX_BACKOFF = 5.0
-
-
-
 
 
 class SinkDriver:
@@ -105,12 +99,14 @@ class SinkDriver:
         self.observe_batch_latency = observe_batch_latency or _ignore
         # The clock of every wait (backoff, blocked dead letters): a test passes a fake one.
         self.sleep = sleep
+        self.sealing: Sealing | None = None  # integrity = true: set by start()
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the cursor and start the sink (retrying while the sink is unavailable)."""
         self.committed = await asyncio.to_thread(self.cursors.load, self.name)
+        self.sealing = sealing_for(self.config, self.sc, self.committed.integrity)
         j = self.config.journal
         self._reader = JournalReader(
             j.paths, self.committed, start_at_end=self.sc.start_at == "end",
@@ -192,6 +188,8 @@ class SinkDriver:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            if self.sealing is not None:
+                timeout = self.sealing.wait(timeout)
             stop_wait = asyncio.ensure_future(self._stopping.wait())
             read = asyncio.ensure_future(reader.next_item(timeout if timeout is not None else 3600))
             done, _ = await asyncio.wait({stop_wait, read}, return_when=asyncio.FIRST_COMPLETED)
@@ -201,6 +199,8 @@ class SinkDriver:
                 await asyncio.gather(read, return_exceptions=True)
                 break
             item = read.result()
+            if self.sealing and (fresh := await self.sealing.digest_if_due(job, self._dispatch)):
+                job, nbytes, deadline = fresh, 0, None
             if item is None:
                 if job.batch or job.marks or job.released or job.quarantine:
                     await self._dispatch(job)
@@ -225,6 +225,8 @@ class SinkDriver:
                 continue
             # A chunk: may hold more events than one batch.
             for lines, size, mark, quarantined in self._process(item, len(job.batch), nbytes):
+                if self.sealing is not None:
+                    lines = self.sealing.seal(lines)
                 job.quarantine.extend(quarantined)
                 job.batch.extend(lines)
                 if self.encoder is not None:
@@ -236,6 +238,8 @@ class SinkDriver:
                 if len(job.batch) >= bcfg.max_events or nbytes >= bcfg.max_bytes:
                     await self._dispatch(job)
                     job, nbytes, deadline = PendingBatch(), 0, None
+                if self.sealing and (fresh := await self.sealing.digest_if_due(job, self._dispatch)):
+                    job, nbytes, deadline = fresh, 0, None
             if deadline is not None and loop.time() >= deadline:
                 await self._dispatch(job)
                 job, nbytes, deadline = PendingBatch(), 0, None
@@ -262,6 +266,8 @@ class SinkDriver:
     # -- delivery ---------------------------------------------------------------------
 
     async def _dispatch(self, job: PendingBatch) -> None:
+        if self.sealing is not None:
+            job.integrity = self.sealing.snapshot()
         await self._slots.acquire()
         if self._aborted:  # shutdown deadline passed: leave these events to the next start
             self._slots.release()
@@ -391,6 +397,7 @@ class SinkDriver:
             for key in job.released:
                 self.committed.segments.pop(key, None)
             self.committed.acked_events += len(job.batch) + len(job.quarantine)
+            self.committed.integrity = job.integrity or self.committed.integrity
             moved = True
             if self.hooks is not None and job.batch:
                 self.hooks.batch_delivered(sink_name=self.name, batch=Batch(lines=job.batch))
@@ -424,7 +431,8 @@ class SinkDriver:
 
     def _persist_now(self) -> None:
         snapshot = CursorState(sink=self.name, segments=dict(self.committed.segments),
-                               acked_events=self.committed.acked_events)
+                               acked_events=self.committed.acked_events,
+                               integrity=self.committed.integrity)
         self.cursors.save(snapshot)
         self.status.write(False)
 
