@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
@@ -26,7 +27,7 @@ from .canonical import canonical
 from .chain import ChainState
 from .keys import SigningKey
 
-__all__ = ["DIGEST_ACTION", "DigestPolicy", "make_digest", "signed_payload"]
+__all__ = ["DIGEST_ACTION", "DigestPolicy", "digest_object_key", "make_digest", "signed_payload"]
 
 DIGEST_ACTION = "auditshipd.digest"
 _encode = msgspec.json.Encoder().encode
@@ -93,3 +94,14 @@ def make_digest(state: ChainState, key: SigningKey, interval: float,
         "digest": digest,
     }
     return _encode(record)
+
+
+def digest_object_key(batch: Any) -> str | None:
+    """The object key of a batch that is one digest record (S3-style sinks keep digests
+    as their own objects under ``digests/``), else None."""
+    if len(batch) != 1 or b'"auditshipd.digest"' not in batch.lines[0]:
+        return None
+    record = batch.events[0]
+    if record.get("action") != DIGEST_ACTION or "integrity" in record:
+        return None
+    return f"digests/{quote(str(record.get('id', '')), safe='-_.~')}.jsonl.gz"

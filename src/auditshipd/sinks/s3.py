@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..integrity.digest import digest_object_key
 from ..plugin import (
     Batch,
     ConfigError,
@@ -241,7 +242,8 @@ class S3Sink:
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         params: dict[str, Any] = {
             "Bucket": o.bucket,
-            "Key": object_key(self.key_template, batch, self.name, self.format),
+            "Key": (digest_object_key(batch)
+                    or object_key(self.key_template, batch, self.name, self.format)),
             "Body": body,
             "ContentMD5": base64.b64encode(md5).decode("ascii"),
             "ContentType": "text/plain" if self.format == "cef" else "application/x-ndjson",
