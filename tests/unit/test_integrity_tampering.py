@@ -11,8 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from tests.helpers.integrity_stream import BuiltStream, build_stream
 
-from auditshipd.integrity.canonical import canonical_event
-from auditshipd.integrity.chain import event_hash
+from auditshipd.integrity.chain import event_hash, unseal
 from auditshipd.integrity.digest import signed_payload
 from auditshipd.integrity.keys import generate_key
 from auditshipd.integrity.verify import StreamVerifier
@@ -29,12 +28,7 @@ def keys(tmp_path_factory):
 def verify(lines: list[bytes], key, at: float):
     v = StreamVerifier([key.public], now=at)
     for i, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            v.add_unreadable(f"x:{i}", str(exc))
-            continue
-        v.add(record, f"x:{i}")
+        v.add(line, f"x:{i}")
     return v.finish()
 
 
@@ -59,7 +53,7 @@ def test_intact_stream_verifies(keys, spec):
 @given(spec=streams, data=st.data())
 def test_edited_byte_is_detected(keys, spec, data):
     """One byte of one event line changed to another printable byte: modified (or, when
-    the line no longer parses or loses its integrity member, unreadable / inserted)."""
+    the byte was in the integrity member itself, inserted / unreadable)."""
     built = _build(keys, spec)
     i = data.draw(st.sampled_from(built.event_indexes()))
     line = bytearray(built.lines[i])
@@ -99,13 +93,14 @@ def test_rewritten_chain_is_caught_by_the_digest_head(keys, spec, data):
     for i in idx:
         if i < start:
             continue
-        record = json.loads(lines[i])
-        integ = record.pop("integrity")
+        seq, _, old_prev, event_bytes = unseal(lines[i])
         if i == start:
-            record["action"] = "user.logout"
-        integ["prev"] = prev or integ["prev"]
-        integ["hash"] = prev = event_hash(integ["seq"], integ["prev"], canonical_event(record))
-        lines[i] = msgspec.json.encode({"integrity": integ, **record})
+            event_bytes = event_bytes.replace(b"user.login", b"user.logout")
+        prev = prev or old_prev
+        digest = event_hash(seq, prev, event_bytes)
+        lines[i] = (b'{"integrity":{"seq":%d,"hash":"%s","prev":"%s"},' % (
+            seq, digest.encode(), prev.encode())) + event_bytes[1:]
+        prev = digest
     report = verify(lines, keys[0], built.verify_at)
     assert "modified" in {p.kind for p in report.problems}
 

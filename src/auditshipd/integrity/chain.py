@@ -1,25 +1,34 @@
 """The per-stream hash chain: every delivered event gets a sequence number and a hash
 linked to the previous event of the same stream.
 
-``hash(n) = SHA-256("<n>\\n<prev>\\n" + canonical(event without "integrity"))`` in hex,
-``prev`` being ``hash(n-1)``, and for the first event (``seq`` 1) the stream's genesis
-``SHA-256("auditshipd stream <name>")``, so two streams never share a chain even when
-their events are identical. The result is added to the event as
-``"integrity": {"seq": n, "hash": ..., "prev": ...}`` (the first member, the rest of the
-line unchanged). :class:`ChainState` is what the sink's cursor commits: after a crash
-the same events are read again from the committed offset and get the same numbers.
+A sealed event line is the redacted line with one member put first::
+
+    {"integrity":{"seq":41,"hash":"<64 hex>","prev":"<64 hex>"},"id":...,...}
+
+Its **event bytes** are the line exactly as delivered with that member (and the comma
+after it) removed, i.e. ``b"{" + line[len(member) + 1:]``: the redacted bytes the
+receiver gets. ``hash(n) = SHA-256("<n>\\n<prev>\\n" + event bytes)`` in hex; ``prev`` is
+``hash(n-1)``, and for ``seq`` 1 the stream's genesis ``SHA-256("auditshipd stream
+<name>")``, so two streams never share a chain. Hashing the bytes, not a re-encoded
+form, keeps the cost to one SHA-256 per event. :class:`ChainState` is what the sink's
+cursor commits: after a crash the same events are read again from the committed offset
+and get the same numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import msgspec
 
-from .canonical import canonical_event, canonical_line
+__all__ = ["SEALED_RE", "ChainState", "StreamChain", "event_hash", "genesis", "unseal"]
 
-__all__ = ["ChainState", "StreamChain", "event_hash", "genesis"]
+# The integrity member of a sealed line, as the sealer writes it (and nothing else).
+SEALED_RE = re.compile(
+    rb'\{"integrity":\{"seq":([1-9][0-9]*),"hash":"([0-9a-f]{64})","prev":"([0-9a-f]{64})"\}'
+    rb"(,|(?=\}))")
 
 
 def genesis(stream: str) -> str:
@@ -27,14 +36,18 @@ def genesis(stream: str) -> str:
     return hashlib.sha256(f"auditshipd stream {stream}".encode()).hexdigest()
 
 
-def event_hash(seq: int, prev: str, canonical_bytes: bytes) -> str:
-    h = hashlib.sha256(f"{seq}\n{prev}\n".encode())
-    h.update(canonical_bytes)
+def event_hash(seq: int, prev: str, event_bytes: bytes) -> str:
+    h = hashlib.sha256(b"%d\n%s\n" % (seq, prev.encode()))
+    h.update(event_bytes)
     return h.hexdigest()
 
 
-def hash_of_event(event: dict[str, Any], seq: int, prev: str) -> str:
-    return event_hash(seq, prev, canonical_event(event))
+def unseal(line: bytes) -> tuple[int, str, str, bytes] | None:
+    """``(seq, hash, prev, event bytes)`` of a sealed line, None if it is not one."""
+    m = SEALED_RE.match(line)
+    if m is None:
+        return None
+    return int(m.group(1)), m.group(2).decode(), m.group(3).decode(), b"{" + line[m.end():]
 
 
 class ChainState(msgspec.Struct, kw_only=True):
@@ -55,11 +68,12 @@ class ChainState(msgspec.Struct, kw_only=True):
         return msgspec.convert(data, cls)
 
 
-_encode_integrity = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
 
 
 class StreamChain:
-    """Seals encoded event lines of one stream, in delivery order."""
+    """Seals encoded event lines (compact JSON objects) of one stream, in order."""
 
     __slots__ = ("state",)
 
@@ -69,27 +83,29 @@ class StreamChain:
         self.state = state
 
     def seal(self, line: bytes) -> bytes:
-        """``line`` (a JSON object) with its ``integrity`` member, the next seq taken.
-        A member of that name the event brought along is replaced (it is reserved)."""
-        st = self.state
-        seq = st.seq + 1
-        prev = st.head
-        digest = event_hash(seq, prev, canonical_line(line))
-        member = b'{"integrity":{"seq":%d,"hash":"%s","prev":"%s"}' % (
-            seq, digest.encode(), prev.encode())
+        """``line`` with its ``integrity`` member first, the next seq taken. A member of
+        that name the event brought along is removed (the name is reserved)."""
         if b'"integrity"' in line:
             line = _without_reserved(line)
-        body = line.lstrip()[1:].lstrip()
-        st.seq, st.head = seq, digest
-        return member + (b"}" if body[:1] == b"}" else b"," + body)
+        body = line[1:] if line[:1] == b"{" else line.lstrip()[1:]
+        st = self.state
+        seq = st.seq + 1
+        prev = st.head.encode()
+        h = hashlib.sha256(b"%d\n%s\n{" % (seq, prev))
+        h.update(body)
+        digest = h.hexdigest().encode()
+        st.seq, st.head = seq, digest.decode()
+        sep = b"" if body[:1] == b"}" else b","
+        return b'{"integrity":{"seq":%d,"hash":"%s","prev":"%s"}%s%s' % (
+            seq, digest, prev, sep, body)
 
     def snapshot(self) -> ChainState:
         return msgspec.structs.replace(self.state)
 
 
 def _without_reserved(line: bytes) -> bytes:
-    event = msgspec.json.decode(line)
+    event = _decode(line)
     if isinstance(event, dict) and "integrity" in event:
         del event["integrity"]
-        return _encode_integrity(event)
+        return _encode(event)
     return line

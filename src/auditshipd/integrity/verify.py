@@ -18,13 +18,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..timestamps import parse_time
-from .canonical import RESERVED_KEY, canonical_event
-from .chain import event_hash, genesis
+from .canonical import RESERVED_KEY
+from .chain import event_hash, genesis, unseal
 from .digest import DIGEST_ACTION, rfc3339, signed_payload
 from .keys import PublicKey
 
 __all__ = ["Problem", "Report", "StreamVerifier"]
+
+_decode = msgspec.json.Decoder().decode
 
 _DIGEST_FIELDS = {"version": int, "stream": str, "first_seq": int, "last_seq": int,
                   "head": str, "prev_signature": str, "time": str, "interval": (int, float),
@@ -104,24 +108,14 @@ class StreamVerifier:
     def add_unreadable(self, where: str, reason: str) -> None:
         self._problem("unreadable", where, reason)
 
-    def add(self, record: Any, where: str) -> None:
-        if not isinstance(record, dict):
-            self._problem("inserted", where, "not a JSON object")
+    def add(self, line: bytes, where: str) -> None:
+        """One received line (its exact bytes, without the newline)."""
+        sealed = unseal(line)
+        if sealed is None:
+            self._add_other(line, where)
             return
-        if record.get("action") == DIGEST_ACTION and RESERVED_KEY not in record:
-            self.digests.append(_Digest(where, record.get("digest")))  # type: ignore[arg-type]
-            return
-        integ = record.get(RESERVED_KEY)
-        if not (isinstance(integ, dict) and type(integ.get("seq")) is int and integ["seq"] >= 1
-                and isinstance(integ.get("hash"), str) and isinstance(integ.get("prev"), str)):
-            self._problem("inserted", where, "event without a valid integrity member"
-                          f" (id {str(record.get('id'))[:80]!r})")
-            return
-        seq, claimed, prev = integ["seq"], integ["hash"], integ["prev"]
-        try:
-            actual = event_hash(seq, prev, canonical_event(record))
-        except ValueError as exc:
-            actual = f"<{exc}>"
+        seq, claimed, prev, event_bytes = sealed
+        actual = event_hash(seq, prev, event_bytes)
         seen = self.hashes.get(seq)
         if seen is not None:
             if seen == claimed and actual == claimed:
@@ -138,6 +132,20 @@ class StreamVerifier:
             self._problem("reordered", where, f"seq {seq} arrived after seq"
                           f" {self.next_seq - 1}", seq)
         self.next_seq = max(self.next_seq, seq + 1)
+
+    def _add_other(self, line: bytes, where: str) -> None:
+        try:
+            record = _decode(line)
+        except msgspec.DecodeError as exc:
+            self._problem("unreadable", where, f"not JSON ({exc})")
+            return
+        if not isinstance(record, dict):
+            self._problem("inserted", where, "not a JSON object")
+        elif record.get("action") == DIGEST_ACTION and RESERVED_KEY not in record:
+            self.digests.append(_Digest(where, record.get("digest")))  # type: ignore[arg-type]
+        else:
+            self._problem("inserted", where, "event without a valid integrity member first"
+                          f" (id {str(record.get('id'))[:80]!r})")
 
     # -- the end of the input ---------------------------------------------------------
 
