@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from binascii import hexlify as _hexlify
 from typing import Any
 
 import msgspec
@@ -68,6 +69,7 @@ class ChainState(msgspec.Struct, kw_only=True):
         return msgspec.convert(data, cls)
 
 
+_sha256 = hashlib.sha256
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -75,12 +77,15 @@ _encode = msgspec.json.Encoder().encode
 class StreamChain:
     """Seals encoded event lines (compact JSON objects) of one stream, in order."""
 
-    __slots__ = ("state",)
+    __slots__ = ("state", "_seq", "_head")
 
     def __init__(self, state: ChainState):
         if not state.head:
             state.head = genesis(state.stream)
         self.state = state
+        # The hot copies; ``state`` is brought up to date by :meth:`sync`.
+        self._seq = state.seq
+        self._head = state.head.encode()
 
     def seal(self, line: bytes) -> bytes:
         """``line`` with its ``integrity`` member first, the next seq taken. A member of
@@ -88,19 +93,22 @@ class StreamChain:
         if b'"integrity"' in line:
             line = _without_reserved(line)
         body = line[1:] if line[:1] == b"{" else line.lstrip()[1:]
-        st = self.state
-        seq = st.seq + 1
-        prev = st.head.encode()
-        h = hashlib.sha256(b"%d\n%s\n{" % (seq, prev))
+        seq = self._seq + 1
+        prev = self._head
+        h = _sha256(b"%d\n%s\n{" % (seq, prev))
         h.update(body)
-        digest = h.hexdigest().encode()
-        st.seq, st.head = seq, digest.decode()
-        sep = b"" if body[:1] == b"}" else b","
+        digest = _hexlify(h.digest())
+        self._seq, self._head = seq, digest
         return b'{"integrity":{"seq":%d,"hash":"%s","prev":"%s"}%s%s' % (
-            seq, digest, prev, sep, body)
+            seq, digest, prev, b"" if body[:1] == b"}" else b",", body)
+
+    def sync(self) -> ChainState:
+        """The state, with the position of the last sealed line."""
+        self.state.seq, self.state.head = self._seq, self._head.decode()
+        return self.state
 
     def snapshot(self) -> ChainState:
-        return msgspec.structs.replace(self.state)
+        return msgspec.structs.replace(self.sync())
 
 
 def _without_reserved(line: bytes) -> bytes:

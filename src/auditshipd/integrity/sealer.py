@@ -27,15 +27,15 @@ class StreamSealer:
         self.seal = self.chain.seal
 
     def digest_due(self, now: float | None = None) -> bool:
-        return self.policy.due(self.chain.state, time.time() if now is None else now)
+        return self.policy.due(self.chain.sync(), time.time() if now is None else now)
 
     def seconds_to_digest(self, now: float | None = None) -> float:
         now = time.time() if now is None else now
-        return max(0.0, self.policy.next_due(self.chain.state) - now)
+        return max(0.0, self.policy.next_due(self.chain.sync()) - now)
 
     def digest(self, now: float | None = None) -> bytes:
-        return make_digest(self.chain.state, self.key, self.policy.interval, now)
+        return make_digest(self.chain.sync(), self.key, self.policy.interval, now)
 
     def snapshot(self) -> dict[str, Any]:
         """The state to commit with the cursor once everything sealed so far is acked."""
-        return self.chain.state.to_dict()
+        return self.chain.sync().to_dict()
