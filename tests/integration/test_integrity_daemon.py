@@ -99,7 +99,8 @@ timeout = 0.05
         writer.kill()
     ids = [i for i in read_jsonl_ids(ws.out) if not i.startswith("auditshipd-digest-")]
     assert set(ids) == {f"k-{i:06d}" for i in range(n)}
-    out = verify("--public-key", f"{key}.pub", str(ws.out))
+    at = (last_digest(ws.out) or {})["time"]  # the tail check is another test's subject
+    out = verify("--public-key", f"{key}.pub", "--now", at, str(ws.out))
     assert out.returncode == 0, out.stdout[-3000:]
     assert f"{n} events (seq 1-{n})" in out.stdout
     duplicates = len(ids) - n
@@ -162,13 +163,16 @@ timeout = 0.05
         server.stop()
     digests = list((target / "digests").iterdir())
     assert len(digests) >= 4  # by count (250) and by time
-    out = verify("--public-key", f"{key}.pub", str(target))
+    # Verified as of the newest digest: the tail check is another test's subject, and a
+    # slow machine may take more than two intervals between the download and here.
+    at = max(json.loads(gzip.decompress(p.read_bytes()))["digest"]["time"] for p in digests)
+    out = verify("--public-key", f"{key}.pub", "--now", at, str(target))
     assert out.returncode == 0, out.stdout[-3000:]
     assert f"{len(ids)} events" in out.stdout
     victim = sorted((target / "audit").rglob("*.jsonl.gz"))[3]
     first_seq = json.loads(gzip.decompress(victim.read_bytes()).splitlines()[0])["integrity"]["seq"]
     victim.unlink()
-    bad = verify("--public-key", f"{key}.pub", str(target))
+    bad = verify("--public-key", f"{key}.pub", "--now", at, str(target))
     assert bad.returncode == 1 and f"gap: missing events: seq {first_seq}-" in bad.stdout
 
 
@@ -199,3 +203,53 @@ integrity = true
              message="the tail reported once two intervals passed")
     late = verify("--public-key", f"{key}.pub", str(ws.out))
     assert "tail: newest digest is from" in late.stdout
+
+
+def test_formatted_sinks_seal_the_bytes_they_deliver(ws):
+    """Two file sinks with integrity on, one in OCSF and one in ECS: every event line is
+    in the sink's format with the integrity member first, the digests are delivered in
+    the same file, and `auditshipd verify` passes on each file; one changed byte in an
+    ECS line is reported as modified."""
+    key = ws.root / "signing.key"
+    generate_key(key)
+    outs = {fmt: ws.root / "var" / "out" / f"{fmt}.jsonl" for fmt in ("ocsf", "ecs")}
+    sinks = "".join(f"""
+[[sinks]]
+name = "{fmt}"
+type = "file"
+path = "{path}"
+format = "{fmt}"
+integrity = true
+[sinks.batch]
+max_events = 40
+timeout = 0.05
+""" for fmt, path in outs.items())
+    ws.write_config(sinks, extra=integrity_table(key, interval=1.0, events=100))
+    ids = write_events(ws.journal, "fmt", 300)
+
+    def covered(path: Path) -> bool:
+        return (last_digest(path) or {}).get("last_seq") == len(ids)
+
+    with ws.daemon() as d:
+        d.wait_started()
+        for path in outs.values():
+            wait_for(lambda p=path: covered(p), 60, message=f"a digest covering {path.name}")
+        assert d.terminate() == 0
+    for fmt, path in outs.items():
+        lines = path.read_bytes().splitlines()
+        events = [json.loads(x) for x in lines if b'"auditshipd.digest"' not in x]
+        assert len(events) == len(ids)
+        assert all(x.startswith(b'{"integrity":{"seq":') for x in lines
+                   if b'"auditshipd.digest"' not in x)
+        marker = "class_uid" if fmt == "ocsf" else "@timestamp"
+        assert all(marker in e for e in events), fmt
+        at = (last_digest(path) or {})["time"]  # the tail check is another test's subject
+        out = verify("--public-key", f"{key}.pub", "--now", at, str(path))
+        assert out.returncode == 0, out.stdout[-3000:]
+        assert f"{len(ids)} events (seq 1-{len(ids)})" in out.stdout
+    lines = outs["ecs"].read_bytes().splitlines()
+    i = next(i for i, x in enumerate(lines) if b'"@timestamp"' in x and i > 10)
+    lines[i] = lines[i].replace(b'"@timestamp":"2', b'"@timestamp":"1', 1)
+    outs["ecs"].write_bytes(b"\n".join(lines) + b"\n")
+    bad = verify("--public-key", f"{key}.pub", "--now", at, str(outs["ecs"]))
+    assert bad.returncode == 1 and "modified" in bad.stdout

@@ -48,3 +48,16 @@ def test_key_from_environment_and_digest_settings(tmp_path, monkeypatch):
         parse_config('[integrity]\nsigning_key = "${AUDITSHIPD_TEST_SIGNING_KEY}"\n'
                      'digest_interval = 0\n' + SINK, "main.toml")
     assert "integrity.digest_interval" in str(err.value)
+
+
+def test_cef_sink_cannot_have_integrity(tmp_path):
+    """CEF lines are text, not JSON objects: a CEF sink with integrity = true is refused
+    on its format key; OCSF and ECS are accepted."""
+    generate_key(tmp_path / "k")
+    table = f'[integrity]\nsigning_key = "{tmp_path / "k"}"\n'
+    with pytest.raises(ConfigError) as err:
+        parse_config(table + SINK + 'format = "cef"\n', "main.toml")
+    assert "sinks[0] (siem).format" in str(err.value) and "integrity" in str(err.value)
+    for fmt in ("ocsf", "ecs"):
+        config = parse_config(table + SINK + f'format = "{fmt}"\n', "main.toml")
+        assert config.sinks[0].integrity and config.sinks[0].format == fmt

@@ -358,6 +358,8 @@ def _sink_config(
                 key = f"{where}.{exc.key}" if exc.key else where
                 raise ConfigError(exc.reason, file=source, key=key) from None
     problem = check_sink_format(c.format, c.type, options)
+    if problem is None and c.integrity and c.format == "cef":  # sealing adds a JSON member
+        problem = "CEF lines are text, not JSON objects: integrity = true needs native, ocsf or ecs"
     if problem is not None:
         raise ConfigError(problem, file=source, key=f"{where}.format")
     return SinkConfig(

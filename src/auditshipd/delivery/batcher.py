@@ -16,7 +16,7 @@ from ..journal.segments import Chunk
 from .lines import ProcessedChunk
 from .quarantine import QuarantineRecord
 
-__all__ = ["Part", "PendingBatch", "cut_chunk"]
+__all__ = ["Part", "PendingBatch", "add_lines", "cut_chunk"]
 
 # (redacted lines, their bytes, the cursor mark after them, quarantine records)
 Part = tuple[list[bytes], int, SegmentCursor, list[QuarantineRecord]]
@@ -37,6 +37,18 @@ class PendingBatch:
         self.quarantine: list[QuarantineRecord] = []
         # The chain state after these lines (integrity on): committed with the marks.
         self.integrity: dict[str, Any] | None = None
+
+
+def add_lines(job: PendingBatch, lines: list[bytes], encoder: Any, sealing: Any) -> None:
+    """Add redacted ``lines`` to ``job``. With a format (``encoder``), their encoding goes
+    beside them in ``payloads``. With integrity on (``sealing``), what the sink is handed
+    is sealed: the payloads with a format, else the lines."""
+    if encoder is not None:
+        payloads = encoder.encode_lines(lines)
+        job.payloads.extend(payloads if sealing is None else sealing.seal(payloads))
+    elif sealing is not None:
+        lines = sealing.seal(lines)
+    job.batch.extend(lines)
 
 
 def cut_chunk(chunk: Chunk, p: ProcessedChunk, quarantined: list[QuarantineRecord],

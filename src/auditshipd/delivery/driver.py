@@ -30,7 +30,7 @@ from ..plugin import Sink
 from ..scrub import scrub_secrets, sink_secrets
 from ..timestamps import now_rfc3339, parse_time
 from .batch import Batch
-from .batcher import Part, PendingBatch, cut_chunk
+from .batcher import Part, PendingBatch, add_lines, cut_chunk
 from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull
 from .lines import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
@@ -225,12 +225,8 @@ class SinkDriver:
                 continue
             # A chunk: may hold more events than one batch.
             for lines, size, mark, quarantined in self._process(item, len(job.batch), nbytes):
-                if self.sealing is not None:
-                    lines = self.sealing.seal(lines)
                 job.quarantine.extend(quarantined)
-                job.batch.extend(lines)
-                if self.encoder is not None:
-                    job.payloads.extend(self.encoder.encode_lines(lines))
+                add_lines(job, lines, self.encoder, self.sealing)
                 nbytes += size
                 job.marks[item.segment] = mark
                 if deadline is None:

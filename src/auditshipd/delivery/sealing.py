@@ -2,7 +2,7 @@
 to :mod:`auditshipd.integrity`.
 
 Each line is sealed (``seq``/``hash``/``prev``) as it joins the batch being built, over
-the bytes the sink is handed; a signed digest goes out as a batch of its own every
+the bytes the sink is handed (after the sink's format, if it has one); a signed digest goes out as a batch of its own every
 ``digest_interval`` (an idle stream too) or ``digest_events``. A batch carries the chain
 state after its last line, and the driver commits it with the batch's cursor marks, so a
 re-send after a crash carries the same ``seq`` and hash.
@@ -30,15 +30,18 @@ def sealing_for(config: Config, sc: SinkConfig, saved: dict[str, Any] | None
         raise ValueError(f"sink {sc.name} has integrity = true but no [integrity] signing_key")
     from ..integrity.sealer import StreamSealer
 
-    return Sealing(StreamSealer(sc.name, settings.key, settings.policy(), saved))
+    return Sealing(StreamSealer(sc.name, settings.key, settings.policy(), saved),
+                   formatted=sc.format != "native")
 
 
 class Sealing:
-    __slots__ = ("sealer", "seal_line")
+    __slots__ = ("formatted", "sealer", "seal_line")
 
-    def __init__(self, sealer: Any) -> None:
+    def __init__(self, sealer: Any, *, formatted: bool = False) -> None:
         self.sealer = sealer  # integrity.sealer.StreamSealer
         self.seal_line: Callable[[bytes], bytes] = sealer.seal
+        # A sink with a format is handed the batch's payloads: a digest goes there too.
+        self.formatted = formatted
 
     def seal(self, lines: list[bytes]) -> list[bytes]:
         return list(map(self.seal_line, lines))
@@ -64,5 +67,7 @@ class Sealing:
             await dispatch(job)
         digest = PendingBatch()
         digest.batch.append(self.sealer.digest())
+        if self.formatted:
+            digest.payloads.append(digest.batch[0])
         await dispatch(digest)
         return PendingBatch()
