@@ -107,6 +107,11 @@ class EventStore(abc.ABC):
     async def count(self, filters: EventFilter | None = None) -> int:
         """How many events match."""
 
+    async def count_up_to(self, filters: EventFilter, cap: int) -> int:
+        """How many events match, counting no further than ``cap + 1``: a result above
+        ``cap`` means "more than ``cap``". Stores override it to stop early."""
+        return min(await self.count(filters), cap + 1)
+
     @abc.abstractmethod
     async def actions(self, organization: str | None = None) -> list[str]:
         """The distinct actions seen (for the filter list)."""

@@ -337,9 +337,20 @@ class SQLiteEventStore(EventStore):
             return 0
         return await self._read(self._count_sync, filters, phrases)
 
-    def _count_sync(self, filters: EventFilter, phrases: list[list[str]]) -> int:
-        sql, params = select_events(filters, phrases, None, "count(*)", order=False)
+    def _count_sync(self, filters: EventFilter, phrases: list[list[str]], cap: int | None = None) -> int:
+        if cap is None:
+            sql, params = select_events(filters, phrases, None, "count(*)", order=False)
+        else:
+            inner, params = select_events(filters, phrases, None, "1", order=False)
+            sql = f"SELECT count(*) FROM ({inner} LIMIT ?)"
+            params.append(cap + 1)
         return int(self._conn().execute(sql, params).fetchone()[0])
+
+    async def count_up_to(self, filters: EventFilter, cap: int) -> int:
+        phrases = query_phrases(filters.q)
+        if filters.q.strip() and not phrases:
+            return 0
+        return await self._read(self._count_sync, filters, phrases, cap)
 
     async def get(self, event_id: str, *, organization: str | None = None) -> dict[str, Any] | None:
         return await self._read(self._get_sync, event_id, organization)
