@@ -1,4 +1,5 @@
-"""Admin-only access: every endpoint denies without an admin token and leaks no data;
+"""Access by role: every endpoint denies without a valid token and leaks no data, a viewer
+reads events but cannot export or see streams;
 CSRF on state-changing requests; injection strings are inert; pages escape HTML."""
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ async def _get(http, url: str, headers: dict[str, str] | None = None, cookies: d
 
 
 @pytest.mark.parametrize("path", DATA_PATHS)
-async def test_denied_without_an_admin_credential(portal, http, path: str) -> None:
-    """No token, a viewer token, a revoked token, a wrong scheme or a forged cookie: denied, no data."""
+async def test_denied_without_a_valid_credential(portal, http, path: str) -> None:
+    """No token, a revoked token, a wrong scheme or a forged cookie: denied, no data."""
     api = path.startswith("/api/")
     cases = [
         ({}, None, 401 if api else 303),
-        (portal.auth(portal.viewer), None, 403),
         (portal.auth(portal.revoked), None, 401 if api else 303),
         (portal.auth("asd_" + "A" * 43), None, 401 if api else 303),
         ({"Authorization": f"Basic {portal.admin}"}, None, 401 if api else 303),
@@ -51,18 +51,50 @@ async def test_denied_without_an_admin_credential(portal, http, path: str) -> No
     assert EVENT_DATA.search(body) or path.endswith("streams")
 
 
+VIEWER_DENIED = {"/api/export?format=csv", "/api/export?format=jsonl", "/api/streams", "/streams"}
+
+
+@pytest.mark.parametrize("path", DATA_PATHS)
+async def test_viewer_reads_events_but_cannot_export_or_see_streams(portal, http, path: str) -> None:
+    """A viewer token gets the event list, search and one event (API and pages); exports
+    and streams answer 403 with no data."""
+    status, body, _ = await _get(http, portal.url + path, portal.auth(portal.viewer))
+    if path in VIEWER_DENIED:
+        assert status == 403, path
+        _no_data(body)
+        assert "viewer" in body
+    else:
+        assert status == 200, path
+        assert EVENT_DATA.search(body)
+
+
+async def test_viewer_session_has_no_export_or_streams(portal, http) -> None:
+    """A viewer logs in through the page; the list has no export links and no Streams
+    link, and the streams page and the export answer 403 to the viewer's session."""
+    csrf = await _login_page(http, portal.url)
+    async with http.post(f"{portal.url}/login", data={"token": portal.viewer, "csrf": csrf}, allow_redirects=False) as r:
+        assert r.status == 303
+    status, html, _ = await _get(http, f"{portal.url}/events?q=alice")
+    assert status == 200 and "evt_" in html
+    assert "/api/export" not in html and 'href="/streams"' not in html
+    assert (await _get(http, f"{portal.url}/streams"))[0] == 403
+    assert (await _get(http, f"{portal.url}/api/export?format=csv"))[0] == 403
+    status, html, _ = await _get(http, f"{portal.url}/events/{EVENT_ID}")
+    assert status == 200 and EVENT_ID in html
+
+
 async def _login_page(http, url: str) -> str:
     async with http.get(f"{url}/login") as r:
         html = await r.text()
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 
 
-async def test_login_requires_csrf_and_an_admin_token(portal, http) -> None:
-    """Login without the CSRF token, with a viewer token or a bad token creates no session."""
+async def test_login_requires_csrf_and_a_valid_token(portal, http) -> None:
+    """Login without the CSRF token, or with a revoked or bad token creates no session."""
     for form, status in [
         ({"token": portal.admin}, 403),
         ({"token": portal.admin, "csrf": "guess"}, 403),
-        ({"token": portal.viewer, "csrf": "fresh"}, 403),
+        ({"token": portal.viewer}, 403),
         ({"token": portal.revoked, "csrf": "fresh"}, 401),
         ({"token": "' OR 1=1 --", "csrf": "fresh"}, 401),
     ]:

@@ -8,8 +8,9 @@ from aiohttp import web
 
 from .export import csv_header, csv_rows, jsonl_rows
 from .filters import BadParameter, parse_filters, parse_limit
-from .guard import STATE, json_error, require_admin
+from .guard import STATE, json_error, require
 from .openapi import openapi_document
+from .paging import match_total
 from .streams import stream_states
 
 __all__ = ["routes"]
@@ -20,12 +21,13 @@ EXPORT_CHUNK = 1000
 
 @routes.get("/api/events")
 async def list_events(request: web.Request) -> web.StreamResponse:
-    principal, _ = require_admin(request, api=True)
+    principal, _ = require(request, "read_events", api=True)
     state = request.app[STATE]
     try:
         filters = parse_filters(request.query, principal.scope)
         limit = parse_limit(request.query)
         page = await state.store.query(filters, request.query.get("cursor") or None, limit)
+        total = await match_total(state.store, filters)
     except BadParameter as exc:
         return json_error(400, exc.message, param=exc.param)
     except ValueError as exc:
@@ -33,12 +35,14 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     await state.recorder.viewed(
         request, principal, {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}
     )
-    return web.json_response({"data": page.events, "next_cursor": page.next_cursor})
+    return web.json_response(
+        {"data": page.events, "next_cursor": page.next_cursor, "total": total.as_json()}
+    )
 
 
 @routes.get("/api/events/{event_id}")
 async def get_event(request: web.Request) -> web.StreamResponse:
-    principal, _ = require_admin(request, api=True)
+    principal, _ = require(request, "read_events", api=True)
     state = request.app[STATE]
     event_id = request.match_info["event_id"]
     event = await state.store.get(event_id, organization=principal.scope)
@@ -50,7 +54,7 @@ async def get_event(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/export")
 async def export_events(request: web.Request) -> web.StreamResponse:
-    principal, _ = require_admin(request, api=True)
+    principal, _ = require(request, "export", api=True)
     state = request.app[STATE]
     fmt = request.query.get("format", "jsonl")
     if fmt not in ("csv", "jsonl"):
@@ -89,7 +93,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/streams")
 async def list_streams(request: web.Request) -> web.StreamResponse:
-    principal, _ = require_admin(request, api=True)
+    principal, _ = require(request, "streams", api=True)
     state = request.app[STATE]
     return web.json_response({"data": await stream_states(state.config, principal.scope)})
 

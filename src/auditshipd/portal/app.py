@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from . import api, pages
+from .display import exact_text, time_html
 from .guard import STATE, PortalState
 
 __all__ = ["build_app", "template_environment"]
@@ -28,6 +29,8 @@ def template_environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["event_url"] = pages.event_url
+    env.filters["when"] = time_html
+    env.filters["exact_time"] = exact_text
     return env
 
 

@@ -11,10 +11,11 @@ from aiohttp import web
 from .access import AccessRecorder
 from .auth import Session, SessionStore, authenticate
 from .config import PortalConfig
+from .roles import Permission, allowed
 from .store import EventStore
 from .tokens import Principal, TokenStore
 
-__all__ = ["STATE", "PortalState", "json_error", "require_admin"]
+__all__ = ["STATE", "PortalState", "json_error", "require"]
 
 
 @dataclass
@@ -35,9 +36,12 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-def require_admin(request: web.Request, *, api: bool) -> tuple[Principal, Session | None]:
-    """The admin principal of the request, or raise: 401 (API) / redirect to the login
-    page (pages) when unauthenticated, 403 for any other role. No data in either body."""
+def require(
+    request: web.Request, permission: Permission, *, api: bool
+) -> tuple[Principal, Session | None]:
+    """The principal of the request if its role grants ``permission``, else raise: 401
+    (API) / redirect to the login page (pages) when unauthenticated, 403 when the role
+    does not allow it. No data in either body."""
     state = request.app[STATE]
     principal, session = authenticate(request, state.tokens, state.sessions)
     if principal is None:
@@ -48,10 +52,12 @@ def require_admin(request: web.Request, *, api: bool) -> tuple[Principal, Sessio
                 headers={"WWW-Authenticate": 'Bearer realm="auditshipd"'},
             )
         raise web.HTTPSeeOther("/login")
-    if not principal.is_admin:
+    if not allowed(principal, permission):
         if api:
             raise web.HTTPForbidden(
-                text='{"error": "admin role required"}', content_type="application/json"
+                text=f'{{"error": "the {principal.role} role may not do this"}}',
+                content_type="application/json",
             )
-        raise web.HTTPForbidden(text="Only admin tokens may open the audit log portal.")
+        raise web.HTTPForbidden(text=f"The {principal.role} role may not open this page.")
     return principal, session
+

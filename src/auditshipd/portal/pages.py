@@ -9,9 +9,13 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from .auth import LOGIN_CSRF_COOKIE, cookie_name, csrf_matches, new_csrf_token
+from .display import summarize
 from .filters import BadParameter, parse_filters
-from .guard import STATE, require_admin
+from .guard import STATE, require
+from .hints import emit_command, token_command
+from .paging import match_total, page_links, valid_trail
 from .query import EventFilter
+from .roles import allowed
 from .store import EventStore
 from .streams import stream_states
 from .tokens import Principal
@@ -21,6 +25,8 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 PAGE_SIZE = 50
 FILTER_PARAMS = ("q", "actor", "target", "since", "until")
+# What the portal records about itself: a first run that has only these has no events yet.
+PORTAL_ACTIONS = frozenset({"audit_log.viewed", "audit_log.exported", "audit_log.purged"})
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
@@ -41,7 +47,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 @routes.get("/login")
 async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.StreamResponse:
     csrf = new_csrf_token()
-    response = render(request, "login.html", status=status, csrf=csrf, error=error, principal=None)
+    hint = token_command(request.app[STATE].config)
+    response = render(request, "login.html", status=status, csrf=csrf, error=error, principal=None,
+                      token_hint=hint)
     response.set_cookie(LOGIN_CSRF_COOKIE, csrf, max_age=3600, **_cookie_flags(request))
     return response
 
@@ -55,8 +63,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     principal = state.tokens.authenticate(str(form.get("token", "")).strip())
     if principal is None:
         return await login_form(request, error="Unknown or revoked token.", status=401)
-    if not principal.is_admin:
-        return await login_form(request, error="Only admin tokens may open the audit log portal.", status=403)
+    if not allowed(principal, "read_events"):
+        return await login_form(request, error=f"The {principal.role} role may not open the portal.", status=403)
     session_id, _ = state.sessions.create(principal.token_id)
     response = web.HTTPSeeOther("/events")
     response.set_cookie(cookie_name(request), session_id, max_age=int(state.portal.session_ttl),
@@ -68,7 +76,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    _, session = require_admin(request, api=False)
+    _, session = require(request, "read_events", api=False)
     form = await request.post()
     if session is None or not csrf_matches(session.csrf, str(form.get("csrf", ""))):
         raise web.HTTPForbidden(text="CSRF check failed.")
@@ -78,45 +86,39 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-def _summary(event: dict[str, Any]) -> dict[str, Any]:
-    def who(party: Any) -> str:
-        if not isinstance(party, dict):
-            return ""
-        return str(party.get("email") or party.get("name") or party.get("type") or "")
-
-    targets = event.get("targets") if isinstance(event.get("targets"), list) else []
-    org = event.get("organization") if isinstance(event.get("organization"), dict) else {}
-    context = event.get("context") if isinstance(event.get("context"), dict) else {}
-    return {
-        "id": str(event.get("id", "")),
-        "occurred_at": str(event.get("occurred_at", "")),
-        "action": str(event.get("action", "")),
-        "actor": who(event.get("actor")),
-        "targets": ", ".join(filter(None, (who(t) for t in targets))),
-        "organization": str(org.get("slug") or ""),
-        "location": str(context.get("location") or ""),
-    }
-
-
 def _query_string(pairs: list[tuple[str, str]], **extra: str) -> str:
     return urlencode([*pairs, *extra.items()])
 
 
 def _base_context(principal: Principal, session: Any) -> dict[str, Any]:
-    return {"principal": principal, "csrf": session.csrf if session else ""}
+    return {
+        "principal": principal, "csrf": session.csrf if session else "",
+        "can_export": allowed(principal, "export"), "can_streams": allowed(principal, "streams"),
+    }
+
+
+def _input_time(filters: EventFilter, name: str, raw: str) -> str:
+    """The value for a ``datetime-local`` input (UTC, no offset): it shows nothing for
+    ``...Z`` or an offset, which the API and shared links may carry."""
+    when = getattr(filters, name)
+    return when.strftime("%Y-%m-%dT%H:%M:%S") if when is not None else raw
 
 
 @routes.get("/events")
 async def events_page(request: web.Request) -> web.StreamResponse:
-    principal, session = require_admin(request, api=False)
+    principal, session = require(request, "read_events", api=False)
     state = request.app[STATE]
     store: EventStore = state.store
     form = {name: request.query.get(name, "") for name in FILTER_PARAMS}
     selected = [a for a in request.query.getall("action", []) if a]
     pairs = [(k, v) for k, v in form.items() if v] + [("action", a) for a in selected]
+    actions = await store.actions(principal.scope)
     context = _base_context(principal, session) | {
-        "form": form, "selected": selected, "actions": await store.actions(principal.scope),
-        "events": [], "next_url": None, "first_url": None, "error": "",
+        "form": form, "selected": selected, "actions": actions,
+        "events": [], "links": None, "total": None, "error": "",
+        "filtered": bool(pairs),
+        "first_run": not (set(actions) - PORTAL_ACTIONS),
+        "emit_hint": emit_command(state.config),
         "export_csv": "/api/export?" + _query_string(pairs, format="csv"),
         "export_jsonl": "/api/export?" + _query_string(pairs, format="jsonl"),
     }
@@ -124,20 +126,22 @@ async def events_page(request: web.Request) -> web.StreamResponse:
     try:
         filters = parse_filters(request.query, principal.scope)
         page = await store.query(filters, cursor, PAGE_SIZE)
+        total = await match_total(store, filters)
     except BadParameter as exc:
         context["error"] = f"{exc.param}: {exc.message}"
         return render(request, "events.html", status=400, **context)
     except ValueError:
         context["error"] = "This page link is no longer valid."
         return render(request, "events.html", status=400, **context)
+    form["since"] = _input_time(filters, "since", form["since"])
+    form["until"] = _input_time(filters, "until", form["until"])
     await state.recorder.viewed(
         request, principal, {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}
     )
-    context["events"] = [_summary(e) for e in page.events]
-    if page.next_cursor:
-        context["next_url"] = "/events?" + _query_string(pairs, cursor=page.next_cursor)
-    if cursor:
-        context["first_url"] = "/events?" + _query_string(pairs)
+    context["events"] = [summarize(e) for e in page.events]
+    context["total"] = total
+    trail = valid_trail(request.query.getall("prev", [])) if cursor else []
+    context["links"] = page_links("/events", pairs, cursor, trail, page.next_cursor)
     return render(request, "events.html", **context)
 
 
@@ -154,7 +158,7 @@ def event_url(event_id: Any) -> str:
 @routes.get("/event")
 @routes.get("/events/{event_id}")
 async def event_page(request: web.Request) -> web.StreamResponse:
-    principal, session = require_admin(request, api=False)
+    principal, session = require(request, "read_events", api=False)
     state = request.app[STATE]
     event_id = request.match_info.get("event_id") or request.query.get("id", "")
     event = await state.store.get(event_id, organization=principal.scope)
@@ -163,7 +167,7 @@ async def event_page(request: web.Request) -> web.StreamResponse:
     if event is None:
         return render(request, "not_found.html", status=404, **context, event_id=event_id)
     return render(
-        request, "event.html", **context, event=_summary(event),
+        request, "event.html", **context, event=summarize(event),
         event_json=json.dumps(event, indent=2, ensure_ascii=False, sort_keys=False),
         back_url=request.headers.get("Referer", "") if _same_origin_events(request) else "/events",
     )
@@ -176,7 +180,7 @@ def _same_origin_events(request: web.Request) -> bool:
 
 @routes.get("/streams")
 async def streams_page(request: web.Request) -> web.StreamResponse:
-    principal, session = require_admin(request, api=False)
+    principal, session = require(request, "streams", api=False)
     state = request.app[STATE]
     streams = await stream_states(state.config, principal.scope)
     indexed = await state.store.count(EventFilter(organization=principal.scope))
