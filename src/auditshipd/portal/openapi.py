@@ -26,7 +26,7 @@ _FILTERS = [
 _ERRORS = {
     "400": {"description": "Invalid parameter", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
     "401": {"description": "Missing, unknown or revoked token"},
-    "403": {"description": "The token's role is not admin"},
+    "403": {"description": "The token's role does not allow this (viewer: no export, no streams)"},
 }
 
 
@@ -41,7 +41,8 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "auditshipd audit log portal", "version": "1",
-                 "description": "Admin-only access to the redacted audit log. Every search, "
+                 "description": "Access to the redacted audit log: admin tokens read, export and "
+                                "see streams; viewer tokens read events only. Every search, "
                                 "event view and export is itself recorded in the audit journal."},
         "security": [{"bearer": []}, {"session": []}],
         "paths": {
@@ -70,14 +71,18 @@ def openapi_document() -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `auditshipd token create --role admin`."},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `auditshipd token create --name NAME --role admin` (or `--role viewer`)."},
                 "session": {"type": "apiKey", "in": "cookie", "name": "asd_session"},
             },
             "schemas": {
                 "Event": event,
-                "EventPage": {"type": "object", "required": ["data", "next_cursor"], "properties": {
+                "EventPage": {"type": "object", "required": ["data", "next_cursor", "total"], "properties": {
                     "data": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                    "next_cursor": {"type": "string", "nullable": True}}},
+                    "next_cursor": {"type": "string", "nullable": True},
+                    "total": {"type": "object", "description": "Matching events: exactly value (relation eq), "
+                              "or more than value (relation gt) when counting stopped at 10,000.",
+                              "properties": {"value": {"type": "integer"},
+                                             "relation": {"type": "string", "enum": ["eq", "gt"]}}}}},
                 "Stream": {"type": "object", "properties": {
                     "name": {"type": "string"}, "type": {"type": "string"},
                     "state": {"type": "string", "enum": ["active", "error", "inactive", "blocked"]},

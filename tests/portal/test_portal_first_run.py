@@ -1,0 +1,96 @@
+"""A first run: the commands the login page and the empty event list suggest work exactly
+as shown, pasted into a shell."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditshipd.config import load_config
+
+HINT = re.compile(r'<pre class="command"[^>]*><code>(.*?)</code></pre>', re.S)
+
+
+@pytest.fixture
+async def fresh_portal(tmp_path: Path) -> AsyncIterator[Any]:
+    """A portal on an empty index, started from a config file on disk (as installed)."""
+    from auditshipd.portal import start_portal
+
+    path = tmp_path / "etc" / "auditshipd.toml"
+    path.parent.mkdir()
+    path.write_text(f"""
+[journal]
+path = "{tmp_path}/journal/audit.jsonl"
+paths = ["{tmp_path}/journal/audit.jsonl*"]
+state_dir = "{tmp_path}/state"
+
+[portal]
+enabled = true
+listen = "127.0.0.1:0"
+
+[[sinks]]
+name = "index"
+type = "portal"
+""")
+    server = await start_portal(load_config(path), port=0)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a suggested command in a shell from another directory, with the installed
+    ``auditshipd`` on PATH."""
+    env = {**os.environ, "USER": "first-admin",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+async def test_login_hint_and_first_event_hint_work_as_written(fresh_portal, http, tmp_path: Path) -> None:
+    """The login page's command creates a token that logs in; the empty list shows the
+    emit command, which records an event in the journal the daemon reads; once events
+    other than the portal's own access records are indexed, the hint is gone."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    async with http.get(f"{fresh_portal.url}/login") as r:
+        command = html.unescape(HINT.search(await r.text()).group(1))
+    assert "token create" in command and "-c " in command
+    done = _shell(command, elsewhere)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert token.startswith("asd_")
+    assert not (elsewhere / "var").exists()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async with http.get(f"{fresh_portal.url}/events", headers=headers) as r:
+        assert r.status == 200
+        page = await r.text()
+    assert 'id="first-run"' in page
+    emit = html.unescape(HINT.search(page).group(1))
+    assert "auditshipd emit" in emit
+    done = _shell(emit, elsewhere)
+    assert done.returncode == 0, done.stderr
+    journal = tmp_path / "journal" / "audit.jsonl"
+    recorded = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert any(e["action"] == "user.login" for e in recorded)
+
+    # The portal's own access records do not count as a first event; the emitted one does.
+    access = [e for e in recorded if e["action"] == "audit_log.viewed"]
+    assert access
+    await fresh_portal.store.insert_events(access)
+    async with http.get(f"{fresh_portal.url}/events", headers=headers) as r:
+        assert 'id="first-run"' in await r.text()
+    await fresh_portal.store.insert_events([e for e in recorded if e["action"] == "user.login"])
+    async with http.get(f"{fresh_portal.url}/events", headers=headers) as r:
+        page = await r.text()
+    assert 'id="first-run"' not in page and "user.login" in page
