@@ -65,10 +65,10 @@ def test_token_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[
      ("session_ttl = 0", "portal.session_ttl")],
 )
 def test_portal_config_errors_name_the_key(tmp_path: Path, table: str, key: str) -> None:
-    """Bad [portal] values raise ConfigError naming the file and portal.<key>."""
-    config = parse_config(f"[portal]\n{table}\n", "x.toml")
+    """Bad [portal] keys and values raise ConfigError naming the file and portal.<key>
+    (keys and types when the file loads, values when the table is checked)."""
     with pytest.raises(ConfigError) as info:
-        portal_config(config)
+        portal_config(parse_config(f"[portal]\n{table}\n", "x.toml"))
     assert info.value.key == key and info.value.file == "x.toml"
 
 

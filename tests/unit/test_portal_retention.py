@@ -117,10 +117,10 @@ def test_portal_config_accepts_organization_retention(tmp_path: Path) -> None:
     ],
 )
 def test_portal_config_rejects_bad_organization_retention(tmp_path: Path, table: str, key: str) -> None:
-    """Negative days, non-integers and slugs that are not lowercase are errors naming the key."""
-    config = _config(tmp_path, f"organization_retention_days = {table}\n")
+    """Negative days, non-integers and slugs that are not lowercase are errors naming the key
+    (types when the file loads, values when the table is checked)."""
     with pytest.raises(ConfigError) as info:
-        portal_config(config)
+        portal_config(_config(tmp_path, f"organization_retention_days = {table}\n"))
     assert key in str(info.value)
 
 
@@ -240,7 +240,7 @@ async def test_sink_without_config_keeps_the_builtin_defaults(tmp_path: Path) ->
 async def test_sink_with_an_invalid_portal_table_purges_nothing(tmp_path: Path) -> None:
     """A [portal] table that does not validate never leads to deleting data on a guess."""
     config = _config(tmp_path, "")
-    config.portal["organization_retention_days"] = {"acme": -5}
+    config.portal.organization_retention_days = {"acme": -5}
     sink = _sink(config)
     assert not sink.retention.purges
     await sink.start()

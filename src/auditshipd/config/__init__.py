@@ -1,4 +1,6 @@
-"""Configuration: loading, ${ENV} references, the typed tables, stream files.
+"""Configuration: the file -> :class:`Config` path (:mod:`.loading`), ``${ENV}``
+references (:mod:`.env`), the typed tables (:mod:`.tables`), sink tables (:mod:`.sinks`),
+stream files (:mod:`.streams`), plugin options' unknown keys (:mod:`.options`).
 
 One TOML file (or the embedded default), validated in full: errors are
 :class:`~auditshipd.errors.ConfigError` naming the file and the key.
@@ -6,23 +8,28 @@ One TOML file (or the embedded default), validated in full: errors are
 
 from __future__ import annotations
 
-from .loading import (
+from .loading import Config, default_config_text, load_config, parse_config
+from .sinks import SinkConfig
+from .tables import (
     BatchConfig,
-    Config,
     DeadLetterConfig,
+    IntegrityConfig,
     JournalConfig,
+    MetricsConfig,
+    PortalConfig,
+    RedactionConfig,
     RetryConfig,
-    SinkConfig,
-    default_config_text,
-    load_config,
-    parse_config,
 )
 
 __all__ = [
     "BatchConfig",
     "Config",
     "DeadLetterConfig",
+    "IntegrityConfig",
     "JournalConfig",
+    "MetricsConfig",
+    "PortalConfig",
+    "RedactionConfig",
     "RetryConfig",
     "SinkConfig",
     "default_config_text",

@@ -5,18 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
+from ..config.tables import IntegrityConfig
 from ..errors import ConfigError
 
 __all__ = ["IntegritySettings", "integrity_settings"]
-
-
-class _IntegrityTable(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    # A PEM file, or the PEM itself (signing_key = "${AUDITSHIPD_SIGNING_KEY}").
-    signing_key: str = ""
-    digest_interval: float = 300.0
-    digest_events: int = 0
 
 
 @dataclass(frozen=True)
@@ -31,14 +23,11 @@ class IntegritySettings:
         return DigestPolicy(self.digest_interval, self.digest_events)
 
 
-def integrity_settings(table: dict[str, Any], source: str, needed_by: str | None
+def integrity_settings(t: IntegrityConfig, source: str, needed_by: str | None
                        ) -> IntegritySettings | None:
-    """The settings, or None when no sink (``needed_by`` names the first that does)
-    needs them and no key is configured. Errors name the file and the key."""
-    try:
-        t = msgspec.convert(table, _IntegrityTable)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(str(exc), file=source, key="integrity") from None
+    """The settings of the ``[integrity]`` table (keys and types checked when the file
+    loaded), or None when no sink (``needed_by`` names the first that does) needs them and
+    no key is configured. Errors name the file and the key."""
     if t.digest_interval <= 0:
         raise ConfigError("must be positive (seconds)", file=source,
                           key="integrity.digest_interval")

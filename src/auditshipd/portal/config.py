@@ -1,18 +1,22 @@
-"""The ``[portal]`` table: validated into a :class:`PortalConfig`.
+"""The ``[portal]`` table's values checked, its defaults resolved.
 
-``Config.portal`` arrives as a raw dict; :func:`portal_config` converts it and reports
-problems as :class:`~auditshipd.errors.ConfigError` naming ``portal.<key>``.
+``Config.portal`` arrives typed (:class:`~auditshipd.config.PortalConfig`, keys and
+types checked when the file loads); :func:`portal_config` checks what a type cannot say
+and reports it as :class:`~auditshipd.errors.ConfigError` naming ``portal.<key>``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from ..config.tables import (
+    ORGANIZATION_SLUG_RE,
+    PortalConfig,
+    parse_listen,
+)
 from ..errors import ConfigError
 
 __all__ = [
@@ -22,48 +26,6 @@ __all__ = [
     "parse_listen",
     "portal_config",
 ]
-
-DEFAULT_LISTEN = "127.0.0.1:8750"
-
-
-class PortalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The web portal's settings (``[portal]`` in the TOML file)."""
-
-    enabled: bool = False
-    listen: str = DEFAULT_LISTEN
-    # SQLite file of the index; empty means ``<state_dir>/portal.sqlite3``.
-    database: str = ""
-    # 0 keeps events forever.
-    retention_days: int = 365
-    # Per-organization overrides of retention_days: ``{ acme = 30, globex = 730 }``.
-    organization_retention_days: dict[str, int] = msgspec.field(default_factory=dict)
-    purge_interval: float = 3600.0
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    session_ttl: float = 8 * 3600.0
-    # Host header values answered (names or addresses, no port); others get 421, against
-    # DNS rebinding. Empty: the listen address and "localhost".
-    allowed_hosts: list[str] = msgspec.field(default_factory=list)
-
-    @property
-    def host(self) -> str:
-        return parse_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return parse_listen(self.listen)[1]
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.tls_cert and self.tls_key)
-
-
-_LISTEN_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
-
-
-# The organization slugs a stream file may be named after (see auditshipd.config.loading).
-ORGANIZATION_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
 
 def check_organization_retention(table: dict[str, int]) -> tuple[str, str] | None:
     """``(slug, reason)`` of the first bad entry of an ``organization_retention_days``
@@ -77,32 +39,11 @@ def check_organization_retention(table: dict[str, int]) -> tuple[str, str] | Non
     return None
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``"host:port"`` or ``"[v6]:port"`` -> ``(host, port)``; ValueError when malformed."""
-    m = _LISTEN_RE.match(listen)
-    if not m:
-        raise ValueError("must be \"host:port\" (IPv6 as \"[::1]:port\")")
-    port = int(m.group("port"))
-    if port > 65535:
-        raise ValueError("port must be between 0 and 65535")
-    host = m.group("v6") or m.group("host")
-    if m.group("v6"):
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError("invalid IPv6 address") from None
-    return host, port
-
-
 def portal_config(config: Any) -> PortalConfig:
-    """Validate ``config.portal`` (a raw dict) and fill in defaults from ``config``."""
-    raw = dict(getattr(config, "portal", None) or {})
+    """``config.portal`` checked, with its defaults filled in from ``config`` (a copy:
+    ``config`` stays as loaded)."""
+    pc = msgspec.structs.replace(getattr(config, "portal", None) or PortalConfig())
     source = getattr(config, "source", None)
-    try:
-        pc = msgspec.convert(raw, PortalConfig, str_keys=True)
-    except msgspec.ValidationError as exc:
-        reason, key = _describe(str(exc))
-        raise ConfigError(reason, file=source, key=key) from None
 
     def bad(key: str, msg: str) -> ConfigError:
         return ConfigError(msg, file=source, key=f"portal.{key}")
@@ -134,18 +75,3 @@ def portal_config(config: Any) -> PortalConfig:
         pc.database = str(state_dir / "portal.sqlite3")
     return pc
 
-
-def _describe(msg: str) -> tuple[str, str]:
-    """msgspec's message -> (reason, ``portal.<key>``)."""
-    key = ""
-    m = re.search(r" - at `\$\.?(.*)`$", msg)
-    if m:
-        key = m.group(1)
-        msg = msg[: m.start()]
-    um = re.match(r"Object contains unknown field `(.+)`", msg)
-    if um:
-        key, msg = um.group(1), "unknown key (known: " + ", ".join(PortalConfig.__struct_fields__) + ")"
-    tm = re.match(r"Expected `(.+)`, got `(.+)`", msg)
-    if tm:
-        msg = f"wrong type: expected {tm.group(1)}, got {tm.group(2)}"
-    return msg, f"portal.{key}" if key else "portal"

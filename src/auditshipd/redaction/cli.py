@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-        redactor = compile_policy(config.redaction or None, source=config.source)
+        redactor = compile_policy(config.redaction, source=config.source)
         if getattr(args, "sink", None):
             try:
                 sink = config.sink(args.sink)

@@ -1,6 +1,7 @@
 """Read and check a ``[redaction]`` policy table; build the allowlist tree.
 
-This module turns the raw TOML table into a :class:`Policy`: every key checked, every
+The table's keys and their types are :class:`~auditshipd.config.RedactionConfig`'s; this
+module checks what they mean and turns the table into a :class:`Policy`: every value checked, every
 regex compiled once, the allowlist merged into a tree of plain tuples that
 :mod:`auditshipd.redaction.redactor` walks together with each event. Nothing here runs per event.
 
@@ -16,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.tables import RedactionConfig
 from ..errors import ConfigError
 from .defaults import (
     _GUARD,
@@ -44,16 +46,7 @@ __all__ = ["CACHE_ITEM_MAX", "Policy", "normalize_key", "parse_policy"]
 CACHE_ITEM_MAX = 256
 
 
-_KNOWN_KEYS = (
-    "allow",
-    "action",
-    "id_key_patterns",
-    "id_value_patterns",
-    "keep_value_patterns",
-    "hash_key",
-    "hash_key_env",
-    "allow_looser",
-)
+_KNOWN_KEYS = RedactionConfig.__struct_fields__
 
 _CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SEP_RE = re.compile(r"[\s.\-]+")
@@ -96,14 +89,17 @@ class Policy:
         )
 
 
-def parse_policy(raw: dict[str, Any] | None, *, source: str, base: Policy | None = None) -> Policy:
-    """Check ``raw`` and build a :class:`Policy`.
+def parse_policy(
+    raw: RedactionConfig | dict[str, Any] | None, *, source: str, base: Policy | None = None
+) -> Policy:
+    """Check ``raw`` (a typed table from the config file, or a plain one) and build a
+    :class:`Policy`.
 
     Keys that ``raw`` leaves out come from ``base`` (a sink override) or from the
     defaults (the root table). With ``base``, the result must be at least as strict as
     ``base`` unless ``raw`` says ``allow_looser = true``.
     """
-    raw = dict(raw or {})
+    raw = raw.table() if isinstance(raw, RedactionConfig) else dict(raw or {})
     for key in raw:
         if key not in _KNOWN_KEYS:
             raise ConfigError(

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from ..config.tables import RedactionConfig
 from ..errors import DropEvent
 from .defaults import ABSENT, DEFAULT_RAW
 from .events import check_event, redact_each
@@ -209,7 +210,8 @@ class Redactor:
 
 
 def compile_policy(
-    raw: dict[str, Any] | None, *, source: str = "<config>", base: Redactor | None = None
+    raw: RedactionConfig | dict[str, Any] | None, *, source: str = "<config>",
+    base: Redactor | None = None,
 ) -> Redactor:
     """Check a ``[redaction]`` table and compile it into a :class:`Redactor`.
 
@@ -218,6 +220,8 @@ def compile_policy(
     leaves out are inherited, and it may only be stricter unless ``allow_looser = true``.
     Raises :class:`~auditshipd.errors.ConfigError` with ``key="redaction.<key>"``.
     """
+    if isinstance(raw, RedactionConfig):
+        raw = raw.table()
     if not raw:
         return base if base is not None else DEFAULT_POLICY
     return Redactor(parse_policy(raw, source=source, base=base.policy if base else None))

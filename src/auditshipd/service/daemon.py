@@ -249,7 +249,7 @@ class Daemon:
             self.tasks.pop(name, None)
 
     async def _start_servers(self, cfg: Config) -> None:
-        if cfg.portal.get("enabled"):
+        if cfg.portal.enabled:
             from ..portal.server import start_portal
 
             self.portal = await start_portal(cfg)

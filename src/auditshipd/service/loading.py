@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from ..config import Config, default_config_text, load_config, parse_config
+from ..config import Config, RedactionConfig, default_config_text, load_config, parse_config
 from ..errors import ConfigError
 from ..plugin import SinkType
 from ..plugins.manager import build_plugin_manager, sink_types
@@ -59,10 +59,10 @@ def build_redactors(config: Config) -> dict[str, Redactor]:
             " shipped unredacted, so no sink can start: reinstall auditshipd",
             file=config.source, key="redaction",
         ) from exc
-    root = _compile(compile_policy, config, config.redaction or None, None, "redaction")
+    root = _compile(compile_policy, config, config.redaction, None, "redaction")
     out: dict[str, Redactor] = {}
     for i, s in enumerate(config.sinks):
-        if s.redaction:
+        if s.redaction is not None:
             out[s.name] = _compile(compile_policy, config, s.redaction, root,
                                    f"sinks[{i}] ({s.name})")
         else:
@@ -70,7 +70,7 @@ def build_redactors(config: Config) -> dict[str, Redactor]:
     return out
 
 
-def _compile(compile_policy: Any, config: Config, raw: dict[str, Any] | None,
+def _compile(compile_policy: Any, config: Config, raw: RedactionConfig | None,
              base: Redactor | None, where: str) -> Redactor:
     try:
         redactor = compile_policy(raw, source=config.source, base=base)

@@ -19,14 +19,12 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..config import Config
-from ..config.loading import convert_table
+from ..config import Config, MetricsConfig
 from ..errors import ConfigError
 from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from ..timestamps import parse_time
@@ -50,23 +48,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
                    60.0, 120.0, 300.0)
 
 
-class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    enabled: bool = True
-    listen: str = "127.0.0.1:9750"
-    # Seconds with events pending and no progress before /readyz reports a sink stuck.
-    ready_stuck_after: float = 300.0
-    # Host header values answered; others get 421 (DNS rebinding). Empty: the listen
-    # address and "localhost".
-    allowed_hosts: list[str] = msgspec.field(default_factory=list)
-
-    def address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
-
-
 def metrics_config(config: Config) -> MetricsConfig:
-    """The ``[metrics]`` table, validated; errors name ``metrics.<key>``."""
-    mc: MetricsConfig = convert_table(dict(config.metrics), MetricsConfig, config.source, "metrics")
+    """The ``[metrics]`` table (typed when the file loaded), its values checked; errors
+    name ``metrics.<key>``."""
+    mc = config.metrics
     host, sep, port = mc.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError('must be "HOST:PORT" (for example "127.0.0.1:9750")',

@@ -1,0 +1,122 @@
+"""One ``[[sinks]]`` table -> :class:`SinkConfig`: the common keys typed and checked,
+the rest converted to the sink type's options (unknown keys are errors for every type)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from ..formats.settings import check_sink_format
+from ..plugin import SinkType
+from .options import first_unknown_key
+from .tables import (
+    SINK_COMMON_KEYS,
+    BatchConfig,
+    DeadLetterConfig,
+    RedactionConfig,
+    RetryConfig,
+    SinkCommon,
+    convert_table,
+)
+
+__all__ = ["SinkConfig", "sink_config"]
+
+
+@dataclass
+class SinkConfig:
+    name: str
+    type: str
+    options: Any
+    enabled: bool
+    concurrency: int
+    start_at: str
+    organizations: list[str] | None
+    redaction: RedactionConfig | None
+    batch: BatchConfig
+    retry: RetryConfig
+    dead_letter: DeadLetterConfig
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    sink_type: SinkType | None = field(repr=False, default=None)
+    # The organization whose stream file defined this sink (None: the main config).
+    stream_org: str | None = None
+    source: str = ""
+    format: str = "native"
+    integrity: bool = False
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def sink_config(
+    table: dict[str, Any], index: int, source: str, sink_types: dict[str, SinkType] | None
+) -> SinkConfig:
+    """The sink at ``sinks[index]`` of ``source``. With ``sink_types``, the type must be
+    known and its options are converted and validated; without, they stay a dict."""
+    where = f"sinks[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError("must be a table ([[sinks]])", file=source, key=where)
+    common = {k: v for k, v in table.items() if k in SINK_COMMON_KEYS}
+    specific = {k: v for k, v in table.items() if k not in SINK_COMMON_KEYS}
+    for required in ("name", "type"):
+        if required not in common:
+            raise ConfigError("missing required key", file=source, key=f"{where}.{required}")
+    c: SinkCommon = convert_table(common, SinkCommon, source, where)
+    if not _NAME_RE.match(c.name):
+        raise ConfigError(
+            "sink name must be 1-64 characters of letters, digits, '_', '-', '.'",
+            file=source, key=f"{where}.name",
+        )
+    where = f"sinks[{index}] ({c.name})"
+    for key, ok in (
+        ("concurrency", c.concurrency >= 1),
+        ("batch.max_events", c.batch.max_events >= 1),
+        ("batch.max_bytes", c.batch.max_bytes >= 1),
+        ("batch.timeout", c.batch.timeout >= 0),
+        ("retry.initial_backoff", c.retry.initial_backoff > 0),
+        ("retry.max_backoff", c.retry.max_backoff >= c.retry.initial_backoff),
+        ("retry.max_attempts", c.retry.max_attempts >= 0),
+        ("retry.max_elapsed", c.retry.max_elapsed >= 0),
+        ("retry.attempt_timeout", c.retry.attempt_timeout > 0),
+        ("dead_letter.max_bytes", c.dead_letter.max_bytes >= 1),
+    ):
+        if not ok:
+            raise ConfigError("value out of range", file=source, key=f"{where}.{key}")
+    if c.start_at not in ("beginning", "end") and not _RFC3339_RE.match(c.start_at):
+        raise ConfigError(
+            "must be \"beginning\", \"end\" or an RFC 3339 time", file=source, key=f"{where}.start_at"
+        )
+    options: Any = specific
+    st = None
+    if sink_types is not None:
+        st = sink_types.get(c.type)
+        if st is None:
+            known = ", ".join(sorted(sink_types)) or "none"
+            raise ConfigError(
+                f"unknown sink type {c.type!r} (known: {known})", file=source, key=f"{where}.type"
+            )
+        # Checked here, not left to the plugin's Struct flags: a typo is an error
+        # for every sink type, built-in or drop-in.
+        unknown = first_unknown_key(specific, st.options)
+        if unknown:
+            raise ConfigError("unknown key", file=source, key=f"{where}.{unknown}")
+        options = convert_table(specific, st.options, source, where)
+        if st.validate is not None:
+            try:
+                st.validate(options)
+            except ConfigError as exc:
+                key = f"{where}.{exc.key}" if exc.key else where
+                raise ConfigError(exc.reason, file=source, key=key) from None
+    problem = check_sink_format(c.format, c.type, options)
+    if problem is None and c.integrity and c.format == "cef":  # sealing adds a JSON member
+        problem = "CEF lines are text, not JSON objects: integrity = true needs native, ocsf or ecs"
+    if problem is not None:
+        raise ConfigError(problem, file=source, key=f"{where}.format")
+    return SinkConfig(
+        name=c.name, type=c.type, options=options, enabled=c.enabled, concurrency=c.concurrency,
+        start_at=c.start_at, organizations=c.organizations, redaction=c.redaction, batch=c.batch,
+        retry=c.retry, dead_letter=c.dead_letter, raw=table, sink_type=st, format=c.format,
+        integrity=c.integrity,
+    )

@@ -1,0 +1,77 @@
+"""Stream files: ``<org-slug>.toml`` files in ``streams_dir``, each holding the
+``[[sinks]]`` of one organization, scoped to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..plugin import SinkType
+from .env import load_document
+from .sinks import SinkConfig, sink_config
+from .tables import ORGANIZATION_SLUG_RE, StreamFile, convert_table
+
+__all__ = ["load_stream_files", "parse_stream_file"]
+
+
+def load_stream_files(
+    directory: str, source: str, taken: set[str], sink_types: dict[str, SinkType], *,
+    integrity: bool = False,
+) -> tuple[list[SinkConfig], dict[str, ConfigError]]:
+    """The sinks of every ``<org>.toml`` in ``directory`` (named by ``streams_dir`` in
+    ``source``), and the error of each organization whose file is invalid: that file
+    adds no sink. ``taken``: the sink names defined already; ``integrity``: ``source``
+    configures [integrity] (a stream's sink may then ask for it)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError("directory does not exist", file=source, key="streams_dir")
+    names = set(taken)
+    out: list[SinkConfig] = []
+    errors: dict[str, ConfigError] = {}
+    for path in sorted(d.glob("*.toml")):
+        org = path.stem
+        try:
+            sinks = parse_stream_file(path, org, sink_types)
+            for sc in sinks:
+                if sc.name in names:
+                    raise ConfigError(f"duplicate sink name {sc.name!r}", file=str(path),
+                                      key="sinks.name")
+                if sc.integrity and not integrity:
+                    raise ConfigError(f"integrity = true needs [integrity] signing_key in"
+                                      f" {source}", file=str(path), key="sinks.integrity")
+        except ConfigError as exc:
+            errors[org] = exc
+            continue
+        names.update(sc.name for sc in sinks)
+        out.extend(sinks)
+    return out, errors
+
+
+def parse_stream_file(path: Path, org: str, sink_types: dict[str, SinkType]) -> list[SinkConfig]:
+    """The sinks of one organization's stream file. Their scope is that organization,
+    always: a file cannot widen it. Sink names become ``<org>.<name>``."""
+    source = str(path)
+    if not ORGANIZATION_SLUG_RE.match(org):
+        raise ConfigError("file name must be <organization-slug>.toml (lowercase letters,"
+                          " digits, '-', '_')", file=source)
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=source) from None
+    data = load_document(text, source)
+    stream = convert_table(data, StreamFile, source, "")
+    out = []
+    for i, table in enumerate(stream.sinks):
+        scope = table.get("organizations") if isinstance(table, dict) else None
+        if scope is not None and scope != [org]:
+            raise ConfigError(f"a stream file can only scope its own organization [{org!r}]",
+                              file=source, key=f"sinks[{i}].organizations")
+        if isinstance(table, dict):
+            table = {**table, "organizations": [org]}
+            if isinstance(table.get("name"), str):
+                table["name"] = f"{org}.{table['name']}"
+        sc = sink_config(table, i, source, sink_types)
+        sc.stream_org = org
+        sc.source = source
+        out.append(sc)
+    return out
