@@ -10,6 +10,7 @@ environment: the daemon is the installed wheel's.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -29,9 +30,13 @@ _NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "var", "_
                                      ".hypothesis", "test-output", "tests", "bench")
 
 
+# The installed wheel must answer on its own: no PYTHONPATH leading back to a source tree.
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def run(*cmd: object, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd,
-                         timeout=timeout)
+                         timeout=timeout, env=_ENV)
     assert out.returncode == 0, f"{cmd}: exit {out.returncode}\n{out.stdout}\n{out.stderr}"
     return out
 
@@ -88,7 +93,7 @@ def test_init_then_the_daemon_runs_on_the_written_config(installed, tmp_path):
 
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([exe, "run", "-c", etc / "auditshipd.toml"], cwd=tmp_path,
+        proc = subprocess.Popen([exe, "run", "-c", etc / "auditshipd.toml"], cwd=tmp_path, env=_ENV,
                                 stdout=log, stderr=log, start_new_session=True)
     try:
         wait_for(lambda: b"auditshipd started" in log_path.read_bytes() or proc.poll() is not None,
