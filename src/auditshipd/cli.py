@@ -8,13 +8,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import ConfigError
 from .journal import cli as emit_cli
 from .service import scaffold
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .delivery.deadletters import ReplayResult
+
+__all__ = ["main", "replay_row"]
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -69,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                         " removed, the others stay. Exit 1 when some stay.")
     _add_config(q)
     q.add_argument("--sink", required=True, metavar="NAME", help="the sink whose letters to send")
+    q.add_argument("--json", action="store_true",
+                   help="print the result as JSON instead of a table")
     q.set_defaults(func=cmd_dlq_replay)
 
     # Imported here, not at the top, to keep `--version` quick; an import failure is a
@@ -176,16 +182,37 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     total = DeadLetterFile(config.state_dir, sc.name).count()[1]
     with Progress(total, f"replaying {sc.name}") as bar:
         result = asyncio.run(replay(config, args.sink, progress=bar.advance))
-    print(json.dumps({"sink": args.sink, "replayed": result.replayed,
-                      "still_dead_lettered": result.still_dead_lettered}))
+    from .scrub import scrub_secrets, sink_secrets
+
+    row = replay_row(result, sink_secrets(sc))
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(f"{'SINK':<20} {'REPLAYED RECORDS':>16} {'REPLAYED EVENTS':>15} "
+              f"{'STILL DEAD':>10}  LAST ERROR")
+        print(f"{row['sink']:<20} {row['records_replayed']:>16} {row['replayed']:>15} "
+              f"{row['still_dead_lettered']:>10}  {row['last_error'] or ''}")
     if result.error is not None:
-        print(f"replay of {sc.name} stopped: {result.error}", file=sys.stderr)
+        print(f"replay of {sc.name} stopped: {scrub_secrets(result.error, sink_secrets(sc))}",
+              file=sys.stderr)
     if result.letters_kept:
         print(f"{result.path}: {result.still_dead_lettered} event(s) in"
               f" {result.letters_kept} dead letter(s) stay", file=sys.stderr)
     if result.unreadable_lines:
         print(_unreadable_note(result.path, result.unreadable_lines), file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def replay_row(result: ReplayResult, secrets: Sequence[str] = ()) -> dict[str, object]:
+    """What ``dlq replay`` prints for one sink: records and events replayed, events (and
+    records) still dead-lettered, the last error of what stays (secrets masked)."""
+    from .scrub import scrub_secrets
+
+    return {"sink": result.sink, "replayed": result.replayed,
+            "records_replayed": result.records_replayed,
+            "still_dead_lettered": result.still_dead_lettered,
+            "records_still_dead_lettered": result.letters_kept,
+            "last_error": scrub_secrets(result.last_error, secrets)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -174,7 +174,7 @@ def test_400_goes_to_dead_letters_and_replay_delivers(ws):
                               str(ws.config)], capture_output=True, text=True, cwd=ws.root)
         assert out.returncode == 0 and "web" in out.stdout and "200" in out.stdout
         out = subprocess.run([sys.executable, "-m", "auditshipd.cli", "dlq", "replay", "--sink",
-                              "web", "-c", str(ws.config)], capture_output=True, text=True,
+                              "web", "--json", "-c", str(ws.config)], capture_output=True, text=True,
                              cwd=ws.root)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout.splitlines()[-1])["replayed"] == 200

@@ -212,8 +212,10 @@ class ReplayResult:
     sink: str
     path: str
     replayed: int = 0
+    records_replayed: int = 0  # letters delivered whole
     still_dead_lettered: int = 0
     letters_kept: int = 0
+    last_error: str | None = None  # of the last letter that stays (scrubbed)
     unreadable_lines: list[int] = field(default_factory=list)
     error: str | None = None
 
@@ -268,6 +270,7 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
                 sent = await deliver(sink.send, batch, backoff, on_failed=failed)
                 keep.extend(_kept(letter, f) for f in failures)
                 result.replayed += sent
+                result.records_replayed += not failures
                 finished += 1
                 if progress is not None:
                     progress(len(letter.events))
@@ -286,4 +289,6 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
         await asyncio.to_thread(dlf.remove_first, len(letters), kept)
         result.letters_kept = len(kept)
         result.still_dead_lettered = sum(len(x.events) for x in kept)
+        if kept:
+            result.last_error = result.error or kept[-1].error
     return result

@@ -34,6 +34,7 @@ from .batcher import Part, PendingBatch, add_lines, cut_chunk
 from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull
 from .lines import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
+from .recovery import Health
 from .retry import Backoff, DeliveryFailure, deliver
 from .sealing import Sealing, sealing_for
 from .status import SinkStats, StatusFile
@@ -77,6 +78,7 @@ class SinkDriver:
         self.logger = logging.getLogger(f"auditshipd.sink.{self.name}")
         self.stats = SinkStats(sink=self.name, type=sink_config.type, started_at=now_rfc3339())
         self.status = StatusFile(state_dir, self.name, self.stats, self.logger)
+        self.health = Health(self.name, self.stats, self.logger, self.secrets)
         self.committed = CursorState(sink=self.name)
         since = None
         if sink_config.start_at not in ("beginning", "end"):
@@ -165,7 +167,7 @@ class SinkDriver:
             try:
                 await self.sink.start()
                 self._started = True
-                self.stats.state = "active"
+                self.health.started()
                 return
             except Exception as exc:
                 kind = "" if isinstance(exc, SinkError) else f"{type(exc).__name__}: "
@@ -357,17 +359,10 @@ class SinkDriver:
                 await self._sleep(2.0, interruptible=False)
 
     def _success(self, n: int) -> None:
-        self.stats.delivered += n
-        self.stats.last_success_at = now_rfc3339()
-        if self.stats.state in ("error", "blocked", "starting"):
-            self.stats.state = "active"
+        self.health.success(n)
 
     def _error(self, message: str) -> None:
-        message = scrub_secrets(message, self.secrets) or ""
-        self.stats.last_error = message
-        self.stats.last_error_at = now_rfc3339()
-        self.stats.state = "error"
-        self.logger.warning("%s: %s", self.name, message)
+        self.health.error(message)
 
     async def _sleep(self, delay: float, interruptible: bool = True) -> None:
         """Wait ``delay`` seconds on the driver's clock (``sleep``); an interruptible wait

@@ -37,6 +37,8 @@ class SinkStats(msgspec.Struct, kw_only=True):
     last_success_at: str | None = None
     last_error: str | None = None
     last_error_at: str | None = None
+    # When a success followed last_error (the sink recovered); None while it is current.
+    last_error_resolved_at: str | None = None
     # Set while cursors or status cannot be written to the state dir (a full disk):
     # delivery goes on, but a restart would resend everything since the last save.
     persist_error: str | None = None
