@@ -1,22 +1,29 @@
-"""The JSON API: ``/api/events``, ``/api/events/{id}``, ``/api/export``, ``/api/streams``."""
+"""The JSON API: ``/api/events``, ``/api/events/{id}``, ``/api/export``, ``/api/export.manifest``,
+``/api/streams``."""
 
 from __future__ import annotations
 
-import datetime as _dt
-
 from aiohttp import web
 
-from .export import csv_header, csv_rows, jsonl_rows
+from ..integrity.manifest import ManifestBuilder
 from .filters import BadParameter, parse_filters, parse_limit
 from .guard import STATE, json_error, require
 from .openapi import openapi_document
 from .paging import match_total
+from .query import format_time
+from .signed_export import (
+    OtherOrganization,
+    export_bytes,
+    export_request,
+    first_chunk,
+    manifest_query,
+    signing_key,
+)
 from .streams import stream_states
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
-EXPORT_CHUNK = 1000
 
 
 @routes.get("/api/events")
@@ -56,39 +63,69 @@ async def get_event(request: web.Request) -> web.StreamResponse:
 async def export_events(request: web.Request) -> web.StreamResponse:
     principal, _ = require(request, "export", api=True)
     state = request.app[STATE]
-    fmt = request.query.get("format", "jsonl")
-    if fmt not in ("csv", "jsonl"):
-        return json_error(400, "format must be csv or jsonl", param="format")
+    key = signing_key(state.config)
     try:
-        filters = parse_filters(request.query, principal.scope)
+        req = export_request(request.query, principal,
+                             as_of_default="none" if key is None else "now")
+        # The first chunk is read before the response starts: whatever the store refuses
+        # in these filters is a 400 here, not a stream cut off after its 200 header.
+        first, rest = await first_chunk(state.store, req.filters)
+    except OtherOrganization as exc:
+        return json_error(403, f"this token sees organization {exc} only", param="organization")
     except BadParameter as exc:
         return json_error(400, exc.message, param=exc.param)
-    # The first chunk is read before the response starts: whatever the store refuses in
-    # these filters is a 400 here, not a stream cut off after its 200 header.
-    chunks = state.store.iter_export(filters, EXPORT_CHUNK)
-    try:
-        first = await anext(chunks, None)
     except ValueError as exc:
         return json_error(400, str(exc))
-    await state.recorder.exported(request, principal, {"format": fmt, "filters": filters.as_metadata()})
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
-            "Content-Disposition": f'attachment; filename="audit-log-{stamp}.{fmt}"',
-        }
-    )
+    record = {"format": req.fmt, "filters": req.asked.as_metadata()}
+    if req.as_of is not None:
+        record["as_of"] = format_time(req.as_of)
+    await state.recorder.exported(request, principal, record)
+    headers = {
+        "Content-Type": "text/csv; charset=utf-8" if req.fmt == "csv" else "application/x-ndjson",
+        "Content-Disposition": f'attachment; filename="{req.filename()}"',
+    }
+    if req.as_of is not None:
+        headers["X-Export-As-Of"] = format_time(req.as_of)
+    if key is not None:
+        headers["Link"] = f'</api/export.manifest?{manifest_query(req, request.query)}>; rel="describedby"'
+    else:
+        headers["X-Export-Manifest"] = "unavailable"
+    response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
-    encode = csv_rows if fmt == "csv" else jsonl_rows
-    if fmt == "csv":
-        await response.write(csv_header())
-    if first is not None:
-        await response.write(encode(first))
-        async for events in chunks:
-            await response.write(encode(events))
+    async for data, _rows in export_bytes(first, rest, req.fmt):
+        await response.write(data)
     await response.write_eof()
     return response
+
+
+@routes.get("/api/export.manifest")
+async def export_manifest(request: web.Request) -> web.StreamResponse:
+    principal, _ = require(request, "export", api=True)
+    state = request.app[STATE]
+    key = signing_key(state.config)
+    if key is None:
+        return json_error(501, "export manifests are unavailable: the portal has no [integrity]"
+                               " signing_key")
+    try:
+        req = export_request(request.query, principal, as_of_default="required")
+        first, rest = await first_chunk(state.store, req.filters)
+    except OtherOrganization as exc:
+        return json_error(403, f"this token sees organization {exc} only", param="organization")
+    except BadParameter as exc:
+        return json_error(400, exc.message, param=exc.param)
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    since, until = req.since_until()
+    builder = ManifestBuilder(req.fmt, req.manifest_filters(), since, until)
+    async for data, rows in export_bytes(first, rest, req.fmt):
+        builder.update(data, rows)
+    manifest = builder.sign(key)
+    await state.recorder.exported(request, principal, {
+        "format": req.fmt, "filters": req.asked.as_metadata(), "manifest": True,
+        "rows": manifest["rows"]})
+    return web.json_response(manifest, headers={
+        "Content-Disposition": f'attachment; filename="{req.filename()}.manifest.json"'})
 
 
 @routes.get("/api/streams")

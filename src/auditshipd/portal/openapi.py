@@ -23,6 +23,14 @@ _FILTERS = [
            schema={"type": "string", "format": "date-time"}),
     _param("until", "Exclusive upper bound (RFC 3339).", schema={"type": "string", "format": "date-time"}),
 ]
+_EXPORT = [
+    _param("format", "csv or jsonl", schema={"type": "string", "enum": ["csv", "jsonl"], "default": "jsonl"}),
+    *_FILTERS,
+    _param("organization", "Only this organization's events. A token scoped to an organization "
+                           "may name only its own (403 otherwise)."),
+]
+_AS_OF = ("Only events that occurred before this time (RFC 3339, not in the future). It fixes the "
+          "export's bytes, so its manifest can be signed again later by any portal replica.")
 _ERRORS = {
     "400": {"description": "Invalid parameter", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
     "401": {"description": "Missing, unknown or revoked token"},
@@ -61,8 +69,25 @@ def openapi_document() -> dict[str, Any]:
             }},
             "/api/export": {"get": {
                 "summary": "Export every matching event, streamed",
-                "parameters": [_param("format", "csv or jsonl", schema={"type": "string", "enum": ["csv", "jsonl"], "default": "jsonl"}), *_FILTERS],
-                "responses": {"200": {"description": "The events, newest first", "content": {"text/csv": {}, "application/x-ndjson": {}}}, **_ERRORS},
+                "parameters": [*_EXPORT, _param("as_of", _AS_OF + " Default: the time of the request.",
+                                                schema={"type": "string", "format": "date-time"})],
+                "responses": {"200": {"description": "The events, newest first",
+                                      "headers": {"X-Export-As-Of": {"description": "The as_of of this export (RFC 3339)", "schema": {"type": "string"}},
+                                                  "Link": {"description": "When manifests are available: the URL of this export's signed manifest (rel=\"describedby\")", "schema": {"type": "string"}},
+                                                  "X-Export-Manifest": {"description": "\"unavailable\" when the portal has no [integrity] signing_key", "schema": {"type": "string"}}},
+                                      "content": {"text/csv": {}, "application/x-ndjson": {}}}, **_ERRORS},
+            }},
+            "/api/export.manifest": {"get": {
+                "summary": "The signed manifest of an export",
+                "description": "Reads the export given by the same parameters (with its as_of) again, "
+                               "hashes its bytes and signs them with the [integrity] key. Save it as "
+                               "<export file>.manifest.json and check both with `auditshipd verify`.",
+                "parameters": [*_EXPORT, {**_param("as_of", _AS_OF + " Required: the export's X-Export-As-Of.",
+                                                   schema={"type": "string", "format": "date-time"}), "required": True}],
+                "responses": {"200": {"description": "The manifest", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExportManifest"}}}},
+                              "501": {"description": "Manifests are unavailable: the portal has no [integrity] signing_key",
+                                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                              **_ERRORS},
             }},
             "/api/streams": {"get": {
                 "summary": "Each sink's delivery state",
@@ -96,6 +121,16 @@ def openapi_document() -> dict[str, Any]:
                     "last_success_at": {"type": "string", "nullable": True}, "last_error": {"type": "string", "nullable": True},
                     "dead_letter_count": {"type": "integer", "nullable": True}, "quarantine_count": {"type": "integer", "nullable": True},
                     "organizations": {"type": "array", "items": {"type": "string"}, "nullable": True}}},
+                "ExportManifest": {"type": "object", "description": "Ed25519 signature over the canonical JSON of every other member (docs/integrity.md).",
+                                   "properties": {
+                    "version": {"type": "integer"}, "kind": {"type": "string", "enum": ["auditshipd.export-manifest"]},
+                    "format": {"type": "string", "enum": ["csv", "jsonl"]},
+                    "filters": {"type": "object", "description": "The filters asked, the organization (null: all) and as_of"},
+                    "since": {"type": "string", "nullable": True}, "until": {"type": "string", "nullable": True,
+                                                                            "description": "The earlier of until and as_of"},
+                    "rows": {"type": "integer"}, "bytes": {"type": "integer"},
+                    "sha256": {"type": "string", "description": "hex SHA-256 of the export's bytes"},
+                    "signed_at": {"type": "string"}, "key_id": {"type": "string"}, "signature": {"type": "string"}}},
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}, "param": {"type": "string"}}},
             },
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -14,8 +15,9 @@ from .filters import BadParameter, parse_filters
 from .guard import STATE, require
 from .hints import emit_command, token_command
 from .paging import match_total, page_links, valid_trail
-from .query import EventFilter
+from .query import EventFilter, format_time
 from .roles import allowed
+from .signed_export import signing_key
 from .store import EventStore
 from .streams import stream_states
 from .tokens import Principal
@@ -90,6 +92,18 @@ def _query_string(pairs: list[tuple[str, str]], **extra: str) -> str:
     return urlencode([*pairs, *extra.items()])
 
 
+def _export_links(pairs: list[tuple[str, str]], signed: bool) -> dict[str, str]:
+    """The export links; when exports are signed, fixed to now (``as_of``) so an export
+    and its manifest agree."""
+    fixed = {"as_of": format_time(_dt.datetime.now(_dt.timezone.utc))} if signed else {}
+    links = {}
+    for fmt in ("csv", "jsonl"):
+        query = _query_string(pairs, format=fmt, **fixed)
+        links[f"export_{fmt}"] = "/api/export?" + query
+        links[f"manifest_{fmt}"] = "/api/export.manifest?" + query if signed else ""
+    return links
+
+
 def _base_context(principal: Principal, session: Any) -> dict[str, Any]:
     return {
         "principal": principal, "csrf": session.csrf if session else "",
@@ -119,8 +133,7 @@ async def events_page(request: web.Request) -> web.StreamResponse:
         "filtered": bool(pairs),
         "first_run": not (set(actions) - PORTAL_ACTIONS),
         "emit_hint": emit_command(state.config),
-        "export_csv": "/api/export?" + _query_string(pairs, format="csv"),
-        "export_jsonl": "/api/export?" + _query_string(pairs, format="jsonl"),
+        **_export_links(pairs, signing_key(state.config) is not None),
     }
     cursor = request.query.get("cursor") or None
     try:
