@@ -52,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate the config and exit",
                        description="Validate the config, sink options and redaction policy;"
-                       " exit 0 when valid, 2 otherwise.")
+                       " list every problem found and exit 2, or exit 0 when valid.")
     _add_config(p)
+    p.add_argument("--no-env", action="store_true",
+                   help="an unset ${VAR} is a placeholder, not an error (check a config"
+                   " where its secrets are not set)")
+    p.add_argument("--check-connections", action="store_true",
+                   help="also connect to each sink's endpoint (TCP, TLS handshake), sending"
+                   " nothing; exit 1 when one fails")
     p.set_defaults(func=cmd_check_config)
 
     emit_cli.add_parser(sub, _add_config)
@@ -119,16 +125,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from .config.env import unset_as_placeholder
     from .service.loading import load_runtime
 
-    config, _pm, _types = load_runtime(args.config)
+    try:
+        with unset_as_placeholder() if args.no_env else nullcontext():
+            config, _pm, _types = load_runtime(args.config)
+    except ConfigError as exc:
+        return _config_errors(exc)
     if config.stream_errors:
+        found: list[ConfigError] = []
         for exc in config.stream_errors.values():
-            print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+            found.extend(getattr(exc, "errors", [exc]))
+        return _config_errors(found)
     print(f"{config.source}: OK ({len(config.sinks)} sink(s): "
           f"{', '.join(f'{s.name} ({s.type})' for s in config.sinks)})")
-    return 0
+    if not args.check_connections:
+        return 0
+    from .service.connections import check_connections
+
+    results = asyncio.run(check_connections(config))
+    for r in results:
+        print(f"connection: {r}")
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _config_errors(exc: ConfigError | list[ConfigError]) -> int:
+    """Print every configuration error, one a line, and the count; exit status 2."""
+    errors = exc if isinstance(exc, list) else getattr(exc, "errors", [exc])
+    for e in errors:
+        print(f"configuration error: {e}", file=sys.stderr)
+    if len(errors) > 1:
+        print(f"{len(errors)} configuration errors", file=sys.stderr)
+    return 2
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -226,8 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _locate(args)
         return args.func(args)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _config_errors(exc)
     except KeyboardInterrupt:
         return 130
 

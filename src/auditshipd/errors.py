@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AuditshipdError",
     "ConfigError",
+    "ConfigErrors",
     "DropEvent",
     "PermanentError",
     "RetryableError",
@@ -28,12 +29,32 @@ class ConfigError(AuditshipdError):
     secret value: only key names and the kind of problem.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
+                 line: int | None = None):
         self.file = file
         self.key = key
         self.reason = message
-        parts = [p for p in (file, key) if p]
+        self.line = line
+        where = f"{file}:{line}" if file and line else file
+        parts = [p for p in (where, key) if p]
         super().__init__(": ".join([*parts, message]))
+
+
+class ConfigErrors(ConfigError):
+    """Every problem found in one configuration, in file order of checking.
+
+    Behaves as the first error (``file``, ``key``, ``reason``) for code that expects
+    one; ``errors`` holds them all and ``str()`` lists them one per line.
+    """
+
+    def __init__(self, errors: list[ConfigError]):
+        first = errors[0]
+        super().__init__(first.reason, file=first.file, key=first.key, line=first.line)
+        self.errors = list(errors)
+        self.args = ("\n".join(str(e) for e in self.errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class DropEvent(AuditshipdError):  # structlog's name, on purpose

@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -122,6 +122,11 @@ class SinkType:
     validate: Callable[[Any], None] | None = None
     secrets: tuple[str, ...] = ()
     plugin: str = ""
+    # Optional ``async (options) -> str`` for ``check-config --check-connections``: reach
+    # the endpoint without sending events; return what was checked, raise on failure.
+    # Without it, the core connects to the options' ``url`` (TCP, and TLS for https://,
+    # mqtts://, tls://, honouring ``tls_verify`` and ``ca_file``).
+    check_connection: Callable[[Any], Awaitable[str]] | None = None
 
     def build(self, name: str, options: Any, context: SinkContext) -> Sink:
         return self.factory(name, options, context)

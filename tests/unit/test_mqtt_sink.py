@@ -86,7 +86,7 @@ def test_check_config_reports_the_sink_key_and_password_is_secret() -> None:
     types = sink_types(build_plugin_manager())
     assert types["mqtt"].secrets == ("password",)
     text = '[[sinks]]\nname = "bus"\ntype = "mqtt"\nurl = "mqtt://b"\nqos = 5\n'
-    with pytest.raises(ConfigError, match=r"c\.toml: sinks\[0\] \(bus\)\.qos"):
+    with pytest.raises(ConfigError, match=r"c\.toml:5: sinks\[0\] \(bus\)\.qos"):
         parse_config(text, "c.toml", types)
 
 

@@ -74,7 +74,7 @@ def test_registered_with_secrets_and_config_errors_name_the_sink() -> None:
     types = sink_types(build_plugin_manager())
     assert types["nats"].secrets == ("password", "token")
     text = '[[sinks]]\nname = "bus"\ntype = "nats"\nurl = "nats://s"\nmax_in_flight = "x"\n'
-    with pytest.raises(ConfigError, match=r"c\.toml: sinks\[0\] \(bus\)\.max_in_flight"):
+    with pytest.raises(ConfigError, match=r"c\.toml:5: sinks\[0\] \(bus\)\.max_in_flight"):
         parse_config(text, "c.toml", types)
 
 

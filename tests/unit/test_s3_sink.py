@@ -87,7 +87,7 @@ def test_check_config_reports_the_sink_key() -> None:
     """Through the config loader, the error names the file, the sink and the key."""
     types = sink_types(build_plugin_manager())
     text = '[[sinks]]\nname = "arch"\ntype = "s3"\nbucket = "b"\nkey_template = "{first_id}{x}{last_id}"\n'
-    with pytest.raises(ConfigError, match=r"conf.toml: sinks\[0\] \(arch\)\.key_template"):
+    with pytest.raises(ConfigError, match=r"conf.toml:5: sinks\[0\] \(arch\)\.key_template"):
         parse_config(text, "conf.toml", types)
     text = '[[sinks]]\nname = "arch"\ntype = "s3"\nregion = "eu-west-1"\n'
     with pytest.raises(ConfigError, match=r"bucket: missing required key"):

@@ -78,7 +78,7 @@ def test_typo_in_sink_options_is_an_error_naming_the_key(tmp_path, sink, key):
     with pytest.raises(ConfigError) as info:
         load_runtime(_config(tmp_path, sink))
     assert info.value.key == f"sinks[0] (s).{key}"
-    assert info.value.reason == "unknown key"
+    assert info.value.reason.startswith("unknown key")
 
 
 def test_correct_lax_options_still_load(tmp_path):
@@ -105,4 +105,4 @@ def test_check_config_reports_the_misspelled_key(tmp_path):
     r = subprocess.run([sys.executable, "-m", "auditshipd.cli", "check-config", "-c", str(path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert f"{path}: sinks[0] (s).levle: unknown key" in r.stderr
+    assert f"{path}:10: sinks[0] (s).levle: unknown key (did you mean 'level'?)" in r.stderr

@@ -2,7 +2,9 @@
 
 ``${VAR}`` and ``${VAR:-default}`` are replaced in every string value; ``$${`` stands
 for a literal ``${``. An unset variable without a default is a ConfigError naming the
-file and the key; the value is never echoed.
+file and the key; the value is never echoed. Inside :func:`unset_as_placeholder`
+(``check-config --no-env``) an unset variable becomes a placeholder instead, so a config
+can be checked where its secrets are not set.
 """
 
 from __future__ import annotations
@@ -10,32 +12,84 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigErrors
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["interpolate", "load_document"]
+__all__ = ["interpolate", "load_document", "unset_as_placeholder"]
+
+_PLACEHOLDERS: ContextVar[bool] = ContextVar("auditshipd_env_placeholders", default=False)
+_LINE_RE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 
 
-def load_document(text: str, source: str) -> dict[str, Any]:
-    """TOML ``text`` decoded, with ``${ENV}`` references expanded."""
+@contextmanager
+def unset_as_placeholder() -> Iterator[None]:
+    """Within: an unset ``${VAR}`` reads as ``unset-var`` (lowercase, ``_`` -> ``-``)
+    instead of being an error."""
+    token = _PLACEHOLDERS.set(True)
+    try:
+        yield
+    finally:
+        _PLACEHOLDERS.reset(token)
+
+
+def load_document(text: str, source: str,
+                  missing: list[ConfigError] | None = None) -> dict[str, Any]:
+    """TOML ``text`` decoded, with ``${ENV}`` references expanded. An unset variable is
+    raised (all of them), or, with ``missing``, appended to it and read as a placeholder
+    so that the rest can still be checked."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", file=source) from None
-    return interpolate(data, source, "")  # type: ignore[no-any-return]
+        msg = str(exc)
+        m = _LINE_RE.search(msg)
+        raise ConfigError(f"invalid TOML: {msg[: m.start()] if m else msg}", file=source,
+                          line=int(m.group(1)) if m else None) from None
+    found: list[ConfigError] = []
+    data = interpolate(data, source, "", found)
+    found = [_sink_named(e, data) for e in found]
+    if missing is not None:
+        missing.extend(found)
+    elif len(found) > 1:
+        raise ConfigErrors(found)
+    elif found:
+        raise found[0]
+    return data  # type: ignore[no-any-return]
+
+
+def _sink_named(exc: ConfigError, data: Any) -> ConfigError:
+    """``sinks[0].token`` -> ``sinks[0] (siem).token``, as the other sink errors say it."""
+    m = re.match(r"sinks\[(\d+)\]", exc.key or "")
+    sinks = data.get("sinks") if isinstance(data, dict) else None
+    if not m or not isinstance(sinks, list) or int(m.group(1)) >= len(sinks):
+        return exc
+    table = sinks[int(m.group(1))]
+    name = table.get("name") if isinstance(table, dict) else None
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
+        return exc
+    key = f"{m.group(0)} ({name}){exc.key[m.end():]}"  # type: ignore[index]
+    return ConfigError(exc.reason, file=exc.file, key=key, line=exc.line)
+
+
+def _placeholder(name: str) -> str:
+    return "unset-" + name.lower().replace("_", "-")
 
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(value: Any, source: str, key: str) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; ``$${`` escapes."""
+def interpolate(value: Any, source: str, key: str,
+                missing: list[ConfigError] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; ``$${`` escapes. An unset
+    variable is raised, or appended to ``missing`` when given."""
     if isinstance(value, str):
         if "${" not in value:
             return value
@@ -46,16 +100,23 @@ def interpolate(value: Any, source: str, key: str) -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise ConfigError(
+            if _PLACEHOLDERS.get():
+                return _placeholder(name)
+            exc = ConfigError(
                 f"environment variable {name} is not set", file=source, key=key or None
             )
+            if missing is None:
+                raise exc
+            missing.append(exc)
+            return _placeholder(name)
 
         parts = value.split("$${")
         return "${".join(_ENV_RE.sub(sub, p) for p in parts)
     if isinstance(value, dict):
         return {
-            k: interpolate(v, source, f"{key}.{k}" if key else k) for k, v in value.items()
+            k: interpolate(v, source, f"{key}.{k}" if key else k, missing)
+            for k, v in value.items()
         }
     if isinstance(value, list):
-        return [interpolate(v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, source, f"{key}[{i}]", missing) for i, v in enumerate(value)]
     return value

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..formats.settings import FormatSettings, parse_formats
 from ..plugin import SinkType
+from .collect import convert_all, raise_all
 from .env import load_document
 from .sinks import SinkConfig, sink_config
 from .streams import load_stream_files
@@ -26,10 +27,10 @@ from .tables import (
     MetricsConfig,
     PortalConfig,
     RedactionConfig,
-    convert_table,
 )
 
-__all__ = ["Config", "default_config_text", "load_config", "parse_config"]
+__all__ = ["Config", "collect_config", "default_config_text", "load_config", "parse_config",
+           "read_config_text"]
 
 DEFAULT_CONFIG_NAME = "<embedded default>"
 
@@ -68,33 +69,61 @@ def default_config_text() -> str:
     return resources.files("auditshipd").joinpath("default.toml").read_text("utf-8")
 
 
-def load_config(path: str | Path | None, sink_types: dict[str, SinkType] | None = None) -> Config:
-    """Read ``path`` (or the embedded default when ``None``) and validate it."""
+def read_config_text(path: str | Path | None) -> tuple[str, str]:
+    """The text of ``path`` (the embedded default when ``None``) and the name errors use."""
     if path is None:
-        return parse_config(default_config_text(), DEFAULT_CONFIG_NAME, sink_types)
+        return default_config_text(), DEFAULT_CONFIG_NAME
     p = Path(path)
     try:
-        text = p.read_text("utf-8")
+        return p.read_text("utf-8"), str(p)
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(p)) from None
-    return parse_config(text, str(p), sink_types)
+
+
+def load_config(path: str | Path | None, sink_types: dict[str, SinkType] | None = None) -> Config:
+    """Read ``path`` (or the embedded default when ``None``) and validate it."""
+    text, source = read_config_text(path)
+    return parse_config(text, source, sink_types)
 
 
 def parse_config(
     text: str, source: str = "<string>", sink_types: dict[str, SinkType] | None = None
 ) -> Config:
-    """Parse TOML text. With ``sink_types``, type-specific sink keys are validated too."""
-    data = load_document(text, source)
-    root: ConfigFile = convert_table(data, ConfigFile, source, "")
-    _check_journal(root.journal, source)
+    """Parse TOML text. With ``sink_types``, type-specific sink keys are validated too.
+    Every problem found is raised (:class:`~auditshipd.errors.ConfigErrors` for more
+    than one), with the line of its key where the text shows it."""
+    errors: list[ConfigError] = []
+    config = collect_config(text, source, sink_types, errors)
+    raise_all(errors, text, source)
+    return config
+
+
+def collect_config(text: str, source: str, sink_types: dict[str, SinkType] | None,
+                   errors: list[ConfigError]) -> Config:
+    """The config of ``text`` as far as it is valid, every problem appended to
+    ``errors``: a table with an error keeps its defaults, a sink with one is left out.
+    A TOML syntax error is raised (nothing after it can be read)."""
+    try:
+        data = load_document(text, source, errors)
+    except ConfigError as exc:
+        raise_all([exc], text, source)
+        raise
+    root: ConfigFile = convert_all(data, ConfigFile, source, "", errors) or ConfigFile()
+    errors.extend(_check_journal(root.journal, source))
     sinks: list[SinkConfig] = []
     seen: set[str] = set()
     for i, table in enumerate(root.sinks):
-        sc = sink_config(table, i, source, sink_types)
+        try:
+            sc = sink_config(table, i, source, sink_types)
+        except ConfigError as exc:
+            errors.extend(getattr(exc, "errors", [exc]))
+            continue
         if sc.name in seen:
-            raise ConfigError(f"duplicate sink name {sc.name!r}", file=source, key=f"sinks[{i}].name")
+            errors.append(ConfigError(f"duplicate sink name {sc.name!r}", file=source,
+                                      key=f"sinks[{i}] ({sc.name}).name"))
+            continue
         seen.add(sc.name)
         sinks.append(sc)
     config = Config(
@@ -108,31 +137,39 @@ def parse_config(
         sinks=sinks,
         streams_dir=root.streams_dir,
         config_watch=root.config_watch,
-        formats=parse_formats(root.formats, source),
     )
+    try:
+        config.formats = parse_formats(root.formats, source)
+    except ConfigError as exc:
+        errors.append(exc)
     if root.integrity != IntegrityConfig() or any(sc.integrity for sc in sinks):
         from ..integrity.settings import integrity_settings
 
-        config.integrity = integrity_settings(
-            root.integrity, source, next((sc.name for sc in sinks if sc.integrity), None))
+        try:
+            config.integrity = integrity_settings(
+                root.integrity, source, next((sc.name for sc in sinks if sc.integrity), None))
+        except ConfigError as exc:
+            errors.append(exc)
     for sc in sinks:
         sc.source = source
     if root.streams_dir and sink_types is not None:
-        streamed, errors = load_stream_files(root.streams_dir, source, seen, sink_types,
-                                             integrity=config.integrity is not None)
-        config.sinks.extend(streamed)
-        config.stream_errors.update(errors)
+        try:
+            streamed, stream_errors = load_stream_files(
+                root.streams_dir, source, seen, sink_types,
+                integrity=config.integrity is not None)
+        except ConfigError as exc:
+            errors.append(exc)
+        else:
+            config.sinks.extend(streamed)
+            config.stream_errors.update(stream_errors)
     return config
 
 
-def _check_journal(j: JournalConfig, source: str) -> None:
-    if not j.paths:
-        raise ConfigError("at least one journal path (glob) is required", file=source, key="journal.paths")
-    if j.max_line_bytes < 64:
-        raise ConfigError("must be at least 64", file=source, key="journal.max_line_bytes")
-    if j.poll_interval <= 0:
-        raise ConfigError("must be positive", file=source, key="journal.poll_interval")
-    if j.read_block_bytes < 4096:
-        raise ConfigError("must be at least 4096", file=source, key="journal.read_block_bytes")
-    if j.rotate_wait < 0:
-        raise ConfigError("must be zero or more (seconds)", file=source, key="journal.rotate_wait")
+def _check_journal(j: JournalConfig, source: str) -> list[ConfigError]:
+    return [ConfigError(problem, file=source, key=f"journal.{key}") for key, problem, bad in (
+        ("paths", "at least one journal path (glob) is required", not j.paths),
+        ("max_line_bytes", "must be at least 64", j.max_line_bytes < 64),
+        ("poll_interval", "must be positive", j.poll_interval <= 0),
+        ("read_block_bytes", "must be at least 4096", j.read_block_bytes < 4096),
+        ("rotate_wait", "must be zero or more (seconds)", j.rotate_wait < 0),
+    ) if bad]

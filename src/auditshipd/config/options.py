@@ -10,76 +10,78 @@ field accepts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec.inspect as mi
 
-__all__ = ["first_unknown_key"]
+__all__ = ["first_unknown_key", "unknown_keys"]
+
+Found = Iterator[tuple[str, list[str]]]
 
 
 def first_unknown_key(data: Any, options_type: type) -> str | None:
     """The dotted path (``tls.ca_fle``, ``routes[2].topc``) of the first key of ``data``
     that ``options_type`` has no field for, or None."""
+    return next((path for path, _ in unknown_keys(data, options_type)), None)
+
+
+def unknown_keys(data: Any, options_type: type) -> list[tuple[str, list[str]]]:
+    """Every key of ``data`` that ``options_type`` has no field for: its dotted path and
+    the keys its table may have."""
     # Not cached: a reload imports drop-in plugins afresh, and a cache would keep every
     # old generation of their classes alive.
-    return _walk(data, mi.type_info(options_type), "")
+    return list(_walk(data, mi.type_info(options_type), ""))
 
 
 def _join(path: str, key: object) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _walk(value: Any, info: mi.Type, path: str) -> str | None:
+def _walk(value: Any, info: mi.Type, path: str) -> Found:
     if isinstance(info, mi.UnionType):
-        return _walk_union(value, info, path)
-    if isinstance(value, dict):
+        yield from _walk_union(value, info, path)
+    elif isinstance(value, dict):
         if isinstance(info, (mi.StructType, mi.DataclassType, mi.TypedDictType)):
-            return _walk_fields(value, info, path)
-        if isinstance(info, mi.DictType):
+            yield from _walk_fields(value, info, path)
+        elif isinstance(info, mi.DictType):
             for key, item in value.items():
-                found = _walk(item, info.value_type, _join(path, key))
-                if found:
-                    return found
+                yield from _walk(item, info.value_type, _join(path, key))
     elif isinstance(value, (list, tuple)):
         if isinstance(info, (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType)):
             items: Any = [info.item_type] * len(value)
         elif isinstance(info, mi.TupleType):
             items = info.item_types
         else:
-            return None
+            return
         # A tuple of the wrong length is msgspec's error to report, with its own words.
         for i, (item, item_info) in enumerate(zip(value, items, strict=False)):
-            found = _walk(item, item_info, f"{path}[{i}]")
-            if found:
-                return found
-    return None
+            yield from _walk(item, item_info, f"{path}[{i}]")
 
 
-def _walk_fields(value: dict[Any, Any], info: Any, path: str) -> str | None:
+def _walk_fields(value: dict[Any, Any], info: Any, path: str) -> Found:
     fields = {f.encode_name: f for f in info.fields}
     tag_field = getattr(info, "tag_field", None)
     for key, item in value.items():
         field = fields.get(key)
         if field is None:
-            if key == tag_field:
-                continue
-            return _join(path, key)
-        found = _walk(item, field.type, _join(path, key))
-        if found:
-            return found
-    return None
+            if key != tag_field:
+                yield _join(path, key), list(fields)
+            continue
+        yield from _walk(item, field.type, _join(path, key))
 
 
-def _walk_union(value: Any, info: mi.UnionType, path: str) -> str | None:
+def _walk_union(value: Any, info: mi.UnionType, path: str) -> Found:
     if isinstance(value, dict):
         shapes = [t for t in info.types
                   if isinstance(t, (mi.StructType, mi.DataclassType, mi.TypedDictType, mi.DictType))]
         tagged = [t for t in shapes if getattr(t, "tag_field", None)]
         if tagged:
             shapes = [t for t in tagged if value.get(t.tag_field) == t.tag] or shapes[:0]
-        return _walk(value, shapes[0], path) if len(shapes) == 1 else None
-    if isinstance(value, (list, tuple)):
+        if len(shapes) == 1:
+            yield from _walk(value, shapes[0], path)
+    elif isinstance(value, (list, tuple)):
         seqs = [t for t in info.types if isinstance(
             t, (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType, mi.TupleType))]
-        return _walk(value, seqs[0], path) if len(seqs) == 1 else None
-    return None
+        if len(seqs) == 1:
+            yield from _walk(value, seqs[0], path)

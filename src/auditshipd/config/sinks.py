@@ -10,7 +10,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..formats.settings import check_sink_format
 from ..plugin import SinkType
-from .options import first_unknown_key
+from .collect import convert_all, did_you_mean, known_keys, raise_all
+from .options import unknown_keys
 from .tables import (
     SINK_COMMON_KEYS,
     BatchConfig,
@@ -18,7 +19,6 @@ from .tables import (
     RedactionConfig,
     RetryConfig,
     SinkCommon,
-    convert_table,
 )
 
 __all__ = ["SinkConfig", "sink_config"]
@@ -54,22 +54,68 @@ def sink_config(
     table: dict[str, Any], index: int, source: str, sink_types: dict[str, SinkType] | None
 ) -> SinkConfig:
     """The sink at ``sinks[index]`` of ``source``. With ``sink_types``, the type must be
-    known and its options are converted and validated; without, they stay a dict."""
+    known and its options are converted and validated; without, they stay a dict.
+
+    Raises every problem found (:class:`~auditshipd.errors.ConfigErrors` when more than
+    one): first all key and type errors; only a sink without any gets its values checked.
+    """
     where = f"sinks[{index}]"
     if not isinstance(table, dict):
         raise ConfigError("must be a table ([[sinks]])", file=source, key=where)
+    name = table.get("name")
+    if isinstance(name, str) and _NAME_RE.match(name):
+        where = f"sinks[{index}] ({name})"
+    errors: list[ConfigError] = []
     common = {k: v for k, v in table.items() if k in SINK_COMMON_KEYS}
     specific = {k: v for k, v in table.items() if k not in SINK_COMMON_KEYS}
     for required in ("name", "type"):
         if required not in common:
-            raise ConfigError("missing required key", file=source, key=f"{where}.{required}")
-    c: SinkCommon = convert_table(common, SinkCommon, source, where)
+            errors.append(ConfigError("missing required key", file=source, key=f"{where}.{required}"))
+    st = None
+    if sink_types is not None and isinstance(table.get("type"), str):
+        st = sink_types.get(table["type"])
+        if st is None:
+            known = ", ".join(sorted(sink_types)) or "none"
+            errors.append(ConfigError(
+                f"unknown sink type {table['type']!r}{did_you_mean(table['type'], sink_types)}"
+                f" (known: {known})", file=source, key=f"{where}.type"))
+    option_keys = known_keys(st.options, []) if st is not None else []
+    c: SinkCommon | None = None
+    if not errors:
+        c = convert_all(common, SinkCommon, source, where, errors, option_keys)
+    options: Any = specific
+    if st is not None:
+        # Checked here, not left to the plugin's Struct flags: a typo is an error
+        # for every sink type, built-in or drop-in.
+        unknown = unknown_keys(specific, st.options)
+        for path, known in unknown:
+            if "." not in path and "[" not in path:
+                known = [*known, *SINK_COMMON_KEYS]
+            last = path.rsplit(".", 1)[-1]
+            errors.append(ConfigError(f"unknown key{did_you_mean(last, known)}", file=source,
+                                      key=f"{where}.{path}"))
+        if not unknown:
+            options = convert_all(specific, st.options, source, where, errors)
+    if errors or c is None:
+        raise_all(errors, None, source)
+    assert c is not None
+    _check_values(c, st, options, source, where)
+    return SinkConfig(
+        name=c.name, type=c.type, options=options, enabled=c.enabled, concurrency=c.concurrency,
+        start_at=c.start_at, organizations=c.organizations, redaction=c.redaction, batch=c.batch,
+        retry=c.retry, dead_letter=c.dead_letter, raw=table, sink_type=st, format=c.format,
+        integrity=c.integrity,
+    )
+
+
+def _check_values(c: SinkCommon, st: SinkType | None, options: Any, source: str,
+                  where: str) -> None:
+    """The checks a type cannot express, all of them; raises what they found."""
+    errors: list[ConfigError] = []
     if not _NAME_RE.match(c.name):
-        raise ConfigError(
+        errors.append(ConfigError(
             "sink name must be 1-64 characters of letters, digits, '_', '-', '.'",
-            file=source, key=f"{where}.name",
-        )
-    where = f"sinks[{index}] ({c.name})"
+            file=source, key=f"{where}.name"))
     for key, ok in (
         ("concurrency", c.concurrency >= 1),
         ("batch.max_events", c.batch.max_events >= 1),
@@ -83,40 +129,19 @@ def sink_config(
         ("dead_letter.max_bytes", c.dead_letter.max_bytes >= 1),
     ):
         if not ok:
-            raise ConfigError("value out of range", file=source, key=f"{where}.{key}")
+            errors.append(ConfigError("value out of range", file=source, key=f"{where}.{key}"))
     if c.start_at not in ("beginning", "end") and not _RFC3339_RE.match(c.start_at):
-        raise ConfigError(
-            "must be \"beginning\", \"end\" or an RFC 3339 time", file=source, key=f"{where}.start_at"
-        )
-    options: Any = specific
-    st = None
-    if sink_types is not None:
-        st = sink_types.get(c.type)
-        if st is None:
-            known = ", ".join(sorted(sink_types)) or "none"
-            raise ConfigError(
-                f"unknown sink type {c.type!r} (known: {known})", file=source, key=f"{where}.type"
-            )
-        # Checked here, not left to the plugin's Struct flags: a typo is an error
-        # for every sink type, built-in or drop-in.
-        unknown = first_unknown_key(specific, st.options)
-        if unknown:
-            raise ConfigError("unknown key", file=source, key=f"{where}.{unknown}")
-        options = convert_table(specific, st.options, source, where)
-        if st.validate is not None:
-            try:
-                st.validate(options)
-            except ConfigError as exc:
-                key = f"{where}.{exc.key}" if exc.key else where
-                raise ConfigError(exc.reason, file=source, key=key) from None
+        errors.append(ConfigError("must be \"beginning\", \"end\" or an RFC 3339 time",
+                                  file=source, key=f"{where}.start_at"))
+    if st is not None and st.validate is not None:
+        try:
+            st.validate(options)
+        except ConfigError as exc:
+            key = f"{where}.{exc.key}" if exc.key else where
+            errors.append(ConfigError(exc.reason, file=source, key=key))
     problem = check_sink_format(c.format, c.type, options)
     if problem is None and c.integrity and c.format == "cef":  # sealing adds a JSON member
         problem = "CEF lines are text, not JSON objects: integrity = true needs native, ocsf or ecs"
     if problem is not None:
-        raise ConfigError(problem, file=source, key=f"{where}.format")
-    return SinkConfig(
-        name=c.name, type=c.type, options=options, enabled=c.enabled, concurrency=c.concurrency,
-        start_at=c.start_at, organizations=c.organizations, redaction=c.redaction, batch=c.batch,
-        retry=c.retry, dead_letter=c.dead_letter, raw=table, sink_type=st, format=c.format,
-        integrity=c.integrity,
-    )
+        errors.append(ConfigError(problem, file=source, key=f"{where}.format"))
+    raise_all(errors, None, source)

@@ -34,6 +34,7 @@ __all__ = [
     "SinkCommon",
     "StreamFile",
     "convert_table",
+    "explain",
     "parse_listen",
 ]
 
@@ -236,6 +237,27 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 _AT_RE = re.compile(r" - at `\$(.*)`$")
+_PART_RE = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def explain(exc: msgspec.ValidationError, where: str) -> tuple[str, str, list[str | int]]:
+    """What a conversion error says, the key it names (``where`` plus the path) and that
+    path as parts (``["batch", "max_events"]``, list positions as ints)."""
+    msg = str(exc)
+    sub = ""
+    m = _AT_RE.search(msg)
+    if m:
+        sub = m.group(1)
+        msg = msg[: m.start()]
+    parts: list[str | int] = [int(i) if i else k for k, i in _PART_RE.findall(sub)]
+    um = re.match(r"Object contains unknown field `(.+)`", msg)
+    fm = re.match(r"Object missing required field `(.+)`", msg)
+    if um or fm:
+        parts.append((um or fm).group(1))  # type: ignore[union-attr]
+        msg = "unknown key" if um else "missing required key"
+    sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+    key = f"{where}{sub}" if where else sub.lstrip(".")
+    return _humanize(msg), key, parts
 
 
 def convert_table(data: dict[str, Any], typ: type, source: str, where: str) -> Any:
@@ -244,22 +266,8 @@ def convert_table(data: dict[str, Any], typ: type, source: str, where: str) -> A
     try:
         return msgspec.convert(data, typ, str_keys=True)
     except msgspec.ValidationError as exc:
-        msg = str(exc)
-        sub = ""
-        m = _AT_RE.search(msg)
-        if m:
-            sub = m.group(1).lstrip(".")
-            msg = msg[: m.start()]
-        um = re.match(r"Object contains unknown field `(.+)`", msg)
-        if um:
-            sub = f"{sub}.{um.group(1)}" if sub else um.group(1)
-            msg = "unknown key"
-        fm = re.match(r"Object missing required field `(.+)`", msg)
-        if fm:
-            sub = f"{sub}.{fm.group(1)}" if sub else fm.group(1)
-            msg = "missing required key"
-        key = ".".join(p for p in (where, sub) if p).replace(".[", "[")
-        raise ConfigError(_humanize(msg), file=source, key=key or None) from None
+        msg, key, _ = explain(exc, where)
+        raise ConfigError(msg, file=source, key=key or None) from None
 
 
 def _humanize(msg: str) -> str:

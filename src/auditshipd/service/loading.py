@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from ..config import Config, RedactionConfig, default_config_text, load_config, parse_config
+from ..config import Config, RedactionConfig
+from ..config.collect import raise_all
+from ..config.env import load_document
+from ..config.loading import collect_config, read_config_text
 from ..errors import ConfigError
 from ..plugin import SinkType
 from ..plugins.manager import build_plugin_manager, sink_types
@@ -21,17 +24,29 @@ __all__ = ["build_redactors", "load_runtime"]
 
 def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager, dict[str, SinkType]]:
     """Validate the whole config (sink-specific keys included) and return it with the
-    plugin manager and sink types. Raises ConfigError naming file and key."""
-    first = load_config(path)
-    pm = build_plugin_manager(first.plugin_dirs)
+    plugin manager and sink types. Raises ConfigError naming file and key; with more
+    than one problem, :class:`~auditshipd.errors.ConfigErrors` listing them all."""
+    text, source = read_config_text(path)
+    pm = build_plugin_manager(_plugin_dirs(text, source))
     types = sink_types(pm)
-    if path is None:
-        config = parse_config(default_config_text(), first.source, types)
-    else:
-        config = load_config(path, types)
-    build_redactors(config)  # a bad policy is a config error too
-    _validate_servers(config)
+    errors: list[ConfigError] = []
+    config = collect_config(text, source, types, errors)
+    for check in (build_redactors, _validate_servers):
+        try:
+            check(config)
+        except ConfigError as exc:
+            errors.extend(getattr(exc, "errors", [exc]))
+    raise_all(errors, text, source)
     return config, pm, types
+
+
+def _plugin_dirs(text: str, source: str) -> list[str]:
+    """The plugin directories a config names (which decide the sink types its sinks
+    are checked against); an invalid value is reported with the rest of the config."""
+    dirs = load_document(text, source, []).get("plugin_dirs", [])
+    if isinstance(dirs, list) and all(isinstance(d, str) for d in dirs):
+        return dirs
+    return []
 
 
 def _validate_servers(config: Config) -> None:

@@ -1,0 +1,161 @@
+"""Finding every problem of a configuration in one pass, not only the first.
+
+:func:`convert_all` converts a table and, on an error, notes it, drops the key at fault
+and tries again, so one table yields all its key and type errors. :func:`did_you_mean`
+names the closest known key of a misspelt one; :func:`with_lines` adds the line of the
+key where the source text names it unambiguously. Messages name keys, never values.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+
+from ..errors import ConfigError, ConfigErrors
+from .tables import explain
+
+__all__ = ["convert_all", "did_you_mean", "known_keys", "raise_all", "with_lines"]
+
+_MAX_ERRORS = 100
+_STRUCTS = (mi.StructType, mi.DataclassType, mi.TypedDictType)
+_SEQUENCES = (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType)
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'max_events'?)`` for a key close to a known one, else ``""``."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unwrap(info: Any) -> Any:
+    if isinstance(info, mi.UnionType):
+        shaped = [t for t in info.types if isinstance(t, (*_STRUCTS, mi.DictType, *_SEQUENCES))]
+        return shaped[0] if len(shaped) == 1 else info
+    return info
+
+
+def known_keys(typ: Any, parts: list[str | int]) -> list[str]:
+    """The keys the table at ``parts`` (inside a ``typ`` value) may have."""
+    info = _unwrap(mi.type_info(typ))
+    for p in parts:
+        if isinstance(p, int):
+            info = info.item_type if isinstance(info, _SEQUENCES) else None
+        elif isinstance(info, _STRUCTS):
+            info = next((f.type for f in info.fields if f.encode_name == p), None)
+        elif isinstance(info, mi.DictType):
+            info = info.value_type
+        else:
+            return []
+        info = _unwrap(info)
+    return [f.encode_name for f in info.fields] if isinstance(info, _STRUCTS) else []
+
+
+def _drop(data: Any, parts: list[str | int]) -> bool:
+    """Remove the key at ``parts`` (a list item: the whole list's key) from ``data``."""
+    while parts and isinstance(parts[-1], int):
+        parts = parts[:-1]
+    if not parts:
+        return False
+    node = data
+    for p in parts[:-1]:
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if isinstance(node, dict) and parts[-1] in node:
+        del node[parts[-1]]
+        return True
+    return False
+
+
+def convert_all(data: dict[str, Any], typ: type, source: str, where: str,
+                errors: list[ConfigError], extra_known: Iterable[str] = ()) -> Any:
+    """``data`` converted to ``typ``, every key and type error appended to ``errors``
+    (a key at fault is left out and the rest converted again). None when nothing
+    could be converted. ``extra_known``: more keys the top level may have (for the
+    suggestions only)."""
+    data = copy.deepcopy(data)
+    for _ in range(_MAX_ERRORS):
+        try:
+            return msgspec.convert(data, typ, str_keys=True)
+        except msgspec.ValidationError as exc:
+            msg, key, parts = explain(exc, where)
+            if msg == "unknown key" and parts and isinstance(parts[-1], str):
+                known = known_keys(typ, parts[:-1])
+                if len(parts) == 1:
+                    known = [*known, *extra_known]
+                msg += did_you_mean(parts[-1], known)
+            errors.append(ConfigError(msg, file=source, key=key or None))
+            if msg == "missing required key" or not _drop(data, parts):
+                return None
+    return None
+
+
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")
+
+
+def _regions(lines: list[str]) -> dict[str, tuple[int, int]]:
+    """``sinks[i]`` -> its line range (the i-th ``[[sinks]]`` and its sub-tables)."""
+    out: dict[str, tuple[int, int]] = {}
+    start: int | None = None
+    count = 0
+    for n, line in enumerate(lines):
+        m = _HEADER_RE.match(line)
+        if not m:
+            continue
+        name = m.group(1).strip("\"'")
+        if line.lstrip().startswith("[[") and name == "sinks":
+            if start is not None:
+                out[f"sinks[{count - 1}]"] = (start, n)
+            start, count = n, count + 1
+        elif start is not None and not name.startswith("sinks."):
+            out[f"sinks[{count - 1}]"] = (start, n)
+            start = None
+    if start is not None:
+        out[f"sinks[{count - 1}]"] = (start, len(lines))
+    return out
+
+
+def _line_of(key: str, lines: list[str], regions: dict[str, tuple[int, int]]) -> int | None:
+    m = re.match(r"(sinks\[\d+\])(?: \([^)]*\))?", key)
+    lo, hi = regions.get(m.group(1), (0, 0)) if m else (0, len(lines))
+    rest = key[m.end():] if m else key
+    last = re.sub(r"\[\d+\]$", "", rest).rsplit(".", 1)[-1]
+    if not last:
+        return None
+    pat = re.compile(rf"(?:^|[{{,.])\s*[\"']?{re.escape(last)}[\"']?\s*=|^\s*\[+[^\]]*\b{re.escape(last)}\s*\]")
+    hits = [n for n in range(lo, hi) if pat.search(lines[n].split("#", 1)[0])]
+    return hits[0] + 1 if len(hits) == 1 else None
+
+
+def with_lines(errors: list[ConfigError], text: str | None, source: str) -> list[ConfigError]:
+    """``errors`` with the line of their key in ``text`` (the file ``source``) where it
+    is found exactly once."""
+    if text is None:
+        return errors
+    lines = text.splitlines()
+    regions = _regions(lines)
+    out = []
+    for e in errors:
+        line = e.line
+        if line is None and e.key and e.file == source:
+            line = _line_of(e.key, lines, regions)
+        out.append(e if line == e.line else
+                   ConfigError(e.reason, file=e.file, key=e.key, line=line))
+    return out
+
+
+def raise_all(errors: list[ConfigError], text: str | None, source: str) -> None:
+    """Raise ``errors`` (with lines): the one error itself, or :class:`ConfigErrors`."""
+    if not errors:
+        return
+    errors = with_lines(errors, text, source)
+    if len(errors) == 1:
+        raise errors[0]
+    raise ConfigErrors(errors)

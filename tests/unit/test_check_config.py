@@ -1,0 +1,226 @@
+"""`auditshipd check-config`: every problem of a file in one run (with lines, "did you
+mean" and sink-named keys), --no-env for configs whose secrets are not set, and
+--check-connections against a real local server and a closed port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from auditshipd.config import parse_config
+from auditshipd.errors import ConfigError, ConfigErrors
+from auditshipd.plugins.manager import build_plugin_manager, sink_types
+from auditshipd.service.connections import check_connections
+from auditshipd.service.loading import load_runtime
+
+TYPES = sink_types(build_plugin_manager())
+
+MISTAKES = """\
+[journal]
+max_line_bytes = 10
+colour = 3
+
+[portal]
+listn = "127.0.0.1:8750"
+
+[[sinks]]
+name = "siem"
+type = "http"
+url = "https://siem.example.com/ingest"
+bearer_token = "${CHECKCFG_TOKEN}"
+gzipp = true
+concurrency = 0
+[sinks.batch]
+max_evnts = 5
+
+[[sinks]]
+name = "out"
+type = "file"
+path = "/tmp/out.jsonl"
+concurrency = 0
+"""
+
+
+def check_config(path: Path, *extra: str, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "auditshipd.cli", "check-config", "-c",
+                           str(path), *extra], capture_output=True, text=True, timeout=60,
+                          env=env)
+
+
+def test_every_error_in_one_run(tmp_path, monkeypatch):
+    """Mistakes in [journal], [portal] and two sinks are all listed in one run, each with
+    its line, the key meant and the sink's name; exit 2; a secret value never shows."""
+    monkeypatch.setenv("CHECKCFG_TOKEN", "tok-very-secret-value")
+    path = tmp_path / "auditshipd.toml"
+    path.write_text(MISTAKES)
+    r = check_config(path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    expected = [
+        f"{path}:3: journal.colour: unknown key",
+        f"{path}:6: portal.listn: unknown key (did you mean 'listen'?)",
+        f"{path}:2: journal.max_line_bytes: must be at least 64",
+        f"{path}:16: sinks[0] (siem).batch.max_evnts: unknown key (did you mean 'max_events'?)",
+        f"{path}:13: sinks[0] (siem).gzipp: unknown key (did you mean 'gzip'?)",
+        f"{path}:22: sinks[1] (out).concurrency: value out of range",
+    ]
+    for line in expected:
+        assert line in r.stderr, r.stderr
+    assert "6 configuration errors" in r.stderr
+    # sinks[0] has key errors: its values (concurrency = 0) are not checked on top.
+    assert "sinks[0] (siem).concurrency" not in r.stderr
+    assert "tok-very-secret-value" not in r.stderr + r.stdout
+
+
+def test_run_and_reload_refuse_with_all_errors(monkeypatch, tmp_path):
+    """load_runtime (what `run` and a reload use) still refuses the file, listing all."""
+    monkeypatch.setenv("CHECKCFG_TOKEN", "x")
+    path = tmp_path / "auditshipd.toml"
+    path.write_text(MISTAKES)
+    with pytest.raises(ConfigErrors) as info:
+        load_runtime(path)
+    assert len(info.value.errors) == 6
+    assert info.value.key == "journal.colour" and info.value.line == 3
+
+
+def test_unset_variables_are_all_reported_with_the_rest(monkeypatch):
+    """Without --no-env, every unset ${VAR} is an error next to the other problems."""
+    monkeypatch.delenv("CHECKCFG_A", raising=False)
+    monkeypatch.delenv("CHECKCFG_B", raising=False)
+    text = ('bogus = 1\n[[sinks]]\nname = "w"\ntype = "http"\nurl = "https://x.test"\n'
+            'bearer_token = "${CHECKCFG_A}"\nhmac_secret = "${CHECKCFG_B}"\n')
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(text, "c.toml", TYPES)
+    assert [str(e) for e in info.value.errors] == [
+        "c.toml:6: sinks[0] (w).bearer_token: environment variable CHECKCFG_A is not set",
+        "c.toml:7: sinks[0] (w).hmac_secret: environment variable CHECKCFG_B is not set",
+        "c.toml:1: bogus: unknown key",
+    ]
+
+
+def test_syntax_error_has_its_line():
+    """A TOML syntax error names its line in the file:line: form."""
+    with pytest.raises(ConfigError) as info:
+        parse_config('[journal]\npaths = ["x"]\nmax_line_bytes = = 3\n', "c.toml", TYPES)
+    assert info.value.line == 3 and str(info.value).startswith("c.toml:3: invalid TOML")
+
+
+def test_ambiguous_key_gets_no_line():
+    """A key written twice in a sink's region (a table and a sub-table) gets no line
+    rather than a wrong one."""
+    text = ('[[sinks]]\nname = "w"\ntype = "file"\npath = "/tmp/a"\ntimeout = 1\n'
+            '[sinks.retry]\ntimeout = 2\n')
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(text, "c.toml", TYPES)
+    assert {e.key: e.line for e in info.value.errors} == {
+        "sinks[0] (w).timeout": None, "sinks[0] (w).retry.timeout": None}
+
+
+def test_no_env_checks_a_config_without_its_secrets(tmp_path):
+    """--no-env: unset ${VAR}s are placeholders, not errors; other problems still are."""
+    path = tmp_path / "auditshipd.toml"
+    path.write_text('[[sinks]]\nname = "siem"\ntype = "http"\n'
+                    'url = "https://siem.example.com/ingest"\n'
+                    'bearer_token = "${CHECKCFG_UNSET_TOKEN}"\n')
+    env = {k: v for k, v in __import__("os").environ.items() if k != "CHECKCFG_UNSET_TOKEN"}
+    r = check_config(path, env=env)
+    assert r.returncode == 2 and "CHECKCFG_UNSET_TOKEN is not set" in r.stderr
+    r = check_config(path, "--no-env", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "OK (1 sink(s): siem (http))" in r.stdout
+    path.write_text(path.read_text() + "gzip = 3\n")
+    r = check_config(path, "--no-env", env=env)
+    assert r.returncode == 2 and "sinks[0] (siem).gzip: wrong type" in r.stderr
+    assert "CHECKCFG_UNSET_TOKEN" not in r.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _sinks(ok_port: int, closed_port: int) -> str:
+    return (f'[[sinks]]\nname = "up"\ntype = "http"\nurl = "http://127.0.0.1:{ok_port}/in"\n'
+            f'[[sinks]]\nname = "down"\ntype = "http"\n'
+            f'url = "http://user:pw-secret-9@127.0.0.1:{closed_port}/in?code=q-secret-8"\n'
+            f'[[sinks]]\nname = "tls"\ntype = "http"\nurl = "https://127.0.0.1:{ok_port}/in"\n'
+            f'tls_verify = false\n'
+            f'[[sinks]]\nname = "local"\ntype = "file"\npath = "/tmp/checkcfg.jsonl"\n')
+
+
+async def test_check_connections_against_a_real_server_and_a_closed_port():
+    """The sink whose server listens is ok (and got no request), the closed port fails,
+    a TLS handshake with a plain HTTP server fails (tls_verify = false still needs TLS),
+    a file sink is skipped; reasons carry no secret."""
+    requests: list[str] = []
+
+    async def ingest(request: web.Request) -> web.Response:
+        requests.append(request.path)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/in", ingest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        config = parse_config(_sinks(port, _closed_port()), "c.toml", TYPES)
+        results = {r.sink: r for r in await check_connections(config, timeout=5)}
+    finally:
+        await runner.cleanup()
+    assert results["up"].status == "ok" and f"127.0.0.1:{port}" in results["up"].detail
+    assert results["down"].status == "failed"
+    assert results["tls"].status == "failed"
+    assert results["local"].status == "skipped"
+    text = " ".join(str(r) for r in results.values())
+    assert "pw-secret-9" not in text and "q-secret-8" not in text
+    assert requests == []
+
+
+def test_check_connections_cli_exit_status(tmp_path):
+    """`check-config --check-connections` prints one line per sink and exits 1 when one
+    failed, 0 when all reached their endpoint."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def serve() -> None:
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        holder["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        holder["runner"] = runner
+        started.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(serve(), loop)
+    assert started.wait(10)
+    try:
+        port = int(holder["port"])  # type: ignore[call-overload]
+        path = tmp_path / "auditshipd.toml"
+        path.write_text(_sinks(port, _closed_port()))
+        r = check_config(path, "--check-connections")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "connection: up (http): ok: TCP connection to 127.0.0.1" in r.stdout
+        assert "connection: down (http): failed:" in r.stdout
+        assert "pw-secret-9" not in r.stdout + r.stderr
+        path.write_text(f'[[sinks]]\nname = "up"\ntype = "http"\n'
+                        f'url = "http://127.0.0.1:{port}/in"\n')
+        r = check_config(path, "--check-connections")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)  # type: ignore[attr-defined]
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
