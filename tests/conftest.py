@@ -57,3 +57,48 @@ class Workspace:
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A fresh database on the machine's PostgreSQL server for this test run (this xdist
+    worker), dropped at the end. The server not running is a failure, never a skip."""
+    from tests.servers.postgres import create_database, drop_database
+
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+async def pg_url(pg_database: str) -> str:
+    """A fresh schema with the portal's current schema migrated, in the run's database:
+    the URL (its search_path names the schema) of a PostgreSQL portal store."""
+    from tests.servers.postgres import migrated_schema
+
+    return await migrated_schema(pg_database)
+
+
+PORTAL_BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=PORTAL_BACKENDS)
+def portal_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``[portal] database`` of an empty store, once per backend: a SQLite file in the
+    test's temp dir, or a fresh migrated PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "portal.sqlite3")
+    from tests.servers.postgres import migrated_schema_sync
+
+    return migrated_schema_sync(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+async def portal_store(portal_database: str):
+    """An empty, opened event store of each backend (the same tests run on both)."""
+    from auditshipd.portal.backend import event_store
+
+    store = event_store(portal_database)
+    await store.open()
+    yield store
+    await store.close()

@@ -1,4 +1,5 @@
-"""Fixtures of the portal tests: a seeded store of 100,000 events and its oracle."""
+"""Fixtures of the portal tests: a seeded store of 100,000 events and its oracle, on each
+backend (embedded SQLite and PostgreSQL): the tests that exercise the store run on both."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 from portal_data import SEED_EVENTS, Oracle, make_events
 
+from auditshipd.portal.backend import event_store
+from auditshipd.portal.store import EventStore
 from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 
@@ -42,16 +45,42 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory, seeded_events: list[dict
     return path
 
 
+@pytest.fixture(scope="session")
+def seeded_pg(pg_database: str, seeded_events: list[dict[str, Any]]) -> str:
+    """A PostgreSQL schema holding the seeded events (built once per run, never modified)."""
+    from tests.servers.postgres import migrated_schema
+
+    async def seed() -> str:
+        url = await migrated_schema(pg_database)
+        store = event_store(url)
+        await store.open()
+        for i in range(0, len(seeded_events), 5000):
+            await store.insert_events(seeded_events[i : i + 5000])
+        await store.optimize()  # type: ignore[attr-defined]
+        await store.close()
+        return url
+
+    return asyncio.run(seed())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def seeded_database(request: pytest.FixtureRequest) -> str:
+    """``[portal] database`` of the seeded store, once per backend."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("seeded_db"))
+    return request.getfixturevalue("seeded_pg")
+
+
 @pytest.fixture
-async def seeded_store(seeded_db: Path) -> AsyncIterator[SQLiteEventStore]:
-    """A store opened on the seeded file, for reading."""
-    store = SQLiteEventStore(seeded_db)
+async def seeded_store(seeded_database: str) -> AsyncIterator[EventStore]:
+    """A store opened on the seeded events, for reading."""
+    store = event_store(seeded_database)
     await store.open()
     yield store
     await store.close()
 
 
-def make_config(tmp_path: Path, database: Path, extra: str = "") -> Any:
+def make_config(tmp_path: Path, database: Path | str, extra: str = "") -> Any:
     """A real Config (parsed from TOML) whose state and journal live in ``tmp_path``."""
     from auditshipd.config import parse_config
 
@@ -104,11 +133,11 @@ class PortalEnv:
 
 
 @pytest.fixture
-async def portal(tmp_path: Path, seeded_db: Path) -> AsyncIterator[PortalEnv]:
-    """The portal serving the seeded 100,000-event store on a free port."""
+async def portal(tmp_path: Path, seeded_database: str) -> AsyncIterator[PortalEnv]:
+    """The portal serving the seeded 100,000-event store on a free port (each backend)."""
     from auditshipd.portal import start_portal
 
-    config = make_config(tmp_path, seeded_db)
+    config = make_config(tmp_path, seeded_database)
     server = await start_portal(config, port=0)
     try:
         yield PortalEnv(server, Path(config.journal.path))

@@ -1,22 +1,21 @@
-"""SQLiteEventStore: idempotent inserts, search semantics, cursors, purge."""
+"""The event store, each backend: idempotent inserts, search semantics, cursors, purge."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from pathlib import Path
 
 import pytest
 from portal_data import Oracle, make_events
 
 from auditshipd.portal.query import EventFilter, parse_time
-from auditshipd.portal.store_sqlite import SQLiteEventStore
+from auditshipd.portal.store import EventStore
 
 INJECTIONS = ["' OR 1=1 --", '"', "*", "NEAR(", "AND OR NOT", ")", "<script>alert(1)</script>",
               "alice\" OR \"bob", "a*b:c^", "%", "_", "\\", "col:alice", "-alice", "\x00"]
 
 
-async def _all(store: SQLiteEventStore, f: EventFilter, chunk: int = 1000) -> list[str]:
+async def _all(store: EventStore, f: EventFilter, chunk: int = 1000) -> list[str]:
     ids: list[str] = []
     async for events in store.iter_export(f, chunk):
         ids.extend(e["id"] for e in events)
@@ -24,15 +23,12 @@ async def _all(store: SQLiteEventStore, f: EventFilter, chunk: int = 1000) -> li
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    """An empty store in a temp dir."""
-    s = SQLiteEventStore(tmp_path / "p.sqlite3")
-    await s.open()
-    yield s
-    await s.close()
+async def store(portal_store: EventStore) -> EventStore:
+    """An empty store (SQLite in a temp dir, or a fresh PostgreSQL schema)."""
+    return portal_store
 
 
-async def test_insert_is_idempotent_on_event_id(store: SQLiteEventStore) -> None:
+async def test_insert_is_idempotent_on_event_id(store: EventStore) -> None:
     """The same events inserted twice are stored once."""
     events = make_events(500)
     assert await store.insert_events(events) == 500
@@ -41,14 +37,14 @@ async def test_insert_is_idempotent_on_event_id(store: SQLiteEventStore) -> None
     assert sorted(await _all(store, EventFilter())) == sorted(e["id"] for e in events)
 
 
-async def test_newest_first_with_equal_timestamps(store: SQLiteEventStore) -> None:
+async def test_newest_first_with_equal_timestamps(store: EventStore) -> None:
     """Events are listed newest first; equal times in reverse insertion order."""
     events = make_events(2000, seed=9)
     await store.insert_events(events)
     assert await _all(store, EventFilter(), chunk=37) == Oracle(events)()
 
 
-async def test_get_respects_organization_scope(store: SQLiteEventStore) -> None:
+async def test_get_respects_organization_scope(store: EventStore) -> None:
     """get() finds an event by id, but not from another organization's scope."""
     events = make_events(20)
     await store.insert_events(events)
@@ -78,7 +74,7 @@ async def test_bad_cursor_and_limits_are_value_errors(seeded_store) -> None:
             await seeded_store.query(EventFilter(), None, limit)
 
 
-async def test_pagination_never_repeats_or_skips_while_inserting(store: SQLiteEventStore) -> None:
+async def test_pagination_never_repeats_or_skips_while_inserting(store: EventStore) -> None:
     """Paging while another task inserts older and newer events: every event stored
     before the first page is seen once, nothing is seen twice, order is newest first."""
     initial = make_events(5000, seed=1)
@@ -109,7 +105,7 @@ async def test_pagination_never_repeats_or_skips_while_inserting(store: SQLiteEv
     assert times == sorted(times, reverse=True)
 
 
-async def test_purge_deletes_old_events_and_their_index_rows(store: SQLiteEventStore) -> None:
+async def test_purge_deletes_old_events_and_their_index_rows(store: EventStore) -> None:
     """purge() removes events before the cutoff, from search too, and keeps the rest."""
     events = make_events(3000, seed=4)
     await store.insert_events(events)

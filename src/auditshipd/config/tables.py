@@ -113,7 +113,8 @@ class PortalConfig(_Strict):
 
     enabled: bool = False
     listen: str = "127.0.0.1:8750"
-    # SQLite file of the index; empty means ``<state_dir>/portal.sqlite3``.
+    # SQLite file of the index (empty: ``<state_dir>/portal.sqlite3``), or a PostgreSQL
+    # URL (``postgresql://user:pass@host:5432/db``) shared by many hosts and replicas.
     database: str = ""
     # 0 keeps events forever.
     retention_days: int = 365

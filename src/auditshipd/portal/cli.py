@@ -32,6 +32,8 @@ def add_parser(subparsers: Any) -> None:
     portal = subparsers.add_parser("portal", help="serve the audit log portal alone")
     _add_config_option(portal)
     portal.add_argument("--listen", metavar="HOST:PORT", help="override portal.listen")
+    portal.add_argument("action", nargs="?", choices=["serve", "migrate"], default="serve",
+                        help="serve (default), or migrate: apply the PostgreSQL schema migrations")
     portal.set_defaults(func=run_portal)
 
     token = subparsers.add_parser("token", help="manage portal access tokens")
@@ -99,6 +101,10 @@ def token_revoke(args: argparse.Namespace) -> int:
 
 
 def run_portal(args: argparse.Namespace) -> int:
+    if getattr(args, "action", "serve") == "migrate":
+        from .migrate_cli import portal_migrate
+
+        return portal_migrate(args)
     try:
         config = load_config(getattr(args, "config", None))
         pc = portal_config(config)

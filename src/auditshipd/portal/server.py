@@ -13,10 +13,10 @@ from ..journal.writer import AuditJournal
 from .access import AccessRecorder
 from .app import build_app, template_environment
 from .auth import SessionStore
+from .backend import event_store
 from .config import PortalConfig, portal_config
 from .guard import PortalState
 from .store import EventStore
-from .store_sqlite import SQLiteEventStore
 from .tokens import TokenStore, default_token_path
 
 __all__ = ["PortalServer", "start_portal"]
@@ -85,7 +85,7 @@ async def start_portal(
     pc = portal_config(config)
     host = host or pc.host
     port = pc.port if port is None else port
-    store = store or SQLiteEventStore(pc.database)
+    store = store or event_store(pc.database)
     await store.open()
     journal_path = getattr(getattr(config, "journal", None), "path", None)
     state = PortalState(

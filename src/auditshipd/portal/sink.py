@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from ..journal.writer import AuditJournal
 from ..plugin import (
     Batch,
     ConfigError,
-    PermanentError,
     RetryableError,
     SinkContext,
     SinkOptions,
@@ -35,9 +33,9 @@ from ..plugin import (
     hookimpl,
 )
 from ..timestamps import format_rfc3339
+from .backend import event_store, store_failure
 from .config import PortalConfig, check_organization_retention, portal_config
 from .store import EventStore, PurgeResult
-from .store_sqlite import SQLiteEventStore
 
 __all__ = ["PortalSink", "PortalSinkOptions", "RetentionPolicy", "register_sink_types"]
 
@@ -48,7 +46,7 @@ Clock = Callable[[], _dt.datetime]
 class PortalSinkOptions(SinkOptions):
     """Options of a ``type = "portal"`` sink. Unset ones come from ``[portal]``."""
 
-    # SQLite file; empty means ``[portal] database`` (itself ``<state_dir>/portal.sqlite3``).
+    # SQLite file or PostgreSQL URL; empty means ``[portal] database`` (itself ``<state_dir>/portal.sqlite3``).
     database: str = ""
     # Where ``audit_log.purged`` events go; empty means SinkContext.journal_path.
     journal_path: str = ""
@@ -141,7 +139,7 @@ class PortalSink:
         self.purge_interval = (
             base.purge_interval if options.purge_interval is None else options.purge_interval
         )
-        self.store: EventStore = store or SQLiteEventStore(database)
+        self.store: EventStore = store or event_store(database)
         journal_path = options.journal_path or context.journal_path or ""
         self.journal = AuditJournal(journal_path) if journal_path else None
         self._purge_task: asyncio.Task[None] | None = None
@@ -167,18 +165,24 @@ class PortalSink:
     async def start(self) -> None:
         try:
             await self.store.open()
-        except sqlite3.Error as exc:
-            raise RetryableError(f"cannot open the portal database: {exc}") from exc
+        except Exception as exc:
+            failure = store_failure(exc)
+            if failure is None:
+                raise
+            if isinstance(failure, RetryableError):
+                failure = RetryableError(f"cannot open the portal database: {exc}")
+            raise failure from exc
         if self.retention.purges and self._purge_task is None:
             self._purge_task = asyncio.create_task(self._purge_loop(), name=f"{self.name}-purge")
 
     async def send(self, batch: Batch) -> None:
         try:
             await self.store.insert_events(batch.events, batch.lines)
-        except sqlite3.OperationalError as exc:  # locked, disk full, I/O: may pass
-            raise RetryableError(f"portal database: {exc}") from exc
-        except (sqlite3.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
-            raise PermanentError(f"portal database refused the batch: {exc}") from exc
+        except Exception as exc:
+            failure = store_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
 
     async def close(self) -> None:
         self._stopping.set()
@@ -251,7 +255,7 @@ def register_sink_types() -> list[SinkType]:
             "portal",
             PortalSinkOptions,
             PortalSink,
-            "Indexes events for the audit log portal (SQLite, full-text search)",
+            "Indexes events for the audit log portal (SQLite or PostgreSQL, full-text search)",
             validate=_validate,
         )
     ]

@@ -27,9 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from .query import (
-    EventFilter,
-)
+from .query import EventFilter, parse_time
 
 __all__ = ["EventStore", "Page", "PurgeResult", "actor_key", "target_keys"]
 
@@ -157,3 +155,12 @@ def _organization(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _occurred(event: Mapping[str, Any]) -> _dt.datetime:
+    value = event.get("occurred_at")
+    if isinstance(value, str):
+        try:
+            return parse_time(value)
+        except ValueError:
+            pass
+    # No usable time: index it as received rather than refuse it.
+    return _dt.datetime.now(_dt.timezone.utc)

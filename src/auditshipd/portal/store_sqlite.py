@@ -20,7 +20,6 @@ from .query import (
     decode_cursor,
     encode_cursor,
     format_time,
-    parse_time,
     query_phrases,
     search_text,
     seq_base,
@@ -34,6 +33,7 @@ from .store import (
     PurgeResult,
     T,
     _decode,
+    _occurred,
     _organization,
     actor_key,
     target_keys,
@@ -376,17 +376,6 @@ class SQLiteEventStore(EventStore):
                 (organization,),
             )
         return [r[0] for r in rows]
-
-
-def _occurred(event: Mapping[str, Any]) -> _dt.datetime:
-    value = event.get("occurred_at")
-    if isinstance(value, str):
-        try:
-            return parse_time(value)
-        except ValueError:
-            pass
-    # No usable time: index it as received rather than refuse it.
-    return _dt.datetime.now(_dt.timezone.utc)
 
 
 def _free_seq(conn: sqlite3.Connection, base: int) -> int:

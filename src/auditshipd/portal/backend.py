@@ -1,0 +1,70 @@
+"""Which store ``[portal] database`` names, and how its failures are classified.
+
+A ``postgresql://`` (or ``postgres://``) URL selects :class:`PostgresEventStore`
+(``pip install 'auditshipd[postgres]'``); a path, or nothing, the embedded SQLite file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..errors import ConfigError, PermanentError, RetryableError, SinkError
+from .pg_store import is_postgres_url, safe_location
+from .store import EventStore
+from .store_sqlite import SQLiteEventStore
+
+__all__ = ["event_store", "is_postgres_url", "safe_location", "store_failure"]
+
+
+def event_store(database: str) -> EventStore:
+    """The store of ``database`` (not opened yet)."""
+    if is_postgres_url(database):
+        try:
+            import asyncpg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "a PostgreSQL portal database needs asyncpg: pip install 'auditshipd[postgres]'",
+                key="portal.database",
+            ) from None
+        from .pg_store import PostgresEventStore
+
+        return PostgresEventStore(database)
+    return SQLiteEventStore(database)
+
+
+def store_failure(exc: BaseException) -> SinkError | None:
+    """A sink error for a store failure: retryable when trying again may succeed (locked,
+    disk full, server down or restarting), permanent when the batch itself was refused;
+    None for anything else (a bug: let it propagate)."""
+    from .pg_schema import SchemaError
+
+    if isinstance(exc, SchemaError):
+        return PermanentError(str(exc))
+    if isinstance(exc, sqlite3.OperationalError):
+        return RetryableError(f"portal database: {exc}")
+    if isinstance(exc, (sqlite3.Error, UnicodeDecodeError)):
+        return PermanentError(f"portal database refused the batch: {exc}")
+    try:
+        import asyncpg
+    except ImportError:
+        asyncpg = None  # type: ignore[assignment]
+    if asyncpg is not None:
+        transient = (
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.TooManyConnectionsError,
+            asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.exceptions.InsufficientResourcesError,
+            asyncpg.exceptions.TransactionRollbackError,
+            asyncpg.exceptions.LockNotAvailableError,
+        )
+        if isinstance(exc, transient):
+            return RetryableError(f"portal database: {type(exc).__name__}: {exc}")
+        if isinstance(exc, asyncpg.PostgresError):
+            return PermanentError(f"portal database refused the batch: {type(exc).__name__}: {exc}")
+    if isinstance(exc, (OSError, TimeoutError)):
+        return RetryableError(f"portal database unreachable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, (ValueError, TypeError)):
+        return PermanentError(f"portal database refused the batch: {exc}")
+    return None

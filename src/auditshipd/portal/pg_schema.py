@@ -1,0 +1,155 @@
+"""The PostgreSQL portal schema: numbered migrations, applied by ``auditshipd portal migrate``.
+
+Every migration runs in its own transaction under an advisory lock, so two hosts running
+``migrate`` at once apply each step once. ``schema_migrations`` records what was applied.
+A store opening the database only *checks* the version (:func:`check_schema`): it never
+runs on a schema it does not know, older (run ``migrate``) or newer (upgrade auditshipd).
+
+Layout (version 1):
+
+- ``events``: partitioned by range of ``occurred_at``, one partition a month
+  (``events_pYYYYMM``, created on demand by the writers). The primary key
+  ``(id, occurred_at)`` makes inserts idempotent on the event id (a partitioned table's
+  unique keys must hold the partition key; an event's time never changes, so its id
+  decides). ``ingest`` (a sequence) orders events of the same microsecond by insertion.
+  ``search`` is a ``tsvector`` built by the writer from the same tokens SQLite's FTS5
+  index holds, so keyword search gives the same answers on both stores.
+- ``event_actions``: the distinct (organization, action) pairs, for the filter list.
+
+Version 2 adds ``portal_tokens`` and ``portal_sessions``: replicas keep no state of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaError", "check_schema", "migrate", "schema_version"]
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    sql: str
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is missing, older or newer than this version of auditshipd."""
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "events partitioned by month, full-text search, action list",
+        """
+CREATE SEQUENCE events_ingest_seq;
+CREATE TABLE events (
+    id text NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    ingest bigint NOT NULL DEFAULT nextval('events_ingest_seq'),
+    action text NOT NULL,
+    actor text NOT NULL,
+    organization_slug text,
+    targets text[] NOT NULL DEFAULT '{}',
+    search tsvector NOT NULL,
+    body text NOT NULL,
+    PRIMARY KEY (id, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+CREATE INDEX events_time ON events (occurred_at, ingest);
+CREATE INDEX events_organization_time ON events (organization_slug, occurred_at, ingest);
+CREATE INDEX events_action_time ON events (action, occurred_at, ingest);
+CREATE INDEX events_actor_time ON events (actor, occurred_at, ingest);
+CREATE INDEX events_targets ON events USING gin (targets);
+CREATE INDEX events_search ON events USING gin (search);
+CREATE TABLE event_actions (
+    organization_slug text NOT NULL,
+    action text NOT NULL,
+    PRIMARY KEY (organization_slug, action)
+);
+""",
+    ),
+    Migration(
+        2,
+        "portal tokens and browser sessions",
+        """
+CREATE TABLE portal_tokens (
+    id text PRIMARY KEY,
+    name text NOT NULL,
+    role text NOT NULL,
+    organization text NOT NULL,
+    hash text NOT NULL UNIQUE,
+    created_at text NOT NULL,
+    revoked_at text
+);
+CREATE UNIQUE INDEX portal_tokens_active_name ON portal_tokens (name) WHERE revoked_at IS NULL;
+CREATE TABLE portal_sessions (
+    key text PRIMARY KEY,
+    token_id text NOT NULL,
+    csrf text NOT NULL,
+    expires_at double precision NOT NULL
+);
+CREATE INDEX portal_sessions_expires ON portal_sessions (expires_at);
+""",
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':auditshipd-migrate'))"
+_TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+async def schema_version(conn: Any) -> int | None:
+    """The highest applied migration, or None when the database has no portal schema."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return None
+    return await conn.fetchval("SELECT max(version) FROM schema_migrations")
+
+
+async def migrate(conn: Any, target: int = SCHEMA_VERSION) -> list[int]:
+    """Apply the migrations up to ``target`` that are missing; returns their numbers."""
+    applied: list[int] = []
+    for step in MIGRATIONS:
+        if step.version > target:
+            break
+        async with conn.transaction():
+            await conn.execute(_LOCK_SQL)
+            await conn.execute(_TABLE_SQL)
+            done = await conn.fetchval(
+                "SELECT 1 FROM schema_migrations WHERE version = $1", step.version
+            )
+            if done:
+                continue
+            await conn.execute(step.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations(version, description) VALUES ($1, $2)",
+                step.version, step.description,
+            )
+            applied.append(step.version)
+    return applied
+
+
+async def check_schema(conn: Any, where: str) -> int:
+    """The schema version, when it is the one this code knows; SchemaError otherwise
+    (``where`` names the database for the message, without credentials)."""
+    version = await schema_version(conn)
+    if version is None:
+        raise SchemaError(
+            f"portal database {where} has no auditshipd schema: run `auditshipd portal migrate`"
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"portal database {where} has schema version {version}, this auditshipd needs"
+            f" {SCHEMA_VERSION}: run `auditshipd portal migrate`"
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"portal database {where} has schema version {version}, newer than this auditshipd"
+            f" knows ({SCHEMA_VERSION}): upgrade auditshipd on this host"
+        )
+    return version

@@ -1,0 +1,491 @@
+"""The portal's event store on a PostgreSQL server, shared by many hosts and replicas.
+
+``[portal] database = "postgresql://user:pass@host:5432/db"`` selects it (asyncpg, the
+``postgres`` extra). The schema is managed by :mod:`auditshipd.portal.pg_schema`;
+:meth:`PostgresEventStore.open` only checks its version.
+
+Many daemons write at once: a batch is copied into a per-connection temporary table and
+moved into ``events`` with one ``INSERT ... ON CONFLICT DO NOTHING``, so redeliveries
+and the same event shipped by two hosts are stored once, without any lock between
+writers. Monthly partitions are created on demand under an advisory lock.
+
+Ordering is ``(occurred_at, ingest)``: time, then insertion order, the same order as the
+SQLite store's ``seq``. A cursor carries both (its own format, version 2). Keyword search
+uses a ``tsvector`` of exactly the tokens :func:`~auditshipd.portal.query.tokenize` finds
+(diacritics folded like FTS5's ``unicode61``), positions kept, and a ``tsquery`` of
+phrases (``a <-> b <-> c:*``) rebuilt from tokens: user text never reaches a parser.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import struct
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from .pg_schema import check_schema
+from .query import EventFilter, format_time, parse_time, query_phrases, search_text, tokenize
+from .store import (
+    MAX_LIMIT,
+    EventStore,
+    Page,
+    PurgeResult,
+    _occurred,
+    _organization,
+    actor_key,
+    target_keys,
+)
+
+__all__ = ["PostgresEventStore", "is_postgres_url", "safe_location", "search_vector", "tsquery"]
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+# tsvector limits: positions stop at 16383, a lexeme has at most 2047 bytes.
+_MAX_POSITION = 16383
+_MAX_TOKEN_CHARS = 255
+_PURGE_CHUNK = 2000
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS portal_staging (
+    ord integer NOT NULL,
+    id text NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    timeless boolean NOT NULL,
+    action text NOT NULL,
+    actor text NOT NULL,
+    organization_slug text,
+    targets text[] NOT NULL,
+    search text NOT NULL,
+    body text NOT NULL
+) ON COMMIT DELETE ROWS"""
+_STAGING_COLUMNS = [
+    "ord", "id", "occurred_at", "timeless", "action", "actor", "organization_slug",
+    "targets", "search", "body",
+]
+# An event without a usable time is also checked by id, since its time is the time it
+# arrived (a redelivery would otherwise get another one).
+_MOVE = """
+INSERT INTO events (id, occurred_at, action, actor, organization_slug, targets, search, body)
+SELECT s.id, s.occurred_at, s.action, s.actor, s.organization_slug, s.targets,
+       s.search::tsvector, s.body
+FROM portal_staging s
+WHERE NOT s.timeless OR NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
+ORDER BY s.ord
+ON CONFLICT DO NOTHING"""
+_ACTIONS = """
+INSERT INTO event_actions (organization_slug, action)
+SELECT DISTINCT coalesce(organization_slug, ''), action FROM portal_staging
+ON CONFLICT DO NOTHING"""
+_PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':auditshipd-partitions'))"
+
+
+def is_postgres_url(database: str) -> bool:
+    """Whether ``[portal] database`` names a PostgreSQL server rather than a SQLite file."""
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def safe_location(url: str) -> str:
+    """``host:port/db`` of a URL, for messages: never the user, password or query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable PostgreSQL URL)"
+    return f"postgresql://{host}{port}{parts.path}"
+
+
+def _fold(token: str) -> str:
+    if token.isascii():
+        return token
+    decomposed = unicodedata.normalize("NFD", token)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _lexemes(text: str) -> list[str]:
+    out = []
+    for tok in tokenize(text):
+        tok = _fold(tok)
+        if tok:
+            out.append(tok[:_MAX_TOKEN_CHARS])
+    return out
+
+
+def search_vector(event: Mapping[str, Any]) -> str:
+    """The ``tsvector`` literal of an event: every token with its position. Tokens are
+    runs of letters and digits, so they need no quoting beyond the quotes themselves."""
+    parts = []
+    for i, tok in enumerate(_lexemes(search_text(event))):
+        parts.append(f"'{tok}':{min(i + 1, _MAX_POSITION)}")
+    return " ".join(parts)
+
+
+def tsquery(phrases: list[list[str]]) -> str:
+    """The ``tsquery`` literal of a keyword query: each phrase's tokens adjacent, the last
+    one a prefix, every phrase required."""
+    out = []
+    for phrase in phrases:
+        toks = [t for t in (_fold(t)[:_MAX_TOKEN_CHARS] for t in phrase) if t]
+        if not toks:
+            continue
+        *head, last = toks
+        out.append(" <-> ".join([*(f"'{t}'" for t in head), f"'{last}':*"]))
+    return " & ".join(f"({p})" for p in out)
+
+
+_CURSOR = struct.Struct(">Bqq")
+_CURSOR_VERSION = 2
+
+
+def _micros(when: _dt.datetime) -> int:
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def encode_cursor(when: _dt.datetime, ingest: int) -> str:
+    raw = _CURSOR.pack(_CURSOR_VERSION, _micros(when), ingest)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[_dt.datetime, int]:
+    """``(occurred_at, ingest)`` of a cursor; ValueError when it is not one of ours."""
+    if len(cursor) > 64:
+        raise ValueError("invalid cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        version, micros, ingest = _CURSOR.unpack(raw)
+        when = _EPOCH + _dt.timedelta(microseconds=micros)
+    except (ValueError, struct.error, OverflowError):
+        raise ValueError("invalid cursor") from None
+    if version != _CURSOR_VERSION:
+        raise ValueError("invalid cursor")
+    return when, ingest
+
+
+def _month_start(when: _dt.datetime) -> _dt.datetime:
+    return _dt.datetime(when.year, when.month, 1, tzinfo=_dt.timezone.utc)
+
+
+def _next_month(start: _dt.datetime) -> _dt.datetime | None:
+    if start.month == 12:
+        return None if start.year == 9999 else start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+def _partition_name(start: _dt.datetime) -> str:
+    return f"events_p{start.year:04d}{start.month:02d}"
+
+
+def _partition_bounds(name: str) -> tuple[_dt.datetime, _dt.datetime | None] | None:
+    if not (name.startswith("events_p") and len(name) == 14 and name[8:].isdigit()):
+        return None
+    start = _dt.datetime(int(name[8:12]), int(name[12:14]), 1, tzinfo=_dt.timezone.utc)
+    return start, _next_month(start)
+
+
+def _literal(when: _dt.datetime | None) -> str:
+    return "MAXVALUE" if when is None else f"'{format_time(when)}'"
+
+
+class PostgresEventStore(EventStore):
+    """Events in a PostgreSQL database (schema from ``auditshipd portal migrate``)."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4) -> None:
+        self.url = url
+        self.where = safe_location(url)
+        self.min_size = min_size
+        self.max_size = max_size
+        self.pool: Any = None
+        self._partitions: set[str] = set()
+
+    async def open(self) -> None:
+        if self.pool is not None:
+            return
+        import asyncpg
+
+        pool = await asyncpg.create_pool(
+            self.url, min_size=self.min_size, max_size=self.max_size,
+            command_timeout=60, server_settings={"application_name": "auditshipd"},
+        )
+        try:
+            async with pool.acquire() as conn:
+                await check_schema(conn, self.where)
+        except BaseException:
+            await pool.close()
+            raise
+        self.pool = pool
+
+    async def close(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _need_pool(self) -> Any:
+        if self.pool is None:
+            raise RuntimeError("the portal store is not open")
+        return self.pool
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def insert_events(
+        self, events: Sequence[Mapping[str, Any]], lines: Sequence[bytes] | None = None
+    ) -> int:
+        if not events:
+            return 0
+        records = []
+        months: set[_dt.datetime] = set()
+        seen: set[str] = set()
+        for i, event in enumerate(events):
+            body = lines[i] if lines is not None else _encode(event)
+            event_id = str(event.get("id") or "") or (
+                "sha256-" + hashlib.sha256(body).hexdigest()[:32]
+            )
+            if event_id in seen:  # twice in one batch: stored once, like SQLite does
+                continue
+            seen.add(event_id)
+            timeless = not _has_time(event)
+            when = _occurred(event)
+            months.add(_month_start(when))
+            records.append((
+                i, _text(event_id), when, timeless, _text(str(event.get("action") or "")),
+                _text(actor_key(event)), _text(_organization(event)),
+                [_text(t) for t in sorted(target_keys(event))], search_vector(event),
+                body.decode("utf-8"),
+            ))
+        pool = self._need_pool()
+        async with pool.acquire() as conn:
+            await self._ensure_partitions(conn, months)
+            async with conn.transaction():
+                await conn.execute(_STAGING)
+                await conn.copy_records_to_table(
+                    "portal_staging", records=records, columns=_STAGING_COLUMNS
+                )
+                status = await conn.execute(_MOVE)
+                await conn.execute(_ACTIONS)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def _ensure_partitions(self, conn: Any, months: set[_dt.datetime]) -> None:
+        missing = {m for m in months if _partition_name(m) not in self._partitions}
+        if not missing:
+            return
+        names = [_partition_name(m) for m in missing]
+        rows = await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'events'::regclass AND c.relname = ANY($1::text[])",
+            names,
+        )
+        self._partitions.update(r[0] for r in rows)
+        for start in sorted(missing):
+            name = _partition_name(start)
+            if name in self._partitions:
+                continue
+            # Writers on other hosts may create the same month now: one at a time.
+            async with conn.transaction():
+                await conn.execute(_PARTITION_LOCK)
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF events"
+                    f" FOR VALUES FROM ({_literal(start)}) TO ({_literal(_next_month(start))})"
+                )
+            self._partitions.add(name)
+
+    async def purge(self, older_than: _dt.datetime) -> int:
+        return (await self.purge_expired(older_than, {})).total
+
+    async def purge_expired(
+        self,
+        default_cutoff: _dt.datetime | None,
+        organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
+    ) -> PurgeResult:
+        overrides = dict(organization_cutoffs or {})
+        counts: dict[str | None, int] = {}
+
+        def add(slug: str | None, n: int) -> None:
+            if n:
+                counts[slug] = counts.get(slug, 0) + n
+
+        pool = self._need_pool()
+        async with pool.acquire() as conn:
+            if default_cutoff is not None:
+                for slug, n in await self._drop_partitions(conn, default_cutoff, overrides):
+                    add(slug, n)
+            for slug, cutoff in sorted(overrides.items()):
+                if cutoff is not None:
+                    for s, n in await self._delete_where(
+                        conn, "organization_slug = $1 AND occurred_at < $2", [slug, cutoff]
+                    ):
+                        add(s, n)
+            if default_cutoff is not None:
+                if overrides:
+                    cond = ("(organization_slug IS NULL OR NOT organization_slug = ANY($1::text[]))"
+                            " AND occurred_at < $2")
+                    params: list[Any] = [sorted(overrides), default_cutoff]
+                else:
+                    cond, params = "occurred_at < $1", [default_cutoff]
+                for s, n in await self._delete_where(conn, cond, params):
+                    add(s, n)
+        without = counts.pop(None, 0)
+        return PurgeResult({k: v for k, v in counts.items() if k is not None}, without)
+
+    async def _drop_partitions(
+        self, conn: Any, cutoff: _dt.datetime, overrides: dict[str, _dt.datetime | None]
+    ) -> list[tuple[str | None, int]]:
+        """Drop each month that ends before ``cutoff`` and holds no event that an
+        organization's longer retention keeps; returns the counts it deleted."""
+        rows = await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
+        )
+        deleted: list[tuple[str | None, int]] = []
+        for (name,) in rows:
+            bounds = _partition_bounds(name)
+            if bounds is None or bounds[1] is None or bounds[1] > cutoff:
+                continue
+            end = bounds[1]
+            keep = sorted(s for s, c in overrides.items() if c is None or c < end)
+            async with conn.transaction():
+                # The lock keeps writers out while the month is counted and dropped.
+                await conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+                if keep and await conn.fetchval(
+                    f"SELECT 1 FROM {name} WHERE organization_slug = ANY($1::text[]) LIMIT 1", keep
+                ):
+                    continue
+                counts = await conn.fetch(
+                    f"SELECT organization_slug, count(*) FROM {name} GROUP BY 1"
+                )
+                await conn.execute(f"DROP TABLE {name}")
+            self._partitions.discard(name)
+            deleted.extend((r[0], int(r[1])) for r in counts)
+        return deleted
+
+    async def _delete_where(
+        self, conn: Any, cond: str, params: list[Any]
+    ) -> list[tuple[str | None, int]]:
+        """Delete matching events in bounded batches (short transactions)."""
+        n = len(params)
+        sql = (
+            f"WITH doomed AS (SELECT id, occurred_at FROM events WHERE {cond}"
+            f" ORDER BY occurred_at LIMIT ${n + 1})"
+            " DELETE FROM events e USING doomed d"
+            " WHERE e.id = d.id AND e.occurred_at = d.occurred_at"
+            " RETURNING e.organization_slug"
+        )
+        out: dict[str | None, int] = {}
+        while True:
+            rows = await conn.fetch(sql, *params, _PURGE_CHUNK)
+            for (slug,) in rows:
+                out[slug] = out.get(slug, 0) + 1
+            if len(rows) < _PURGE_CHUNK:
+                return list(out.items())
+
+    async def optimize(self) -> None:
+        """Refresh the planner's statistics (after a bulk load or a purge)."""
+        async with self._need_pool().acquire() as conn:
+            await conn.execute("ANALYZE events")
+            await conn.execute("ANALYZE event_actions")
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def query(self, filters: EventFilter, cursor: str | None = None, limit: int = 50) -> Page:
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        before = decode_cursor(cursor) if cursor else None
+        phrases = query_phrases(filters.q)
+        if filters.q.strip() and not phrases:
+            return Page([], None)
+        sql, params = _select(filters, phrases, before, "occurred_at, ingest, body")
+        params.append(limit + 1)
+        sql += f" ORDER BY occurred_at DESC, ingest DESC LIMIT ${len(params)}"
+        async with self._need_pool().acquire() as conn:
+            rows = await conn.fetch(sql, *params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1][0], rows[-1][1]) if more else None
+        return Page([_decode(r[2]) for r in rows], next_cursor)
+
+    async def count(self, filters: EventFilter | None = None) -> int:
+        filters = filters or EventFilter()
+        phrases = query_phrases(filters.q)
+        if filters.q.strip() and not phrases:
+            return 0
+        sql, params = _select(filters, phrases, None, "count(*)")
+        async with self._need_pool().acquire() as conn:
+            return int(await conn.fetchval(sql, *params))
+
+    async def get(self, event_id: str, *, organization: str | None = None) -> dict[str, Any] | None:
+        sql = "SELECT body FROM events WHERE id = $1"
+        params: list[Any] = [_text(event_id)]
+        if organization is not None:
+            sql += " AND organization_slug = $2"
+            params.append(_text(organization))
+        async with self._need_pool().acquire() as conn:
+            body = await conn.fetchval(sql + " LIMIT 1", *params)
+        return _decode(body) if body is not None else None
+
+    async def actions(self, organization: str | None = None) -> list[str]:
+        async with self._need_pool().acquire() as conn:
+            if organization is None:
+                rows = await conn.fetch("SELECT DISTINCT action FROM event_actions ORDER BY action")
+            else:
+                rows = await conn.fetch(
+                    "SELECT action FROM event_actions WHERE organization_slug = $1 ORDER BY action",
+                    _text(organization),
+                )
+        return [r[0] for r in rows]
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: stored values and filters map it alike."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+def _has_time(event: Mapping[str, Any]) -> bool:
+    value = event.get("occurred_at")
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_time(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _select(
+    f: EventFilter, phrases: list[list[str]], before: tuple[_dt.datetime, int] | None, columns: str
+) -> tuple[str, list[Any]]:
+    params: list[Any] = []
+    conds: list[str] = []
+
+    def arg(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if phrases:
+        query = tsquery(phrases)
+        if not query:
+            conds.append("false")
+        else:
+            conds.append(f"search @@ {arg(query)}::tsquery")
+    if f.target:
+        conds.append(f"targets @> ARRAY[{arg(_text(f.target.strip().lower()))}::text]")
+    if before is not None:
+        conds.append(f"(occurred_at, ingest) < ({arg(before[0])}, {arg(before[1])})")
+    if f.since is not None:
+        conds.append(f"occurred_at >= {arg(f.since)}")
+    if f.until is not None:
+        conds.append(f"occurred_at < {arg(f.until)}")
+    if f.actions:
+        conds.append(f"action = ANY({arg([_text(a) for a in f.actions])}::text[])")
+    if f.actor:
+        conds.append(f"actor = {arg(_text(f.actor.strip().lower()))}")
+    if f.organization is not None:
+        conds.append(f"organization_slug = {arg(_text(f.organization))}")
+    sql = f"SELECT {columns} FROM events"
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
+    return sql, params
