@@ -14,9 +14,9 @@ import pytest
 
 from auditshipd.delivery.batch import Batch
 from auditshipd.plugin import SinkContext
+from auditshipd.portal.backend import event_store
 from auditshipd.portal.query import EventFilter, format_time, parse_time, seq_base
 from auditshipd.portal.sink import PortalSink, PortalSinkOptions
-from auditshipd.portal.store_sqlite import SQLiteEventStore
 from conftest import PortalEnv, make_config
 
 UTC = dt.timezone.utc
@@ -73,32 +73,29 @@ def test_parse_time_out_of_range_in_utc_is_a_value_error() -> None:
             parse_time(text)
 
 
-async def test_store_indexes_orders_and_filters_every_year(tmp_path: Path) -> None:
-    """Events of 0001..9999 are all stored, listed newest first, and found by since/until."""
-    store = SQLiteEventStore(tmp_path / "portal.sqlite3")
-    await store.open()
-    try:
-        events = [_event(i, t) for i, t in enumerate(TIMES)]
-        assert await store.insert_events(events) == len(events)
-        page = await store.query(EventFilter(), limit=100)
-        expected = [e["id"] for e in sorted(events, key=lambda e: parse_time(e["occurred_at"]),
-                                             reverse=True)]
-        assert [e["id"] for e in page.events] == expected
-        since, until = parse_time("2112-09-17T23:53:47.370496Z"), parse_time("9999-12-31T23:59:59.999999Z")
-        page = await store.query(EventFilter(since=since, until=until), limit=100)
-        assert [e["occurred_at"] for e in page.events] == [
-            "9999-12-31T23:59:59.999998Z", "2300-01-01T00:00:00Z", "2255-12-31T23:59:59Z",
-            "2112-09-17T23:53:47.370496Z",
-        ]
-        page = await store.query(EventFilter(until=parse_time("1685-01-01T00:00:00Z")), limit=100)
-        assert [e["id"] for e in page.events] == ["evt_002", "evt_001", "evt_000"]
-        # More events in one far-away microsecond than it has ties: all kept, in order.
-        same = [_event(100 + i, "2300-01-01T00:00:00Z") for i in range(40)]
-        assert await store.insert_events(same) == 40
-        assert await store.count(EventFilter(since=parse_time("2300-01-01T00:00:00Z"),
-                                             until=parse_time("2301-01-01T00:00:00Z"))) == 41
-    finally:
-        await store.close()
+async def test_store_indexes_orders_and_filters_every_year(portal_store) -> None:
+    """Events of 0001..9999 are all stored, listed newest first, and found by since/until
+    (each backend)."""
+    store = portal_store
+    events = [_event(i, t) for i, t in enumerate(TIMES)]
+    assert await store.insert_events(events) == len(events)
+    page = await store.query(EventFilter(), limit=100)
+    expected = [e["id"] for e in sorted(events, key=lambda e: parse_time(e["occurred_at"]),
+                                         reverse=True)]
+    assert [e["id"] for e in page.events] == expected
+    since, until = parse_time("2112-09-17T23:53:47.370496Z"), parse_time("9999-12-31T23:59:59.999999Z")
+    page = await store.query(EventFilter(since=since, until=until), limit=100)
+    assert [e["occurred_at"] for e in page.events] == [
+        "9999-12-31T23:59:59.999998Z", "2300-01-01T00:00:00Z", "2255-12-31T23:59:59Z",
+        "2112-09-17T23:53:47.370496Z",
+    ]
+    page = await store.query(EventFilter(until=parse_time("1685-01-01T00:00:00Z")), limit=100)
+    assert [e["id"] for e in page.events] == ["evt_002", "evt_001", "evt_000"]
+    # More events in one far-away microsecond than it has ties: all kept, in order.
+    same = [_event(100 + i, "2300-01-01T00:00:00Z") for i in range(40)]
+    assert await store.insert_events(same) == 40
+    assert await store.count(EventFilter(since=parse_time("2300-01-01T00:00:00Z"),
+                                         until=parse_time("2301-01-01T00:00:00Z"))) == 41
 
 
 async def test_portal_sink_takes_a_batch_with_a_far_future_event(tmp_path: Path) -> None:
@@ -116,12 +113,12 @@ async def test_portal_sink_takes_a_batch_with_a_far_future_event(tmp_path: Path)
 
 
 @pytest.fixture
-async def small_portal(tmp_path: Path) -> AsyncIterator[PortalEnv]:
-    """A portal on a store holding the TIMES events."""
+async def small_portal(tmp_path: Path, portal_database: str) -> AsyncIterator[PortalEnv]:
+    """A portal on a store holding the TIMES events (each backend)."""
     from auditshipd.portal import start_portal
 
-    database = tmp_path / "small.sqlite3"
-    store = SQLiteEventStore(database)
+    database = portal_database
+    store = event_store(database)
     await store.open()
     await store.insert_events([_event(i, t) for i, t in enumerate(TIMES)])
     await store.close()

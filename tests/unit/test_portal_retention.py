@@ -20,7 +20,7 @@ from auditshipd.plugins.manager import build_plugin_manager, sink_types
 from auditshipd.portal.config import portal_config
 from auditshipd.portal.query import EventFilter
 from auditshipd.portal.sink import PortalSink, PortalSinkOptions
-from auditshipd.portal.store_sqlite import SQLiteEventStore
+from auditshipd.portal.store import EventStore
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -86,7 +86,7 @@ def _sink(config: Config, journal: Path | None = None, **kwargs: Any) -> PortalS
     return PortalSink("index", sc.options, context, clock=lambda: NOW, **kwargs)
 
 
-async def _ids(store: SQLiteEventStore) -> set[str]:
+async def _ids(store: EventStore) -> set[str]:
     ids: set[str] = set()
     async for chunk in store.iter_export(EventFilter()):
         ids.update(e["id"] for e in chunk)
@@ -146,58 +146,52 @@ def test_sink_options_validate_organization_retention(tmp_path: Path) -> None:
     ],
 )
 async def test_store_purges_each_organization_by_its_own_retention(
-    tmp_path: Path, default: int, overrides: dict[str, int]
+    portal_store: EventStore, default: int, overrides: dict[str, int]
 ) -> None:
-    """purge_expired deletes exactly what each organization's retention expires and counts per organization."""
-    store = SQLiteEventStore(tmp_path / "p.sqlite3")
-    await store.open()
-    try:
-        events = _events()
-        await store.insert_events(events)
+    """purge_expired deletes exactly what each organization's retention expires and counts
+    per organization (each backend)."""
+    store = portal_store
+    events = _events()
+    await store.insert_events(events)
 
-        def cutoff(days: int) -> dt.datetime | None:
-            return NOW - dt.timedelta(days=days) if days else None
+    def cutoff(days: int) -> dt.datetime | None:
+        return NOW - dt.timedelta(days=days) if days else None
 
-        result = await store.purge_expired(cutoff(default), {k: cutoff(v) for k, v in overrides.items()})
-        kept = _kept(default, overrides)
-        assert await _ids(store) == kept
-        deleted = [e for e in events if e["id"] not in kept]
-        expected: dict[str, int] = {}
-        for e in deleted:
-            if "organization" in e:
-                slug = e["organization"]["slug"]
-                expected[slug] = expected.get(slug, 0) + 1
-        assert result.by_organization == expected
-        assert result.without_organization == sum("organization" not in e for e in deleted)
-        assert result.total == len(deleted)
-        # The keyword index and the target table forget purged events too.
-        for age in AGES:
-            found = {e["id"] for e in (await store.query(EventFilter(q=f"secret{age}word"), None, 100)).events}
-            assert found == {i for i in kept if i.endswith(f"-{age}")}
-            by_target = await store.count(EventFilter(target=f"t{age}@example.com"))
-            assert by_target == sum(1 for i in kept if i.endswith(f"-{age}"))
-        # Purging again finds nothing more.
-        again = await store.purge_expired(cutoff(default), {k: cutoff(v) for k, v in overrides.items()})
-        assert again.total == 0
-    finally:
-        await store.close()
+    result = await store.purge_expired(cutoff(default), {k: cutoff(v) for k, v in overrides.items()})
+    kept = _kept(default, overrides)
+    assert await _ids(store) == kept
+    deleted = [e for e in events if e["id"] not in kept]
+    expected: dict[str, int] = {}
+    for e in deleted:
+        if "organization" in e:
+            slug = e["organization"]["slug"]
+            expected[slug] = expected.get(slug, 0) + 1
+    assert result.by_organization == expected
+    assert result.without_organization == sum("organization" not in e for e in deleted)
+    assert result.total == len(deleted)
+    # The keyword index and the target table forget purged events too.
+    for age in AGES:
+        found = {e["id"] for e in (await store.query(EventFilter(q=f"secret{age}word"), None, 100)).events}
+        assert found == {i for i in kept if i.endswith(f"-{age}")}
+        by_target = await store.count(EventFilter(target=f"t{age}@example.com"))
+        assert by_target == sum(1 for i in kept if i.endswith(f"-{age}"))
+    # Purging again finds nothing more.
+    again = await store.purge_expired(cutoff(default), {k: cutoff(v) for k, v in overrides.items()})
+    assert again.total == 0
 
 
-async def test_store_purge_in_many_chunks(tmp_path: Path) -> None:
-    """A purge larger than one chunk deletes every expired event of the organization only."""
-    store = SQLiteEventStore(tmp_path / "p.sqlite3")
-    await store.open()
-    try:
-        old = (NOW - dt.timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        events = [{"id": f"e{i}", "action": "a.b", "occurred_at": old,
-                   "organization": {"slug": "acme" if i % 3 else "globex"}} for i in range(5000)]
-        await store.insert_events(events)
-        result = await store.purge_expired(None, {"acme": NOW - dt.timedelta(days=30)})
-        assert result.by_organization == {"acme": sum(1 for i in range(5000) if i % 3)}
-        assert await store.count() == sum(1 for i in range(5000) if not i % 3)
-        assert await store.count(EventFilter(organization="acme")) == 0
-    finally:
-        await store.close()
+async def test_store_purge_in_many_chunks(portal_store: EventStore) -> None:
+    """A purge larger than one chunk deletes every expired event of the organization only
+    (each backend)."""
+    store = portal_store
+    old = (NOW - dt.timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    events = [{"id": f"e{i}", "action": "a.b", "occurred_at": old,
+               "organization": {"slug": "acme" if i % 3 else "globex"}} for i in range(5000)]
+    await store.insert_events(events)
+    result = await store.purge_expired(None, {"acme": NOW - dt.timedelta(days=30)})
+    assert result.by_organization == {"acme": sum(1 for i in range(5000) if i % 3)}
+    assert await store.count() == sum(1 for i in range(5000) if not i % 3)
+    assert await store.count(EventFilter(organization="acme")) == 0
 
 
 # -- the sink -------------------------------------------------------------------------

@@ -193,6 +193,28 @@ def _literal(when: _dt.datetime | None) -> str:
     return "MAXVALUE" if when is None else f"'{format_time(when)}'"
 
 
+_PG_EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def _encode_time(when: _dt.datetime) -> tuple[int]:
+    delta = when - _PG_EPOCH
+    return ((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds,)
+
+
+def _decode_time(value: tuple[int]) -> _dt.datetime:
+    return _PG_EPOCH + _dt.timedelta(microseconds=value[0])
+
+
+async def _init_connection(conn: Any) -> None:
+    # asyncpg maps 0001-01-01T00:00Z and 9999-12-31T23:59:59.999999Z to -infinity and
+    # infinity; an audit event at either instant is still a time, so timestamps travel
+    # as plain microseconds.
+    await conn.set_type_codec(
+        "timestamptz", schema="pg_catalog", encoder=_encode_time, decoder=_decode_time,
+        format="tuple",
+    )
+
+
 class PostgresEventStore(EventStore):
     """Events in a PostgreSQL database (schema from ``auditshipd portal migrate``)."""
 
@@ -212,6 +234,7 @@ class PostgresEventStore(EventStore):
         pool = await asyncpg.create_pool(
             self.url, min_size=self.min_size, max_size=self.max_size,
             command_timeout=60, server_settings={"application_name": "auditshipd"},
+            init=_init_connection,
         )
         try:
             async with pool.acquire() as conn:
