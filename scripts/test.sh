@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the environment (with test extras and the servers the tests start: mosquitto,
-# nats-server, chromium, and azurite from npm) and run the whole test suite. A server the
-# tests need is never skipped.
+# nats-server, chromium, PostgreSQL, and azurite from npm) and run the whole test suite. A
+# server the tests need is never skipped.
 source "$(dirname "$0")/_env.sh"
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
@@ -17,6 +17,8 @@ if ! command -v azurite-blob >/dev/null 2>&1 && [ ! -x .cache/azurite/node_modul
   command -v npm >/dev/null 2>&1 || apt_install "npm, to install Azurite" nodejs npm
   npm install --prefix .cache/azurite --no-audit --no-fund --silent azurite
 fi
+source "$(dirname "$0")/postgres.sh"
+ensure_postgres
 c_toolchain required
 make_venv "[test,s3,mqtt,browser,fast]"
 exec .venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"
