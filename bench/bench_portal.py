@@ -1,10 +1,18 @@
-"""Portal index latency on a large store: search and filtered first pages.
+"""Portal index latency on a large store (search and filtered first pages), and ingest speed.
 
     .venv/bin/python bench/bench_portal.py                 # 1,000,000 events in a temp dir
     .venv/bin/python bench/bench_portal.py --database /tmp/portal-1m.sqlite3   # reuse a file
+    .venv/bin/python bench/bench_portal.py --database postgresql://postgres@127.0.0.1/bench
+    .venv/bin/python bench/bench_portal.py --mode ingest --events 200000 [--database URL]
 
-Prints p50 / p95 (ms) per query kind, measured through SQLiteEventStore.query (worker
-thread hand-off included). Target: p95 < 100 ms for a filtered first page.
+Prints p50 / p95 (ms) per query kind, measured through the store's ``query`` (worker thread
+or connection pool hand-off included). Target: p95 < 100 ms for a filtered first page.
+A PostgreSQL database must have the schema (``auditshipd portal migrate``).
+
+``--mode ingest`` inserts ``--events`` new events the way the ``portal`` sink does
+(batches of ``--batch`` events with their encoded lines) and prints events/s and CPU
+seconds per 1M events: this process, plus for PostgreSQL the CPU of the server backends
+serving this database (read from /proc; needs the server on this machine).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import random
 import statistics
 import tempfile
@@ -20,8 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from auditshipd.portal.backend import event_store, is_postgres_url
 from auditshipd.portal.query import EventFilter
-from auditshipd.portal.store_sqlite import SQLiteEventStore
+from auditshipd.portal.store import EventStore
 
 ACTIONS = ["user.created", "user.deleted", "user.login", "user.logout", "role.granted",
            "role.revoked", "api_key.created", "api_key.revoked", "document.viewed",
@@ -62,7 +74,7 @@ def make_events(n: int, start: int, rng: random.Random) -> list[dict[str, Any]]:
     return out
 
 
-async def seed(store: SQLiteEventStore, total: int) -> None:
+async def seed(store: EventStore, total: int) -> None:
     have = await store.count()
     rng = random.Random(1)
     t0 = time.perf_counter()
@@ -103,7 +115,7 @@ def scenarios() -> dict[str, Callable[[random.Random], EventFilter]]:
     }
 
 
-async def measure(store: SQLiteEventStore, iterations: int) -> None:
+async def measure(store: EventStore, iterations: int) -> None:
     rng = random.Random(7)
     print(f"\n{'query (first page of 50)':<28} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for name, make in scenarios().items():
@@ -118,19 +130,64 @@ async def measure(store: SQLiteEventStore, iterations: int) -> None:
         print(f"{name:<28} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}", flush=True)
 
 
+def _server_cpu(database: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends connected to ``database``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not cmd.startswith("postgres:") or f" {database} " not in cmd:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+async def ingest(store: EventStore, database: str, total: int, batch: int) -> None:
+    rng = random.Random(int(time.time()))
+    first = 10_000_000_000 + rng.randrange(10**9) * 1000  # new ids: nothing is skipped
+    events = make_events(total, first, rng)
+    lines = [msgspec.json.encode(e) for e in events]
+    pg_db = database.rsplit("/", 1)[-1].split("?")[0] if is_postgres_url(database) else None
+    server0 = _server_cpu(pg_db) if pg_db else 0.0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    stored = 0
+    for i in range(0, total, batch):
+        stored += await store.insert_events(events[i : i + batch], lines[i : i + batch])
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    server = (_server_cpu(pg_db) - server0) if pg_db else 0.0
+    print(f"ingest: {stored:,} of {total:,} events in {wall:.1f} s = {total / wall:,.0f} events/s")
+    print(f"  CPU per 1M events: this process {cpu * 1e6 / total:.1f} s"
+          + (f", server backends {server * 1e6 / total:.1f} s, together"
+             f" {(cpu + server) * 1e6 / total:.1f} s" if pg_db else ""))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--database", type=Path, help="SQLite file to create or reuse")
+    parser.add_argument("--database", help="SQLite file or PostgreSQL URL to create/reuse")
     parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--mode", choices=["search", "ingest"], default="search")
+    parser.add_argument("--batch", type=int, default=1000, help="events per insert (ingest)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.database or Path(tmp) / "portal.sqlite3"
-        store = SQLiteEventStore(path)
+        database = args.database or str(Path(tmp) / "portal.sqlite3")
+        store = event_store(database)
         await store.open()
         try:
+            if args.mode == "ingest":
+                await ingest(store, database, args.events, args.batch)
+                return
             await seed(store, args.events)
-            print(f"store: {path} ({path.stat().st_size / 1e6:.0f} MB, {await store.count():,} events)")
+            where = database if is_postgres_url(database) else (
+                f"{database} ({Path(database).stat().st_size / 1e6:.0f} MB)")
+            print(f"store: {where.split('@')[-1]}, {await store.count():,} events")
             await measure(store, args.iterations)
         finally:
             await store.close()

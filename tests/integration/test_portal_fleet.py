@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import Workspace
 from tests.servers.postgres import PrivatePostgres, migrated_schema
 
-from auditshipd.journal import AuditJournal
+from auditshipd.journal.writer import AuditJournal
 from auditshipd.testing import free_port
 
 pytestmark = pytest.mark.integration
