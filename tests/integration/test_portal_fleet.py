@@ -129,7 +129,7 @@ async def test_two_daemons_one_store_two_replicas(tmp_path: Path, pg_url: str) -
     shared = tmp_path / "replicas"
     servers = [await start_portal(_replica_config(shared, pg_url), port=0) for _ in range(2)]
     try:
-        token = servers[0].tokens.create("fleet-admin", "admin")
+        token = await servers[0].tokens.create("fleet-admin", "admin")
         exports = [await _export(s.url, token) for s in servers]
         assert exports[0] == exports[1]
         assert sorted(e["id"] for e in exports[0]) == sorted(ids)

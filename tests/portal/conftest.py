@@ -114,12 +114,21 @@ class PortalEnv:
         self.server = server
         self.url = server.url
         self.journal = journal
+
+    @classmethod
+    async def start(cls, server: Any, journal: Path) -> PortalEnv:
+        """The env with fresh tokens. The seeded store is shared by the tests of a run
+        (tokens live in it), so the previous test's tokens of these names are revoked."""
+        env = cls(server, journal)
         tokens = server.tokens
-        self.admin = tokens.create("root-admin", "admin")
-        self.viewer = tokens.create("just-viewer", "viewer")
-        self.revoked = tokens.create("gone", "admin")
-        tokens.revoke("gone")
-        self.acme = tokens.create("acme-admin", "admin", "acme")
+        for name in ("root-admin", "just-viewer", "gone", "acme-admin"):
+            await tokens.revoke(name)
+        env.admin = await tokens.create("root-admin", "admin")
+        env.viewer = await tokens.create("just-viewer", "viewer")
+        env.revoked = await tokens.create("gone", "admin")
+        await tokens.revoke("gone")
+        env.acme = await tokens.create("acme-admin", "admin", "acme")
+        return env
 
     def auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -140,7 +149,7 @@ async def portal(tmp_path: Path, seeded_database: str) -> AsyncIterator[PortalEn
     config = make_config(tmp_path, seeded_database)
     server = await start_portal(config, port=0)
     try:
-        yield PortalEnv(server, Path(config.journal.path))
+        yield await PortalEnv.start(server, Path(config.journal.path))
     finally:
         await server.close()
 

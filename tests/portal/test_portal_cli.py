@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,9 +14,11 @@ import pytest
 
 from auditshipd.config import parse_config
 from auditshipd.errors import ConfigError
+from auditshipd.portal.auth_store import auth_store
+from auditshipd.portal.backend import event_store
 from auditshipd.portal.cli import add_parser
 from auditshipd.portal.config import portal_config
-from auditshipd.portal.tokens import TokenStore
+from auditshipd.portal.tokens import Principal, TokenRecord, token_hash
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,29 +34,98 @@ def _config_file(tmp_path: Path, portal: str = "") -> Path:
     return path
 
 
-def test_token_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """create prints a token once and stores only its hash; list hides it; revoke disables it."""
-    cfg = str(_config_file(tmp_path))
+def _stored_tokens(database: str) -> list[TokenRecord]:
+    async def read() -> list[TokenRecord]:
+        store = event_store(database)
+        await store.open()
+        try:
+            return await auth_store(store).list()
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def _authenticate(database: str, token: str) -> Principal | None:
+    async def check() -> Principal | None:
+        store = event_store(database)
+        await store.open()
+        try:
+            return await auth_store(store).authenticate(token)
+        finally:
+            await store.close()
+
+    return asyncio.run(check())
+
+
+def test_token_create_list_revoke(
+    tmp_path: Path, portal_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On each backend: create prints a token once and the store keeps only its hash (no
+    token file); list hides it; revoke disables it; a second active token of a name and
+    an unknown role are refused."""
+    cfg = str(_config_file(tmp_path, f'database = "{portal_database}"'))
     run = lambda *argv: (lambda a: a.func(a))(_parser().parse_args(list(argv)))  # noqa: E731
     assert run("token", "create", "-c", cfg, "--name", "ops", "--role", "admin") == 0
     token = capsys.readouterr().out.strip()
     assert token.startswith("asd_") and len(token) > 40
-    stored = (tmp_path / "state" / "portal-tokens.json").read_text()
-    assert token not in stored
-    assert oct(os.stat(tmp_path / "state" / "portal-tokens.json").st_mode & 0o777) == "0o600"
+    assert not (tmp_path / "state" / "portal-tokens.json").exists()
+    records = _stored_tokens(portal_database)
+    assert [r.name for r in records] == ["ops"]
+    assert token not in repr(records) and records[0].hash == token_hash(token)
+    if not portal_database.startswith("postgresql://"):
+        assert token.encode() not in Path(portal_database).read_bytes()
     assert run("token", "create", "-c", cfg, "--name", "ops", "--role", "viewer") == 1
+    assert "active token named 'ops'" in capsys.readouterr().err
     assert run("token", "create", "-c", cfg, "--name", "acme", "--role", "viewer", "--organization", "acme") == 0
     capsys.readouterr()
     assert run("token", "list", "-c", cfg) == 0
     listing = capsys.readouterr().out
     assert "ops" in listing and "acme" in listing and token not in listing
-    store = TokenStore(tmp_path / "state" / "portal-tokens.json")
-    assert store.authenticate(token).name == "ops"
+    assert _authenticate(portal_database, token).name == "ops"
     assert run("token", "revoke", "-c", cfg, "ops") == 0
-    assert store.authenticate(token) is None
+    assert _authenticate(portal_database, token) is None
     assert run("token", "revoke", "-c", cfg, "ops") == 1
+    assert run("token", "list", "-c", cfg) == 0
+    assert "revoked" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         _parser().parse_args(["token", "create", "--name", "x", "--role", "root"])
+
+
+def _legacy_file(path: Path, tokens: dict[str, tuple[str, str | None]]) -> None:
+    """A token file as earlier versions wrote it: {name: (token, revoked_at)}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = [
+        {"id": f"legacy{i:06d}", "name": name, "role": "admin", "organization": "*",
+         "hash": token_hash(token), "created_at": "2025-01-01T00:00:00Z", "revoked_at": revoked}
+        for i, (name, (token, revoked)) in enumerate(tokens.items())
+    ]
+    path.write_text(json.dumps({"version": 1, "tokens": records}))
+    path.chmod(0o600)
+
+
+def test_token_file_imported_once(
+    tmp_path: Path, portal_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On each backend: an existing portal-tokens.json is imported into the store the
+    first time a token command (or the portal) opens it, then renamed *.imported: its
+    active tokens keep working, revoked ones stay revoked, and revoking one afterwards
+    is not undone by a second import."""
+    cfg = str(_config_file(tmp_path, f'database = "{portal_database}"'))
+    legacy = tmp_path / "state" / "portal-tokens.json"
+    _legacy_file(legacy, {"alice": ("asd_alice-secret", None), "old": ("asd_old", "2025-02-01T00:00:00Z")})
+    run = lambda *argv: (lambda a: a.func(a))(_parser().parse_args(list(argv)))  # noqa: E731
+    assert run("token", "list", "-c", cfg) == 0
+    listing = capsys.readouterr().out
+    assert "alice" in listing and "old" in listing
+    assert not legacy.exists() and legacy.with_name("portal-tokens.json.imported").exists()
+    assert _authenticate(portal_database, "asd_alice-secret").name == "alice"
+    assert _authenticate(portal_database, "asd_old") is None
+    assert run("token", "revoke", "-c", cfg, "alice") == 0
+    legacy.with_name("portal-tokens.json.imported").rename(legacy)  # as if it came back
+    assert run("token", "list", "-c", cfg) == 0
+    assert _authenticate(portal_database, "asd_alice-secret") is None
+    assert len(_stored_tokens(portal_database)) == 2
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ async def odd_portal(tmp_path: Path) -> AsyncIterator[PortalEnv]:
     await store.close()
     server = await start_portal(make_config(tmp_path, database), port=0)
     try:
-        yield PortalEnv(server, tmp_path / "journal" / "audit.jsonl")
+        yield await PortalEnv.start(server, tmp_path / "journal" / "audit.jsonl")
     finally:
         await server.close()
 

@@ -131,7 +131,7 @@ async def test_session_cookie_flags_and_logout_csrf(portal, http) -> None:
     async with http.post(f"{portal.url}/login", data={"token": portal.acme, "csrf": csrf}, allow_redirects=False) as r:
         assert r.status == 303
     assert (await _get(http, f"{portal.url}/events"))[0] == 200
-    portal.server.tokens.revoke("acme-admin")
+    await portal.server.tokens.revoke("acme-admin")
     status, body, _ = await _get(http, f"{portal.url}/events")
     assert status == 303
     _no_data(body)

@@ -139,10 +139,10 @@ async def streams_portal(tmp_path: Path) -> AsyncIterator[Any]:
     server = await start_portal(config, port=0)
     tokens = server.tokens
     server.test_tokens = {
-        "operator": tokens.create("ops", "admin"),
-        "acme": tokens.create("acme-admin", "admin", "acme"),
-        "globex": tokens.create("globex-admin", "admin", "globex"),
-        "initech": tokens.create("initech-admin", "admin", "initech"),
+        "operator": await tokens.create("ops", "admin"),
+        "acme": await tokens.create("acme-admin", "admin", "acme"),
+        "globex": await tokens.create("globex-admin", "admin", "globex"),
+        "initech": await tokens.create("initech-admin", "admin", "initech"),
     }
     server.test_config = config
     try:

@@ -122,7 +122,7 @@ class TenantPortal:
         await store.close()
         self.server = await start_portal(config, port=0)
         for slug in [*SLUGS, NOBODY]:
-            self.tokens[slug] = self.server.tokens.create(f"{slug}-admin", "admin", slug)
+            self.tokens[slug] = await self.server.tokens.create(f"{slug}-admin", "admin", slug)
         self.http = aiohttp.ClientSession()
 
     async def _stop(self) -> None:
@@ -274,7 +274,7 @@ database = "{db}"
 """, str(tmp_path / "auditshipd.toml"))
     server = await start_portal(config, port=0)
     try:
-        acme = server.tokens.create("acme-admin", "admin", "acme")
+        acme = await server.tokens.create("acme-admin", "admin", "acme")
         seen: set[str] = set()
         buffered = b""
         async with http.get(f"{server.url}/api/export", params={"format": "jsonl"},

@@ -28,7 +28,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/events")
 async def list_events(request: web.Request) -> web.StreamResponse:
-    principal, _ = require(request, "read_events", api=True)
+    principal, _ = await require(request, "read_events", api=True)
     state = request.app[STATE]
     try:
         filters = parse_filters(request.query, principal.scope)
@@ -49,7 +49,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/events/{event_id}")
 async def get_event(request: web.Request) -> web.StreamResponse:
-    principal, _ = require(request, "read_events", api=True)
+    principal, _ = await require(request, "read_events", api=True)
     state = request.app[STATE]
     event_id = request.match_info["event_id"]
     event = await state.store.get(event_id, organization=principal.scope)
@@ -61,7 +61,7 @@ async def get_event(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/export")
 async def export_events(request: web.Request) -> web.StreamResponse:
-    principal, _ = require(request, "export", api=True)
+    principal, _ = await require(request, "export", api=True)
     state = request.app[STATE]
     key = signing_key(state.config)
     try:
@@ -130,7 +130,7 @@ async def export_manifest(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/streams")
 async def list_streams(request: web.Request) -> web.StreamResponse:
-    principal, _ = require(request, "streams", api=True)
+    principal, _ = await require(request, "streams", api=True)
     state = request.app[STATE]
     return web.json_response({"data": await stream_states(state.config, principal.scope)})
 

@@ -11,14 +11,17 @@ import asyncio
 import contextlib
 import signal
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..config import load_config
 from ..errors import AuditshipdError
 from .config import parse_listen, portal_config
-from .tokens import ROLES, TokenError, TokenStore, default_token_path
+from .tokens import ROLES, TokenError, legacy_token_path
 
 __all__ = ["add_parser"]
+
+T = TypeVar("T")
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +59,40 @@ def add_parser(subparsers: Any) -> None:
     revoke.set_defaults(func=token_revoke)
 
 
-def _store(args: argparse.Namespace) -> TokenStore:
-    return TokenStore(default_token_path(load_config(getattr(args, "config", None))))
+async def _with_tokens(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``action(tokens)`` on the token store of ``[portal] database`` (SQLite or
+    PostgreSQL), after importing an earlier version's token file once."""
+    from .auth_store import auth_store, import_token_file
+    from .backend import event_store
+
+    config = load_config(getattr(args, "config", None))
+    store = event_store(portal_config(config).database)
+    await store.open()
+    try:
+        tokens = auth_store(store)
+        await import_token_file(tokens, legacy_token_path(config))
+        return await action(tokens)
+    finally:
+        await store.close()
+
+
+def _run_tokens(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> T:
+    return asyncio.run(_with_tokens(args, action))
+
+
+# What a store can fail with: config, file system, SQLite, PostgreSQL (asyncpg's errors
+# derive from Exception only; they are named by type in the message).
+def _store_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    errors: tuple[type[BaseException], ...] = (
+        TokenError, AuditshipdError, OSError, ValueError, sqlite3.Error, RuntimeError,
+    )
+    try:
+        import asyncpg
+    except ImportError:
+        return errors
+    return (*errors, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def _fail(message: str) -> int:
@@ -65,11 +100,17 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (TokenError, AuditshipdError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def token_create(args: argparse.Namespace) -> int:
     try:
-        token = _store(args).create(args.name, args.role, args.organization)
-    except (TokenError, AuditshipdError, OSError) as exc:
-        return _fail(str(exc))
+        token = _run_tokens(args, lambda t: t.create(args.name, args.role, args.organization))
+    except _store_errors() as exc:
+        return _fail(_describe(exc))
     print(token)
     print(f"Token {args.name!r} ({args.role}, organization {args.organization}) created. "
           "It is shown only now: store it safely.", file=sys.stderr)
@@ -78,9 +119,9 @@ def token_create(args: argparse.Namespace) -> int:
 
 def token_list(args: argparse.Namespace) -> int:
     try:
-        records = _store(args).list()
-    except (AuditshipdError, OSError, ValueError) as exc:
-        return _fail(str(exc))
+        records = _run_tokens(args, lambda t: t.list())
+    except _store_errors() as exc:
+        return _fail(_describe(exc))
     print(f"{'ID':<12}  {'NAME':<24}  {'ROLE':<6}  {'ORGANIZATION':<14}  {'CREATED':<20}  STATUS")
     for r in records:
         status = f"revoked {r.revoked_at}" if r.revoked_at else "active"
@@ -90,9 +131,9 @@ def token_list(args: argparse.Namespace) -> int:
 
 def token_revoke(args: argparse.Namespace) -> int:
     try:
-        revoked = _store(args).revoke(args.name_or_id)
-    except (AuditshipdError, OSError, ValueError) as exc:
-        return _fail(str(exc))
+        revoked = _run_tokens(args, lambda t: t.revoke(args.name_or_id))
+    except _store_errors() as exc:
+        return _fail(_describe(exc))
     if not revoked:
         return _fail(f"no active token named or with id {args.name_or_id!r}")
     for r in revoked:
@@ -124,7 +165,7 @@ async def _serve(config: Any, host: str, port: int) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         server = await start_portal(config, host=host, port=port)
-    except (AuditshipdError, OSError) as exc:
+    except _store_errors() as exc:
         return _fail(f"cannot start the portal: {exc}")
     print(f"audit log portal at {server.url}", file=sys.stderr)
     try:

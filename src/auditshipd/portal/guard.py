@@ -9,11 +9,12 @@ import jinja2
 from aiohttp import web
 
 from .access import AccessRecorder
-from .auth import Session, SessionStore, authenticate
+from .auth import Session, authenticate
+from .auth_store import AuthStore
 from .config import PortalConfig
 from .roles import Permission, allowed
 from .store import EventStore
-from .tokens import Principal, TokenStore
+from .tokens import Principal
 
 __all__ = ["STATE", "PortalState", "json_error", "require"]
 
@@ -23,8 +24,7 @@ class PortalState:
     config: Any  # auditshipd.config.Config
     portal: PortalConfig
     store: EventStore
-    tokens: TokenStore
-    sessions: SessionStore
+    tokens: AuthStore  # tokens and browser sessions, in the store
     recorder: AccessRecorder
     templates: jinja2.Environment
 
@@ -36,14 +36,14 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-def require(
+async def require(
     request: web.Request, permission: Permission, *, api: bool
 ) -> tuple[Principal, Session | None]:
     """The principal of the request if its role grants ``permission``, else raise: 401
     (API) / redirect to the login page (pages) when unauthenticated, 403 when the role
     does not allow it. No data in either body."""
     state = request.app[STATE]
-    principal, session = authenticate(request, state.tokens, state.sessions)
+    principal, session = await authenticate(request, state.tokens)
     if principal is None:
         if api:
             raise web.HTTPUnauthorized(

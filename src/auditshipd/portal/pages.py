@@ -62,12 +62,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE), str(form.get("csrf", ""))):
         return await login_form(request, error="Your login form expired. Please try again.", status=403)
-    principal = state.tokens.authenticate(str(form.get("token", "")).strip())
+    principal = await state.tokens.authenticate(str(form.get("token", "")).strip())
     if principal is None:
         return await login_form(request, error="Unknown or revoked token.", status=401)
     if not allowed(principal, "read_events"):
         return await login_form(request, error=f"The {principal.role} role may not open the portal.", status=403)
-    session_id, _ = state.sessions.create(principal.token_id)
+    session_id, _ = await state.tokens.create_session(principal.token_id, state.portal.session_ttl)
     response = web.HTTPSeeOther("/events")
     response.set_cookie(cookie_name(request), session_id, max_age=int(state.portal.session_ttl),
                         **_cookie_flags(request))
@@ -78,11 +78,11 @@ async def login(request: web.Request) -> web.StreamResponse:
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    _, session = require(request, "read_events", api=False)
+    _, session = await require(request, "read_events", api=False)
     form = await request.post()
     if session is None or not csrf_matches(session.csrf, str(form.get("csrf", ""))):
         raise web.HTTPForbidden(text="CSRF check failed.")
-    state.sessions.delete(request.cookies.get(cookie_name(request)))
+    await state.tokens.delete_session(request.cookies.get(cookie_name(request)))
     response = web.HTTPSeeOther("/login")
     response.del_cookie(cookie_name(request), path="/")
     raise response
@@ -120,7 +120,7 @@ def _input_time(filters: EventFilter, name: str, raw: str) -> str:
 
 @routes.get("/events")
 async def events_page(request: web.Request) -> web.StreamResponse:
-    principal, session = require(request, "read_events", api=False)
+    principal, session = await require(request, "read_events", api=False)
     state = request.app[STATE]
     store: EventStore = state.store
     form = {name: request.query.get(name, "") for name in FILTER_PARAMS}
@@ -171,7 +171,7 @@ def event_url(event_id: Any) -> str:
 @routes.get("/event")
 @routes.get("/events/{event_id}")
 async def event_page(request: web.Request) -> web.StreamResponse:
-    principal, session = require(request, "read_events", api=False)
+    principal, session = await require(request, "read_events", api=False)
     state = request.app[STATE]
     event_id = request.match_info.get("event_id") or request.query.get("id", "")
     event = await state.store.get(event_id, organization=principal.scope)
@@ -193,7 +193,7 @@ def _same_origin_events(request: web.Request) -> bool:
 
 @routes.get("/streams")
 async def streams_page(request: web.Request) -> web.StreamResponse:
-    principal, session = require(request, "streams", api=False)
+    principal, session = await require(request, "streams", api=False)
     state = request.app[STATE]
     streams = await stream_states(state.config, principal.scope)
     indexed = await state.store.count(EventFilter(organization=principal.scope))

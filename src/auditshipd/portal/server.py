@@ -12,12 +12,12 @@ from aiohttp import web
 from ..journal.writer import AuditJournal
 from .access import AccessRecorder
 from .app import build_app, template_environment
-from .auth import SessionStore
+from .auth_store import AuthStore, auth_store, import_token_file
 from .backend import event_store
 from .config import PortalConfig, portal_config
 from .guard import PortalState
 from .store import EventStore
-from .tokens import TokenStore, default_token_path
+from .tokens import TokenError, legacy_token_path
 
 __all__ = ["PortalServer", "start_portal"]
 
@@ -37,7 +37,7 @@ class PortalServer:
         return self.state.store
 
     @property
-    def tokens(self) -> TokenStore:
+    def tokens(self) -> AuthStore:
         return self.state.tokens
 
     async def close(self) -> None:
@@ -87,13 +87,20 @@ async def start_portal(
     port = pc.port if port is None else port
     store = store or event_store(pc.database)
     await store.open()
+    tokens = auth_store(store)
+    try:
+        await import_token_file(tokens, legacy_token_path(config))
+    except TokenError as exc:  # the file stays; its tokens do not work until it is fixed
+        log.error("%s", exc)
+    except BaseException:
+        await store.close()
+        raise
     journal_path = getattr(getattr(config, "journal", None), "path", None)
     state = PortalState(
         config=config,
         portal=pc,
         store=store,
-        tokens=TokenStore(default_token_path(config)),
-        sessions=SessionStore(pc.session_ttl),
+        tokens=tokens,
         recorder=AccessRecorder(AuditJournal(journal_path) if journal_path else None),
         templates=template_environment(),
     )

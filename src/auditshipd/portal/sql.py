@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA", "select_events"]
+__all__ = ["SCHEMA", "SCHEMA_V2", "SCHEMA_VERSION", "select_events"]
 
 from typing import Any
 
@@ -40,6 +40,32 @@ CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(text, content='', token
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
 """
+
+
+# Version 2: portal tokens and browser sessions (auditshipd.portal.auth_store).
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS portal_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    organization TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS portal_tokens_active_name ON portal_tokens(name)
+    WHERE revoked_at IS NULL;
+CREATE TABLE IF NOT EXISTS portal_sessions (
+    key TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS portal_sessions_token ON portal_sessions(token_id, expires_at);
+CREATE INDEX IF NOT EXISTS portal_sessions_expires ON portal_sessions(expires_at);
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+SCHEMA_VERSION = 2
 
 
 def select_events(

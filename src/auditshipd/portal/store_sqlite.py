@@ -25,7 +25,7 @@ from .query import (
     seq_base,
     tie_span,
 )
-from .sql import SCHEMA, select_events
+from .sql import SCHEMA, SCHEMA_V2, SCHEMA_VERSION, select_events
 from .store import (
     MAX_LIMIT,
     EventStore,
@@ -70,14 +70,20 @@ def _prepare(conn: sqlite3.Connection) -> None:
     which every other opener would then wait for)."""
     if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
         conn.execute("PRAGMA journal_mode=WAL")
-    if conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone() and conn.execute(
-        "SELECT 1 FROM meta WHERE key = 'schema_version'"
-    ).fetchone():
+    if _schema_version(conn) >= SCHEMA_VERSION:
         return
-    # One transaction: a concurrent opener sees no schema or all of it.
-    conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + "COMMIT;\n")
+    # One transaction: a concurrent opener sees no schema or all of it. Both scripts are
+    # idempotent, so a database of version 1 gets the version 2 tables.
+    conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + SCHEMA_V2 + "COMMIT;\n")
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone():
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
 
 
 class SQLiteEventStore(EventStore):

@@ -1,24 +1,17 @@
-"""Portal access tokens: created once, stored only as a hash, revocable.
+"""Portal access tokens: what is known about one, who it makes a request come from.
 
-The token file (``<state_dir>/portal-tokens.json``, mode 0600) is rewritten atomically
-(temp file, fsync, rename, fsync of the directory) under an ``flock`` so the CLI and a
-running portal can share it; the portal re-reads it when it changes, so a revocation
-takes effect on the next request. Tokens are 32 random bytes; only their SHA-256 is
-kept and compared with :func:`hmac.compare_digest` against every active token.
+A token is ``asd_`` + 32 random bytes, shown once when created; the store keeps only its
+SHA-256 (:mod:`auditshipd.portal.auth_store`). Earlier versions kept tokens in
+``<state_dir>/portal-tokens.json``: :func:`read_token_file` reads that file so its tokens
+can be imported into the store once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import hmac
-import os
 import re
 import secrets
-import threading
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +20,23 @@ import msgspec
 from ..timestamps import now_rfc3339
 
 __all__ = [
+    "ALL_ORGANIZATIONS",
     "ROLES",
     "TOKEN_PREFIX",
     "Principal",
     "TokenError",
     "TokenRecord",
-    "TokenStore",
-    "default_token_path",
+    "check_token_request",
+    "legacy_token_path",
+    "new_token",
+    "read_token_file",
+    "token_hash",
 ]
 
 TOKEN_PREFIX = "asd_"
 ROLES = ("admin", "viewer")
 ALL_ORGANIZATIONS = "*"
+MAX_TOKEN_CHARS = 256
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
 _ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -86,133 +84,48 @@ class Principal:
         return {"type": "portal_token", "name": self.name, "role": self.role}
 
 
-def default_token_path(config: Any) -> Path:
+def legacy_token_path(config: Any) -> Path:
+    """Where earlier versions kept the tokens (imported into the store when present)."""
     return Path(config.state_dir) / "portal-tokens.json"
 
 
-def _hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _now() -> str:
+def now_text() -> str:
+    """Now, as token records write it (whole seconds, UTC)."""
     return now_rfc3339(digits=0)
 
 
-class TokenStore:
-    """The token file. Safe to share between processes."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
-        self._records: list[TokenRecord] = []
-
-    # -- queries ----------------------------------------------------------------------
-
-    def list(self) -> list[TokenRecord]:
-        return list(self._load())
-
-    def authenticate(self, token: str) -> Principal | None:
-        """The principal of an active token, or None. Compares against every active
-        token in constant time each, so timing does not tell which one nearly matched."""
-        if not token or len(token) > 256:
-            return None
-        candidate = _hash(token)
-        found: TokenRecord | None = None
-        for record in self._load():
-            if hmac.compare_digest(record.hash, candidate) and record.active:
-                found = record
-        return _principal(found) if found else None
-
-    def principal(self, token_id: str) -> Principal | None:
-        """The principal of the active token with this id (sessions re-check it)."""
-        for record in self._load():
-            if record.id == token_id and record.active:
-                return _principal(record)
-        return None
-
-    # -- changes ----------------------------------------------------------------------
-
-    def create(self, name: str, role: str, organization: str = ALL_ORGANIZATIONS) -> str:
-        """Store a new token and return it in clear text: the only time it is shown."""
-        if not _NAME_RE.match(name):
-            raise TokenError("name must be 1-64 letters, digits or '_.@+-', starting with a letter or digit")
-        if role not in ROLES:
-            raise TokenError(f"role must be one of: {', '.join(ROLES)}")
-        if organization != ALL_ORGANIZATIONS and not _ORG_RE.match(organization):
-            raise TokenError("organization must be '*' or an organization slug")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._locked() as records:
-            if any(r.name == name and r.active for r in records):
-                raise TokenError(f"an active token named {name!r} exists; revoke it first")
-            records.append(
-                TokenRecord(
-                    id=secrets.token_hex(6), name=name, role=role, organization=organization,
-                    hash=_hash(token), created_at=_now(),
-                )
-            )
-        return token
-
-    def revoke(self, name_or_id: str) -> list[TokenRecord]:
-        """Revoke the active tokens with this name or id; returns them (empty: none)."""
-        revoked: list[TokenRecord] = []
-        with self._locked() as records:
-            for i, r in enumerate(records):
-                if r.active and name_or_id in (r.name, r.id):
-                    records[i] = TokenRecord(**{**asdict(r), "revoked_at": _now()})
-                    revoked.append(records[i])
-        return revoked
-
-    # -- file -------------------------------------------------------------------------
-
-    def _load(self) -> list[TokenRecord]:
-        with self._lock:
-            try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
-                self._stamp, self._records = None, []
-                return self._records
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp != self._stamp:
-                self._records = self._read()
-                self._stamp = stamp
-            return self._records
-
-    def _read(self) -> list[TokenRecord]:
-        data = msgspec.json.decode(self.path.read_bytes())
-        return [TokenRecord(**r) for r in data.get("tokens", [])]
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[list[TokenRecord]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(f".{self.path.name}.lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            records = self._read() if self.path.exists() else []
-            yield records
-            self._write(records)
-        finally:
-            os.close(fd)
-
-    def _write(self, records: list[TokenRecord]) -> None:
-        body = msgspec.json.format(
-            msgspec.json.encode({"version": 1, "tokens": [asdict(r) for r in records]}), indent=2
-        )
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+def check_token_request(name: str, role: str, organization: str) -> None:
+    """TokenError unless a token of this name, role and organization may be created."""
+    if not _NAME_RE.match(name):
+        raise TokenError("name must be 1-64 letters, digits or '_.@+-', starting with a letter or digit")
+    if role not in ROLES:
+        raise TokenError(f"role must be one of: {', '.join(ROLES)}")
+    if organization != ALL_ORGANIZATIONS and not _ORG_RE.match(organization):
+        raise TokenError("organization must be '*' or an organization slug")
 
 
-def _principal(record: TokenRecord) -> Principal:
+def new_token(name: str, role: str, organization: str) -> tuple[str, TokenRecord]:
+    """A fresh token (clear text, shown once) and the record the store keeps of it."""
+    check_token_request(name, role, organization)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    record = TokenRecord(
+        id=secrets.token_hex(6), name=name, role=role, organization=organization,
+        hash=token_hash(token), created_at=now_text(),
+    )
+    return token, record
+
+
+def read_token_file(path: Path) -> list[TokenRecord]:
+    """The records of an earlier version's token file (ValueError when it is not one)."""
+    data = msgspec.json.decode(path.read_bytes())
+    if not isinstance(data, dict) or not isinstance(data.get("tokens", []), list):
+        raise ValueError(f"{path}: not a portal token file")
+    return [TokenRecord(**r) for r in data.get("tokens", [])]
+
+
+def principal_of(record: TokenRecord) -> Principal:
     return Principal(record.id, record.name, record.role, record.organization)
