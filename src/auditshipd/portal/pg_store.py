@@ -4,8 +4,8 @@
 ``postgres`` extra). The schema is managed by :mod:`auditshipd.portal.pg_schema`;
 :meth:`PostgresEventStore.open` only checks its version.
 
-Many daemons write at once: a batch is copied into a per-connection temporary table and
-moved into ``events`` with one ``INSERT ... ON CONFLICT DO NOTHING``, so redeliveries
+Many daemons write at once: a batch travels as one array per column and is moved into
+``events`` with one ``INSERT ... SELECT FROM unnest ... ON CONFLICT DO NOTHING``, so redeliveries
 and the same event shipped by two hosts are stored once, without any lock between
 writers. Monthly partitions are created on demand under an advisory lock.
 
@@ -18,11 +18,8 @@ phrases (``a <-> b <-> c:*``) rebuilt from tokens: user text never reaches a par
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import hashlib
-import struct
-import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +27,15 @@ from urllib.parse import urlsplit
 import msgspec
 
 from .pg_schema import check_schema
-from .query import EventFilter, format_time, parse_time, query_phrases, search_text, tokenize
+from .pg_sql import (
+    array_literal,
+    decode_cursor,
+    encode_cursor,
+    pg_text,
+    search_vector,
+    select_events,
+)
+from .query import EventFilter, format_time, parse_time, query_phrases
 from .store import (
     MAX_LIMIT,
     EventStore,
@@ -42,46 +47,36 @@ from .store import (
     target_keys,
 )
 
-__all__ = ["PostgresEventStore", "is_postgres_url", "safe_location", "search_vector", "tsquery"]
+__all__ = ["PostgresEventStore", "is_postgres_url", "safe_location"]
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-# tsvector limits: positions stop at 16383, a lexeme has at most 2047 bytes.
-_MAX_POSITION = 16383
-_MAX_TOKEN_CHARS = 255
 _PURGE_CHUNK = 2000
-_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS portal_staging (
-    ord integer NOT NULL,
-    id text NOT NULL,
-    occurred_at timestamptz NOT NULL,
-    timeless boolean NOT NULL,
-    action text NOT NULL,
-    actor text NOT NULL,
-    organization_slug text,
-    targets text[] NOT NULL,
-    search text NOT NULL,
-    body text NOT NULL
-) ON COMMIT DELETE ROWS"""
-_STAGING_COLUMNS = [
-    "ord", "id", "occurred_at", "timeless", "action", "actor", "organization_slug",
-    "targets", "search", "body",
-]
-# An event without a usable time is also checked by id, since its time is the time it
-# arrived (a redelivery would otherwise get another one).
-_MOVE = """
-INSERT INTO events (id, occurred_at, action, actor, organization_slug, targets, search, body)
-SELECT s.id, s.occurred_at, s.action, s.actor, s.organization_slug, s.targets,
-       s.search::tsvector, s.body
-FROM portal_staging s
-WHERE NOT s.timeless OR NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
-ORDER BY s.ord
-ON CONFLICT DO NOTHING"""
-_ACTIONS = """
-INSERT INTO event_actions (organization_slug, action)
-SELECT DISTINCT coalesce(organization_slug, ''), action FROM portal_staging
-ON CONFLICT DO NOTHING"""
+# One statement per batch: the rows travel as arrays (one per column, binary), are
+# unnested in batch order and moved into ``events``; the action list is kept in the same
+# statement. An event without a usable time is also checked by id, since its time is the
+# time it arrived (a redelivery would otherwise get another one).
+_INSERT = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[])
+        WITH ORDINALITY AS s(id, occurred_at, timeless, action, actor, organization_slug,
+                             targets, search, body, ord)
+), moved AS (
+    INSERT INTO events (id, occurred_at, action, actor, organization_slug, targets, search, body)
+    SELECT s.id, s.occurred_at, s.action, s.actor, s.organization_slug, s.targets::text[],
+           s.search::tsvector, s.body
+    FROM batch s
+    WHERE NOT s.timeless OR NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
+    ORDER BY s.ord
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), actions AS (
+    INSERT INTO event_actions (organization_slug, action)
+    SELECT DISTINCT coalesce(organization_slug, ''), action FROM batch
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM moved"""
 _PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':auditshipd-partitions'))"
 
 
@@ -99,73 +94,6 @@ def safe_location(url: str) -> str:
     except ValueError:
         return "(unparsable PostgreSQL URL)"
     return f"postgresql://{host}{port}{parts.path}"
-
-
-def _fold(token: str) -> str:
-    if token.isascii():
-        return token
-    decomposed = unicodedata.normalize("NFD", token)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def _lexemes(text: str) -> list[str]:
-    out = []
-    for tok in tokenize(text):
-        tok = _fold(tok)
-        if tok:
-            out.append(tok[:_MAX_TOKEN_CHARS])
-    return out
-
-
-def search_vector(event: Mapping[str, Any]) -> str:
-    """The ``tsvector`` literal of an event: every token with its position. Tokens are
-    runs of letters and digits, so they need no quoting beyond the quotes themselves."""
-    parts = []
-    for i, tok in enumerate(_lexemes(search_text(event))):
-        parts.append(f"'{tok}':{min(i + 1, _MAX_POSITION)}")
-    return " ".join(parts)
-
-
-def tsquery(phrases: list[list[str]]) -> str:
-    """The ``tsquery`` literal of a keyword query: each phrase's tokens adjacent, the last
-    one a prefix, every phrase required."""
-    out = []
-    for phrase in phrases:
-        toks = [t for t in (_fold(t)[:_MAX_TOKEN_CHARS] for t in phrase) if t]
-        if not toks:
-            continue
-        *head, last = toks
-        out.append(" <-> ".join([*(f"'{t}'" for t in head), f"'{last}':*"]))
-    return " & ".join(f"({p})" for p in out)
-
-
-_CURSOR = struct.Struct(">Bqq")
-_CURSOR_VERSION = 2
-
-
-def _micros(when: _dt.datetime) -> int:
-    delta = when - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def encode_cursor(when: _dt.datetime, ingest: int) -> str:
-    raw = _CURSOR.pack(_CURSOR_VERSION, _micros(when), ingest)
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[_dt.datetime, int]:
-    """``(occurred_at, ingest)`` of a cursor; ValueError when it is not one of ours."""
-    if len(cursor) > 64:
-        raise ValueError("invalid cursor")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        version, micros, ingest = _CURSOR.unpack(raw)
-        when = _EPOCH + _dt.timedelta(microseconds=micros)
-    except (ValueError, struct.error, OverflowError):
-        raise ValueError("invalid cursor") from None
-    if version != _CURSOR_VERSION:
-        raise ValueError("invalid cursor")
-    return when, ingest
 
 
 def _month_start(when: _dt.datetime) -> _dt.datetime:
@@ -261,7 +189,8 @@ class PostgresEventStore(EventStore):
     ) -> int:
         if not events:
             return 0
-        records = []
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        ids, times, timeless, actions, actors, orgs, targets, search, bodies = columns
         months: set[_dt.datetime] = set()
         seen: set[str] = set()
         for i, event in enumerate(events):
@@ -272,26 +201,25 @@ class PostgresEventStore(EventStore):
             if event_id in seen:  # twice in one batch: stored once, like SQLite does
                 continue
             seen.add(event_id)
-            timeless = not _has_time(event)
-            when = _occurred(event)
+            when = _time_of(event)
+            if when is None:
+                when = _occurred(event)
+                timeless.append(True)
+            else:
+                timeless.append(False)
             months.add(_month_start(when))
-            records.append((
-                i, _text(event_id), when, timeless, _text(str(event.get("action") or "")),
-                _text(actor_key(event)), _text(_organization(event)),
-                [_text(t) for t in sorted(target_keys(event))], search_vector(event),
-                body.decode("utf-8"),
-            ))
+            ids.append(pg_text(event_id))
+            times.append(when)
+            actions.append(pg_text(str(event.get("action") or "")))
+            actors.append(pg_text(actor_key(event)))
+            orgs.append(pg_text(_organization(event)))
+            targets.append(array_literal(sorted(target_keys(event))))
+            search.append(search_vector(event))
+            bodies.append(body.decode("utf-8"))
         pool = self._need_pool()
         async with pool.acquire() as conn:
             await self._ensure_partitions(conn, months)
-            async with conn.transaction():
-                await conn.execute(_STAGING)
-                await conn.copy_records_to_table(
-                    "portal_staging", records=records, columns=_STAGING_COLUMNS
-                )
-                status = await conn.execute(_MOVE)
-                await conn.execute(_ACTIONS)
-        return int(status.rsplit(" ", 1)[-1])
+            return int(await conn.fetchval(_INSERT, *columns))
 
     async def _ensure_partitions(self, conn: Any, months: set[_dt.datetime]) -> None:
         missing = {m for m in months if _partition_name(m) not in self._partitions}
@@ -421,7 +349,7 @@ class PostgresEventStore(EventStore):
         phrases = query_phrases(filters.q)
         if filters.q.strip() and not phrases:
             return Page([], None)
-        sql, params = _select(filters, phrases, before, "occurred_at, ingest, body")
+        sql, params = select_events(filters, phrases, before, "occurred_at, ingest, body")
         params.append(limit + 1)
         sql += f" ORDER BY occurred_at DESC, ingest DESC LIMIT ${len(params)}"
         async with self._need_pool().acquire() as conn:
@@ -436,16 +364,16 @@ class PostgresEventStore(EventStore):
         phrases = query_phrases(filters.q)
         if filters.q.strip() and not phrases:
             return 0
-        sql, params = _select(filters, phrases, None, "count(*)")
+        sql, params = select_events(filters, phrases, None, "count(*)")
         async with self._need_pool().acquire() as conn:
             return int(await conn.fetchval(sql, *params))
 
     async def get(self, event_id: str, *, organization: str | None = None) -> dict[str, Any] | None:
         sql = "SELECT body FROM events WHERE id = $1"
-        params: list[Any] = [_text(event_id)]
+        params: list[Any] = [pg_text(event_id)]
         if organization is not None:
             sql += " AND organization_slug = $2"
-            params.append(_text(organization))
+            params.append(pg_text(organization))
         async with self._need_pool().acquire() as conn:
             body = await conn.fetchval(sql + " LIMIT 1", *params)
         return _decode(body) if body is not None else None
@@ -457,58 +385,17 @@ class PostgresEventStore(EventStore):
             else:
                 rows = await conn.fetch(
                     "SELECT action FROM event_actions WHERE organization_slug = $1 ORDER BY action",
-                    _text(organization),
+                    pg_text(organization),
                 )
         return [r[0] for r in rows]
 
 
-def _text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL: stored values and filters map it alike."""
-    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
-
-
-def _has_time(event: Mapping[str, Any]) -> bool:
+def _time_of(event: Mapping[str, Any]) -> _dt.datetime | None:
+    """The event's ``occurred_at``, or None when it has no usable one."""
     value = event.get("occurred_at")
     if not isinstance(value, str):
-        return False
+        return None
     try:
-        parse_time(value)
+        return parse_time(value)
     except ValueError:
-        return False
-    return True
-
-
-def _select(
-    f: EventFilter, phrases: list[list[str]], before: tuple[_dt.datetime, int] | None, columns: str
-) -> tuple[str, list[Any]]:
-    params: list[Any] = []
-    conds: list[str] = []
-
-    def arg(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
-
-    if phrases:
-        query = tsquery(phrases)
-        if not query:
-            conds.append("false")
-        else:
-            conds.append(f"search @@ {arg(query)}::tsquery")
-    if f.target:
-        conds.append(f"targets @> ARRAY[{arg(_text(f.target.strip().lower()))}::text]")
-    if before is not None:
-        conds.append(f"(occurred_at, ingest) < ({arg(before[0])}, {arg(before[1])})")
-    if f.since is not None:
-        conds.append(f"occurred_at >= {arg(f.since)}")
-    if f.until is not None:
-        conds.append(f"occurred_at < {arg(f.until)}")
-    if f.actions:
-        conds.append(f"action = ANY({arg([_text(a) for a in f.actions])}::text[])")
-    if f.actor:
-        conds.append(f"actor = {arg(_text(f.actor.strip().lower()))}")
-    if f.organization is not None:
-        conds.append(f"organization_slug = {arg(_text(f.organization))}")
-    sql = f"SELECT {columns} FROM events"
-    if conds:
-        sql += " WHERE " + " AND ".join(conds)
-    return sql, params
+        return None

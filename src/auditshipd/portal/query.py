@@ -23,7 +23,7 @@ import base64
 import datetime as _dt
 import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +133,30 @@ def _leaves(value: Any) -> Iterator[str]:
 
 def search_text(event: Mapping[str, Any]) -> str:
     """What keyword search looks at: every string and number in the event, in order."""
-    return "\n".join(_leaves(event))
+    out: list[str] = []
+    _collect(event, out.append)
+    return "\n".join(out)
+
+
+def _collect(value: Any, add: Callable[[str], None]) -> None:
+    # The hot path of indexing: decoded JSON holds exact dicts, lists, strs and numbers,
+    # dispatched on their exact type; anything else takes the general walk.
+    kind = type(value)
+    if kind is dict or kind is list:
+        for v in value.values() if kind is dict else value:
+            vkind = type(v)
+            if vkind is str:
+                add(v)
+            elif vkind is dict or vkind is list:
+                _collect(v, add)
+            elif vkind is int or vkind is float:
+                add(str(v))
+            elif v is not None and vkind is not bool:
+                for leaf in _leaves(v):
+                    add(leaf)
+    else:
+        for leaf in _leaves(value):
+            add(leaf)
 
 
 def parse_time(value: str) -> _dt.datetime:

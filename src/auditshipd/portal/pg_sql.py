@@ -1,0 +1,143 @@
+"""The SQL text of the PostgreSQL event store: the ``tsvector`` of an event and the
+``tsquery`` of a keyword query (the tokens of :func:`~auditshipd.portal.query.tokenize`,
+diacritics folded like FTS5's ``unicode61``), its page cursor (``occurred_at`` and
+``ingest``, format version 2), literals, and the query of a page of events."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import struct
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from .query import EventFilter, search_text, tokenize
+
+__all__ = [
+    "array_literal", "decode_cursor", "encode_cursor", "pg_text", "search_vector", "select_events",
+    "tsquery",
+]
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+# tsvector limits: positions stop at 16383, a lexeme has at most 2047 bytes.
+_MAX_POSITION = 16383
+_MAX_TOKEN_CHARS = 255
+
+
+def _fold(token: str) -> str:
+    if token.isascii():
+        return token
+    decomposed = unicodedata.normalize("NFD", token)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _lexemes(text: str) -> list[str]:
+    tokens = tokenize(text)
+    if not text.isascii():
+        tokens = [f for f in (_fold(t) for t in tokens) if f]
+    if any(len(t) > _MAX_TOKEN_CHARS for t in tokens):
+        tokens = [t[:_MAX_TOKEN_CHARS] for t in tokens]
+    return tokens
+
+
+def search_vector(event: Mapping[str, Any]) -> str:
+    """The ``tsvector`` literal of an event: every token with its position. Tokens are
+    runs of letters and digits, so they need no quoting beyond the quotes themselves."""
+    tokens = _lexemes(search_text(event))
+    if len(tokens) < _MAX_POSITION:
+        return " ".join([f"'{tok}':{i}" for i, tok in enumerate(tokens, 1)])
+    return " ".join([f"'{tok}':{min(i, _MAX_POSITION)}" for i, tok in enumerate(tokens, 1)])
+
+
+def tsquery(phrases: list[list[str]]) -> str:
+    """The ``tsquery`` literal of a keyword query: each phrase's tokens adjacent, the last
+    one a prefix, every phrase required."""
+    out = []
+    for phrase in phrases:
+        toks = [t for t in (_fold(t)[:_MAX_TOKEN_CHARS] for t in phrase) if t]
+        if not toks:
+            continue
+        *head, last = toks
+        out.append(" <-> ".join([*(f"'{t}'" for t in head), f"'{last}':*"]))
+    return " & ".join(f"({p})" for p in out)
+
+
+_CURSOR = struct.Struct(">Bqq")
+_CURSOR_VERSION = 2
+
+
+def _micros(when: _dt.datetime) -> int:
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def encode_cursor(when: _dt.datetime, ingest: int) -> str:
+    raw = _CURSOR.pack(_CURSOR_VERSION, _micros(when), ingest)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[_dt.datetime, int]:
+    """``(occurred_at, ingest)`` of a cursor; ValueError when it is not one of ours."""
+    if len(cursor) > 64:
+        raise ValueError("invalid cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        version, micros, ingest = _CURSOR.unpack(raw)
+        when = _EPOCH + _dt.timedelta(microseconds=micros)
+    except (ValueError, struct.error, OverflowError):
+        raise ValueError("invalid cursor") from None
+    if version != _CURSOR_VERSION:
+        raise ValueError("invalid cursor")
+    return when, ingest
+
+
+def pg_text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: stored values and filters map it alike."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+def array_literal(values: list[str]) -> str:
+    """A ``text[]`` literal: every element quoted, so no value is read as syntax."""
+    if not values:
+        return "{}"
+    quoted = (
+        '"' + (pg_text(v) or "").replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
+    )
+    return "{" + ",".join(quoted) + "}"
+
+
+def select_events(
+    f: EventFilter, phrases: list[list[str]], before: tuple[_dt.datetime, int] | None, columns: str
+) -> tuple[str, list[Any]]:
+    params: list[Any] = []
+    conds: list[str] = []
+
+    def arg(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if phrases:
+        query = tsquery(phrases)
+        if not query:
+            conds.append("false")
+        else:
+            conds.append(f"search @@ {arg(query)}::tsquery")
+    if f.target:
+        conds.append(f"targets @> ARRAY[{arg(pg_text(f.target.strip().lower()))}::text]")
+    if before is not None:
+        conds.append(f"(occurred_at, ingest) < ({arg(before[0])}, {arg(before[1])})")
+    if f.since is not None:
+        conds.append(f"occurred_at >= {arg(f.since)}")
+    if f.until is not None:
+        conds.append(f"occurred_at < {arg(f.until)}")
+    if f.actions:
+        conds.append(f"action = ANY({arg([pg_text(a) for a in f.actions])}::text[])")
+    if f.actor:
+        conds.append(f"actor = {arg(pg_text(f.actor.strip().lower()))}")
+    if f.organization is not None:
+        conds.append(f"organization_slug = {arg(pg_text(f.organization))}")
+    sql = f"SELECT {columns} FROM events"
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
+    return sql, params
