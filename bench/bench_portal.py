@@ -10,7 +10,8 @@ or connection pool hand-off included). Target: p95 < 100 ms for a filtered first
 A PostgreSQL database must have the schema (``auditshipd portal migrate``).
 
 ``--mode ingest`` inserts ``--events`` new events the way the ``portal`` sink does
-(batches of ``--batch`` events with their encoded lines) and prints events/s and CPU
+(batches of ``--batch`` events with their encoded lines; ``--order time`` sends them in
+time order, as a journal holds them) and prints events/s and CPU
 seconds per 1M events: this process, plus for PostgreSQL the CPU of the server backends
 serving this database (read from /proc; needs the server on this machine).
 """
@@ -148,10 +149,12 @@ def _server_cpu(database: str) -> float:
     return total
 
 
-async def ingest(store: EventStore, database: str, total: int, batch: int) -> None:
+async def ingest(store: EventStore, database: str, total: int, batch: int, order: str = "random") -> None:
     rng = random.Random(int(time.time()))
     first = 10_000_000_000 + rng.randrange(10**9) * 1000  # new ids: nothing is skipped
     events = make_events(total, first, rng)
+    if order == "time":  # as a journal holds them: occurred_at rising
+        events.sort(key=lambda e: e["occurred_at"])
     lines = [msgspec.json.encode(e) for e in events]
     pg_db = database.rsplit("/", 1)[-1].split("?")[0] if is_postgres_url(database) else None
     server0 = _server_cpu(pg_db) if pg_db else 0.0
@@ -175,6 +178,9 @@ async def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--mode", choices=["search", "ingest"], default="search")
     parser.add_argument("--batch", type=int, default=1000, help="events per insert (ingest)")
+    parser.add_argument("--order", choices=["random", "time"], default="random",
+                        help="ingest: events in random time order over 180 days (default, the"
+                        " worst case) or in time order, as a journal holds them")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         database = args.database or str(Path(tmp) / "portal.sqlite3")
@@ -182,7 +188,7 @@ async def main() -> None:
         await store.open()
         try:
             if args.mode == "ingest":
-                await ingest(store, database, args.events, args.batch)
+                await ingest(store, database, args.events, args.batch, args.order)
                 return
             await seed(store, args.events)
             where = database if is_postgres_url(database) else (
