@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import Workspace
 
 from auditshipd.portal.store_sqlite import SQLiteEventStore
 from auditshipd.testing import free_port
-from conftest import Workspace
 
 pytestmark = pytest.mark.integration
 STARTS = 12

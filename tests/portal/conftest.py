@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from portal_data import SEED_EVENTS, Oracle, make_events
+from portal_env import PortalEnv, make_config
 
 from auditshipd.portal.backend import event_store
 from auditshipd.portal.store import EventStore
@@ -78,67 +79,6 @@ async def seeded_store(seeded_database: str) -> AsyncIterator[EventStore]:
     await store.open()
     yield store
     await store.close()
-
-
-def make_config(tmp_path: Path, database: Path | str, extra: str = "") -> Any:
-    """A real Config (parsed from TOML) whose state and journal live in ``tmp_path``."""
-    from auditshipd.config import parse_config
-
-    text = f"""
-[journal]
-path = "{tmp_path}/journal/audit.jsonl"
-paths = ["{tmp_path}/journal/audit.jsonl*"]
-state_dir = "{tmp_path}/state"
-
-[portal]
-enabled = true
-listen = "127.0.0.1:0"
-database = "{database}"
-{extra}
-[[sinks]]
-name = "index"
-type = "portal"
-
-[[sinks]]
-name = "acme-siem"
-type = "http"
-organizations = ["acme"]
-"""
-    return parse_config(text, str(tmp_path / "auditshipd.toml"))
-
-
-class PortalEnv:
-    """A running portal on the seeded store, with tokens of every kind."""
-
-    def __init__(self, server: Any, journal: Path) -> None:
-        self.server = server
-        self.url = server.url
-        self.journal = journal
-
-    @classmethod
-    async def start(cls, server: Any, journal: Path) -> PortalEnv:
-        """The env with fresh tokens. The seeded store is shared by the tests of a run
-        (tokens live in it), so the previous test's tokens of these names are revoked."""
-        env = cls(server, journal)
-        tokens = server.tokens
-        for name in ("root-admin", "just-viewer", "gone", "acme-admin"):
-            await tokens.revoke(name)
-        env.admin = await tokens.create("root-admin", "admin")
-        env.viewer = await tokens.create("just-viewer", "viewer")
-        env.revoked = await tokens.create("gone", "admin")
-        await tokens.revoke("gone")
-        env.acme = await tokens.create("acme-admin", "admin", "acme")
-        return env
-
-    def auth(self, token: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}"}
-
-    def journal_events(self) -> list[dict[str, Any]]:
-        import json
-
-        if not self.journal.exists():
-            return []
-        return [json.loads(line) for line in self.journal.read_text().splitlines()]
 
 
 @pytest.fixture

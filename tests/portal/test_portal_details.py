@@ -12,11 +12,11 @@ from pathlib import Path
 from urllib.parse import quote, urljoin
 
 import pytest
+from portal_env import PortalEnv, make_config
 from yarl import URL
 
 from auditshipd.portal.pages import event_url
 from auditshipd.portal.store_sqlite import SQLiteEventStore
-from conftest import PortalEnv, make_config
 
 
 def _mode(path: Path) -> int:
@@ -129,8 +129,9 @@ async def test_portal_refuses_foreign_host(tmp_path: Path, allowed: list[str]) -
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "portal"))
+    from portal_env import make_config
+
     from auditshipd.portal import start_portal
-    from conftest import make_config  # tests/portal/conftest.py
 
     extra = f"allowed_hosts = {allowed!r}\n".replace("'", '"') if allowed else ""
     server = await start_portal(make_config(tmp_path, tmp_path / "p.sqlite3", extra), port=0)

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import make_config
+from portal_env import make_config
 
 EVENT = {"id": "evt_replica_1", "action": "user.login", "occurred_at": "2026-01-02T03:04:05Z",
          "actor": {"type": "user", "email": "alice@acme.example"}, "organization": {"slug": "acme"}}

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from portal_env import PortalEnv, make_config
 
 from auditshipd.delivery.batch import Batch
 from auditshipd.plugin import SinkContext
 from auditshipd.portal.backend import event_store
 from auditshipd.portal.query import EventFilter, format_time, parse_time, seq_base
 from auditshipd.portal.sink import PortalSink, PortalSinkOptions
-from conftest import PortalEnv, make_config
 
 UTC = dt.timezone.utc
 # Both ends of the range, both edges of the 1827-2112 span of the key, and ordinary times.
