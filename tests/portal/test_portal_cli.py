@@ -14,8 +14,7 @@ import pytest
 
 from auditshipd.config import parse_config
 from auditshipd.errors import ConfigError
-from auditshipd.portal.auth_store import auth_store
-from auditshipd.portal.backend import event_store
+from auditshipd.portal.backend import auth_store, event_store
 from auditshipd.portal.cli import add_parser
 from auditshipd.portal.config import portal_config
 from auditshipd.portal.tokens import Principal, TokenRecord, token_hash

@@ -149,7 +149,7 @@ async def test_sqlite_database_of_version_1_gains_token_tables(tmp_path: Path) -
     (schema version 1) gets the token and session tables when opened; its events stay."""
     import sqlite3
 
-    from auditshipd.portal.auth_store import auth_store
+    from auditshipd.portal.backend import auth_store
     from auditshipd.portal.sql import SCHEMA
     from auditshipd.portal.store_sqlite import SQLiteEventStore
 

@@ -38,7 +38,6 @@ __all__ = [
     "AuthStore",
     "SQLiteAuthStore",
     "Session",
-    "auth_store",
     "import_token_file",
     "new_csrf_token",
     "session_key",
@@ -287,21 +286,6 @@ class SQLiteAuthStore(AuthStore):
 
     def _delete_session_sync(self, key: str) -> None:
         self.events._conn().execute("DELETE FROM portal_sessions WHERE key = ?", (key,))
-
-
-def auth_store(events: Any) -> AuthStore:
-    """The token and session store living in the same database as ``events``."""
-    from .store_sqlite import SQLiteEventStore
-
-    if isinstance(events, SQLiteEventStore):
-        return SQLiteAuthStore(events)
-    from .pg_store import PostgresEventStore
-
-    if isinstance(events, PostgresEventStore):
-        from .pg_auth_store import PostgresAuthStore
-
-        return PostgresAuthStore(events)
-    raise TypeError(f"no token store for {type(events).__name__}")
 
 
 async def import_token_file(store: AuthStore, path: Path) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import ConfigError, PermanentError, RetryableError, SinkError
+from .auth_store import AuthStore, SQLiteAuthStore
 from .pg_store import is_postgres_url, safe_location
 from .store import EventStore
 from .store_sqlite import SQLiteEventStore
 
-__all__ = ["event_store", "is_postgres_url", "safe_location", "store_failure"]
+__all__ = ["auth_store", "event_store", "is_postgres_url", "safe_location", "store_failure"]
 
 
 def event_store(database: str) -> EventStore:
@@ -30,6 +31,19 @@ def event_store(database: str) -> EventStore:
 
         return PostgresEventStore(database)
     return SQLiteEventStore(database)
+
+
+def auth_store(events: EventStore) -> AuthStore:
+    """The token and session store living in the same database as ``events``."""
+    if isinstance(events, SQLiteEventStore):
+        return SQLiteAuthStore(events)
+    from .pg_store import PostgresEventStore
+
+    if isinstance(events, PostgresEventStore):
+        from .pg_auth_store import PostgresAuthStore
+
+        return PostgresAuthStore(events)
+    raise TypeError(f"no token store for {type(events).__name__}")
 
 
 def store_failure(exc: BaseException) -> SinkError | None:

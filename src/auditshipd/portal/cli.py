@@ -62,8 +62,8 @@ def add_parser(subparsers: Any) -> None:
 async def _with_tokens(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``action(tokens)`` on the token store of ``[portal] database`` (SQLite or
     PostgreSQL), after importing an earlier version's token file once."""
-    from .auth_store import auth_store, import_token_file
-    from .backend import event_store
+    from .auth_store import import_token_file
+    from .backend import auth_store, event_store
 
     config = load_config(getattr(args, "config", None))
     store = event_store(portal_config(config).database)

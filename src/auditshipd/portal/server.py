@@ -12,8 +12,8 @@ from aiohttp import web
 from ..journal.writer import AuditJournal
 from .access import AccessRecorder
 from .app import build_app, template_environment
-from .auth_store import AuthStore, auth_store, import_token_file
-from .backend import event_store
+from .auth_store import AuthStore, import_token_file
+from .backend import auth_store, event_store
 from .config import PortalConfig, portal_config
 from .guard import PortalState
 from .store import EventStore
