@@ -59,7 +59,10 @@ def test_commands_from_another_directory_use_auditshipd_config(ws, tmp_path_fact
     assert f"using {ws.config} (from $AUDITSHIPD_CONFIG)" in out.stderr
     tok = cli("token", "create", "--name", "me", "--role", "admin", cwd=elsewhere, env=env)
     assert tok.returncode == 0, tok.stderr
-    assert (ws.state / "portal-tokens.json").is_file() and str(ws.state) in tok.stderr
+    assert str(ws.state) in tok.stderr
+    listed = cli("token", "list", cwd=elsewhere, env=env)
+    assert listed.returncode == 0 and " me " in listed.stdout, listed.stderr
+    assert (ws.state / "portal.sqlite3").is_file()  # tokens live in the portal database
     assert list(elsewhere.iterdir()) == []
 
 

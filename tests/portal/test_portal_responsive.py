@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 from portal_data import make_events
+from portal_env import PortalEnv, make_config
 
 from auditshipd.portal.store_sqlite import SQLiteEventStore
-from conftest import PortalEnv, make_config
 
 CHROMIUM = os.environ.get("AUDITSHIPD_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -55,6 +55,15 @@ async def test_get_respects_organization_scope(store: EventStore) -> None:
     assert await store.get("nope") is None
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"q": "alice"}, {"actions": ("user.login",)},
+                                    {"q": "no-such-word-anywhere"}, {"q": "***"}])
+async def test_count_up_to_stops_above_the_cap(seeded_store, seeded_oracle, kwargs) -> None:
+    """count_up_to is the oracle's count while it is at most the cap, else cap + 1."""
+    total = len(seeded_oracle(**kwargs))
+    for cap in (0, 10, total, 10_000):
+        assert await seeded_store.count_up_to(EventFilter(**kwargs), cap) == min(total, cap + 1)
+
+
 @pytest.mark.parametrize("text", INJECTIONS)
 async def test_injection_strings_in_every_filter(seeded_store, seeded_oracle, text: str) -> None:
     """SQL/FTS5 syntax in any filter is plain text: no error, exactly the oracle's rows."""

@@ -368,6 +368,16 @@ class PostgresEventStore(EventStore):
         async with self._need_pool().acquire() as conn:
             return int(await conn.fetchval(sql, *params))
 
+    async def count_up_to(self, filters: EventFilter, cap: int) -> int:
+        phrases = query_phrases(filters.q)
+        if filters.q.strip() and not phrases:
+            return 0
+        inner, params = select_events(filters, phrases, None, "1")
+        params.append(cap + 1)
+        sql = f"SELECT count(*) FROM ({inner} LIMIT ${len(params)}) matched"
+        async with self._need_pool().acquire() as conn:
+            return int(await conn.fetchval(sql, *params))
+
     async def get(self, event_id: str, *, organization: str | None = None) -> dict[str, Any] | None:
         sql = "SELECT body FROM events WHERE id = $1"
         params: list[Any] = [pg_text(event_id)]
