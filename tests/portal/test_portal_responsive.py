@@ -60,7 +60,7 @@ async def small_portal(tmp_path: Path) -> AsyncIterator[PortalEnv]:
     config = make_config(tmp_path, database)
     server = await start_portal(config, port=0)
     try:
-        yield PortalEnv(server, Path(config.journal.path))
+        yield await PortalEnv.start(server, Path(config.journal.path))
     finally:
         await server.close()
 

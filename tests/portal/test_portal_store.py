@@ -73,6 +73,15 @@ async def test_injection_strings_in_every_filter(seeded_store, seeded_oracle, te
         assert got == seeded_oracle(**kwargs), kwargs
 
 
+async def test_is_cursor_knows_its_own_cursors(seeded_store) -> None:
+    """A next-page cursor of the store is one of its cursors; forged text is not (the
+    events page keeps only these in its Newer trail)."""
+    page = await seeded_store.query(EventFilter(), None, 10)
+    assert page.next_cursor and seeded_store.is_cursor(page.next_cursor)
+    for cursor in ("garbage", "AAAA", "' OR 1=1 --", "x" * 100, ""):
+        assert not seeded_store.is_cursor(cursor)
+
+
 async def test_bad_cursor_and_limits_are_value_errors(seeded_store) -> None:
     """A forged cursor or an out-of-range limit is a ValueError, not a crash."""
     for cursor in ("garbage", "AAAA", "' OR 1=1 --", "x" * 100):

@@ -153,7 +153,7 @@ async def events_page(request: web.Request) -> web.StreamResponse:
     )
     context["events"] = [summarize(e) for e in page.events]
     context["total"] = total
-    trail = valid_trail(request.query.getall("prev", [])) if cursor else []
+    trail = valid_trail(store, request.query.getall("prev", [])) if cursor else []
     context["links"] = page_links("/events", pairs, cursor, trail, page.next_cursor)
     return render(request, "events.html", **context)
 

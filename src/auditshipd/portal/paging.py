@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 from urllib.parse import urlencode
 
-from .query import EventFilter, decode_cursor
+from .query import EventFilter
 from .store import EventStore
 
 __all__ = ["MAX_TRAIL", "TOTAL_CAP", "PageLinks", "Total", "match_total", "page_links", "valid_trail"]
@@ -30,16 +30,9 @@ class PageLinks(NamedTuple):
     older: str | None
 
 
-def valid_trail(values: Sequence[str]) -> list[str]:
-    """The ``prev`` cursors that are ours (others are dropped: they only make links)."""
-    out = []
-    for value in values[-MAX_TRAIL:]:
-        try:
-            decode_cursor(value)
-        except ValueError:
-            continue
-        out.append(value)
-    return out
+def valid_trail(store: EventStore, values: Sequence[str]) -> list[str]:
+    """The ``prev`` cursors that are ``store``'s (others are dropped: they only make links)."""
+    return [value for value in values[-MAX_TRAIL:] if store.is_cursor(value)]
 
 
 def page_links(

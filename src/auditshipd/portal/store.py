@@ -102,6 +102,11 @@ class EventStore(abc.ABC):
         return PurgeResult({}, await self.purge(default_cutoff))
 
     @abc.abstractmethod
+    def is_cursor(self, cursor: str) -> bool:
+        """Whether ``cursor`` is a page cursor of this store (each store has its own
+        format); :meth:`query` raises ValueError for one that is not."""
+
+    @abc.abstractmethod
     async def count(self, filters: EventFilter | None = None) -> int:
         """How many events match."""
 

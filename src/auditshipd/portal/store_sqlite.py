@@ -302,6 +302,13 @@ class SQLiteEventStore(EventStore):
         next_cursor = encode_cursor(rows[-1][0]) if more else None
         return Page([_decode(body) for _, body in rows], next_cursor)
 
+    def is_cursor(self, cursor: str) -> bool:
+        try:
+            decode_cursor(cursor)
+        except ValueError:
+            return False
+        return True
+
     async def count(self, filters: EventFilter | None = None) -> int:
         filters = filters or EventFilter()
         phrases = query_phrases(filters.q)
