@@ -154,4 +154,5 @@ async def test_streams_and_openapi(portal, http) -> None:
     async with http.get(f"{portal.url}/api/openapi.json") as r:
         doc = await r.json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/api/events", "/api/events/{id}", "/api/export", "/api/streams"}
+    assert set(doc["paths"]) == {"/api/events", "/api/events/{id}", "/api/export", "/api/export.manifest",
+                                 "/api/streams"}

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from portal_env import make_config
 
 from auditshipd.integrity.keys import generate_key
 from auditshipd.portal.store_sqlite import SQLiteEventStore
-from conftest import make_config
 
 AUDITSHIPD = str(Path(sys.executable).parent / "auditshipd")
 LINK_RE = re.compile(r"^<(/api/export\.manifest\?[^>]+)>; rel=\"describedby\"$")
@@ -41,9 +41,15 @@ def _events() -> list[dict[str, Any]]:
 class Env:
     def __init__(self, server: Any, tmp: Path) -> None:
         self.server, self.url, self.tmp = server, server.url, tmp
-        self.admin = server.tokens.create("root-admin", "admin")
-        self.acme = server.tokens.create("acme-admin", "admin", "acme")
-        self.viewer = server.tokens.create("viewer", "viewer")
+
+    @classmethod
+    async def start(cls, server: Any, tmp: Path) -> Env:
+        """The env with an admin, an organization admin and a viewer token (in the store)."""
+        env = cls(server, tmp)
+        env.admin = await server.tokens.create("root-admin", "admin")
+        env.acme = await server.tokens.create("acme-admin", "admin", "acme")
+        env.viewer = await server.tokens.create("viewer", "viewer")
+        return env
 
     @staticmethod
     def auth(token: str) -> dict[str, str]:
@@ -69,7 +75,7 @@ async def _start(tmp_path: Path, signed: bool) -> Any:
 async def signed(tmp_path: Path) -> AsyncIterator[Env]:
     server = await _start(tmp_path, signed=True)
     try:
-        yield Env(server, tmp_path)
+        yield await Env.start(server, tmp_path)
     finally:
         await server.close()
 
@@ -195,7 +201,7 @@ async def test_page_export_links_carry_as_of_and_their_manifests(signed, http):
 async def test_without_a_signing_key_exports_work_and_manifests_are_unavailable(tmp_path, http):
     server = await _start(tmp_path, signed=False)
     try:
-        env = Env(server, tmp_path)
+        env = await Env.start(server, tmp_path)
         async with http.get(f"{env.url}/api/export", headers=env.auth(env.admin)) as r:
             assert r.status == 200 and b"evt_" in await r.read()
             assert r.headers["X-Export-Manifest"] == "unavailable" and "Link" not in r.headers

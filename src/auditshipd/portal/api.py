@@ -101,7 +101,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/export.manifest")
 async def export_manifest(request: web.Request) -> web.StreamResponse:
-    principal, _ = require(request, "export", api=True)
+    principal, _ = await require(request, "export", api=True)
     state = request.app[STATE]
     key = signing_key(state.config)
     if key is None:
