@@ -36,6 +36,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from .field_template import FieldTemplate
 
 __all__ = [
     "DEFAULT_TOPIC",
@@ -90,7 +91,7 @@ class MqttOptions(SinkOptions):
     tls_verify: bool = True
 
 
-class TopicTemplate:
+class TopicTemplate(FieldTemplate):
     """``audit/{organization.slug}/{action}`` rendered against an event.
 
     A placeholder is a dotted path into the event. A missing, empty or non-scalar value
@@ -98,39 +99,13 @@ class TopicTemplate:
     a value can neither add topic levels nor act as a wildcard.
     """
 
-    __slots__ = ("template", "_parts")
-
-    def __init__(self, template: str):
-        self.template = template
-        self._parts: list[tuple[str, tuple[str, ...] | None]] = []
-        for literal, field, spec, conv in string.Formatter().parse(template):
-            if literal:
-                self._parts.append((literal, None))
-            if field is not None:
-                if not field or spec or conv or any(not p for p in field.split(".")):
-                    raise ValueError(f"bad placeholder {{{field}}}: use a dotted field path")
-                self._parts.append(("", tuple(field.split("."))))
+    __slots__ = ()
+    unsafe = _UNSAFE
 
     def __call__(self, event: dict[str, Any]) -> str:
-        out = []
-        for literal, path in self._parts:
-            out.append(literal if path is None else _topic_value(event, path))
-        topic = "".join(out)
+        topic = super().__call__(event)
         # Topics starting with '$' are reserved for the broker ($SYS...).
         return "_" + topic[1:] if topic.startswith("$") else topic
-
-
-def _topic_value(event: dict[str, Any], path: tuple[str, ...]) -> str:
-    value: Any = event
-    for part in path:
-        value = value.get(part) if isinstance(value, dict) else None
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (str, int, float)):
-        text = str(value)
-    else:
-        text = ""
-    return text.translate(_UNSAFE) or "unknown"
 
 
 def validate_options(options: MqttOptions) -> None:

@@ -34,6 +34,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from .field_template import FieldTemplate
 
 __all__ = [
     "DEFAULT_SUBJECT",
@@ -80,7 +81,7 @@ class NatsOptions(SinkOptions):
     timeout: float = 10.0
 
 
-class SubjectTemplate:
+class SubjectTemplate(FieldTemplate):
     """``audit.{organization.slug}.{action}`` rendered against an event.
 
     A placeholder is a dotted path into the event. A missing, empty or non-scalar value
@@ -88,37 +89,8 @@ class SubjectTemplate:
     ``_`` so a value can neither add subject tokens nor act as a wildcard.
     """
 
-    __slots__ = ("template", "_parts")
-
-    def __init__(self, template: str):
-        self.template = template
-        self._parts: list[tuple[str, tuple[str, ...] | None]] = []
-        for literal, field, spec, conv in string.Formatter().parse(template):
-            if literal:
-                self._parts.append((literal, None))
-            if field is not None:
-                if not field or spec or conv or any(not p for p in field.split(".")):
-                    raise ValueError(f"bad placeholder {{{field}}}: use a dotted field path")
-                self._parts.append(("", tuple(field.split("."))))
-
-    def __call__(self, event: dict[str, Any]) -> str:
-        return "".join(
-            literal if path is None else _subject_value(event, path)
-            for literal, path in self._parts
-        )
-
-
-def _subject_value(event: dict[str, Any], path: tuple[str, ...]) -> str:
-    value: Any = event
-    for part in path:
-        value = value.get(part) if isinstance(value, dict) else None
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (str, int, float)):
-        text = str(value)
-    else:
-        text = ""
-    return text.translate(_UNSAFE) or "unknown"
+    __slots__ = ()
+    unsafe = _UNSAFE
 
 
 def _urls(options: NatsOptions) -> list[str]:
