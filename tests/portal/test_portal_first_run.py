@@ -94,3 +94,50 @@ async def test_login_hint_and_first_event_hint_work_as_written(fresh_portal, htt
     async with http.get(f"{fresh_portal.url}/events", headers=headers) as r:
         page = await r.text()
     assert 'id="first-run"' not in page and "user.login" in page
+
+
+async def test_hints_work_from_elsewhere_when_the_config_paths_are_relative(
+    tmp_path: Path, http, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config with relative paths (as in a checkout) means the portal's working directory:
+    the suggested commands go there first, so pasted anywhere they use the portal's state
+    and journal, never a second ``./var``."""
+    from auditshipd.portal import start_portal
+
+    app = tmp_path / "app"
+    (app / "config").mkdir(parents=True)
+    (app / "config" / "auditshipd.toml").write_text("""
+[journal]
+path = "var/journal/audit.jsonl"
+paths = ["var/journal/audit.jsonl*"]
+state_dir = "var/state"
+
+[portal]
+enabled = true
+listen = "127.0.0.1:0"
+
+[[sinks]]
+name = "index"
+type = "portal"
+""")
+    monkeypatch.chdir(app)
+    server = await start_portal(load_config(Path("config/auditshipd.toml")), port=0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        async with http.get(f"{server.url}/login") as r:
+            command = html.unescape(HINT.search(await r.text()).group(1))
+        assert command.startswith("cd ")
+        done = _shell(command, elsewhere)
+        assert done.returncode == 0, done.stderr
+        token = done.stdout.strip()
+        async with http.get(f"{server.url}/events", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+            emit = html.unescape(HINT.search(await r.text()).group(1))
+        done = _shell(emit, elsewhere)
+        assert done.returncode == 0, done.stderr
+    finally:
+        await server.close()
+    assert not (elsewhere / "var").exists()
+    journal = app / "var" / "journal" / "audit.jsonl"
+    assert any(json.loads(line)["action"] == "user.login" for line in journal.read_text().splitlines())

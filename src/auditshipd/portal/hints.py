@@ -19,6 +19,21 @@ def _config_option(config: Any) -> str:
     return " -c " + shlex.quote(os.path.abspath(source))
 
 
+def _relative_paths(config: Any) -> bool:
+    """The config names its journal or state dir relative to the working directory."""
+    journal = getattr(config, "journal", None)
+    values = [getattr(journal, "state_dir", ""), getattr(journal, "path", "")]
+    return any(v and not os.path.isabs(str(v)) for v in values)
+
+
+def _prefix(config: Any) -> str:
+    """``cd DIR && `` when the config's paths are relative: they mean the directory the
+    portal runs in, so the command must run there too, or it would use a second, empty
+    ``./var`` wherever it is pasted. Then ``sudo -u USER`` when needed."""
+    cd = f"cd {shlex.quote(os.getcwd())} && " if _relative_paths(config) else ""
+    return cd + _run_as(config)
+
+
 def _run_as(config: Any) -> str:
     """``sudo -u USER `` when the state dir belongs to a service account (uid 1-999) that
     is not the one running this: the token file must be written as that account."""
@@ -38,12 +53,12 @@ def _run_as(config: Any) -> str:
 
 def token_command(config: Any) -> str:
     """Creates an admin token named after the user running it, and prints it."""
-    return f'{_run_as(config)}auditshipd token create{_config_option(config)} --name "$USER" --role admin'
+    return f'{_prefix(config)}auditshipd token create{_config_option(config)} --name "$USER" --role admin'
 
 
 def emit_command(config: Any) -> str:
     """Records one test event in the journal the daemon ships from."""
     return (
-        f"{_run_as(config)}auditshipd emit{_config_option(config)} user.login "
+        f"{_prefix(config)}auditshipd emit{_config_option(config)} user.login "
         "--actor-email you@example.com"
     )
