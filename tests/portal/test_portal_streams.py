@@ -126,7 +126,8 @@ def _state_dir(config: Config) -> None:
             updated_at=long_ago)
     _status(config, "globex.siem", state="blocked", last_error="dead-letter storage is full",
             last_error_at=now, updated_at=now)
-    _status(config, "shared", state="active", last_success_at=SYNCED, updated_at=now)
+    _status(config, "shared", state="active", last_success_at=SYNCED, updated_at=now,
+            last_error="HTTP 503 from siem", last_error_at=long_ago, last_error_resolved_at=SYNCED)
 
 
 @pytest.fixture
@@ -238,3 +239,19 @@ def test_scrub_secrets() -> None:
     assert scrub_secrets('{"api_key": "k-42", "code": 7}') == '{"api_key": "***", "code": 7}'
     assert scrub_secrets("key AKIAABCDEFGHIJKLMNOP denied") == "key *** denied"
     assert scrub_secrets("password=pw1&user=bob") == "password=***&user=bob"
+
+
+async def test_a_resolved_error_is_shown_as_resolved(streams_portal, http) -> None:
+    """A sink that delivers again keeps its last error for the record, marked resolved, in
+    the API and on the page (not styled as a current error)."""
+    _, rows = await _streams(http, streams_portal, "operator")
+    assert rows["shared"]["state"] == "active"
+    assert rows["shared"]["last_error"] == "HTTP 503 from siem"
+    assert rows["shared"]["last_error_resolved_at"] == SYNCED
+    assert rows["acme-http"]["last_error_resolved_at"] is None
+    headers = {"Authorization": f"Bearer {streams_portal.test_tokens['operator']}"}
+    async with http.get(f"{streams_portal.url}/streams", headers=headers) as r:
+        html = await r.text()
+    row = html[html.index('data-stream="shared"'):]
+    row = row[:row.index("</tr>")]
+    assert "resolved: delivering again since" in row and "error-text" not in row

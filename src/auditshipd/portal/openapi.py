@@ -114,6 +114,8 @@ def openapi_document() -> dict[str, Any]:
                     "last_synced_at": {"type": "string", "nullable": True,
                                        "description": "last acknowledged delivery (RFC 3339)"},
                     "last_error_at": {"type": "string", "nullable": True},
+                    "last_error_resolved_at": {"type": "string", "nullable": True,
+                                               "description": "when the sink delivered again after last_error (null while the error lasts)"},
                     "lag_events_exact": {"type": "boolean", "nullable": True},
                     "stream_organization": {"type": "string", "nullable": True,
                                             "description": "organization whose stream file defines the sink"},

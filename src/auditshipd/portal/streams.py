@@ -2,7 +2,9 @@
 
 Rows come from :func:`auditshipd.service.status.sink_status` (the state dir and the journal files,
 so the portal answers the same whether it runs inside the daemon or alone). The state is
-one of ``active``, ``error`` (with ``last_error``), ``inactive`` or ``blocked``;
+one of ``active``, ``error`` (with ``last_error``), ``inactive`` or ``blocked``; an
+``active`` sink may still show its last error, with ``last_error_resolved_at`` (when it
+delivered again);
 ``last_synced_at`` is the last acknowledged delivery. Error messages have credentials
 removed before they leave the process.
 
@@ -30,7 +32,8 @@ log = logging.getLogger("auditshipd.portal")
 LAG_COUNT_BUDGET = 4 * 1024 * 1024
 STREAM_STATES = ("active", "error", "inactive", "blocked")
 STREAM_FIELDS = (
-    "name", "type", "state", "last_synced_at", "last_error", "last_error_at", "lag_bytes",
+    "name", "type", "state", "last_synced_at", "last_error", "last_error_at",
+    "last_error_resolved_at", "lag_bytes",
     "lag_events", "lag_events_exact", "last_success_at", "dead_letter_count",
     "quarantine_count",
 )
