@@ -1,9 +1,11 @@
-"""Build of the optional C tier of the redaction fast path, and of the files the wheel
-ships for users (everything else is in pyproject.toml).
+"""Build of the optional C extensions (the redaction fast path, the SIEM format encoders,
+the integrity hash chain), and of the files the wheel ships for users (everything else is
+in pyproject.toml).
 
 ``optional=True``: without a C compiler and the Python headers the package still installs
-and redaction runs on its Python tiers (the same output, slower; the daemon says so once at
-start, ``bench/bench_redact.py`` prints which tier is in use).
+and runs on the Python code each extension mirrors (the same output, slower; the daemon
+says so once at start for redaction, ``bench/bench_redact.py`` prints which tier is in
+use).
 
 The example configs, the systemd unit, the docs, the README and the LICENSE live once, at
 the top of the source tree; ``build_py`` copies them into ``auditshipd/share/`` of the
@@ -27,6 +29,9 @@ SHIPPED = [
     ("plugins/*.py", "plugins"),
 ]
 
+# The optional C extensions, each beside the Python code it mirrors byte for byte.
+C_EXTENSIONS = ["redaction._redact_c", "integrity._chain_c"]
+
 
 class BuildPyWithShare(build_py):
     def run(self):
@@ -45,10 +50,11 @@ setup(
     cmdclass={"build_py": BuildPyWithShare},
     ext_modules=[
         Extension(
-            "auditshipd.redaction._redact_c",
-            ["src/auditshipd/redaction/_redact_c.c"],
+            f"auditshipd.{name}",
+            [f"src/auditshipd/{name.replace('.', '/')}.c"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11"],
         )
+        for name in C_EXTENSIONS
     ],
 )

@@ -23,7 +23,7 @@ apt_install() {  # apt_install REASON PACKAGE...
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# The C tier of redaction (src/auditshipd/redaction/_redact_c.c) needs a C compiler and Python.h.
+# The C extensions (src/auditshipd/*/_*_c.c: redaction, formats, integrity) need a C compiler and Python.h.
 # Without them the package still installs (redaction on its Python tiers, ~3x slower):
 # "required" fails instead (the test suite checks the C tier is built).
 c_toolchain() {  # c_toolchain required|optional
@@ -49,7 +49,7 @@ make_venv() {  # make_venv EXTRAS
   local stamp=.venv/.auditshipd-installed
   local want
   # "cc": a compiler installed since the last install gets the C tier built.
-  want="$(cat pyproject.toml setup.py src/auditshipd/redaction/_redact_c.c | sha256sum | cut -c1-16) ${extras}"
+  want="$(cat pyproject.toml setup.py src/auditshipd/*/_*_c.c | sha256sum | cut -c1-16) ${extras}"
   command -v cc >/dev/null 2>&1 && want="$want cc"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0

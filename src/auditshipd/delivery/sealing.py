@@ -35,16 +35,16 @@ def sealing_for(config: Config, sc: SinkConfig, saved: dict[str, Any] | None
 
 
 class Sealing:
-    __slots__ = ("formatted", "sealer", "seal_line")
+    __slots__ = ("formatted", "sealer", "seal_lines")
 
     def __init__(self, sealer: Any, *, formatted: bool = False) -> None:
         self.sealer = sealer  # integrity.sealer.StreamSealer
-        self.seal_line: Callable[[bytes], bytes] = sealer.seal
+        self.seal_lines: Callable[[list[bytes]], list[bytes]] = sealer.seal_lines
         # A sink with a format is handed the batch's payloads: a digest goes there too.
         self.formatted = formatted
 
     def seal(self, lines: list[bytes]) -> list[bytes]:
-        return list(map(self.seal_line, lines))
+        return self.seal_lines(lines)
 
     def wait(self, timeout: float | None) -> float:
         """The read timeout, shortened so that an idle stream still gets its digests."""

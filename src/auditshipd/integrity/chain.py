@@ -13,18 +13,37 @@ receiver gets. ``hash(n) = SHA-256("<n>\\n<prev>\\n" + event bytes)`` in hex; ``
 form, keeps the cost to one SHA-256 per event. :class:`ChainState` is what the sink's
 cursor commits: after a crash the same events are read again from the committed offset
 and get the same numbers.
+
+:meth:`StreamChain.seal` is the reference; :meth:`StreamChain.seal_lines` seals a batch's
+lines through the C extension ``_chain_c`` (the same bytes, a fraction of the cost) when
+it is built and not switched off (``AUDITSHIPD_CHAIN_C=0``), else through ``seal``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from binascii import hexlify as _hexlify
 from typing import Any
 
 import msgspec
 
-__all__ = ["SEALED_RE", "ChainState", "StreamChain", "event_hash", "genesis", "unseal"]
+__all__ = ["SEALED_RE", "ChainState", "StreamChain", "chain_c", "event_hash", "genesis",
+           "unseal"]
+
+try:
+    from . import _chain_c as _built_c
+except ImportError:  # built without a C compiler: seal() does every line
+    _built_c = None
+
+
+def chain_c() -> object | None:
+    """The C extension that seals runs of lines, or None (not built, or switched off with
+    ``AUDITSHIPD_CHAIN_C=0``)."""
+    if os.environ.get("AUDITSHIPD_CHAIN_C", "1") == "0":
+        return None
+    return _built_c
 
 # The integrity member of a sealed line, as the sealer writes it (and nothing else).
 SEALED_RE = re.compile(
@@ -77,15 +96,34 @@ _encode = msgspec.json.Encoder().encode
 class StreamChain:
     """Seals encoded event lines (compact JSON objects) of one stream, in order."""
 
-    __slots__ = ("state", "_seq", "_head")
+    __slots__ = ("state", "_seq", "_head", "_c")
 
-    def __init__(self, state: ChainState):
+    def __init__(self, state: ChainState, *, use_c: bool = True):
         if not state.head:
             state.head = genesis(state.stream)
         self.state = state
         # The hot copies; ``state`` is brought up to date by :meth:`sync`.
         self._seq = state.seq
         self._head = state.head.encode()
+        self._c: Any = chain_c() if use_c else None
+
+    def seal_lines(self, lines: list[bytes]) -> list[bytes]:
+        """``[self.seal(line) for line in lines]``, in C where the extension can: it
+        stops at a line it leaves to :meth:`seal` (one not starting with ``{`` or one
+        holding ``"integrity"``), which seals it, and goes on after it."""
+        c = self._c
+        if c is None or self._seq >= 1 << 62:
+            return list(map(self.seal, lines))
+        if type(lines) is not list:
+            lines = list(lines)
+        out: list[bytes] = []
+        i, n = 0, len(lines)
+        while True:
+            i, self._seq, self._head = c.seal_run(lines, i, self._seq, self._head, out)
+            if i >= n:
+                return out
+            out.append(self.seal(lines[i]))
+            i += 1
 
     def seal(self, line: bytes) -> bytes:
         """``line`` with its ``integrity`` member first, the next seq taken. A member of

@@ -14,7 +14,7 @@ __all__ = ["StreamSealer"]
 
 
 class StreamSealer:
-    __slots__ = ("chain", "key", "policy", "seal")
+    __slots__ = ("chain", "key", "policy", "seal", "seal_lines")
 
     def __init__(self, stream: str, key: SigningKey, policy: DigestPolicy,
                  saved: dict[str, Any] | None = None):
@@ -25,6 +25,7 @@ class StreamSealer:
         self.key = key
         self.policy = policy
         self.seal = self.chain.seal
+        self.seal_lines = self.chain.seal_lines
 
     def digest_due(self, now: float | None = None) -> bool:
         return self.policy.due(self.chain.sync(), time.time() if now is None else now)
