@@ -86,7 +86,9 @@ _ORGS: BytesCache[bytes] = BytesCache(_organization, max_entries=4096)
 
 
 class FastCefEncoder(FastLines, CefEncoder):
-    """CefEncoder whose ``encode_lines`` writes bytes from the typed view."""
+    """CefEncoder whose ``encode_lines`` writes bytes in C, else from the typed view."""
+
+    c_format = 2  # _formats_c.CEF
 
     def __init__(self, actions: Mapping[str, OcsfAction] | None = None, **kw: Any):
         super().__init__(actions, **kw)

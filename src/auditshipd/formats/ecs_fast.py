@@ -89,7 +89,9 @@ _ORGS: BytesCache[bytes] = BytesCache(_organization, max_entries=4096)
 
 
 class FastEcsEncoder(FastLines, EcsEncoder):
-    """EcsEncoder whose ``encode_lines`` writes bytes from the typed view."""
+    """EcsEncoder whose ``encode_lines`` writes bytes in C, else from the typed view."""
+
+    c_format = 1  # _formats_c.ECS
 
     def __init__(self, actions: Mapping[str, OcsfAction] | None = None, **kw: Any):
         super().__init__(actions, **kw)
