@@ -1,5 +1,6 @@
 """Integrity on, through the daemon: what arrives after kill -9 crashes verifies (with
-duplicates), and the S3 sink writes its digests as objects under digests/ (moto server)."""
+duplicates), the S3 sink writes its digests as objects under digests/ (moto server), and
+events that went through a dead letter and `dlq replay` still verify."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import boto3
 import pytest
 from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
 
+from auditshipd.delivery.deadletters import DeadLetterFile
 from auditshipd.integrity.keys import generate_key
 from auditshipd.journal.cursor import CursorStore
 from auditshipd.testing import read_jsonl_ids, wait_for, write_events
@@ -253,3 +255,53 @@ timeout = 0.05
     outs["ecs"].write_bytes(b"\n".join(lines) + b"\n")
     bad = verify("--public-key", f"{key}.pub", "--now", at, str(outs["ecs"]))
     assert bad.returncode == 1 and "modified" in bad.stdout
+
+
+def test_dead_lettered_events_of_a_formatted_sink_replay_sealed(ws):
+    """An OCSF sink with integrity on: one batch is refused for good and goes to the
+    dead-letter file with the sealed OCSF lines it was handed; `dlq replay` delivers
+    exactly those lines, so `auditshipd verify --allow-reorder` passes on the output
+    with every seq once (a replay that encoded the events again would be 'inserted')."""
+    key = ws.root / "signing.key"
+    generate_key(key)
+    out, script = ws.root / "flaky.jsonl", ws.root / "script.txt"
+    script.write_text("ok\npermanent\n")
+    ws.write_config(f"""
+[[sinks]]
+name = "flaky"
+type = "flaky"
+out = "{out}"
+script = "{script}"
+format = "ocsf"
+integrity = true
+[sinks.batch]
+max_events = 20
+timeout = 0.05
+""", extra=integrity_table(key, interval=1.0, events=1000))
+    ids = write_events(ws.journal, "dl", 100)
+
+    def delivered() -> list[dict]:
+        if not out.exists():
+            return []
+        return [json.loads(x) for x in out.read_bytes().splitlines()
+                if b'"auditshipd.digest"' not in x]
+
+    with ws.daemon() as d:
+        d.wait_started()
+        wait_for(lambda: len(delivered()) == 80, 60, message="the 80 events not dead-lettered")
+        wait_for(lambda: (last_digest(out) or {}).get("last_seq") == 100, 30,
+                 message="a digest covering every seq")
+        assert d.terminate() == 0
+    (letter,) = DeadLetterFile(ws.state, "flaky").read()
+    assert len(letter.events) == 20 and letter.lines is not None
+    assert all(x.startswith('{"integrity":{"seq":') and '"class_uid"' in x for x in letter.lines)
+    res = subprocess.run([AUDITSHIPD, "dlq", "replay", "--sink", "flaky", "-c", str(ws.config)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    events = delivered()
+    assert sorted(e["metadata"]["uid"] for e in events) == ids
+    assert sorted(e["integrity"]["seq"] for e in events) == list(range(1, 101))
+    at = (last_digest(out) or {})["time"]
+    checked = verify("--public-key", f"{key}.pub", "--now", at, "--allow-reorder", str(out))
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert "100 events (seq 1-100)" in checked.stdout

@@ -61,3 +61,31 @@ def test_remove_first_keeps_unreadable_lines_and_later_appends(tmp_path):
     dlf.remove_first(2, [_letter("b-kept")])
     assert dlf.path.read_bytes().count(b"not json") == 1
     assert [x.events[0]["id"] for x in dlf.read()] == ["b-kept", "c"]
+
+
+def test_a_formatted_batch_keeps_the_lines_it_was_handed(tmp_path):
+    """A batch in a sink's format (sealed CEF-like text here) becomes a letter with its
+    events and its exact lines; written and read back, the replayed batch is those
+    lines with the events as source, slices included; a letter without lines (written
+    before lines were kept) is encoded again."""
+    from auditshipd.delivery.batch import Batch
+    from auditshipd.formats.registry import build_encoder
+
+    source = [b'{"id":"a","action":"user.created"}', b'{"id":"b","action":"x.y"}']
+    sent = [b'{"integrity":{"seq":7},"x":"\xc3\xa9"}', b"CEF:0|a\\|b|c=d"]
+    letter = deadletter.letter_for(Batch(lines=sent, source=source), sink="s", error="e",
+                                   retryable=False, attempts=2, first_attempt_at="t",
+                                   last_attempt_at="t", dead_lettered_at="t")
+    dlf = DeadLetterFile(tmp_path, "s")
+    dlf.append(letter)
+    (back,) = dlf.read()
+    batch = deadletter.letter_batch(None, back)
+    assert batch.lines == sent and batch.events == [{"id": "a", "action": "user.created"},
+                                                    {"id": "b", "action": "x.y"}]
+    assert batch[1:].lines == sent[1:] and batch[1:].ids == ["b"]
+    native = deadletter.letter_for(Batch(lines=source), sink="s", error="e", retryable=False,
+                                   attempts=1, first_attempt_at="t", last_attempt_at="t",
+                                   dead_lettered_at="t")
+    assert native.lines is None
+    old = deadletter.letter_batch(build_encoder("cef"), native)
+    assert old.lines[0].startswith(b"CEF:0|") and old.ids == ["a", "b"]

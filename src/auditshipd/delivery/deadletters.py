@@ -8,6 +8,13 @@ cursor moves past the events. A lock file serialises the daemon's appends with
 ``dlq replay``'s rewrite. Storage is bounded: past ``max_bytes`` a write raises
 :class:`DeadLetterFull` and the sink stops advancing instead of discarding anything.
 
+A sink with a ``format`` was handed the lines in that format (sealed, with
+``integrity = true``): its letters keep those exact lines too (``lines``), and ``dlq
+replay`` sends them as they are, so a replayed event carries the ``seq`` and hash it was
+sealed with and the stream still verifies. Letters of a native sink hold the events as
+delivered (a sealed line decodes to its event, ``integrity`` member first, and encodes
+back to the same bytes).
+
 A line that cannot be decoded (the torn end of an append cut by a crash or a full
 disk) is reported by :meth:`DeadLetterFile.scan` and kept where it is, byte for byte:
 it may be the only copy of events, so only a person decides what to do with it. The
@@ -44,6 +51,8 @@ __all__ = [
     "DeadLetterScan",
     "ReplayResult",
     "dlq_summary",
+    "letter_batch",
+    "letter_for",
     "replay",
 ]
 
@@ -61,6 +70,29 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     last_attempt_at: str
     dead_lettered_at: str
     events: list[dict[str, Any]]
+    # A sink with a format: the lines it was handed (encoded, sealed with integrity on),
+    # one per event; None for a native sink (``events`` are what it was handed).
+    lines: list[str] | None = None
+
+
+def letter_for(batch: Batch, *, sink: str, error: str, retryable: bool, attempts: int,
+               first_attempt_at: str, last_attempt_at: str, dead_lettered_at: str
+               ) -> DeadLetter:
+    """The dead letter of ``batch``: its redacted events, and for a batch in a sink's
+    format the exact lines the sink was handed."""
+    lines = [x.decode() for x in batch.lines] if batch.formatted else None
+    return DeadLetter(sink=sink, error=error, retryable=retryable, attempts=attempts,
+                      first_attempt_at=first_attempt_at, last_attempt_at=last_attempt_at,
+                      dead_lettered_at=dead_lettered_at, events=batch.events, lines=lines)
+
+
+def letter_batch(encoder: Any, letter: DeadLetter) -> Batch:
+    """What ``dlq replay`` hands the sink: the lines the letter kept, else its events in
+    the sink's format (letters written before lines were kept)."""
+    if letter.lines is not None and len(letter.lines) == len(letter.events):
+        return Batch(lines=[x.encode() for x in letter.lines],
+                     source=[_encode(e) for e in letter.events])
+    return reformat(encoder, Batch(letter.events))
 
 
 class DeadLetterScan(msgspec.Struct, kw_only=True):
@@ -224,11 +256,11 @@ class ReplayResult:
         return not self.letters_kept and not self.unreadable_lines and self.error is None
 
 def _kept(letter: DeadLetter, failure: DeliveryFailure) -> DeadLetter:
-    return DeadLetter(
-        sink=letter.sink, error=scrub_secrets(str(failure.error)) or "",
+    return letter_for(
+        failure.batch, sink=letter.sink, error=scrub_secrets(str(failure.error)) or "",
         retryable=failure.error.retryable, attempts=letter.attempts + failure.attempts,
         first_attempt_at=letter.first_attempt_at, last_attempt_at=failure.last_attempt_at,
-        dead_lettered_at=letter.dead_lettered_at, events=failure.batch.events)
+        dead_lettered_at=letter.dead_lettered_at)
 
 async def replay(config: Config, sink_name: str, *, attempts: int = 3,
                  progress: Any = None) -> ReplayResult:
@@ -255,7 +287,8 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
                               journal_path=config.journal.path, config=config,
                               format=sc.format)
         sink = sc.sink_type.build(sc.name, sc.options, context)
-        # Dead letters hold the redacted events; the sink gets them in its format again.
+        # A letter of a sink with a format kept the lines it was handed (sealed with
+        # integrity on): they go out as they are; older letters are encoded again.
         encoder = encoder_for_sink(config, sc)
         try:
             await sink.start()
@@ -266,7 +299,7 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
                                  ) -> None:
                     into.append(f)
 
-                batch = reformat(encoder, Batch(letter.events))
+                batch = letter_batch(encoder, letter)
                 sent = await deliver(sink.send, batch, backoff, on_failed=failed)
                 keep.extend(_kept(letter, f) for f in failures)
                 result.replayed += sent

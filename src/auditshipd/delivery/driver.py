@@ -31,7 +31,7 @@ from ..scrub import scrub_secrets, sink_secrets
 from ..timestamps import now_rfc3339, parse_time
 from .batch import Batch
 from .batcher import Part, PendingBatch, add_lines, cut_chunk
-from .deadletters import DeadLetter, DeadLetterFile, DeadLetterFull
+from .deadletters import DeadLetterFile, DeadLetterFull, letter_for
 from .lines import LineProcessor
 from .quarantine import QuarantineFile, QuarantineRecord
 from .recovery import Health
@@ -319,10 +319,10 @@ class SinkDriver:
 
     async def _dead_letter(self, batch: Batch, err: SinkError, attempts: int, first_at: str
                            ) -> None:
-        letter = DeadLetter(
-            sink=self.name, error=scrub_secrets(str(err), self.secrets) or "", retryable=err.retryable, attempts=attempts,
-            first_attempt_at=first_at, last_attempt_at=now_rfc3339(),
-            dead_lettered_at=now_rfc3339(), events=batch.events,
+        letter = letter_for(
+            batch, sink=self.name, error=scrub_secrets(str(err), self.secrets) or "",
+            retryable=err.retryable, attempts=attempts, first_attempt_at=first_at,
+            last_attempt_at=now_rfc3339(), dead_lettered_at=now_rfc3339(),
         )
         warned = 0.0
         while True:
