@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -59,3 +63,38 @@ def build_stream(key: SigningKey, n_events: int, *, stream: str = "siem",
     now += interval
     lines.append(sealer.digest(now))
     return BuiltStream(lines, now, interval)
+
+
+def object_batches(stream: BuiltStream, size: int = 7) -> list[Any]:
+    """The stream as an object-store sink gets it from the daemon: runs of at most
+    ``size`` sealed events, and each digest as a batch of its own."""
+    from auditshipd.delivery.batch import Batch
+
+    out, run = [], []
+    for i, line in enumerate(stream.lines):
+        if stream.is_digest(i) or len(run) == size:
+            if run:
+                out.append(Batch(lines=run))
+            run = []
+        if stream.is_digest(i):
+            out.append(Batch(lines=[line]))
+        else:
+            run.append(line)
+    if run:
+        out.append(Batch(lines=run))
+    return out
+
+
+def verify_download(objects: dict[str, bytes], target: Path, public_key: str, at: float
+                    ) -> subprocess.CompletedProcess[str]:
+    """Write downloaded ``objects`` (name -> stored bytes) under ``target`` and run
+    ``auditshipd verify`` on the directory as of ``at``."""
+    from auditshipd.integrity.digest import rfc3339
+
+    for name, body in objects.items():
+        path = target / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    return subprocess.run([sys.executable, "-m", "auditshipd.cli", "verify", "--public-key",
+                           public_key, "--now", rfc3339(at), str(target)],
+                          capture_output=True, text=True, timeout=120)

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobSasPermissions, ContainerSasPermissions, generate_container_sas
 from azure.storage.blob.aio import BlobServiceClient
+from tests.helpers.integrity_stream import build_stream, object_batches, verify_download
 from tests.servers.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from tests.servers.mosquitto import make_test_pki
 from ulid import ULID
 
 from auditshipd.errors import PermanentError, RetryableError
+from auditshipd.integrity.keys import generate_key
 from auditshipd.plugin import Batch, SinkContext
 from auditshipd.sinks.azure_blob import AzureBlobOptions, AzureBlobSink, validate_options
 from auditshipd.sinks.key_template import DEFAULT_KEY_TEMPLATE, object_key
@@ -269,3 +271,33 @@ async def test_an_endpoint_that_never_answers_times_out_retryably(tmp_path: Path
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_integrity_digests_are_blobs_under_digests_and_verify(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    """A sealed stream as the daemon hands it, gzip off: every digest becomes its own
+    blob digests/<id>.jsonl, the events go to the template's blobs, and `auditshipd
+    verify` passes on the downloaded container; with one event blob deleted it reports
+    the gap."""
+    key = generate_key(tmp_path / "signing.key")
+    stream = build_stream(key, 40, stream="azure-test")
+    container = await make_container(azurite)
+    async with azure_sink(tmp_path, container, connection_string=azurite.connection_string,
+                          gzip=False, key_template="audit/{first_id}-{last_id}.jsonl") as sink:
+        for batch in object_batches(stream):
+            await sink.send(batch)
+    stored = {name: body for name, (body, _) in (await blobs(azurite, container)).items()}
+    digests = sorted(n for n in stored if n.startswith("digests/"))
+    assert len(digests) == sum(map(stream.is_digest, range(len(stream.lines)))) >= 8
+    assert all(n.endswith(".jsonl") for n in digests)
+    assert all(json.loads(stored[n])["action"] == "auditshipd.digest" for n in digests)
+    out = verify_download(stored, tmp_path / "download", f"{tmp_path / 'signing.key'}.pub",
+                          stream.verify_at)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "40 events (seq 1-40)" in out.stdout
+    victim = sorted(n for n in stored if n.startswith("audit/"))[2]
+    del stored[victim]
+    bad = verify_download(stored, tmp_path / "download2", f"{tmp_path / 'signing.key'}.pub",
+                          stream.verify_at)
+    assert bad.returncode == 1 and "gap: missing events" in bad.stdout

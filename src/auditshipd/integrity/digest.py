@@ -96,12 +96,15 @@ def make_digest(state: ChainState, key: SigningKey, interval: float,
     return _encode(record)
 
 
-def digest_object_key(batch: Any) -> str | None:
-    """The object key of a batch that is one digest record (S3-style sinks keep digests
-    as their own objects under ``digests/``), else None."""
+def digest_object_key(batch: Any, *, gzip: bool = True) -> str | None:
+    """The object key of a batch that is one digest record (the object-store sinks, s3,
+    gcs and azure_blob, keep digests as their own objects under ``digests/``), else
+    None. ``gzip``: whether the object's body is gzipped (``.jsonl.gz``, else
+    ``.jsonl``)."""
     if len(batch) != 1 or b'"auditshipd.digest"' not in batch.lines[0]:
         return None
     record = batch.events[0]
     if record.get("action") != DIGEST_ACTION or "integrity" in record:
         return None
-    return f"digests/{quote(str(record.get('id', '')), safe='-_.~')}.jsonl.gz"
+    name = f"digests/{quote(str(record.get('id', '')), safe='-_.~')}.jsonl"
+    return name + ".gz" if gzip else name

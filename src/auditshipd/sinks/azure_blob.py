@@ -26,6 +26,7 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..integrity.digest import digest_object_key
 from ..plugin import (
     Batch,
     ConfigError,
@@ -305,7 +306,9 @@ class AzureBlobSink:
             # mtime=0: a replayed batch gives a byte-identical blob.
             body = gzip.compress(body, compresslevel=6, mtime=0)
             encoding = "gzip"
-        name = object_key(self.key_template, batch, self.name, self.context.format)
+        # A digest (integrity = true) is an object of its own under digests/, as in s3.
+        name = (digest_object_key(batch, gzip=o.gzip)
+                or object_key(self.key_template, batch, self.name, self.context.format))
         settings = self._content_settings(content_type=self.content_type,
                                           content_encoding=encoding)
         # Metadata names must be C# identifiers: no hyphens.

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..integrity.digest import digest_object_key
 from ..plugin import (
     Batch,
     ConfigError,
@@ -155,7 +156,9 @@ class GcsSink:
             # mtime=0: a replayed batch gives byte-identical objects (same MD5).
             body = gzip.compress(body, compresslevel=6, mtime=0)
             metadata["contentEncoding"] = "gzip"
-        name = object_key(self.key_template, batch, self.name, self.context.format)
+        # A digest (integrity = true) is an object of its own under digests/, as in s3.
+        name = (digest_object_key(batch, gzip=o.gzip)
+                or object_key(self.key_template, batch, self.name, self.context.format))
         try:
             await asyncio.wait_for(
                 self._storage.upload(
