@@ -6,6 +6,7 @@ stay bounded in entries and bytes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -47,15 +48,19 @@ def reference_lines(fmt: str, lines: list[bytes], formats: Any = None) -> list[b
 
 
 def assert_same(fmt: str, lines: list[bytes], formats: Any = None) -> None:
+    """The fast encoder writes the reference's bytes, with its C tier (what sinks get when
+    it is built) and without it (AUDITSHIPD_FORMATS_C=0, or no compiler)."""
     with mock.patch("auditshipd.formats.ocsf.now_ms", return_value=1_700_000_000_123):
         expected = reference_lines(fmt, lines, formats)
-        fast = build_encoder(fmt, formats)
-        assert type(fast) is not REFERENCE[fmt]  # the fast one is what sinks get
-        for _ in range(2):  # cold caches, then warm
-            got = fast.encode_lines(lines)
-            for line, want, have in zip(lines, expected, got, strict=True):
-                assert have == want, (line, want, have)
-        assert [fast.encode_line(x) for x in lines] == expected
+        for c_tier in ("1", "0"):
+            with mock.patch.dict(os.environ, {"AUDITSHIPD_FORMATS_C": c_tier}):
+                fast = build_encoder(fmt, formats)
+            assert type(fast) is not REFERENCE[fmt]  # the fast one is what sinks get
+            for _ in range(2):  # cold caches, then warm
+                got = fast.encode_lines(lines)
+                for line, want, have in zip(lines, expected, got, strict=True):
+                    assert have == want, (line, want, have)
+            assert [fast.encode_line(x) for x in lines] == expected
 
 
 def corpus_lines() -> list[bytes]:
