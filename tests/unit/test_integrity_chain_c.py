@@ -81,3 +81,39 @@ def test_seal_run_rejects_a_head_longer_than_a_digest():
     """A corrupt saved head is an error, never a buffer overrun."""
     with pytest.raises(ValueError, match="head"):
         _chain_c.seal_run([b"{}"], 0, 0, b"x" * 65, [])
+
+
+def test_no_memory_or_reference_leak_over_many_calls():
+    """A debug loop over seal_lines (lines sealed in C, lines left to seal(), a bad head):
+    after thousands of rounds no memory is left allocated beyond the sealed output kept,
+    and no reference is left on the input lines."""
+    import gc
+    import sys
+    import tracemalloc
+
+    lines = [b'{"id":"%d","note":"%s"}' % (i, b"x" * i) for i in range(40)]
+    # fresh objects: constants of the code may be shared, so their counts move elsewhere
+    lines += [b"%s" % x for x in (b"{}", b' {"a":1}', b'{"integrity":1,"a":2}')]
+
+    def run() -> None:
+        StreamChain(ChainState(stream="s")).seal_lines(lines)
+        with pytest.raises(ValueError):
+            _chain_c.seal_run(lines, 0, 0, b"x" * 65, [])
+        with pytest.raises(TypeError):
+            _chain_c.seal_run(tuple(lines), 0, 0, b"", [])
+
+    for _ in range(50):
+        run()
+    refs = [sys.getrefcount(x) for x in lines]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000):
+            run()
+        gc.collect()
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert growth < 64 << 10, growth
+    assert [sys.getrefcount(x) for x in lines] == refs
