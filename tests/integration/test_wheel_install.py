@@ -114,3 +114,52 @@ def test_init_then_the_daemon_runs_on_the_written_config(installed, tmp_path):
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     assert code == 0, log_path.read_text()
+
+
+_WITHOUT_C_CHECK = r"""
+import sys
+import msgspec
+from auditshipd.formats import fastpath
+from auditshipd.formats.registry import build_encoder
+from auditshipd.integrity import chain
+from auditshipd.integrity.chain import ChainState, StreamChain
+from auditshipd.redaction import ctier
+import auditshipd
+assert auditshipd.__file__.startswith(sys.argv[1]), auditshipd.__file__
+if sys.argv[2] == "python":
+    assert fastpath.formats_c() is None and chain.chain_c() is None and ctier._redact_c is None
+else:
+    assert fastpath.formats_c() is not None and chain.chain_c() is not None
+line = msgspec.json.encode({"id": "e1", "action": "user.signed_in",
+                            "occurred_at": "2024-05-01T09:00:00.250Z",
+                            "actor": {"type": "user", "email": "ada@acme.test"},
+                            "context": {"location": "203.0.113.7"}})
+for fmt in ("ocsf", "ecs", "cef"):
+    sys.stdout.buffer.write(build_encoder(fmt).encode_lines([line])[0] + b"\n")
+sys.stdout.buffer.write(StreamChain(ChainState(stream="s")).seal_lines([line])[0] + b"\n")
+"""
+
+
+def test_without_a_c_compiler_the_package_builds_and_runs_on_python(tmp_path):
+    """CC=false: the wheel still builds (the three extensions are optional) without any
+    compiled module, and, unpacked, it encodes the formats and seals events on its Python
+    code: the same bytes as this tree's C extensions write."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=_NOT_SOURCE)
+    env = {**_ENV, "CC": "false"}
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                          str(tmp_path / "dist"), str(src)], capture_output=True, text=True,
+                         timeout=240, env=env)
+    assert out.returncode == 0, out.stderr
+    (wheel,) = (tmp_path / "dist").glob("auditshipd-*.whl")
+    unpacked = tmp_path / "unpacked"
+    shutil.unpack_archive(wheel, unpacked, format="zip")
+    assert not list(unpacked.rglob("*.so")), list(unpacked.rglob("*.so"))
+    py_run = subprocess.run([sys.executable, "-c", _WITHOUT_C_CHECK, str(unpacked), "python"],
+                            capture_output=True, timeout=60,
+                            env={**_ENV, "PYTHONPATH": str(unpacked)})
+    assert py_run.returncode == 0, py_run.stderr.decode()
+    c_run = subprocess.run([sys.executable, "-c", _WITHOUT_C_CHECK, str(REPO / "src"), "c"],
+                           capture_output=True, timeout=60, env=_ENV)
+    assert c_run.returncode == 0, c_run.stderr.decode()
+    assert py_run.stdout == c_run.stdout and py_run.stdout.count(b"\n") == 4
