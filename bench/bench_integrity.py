@@ -6,8 +6,9 @@ Generates one journal (bench/gen_events.py), then alternates runs of the daemon 
 http sink to bench/receiver.py, integrity off and on ([integrity] with a fresh key,
 digest_interval 300, digest_events 10000), each with a fresh state dir. Prints the
 daemon's CPU seconds per million events (utime+stime, /proc) per run, the medians and
-the overhead of integrity in percent; also the per-event cost of sealing alone (seal()
-on redacted lines, in this process).
+the overhead of integrity in percent; also the per-event cost of sealing alone on
+redacted lines, in this process, per tier (the C extension with and without the CPU's
+SHA extensions, the Python reference).
 """
 
 from __future__ import annotations
@@ -52,18 +53,37 @@ def run_once(journal_dir: Path, n: int, workdir: Path, key: Path | None) -> dict
     return {"cpu_per_m": cpu / n * 1e6}
 
 
-def seal_cost(journal: Path, key: Path, n: int) -> float:
-    """Microseconds per event for StreamSealer.seal on already-encoded lines."""
-    from auditshipd.integrity.digest import DigestPolicy
-    from auditshipd.integrity.keys import load_signing_key
-    from auditshipd.integrity.sealer import StreamSealer
+def seal_cost(journal: Path, n: int) -> dict[str, float]:
+    """Microseconds per event to seal redacted lines, per tier: ``seal_lines`` with the
+    C extension (SHA extensions, then portable SHA-256 when the CPU has them) and the
+    Python reference ``seal`` (hashlib), in batches of 1,000 as the daemon seals them."""
+    from auditshipd.integrity import chain
+    from auditshipd.integrity.chain import ChainState, StreamChain
+    from auditshipd.redaction.redactor import compile_policy
 
-    lines = journal.read_bytes().splitlines()[:n]
-    sealer = StreamSealer("bench", load_signing_key(str(key)), DigestPolicy())
-    t = time.perf_counter()
-    for line in lines:
-        sealer.seal(line)
-    return (time.perf_counter() - t) / len(lines) * 1e6
+    redact = compile_policy(None).redact_line
+    lines = [redact(x) for x in journal.read_bytes().splitlines()[:n]]
+    batches = [lines[i:i + 1000] for i in range(0, len(lines), 1000)]
+
+    def timed(use_c: bool) -> float:
+        ch = StreamChain(ChainState(stream="bench"), use_c=use_c)
+        t = time.process_time()
+        for b in batches:
+            ch.seal_lines(b)
+        return (time.process_time() - t) / len(lines) * 1e6
+
+    out: dict[str, float] = {}
+    c = chain.chain_c()
+    if c is not None:
+        if c.accelerated():
+            out["C, SHA extensions"] = timed(True)
+            c.accelerated(False)
+            out["C, portable SHA-256"] = timed(True)
+            c.accelerated(True)
+        else:
+            out["C, portable SHA-256"] = timed(True)
+    out["Python (hashlib)"] = timed(False)
+    return out
 
 
 def main() -> int:
@@ -90,8 +110,8 @@ def main() -> int:
         off, on = median(results["off"]), median(results["on"])
         print(f"median: off {off:.2f}, on {on:.2f} CPU-s/1M events:"
               f" integrity adds {100 * (on - off) / off:.1f}% CPU per event (target < 25%)")
-        print(f"seal() alone: {seal_cost(journal_dir / 'audit.jsonl', key, 100_000):.2f}"
-              " us/event (unredacted journal lines)")
+        for tier, us in seal_cost(journal_dir / "audit.jsonl", 100_000).items():
+            print(f"sealing alone, {tier}: {us:.2f} us/event (redacted lines)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

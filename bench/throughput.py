@@ -17,7 +17,8 @@ before SIGTERM. Prints per run and the medians:
 
 ``--formats``: instead of the sinks above, the http sink once per format per run (the
 sink's ``format`` key; CEF with ``encoding = "ndjson"``, a text body), and each format's
-daemon CPU per event against ``native`` (target: under +50%).
+daemon CPU per event against ``native`` (target: under +50%); then, in this process, each
+format's ``encode_lines`` per event with its C tier and with its Python tier.
 
 Also measured in the same invocation: the receiver alone (this process blasting
 pre-built batches at it: it must be far faster than the daemon) and the bare msgspec
@@ -367,12 +368,41 @@ def formats_main(args: argparse.Namespace) -> int:
             print(f"{fmt:>6}: {cpu:.2f} CPU-s/1M, {rate:,.0f} events/s, "
                   f"{extra:+.0f}% CPU per event vs native{verdict}, "
                   f"counts {[r['count'] for r in rs]}")
+        encode_costs(journal_dir / "audit.jsonl", [f for f in formats if f != "native"])
     except BenchTimeout as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 2
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def encode_costs(journal: Path, formats: list[str], n: int = 30_000) -> None:
+    """In this process: each format's encode_lines on redacted lines (batches of 1,000),
+    with the C tier and with the Python tier only (AUDITSHIPD_FORMATS_C=0), alternated."""
+    from auditshipd.formats import fastpath
+    from auditshipd.formats.registry import build_encoder
+    from auditshipd.redaction.redactor import compile_policy
+
+    redact = compile_policy(None).redact_line
+    with open(journal, "rb") as f:
+        lines = [redact(x) for x in f.read().splitlines()[:n]]
+    batches = [lines[i:i + 1000] for i in range(0, len(lines), 1000)]
+    c = fastpath.formats_c()
+    print(f"\nencode_lines in-process, us/event on {len(lines):,} redacted lines "
+          f"(C tier {'built' if c is not None else 'NOT built'}):")
+    for fmt in formats:
+        enc = build_encoder(fmt)
+        tiers = {"C": c, "Python": None} if c is not None else {"Python": None}
+        cost: dict[str, list[float]] = {t: [] for t in tiers}
+        for _ in range(3):
+            for tier, mod in tiers.items():
+                enc._c = mod  # the same encoder, its caches warm, with and without C
+                t = time.process_time()
+                for b in batches:
+                    enc.encode_lines(b)
+                cost[tier].append((time.process_time() - t) / len(lines) * 1e6)
+        print(f"{fmt:>6}: " + ", ".join(f"{t} {median(v):.2f}" for t, v in cost.items()))
 
 
 if __name__ == "__main__":
