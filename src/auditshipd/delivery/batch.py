@@ -60,14 +60,6 @@ class Batch:
         return self._source is not None
 
     @property
-    def source(self) -> list[bytes]:
-        """The redacted JSON lines ``lines`` were encoded from (``lines`` when the batch
-        is not in a format)."""
-        if self._source is not None:
-            return self._source
-        return self.lines
-
-    @property
     def ids(self) -> list[str]:
         return [str(e.get("id", "")) for e in self.events]
 
