@@ -74,6 +74,8 @@ def read_jsonl_ids(path: str | os.PathLike[str]) -> list[str]:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
+    # Only complete lines: a writer may be in the middle of the last one right now.
+    data = data[:data.rfind(b"\n") + 1]
     dec = msgspec.json.Decoder()
     return [dec.decode(line)["id"] for line in data.splitlines() if line.strip()]
 

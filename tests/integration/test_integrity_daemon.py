@@ -51,7 +51,8 @@ def verify(*args: str) -> subprocess.CompletedProcess[str]:
 
 def last_digest(path: Path) -> dict | None:
     try:
-        lines = path.read_bytes().splitlines()
+        data = path.read_bytes()
+        lines = data[:data.rfind(b"\n") + 1].splitlines()  # the daemon may be mid-line
     except FileNotFoundError:
         return None
     for line in reversed(lines):

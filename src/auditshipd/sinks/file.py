@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from ..plugin import (
 )
 
 __all__ = ["FileOptions", "FileSink"]
+
+log = logging.getLogger("auditshipd.sink.file")
 
 
 class FileOptions(SinkOptions):
@@ -45,6 +48,7 @@ class FileSink:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _trim_torn_tail(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            self.options.mode)
 
@@ -93,6 +97,36 @@ class FileSink:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _trim_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline: a write the process did not finish (killed
+    mid-batch). That batch was never acknowledged, so it is sent again whole; left in
+    place, the fragment would glue itself to the next event and corrupt both lines."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        size = end = os.fstat(fd).st_size
+        if size == 0:
+            return
+        while end > 0:
+            start = max(0, end - 65536)
+            block = os.pread(fd, end - start, start)
+            if end == size and block.endswith(b"\n"):
+                return
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        os.ftruncate(fd, end)
+        os.fsync(fd)
+        log.warning("%s: removed %d bytes of an unfinished last line (its batch is sent again)",
+                    path, size - end)
+    finally:
+        os.close(fd)
 
 
 def _validate(options: FileOptions) -> None:
