@@ -86,6 +86,10 @@ class SinkContext:
     # What the batch's ``lines`` are: "native" (the redacted JSON) or a SIEM format
     # ("ocsf", "ecs", "cef": docs/formats.md); ``batch.events`` are the redacted events.
     format: str = "native"
+    # The aiohttp resolver (``aiohttp.abc.AbstractResolver``) every connection of the
+    # sink must use, or None (the system's). Self-service streams get one that refuses
+    # loopback, private and metadata addresses (auditshipd.netguard).
+    resolver: Any = None
 
 
 @runtime_checkable

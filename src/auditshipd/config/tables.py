@@ -127,6 +127,16 @@ class PortalConfig(_Strict):
     # Host header values answered (names or addresses, no port); others get 421, against
     # DNS rebinding. Empty: the listen address and "localhost".
     allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    # Self-service streams (docs/streams.md): host names and networks (CIDR) an
+    # organization's stream may send to although they are loopback, private or link-local.
+    stream_allow_hosts: list[str] = msgspec.field(default_factory=list)
+    max_streams_per_organization: int = 5
+    # "Send test event" answers per stream and minute.
+    stream_tests_per_minute: int = 5
+    # Seconds between two looks of a daemon at the store's stream definitions.
+    stream_poll_interval: float = 5.0
+    # A file holding the key of the streams' secrets (AUDITSHIPD_SECRETS_KEY wins).
+    secrets_key_file: str | None = None
 
     @property
     def host(self) -> str:

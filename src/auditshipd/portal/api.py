@@ -1,5 +1,5 @@
-"""The JSON API: ``/api/events``, ``/api/events/{id}``, ``/api/export``, ``/api/export.manifest``,
-``/api/streams``."""
+"""The JSON API: ``/api/events``, ``/api/events/{id}``, ``/api/export``, ``/api/export.manifest``
+(``/api/streams`` is :mod:`auditshipd.portal.stream_api`'s)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from .signed_export import (
     manifest_query,
     signing_key,
 )
-from .streams import stream_states
 
 __all__ = ["routes"]
 
@@ -126,13 +125,6 @@ async def export_manifest(request: web.Request) -> web.StreamResponse:
         "rows": manifest["rows"]})
     return web.json_response(manifest, headers={
         "Content-Disposition": f'attachment; filename="{req.filename()}.manifest.json"'})
-
-
-@routes.get("/api/streams")
-async def list_streams(request: web.Request) -> web.StreamResponse:
-    principal, _ = await require(request, "streams", api=True)
-    state = request.app[STATE]
-    return web.json_response({"data": await stream_states(state.config, principal.scope)})
 
 
 @routes.get("/api/openapi.json")

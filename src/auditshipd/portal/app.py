@@ -8,7 +8,7 @@ import jinja2
 from aiohttp import web
 
 from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
-from . import api, pages
+from . import api, pages, stream_api, stream_pages
 from .display import exact_text, time_html
 from .guard import STATE, PortalState
 
@@ -60,6 +60,8 @@ def build_app(state: PortalState, listen_host: str | None = None) -> web.Applica
     )
     app[STATE] = state
     app.add_routes(api.routes)
+    app.add_routes(stream_api.routes)
+    app.add_routes(stream_pages.routes)
     app.add_routes(pages.routes)
     app.router.add_static("/static/", STATIC_DIR, name="static")
     app.on_response_prepare.append(_security_headers)

@@ -13,8 +13,10 @@ from .auth_store import AuthStore, SQLiteAuthStore
 from .pg_store import is_postgres_url, safe_location
 from .store import EventStore
 from .store_sqlite import SQLiteEventStore
+from .stream_store import SQLiteStreamStore, StreamStore
 
-__all__ = ["auth_store", "event_store", "is_postgres_url", "safe_location", "store_failure"]
+__all__ = ["auth_store", "event_store", "is_postgres_url", "safe_location", "store_failure",
+           "stream_store"]
 
 
 def event_store(database: str) -> EventStore:
@@ -44,6 +46,19 @@ def auth_store(events: EventStore) -> AuthStore:
 
         return PostgresAuthStore(events)
     raise TypeError(f"no token store for {type(events).__name__}")
+
+
+def stream_store(events: EventStore) -> StreamStore:
+    """The self-service stream store living in the same database as ``events``."""
+    if isinstance(events, SQLiteEventStore):
+        return SQLiteStreamStore(events)
+    from .pg_store import PostgresEventStore
+
+    if isinstance(events, PostgresEventStore):
+        from .pg_stream_store import PostgresStreamStore
+
+        return PostgresStreamStore(events)
+    raise TypeError(f"no stream store for {type(events).__name__}")
 
 
 def store_failure(exc: BaseException) -> SinkError | None:

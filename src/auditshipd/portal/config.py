@@ -18,6 +18,7 @@ from ..config.tables import (
     parse_listen,
 )
 from ..errors import ConfigError
+from ..netguard import DestinationPolicy
 
 __all__ = [
     "ORGANIZATION_SLUG_RE",
@@ -61,6 +62,17 @@ def portal_config(config: Any) -> PortalConfig:
         raise bad(f"organization_retention_days.{slug}", reason)
     if pc.purge_interval <= 0:
         raise bad("purge_interval", "must be a positive number of seconds")
+    try:
+        DestinationPolicy.parse(pc.stream_allow_hosts)
+    except ValueError as exc:
+        raise bad("stream_allow_hosts", f"{exc}: list host names, addresses and networks"
+                                        " (CIDR)") from None
+    if pc.max_streams_per_organization < 0:
+        raise bad("max_streams_per_organization", "must be 0 (no self-service streams) or more")
+    if pc.stream_tests_per_minute < 1:
+        raise bad("stream_tests_per_minute", "must be at least 1")
+    if pc.stream_poll_interval <= 0:
+        raise bad("stream_poll_interval", "must be a positive number of seconds")
     if pc.session_ttl <= 0:
         raise bad("session_ttl", "must be a positive number of seconds")
     if bool(pc.tls_cert) != bool(pc.tls_key):

@@ -27,6 +27,7 @@ class PortalState:
     tokens: AuthStore  # tokens and browser sessions, in the store
     recorder: AccessRecorder
     templates: jinja2.Environment
+    streams: Any = None  # StreamAdmin: the self-service streams (stream_admin.py)
 
 
 STATE: web.AppKey[PortalState] = web.AppKey("portal_state", PortalState)

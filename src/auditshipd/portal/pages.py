@@ -1,4 +1,5 @@
-"""Server-rendered pages: login, logout, event list, event detail, streams."""
+"""Server-rendered pages: login, logout, event list, event detail. The Streams page
+lives in :mod:`auditshipd.portal.stream_pages`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from .query import EventFilter, format_time
 from .roles import allowed
 from .signed_export import signing_key
 from .store import EventStore
-from .streams import stream_states
 from .tokens import Principal
 
 __all__ = ["routes"]
@@ -189,12 +189,3 @@ async def event_page(request: web.Request) -> web.StreamResponse:
 def _same_origin_events(request: web.Request) -> bool:
     referer = request.headers.get("Referer", "")
     return referer.startswith(f"{request.scheme}://{request.host}/events")
-
-
-@routes.get("/streams")
-async def streams_page(request: web.Request) -> web.StreamResponse:
-    principal, session = await require(request, "streams", api=False)
-    state = request.app[STATE]
-    streams = await stream_states(state.config, principal.scope)
-    indexed = await state.store.count(EventFilter(organization=principal.scope))
-    return render(request, "streams.html", **_base_context(principal, session), streams=streams, indexed=indexed)

@@ -17,6 +17,9 @@ Layout (version 1):
 - ``event_actions``: the distinct (organization, action) pairs, for the filter list.
 
 Version 2 adds ``portal_tokens`` and ``portal_sessions``: replicas keep no state of their own.
+Version 3 adds the self-service streams (``log_streams``, a change counter
+``log_stream_revision`` the daemons poll, ``log_stream_status`` per stream and host,
+``log_stream_tests`` for the test-event rate limit).
 """
 
 from __future__ import annotations
@@ -88,6 +91,48 @@ CREATE TABLE portal_sessions (
     expires_at double precision NOT NULL
 );
 CREATE INDEX portal_sessions_expires ON portal_sessions (expires_at);
+""",
+    ),
+    Migration(
+        3,
+        "self-service log streams, their status per host, test-event counts",
+        """
+CREATE TABLE log_streams (
+    id text PRIMARY KEY,
+    organization text NOT NULL,
+    name text NOT NULL,
+    type text NOT NULL,
+    options text NOT NULL,
+    secrets text,
+    secret_names text NOT NULL,
+    paused boolean NOT NULL DEFAULT false,
+    created_at text NOT NULL,
+    updated_at text NOT NULL,
+    created_by text NOT NULL,
+    updated_by text NOT NULL,
+    UNIQUE (organization, name)
+);
+CREATE TABLE log_stream_revision (
+    id integer PRIMARY KEY CHECK (id = 1),
+    revision bigint NOT NULL
+);
+INSERT INTO log_stream_revision(id, revision) VALUES (1, 0);
+CREATE TABLE log_stream_status (
+    stream_id text NOT NULL,
+    host text NOT NULL,
+    state text NOT NULL,
+    last_synced_at text,
+    last_error text,
+    lag_events bigint,
+    lag_bytes bigint,
+    reported_at double precision NOT NULL,
+    PRIMARY KEY (stream_id, host)
+);
+CREATE TABLE log_stream_tests (
+    stream_id text NOT NULL,
+    sent_at double precision NOT NULL
+);
+CREATE INDEX log_stream_tests_stream ON log_stream_tests (stream_id, sent_at);
 """,
     ),
 )

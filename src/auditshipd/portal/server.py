@@ -13,10 +13,11 @@ from ..journal.writer import AuditJournal
 from .access import AccessRecorder
 from .app import build_app, template_environment
 from .auth_store import AuthStore, import_token_file
-from .backend import auth_store, event_store
+from .backend import auth_store, event_store, stream_store
 from .config import PortalConfig, portal_config
 from .guard import PortalState
 from .store import EventStore
+from .stream_admin import StreamAdmin
 from .tokens import TokenError, legacy_token_path
 
 __all__ = ["PortalServer", "start_portal"]
@@ -96,13 +97,15 @@ async def start_portal(
         await store.close()
         raise
     journal_path = getattr(getattr(config, "journal", None), "path", None)
+    recorder = AccessRecorder(AuditJournal(journal_path) if journal_path else None)
     state = PortalState(
         config=config,
         portal=pc,
         store=store,
         tokens=tokens,
-        recorder=AccessRecorder(AuditJournal(journal_path) if journal_path else None),
+        recorder=recorder,
         templates=template_environment(),
+        streams=StreamAdmin(config, pc, stream_store(store), recorder),
     )
     runner = web.AppRunner(build_app(state, host), access_log=None)
     try:

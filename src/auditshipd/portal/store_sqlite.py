@@ -31,6 +31,7 @@ from .store import (
     T,
     _decode,
 )
+from .stream_store import SQLITE_STREAMS_SCHEMA
 
 __all__ = ["SQLiteEventStore"]
 
@@ -63,11 +64,14 @@ def _prepare(conn: sqlite3.Connection) -> None:
     which every other opener would then wait for)."""
     if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
         conn.execute("PRAGMA journal_mode=WAL")
-    if _schema_version(conn) >= SCHEMA_VERSION:
+    if _schema_version(conn) >= SCHEMA_VERSION and conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_streams'"
+    ).fetchone():
         return
-    # One transaction: a concurrent opener sees no schema or all of it. Both scripts are
-    # idempotent, so a database of version 1 gets the version 2 tables.
-    conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + SCHEMA_V2 + "COMMIT;\n")
+    # One transaction: a concurrent opener sees no schema or all of it. The scripts are
+    # idempotent, so an older database gets the newer tables (self-service streams too).
+    conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + SCHEMA_V2 + SQLITE_STREAMS_SCHEMA
+                       + "COMMIT;\n")
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -62,7 +62,8 @@ def _from_config(config: Any) -> list[dict[str, Any]]:
 async def stream_states(config: Any, scope: str | None) -> list[dict[str, Any]]:
     """The streams visible to a principal: all of them, or, for an organization scope,
     only the sinks dedicated to that organization."""
-    sinks = {s.name: s for s in getattr(config, "sinks", []) or []}
+    # Self-service streams the daemon added to its config are listed from the store.
+    sinks = {s.name: s for s in getattr(config, "sinks", []) or [] if s.source != "portal"}
     # Decide visibility from the config before reading anything about a sink.
     names = [n for n, s in sinks.items() if visible_to(s.organizations, scope)]
     if not names:
@@ -87,3 +88,56 @@ async def stream_states(config: Any, scope: str | None) -> list[dict[str, Any]]:
         item["stream_organization"] = getattr(sinks[name], "stream_org", None)
         out.append(item)
     return out
+
+
+# -- self-service streams (defined in the portal's store) ------------------------------
+
+def _aggregate(statuses: list[Any], fresh_after: float) -> dict[str, Any]:
+    """One stream's state over the hosts whose daemons run it: an error on any host is
+    the stream's error; lag is summed; last_synced_at is the latest."""
+    live = [s for s in statuses if s.reported_at >= fresh_after]
+    errors = [s for s in live if s.state in ("error", "blocked")]
+    synced = [s.last_synced_at for s in statuses if s.last_synced_at]
+    lags = [s.lag_events for s in live if s.lag_events is not None]
+    lag_bytes = [s.lag_bytes for s in live if s.lag_bytes is not None]
+    state = "error" if errors else ("active" if any(s.state == "active" for s in live)
+                                    else "inactive")
+    return {
+        "state": state,
+        "last_synced_at": max(synced) if synced else None,
+        "last_error": next((s.last_error for s in errors if s.last_error), None),
+        "lag_events": sum(lags) if lags else None,
+        "lag_bytes": sum(lag_bytes) if lag_bytes else None,
+        "hosts": [{"host": s.host, "state": s.state if s in live else "inactive",
+                   "last_synced_at": s.last_synced_at, "last_error": s.last_error,
+                   "lag_events": s.lag_events} for s in statuses],
+    }
+
+
+async def self_service_rows(admin: Any, scope: str | None, config: Any,
+                            now: float) -> list[dict[str, Any]]:
+    """The self-service streams visible to ``scope``, each with its definition (never a
+    secret) and its state as the daemons report it (``paused`` when paused; ``error``
+    when a stream file of the operator defines a sink of the same name)."""
+    from .stream_defs import public_view
+
+    defs = await admin.visible_scope(scope)
+    statuses = await admin.store.statuses([d.id for d in defs])
+    by_id: dict[str, list[Any]] = {}
+    for s in statuses:
+        by_id.setdefault(s.stream_id, []).append(s)
+    fresh_after = now - max(60.0, 6 * admin.portal.stream_poll_interval)
+    taken = {s.name for s in getattr(config, "sinks", []) or [] if s.source != "portal"}
+    rows = []
+    for d in defs:
+        row = public_view(d) | _aggregate(by_id.get(d.id, []), fresh_after)
+        row["source"] = "portal"
+        if d.paused:
+            row["state"] = "paused"
+        if d.sink_name in taken:
+            row["state"] = "error"
+            row["last_error"] = (f"the operator's configuration defines a sink named"
+                                 f" {d.sink_name!r} too: this stream does not run until one of"
+                                 " them is renamed")
+        rows.append(row)
+    return rows

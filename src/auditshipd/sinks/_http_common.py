@@ -68,17 +68,19 @@ def make_session(
     timeout: float = 30.0,
     *,
     headers: Mapping[str, str] | None = None,
+    resolver: Any = None,
 ) -> aiohttp.ClientSession:
     """A client session for one sink. Call it from a running event loop (``start()``).
 
     TLS certificates are verified against the system store, or against ``ca_file``
     when given; ``tls_verify=False`` disables verification (testing only).
-    ``timeout`` bounds each whole request, connection included.
+    ``timeout`` bounds each whole request, connection included. ``resolver`` (an
+    aiohttp resolver) answers every name lookup of the session's connections.
     """
     ssl_arg: ssl.SSLContext | bool = (
         ssl.create_default_context(cafile=ca_file) if tls_verify else False
     )
-    connector = aiohttp.TCPConnector(ssl=ssl_arg)
+    connector = aiohttp.TCPConnector(ssl=ssl_arg, resolver=resolver)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout),
@@ -289,6 +291,8 @@ class SessionSink:
 
     options: Any
     _session: aiohttp.ClientSession | None = None
+    # The SinkContext's resolver (self-service streams: netguard.GuardedResolver).
+    resolver: Any = None
 
     def secrets(self) -> list[str | None]:
         return []
@@ -296,7 +300,8 @@ class SessionSink:
     async def start(self) -> None:
         if self._session is None:
             o = self.options
-            self._session = make_session(o.tls_verify, o.ca_file, o.timeout)
+            self._session = make_session(o.tls_verify, o.ca_file, o.timeout,
+                                         resolver=self.resolver)
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -152,6 +152,7 @@ class DatadogSink(SessionSink):
 
     def __init__(self, name: str, options: DatadogOptions, context: SinkContext):
         self.name = name
+        self.resolver = context.resolver
         self.options = options
         self.logger = context.logger
         self.url = intake_url(options)

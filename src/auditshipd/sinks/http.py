@@ -55,6 +55,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 class HttpSink(SessionSink):
     def __init__(self, name: str, options: HttpOptions, context: SinkContext):
         self.name = name
+        self.resolver = context.resolver
         self.options = options
         self.receiver = safe_url(options.url)
         self.text = options.encoding == "text" or context.format == "cef"

@@ -82,6 +82,9 @@ class S3Options(SinkOptions):
     region: str | None = None
     endpoint_url: str | None = None
     profile: str | None = None
+    # Static credentials (both or neither); without them the AWS default chain is used.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
     key_template: str = DEFAULT_KEY_TEMPLATE
     storage_class: str | None = None
     server_side_encryption: str | None = None
@@ -96,6 +99,10 @@ def validate_options(options: S3Options) -> None:
     if not options.bucket.strip():
         raise ConfigError("must not be empty", key="bucket")
     check_key_template(options.key_template)
+    if bool(options.access_key_id) != bool(options.secret_access_key):
+        missing = "secret_access_key" if options.access_key_id else "access_key_id"
+        raise ConfigError("access_key_id and secret_access_key must be given together",
+                          key=missing)
     if options.endpoint_url is not None:
         parts = urlsplit(options.endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -201,6 +208,9 @@ class S3Sink:
         config = self._config_cls(
             connect_timeout=o.timeout,
             read_timeout=o.timeout,
+            # Self-service streams connect only where the resolver allows (netguard).
+            **({"connector_args": {"resolver": self.context.resolver}}
+               if self.context.resolver is not None else {}),
             # The core owns retries and backoff; one attempt per send().
             retries={"total_max_attempts": 1},
             # We send Content-MD5 ourselves; the newer default checksums break many
@@ -213,7 +223,8 @@ class S3Sink:
         try:
             self._client = await stack.enter_async_context(
                 session.create_client(
-                    "s3", region_name=o.region, endpoint_url=o.endpoint_url, config=config
+                    "s3", region_name=o.region, endpoint_url=o.endpoint_url, config=config,
+                    aws_access_key_id=o.access_key_id, aws_secret_access_key=o.secret_access_key,
                 )
             )
         except Exception as exc:
@@ -282,5 +293,6 @@ def register_sink_types() -> list[SinkType]:
             S3Sink,
             "Amazon S3 (or an S3-compatible store): one gzipped JSON Lines object per batch",
             validate=validate_options,
+            secrets=("secret_access_key",),
         )
     ]

@@ -165,6 +165,7 @@ class SplunkHecSink(SessionSink):
 
     def __init__(self, name: str, options: SplunkHecOptions, context: SinkContext):
         self.name = name
+        self.resolver = context.resolver
         self.options = options
         self.logger = context.logger
         base = _base_url(options.url)
