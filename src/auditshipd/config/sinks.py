@@ -44,6 +44,9 @@ class SinkConfig:
     source: str = ""
     format: str = "native"
     integrity: bool = False
+    # Self-service streams: the netguard.DestinationPolicy their connections are held to
+    # (None: the operator's own sinks, which may connect anywhere).
+    destinations: Any = field(repr=False, default=None)
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

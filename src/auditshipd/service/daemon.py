@@ -25,10 +25,12 @@ from ..delivery.driver import SinkDriver
 from ..errors import ConfigError
 from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import AuditJournal
+from ..netguard import GuardedResolver
 from ..plugin import SinkContext
 from .loading import build_redactors, load_runtime
 from .notify import SystemdNotifier
 from .startup_checks import run_startup_checks
+from .store_streams import StoreStreams, host_id
 
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
@@ -58,6 +60,8 @@ class Daemon:
         self._cleanups: list[tuple[str, Any]] = []
         self._exit_requested_at = 0.0
         self._background: list[asyncio.Task[Any]] = []
+        # Self-service streams defined in the portal's store: another source of sinks.
+        self.store_streams = StoreStreams()
 
     # -- prose ------------------------------------------------------------------------
 
@@ -75,6 +79,8 @@ class Daemon:
         self._loaded_signature = self._config_signature()
         self.config, self.pm, self.types = load_runtime(self.config_path)
         cfg = self.config
+        cfg.sinks.extend(await self.store_streams.sink_configs(cfg, self.types))
+        self._cleanups.append(("store streams", self.store_streams.close()))
         self._report_stream_errors(cfg)
         self.pm.hook.config_loaded(config=cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -92,6 +98,8 @@ class Daemon:
         self._cleanups.append(("servers", self._stop_servers()))
         if self.config_path is not None and cfg.config_watch:
             self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+        self._background.append(asyncio.create_task(self._poll_store_streams(),
+                                                    name="store-streams"))
         interval = self.notifier.watchdog_interval()
         if interval:
             self._background.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
@@ -152,6 +160,7 @@ class Daemon:
         self._loaded_signature = self._config_signature()
         try:
             new, pm, types = await asyncio.to_thread(load_runtime, self.config_path)
+            new.sinks.extend(await self.store_streams.sink_configs(new, types))
             self._keep_sinks_of_broken_streams(new)
             redactors = build_redactors(new)
             if new.journal != self.config.journal:
@@ -216,6 +225,7 @@ class Daemon:
             name=sc.name, state_dir=cfg.state_dir,
             logger=logging.getLogger(f"auditshipd.sink.{sc.name}"),
             journal_path=cfg.journal.path, config=cfg, format=sc.format,
+            resolver=GuardedResolver(sc.destinations) if sc.destinations is not None else None,
         )
         sink = sc.sink_type.build(sc.name, sc.options, context)
         driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactor,
@@ -329,6 +339,18 @@ class Daemon:
                     self.reload_requested.set()
         except Exception as exc:
             log.warning("config file watching unavailable (%s); reload with SIGHUP", exc)
+
+    async def _poll_store_streams(self) -> None:
+        """Reload when a self-service stream changed in the store; report their state."""
+        host = host_id(self.config)
+        while True:
+            await asyncio.sleep(self.config.portal.stream_poll_interval)
+            try:
+                if await self.store_streams.changed(self.config):
+                    self.reload_requested.set()
+                await self.store_streams.report(self.config, host)
+            except Exception as exc:  # a bug here must not stop the looking
+                log.error("self-service streams: %s: %s", type(exc).__name__, exc)
 
     async def _watchdog(self, interval: float) -> None:
         """WATCHDOG=1 from the event loop itself: a wedged loop stops the pings."""

@@ -1,0 +1,184 @@
+"""Self-service streams from the portal's store, as sinks of this daemon.
+
+Another source of organization-scoped sinks besides the stream files: the definitions an
+organization's admin saves in the portal (SQLite or PostgreSQL). Every daemon that shares
+the store runs them, each shipping its own journal's events of that organization, from
+the stream's creation on (``start_at`` is the creation time, so a daemon that picks a
+stream up late ships the same events).
+
+The daemon looks at the store's change counter every ``[portal] stream_poll_interval``
+seconds (and on SIGHUP); when it moved, the config is reloaded with the new definitions,
+and the usual difference applies (new streams start, changed ones restart from their
+cursor, deleted or paused ones stop, their cursor kept). A definition that cannot run
+(secrets that do not decrypt, a destination now refused, a name a stream file uses
+too) is left out and reported on the portal with its reason; the others run. Without a
+secrets key no self-service stream starts, and the daemon says so; the rest of it runs.
+
+Each daemon reports the state of its streams into the store, one row per stream and host
+(``hostname#<state dir hash>``, so two daemons of one machine are told apart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import socket
+import time
+from typing import Any
+
+from ..config import Config, SinkConfig
+from ..netguard import BlockedDestination, DestinationPolicy, check_literal, destination_host
+from ..plugin import SinkType
+from ..portal.backend import event_store, stream_store
+from ..portal.config import portal_config
+from ..portal.stream_defs import StreamRequestError, check_definition, destination_url
+from ..portal.stream_secrets import SecretsKeyError, load_secret_box
+from ..portal.stream_store import StreamStatus, StreamStore
+from ..scrub import scrub_secrets, sink_secrets
+from .status import sink_status
+
+__all__ = ["StoreStreams", "host_id"]
+
+log = logging.getLogger("auditshipd")
+SOURCE = "portal"
+# Journal bytes read per stream to count its lag when reporting (estimated beyond).
+LAG_BUDGET = 1024 * 1024
+
+
+def host_id(config: Config) -> str:
+    digest = hashlib.sha256(str(config.state_dir.resolve()).encode()).hexdigest()[:6]
+    return f"{socket.gethostname()}#{digest}"
+
+
+def wanted(config: Config) -> bool:
+    """Whether this daemon has a portal store to read stream definitions from."""
+    return bool(config.portal.enabled or config.portal.database)
+
+
+class StoreStreams:
+    """The self-service streams of one daemon: read, turned into sinks, reported."""
+
+    def __init__(self) -> None:
+        self.streams: StreamStore | None = None
+        self._events: Any = None
+        self.revision: int | None = None
+        self.ids: dict[str, str] = {}  # sink name -> stream id
+        self.errors: dict[str, str] = {}  # stream id -> why it does not run here
+        self._said: str | None = None
+
+    async def open(self, config: Config) -> bool:
+        """Open the store of ``config`` (False when there is none or it cannot be read:
+        logged, and tried again at the next look)."""
+        if self.streams is not None:
+            return True
+        if not wanted(config):
+            return False
+        try:
+            events = event_store(portal_config(config).database)
+            await events.open()
+        except Exception as exc:
+            self._say(f"self-service streams unavailable: the portal store cannot be opened:"
+                      f" {scrub_secrets(str(exc))}")
+            return False
+        self._events, self.streams = events, stream_store(events)
+        return True
+
+    async def close(self) -> None:
+        events, self._events, self.streams = self._events, None, None
+        if events is not None:
+            await events.close()
+
+    def _say(self, message: str) -> None:
+        if message != self._said:  # once per distinct problem, not every few seconds
+            log.error("%s", message)
+            self._said = message
+
+    async def sink_configs(self, config: Config, types: dict[str, SinkType]) -> list[SinkConfig]:
+        """The sinks of the runnable, unpaused definitions (errors kept per stream)."""
+        if not await self.open(config):
+            return []
+        assert self.streams is not None
+        try:
+            revision = await self.streams.revision()  # read before: a change after re-reads
+            defs = await self.streams.list()
+        except Exception as exc:
+            self._say(f"self-service streams: the portal store cannot be read:"
+                      f" {scrub_secrets(str(exc))}")
+            return []
+        self.revision = revision
+        self.ids, self.errors = {}, {}
+        if not defs:
+            return []
+        pc = portal_config(config)
+        try:
+            box = load_secret_box(pc.secrets_key_file)
+        except SecretsKeyError as exc:
+            self._say(f"self-service streams not started on this host: {exc}")
+            self.errors = {d.id: f"not running on this host: {exc}" for d in defs if not d.paused}
+            return []
+        self._said = None
+        policy = DestinationPolicy.parse(pc.stream_allow_hosts)
+        taken = {s.name for s in config.sinks}
+        out = []
+        for d in defs:
+            if d.paused:
+                continue
+            try:
+                if d.sink_name in taken:
+                    raise StreamRequestError(f"a sink named {d.sink_name!r} is configured by the"
+                                             " operator too: rename one of them")
+                options = {**d.options, **box.open(d.id, d.sealed)}
+                sc = check_definition(d.organization, d.name, d.type, options, types,
+                                      since=d.created_at)
+                where = destination_host(destination_url(d.type, options))
+                if where is not None:
+                    check_literal(where[0], policy)
+            except (StreamRequestError, SecretsKeyError, BlockedDestination) as exc:
+                reason = exc.message if isinstance(exc, StreamRequestError) else str(exc)
+                log.error("self-service stream %s not started: %s", d.sink_name, reason)
+                self.errors[d.id] = reason
+                continue
+            sc.source = SOURCE
+            sc.destinations = policy
+            self.ids[sc.name] = d.id
+            out.append(sc)
+        return out
+
+    async def changed(self, config: Config) -> bool:
+        """Whether a definition changed since the last :meth:`sink_configs` (or the
+        store, unavailable then, can now be opened)."""
+        if self.streams is None:
+            return await self.open(config)
+        try:
+            return await self.streams.revision() != self.revision
+        except Exception as exc:
+            self._say(f"self-service streams: the portal store cannot be read:"
+                      f" {scrub_secrets(str(exc))}")
+            return False
+
+    async def report(self, config: Config, host: str) -> None:
+        """Write this host's view of each stream into the store."""
+        if self.streams is None or not (self.ids or self.errors):
+            return
+        mine = {s.name: s for s in config.sinks if s.name in self.ids}
+        rows = await asyncio.to_thread(
+            sink_status, dataclasses.replace(config, sinks=list(mine.values())),
+            budget=LAG_BUDGET) if mine else []
+        now = time.time()
+        out = []
+        for r in rows:
+            name, state = str(r["name"]), str(r.get("state") or "inactive")
+            error = r.get("last_error") if state in ("error", "blocked") else None
+            out.append(StreamStatus(self.ids[name], host, state, r.get("last_synced_at"),
+                                    scrub_secrets(error, sink_secrets(mine[name])),
+                                    r.get("lag_events"), r.get("lag_bytes"), now))
+        out += [StreamStatus(i, host, "error", None, reason, None, None, now)
+                for i, reason in self.errors.items()]
+        try:
+            await self.streams.report(host, out)
+        except Exception as exc:
+            log.warning("self-service streams: cannot report their state: %s",
+                        scrub_secrets(str(exc)))
+

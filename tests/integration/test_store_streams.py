@@ -1,0 +1,196 @@
+"""Self-service streams picked up live by running daemons from the portal's store.
+
+An organization's admin creates an HTTP stream through the daemon's own portal; the
+daemon starts it within a poll, ships that organization's events (and no other's) to a
+real receiver, stops on pause, resumes without losing an event, stops for good on
+delete. Without a secrets key the daemon says why and keeps its other sinks running.
+Two daemons with their own journals on one PostgreSQL store both ship to the stream and
+both report their state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from tests.conftest import Workspace
+
+from auditshipd.journal.writer import AuditJournal
+from auditshipd.testing import WebhookReceiver, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+KEY = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
+RX_TOKEN = "rx-bearer-7f3a9c2e51d8"
+
+
+def _config(ws: Workspace, database: str = "", portal: bool = True) -> int:
+    port = free_port()
+    ws.write_config(
+        f"""
+        [[sinks]]
+        name = "all"
+        type = "file"
+        path = "{ws.out}"
+        [sinks.batch]
+        timeout = 0.1
+        """,
+        extra=f"""
+        [portal]
+        enabled = {"true" if portal else "false"}
+        listen = "127.0.0.1:{port}"
+        {f'database = "{database}"' if database else ""}
+        stream_allow_hosts = ["127.0.0.1"]
+        stream_poll_interval = 0.3
+        """,
+    )
+    return port
+
+
+def _token(ws: Workspace, org: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "auditshipd.cli", "token", "create", "-c",
+                          str(ws.config), "--name", f"admin-{org}", "--role", "admin",
+                          "--organization", org], capture_output=True, text=True, check=True)
+    found = re.search(r"asd_[A-Za-z0-9_-]+", out.stdout + out.stderr)
+    assert found is not None
+    return found.group(0)
+
+
+def _write(journal: Path, org: str, prefix: str, n: int) -> list[str]:
+    j = AuditJournal(journal)
+    ids = [f"{prefix}-{i:04d}" for i in range(n)]
+    for eid in ids:
+        assert j.record("user.login", id=eid, actor={"type": "user", "email": f"{eid}@{org}.example"},
+                        organization={"slug": org})
+    j.close()
+    return ids
+
+
+async def _api(method: str, url: str, token: str, body: Any = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.request(
+            method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
+        text = await resp.text()
+        return resp.status, (json.loads(text) if text else None)
+
+
+def _stream_row(port: int, token: str, stream_id: str) -> dict[str, Any] | None:
+    status, body = asyncio.run(_api("GET", f"http://127.0.0.1:{port}/api/streams", token))
+    assert status == 200, body
+    return next((r for r in body["data"] if r.get("id") == stream_id), None)
+
+
+def test_daemon_runs_a_stream_created_in_the_portal(ws: Workspace) -> None:
+    """Create -> the daemon ships acme's events only; pause holds them; resume delivers
+    them all; delete stops the stream. The stream's state reaches the portal; the bearer
+    token appears nowhere in clear (log, status, journal, database)."""
+    port = _config(ws)
+    acme, globex = _token(ws, "acme"), _token(ws, "globex")
+    base = f"http://127.0.0.1:{port}"
+    with WebhookReceiver(bearer_token=RX_TOKEN) as rx, \
+            ws.daemon(env={"AUDITSHIPD_SECRETS_KEY": KEY}) as daemon:
+        daemon.wait_started()
+        status, body = asyncio.run(_api("POST", f"{base}/api/streams", acme, {
+            "name": "siem", "type": "http",
+            "options": {"url": rx.url, "bearer_token": RX_TOKEN, "encoding": "ndjson"}}))
+        assert status == 201, body
+        sid = body["data"]["id"]
+        wait_for(lambda: b"acme.siem" in daemon.log(), 20, message="stream started")
+        mine = _write(ws.journal, "acme", "a", 30)
+        others = _write(ws.journal, "globex", "g", 30)
+        wait_for(lambda: set(mine) <= set(rx.ids()), 30, message="acme events at the stream")
+        # The stream's state, reported by the daemon into the store, reaches the portal.
+        wait_for(lambda: (_stream_row(port, acme, sid) or {}).get("state") == "active"
+                 and _stream_row(port, acme, sid)["last_synced_at"], 20, message="state")
+        assert _stream_row(port, globex, sid) is None
+
+        status, body = asyncio.run(_api("PATCH", f"{base}/api/streams/{sid}", acme, {"paused": True}))
+        assert status == 200 and body["data"]["paused"] is True
+        wait_for(lambda: re.search(rb"removed \['acme\.siem'\]", daemon.log()), 20,
+                 message="stream stopped")
+        held = _write(ws.journal, "acme", "held", 10)
+        wait_for(lambda: set(held) <= set(ws_ids(ws.out)), 20, message="the other sink goes on")
+        assert not set(held) & set(rx.ids()), "a paused stream delivered"
+        status, _ = asyncio.run(_api("PATCH", f"{base}/api/streams/{sid}", acme, {"paused": False}))
+        assert status == 200
+        wait_for(lambda: set(held) <= set(rx.ids()), 30, message="held events after resume")
+
+        status, _ = asyncio.run(_api("DELETE", f"{base}/api/streams/{sid}", acme))
+        assert status == 204
+        wait_for(lambda: len(re.findall(rb"removed \['acme\.siem'\]", daemon.log())) == 2, 20,
+                 message="stream deleted")
+        # Oracle: every acme id at the stream, no globex event ever, each event acme's.
+        got = rx.ids()
+        assert set(mine) | set(held) <= set(got)
+        assert not set(others) & set(got)
+        assert {e.get("organization", {}).get("slug") for e in rx.events} == {"acme"}
+        assert rx.rejected_auth == 0
+        log = daemon.log()
+    for path in [ws.journal, *ws.state.rglob("*")]:
+        if path.is_file():
+            assert RX_TOKEN.encode() not in path.read_bytes(), path
+    assert RX_TOKEN.encode() not in log
+
+
+def ws_ids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line]
+
+
+def test_without_secrets_key_the_daemon_says_so_and_runs_the_rest(ws: Workspace) -> None:
+    """A stream exists in the store but this daemon has no secrets key: it logs why, the
+    stream shows the error on the portal, and the daemon's own sink keeps delivering."""
+    port = _config(ws)
+    acme = _token(ws, "acme")
+    with WebhookReceiver() as rx:
+        with ws.daemon(env={"AUDITSHIPD_SECRETS_KEY": KEY}) as daemon:
+            daemon.wait_started()
+            status, body = asyncio.run(_api("POST", f"http://127.0.0.1:{port}/api/streams", acme, {
+                "name": "siem", "type": "http", "options": {"url": rx.url, "hmac_secret": "k" * 32}}))
+            assert status == 201, body
+            sid = body["data"]["id"]
+        with ws.daemon(env={"AUDITSHIPD_SECRETS_KEY": ""}) as daemon:
+            daemon.wait_started()
+            ids = _write(ws.journal, "acme", "nokey", 10)
+            wait_for(lambda: set(ids) <= set(ws_ids(ws.out)), 20, message="the file sink")
+            assert b"self-service streams not started on this host: no secrets key" in daemon.log()
+            wait_for(lambda: "secrets key" in str((_stream_row(port, acme, sid) or {}).get("last_error")),
+                     20, message="the error on the portal")
+            assert _stream_row(port, acme, sid)["state"] == "error"
+            assert not set(ids) & set(rx.ids())
+
+
+def test_two_daemons_on_postgresql_both_ship_to_the_stream(tmp_path: Path, pg_url: str) -> None:
+    """Two hosts (own journals, own state) share one PostgreSQL store; the stream created
+    through host A's portal is run by both; each ships its own journal's acme events; the
+    portal shows the stream as reported by two hosts."""
+    a, b = Workspace(tmp_path / "a"), Workspace(tmp_path / "b")
+    port = _config(a, pg_url)
+    _config(b, pg_url, portal=False)
+    acme = _token(a, "acme")
+    env = {"AUDITSHIPD_SECRETS_KEY": KEY}
+    with WebhookReceiver() as rx, a.daemon(env=env) as da, b.daemon(env=env) as db:
+        da.wait_started()
+        db.wait_started()
+        status, body = asyncio.run(_api("POST", f"http://127.0.0.1:{port}/api/streams", acme, {
+            "name": "siem", "type": "http", "options": {"url": rx.url}}))
+        assert status == 201, body
+        sid = body["data"]["id"]
+        wait_for(lambda: b"acme.siem" in da.log() and b"acme.siem" in db.log(), 20,
+                 message="both daemons start the stream")
+        from_a = _write(a.journal, "acme", "host-a", 25)
+        from_b = _write(b.journal, "acme", "host-b", 25)
+        _write(b.journal, "globex", "host-b-globex", 10)
+        wait_for(lambda: set(from_a) | set(from_b) <= set(rx.ids()), 30, message="both hosts")
+        wait_for(lambda: len((_stream_row(port, acme, sid) or {}).get("hosts", [])) == 2, 20,
+                 message="two hosts report")
+        row = _stream_row(port, acme, sid)
+        assert row["state"] == "active"
+        assert {e["organization"]["slug"] for e in rx.events} == {"acme"}
