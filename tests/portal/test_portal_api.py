@@ -155,4 +155,4 @@ async def test_streams_and_openapi(portal, http) -> None:
         doc = await r.json()
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/api/events", "/api/events/{id}", "/api/export", "/api/export.manifest",
-                                 "/api/streams"}
+                                 "/api/streams", "/api/streams/{id}", "/api/streams/{id}/test"}

@@ -38,6 +38,27 @@ _ERRORS = {
 }
 
 
+_STREAM_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_STREAM_WRITE = ("A browser session sends its CSRF token in X-CSRF-Token. The stream is scoped to "
+                 "the token's organization; an organization(s) key is refused. Secret options "
+                 "(tokens, API keys, HMAC secrets, an http stream's headers) are stored encrypted "
+                 "and never returned. A destination resolving to a loopback, private, link-local "
+                 "or metadata address is refused.")
+_CHANGE_ERRORS = {**_ERRORS,
+                  "404": {"description": "No such stream (or another organization's)"},
+                  "409": {"description": "The name is taken, or the organization has the most streams allowed"},
+                  "503": {"description": "The portal has no secrets key"}}
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _one_stream(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"data": {"$ref": "#/components/schemas/StreamDefinition"}}}}}}
+
+
 def openapi_document() -> dict[str, Any]:
     event = {"type": "object", "description": "A redacted audit event, as indexed.",
              "additionalProperties": True,
@@ -90,8 +111,31 @@ def openapi_document() -> dict[str, Any]:
                               **_ERRORS},
             }},
             "/api/streams": {"get": {
-                "summary": "Each sink's delivery state",
+                "summary": "Each stream's delivery state: self-service streams (source portal) and the operator's sinks (source config)",
                 "responses": {"200": {"description": "Streams", "content": {"application/json": {"schema": {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}}}}}}}, **_ERRORS},
+            }, "post": {
+                "summary": "Create a self-service stream in the token's organization",
+                "description": _STREAM_WRITE, "requestBody": _body("StreamCreate"),
+                "responses": {"201": _one_stream("The stream"), **_CHANGE_ERRORS},
+            }},
+            "/api/streams/{id}": {
+                "parameters": [_STREAM_ID],
+                "get": {"summary": "One self-service stream (secrets never shown)",
+                        "responses": {"200": _one_stream("The stream"), **_CHANGE_ERRORS}},
+                "patch": {"summary": "Edit options, pause or resume",
+                          "description": "Options given replace the stored ones (null removes one); "
+                                         "secrets left out stay. " + _STREAM_WRITE,
+                          "requestBody": _body("StreamChange"),
+                          "responses": {"200": _one_stream("The stream"), **_CHANGE_ERRORS}},
+                "delete": {"summary": "Delete a self-service stream",
+                           "responses": {"204": {"description": "Deleted"}, **_CHANGE_ERRORS}},
+            },
+            "/api/streams/{id}/test": {"post": {
+                "summary": "Send one synthetic log_stream.test_event to this stream only",
+                "parameters": [_STREAM_ID],
+                "responses": {"200": {"description": "What the destination answered", "content": {"application/json": {"schema": {"type": "object", "properties": {"data": {"$ref": "#/components/schemas/TestAnswer"}}}}}},
+                              "429": {"description": "Too many test events for this stream (see Retry-After)"},
+                              **_CHANGE_ERRORS},
             }},
         },
         "components": {
@@ -110,7 +154,9 @@ def openapi_document() -> dict[str, Any]:
                                              "relation": {"type": "string", "enum": ["eq", "gt"]}}}}},
                 "Stream": {"type": "object", "properties": {
                     "name": {"type": "string"}, "type": {"type": "string"},
-                    "state": {"type": "string", "enum": ["active", "error", "inactive", "blocked"]},
+                    "state": {"type": "string", "enum": ["active", "error", "paused", "inactive", "blocked"]},
+                    "source": {"type": "string", "enum": ["portal", "config"]},
+                    "hosts": {"type": "array", "items": {"type": "object"}, "description": "self-service streams: each daemon's report"},
                     "last_synced_at": {"type": "string", "nullable": True,
                                        "description": "last acknowledged delivery (RFC 3339)"},
                     "last_error_at": {"type": "string", "nullable": True},
@@ -133,6 +179,24 @@ def openapi_document() -> dict[str, Any]:
                     "rows": {"type": "integer"}, "bytes": {"type": "integer"},
                     "sha256": {"type": "string", "description": "hex SHA-256 of the export's bytes"},
                     "signed_at": {"type": "string"}, "key_id": {"type": "string"}, "signature": {"type": "string"}}},
+                "StreamCreate": {"type": "object", "required": ["name", "type", "options"], "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"},
+                    "type": {"type": "string", "enum": ["http", "splunk_hec", "datadog", "s3"]},
+                    "options": {"type": "object", "description": "The sink type's options, as in a [[sinks]] table (docs/sinks.md)"},
+                    "paused": {"type": "boolean"}}},
+                "StreamChange": {"type": "object", "properties": {
+                    "options": {"type": "object"}, "paused": {"type": "boolean"}}},
+                "StreamDefinition": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "organization": {"type": "string"}, "name": {"type": "string"},
+                    "sink": {"type": "string"}, "type": {"type": "string"},
+                    "options": {"type": "object", "description": "Options without secrets; URL credentials masked"},
+                    "secrets": {"type": "object", "additionalProperties": {"type": "string", "enum": ["set"]}},
+                    "paused": {"type": "boolean"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
+                    "created_by": {"type": "string"}, "updated_by": {"type": "string"}}},
+                "TestAnswer": {"type": "object", "properties": {
+                    "delivered": {"type": "boolean"}, "status": {"type": "integer", "nullable": True},
+                    "error": {"type": "string", "nullable": True, "description": "Scrubbed of the stream's secrets"},
+                    "event_id": {"type": "string"}}},
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}, "param": {"type": "string"}}},
             },
         },

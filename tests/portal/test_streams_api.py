@@ -1,0 +1,323 @@
+"""/api/streams on both store backends: every operation with every credential, scope that
+cannot be widened, write-only encrypted secrets, limits, test events, SSRF refusals at
+save time, and the audit events of every change."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from streams_env import KEY, FakeResolver, StreamsPortal, streams_config
+
+from auditshipd.testing import WebhookReceiver
+
+SECRET = "hmac-secret-5b1e0c77d2a94f"
+TOKEN = "bearer-token-9c2d7e1a0f53"
+
+
+@pytest.fixture
+async def sp(tmp_path: Path, portal_database: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StreamsPortal]:
+    """A portal on an empty store of each backend, with a secrets key."""
+    from auditshipd.portal import start_portal
+
+    monkeypatch.setenv("AUDITSHIPD_SECRETS_KEY", KEY)
+    config = streams_config(tmp_path, portal_database)
+    server = await start_portal(config, port=0)
+    try:
+        yield await StreamsPortal.start(server, Path(config.journal.path))
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def rx() -> Any:
+    with WebhookReceiver(bearer_token=TOKEN) as receiver:
+        yield receiver
+
+
+async def _call(http: aiohttp.ClientSession, method: str, url: str, *, token: str | None = None,
+                body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    h = dict(headers or {})
+    if token is not None:
+        h["Authorization"] = f"Bearer {token}"
+    async with http.request(method, url, json=body, headers=h) as r:
+        return r.status, await r.read()
+
+
+def _http_stream(rx: Any, name: str = "siem") -> dict[str, Any]:
+    return {"name": name, "type": "http",
+            "options": {"url": rx.url, "bearer_token": TOKEN, "hmac_secret": SECRET}}
+
+
+async def _create(sp: StreamsPortal, http: Any, rx: Any, name: str = "siem", token: str | None = None) -> str:
+    status, body = await _call(http, "POST", f"{sp.url}/api/streams", token=token or sp.acme,
+                               body=_http_stream(rx, name))
+    assert status == 201, body
+    return json.loads(body)["data"]["id"]
+
+
+async def test_every_operation_with_every_credential(sp: StreamsPortal, http: Any, rx: Any) -> None:
+    """The acme admin may do everything to acme's stream; the globex admin sees nothing
+    of it (404, never 403: it does not exist for them); the operator sees and changes
+    every stream but creates none; a viewer gets 403, no or a forged or revoked token
+    401; a browser session without or with a wrong CSRF token 403."""
+    sid = await _create(sp, http, rx)
+    ops = [("GET", f"/api/streams/{sid}", None), ("PATCH", f"/api/streams/{sid}", {"paused": True}),
+           ("PATCH", f"/api/streams/{sid}", {"paused": False}), ("POST", f"/api/streams/{sid}/test", None)]
+    for method, path, body in ops:
+        status, text = await _call(http, method, sp.url + path, token=sp.acme, body=body)
+        assert status == 200, (method, path, text)
+        status, _ = await _call(http, method, sp.url + path, token=sp.globex, body=body)
+        assert status == 404, (method, path)
+        status, _ = await _call(http, method, sp.url + path, token=sp.operator, body=body)
+        assert status == 200, (method, path)
+        status, _ = await _call(http, method, sp.url + path, token=sp.viewer, body=body)
+        assert status == 403, (method, path)
+        for token in (None, "asd_forged", sp.revoked):
+            status, text = await _call(http, method, sp.url + path, token=token, body=body)
+            assert status == 401 and b"siem" not in text, (method, path, token)
+    # Listing: own streams only; the operator sees all; a viewer none.
+    await _create(sp, http, rx, "globex-siem", token=sp.globex)
+    for token, want in ((sp.acme, {"siem"}), (sp.globex, {"globex-siem"}),
+                        (sp.operator, {"siem", "globex-siem"})):
+        status, text = await _call(http, "GET", f"{sp.url}/api/streams", token=token)
+        assert status == 200
+        assert {r["name"] for r in json.loads(text)["data"] if r["source"] == "portal"} == want
+    assert (await _call(http, "GET", f"{sp.url}/api/streams", token=sp.viewer))[0] == 403
+    assert (await _call(http, "GET", f"{sp.url}/api/streams"))[0] == 401
+    # The operator creates none (a stream belongs to the organization of its token).
+    status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.operator,
+                               body=_http_stream(rx, "ops"))
+    assert status == 400 and b"organization" in text
+    for token, want in ((sp.viewer, 403), (None, 401), ("asd_forged", 401), (sp.globex, 404)):
+        assert (await _call(http, "DELETE", f"{sp.url}/api/streams/{sid}", token=token))[0] == want
+    # A browser session: the CSRF token is required for every change.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        csrf = await sp.login(browser, sp.acme)
+        for headers in ({}, {"X-CSRF-Token": "forged"}):
+            status, _ = await _call(browser, "PATCH", f"{sp.url}/api/streams/{sid}",
+                                    body={"paused": True}, headers=headers)
+            assert status == 403
+            status, _ = await _call(browser, "POST", f"{sp.url}/api/streams", body=_http_stream(rx, "x"),
+                                    headers=headers)
+            assert status == 403
+        status, _ = await _call(browser, "GET", f"{sp.url}/api/streams/{sid}")
+        assert status == 200
+        status, _ = await _call(browser, "DELETE", f"{sp.url}/api/streams/{sid}",
+                                headers={"X-CSRF-Token": csrf})
+        assert status == 204
+    assert (await _call(http, "GET", f"{sp.url}/api/streams/{sid}", token=sp.acme))[0] == 404
+
+
+async def test_scope_cannot_be_widened(sp: StreamsPortal, http: Any, rx: Any) -> None:
+    """An organization or organizations key, at the top or among the options, is refused;
+    a stream's sink is always scoped to exactly the token's organization."""
+    for body in ({**_http_stream(rx), "organizations": ["acme", "globex"]},
+                 {**_http_stream(rx), "organization": "globex"},
+                 {"name": "x", "type": "http", "options": {"url": rx.url, "organizations": ["globex"]}},
+                 {"name": "x", "type": "http", "options": {"url": rx.url, "organizations": None}}):
+        status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme, body=body)
+        assert status == 400 and b"organization" in text, body
+    sid = await _create(sp, http, rx)
+    status, text = await _call(http, "PATCH", f"{sp.url}/api/streams/{sid}", token=sp.acme,
+                               body={"options": {"organizations": ["globex"]}})
+    assert status == 400
+    defs = await sp.server.state.streams.store.list()
+    assert [(d.organization, d.name) for d in defs] == [("acme", "siem")]
+    sc = sp.server.state.streams
+    from auditshipd.portal.stream_defs import check_definition
+
+    built = check_definition("acme", "siem", "http", {**defs[0].options, "bearer_token": TOKEN},
+                             sc.sink_types())
+    assert built.organizations == ["acme"] and built.name == "acme.siem"
+
+
+async def test_options_are_checked_by_the_sink_schema(sp: StreamsPortal, http: Any, rx: Any) -> None:
+    """The TOML sinks' validation answers, naming the key: unknown option, wrong type,
+    a value the type's checks refuse, host-local options, a missing s3 access key."""
+    cases = [
+        ({"name": "a", "type": "http", "options": {"url": rx.url, "colour": "red"}}, "options.colour"),
+        ({"name": "a", "type": "http", "options": {"url": rx.url, "timeout": "soon"}}, "options.timeout"),
+        ({"name": "a", "type": "http", "options": {"url": "ftp://x"}}, "options.url"),
+        ({"name": "a", "type": "http", "options": {"url": rx.url, "ca_file": "/etc/shadow"}}, "options.ca_file"),
+        ({"name": "a", "type": "splunk_hec", "options": {"url": rx.url}}, "options.token"),
+        ({"name": "a", "type": "s3", "options": {"bucket": "b", "profile": "ops"}}, "options.profile"),
+        ({"name": "a", "type": "s3", "options": {"bucket": "b"}}, "options.access_key_id"),
+        ({"name": "a", "type": "file", "options": {"path": "/tmp/x"}}, "type"),
+        ({"name": "A B", "type": "http", "options": {"url": rx.url}}, "name"),
+        ({"name": "a", "type": "http", "options": {"url": rx.url, "batch": {"max_events": 1}}}, "options.batch"),
+    ]
+    for body, param in cases:
+        status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme, body=body)
+        assert status == 400, (body, text)
+        assert json.loads(text).get("param") == param, (body, text)
+
+
+async def test_secrets_are_write_only_and_encrypted(sp: StreamsPortal, http: Any, rx: Any,
+                                                     portal_database: str) -> None:
+    """Secrets never come back (API, page, audit events); the store holds ciphertext
+    only; replacing one works; the stream's test event authenticates with it."""
+    sid = await _create(sp, http, rx)
+    bodies = []
+    for method, path, body in (("GET", f"/api/streams/{sid}", None), ("GET", "/api/streams", None),
+                               ("PATCH", f"/api/streams/{sid}", {"options": {"timeout": 5}}),
+                               ("POST", f"/api/streams/{sid}/test", None)):
+        status, text = await _call(http, method, sp.url + path, token=sp.acme, body=body)
+        assert status == 200, text
+        bodies.append(text)
+    view = json.loads(bodies[0])["data"]
+    assert view["secrets"] == {"bearer_token": "set", "hmac_secret": "set"}
+    assert "bearer_token" not in view["options"]
+    assert json.loads(bodies[3])["data"]["delivered"] is True
+    async with http.get(f"{sp.url}/streams", headers=sp.auth(sp.acme)) as r:
+        bodies.append(await r.read())
+    async with http.get(f"{sp.url}/streams/{sid}/edit", headers=sp.auth(sp.acme)) as r:
+        bodies.append(await r.read())
+    bodies.append(sp.journal.read_bytes())
+    for blob in bodies:
+        assert SECRET.encode() not in blob and TOKEN.encode() not in blob
+    d = await sp.server.state.streams.store.get(sid)
+    raw = json.dumps([d.options, d.sealed]).encode()
+    assert SECRET.encode() not in raw and TOKEN.encode() not in raw and d.sealed.startswith("v1:")
+    if not portal_database.startswith("postgres"):
+        conn = sqlite3.connect(portal_database)
+        dump = "\n".join(conn.iterdump()).encode()
+        conn.close()
+        assert SECRET.encode() not in dump and TOKEN.encode() not in dump
+    # Replacing a secret: the receiver now refuses the stream's token (401, scrubbed).
+    status, _ = await _call(http, "PATCH", f"{sp.url}/api/streams/{sid}", token=sp.acme,
+                            body={"options": {"bearer_token": "replaced-token-000"}})
+    assert status == 200
+    status, text = await _call(http, "POST", f"{sp.url}/api/streams/{sid}/test", token=sp.acme)
+    answer = json.loads(text)["data"]
+    assert answer["delivered"] is False and answer["status"] == 401
+    assert b"replaced-token-000" not in text
+
+
+async def test_no_secrets_key_no_secret_stored(sp: StreamsPortal, http: Any, rx: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a secrets key a stream with secrets is refused with a clear 503."""
+    monkeypatch.delenv("AUDITSHIPD_SECRETS_KEY")
+    status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme,
+                               body=_http_stream(rx))
+    assert status == 503 and b"secrets key" in text
+    assert await sp.server.state.streams.store.list() == []
+
+
+async def test_limits_streams_and_test_events(sp: StreamsPortal, http: Any, rx: Any) -> None:
+    """At most max_streams_per_organization (3 here) per organization (409 beyond,
+    other organizations unaffected); 5 test events per stream and minute, then 429 with
+    Retry-After; a duplicate name is 409."""
+    for i in range(3):
+        await _create(sp, http, rx, f"s{i}")
+    status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme,
+                               body=_http_stream(rx, "s3"))
+    assert status == 409 and b"most streams" in text
+    await _create(sp, http, rx, "s0", token=sp.globex)
+    status, _ = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.globex,
+                            body=_http_stream(rx, "s0"))
+    assert status == 409
+    sid = (await sp.server.state.streams.store.list("acme"))[0].id
+    for _ in range(5):
+        status, text = await _call(http, "POST", f"{sp.url}/api/streams/{sid}/test", token=sp.acme)
+        assert status == 200, text
+    async with http.post(f"{sp.url}/api/streams/{sid}/test", headers=sp.auth(sp.acme)) as r:
+        assert r.status == 429
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+    assert len([e for e in rx.events if e["action"] == "log_stream.test_event"]) == 5
+
+
+async def test_test_event_goes_to_that_stream_only(sp: StreamsPortal, http: Any) -> None:
+    """The synthetic event reaches the tested stream's receiver, not another stream's;
+    a failing destination's answer comes back with its status and a scrubbed error."""
+    with WebhookReceiver() as one, WebhookReceiver() as two:
+        ids = []
+        for name, r in (("one", one), ("two", two)):
+            status, body = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme,
+                                       body={"name": name, "type": "http", "options": {"url": r.url}})
+            ids.append(json.loads(body)["data"]["id"])
+        status, text = await _call(http, "POST", f"{sp.url}/api/streams/{ids[0]}/test", token=sp.acme)
+        answer = json.loads(text)["data"]
+        assert answer["delivered"] is True
+        assert [e["id"] for e in one.events] == [answer["event_id"]] and two.events == []
+        event = one.events[0]
+        assert event["action"] == "log_stream.test_event" and event["organization"] == {"slug": "acme"}
+        two.set_script([], default=(503, {"Retry-After": "7"}, "down for maintenance"))
+        status, text = await _call(http, "POST", f"{sp.url}/api/streams/{ids[1]}/test", token=sp.acme)
+        answer = json.loads(text)["data"]
+        assert answer["delivered"] is False and answer["status"] == 503
+        assert "down for maintenance" in answer["error"]
+
+
+async def test_blocked_destinations_are_refused_at_save(sp: StreamsPortal, http: Any) -> None:
+    """Host names resolving to loopback, private, link-local, metadata, multicast,
+    unspecified or IPv4-mapped addresses are refused with the reason; IP literals too;
+    a public address is accepted; an allowed host (127.0.0.1) passes."""
+    resolver = FakeResolver({"public.test": ["93.184.216.34"]})
+    sp.server.state.streams.resolver = resolver
+    blocked = {"loop.test": "127.0.0.2", "ten.test": "10.0.0.5", "oneseventwo.test": "172.16.9.9",
+               "home.test": "192.168.1.1", "link.test": "169.254.10.10",
+               "metadata.test": "169.254.169.254", "zero.test": "0.0.0.0", "v6loop.test": "::1",
+               "ula.test": "fd12::1", "v6link.test": "fe80::1", "mapped.test": "::ffff:10.0.0.1",
+               "multi.test": "239.1.1.1", "cgnat.test": "100.100.100.200"}
+    resolver.answers.update({h: [a] for h, a in blocked.items()})
+    resolver.answers["mixed.test"] = ["93.184.216.34", "10.0.0.1"]
+    for i, host in enumerate([*blocked, "mixed.test"]):
+        for kind, options in (("http", {"url": f"https://{host}/in"}),
+                              ("s3", {"bucket": "b", "endpoint_url": f"https://{host}",
+                                      "access_key_id": "AKIDEXAMPLE", "secret_access_key": "x" * 20})):
+            status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme,
+                                       body={"name": f"b{i}", "type": kind, "options": options})
+            assert status == 400, (host, text)
+            error = json.loads(text)
+            assert "streams may not send there" in error["error"], error
+            assert error["param"] in ("options.url", "options.endpoint_url")
+    for literal in ("http://169.254.169.254/latest", "http://[::ffff:127.0.0.1]:80/", "http://10.1.1.1/"):
+        status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme,
+                                   body={"name": "lit", "type": "http", "options": {"url": literal}})
+        assert status == 400 and b"streams may not send there" in text, literal
+    status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme,
+                               body={"name": "ok", "type": "http", "options": {"url": "https://public.test/in"}})
+    assert status == 201, text
+    assert await sp.server.state.streams.store.list("acme") != []
+
+
+async def test_every_change_is_audited_without_secret_values(sp: StreamsPortal, http: Any, rx: Any) -> None:
+    """created, updated (changed option names), paused, resumed, test_event_sent, deleted:
+    each in the stream's organization, with the actor's token name."""
+    sid = await _create(sp, http, rx)
+    for method, path, body in (("PATCH", f"/api/streams/{sid}", {"options": {"hmac_secret": "n" * 40, "timeout": 3}}),
+                               ("PATCH", f"/api/streams/{sid}", {"paused": True}),
+                               ("PATCH", f"/api/streams/{sid}", {"paused": False}),
+                               ("POST", f"/api/streams/{sid}/test", None),
+                               ("DELETE", f"/api/streams/{sid}", None)):
+        status, _ = await _call(http, method, sp.url + path, token=sp.acme if "test" not in path else sp.operator,
+                                body=body)
+        assert status in (200, 204)
+    events = [json.loads(line) for line in sp.journal.read_text().splitlines()]
+    changes = [e for e in events if e["action"].startswith("log_stream.")]
+    assert [e["action"] for e in changes] == [
+        "log_stream.created", "log_stream.updated", "log_stream.paused", "log_stream.resumed",
+        "log_stream.test_event_sent", "log_stream.deleted"]
+    assert {e["organization"]["slug"] for e in changes} == {"acme"}
+    assert [e["actor"]["name"] for e in changes] == ["acme-admin"] * 4 + ["operator", "acme-admin"]
+    assert changes[0]["metadata"]["options"] == ["bearer_token", "hmac_secret", "url"]
+    assert changes[1]["metadata"]["changed"] == ["hmac_secret", "timeout"]
+    blob = sp.journal.read_bytes()
+    assert SECRET.encode() not in blob and TOKEN.encode() not in blob and b"n" * 40 not in blob
+
+
+async def test_openapi_describes_the_stream_operations(sp: StreamsPortal, http: Any) -> None:
+    """The OpenAPI document lists every /api/streams operation."""
+    async with http.get(f"{sp.url}/api/openapi.json") as r:
+        doc = await r.json()
+    paths = doc["paths"]
+    assert set(paths["/api/streams"]) == {"get", "post"}
+    assert set(paths["/api/streams/{id}"]) == {"parameters", "get", "patch", "delete"}
+    assert set(paths["/api/streams/{id}/test"]) == {"post"}
+    assert "429" in paths["/api/streams/{id}/test"]["post"]["responses"]
