@@ -7,6 +7,8 @@
   SIGTERM / SIGKILL and log capture.
 - :func:`wait_for`: poll a condition with a deadline instead of sleeping.
 - :func:`read_jsonl_ids`: the event ids found in a JSONL file.
+- :class:`StaticResolver`: an aiohttp resolver answering from a table, to test what a
+  sink does when a name resolves to a given address (or changes between two looks).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import msgspec
 
 __all__ = [
     "DaemonProcess",
+    "StaticResolver",
     "WebhookReceiver",
     "free_port",
     "read_jsonl_ids",
@@ -283,3 +286,25 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class StaticResolver:
+    """An aiohttp resolver (``aiohttp.abc.AbstractResolver``'s two methods) answering from
+    ``answers`` (host -> addresses), which a test may change while it is in use, as DNS
+    may. ``asked`` lists the names looked up."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
+        self.asked.append(host)
+        if host not in self.answers:
+            raise OSError(f"{host}: name not known")
+        return [{"hostname": host, "host": a, "port": port,
+                 "family": socket.AF_INET6 if ":" in a else socket.AF_INET, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST} for a in self.answers[host]]
+
+    async def close(self) -> None:
+        return None

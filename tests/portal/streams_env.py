@@ -5,33 +5,16 @@ A module of its own, imported by a name no other test directory uses."""
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
-from aiohttp.abc import AbstractResolver
+from auditshipd.testing import StaticResolver
 
 KEY = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
 
 
-class FakeResolver(AbstractResolver):
-    """Answers from a table (host -> addresses); what DNS would say, injected at the
-    resolver seam. ``answers`` may be changed while in use (DNS changing)."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[Any]:
-        self.asked.append(host)
-        if host not in self.answers:
-            raise OSError(f"{host}: name not known")
-        return [{"hostname": host, "host": a, "port": port,
-                 "family": socket.AF_INET6 if ":" in a else socket.AF_INET, "proto": 0,
-                 "flags": socket.AI_NUMERICHOST} for a in self.answers[host]]
-
-    async def close(self) -> None:
-        return None
+# What DNS would say, injected at the resolver seam.
+FakeResolver = StaticResolver
 
 
 class StreamsPortal:

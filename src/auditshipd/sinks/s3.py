@@ -170,7 +170,11 @@ def classify_s3_error(exc: BaseException) -> SinkError:
         return RetryableError(text)
     # Connection refused/reset, DNS, read timeouts, missing or expired credentials:
     # the journal holds the data until the store or the credentials are back.
-    return RetryableError(f"S3 request failed: {type(exc).__name__}: {exc}")
+    why = ""
+    inner = (getattr(exc, "kwargs", None) or {}).get("error")
+    if inner is not None:  # botocore wraps aiohttp's error: keep its reason (a refused address)
+        why = f" ({getattr(inner, 'os_error', None) or inner})"
+    return RetryableError(f"S3 request failed: {type(exc).__name__}: {exc}{why}")
 
 
 def _retry_after(headers: dict[str, Any]) -> float | None:
