@@ -321,3 +321,77 @@ async def test_openapi_describes_the_stream_operations(sp: StreamsPortal, http: 
     assert set(paths["/api/streams/{id}"]) == {"parameters", "get", "patch", "delete"}
     assert set(paths["/api/streams/{id}/test"]) == {"post"}
     assert "429" in paths["/api/streams/{id}/test"]["post"]["responses"]
+
+
+async def test_page_forms_act_with_the_session_csrf_only(sp: StreamsPortal, rx: Any) -> None:
+    """The page's forms (edit, pause, resume, test, delete) need the session's CSRF token;
+    with it they act and redirect; the edit form keeps a secret left empty."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        csrf = await sp.login(browser, sp.acme)
+        form = {"csrf": csrf, "type": "http", "name": "siem", "url": rx.url, "bearer_token": TOKEN}
+        for bad in ({**form, "csrf": "forged"}, {k: v for k, v in form.items() if k != "csrf"}):
+            async with browser.post(f"{sp.url}/streams/new", data=bad, allow_redirects=False) as r:
+                assert r.status == 403
+        assert await sp.server.state.streams.store.list() == []
+        async with browser.post(f"{sp.url}/streams/new", data=form, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/streams?done=created&stream=siem"
+        (d,) = await sp.server.state.streams.store.list()
+        async with browser.post(f"{sp.url}/streams/{d.id}/edit", allow_redirects=False,
+                                data={"csrf": csrf, "url": rx.url, "bearer_token": "", "timeout": "4"}) as r:
+            assert r.status == 303
+        (d,) = await sp.server.state.streams.store.list()
+        assert d.options["timeout"] == 4 and d.secret_names == ["bearer_token"]
+        for action, paused in (("pause", True), ("resume", False)):
+            async with browser.post(f"{sp.url}/streams/{d.id}/{action}", data={"csrf": "x"},
+                                    allow_redirects=False) as r:
+                assert r.status == 403
+            async with browser.post(f"{sp.url}/streams/{d.id}/{action}", data={"csrf": csrf},
+                                    allow_redirects=False) as r:
+                assert r.status == 303
+            assert (await sp.server.state.streams.store.get(d.id)).paused is paused
+        async with browser.post(f"{sp.url}/streams/{d.id}/test", data={"csrf": csrf}) as r:
+            html = await r.text()
+        assert 'data-delivered="true"' in html and TOKEN not in html
+        async with browser.post(f"{sp.url}/streams/{d.id}/edit", data={"csrf": csrf, "url": "http://10.0.0.1/"}) as r:
+            assert r.status == 400 and "streams may not send there" in await r.text()
+        async with browser.post(f"{sp.url}/streams/{d.id}/delete", data={"csrf": csrf},
+                                allow_redirects=False) as r:
+            assert r.status == 303
+        assert await sp.server.state.streams.store.list() == []
+    assert [e["id"] for e in rx.events if e["action"] == "log_stream.test_event"]
+
+
+async def test_name_clash_with_a_stream_file_is_shown(tmp_path: Path, portal_database: str,
+                                                      monkeypatch: pytest.MonkeyPatch, http: Any) -> None:
+    """A stream file of acme defines sink "siem"; acme's admin creates a stream "siem"
+    in the portal: it is listed in state error, saying which name clashes."""
+    from auditshipd.config import parse_config
+    from auditshipd.plugins.manager import build_plugin_manager, sink_types
+    from auditshipd.portal import start_portal
+
+    monkeypatch.setenv("AUDITSHIPD_SECRETS_KEY", KEY)
+    streams = tmp_path / "streams"
+    streams.mkdir()
+    (streams / "acme.toml").write_text(f'[[sinks]]\nname = "siem"\ntype = "file"\npath = "{tmp_path}/o.jsonl"\n')
+    config = parse_config(f"""
+streams_dir = "{streams}"
+[journal]
+path = "{tmp_path}/journal/audit.jsonl"
+state_dir = "{tmp_path}/state"
+[portal]
+enabled = true
+database = "{portal_database}"
+stream_allow_hosts = ["127.0.0.1"]
+""", str(tmp_path / "auditshipd.toml"), sink_types(build_plugin_manager([])))
+    server = await start_portal(config, port=0)
+    try:
+        sp = await StreamsPortal.start(server, Path(config.journal.path))
+        with WebhookReceiver() as receiver:
+            await _create(sp, http, receiver)
+        status, text = await _call(http, "GET", f"{sp.url}/api/streams", token=sp.acme)
+        rows = {(r["source"], r["name"]): r for r in json.loads(text)["data"]}
+        assert rows[("portal", "siem")]["state"] == "error"
+        assert "acme.siem" in rows[("portal", "siem")]["last_error"]
+        assert ("config", "acme.siem") in rows
+    finally:
+        await server.close()
