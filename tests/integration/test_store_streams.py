@@ -189,8 +189,16 @@ def test_two_daemons_on_postgresql_both_ship_to_the_stream(tmp_path: Path, pg_ur
         from_b = _write(b.journal, "acme", "host-b", 25)
         _write(b.journal, "globex", "host-b-globex", 10)
         wait_for(lambda: set(from_a) | set(from_b) <= set(rx.ids()), 30, message="both hosts")
-        wait_for(lambda: len((_stream_row(port, acme, sid) or {}).get("hosts", [])) == 2, 20,
-                 message="two hosts report")
-        row = _stream_row(port, acme, sid)
-        assert row["state"] == "active"
+        rows: list[Any] = []
+
+        def both_report_active() -> bool:
+            rows.append(_stream_row(port, acme, sid) or {})
+            hosts = rows[-1].get("hosts", [])
+            return len(hosts) == 2 and {h["state"] for h in hosts} == {"active"}
+
+        try:
+            wait_for(both_report_active, 30, message="two hosts report the stream active")
+        except Exception:
+            raise AssertionError(f"last rows: {rows[-3:]}") from None
+        assert rows[-1]["state"] == "active" and rows[-1]["last_synced_at"]
         assert {e["organization"]["slug"] for e in rx.events} == {"acme"}
