@@ -44,7 +44,9 @@ __all__ = ["StoreStreams", "host_id"]
 log = logging.getLogger("auditshipd")
 SOURCE = "portal"
 # Journal bytes read per stream to count its lag when reporting (estimated beyond).
-LAG_BUDGET = 1024 * 1024
+LAG_BUDGET = 256 * 1024
+# Streams whose state is read and reported at every poll; more space the reports out.
+REPORT_BATCH = 50
 
 
 def host_id(config: Config) -> str:
@@ -67,6 +69,7 @@ class StoreStreams:
         self.ids: dict[str, str] = {}  # sink name -> stream id
         self.errors: dict[str, str] = {}  # stream id -> why it does not run here
         self._said: str | None = None
+        self._next_report = 0.0
 
     async def open(self, config: Config) -> bool:
         """Open the store of ``config`` (False when there is none or it cannot be read:
@@ -109,6 +112,7 @@ class StoreStreams:
             return []
         self.revision = revision
         self.ids, self.errors = {}, {}
+        self._next_report = 0.0  # report the new set at the next poll
         if not defs:
             return []
         pc = portal_config(config)
@@ -159,9 +163,16 @@ class StoreStreams:
             return False
 
     async def report(self, config: Config, host: str) -> None:
-        """Write this host's view of each stream into the store."""
+        """Write this host's view of each stream into the store. Reading the state of a
+        stream costs a look at its files (lag), so with many streams the reports space
+        out: every poll up to REPORT_BATCH streams, proportionally less often beyond."""
         if self.streams is None or not (self.ids or self.errors):
             return
+        now = time.monotonic()
+        if now < self._next_report:
+            return
+        spacing = max(1.0, len(self.ids) / REPORT_BATCH)
+        self._next_report = now + config.portal.stream_poll_interval * (spacing - 1)
         mine = {s.name: s for s in config.sinks if s.name in self.ids}
         rows = await asyncio.to_thread(
             sink_status, dataclasses.replace(config, sinks=list(mine.values())),
