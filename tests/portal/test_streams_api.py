@@ -5,6 +5,7 @@ save time, and the audit events of every change."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,6 +91,12 @@ async def test_every_operation_with_every_credential(sp: StreamsPortal, http: An
         assert {r["name"] for r in json.loads(text)["data"] if r["source"] == "portal"} == want
     assert (await _call(http, "GET", f"{sp.url}/api/streams", token=sp.viewer))[0] == 403
     assert (await _call(http, "GET", f"{sp.url}/api/streams"))[0] == 401
+    # Creating: a viewer may not, no or a forged or revoked token is unknown.
+    for token, want in ((sp.viewer, 403), (None, 401), ("asd_forged", 401), (sp.revoked, 401)):
+        status, _ = await _call(http, "POST", f"{sp.url}/api/streams", token=token,
+                                body=_http_stream(rx, "other"))
+        assert status == want, token
+    assert [d.name for d in await sp.server.state.streams.store.list("acme")] == ["siem"]
     # The operator creates none (a stream belongs to the organization of its token).
     status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.operator,
                                body=_http_stream(rx, "ops"))
@@ -159,9 +166,11 @@ async def test_options_are_checked_by_the_sink_schema(sp: StreamsPortal, http: A
 
 
 async def test_secrets_are_write_only_and_encrypted(sp: StreamsPortal, http: Any, rx: Any,
-                                                     portal_database: str) -> None:
-    """Secrets never come back (API, page, audit events); the store holds ciphertext
-    only; replacing one works; the stream's test event authenticates with it."""
+                                                     portal_database: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Secrets never come back (API, page, audit events, logs); the store holds
+    ciphertext only; replacing one works; the stream's test event authenticates with it."""
+    caplog.set_level(logging.DEBUG)
     sid = await _create(sp, http, rx)
     bodies = []
     for method, path, body in (("GET", f"/api/streams/{sid}", None), ("GET", "/api/streams", None),
@@ -179,6 +188,7 @@ async def test_secrets_are_write_only_and_encrypted(sp: StreamsPortal, http: Any
     async with http.get(f"{sp.url}/streams/{sid}/edit", headers=sp.auth(sp.acme)) as r:
         bodies.append(await r.read())
     bodies.append(sp.journal.read_bytes())
+    bodies.append(caplog.text.encode())
     for blob in bodies:
         assert SECRET.encode() not in blob and TOKEN.encode() not in blob
     d = await sp.server.state.streams.store.get(sid)
@@ -197,6 +207,7 @@ async def test_secrets_are_write_only_and_encrypted(sp: StreamsPortal, http: Any
     answer = json.loads(text)["data"]
     assert answer["delivered"] is False and answer["status"] == 401
     assert b"replaced-token-000" not in text
+    assert "replaced-token-000" not in caplog.text
 
 
 async def test_no_secrets_key_no_secret_stored(sp: StreamsPortal, http: Any, rx: Any,
