@@ -406,3 +406,21 @@ stream_allow_hosts = ["127.0.0.1"]
         assert ("config", "acme.siem") in rows
     finally:
         await server.close()
+
+
+async def test_secrets_sealed_under_another_key_can_be_entered_again(
+        sp: StreamsPortal, http: Any, rx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the secrets key changed, a stream's secrets no longer decrypt: a test event
+    or a partial edit says so (503); entering every secret again makes it work."""
+    sid = await _create(sp, http, rx)
+    monkeypatch.setenv("AUDITSHIPD_SECRETS_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    status, text = await _call(http, "PATCH", f"{sp.url}/api/streams/{sid}", token=sp.acme,
+                               body={"options": {"bearer_token": TOKEN}})
+    assert status == 503 and b"enter them again" in text
+    status, _ = await _call(http, "POST", f"{sp.url}/api/streams/{sid}/test", token=sp.acme)
+    assert status == 503
+    status, text = await _call(http, "PATCH", f"{sp.url}/api/streams/{sid}", token=sp.acme,
+                               body={"options": {"bearer_token": TOKEN, "hmac_secret": SECRET}})
+    assert status == 200, text
+    status, text = await _call(http, "POST", f"{sp.url}/api/streams/{sid}/test", token=sp.acme)
+    assert status == 200 and json.loads(text)["data"]["delivered"] is True

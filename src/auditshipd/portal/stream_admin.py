@@ -37,7 +37,7 @@ from .stream_defs import (
     merge_options,
     split_secrets,
 )
-from .stream_secrets import SecretBox, load_secret_box
+from .stream_secrets import SecretBox, SecretsKeyError, load_secret_box
 from .stream_store import StreamStore
 from .tokens import Principal, now_text
 
@@ -154,7 +154,13 @@ class StreamAdmin:
         new = replace(d, updated_at=now_text(), updated_by=principal.name)
         changed: list[str] = []
         if change.options:
-            current = self._full_options(d)
+            try:
+                current = self._full_options(d)
+            except SecretsKeyError:
+                # Sealed under another key: unreadable, but replaceable by entering them all.
+                if not set(d.secret_names) <= {k for k, v in change.options.items() if v is not None}:
+                    raise
+                current = dict(d.options)
             merged = merge_options(current, change.options)
             changed += sorted(k for k in {*current, *merged} if current.get(k) != merged.get(k))
             new = await self._checked(new, merged)

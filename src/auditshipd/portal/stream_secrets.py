@@ -79,7 +79,7 @@ class SecretBox:
             plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], stream_id.encode())
         except (InvalidTag, binascii.Error, ValueError):
             raise SecretsKeyError("the stream's secrets do not decrypt with this secrets key"
-                                  " (was the key changed?)") from None
+                                  " (was the key changed? enter them again)") from None
         value = msgspec.json.decode(plain)
         return value if isinstance(value, dict) else {}
 
