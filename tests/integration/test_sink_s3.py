@@ -208,3 +208,36 @@ async def test_server_down_is_retryable_then_recovers(tmp_path: Path) -> None:
         assert sorted(ids) == sorted(batch.ids)
     finally:
         server.stop()
+
+
+async def test_own_credentials_and_guarded_endpoint(moto: MotoS3Server, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A self-service stream's s3 sink: its own access key (the AWS chain is empty), its
+    endpoint reached only through the guarded resolver: refused while the resolved
+    address (loopback) is not allowed, delivered once the operator allows it."""
+    from auditshipd.netguard import DestinationPolicy, GuardedResolver
+    from auditshipd.testing import StaticResolver
+
+    bucket = make_bucket(moto, "audit-self-service")
+    for key in AWS_ENV:
+        monkeypatch.delenv(key, raising=False)
+    dns = StaticResolver({"localhost": ["127.0.0.1"]})
+    options = S3Options(bucket=bucket, endpoint_url=f"http://localhost:{moto.port}",
+                        region="us-east-1", timeout=5.0, access_key_id="AKIDACME",
+                        secret_access_key="acme-secret-key-0000")
+    events = make_events(3)
+    for policy, delivered in ((DestinationPolicy(), False),
+                              (DestinationPolicy.parse(["127.0.0.1"]), True)):
+        ctx = SinkContext(name="acme.archive", state_dir=tmp_path, logger=logging.getLogger("t"),
+                          resolver=GuardedResolver(policy, dns))
+        sink = S3Sink("acme.archive", options, ctx)
+        try:
+            if delivered:
+                await sink.send(Batch(events))
+            else:
+                with pytest.raises(RetryableError, match="loopback"):
+                    await sink.send(Batch(events))
+        finally:
+            await sink.close()
+    stored = [e["id"] for lines in read_objects(moto, bucket).values() for e in lines]
+    assert stored == [e["id"] for e in events]
