@@ -344,6 +344,16 @@ async def test_page_forms_act_with_the_session_csrf_only(sp: StreamsPortal, rx: 
             async with browser.post(f"{sp.url}/streams/new", data=bad, allow_redirects=False) as r:
                 assert r.status == 403
         assert await sp.server.state.streams.store.list() == []
+        # Refused (an internal address): the form comes back as typed, booleans still at
+        # their defaults (never silently "false": tls_verify must stay on).
+        async with browser.post(f"{sp.url}/streams/new", data={**form, "url": "http://10.0.0.1/", "tls_verify": "",
+                                                               "gzip": "true"}) as r:
+            html = await r.text()
+            assert r.status == 400 and "streams may not send there" in html
+        assert 'value="http://10.0.0.1/"' in html and TOKEN not in html
+        tls = html[html.index('id="f-tls_verify"'):].split("</select>")[0]
+        gzip_select = html[html.index('id="f-gzip"'):].split("</select>")[0]
+        assert "selected" not in tls and '<option value="true" selected>' in gzip_select
         async with browser.post(f"{sp.url}/streams/new", data=form, allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/streams?done=created&stream=siem"
         (d,) = await sp.server.state.streams.store.list()

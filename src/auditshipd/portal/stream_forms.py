@@ -54,6 +54,8 @@ def _kind(tp: Any, secret: bool) -> tuple[str, tuple[str, ...]]:
 def _shown(value: Any, kind: str) -> str:
     if value is None or value is msgspec.NODEFAULT:
         return ""
+    if isinstance(value, str):  # a submitted form shown again: as it was typed
+        return value
     if kind == "headers" and isinstance(value, dict):
         return "\n".join(f"{k}: {v}" for k, v in value.items())
     if kind == "bool":
