@@ -36,18 +36,19 @@ class FormField:
 
 
 def _kind(tp: Any, secret: bool) -> tuple[str, tuple[str, ...]]:
-    if secret and tp is not dict[str, str]:
-        return "secret", ()
+    plain = typing.get_origin(tp) in (dict, typing.Literal)
     args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-    first = args[0]
+    first = tp if plain else args[0]
+    if typing.get_origin(first) is dict:
+        return "headers", ()
+    if secret:
+        return "secret", ()
     if typing.get_origin(first) is typing.Literal:
         return "choice", tuple(str(a) for a in typing.get_args(first))
     if first is bool:
         return "bool", ()
     if first in (int, float):
         return "number", ()
-    if typing.get_origin(first) is dict or first is dict[str, str]:
-        return "headers", ()
     return "text", ()
 
 
