@@ -213,7 +213,8 @@ async def test_server_down_is_retryable_then_recovers(tmp_path: Path) -> None:
 async def test_own_credentials_and_guarded_endpoint(moto: MotoS3Server, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A self-service stream's s3 sink: its own access key (the AWS chain is empty), its
-    endpoint reached only through the guarded resolver: refused while the resolved
+    endpoint reached only through the guarded resolver and never through the
+    environment's proxy: refused while the resolved
     address (loopback) is not allowed, delivered once the operator allows it."""
     from auditshipd.netguard import DestinationPolicy, GuardedResolver
     from auditshipd.testing import StaticResolver
@@ -221,6 +222,8 @@ async def test_own_credentials_and_guarded_endpoint(moto: MotoS3Server, tmp_path
     bucket = make_bucket(moto, "audit-self-service")
     for key in AWS_ENV:
         monkeypatch.delenv(key, raising=False)
+    for key in ("HTTP_PROXY", "http_proxy"):  # a proxy would connect on the stream's behalf
+        monkeypatch.setenv(key, "http://127.0.0.1:9")
     dns = StaticResolver({"localhost": ["127.0.0.1"]})
     options = S3Options(bucket=bucket, endpoint_url=f"http://localhost:{moto.port}",
                         region="us-east-1", timeout=5.0, access_key_id="AKIDACME",
@@ -239,5 +242,7 @@ async def test_own_credentials_and_guarded_endpoint(moto: MotoS3Server, tmp_path
                     await sink.send(Batch(events))
         finally:
             await sink.close()
+    for key in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(key)  # the test's own client reads the bucket directly
     stored = [e["id"] for lines in read_objects(moto, bucket).values() for e in lines]
     assert stored == [e["id"] for e in events]

@@ -212,8 +212,9 @@ class S3Sink:
         config = self._config_cls(
             connect_timeout=o.timeout,
             read_timeout=o.timeout,
-            # Self-service streams connect only where the resolver allows (netguard).
-            **({"connector_args": {"resolver": self.context.resolver}}
+            # Self-service streams connect only where the resolver allows (netguard), and
+            # directly: a proxy from the environment would connect on their behalf.
+            **({"connector_args": {"resolver": self.context.resolver}, "proxies": {}}
                if self.context.resolver is not None else {}),
             # The core owns retries and backoff; one attempt per send().
             retries={"total_max_attempts": 1},
