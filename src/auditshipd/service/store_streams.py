@@ -70,6 +70,7 @@ class StoreStreams:
         self.errors: dict[str, str] = {}  # stream id -> why it does not run here
         self._said: str | None = None
         self._next_report = 0.0
+        self._signalled: int | None = None  # the last revision changed() reported
 
     async def open(self, config: Config) -> bool:
         """Open the store of ``config`` (False when there is none or it cannot be read:
@@ -158,15 +159,21 @@ class StoreStreams:
 
     async def changed(self, config: Config) -> bool:
         """Whether a definition changed since the last :meth:`sink_configs` (or the
-        store, unavailable then, can now be opened)."""
+        store, unavailable then, can now be opened). Each new change is said once: a
+        reload refused for another reason (an invalid config file) is not retried at
+        every poll, the next edit or SIGHUP tries again."""
         if self.streams is None:
             return await self.open(config)
         try:
-            return await self.streams.revision() != self.revision
+            revision = await self.streams.revision()
         except Exception as exc:
             self._say(f"self-service streams: the portal store cannot be read:"
                       f" {scrub_secrets(str(exc))}")
             return False
+        if revision in (self.revision, self._signalled):
+            return False
+        self._signalled = revision
+        return True
 
     async def report(self, config: Config, host: str) -> None:
         """Write this host's view of each stream into the store. Reading the state of a

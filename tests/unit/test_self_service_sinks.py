@@ -81,6 +81,9 @@ async def test_definitions_become_scoped_sinks_and_bad_ones_only_fail_alone(
         assert not await streams.changed(config)
         await store.delete(good.id)
         assert await streams.changed(config)
+        assert not await streams.changed(config)  # said once, even before a reload
+        await store.delete((await store.list("globex"))[0].id)
+        assert await streams.changed(config)
     finally:
         await streams.close()
         await events.close()
