@@ -434,3 +434,26 @@ async def test_secrets_sealed_under_another_key_can_be_entered_again(
     assert status == 200, text
     status, text = await _call(http, "POST", f"{sp.url}/api/streams/{sid}/test", token=sp.acme)
     assert status == 200 and json.loads(text)["data"]["delivered"] is True
+
+
+async def test_concurrent_edits_do_not_undo_each_other(sp: StreamsPortal, http: Any, rx: Any) -> None:
+    """An edit based on a read older than the last stored change is refused (409 through
+    the API's error mapping) instead of silently undoing that change."""
+    from dataclasses import replace
+
+    from auditshipd.portal.stream_api import stream_error
+    from auditshipd.portal.stream_store import StreamChanged
+
+    sid = await _create(sp, http, rx)
+    store = sp.server.state.streams.store
+    stale = await store.get(sid)
+    status, _ = await _call(http, "PATCH", f"{sp.url}/api/streams/{sid}", token=sp.acme,
+                            body={"options": {"timeout": 7}})
+    assert status == 200
+    with pytest.raises(StreamChanged) as info:
+        await store.update(replace(stale, paused=True))
+    assert stream_error(info.value, "acme")[0] == 409
+    fresh = await store.get(sid)
+    assert fresh.options["timeout"] == 7 and not fresh.paused and fresh.version == stale.version + 1
+    assert await store.update(replace(fresh, paused=True))
+    assert not await store.update(replace(fresh, id="ls_missing"))

@@ -110,6 +110,7 @@ CREATE TABLE log_streams (
     updated_at text NOT NULL,
     created_by text NOT NULL,
     updated_by text NOT NULL,
+    version integer NOT NULL DEFAULT 0,
     UNIQUE (organization, name)
 );
 CREATE TABLE log_stream_revision (

@@ -9,6 +9,7 @@ from .stream_defs import StreamDefinition
 from .stream_store import (
     COLUMNS,
     STATUS_COLUMNS,
+    StreamChanged,
     StreamLimitReached,
     StreamNameTaken,
     StreamStatus,
@@ -60,7 +61,7 @@ class PostgresStreamStore(StreamStore):
             try:
                 await conn.execute(
                     f"INSERT INTO log_streams({COLUMNS}) VALUES"
-                    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", *row_of(d))
+                    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", *row_of(d))
             except asyncpg.UniqueViolationError:
                 raise StreamNameTaken(d.name) from None
             await conn.execute(_BUMP)
@@ -73,13 +74,17 @@ class PostgresStreamStore(StreamStore):
             try:
                 status = await conn.execute(
                     "UPDATE log_streams SET name = $1, options = $2, secrets = $3,"
-                    " secret_names = $4, paused = $5, updated_at = $6, updated_by = $7"
-                    " WHERE id = $8", row[2], row[4], row[5], row[6], row[7], row[9], row[11],
-                    d.id)
+                    " secret_names = $4, paused = $5, updated_at = $6, updated_by = $7,"
+                    " version = version + 1 WHERE id = $8 AND version = $9",
+                    row[2], row[4], row[5], row[6], row[7], row[9], row[11], d.id, d.version)
             except asyncpg.UniqueViolationError:
                 raise StreamNameTaken(d.name) from None
+            if not status.endswith(" 1"):
+                if await conn.fetchval("SELECT 1 FROM log_streams WHERE id = $1", d.id):
+                    raise StreamChanged(d.name)
+                return False
             await conn.execute(_BUMP)
-        return status.endswith(" 1")
+        return True
 
     async def delete(self, stream_id: str) -> bool:
         async with self._pool().acquire() as conn, conn.transaction():

@@ -16,7 +16,7 @@ from .guard import STATE, json_error, require
 from .stream_admin import NotFound, RateLimited
 from .stream_defs import StreamRequestError, parse_change, public_view
 from .stream_secrets import SecretsKeyError, SecretsKeyMissing
-from .stream_store import StreamLimitReached, StreamNameTaken
+from .stream_store import StreamChanged, StreamLimitReached, StreamNameTaken
 from .streams import self_service_rows, stream_states
 from .tokens import Principal
 
@@ -53,6 +53,8 @@ def stream_error(exc: Exception, organization: str | None) -> tuple[int, str, st
         return 404, "no such stream", None
     if isinstance(exc, StreamNameTaken):
         return 409, f"a stream named {exc} exists already", "name"
+    if isinstance(exc, StreamChanged):
+        return 409, "the stream was changed meanwhile: read it again and retry", None
     if isinstance(exc, StreamLimitReached):
         return 409, f"organization {organization} has the most streams allowed", None
     if isinstance(exc, SecretsKeyMissing):
@@ -63,7 +65,7 @@ def stream_error(exc: Exception, organization: str | None) -> tuple[int, str, st
 
 
 HANDLED_ERRORS = (StreamRequestError, BlockedDestination, NotFound, StreamNameTaken,
-            StreamLimitReached, SecretsKeyError)
+                  StreamChanged, StreamLimitReached, SecretsKeyError)
 
 
 def _failed(exc: Exception, principal: Principal) -> web.Response:

@@ -70,6 +70,8 @@ class StreamDefinition:
     updated_at: str
     created_by: str
     updated_by: str
+    # Bumped by every stored change: an edit based on an older read is refused.
+    version: int = 0
 
     @property
     def sink_name(self) -> str:

@@ -24,6 +24,7 @@ from .stream_defs import StreamDefinition
 __all__ = [
     "SQLITE_STREAMS_SCHEMA",
     "SQLiteStreamStore",
+    "StreamChanged",
     "StreamLimitReached",
     "StreamNameTaken",
     "StreamStatus",
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS log_streams (
     updated_at TEXT NOT NULL,
     created_by TEXT NOT NULL,
     updated_by TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
     UNIQUE (organization, name)
 );
 CREATE TABLE IF NOT EXISTS log_stream_revision (
@@ -70,12 +72,16 @@ CREATE INDEX IF NOT EXISTS log_stream_tests_stream ON log_stream_tests(stream_id
 """
 
 COLUMNS = ("id, organization, name, type, options, secrets, secret_names, paused,"
-           " created_at, updated_at, created_by, updated_by")
+           " created_at, updated_at, created_by, updated_by, version")
 STATUS_COLUMNS = "stream_id, host, state, last_synced_at, last_error, lag_events, lag_bytes, reported_at"
 
 
 class StreamNameTaken(ValueError):
     """The organization has a stream of this name already."""
+
+
+class StreamChanged(ValueError):
+    """The stream was changed since it was read: the edit would undo that change."""
 
 
 class StreamLimitReached(ValueError):
@@ -98,16 +104,16 @@ class StreamStatus:
 
 def definition_of(row: Any) -> StreamDefinition:
     (id_, org, name, kind, options, sealed, names, paused, created_at, updated_at,
-     created_by, updated_by) = row
+     created_by, updated_by, version) = row
     return StreamDefinition(id_, org, name, kind, json.loads(options), sealed,
                             json.loads(names), bool(paused), created_at, updated_at,
-                            created_by, updated_by)
+                            created_by, updated_by, int(version))
 
 
 def row_of(d: StreamDefinition) -> tuple[Any, ...]:
     return (d.id, d.organization, d.name, d.type, json.dumps(d.options), d.sealed,
             json.dumps(sorted(d.secret_names)), d.paused, d.created_at, d.updated_at,
-            d.created_by, d.updated_by)
+            d.created_by, d.updated_by, d.version)
 
 
 class StreamStore(abc.ABC):
@@ -128,7 +134,8 @@ class StreamStore(abc.ABC):
 
     @abc.abstractmethod
     async def update(self, d: StreamDefinition) -> bool:
-        """Store a changed stream (same id); False when it no longer exists."""
+        """Store a changed stream (same id, ``version`` as read); False when it no
+        longer exists, StreamChanged when another change was stored since it was read."""
 
     @abc.abstractmethod
     async def delete(self, stream_id: str) -> bool: ...
@@ -201,7 +208,7 @@ class SQLiteStreamStore(StreamStore):
         if conn.execute("SELECT 1 FROM log_streams WHERE organization = ? AND name = ?",
                         (d.organization, d.name)).fetchone():
             raise StreamNameTaken(d.name)
-        conn.execute(f"INSERT INTO log_streams({COLUMNS}) VALUES ({', '.join('?' * 12)})",
+        conn.execute(f"INSERT INTO log_streams({COLUMNS}) VALUES ({', '.join('?' * 13)})",
                      row_of(d))
         conn.execute("UPDATE log_stream_revision SET revision = revision + 1")
 
@@ -211,15 +218,17 @@ class SQLiteStreamStore(StreamStore):
     @staticmethod
     def _update_sync(conn: Any, d: StreamDefinition) -> bool:
         row = row_of(d)
-        if conn.execute("SELECT 1 FROM log_streams WHERE organization = ? AND name = ?"
-                        " AND id <> ?", (d.organization, d.name, d.id)).fetchone():
-            raise StreamNameTaken(d.name)
         done = conn.execute(
             "UPDATE log_streams SET name = ?, options = ?, secrets = ?, secret_names = ?,"
-            " paused = ?, updated_at = ?, updated_by = ? WHERE id = ?",
-            (row[2], row[4], row[5], row[6], row[7], row[9], row[11], d.id)).rowcount
+            " paused = ?, updated_at = ?, updated_by = ?, version = version + 1"
+            " WHERE id = ? AND version = ?",
+            (row[2], row[4], row[5], row[6], row[7], row[9], row[11], d.id, d.version)).rowcount
+        if not done:
+            if conn.execute("SELECT 1 FROM log_streams WHERE id = ?", (d.id,)).fetchone():
+                raise StreamChanged(d.name)
+            return False
         conn.execute("UPDATE log_stream_revision SET revision = revision + 1")
-        return bool(done)
+        return True
 
     async def delete(self, stream_id: str) -> bool:
         return await self.events._write(self._transaction, self._delete_sync, stream_id)
