@@ -193,3 +193,79 @@ def test_github_fine_grained_pat_and_glued_uuid_go_whole():
             out = redactor.redact_line(msgspec.json.encode(
                 {"id": "e", "action": "a", "occurred_at": "t", "metadata": {"note": f"key {token} here"}}))
             _assert_gone(out, [("token", token)], mode)
+
+
+# Tokens glued before a dotted credential (the first match takes "SG"), then its segments.
+JWT_THEN_SENDGRID = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.hmH81LA8JizCcxOxLZ-PMGne5jgRQYCxONYqFvLG-gUzJAX-j_p9C"
+    "npl8XG_.TFsY7LSqT_0Zpwc2vWi0Senpb1PjuojFAsorv3OV4AmSG.DjgbCP_VJEuarMC5Oqg_T2.E15a3hKObhoy"
+    "9hxM5xLp06bxnQy5fkrkvmiV7cnzrZp"
+)
+LEAKED_SHAPES = {
+    "base32 without a digit": "NFCMDJBINBQWTKUPZKCQNMRZZJQBZPYJ",
+    "base32 without a digit, 20 letters": "MSXMRPHPQOLUHPXAIOIJ",
+    "jwt+sendgrid": JWT_THEN_SENDGRID,
+    "sendgrid+sendgrid": "SG.PacsnXbxDpCGRQrxghXDOG.aq6kp_EMFzyccXyn-MiDEGNQkAoKTQrt0coNCEpN29SSG."
+                         "U9jffmp0mpPB98D41_nZG_.NpT78CCBEzsCpHmgYw2tjCWVznX0fTjeIkwG5JWo47G",
+    "uuid+sendgrid": "c9ad4776-3051-40a1-917c-da2751e7b669SG.KlgSp3ucdL6iDDoY-7loK2."
+                     "o0rBtPaBxf1kpKsn9ASiQmtF893rY9XbDDJ-2HOIrvH",
+    "jwe with an empty part": "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..Ws7Jq5cN3xQ9pLm2RtVb1w."
+                              "kD8fHs2LqPz0XwY7nMbV4cRt.Ja9Bq3LmZx2WkP7sTn5Qvw",
+}
+TIERS = {
+    mode: (redactor, type(redactor)(redactor.policy, c_tier=False)) for mode, redactor in POLICIES.items()
+}
+
+
+def test_the_shapes_that_leaked_go_whole_in_every_tier():
+    """A base32 secret with no digit (seed 2) and dotted credential segments left after
+    a JWT or another token swallowed the "SG" before them (seed 1): in a user agent, in
+    free text and alone, nothing of them is left, and the C tier, the Python tiers and
+    the dict path give the same bytes."""
+    assert TIERS["drop"][0].fast_path.c_plan is not None  # the C tier takes part
+    for name, token in LEAKED_SHAPES.items():
+        for text in (f"curl/8.5.0 {token}", f"key {token} rotated", token):
+            ev = {"id": "e", "action": "a", "occurred_at": "t",
+                  "context": {"user_agent": text}, "metadata": {"note": text}}
+            line = msgspec.json.encode(ev)
+            for mode, (c_tier, python_tiers) in TIERS.items():
+                out = c_tier.redact_line(line)
+                assert out == python_tiers.redact_line(line) == msgspec.json.encode(c_tier(ev)), (name, mode)
+                _assert_gone(out, [(name, token)], f"{mode}/{name}")
+
+
+ORDINARY = (
+    "MAX_RETRIES", "HTTP_X_FORWARDED_FOR", "MAX_RETRIES_BEFORE_GIVING_UP_ON_DELIVERY",
+    "INTERNATIONALIZATION", "ELECTROENCEPHALOGRAPHY", "AUTHENTICATIONREQUIRED",
+    "PLEASEDONOTREPLYTOTHISEMAIL", "ACCESS DENIED FOR USER ACCOUNT",
+    "1.2.3", "v10.15.7-rc.1+build.20240501", "Python/3.11.9 aiohttp/3.9.5",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4.1 Mobile/15E148 Safari/604.1",
+    "curl/8.5.0", "report-2024-05.tar.gz", "exports.example.com", "api.eu-west-1.acme.test",
+    "Export finished. Download it from the dashboard.",
+)
+
+
+def test_ordinary_text_passes_unchanged():
+    """Upper-case constants, shouted words, version strings, user agents, file and host
+    names are not credentials: they leave byte for byte, alone and in free text."""
+    for text in ORDINARY:
+        ev = {"id": "e", "action": "a", "occurred_at": "t",
+              "context": {"user_agent": text}, "metadata": {"note": f"{text} (ok)", "v": text}}
+        line = msgspec.json.encode(ev)
+        for mode, (c_tier, python_tiers) in TIERS.items():
+            assert c_tier.redact_line(line) == python_tiers.redact_line(line) == line, (mode, text)
+
+
+def test_an_id_keeps_a_short_file_extension_but_not_the_parts_after_it():
+    """Glued dotted parts go with the token; a last short lower-case part (an extension)
+    stays, so a file name stays readable and no 8 characters of the token are left."""
+    token = "audit_log_export_01HZX8K2M3N4P5Q6R7S8T9V0X1"
+    drop = POLICIES["drop"]
+    assert drop.redact_line(msgspec.json.encode(
+        {"id": "e", "action": "a", "occurred_at": "t", "metadata": {"f": f"{token}.csv"}})
+    ).endswith(b'"metadata":{"f":".csv"}}')
+    out = drop.redact_line(msgspec.json.encode(
+        {"id": "e", "action": "a", "occurred_at": "t", "metadata": {"f": f"x {token}.tar.V2abcdef.gz."}}))
+    assert out.endswith(b'"metadata":{"f":"x .gz."}}'), out

@@ -64,51 +64,59 @@ DEFAULT_ID_KEY_PATTERNS = (
 )
 
 
-# Every pattern that finds a token also takes what is glued after it ([A-Za-z0-9_+/=-]*):
-# credentials are built of parts (github_pat_<22>_<59>, xoxp-<num>-<num>-<hex>) and ids
-# get glued together, and a part left behind is still a secret. Vendors are not listed
+# Every pattern that finds a token also takes what is glued after it ([A-Za-z0-9_+/=-]*),
+# and the dot-separated parts that follow (a JWT's or a SendGrid-like key's segments
+# after a token glued before them): credentials are built of parts (github_pat_<22>_<59>,
+# xoxp-<num>-<num>-<hex>, <b64url>.<b64url>.<b64url>) and ids get glued together, and a
+# part left behind is still a secret. A last part of at most 6 lower-case letters and
+# digits is left (a file extension or a domain's end: usr_01H....csv keeps ".csv"; it
+# is too short to be a secret). Vendors are not listed
 # one by one where a shape covers them: the last patterns detect by structure (long
 # runs mixing digits with letters, or both cases; base64; dotted triples; URL userinfo).
 DEFAULT_ID_VALUE_PATTERNS = (
     # UUID, any version, anywhere in a string.
-    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}[A-Za-z0-9_+/=-]*",
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Credentials in an Authorization-style string: "Bearer <token>", "Basic <b64>".
     r"(?i:bearer|basic)\s+(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9_~+/=-]{16,}[A-Za-z0-9._~+/=-]*",
     # JSON Web Tokens, and any dotted triple of base64url parts (JWS, SendGrid-like keys).
-    r"eyJ[A-Za-z0-9_-]{13,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_+/=-]*",
-    r"(?<![A-Za-z0-9_.-])(?=[A-Za-z0-9_.-]*[0-9])[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}[A-Za-z0-9_+/=-]*",
+    r"eyJ[A-Za-z0-9_-]{13,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
+    r"(?<![A-Za-z0-9_.-])(?=[A-Za-z0-9_.-]*[0-9])[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Prefixed ids and keys: usr_01H..., org_..., sk_live_..., ghp_..., github_pat_...
     # (a tail of 16+ letters and digits with a digit or a capital in it) ...
-    r"(?<![A-Za-z0-9])[a-z][a-z0-9]{1,15}(?:_[a-z][a-z0-9]{1,15}){0,2}_(?=[A-Za-z0-9]*[0-9A-Z])[A-Za-z0-9]{16,}[A-Za-z0-9_+/=-]*",
+    r"(?<![A-Za-z0-9])[a-z][a-z0-9]{1,15}(?:_[a-z][a-z0-9]{1,15}){0,2}_(?=[A-Za-z0-9]*[0-9A-Z])[A-Za-z0-9]{16,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # ... or with '-' and a tail that mixes digits and capitals (glpat-..., npm-like keys;
     # lower-case slugs such as acme-corp-eu-west-1 stay) ...
-    r"(?<![A-Za-z0-9_-])[a-z][a-z0-9]{1,15}(?:[_-][a-z][a-z0-9]{1,15}){0,2}[_-](?=[A-Za-z0-9_-]{16})(?:(?=(?:[a-z0-9_-]*[A-Z]){2})(?=[A-Za-z_-]*[0-9])|(?=(?:[a-z0-9_-]*[A-Z]){4}))[A-Za-z0-9_-]{16,}[A-Za-z0-9_+/=-]*",
+    r"(?<![A-Za-z0-9_-])[a-z][a-z0-9]{1,15}(?:[_-][a-z][a-z0-9]{1,15}){0,2}[_-](?=[A-Za-z0-9_-]{16})(?:(?=(?:[a-z0-9_-]*[A-Z]){2})(?=[A-Za-z_-]*[0-9])|(?=(?:[a-z0-9_-]*[A-Z]){4}))[A-Za-z0-9_-]{16,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # ... or numbered parts (xoxb-<12 digits>-<13 digits>-...).
-    r"(?<![A-Za-z0-9_-])[A-Za-z0-9]{1,15}(?:[_-][0-9]{8,}){2,}[A-Za-z0-9_+/=-]*",
+    r"(?<![A-Za-z0-9_-])[A-Za-z0-9]{1,15}(?:[_-][0-9]{8,}){2,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Long standard base64 (with '+' or '/'): 40+ characters mixing digits and both cases.
-    r"(?<![A-Za-z0-9+/])(?=[A-Za-z0-9+/]*[+/])(?=[A-Za-z0-9+/]*[0-9])(?=[A-Za-z0-9+/]*[a-z])(?=[A-Za-z0-9+/]*[A-Z])[A-Za-z0-9+/]{40,}={0,2}[A-Za-z0-9_+/=-]*",
+    r"(?<![A-Za-z0-9+/])(?=[A-Za-z0-9+/]*[+/])(?=[A-Za-z0-9+/]*[0-9])(?=[A-Za-z0-9+/]*[a-z])(?=[A-Za-z0-9+/]*[A-Z])[A-Za-z0-9+/]{40,}={0,2}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Long hex: database keys, ObjectIds, digests, undashed UUIDs.
-    r"[0-9A-Fa-f]{24,}[A-Za-z0-9_+/=-]*",
+    r"[0-9A-Fa-f]{24,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # A bare ULID (Crockford base32, 26 characters).
-    r"(?<![A-Za-z0-9])[0-7][0-9A-HJKMNP-TV-Z]{25}(?![A-Za-z0-9])[A-Za-z0-9_+/=-]*",
+    r"(?<![A-Za-z0-9])[0-7][0-9A-HJKMNP-TV-Z]{25}(?![A-Za-z0-9])[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Cloud keys with a fixed head: AWS access key ids, Google API keys.
-    r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA)[A-Z0-9]{16}[A-Za-z0-9_+/=-]*",
-    r"AIza[0-9A-Za-z_-]{35}[A-Za-z0-9_+/=-]*",
+    r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA)[A-Z0-9]{16}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
+    r"AIza[0-9A-Za-z_-]{35}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Long base64url tokens: 32+ characters mixing digits, lower and upper case.
-    r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{32,}={0,2}[A-Za-z0-9_+/=-]*",
+    r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{32,}={0,2}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Entropy, by structure: 20+ letters and digits in one run, mixing digits and letters
     # twice (a random token; words and slugs have runs of one kind) ...
-    r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]{20})(?=[A-Za-z]*[0-9]+[A-Za-z]+[0-9])[A-Za-z0-9]{20,}[A-Za-z0-9_+/=-]*",
-    r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]{20})(?=[0-9]*[A-Za-z]+[0-9]+[A-Za-z])[A-Za-z0-9]{20,}[A-Za-z0-9_+/=-]*",
+    r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]{20})(?=[A-Za-z]*[0-9]+[A-Za-z]+[0-9])[A-Za-z0-9]{20,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
+    r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]{20})(?=[0-9]*[A-Za-z]+[0-9]+[A-Za-z])[A-Za-z0-9]{20,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # ... or capitals and digits only (base32, access key ids), anywhere in a run ...
-    r"(?=[A-Z0-9]{20})(?=[A-Z]*[0-9])(?=[0-9]*[A-Z])[A-Z0-9]{20,}[A-Za-z0-9_+/=-]*",
+    r"(?=[A-Z0-9]{20})(?=[A-Z]*[0-9])(?=[0-9]*[A-Z])[A-Z0-9]{20,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
+    # ... or capitals only (base32 without a digit) with four consonants in a row (Y
+    # counts as a vowel) or a Q without a U: random capitals have one (99.8% of 32-letter
+    # runs, 98% of 20-letter ones), shouted words of 20+ letters rarely do ...
+    r"(?<![A-Z])(?=[A-Z]{20})(?=[A-Z]*?(?:[B-DF-HJ-NP-TV-XZ]{4}|Q(?!U)))[A-Z]{20,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # ... or both cases switching often (base62/base64/base64url without digits): 6+
     # capitals, two capitals in a row twice and a lone lower-case letter between capitals
     # (camelCase words and acronyms do not have both).
-    r"(?<![A-Za-z0-9+/])(?=[A-Za-z0-9+/]{40})(?=[A-Za-z0-9+/]*[+/])(?=(?:[a-z0-9+/]*[A-Z]){6})(?=(?:[A-Za-z0-9+/]*?[A-Z][0-9+/]*[A-Z]){2})(?=[A-Za-z0-9+/]*?[A-Z][a-z][A-Z0-9])[A-Za-z0-9+/]{40,}={0,2}[A-Za-z0-9_+/=-]*",
-    r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]{20})(?=(?:[a-z0-9_-]*[A-Z]){6})(?=(?:[A-Za-z0-9_-]*?[A-Z][0-9_-]*[A-Z]){2})(?=[A-Za-z0-9_-]*?[A-Z][a-z][A-Z0-9])[A-Za-z0-9_-]{20,}[A-Za-z0-9_+/=-]*",
+    r"(?<![A-Za-z0-9+/])(?=[A-Za-z0-9+/]{40})(?=[A-Za-z0-9+/]*[+/])(?=(?:[a-z0-9+/]*[A-Z]){6})(?=(?:[A-Za-z0-9+/]*?[A-Z][0-9+/]*[A-Z]){2})(?=[A-Za-z0-9+/]*?[A-Z][a-z][A-Z0-9])[A-Za-z0-9+/]{40,}={0,2}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
+    r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]{20})(?=(?:[a-z0-9_-]*[A-Z]){6})(?=(?:[A-Za-z0-9_-]*?[A-Z][0-9_-]*[A-Z]){2})(?=[A-Za-z0-9_-]*?[A-Z][a-z][A-Z0-9])[A-Za-z0-9_-]{20,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Long numeric ids (snowflakes, card numbers).
-    r"(?<![0-9])[0-9]{16,}(?![0-9])[A-Za-z0-9_+/=-]*",
+    r"(?<![0-9])[0-9]{16,}(?![0-9])[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # The user and password of a URL (https://user:secret@host): from "://" to "@".
     r"(?<=://)[^\s/?#@:]*:[^\s/?#@]+(?=@)",
 )
