@@ -254,7 +254,7 @@ async def test_test_event_goes_to_that_stream_only(sp: StreamsPortal, http: Any)
             ids.append(json.loads(body)["data"]["id"])
         status, text = await _call(http, "POST", f"{sp.url}/api/streams/{ids[0]}/test", token=sp.acme)
         answer = json.loads(text)["data"]
-        assert answer["delivered"] is True
+        assert answer["delivered"] is True and answer["status"] == 200
         assert [e["id"] for e in one.events] == [answer["event_id"]] and two.events == []
         event = one.events[0]
         assert event["action"] == "log_stream.test_event" and event["organization"] == {"slug": "acme"}

@@ -95,7 +95,7 @@ async def test_org_admin_connects_a_siem_from_the_streams_page(tmp_path: Path) -
                 await row.locator("button[name=send-test]").click()
                 answer = page.locator("#test-answer")
                 await expect(answer).to_have_attribute("data-delivered", "true")
-                await expect(answer).to_contain_text("Delivered")
+                await expect(answer).to_contain_text("Delivered (HTTP 200)")
                 tested = [e for e in rx.events if e["action"] == "log_stream.test_event"]
                 assert len(tested) == 1 and tested[0]["organization"] == {"slug": "acme"}
                 await page.screenshot(path=str(tmp_path / "streams-test-event.png"))

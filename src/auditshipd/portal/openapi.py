@@ -194,7 +194,8 @@ def openapi_document() -> dict[str, Any]:
                     "paused": {"type": "boolean"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
                     "created_by": {"type": "string"}, "updated_by": {"type": "string"}}},
                 "TestAnswer": {"type": "object", "properties": {
-                    "delivered": {"type": "boolean"}, "status": {"type": "integer", "nullable": True},
+                    "delivered": {"type": "boolean"}, "status": {"type": "integer", "nullable": True,
+                                                                "description": "the destination's HTTP status (null where its protocol has none to show, or no answer came)"},
                     "error": {"type": "string", "nullable": True, "description": "Scrubbed of the stream's secrets"},
                     "event_id": {"type": "string"}}},
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}, "param": {"type": "string"}}},

@@ -227,7 +227,7 @@ class StreamAdmin:
             sink = sc.sink_type.build(sc.name, sc.options, context)
             await asyncio.wait_for(sink.start(), TEST_TIMEOUT)
             await asyncio.wait_for(sink.send(Batch([event])), TEST_TIMEOUT)
-            return TestAnswer(True, None, None, event["id"])
+            return TestAnswer(True, getattr(sink, "last_status", None), None, event["id"])
         except (SinkError, BlockedDestination, OSError, asyncio.TimeoutError) as exc:
             text = str(exc) or type(exc).__name__
             if isinstance(exc, asyncio.TimeoutError):

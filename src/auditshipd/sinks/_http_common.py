@@ -69,6 +69,7 @@ def make_session(
     *,
     headers: Mapping[str, str] | None = None,
     resolver: Any = None,
+    on_status: Callable[[int], None] | None = None,
 ) -> aiohttp.ClientSession:
     """A client session for one sink. Call it from a running event loop (``start()``).
 
@@ -76,15 +77,26 @@ def make_session(
     when given; ``tls_verify=False`` disables verification (testing only).
     ``timeout`` bounds each whole request, connection included. ``resolver`` (an
     aiohttp resolver) answers every name lookup of the session's connections.
+    ``on_status`` is called with the status of every answer the session receives.
     """
     ssl_arg: ssl.SSLContext | bool = (
         ssl.create_default_context(cafile=ca_file) if tls_verify else False
     )
     connector = aiohttp.TCPConnector(ssl=ssl_arg, resolver=resolver)
+    traces = []
+    if on_status is not None:
+        trace = aiohttp.TraceConfig()
+
+        async def _ended(_session: Any, _ctx: Any, params: aiohttp.TraceRequestEndParams) -> None:
+            on_status(params.response.status)
+
+        trace.on_request_end.append(_ended)
+        traces.append(trace)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout),
         headers=dict(headers or {}),
+        trace_configs=traces or None,
     )
 
 
@@ -293,6 +305,8 @@ class SessionSink:
     _session: aiohttp.ClientSession | None = None
     # The SinkContext's resolver (self-service streams: netguard.GuardedResolver).
     resolver: Any = None
+    # The HTTP status of the receiver's last answer (shown for a stream's test event).
+    last_status: int | None = None
 
     def secrets(self) -> list[str | None]:
         return []
@@ -301,7 +315,10 @@ class SessionSink:
         if self._session is None:
             o = self.options
             self._session = make_session(o.tls_verify, o.ca_file, o.timeout,
-                                         resolver=self.resolver)
+                                         resolver=self.resolver, on_status=self._answered)
+
+    def _answered(self, status: int) -> None:
+        self.last_status = status
 
     async def close(self) -> None:
         session, self._session = self._session, None
