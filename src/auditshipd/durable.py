@@ -18,10 +18,11 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
-                 durable: bool = True) -> None:
+                 durable: bool = True, sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file,
     never a torn one (vector#20753, beats#3537). ``durable=False`` skips the fsyncs
-    (readers still never see a partial file). A failure (a full disk) removes the
+    (readers still never see a partial file); ``sync_dir=False`` leaves the directory's
+    fsync to the caller (one for many files). A failure (a full disk) removes the
     temp file: retried writes never pile temp files up in the state dir."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp.{os.getpid()}")
@@ -41,7 +42,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    if durable:
+    if durable and sync_dir:
         fsync_dir(p.parent)
 
 

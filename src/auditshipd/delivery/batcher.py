@@ -26,7 +26,7 @@ class PendingBatch:
     they cover, and the quarantine records read with them."""
 
     __slots__ = ("batch", "payloads", "marks", "released", "done", "quarantine", "created",
-                 "integrity")
+                 "integrity", "position")
 
     def __init__(self) -> None:
         self.batch: list[bytes] = []  # redacted events, encoded
@@ -37,14 +37,24 @@ class PendingBatch:
         self.quarantine: list[QuarantineRecord] = []
         # The chain state after these lines (integrity on): committed with the marks.
         self.integrity: dict[str, Any] | None = None
+        # Read through the shared pass: the pass's whole position after the last line
+        # taken (shared by every sink, never modified), applied before ``marks``.
+        self.position: dict[str, SegmentCursor] | None = None
+
+    def holds_anything(self) -> bool:
+        return bool(self.batch or self.marks or self.released or self.quarantine
+                    or self.position is not None)
 
 
-def add_lines(job: PendingBatch, lines: list[bytes], encoder: Any, sealing: Any) -> None:
+def add_lines(job: PendingBatch, lines: list[bytes], encoder: Any, sealing: Any,
+              payloads: list[bytes] | None = None) -> None:
     """Add redacted ``lines`` to ``job``. With a format (``encoder``), their encoding goes
-    beside them in ``payloads``. With integrity on (``sealing``), what the sink is handed
-    is sealed: the payloads with a format, else the lines."""
+    beside them in ``payloads`` (given when the shared pass encoded them already). With
+    integrity on (``sealing``), what the sink is handed is sealed: the payloads with a
+    format, else the lines."""
     if encoder is not None:
-        payloads = encoder.encode_lines(lines)
+        if payloads is None:
+            payloads = encoder.encode_lines(lines)
         job.payloads.extend(payloads if sealing is None else sealing.seal(payloads))
     elif sealing is not None:
         lines = sealing.seal(lines)

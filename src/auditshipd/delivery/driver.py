@@ -1,53 +1,49 @@
-"""The per-sink consumer: journal -> decode -> validate -> redact -> batch -> deliver.
+"""The per-sink consumer: journal -> scope -> redact -> format -> batch -> deliver.
 
-A :class:`SinkDriver` owns one sink, one :class:`~auditshipd.journal.reader.JournalReader` and one
-durable cursor. Delivery rules (docs/architecture.md): a cursor advances only over the contiguous
-prefix of batches that were acknowledged by the sink or written to its dead-letter file;
-retries use exponential backoff with full jitter; permanent failures and exhausted
-retries are dead-lettered; bad lines are quarantined. Memory is bounded by
-``batch size x concurrency``: the reader stops while ``concurrency`` batches are in
-flight, the journal is the buffer.
+A :class:`SinkDriver` owns one sink and its durable cursor. It gets its lines one of two
+ways (docs/architecture.md):
+
+- **joined** to the :class:`~auditshipd.delivery.fanout.SharedPass`: the pass reads,
+  scope-checks and redacts each line once for every sink and hands this one its lines
+  (:meth:`SinkDriver.take`) with the pass's position after them; the driver keeps no
+  reader, task or timer of its own while joined;
+- **alone** (:mod:`auditshipd.delivery.solo`): its own reader from its own position,
+  when there is no shared pass, or while it is behind the pass (it could not take lines,
+  it starts behind); it rejoins as soon as it has read to the pass's position.
+
+Delivery (batches in flight, retries, dead letters, the contiguous-prefix commit) is the
+:class:`~auditshipd.delivery.outbox.Outbox`'s, the same either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import Config, SinkConfig
 from ..errors import PermanentError, SinkError
 from ..formats.registry import encoder_for_sink
-from ..journal.cursor import CursorState, CursorStore
+from ..journal.cursor import CursorState, SegmentCursor
 from ..journal.reader import JournalReader
-from ..journal.segments import Chunk, OversizeLine, Release
+from ..journal.segments import Chunk, OversizeLine
 from ..journal.watch import ChangeSignal
 from ..plugin import Sink
-from ..scrub import scrub_secrets, sink_secrets
-from ..timestamps import now_rfc3339, parse_time
-from .batch import Batch
-from .batcher import Part, PendingBatch, add_lines, cut_chunk
-from .deadletters import DeadLetterFile, DeadLetterFull, letter_for
-from .lines import LineProcessor
-from .quarantine import QuarantineFile, QuarantineRecord
-from .recovery import Health
-from .retry import Backoff, DeliveryFailure, deliver
-from .sealing import Sealing, sealing_for
-from .status import SinkStats, StatusFile
+from ..timestamps import parse_time
+from .batcher import PendingBatch, add_lines, cut_chunk
+from .commits import CommitSaver
+from .fanout import SharedPass
+from .lines import LineProcessor, ProcessedChunk
+from .outbox import Outbox
+from .quarantine import QuarantineRecord
+from .scope import SinkScope
+from .sealing import sealing_for
+from .solo import read_alone
 
 __all__ = ["SinkDriver"]
 
-log = logging.getLogger("auditshipd.pipeline")
 
-# Longest wait between two attempts to save a cursor the state dir refused.
-_PERSIST_MAX_BACKOFF = 5.0
-
-
-class SinkDriver:
+class SinkDriver(Outbox):
     def __init__(
         self,
         config: Config,
@@ -59,83 +55,91 @@ class SinkDriver:
         hooks: Any = None,
         observe_batch_latency: Callable[[float], None] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        shared: SharedPass | None = None,
+        saver: CommitSaver | None = None,
     ) -> None:
-        self.config = config
-        self.sc = sink_config
-        self.name = sink_config.name
-        self.sink = sink
+        super().__init__(config, sink_config, sink, hooks=hooks,
+                         observe_batch_latency=observe_batch_latency, sleep=sleep)
         self.signal = signal
         self.redactor = redactor
-        # Literal values (tokens, a URL's user, password and query values) masked in
-        # every error this sink's messages, status and dead letters carry.
-        self.secrets = sink_secrets(sink_config)
-        self.hooks = hooks
-        state_dir = config.state_dir
-        self.cursors = CursorStore(state_dir)
-        self.dlq = DeadLetterFile(state_dir, self.name, sink_config.dead_letter.max_bytes)
-        self.quarantine_file = QuarantineFile(state_dir, self.name)
-        self.backoff = Backoff(sink_config.retry)
-        self.logger = logging.getLogger(f"auditshipd.sink.{self.name}")
-        self.stats = SinkStats(sink=self.name, type=sink_config.type, started_at=now_rfc3339())
-        self.status = StatusFile(state_dir, self.name, self.stats, self.logger)
-        self.health = Health(self.name, self.stats, self.logger, self.secrets)
-        self.committed = CursorState(sink=self.name)
         since = None
         if sink_config.start_at not in ("beginning", "end"):
             since = parse_time(sink_config.start_at)
+        self.scope = SinkScope(sink_config.organizations, since)
         self.processor = LineProcessor(
             redactor, max_line_bytes=config.journal.max_line_bytes,
             organizations=sink_config.organizations, since=since)
         # The sink's format (None: native): runs on the redacted lines, before batching.
         self.encoder = encoder_for_sink(config, sink_config)
-        self._inflight: collections.deque[PendingBatch] = collections.deque()
-        self._slots = asyncio.Semaphore(sink_config.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = asyncio.Event()
-        self._dirty = asyncio.Event()
-        self._aborted = False
+        self.shared = shared
+        self.saver = saver
+        if saver is not None:
+            self.cursors = saver.cursors  # one store: its saves never race each other
+        self.job = PendingBatch()  # the batch being built
+        self.nbytes = 0  # its size
         self._reader: JournalReader | None = None
-        self._started = False
-        # Called once per delivered batch with its latency (s); the daemon passes one
-        # that feeds its metrics (the hot path never imports the metrics server).
-        self.observe_batch_latency = observe_batch_latency or _ignore
-        # The clock of every wait (backoff, blocked dead letters): a test passes a fake one.
-        self.sleep = sleep
-        self.sealing: Sealing | None = None  # integrity = true: set by start()
+        self._joined = False
+        self._left = asyncio.Event()  # set when the pass sends the driver off alone
+        self._solo_from: dict[str, SegmentCursor] = {}
+        self._pass_base = 0  # the pass's lines_read when it joined (for its stats)
+        self._taken = 0  # lines the pass handed it since then
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        return self._stopping
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the cursor and start the sink (retrying while the sink is unavailable)."""
+        """Load the cursor (and, alone, open the reader: "end" is the journal's end now)."""
         self.committed = await asyncio.to_thread(self.cursors.load, self.name)
         self.sealing = sealing_for(self.config, self.sc, self.committed.integrity)
+        if self.shared is None:
+            self._reader = self._new_reader(self.committed, self.signal, self._starts_at_end())
+            if self._reader.start_at_end:
+                await asyncio.to_thread(self._reader.prime)
+
+    def start_point(self) -> CursorState | str:
+        """Where this sink starts: its cursor, or "end" / "beginning" without one."""
+        if self.committed.segments:
+            return self.committed
+        return "end" if self._starts_at_end() else "beginning"
+
+    def _starts_at_end(self) -> bool:
+        return self.sc.start_at == "end" and not self.committed.segments
+
+    def _new_reader(self, state: CursorState, signal: ChangeSignal, end: bool) -> JournalReader:
         j = self.config.journal
-        self._reader = JournalReader(
-            j.paths, self.committed, start_at_end=self.sc.start_at == "end",
-            max_line_bytes=j.max_line_bytes, block_bytes=j.read_block_bytes,
-            signal=self.signal, poll_interval=j.poll_interval, rotate_wait=j.rotate_wait,
-            follow_symlinks=j.follow_symlinks, name=self.name,
-        )
-        if self._reader.start_at_end:  # "end" = the journal's end now, before "started"
-            await asyncio.to_thread(self._reader.prime)
+        return JournalReader(
+            j.paths, state, start_at_end=end, max_line_bytes=j.max_line_bytes,
+            block_bytes=j.read_block_bytes, signal=signal, poll_interval=j.poll_interval,
+            rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name=self.name)
 
     async def run(self) -> None:
-        """Read, batch and dispatch until :meth:`stop`; then flush within the deadline."""
-        assert self._reader is not None
-        persister = asyncio.create_task(self._persist_loop(), name=f"persist-{self.name}")
+        """Read (or take from the pass), batch and dispatch until :meth:`stop`; then
+        flush within the deadline."""
+        saver = self.saver or CommitSaver(self.config.state_dir)
+        saver.add(self)
+        own = None if self.saver is not None else asyncio.create_task(saver.run())
         try:
             await self._start_sink()
             if not self._stopping.is_set():
-                await self._read_loop()
+                await self._follow()
         finally:
+            self._leave_pass()
+            if self.job.holds_anything():  # flush what was read (the deadline bounds it)
+                self._send_current()
             await self._drain()
-            persister.cancel()
-            await asyncio.gather(persister, return_exceptions=True)
+            if own is not None:
+                own.cancel()
+                await asyncio.gather(own, return_exceptions=True)
+            saver.remove(self)
             try:
-                await asyncio.to_thread(self._persist_now)
+                await asyncio.to_thread(self.cursors.save, self.cursor_snapshot())
             except Exception as exc:  # the saved cursor is older: events are resent
                 self.status.persist_failed(exc, 1)
-            self._reader.close()
+            if self._reader is not None:
+                self._reader.close()
             try:
                 await self.sink.close()
             except Exception as exc:
@@ -166,7 +170,6 @@ class SinkDriver:
             attempt += 1
             try:
                 await self.sink.start()
-                self._started = True
                 self.health.started()
                 return
             except Exception as exc:
@@ -178,267 +181,159 @@ class SinkDriver:
                 await self._sleep(delay)
         # stopping before the sink ever started: nothing in flight
 
-    # -- reading and batching ---------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        assert self._reader is not None
-        reader = self._reader
-        bcfg = self.sc.batch
-        job = PendingBatch()
-        nbytes = 0
-        deadline: float | None = None
-        loop = asyncio.get_running_loop()
+    async def _follow(self) -> None:
+        shared = self.shared
+        if shared is None:
+            assert self._reader is not None
+            await read_alone(self, self._reader, None, dict(self.committed.segments))
+            return
+        position = dict(self.committed.segments)
+        end = self._starts_at_end()
         while not self._stopping.is_set():
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
-            if self.sealing is not None:
-                timeout = self.sealing.wait(timeout)
-            stop_wait = asyncio.ensure_future(self._stopping.wait())
-            read = asyncio.ensure_future(reader.next_item(timeout if timeout is not None else 3600))
-            done, _ = await asyncio.wait({stop_wait, read}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            if read not in done:
-                read.cancel()
-                await asyncio.gather(read, return_exceptions=True)
-                break
-            item = read.result()
-            if self.sealing and (fresh := await self.sealing.digest_if_due(job, self._dispatch)):
-                job, nbytes, deadline = fresh, 0, None
-            if item is None:
-                if job.batch or job.marks or job.released or job.quarantine:
-                    await self._dispatch(job)
-                    job, nbytes, deadline = PendingBatch(), 0, None
-                continue
-            if isinstance(item, Release):
-                job.released.append(item.segment)
-                job.marks.pop(item.segment, None)
-                if not job.batch:
-                    await self._dispatch(job)
-                    job, nbytes, deadline = PendingBatch(), 0, None
-                continue
-            if isinstance(item, OversizeLine):
-                job.quarantine.append(self.quarantine_file.record(
-                    item.segment, item.path, item.offset,
-                    f"line of {item.length} bytes is over max_line_bytes"
-                    f" ({self.config.journal.max_line_bytes})",
-                    item.preview, item.length))
-                job.marks[item.segment] = item.mark
-                if deadline is None:
-                    deadline = loop.time() + bcfg.timeout
-                continue
-            # A chunk: may hold more events than one batch.
-            for lines, size, mark, quarantined in self._process(item, len(job.batch), nbytes):
-                job.quarantine.extend(quarantined)
-                add_lines(job, lines, self.encoder, self.sealing)
-                nbytes += size
-                job.marks[item.segment] = mark
-                if deadline is None:
-                    deadline = loop.time() + bcfg.timeout
-                if len(job.batch) >= bcfg.max_events or nbytes >= bcfg.max_bytes:
-                    await self._dispatch(job)
-                    job, nbytes, deadline = PendingBatch(), 0, None
-                if self.sealing and (fresh := await self.sealing.digest_if_due(job, self._dispatch)):
-                    job, nbytes, deadline = fresh, 0, None
-            if deadline is not None and loop.time() >= deadline:
-                await self._dispatch(job)
-                job, nbytes, deadline = PendingBatch(), 0, None
-        # stopping: flush what was read (the shutdown deadline bounds it)
-        if job.batch or job.marks or job.released or job.quarantine:
-            await self._dispatch(job)
-
-    def _process(self, chunk: Chunk, used_events: int, used_bytes: int) -> Iterator[Part]:
-        """Yield (lines, bytes, mark, quarantined) parts of the chunk, each filling at most
-        the room left in the batch being built (``used_*`` for the first part; the caller
-        dispatches a full batch before asking for the next part)."""
-        bcfg = self.sc.batch
-        p = self.processor.process(chunk.data)
-        self.stats.read_events += len(p.raw)
-        self.stats.filtered += p.filtered
-        quarantined = [
-            self.quarantine_file.record(chunk.segment, chunk.path,
-                                        chunk.start + p.line_start(i), reason, line)
-            for i, reason, line in p.bad
-        ]
-        return cut_chunk(chunk, p, quarantined, bcfg.max_events, bcfg.max_bytes, used_events,
-                         used_bytes)
-
-    # -- delivery ---------------------------------------------------------------------
-
-    async def _dispatch(self, job: PendingBatch) -> None:
-        if self.sealing is not None:
-            job.integrity = self.sealing.snapshot()
-        await self._slots.acquire()
-        if self._aborted:  # shutdown deadline passed: leave these events to the next start
-            self._slots.release()
-            return
-        self._inflight.append(job)
-        task = asyncio.create_task(self._deliver(job), name=f"deliver-{self.name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _deliver(self, job: PendingBatch) -> None:
-        try:
-            if job.quarantine:
-                await self._write_quarantine(job.quarantine)
-                self.stats.quarantined += len(job.quarantine)
-                if self.hooks is not None:
-                    for q in job.quarantine:
-                        self.hooks.event_quarantined(sink_name=self.name, segment=q.path,
-                                                     offset=q.offset, reason=q.reason)
-            if job.batch:
-                batch = (Batch(lines=job.batch) if self.encoder is None
-                         else Batch(lines=job.payloads, source=job.batch))
-                await self._send_with_retry(batch)
-            job.done = True
-            self._advance()
-        finally:
-            self._slots.release()
-
-    async def _send_with_retry(self, batch: Batch) -> None:
-        started = time.monotonic()
-
-        def retrying(attempt: int, delay: float, err: SinkError) -> None:
-            self.stats.retries += 1
-            self._error(f"attempt {attempt} failed, retrying in {delay:.2f}s: {err}")
-
-        def unexpected(exc: BaseException, events: int) -> None:
-            # The traceback once per culprit event: it is the sink author's bug report.
-            if events == 1:
-                self.logger.warning("sink %s raised an unexpected error for one event",
-                                    self.name, exc_info=exc)
-
-        async def failed(failure: DeliveryFailure) -> None:
-            await self._dead_letter(failure.batch, failure.error, failure.attempts,
-                                    failure.first_attempt_at)
-
-        delivered = await deliver(
-            self.sink.send, batch, self.backoff, on_failed=failed, on_delivered=self._success,
-            on_retry=retrying, on_unexpected=unexpected,
-            sleep=lambda delay: self._sleep(delay, interruptible=False))
-        if delivered:
-            self.observe_batch_latency(time.monotonic() - started)
-
-    async def _dead_letter(self, batch: Batch, err: SinkError, attempts: int, first_at: str
-                           ) -> None:
-        letter = letter_for(
-            batch, sink=self.name, error=scrub_secrets(str(err), self.secrets) or "",
-            retryable=err.retryable, attempts=attempts, first_attempt_at=first_at,
-            last_attempt_at=now_rfc3339(), dead_lettered_at=now_rfc3339(),
-        )
-        warned = 0.0
-        while True:
-            try:
-                await asyncio.to_thread(self.dlq.append, letter)
-                break
-            except (DeadLetterFull, OSError) as exc:
-                self.stats.state = "blocked"
-                if time.monotonic() - warned > 30:
-                    self.logger.error("sink %s is NOT advancing: %s", self.name, exc)
-                    warned = time.monotonic()
-                    self._error(str(exc))
-                await self._sleep(2.0, interruptible=False)
-        self.stats.dead_lettered += len(batch)
-        self.logger.error("sink %s dead-lettered %d events after %d attempts: %s",
-                          self.name, len(batch), attempts, letter.error)
-        self._error(f"dead-lettered {len(batch)} events: {letter.error}")
-        if self.hooks is not None:
-            self.hooks.batch_dead_lettered(sink_name=self.name, batch=batch, error=letter.error)
-
-    async def _write_quarantine(self, records: list[QuarantineRecord]) -> None:
-        """Write quarantine records, retrying while the state dir cannot take them: the
-        cursor must not move past lines that are neither delivered nor quarantined."""
-        warned = 0.0
-        while True:
-            try:
-                await asyncio.to_thread(self.quarantine_file.write, records)
-                return
-            except OSError as exc:
-                self.stats.state = "blocked"
-                if time.monotonic() - warned > 30:
-                    warned = time.monotonic()
-                    self._error(f"cannot write quarantine, sink NOT advancing: {exc}")
-                await self._sleep(2.0, interruptible=False)
-
-    def _success(self, n: int) -> None:
-        self.health.success(n)
-
-    def _error(self, message: str) -> None:
-        self.health.error(message)
-
-    async def _sleep(self, delay: float, interruptible: bool = True) -> None:
-        """Wait ``delay`` seconds on the driver's clock (``sleep``); an interruptible wait
-        ends early when the driver is stopped."""
-        if not interruptible:
-            await self.sleep(delay)
-            return
-        waits = [asyncio.ensure_future(self.sleep(delay)), asyncio.ensure_future(self._stopping.wait())]
-        try:
+            if not end and shared.relation(position) == "at":
+                self.join_pass()
+            else:
+                reader = self._new_reader(CursorState(segments=dict(position)),
+                                          shared.advanced, end)
+                if end:
+                    await asyncio.to_thread(reader.prime)
+                    end = False
+                self._reader = reader
+                try:
+                    joined = await read_alone(self, reader, shared, position)
+                finally:
+                    reader.close()
+                    self._reader = None
+                if not joined:
+                    return
+            waits = [asyncio.ensure_future(self._left.wait()),
+                     asyncio.ensure_future(self._stopping.wait())]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
             for w in waits:
                 w.cancel()
+            self._left.clear()
+            position = self._solo_from
 
-    # -- cursor -----------------------------------------------------------------------
+    # -- joined to the shared pass ----------------------------------------------------
 
-    def _advance(self) -> None:
-        """Move the committed cursor over the contiguous prefix of finished jobs."""
-        moved = False
-        while self._inflight and self._inflight[0].done:
-            job = self._inflight.popleft()
-            self.committed.segments.update(job.marks)
-            for key in job.released:
-                self.committed.segments.pop(key, None)
-            self.committed.acked_events += len(job.batch) + len(job.quarantine)
-            self.committed.integrity = job.integrity or self.committed.integrity
-            moved = True
-            if self.hooks is not None and job.batch:
-                self.hooks.batch_delivered(sink_name=self.name, batch=Batch(lines=job.batch))
-        if moved:
-            self._dirty.set()
+    def join_pass(self) -> None:
+        assert self.shared is not None
+        self._joined = True
+        self._pass_base, self._taken = self.shared.lines_read, 0
+        self.shared.join(self)
 
-    async def _persist_loop(self) -> None:
-        """Save the cursor when it moved, refresh the status file otherwise. A failure
-        (ENOSPC, EIO, a read-only remount) never ends the loop: it is reported and the
-        save is retried with backoff until it succeeds."""
-        failures = 0
-        while True:
-            if failures:
-                await asyncio.sleep(min(_PERSIST_MAX_BACKOFF, 0.5 * 2 ** min(failures - 1, 8)))
+    def go_solo(self, position: dict[str, SegmentCursor]) -> None:
+        """Called by the pass, which no longer hands this sink lines: read alone from
+        ``position`` (the pass's position before the lines it could not take)."""
+        self.sync_stats()
+        self._joined = False
+        self._solo_from = dict(position)
+        self._left.set()
+
+    def _leave_pass(self) -> None:
+        if self._joined and self.shared is not None:
+            self.sync_stats()
+            self._joined = False
+            self.shared.leave(self)
+
+    def sync_stats(self) -> None:
+        """Count the lines the pass read for this sink (in scope or not) in its stats."""
+        if self._joined and self.shared is not None:
+            seen = self.shared.lines_read - self._pass_base
+            self.stats.read_events += seen
+            self.stats.filtered += max(0, seen - self._taken)
+            self._pass_base, self._taken = self.shared.lines_read, 0
+
+    def can_take(self) -> bool:
+        """Room for more lines now: a free in-flight slot and no failure being retried."""
+        return (len(self._tasks) < self.sc.concurrency and not self.health.failures
+                and not self._stopping.is_set())
+
+    def take(self, chunk: Chunk, lines: ProcessedChunk, payloads: list[bytes] | None,
+             position: dict[str, SegmentCursor]) -> bool:
+        """Add this sink's ``lines`` of ``chunk`` (``payloads``: in its format), after
+        which the pass is at ``position``; False (nothing taken) if it has no room."""
+        if not self.can_take():
+            return False
+        self._taken += len(lines.lines) + len(lines.bad)
+        bcfg = self.sc.batch
+        quarantined = [self.quarantine_file.record(chunk.segment, chunk.path,
+                                                   chunk.start + lines.line_start(i), reason,
+                                                   line)
+                       for i, reason, line in lines.bad]
+        done = 0
+        for part, size, mark, bad in cut_chunk(chunk, lines, quarantined, bcfg.max_events,
+                                               bcfg.max_bytes, len(self.job.batch), self.nbytes):
+            job = self.job
+            job.quarantine.extend(bad)
+            add_lines(job, part, self.encoder, self.sealing,
+                      None if payloads is None else payloads[done:done + len(part)])
+            done += len(part)
+            self.nbytes += size
+            if mark is chunk.mark:  # the chunk's last part: the pass's whole position
+                job.position = position
+                job.marks.clear()
             else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._dirty.wait(), 1.0)
-            try:
-                if failures or self._dirty.is_set():
-                    self._dirty.clear()
-                    await asyncio.to_thread(self._persist_now)
-                else:  # idle: refresh the status file so `auditshipd status` sees it alive
-                    await asyncio.to_thread(self.status.write, False)
-            except Exception as exc:
-                failures += 1
-                self.status.persist_failed(exc, failures)
-            else:
-                if failures:
-                    self.status.persist_recovered(failures)
-                failures = 0
+                job.marks[chunk.segment] = mark
+            if len(job.batch) >= bcfg.max_events or self.nbytes >= bcfg.max_bytes:
+                self._send_current()
+        self._note_partial()
+        return True
 
-    def _persist_now(self) -> None:
-        snapshot = CursorState(sink=self.name, segments=dict(self.committed.segments),
-                               acked_events=self.committed.acked_events,
-                               integrity=self.committed.integrity)
-        self.cursors.save(snapshot)
-        self.status.write(False)
+    def take_oversize(self, item: OversizeLine, position: dict[str, SegmentCursor]) -> bool:
+        if not self.can_take():
+            return False
+        self._taken += 1
+        self.job.quarantine.append(self.oversize_record(item))
+        self.job.position = position
+        self.job.marks.clear()
+        self._note_partial()
+        return True
 
-    async def _drain(self) -> None:
-        """Wait for in-flight batches; :meth:`abort` (shutdown deadline) cancels them."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    def _note_partial(self) -> None:
+        if (self.job.batch or self.job.quarantine) and self.shared is not None:
+            loop = asyncio.get_running_loop()
+            self.shared.pending(self, loop.time() + self.sc.batch.timeout)
 
-    @property
-    def inflight(self) -> int:
-        return len(self._inflight)
+    def flush(self) -> None:
+        """The batch timeout passed (the pass keeps the clock)."""
+        if self.job.batch or self.job.quarantine:
+            self._send_current()
+
+    def digest_if_due(self) -> None:
+        """Integrity on: send the signed digest when it is due (the pass keeps the clock)."""
+        if self.sealing is not None and self.sealing.due():
+            if self.job.holds_anything():
+                self._send_current()
+            self._dispatch_nowait(self.sealing.digest())
+
+    def _send_current(self) -> None:
+        job = self.job
+        self.renew()
+        if self.shared is not None:
+            self.shared.flushed(self)
+        self._dispatch_nowait(job)
+
+    # -- alone (solo.py) --------------------------------------------------------------
+
+    def renew(self) -> None:
+        self.job, self.nbytes = PendingBatch(), 0
+
+    async def dispatch(self, job: PendingBatch) -> None:
+        await self._dispatch(job)
+
+    async def dispatch_current(self) -> None:
+        job = self.job
+        self.renew()
+        await self._dispatch(job)
+
+    def oversize_record(self, item: OversizeLine) -> QuarantineRecord:
+        return self.quarantine_file.record(
+            item.segment, item.path, item.offset,
+            f"line of {item.length} bytes is over max_line_bytes"
+            f" ({self.config.journal.max_line_bytes})", item.preview, item.length)
 
     def lag_bytes(self) -> int:
-        return self._reader.lag_bytes() if self._reader else 0
-
-
-def _ignore(_seconds: float) -> None:
-    """No observer: nothing is recorded."""
+        if self._reader is not None:
+            return self._reader.lag_bytes()
+        return self.shared.lag_bytes() if self.shared is not None and self._joined else 0

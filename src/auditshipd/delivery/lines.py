@@ -17,12 +17,12 @@ import msgspec
 
 from ..errors import DropEvent
 from ..redaction.events import check_event
-from ..timestamps import parse_time
+from .scope import SinkScope
 
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
 
-__all__ = ["LineProcessor", "ProcessedChunk", "decode_lines"]
+__all__ = ["LineProcessor", "ProcessedChunk", "decode_lines", "split_lines"]
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -32,12 +32,11 @@ _BLANK = b" \t\r\x00"
 _UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
-class _Scope(msgspec.Struct):
-    organization: Any = None
-    occurred_at: Any = None
-
-
-_decode_scope = msgspec.json.Decoder(_Scope).decode
+def split_lines(data: bytes) -> list[bytes]:
+    """A chunk's lines (a chunk ends with a newline: no empty last element)."""
+    raw = data.split(b"\n")
+    raw.pop()
+    return raw
 
 
 class ProcessedChunk:
@@ -86,8 +85,7 @@ class LineProcessor:
     def _init(self, redactor: Redactor | None, max_line_bytes: int,
               organizations: Iterable[str] | None, since: float | None) -> None:
         self.max_line_bytes = max_line_bytes
-        self.organizations = frozenset(organizations) if organizations else None
-        self.since = since
+        self.scope = SinkScope(organizations, since)
         self.redactor = redactor
         fast = getattr(redactor, "redact_line", None)
         self._one: Callable[[bytes], bytes] = fast if fast is not None else self._slow
@@ -102,11 +100,18 @@ class LineProcessor:
         return _encode(obj)
 
     def process(self, data: bytes) -> ProcessedChunk:
-        raw = data.split(b"\n")
-        raw.pop()  # a chunk ends with a newline: the last element is empty
+        return self.process_lines(split_lines(data))
+
+    def process_lines(self, raw: list[bytes], only: Iterable[int] | None = None
+                      ) -> ProcessedChunk:
+        """Process the chunk's ``raw`` lines; with ``only``, just the lines at those
+        (ascending) indices, the others counting as out of scope."""
         out = ProcessedChunk(raw)
         one, limit = self._one, self.max_line_bytes
-        scoped = self.organizations is not None or self.since is not None
+        scoped = not self.scope.everything
+        admits = self.scope.admits_line
+        if only is not None:
+            return self._careful(out, only, None)
         if not scoped and raw and max(map(len, raw)) <= limit:
             # The common case, every line a good event: one comprehension, no per-line
             # bookkeeping. A bad line anywhere sends the chunk down the careful path.
@@ -116,14 +121,20 @@ class LineProcessor:
                 return out
             except (*_UNDECODABLE, DropEvent):
                 out.lines = []
+        return self._careful(out, range(len(raw)), admits if scoped else None)
+
+    def _careful(self, out: ProcessedChunk, indices: Iterable[int],
+                 admits: Callable[[bytes], bool] | None) -> ProcessedChunk:
+        one, limit, raw = self._one, self.max_line_bytes, out.raw
         lines, index = out.lines, out.index
         assert isinstance(index, list)
-        for i, line in enumerate(raw):
+        for i in indices:
+            line = raw[i]
             if len(line) > limit:
                 out.bad.append((i, f"line of {len(line)} bytes is over max_line_bytes ({limit})",
                                 line))
                 continue
-            if scoped and not self._in_scope(line):
+            if admits is not None and not admits(line):
                 out.filtered += 1
                 continue
             try:
@@ -154,22 +165,6 @@ class LineProcessor:
         if isinstance(exc, DropEvent) and not reason.startswith(("schema", "not a JSON")):
             reason = f"redaction: {reason}"
         out.bad.append((i, reason, line))
-
-    def _in_scope(self, line: bytes) -> bool:
-        try:
-            scope = _decode_scope(line)
-        except (*_UNDECODABLE, msgspec.ValidationError):
-            return True  # not an object: let the main path quarantine it
-        if self.organizations is not None:
-            org = scope.organization
-            slug = org.get("slug") if isinstance(org, dict) else None
-            if slug not in self.organizations:
-                return False
-        if self.since is not None:
-            t = parse_time(scope.occurred_at)
-            if t is not None and t < self.since:
-                return False
-        return True
 
 
 def decode_lines(data: bytes, start: int, max_line_bytes: int

@@ -63,11 +63,19 @@ class Sealing:
         batch to build; None when no digest is due."""
         if not self.sealer.digest_due():
             return None
-        if job.batch or job.marks or job.released or job.quarantine:
+        if job.holds_anything():
             await dispatch(job)
+        await dispatch(self.digest())
+        return PendingBatch()
+
+    def digest(self) -> PendingBatch:
+        """A batch holding the signed digest of every line sealed so far (the caller
+        dispatches the lines it holds first)."""
         digest = PendingBatch()
         digest.batch.append(self.sealer.digest())
         if self.formatted:
             digest.payloads.append(digest.batch[0])
-        await dispatch(digest)
-        return PendingBatch()
+        return digest
+
+    def due(self) -> bool:
+        return bool(self.sealer.digest_due())

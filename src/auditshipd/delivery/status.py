@@ -19,9 +19,12 @@ from ..durable import atomic_write, overwrite_in_place
 from ..scrub import scrub_secrets
 from ..timestamps import now_rfc3339
 
-__all__ = ["SinkStats", "StatusFile"]
+__all__ = ["REFRESH_AFTER", "SinkStats", "StatusFile"]
 
 _encode = msgspec.json.Encoder().encode
+# An unchanged status file is rewritten this often: `auditshipd status` takes a file
+# older than 5 s (service.status.STALE_AFTER) for a sink that is not running.
+REFRESH_AFTER = 2.0
 
 class SinkStats(msgspec.Struct, kw_only=True):
     sink: str
@@ -57,6 +60,7 @@ class StatusFile:
         self.stats = stats
         self.logger = logger
         self._last_write = 0.0
+        self._last_key: tuple[object, ...] = ()
         self._warned = 0.0
 
     def persist_failed(self, exc: Exception, failures: int) -> None:
@@ -86,6 +90,15 @@ class StatusFile:
         self._last_write = 0.0
         with contextlib.suppress(OSError):
             self.write(False)
+
+    def write_if_changed(self) -> None:
+        """Rewrite the file when what it says changed, or when it is REFRESH_AFTER
+        seconds old (``auditshipd status`` calls a sink whose file is older inactive)."""
+        key = msgspec.structs.astuple(self.stats)[:-1]  # all but updated_at
+        if key == self._last_key and time.monotonic() - self._last_write < REFRESH_AFTER:
+            return
+        self.write(True)
+        self._last_key = key
 
     def write(self, force: bool) -> None:
         """Rewrite the file (at most once a second unless ``force``)."""

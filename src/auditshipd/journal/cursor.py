@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from ..durable import atomic_write
+from ..durable import atomic_write, fsync_dir
 
 __all__ = ["HEAD_BYTES", "TAIL_BYTES", "CursorState", "CursorStore", "SegmentCursor", "digest"]
 
@@ -101,14 +101,21 @@ class CursorStore:
             ) from None
 
     def save(self, state: CursorState) -> None:
+        self.save_many([state])
+
+    def save_many(self, states: list[CursorState]) -> None:
+        """Save each cursor (write temp, fsync, rename), then fsync the directory once."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        p = self.path(state.sink)
-        data = _encoder.encode(state)
-        with _file_lock(p):
-            # acked_events only grows: a snapshot older than the one already saved (a
-            # slow save from the persist loop finishing after the shutdown save) would
-            # move the cursor back and re-send everything acked in between.
-            if state.acked_events < self._saved_acked.get(state.sink, 0):
-                return
-            atomic_write(p, data)
-            self._saved_acked[state.sink] = state.acked_events
+        for state in states:
+            p = self.path(state.sink)
+            data = _encoder.encode(state)
+            with _file_lock(p):
+                # acked_events only grows: a snapshot older than the one already saved
+                # (a slow save finishing after the shutdown save) would move the cursor
+                # back and re-send everything acked in between.
+                if state.acked_events < self._saved_acked.get(state.sink, 0):
+                    continue
+                atomic_write(p, data, sync_dir=False)
+                self._saved_acked[state.sink] = state.acked_events
+        if states:
+            fsync_dir(self.dir)

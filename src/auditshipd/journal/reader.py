@@ -25,7 +25,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
 from .segments import (
@@ -41,8 +41,11 @@ from .segments import (
     dir_owner,
     find_copy,
     hash_before,
+    line_end,
     matched_files,
     refusal,
+    rewritten,
+    room_under,
 )
 from .watch import ChangeSignal
 
@@ -71,6 +74,7 @@ class JournalReader:
         rotate_wait: float = 5.0,
         follow_symlinks: bool = False,
         name: str = "",
+        limit: Mapping[str, SegmentCursor] | None = None,
     ) -> None:
         self.patterns = list(patterns)
         self.exclude = list(exclude)
@@ -87,6 +91,10 @@ class JournalReader:
         self.rotate_wait = rotate_wait
         self.name = name
         self.follow_symlinks = follow_symlinks
+        # An upper bound per segment (a reader catching up with the shared pass reads no
+        # further than the pass did): a segment still in the glob that has no bound yet
+        # is not read; one that left the glob (rotated away) without one is read freely.
+        self.limit = limit
         # Glob matches that are not read (links, FIFOs, foreign files...): path -> why.
         # Logged when first seen and when the reason changes, not on every scan.
         self.refused: dict[str, str] = {}
@@ -127,6 +135,11 @@ class JournalReader:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), wait)
         return None
+
+    @property
+    def has_pending(self) -> bool:
+        """Items found by the last scan and not handed out yet."""
+        return bool(self._pending)
 
     def prime(self) -> None:
         """Run the first scan now (blocking: call it in a worker thread). With
@@ -335,17 +348,7 @@ class JournalReader:
 
     def _check_rewritten(self, seg: _Segment, size: int) -> None:
         """Truncation or rewrite in place (copytruncate's second half)."""
-        # Also while an unfinished oversize line is skipped (seg.offset is its start):
-        # returning early here left a truncated file stuck in "skipping" for ever,
-        # waiting for a newline past an offset the file no longer reached.
-        truncated = size < seg.offset or (
-            seg.skipping_from is not None and size < seg.skip_pos)
-        if not truncated and seg.head_len:
-            head = _pread(seg.fd, seg.head_len, 0)
-            truncated = digest(head) != seg.head_hash
-        if not truncated and seg.offset:
-            truncated = hash_before(seg.fd, seg.offset) != seg.tail_hash
-        if truncated:
+        if rewritten(seg, size):
             log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
                         " from the start", self.name, seg.path, size, seg.offset)
             self._retire(seg.key, seg.mark())
@@ -358,7 +361,12 @@ class JournalReader:
             return self._skip_oversize(seg)
         want = self.block_bytes
         while True:
-            data = _pread(seg.fd, want, seg.offset)
+            room = room_under(self.limit, seg)
+            if room <= 0:
+                return None
+            # Bounded: a read that stops at the bound ends on a line end (the bound is
+            # one); "shorter than wanted" below then means "wait", never a partial line.
+            data = _pread(seg.fd, min(want, room), seg.offset)
             if not data:
                 return None
             if data[0] == 0:
@@ -390,15 +398,9 @@ class JournalReader:
     def _skip_oversize(self, seg: _Segment) -> Item | None:
         start = seg.skipping_from
         assert start is not None
-        while True:
-            data = _pread(seg.fd, self.block_bytes, seg.skip_pos)
-            if not data:
-                return None  # the rest of the line is not written yet
-            nl = data.find(b"\n")
-            if nl >= 0:
-                end = seg.skip_pos + nl + 1
-                break
-            seg.skip_pos += len(data)
+        end = line_end(seg, self.block_bytes)
+        if end is None:
+            return None  # the rest of the line is not written yet
         preview = _pread(seg.fd, 256, start)
         seg.skipping_from = None
         self._advance(seg, end)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, SegmentCursor, digest
 
-__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "dir_owner", "find_copy", "hash_before", "matched_files", "refusal", "resume_offset"]
+__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "dir_owner", "find_copy", "hash_before", "line_end",
+           "matched_files", "refusal", "resume_offset", "rewritten", "room_under"]
 
 
 @dataclass(slots=True)
@@ -120,6 +121,43 @@ class _Segment:
     def mark(self) -> SegmentCursor:
         return SegmentCursor(path=self.path, offset=self.offset, head_len=self.head_len,
                              head_hash=self.head_hash, tail_hash=self.tail_hash)
+
+
+def rewritten(seg: _Segment, size: int) -> bool:
+    """Whether ``seg``'s file (now ``size`` bytes) was truncated or rewritten in place
+    (copytruncate's second half) below the segment's offset."""
+    # Also while an unfinished oversize line is skipped (seg.offset is its start):
+    # returning early here left a truncated file stuck in "skipping" for ever,
+    # waiting for a newline past an offset the file no longer reached.
+    if size < seg.offset or (seg.skipping_from is not None and size < seg.skip_pos):
+        return True
+    if seg.head_len and digest(_pread(seg.fd, seg.head_len, 0)) != seg.head_hash:
+        return True
+    return bool(seg.offset) and hash_before(seg.fd, seg.offset) != seg.tail_hash
+
+
+def room_under(limit: Mapping[str, SegmentCursor] | None, seg: _Segment) -> int:
+    """Bytes ``seg`` may be read from its offset under a reader's ``limit`` (huge
+    without one; none for a segment still in the glob that has no bound yet)."""
+    if limit is None:
+        return 1 << 62
+    bound = limit.get(seg.key)
+    if bound is None:
+        return 0 if seg.in_glob else 1 << 62
+    return bound.offset - seg.offset
+
+
+def line_end(seg: _Segment, block_bytes: int) -> int | None:
+    """The offset after the newline that ends the oversize line being skipped in
+    ``seg`` (None: not written yet); ``seg.skip_pos`` keeps how far it looked."""
+    while True:
+        data = _pread(seg.fd, block_bytes, seg.skip_pos)
+        if not data:
+            return None
+        nl = data.find(b"\n")
+        if nl >= 0:
+            return seg.skip_pos + nl + 1
+        seg.skip_pos += len(data)
 
 
 def _pread(fd: int, n: int, off: int) -> bytes:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, SinkConfig
+from ..delivery.commits import CommitSaver
 from ..delivery.driver import SinkDriver
+from ..delivery.fanout import SharedPass
 from ..errors import ConfigError
 from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import AuditJournal
@@ -62,6 +64,8 @@ class Daemon:
         self._background: list[asyncio.Task[Any]] = []
         # Self-service streams defined in the portal's store: another source of sinks.
         self.store_streams = StoreStreams()
+        self.shared: SharedPass | None = None
+        self.saver: CommitSaver | None = None
 
     # -- prose ------------------------------------------------------------------------
 
@@ -91,9 +95,17 @@ class Daemon:
         watch_task = asyncio.create_task(self.watcher.run(), name="watcher")
         self._cleanups.append(("watcher", self._stop_watcher(watch_task)))
         redactors = build_redactors(cfg)
-        for sc in cfg.sinks:
-            if sc.enabled:
-                await self._start_driver(sc, redactors[sc.name])
+        self.shared = SharedPass(cfg, self.signal)
+        self.saver = CommitSaver(cfg.state_dir, self.shared)
+        drivers = [await self._build_driver(sc, redactors[sc.name])
+                   for sc in cfg.sinks if sc.enabled]
+        # The pass starts where most sinks are (after a restart: all of them).
+        self.shared.begin(d.start_point() for d in drivers)
+        for name, coro in (("shared-pass", self.shared.run()), ("saver", self.saver.run())):
+            self._background.append(asyncio.create_task(coro, name=name))
+        for driver in drivers:
+            self._run_driver(driver)
+        self._cleanups.append(("cursors", self.saver.flush()))
         await self._start_servers(cfg)
         self._cleanups.append(("servers", self._stop_servers()))
         if self.config_path is not None and cfg.config_watch:
@@ -113,13 +125,17 @@ class Daemon:
         reload_wait = asyncio.create_task(self.reload_requested.wait())
         try:
             while not self.should_exit.is_set():
-                watched = {exit_wait, reload_wait, *self.tasks.values()}
+                watched = {exit_wait, reload_wait, *self.tasks.values(), *self._background[:2]}
                 done, _ = await asyncio.wait(watched, timeout=10,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if reload_wait in done and not self.should_exit.is_set():
                     self.reload_requested.clear()
                     await self.reload()
                     reload_wait = asyncio.create_task(self.reload_requested.wait())
+                for task in self._background[:2]:  # the shared pass and the saver
+                    if task in done and not task.cancelled() and task.exception():
+                        log.error("%s failed: %r; stopping", task.get_name(), task.exception())
+                        self.should_exit.set()
                 for name, task in list(self.tasks.items()):
                     if task in done and task.done() and not task.cancelled() and task.exception():
                         log.error("sink %s failed: %r; stopping", name, task.exception())
@@ -219,6 +235,13 @@ class Daemon:
     # -- parts ------------------------------------------------------------------------
 
     async def _start_driver(self, sc: SinkConfig, redactor: Redactor) -> None:
+        self._run_driver(await self._build_driver(sc, redactor))
+
+    def _run_driver(self, driver: SinkDriver) -> None:
+        self.drivers[driver.name] = driver
+        self.tasks[driver.name] = asyncio.create_task(driver.run(), name=f"sink-{driver.name}")
+
+    async def _build_driver(self, sc: SinkConfig, redactor: Redactor) -> SinkDriver:
         cfg = self.config
         assert sc.sink_type is not None
         context = SinkContext(
@@ -230,10 +253,10 @@ class Daemon:
         sink = sc.sink_type.build(sc.name, sc.options, context)
         driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactor,
                             hooks=self.pm.hook,
-                            observe_batch_latency=self.batch_latency_observer(sc.name))
+                            observe_batch_latency=self.batch_latency_observer(sc.name),
+                            shared=self.shared, saver=self.saver)
         await driver.start()
-        self.drivers[sc.name] = driver
-        self.tasks[sc.name] = asyncio.create_task(driver.run(), name=f"sink-{sc.name}")
+        return driver
 
     async def _stop_drivers(self, names: list[str], timeout: float) -> None:
         for name in names:

@@ -1,0 +1,369 @@
+"""The shared pass: one read, one scope decode and one redaction per journal line,
+whatever the number of sinks.
+
+A :class:`SharedPass` owns one :class:`~auditshipd.journal.reader.JournalReader` and the
+position it has read to. Per chunk it finds each line's organization (and time) once,
+redacts once per distinct redaction policy (sinks with the same policy share the bytes),
+encodes once per policy and format, and hands each joined sink only the lines in its
+scope together with the pass's position after them, which the sink's batches carry to
+its own durable cursor.
+
+A sink that cannot take lines now (its in-flight batches are full, it is retrying) or
+starts behind the pass (``start_at``, an older cursor) reads alone from its own cursor
+(:mod:`auditshipd.delivery.solo`), no further than the pass, and rejoins when it has
+reached the pass's position. The pass never waits for a sink: memory stays bounded by
+each sink's batch size x in-flight batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config
+from ..journal.cursor import CursorState, SegmentCursor
+from ..journal.reader import JournalReader
+from ..journal.segments import Chunk, OversizeLine, Release
+from ..journal.watch import ChangeSignal
+from .lines import LineProcessor, ProcessedChunk, split_lines
+from .scope import NOT_AN_OBJECT, line_scope
+
+if TYPE_CHECKING:
+    from .driver import SinkDriver
+
+__all__ = ["SharedPass"]
+
+log = logging.getLogger("auditshipd.pipeline")
+
+# Final positions of released segments kept for sinks still draining them alone.
+_RELEASED_KEEP = 64
+# While the pass is busy with a backlog, partial batches of joined sinks are flushed at
+# most this often (not every batch timeout): thousands of sinks each sending a few lines
+# ten times a second would cost more than the lines themselves.
+_BACKLOG_FLUSH = 1.0
+
+
+class _Policy:
+    """The joined sinks sharing one redaction policy (redactor identity)."""
+
+    __slots__ = ("processor", "members", "everything")
+
+    def __init__(self, processor: LineProcessor) -> None:
+        self.processor = processor
+        self.members: list[SinkDriver] = []
+        self.everything = False  # a member without organizations: every line is needed
+
+
+class SharedPass:
+    """One journal, read once for every sink joined to it."""
+
+    def __init__(self, config: Config, signal: ChangeSignal) -> None:
+        self.config = config
+        self.signal = signal
+        # The position after every item handed out (live segments).
+        self.position: dict[str, SegmentCursor] = {}
+        # position plus the final positions of recently released segments: how far a
+        # sink catching up may read (a reader's ``limit``).
+        self.bounds: dict[str, SegmentCursor] = {}
+        self._released: collections.OrderedDict[str, SegmentCursor] = collections.OrderedDict()
+        # Notified after each item: wakes the sinks catching up alone.
+        self.advanced = ChangeSignal()
+        self.members: set[SinkDriver] = set()
+        self._policies: dict[int, _Policy] = {}
+        self._by_org: dict[Any, list[SinkDriver]] = {}
+        self._scoped = False  # some member has organizations or a start_at time
+        self._partial: dict[SinkDriver, float] = {}  # member -> flush deadline
+        self._sealed: set[SinkDriver] = set()  # members with integrity (digest timers)
+        self.reader: JournalReader | None = None
+        self.lines_read = 0
+        self._last_flush = 0.0
+        self._kick = asyncio.Event()  # a sink joined: look at the timeouts again
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def begin(self, starts: Iterable[CursorState | str]) -> None:
+        """Start at the most common of the sinks' start points (a cursor, "beginning" or
+        "end"): after a restart most sinks are where the others are and join at once."""
+        counts: collections.Counter[Any] = collections.Counter()
+        by_key: dict[Any, CursorState | str] = {}
+        for start in starts:
+            key = start if isinstance(start, str) else _offsets(start.segments)
+            counts[key] += 1
+            by_key.setdefault(key, start)
+        start = by_key[counts.most_common(1)[0][0]] if counts else "beginning"
+        state = start if isinstance(start, CursorState) else CursorState()
+        j = self.config.journal
+        self.reader = JournalReader(
+            j.paths, state, start_at_end=start == "end", max_line_bytes=j.max_line_bytes,
+            block_bytes=j.read_block_bytes, signal=self.signal, poll_interval=j.poll_interval,
+            rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name="shared pass")
+        if isinstance(start, CursorState):
+            self.position.update(start.segments)
+        elif start == "end":
+            self.reader.prime()
+            self.position.update({k: s.mark() for k, s in self.reader.segments.items()})
+        self.bounds.update(self.position)
+
+    async def run(self) -> None:
+        """Read and route until cancelled."""
+        assert self.reader is not None
+        loop = asyncio.get_running_loop()
+        # A read is never cancelled (its chunk would be lost with the reader's offset
+        # already past it): batch timeouts and joins wait beside it.
+        read: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if read is None:
+                    read = asyncio.ensure_future(self.reader.next_item(None))
+                self._kick.clear()
+                kick = asyncio.ensure_future(self._kick.wait())
+                await asyncio.wait({read, kick}, timeout=self._wait(loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                kick.cancel()
+                if not read.done():
+                    self._flush_due(loop.time(), caught_up=True)
+                    continue
+                item, read = read.result(), None
+                if isinstance(item, Release):
+                    self._release(item.segment)
+                elif isinstance(item, OversizeLine):
+                    before = dict(self.position)
+                    self._set(item.segment, item.mark)
+                    snap = dict(self.position)
+                    for member in list(self.members):
+                        if not member.take_oversize(item, snap):
+                            self.leave(member)
+                            member.go_solo(before)
+                else:
+                    self._route(item)
+                self.advanced.notify()
+                self._flush_due(loop.time(), caught_up=self._caught_up(item))
+        finally:
+            if read is not None:
+                read.cancel()
+            self.reader.close()
+
+    def lag_bytes(self) -> int:
+        return self.reader.lag_bytes() if self.reader is not None else 0
+
+    # -- membership -------------------------------------------------------------------
+
+    def join(self, member: SinkDriver) -> None:
+        """``member`` takes its lines from the pass from now on (its position is the
+        pass's)."""
+        self.members.add(member)
+        self._regroup()
+        if member.sealing is not None:
+            self._sealed.add(member)
+        if member.job.batch or member.job.quarantine:
+            self._partial.setdefault(member, asyncio.get_running_loop().time()
+                                     + member.sc.batch.timeout)
+        self._kick.set()
+
+    def leave(self, member: SinkDriver) -> None:
+        if member in self.members:
+            self.members.discard(member)
+            self._partial.pop(member, None)
+            self._sealed.discard(member)
+            self._regroup()
+
+    def relation(self, position: dict[str, SegmentCursor]) -> str:
+        """Where a sink that read to ``position`` stands: "at" the pass, "behind" it
+        (it may read up to the pass's bounds), or "apart" (ahead on some segment: it
+        reads freely until both meet)."""
+        behind = False
+        for key, cur in self.position.items():
+            mine = position.get(key)
+            offset = mine.offset if mine is not None else 0
+            if offset > cur.offset:
+                return "apart"
+            behind = behind or offset < cur.offset
+        for key, mine in position.items():
+            if key in self.position or not mine.offset:
+                continue
+            final = self._released.get(key)
+            if final is None or mine.offset > final.offset:
+                return "apart"
+            behind = behind or mine.offset < final.offset
+        return "behind" if behind else "at"
+
+    def commit_idle(self) -> list[SinkDriver]:
+        """Commit the pass's position for joined sinks with nothing in flight or being
+        built (nothing in scope lately): otherwise a restart would read again what they
+        never needed. Returns the sinks whose cursor moved."""
+        moved = []
+        here = _offsets(self.position)
+        for m in self.members:
+            if m.inflight or m.job.holds_anything():
+                continue
+            if _offsets(m.committed.segments) != here:
+                m.committed.segments = dict(self.position)
+                m.dirty = True
+                moved.append(m)
+        return moved
+
+    def _regroup(self) -> None:
+        policies: dict[int, _Policy] = {}
+        by_org: dict[Any, list[SinkDriver]] = {}
+        scoped = False
+        for m in sorted(self.members, key=lambda d: d.name):
+            pol = policies.get(id(m.redactor))
+            if pol is None:
+                pol = policies[id(m.redactor)] = _Policy(LineProcessor(
+                    m.redactor, max_line_bytes=self.config.journal.max_line_bytes))
+            pol.members.append(m)
+            orgs = m.scope.organizations
+            if orgs is None:
+                pol.everything = True
+            else:
+                for org in orgs:
+                    by_org.setdefault(org, []).append(m)
+            scoped = scoped or not m.scope.everything
+        self._policies, self._by_org, self._scoped = policies, by_org, scoped
+
+    # -- routing ----------------------------------------------------------------------
+
+    def _set(self, key: str, mark: SegmentCursor) -> None:
+        self.position[key] = mark
+        self.bounds[key] = mark
+
+    def _release(self, key: str) -> None:
+        final = self.position.pop(key, None)
+        if final is not None:
+            self._released[key] = final
+            while len(self._released) > _RELEASED_KEEP:
+                old, _ = self._released.popitem(last=False)
+                self.bounds.pop(old, None)
+
+    def _route(self, chunk: Chunk) -> None:
+        raw = split_lines(chunk.data)
+        self.lines_read += len(raw)
+        before = dict(self.position)
+        self._set(chunk.segment, chunk.mark)
+        if not self.members or not raw:
+            return  # (an empty chunk moves the position only: see commit_idle)
+        snap = dict(self.position)
+        slugs: list[Any] = []
+        times: list[Any] = []
+        if self._scoped:
+            for line in raw:
+                slug, t = line_scope(line)
+                slugs.append(slug)
+                times.append(t)
+        lines_of: dict[Any, list[int]] = {}
+        for i, slug in enumerate(slugs):
+            lines_of.setdefault(slug, []).append(i)
+        odd = lines_of.get(NOT_AN_OBJECT, [])
+        for pol in self._policies.values():
+            self._route_policy(pol, chunk, raw, lines_of, odd, times, before, snap)
+
+    def _route_policy(self, pol: _Policy, chunk: Chunk, raw: list[bytes],
+                      lines_of: dict[Any, list[int]], odd: list[int], times: list[Any],
+                      before: dict[str, SegmentCursor], snap: dict[str, SegmentCursor]) -> None:
+        if pol.everything or not self._scoped:
+            pc = pol.processor.process_lines(raw)
+        else:
+            wanted: set[int] = set(odd)
+            for m in pol.members:
+                for org in m.scope.organizations or ():
+                    wanted.update(lines_of.get(org, ()))
+            if not wanted:
+                return
+            pc = pol.processor.process_lines(raw, sorted(wanted))
+        at = {i: k for k, i in enumerate(pc.index)}
+        bad = {b[0]: b for b in pc.bad}
+        encoded: dict[str, list[bytes]] = {}
+        for m in pol.members:
+            if m.scope.organizations is None:
+                sub = pc
+            else:
+                rows = [i for org in m.scope.organizations for i in lines_of.get(org, ())]
+                if odd:
+                    rows += odd
+                if not rows:
+                    continue
+                if len(m.scope.organizations) > 1 or odd:
+                    rows.sort()
+                sub = _subset(pc, rows, at, bad)
+            if m.scope.since is not None:
+                sub = _on_time(sub, m.scope, times, at, bad)
+            if not sub.lines and not sub.bad:
+                continue
+            payloads = None
+            if m.encoder is not None:
+                fmt = m.sc.format
+                if fmt not in encoded:
+                    encoded[fmt] = m.encoder.encode_lines(pc.lines)
+                payloads = _pick(encoded[fmt], sub, at) if sub is not pc else encoded[fmt]
+            if not m.take(chunk, sub, payloads, snap):
+                self.leave(m)
+                m.go_solo(before)
+
+    # -- batch timeouts and digests ----------------------------------------------------
+
+    def _caught_up(self, item: Any) -> bool:
+        """Whether the read that gave ``item`` reached the journal's end (a block not
+        filled): partial batches then go out on their timeout."""
+        return not isinstance(item, Chunk) or len(item.data) < (
+            self.config.journal.read_block_bytes // 2)
+
+    def _wait(self, now: float) -> float | None:
+        soonest = min(self._partial.values(), default=None)
+        for m in self._sealed:
+            assert m.sealing is not None
+            due = now + m.sealing.wait(None)
+            soonest = due if soonest is None else min(soonest, due)
+        return None if soonest is None else max(0.0, soonest - now)
+
+    def _flush_due(self, now: float, *, caught_up: bool) -> None:
+        if not caught_up and now - self._last_flush < _BACKLOG_FLUSH:
+            return
+        self._last_flush = now
+        for m in [m for m, due in self._partial.items() if due <= now]:
+            del self._partial[m]
+            m.flush()
+        for m in list(self._sealed):
+            m.digest_if_due()
+
+    def pending(self, member: SinkDriver, deadline: float) -> None:
+        """``member`` holds a partial batch that must go out by ``deadline``."""
+        self._partial.setdefault(member, deadline)
+
+    def flushed(self, member: SinkDriver) -> None:
+        self._partial.pop(member, None)
+
+
+def _offsets(segments: dict[str, SegmentCursor]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((k, c.offset) for k, c in segments.items() if c.offset))
+
+
+def _subset(pc: ProcessedChunk, rows: list[int], at: dict[int, int],
+            bad: dict[int, tuple[int, str, bytes]]) -> ProcessedChunk:
+    """The part of ``pc`` at raw indices ``rows``."""
+    sub = ProcessedChunk(pc.raw)
+    sub._ends = pc._ends
+    lines, index = sub.lines, sub.index
+    assert isinstance(index, list)
+    for i in rows:
+        k = at.get(i)
+        if k is not None:
+            lines.append(pc.lines[k])
+            index.append(i)
+        elif i in bad:
+            sub.bad.append(bad[i])
+    return sub
+
+
+def _on_time(pc: ProcessedChunk, scope: Any, times: list[Any], at: dict[int, int],
+             bad: dict[int, tuple[int, str, bytes]]) -> ProcessedChunk:
+    rows = [i for i in pc.index if scope.on_time(times[i] if times else None)]
+    rows += [b[0] for b in pc.bad]
+    rows.sort()
+    return _subset(pc, rows, at, bad)
+
+
+def _pick(payloads: list[bytes], sub: ProcessedChunk, at: dict[int, int]) -> list[bytes]:
+    return [payloads[at[i]] for i in sub.index]

@@ -1,0 +1,269 @@
+"""A sink's batches between "built" and "committed": dispatch, delivery with retries,
+dead letters, quarantine, and the contiguous-prefix commit of the cursor.
+
+:class:`Outbox` is the delivery half of a :class:`~auditshipd.delivery.driver.SinkDriver`,
+the same whichever way the sink reads (joined to the shared pass or on its own). Rules
+(docs/architecture.md): the committed cursor advances only over the contiguous prefix of
+batches that were acknowledged by the sink or written to its dead-letter file; retries
+use exponential backoff with full jitter; permanent failures and exhausted retries are
+dead-lettered; bad lines are quarantined. At most ``concurrency`` batches are sent at
+once; memory is bounded by batch size x in-flight batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..config import Config, SinkConfig
+from ..errors import SinkError
+from ..journal.cursor import CursorState, CursorStore
+from ..plugin import Sink
+from ..scrub import scrub_secrets, sink_secrets
+from ..timestamps import now_rfc3339
+from .batch import Batch
+from .batcher import PendingBatch
+from .deadletters import DeadLetterFile, DeadLetterFull, letter_for
+from .quarantine import QuarantineFile, QuarantineRecord
+from .recovery import Health
+from .retry import Backoff, DeliveryFailure, deliver
+from .sealing import Sealing
+from .status import SinkStats, StatusFile
+
+__all__ = ["Outbox"]
+
+
+class Outbox:
+    """Delivery state of one sink: in-flight batches, cursor, dead letters, status."""
+
+    def __init__(
+        self,
+        config: Config,
+        sink_config: SinkConfig,
+        sink: Sink,
+        *,
+        hooks: Any = None,
+        observe_batch_latency: Callable[[float], None] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.sc = sink_config
+        self.name = sink_config.name
+        self.sink = sink
+        # Literal values (tokens, a URL's user, password and query values) masked in
+        # every error this sink's messages, status and dead letters carry.
+        self.secrets = sink_secrets(sink_config)
+        self.hooks = hooks
+        state_dir = config.state_dir
+        self.cursors = CursorStore(state_dir)
+        self.dlq = DeadLetterFile(state_dir, self.name, sink_config.dead_letter.max_bytes)
+        self.quarantine_file = QuarantineFile(state_dir, self.name)
+        self.backoff = Backoff(sink_config.retry)
+        self.logger = logging.getLogger(f"auditshipd.sink.{self.name}")
+        self.stats = SinkStats(sink=self.name, type=sink_config.type, started_at=now_rfc3339())
+        self.status = StatusFile(state_dir, self.name, self.stats, self.logger)
+        self.health = Health(self.name, self.stats, self.logger, self.secrets)
+        self.committed = CursorState(sink=self.name)
+        # Set when the committed cursor moved and is not saved yet (the saver clears it).
+        self.dirty = False
+        self._inflight: collections.deque[PendingBatch] = collections.deque()
+        self._slots = asyncio.Semaphore(sink_config.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()  # set whenever a delivery task ends
+        self._stopping = asyncio.Event()
+        self._aborted = False
+        # Called once per delivered batch with its latency (s); the daemon passes one
+        # that feeds its metrics (the hot path never imports the metrics server).
+        self.observe_batch_latency = observe_batch_latency or _ignore
+        # The clock of every wait (backoff, blocked dead letters): a test passes a fake one.
+        self.sleep = sleep
+        self.sealing: Sealing | None = None  # integrity = true: set by start()
+        self.on_commit: Callable[[], None] = _nothing
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    async def _dispatch(self, job: PendingBatch) -> None:
+        """Send ``job`` once a slot is free (the caller waits: a reader of its own stops
+        while ``concurrency`` batches are in flight)."""
+        while len(self._tasks) >= self.sc.concurrency and not self._aborted:
+            self._room.clear()
+            await self._room.wait()
+        self._dispatch_nowait(job)
+
+    def _dispatch_nowait(self, job: PendingBatch) -> None:
+        """Queue ``job`` behind the batches in flight without waiting (the shared pass
+        never waits for a sink): its task takes a slot when one frees up, in order. The
+        pass stops handing lines to a sink without a free slot, so this stays bounded."""
+        if self.sealing is not None:
+            job.integrity = self.sealing.snapshot()
+        if self._aborted:  # shutdown deadline passed: leave these events to the next start
+            return
+        self._inflight.append(job)
+        task = asyncio.ensure_future(self._deliver_when_free(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._room.set()
+
+    async def _deliver_when_free(self, job: PendingBatch) -> None:
+        await self._slots.acquire()
+        await self._deliver(job)
+
+    async def _deliver(self, job: PendingBatch) -> None:
+        try:
+            if job.quarantine:
+                await self._write_quarantine(job.quarantine)
+                self.stats.quarantined += len(job.quarantine)
+                if self.hooks is not None:
+                    for q in job.quarantine:
+                        self.hooks.event_quarantined(sink_name=self.name, segment=q.path,
+                                                     offset=q.offset, reason=q.reason)
+            if job.batch:
+                batch = (Batch(lines=job.batch) if not job.payloads
+                         else Batch(lines=job.payloads, source=job.batch))
+                await self._send_with_retry(batch)
+            job.done = True
+            self._advance()
+        finally:
+            self._slots.release()
+
+    async def _send_with_retry(self, batch: Batch) -> None:
+        started = time.monotonic()
+
+        def retrying(attempt: int, delay: float, err: SinkError) -> None:
+            self.stats.retries += 1
+            self._error(f"attempt {attempt} failed, retrying in {delay:.2f}s: {err}")
+
+        def unexpected(exc: BaseException, events: int) -> None:
+            # The traceback once per culprit event: it is the sink author's bug report.
+            if events == 1:
+                self.logger.warning("sink %s raised an unexpected error for one event",
+                                    self.name, exc_info=exc)
+
+        async def failed(failure: DeliveryFailure) -> None:
+            await self._dead_letter(failure.batch, failure.error, failure.attempts,
+                                    failure.first_attempt_at)
+
+        delivered = await deliver(
+            self.sink.send, batch, self.backoff, on_failed=failed, on_delivered=self._success,
+            on_retry=retrying, on_unexpected=unexpected,
+            sleep=lambda delay: self._sleep(delay, interruptible=False))
+        if delivered:
+            self.observe_batch_latency(time.monotonic() - started)
+
+    async def _dead_letter(self, batch: Batch, err: SinkError, attempts: int, first_at: str
+                           ) -> None:
+        letter = letter_for(
+            batch, sink=self.name, error=scrub_secrets(str(err), self.secrets) or "",
+            retryable=err.retryable, attempts=attempts, first_attempt_at=first_at,
+            last_attempt_at=now_rfc3339(), dead_lettered_at=now_rfc3339(),
+        )
+        warned = 0.0
+        while True:
+            try:
+                await asyncio.to_thread(self.dlq.append, letter)
+                break
+            except (DeadLetterFull, OSError) as exc:
+                self.stats.state = "blocked"
+                if time.monotonic() - warned > 30:
+                    self.logger.error("sink %s is NOT advancing: %s", self.name, exc)
+                    warned = time.monotonic()
+                    self._error(str(exc))
+                await self._sleep(2.0, interruptible=False)
+        self.stats.dead_lettered += len(batch)
+        self.logger.error("sink %s dead-lettered %d events after %d attempts: %s",
+                          self.name, len(batch), attempts, letter.error)
+        self._error(f"dead-lettered {len(batch)} events: {letter.error}")
+        if self.hooks is not None:
+            self.hooks.batch_dead_lettered(sink_name=self.name, batch=batch, error=letter.error)
+
+    async def _write_quarantine(self, records: list[QuarantineRecord]) -> None:
+        """Write quarantine records, retrying while the state dir cannot take them: the
+        cursor must not move past lines that are neither delivered nor quarantined."""
+        warned = 0.0
+        while True:
+            try:
+                await asyncio.to_thread(self.quarantine_file.write, records)
+                return
+            except OSError as exc:
+                self.stats.state = "blocked"
+                if time.monotonic() - warned > 30:
+                    warned = time.monotonic()
+                    self._error(f"cannot write quarantine, sink NOT advancing: {exc}")
+                await self._sleep(2.0, interruptible=False)
+
+    def _success(self, n: int) -> None:
+        self.health.success(n)
+
+    def _error(self, message: str) -> None:
+        self.health.error(message)
+
+    async def _sleep(self, delay: float, interruptible: bool = True) -> None:
+        """Wait ``delay`` seconds on the driver's clock (``sleep``); an interruptible wait
+        ends early when the driver is stopped."""
+        if not interruptible:
+            await self.sleep(delay)
+            return
+        waits = [asyncio.ensure_future(self.sleep(delay)),
+                 asyncio.ensure_future(self._stopping.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    # -- cursor -----------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Move the committed cursor over the contiguous prefix of finished jobs."""
+        moved = False
+        segments = self.committed.segments
+        while self._inflight and self._inflight[0].done:
+            job = self._inflight.popleft()
+            if job.position is not None:
+                # The shared pass's whole position after the job's last line: segments
+                # it released are gone from it.
+                segments = self.committed.segments = dict(job.position)
+            segments.update(job.marks)
+            for key in job.released:
+                segments.pop(key, None)
+            self.committed.acked_events += len(job.batch) + len(job.quarantine)
+            self.committed.integrity = job.integrity or self.committed.integrity
+            moved = True
+            if self.hooks is not None and job.batch:
+                self.hooks.batch_delivered(sink_name=self.name, batch=Batch(lines=job.batch))
+        if moved:
+            self.dirty = True
+            self.on_commit()
+
+    def cursor_snapshot(self) -> CursorState:
+        """A copy of the committed cursor, safe to save from a worker thread."""
+        return CursorState(sink=self.name, segments=dict(self.committed.segments),
+                           acked_events=self.committed.acked_events,
+                           integrity=self.committed.integrity)
+
+    def sync_stats(self) -> None:
+        """Bring the stats up to date before they are written (nothing to do here)."""
+
+    async def _drain(self) -> None:
+        """Wait for in-flight batches; :meth:`abort` (shutdown deadline) cancels them."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+
+def _ignore(_seconds: float) -> None:
+    """No observer: nothing is recorded."""
+
+
+def _nothing() -> None:
+    """No saver to wake."""

@@ -1,0 +1,84 @@
+"""Which journal lines are in a sink's scope: its organizations and its ``start_at`` time.
+
+One tiny typed decode of a raw line (``organization`` and ``occurred_at`` only, never the
+whole event), shared by the shared pass (once per line, whatever the number of sinks) and
+by a sink reading on its own (:class:`~auditshipd.delivery.lines.LineProcessor`). The
+filter is the core's, never the sink's: a line outside a sink's scope never reaches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from ..timestamps import parse_time
+
+__all__ = ["NOT_AN_OBJECT", "SinkScope", "line_scope"]
+
+# msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string and RecursionError
+# for absurd nesting: both mean "not valid JSON", never a crashed consumer.
+_UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                RecursionError)
+
+
+class _Scope(msgspec.Struct):
+    organization: Any = None
+    occurred_at: Any = None
+
+
+_decode_scope = msgspec.json.Decoder(_Scope).decode
+
+
+class _NotAnObject:
+    """The scope of a line that is not a JSON object: in every sink's scope, so that
+    each sink quarantines it with the reason its own decode gives."""
+
+    __slots__ = ()
+
+
+NOT_AN_OBJECT: Any = _NotAnObject()
+
+
+def line_scope(line: bytes) -> tuple[Any, Any]:
+    """(organization slug or None, raw ``occurred_at``) of a raw line; (NOT_AN_OBJECT,
+    None) when the line is not a JSON object."""
+    try:
+        scope = _decode_scope(line)
+    except _UNDECODABLE:
+        return NOT_AN_OBJECT, None
+    org = scope.organization
+    return (org.get("slug") if isinstance(org, dict) else None), scope.occurred_at
+
+
+class SinkScope:
+    """A sink's ``organizations`` (None: all) and ``start_at`` time (None: any)."""
+
+    __slots__ = ("organizations", "since")
+
+    def __init__(self, organizations: Iterable[str] | None = None, since: float | None = None):
+        self.organizations = frozenset(organizations) if organizations else None
+        self.since = since
+
+    @property
+    def everything(self) -> bool:
+        return self.organizations is None and self.since is None
+
+    def admits(self, slug: Any, occurred_at: Any) -> bool:
+        """Whether a line of organization ``slug`` that occurred at ``occurred_at`` is in
+        scope (a line that is not an object always is: it gets quarantined)."""
+        if slug is NOT_AN_OBJECT:
+            return True
+        if self.organizations is not None and slug not in self.organizations:
+            return False
+        return self.on_time(occurred_at)
+
+    def on_time(self, occurred_at: Any) -> bool:
+        if self.since is None:
+            return True
+        t = parse_time(occurred_at)
+        return t is None or t >= self.since
+
+    def admits_line(self, line: bytes) -> bool:
+        return self.admits(*line_scope(line))
