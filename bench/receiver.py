@@ -13,7 +13,8 @@ writer) and records ``arrival_ns - t_ns`` per event.
 
 Control endpoints: ``GET /count`` -> ``{"count", "requests", "bytes", "first_ns",
 "last_ns", "errors"}`` (wall-clock ns of the first and last accepted request);
-``GET /latency`` -> the recorded latencies in ns (JSON list); ``GET /reset``.
+``GET /latency`` -> the recorded latencies in ns (JSON list); ``GET /paths`` -> {path:
+[events, distinct ids]} (one path per stream in bench/streams.py); ``GET /reset``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class State:
         self.last_ns = 0
         self.errors = 0
         self.latencies: list[int] = []
+        # events and distinct ids per request path (bench/streams.py: one path per stream)
+        self.by_path: dict[str, int] = {}
+        self.ids_by_path: dict[str, set[str]] = {}
 
     def stats(self) -> dict[str, Any]:
         return {"count": self.count, "requests": self.requests, "bytes": self.nbytes,
@@ -86,6 +90,10 @@ def make_app(state: State) -> web.Application:
             state.errors += 1
             return web.Response(status=400, text=f"bad body: {exc}")
         state.count += len(events)
+        path = request.path
+        state.by_path[path] = state.by_path.get(path, 0) + len(events)
+        if events and not isinstance(events[0], bytes):
+            state.ids_by_path.setdefault(path, set()).update(e.id for e in events)
         state.requests += 1
         state.nbytes += len(body)
         if not state.first_ns:
@@ -101,6 +109,11 @@ def make_app(state: State) -> web.Application:
     async def count(request: web.Request) -> web.Response:
         return web.Response(body=enc.encode(state.stats()), content_type="application/json")
 
+    async def paths(request: web.Request) -> web.Response:
+        """{path: [events, distinct ids]}"""
+        out = {p: [n, len(state.ids_by_path.get(p, ()))] for p, n in state.by_path.items()}
+        return web.Response(body=enc.encode(out), content_type="application/json")
+
     async def latency(request: web.Request) -> web.Response:
         return web.Response(body=enc.encode(state.latencies), content_type="application/json")
 
@@ -111,6 +124,7 @@ def make_app(state: State) -> web.Application:
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app.router.add_get("/count", count)
     app.router.add_get("/latency", latency)
+    app.router.add_get("/paths", paths)
     app.router.add_get("/reset", reset)
     app.router.add_post("/{tail:.*}", ingest)
     return app

@@ -245,8 +245,9 @@ class SinkDriver(Outbox):
             self._pass_base, self._taken = self.shared.lines_read, 0
 
     def can_take(self) -> bool:
-        """Room for more lines now: a free in-flight slot and no failure being retried."""
-        return (len(self._tasks) < self.sc.concurrency and not self.health.failures
+        """Room for more lines now: at most one batch waiting for an in-flight slot (the
+        one being built fills meanwhile) and no failure being retried."""
+        return (len(self._tasks) <= self.sc.concurrency and not self.health.failures
                 and not self._stopping.is_set())
 
     def take(self, chunk: Chunk, lines: ProcessedChunk, payloads: list[bytes] | None,
