@@ -42,6 +42,8 @@ from .solo import read_alone
 
 __all__ = ["SinkDriver"]
 
+_SOLO_BLOCK = 256 * 1024
+
 
 class SinkDriver(Outbox):
     def __init__(
@@ -108,11 +110,15 @@ class SinkDriver(Outbox):
     def _starts_at_end(self) -> bool:
         return self.sc.start_at == "end" and not self.committed.segments
 
-    def _new_reader(self, state: CursorState, signal: ChangeSignal, end: bool) -> JournalReader:
+    def _new_reader(self, state: CursorState, signal: ChangeSignal, end: bool, *,
+                    solo_block: bool = False) -> JournalReader:
         j = self.config.journal
+        # Beside a shared pass, a sink reads alone only to catch up: smaller blocks keep
+        # many such sinks (each holding a chunk while it waits for a slot) small.
+        block = min(j.read_block_bytes, _SOLO_BLOCK) if solo_block else j.read_block_bytes
         return JournalReader(
             j.paths, state, start_at_end=end, max_line_bytes=j.max_line_bytes,
-            block_bytes=j.read_block_bytes, signal=signal, poll_interval=j.poll_interval,
+            block_bytes=block, signal=signal, poll_interval=j.poll_interval,
             rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name=self.name)
 
     async def run(self) -> None:
@@ -121,14 +127,21 @@ class SinkDriver(Outbox):
         saver = self.saver or CommitSaver(self.config.state_dir)
         saver.add(self)
         own = None if self.saver is not None else asyncio.create_task(saver.run())
+        # Joined at once, while the sink starts: the pass does not read ahead of the
+        # sinks of a fresh start (each would then catch up alone). Batches wait for the
+        # start; a sink that cannot start leaves the pass when its queue is full.
+        starting = asyncio.create_task(self._start_sink())
         try:
-            await self._start_sink()
-            if not self._stopping.is_set():
-                await self._follow()
+            await self._follow()
         finally:
             self._leave_pass()
-            if self.job.holds_anything():  # flush what was read (the deadline bounds it)
-                self._send_current()
+            if not self._sink_ready.is_set():
+                starting.cancel()
+                for task in list(self._tasks):  # never sent: read again on the next start
+                    task.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            if self.job.holds_anything() and self._sink_ready.is_set():
+                self._send_current()  # flush what was read (the deadline bounds it)
             await self._drain()
             if own is not None:
                 own.cancel()
@@ -162,6 +175,16 @@ class SinkDriver(Outbox):
         for task in list(self._tasks):
             task.cancel()
 
+    async def _until_ready(self) -> None:
+        """Wait until the sink started (or the driver stops)."""
+        if self._sink_ready.is_set():
+            return
+        waits = [asyncio.ensure_future(self._sink_ready.wait()),
+                 asyncio.ensure_future(self._stopping.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+
     async def _start_sink(self) -> None:
         """Start the sink, retrying whatever the failure: a sink that cannot start (broker
         down, credentials refused) stays in error and falls behind; the others go on."""
@@ -171,6 +194,7 @@ class SinkDriver(Outbox):
             try:
                 await self.sink.start()
                 self.health.started()
+                self._sink_ready.set()
                 return
             except Exception as exc:
                 kind = "" if isinstance(exc, SinkError) else f"{type(exc).__name__}: "
@@ -185,6 +209,7 @@ class SinkDriver(Outbox):
         shared = self.shared
         if shared is None:
             assert self._reader is not None
+            await self._until_ready()
             await read_alone(self, self._reader, None, dict(self.committed.segments))
             return
         position = dict(self.committed.segments)
@@ -193,8 +218,11 @@ class SinkDriver(Outbox):
             if not end and shared.relation(position) == "at":
                 self.join_pass()
             else:
+                await self._until_ready()
+                if self._stopping.is_set():
+                    return
                 reader = self._new_reader(CursorState(segments=dict(position)),
-                                          shared.advanced, end)
+                                          shared.advanced, end, solo_block=True)
                 if end:
                     await asyncio.to_thread(reader.prime)
                     end = False

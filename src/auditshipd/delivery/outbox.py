@@ -74,6 +74,7 @@ class Outbox:
         self._slots = asyncio.Semaphore(sink_config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()  # set whenever a delivery task ends
+        self._sink_ready = asyncio.Event()  # the sink started: batches may go out
         self._stopping = asyncio.Event()
         self._aborted = False
         # Called once per delivered batch with its latency (s); the daemon passes one
@@ -112,6 +113,7 @@ class Outbox:
         self._room.set()
 
     async def _deliver_when_free(self, job: PendingBatch) -> None:
+        await self._sink_ready.wait()
         await self._slots.acquire()
         await self._deliver(job)
 

@@ -101,10 +101,10 @@ class Daemon:
                    for sc in cfg.sinks if sc.enabled]
         # The pass starts where most sinks are (after a restart: all of them).
         self.shared.begin(d.start_point() for d in drivers)
+        for driver in drivers:  # first: they join the pass before it reads anything
+            self._run_driver(driver)
         for name, coro in (("shared-pass", self.shared.run()), ("saver", self.saver.run())):
             self._background.append(asyncio.create_task(coro, name=name))
-        for driver in drivers:
-            self._run_driver(driver)
         self._cleanups.append(("cursors", self.saver.flush()))
         await self._start_servers(cfg)
         self._cleanups.append(("servers", self._stop_servers()))

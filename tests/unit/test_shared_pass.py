@@ -1,0 +1,265 @@
+"""The shared pass as a unit: a real journal file, scripted sinks, the pass, the drivers and
+one commit saver run in-process (no daemon). Each line is decoded and redacted once per
+policy; each sink gets exactly its organizations' lines; a sink that cannot take lines
+reads alone and rejoins; idle sinks get the pass's position committed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditshipd.config import Config, parse_config
+from auditshipd.delivery.batch import Batch
+from auditshipd.delivery.commits import CommitSaver
+from auditshipd.delivery.driver import SinkDriver
+from auditshipd.delivery.fanout import SharedPass
+from auditshipd.journal.watch import ChangeSignal
+from auditshipd.journal.writer import AuditJournal
+from auditshipd.redaction.redactor import DEFAULT_POLICY
+
+
+class CountingRedactor:
+    """The default policy, counting the lines it redacts."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        return DEFAULT_POLICY(event)
+
+    def redact_line(self, line: bytes) -> bytes:
+        self.calls += 1
+        return DEFAULT_POLICY.redact_line(line)
+
+
+class ScriptedSink:
+    """Accepts every batch unless ``gate`` is set and closed (then waits for it)."""
+
+    def __init__(self) -> None:
+        self.accepted: list[str] = []
+        self.gate: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        pass
+
+    async def send(self, batch: Batch) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.accepted += batch.ids
+
+    async def close(self) -> None:
+        pass
+
+
+def write_events(journal: Path, orgs: list[str | None], start: int = 0) -> list[str]:
+    ids = []
+    with AuditJournal(journal) as j:
+        for i, org in enumerate(orgs, start):
+            extra: dict[str, Any] = {"organization": {"slug": org}} if org else {}
+            assert j.record("user.invited", id=f"e{i}", actor={"type": "user"}, **extra)
+            ids.append(f"e{i}")
+    return ids
+
+
+def make_config(tmp_path: Path, sinks: str) -> Config:
+    journal = tmp_path / "audit.jsonl"
+    return parse_config(f"""
+[journal]
+path = "{journal}"
+paths = ["{journal}*"]
+state_dir = "{tmp_path / 'state'}"
+force_polling = true
+poll_interval = 0.05
+{sinks}
+""", str(tmp_path / "auditshipd.toml"))
+
+
+class Harness:
+    """The pass, a saver and one driver per configured sink, as the daemon wires them."""
+
+    def __init__(self, config: Config, redactor: Any = DEFAULT_POLICY) -> None:
+        self.config = config
+        self.redactor = redactor
+        self.signal = ChangeSignal()
+        self.shared = SharedPass(config, self.signal)
+        self.saver = CommitSaver(config.state_dir, self.shared)
+        self.sinks: dict[str, ScriptedSink] = {}
+        self.drivers: dict[str, SinkDriver] = {}
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.background: list[asyncio.Task[Any]] = []
+
+    def driver(self, name: str) -> SinkDriver:
+        sc = next(s for s in self.config.sinks if s.name == name)
+        sink = self.sinks[name] = ScriptedSink()
+        d = self.drivers[name] = SinkDriver(self.config, sc, sink, signal=self.signal,
+                                            redactor=self.redactor, shared=self.shared,
+                                            saver=self.saver)
+        return d
+
+    async def start(self) -> None:
+        for sc in self.config.sinks:
+            await self.driver(sc.name).start()
+        self.shared.begin(d.start_point() for d in self.drivers.values())
+        self.tasks = [asyncio.create_task(d.run()) for d in self.drivers.values()]
+        self.background = [asyncio.create_task(self.shared.run()),
+                           asyncio.create_task(self.saver.run())]
+
+    async def add(self, name: str) -> None:
+        """A sink added while the pass runs (a live reload)."""
+        d = self.driver(name)
+        await d.start()
+        self.tasks.append(asyncio.create_task(d.run()))
+
+    async def stop(self) -> None:
+        for d in self.drivers.values():
+            d.stop()
+        await asyncio.wait_for(asyncio.gather(*self.tasks), 10)
+        for t in self.background:
+            t.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+
+
+async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+def sink_table(name: str, extra: str = "") -> str:
+    return f"""
+[[sinks]]
+name = "{name}"
+type = "fake"
+{extra}
+"""
+
+
+async def test_two_sinks_with_the_default_policy_redact_each_line_once(tmp_path):
+    """A file-like and a portal-like sink, both unscoped, same policy: each line is
+    redacted once, and both sinks get every event."""
+    config = make_config(tmp_path, sink_table("file") + sink_table("portal"))
+    ids = write_events(tmp_path / "audit.jsonl", [None] * 300)
+    redactor = CountingRedactor()
+    h = Harness(config, redactor)
+    await h.start()
+    await until(lambda: all(len(s.accepted) == 300 for s in h.sinks.values()))
+    await h.stop()
+    assert redactor.calls == 300
+    assert h.sinks["file"].accepted == ids and h.sinks["portal"].accepted == ids
+
+
+async def test_org_streams_get_exactly_their_organizations_events(tmp_path):
+    """Org-scoped sinks (one with two organizations), an unscoped one and one whose
+    organization never appears: each gets exactly its events, in journal order; lines
+    are redacted once (only the ones some sink needs when all are scoped)."""
+    orgs = ["acme", "globex", "initech", None]
+    config = make_config(tmp_path, sink_table("acme", 'organizations = ["acme"]')
+                         + sink_table("two", 'organizations = ["globex", "initech"]')
+                         + sink_table("all")
+                         + sink_table("nobody", 'organizations = ["umbrella"]'))
+    events = [orgs[i % 4] for i in range(400)]
+    ids = write_events(tmp_path / "audit.jsonl", events)
+    redactor = CountingRedactor()
+    h = Harness(config, redactor)
+    await h.start()
+    await until(lambda: len(h.sinks["all"].accepted) == 400)
+    await until(lambda: len(h.sinks["two"].accepted) == 200)
+    await until(lambda: len(h.sinks["acme"].accepted) == 100)
+    await h.stop()
+    want = {org: [i for i, o in zip(ids, events, strict=True) if o == org] for org in orgs}
+    assert h.sinks["acme"].accepted == want["acme"]
+    assert h.sinks["two"].accepted == [i for i, o in zip(ids, events, strict=True)
+                                       if o in ("globex", "initech")]
+    assert h.sinks["all"].accepted == ids
+    assert h.sinks["nobody"].accepted == []
+    assert redactor.calls == 400
+
+
+async def test_a_stuck_sink_reads_alone_then_rejoins_while_the_others_go_on(tmp_path):
+    """One sink's sends hang: it leaves the pass (it cannot take lines), the other keeps
+    receiving everything; once the sink answers again it catches up alone, from its own
+    position, and rejoins the pass. Each gets every event exactly once."""
+    config = make_config(tmp_path, sink_table("slow", "[sinks.batch]\nmax_events = 10")
+                         + sink_table("fast", "[sinks.batch]\nmax_events = 10"))
+    journal = tmp_path / "audit.jsonl"
+    h = Harness(config)
+    await h.start()
+    gate = asyncio.Event()
+    h.sinks["slow"].gate = gate
+    ids = write_events(journal, [None] * 100)
+    await until(lambda: not h.drivers["slow"]._joined)
+    ids += write_events(journal, [None] * 100, start=100)
+    await until(lambda: len(h.sinks["fast"].accepted) == 200)
+    assert h.sinks["slow"].accepted == []
+    gate.set()
+    await until(lambda: len(h.sinks["slow"].accepted) == 200)
+    await until(lambda: h.drivers["slow"]._joined)
+    ids += write_events(journal, [None] * 50, start=200)
+    await until(lambda: len(h.sinks["slow"].accepted) == 250)
+    await until(lambda: len(h.sinks["fast"].accepted) == 250)
+    await h.stop()
+    assert h.sinks["slow"].accepted == ids and h.sinks["fast"].accepted == ids
+
+
+async def test_a_sink_added_later_backfills_from_the_beginning_then_joins(tmp_path):
+    """A sink added while the pass runs (start_at = "beginning", no cursor): it reads the
+    journal alone from the start, no further than the pass, then joins it."""
+    config = make_config(tmp_path, sink_table("first") + sink_table("late", 'organizations = ["acme"]'))
+    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    journal = tmp_path / "audit.jsonl"
+    ids = write_events(journal, ["acme", "globex"] * 50)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["first"].accepted) == 100)
+    config.sinks.append(late_sc)
+    await h.add("late")
+    await until(lambda: len(h.sinks["late"].accepted) == 50)
+    await until(lambda: h.drivers["late"]._joined)
+    more = write_events(journal, ["acme"] * 10, start=100)
+    await until(lambda: len(h.sinks["late"].accepted) == 60)
+    await h.stop()
+    assert h.sinks["late"].accepted == ids[::2] + more
+
+
+async def test_an_idle_stream_gets_the_pass_position_committed(tmp_path):
+    """A stream whose organization has no events commits the pass's position anyway
+    (on restart it does not read again what it never needed)."""
+    config = make_config(tmp_path, sink_table("all") + sink_table("quiet", 'organizations = ["none"]'))
+    write_events(tmp_path / "audit.jsonl", ["acme"] * 20)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["all"].accepted) == 20)
+    size = (tmp_path / "audit.jsonl").stat().st_size
+    await until(lambda: [c.offset for c in h.drivers["quiet"].committed.segments.values()]
+                == [size], timeout=15)
+    await h.stop()
+    saved = h.saver.cursors.load("quiet")
+    assert [c.offset for c in saved.segments.values()] == [size]
+
+
+@pytest.mark.parametrize("start_at", ["end", "2030-01-01T00:00:00Z"])
+async def test_start_at_is_honoured_beside_the_pass(tmp_path, start_at):
+    """start_at = "end" or a time beside a sink reading from the beginning: the late
+    sink gets only the events after its start / at or after its time."""
+    config = make_config(tmp_path, sink_table("all") + sink_table("late", f'start_at = "{start_at}"'))
+    journal = tmp_path / "audit.jsonl"
+    old = write_events(journal, [None] * 30)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["all"].accepted) == 30)
+    with AuditJournal(journal) as j:
+        for i in range(30, 40):
+            assert j.record("user.invited", id=f"e{i}", actor={"type": "user"},
+                            occurred_at="2031-01-01T00:00:00.000Z")
+    await until(lambda: len(h.sinks["all"].accepted) == 40)
+    await until(lambda: len(h.sinks["late"].accepted) == 10)
+    await h.stop()
+    assert h.sinks["all"].accepted == [*old, *(f"e{i}" for i in range(30, 40))]
+    assert h.sinks["late"].accepted == [f"e{i}" for i in range(30, 40)]
