@@ -272,17 +272,23 @@ class SinkDriver(Outbox):
             self.stats.filtered += max(0, seen - self._taken)
             self._pass_base, self._taken = self.shared.lines_read, 0
 
-    def can_take(self) -> bool:
-        """Room for more lines now: at most one batch waiting for an in-flight slot (the
-        one being built fills meanwhile) and no failure being retried."""
-        return (len(self._tasks) <= self.sc.concurrency and not self.health.failures
-                and not self._stopping.is_set())
+    def can_take(self, events: int = 0, nbytes: int = 0) -> bool:
+        """Room for ``events`` more lines (``nbytes``) now. Lines that fit in the batch
+        being built always do (it is bounded by the batch size); lines that fill it need
+        a batch slot: at most one batch may wait for an in-flight slot. A sink retrying
+        a failure takes nothing (it would only pile up)."""
+        if self.health.failures or self._stopping.is_set():
+            return False
+        bcfg = self.sc.batch
+        if len(self.job.batch) + events < bcfg.max_events and self.nbytes + nbytes < bcfg.max_bytes:
+            return True
+        return len(self._tasks) <= self.sc.concurrency
 
     def take(self, chunk: Chunk, lines: ProcessedChunk, payloads: list[bytes] | None,
              position: dict[str, SegmentCursor]) -> bool:
         """Add this sink's ``lines`` of ``chunk`` (``payloads``: in its format), after
         which the pass is at ``position``; False (nothing taken) if it has no room."""
-        if not self.can_take():
+        if not self.can_take(len(lines.lines), sum(map(len, lines.lines))):
             return False
         self._taken += len(lines.lines) + len(lines.bad)
         bcfg = self.sc.batch
@@ -310,7 +316,7 @@ class SinkDriver(Outbox):
         return True
 
     def take_oversize(self, item: OversizeLine, position: dict[str, SegmentCursor]) -> bool:
-        if not self.can_take():
+        if not self.can_take(1):
             return False
         self._taken += 1
         self.job.quarantine.append(self.oversize_record(item))
@@ -324,10 +330,14 @@ class SinkDriver(Outbox):
             loop = asyncio.get_running_loop()
             self.shared.pending(self, loop.time() + self.sc.batch.timeout)
 
-    def flush(self) -> None:
-        """The batch timeout passed (the pass keeps the clock)."""
+    def flush(self) -> bool:
+        """The batch timeout passed (the pass keeps the clock): send the batch, unless
+        a batch already waits for a slot (this one keeps filling meanwhile); False then."""
+        if len(self._tasks) > self.sc.concurrency:
+            return False
         if self.job.batch or self.job.quarantine:
             self._send_current()
+        return True
 
     def digest_if_due(self) -> None:
         """Integrity on: send the signed digest when it is due (the pass keeps the clock)."""

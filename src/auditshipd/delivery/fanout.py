@@ -21,6 +21,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
@@ -54,7 +55,7 @@ class _Policy:
     def __init__(self, processor: LineProcessor) -> None:
         self.processor = processor
         self.members: list[SinkDriver] = []
-        self.everything = False  # a member without organizations: every line is needed
+        self.everything = 0  # members without organizations: every line is needed
 
 
 class SharedPass:
@@ -74,13 +75,17 @@ class SharedPass:
         self.members: set[SinkDriver] = set()
         self._policies: dict[int, _Policy] = {}
         self._by_org: dict[Any, list[SinkDriver]] = {}
-        self._scoped = False  # some member has organizations or a start_at time
+        self._scoped = 0  # members with organizations or a start_at time
         self._partial: dict[SinkDriver, float] = {}  # member -> flush deadline
         self._sealed: set[SinkDriver] = set()  # members with integrity (digest timers)
         self.reader: JournalReader | None = None
         self.lines_read = 0
         self._last_flush = 0.0
         self._kick = asyncio.Event()  # a sink joined: look at the timeouts again
+        self._behind = False  # the last read filled its block: more is waiting
+        # The pass's reads have a thread of their own: with many sinks, the default
+        # pool is busy with their writes, and every joined sink waits on the pass.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="shared-pass")
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -99,7 +104,8 @@ class SharedPass:
         self.reader = JournalReader(
             j.paths, state, start_at_end=start == "end", max_line_bytes=j.max_line_bytes,
             block_bytes=j.read_block_bytes, signal=self.signal, poll_interval=j.poll_interval,
-            rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name="shared pass")
+            rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name="shared pass",
+            executor=self._executor)
         if isinstance(start, CursorState):
             self.position.update(start.segments)
         elif start == "end":
@@ -124,9 +130,10 @@ class SharedPass:
                                    return_when=asyncio.FIRST_COMPLETED)
                 kick.cancel()
                 if not read.done():
-                    self._flush_due(loop.time(), caught_up=True)
+                    self._flush_due(loop.time(), caught_up=not self._behind)
                     continue
                 item, read = read.result(), None
+                self._behind = not self._caught_up(item)
                 if isinstance(item, Release):
                     self._release(item.segment)
                 elif isinstance(item, OversizeLine):
@@ -140,11 +147,12 @@ class SharedPass:
                 else:
                     self._route(item)
                 self.advanced.notify()
-                self._flush_due(loop.time(), caught_up=self._caught_up(item))
+                self._flush_due(loop.time(), caught_up=not self._behind)
         finally:
             if read is not None:
                 read.cancel()
             self.reader.close()
+            self._executor.shutdown(wait=False)
 
     def lag_bytes(self) -> int:
         return self.reader.lag_bytes() if self.reader is not None else 0
@@ -154,8 +162,20 @@ class SharedPass:
     def join(self, member: SinkDriver) -> None:
         """``member`` takes its lines from the pass from now on (its position is the
         pass's)."""
+        if member in self.members:
+            return
         self.members.add(member)
-        self._regroup()
+        pol = self._policies.get(id(member.redactor))
+        if pol is None:
+            pol = self._policies[id(member.redactor)] = _Policy(LineProcessor(
+                member.redactor, max_line_bytes=self.config.journal.max_line_bytes))
+        pol.members.append(member)
+        if member.scope.organizations is None:
+            pol.everything += 1
+        else:
+            for org in member.scope.organizations:
+                self._by_org.setdefault(org, []).append(member)
+        self._scoped += not member.scope.everything
         if member.sealing is not None:
             self._sealed.add(member)
         if member.job.batch or member.job.quarantine:
@@ -164,11 +184,24 @@ class SharedPass:
         self._kick.set()
 
     def leave(self, member: SinkDriver) -> None:
-        if member in self.members:
-            self.members.discard(member)
-            self._partial.pop(member, None)
-            self._sealed.discard(member)
-            self._regroup()
+        if member not in self.members:
+            return
+        self.members.discard(member)
+        self._partial.pop(member, None)
+        self._sealed.discard(member)
+        pol = self._policies[id(member.redactor)]
+        # A copy: the routing of the current chunk may be iterating over the old list.
+        pol.members = [m for m in pol.members if m is not member]
+        if member.scope.organizations is None:
+            pol.everything -= 1
+        else:
+            for org in member.scope.organizations:
+                self._by_org[org] = [m for m in self._by_org[org] if m is not member]
+                if not self._by_org[org]:
+                    del self._by_org[org]
+        self._scoped -= not member.scope.everything
+        if not pol.members:
+            del self._policies[id(member.redactor)]
 
     def relation(self, position: dict[str, SegmentCursor]) -> str:
         """Where a sink that read to ``position`` stands: "at" the pass, "behind" it
@@ -205,25 +238,6 @@ class SharedPass:
                 moved.append(m)
         return moved
 
-    def _regroup(self) -> None:
-        policies: dict[int, _Policy] = {}
-        by_org: dict[Any, list[SinkDriver]] = {}
-        scoped = False
-        for m in sorted(self.members, key=lambda d: d.name):
-            pol = policies.get(id(m.redactor))
-            if pol is None:
-                pol = policies[id(m.redactor)] = _Policy(LineProcessor(
-                    m.redactor, max_line_bytes=self.config.journal.max_line_bytes))
-            pol.members.append(m)
-            orgs = m.scope.organizations
-            if orgs is None:
-                pol.everything = True
-            else:
-                for org in orgs:
-                    by_org.setdefault(org, []).append(m)
-            scoped = scoped or not m.scope.everything
-        self._policies, self._by_org, self._scoped = policies, by_org, scoped
-
     # -- routing ----------------------------------------------------------------------
 
     def _set(self, key: str, mark: SegmentCursor) -> None:
@@ -257,7 +271,7 @@ class SharedPass:
         for i, slug in enumerate(slugs):
             lines_of.setdefault(slug, []).append(i)
         odd = lines_of.get(NOT_AN_OBJECT, [])
-        for pol in self._policies.values():
+        for pol in list(self._policies.values()):
             self._route_policy(pol, chunk, raw, lines_of, odd, times, before, snap)
 
     def _route_policy(self, pol: _Policy, chunk: Chunk, raw: list[bytes],
@@ -323,8 +337,10 @@ class SharedPass:
             return
         self._last_flush = now
         for m in [m for m, due in self._partial.items() if due <= now]:
-            del self._partial[m]
-            m.flush()
+            if m.flush():
+                self._partial.pop(m, None)
+            else:  # its previous batches are still in flight: look again later
+                self._partial[m] = now + m.sc.batch.timeout
         for m in list(self._sealed):
             m.digest_if_due()
 

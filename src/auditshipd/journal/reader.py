@@ -26,6 +26,7 @@ import os
 import stat
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
 from .segments import (
@@ -75,6 +76,7 @@ class JournalReader:
         follow_symlinks: bool = False,
         name: str = "",
         limit: Mapping[str, SegmentCursor] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.patterns = list(patterns)
         self.exclude = list(exclude)
@@ -91,10 +93,9 @@ class JournalReader:
         self.rotate_wait = rotate_wait
         self.name = name
         self.follow_symlinks = follow_symlinks
-        # An upper bound per segment (a reader catching up with the shared pass reads no
-        # further than the pass did): a segment still in the glob that has no bound yet
-        # is not read; one that left the glob (rotated away) without one is read freely.
-        self.limit = limit
+        # Per segment, how far to read at most (a reader catching up with the shared
+        # pass): see segments.room_under. ``executor``: where reads run (default pool).
+        self.limit, self.executor = limit, executor
         # Glob matches that are not read (links, FIFOs, foreign files...): path -> why.
         # Logged when first seen and when the reason changes, not on every scan.
         self.refused: dict[str, str] = {}
@@ -122,7 +123,7 @@ class JournalReader:
             wake = self.signal.current
             if self._pending:
                 return self._pending.pop(0)
-            item = await asyncio.to_thread(self._poll_once)
+            item = await loop.run_in_executor(self.executor, self._poll_once)
             if item is not None:
                 return item
             if self._pending:
@@ -137,8 +138,7 @@ class JournalReader:
         return None
 
     @property
-    def has_pending(self) -> bool:
-        """Items found by the last scan and not handed out yet."""
+    def has_pending(self) -> bool:  # items found by the last scan, not handed out yet
         return bool(self._pending)
 
     def prime(self) -> None:
