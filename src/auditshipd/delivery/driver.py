@@ -85,6 +85,9 @@ class SinkDriver(Outbox):
         self._solo_from: dict[str, SegmentCursor] = {}
         self._pass_base = 0  # the pass's lines_read when it joined (for its stats)
         self._taken = 0  # lines the pass handed it since then
+        self._pending = False  # the pass holds a flush deadline for the batch being built
+        # Lines go straight into the batch (no format to encode, no chain to seal).
+        self.simple = self.encoder is None and not sink_config.integrity and since is None
 
     @property
     def stopping(self) -> asyncio.Event:
@@ -315,6 +318,30 @@ class SinkDriver(Outbox):
         self._note_partial()
         return True
 
+    def take_lines(self, lines: list[bytes], position: dict[str, SegmentCursor],
+                   now: float) -> bool | None:
+        """The common case of :meth:`take` (native format, no integrity, no bad line):
+        ``lines`` go into the batch being built if they fit. None: they do not fit (the
+        caller uses :meth:`take`); False: no room at all."""
+        if self.health.failures or self._stopping.is_set():
+            return False
+        job = self.job
+        size = sum(map(len, lines))
+        bcfg = self.sc.batch
+        if len(job.batch) + len(lines) >= bcfg.max_events or self.nbytes + size >= bcfg.max_bytes:
+            return None
+        job.batch += lines
+        self.nbytes += size
+        self._taken += len(lines)
+        job.position = position
+        if job.marks:
+            job.marks.clear()
+        if not self._pending:
+            self._pending = True
+            assert self.shared is not None
+            self.shared.pending(self, now + bcfg.timeout)
+        return True
+
     def take_oversize(self, item: OversizeLine, position: dict[str, SegmentCursor]) -> bool:
         if not self.can_take(1):
             return False
@@ -328,6 +355,7 @@ class SinkDriver(Outbox):
     def _note_partial(self) -> None:
         if (self.job.batch or self.job.quarantine) and self.shared is not None:
             loop = asyncio.get_running_loop()
+            self._pending = True
             self.shared.pending(self, loop.time() + self.sc.batch.timeout)
 
     def flush(self) -> bool:
@@ -337,6 +365,7 @@ class SinkDriver(Outbox):
             return False
         if self.job.batch or self.job.quarantine:
             self._send_current()
+        self._pending = False
         return True
 
     def digest_if_due(self) -> None:
@@ -349,7 +378,8 @@ class SinkDriver(Outbox):
     def _send_current(self) -> None:
         job = self.job
         self.renew()
-        if self.shared is not None:
+        if self.shared is not None and self._pending:
+            self._pending = False
             self.shared.flushed(self)
         self._dispatch_nowait(job)
 

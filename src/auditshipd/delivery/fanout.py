@@ -50,11 +50,13 @@ _BACKLOG_FLUSH = 1.0
 class _Policy:
     """The joined sinks sharing one redaction policy (redactor identity)."""
 
-    __slots__ = ("processor", "members", "everything")
+    __slots__ = ("processor", "members", "everything", "by_org", "unscoped")
 
     def __init__(self, processor: LineProcessor) -> None:
         self.processor = processor
         self.members: list[SinkDriver] = []
+        self.unscoped: list[SinkDriver] = []  # members without organizations
+        self.by_org: dict[Any, list[SinkDriver]] = {}
         self.everything = 0  # members without organizations: every line is needed
 
 
@@ -74,7 +76,6 @@ class SharedPass:
         self.advanced = ChangeSignal()
         self.members: set[SinkDriver] = set()
         self._policies: dict[int, _Policy] = {}
-        self._by_org: dict[Any, list[SinkDriver]] = {}
         self._scoped = 0  # members with organizations or a start_at time
         self._partial: dict[SinkDriver, float] = {}  # member -> flush deadline
         self._sealed: set[SinkDriver] = set()  # members with integrity (digest timers)
@@ -172,13 +173,15 @@ class SharedPass:
         pol.members.append(member)
         if member.scope.organizations is None:
             pol.everything += 1
+            pol.unscoped.append(member)
         else:
             for org in member.scope.organizations:
-                self._by_org.setdefault(org, []).append(member)
+                pol.by_org.setdefault(org, []).append(member)
         self._scoped += not member.scope.everything
         if member.sealing is not None:
             self._sealed.add(member)
-        if member.job.batch or member.job.quarantine:
+        member._pending = bool(member.job.batch or member.job.quarantine)
+        if member._pending:
             self._partial.setdefault(member, asyncio.get_running_loop().time()
                                      + member.sc.batch.timeout)
         self._kick.set()
@@ -188,17 +191,19 @@ class SharedPass:
             return
         self.members.discard(member)
         self._partial.pop(member, None)
+        member._pending = False
         self._sealed.discard(member)
         pol = self._policies[id(member.redactor)]
         # A copy: the routing of the current chunk may be iterating over the old list.
         pol.members = [m for m in pol.members if m is not member]
         if member.scope.organizations is None:
             pol.everything -= 1
+            pol.unscoped = [m for m in pol.unscoped if m is not member]
         else:
             for org in member.scope.organizations:
-                self._by_org[org] = [m for m in self._by_org[org] if m is not member]
-                if not self._by_org[org]:
-                    del self._by_org[org]
+                pol.by_org[org] = [m for m in pol.by_org[org] if m is not member]
+                if not pol.by_org[org]:
+                    del pol.by_org[org]
         self._scoped -= not member.scope.everything
         if not pol.members:
             del self._policies[id(member.redactor)]
@@ -277,29 +282,70 @@ class SharedPass:
     def _route_policy(self, pol: _Policy, chunk: Chunk, raw: list[bytes],
                       lines_of: dict[Any, list[int]], odd: list[int], times: list[Any],
                       before: dict[str, SegmentCursor], snap: dict[str, SegmentCursor]) -> None:
+        # The members with something in this chunk: the unscoped ones, and those of the
+        # organizations present (all scoped ones when a line is not even an object).
+        if odd or not self._scoped:
+            targets = pol.members
+        else:
+            seen: set[SinkDriver] = set()
+            targets = []
+            for org in lines_of:
+                for m in pol.by_org.get(org, ()):
+                    if m not in seen:
+                        seen.add(m)
+                        targets.append(m)
+            if not targets and not pol.everything:
+                return
+            targets = pol.unscoped + targets
         if pol.everything or not self._scoped:
             pc = pol.processor.process_lines(raw)
         else:
             wanted: set[int] = set(odd)
-            for m in pol.members:
+            for m in targets:
                 for org in m.scope.organizations or ():
                     wanted.update(lines_of.get(org, ()))
             if not wanted:
                 return
             pc = pol.processor.process_lines(raw, sorted(wanted))
-        at = {i: k for k, i in enumerate(pc.index)}
+        if isinstance(pc.index, range):
+            red: list[bytes | None] = pc.lines  # type: ignore[assignment]
+        else:
+            red = [None] * len(raw)
+            for k, i in enumerate(pc.index):
+                red[i] = pc.lines[k]
+        at: dict[int, int] | None = None
         bad = {b[0]: b for b in pc.bad}
         encoded: dict[str, list[bytes]] = {}
-        for m in pol.members:
-            if m.scope.organizations is None:
+        now = asyncio.get_running_loop().time()
+        for m in targets:
+            orgs = m.scope.organizations
+            simple = m.simple and not odd and orgs is not None and len(orgs) == 1
+            if simple:
+                # The common case, a stream of one organization: its lines straight into
+                # the batch being built when they fit.
+                rows = lines_of.get(next(iter(orgs)))  # type: ignore[arg-type]
+                if not rows:
+                    continue
+                lines = [red[i] for i in rows]
+                if None not in lines:
+                    taken = m.take_lines(lines, snap, now)  # type: ignore[arg-type]
+                    if taken:
+                        continue
+                    if taken is False:
+                        self.leave(m)
+                        m.go_solo(before)
+                        continue
+            if at is None:
+                at = {i: k for k, i in enumerate(pc.index)}
+            if orgs is None:
                 sub = pc
             else:
-                rows = [i for org in m.scope.organizations for i in lines_of.get(org, ())]
+                rows = [i for org in orgs for i in lines_of.get(org, ())]
                 if odd:
                     rows += odd
                 if not rows:
                     continue
-                if len(m.scope.organizations) > 1 or odd:
+                if len(orgs) > 1 or odd:
                     rows.sort()
                 sub = _subset(pc, rows, at, bad)
             if m.scope.since is not None:
