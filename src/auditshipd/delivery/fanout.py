@@ -45,6 +45,12 @@ _RELEASED_KEEP = 64
 # most this often (not every batch timeout): thousands of sinks each sending a few lines
 # ten times a second would cost more than the lines themselves.
 _BACKLOG_FLUSH = 1.0
+# ... and all of them at once when the lines they hold pass this many bytes, so memory
+# stays bounded however fast the pass goes.
+_HELD_BYTES = 32 << 20
+# The pass reads larger blocks than a lone reader: each joined sink is visited once per
+# chunk that holds its lines, so with thousands of streams fewer, larger chunks cost less.
+_PASS_BLOCK = 4 << 20
 
 
 class _Policy:
@@ -104,7 +110,8 @@ class SharedPass:
         j = self.config.journal
         self.reader = JournalReader(
             j.paths, state, start_at_end=start == "end", max_line_bytes=j.max_line_bytes,
-            block_bytes=j.read_block_bytes, signal=self.signal, poll_interval=j.poll_interval,
+            block_bytes=max(j.read_block_bytes, _PASS_BLOCK), signal=self.signal,
+            poll_interval=j.poll_interval,
             rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name="shared pass",
             executor=self._executor)
         if isinstance(start, CursorState):
@@ -367,8 +374,8 @@ class SharedPass:
     def _caught_up(self, item: Any) -> bool:
         """Whether the read that gave ``item`` reached the journal's end (a block not
         filled): partial batches then go out on their timeout."""
-        return not isinstance(item, Chunk) or len(item.data) < (
-            self.config.journal.read_block_bytes // 2)
+        assert self.reader is not None
+        return not isinstance(item, Chunk) or len(item.data) < self.reader.block_bytes // 2
 
     def _wait(self, now: float) -> float | None:
         soonest = min(self._partial.values(), default=None)
@@ -379,10 +386,13 @@ class SharedPass:
         return None if soonest is None else max(0.0, soonest - now)
 
     def _flush_due(self, now: float, *, caught_up: bool) -> None:
+        held = False
         if not caught_up and now - self._last_flush < _BACKLOG_FLUSH:
-            return
+            held = sum(m.nbytes for m in self._partial) > _HELD_BYTES
+            if not held:
+                return
         self._last_flush = now
-        for m in [m for m, due in self._partial.items() if due <= now]:
+        for m in [m for m, due in self._partial.items() if held or due <= now]:
             if m.flush():
                 self._partial.pop(m, None)
             else:  # its previous batches are still in flight: look again later
