@@ -1,8 +1,9 @@
 """The status file of a running sink: ``state_dir/status/SINK.json``.
 
-The driver keeps a :class:`SinkStats` and rewrites the file about once a second while
-the sink runs (whole-file replace, no fsync: it is a report, not a delivery guarantee)
-and marks it ``stopped`` at the end; ``auditshipd status`` reads it. When the state dir
+The driver keeps a :class:`SinkStats`; the commit saver rewrites the file when it changed
+(at most once a second) and every REFRESH_AFTER seconds otherwise, while the sink runs
+(whole-file replace, no fsync: it is a report, not a delivery guarantee); the driver
+marks it ``stopped`` at the end; ``auditshipd status`` reads it. When the state dir
 cannot take a write (full), the failure is reported here too.
 """
 
