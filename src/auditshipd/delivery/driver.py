@@ -18,6 +18,7 @@ Delivery (batches in flight, retries, dead letters, the contiguous-prefix commit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -286,6 +287,15 @@ class SinkDriver(Outbox):
         if len(self.job.batch) + events < bcfg.max_events and self.nbytes + nbytes < bcfg.max_bytes:
             return True
         return len(self._tasks) <= self.sc.concurrency
+
+    async def room_for_pass(self) -> None:
+        """Wait until at most one batch waits for an in-flight slot (or a failure is
+        being retried, or the driver stops: the pass then lets it go)."""
+        while (len(self._tasks) > self.sc.concurrency and not self.health.failures
+               and not self._stopping.is_set()):
+            self._room.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._room.wait(), 0.5)
 
     def take(self, chunk: Chunk, lines: ProcessedChunk, payloads: list[bytes] | None,
              position: dict[str, SegmentCursor]) -> bool:

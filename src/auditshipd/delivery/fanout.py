@@ -142,6 +142,10 @@ class SharedPass:
                     continue
                 item, read = read.result(), None
                 self._behind = not self._caught_up(item)
+                if len(self.members) == 1 and not isinstance(item, Release):
+                    # A sink alone in the pass holds no one back: the pass waits for its
+                    # room rather than sending it off to read the same lines again alone.
+                    await next(iter(self.members)).room_for_pass()
                 if isinstance(item, Release):
                     self._release(item.segment)
                 elif isinstance(item, OversizeLine):
@@ -342,21 +346,21 @@ class SharedPass:
                         self.leave(m)
                         m.go_solo(before)
                         continue
-            if at is None:
-                at = {i: k for k, i in enumerate(pc.index)}
-            if orgs is None:
-                sub = pc
-            else:
-                rows = [i for org in orgs for i in lines_of.get(org, ())]
-                if odd:
-                    rows += odd
-                if not rows:
-                    continue
-                if len(orgs) > 1 or odd:
-                    rows.sort()
-                sub = _subset(pc, rows, at, bad)
-            if m.scope.since is not None:
-                sub = _on_time(sub, m.scope, times, at, bad)
+            sub = pc
+            if orgs is not None or m.scope.since is not None:
+                if at is None:
+                    at = {i: k for k, i in enumerate(pc.index)}
+                if orgs is not None:
+                    rows = [i for org in orgs for i in lines_of.get(org, ())]
+                    if odd:
+                        rows += odd
+                    if not rows:
+                        continue
+                    if len(orgs) > 1 or odd:
+                        rows.sort()
+                    sub = _subset(pc, rows, at, bad)
+                if m.scope.since is not None:
+                    sub = _on_time(sub, m.scope, times, at, bad)
             if not sub.lines and not sub.bad:
                 continue
             payloads = None
@@ -364,7 +368,7 @@ class SharedPass:
                 fmt = m.sc.format
                 if fmt not in encoded:
                     encoded[fmt] = m.encoder.encode_lines(pc.lines)
-                payloads = _pick(encoded[fmt], sub, at) if sub is not pc else encoded[fmt]
+                payloads = encoded[fmt] if sub is pc else _pick(encoded[fmt], sub, at or {})
             if not m.take(chunk, sub, payloads, snap):
                 self.leave(m)
                 m.go_solo(before)

@@ -91,14 +91,19 @@ class CursorStore:
         try:
             data = p.read_bytes()
         except FileNotFoundError:
+            self._saved_acked.pop(sink, None)
             return CursorState(sink=sink)
         try:
-            return _decoder.decode(data)
+            state = _decoder.decode(data)
         except msgspec.DecodeError as exc:
             raise ValueError(
                 f"cursor file {p} is unreadable ({exc}); move it away to restart that sink"
                 " from start_at, or restore it"
             ) from None
+        # What is on disk now is the baseline for this store's later saves of the sink
+        # (a sink removed, its cursor deleted and added again starts over from 0).
+        self._saved_acked[sink] = state.acked_events
+        return state
 
     def save(self, state: CursorState) -> None:
         self.save_many([state])

@@ -65,6 +65,7 @@ class Daemon:
         # Self-service streams defined in the portal's store: another source of sinks.
         self.store_streams = StoreStreams()
         self.shared: SharedPass | None = None
+        self._core: list[asyncio.Task[Any]] = []  # the shared pass and the cursor saver
         self.saver: CommitSaver | None = None
 
     # -- prose ------------------------------------------------------------------------
@@ -103,8 +104,9 @@ class Daemon:
         self.shared.begin(d.start_point() for d in drivers)
         for driver in drivers:  # first: they join the pass before it reads anything
             self._run_driver(driver)
-        for name, coro in (("shared-pass", self.shared.run()), ("saver", self.saver.run())):
-            self._background.append(asyncio.create_task(coro, name=name))
+        self._core = [asyncio.create_task(self.shared.run(), name="shared pass"),
+                      asyncio.create_task(self.saver.run(), name="cursor saver")]
+        self._background += self._core
         self._cleanups.append(("cursors", self.saver.flush()))
         await self._start_servers(cfg)
         self._cleanups.append(("servers", self._stop_servers()))
@@ -125,14 +127,14 @@ class Daemon:
         reload_wait = asyncio.create_task(self.reload_requested.wait())
         try:
             while not self.should_exit.is_set():
-                watched = {exit_wait, reload_wait, *self.tasks.values(), *self._background[:2]}
+                watched = {exit_wait, reload_wait, *self.tasks.values(), *self._core}
                 done, _ = await asyncio.wait(watched, timeout=10,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if reload_wait in done and not self.should_exit.is_set():
                     self.reload_requested.clear()
                     await self.reload()
                     reload_wait = asyncio.create_task(self.reload_requested.wait())
-                for task in self._background[:2]:  # the shared pass and the saver
+                for task in self._core:
                     if task in done and not task.cancelled() and task.exception():
                         log.error("%s failed: %r; stopping", task.get_name(), task.exception())
                         self.should_exit.set()
