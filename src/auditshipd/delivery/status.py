@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,9 @@ class StatusFile:
         self.logger = logger
         self._last_write = 0.0
         self._last_key: tuple[object, ...] = ()
+        # The saver's round and the driver's final write may run in two threads at
+        # once; atomic_write's temp name is per process: one write at a time.
+        self._lock = threading.Lock()
         self._warned = 0.0
 
     def persist_failed(self, exc: Exception, failures: int) -> None:
@@ -111,4 +115,5 @@ class StatusFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Whole-file replace (readers never see half a file), but no fsync: it is a
         # report, not a delivery guarantee.
-        atomic_write(self.path, _encode(self.stats), durable=False)
+        with self._lock:
+            atomic_write(self.path, _encode(self.stats), durable=False)
