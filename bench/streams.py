@@ -83,7 +83,11 @@ def _config(run_dir: Path, journal: Path, sinks: list[dict[str, Any]]) -> Path:
     for sink in sinks:
         lines.append("[[sinks]]")
         for key, value in sink.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            if isinstance(value, dict):  # an inline table
+                inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+                lines.append(f"{key} = {{ {inner} }}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
     path = run_dir / "auditshipd.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
