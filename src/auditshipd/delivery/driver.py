@@ -325,6 +325,8 @@ class SinkDriver(Outbox):
                 job.marks[chunk.segment] = mark
             if len(job.batch) >= bcfg.max_events or self.nbytes >= bcfg.max_bytes:
                 self._send_current()
+            if self.sealing is not None:  # digest_events: checked as lines are sealed
+                self.digest_if_due()
         self._note_partial()
         return True
 

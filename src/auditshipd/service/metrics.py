@@ -110,6 +110,9 @@ class DaemonCollector(Collector):
         paths = self.daemon.config.journal.paths
         follow = getattr(self.daemon.config.journal, "follow_symlinks", False)
         for name, driver in sorted(dict(self.daemon.drivers).items()):
+            sync = getattr(driver, "sync_stats", None)
+            if sync is not None:  # lines the shared pass read for it, counted now
+                sync()
             stats = driver.stats
             for attr, family in counters.items():
                 family.add_metric([name], getattr(stats, attr))
