@@ -86,7 +86,7 @@ class SinkDriver(Outbox):
         self._solo_from: dict[str, SegmentCursor] = {}
         self._pass_base = 0  # the pass's lines_read when it joined (for its stats)
         self._taken = 0  # lines the pass handed it since then
-        self._pending = False  # the pass holds a flush deadline for the batch being built
+        self.flush_pending = False  # the pass holds a flush deadline for the batch being built
         # Lines go straight into the batch (no format to encode, no chain to seal).
         self.simple = self.encoder is None and not sink_config.integrity and since is None
 
@@ -348,8 +348,8 @@ class SinkDriver(Outbox):
         job.position = position
         if job.marks:
             job.marks.clear()
-        if not self._pending:
-            self._pending = True
+        if not self.flush_pending:
+            self.flush_pending = True
             assert self.shared is not None
             self.shared.pending(self, now + bcfg.timeout)
         return True
@@ -367,7 +367,7 @@ class SinkDriver(Outbox):
     def _note_partial(self) -> None:
         if (self.job.batch or self.job.quarantine) and self.shared is not None:
             loop = asyncio.get_running_loop()
-            self._pending = True
+            self.flush_pending = True
             self.shared.pending(self, loop.time() + self.sc.batch.timeout)
 
     def flush(self) -> bool:
@@ -377,7 +377,7 @@ class SinkDriver(Outbox):
             return False
         if self.job.batch or self.job.quarantine:
             self._send_current()
-        self._pending = False
+        self.flush_pending = False
         return True
 
     def digest_if_due(self) -> None:
@@ -390,8 +390,8 @@ class SinkDriver(Outbox):
     def _send_current(self) -> None:
         job = self.job
         self.renew()
-        if self.shared is not None and self._pending:
-            self._pending = False
+        if self.shared is not None and self.flush_pending:
+            self.flush_pending = False
             self.shared.flushed(self)
         self._dispatch_nowait(job)
 

@@ -191,8 +191,8 @@ class SharedPass:
         self._scoped += not member.scope.everything
         if member.sealing is not None:
             self._sealed.add(member)
-        member._pending = bool(member.job.batch or member.job.quarantine)
-        if member._pending:
+        member.flush_pending = bool(member.job.batch or member.job.quarantine)
+        if member.flush_pending:
             self._partial.setdefault(member, asyncio.get_running_loop().time()
                                      + member.sc.batch.timeout)
         self._kick.set()
@@ -202,7 +202,7 @@ class SharedPass:
             return
         self.members.discard(member)
         self._partial.pop(member, None)
-        member._pending = False
+        member.flush_pending = False
         self._sealed.discard(member)
         pol = self._policies[id(member.redactor)]
         # A copy: the routing of the current chunk may be iterating over the old list.
