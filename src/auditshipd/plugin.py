@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -131,6 +131,9 @@ class SinkType:
     # Without it, the core connects to the options' ``url`` (TCP, and TLS for https://,
     # mqtts://, tls://, honouring ``tls_verify`` and ``ca_file``).
     check_connection: Callable[[Any], Awaitable[str]] | None = None
+    # Defaults of the ``batch`` table for this type (``{"max_events": 5000}``) where the
+    # sink's table leaves a key out: a store that commits per batch wants larger ones.
+    batch_defaults: Mapping[str, Any] | None = None
 
     def build(self, name: str, options: Any, context: SinkContext) -> Sink:
         return self.factory(name, options, context)

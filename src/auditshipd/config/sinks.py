@@ -84,6 +84,8 @@ def sink_config(
                 f" (known: {known})", file=source, key=f"{where}.type"))
     option_keys = known_keys(st.options, []) if st is not None else []
     c: SinkCommon | None = None
+    if st is not None and st.batch_defaults and isinstance(common.get("batch", {}), dict):
+        common["batch"] = {**st.batch_defaults, **common.get("batch", {})}
     if not errors:
         c = convert_all(common, SinkCommon, source, where, errors, option_keys)
     options: Any = specific

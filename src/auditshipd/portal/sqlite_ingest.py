@@ -5,51 +5,18 @@ them (SQLite loops in C; no statement per event)."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
-from collections.abc import Mapping
-from typing import Any, NamedTuple
 
-from .query import format_time, search_text, seq_base, tie_span
-from .store import _encode, _occurred, _organization, actor_key, target_keys
+from .event_rows import EventRow
+from .query import seq_base, tie_span
+from .store import _encode
 
-__all__ = ["insert_rows", "new_rows"]
+__all__ = ["insert_rows"]
 
 _IN_CHUNK = 500
 
 
-class _Row(NamedTuple):
-    id: str
-    base: int
-    occurred_at: str
-    action: str
-    actor: str
-    organization: str | None
-    body: str
-    text: str
-    targets: set[str]
-
-
-def new_rows(events: list[Mapping[str, Any]], lines: list[bytes] | None) -> list[_Row]:
-    """The rows of a batch (computed outside the write transaction), each id once."""
-    rows: list[_Row] = []
-    seen: set[str] = set()
-    for i, event in enumerate(events):
-        body = lines[i] if lines is not None else _encode(event)
-        event_id = str(event.get("id") or "") or ("sha256-" + hashlib.sha256(body).hexdigest()[:32])
-        if event_id in seen:
-            continue
-        seen.add(event_id)
-        when = _occurred(event)
-        rows.append(_Row(
-            event_id, seq_base(when), format_time(when), str(event.get("action") or ""),
-            actor_key(event), _organization(event), body.decode("utf-8"), search_text(event),
-            target_keys(event),
-        ))
-    return rows
-
-
-def insert_rows(conn: sqlite3.Connection, rows: list[_Row]) -> int:
+def insert_rows(conn: sqlite3.Connection, rows: list[EventRow]) -> int:
     """Insert the rows whose id is not stored yet, set-based: one statement finds the
     stored ids, one the highest ``seq`` of each microsecond the batch touches, then one
     ``executemany`` per table (SQLite loops in C; no statement per event)."""
@@ -66,7 +33,8 @@ def insert_rows(conn: sqlite3.Connection, rows: list[_Row]) -> int:
         rows = [r for r in rows if r.id not in stored]
     if not rows:
         return 0
-    spans = [[b, b + tie_span(b)] for b in sorted({r.base for r in rows})]
+    bases = [seq_base(r.when) for r in rows]
+    spans = [[b, b + tie_span(b)] for b in sorted(set(bases))]
     taken = dict(conn.execute(
         "SELECT json_extract(b.value, '$[0]'), (SELECT max(seq) FROM events"
         " WHERE seq >= json_extract(b.value, '$[0]') AND seq < json_extract(b.value, '$[1]'))"
@@ -74,40 +42,42 @@ def insert_rows(conn: sqlite3.Connection, rows: list[_Row]) -> int:
         (_encode(spans).decode(),),
     ))
     following: dict[int, int] = {}
-    placed: list[tuple[int, _Row]] = []
-    overflow: list[_Row] = []
-    for r in rows:
-        seq = following.get(r.base)
+    placed: list[tuple[int, EventRow]] = []
+    overflow: list[tuple[int, EventRow]] = []
+    for base, r in zip(bases, rows, strict=True):
+        seq = following.get(base)
         if seq is None:
-            top = taken.get(r.base)
-            seq = r.base if top is None else top + 1
-        if seq >= r.base + tie_span(r.base):
-            overflow.append(r)  # every tie of this microsecond taken: placed one by one below
+            top = taken.get(base)
+            seq = base if top is None else top + 1
+        if seq >= base + tie_span(base):
+            overflow.append((base, r))  # every tie of this microsecond taken: one by one below
             continue
-        following[r.base] = seq + 1
+        following[base] = seq + 1
         placed.append((seq, r))
     # In seq order: FTS5 flushes its pending terms as a new segment whenever a rowid is
     # not above the previous one of the transaction, and the tables' B-trees are
     # written page after page instead of all over.
     placed.sort(key=_first)
     _write_rows(conn, placed)
-    for r in overflow:
-        _write_rows(conn, [(_free_seq(conn, r.base), r)])
+    for base, r in overflow:
+        _write_rows(conn, [(_free_seq(conn, base), r)])
     return len(placed) + len(overflow)
 
 
-def _first(item: tuple[int, _Row]) -> int:
+def _first(item: tuple[int, EventRow]) -> int:
     return item[0]
 
 
-def _write_rows(conn: sqlite3.Connection, placed: list[tuple[int, _Row]]) -> None:
+def _write_rows(conn: sqlite3.Connection, placed: list[tuple[int, EventRow]]) -> None:
     conn.executemany(
         "INSERT INTO events(seq, id, occurred_at, action, actor, organization_slug, body)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(seq, r.id, r.occurred_at, r.action, r.actor, r.organization, r.body) for seq, r in placed],
     )
+    # The portal's access records have no text: no row in the keyword index at all.
     conn.executemany(
-        "INSERT INTO events_fts(rowid, text) VALUES (?, ?)", [(seq, r.text) for seq, r in placed]
+        "INSERT INTO events_fts(rowid, text) VALUES (?, ?)",
+        [(seq, r.text) for seq, r in placed if r.text],
     )
     targets = [(t, seq) for seq, r in placed for t in r.targets]
     if targets:

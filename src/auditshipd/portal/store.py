@@ -74,6 +74,12 @@ class EventStore(abc.ABC):
         """Store events (``lines``: their JSON, if already encoded); an id already stored is
         skipped. Returns how many were new."""
 
+    async def insert_lines(self, lines: Sequence[bytes]) -> int:
+        """Store redacted events given as their JSON lines, as the ``portal`` sink has
+        them (:meth:`insert_events` without decoding them first). Returns how many were
+        new."""
+        return await self.insert_events([_decode(line) for line in lines], lines)
+
     @abc.abstractmethod
     async def query(self, filters: EventFilter, cursor: str | None = None, limit: int = 50) -> Page:
         """Matching events, newest first; ValueError for a bad cursor or query."""

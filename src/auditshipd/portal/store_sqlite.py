@@ -13,16 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .event_rows import event_rows, indexed_text
 from .query import (
     EventFilter,
     decode_cursor,
     encode_cursor,
     query_phrases,
-    search_text,
     seq_base,
 )
 from .sql import SCHEMA, SCHEMA_V2, SCHEMA_VERSION, select_events
-from .sqlite_ingest import insert_rows, new_rows
+from .sqlite_ingest import insert_rows
 from .store import (
     MAX_LIMIT,
     EventStore,
@@ -30,6 +30,7 @@ from .store import (
     PurgeResult,
     T,
     _decode,
+    _encode,
 )
 from .stream_store import SQLITE_STREAMS_SCHEMA
 
@@ -81,6 +82,20 @@ def _schema_version(conn: sqlite3.Connection) -> int:
         return 0
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
+
+
+def _forget_text(conn: sqlite3.Connection, rows: list[Any]) -> None:
+    """Take events ``(seq, body, action, ...)`` out of the keyword index: a contentless
+    FTS5 row is deleted by giving back the text it indexed (none for access records)."""
+    doomed = []
+    for row in rows:
+        body = row[1].encode()
+        text = indexed_text(row[2], body)
+        if text:
+            doomed.append((row[0], text))
+    conn.executemany(
+        "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)", doomed
+    )
 
 
 class SQLiteEventStore(EventStore):
@@ -162,12 +177,15 @@ class SQLiteEventStore(EventStore):
     ) -> int:
         if not events:
             return 0
-        return await self._write(self._insert_sync, list(events), list(lines) if lines else None)
+        return await self.insert_lines(list(lines) if lines else [_encode(e) for e in events])
 
-    def _insert_sync(
-        self, events: list[Mapping[str, Any]], lines: list[bytes] | None
-    ) -> int:
-        rows = new_rows(events, lines)
+    async def insert_lines(self, lines: Sequence[bytes]) -> int:
+        if not lines:
+            return 0
+        return await self._write(self._insert_sync, lines)
+
+    def _insert_sync(self, lines: Sequence[bytes]) -> int:
+        rows = event_rows(lines)
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -188,16 +206,13 @@ class SQLiteEventStore(EventStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
-                    "SELECT seq, body FROM events WHERE seq < ? ORDER BY seq LIMIT ?", (cutoff, chunk)
+                    "SELECT seq, body, action FROM events WHERE seq < ? ORDER BY seq LIMIT ?",
+                    (cutoff, chunk),
                 ).fetchall()
                 if not rows:
                     conn.execute("COMMIT")
                     return total
-                # A contentless FTS5 row is deleted by giving back the text it indexed.
-                conn.executemany(
-                    "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
-                    [(seq, search_text(_decode(body))) for seq, body in rows],
-                )
+                _forget_text(conn, rows)
                 last = rows[-1][0]
                 conn.execute("DELETE FROM event_targets WHERE seq <= ?", (last,))
                 conn.execute("DELETE FROM events WHERE seq <= ?", (last,))
@@ -255,26 +270,23 @@ class SQLiteEventStore(EventStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
-                    f"SELECT seq, body, organization_slug FROM events WHERE {cond}"
+                    f"SELECT seq, body, action, organization_slug FROM events WHERE {cond}"
                     " ORDER BY seq LIMIT ?",
                     (*params, chunk),
                 ).fetchall()
                 if not rows:
                     conn.execute("COMMIT")
                     break
-                conn.executemany(
-                    "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
-                    [(seq, search_text(_decode(body))) for seq, body, _ in rows],
-                )
-                seqs = [(seq,) for seq, _, _ in rows]
+                _forget_text(conn, rows)
+                seqs = [(row[0],) for row in rows]
                 conn.executemany("DELETE FROM event_targets WHERE seq = ?", seqs)
                 conn.executemany("DELETE FROM events WHERE seq = ?", seqs)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            for _, _, slug in rows:
-                counts[slug] = counts.get(slug, 0) + 1
+            for row in rows:
+                counts[row[3]] = counts.get(row[3], 0) + 1
         return counts if per_organization else sum(counts.values())
 
     async def optimize(self) -> None:
