@@ -38,7 +38,7 @@ from auditshipd.delivery.batch import Batch
 from auditshipd.plugin import SinkContext
 from auditshipd.portal.backend import event_store, is_postgres_url
 from auditshipd.portal.query import EventFilter
-from auditshipd.portal.sink import PortalSink, PortalSinkOptions
+from auditshipd.portal.sink import BATCH_DEFAULTS, PortalSink, PortalSinkOptions
 from auditshipd.portal.store import EventStore
 
 ACTIONS = ["user.created", "user.deleted", "user.login", "user.logout", "role.granted",
@@ -198,7 +198,8 @@ async def main() -> None:
     parser.add_argument("--database", help="SQLite file or PostgreSQL URL to create/reuse")
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--mode", choices=["search", "ingest"], default="search")
-    parser.add_argument("--batch", type=int, default=1000, help="events per insert (ingest)")
+    parser.add_argument("--batch", type=int, default=BATCH_DEFAULTS["max_events"],
+                        help="events per batch (ingest; default: the portal sink's)")
     parser.add_argument("--order", choices=["random", "time"], default="random",
                         help="ingest: events in random time order over 180 days (default, the"
                         " worst case) or in time order, as a journal holds them")

@@ -9,10 +9,9 @@ import base64
 import datetime as _dt
 import struct
 import unicodedata
-from collections.abc import Mapping
 from typing import Any
 
-from .query import EventFilter, search_text, tokenize
+from .query import EventFilter, tokenize
 
 __all__ = [
     "array_literal", "decode_cursor", "encode_cursor", "pg_text", "search_vector", "select_events",
@@ -36,15 +35,16 @@ def _lexemes(text: str) -> list[str]:
     tokens = tokenize(text)
     if not text.isascii():
         tokens = [f for f in (_fold(t) for t in tokens) if f]
-    if any(len(t) > _MAX_TOKEN_CHARS for t in tokens):
+    if tokens and max(map(len, tokens)) > _MAX_TOKEN_CHARS:
         tokens = [t[:_MAX_TOKEN_CHARS] for t in tokens]
     return tokens
 
 
-def search_vector(event: Mapping[str, Any]) -> str:
-    """The ``tsvector`` literal of an event: every token with its position. Tokens are
-    runs of letters and digits, so they need no quoting beyond the quotes themselves."""
-    tokens = _lexemes(search_text(event))
+def search_vector(text: str) -> str:
+    """The ``tsvector`` literal of an event's keyword text
+    (:func:`~auditshipd.portal.event_rows.line_text`): every token with its position.
+    Tokens are runs of letters and digits, so they need no quoting beyond the quotes."""
+    tokens = _lexemes(text)
     if len(tokens) < _MAX_POSITION:
         return " ".join([f"'{tok}':{i}" for i, tok in enumerate(tokens, 1)])
     return " ".join([f"'{tok}':{min(i, _MAX_POSITION)}" for i, tok in enumerate(tokens, 1)])

@@ -19,13 +19,13 @@ phrases (``a <-> b <-> c:*``) rebuilt from tokens: user text never reaches a par
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
+from .event_rows import event_rows
 from .pg_schema import check_schema
 from .pg_sql import (
     array_literal,
@@ -41,10 +41,6 @@ from .store import (
     EventStore,
     Page,
     PurgeResult,
-    _occurred,
-    _organization,
-    actor_key,
-    target_keys,
 )
 
 __all__ = ["PostgresEventStore", "is_postgres_url", "safe_location"]
@@ -189,33 +185,24 @@ class PostgresEventStore(EventStore):
     ) -> int:
         if not events:
             return 0
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
-        ids, times, timeless, actions, actors, orgs, targets, search, bodies = columns
-        months: set[_dt.datetime] = set()
-        seen: set[str] = set()
-        for i, event in enumerate(events):
-            body = lines[i] if lines is not None else _encode(event)
-            event_id = str(event.get("id") or "") or (
-                "sha256-" + hashlib.sha256(body).hexdigest()[:32]
-            )
-            if event_id in seen:  # twice in one batch: stored once, like SQLite does
-                continue
-            seen.add(event_id)
-            when = _time_of(event)
-            if when is None:
-                when = _occurred(event)
-                timeless.append(True)
-            else:
-                timeless.append(False)
-            months.add(_month_start(when))
-            ids.append(pg_text(event_id))
-            times.append(when)
-            actions.append(pg_text(str(event.get("action") or "")))
-            actors.append(pg_text(actor_key(event)))
-            orgs.append(pg_text(_organization(event)))
-            targets.append(array_literal(sorted(target_keys(event))))
-            search.append(search_vector(event))
-            bodies.append(body.decode("utf-8"))
+        return await self.insert_lines(list(lines) if lines else [_encode(e) for e in events])
+
+    async def insert_lines(self, lines: Sequence[bytes]) -> int:
+        if not lines:
+            return 0
+        rows = event_rows(lines)
+        columns = (
+            [pg_text(r.id) for r in rows],
+            [r.when for r in rows],
+            [r.timeless for r in rows],
+            [pg_text(r.action) for r in rows],
+            [pg_text(r.actor) for r in rows],
+            [pg_text(r.organization) for r in rows],
+            [array_literal(r.targets) for r in rows],
+            [search_vector(r.text) for r in rows],
+            [r.body for r in rows],
+        )
+        months = {_month_start(r.when) for r in rows}
         pool = self._need_pool()
         async with pool.acquire() as conn:
             await self._ensure_partitions(conn, months)
