@@ -27,7 +27,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/events")
 async def list_events(request: web.Request) -> web.StreamResponse:
-    principal, _ = await require(request, "read_events", api=True)
+    principal, session = await require(request, "read_events", api=True)
     state = request.app[STATE]
     try:
         filters = parse_filters(request.query, principal.scope)
@@ -39,7 +39,8 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         return json_error(400, str(exc), param="cursor")
     await state.recorder.viewed(
-        request, principal, {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}
+        request, principal,
+        {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}, session,
     )
     return web.json_response(
         {"data": page.events, "next_cursor": page.next_cursor, "total": total.as_json()}
@@ -48,11 +49,13 @@ async def list_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/events/{event_id}")
 async def get_event(request: web.Request) -> web.StreamResponse:
-    principal, _ = await require(request, "read_events", api=True)
+    principal, session = await require(request, "read_events", api=True)
     state = request.app[STATE]
     event_id = request.match_info["event_id"]
     event = await state.store.get(event_id, organization=principal.scope)
-    await state.recorder.viewed(request, principal, {"view": "event", "event": event_id, "found": event is not None})
+    await state.recorder.viewed(
+        request, principal, {"view": "event", "event": event_id, "found": event is not None}, session
+    )
     if event is None:
         return json_error(404, "no such event")
     return web.json_response({"data": event})

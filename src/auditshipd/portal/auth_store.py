@@ -145,6 +145,22 @@ class AuthStore(abc.ABC):
     @abc.abstractmethod
     async def _delete_session(self, key: str) -> None: ...
 
+    # -- recorded views -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def first_view(self, key: str, ttl: float) -> bool:
+        """Whether no view under ``key`` (a hash of the viewer and what was viewed) was
+        noted in the last ``ttl`` seconds; notes this one. Atomic in the store, so two
+        replicas serving the same view at once answer True once."""
+
+
+# A view is new when its key is not there or has expired (then it is noted again).
+_NOTE_VIEW = (
+    "INSERT INTO portal_views(key, expires_at) VALUES ({0}, {1})"
+    " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
+    " WHERE portal_views.expires_at <= {2}"
+)
+
 
 def _record(row: Any) -> TokenRecord:
     return TokenRecord(*row)
@@ -286,6 +302,23 @@ class SQLiteAuthStore(AuthStore):
 
     def _delete_session_sync(self, key: str) -> None:
         self.events._conn().execute("DELETE FROM portal_sessions WHERE key = ?", (key,))
+
+    async def first_view(self, key: str, ttl: float) -> bool:
+        return await self.events._write(self._first_view_sync, key, ttl)
+
+    def _first_view_sync(self, key: str, ttl: float) -> bool:
+        conn = self.events._conn()
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            noted = conn.execute(_NOTE_VIEW.format("?", "?", "?"), (key, now + ttl, now)).rowcount
+            if noted:
+                conn.execute("DELETE FROM portal_views WHERE expires_at <= ?", (now,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return noted > 0
 
 
 async def import_token_file(store: AuthStore, path: Path) -> int:

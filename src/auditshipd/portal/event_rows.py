@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .query import format_time, parse_time, search_text
+from .store import _organization, actor_key, target_keys
 
 __all__ = ["ACCESS_ACTIONS", "EventRow", "event_rows", "indexed_text", "line_text"]
 
@@ -145,8 +146,6 @@ def _row(line: bytes) -> EventRow:
 
 def _reference_row(line: bytes) -> EventRow:
     """The row of a line the typed decode refused, from the decoded event."""
-    from .store import _organization, actor_key, target_keys  # the reference definitions
-
     event = _decode(line)
     if not isinstance(event, dict):
         event = {}

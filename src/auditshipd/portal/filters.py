@@ -8,7 +8,7 @@ from typing import Any
 from .query import EventFilter, parse_time, query_phrases
 from .store import MAX_LIMIT
 
-__all__ = ["BadParameter", "parse_filters", "parse_limit"]
+__all__ = ["TRUE_VALUES", "BadParameter", "parse_filters", "parse_flag", "parse_limit"]
 
 MAX_ACTIONS = 50
 MAX_VALUE_CHARS = 320
@@ -52,6 +52,7 @@ def parse_filters(query: Any, scope: str | None) -> EventFilter:
                 raise BadParameter(name, "expected an RFC 3339 time such as 2026-01-31T12:00:00Z") from None
     return EventFilter(
         q=q.strip(),
+        include_access=parse_flag(query, "include_access"),
         actions=actions,
         actor=_one(query, "actor"),
         target=_one(query, "target"),
@@ -59,6 +60,21 @@ def parse_filters(query: Any, scope: str | None) -> EventFilter:
         until=times.get("until"),
         organization=scope,
     )
+
+
+TRUE_VALUES = frozenset({"true", "1", "on", "yes"})
+_FALSE = frozenset({"false", "0", "off", "no", ""})
+
+
+def parse_flag(query: Mapping[str, str], name: str) -> bool:
+    """A boolean parameter: ``true``/``1``/``on`` (a checked checkbox) or ``false``/``0``/
+    absent; anything else is a :class:`BadParameter` naming it."""
+    raw = query.get(name, "").strip().lower()
+    if raw in TRUE_VALUES:
+        return True
+    if raw in _FALSE:
+        return False
+    raise BadParameter(name, "expected true or false")
 
 
 def parse_limit(query: Mapping[str, str], default: int = 50) -> int:

@@ -22,6 +22,11 @@ _FILTERS = [
     _param("since", "Inclusive lower bound (RFC 3339; no offset means UTC).",
            schema={"type": "string", "format": "date-time"}),
     _param("until", "Exclusive upper bound (RFC 3339).", schema={"type": "string", "format": "date-time"}),
+    _param("include_access", "Also the portal's own access records (audit_log.viewed, "
+                             "audit_log.exported, audit_log.purged), left out by default; an "
+                             "action filter naming one of them shows them too. They are never "
+                             "keyword-indexed: q does not find them.",
+           schema={"type": "boolean", "default": False}),
 ]
 _EXPORT = [
     _param("format", "csv or jsonl", schema={"type": "string", "enum": ["csv", "jsonl"], "default": "jsonl"}),

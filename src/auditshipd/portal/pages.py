@@ -12,7 +12,8 @@ from aiohttp import web
 
 from .auth import LOGIN_CSRF_COOKIE, cookie_name, csrf_matches, new_csrf_token
 from .display import summarize
-from .filters import BadParameter, parse_filters
+from .event_rows import ACCESS_ACTIONS
+from .filters import TRUE_VALUES, BadParameter, parse_filters
 from .guard import STATE, require
 from .hints import emit_command, token_command
 from .paging import match_total, page_links, valid_trail
@@ -27,8 +28,6 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 PAGE_SIZE = 50
 FILTER_PARAMS = ("q", "actor", "target", "since", "until")
-# What the portal records about itself: a first run that has only these has no events yet.
-PORTAL_ACTIONS = frozenset({"audit_log.viewed", "audit_log.exported", "audit_log.purged"})
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
@@ -126,12 +125,17 @@ async def events_page(request: web.Request) -> web.StreamResponse:
     form = {name: request.query.get(name, "") for name in FILTER_PARAMS}
     selected = [a for a in request.query.getall("action", []) if a]
     pairs = [(k, v) for k, v in form.items() if v] + [("action", a) for a in selected]
+    include_access = request.query.get("include_access", "").strip().lower() in TRUE_VALUES
+    if include_access:
+        pairs.append(("include_access", "true"))
     actions = await store.actions(principal.scope)
     context = _base_context(principal, session) | {
         "form": form, "selected": selected, "actions": actions,
         "events": [], "links": None, "total": None, "error": "",
         "filtered": bool(pairs),
-        "first_run": not (set(actions) - PORTAL_ACTIONS),
+        # What the portal records about itself: a first run that has only these has no events yet.
+        "first_run": not (set(actions) - ACCESS_ACTIONS),
+        "include_access": include_access,
         "emit_hint": emit_command(state.config),
         **_export_links(pairs, signing_key(state.config) is not None),
     }
@@ -149,7 +153,8 @@ async def events_page(request: web.Request) -> web.StreamResponse:
     form["since"] = _input_time(filters, "since", form["since"])
     form["until"] = _input_time(filters, "until", form["until"])
     await state.recorder.viewed(
-        request, principal, {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}
+        request, principal,
+        {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}, session,
     )
     context["events"] = [summarize(e) for e in page.events]
     context["total"] = total
@@ -175,7 +180,9 @@ async def event_page(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     event_id = request.match_info.get("event_id") or request.query.get("id", "")
     event = await state.store.get(event_id, organization=principal.scope)
-    await state.recorder.viewed(request, principal, {"view": "event", "event": event_id, "found": event is not None})
+    await state.recorder.viewed(
+        request, principal, {"view": "event", "event": event_id, "found": event is not None}, session
+    )
     context = _base_context(principal, session)
     if event is None:
         return render(request, "not_found.html", status=404, **context, event_id=event_id)

@@ -1,4 +1,4 @@
-"""Tokens and browser sessions in the PostgreSQL portal store (schema version 2)."""
+"""Tokens, browser sessions and recorded views in the PostgreSQL portal store."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from .auth_store import (
     _LIVE_SESSION,
+    _NOTE_VIEW,
     _TOKEN_COLUMNS,
     MAX_SESSIONS_PER_TOKEN,
     AuthStore,
@@ -107,3 +108,13 @@ class PostgresAuthStore(AuthStore):
     async def _delete_session(self, key: str) -> None:
         async with self._pool().acquire() as conn:
             await conn.execute("DELETE FROM portal_sessions WHERE key = $1", key)
+
+    async def first_view(self, key: str, ttl: float) -> bool:
+        now = time.time()
+        async with self._pool().acquire() as conn, conn.transaction():
+            noted = await conn.fetchval(
+                _NOTE_VIEW.format("$1", "$2", "$3") + " RETURNING 1", key, now + ttl, now
+            )
+            if noted:
+                await conn.execute("DELETE FROM portal_views WHERE expires_at <= $1", now)
+        return bool(noted)

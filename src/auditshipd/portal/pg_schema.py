@@ -20,6 +20,9 @@ Version 2 adds ``portal_tokens`` and ``portal_sessions``: replicas keep no state
 Version 3 adds the self-service streams (``log_streams``, a change counter
 ``log_stream_revision`` the daemons poll, ``log_stream_status`` per stream and host,
 ``log_stream_tests`` for the test-event rate limit).
+Version 4 adds ``portal_views`` (a page view is recorded once per session or token and
+filters, see :mod:`auditshipd.portal.access`) and empties the ``search`` of the portal's
+own access records, which are no longer keyword-indexed.
 """
 
 from __future__ import annotations
@@ -134,6 +137,20 @@ CREATE TABLE log_stream_tests (
     sent_at double precision NOT NULL
 );
 CREATE INDEX log_stream_tests_stream ON log_stream_tests (stream_id, sent_at);
+""",
+    ),
+    Migration(
+        4,
+        "recorded portal views; access records out of the keyword index",
+        """
+CREATE TABLE portal_views (
+    key text PRIMARY KEY,
+    expires_at double precision NOT NULL
+);
+CREATE INDEX portal_views_expires ON portal_views (expires_at);
+UPDATE events SET search = ''::tsvector
+    WHERE action IN ('audit_log.viewed', 'audit_log.exported', 'audit_log.purged')
+    AND search <> ''::tsvector;
 """,
     ),
 )

@@ -11,6 +11,7 @@ import struct
 import unicodedata
 from typing import Any
 
+from .event_rows import ACCESS_ACTIONS
 from .query import EventFilter, tokenize
 
 __all__ = [
@@ -137,6 +138,8 @@ def select_events(
         conds.append(f"actor = {arg(pg_text(f.actor.strip().lower()))}")
     if f.organization is not None:
         conds.append(f"organization_slug = {arg(pg_text(f.organization))}")
+    if f.hides(ACCESS_ACTIONS):
+        conds.append(f"action <> ALL({arg(sorted(ACCESS_ACTIONS))}::text[])")
     sql = f"SELECT {columns} FROM events"
     if conds:
         sql += " WHERE " + " AND ".join(conds)

@@ -64,6 +64,9 @@ class EventFilter:
     ``actor`` / ``target``: the e-mail address (or the name when there is no e-mail),
     matched case-insensitively. ``since`` is inclusive, ``until`` exclusive.
     ``organization``: the caller's scope; ``None`` sees every organization.
+    ``include_access``: also the portal's own access records (``audit_log.viewed``,
+    ``.exported``, ``.purged``), which are left out unless asked for or named in
+    ``actions``.
     """
 
     q: str = ""
@@ -73,6 +76,12 @@ class EventFilter:
     since: _dt.datetime | None = None
     until: _dt.datetime | None = None
     organization: str | None = None
+    include_access: bool = False
+
+    def hides(self, access_actions: frozenset[str]) -> bool:
+        """Whether the access records are left out: not asked for, none named in
+        ``actions``."""
+        return not self.include_access and not access_actions.intersection(self.actions)
 
     def as_metadata(self) -> dict[str, Any]:
         """The filters as recorded in ``audit_log.viewed`` / ``audit_log.exported``."""
@@ -89,6 +98,8 @@ class EventFilter:
             out["since"] = format_time(self.since)
         if self.until:
             out["until"] = format_time(self.until)
+        if self.include_access:
+            out["include_access"] = True
         return out
 
 

@@ -97,7 +97,9 @@ async def start_portal(
         await store.close()
         raise
     journal_path = getattr(getattr(config, "journal", None), "path", None)
-    recorder = AccessRecorder(AuditJournal(journal_path) if journal_path else None)
+    recorder = AccessRecorder(
+        AuditJournal(journal_path) if journal_path else None, tokens, pc.session_ttl
+    )
     state = PortalState(
         config=config,
         portal=pc,

@@ -37,7 +37,7 @@ __all__ = [
 
 EXPORT_CHUNK = 1000
 FORMATS = ("csv", "jsonl")
-_SHARED_PARAMS = ("q", "actor", "target", "since", "until", "organization")
+_SHARED_PARAMS = ("q", "actor", "target", "since", "until", "organization", "include_access")
 
 
 class OtherOrganization(Exception):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA", "SCHEMA_V2", "SCHEMA_VERSION", "select_events"]
+__all__ = ["SCHEMA", "SCHEMA_V2", "SCHEMA_V3", "SCHEMA_VERSION", "select_events"]
 
 from typing import Any
 
+from .event_rows import ACCESS_ACTIONS
 from .query import (
     EventFilter,
     fts_query,
     seq_base,
 )
+
+_HIDDEN = sorted(ACCESS_ACTIONS)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -65,7 +68,18 @@ CREATE INDEX IF NOT EXISTS portal_sessions_token ON portal_sessions(token_id, ex
 CREATE INDEX IF NOT EXISTS portal_sessions_expires ON portal_sessions(expires_at);
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
-SCHEMA_VERSION = 2
+# Version 3: the views the portal recorded (auditshipd.portal.access), so a page view is
+# recorded once per session or token and filters, whichever process serves it. Opening a
+# database of version 1 or 2 also takes the access records out of the keyword index.
+SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS portal_views (
+    key TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS portal_views_expires ON portal_views(expires_at);
+UPDATE meta SET value = '3' WHERE key = 'schema_version';
+"""
+SCHEMA_VERSION = 3
 
 
 def select_events(
@@ -110,6 +124,9 @@ def select_events(
     if f.organization is not None:
         conds.append("e.organization_slug = ?")
         params.append(f.organization)
+    if f.hides(ACCESS_ACTIONS):
+        conds.append(f"e.action NOT IN ({', '.join('?' * len(_HIDDEN))})")
+        params.extend(_HIDDEN)
     sql = f"SELECT {columns} FROM {source}"
     if conds:
         sql += " WHERE " + " AND ".join(conds)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .event_rows import event_rows, indexed_text
+from .event_rows import ACCESS_ACTIONS, event_rows, indexed_text, line_text
 from .query import (
     EventFilter,
     decode_cursor,
@@ -21,7 +21,7 @@ from .query import (
     query_phrases,
     seq_base,
 )
-from .sql import SCHEMA, SCHEMA_V2, SCHEMA_VERSION, select_events
+from .sql import SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_VERSION, select_events
 from .sqlite_ingest import insert_rows
 from .store import (
     MAX_LIMIT,
@@ -71,8 +71,31 @@ def _prepare(conn: sqlite3.Connection) -> None:
         return
     # One transaction: a concurrent opener sees no schema or all of it. The scripts are
     # idempotent, so an older database gets the newer tables (self-service streams too).
-    conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + SCHEMA_V2 + SQLITE_STREAMS_SCHEMA
-                       + "COMMIT;\n")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _schema_version(conn)
+        for statement in (SCHEMA + SCHEMA_V2 + SCHEMA_V3 + SQLITE_STREAMS_SCHEMA).split(";\n"):
+            if statement.strip():
+                conn.execute(statement)
+        if 0 < version < 3:
+            _unindex_access_records(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _unindex_access_records(conn: sqlite3.Connection) -> None:
+    """Versions before 3 keyword-indexed the portal's access records: take them out with
+    the text they were indexed with."""
+    marks = ", ".join("?" * len(ACCESS_ACTIONS))
+    rows = conn.execute(
+        f"SELECT seq, body FROM events WHERE action IN ({marks})", sorted(ACCESS_ACTIONS)
+    )
+    conn.executemany(
+        "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
+        [(seq, line_text(body.encode())) for seq, body in rows],
+    )
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
