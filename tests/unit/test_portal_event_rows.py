@@ -80,3 +80,10 @@ def test_a_batch_keeps_the_first_line_of_each_id() -> None:
     rows = event_rows(lines)
     assert [(r.id, r.action) for r in rows] == [("a", "x"), (rows[1].id, "z")]
     assert rows[1].id.startswith("sha256-")
+
+
+def test_keyword_text_of_spaced_json() -> None:
+    """A line with spaces around its colons and commas gives the tokens of its values
+    only, keys and literals left out."""
+    line = b'{ "id" : "e 1" , "n" :[1, true, "k" ,null], "m" : {"d" :25, "x" : false}}'
+    assert tokenize(line_text(line)) == ["e", "1", "1", "k", "25"]

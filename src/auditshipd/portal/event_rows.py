@@ -73,20 +73,21 @@ _decode = msgspec.json.Decoder().decode
 # A time as the journal writes it: decoded by ``fromisoformat`` (C) instead of the general
 # parser; anything else (offsets, a date alone, nanoseconds) goes to ``parse_time``.
 _CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(\d{1,6}))?Z")
-# Keys (a string and its colon) match with an empty group; value strings and numbers are
-# the group (literals and punctuation are skipped). Only used on lines without a
-# backslash, so a string is quotes around anything but quotes.
-_VALUES = re.compile(rb'"[^"]*+"\s*+:|("[^"]*+"|\d[-+.\deE]*+)')
-# Among those, one per line: a number whose JSON text may differ from Python's ``str()``
-# of its value (1.50, 1e5); strings start with their quote, never with a digit.
-_ODD_NUMBER = re.compile(rb"^\d++[.eE]", re.MULTILINE)
+# Each match skips punctuation, literals and keys (a string and its colon) and captures
+# the next value string or number, if any (possessive: one pass, no backtracking). Only
+# used on lines without a backslash, so a string is quotes around anything but quotes.
+_VALUES = re.compile(rb'[^"\d]*+(?:"[^"]*+"\s*+:[^"\d]*+)*+("[^"]*+"|\d[-+.\deE]*+)?')
+# Among those, one per line after a newline: a number whose JSON text may differ from
+# Python's ``str()`` of its value (1.50, 1e5); strings start with their quote, never with
+# a digit. A literal first character lets the engine skip to each newline.
+_ODD_NUMBER = re.compile(rb"\n\d++[.eE]")
 
 
 def line_text(line: bytes, event: Mapping[str, Any] | None = None) -> str:
     """The keyword text of a redacted line: the tokens of every string and number in it,
     in order (see the module docstring). ``event``: the line decoded, if at hand."""
     if b"\\" not in line:
-        text = b"\n".join(_VALUES.findall(line))
+        text = b"\n".join([b"", *_VALUES.findall(line)])
         if _ODD_NUMBER.search(text) is None:
             return text.decode("utf-8", "replace")
     return search_text(event if event is not None else _decode(line))
