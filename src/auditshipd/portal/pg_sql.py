@@ -132,7 +132,11 @@ def select_events(
         conds.append(f"occurred_at >= {arg(f.since)}")
     if f.until is not None:
         conds.append(f"occurred_at < {arg(f.until)}")
-    if f.actions:
+    if len(f.actions) == 1:
+        # Equality, not ``= ANY``: the planner can then walk the (action, time) index in
+        # time order and stop at the page's end.
+        conds.append(f"action = {arg(pg_text(f.actions[0]))}")
+    elif f.actions:
         conds.append(f"action = ANY({arg([pg_text(a) for a in f.actions])}::text[])")
     if f.actor:
         conds.append(f"actor = {arg(pg_text(f.actor.strip().lower()))}")
