@@ -93,14 +93,15 @@ async def test_page_filters_are_api_parameters(portal, http) -> None:
     _, _, body = await _page(http, portal, "/events")
     form = body[body.index('id="filters"'):body.index("</form>")]
     names = set(re.findall(r'<input[^>]* name="([^"]+)"', form))
-    assert names == {"q", "action", "actor", "target", "since", "until"}
+    assert names == {"q", "action", "actor", "target", "since", "until", "include_access"}
     async with http.get(f"{portal.url}/api/openapi.json") as r:
         doc = await r.json()
     for path in ("/api/events", "/api/export"):
         params = {p["name"] for p in doc["paths"][path]["get"]["parameters"]}
         assert names <= params, path
     assert "cursor" in {p["name"] for p in doc["paths"]["/api/events"]["get"]["parameters"]}
-    query = "q=alice&action=user.login&actor=&target=&since=2026-01-10T00:00:00&until=2026-02-01"
+    query = ("q=alice&action=user.login&actor=&target=&since=2026-01-10T00:00:00&until=2026-02-01"
+             "&include_access=true")
     ids, _, _ = await _page(http, portal, f"/events?{query}")
     async with http.get(f"{portal.url}/api/events?{query}", headers=portal.auth(portal.admin)) as r:
         assert [e["id"] for e in (await r.json())["data"]] == ids

@@ -35,7 +35,7 @@ from .pg_sql import (
     search_vector,
     select_events,
 )
-from .query import EventFilter, format_time, parse_time, query_phrases
+from .query import EventFilter, format_time, query_phrases
 from .store import (
     MAX_LIMIT,
     EventStore,
@@ -398,14 +398,3 @@ class PostgresEventStore(EventStore):
                     pg_text(organization),
                 )
         return [r[0] for r in rows]
-
-
-def _time_of(event: Mapping[str, Any]) -> _dt.datetime | None:
-    """The event's ``occurred_at``, or None when it has no usable one."""
-    value = event.get("occurred_at")
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        return None

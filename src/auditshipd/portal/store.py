@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from .query import EventFilter, parse_time
+from .query import EventFilter
 
 __all__ = ["EventStore", "Page", "PurgeResult", "actor_key", "target_keys"]
 
@@ -164,14 +164,3 @@ def _organization(event: Mapping[str, Any]) -> str | None:
     if isinstance(org, Mapping) and org.get("slug") is not None:
         return str(org["slug"])
     return None
-
-
-def _occurred(event: Mapping[str, Any]) -> _dt.datetime:
-    value = event.get("occurred_at")
-    if isinstance(value, str):
-        try:
-            return parse_time(value)
-        except ValueError:
-            pass
-    # No usable time: index it as received rather than refuse it.
-    return _dt.datetime.now(_dt.timezone.utc)
