@@ -22,6 +22,7 @@ import msgspec
 from aiohttp import web
 
 from ..journal.writer import AuditJournal
+from ..scrub import scrub_secrets
 from .auth import cookie_name
 from .auth_store import AuthStore, Session, session_key
 from .tokens import Principal
@@ -78,7 +79,8 @@ class AccessRecorder:
             try:
                 first = await self.views.first_view(key, self.ttl)
             except Exception as exc:  # the store is down: record twice rather than never
-                log.warning("portal: cannot check whether this view was recorded: %s", exc)
+                log.warning("portal: cannot check whether this view was recorded: %s",
+                            scrub_secrets(str(exc)))
                 first = True
             if not first:
                 return False
