@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from ..integrity.manifest import ManifestBuilder
@@ -66,18 +68,10 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     principal, _ = await require(request, "export", api=True)
     state = request.app[STATE]
     key = signing_key(state.config)
-    try:
-        req = export_request(request.query, principal,
-                             as_of_default="none" if key is None else "now")
-        # The first chunk is read before the response starts: whatever the store refuses
-        # in these filters is a 400 here, not a stream cut off after its 200 header.
-        first, rest = await first_chunk(state.store, req.filters)
-    except OtherOrganization as exc:
-        return json_error(403, f"this token sees organization {exc} only", param="organization")
-    except BadParameter as exc:
-        return json_error(400, exc.message, param=exc.param)
-    except ValueError as exc:
-        return json_error(400, str(exc))
+    started = await _start_export(request, principal, "none" if key is None else "now")
+    if isinstance(started, web.Response):
+        return started
+    req, first, rest = started
     record = {"format": req.fmt, "filters": req.asked.as_metadata()}
     if req.as_of is not None:
         record["as_of"] = format_time(req.as_of)
@@ -109,15 +103,10 @@ async def export_manifest(request: web.Request) -> web.StreamResponse:
     if key is None:
         return json_error(501, "export manifests are unavailable: the portal has no [integrity]"
                                " signing_key")
-    try:
-        req = export_request(request.query, principal, as_of_default="required")
-        first, rest = await first_chunk(state.store, req.filters)
-    except OtherOrganization as exc:
-        return json_error(403, f"this token sees organization {exc} only", param="organization")
-    except BadParameter as exc:
-        return json_error(400, exc.message, param=exc.param)
-    except ValueError as exc:
-        return json_error(400, str(exc))
+    started = await _start_export(request, principal, "required")
+    if isinstance(started, web.Response):
+        return started
+    req, first, rest = started
     since, until = req.since_until()
     builder = ManifestBuilder(req.fmt, req.manifest_filters(), since, until)
     async for data, rows in export_bytes(first, rest, req.fmt):
@@ -133,3 +122,19 @@ async def export_manifest(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.StreamResponse:
     return web.json_response(openapi_document())
+
+
+async def _start_export(request: web.Request, principal: Any, as_of_default: str) -> Any:
+    """The export's request and its first chunk, or the JSON error to answer with. The
+    first chunk is read before any response starts: whatever the store refuses in these
+    filters is a 400 here, not a stream cut off after its 200 header."""
+    try:
+        req = export_request(request.query, principal, as_of_default=as_of_default)
+        first, rest = await first_chunk(request.app[STATE].store, req.filters)
+    except OtherOrganization as exc:
+        return json_error(403, f"this token sees organization {exc} only", param="organization")
+    except BadParameter as exc:
+        return json_error(400, exc.message, param=exc.param)
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    return req, first, rest
