@@ -31,6 +31,7 @@ from ..netguard import GuardedResolver
 from ..plugin import SinkContext
 from .loading import build_redactors, load_runtime
 from .notify import SystemdNotifier
+from .sink_restarts import SinkRestarts
 from .startup_checks import run_startup_checks
 from .store_streams import StoreStreams, host_id
 
@@ -67,6 +68,10 @@ class Daemon:
         self.shared: SharedPass | None = None
         self._core: list[asyncio.Task[Any]] = []  # the shared pass and the cursor saver
         self.saver: CommitSaver | None = None
+        # A sink whose driver dies of a bug restarts alone; the others go on.
+        self.restarts = SinkRestarts(
+            self._start_driver, self._sink_config, lambda name: name in self.drivers,
+            _sink_fingerprint)
 
     # -- prose ------------------------------------------------------------------------
 
@@ -140,8 +145,8 @@ class Daemon:
                         self.should_exit.set()
                 for name, task in list(self.tasks.items()):
                     if task in done and task.done() and not task.cancelled() and task.exception():
-                        log.error("sink %s failed: %r; stopping", name, task.exception())
-                        self.should_exit.set()
+                        self.tasks.pop(name)
+                        self.restarts.crashed(self.drivers.pop(name), task.exception())
                 self.notifier.notify(f"STATUS={self.summary()}")
         finally:
             exit_wait.cancel()
@@ -153,6 +158,7 @@ class Daemon:
         log.info("shutting down: flushing in-flight batches (deadline %.1fs)", timeout)
         for task in self._background:
             task.cancel()
+        self.restarts.cancel_all()
         await self._stop_drivers(list(self.drivers), timeout)
         errors = []
         for name, cleanup in reversed(self._cleanups):
@@ -235,6 +241,9 @@ class Daemon:
         journal.close()
 
     # -- parts ------------------------------------------------------------------------
+
+    def _sink_config(self, name: str) -> SinkConfig | None:
+        return next((s for s in self.config.sinks if s.name == name and s.enabled), None)
 
     async def _start_driver(self, sc: SinkConfig, redactor: Redactor) -> None:
         self._run_driver(await self._build_driver(sc, redactor))

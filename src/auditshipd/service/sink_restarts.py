@@ -1,0 +1,96 @@
+"""Sinks whose driver died of an unexpected error restart alone; the daemon goes on.
+
+A driver only dies of a bug (in the core or in a sink plugin): sinks' own failures are
+retried, dead-lettered or reported by the driver itself. With organizations' self-service
+streams on the same daemon, one stream must never take the others down, so the dead
+driver's sink is restarted on its own after a growing delay (2 s, doubling, at most 5
+minutes; back to 2 s once it has run for 10 minutes). The driver saved its cursor on the
+way out: what it had acknowledged is not sent again, what it had not is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..scrub import scrub_secrets, sink_secrets
+
+__all__ = ["SinkRestarts"]
+
+log = logging.getLogger("auditshipd")
+
+FIRST_DELAY = 2.0
+MAX_DELAY = 300.0
+# A sink that ran this long since its last restart starts again from FIRST_DELAY.
+STABLE_AFTER = 600.0
+
+
+class SinkRestarts:
+    """``start(sink_config, redactor)`` starts a driver; ``current(name)`` is the sink's
+    config in the running config (None once removed); ``running(name)`` whether a driver
+    of that name runs (a reload may have started one meanwhile); ``fingerprint(config)``
+    what makes two configs of a sink the same (a reload that changed it restarts it
+    itself)."""
+
+    def __init__(self, start: Callable[[Any, Any], Awaitable[None]],
+                 current: Callable[[str], Any], running: Callable[[str], bool],
+                 fingerprint: Callable[[Any], Any],
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        self._start = start
+        self._current = current
+        self._running = running
+        self._fingerprint = fingerprint
+        self._sleep = sleep
+        self._failures: dict[str, tuple[int, float]] = {}  # name -> (count, last restart)
+        self._pending: dict[str, asyncio.Task[None]] = {}
+
+    def crashed(self, driver: Any, exc: BaseException) -> float:
+        """Report ``driver``'s death and schedule its sink's restart; the delay (s)."""
+        name = driver.name
+        count, restarted = self._failures.get(name, (0, 0.0))
+        if restarted and time.monotonic() - restarted > STABLE_AFTER:
+            count = 0
+        delay = min(MAX_DELAY, FIRST_DELAY * 2 ** count)
+        self._failures[name] = (count + 1, restarted)
+        message = scrub_secrets(f"{type(exc).__name__}: {exc}", getattr(driver, "secrets", ()))
+        log.error("sink %s failed: %s; restarting it in %.0fs (the other sinks go on)",
+                  name, message, delay)
+        stats = getattr(driver, "stats", None)
+        if stats is not None:
+            stats.state = "error"
+            stats.last_error = f"internal error, restarting in {delay:.0f}s: {message}"
+            try:
+                driver.status.write(True)
+            except Exception as write_exc:  # the log above already says it
+                log.warning("status of sink %s not written: %s", name, write_exc)
+        old = self._pending.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._pending[name] = asyncio.create_task(
+            self._restart(name, driver.sc, driver.redactor, delay), name=f"restart-{name}")
+        return delay
+
+    async def _restart(self, name: str, sc: Any, redactor: Any, delay: float) -> None:
+        while True:
+            await self._sleep(delay)
+            now = self._current(name)
+            if self._running(name) or now is None or self._fingerprint(now) != self._fingerprint(sc):
+                break  # removed, changed or started again by a reload meanwhile
+            count, _ = self._failures.get(name, (1, 0.0))
+            self._failures[name] = (count, time.monotonic())
+            try:
+                await self._start(now, redactor)
+                break
+            except Exception as exc:
+                delay = min(MAX_DELAY, delay * 2)
+                log.error("sink %s did not restart: %s; trying again in %.0fs", name,
+                          scrub_secrets(f"{type(exc).__name__}: {exc}", sink_secrets(sc)), delay)
+        self._pending.pop(name, None)
+
+    def cancel_all(self) -> None:
+        for task in self._pending.values():
+            task.cancel()
+        self._pending.clear()
