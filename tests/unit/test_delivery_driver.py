@@ -225,3 +225,35 @@ def test_backoff_exhausted(max_attempts, max_elapsed, attempts, elapsed, done):
     """Retries end at max_attempts or max_elapsed, whichever comes first; 0 = unlimited."""
     b = Backoff(RetryConfig(max_attempts=max_attempts, max_elapsed=max_elapsed))
     assert b.exhausted(attempts, elapsed) is done
+
+
+async def test_a_plugin_hook_that_raises_never_stops_delivery(tmp_path, caplog):
+    """batch_delivered and batch_dead_lettered hooks that raise are logged; batches are
+    still counted done, dead letters written, and the cursor covers everything."""
+
+    class RaisingHooks:
+        def batch_delivered(self, **kwargs: Any) -> None:
+            raise RuntimeError("delivered hook bug")
+
+        def batch_dead_lettered(self, **kwargs: Any) -> None:
+            raise RuntimeError("dead-letter hook bug")
+
+        def event_quarantined(self, **kwargs: Any) -> None:
+            raise RuntimeError("quarantine hook bug")
+
+    calls: list[list[str]] = []
+
+    def script(batch: Batch) -> Any:
+        calls.append(batch.ids)
+        return PermanentError("refused") if len(calls) == 1 else None
+
+    sink = ScriptedSink(script)
+    driver = make_driver(tmp_path, sink, FakeClock(), 6, sink_table="""[sinks.batch]
+max_events = 2""")
+    driver.hooks = RaisingHooks()
+    task = await run(driver)
+    await until(lambda: driver.committed.acked_events == 6)
+    await stop(driver, task)
+    assert driver.stats.dead_lettered == 2 and sink.accepted == ["e2", "e3", "e4", "e5"]
+    assert "plugin hook batch_dead_lettered failed for sink fake" in caplog.text
+    assert "plugin hook batch_delivered failed for sink fake" in caplog.text

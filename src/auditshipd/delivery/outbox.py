@@ -58,6 +58,7 @@ class Outbox:
         # every error this sink's messages, status and dead letters carry.
         self.secrets = sink_secrets(sink_config)
         self.hooks = hooks
+        self._failed_hooks: set[str] = set()  # hooks whose traceback was logged once
         state_dir = config.state_dir
         self.cursors = CursorStore(state_dir)
         self.dlq = DeadLetterFile(state_dir, self.name, sink_config.dead_letter.max_bytes)
@@ -122,10 +123,9 @@ class Outbox:
             if job.quarantine:
                 await self._write_quarantine(job.quarantine)
                 self.stats.quarantined += len(job.quarantine)
-                if self.hooks is not None:
-                    for q in job.quarantine:
-                        self.hooks.event_quarantined(sink_name=self.name, segment=q.path,
-                                                     offset=q.offset, reason=q.reason)
+                for q in job.quarantine:
+                    self._notify("event_quarantined", segment=q.path, offset=q.offset,
+                                 reason=q.reason)
             if job.batch:
                 batch = (Batch(lines=job.batch) if not job.payloads
                          else Batch(lines=job.payloads, source=job.batch))
@@ -182,8 +182,7 @@ class Outbox:
         self.logger.error("sink %s dead-lettered %d events after %d attempts: %s",
                           self.name, len(batch), attempts, letter.error)
         self._error(f"dead-lettered {len(batch)} events: {letter.error}")
-        if self.hooks is not None:
-            self.hooks.batch_dead_lettered(sink_name=self.name, batch=batch, error=letter.error)
+        self._notify("batch_dead_lettered", batch=batch, error=letter.error)
 
     async def _write_quarantine(self, records: list[QuarantineRecord]) -> None:
         """Write quarantine records, retrying while the state dir cannot take them: the
@@ -220,6 +219,19 @@ class Outbox:
             for w in waits:
                 w.cancel()
 
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        """Call a plugin hook; one that raises is logged, never allowed to stop delivery
+        (a batch must still be counted done and the cursor move)."""
+        if self.hooks is None:
+            return
+        try:
+            getattr(self.hooks, hook)(sink_name=self.name, **kwargs)
+        except Exception as exc:
+            first = hook not in self._failed_hooks
+            self._failed_hooks.add(hook)
+            self.logger.error("plugin hook %s failed for sink %s (delivery goes on): %s: %s",
+                              hook, self.name, type(exc).__name__, exc, exc_info=first)
+
     # -- cursor -----------------------------------------------------------------------
 
     def _advance(self) -> None:
@@ -239,7 +251,7 @@ class Outbox:
             self.committed.integrity = job.integrity or self.committed.integrity
             moved = True
             if self.hooks is not None and job.batch:
-                self.hooks.batch_delivered(sink_name=self.name, batch=Batch(lines=job.batch))
+                self._notify("batch_delivered", batch=Batch(lines=job.batch))
         if moved:
             self.dirty = True
             self.on_commit()
