@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["interpolate", "load_document", "unset_as_placeholder"]
+__all__ = ["interpolate", "is_placeholder", "load_document", "unset_as_placeholder"]
 
 _PLACEHOLDERS: ContextVar[bool] = ContextVar("auditshipd_env_placeholders", default=False)
 _LINE_RE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
@@ -81,6 +81,12 @@ def _sink_named(exc: ConfigError, data: Any) -> ConfigError:
 
 def _placeholder(name: str) -> str:
     return "unset-" + name.lower().replace("_", "-")
+
+
+def is_placeholder(value: str | None) -> bool:
+    """``value`` stands for an unset variable (``check-config --no-env``): a check of its
+    shape (a SAS token, a base64 key) has nothing to look at."""
+    return bool(_PLACEHOLDERS.get() and value and value.startswith("unset-"))
 
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -26,6 +26,7 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..config.env import is_placeholder
 from ..integrity.digest import digest_object_key
 from ..plugin import (
     Batch,
@@ -134,7 +135,8 @@ def validate_options(options: AzureBlobOptions) -> None:
                 raise ConfigError("not with connection_string, which names the account and its "
                                   "endpoint (AccountName=, BlobEndpoint=)", key=key)
         settings = _connection_settings(o.connection_string)
-        if settings.get("usedevelopmentstorage", "").lower() != "true" and not (
+        if not is_placeholder(o.connection_string) and settings.get(
+                "usedevelopmentstorage", "").lower() != "true" and not (
             ("blobendpoint" in settings or "accountname" in settings)
             and ("accountkey" in settings or "sharedaccesssignature" in settings)
         ):
@@ -144,10 +146,10 @@ def validate_options(options: AzureBlobOptions) -> None:
         if o.account_url is None and o.endpoint_url is None:
             raise ConfigError("required (or endpoint_url for an emulator, or connection_string)",
                               key="account_url")
-        if o.sas_token and "sig=" not in o.sas_token:
+        if o.sas_token and "sig=" not in o.sas_token and not is_placeholder(o.sas_token):
             raise ConfigError("is not a SAS token (the query string with sv=...&sig=...)",
                               key="sas_token")
-        if o.account_key:
+        if o.account_key and not is_placeholder(o.account_key):
             try:
                 base64.b64decode(o.account_key, validate=True)
             except (binascii.Error, ValueError):
