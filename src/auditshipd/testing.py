@@ -58,6 +58,19 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0
         time.sleep(interval)
 
 
+async def wait_for_async(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
+                         message: str = "condition") -> Any:
+    """:func:`wait_for` inside an event loop: polls ``cond`` without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
 def write_events(path: str | os.PathLike[str], prefix: str, n: int, *, seq: bool = False) -> list[str]:
     """Append ``n`` user.invited events with ids ``PREFIX-000000``... to the journal at
     ``path`` (with ``metadata.seq`` = their index when ``seq``); return the ids."""

@@ -3,9 +3,8 @@ CEF text bodies over http, OCSF lines in a file, ECS events in Splunk HEC."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
-import time
 
 import pytest
 from aiohttp import web
@@ -13,7 +12,7 @@ from tests.fakes.splunk_hec_server import SplunkHecServer
 from tests.integration.test_sinks_through_daemon import assert_redacted, write_events
 from tests.unit.test_formats import assert_valid_ocsf, parse_cef
 
-from auditshipd.testing import free_port
+from auditshipd.testing import free_port, wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +57,7 @@ class TextReceiver:
         return [line for body in self.bodies for line in body.decode().splitlines()]
 
 
-async def wait_until(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+wait_until = functools.partial(wait_for_async, timeout=60.0, interval=0.05)
 
 
 async def test_formats_end_to_end_through_daemon(ws):
@@ -109,9 +103,9 @@ format = "ecs"
             def ocsf_lines():
                 return ocsf_file.read_text().splitlines() if ocsf_file.exists() else []
 
-            await wait_until(lambda: cef_ids() >= set(ids), what="every id over http (CEF)")
-            await wait_until(lambda: len(ocsf_lines()) >= len(ids), what="OCSF lines")
-            await wait_until(lambda: set(hec.event_ids) >= set(ids), what="ECS events in HEC")
+            await wait_until(lambda: cef_ids() >= set(ids), message="every id over http (CEF)")
+            await wait_until(lambda: len(ocsf_lines()) >= len(ids), message="OCSF lines")
+            await wait_until(lambda: set(hec.event_ids) >= set(ids), message="ECS events in HEC")
             assert d.terminate() == 0
         finally:
             if d.poll() is None:

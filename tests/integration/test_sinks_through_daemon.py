@@ -8,6 +8,7 @@ recovering, and internal ids absent from every byte the server received.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import json
 import os
@@ -26,6 +27,7 @@ from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
 
 from auditshipd import AuditJournal
 from auditshipd.delivery.deadletters import DeadLetterFile
+from auditshipd.testing import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -56,12 +58,7 @@ def assert_redacted(raw: bytes) -> None:
     assert b"admin@acme.test" in raw and b"acme" in raw
 
 
-async def wait_until(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+wait_until = functools.partial(wait_for_async, timeout=60.0, interval=0.05)
 
 
 def batch_table(max_events: int = 200) -> str:
@@ -92,12 +89,12 @@ ack_poll_interval = 0.05
         ids = write_events(ws.journal)
         d = ws.daemon(env={"HEC_TOKEN": "hec-token-123"}).start()
         try:
-            await wait_until(lambda: len(srv.events) >= 400, what="first events")
+            await wait_until(lambda: len(srv.events) >= 400, message="first events")
             await srv.stop()
             more = write_events(ws.journal, 300, prefix="m")
             await asyncio.sleep(1.0)  # the outage lasts a while; the daemon retries
             await srv.start()
-            await wait_until(lambda: set(srv.event_ids) >= set(ids + more), what="all events")
+            await wait_until(lambda: set(srv.event_ids) >= set(ids + more), message="all events")
             assert d.terminate() == 0
         finally:
             if d.poll() is None:
@@ -123,7 +120,7 @@ service = "auditshipd-test"
         ids = write_events(ws.journal)
         d = ws.daemon(env={"DD_KEY": "dd-key-456"}).start()
         try:
-            await wait_until(lambda: set(srv.event_ids) >= set(ids), what="all events")
+            await wait_until(lambda: set(srv.event_ids) >= set(ids), message="all events")
             assert d.terminate() == 0
         finally:
             if d.poll() is None:
@@ -306,7 +303,7 @@ timeout = 2.0
                 await asyncio.sleep(0.05)
             server.kill()
             more = write_events(ws.journal, 300, prefix="m")
-            await wait_until(lambda: d.log().count(b"retrying in") >= 2, what="retries while down")
+            await wait_until(lambda: d.log().count(b"retrying in") >= 2, message="retries while down")
             server.start()
             deadline = time.monotonic() + 60
             while not await reached(len(ids) + len(more)):
@@ -340,12 +337,12 @@ service_name = "auditshipd-test"
         ids = write_events(ws.journal)
         d = ws.daemon(env={"OTLP_TOKEN": "otlp-token-789"}).start()
         try:
-            await wait_until(lambda: len(srv.records) >= 400, what="first records")
+            await wait_until(lambda: len(srv.records) >= 400, message="first records")
             await srv.stop()
             more = write_events(ws.journal, 300, prefix="m")
-            await wait_until(lambda: d.log().count(b"retrying in") >= 3, what="retries while down")
+            await wait_until(lambda: d.log().count(b"retrying in") >= 3, message="retries while down")
             await srv.start()
-            await wait_until(lambda: set(srv.event_ids) >= set(ids + more), what="all records")
+            await wait_until(lambda: set(srv.event_ids) >= set(ids + more), message="all records")
             assert d.terminate() == 0
         finally:
             if d.poll() is None:
@@ -408,7 +405,7 @@ timeout = 5.0
             await until(set(ids), "every event before the outage")
             server.kill()
             more = write_events(ws.journal, 500, prefix="m")
-            await wait_until(lambda: d.log().count(b"retrying in") >= 2, what="retries while down")
+            await wait_until(lambda: d.log().count(b"retrying in") >= 2, message="retries while down")
             server.start()
             await until(set(ids + more), "every event after the restart")
             assert d.terminate() == 0
@@ -471,7 +468,7 @@ timeout = 5.0
             await until(set(ids), "every event before the outage")
             server.stop()  # SIGTERM: Azurite keeps its blob index (see test_sink_azure_blob)
             more = write_events(ws.journal, 500, prefix="m")
-            await wait_until(lambda: d.log().count(b"retrying in") >= 2, what="retries while down")
+            await wait_until(lambda: d.log().count(b"retrying in") >= 2, message="retries while down")
             server.start()
             await until(set(ids + more), "every event after the restart")
             assert d.terminate() == 0

@@ -4,6 +4,7 @@ clock (the driver's sleeps are recorded and return at once). The journal is a re
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from auditshipd.errors import PermanentError, RetryableError
 from auditshipd.journal.watch import ChangeSignal
 from auditshipd.journal.writer import AuditJournal
 from auditshipd.redaction.redactor import DEFAULT_POLICY
+from auditshipd.testing import wait_for_async
 
 
 class FakeClock:
@@ -84,13 +86,7 @@ type = "fake"
                       sleep=clock.sleep)
 
 
-async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
+until = functools.partial(wait_for_async, timeout=10.0, interval=0.01)
 
 
 async def run(driver: SinkDriver) -> asyncio.Task[None]:

@@ -6,7 +6,7 @@ reads alone and rejoins; idle sinks get the pass's position committed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from auditshipd.delivery.fanout import SharedPass
 from auditshipd.journal.watch import ChangeSignal
 from auditshipd.journal.writer import AuditJournal
 from auditshipd.redaction.redactor import DEFAULT_POLICY
+from auditshipd.testing import wait_for_async
 
 
 class CountingRedactor:
@@ -123,13 +124,7 @@ class Harness:
         await asyncio.gather(*self.background, return_exceptions=True)
 
 
-async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
+until = functools.partial(wait_for_async, timeout=10.0, interval=0.01)
 
 
 def sink_table(name: str, extra: str = "") -> str:
