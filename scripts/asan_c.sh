@@ -13,7 +13,7 @@ declare -A SOURCE=(
   [integrity]=src/auditshipd/integrity/_chain_c.c
 )
 declare -A TESTS=(
-  [redaction]="tests/unit/test_redact_c.py tests/unit/test_redact_fastpath.py tests/unit/test_redact_fastpath_runs.py"
+  [redaction]="tests/unit/test_redact_c.py tests/unit/test_scope_c.py tests/unit/test_redact_fastpath.py tests/unit/test_redact_fastpath_runs.py"
   [formats]="tests/unit/test_formats_c.py tests/unit/test_formats_fast.py"
   [integrity]="tests/unit/test_integrity_chain_c.py tests/unit/test_integrity_chain.py"
 )

@@ -25,8 +25,8 @@ class PendingBatch:
     """Redacted lines on their way to one batch, the cursor marks and released segments
     they cover, and the quarantine records read with them."""
 
-    __slots__ = ("batch", "payloads", "marks", "released", "done", "quarantine", "created",
-                 "integrity", "position")
+    __slots__ = ("batch", "payloads", "marks", "released", "done", "quarantine",
+                 "integrity", "position", "nbytes", "sent_at")
 
     def __init__(self) -> None:
         self.batch: list[bytes] = []  # redacted events, encoded
@@ -40,6 +40,10 @@ class PendingBatch:
         # Read through the shared pass: the pass's whole position after the last line
         # taken (shared by every sink, never modified), applied before ``marks``.
         self.position: dict[str, SegmentCursor] | None = None
+        # Set when dispatched: the bytes of its lines (what it holds in memory until
+        # committed) and the loop time it was handed to the outbox.
+        self.nbytes = 0
+        self.sent_at = 0.0
 
     def holds_anything(self) -> bool:
         return bool(self.batch or self.marks or self.released or self.quarantine

@@ -162,6 +162,7 @@ class SinkDriver(Outbox):
             except Exception as exc:
                 self.logger.warning("closing sink %s failed: %s", self.name, exc)
             self.stats.state = "stopped"
+            self.sync_stats()
             try:
                 await asyncio.to_thread(self.status.write, True)
             except Exception as exc:
@@ -269,7 +270,9 @@ class SinkDriver(Outbox):
             self.shared.leave(self)
 
     def sync_stats(self) -> None:
-        """Count the lines the pass read for this sink (in scope or not) in its stats."""
+        """Bring the stats up to date: the lines the pass read for this sink (in scope
+        or not), the last success."""
+        super().sync_stats()
         if self._joined and self.shared is not None:
             seen = self.shared.lines_read - self._pass_base
             self.stats.read_events += seen

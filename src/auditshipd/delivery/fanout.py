@@ -11,14 +11,17 @@ its own durable cursor.
 A sink that cannot take lines now (its in-flight batches are full, it is retrying) or
 starts behind the pass (``start_at``, an older cursor) reads alone from its own cursor
 (:mod:`auditshipd.delivery.solo`), no further than the pass, and rejoins when it has
-reached the pass's position. The pass never waits for a sink: memory stays bounded by
-each sink's batch size x in-flight batches.
+reached the pass's position. Memory stays bounded by :data:`_PASS_BYTES`: the lines
+handed to joined sinks and not committed yet, whatever the number of sinks; past it the
+pass waits for deliveries, and sends a sink whose batch has been in flight for
+:data:`_STALL` seconds to read alone rather than wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +32,9 @@ from ..journal.cursor import CursorState, SegmentCursor
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
 from ..journal.watch import ChangeSignal
-from .lines import LineProcessor, ProcessedChunk, split_lines
-from .scope import NOT_AN_OBJECT, line_scope
+from .lines import LineProcessor, split_lines
+from .routing import Policy
+from .scope import NOT_AN_OBJECT, chunk_scopes
 
 if TYPE_CHECKING:
     from .driver import SinkDriver
@@ -44,26 +48,19 @@ _RELEASED_KEEP = 64
 # While the pass is busy with a backlog, partial batches of joined sinks are flushed at
 # most this often (not every batch timeout): thousands of sinks each sending a few lines
 # ten times a second would cost more than the lines themselves.
-_BACKLOG_FLUSH = 1.0
-# ... and all of them at once when the lines they hold pass this many bytes, so memory
-# stays bounded however fast the pass goes.
-_HELD_BYTES = 32 << 20
+_BACKLOG_FLUSH = 5.0
+# The lines the pass has handed its joined sinks and that are not committed yet (in the
+# batches being built and in flight) stay under this many bytes: past it the pass sends
+# the partial batches and reads on once deliveries brought them under 3/4 of it. Memory
+# is bounded by this, not by sinks x batch size.
+_PASS_BYTES = 32 << 20
+# While the pass waits under that bound, a sink whose oldest batch has been in flight
+# this long (a slow or stuck destination) is sent to read alone: the pass never waits
+# for one sink.
+_STALL = 5.0
 # The pass reads larger blocks than a lone reader: each joined sink is visited once per
 # chunk that holds its lines, so with thousands of streams fewer, larger chunks cost less.
 _PASS_BLOCK = 4 << 20
-
-
-class _Policy:
-    """The joined sinks sharing one redaction policy (redactor identity)."""
-
-    __slots__ = ("processor", "members", "everything", "by_org", "unscoped")
-
-    def __init__(self, processor: LineProcessor) -> None:
-        self.processor = processor
-        self.members: list[SinkDriver] = []
-        self.unscoped: list[SinkDriver] = []  # members without organizations
-        self.by_org: dict[Any, list[SinkDriver]] = {}
-        self.everything = 0  # members without organizations: every line is needed
 
 
 class SharedPass:
@@ -81,14 +78,16 @@ class SharedPass:
         # Notified after each item: wakes the sinks catching up alone.
         self.advanced = ChangeSignal()
         self.members: set[SinkDriver] = set()
-        self._policies: dict[int, _Policy] = {}
+        self._policies: dict[int, Policy] = {}
         self._scoped = 0  # members with organizations or a start_at time
+        self._timed = 0  # members with a start_at time
         self._partial: dict[SinkDriver, float] = {}  # member -> flush deadline
         self._sealed: set[SinkDriver] = set()  # members with integrity (digest timers)
         self.reader: JournalReader | None = None
         self.lines_read = 0
         self._last_flush = 0.0
         self._kick = asyncio.Event()  # a sink joined: look at the timeouts again
+        self._freed = asyncio.Event()  # a joined sink committed a batch
         self._behind = False  # the last read filled its block: more is waiting
         # The pass's reads have a thread of their own: with many sinks, the default
         # pool is busy with their writes, and every joined sink waits on the pass.
@@ -131,6 +130,8 @@ class SharedPass:
         try:
             while True:
                 if read is None:
+                    if self._held() > _PASS_BYTES:
+                        await self._relieve(loop)
                     read = asyncio.ensure_future(self.reader.next_item(None))
                 self._kick.clear()
                 kick = asyncio.ensure_future(self._kick.wait())
@@ -169,6 +170,39 @@ class SharedPass:
     def lag_bytes(self) -> int:
         return self.reader.lag_bytes() if self.reader is not None else 0
 
+    def _held(self) -> int:
+        """Bytes of lines handed to joined sinks and not committed yet."""
+        return sum(m.nbytes + m.inflight_bytes for m in self.members)
+
+    async def _relieve(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Over :data:`_PASS_BYTES`: wait until deliveries bring what is held under 3/4
+        of it, sending the batches being built when they hold more than the batches in
+        flight (so that batches stay as large as the bound allows). A sink whose oldest
+        batch has been in flight for :data:`_STALL` seconds meanwhile is sent to read
+        alone (its lines leave the count): slow destinations never hold the pass."""
+        next_look = 0.0
+        while self.members:
+            now = loop.time()
+            building = sum(m.nbytes for m in self._partial)
+            inflight = sum(m.inflight_bytes for m in self.members)
+            if building + inflight <= _PASS_BYTES * 3 // 4:
+                return
+            if building >= inflight and self._flush_all(now):
+                continue
+            if now >= next_look:
+                next_look = now + 0.5
+                slow = [m for m in self.members
+                        if (t := m.oldest_sent_at()) is not None and now - t >= _STALL]
+                here = dict(self.position)
+                for m in slow:
+                    self._evict(m, here)
+                if slow:
+                    continue
+            self._freed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), 0.5)
+            await asyncio.sleep(0.02)  # let more deliveries end before counting again
+
     # -- membership -------------------------------------------------------------------
 
     def join(self, member: SinkDriver) -> None:
@@ -179,7 +213,7 @@ class SharedPass:
         self.members.add(member)
         pol = self._policies.get(id(member.redactor))
         if pol is None:
-            pol = self._policies[id(member.redactor)] = _Policy(LineProcessor(
+            pol = self._policies[id(member.redactor)] = Policy(LineProcessor(
                 member.redactor, max_line_bytes=self.config.journal.max_line_bytes))
         pol.members.append(member)
         if member.scope.organizations is None:
@@ -189,8 +223,10 @@ class SharedPass:
             for org in member.scope.organizations:
                 pol.by_org.setdefault(org, []).append(member)
         self._scoped += not member.scope.everything
+        self._timed += member.scope.since is not None
         if member.sealing is not None:
             self._sealed.add(member)
+        member.on_freed = self._freed.set
         member.flush_pending = bool(member.job.batch or member.job.quarantine)
         if member.flush_pending:
             self._partial.setdefault(member, asyncio.get_running_loop().time()
@@ -201,6 +237,7 @@ class SharedPass:
         if member not in self.members:
             return
         self.members.discard(member)
+        member.on_freed = _nothing
         self._partial.pop(member, None)
         member.flush_pending = False
         self._sealed.discard(member)
@@ -216,6 +253,7 @@ class SharedPass:
                 if not pol.by_org[org]:
                     del pol.by_org[org]
         self._scoped -= not member.scope.everything
+        self._timed -= member.scope.since is not None
         if not pol.members:
             del self._policies[id(member.redactor)]
 
@@ -276,102 +314,19 @@ class SharedPass:
         if not self.members or not raw:
             return  # (an empty chunk moves the position only: see commit_idle)
         snap = dict(self.position)
-        slugs: list[Any] = []
-        times: list[Any] = []
-        if self._scoped:
-            for line in raw:
-                slug, t = line_scope(line)
-                slugs.append(slug)
-                times.append(t)
         lines_of: dict[Any, list[int]] = {}
-        for i, slug in enumerate(slugs):
-            lines_of.setdefault(slug, []).append(i)
+        times: list[Any] | None = None
+        if self._scoped:
+            lines_of, times = chunk_scopes(raw, self._timed > 0)
         odd = lines_of.get(NOT_AN_OBJECT, [])
         for pol in list(self._policies.values()):
-            self._route_policy(pol, chunk, raw, lines_of, odd, times, before, snap)
+            pol.route(chunk, raw, lines_of, odd, times, before, snap, bool(self._scoped),
+                      self._evict)
 
-    def _route_policy(self, pol: _Policy, chunk: Chunk, raw: list[bytes],
-                      lines_of: dict[Any, list[int]], odd: list[int], times: list[Any],
-                      before: dict[str, SegmentCursor], snap: dict[str, SegmentCursor]) -> None:
-        # The members with something in this chunk: the unscoped ones, and those of the
-        # organizations present (all scoped ones when a line is not even an object).
-        if odd or not self._scoped:
-            targets = pol.members
-        else:
-            seen: set[SinkDriver] = set()
-            targets = []
-            for org in lines_of:
-                for m in pol.by_org.get(org, ()):
-                    if m not in seen:
-                        seen.add(m)
-                        targets.append(m)
-            if not targets and not pol.everything:
-                return
-            targets = pol.unscoped + targets
-        if pol.everything or not self._scoped:
-            pc = pol.processor.process_lines(raw)
-        else:
-            wanted: set[int] = set(odd)
-            for m in targets:
-                for org in m.scope.organizations or ():
-                    wanted.update(lines_of.get(org, ()))
-            if not wanted:
-                return
-            pc = pol.processor.process_lines(raw, sorted(wanted))
-        if isinstance(pc.index, range):
-            red: list[bytes | None] = pc.lines  # type: ignore[assignment]
-        else:
-            red = [None] * len(raw)
-            for k, i in enumerate(pc.index):
-                red[i] = pc.lines[k]
-        at: dict[int, int] | None = None
-        bad = {b[0]: b for b in pc.bad}
-        encoded: dict[str, list[bytes]] = {}
-        now = asyncio.get_running_loop().time()
-        for m in targets:
-            orgs = m.scope.organizations
-            simple = m.simple and not odd and orgs is not None and len(orgs) == 1
-            if simple:
-                # The common case, a stream of one organization: its lines straight into
-                # the batch being built when they fit.
-                rows = lines_of.get(next(iter(orgs)))  # type: ignore[arg-type]
-                if not rows:
-                    continue
-                lines = [red[i] for i in rows]
-                if None not in lines:
-                    taken = m.take_lines(lines, snap, now)  # type: ignore[arg-type]
-                    if taken:
-                        continue
-                    if taken is False:
-                        self.leave(m)
-                        m.go_solo(before)
-                        continue
-            sub = pc
-            if orgs is not None or m.scope.since is not None:
-                if at is None:
-                    at = {i: k for k, i in enumerate(pc.index)}
-                if orgs is not None:
-                    rows = [i for org in orgs for i in lines_of.get(org, ())]
-                    if odd:
-                        rows += odd
-                    if not rows:
-                        continue
-                    if len(orgs) > 1 or odd:
-                        rows.sort()
-                    sub = _subset(pc, rows, at, bad)
-                if m.scope.since is not None:
-                    sub = _on_time(sub, m.scope, times, at, bad)
-            if not sub.lines and not sub.bad:
-                continue
-            payloads = None
-            if m.encoder is not None:
-                fmt = m.sc.format
-                if fmt not in encoded:
-                    encoded[fmt] = m.encoder.encode_lines(pc.lines)
-                payloads = encoded[fmt] if sub is pc else _pick(encoded[fmt], sub, at or {})
-            if not m.take(chunk, sub, payloads, snap):
-                self.leave(m)
-                m.go_solo(before)
+    def _evict(self, member: SinkDriver, position: dict[str, SegmentCursor]) -> None:
+        """``member`` cannot take lines now: it leaves and reads alone from ``position``."""
+        self.leave(member)
+        member.go_solo(position)
 
     # -- batch timeouts and digests ----------------------------------------------------
 
@@ -390,19 +345,28 @@ class SharedPass:
         return None if soonest is None else max(0.0, soonest - now)
 
     def _flush_due(self, now: float, *, caught_up: bool) -> None:
-        held = False
         if not caught_up and now - self._last_flush < _BACKLOG_FLUSH:
-            held = sum(m.nbytes for m in self._partial) > _HELD_BYTES
-            if not held:
-                return
+            return
         self._last_flush = now
-        for m in [m for m, due in self._partial.items() if held or due <= now]:
+        self._flush([m for m, due in self._partial.items() if due <= now], now)
+
+    def _flush_all(self, now: float) -> int:
+        self._last_flush = now
+        return self._flush(list(self._partial), now)
+
+    def _flush(self, members: list[SinkDriver], now: float) -> int:
+        """Send the batches being built of ``members`` that have a free slot; returns
+        how many were sent."""
+        sent = 0
+        for m in members:
             if m.flush():
                 self._partial.pop(m, None)
+                sent += 1
             else:  # its previous batches are still in flight: look again later
                 self._partial[m] = now + m.sc.batch.timeout
         for m in list(self._sealed):
             m.digest_if_due()
+        return sent
 
     def pending(self, member: SinkDriver, deadline: float) -> None:
         """``member`` holds a partial batch that must go out by ``deadline``."""
@@ -412,34 +376,9 @@ class SharedPass:
         self._partial.pop(member, None)
 
 
+def _nothing() -> None:
+    """Not joined: nobody to tell."""
+
+
 def _offsets(segments: dict[str, SegmentCursor]) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((k, c.offset) for k, c in segments.items() if c.offset))
-
-
-def _subset(pc: ProcessedChunk, rows: list[int], at: dict[int, int],
-            bad: dict[int, tuple[int, str, bytes]]) -> ProcessedChunk:
-    """The part of ``pc`` at raw indices ``rows``."""
-    sub = ProcessedChunk(pc.raw)
-    sub._ends = pc._ends
-    lines, index = sub.lines, sub.index
-    assert isinstance(index, list)
-    for i in rows:
-        k = at.get(i)
-        if k is not None:
-            lines.append(pc.lines[k])
-            index.append(i)
-        elif i in bad:
-            sub.bad.append(bad[i])
-    return sub
-
-
-def _on_time(pc: ProcessedChunk, scope: Any, times: list[Any], at: dict[int, int],
-             bad: dict[int, tuple[int, str, bytes]]) -> ProcessedChunk:
-    rows = [i for i in pc.index if scope.on_time(times[i] if times else None)]
-    rows += [b[0] for b in pc.bad]
-    rows.sort()
-    return _subset(pc, rows, at, bad)
-
-
-def _pick(payloads: list[bytes], sub: ProcessedChunk, at: dict[int, int]) -> list[bytes]:
-    return [payloads[at[i]] for i in sub.index]

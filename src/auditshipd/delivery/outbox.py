@@ -85,6 +85,10 @@ class Outbox:
         self.sleep = sleep
         self.sealing: Sealing | None = None  # integrity = true: set by start()
         self.on_commit: Callable[[], None] = _nothing
+        # Bytes of the lines of the batches between dispatch and commit, and who to tell
+        # when that went down (the shared pass keeps its sinks' total bounded).
+        self.inflight_bytes = 0
+        self.on_freed: Callable[[], None] = _nothing
 
     # -- dispatch ---------------------------------------------------------------------
 
@@ -104,6 +108,9 @@ class Outbox:
             job.integrity = self.sealing.snapshot()
         if self._aborted:  # shutdown deadline passed: leave these events to the next start
             return
+        job.nbytes = sum(map(len, job.batch)) + sum(map(len, job.payloads))
+        job.sent_at = asyncio.get_running_loop().time()
+        self.inflight_bytes += job.nbytes
         self._inflight.append(job)
         task = asyncio.ensure_future(self._deliver_when_free(job))
         self._tasks.add(task)
@@ -219,6 +226,14 @@ class Outbox:
             for w in waits:
                 w.cancel()
 
+    def _implemented(self, hook: str) -> bool:
+        """Whether a plugin implements ``hook`` (no batch is built for nobody). A hook
+        relay without pluggy's ``get_hookimpls`` is always called."""
+        if self.hooks is None:
+            return False
+        impls = getattr(getattr(self.hooks, hook, None), "get_hookimpls", None)
+        return impls is None or bool(impls())
+
     def _notify(self, hook: str, **kwargs: Any) -> None:
         """Call a plugin hook; one that raises is logged, never allowed to stop delivery
         (a batch must still be counted done and the cursor move)."""
@@ -240,6 +255,7 @@ class Outbox:
         segments = self.committed.segments
         while self._inflight and self._inflight[0].done:
             job = self._inflight.popleft()
+            self.inflight_bytes -= job.nbytes
             if job.position is not None:
                 # The shared pass's whole position after the job's last line: segments
                 # it released are gone from it.
@@ -250,11 +266,12 @@ class Outbox:
             self.committed.acked_events += len(job.batch) + len(job.quarantine)
             self.committed.integrity = job.integrity or self.committed.integrity
             moved = True
-            if self.hooks is not None and job.batch:
+            if job.batch and self._implemented("batch_delivered"):
                 self._notify("batch_delivered", batch=Batch(lines=job.batch))
         if moved:
             self.dirty = True
             self.on_commit()
+            self.on_freed()
 
     def cursor_snapshot(self) -> CursorState:
         """A copy of the committed cursor, safe to save from a worker thread."""
@@ -263,7 +280,8 @@ class Outbox:
                            integrity=self.committed.integrity)
 
     def sync_stats(self) -> None:
-        """Bring the stats up to date before they are written (nothing to do here)."""
+        """Bring the stats up to date before they are written or read."""
+        self.health.sync()
 
     async def _drain(self) -> None:
         """Wait for in-flight batches; :meth:`abort` (shutdown deadline) cancels them."""
@@ -273,6 +291,10 @@ class Outbox:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    def oldest_sent_at(self) -> float | None:
+        """Loop time the oldest batch not yet committed was dispatched (None: none)."""
+        return self._inflight[0].sent_at if self._inflight else None
 
 
 def _ignore(_seconds: float) -> None:

@@ -10,12 +10,13 @@ current.
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 from ..scrub import scrub_secrets
-from ..timestamps import now_rfc3339
+from ..timestamps import format_rfc3339, now_rfc3339
 from .status import SinkStats
 
 __all__ = ["Health"]
@@ -34,6 +35,10 @@ class Health:
         self.clock = clock
         self.failures = 0  # failed attempts since the last success
         self._first_failure = 0.0
+        # Wall-clock time of the last delivered batch; written into the stats as text
+        # by :meth:`sync` (when they are read), not once per batch.
+        self._last_success = 0.0
+        self._synced_success = 0.0
 
     def error(self, message: str) -> None:
         """A failed attempt: state ``error``, the (scrubbed) message as last error."""
@@ -50,10 +55,17 @@ class Health:
     def success(self, events: int) -> None:
         """A delivered batch of ``events``: back to ``active``; after failures, say so."""
         self.stats.delivered += events
-        self.stats.last_success_at = now_rfc3339()
+        self._last_success = time.time()
         if self.stats.state in ("error", "blocked", "starting"):
             self.stats.state = "active"
         self._recovered()
+
+    def sync(self) -> None:
+        """Bring ``last_success_at`` up to date (before the stats are written or read)."""
+        if self._last_success != self._synced_success:
+            self._synced_success = self._last_success
+            self.stats.last_success_at = format_rfc3339(
+                _dt.datetime.fromtimestamp(self._last_success, _dt.timezone.utc))
 
     def started(self) -> None:
         """The sink started: state ``active``; after failed starts, say so."""

@@ -22,6 +22,7 @@ for a replay).
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -29,8 +30,21 @@ from dataclasses import dataclass
 
 from ..config import RetryConfig
 from ..errors import PermanentError, RetryableError, SinkError
-from ..timestamps import now_rfc3339
+from ..timestamps import format_rfc3339, now_rfc3339
 from .batch import Batch
+
+
+class _Now:
+    """The time it was made, formatted (RFC 3339) only if asked for: most batches are
+    delivered at the first attempt and never need their first attempt's time as text."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = time.time()
+
+    def __str__(self) -> str:
+        return format_rfc3339(_dt.datetime.fromtimestamp(self.at, _dt.timezone.utc))
 
 __all__ = ["Backoff", "DeliveryFailure", "deliver"]
 
@@ -95,12 +109,13 @@ async def deliver(
     while todo:
         remaining = todo.pop()
         attempts = 0
-        first_at = now_rfc3339()
+        first_at = _Now()
         started = clock()
         while len(remaining):
             attempts += 1
             try:
-                await asyncio.wait_for(send(remaining), timeout or None)
+                async with asyncio.timeout(timeout or None):
+                    await send(remaining)
             except asyncio.TimeoutError:
                 err: SinkError = RetryableError(f"attempt timed out after {timeout}s")
             except SinkError as exc:
@@ -112,7 +127,7 @@ async def deliver(
                     todo += [remaining[half:], remaining[:half]]
                     break
                 await on_failed(DeliveryFailure(remaining, _unexpected(exc), attempts,
-                                                first_at, now_rfc3339()))
+                                                str(first_at), now_rfc3339()))
                 break
             else:
                 delivered += len(remaining)
@@ -128,13 +143,13 @@ async def deliver(
             if not err.retryable:
                 rejected = getattr(err, "rejected", None)
                 n = len(remaining) if rejected is None else max(1, min(rejected, len(remaining)))
-                await on_failed(DeliveryFailure(remaining[:n], err, attempts, first_at,
+                await on_failed(DeliveryFailure(remaining[:n], err, attempts, str(first_at),
                                                 now_rfc3339()))
                 remaining = remaining[n:]
-                attempts, first_at, started = 0, now_rfc3339(), clock()
+                attempts, first_at, started = 0, _Now(), clock()
                 continue
             if backoff.exhausted(attempts, clock() - started):
-                await on_failed(DeliveryFailure(remaining, err, attempts, first_at,
+                await on_failed(DeliveryFailure(remaining, err, attempts, str(first_at),
                                                 now_rfc3339()))
                 break
             delay = backoff.delay(attempts, getattr(err, "retry_after", None))

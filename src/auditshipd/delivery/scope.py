@@ -8,6 +8,7 @@ filter is the core's, never the sink's: a line outside a sink's scope never reac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,7 +16,12 @@ import msgspec
 
 from ..timestamps import parse_time
 
-__all__ = ["NOT_AN_OBJECT", "SinkScope", "line_scope"]
+try:  # the C scanner of the redaction extension (absent in a build without a compiler)
+    from ..redaction import _redact_c as _c
+except ImportError:  # pragma: no cover - exercised by the no-compiler build test
+    _c = None
+
+__all__ = ["NOT_AN_OBJECT", "SinkScope", "chunk_scopes", "line_scope"]
 
 # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string and RecursionError
 # for absurd nesting: both mean "not valid JSON", never a crashed consumer.
@@ -49,7 +55,33 @@ def line_scope(line: bytes) -> tuple[Any, Any]:
     except _UNDECODABLE:
         return NOT_AN_OBJECT, None
     org = scope.organization
-    return (org.get("slug") if isinstance(org, dict) else None), scope.occurred_at
+    slug = org.get("slug") if isinstance(org, dict) else None
+    # Organizations are named by strings: any other slug is in no organization's scope.
+    return (slug if isinstance(slug, str) else None), scope.occurred_at
+
+
+def chunk_scopes(raw: list[bytes], want_times: bool) -> tuple[dict[Any, list[int]], list[Any] | None]:
+    """The lines of a chunk by scope: ``{slug: [line numbers, ascending]}`` (None: no
+    organization; NOT_AN_OBJECT: not a JSON object), and with ``want_times`` each line's
+    raw ``occurred_at``. The C scanner answers for the lines it can read with certainty
+    (no escapes in the fields, valid JSON); :func:`line_scope` for the others, so both
+    always agree (a property test checks)."""
+    if _c is None or os.environ.get("AUDITSHIPD_REDACT_C", "1") == "0":
+        pairs = [line_scope(line) for line in raw]
+        return _group([p[0] for p in pairs]), [p[1] for p in pairs] if want_times else None
+    slugs, times, unsure = _c.scope_lines(raw, want_times)
+    for i in unsure:
+        slugs[i], t = line_scope(raw[i])
+        if times is not None:
+            times[i] = t
+    return _c.group_lines(slugs), times
+
+
+def _group(keys: list[Any]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
 
 
 class SinkScope:

@@ -1052,6 +1052,215 @@ static PyObject *Plan_redact(Plan *self, PyObject *line) {
     return result;
 }
 
+/* -- scope: a line's organization slug and occurred_at, for routing ----------------- */
+
+/* The decoded value of a JSON string without escapes (else GIVE_UP: Python decides). */
+static int scope_string(Src *s, PyObject **out) {
+    const unsigned char *start;
+    Py_ssize_t len;
+    int rc = scan_string(s, &start, &len);
+    if (rc != OK)
+        return rc;
+    *out = PyUnicode_DecodeUTF8((const char *)start, len, NULL);
+    return *out == NULL ? ERR : OK;
+}
+
+/* The "slug" member of the organization object (None when absent or not a string). */
+static int scope_org(Src *s, PyObject **slug) {
+    const unsigned char *key;
+    Py_ssize_t klen;
+    int rc, seen = 0;
+    if (s->p >= s->end || *s->p != '{') /* not an object: no slug */
+        return skip_value(s, 1);
+    if (open_container(s, '}'))
+        return OK;
+    do {
+        if (s->p >= s->end || *s->p != '"')
+            return GIVE_UP;
+        if ((rc = scan_string(s, &key, &klen)) != OK || (rc = colon(s)) != OK)
+            return rc;
+        if (klen == 4 && memcmp(key, "slug", 4) == 0) {
+            if (seen++)
+                return GIVE_UP; /* a duplicate key: Python decides which counts */
+            if (s->p < s->end && *s->p == '"') {
+                if ((rc = scope_string(s, slug)) != OK)
+                    return rc;
+                continue;
+            }
+        }
+        if ((rc = skip_value(s, 2)) != OK)
+            return rc;
+    } while ((rc = next_member(s, '}')) == MORE);
+    return rc;
+}
+
+/* One line: OK with *slug / *when set (new references or NULL for "absent / not a
+ * string"), GIVE_UP when Python must decide (invalid or unusual JSON), ERR. */
+static int scope_line(const unsigned char *data, Py_ssize_t size, int want_time, PyObject **slug,
+                      PyObject **when) {
+    const unsigned char *key;
+    Py_ssize_t klen;
+    int rc, orgs = 0, times = 0;
+    Src s = {data, data + size};
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (data[i] >= 0x80) { /* invalid UTF-8 is invalid JSON: Python says so */
+            PyObject *check = PyUnicode_DecodeUTF8((const char *)data, size, NULL);
+            if (check == NULL) {
+                PyErr_Clear();
+                return GIVE_UP;
+            }
+            Py_DECREF(check);
+            break;
+        }
+    }
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != '{')
+        return GIVE_UP;
+    if (!open_container(&s, '}')) {
+        do {
+            if (s.p >= s.end || *s.p != '"')
+                return GIVE_UP;
+            if ((rc = scan_string(&s, &key, &klen)) != OK || (rc = colon(&s)) != OK)
+                return rc;
+            if (klen == 12 && memcmp(key, "organization", 12) == 0) {
+                if (orgs++)
+                    return GIVE_UP;
+                rc = scope_org(&s, slug);
+            } else if (klen == 11 && memcmp(key, "occurred_at", 11) == 0) {
+                if (times++)
+                    return GIVE_UP;
+                if (s.p >= s.end || *s.p != '"')
+                    return GIVE_UP; /* not a string: Python decides what it means */
+                if (want_time)
+                    rc = scope_string(&s, when);
+                else {
+                    const unsigned char *start;
+                    Py_ssize_t len;
+                    rc = scan_string(&s, &start, &len);
+                }
+            } else {
+                rc = skip_value(&s, 1);
+            }
+            if (rc != OK)
+                return rc;
+        } while ((rc = next_member(&s, '}')) == MORE);
+        if (rc != OK)
+            return rc;
+    }
+    skip_ws(&s);
+    return s.p == s.end ? OK : GIVE_UP; /* trailing data: not one JSON object */
+}
+
+/* scope_lines(lines, want_times) -> (slugs, times, unsure): per line the organization's
+ * slug (None: absent or not a string), its occurred_at string (None: absent; only with
+ * want_times, else times is None), and the indices of the lines the scanner leaves to
+ * Python (their entries are None). */
+static PyObject *scope_lines(PyObject *self, PyObject *args) {
+    PyObject *lines;
+    int want_time;
+    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &lines, &want_time))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    PyObject *slugs = PyList_New(n);
+    PyObject *times = want_time ? PyList_New(n) : Py_NewRef(Py_None);
+    PyObject *unsure = PyList_New(0);
+    PyObject *last = NULL; /* the previous line's slug: runs of one organization share it */
+    if (slugs == NULL || times == NULL || unsure == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        PyObject *slug = NULL, *when = NULL;
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "scope_lines() takes a list of bytes");
+            goto fail;
+        }
+        int rc = scope_line((const unsigned char *)PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line),
+                            want_time, &slug, &when);
+        if (rc == ERR) {
+            Py_XDECREF(slug);
+            Py_XDECREF(when);
+            goto fail;
+        }
+        if (rc == GIVE_UP) {
+            Py_XDECREF(slug);
+            Py_XDECREF(when);
+            slug = when = NULL;
+            PyObject *k = PyLong_FromSsize_t(i);
+            if (k == NULL || PyList_Append(unsure, k) < 0) {
+                Py_XDECREF(k);
+                goto fail;
+            }
+            Py_DECREF(k);
+        }
+        if (slug != NULL && last != NULL && PyUnicode_Compare(slug, last) == 0) {
+            Py_DECREF(slug); /* the same organization as the line before: one object */
+            slug = Py_NewRef(last);
+        }
+        if (slug != NULL)
+            last = slug;
+        PyList_SET_ITEM(slugs, i, slug != NULL ? slug : Py_NewRef(Py_None));
+        if (want_time)
+            PyList_SET_ITEM(times, i, when != NULL ? when : Py_NewRef(Py_None));
+        else
+            Py_XDECREF(when);
+    }
+    return Py_BuildValue("(NNN)", slugs, times, unsure);
+fail:
+    Py_XDECREF(slugs);
+    Py_XDECREF(times);
+    Py_XDECREF(unsure);
+    return NULL;
+}
+
+/* group_lines(keys) -> {key: [index, ...]}: the indices of equal keys, ascending. */
+static PyObject *group_lines(PyObject *self, PyObject *keys) {
+    if (!PyList_Check(keys)) {
+        PyErr_SetString(PyExc_TypeError, "group_lines() takes a list");
+        return NULL;
+    }
+    PyObject *groups = PyDict_New();
+    if (groups == NULL)
+        return NULL;
+    PyObject *last = NULL, *rows = NULL; /* the previous key and its list (borrowed) */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (key != last) {
+            rows = PyDict_GetItemWithError(groups, key);
+            if (rows == NULL) {
+                if (PyErr_Occurred())
+                    goto fail;
+                rows = PyList_New(0);
+                if (rows == NULL)
+                    goto fail;
+                int bad = PyDict_SetItem(groups, key, rows);
+                Py_DECREF(rows); /* the dict holds it */
+                if (bad < 0)
+                    goto fail;
+            }
+            last = key;
+        }
+        PyObject *k = PyLong_FromSsize_t(i);
+        if (k == NULL || PyList_Append(rows, k) < 0) {
+            Py_XDECREF(k);
+            goto fail;
+        }
+        Py_DECREF(k);
+    }
+    return groups;
+fail:
+    Py_DECREF(groups);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"scope_lines", scope_lines, METH_VARARGS,
+     "scope_lines(lines: list[bytes], want_times: bool) -> (slugs, times, unsure): each "
+     "line's organization slug and occurred_at; unsure: the lines Python must scope."},
+    {"group_lines", group_lines, METH_O,
+     "group_lines(keys: list) -> dict: the ascending indices of each distinct key."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef Plan_methods[] = {
     {"redact", (PyCFunction)Plan_redact, METH_O,
      "redact(line: bytes) -> bytes | None: the redacted event, or None when the Python "
@@ -1080,6 +1289,7 @@ static struct PyModuleDef module = {
     .m_name = "auditshipd.redaction._redact_c",
     .m_doc = "The C tier of the redaction fast path (see auditshipd.redaction.fastpath).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__redact_c(void) {

@@ -53,15 +53,19 @@ class FileSink:
                            self.options.mode)
 
     async def send(self, batch: Batch) -> None:
-        data = batch.jsonl()
         try:
-            await asyncio.to_thread(self._write, data)
+            # Joined in the worker thread: a batch waiting for a thread holds its lines
+            # only, not a second copy of them.
+            await asyncio.get_running_loop().run_in_executor(None, self._write_batch, batch)
         except OSError as exc:
             # ENOSPC, EIO: the disk may recover; EACCES/EROFS will not by retrying soon,
             # but they are not the events' fault either: keep retrying, the journal holds.
             raise RetryableError(f"cannot write {self.path}: {exc.strerror}") from None
         except ValueError as exc:  # pragma: no cover - encoding is done by the core
             raise PermanentError(str(exc)) from None
+
+    def _write_batch(self, batch: Batch) -> None:
+        self._write(batch.jsonl())
 
     def _write(self, data: bytes) -> None:
         if self._fd is None:
