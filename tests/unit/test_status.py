@@ -294,3 +294,23 @@ def test_cli_json_and_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("SINK")
     assert "siem" in out and "inactive" in out
+
+
+def test_an_unchanged_sink_stays_live_while_the_run_that_wrote_it_beats(tmp_path):
+    """Status files are rewritten only when they change: the daemon's heartbeat
+    (status/.daemon.json) says its sinks still run, for the run that wrote them only."""
+    config = make_config(tmp_path)
+    t = 1_700_000_000.0
+    write_status(config, "siem", state="active", run="run-a", updated_at=iso(t - 600))
+    beat = config.state_dir / "status" / ".daemon.json"
+
+    def row(now: float) -> dict:
+        return next(r for r in sink_status(config, now=now) if r["name"] == "siem")
+
+    assert row(t)["state"] == "inactive"  # no heartbeat: the file alone is too old
+    beat.write_bytes(msgspec.json.encode({"pid": 1, "run": "run-a", "updated_at": iso(t - 1)}))
+    assert row(t)["state"] == "active" and row(t)["status_updated_at"] == iso(t - 1)
+    assert row(t + STALE_AFTER + 1)["state"] == "inactive"  # the daemon stopped beating
+    # A later run beats, but this file was left by an earlier one (the sink is gone).
+    beat.write_bytes(msgspec.json.encode({"pid": 2, "run": "run-b", "updated_at": iso(t - 1)}))
+    assert row(t)["state"] == "inactive" and row(t)["status_updated_at"] == iso(t - 600)

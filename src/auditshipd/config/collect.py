@@ -18,6 +18,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from ..errors import ConfigError, ConfigErrors
+from .options import type_info
 from .tables import explain
 
 __all__ = ["convert_all", "did_you_mean", "known_keys", "raise_all", "with_lines"]
@@ -42,7 +43,7 @@ def _unwrap(info: Any) -> Any:
 
 def known_keys(typ: Any, parts: list[str | int]) -> list[str]:
     """The keys the table at ``parts`` (inside a ``typ`` value) may have."""
-    info = _unwrap(mi.type_info(typ))
+    info = _unwrap(type_info(typ))
     for p in parts:
         if isinstance(p, int):
             info = info.item_type if isinstance(info, _SEQUENCES) else None

@@ -10,6 +10,8 @@ field accepts.
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,9 +31,23 @@ def first_unknown_key(data: Any, options_type: type) -> str | None:
 def unknown_keys(data: Any, options_type: type) -> list[tuple[str, list[str]]]:
     """Every key of ``data`` that ``options_type`` has no field for: its dotted path and
     the keys its table may have."""
-    # Not cached: a reload imports drop-in plugins afresh, and a cache would keep every
-    # old generation of their classes alive.
-    return list(_walk(data, mi.type_info(options_type), ""))
+    return list(_walk(data, type_info(options_type), ""))
+
+
+# Per options class, weakly: a reload imports drop-in plugins afresh, and the classes of
+# their old generation must be free to go. (A thousand sinks of one type inspect it once.)
+_infos: weakref.WeakKeyDictionary[type, mi.Type] = weakref.WeakKeyDictionary()
+
+
+def type_info(options_type: type) -> mi.Type:
+    """``msgspec.inspect.type_info`` of an options class, computed once per class."""
+    try:
+        return _infos[options_type]
+    except (KeyError, TypeError):  # TypeError: not weakly referenceable (a builtin type)
+        info = mi.type_info(options_type)
+        with contextlib.suppress(TypeError):
+            _infos[options_type] = info
+        return info
 
 
 def _join(path: str, key: object) -> str:

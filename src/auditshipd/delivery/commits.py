@@ -6,7 +6,8 @@ round (write temp, fsync, rename each, then one fsync of the directory) in one w
 thread. Rounds follow each other as fast as the commits come (so a crash re-sends at most
 the batches acknowledged during one round), spaced a little more when many sinks are
 dirty at once. Status files are rewritten when what they say changed (at most once a
-second) and refreshed when they grow old, so ``auditshipd status`` sees a live sink.
+second, less often with hundreds of sinks); the heartbeat file, rewritten every second,
+tells ``auditshipd status`` that the daemon, so its sinks, still run.
 Sinks joined to the shared pass that have had nothing in scope for a while get the
 pass's position committed (:meth:`~auditshipd.delivery.fanout.SharedPass.commit_idle`),
 so a restart does not re-read what they never needed. No timer or task per sink.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..journal.cursor import CursorState, CursorStore
+from .status import Heartbeat
 
 if TYPE_CHECKING:
     from .fanout import SharedPass
@@ -32,9 +34,11 @@ if TYPE_CHECKING:
 __all__ = ["CommitSaver"]
 
 _MAX_BACKOFF = 5.0
-# Seconds between status checks, and between commits of the pass's position for idle
-# joined sinks.
+# Seconds between heartbeats and status checks (with many sinks, status files that
+# changed are rewritten at most every _STATUS_PER_SINK x sinks seconds), and between
+# commits of the pass's position for idle joined sinks.
 _STATUS_EVERY = 1.0
+_STATUS_PER_SINK = 0.005
 _IDLE_COMMIT_EVERY = 5.0
 # A round that saved many cursors waits this long per cursor before the next one (at
 # most a second): a thousand sinks do not each fsync after every batch.
@@ -44,6 +48,7 @@ _GAP_PER_CURSOR = 0.001
 class CommitSaver:
     def __init__(self, state_dir: str | Path, shared: SharedPass | None = None) -> None:
         self.cursors = CursorStore(state_dir)
+        self.heartbeat = Heartbeat(Path(state_dir))
         self.shared = shared
         self.members: dict[str, Outbox] = {}
         self._dirty: dict[str, Outbox] = {}
@@ -66,7 +71,7 @@ class CommitSaver:
             del self._dirty[member.name]
 
     async def run(self) -> None:
-        last_status = last_idle = time.monotonic()
+        last_status = last_idle = last_beat = time.monotonic()
         while True:
             if self._failures:
                 await asyncio.sleep(min(_MAX_BACKOFF, 0.5 * 2 ** min(self._failures - 1, 8)))
@@ -80,16 +85,19 @@ class CommitSaver:
                 for member in self.shared.commit_idle():
                     self._dirty[member.name] = member
             status: list[Outbox] = []
-            if now - last_status >= _STATUS_EVERY:
+            if now - last_status >= max(_STATUS_EVERY, _STATUS_PER_SINK * len(self.members)):
                 last_status = now
                 status = list(self.members.values())
-            saved = await self.save_round(status)
+            beat = now - last_beat >= _STATUS_EVERY
+            if beat:
+                last_beat = now
+            saved = await self.save_round(status, beat=beat)
             if saved > 1:
                 await asyncio.sleep(min(1.0, saved * _GAP_PER_CURSOR))
 
-    async def save_round(self, status: list[Outbox]) -> int:
-        """Save every dirty cursor and the status files of ``status`` that changed;
-        return how many cursors were saved."""
+    async def save_round(self, status: list[Outbox], *, beat: bool = True) -> int:
+        """Save every dirty cursor and the status files of ``status`` that changed (and
+        with ``beat`` the heartbeat); return how many cursors were saved."""
         dirty, self._dirty = self._dirty, {}
         snapshots = [(m, m.cursor_snapshot()) for m in dirty.values()]
         for m in dirty.values():
@@ -97,7 +105,7 @@ class CommitSaver:
         for m in status:
             m.sync_stats()
         try:
-            await asyncio.to_thread(self._save, [s for _m, s in snapshots], status)
+            await asyncio.to_thread(self._save, [s for _m, s in snapshots], status, beat)
         except Exception as exc:
             self._failures += 1
             for m, _s in snapshots:
@@ -112,10 +120,12 @@ class CommitSaver:
             self._failures = 0
         return len(snapshots)
 
-    def _save(self, states: list[CursorState], status: list[Outbox]) -> None:
+    def _save(self, states: list[CursorState], status: list[Outbox], beat: bool) -> None:
         self.cursors.save_many(states)
         for m in status:
             m.status.write_if_changed()
+        if beat:
+            self.heartbeat.beat()
 
     async def flush(self) -> None:
         """Save what is dirty now (at shutdown)."""

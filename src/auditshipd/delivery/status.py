@@ -1,16 +1,22 @@
-"""The status file of a running sink: ``state_dir/status/SINK.json``.
+"""The status file of a running sink: ``state_dir/status/SINK.json``, and the daemon's
+heartbeat beside them.
 
 The driver keeps a :class:`SinkStats`; the commit saver rewrites the file when it changed
-(at most once a second) and every REFRESH_AFTER seconds otherwise, while the sink runs
 (whole-file replace, no fsync: it is a report, not a delivery guarantee); the driver
-marks it ``stopped`` at the end; ``auditshipd status`` reads it. When the state dir
-cannot take a write (full), the failure is reported here too.
+marks it ``stopped`` at the end; ``auditshipd status`` reads it. That the daemon still
+runs is said once for all sinks, by the heartbeat file (:class:`Heartbeat`, rewritten
+every second): an unchanged sink's file is never rewritten, so a thousand idle sinks cost
+nothing. Each status file carries the daemon run (``run``) that wrote it, so a file
+left by an earlier run is never taken for a live sink. When the state dir cannot take a
+write (full), the failure is reported here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -21,12 +27,28 @@ from ..durable import atomic_write, overwrite_in_place
 from ..scrub import scrub_secrets
 from ..timestamps import now_rfc3339
 
-__all__ = ["REFRESH_AFTER", "SinkStats", "StatusFile"]
+__all__ = ["HEARTBEAT_NAME", "RUN_ID", "Heartbeat", "SinkStats", "StatusFile"]
 
 _encode = msgspec.json.Encoder().encode
-# An unchanged status file is rewritten this often: `auditshipd status` takes a file
-# older than 5 s (service.status.STALE_AFTER) for a sink that is not running.
-REFRESH_AFTER = 2.0
+# This process's run of the daemon: written in every status file and in the heartbeat.
+RUN_ID = secrets.token_hex(8)
+# In state_dir/status/, beside the sinks' files (a sink name never starts with a dot).
+HEARTBEAT_NAME = ".daemon.json"
+
+
+class Heartbeat:
+    """``state_dir/status/.daemon.json``: the daemon's pid and run, and when it last said
+    it runs (rewritten every second by the commit saver)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "status" / HEARTBEAT_NAME
+        self.started_at = now_rfc3339()
+
+    def beat(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, _encode({"pid": os.getpid(), "run": RUN_ID,
+                                         "started_at": self.started_at,
+                                         "updated_at": now_rfc3339()}), durable=False)
 
 class SinkStats(msgspec.Struct, kw_only=True):
     sink: str
@@ -49,6 +71,7 @@ class SinkStats(msgspec.Struct, kw_only=True):
     persist_error: str | None = None
     persist_error_at: str | None = None
     persist_errors: int = 0
+    run: str = RUN_ID  # the daemon run that writes this file (see Heartbeat)
     updated_at: str = ""
 
 
@@ -97,10 +120,9 @@ class StatusFile:
             self.write(False)
 
     def write_if_changed(self) -> None:
-        """Rewrite the file when what it says changed, or when it is REFRESH_AFTER
-        seconds old (``auditshipd status`` calls a sink whose file is older inactive)."""
+        """Rewrite the file when what it says changed (the heartbeat says it is live)."""
         key = msgspec.structs.astuple(self.stats)[:-1]  # all but updated_at
-        if key == self._last_key and time.monotonic() - self._last_write < REFRESH_AFTER:
+        if key == self._last_key:
             return
         self.write(True)
         self._last_key = key

@@ -1094,6 +1094,20 @@ static int scope_org(Src *s, PyObject **slug) {
     return rc;
 }
 
+/* Whether any byte is >= 0x80 (not ASCII), eight bytes at a time. */
+static inline int has_high_byte(const unsigned char *p, Py_ssize_t n) {
+    const unsigned char *end = p + n;
+    uint64_t acc = 0;
+    for (; end - p >= 8; p += 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        acc |= w;
+    }
+    while (p < end)
+        acc |= *p++;
+    return (acc & 0x8080808080808080ULL) != 0;
+}
+
 /* One line: OK with *slug / *when set (new references or NULL for "absent / not a
  * string"), GIVE_UP when Python must decide (invalid or unusual JSON), ERR. */
 static int scope_line(const unsigned char *data, Py_ssize_t size, int want_time, PyObject **slug,
@@ -1102,16 +1116,13 @@ static int scope_line(const unsigned char *data, Py_ssize_t size, int want_time,
     Py_ssize_t klen;
     int rc, orgs = 0, times = 0;
     Src s = {data, data + size};
-    for (Py_ssize_t i = 0; i < size; i++) {
-        if (data[i] >= 0x80) { /* invalid UTF-8 is invalid JSON: Python says so */
-            PyObject *check = PyUnicode_DecodeUTF8((const char *)data, size, NULL);
-            if (check == NULL) {
-                PyErr_Clear();
-                return GIVE_UP;
-            }
-            Py_DECREF(check);
-            break;
+    if (has_high_byte(data, size)) { /* invalid UTF-8 is invalid JSON: Python says so */
+        PyObject *check = PyUnicode_DecodeUTF8((const char *)data, size, NULL);
+        if (check == NULL) {
+            PyErr_Clear();
+            return GIVE_UP;
         }
+        Py_DECREF(check);
     }
     skip_ws(&s);
     if (s.p >= s.end || *s.p != '{')

@@ -2,9 +2,11 @@
 
 Everything comes from the state dir and the journal files, never from the daemon, so it
 answers the same whether the daemon runs or not. Whether a sink is live is decided from
-its status file: the daemon rewrites ``state_dir/status/SINK.json`` about once a second
-while a sink runs and marks it ``stopped`` when it stops; a file older than
-:data:`STALE_AFTER` seconds means the daemon is gone (killed, crashed, not started).
+its status file (``state_dir/status/SINK.json``, rewritten when it changes, marked
+``stopped`` when the sink stops) and the daemon's heartbeat beside it (``.daemon.json``,
+rewritten every second): a sink is live while the run that wrote its file beats; a
+heartbeat older than :data:`STALE_AFTER` seconds means the daemon is gone (killed,
+crashed, not started).
 
 Lag is measured against the *committed* cursor (what the sink acknowledged), over the
 files the journal globs match now: ``size - offset`` for a tracked segment, the whole
@@ -30,6 +32,7 @@ import msgspec
 
 from ..config import Config, SinkConfig
 from ..delivery.quarantine import QuarantineFile
+from ..delivery.status import HEARTBEAT_NAME
 from ..journal.cursor import CursorStore, SegmentCursor
 from ..journal.segments import dir_owner, matched_files, refusal, resume_offset
 from ..timestamps import now_rfc3339, parse_time
@@ -43,7 +46,7 @@ __all__ = [
     "sink_status",
 ]
 
-# The daemon refreshes a running sink's status file every STATUS_INTERVAL seconds; two
+# The daemon rewrites its heartbeat every STATUS_INTERVAL seconds; two
 # missed refreshes plus slack for a busy machine mean nobody is writing it any more.
 STATUS_INTERVAL = 1.0
 STALE_AFTER = 2 * STATUS_INTERVAL + 3.0
@@ -151,10 +154,23 @@ def _dead_letters(path: Path) -> tuple[int, int]:
     return records, events
 
 
-def _state(sc: SinkConfig, doc: dict[str, Any] | None, now: float) -> str:
+def _vouched_at(doc: dict[str, Any], beat: dict[str, Any] | None) -> str | None:
+    """When the daemon last said this status holds: the file's own time, or the
+    heartbeat's when the run that wrote the file still beats."""
+    at = doc.get("updated_at")
+    if beat is not None and doc.get("run") and beat.get("run") == doc.get("run"):
+        hb = beat.get("updated_at")
+        if isinstance(hb, str) and (not isinstance(at, str) or
+                                    (parse_time(hb) or 0.0) > (parse_time(at) or 0.0)):
+            return hb
+    return at if isinstance(at, str) else None
+
+
+def _state(sc: SinkConfig, doc: dict[str, Any] | None, now: float,
+           beat: dict[str, Any] | None = None) -> str:
     if not sc.enabled or doc is None or doc.get("state") == "stopped":
         return "inactive"
-    updated = parse_time(doc.get("updated_at"))
+    updated = parse_time(_vouched_at(doc, beat))
     if updated is None or now - updated > STALE_AFTER:
         return "inactive"
     state = doc.get("state")
@@ -165,7 +181,8 @@ def _state(sc: SinkConfig, doc: dict[str, Any] | None, now: float) -> str:
     return "active"
 
 
-def _one_sink(config: Config, sc: SinkConfig, now: float, budget: int) -> dict[str, Any]:
+def _one_sink(config: Config, sc: SinkConfig, now: float, budget: int,
+              beat: dict[str, Any] | None) -> dict[str, Any]:
     state_dir = config.state_dir
     doc = _read_json(state_dir / "status" / f"{sc.name}.json")
     store = CursorStore(state_dir)
@@ -185,7 +202,7 @@ def _one_sink(config: Config, sc: SinkConfig, now: float, budget: int) -> dict[s
         "name": sc.name,
         "type": sc.type,
         "enabled": sc.enabled,
-        "state": _state(sc, doc or None, now),
+        "state": _state(sc, doc or None, now, beat),
         "cursor": [{"segment": key, "path": c.path, "offset": c.offset}
                    for key, c in sorted(segments.items())],
         "acked_events": cursor.acked_events if cursor is not None else 0,
@@ -203,7 +220,7 @@ def _one_sink(config: Config, sc: SinkConfig, now: float, budget: int) -> dict[s
         "dead_letter_count": events,
         "dead_letter_records": records,
         "quarantine_count": QuarantineFile(state_dir, sc.name).count(),
-        "status_updated_at": doc.get("updated_at"),
+        "status_updated_at": _vouched_at(doc, beat),
         "persist_error": doc.get("persist_error"),
         "persist_error_at": doc.get("persist_error_at"),
         "persist_errors": doc.get("persist_errors", 0),
@@ -217,7 +234,8 @@ def sink_status(config: Config, *, budget: int = DEFAULT_BUDGET,
                 now: float | None = None) -> list[dict[str, Any]]:
     """One row per configured sink, from the state dir and the journal files only."""
     now = time.time() if now is None else now
-    return [_one_sink(config, sc, now, budget) for sc in config.sinks]
+    beat = _read_json(config.state_dir / "status" / HEARTBEAT_NAME)
+    return [_one_sink(config, sc, now, budget, beat) for sc in config.sinks]
 
 
 # -- command line ---------------------------------------------------------------------
