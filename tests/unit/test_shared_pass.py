@@ -258,3 +258,47 @@ async def test_start_at_is_honoured_beside_the_pass(tmp_path, start_at):
     await h.stop()
     assert h.sinks["all"].accepted == [*old, *(f"e{i}" for i in range(30, 40))]
     assert h.sinks["late"].accepted == [f"e{i}" for i in range(30, 40)]
+
+
+async def test_lines_held_for_joined_sinks_stay_under_the_bound(tmp_path, monkeypatch):
+    """Many org streams whose batches only go out when the pass sends them: what the
+    pass has handed out and not seen committed (batches being built and in flight) stays
+    under its bound plus one read block; a sink whose batch stays in flight too long
+    is sent to read alone, and every stream still gets exactly its events."""
+    from auditshipd.delivery import fanout
+    monkeypatch.setattr(fanout, "_PASS_BLOCK", 4096)
+    monkeypatch.setattr(fanout, "_PASS_BYTES", 24 * 1024)
+    monkeypatch.setattr(fanout, "_STALL", 0.5)
+    orgs = [f"o{k}" for k in range(12)]
+    big = "concurrency = 4\n[sinks.batch]\nmax_events = 1000\nmax_bytes = 10000000\ntimeout = 0.2"
+    config = make_config(tmp_path, "read_block_bytes = 4096\n" + "".join(
+        sink_table(o, f'organizations = ["{o}"]\n{big}') for o in orgs))
+    # Half the events are o0's, whose destination hangs: its batches alone would fill
+    # the bound.
+    events = [orgs[0] if i % 2 else orgs[1 + i // 2 % (len(orgs) - 1)] for i in range(2400)]
+    ids = write_events(tmp_path / "audit.jsonl", events)
+    h = Harness(config)
+    await h.start()
+    gate = asyncio.Event()
+    h.sinks["o0"].gate = gate  # its first batch stays in flight
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, h.shared._held())
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        want = {o: [i for i, e in zip(ids, events, strict=True) if e == o] for o in orgs}
+        await until(lambda: all(len(h.sinks[o].accepted) == len(want[o]) for o in orgs[1:]))
+        assert not h.drivers["o0"]._joined  # left the pass: the others did not wait for it
+    finally:
+        watcher.cancel()
+        gate.set()
+    await until(lambda: len(h.sinks["o0"].accepted) == 1200)
+    await h.stop()
+    assert peak <= 24 * 1024 + 2 * 4096  # the bound and one read (a block and a line)
+    for o in orgs:
+        assert h.sinks[o].accepted == want[o]

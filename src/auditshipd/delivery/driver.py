@@ -220,7 +220,7 @@ class SinkDriver(Outbox):
         position = dict(self.committed.segments)
         end = self._starts_at_end()
         while not self._stopping.is_set():
-            if not end and shared.relation(position) == "at":
+            if not end and shared.relation(position) == "at" and shared.admits(self):
                 self.join_pass()
             else:
                 await self._until_ready()

@@ -257,6 +257,13 @@ class SharedPass:
         if not pol.members:
             del self._policies[id(member.redactor)]
 
+    def admits(self, member: SinkDriver) -> bool:
+        """Whether ``member`` may join: not while a batch of its has been in flight for
+        :data:`_STALL` seconds (it was sent off for that; it reads alone, bounded by its
+        own batches in flight, until its destination answers again)."""
+        oldest = member.oldest_sent_at()
+        return oldest is None or asyncio.get_running_loop().time() - oldest < _STALL
+
     def relation(self, position: dict[str, SegmentCursor]) -> str:
         """Where a sink that read to ``position`` stands: "at" the pass, "behind" it
         (it may read up to the pass's bounds), or "apart" (ahead on some segment: it

@@ -41,10 +41,10 @@ async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPa
     while not stopping.is_set():
         if shared is not None and not reader.has_pending:
             relation = shared.relation(position)
-            if relation == "at":
+            if relation == "at" and shared.admits(driver):
                 driver.join_pass()
                 return True
-            reader.limit = shared.bounds if relation == "behind" else None
+            reader.limit = None if relation == "apart" else shared.bounds
         timeout = None if deadline is None else max(0.0, deadline - loop.time())
         if driver.sealing is not None:
             timeout = driver.sealing.wait(timeout)
