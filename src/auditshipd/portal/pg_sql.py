@@ -41,14 +41,52 @@ def _lexemes(text: str) -> list[str]:
     return tokens
 
 
-def search_vector(text: str) -> str:
-    """The ``tsvector`` literal of an event's keyword text
-    (:func:`~auditshipd.portal.event_rows.line_text`): every token with its position.
-    Tokens are runs of letters and digits, so they need no quoting beyond the quotes."""
-    tokens = _lexemes(text)
-    if len(tokens) < _MAX_POSITION:
-        return " ".join([f"'{tok}':{i}" for i, tok in enumerate(tokens, 1)])
-    return " ".join([f"'{tok}':{min(i, _MAX_POSITION)}" for i, tok in enumerate(tokens, 1)])
+# The ASCII tokenizer: letters lower-cased, digits kept, everything else a separator.
+_ASCII_TOKENS = bytes(
+    c + 32 if 65 <= c <= 90 else c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256)
+)
+# A tsvector's binary form: the number of lexemes, then per lexeme (each once, in any
+# order: the server sorts them) the lexeme, NUL, the number of its positions and the
+# positions (ascending, at most 256, each at most 16383: what the server's text input
+# keeps of longer lists).
+_COUNT = struct.Struct(">i").pack
+_MAX_POSITIONS = 256
+_UINT16 = [p.to_bytes(2, "big") for p in range(_MAX_POSITION + 1)]
+_ONE_POSITION = [b"\x00\x00\x01" + p for p in _UINT16]
+
+
+def _tokens(text: str) -> list[bytes]:
+    if text.isascii():
+        tokens = text.encode().translate(_ASCII_TOKENS).split()
+        if tokens and max(map(len, tokens)) > _MAX_TOKEN_CHARS:
+            tokens = [t[:_MAX_TOKEN_CHARS] for t in tokens]
+        return tokens
+    return [t.encode() for t in _lexemes(text)]
+
+
+def _one_more(entry: bytes, size: int, position: int) -> bytes:
+    """``entry`` (a lexeme of ``size`` bytes and its positions) with one more position."""
+    count = entry[size + 1] << 8 | entry[size + 2]
+    if count >= _MAX_POSITIONS or entry[-2:] == _UINT16[position]:
+        return entry
+    return entry[: size + 1] + _UINT16[count + 1] + entry[size + 3 :] + _UINT16[position]
+
+
+def search_vector(text: str) -> bytes:
+    """The ``tsvector`` of an event's keyword text
+    (:func:`~auditshipd.portal.event_rows.line_text`) in PostgreSQL's binary form: every
+    token with its positions, so the server stores it without parsing anything."""
+    entries: dict[bytes, bytes] = {}
+    get = entries.get
+    for i, token in enumerate(_tokens(text), 1):
+        entry = get(token)
+        if i > _MAX_POSITION:
+            i = _MAX_POSITION
+        if entry is None:
+            entries[token] = token + _ONE_POSITION[i]
+        else:
+            entries[token] = _one_more(entry, len(token), i)
+    return _COUNT(len(entries)) + b"".join(entries.values())
 
 
 def tsquery(phrases: list[list[str]]) -> str:

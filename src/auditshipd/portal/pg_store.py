@@ -4,10 +4,10 @@
 ``postgres`` extra). The schema is managed by :mod:`auditshipd.portal.pg_schema`;
 :meth:`PostgresEventStore.open` only checks its version.
 
-Many daemons write at once: a batch travels as one array per column and is moved into
-``events`` with one ``INSERT ... SELECT FROM unnest ... ON CONFLICT DO NOTHING``, so redeliveries
-and the same event shipped by two hosts are stored once, without any lock between
-writers. Monthly partitions are created on demand under an advisory lock.
+Many daemons write at once: a batch travels as one binary ``COPY`` into ``events``
+(:mod:`auditshipd.portal.pg_ingest`); the primary key keeps redeliveries and the same
+event shipped by two hosts stored once, without any lock between writers. Monthly
+partitions are created on demand under an advisory lock.
 
 Ordering is ``(occurred_at, ingest)``: time, then insertion order, the same order as the
 SQLite store's ``seq``. A cursor carries both (its own format, version 2). Keyword search
@@ -25,16 +25,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .event_rows import event_rows
+from .event_rows import EventRow, event_rows
+from .pg_ingest import BatchWriter
 from .pg_schema import check_schema
-from .pg_sql import (
-    array_literal,
-    decode_cursor,
-    encode_cursor,
-    pg_text,
-    search_vector,
-    select_events,
-)
+from .pg_sql import decode_cursor, encode_cursor, pg_text, select_events
 from .query import EventFilter, format_time, query_phrases
 from .store import (
     MAX_LIMIT,
@@ -48,32 +42,6 @@ __all__ = ["PostgresEventStore", "is_postgres_url", "safe_location"]
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _PURGE_CHUNK = 2000
-# One statement per batch: the rows travel as arrays (one per column, binary), are
-# unnested in batch order and moved into ``events``; the action list is kept in the same
-# statement. An event without a usable time is also checked by id, since its time is the
-# time it arrived (a redelivery would otherwise get another one).
-_INSERT = """
-WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::text[], $5::text[],
-                         $6::text[], $7::text[], $8::text[], $9::text[])
-        WITH ORDINALITY AS s(id, occurred_at, timeless, action, actor, organization_slug,
-                             targets, search, body, ord)
-), moved AS (
-    INSERT INTO events (id, occurred_at, action, actor, organization_slug, targets, search, body)
-    SELECT s.id, s.occurred_at, s.action, s.actor, s.organization_slug, s.targets::text[],
-           s.search::tsvector, s.body
-    FROM batch s
-    WHERE NOT s.timeless OR NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
-    ORDER BY s.ord
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-), actions AS (
-    INSERT INTO event_actions (organization_slug, action)
-    SELECT DISTINCT coalesce(organization_slug, ''), action FROM batch
-    ON CONFLICT DO NOTHING
-)
-SELECT count(*) FROM moved"""
-_BATCH_MEMORY = "SET LOCAL work_mem = '64MB'"
 _PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':auditshipd-partitions'))"
 
 
@@ -93,8 +61,9 @@ def safe_location(url: str) -> str:
     return f"postgresql://{host}{port}{parts.path}"
 
 
-def _month_start(when: _dt.datetime) -> _dt.datetime:
-    return _dt.datetime(when.year, when.month, 1, tzinfo=_dt.timezone.utc)
+def _month_starts(rows: Sequence[EventRow]) -> set[_dt.datetime]:
+    months = {(r.when.year, r.when.month) for r in rows}
+    return {_dt.datetime(y, m, 1, tzinfo=_dt.timezone.utc) for y, m in months}
 
 
 def _next_month(start: _dt.datetime) -> _dt.datetime | None:
@@ -138,6 +107,10 @@ async def _init_connection(conn: Any) -> None:
         "timestamptz", schema="pg_catalog", encoder=_encode_time, decoder=_decode_time,
         format="tuple",
     )
+    # Keyword vectors are built by the writer in their binary form (pg_sql.search_vector).
+    await conn.set_type_codec(
+        "tsvector", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary"
+    )
 
 
 class PostgresEventStore(EventStore):
@@ -150,6 +123,7 @@ class PostgresEventStore(EventStore):
         self.max_size = max_size
         self.pool: Any = None
         self._partitions: set[str] = set()
+        self._writer = BatchWriter()
 
     async def open(self) -> None:
         if self.pool is not None:
@@ -171,6 +145,7 @@ class PostgresEventStore(EventStore):
 
     async def close(self) -> None:
         pool, self.pool = self.pool, None
+        self._writer.reset()
         if pool is not None:
             await pool.close()
 
@@ -192,27 +167,10 @@ class PostgresEventStore(EventStore):
         if not lines:
             return 0
         rows = event_rows(lines)
-        columns = (
-            [pg_text(r.id) for r in rows],
-            [r.when for r in rows],
-            [r.timeless for r in rows],
-            [pg_text(r.action) for r in rows],
-            [pg_text(r.actor) for r in rows],
-            [pg_text(r.organization) for r in rows],
-            [array_literal(r.targets) for r in rows],
-            [search_vector(r.text) for r in rows],
-            [r.body for r in rows],
-        )
-        months = {_month_start(r.when) for r in rows}
-        pool = self._need_pool()
-        async with pool.acquire() as conn:
+        months = _month_starts(rows)
+        async with self._need_pool().acquire() as conn:
             await self._ensure_partitions(conn, months)
-            async with conn.transaction():
-                # A batch of thousands of events (bodies included) is sorted into batch
-                # order: in memory, not spilled to temporary files as the default 4 MB
-                # would.
-                await conn.execute(_BATCH_MEMORY)
-                return int(await conn.fetchval(_INSERT, *columns))
+            return await self._writer.write(conn, rows)
 
     async def _ensure_partitions(self, conn: Any, months: set[_dt.datetime]) -> None:
         missing = {m for m in months if _partition_name(m) not in self._partitions}

@@ -1,0 +1,128 @@
+"""Writing a batch of events into the PostgreSQL store.
+
+A batch travels as one binary ``COPY`` straight into ``events``: every value in the
+server's binary form (the ``tsvector`` included, see
+:func:`~auditshipd.portal.pg_sql.search_vector`), so the server parses nothing and pays
+for the rows and their indexes only. The primary key ``(id, occurred_at)`` keeps the
+store idempotent: a batch holding an event that is already stored (a redelivery, or the
+same event shipped by another host) fails as a whole, is rolled back and goes through the
+careful path: the rows are copied into a temporary table and moved with ``INSERT ...
+SELECT ... ON CONFLICT DO NOTHING``, in batch order, so only the new ones are stored.
+After such a conflict the next batches take the careful path directly for a while (a
+redelivered backlog is a run of duplicates). So does a batch with an event without a
+usable time, which is also checked by id, since its time is the time it arrived (a
+redelivery would otherwise get another one).
+
+The (organization, action) pairs of the filter list are written in the same transaction,
+only those this writer has not stored before (the list is never shortened).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .event_rows import EventRow
+from .pg_sql import pg_text, search_vector
+
+__all__ = ["BatchWriter"]
+
+COLUMNS = ("id", "occurred_at", "action", "actor", "organization_slug", "targets", "search", "body")
+_UNIQUE_VIOLATION = "23505"
+# Batches that go the careful way after one that met a stored event.
+CAREFUL_BATCHES = 8
+_STAGING = """
+CREATE TEMPORARY TABLE IF NOT EXISTS events_batch (
+    ord integer NOT NULL,
+    timeless boolean NOT NULL,
+    id text NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    action text NOT NULL,
+    actor text NOT NULL,
+    organization_slug text,
+    targets text[] NOT NULL,
+    search tsvector NOT NULL,
+    body text NOT NULL
+) ON COMMIT DELETE ROWS"""
+_MOVE = """
+INSERT INTO events (id, occurred_at, action, actor, organization_slug, targets, search, body)
+SELECT id, occurred_at, action, actor, organization_slug, targets, search, body
+FROM events_batch s
+WHERE NOT s.timeless OR NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
+ORDER BY s.ord
+ON CONFLICT DO NOTHING"""
+_ACTIONS = """
+INSERT INTO event_actions (organization_slug, action)
+SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT DO NOTHING"""
+# The careful path sorts a batch of thousands of events (bodies included) into batch
+# order: in memory, not spilled to temporary files as the default 4 MB would.
+_BATCH_MEMORY = "SET LOCAL work_mem = '64MB'"
+
+
+def _record(row: EventRow) -> tuple[Any, ...]:
+    """A row's values for ``COPY``; text cannot hold NUL, which JSON writes ``\\u0000``."""
+    if "\\u0000" in row.body:
+        return (pg_text(row.id), row.when, pg_text(row.action), pg_text(row.actor),
+                pg_text(row.organization), [pg_text(t) for t in row.targets],
+                search_vector(row.text), row.body)
+    return (row.id, row.when, row.action, row.actor, row.organization, row.targets,
+            search_vector(row.text), row.body)
+
+
+class BatchWriter:
+    """Writes batches for one store; remembers the stored action pairs and recent
+    conflicts (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.actions: set[tuple[str, str]] = set()
+        self.careful = 0
+
+    def reset(self) -> None:
+        self.actions.clear()
+        self.careful = 0
+
+    async def write(self, conn: Any, rows: Sequence[EventRow]) -> int:
+        """Store ``rows`` (their months' partitions exist); returns how many were new."""
+        records = [_record(r) for r in rows]
+        new_actions = {(r[4] or "", r[2]) for r in records} - self.actions
+        if self.careful or any(r.timeless for r in rows):
+            self.careful = max(self.careful - 1, 0)
+            stored = await self._careful(conn, records, [r.timeless for r in rows], new_actions)
+        else:
+            try:
+                async with conn.transaction():
+                    await self._add_actions(conn, new_actions)
+                    status = await conn.copy_records_to_table(
+                        "events", records=records, columns=COLUMNS
+                    )
+                stored = int(status.rsplit(" ", 1)[1])
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) != _UNIQUE_VIOLATION:
+                    raise
+                self.careful = CAREFUL_BATCHES
+                stored = await self._careful(conn, records, [r.timeless for r in rows], new_actions)
+        self.actions |= new_actions
+        return stored
+
+    async def _careful(
+        self, conn: Any, records: list[tuple[Any, ...]], timeless: list[bool],
+        new_actions: set[tuple[str, str]],
+    ) -> int:
+        async with conn.transaction():
+            await conn.execute(_BATCH_MEMORY)
+            await conn.execute(_STAGING)
+            await conn.copy_records_to_table(
+                "events_batch",
+                records=[(i, t, *r) for i, (t, r) in enumerate(zip(timeless, records, strict=True))],
+                columns=("ord", "timeless", *COLUMNS),
+            )
+            await self._add_actions(conn, new_actions)
+            status = await conn.execute(_MOVE)
+        return int(status.rsplit(" ", 1)[1])
+
+    @staticmethod
+    async def _add_actions(conn: Any, pairs: set[tuple[str, str]]) -> None:
+        if pairs:
+            ordered = sorted(pairs)
+            await conn.execute(_ACTIONS, [p[0] for p in ordered], [p[1] for p in ordered])
