@@ -27,8 +27,8 @@ Version 5 gives the text columns of ``events`` (id, action, actor, organization,
 the ``"C"`` collation: they are only ever compared for equality, which every
 deterministic collation answers byte by byte, so no result changes, and each of the
 B-tree and GIN indexes on them compares bytes instead of calling the locale's collation
-on every insert. The migration rebuilds those indexes (a few minutes per million events,
-during which writers wait).
+on every insert. The migration rebuilds those indexes (writers wait meanwhile: about
+4 s per 200,000 events on a 2-core machine).
 """
 
 from __future__ import annotations

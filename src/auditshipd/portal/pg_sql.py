@@ -9,6 +9,8 @@ import base64
 import datetime as _dt
 import struct
 import unicodedata
+from collections.abc import Iterable
+from itertools import chain, repeat
 from typing import Any
 
 from .event_rows import ACCESS_ACTIONS
@@ -51,8 +53,8 @@ _ASCII_TOKENS = bytes(
 # keeps of longer lists).
 _COUNT = struct.Struct(">i").pack
 _MAX_POSITIONS = 256
-_UINT16 = [p.to_bytes(2, "big") for p in range(_MAX_POSITION + 1)]
-_ONE_POSITION = [b"\x00\x00\x01" + p for p in _UINT16]
+# One position's bytes as an entry starts them (NUL, count 1, position), for 1 to 16383.
+_ONE_POSITION = [b"\x00\x00\x01" + p.to_bytes(2, "big") for p in range(1, _MAX_POSITION + 1)]
 
 
 def _tokens(text: str) -> list[bytes]:
@@ -64,28 +66,32 @@ def _tokens(text: str) -> list[bytes]:
     return [t.encode() for t in _lexemes(text)]
 
 
-def _one_more(entry: bytes, size: int, position: int) -> bytes:
-    """``entry`` (a lexeme of ``size`` bytes and its positions) with one more position."""
+def _one_more(entry: bytes, size: int, one: bytes) -> bytes:
+    """``entry`` (a lexeme of ``size`` bytes and its positions) with the position of
+    ``one`` added."""
     count = entry[size + 1] << 8 | entry[size + 2]
-    if count >= _MAX_POSITIONS or entry[-2:] == _UINT16[position]:
+    position = one[3:]
+    if count >= _MAX_POSITIONS or entry[-2:] == position:
         return entry
-    return entry[: size + 1] + _UINT16[count + 1] + entry[size + 3 :] + _UINT16[position]
+    return entry[: size + 1] + (count + 1).to_bytes(2, "big") + entry[size + 3 :] + position
 
 
 def search_vector(text: str) -> bytes:
     """The ``tsvector`` of an event's keyword text
     (:func:`~auditshipd.portal.event_rows.line_text`) in PostgreSQL's binary form: every
     token with its positions, so the server stores it without parsing anything."""
+    tokens = _tokens(text)
+    ones: Iterable[bytes] = _ONE_POSITION
+    if len(tokens) > _MAX_POSITION:  # the last position stands for all the rest
+        ones = chain(_ONE_POSITION, repeat(_ONE_POSITION[-1]))
     entries: dict[bytes, bytes] = {}
     get = entries.get
-    for i, token in enumerate(_tokens(text), 1):
+    for token, one in zip(tokens, ones):  # noqa: B905 - positions outnumber tokens
         entry = get(token)
-        if i > _MAX_POSITION:
-            i = _MAX_POSITION
         if entry is None:
-            entries[token] = token + _ONE_POSITION[i]
+            entries[token] = token + one
         else:
-            entries[token] = _one_more(entry, len(token), i)
+            entries[token] = _one_more(entry, len(token), one)
     return _COUNT(len(entries)) + b"".join(entries.values())
 
 
