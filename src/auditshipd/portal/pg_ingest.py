@@ -91,11 +91,12 @@ class BatchWriter:
             stored = await self._careful(conn, records, [r.timeless for r in rows], new_actions)
         else:
             try:
-                async with conn.transaction():
-                    await self._add_actions(conn, new_actions)
-                    status = await conn.copy_records_to_table(
-                        "events", records=records, columns=COLUMNS
-                    )
+                if new_actions:
+                    async with conn.transaction():
+                        await self._add_actions(conn, new_actions)
+                        status = await self._copy(conn, records)
+                else:  # one statement, its own transaction: one round trip
+                    status = await self._copy(conn, records)
                 stored = int(status.rsplit(" ", 1)[1])
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) != _UNIQUE_VIOLATION:
@@ -120,6 +121,10 @@ class BatchWriter:
             await self._add_actions(conn, new_actions)
             status = await conn.execute(_MOVE)
         return int(status.rsplit(" ", 1)[1])
+
+    @staticmethod
+    async def _copy(conn: Any, records: list[tuple[Any, ...]]) -> str:
+        return str(await conn.copy_records_to_table("events", records=records, columns=COLUMNS))
 
     @staticmethod
     async def _add_actions(conn: Any, pairs: set[tuple[str, str]]) -> None:

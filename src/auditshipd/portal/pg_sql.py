@@ -1,5 +1,5 @@
-"""The SQL text of the PostgreSQL event store: the ``tsvector`` of an event and the
-``tsquery`` of a keyword query (the tokens of :func:`~auditshipd.portal.query.tokenize`,
+"""The SQL text of the PostgreSQL event store: the ``tsvector`` of an event (in its binary
+form) and the ``tsquery`` of a keyword query (the tokens of :func:`~auditshipd.portal.query.tokenize`,
 diacritics folded like FTS5's ``unicode61``), its page cursor (``occurred_at`` and
 ``ingest``, format version 2), literals, and the query of a page of events."""
 
@@ -17,7 +17,7 @@ from .event_rows import ACCESS_ACTIONS
 from .query import EventFilter, tokenize
 
 __all__ = [
-    "array_literal", "decode_cursor", "encode_cursor", "pg_text", "search_vector", "select_events",
+    "decode_cursor", "encode_cursor", "pg_text", "search_vector", "select_events",
     "tsquery",
 ]
 
@@ -140,16 +140,6 @@ def decode_cursor(cursor: str) -> tuple[_dt.datetime, int]:
 def pg_text(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL: stored values and filters map it alike."""
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
-
-
-def array_literal(values: list[str]) -> str:
-    """A ``text[]`` literal: every element quoted, so no value is read as syntax."""
-    if not values:
-        return "{}"
-    quoted = (
-        '"' + (pg_text(v) or "").replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
-    )
-    return "{" + ",".join(quoted) + "}"
 
 
 def select_events(
