@@ -44,6 +44,27 @@ async def test_newest_first_with_equal_timestamps(store: EventStore) -> None:
     assert await _all(store, EventFilter(), chunk=37) == Oracle(events)()
 
 
+async def test_equal_timestamps_across_batches_keep_insertion_order(store: EventStore) -> None:
+    """Batches sharing microseconds with what is stored: a batch newer than the store, then
+    its newest time again, an older time and a newer one, each listed newest first and,
+    within a microsecond, in reverse insertion order."""
+    times = ["2026-01-02T00:00:00.000Z", "2026-01-03T00:00:00.000Z", "2026-01-01T00:00:00.000Z",
+             "2026-01-04T00:00:00.000Z"]
+    batches = [[0, 1, 1], [1, 1, 2], [3, 1], [2, 0, 1, 3]]
+    events: list[dict] = []
+    for batch in batches:
+        new = []
+        for t in batch:
+            n = len(events) + len(new)
+            new.append({**make_events(1, seed=n, start=n)[0], "occurred_at": times[t]})
+        assert await store.insert_events(new) == len(new)
+        events.extend(new)
+    assert await _all(store, EventFilter(), chunk=3) == Oracle(events)()
+    order = sorted(range(len(events)), key=lambda i: (events[i]["occurred_at"], i), reverse=True)
+    newest_first = [events[i]["id"] for i in order]
+    assert await _all(store, EventFilter()) == newest_first
+
+
 async def test_get_respects_organization_scope(store: EventStore) -> None:
     """get() finds an event by id, but not from another organization's scope."""
     events = make_events(20)

@@ -1,7 +1,8 @@
 """Writing a batch into the SQLite event store, set-based: the rows are computed outside
 the write transaction, then one statement finds the ids already stored, one the highest
-``seq`` of each microsecond the batch touches, and one ``executemany`` per table writes
-them (SQLite loops in C; no statement per event)."""
+``seq`` of each microsecond the batch touches (or, for a batch newer than the store, its
+newest ``seq`` alone), and one ``executemany`` per table writes them (SQLite loops in C;
+no statement per event)."""
 
 from __future__ import annotations
 
@@ -34,13 +35,7 @@ def insert_rows(conn: sqlite3.Connection, rows: list[EventRow]) -> int:
     if not rows:
         return 0
     bases = [seq_base(r.when) for r in rows]
-    spans = [[b, b + tie_span(b)] for b in sorted(set(bases))]
-    taken = dict(conn.execute(
-        "SELECT json_extract(b.value, '$[0]'), (SELECT max(seq) FROM events"
-        " WHERE seq >= json_extract(b.value, '$[0]') AND seq < json_extract(b.value, '$[1]'))"
-        " FROM json_each(?) b",
-        (_encode(spans).decode(),),
-    ))
+    taken = _taken(conn, sorted(set(bases)))
     following: dict[int, int] = {}
     placed: list[tuple[int, EventRow]] = []
     overflow: list[tuple[int, EventRow]] = []
@@ -62,6 +57,30 @@ def insert_rows(conn: sqlite3.Connection, rows: list[EventRow]) -> int:
     for base, r in overflow:
         _write_rows(conn, [(_free_seq(conn, base), r)])
     return len(placed) + len(overflow)
+
+
+def _taken(conn: sqlite3.Connection, bases: list[int]) -> dict[int, int]:
+    """The highest stored ``seq`` of each microsecond ``bases`` (sorted) names, where it has
+    one. A batch newer than every stored event (a journal shipped in order) needs only the
+    store's newest ``seq``; otherwise one statement looks each microsecond up."""
+    newest = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    if newest is None or newest < bases[0]:
+        return {}
+    taken: dict[int, int] = {}
+    by_span: dict[int, list[int]] = {}
+    for base in bases:
+        by_span.setdefault(tie_span(base), []).append(base)
+    for span, group in by_span.items():
+        taken.update(
+            (base, top)
+            for base, top in conn.execute(
+                "SELECT b.value, (SELECT max(seq) FROM events WHERE seq >= b.value"
+                " AND seq < b.value + ?) FROM json_each(?) b",
+                (span, _encode(group).decode()),
+            )
+            if top is not None
+        )
+    return taken
 
 
 def _first(item: tuple[int, EventRow]) -> int:
