@@ -117,3 +117,14 @@ def test_no_memory_or_reference_leak_over_many_calls():
         tracemalloc.stop()
     assert growth < 64 << 10, growth
     assert [sys.getrefcount(x) for x in lines] == refs
+
+
+def test_a_line_that_is_not_json_but_names_the_reserved_member_is_sealed_as_it_is():
+    """``{"integrity"`` (no JSON object to remove a member from): sealed as it is, the
+    same in C and in Python, where it used to raise."""
+    state = {"stream": "acme.siem", "seq": 0, "head": ""}
+    lines = [b'{"integrity"', b'{"a":1}']
+    ref = StreamChain(ChainState.from_dict(state), use_c=False)
+    expected = [ref.seal(x) for x in lines]
+    assert expected[0].endswith(b',"integrity"')
+    assert StreamChain(ChainState.from_dict(state)).seal_lines(lines) == expected

@@ -150,7 +150,10 @@ class StreamChain:
 
 
 def _without_reserved(line: bytes) -> bytes:
-    event = _decode(line)
+    try:
+        event = _decode(line)
+    except msgspec.DecodeError:  # not JSON (sinks only ever seal redacted events): as is
+        return line
     if isinstance(event, dict) and "integrity" in event:
         del event["integrity"]
         return _encode(event)
