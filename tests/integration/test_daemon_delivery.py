@@ -119,8 +119,11 @@ def test_kill_9_many_times_loses_nothing(ws):
     expected = {f"k-{i:06d}" for i in range(20000)}
     assert set(counts) == expected
     duplicates = sum(c - 1 for c in counts.values())
-    # Per crash at most the in-flight batches plus the acked-but-not-yet-persisted ones.
-    bound = kills * (concurrency + 2) * batch
+    # Per crash at most the in-flight batches plus those acknowledged during the cursor
+    # save round under way (docs/architecture.md): about two batches, but a round is two
+    # fsyncs, and on a busy disk (the whole suite running) a few more batches are
+    # acknowledged before it ends. A resend from an older position would be thousands.
+    bound = kills * (concurrency + 2) * batch * 3
     assert duplicates <= bound, f"{duplicates} duplicates > {bound}"
 
 
