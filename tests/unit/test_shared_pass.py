@@ -267,7 +267,6 @@ async def test_lines_held_for_joined_sinks_stay_under_the_bound(tmp_path, monkey
     is sent to read alone, and every stream still gets exactly its events."""
     from auditshipd.delivery import fanout
     monkeypatch.setattr(fanout, "_PASS_BLOCK", 4096)
-    monkeypatch.setattr(fanout, "_PASS_BYTES", 24 * 1024)
     monkeypatch.setattr(fanout, "_STALL", 0.5)
     orgs = [f"o{k}" for k in range(12)]
     big = "concurrency = 4\n[sinks.batch]\nmax_events = 1000\nmax_bytes = 10000000\ntimeout = 0.2"
@@ -278,6 +277,7 @@ async def test_lines_held_for_joined_sinks_stay_under_the_bound(tmp_path, monkey
     events = [orgs[0] if i % 2 else orgs[1 + i // 2 % (len(orgs) - 1)] for i in range(2400)]
     ids = write_events(tmp_path / "audit.jsonl", events)
     h = Harness(config)
+    h.shared.memory_bytes = 24 * 1024  # ([journal] pass_memory_bytes is at least 1 MiB)
     await h.start()
     gate = asyncio.Event()
     h.sinks["o0"].gate = gate  # its first batch stays in flight

@@ -171,5 +171,6 @@ def _check_journal(j: JournalConfig, source: str) -> list[ConfigError]:
         ("max_line_bytes", "must be at least 64", j.max_line_bytes < 64),
         ("poll_interval", "must be positive", j.poll_interval <= 0),
         ("read_block_bytes", "must be at least 4096", j.read_block_bytes < 4096),
+        ("pass_memory_bytes", "must be at least 1048576 (1 MiB)", j.pass_memory_bytes < 1 << 20),
         ("rotate_wait", "must be zero or more (seconds)", j.rotate_wait < 0),
     ) if bad]

@@ -54,6 +54,9 @@ class JournalConfig(_Strict):
     force_polling: bool = False
     poll_interval: float = 1.0
     read_block_bytes: int = 1024 * 1024
+    # Lines the shared pass hands its sinks and holds until they are committed (batches
+    # being built and in flight), for all sinks together: memory against batch size.
+    pass_memory_bytes: int = 32 * 1024 * 1024
     # Seconds a drained segment that left the glob (renamed away, deleted) stays open for
     # a writer that still appends through its old descriptor.
     rotate_wait: float = 5.0

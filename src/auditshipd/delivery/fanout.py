@@ -11,10 +11,11 @@ its own durable cursor.
 A sink that cannot take lines now (its in-flight batches are full, it is retrying) or
 starts behind the pass (``start_at``, an older cursor) reads alone from its own cursor
 (:mod:`auditshipd.delivery.solo`), no further than the pass, and rejoins when it has
-reached the pass's position. Memory stays bounded by :data:`_PASS_BYTES`: the lines
-handed to joined sinks and not committed yet, whatever the number of sinks; past it the
-pass waits for deliveries, and sends a sink whose batch has been in flight for
-:data:`_STALL` seconds to read alone rather than wait for it.
+reached the pass's position. Memory stays bounded by ``[journal] pass_memory_bytes``: the
+lines handed to joined sinks and not committed yet (in the batches being built and in
+flight), whatever the number of sinks; past it the pass sends the batches being built
+and reads on once deliveries brought them under 3/4 of it, and sends a sink whose batch
+has been in flight for :data:`_STALL` seconds to read alone rather than wait for it.
 """
 
 from __future__ import annotations
@@ -49,11 +50,6 @@ _RELEASED_KEEP = 64
 # most this often (not every batch timeout): thousands of sinks each sending a few lines
 # ten times a second would cost more than the lines themselves.
 _BACKLOG_FLUSH = 5.0
-# The lines the pass has handed its joined sinks and that are not committed yet (in the
-# batches being built and in flight) stay under this many bytes: past it the pass sends
-# the partial batches and reads on once deliveries brought them under 3/4 of it. Memory
-# is bounded by this, not by sinks x batch size.
-_PASS_BYTES = 32 << 20
 # While the pass waits under that bound, a sink whose oldest batch has been in flight
 # this long (a slow or stuck destination) is sent to read alone: the pass never waits
 # for one sink.
@@ -88,6 +84,7 @@ class SharedPass:
         self._last_flush = 0.0
         self._kick = asyncio.Event()  # a sink joined: look at the timeouts again
         self._freed = asyncio.Event()  # a joined sink committed a batch
+        self.memory_bytes = config.journal.pass_memory_bytes
         self._behind = False  # the last read filled its block: more is waiting
         # The pass's reads have a thread of their own: with many sinks, the default
         # pool is busy with their writes, and every joined sink waits on the pass.
@@ -130,7 +127,7 @@ class SharedPass:
         try:
             while True:
                 if read is None:
-                    if self._held() > _PASS_BYTES:
+                    if self._held() > self.memory_bytes:
                         await self._relieve(loop)
                     read = asyncio.ensure_future(self.reader.next_item(None))
                 self._kick.clear()
@@ -175,7 +172,7 @@ class SharedPass:
         return sum(m.nbytes + m.inflight_bytes for m in self.members)
 
     async def _relieve(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Over :data:`_PASS_BYTES`: wait until deliveries bring what is held under 3/4
+        """Over ``memory_bytes``: wait until deliveries bring what is held under 3/4
         of it, sending the batches being built when they hold more than the batches in
         flight (so that batches stay as large as the bound allows). A sink whose oldest
         batch has been in flight for :data:`_STALL` seconds meanwhile is sent to read
@@ -185,7 +182,7 @@ class SharedPass:
             now = loop.time()
             building = sum(m.nbytes for m in self._partial)
             inflight = sum(m.inflight_bytes for m in self.members)
-            if building + inflight <= _PASS_BYTES * 3 // 4:
+            if building + inflight <= self.memory_bytes * 3 // 4:
                 return
             if building >= inflight and self._flush_all(now):
                 continue
