@@ -13,7 +13,7 @@ import datetime as _dt
 import re
 from typing import Any
 
-__all__ = ["format_rfc3339", "now_rfc3339", "parse_rfc3339", "parse_rfc3339_ns", "parse_time"]
+__all__ = ["epoch_rfc3339", "format_rfc3339", "now_rfc3339", "parse_rfc3339", "parse_rfc3339_ns", "parse_time"]
 
 _UTC = _dt.timezone.utc
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
@@ -89,3 +89,8 @@ def format_rfc3339(value: _dt.datetime, digits: int = 3) -> str:
 def now_rfc3339(digits: int = 3) -> str:
     """The current time, as :func:`format_rfc3339` writes it."""
     return format_rfc3339(_dt.datetime.now(_UTC), digits)
+
+
+def epoch_rfc3339(seconds: float, digits: int = 3) -> str:
+    """A Unix time (``time.time()``), as :func:`format_rfc3339` writes it."""
+    return format_rfc3339(_dt.datetime.fromtimestamp(seconds, _UTC), digits)

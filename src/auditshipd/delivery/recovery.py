@@ -10,13 +10,12 @@ current.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 from ..scrub import scrub_secrets
-from ..timestamps import format_rfc3339, now_rfc3339
+from ..timestamps import epoch_rfc3339, now_rfc3339
 from .status import SinkStats
 
 __all__ = ["Health"]
@@ -64,8 +63,7 @@ class Health:
         """Bring ``last_success_at`` up to date (before the stats are written or read)."""
         if self._last_success != self._synced_success:
             self._synced_success = self._last_success
-            self.stats.last_success_at = format_rfc3339(
-                _dt.datetime.fromtimestamp(self._last_success, _dt.timezone.utc))
+            self.stats.last_success_at = epoch_rfc3339(self._last_success)
 
     def started(self) -> None:
         """The sink started: state ``active``; after failed starts, say so."""

@@ -22,7 +22,6 @@ for a replay).
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 
 from ..config import RetryConfig
 from ..errors import PermanentError, RetryableError, SinkError
-from ..timestamps import format_rfc3339, now_rfc3339
+from ..timestamps import epoch_rfc3339, now_rfc3339
 from .batch import Batch
 
 
@@ -44,7 +43,7 @@ class _Now:
         self.at = time.time()
 
     def __str__(self) -> str:
-        return format_rfc3339(_dt.datetime.fromtimestamp(self.at, _dt.timezone.utc))
+        return epoch_rfc3339(self.at)
 
 __all__ = ["Backoff", "DeliveryFailure", "deliver"]
 

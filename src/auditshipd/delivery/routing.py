@@ -42,24 +42,23 @@ class Policy:
         numbers per organization; ``odd``: lines that are not objects; ``scoped``: some
         joined sink has a scope). A member that cannot take them is evicted, with
         ``before`` (the pass's position before the chunk) to read from alone."""
-        pol = self
         # The members with something in this chunk: the unscoped ones, and those of the
         # organizations present (all scoped ones when a line is not even an object).
         if odd or not scoped:
-            targets = pol.members
+            targets = self.members
         else:
             seen: set[SinkDriver] = set()
             targets = []
             for org in lines_of:
-                for m in pol.by_org.get(org, ()):
+                for m in self.by_org.get(org, ()):
                     if m not in seen:
                         seen.add(m)
                         targets.append(m)
-            if not targets and not pol.everything:
+            if not targets and not self.everything:
                 return
-            targets = pol.unscoped + targets
-        if pol.everything or not scoped:
-            pc = pol.processor.process_lines(raw)
+            targets = self.unscoped + targets
+        if self.everything or not scoped:
+            pc = self.processor.process_lines(raw)
         else:
             wanted: set[int] = set(odd)
             for m in targets:
@@ -67,7 +66,7 @@ class Policy:
                     wanted.update(lines_of.get(org, ()))
             if not wanted:
                 return
-            pc = pol.processor.process_lines(raw, sorted(wanted))
+            pc = self.processor.process_lines(raw, sorted(wanted))
         if isinstance(pc.index, range):
             red: list[bytes | None] = pc.lines  # type: ignore[assignment]
         else:

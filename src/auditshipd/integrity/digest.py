@@ -16,13 +16,12 @@ head): a stream whose newest digest is older than two intervals has lost its tai
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
-from ..timestamps import format_rfc3339
+from ..timestamps import epoch_rfc3339
 from .canonical import canonical
 from .chain import ChainState
 from .keys import SigningKey
@@ -34,7 +33,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def rfc3339(ts: float) -> str:
-    return format_rfc3339(datetime.fromtimestamp(ts, timezone.utc), digits=6)
+    return epoch_rfc3339(ts, digits=6)
 
 
 def signed_payload(digest: dict[str, Any]) -> bytes:
