@@ -302,3 +302,26 @@ async def test_lines_held_for_joined_sinks_stay_under_the_bound(tmp_path, monkey
     assert peak <= 24 * 1024 + 2 * 4096  # the bound and one read (a block and a line)
     for o in orgs:
         assert h.sinks[o].accepted == want[o]
+
+
+async def test_an_org_stream_with_a_start_time_gets_its_lines_among_other_organizations(tmp_path):
+    """A stream with organizations and a start_at time, joined to the pass, in chunks
+    where other organizations' lines come first: exactly its organization's lines at or
+    after its time (the time filter picked lines by their place in the whole chunk)."""
+    config = make_config(tmp_path, sink_table("all")
+                         + sink_table("acme", 'organizations = ["acme"]\nstart_at = "2030-01-01T00:00:00Z"'))
+    journal = tmp_path / "audit.jsonl"
+    h = Harness(config)
+    await h.start()
+    await until(lambda: all(d._joined for d in h.drivers.values()))
+    with AuditJournal(journal) as j:
+        for i in range(60):
+            org = "globex" if i % 3 else "acme"
+            when = "2031-01-01T00:00:00.000Z" if i >= 20 else "2029-01-01T00:00:00.000Z"
+            assert j.record("user.invited", id=f"e{i}", actor={"type": "user"},
+                            organization={"slug": org}, occurred_at=when)
+    await until(lambda: len(h.sinks["all"].accepted) == 60)
+    want = [f"e{i}" for i in range(20, 60) if i % 3 == 0]
+    await until(lambda: len(h.sinks["acme"].accepted) >= len(want))
+    await h.stop()
+    assert h.sinks["acme"].accepted == want

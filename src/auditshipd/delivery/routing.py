@@ -102,13 +102,18 @@ class Policy:
                     rows = [i for org in orgs for i in lines_of.get(org, ())]
                     if odd:
                         rows += odd
-                    if not rows:
-                        continue
                     if len(orgs) > 1 or odd:
                         rows.sort()
-                    sub = _subset(pc, rows, at, bad)
+                else:
+                    rows = sorted([*pc.index, *bad])
                 if m.scope.since is not None:
-                    sub = _on_time(sub, m.scope, times, at, bad)
+                    # Lines at or after the sink's time (bad lines: all, to be quarantined).
+                    on_time = m.scope.on_time
+                    rows = [i for i in rows if i in bad or on_time(times[i] if times else None)]
+                if not rows:
+                    continue
+                # Raw line numbers picked from the whole chunk (``at`` maps them into pc).
+                sub = _subset(pc, rows, at, bad)
             if not sub.lines and not sub.bad:
                 continue
             payloads = None
@@ -136,14 +141,6 @@ def _subset(pc: ProcessedChunk, rows: list[int], at: dict[int, int],
         elif i in bad:
             sub.bad.append(bad[i])
     return sub
-
-
-def _on_time(pc: ProcessedChunk, scope: Any, times: list[Any] | None, at: dict[int, int],
-             bad: dict[int, tuple[int, str, bytes]]) -> ProcessedChunk:
-    rows = [i for i in pc.index if scope.on_time(times[i] if times else None)]
-    rows += [b[0] for b in pc.bad]
-    rows.sort()
-    return _subset(pc, rows, at, bad)
 
 
 def _pick(payloads: list[bytes], sub: ProcessedChunk, at: dict[int, int]) -> list[bytes]:
