@@ -28,6 +28,7 @@ __all__ = [
     "Daemon",
     "Receiver",
     "cpu_seconds",
+    "cpu_split",
     "free_port",
     "machine_info",
     "median",
@@ -78,6 +79,14 @@ def cpu_seconds(pid: int) -> float:
     fields = data[data.rindex(b")") + 2:].split()
     # fields[0] is field 3 (state); utime = field 14, stime = field 15
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
 
 
 def proc_status_kb(pid: int, key: str) -> int:

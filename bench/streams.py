@@ -40,6 +40,7 @@ from _common import (  # noqa: E402
     BenchTimeout,
     Daemon,
     Receiver,
+    cpu_split,
     free_port,
     print_header,
     wait_until,
@@ -190,6 +191,7 @@ def run(kind: str, journal: Path, workdir: Path, n: int, per_org: list[int], str
             res["catch_up"] = time.monotonic() - t1
         res["wall"] = time.monotonic() - t0
         res["cpu"] = daemon.cpu()
+        res["user"], res["sys"] = cpu_split(daemon.pid)
         res["hwm_mb"] = daemon.hwm_mb()
         res["rc"] = daemon.stop(120)
         if rx is None:
@@ -222,7 +224,8 @@ def run(kind: str, journal: Path, workdir: Path, n: int, per_org: list[int], str
 
 def _show(label: str, r: dict[str, Any]) -> None:
     ok = "exactly once per stream" if not r["problems"] else f"PROBLEMS: {r['problems'][:5]}"
-    print(f"  {label:<28} CPU {r['cpu']:7.2f} s = {r['cpu_per_m']:6.2f} CPU-s/1M,"
+    print(f"  {label:<28} CPU {r['cpu']:7.2f} s (user {r['user']:.2f}, system {r['sys']:.2f})"
+          f" = {r['cpu_per_m']:6.2f} CPU-s/1M,"
           f" peak RSS {r['hwm_mb']:6.1f} MB, all delivered in {r['others_wall']:6.1f} s;"
           f" {ok}; exit {r['rc']}")
 

@@ -1,12 +1,67 @@
-"""Durable small-file writes: write temp, fsync, rename, fsync the directory."""
+"""Durable small-file writes: write temp, fsync, rename, fsync the directory; and making
+many files durable at once.
+
+Each ``fsync`` of a file commits the file system's journal and flushes the disk's cache
+on its own: a few hundred microseconds of CPU, and a wait, per file. Writers of many
+files at once (the cursor saver with a thousand dirty cursors, a thousand ``file``
+sinks each with a batch) make them durable together with :func:`sync_files`: one
+``syncfs(2)`` per file system (one journal commit, one cache flush) when there are many
+of them, ``fsync`` each otherwise. ``syncfs`` reports write-back errors of the file
+system since the file was opened (Linux 5.8 and later); when it fails, each file is
+fsynced to tell which one failed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write", "fsync_dir", "overwrite_in_place"]
+__all__ = ["atomic_write", "atomic_write_many", "fsync_dir", "overwrite_in_place", "sync_files"]
+
+# From this many files on one file system, one syncfs costs less than their fsyncs.
+_SYNCFS_FROM = 4
+
+
+def _load_syncfs() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_syncfs = _load_syncfs()
+
+
+def sync_files(fds: Iterable[int]) -> dict[int, OSError]:
+    """Make what was written to the open files ``fds`` durable; returns the files that
+    could not be synced, with their error (an empty dict: all are durable)."""
+    by_fs: dict[int, list[int]] = {}
+    failed: dict[int, OSError] = {}
+    for fd in dict.fromkeys(fds):
+        try:
+            by_fs.setdefault(os.fstat(fd).st_dev, []).append(fd)
+        except OSError as exc:
+            failed[fd] = exc
+    for group in by_fs.values():
+        if _syncfs is not None and len(group) >= _SYNCFS_FROM and _syncfs(group[0]) == 0:
+            continue
+        for fd in group:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                failed[fd] = exc
+    return failed
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -44,6 +99,45 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *
         raise
     if durable and sync_dir:
         fsync_dir(p.parent)
+
+
+def atomic_write_many(files: list[tuple[Path, bytes]], mode: int = 0o600) -> None:
+    """:func:`atomic_write` for many files, made durable together (:func:`sync_files`)
+    before any is renamed into place; the caller fsyncs their directories. Raises the
+    first error (files already renamed stay: each is whole, old or new); no temp file
+    is left behind."""
+    for start in range(0, len(files), _OPEN_AT_ONCE):
+        fds: list[int] = []
+        temps: list[tuple[Path, Path]] = []
+        try:
+            for path, data in files[start : start + _OPEN_AT_ONCE]:
+                tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+                fds.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                   mode))
+                temps.append((tmp, path))
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fds[-1], view):]
+            failed = sync_files(fds)
+            if failed:
+                raise next(iter(failed.values()))
+            while fds:
+                os.close(fds.pop())
+            while temps:
+                tmp, path = temps[-1]
+                os.replace(tmp, path)
+                temps.pop()
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            for tmp, _path in temps:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+
+# Temp files held open at once by atomic_write_many (far under any RLIMIT_NOFILE).
+_OPEN_AT_ONCE = 256
 
 
 def overwrite_in_place(path: str | os.PathLike[str], data: bytes) -> None:

@@ -66,7 +66,10 @@ class Policy:
                     wanted.update(lines_of.get(org, ()))
             if not wanted:
                 return
-            pc = self.processor.process_lines(raw, sorted(wanted))
+            # Every line wanted (streams covering every organization): the chunk's
+            # fast path, without per-line bookkeeping.
+            pc = self.processor.process_lines(
+                raw, None if len(wanted) == len(raw) else sorted(wanted))
         if isinstance(pc.index, range):
             red: list[bytes | None] = pc.lines  # type: ignore[assignment]
         else:

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from ..durable import atomic_write, fsync_dir
+from ..durable import atomic_write_many, fsync_dir
 
 __all__ = ["HEAD_BYTES", "TAIL_BYTES", "CursorState", "CursorStore", "SegmentCursor", "digest"]
 
@@ -58,11 +58,11 @@ class CursorState(msgspec.Struct, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CursorState)
 
-# atomic_write's temp name is per process, not per thread: two threads saving the same
-# cursor (the persist loop's save still running in its worker thread while shutdown
-# saves again) truncated each other's temp file and one renamed it under the other,
-# leaving a torn cursor file (the sink then refuses to start) or a FileNotFoundError.
-# Saves of one cursor file are serialised (loads need not: the rename is atomic).
+# Temp names are per process, not per thread: two threads saving the same cursor (the
+# saver's round still running in its worker thread while shutdown saves again)
+# truncated each other's temp file and one renamed it under the other, leaving a torn
+# cursor file (the sink then refuses to start) or a FileNotFoundError. Saves into one
+# cursor directory are serialised (loads need not: the rename is atomic).
 _file_locks: dict[str, threading.Lock] = {}
 _file_locks_guard = threading.Lock()
 
@@ -109,18 +109,26 @@ class CursorStore:
         self.save_many([state])
 
     def save_many(self, states: list[CursorState]) -> None:
-        """Save each cursor (write temp, fsync, rename), then fsync the directory once."""
+        """Save the cursors: each written to a temp file, all made durable together, then
+        each renamed over its cursor file; then one fsync of the directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        for state in states:
-            p = self.path(state.sink)
-            data = _encoder.encode(state)
-            with _file_lock(p):
+        with _file_lock(self.dir):
+            files: list[tuple[Path, bytes]] = []
+            saved: dict[str, int] = {}
+            latest: dict[str, CursorState] = {}
+            for state in states:  # one file per sink: its latest snapshot
+                if state.sink not in latest or state.acked_events >= latest[state.sink].acked_events:
+                    latest[state.sink] = state
+            for state in latest.values():
                 # acked_events only grows: a snapshot older than the one already saved
                 # (a slow save finishing after the shutdown save) would move the cursor
                 # back and re-send everything acked in between.
                 if state.acked_events < self._saved_acked.get(state.sink, 0):
                     continue
-                atomic_write(p, data, sync_dir=False)
-                self._saved_acked[state.sink] = state.acked_events
-        if states:
+                files.append((self.path(state.sink), _encoder.encode(state)))
+                saved[state.sink] = state.acked_events
+            if not files:
+                return
+            atomic_write_many(files)
+            self._saved_acked.update(saved)
             fsync_dir(self.dir)

@@ -29,6 +29,7 @@ from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import AuditJournal
 from ..netguard import GuardedResolver
 from ..plugin import SinkContext
+from . import heap
 from .loading import build_redactors, load_runtime
 from .notify import SystemdNotifier
 from .sink_restarts import SinkRestarts
@@ -77,6 +78,7 @@ class Daemon:
 
     async def serve(self) -> int:
         self._install_signal_handlers()
+        heap.tune()
         try:
             await self.startup()
             await self.main_loop()
@@ -123,6 +125,7 @@ class Daemon:
         if interval:
             self._background.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
         await _maybe_await(self.pm.hook.startup(daemon=self))
+        heap.settle()
         self.notifier.notify("READY=1", f"STATUS={self.summary()}")
         log.info("auditshipd started: %d sink(s) %s, journal %s (%s)", len(self.drivers),
                  ", ".join(self.drivers), ", ".join(j.paths), self.watcher.mode)
@@ -216,6 +219,7 @@ class Daemon:
             await asyncio.to_thread(self._record_reload, added, removed, changed)
         log.info("config reloaded: %d added %s, %d removed %s, %d changed %s", len(added), added,
                  len(removed), removed, len(changed), changed)
+        heap.settle()
         self.notifier.notify("READY=1", f"STATUS={self.summary()}")
         return True
 

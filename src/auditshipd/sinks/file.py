@@ -1,9 +1,11 @@
-"""``file`` sink: append events as JSON Lines to a local file, fsynced per batch."""
+"""``file`` sink: append events as JSON Lines to a local file; a batch is acknowledged
+once durable (the sinks of one file system are synced together: ``file_writes``)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import logging
 import os
 from pathlib import Path
@@ -19,6 +21,7 @@ from ..plugin import (
     SinkType,
     hookimpl,
 )
+from .file_writes import GroupWriter, writer_for
 
 __all__ = ["FileOptions", "FileSink"]
 
@@ -39,24 +42,31 @@ class FileSink:
         self.options = options
         self.path = Path(options.path)
         self._fd: int | None = None
+        self._writer: GroupWriter | None = None
 
     async def start(self) -> None:
         try:
-            await asyncio.to_thread(self._open)
+            device = await asyncio.to_thread(self._open)
         except OSError as exc:
             raise RetryableError(f"cannot open {self.path}: {exc.strerror}") from None
+        self._writer = writer_for(device)
 
-    def _open(self) -> None:
+    def _open(self) -> int:
+        """Open the file (creating it); returns its file system's device number."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _trim_torn_tail(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            self.options.mode)
+        return os.fstat(self._fd).st_dev
 
     async def send(self, batch: Batch) -> None:
+        if self._writer is None:
+            await self.start()
+        assert self._writer is not None
         try:
-            # Joined in the worker thread: a batch waiting for a thread holds its lines
-            # only, not a second copy of them.
-            await asyncio.get_running_loop().run_in_executor(None, self._write_batch, batch)
+            # Joined in the worker thread: a batch waiting for it holds its lines only,
+            # not a second copy of them.
+            await self._writer.write(functools.partial(self._write_batch, batch))
         except OSError as exc:
             # ENOSPC, EIO: the disk may recover; EACCES/EROFS will not by retrying soon,
             # but they are not the events' fault either: keep retrying, the journal holds.
@@ -64,10 +74,12 @@ class FileSink:
         except ValueError as exc:  # pragma: no cover - encoding is done by the core
             raise PermanentError(str(exc)) from None
 
-    def _write_batch(self, batch: Batch) -> None:
-        self._write(batch.jsonl())
+    def _write_batch(self, batch: Batch) -> int | None:
+        return self._write(batch.jsonl())
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> int | None:
+        """Append ``data`` whole (or not at all); returns the descriptor to sync, None
+        when the sink does not fsync."""
         if self._fd is None:
             self._open()
         assert self._fd is not None
@@ -85,8 +97,7 @@ class FileSink:
         except OSError:
             os.ftruncate(fd, before)  # never leave half a batch (and a torn line) behind
             raise
-        if self.options.fsync:
-            os.fsync(fd)
+        return fd if self.options.fsync else None
 
     def _rotate(self) -> None:
         assert self._fd is not None
@@ -143,5 +154,5 @@ def _validate(options: FileOptions) -> None:
 @hookimpl
 def register_sink_types() -> list[Any]:
     return [SinkType("file", FileOptions, FileSink,
-                     "Append JSON Lines to a local file (fsync per batch, optional rotation)",
+                     "Append JSON Lines to a local file (durable per batch, optional rotation)",
                      validate=_validate)]
