@@ -325,3 +325,18 @@ async def test_an_org_stream_with_a_start_time_gets_its_lines_among_other_organi
     await until(lambda: len(h.sinks["acme"].accepted) >= len(want))
     await h.stop()
     assert h.sinks["acme"].accepted == want
+
+
+async def test_behind_the_pass_sleeps_until_the_backlog_flush(tmp_path):
+    """Working through a backlog, partial batches go out every _BACKLOG_FLUSH seconds: the
+    pass's wait beside a read lasts until then, not 0 for timeouts long past (it used to
+    spin for as long as each read ran, an event-loop turn after another)."""
+    from auditshipd.delivery import fanout
+
+    shared = SharedPass(make_config(tmp_path, sink_table("a")), ChangeSignal())
+    now = asyncio.get_running_loop().time()
+    shared._partial[object()] = now - 10.0  # a batch being built, its timeout long past
+    shared._behind, shared._last_flush = True, now - 1.0
+    assert shared._wait(now) == pytest.approx(fanout._BACKLOG_FLUSH - 1.0)
+    shared._behind = False  # caught up: partial batches go out on their own timeout
+    assert shared._wait(now) == 0.0

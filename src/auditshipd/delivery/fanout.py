@@ -342,6 +342,10 @@ class SharedPass:
 
     def _wait(self, now: float) -> float | None:
         soonest = min(self._partial.values(), default=None)
+        if soonest is not None and self._behind:
+            # Behind, partial batches go out every _BACKLOG_FLUSH only (_flush_due):
+            # waking at their own timeouts, long past, would spin while a read runs.
+            soonest = max(soonest, self._last_flush + _BACKLOG_FLUSH)
         for m in self._sealed:
             assert m.sealing is not None
             due = now + m.sealing.wait(None)
