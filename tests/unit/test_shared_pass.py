@@ -340,3 +340,35 @@ async def test_behind_the_pass_sleeps_until_the_backlog_flush(tmp_path):
     assert shared._wait(now) == pytest.approx(fanout._BACKLOG_FLUSH - 1.0)
     shared._behind = False  # caught up: partial batches go out on their own timeout
     assert shared._wait(now) == 0.0
+
+
+async def test_a_chunk_the_pass_fails_on_is_read_alone_and_the_pass_goes_on(tmp_path, monkeypatch,
+                                                                           caplog):
+    """Routing raises on the first chunk (a bug): the error is logged, the sinks read that
+    chunk alone and get every event of it; later events, written once the pass went on,
+    arrive too and the pass is still running; each event at least once."""
+    from auditshipd.delivery import routing
+
+    config = make_config(tmp_path, sink_table("acme", 'organizations = ["acme"]')
+                         + sink_table("all"))
+    ids = write_events(tmp_path / "audit.jsonl", ["acme", None] * 50)
+    real = routing.Policy.route
+    calls = {"n": 0}
+
+    def failing_once(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise IndexError("a routing bug")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(routing.Policy, "route", failing_once)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: set(h.sinks["all"].accepted) >= set(ids))
+    more = write_events(tmp_path / "audit.jsonl", ["acme"] * 20, start=100)
+    await until(lambda: set(h.sinks["all"].accepted) >= set(ids + more))
+    await until(lambda: set(h.sinks["acme"].accepted) >= set(ids[::2] + more))
+    assert not any(t.done() for t in h.background)
+    await h.stop()
+    assert h.shared.failures == 1 and "a routing bug" in caplog.text
+    assert set(h.sinks["acme"].accepted) == set(ids[::2] + more)

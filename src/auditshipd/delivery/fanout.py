@@ -81,6 +81,7 @@ class SharedPass:
         self._sealed: set[SinkDriver] = set()  # members with integrity (digest timers)
         self.reader: JournalReader | None = None
         self.lines_read = 0
+        self.failures = 0  # items whose handling raised (see _failed)
         self._last_flush = 0.0
         self._kick = asyncio.Event()  # a sink joined: look at the timeouts again
         self._freed = asyncio.Event()  # a joined sink committed a batch
@@ -144,18 +145,11 @@ class SharedPass:
                     # A sink alone in the pass holds no one back: the pass waits for its
                     # room rather than sending it off to read the same lines again alone.
                     await next(iter(self.members)).room_for_pass()
-                if isinstance(item, Release):
-                    self._release(item.segment)
-                elif isinstance(item, OversizeLine):
-                    before = dict(self.position)
-                    self._set(item.segment, item.mark)
-                    snap = dict(self.position)
-                    for member in list(self.members):
-                        if not member.take_oversize(item, snap):
-                            self.leave(member)
-                            member.go_solo(before)
-                else:
-                    self._route(item)
+                before = dict(self.position)
+                try:
+                    self._take(item)
+                except Exception as exc:  # noqa: BLE001 - a bug must not stop every sink
+                    self._failed(item, before, exc)
                 self.advanced.notify()
                 self._flush_due(loop.time(), caught_up=not self._behind)
         finally:
@@ -163,6 +157,33 @@ class SharedPass:
                 read.cancel()
             self.reader.close()
             self._executor.shutdown(wait=False)
+
+    def _take(self, item: Any) -> None:
+        if isinstance(item, Release):
+            self._release(item.segment)
+        elif isinstance(item, OversizeLine):
+            before = dict(self.position)
+            self._set(item.segment, item.mark)
+            snap = dict(self.position)
+            for member in list(self.members):
+                if not member.take_oversize(item, snap):
+                    self.leave(member)
+                    member.go_solo(before)
+        else:
+            self._route(item)
+
+    def _failed(self, item: Any, before: dict[str, SegmentCursor], exc: Exception) -> None:
+        """Handling ``item`` raised (a bug): every joined sink reads it alone from
+        ``before`` (each with its own reader and redaction, where an error stays that
+        sink's), and the pass goes on past it; the sinks rejoin when they meet it. A
+        chunk some sinks already took lines of is sent to them again: at least once."""
+        self.failures += 1
+        if self.failures == 1 or self.failures % 1000 == 0:
+            log.error("shared pass: handling %s failed (%d time(s) so far); its %d sink(s)"
+                      " read it alone, the pass goes on", type(item).__name__, self.failures,
+                      len(self.members), exc_info=exc)
+        for member in list(self.members):
+            self._evict(member, before)
 
     def lag_bytes(self) -> int:
         return self.reader.lag_bytes() if self.reader is not None else 0
