@@ -101,17 +101,18 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *
         fsync_dir(p.parent)
 
 
-def atomic_write_many(files: list[tuple[Path, bytes]], mode: int = 0o600) -> None:
-    """:func:`atomic_write` for many files, made durable together (:func:`sync_files`)
+def atomic_write_many(files: list[tuple[str, bytes]], mode: int = 0o600) -> None:
+    """:func:`atomic_write` for many files (paths as strings), made durable together (:func:`sync_files`)
     before any is renamed into place; the caller fsyncs their directories. Raises the
     first error (files already renamed stay: each is whole, old or new); no temp file
     is left behind."""
     for start in range(0, len(files), _OPEN_AT_ONCE):
         fds: list[int] = []
-        temps: list[tuple[Path, Path]] = []
+        temps: list[tuple[str, str]] = []
         try:
             for path, data in files[start : start + _OPEN_AT_ONCE]:
-                tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+                head, name = os.path.split(path)
+                tmp = os.path.join(head, f".{name}.tmp.{os.getpid()}")
                 fds.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                    mode))
                 temps.append((tmp, path))

@@ -72,7 +72,7 @@ def test_atomic_write_many_replaces_every_file_whole(tmp_path: Path, monkeypatch
     files = [(tmp_path / f"c{i}.json", b"old") for i in range(5)]
     for path, data in files:
         path.write_bytes(data)
-    durable.atomic_write_many([(p, b"new %d" % i) for i, (p, _d) in enumerate(files)])
+    durable.atomic_write_many([(str(p), b"new %d" % i) for i, (p, _d) in enumerate(files)])
     assert [p.read_bytes() for p, _d in files] == [b"new %d" % i for i in range(5)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p, _d in files)
 
@@ -87,7 +87,7 @@ def test_a_failed_sync_renames_nothing_and_leaves_no_temp_file(tmp_path: Path,
     monkeypatch.setattr(durable, "sync_files",
                         lambda fds: {fd: OSError(errno.EIO, "I/O error") for fd in fds})
     with pytest.raises(OSError) as info:
-        durable.atomic_write_many([(p, b"new") for p in files])
+        durable.atomic_write_many([(str(p), b"new") for p in files])
     assert info.value.errno == errno.EIO
     assert [p.read_bytes() for p in files] == [b"old"] * 6
     assert sorted(tmp_path.iterdir()) == sorted(files)

@@ -77,6 +77,7 @@ class CursorStore:
 
     def __init__(self, state_dir: str | os.PathLike[str]):
         self.dir = Path(state_dir) / "cursors"
+        self._dir = str(self.dir)
         self._saved_acked: dict[str, int] = {}
 
     def path(self, sink: str) -> Path:
@@ -113,7 +114,7 @@ class CursorStore:
         each renamed over its cursor file; then one fsync of the directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with _file_lock(self.dir):
-            files: list[tuple[Path, bytes]] = []
+            files: list[tuple[str, bytes]] = []
             saved: dict[str, int] = {}
             latest: dict[str, CursorState] = {}
             for state in states:  # one file per sink: its latest snapshot
@@ -125,7 +126,7 @@ class CursorStore:
                 # back and re-send everything acked in between.
                 if state.acked_events < self._saved_acked.get(state.sink, 0):
                     continue
-                files.append((self.path(state.sink), _encoder.encode(state)))
+                files.append((f"{self._dir}/{state.sink}.json", _encoder.encode(state)))
                 saved[state.sink] = state.acked_events
             if not files:
                 return
