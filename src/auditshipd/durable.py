@@ -28,7 +28,9 @@ _SYNCFS_FROM = 4
 
 
 def _load_syncfs() -> Any:
-    if not sys.platform.startswith("linux"):
+    """libc's syncfs, on Linux 5.8 or later only: before, it did not report write-back
+    errors, and a lost write would have been acknowledged."""
+    if not sys.platform.startswith("linux") or _kernel() < (5, 8):
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -38,6 +40,14 @@ def _load_syncfs() -> Any:
     fn.argtypes = [ctypes.c_int]
     fn.restype = ctypes.c_int
     return fn
+
+
+def _kernel() -> tuple[int, int]:
+    try:
+        major, minor = os.uname().release.split(".")[:2]
+        return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+    except ValueError:
+        return (0, 0)
 
 
 _syncfs = _load_syncfs()

@@ -148,3 +148,12 @@ async def test_a_failing_file_fails_only_its_own_batch(tmp_path: Path) -> None:
         await s.close()
         if k != 2:
             assert (tmp_path / f"s{k}.jsonl").read_bytes() == b'{"k":%d}\n' % k
+
+
+def test_syncfs_is_used_only_where_it_reports_write_back_errors(monkeypatch) -> None:
+    """Before Linux 5.8 syncfs returned 0 after a failed write-back: there every file is
+    fsynced instead; from 5.8 on syncfs is used."""
+    monkeypatch.setattr(durable, "_kernel", lambda: (5, 7))
+    assert durable._load_syncfs() is None
+    monkeypatch.setattr(durable, "_kernel", lambda: (5, 8))
+    assert durable._load_syncfs() is not None
