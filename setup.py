@@ -30,7 +30,8 @@ SHIPPED = [
 ]
 
 # The optional C extensions, each beside the Python code it mirrors byte for byte.
-C_EXTENSIONS = ["redaction._redact_c", "formats._formats_c", "integrity._chain_c"]
+C_EXTENSIONS = ["redaction._redact_c", "formats._formats_c", "integrity._chain_c",
+                "portal._tsvector_c"]
 
 
 class BuildPyWithShare(build_py):

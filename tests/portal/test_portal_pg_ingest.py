@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from portal_data import make_events
 
-from auditshipd.portal import pg_ingest
+from auditshipd.portal import _tsvector_c, pg_ingest
 from auditshipd.portal.pg_schema import SCHEMA_VERSION, migrate
 from auditshipd.portal.pg_sql import _lexemes, search_vector
 from auditshipd.portal.pg_store import PostgresEventStore
@@ -50,6 +50,25 @@ async def test_binary_vector_is_what_the_server_makes_of_the_text_form(
         await conn.close()
     assert sent == parsed
     assert (sent != "") == bool(_lexemes(text))
+
+
+@pytest.mark.parametrize("text", VECTOR_TEXTS)
+async def test_binary_vector_is_already_in_the_servers_order(pg_database: str, text: str) -> None:
+    """The server's binary form of the vector it received is the vector sent, byte for
+    byte: lexemes in its order, so neither its input nor the keyword index sorts them."""
+    conn = await asyncpg.connect(pg_database)
+    try:
+        await conn.set_type_codec(
+            "tsvector", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary"
+        )
+        vector = search_vector(text)
+        assert await conn.fetchval("SELECT tsvectorsend($1::tsvector)", vector) == vector
+        lines = [json.dumps(e, separators=(",", ":")).encode() for e in make_events(30, seed=5)]
+        for fast in _tsvector_c.vectors(lines):
+            assert fast is not None
+            assert await conn.fetchval("SELECT tsvectorsend($1::tsvector)", fast) == fast
+    finally:
+        await conn.close()
 
 
 def _lines(events: list[dict[str, Any]]) -> list[bytes]:

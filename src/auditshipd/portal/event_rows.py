@@ -126,11 +126,11 @@ def _when(value: Any) -> tuple[_dt.datetime, str, bool]:
     return when, format_time(when), True
 
 
-def _row(line: bytes) -> EventRow:
+def _row(line: bytes, text: bool = True) -> EventRow:
     try:
         head = _decode_head(line)
     except msgspec.ValidationError:  # an actor or target that is not an object, ...
-        return _reference_row(line)
+        return _reference_row(line, text)
     event_id = head.id
     event_id = event_id if type(event_id) is str else str(event_id or "")
     if not event_id:
@@ -142,10 +142,10 @@ def _row(line: bytes) -> EventRow:
     slug = None if org is None or org.slug is None else str(org.slug)
     targets = sorted({k for k in map(_key, head.targets or ()) if k})
     return EventRow(event_id, when, text_time, timeless, action, _key(head.actor), slug, targets,
-                    indexed_text(action, line), line.decode("utf-8"))
+                    indexed_text(action, line) if text else "", line.decode("utf-8"))
 
 
-def _reference_row(line: bytes) -> EventRow:
+def _reference_row(line: bytes, text: bool = True) -> EventRow:
     """The row of a line the typed decode refused, from the decoded event."""
     event = _decode(line)
     if not isinstance(event, dict):
@@ -155,15 +155,17 @@ def _reference_row(line: bytes) -> EventRow:
     action = str(event.get("action") or "")
     return EventRow(event_id, when, text_time, timeless, action, actor_key(event),
                     _organization(event), sorted(target_keys(event)),
-                    indexed_text(action, line, event), line.decode("utf-8"))
+                    indexed_text(action, line, event) if text else "", line.decode("utf-8"))
 
 
-def event_rows(lines: Sequence[bytes]) -> list[EventRow]:
-    """The rows of a batch, in batch order, each id once (its first line)."""
+def event_rows(lines: Sequence[bytes], *, text: bool = True) -> list[EventRow]:
+    """The rows of a batch, in batch order, each id once (its first line). ``text=False``:
+    every row's ``text`` is left empty, for a store that builds its keyword index from
+    the body itself (the PostgreSQL store, see :mod:`~auditshipd.portal.pg_vectors`)."""
     rows: list[EventRow] = []
     seen: set[str] = set()
     for line in lines:
-        row = _row(line)
+        row = _row(line, text)
         if row.id in seen:
             continue
         seen.add(row.id)

@@ -2,7 +2,7 @@
 
 A batch travels as one binary ``COPY`` straight into ``events``: every value in the
 server's binary form (the ``tsvector`` included, see
-:func:`~auditshipd.portal.pg_sql.search_vector`), so the server parses nothing and pays
+:mod:`~auditshipd.portal.pg_vectors`), so the server parses nothing and pays
 for the rows and their indexes only. The primary key ``(id, occurred_at)`` keeps the
 store idempotent: a batch holding an event that is already stored (a redelivery, or the
 same event shipped by another host) fails as a whole, is rolled back and goes through the
@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .event_rows import EventRow
-from .pg_sql import pg_text, search_vector
+from .pg_sql import pg_text
+from .pg_vectors import row_vectors
 
 __all__ = ["BatchWriter"]
 
@@ -60,14 +61,13 @@ ON CONFLICT DO NOTHING"""
 _BATCH_MEMORY = "SET LOCAL work_mem = '64MB'"
 
 
-def _record(row: EventRow) -> tuple[Any, ...]:
+def _record(row: EventRow, vector: bytes) -> tuple[Any, ...]:
     """A row's values for ``COPY``; text cannot hold NUL, which JSON writes ``\\u0000``."""
     if "\\u0000" in row.body:
         return (pg_text(row.id), row.when, pg_text(row.action), pg_text(row.actor),
-                pg_text(row.organization), [pg_text(t) for t in row.targets],
-                search_vector(row.text), row.body)
-    return (row.id, row.when, row.action, row.actor, row.organization, row.targets,
-            search_vector(row.text), row.body)
+                pg_text(row.organization), [pg_text(t) for t in row.targets], vector, row.body)
+    return (row.id, row.when, row.action, row.actor, row.organization, row.targets, vector,
+            row.body)
 
 
 class BatchWriter:
@@ -84,7 +84,7 @@ class BatchWriter:
 
     async def write(self, conn: Any, rows: Sequence[EventRow]) -> int:
         """Store ``rows`` (their months' partitions exist); returns how many were new."""
-        records = [_record(r) for r in rows]
+        records = [_record(r, v) for r, v in zip(rows, row_vectors(rows), strict=True)]
         new_actions = {(r[4] or "", r[2]) for r in records} - self.actions
         if self.careful or any(r.timeless for r in rows):
             self.careful = max(self.careful - 1, 0)

@@ -47,10 +47,11 @@ def _lexemes(text: str) -> list[str]:
 _ASCII_TOKENS = bytes(
     c + 32 if 65 <= c <= 90 else c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256)
 )
-# A tsvector's binary form: the number of lexemes, then per lexeme (each once, in any
-# order: the server sorts them) the lexeme, NUL, the number of its positions and the
-# positions (ascending, at most 256, each at most 16383: what the server's text input
-# keeps of longer lists).
+# A tsvector's binary form: the number of lexemes, then per lexeme (each once) the lexeme,
+# NUL, the number of its positions and the positions (ascending, at most 256, each at most
+# 16383: what the server's text input keeps of longer lists). The lexemes go in the
+# server's order (bytes, a prefix first), so it does not sort them again, and neither
+# does the keyword index, which takes them in that order.
 _COUNT = struct.Struct(">i").pack
 _MAX_POSITIONS = 256
 # One position's bytes as an entry starts them (NUL, count 1, position), for 1 to 16383.
@@ -79,7 +80,9 @@ def _one_more(entry: bytes, size: int, one: bytes) -> bytes:
 def search_vector(text: str) -> bytes:
     """The ``tsvector`` of an event's keyword text
     (:func:`~auditshipd.portal.event_rows.line_text`) in PostgreSQL's binary form: every
-    token with its positions, so the server stores it without parsing anything."""
+    token with its positions, lexemes in byte order, so the server stores it without
+    parsing or sorting anything (the C tier, :mod:`~auditshipd.portal.pg_vectors`, writes
+    the same bytes straight from the line)."""
     tokens = _tokens(text)
     ones: Iterable[bytes] = _ONE_POSITION
     if len(tokens) > _MAX_POSITION:  # the last position stands for all the rest
@@ -92,7 +95,7 @@ def search_vector(text: str) -> bytes:
             entries[token] = token + one
         else:
             entries[token] = _one_more(entry, len(token), one)
-    return _COUNT(len(entries)) + b"".join(entries.values())
+    return _COUNT(len(entries)) + b"".join([entries[k] for k in sorted(entries)])
 
 
 def tsquery(phrases: list[list[str]]) -> str:

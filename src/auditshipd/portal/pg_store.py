@@ -107,7 +107,7 @@ async def _init_connection(conn: Any) -> None:
         "timestamptz", schema="pg_catalog", encoder=_encode_time, decoder=_decode_time,
         format="tuple",
     )
-    # Keyword vectors are built by the writer in their binary form (pg_sql.search_vector).
+    # Keyword vectors are built by the writer in their binary form (pg_vectors).
     await conn.set_type_codec(
         "tsvector", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary"
     )
@@ -166,7 +166,7 @@ class PostgresEventStore(EventStore):
     async def insert_lines(self, lines: Sequence[bytes]) -> int:
         if not lines:
             return 0
-        rows = event_rows(lines)
+        rows = event_rows(lines, text=False)  # the writer builds the vectors from the bodies
         months = _month_starts(rows)
         async with self._need_pool().acquire() as conn:
             await self._ensure_partitions(conn, months)
