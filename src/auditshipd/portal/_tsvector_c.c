@@ -27,6 +27,7 @@
 #define MAX_POSITIONS 256
 
 typedef struct {
+    uint64_t head;          /* the first 8 bytes, big-endian, NUL-padded: orders most pairs */
     const unsigned char *s; /* lower-cased bytes, in the scratch buffer */
     uint16_t len;
     uint16_t pos;
@@ -85,6 +86,10 @@ static void cut(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *c
             dst[k] = LOWER[s[start + k]];
         Py_ssize_t index = *count;
         Token *t = &sc->tokens[index];
+        uint64_t head = 0;
+        for (Py_ssize_t k = 0; k < 8; k++)
+            head = head << 8 | (k < len ? dst[k] : 0);
+        t->head = head;
         t->s = dst;
         t->len = (uint16_t)len;
         t->pos = (uint16_t)(index + 1 > MAX_POSITION ? MAX_POSITION : index + 1);
@@ -93,9 +98,13 @@ static void cut(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *c
     }
 }
 
+/* Byte order of the lexemes (a prefix first; lexemes hold no NUL, so the padded heads
+ * compare as the bytes do), then position. */
 static int cmp_token(const void *a, const void *b)
 {
     const Token *x = a, *y = b;
+    if (x->head != y->head)
+        return x->head < y->head ? -1 : 1;
     size_t n = x->len < y->len ? x->len : y->len;
     int c = memcmp(x->s, y->s, n);
     if (c != 0)
@@ -153,8 +162,20 @@ static int line_tokens(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssi
 static PyObject *vector(Scratch *sc, Py_ssize_t count)
 {
     Token *t = sc->tokens;
-    if (count > 1)
+    if (count > 64) {
         qsort(t, (size_t)count, sizeof(Token), cmp_token);
+    } else { /* an event's few dozen tokens: insertion sort, no call per comparison */
+        for (Py_ssize_t i = 1; i < count; i++) {
+            Token key = t[i];
+            Py_ssize_t j = i;
+            while (j > 0 && (t[j - 1].head > key.head ||
+                             (t[j - 1].head == key.head && cmp_token(&t[j - 1], &key) > 0))) {
+                t[j] = t[j - 1];
+                j--;
+            }
+            t[j] = key;
+        }
+    }
     /* first pass: the size; second: the bytes */
     Py_ssize_t size = 4, lexemes = 0;
     for (Py_ssize_t i = 0; i < count;) {
