@@ -31,7 +31,7 @@ SHIPPED = [
 
 # The optional C extensions, each beside the Python code it mirrors byte for byte.
 C_EXTENSIONS = ["redaction._redact_c", "formats._formats_c", "integrity._chain_c",
-                "portal._tsvector_c"]
+                "portal._tsvector_c", "portal._pgcopy_c"]
 
 
 class BuildPyWithShare(build_py):

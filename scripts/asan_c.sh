@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the C extensions with AddressSanitizer and UndefinedBehaviorSanitizer and run their
 # tests against that build (by hand; needs .venv from scripts/test.sh and gcc):
-#   bash scripts/asan_c.sh [redaction|formats|integrity|tsvector ...] [-- pytest args]
-# Without names: all four. Each extension's tests include a loop that checks it leaks no
+#   bash scripts/asan_c.sh [redaction|formats|integrity|tsvector|pgcopy ...] [-- pytest args]
+# Without names: all five. Each extension's tests include a loop that checks it leaks no
 # memory (tracemalloc) and no references (sys.getrefcount) over thousands of calls.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,17 +12,19 @@ declare -A SOURCE=(
   [formats]=src/auditshipd/formats/_formats_c.c
   [integrity]=src/auditshipd/integrity/_chain_c.c
   [tsvector]=src/auditshipd/portal/_tsvector_c.c
+  [pgcopy]=src/auditshipd/portal/_pgcopy_c.c
 )
 declare -A TESTS=(
   [redaction]="tests/unit/test_redact_c.py tests/unit/test_scope_c.py tests/unit/test_redact_fastpath.py tests/unit/test_redact_fastpath_runs.py"
   [formats]="tests/unit/test_formats_c.py tests/unit/test_formats_fast.py"
   [integrity]="tests/unit/test_integrity_chain_c.py tests/unit/test_integrity_chain.py"
   [tsvector]="tests/unit/test_portal_tsvector_c.py"
+  [pgcopy]="tests/unit/test_portal_pgcopy_c.py"
 )
 names=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do names+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
-[ ${#names[@]} -eq 0 ] && names=(redaction formats integrity tsvector)
+[ ${#names[@]} -eq 0 ] && names=(redaction formats integrity tsvector pgcopy)
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 PY=.venv/bin/python

@@ -15,18 +15,28 @@ redelivery would otherwise get another one).
 
 The (organization, action) pairs of the filter list are written in the same transaction,
 only those this writer has not stored before (the list is never shortened).
+
+The ``COPY`` input of a batch is written by the C extension ``_pgcopy_c`` in one call
+(the bytes asyncpg's ``copy_records_to_table`` sends for the same records); without it,
+or switched off with ``AUDITSHIPD_PGCOPY_C=0``, asyncpg encodes the records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .event_rows import EventRow
-from .pg_sql import pg_text
+from .pg_sql import PG_EPOCH, pg_text
 from .pg_vectors import row_vectors
 
-__all__ = ["BatchWriter"]
+try:
+    from ._pgcopy_c import rows as _built_copy
+except ImportError:  # built without a C compiler: asyncpg encodes the records
+    _built_copy = None
+
+__all__ = ["BatchWriter", "copy_c"]
 
 COLUMNS = ("id", "occurred_at", "action", "actor", "organization_slug", "targets", "search", "body")
 _UNIQUE_VIOLATION = "23505"
@@ -59,6 +69,13 @@ ON CONFLICT DO NOTHING"""
 # The careful path sorts a batch of thousands of events (bodies included) into batch
 # order: in memory, not spilled to temporary files as the default 4 MB would.
 _BATCH_MEMORY = "SET LOCAL work_mem = '64MB'"
+
+
+def copy_c() -> Callable[[list[tuple[Any, ...]], Any], bytes] | None:
+    """The C extension's ``COPY`` writer, or None (not built, or ``AUDITSHIPD_PGCOPY_C=0``)."""
+    if os.environ.get("AUDITSHIPD_PGCOPY_C", "1") == "0":
+        return None
+    return _built_copy
 
 
 def _record(row: EventRow, vector: bytes) -> tuple[Any, ...]:
@@ -124,7 +141,12 @@ class BatchWriter:
 
     @staticmethod
     async def _copy(conn: Any, records: list[tuple[Any, ...]]) -> str:
-        return str(await conn.copy_records_to_table("events", records=records, columns=COLUMNS))
+        write = copy_c()
+        if write is None:
+            return str(await conn.copy_records_to_table("events", records=records, columns=COLUMNS))
+        # a memoryview: asyncpg would take bytes for a file name
+        data = memoryview(write(records, PG_EPOCH))
+        return str(await conn.copy_to_table("events", source=data, columns=COLUMNS, format="binary"))
 
     @staticmethod
     async def _add_actions(conn: Any, pairs: set[tuple[str, str]]) -> None:

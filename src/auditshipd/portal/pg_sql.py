@@ -17,11 +17,13 @@ from .event_rows import ACCESS_ACTIONS
 from .query import EventFilter, tokenize
 
 __all__ = [
-    "decode_cursor", "encode_cursor", "pg_text", "search_vector", "select_events",
+    "PG_EPOCH", "decode_cursor", "encode_cursor", "pg_text", "search_vector", "select_events",
     "tsquery",
 ]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+# PostgreSQL's timestamps count microseconds from here (binary form).
+PG_EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)
 # tsvector limits: positions stop at 16383, a lexeme has at most 2047 bytes.
 _MAX_POSITION = 16383
 _MAX_TOKEN_CHARS = 255

@@ -28,7 +28,7 @@ import msgspec
 from .event_rows import EventRow, event_rows
 from .pg_ingest import BatchWriter
 from .pg_schema import check_schema
-from .pg_sql import decode_cursor, encode_cursor, pg_text, select_events
+from .pg_sql import PG_EPOCH, decode_cursor, encode_cursor, pg_text, select_events
 from .query import EventFilter, format_time, query_phrases
 from .store import (
     MAX_LIMIT,
@@ -87,16 +87,13 @@ def _literal(when: _dt.datetime | None) -> str:
     return "MAXVALUE" if when is None else f"'{format_time(when)}'"
 
 
-_PG_EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)
-
-
 def _encode_time(when: _dt.datetime) -> tuple[int]:
-    delta = when - _PG_EPOCH
+    delta = when - PG_EPOCH
     return ((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds,)
 
 
 def _decode_time(value: tuple[int]) -> _dt.datetime:
-    return _PG_EPOCH + _dt.timedelta(microseconds=value[0])
+    return PG_EPOCH + _dt.timedelta(microseconds=value[0])
 
 
 async def _init_connection(conn: Any) -> None:
