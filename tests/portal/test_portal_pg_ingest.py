@@ -105,6 +105,63 @@ async def test_a_batch_meeting_stored_events_stores_only_the_new_ones(pg_url: st
         await store.close()
 
 
+async def test_a_batch_chosen_as_a_deadlocks_victim_is_redone(pg_url: str) -> None:
+    """Another host holds event X uncommitted while this writer's COPY of [Y, X] waits on
+    it; the other then inserts Y, a deadlock the server breaks by failing this writer's
+    COPY. The writer redoes the batch the careful way, which waits for the other host to
+    commit: X and Y stored once each, nothing raised."""
+    import asyncio
+
+    from auditshipd.portal import pg_store
+    from auditshipd.portal.event_rows import event_rows
+
+    events = make_events(2, seed=5)
+    for i, e in enumerate(events):
+        e["occurred_at"] = "2026-02-03T00:00:00.000000Z"
+        e["id"] = f"evt_dl{i}"
+    y, x = _lines(events)
+    store = PostgresEventStore(pg_url)
+    await store.open()
+    pool = store._need_pool()
+    try:
+        async with pool.acquire() as other, pool.acquire() as mine, pool.acquire() as look:
+            await other.execute("SET deadlock_timeout = '10s'")
+            await mine.execute("SET deadlock_timeout = '100ms'")  # it detects: the victim
+            rows = event_rows([y, x], text=False)
+            await store._ensure_partitions(mine, pg_store._month_starts(rows))
+
+            def records(line: bytes) -> list[tuple[Any, ...]]:
+                one = event_rows([line], text=False)
+                return [pg_ingest._record(one[0], pg_ingest.row_vectors(one)[0])]
+
+            held = other.transaction()
+            await held.start()
+            await pg_ingest.BatchWriter._copy(other, records(x))
+            writer = pg_ingest.BatchWriter()
+            writing = asyncio.create_task(writer.write(mine, rows))
+            pid = mine.get_server_pid()
+            for _ in range(500):  # until the writer waits on X
+                if await look.fetchval("SELECT wait_event_type FROM pg_stat_activity"
+                                       " WHERE pid = $1", pid) == "Lock":
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the writer never waited on the held event")
+            crossing = asyncio.create_task(pg_ingest.BatchWriter._copy(other, records(y)))
+            for _ in range(500):  # the writer, victim, redoes the batch and waits on Y
+                if crossing.done() or writer.careful:
+                    break
+                await asyncio.sleep(0.01)
+            await crossing
+            await held.commit()
+            assert await writing == 0
+            assert writer.careful == pg_ingest.CAREFUL_BATCHES
+        assert sorted(await _ids(store)) == ["evt_dl0", "evt_dl1"]
+        assert await store.count() == 2
+    finally:
+        await store.close()
+
+
 async def test_events_without_a_time_are_stored_once(pg_url: str) -> None:
     """An event without a usable time gets its arrival time: a redelivery, arriving
     later, is still recognised by its id."""

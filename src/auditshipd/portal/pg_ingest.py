@@ -40,6 +40,12 @@ __all__ = ["BatchWriter", "copy_c"]
 
 COLUMNS = ("id", "occurred_at", "action", "actor", "organization_slug", "targets", "search", "body")
 _UNIQUE_VIOLATION = "23505"
+# Two hosts' overlapping batches at once: COPY into the partitioned table inserts each
+# partition's rows in groups, so two COPYs can meet the same events in different orders
+# and one of them is chosen as a deadlock's victim. Its batch is redone the careful way,
+# whose single INSERT goes in batch order (and is itself redone if it is a victim again).
+_DEADLOCK = "40P01"
+_DEADLOCK_RETRIES = 3
 # Batches that go the careful way after one that met a stored event.
 CAREFUL_BATCHES = 8
 _STAGING = """
@@ -116,7 +122,7 @@ class BatchWriter:
                     status = await self._copy(conn, records)
                 stored = int(status.rsplit(" ", 1)[1])
             except Exception as exc:
-                if getattr(exc, "sqlstate", None) != _UNIQUE_VIOLATION:
+                if getattr(exc, "sqlstate", None) not in (_UNIQUE_VIOLATION, _DEADLOCK):
                     raise
                 self.careful = CAREFUL_BATCHES
                 stored = await self._careful(conn, records, [r.timeless for r in rows], new_actions)
@@ -124,6 +130,18 @@ class BatchWriter:
         return stored
 
     async def _careful(
+        self, conn: Any, records: list[tuple[Any, ...]], timeless: list[bool],
+        new_actions: set[tuple[str, str]],
+    ) -> int:
+        for attempt in range(1, _DEADLOCK_RETRIES + 1):
+            try:
+                return await self._careful_once(conn, records, timeless, new_actions)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) != _DEADLOCK or attempt == _DEADLOCK_RETRIES:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _careful_once(
         self, conn: Any, records: list[tuple[Any, ...]], timeless: list[bool],
         new_actions: set[tuple[str, str]],
     ) -> int:
