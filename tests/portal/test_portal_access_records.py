@@ -245,7 +245,7 @@ async def test_sqlite_upgrade_takes_access_records_out_of_the_index(tmp_path: Pa
     finally:
         await store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     # Nothing is left in the keyword index: the upgrade and the purge removed every entry.
     assert conn.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH 'zanzibar OR alice OR user'").fetchone() == (0,)
     conn.close()

@@ -37,6 +37,40 @@ async def test_insert_is_idempotent_on_event_id(store: EventStore) -> None:
     assert sorted(await _all(store, EventFilter())) == sorted(e["id"] for e in events)
 
 
+async def test_event_without_a_time_is_stored_once(store: EventStore) -> None:
+    """An event without a usable time is indexed at its arrival; delivered again later
+    (another arrival time), it is still recognised by its id and stored once."""
+    events = make_events(3)
+    timeless = {**events[0], "id": "evt_timeless"}
+    del timeless["occurred_at"]
+    assert await store.insert_events([timeless, events[1]]) == 2
+    await asyncio.sleep(0.002)  # a later microsecond of arrival
+    assert await store.insert_events([timeless, events[2]]) == 1
+    assert await store.count() == 3
+    assert (await store.get("evt_timeless"))["action"] == timeless["action"]
+
+
+async def test_an_id_at_another_time_is_another_event(store: EventStore) -> None:
+    """Both stores key an event by its id and time: the same id at the same time is one
+    event (stored once), the same id at another time a second one."""
+    event = make_events(1)[0]
+    later = {**event, "occurred_at": "2027-03-04T05:06:07.000Z"}
+    assert await store.insert_events([event]) == 1
+    assert await store.insert_events([event]) == 0
+    assert await store.insert_events([later]) == 1
+    assert await store.count() == 2
+
+
+async def test_redelivery_into_a_full_microsecond_is_stored_once(store: EventStore) -> None:
+    """More events in one microsecond than it has ties (1,024 on SQLite: the rest move to
+    the next microsecond), delivered twice: each is stored once and listed in order."""
+    events = [{**e, "occurred_at": "2026-02-03T04:05:06.000Z"} for e in make_events(1030, seed=3)]
+    assert await store.insert_events(events) == 1030
+    assert await store.insert_events(events[1000:]) == 0
+    assert await store.count() == 1030
+    assert await _all(store, EventFilter()) == Oracle(events)()
+
+
 async def test_newest_first_with_equal_timestamps(store: EventStore) -> None:
     """Events are listed newest first; equal times in reverse insertion order."""
     events = make_events(2000, seed=9)

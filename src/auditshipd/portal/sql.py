@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA", "SCHEMA_V2", "SCHEMA_V3", "SCHEMA_VERSION", "select_events"]
+__all__ = ["SCHEMA", "SCHEMA_V2", "SCHEMA_V3", "SCHEMA_V4", "SCHEMA_VERSION", "select_events"]
 
 from typing import Any
 
@@ -12,6 +12,7 @@ from .query import (
     fts_query,
     seq_base,
 )
+from .sqlite_keys import KEYS_TABLE, actor_match, target_match
 
 _HIDDEN = sorted(ACCESS_ACTIONS)
 
@@ -79,7 +80,40 @@ CREATE TABLE IF NOT EXISTS portal_views (
 CREATE INDEX IF NOT EXISTS portal_views_expires ON portal_views(expires_at);
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
 """
-SCHEMA_VERSION = 3
+# Version 4: the event id, actor and targets are found through ``events_keys`` (FTS5,
+# see auditshipd.portal.sqlite_keys) instead of B-trees keyed by their values (the id's
+# UNIQUE index, events_actor, event_targets); the targets move into the row. A stored
+# event is a duplicate when an event of the same id is stored at the same microsecond (as
+# the PostgreSQL store's key (id, occurred_at) says), or, for an event without a usable
+# time, anywhere. Run by store_sqlite._migrate_v4 (the row copy and the keys need Python);
+# ``events_v4`` becomes ``events``.
+SCHEMA_V4 = f"""
+CREATE TABLE events_v4 (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    organization_slug TEXT,
+    targets TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+INSERT INTO events_v4(seq, id, occurred_at, action, actor, organization_slug, targets, body)
+    SELECT e.seq, e.id, e.occurred_at, e.action, e.actor, e.organization_slug,
+        (SELECT json_group_array(target) FROM
+            (SELECT target FROM event_targets t WHERE t.seq = e.seq ORDER BY target)),
+        e.body
+    FROM events e ORDER BY e.seq;
+DROP TABLE events;
+DROP TABLE event_targets;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX events_action ON events(action);
+CREATE INDEX events_organization ON events(organization_slug);
+{KEYS_TABLE};
+INSERT INTO events_keys(rowid, terms) SELECT seq, auditshipd_row_terms(id, actor, targets) FROM events;
+UPDATE meta SET value = '4' WHERE key = 'schema_version';
+"""
+SCHEMA_VERSION = 4
 
 
 def select_events(
@@ -89,23 +123,31 @@ def select_events(
     filters name; its ``seq`` column carries the range conditions and the ordering."""
     params: list[Any] = []
     conds: list[str] = []
+    actor, target = f.actor.strip().lower(), f.target.strip().lower()
+    # No event has a term for an empty actor: that filter compares the column alone.
+    keys = [actor_match(actor)] if actor else []
+    if f.target:
+        keys.append(target_match(target))
     if phrases:
         source = "events_fts JOIN events e ON e.seq = events_fts.rowid"
         key = "events_fts.rowid"
         conds.append("events_fts MATCH ?")
         params.append(fts_query(phrases))
-    elif f.target:
-        source = "event_targets t JOIN events e ON e.seq = t.seq"
-        key = "t.seq"
+        if keys:
+            conds.append("e.seq IN (SELECT rowid FROM events_keys WHERE events_keys MATCH ?)")
+            params.append(" AND ".join(keys))
+    elif keys:
+        source = "events_keys JOIN events e ON e.seq = events_keys.rowid"
+        key = "events_keys.rowid"
+        conds.append("events_keys MATCH ?")
+        params.append(" AND ".join(keys))
     else:
         source = "events e"
         key = "e.seq"
+    # The keys name candidates by hash: the real values decide.
     if f.target:
-        if phrases:
-            conds.append("e.seq IN (SELECT seq FROM event_targets WHERE target = ?)")
-        else:
-            conds.append("t.target = ?")
-        params.append(f.target.strip().lower())
+        conds.append("EXISTS (SELECT 1 FROM json_each(e.targets) j WHERE j.value = ?)")
+        params.append(target)
     if before is not None:
         conds.append(f"{key} < ?")
         params.append(before)
@@ -120,7 +162,7 @@ def select_events(
         params.extend(f.actions)
     if f.actor:
         conds.append("e.actor = ?")
-        params.append(f.actor.strip().lower())
+        params.append(actor)
     if f.organization is not None:
         conds.append("e.organization_slug = ?")
         params.append(f.organization)

@@ -1,8 +1,10 @@
 """Writing a batch into the SQLite event store, set-based: the rows are computed outside
-the write transaction, then one statement finds the ids already stored, one the highest
-``seq`` of each microsecond the batch touches (or, for a batch newer than the store, its
-newest ``seq`` alone), and one ``executemany`` per table writes them (SQLite loops in C;
-no statement per event)."""
+the write transaction, then one statement finds what is stored at the microseconds the
+batch touches (the highest ``seq`` of each, and the ids there: an event is a duplicate
+when one of the same id is stored at the same microsecond; for a batch newer than the
+store, its newest ``seq`` alone says there is nothing), one lookup per event without a
+usable time finds its id anywhere, and one ``executemany`` per table writes them (SQLite
+loops in C; no statement per event)."""
 
 from __future__ import annotations
 
@@ -10,36 +12,29 @@ import sqlite3
 
 from .event_rows import EventRow
 from .query import seq_base, tie_span
+from .sqlite_keys import event_terms, id_match
 from .store import _encode
 
 __all__ = ["insert_rows"]
 
-_IN_CHUNK = 500
-
 
 def insert_rows(conn: sqlite3.Connection, rows: list[EventRow]) -> int:
-    """Insert the rows whose id is not stored yet, set-based: one statement finds the
-    stored ids, one the highest ``seq`` of each microsecond the batch touches, then one
-    ``executemany`` per table (SQLite loops in C; no statement per event)."""
-    if not rows:
-        return 0
-    ids = [r.id for r in rows]
-    stored: set[str] = set()
-    for i in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[i : i + _IN_CHUNK]
-        stored.update(r[0] for r in conn.execute(
-            f"SELECT id FROM events WHERE id IN ({', '.join('?' * len(chunk))})", chunk
-        ))
-    if stored:
-        rows = [r for r in rows if r.id not in stored]
+    """Insert the rows that are not stored yet (see the module docstring); returns how
+    many were inserted."""
     if not rows:
         return 0
     bases = [seq_base(r.when) for r in rows]
-    taken = _taken(conn, sorted(set(bases)))
+    taken, present = _taken(conn, sorted(set(bases)))
     following: dict[int, int] = {}
     placed: list[tuple[int, EventRow]] = []
     overflow: list[tuple[int, EventRow]] = []
     for base, r in zip(bases, rows, strict=True):
+        if (base, r.id) in present or (
+            # Without a time, or at a microsecond so full that a copy may have moved to a
+            # later one: look the id up anywhere.
+            (r.timeless or taken.get(base) == base + tie_span(base) - 1) and _id_stored(conn, r.id)
+        ):
+            continue
         seq = following.get(base)
         if seq is None:
             top = taken.get(base)
@@ -59,28 +54,37 @@ def insert_rows(conn: sqlite3.Connection, rows: list[EventRow]) -> int:
     return len(placed) + len(overflow)
 
 
-def _taken(conn: sqlite3.Connection, bases: list[int]) -> dict[int, int]:
+def _taken(conn: sqlite3.Connection, bases: list[int]) -> tuple[dict[int, int], set[tuple[int, str]]]:
     """The highest stored ``seq`` of each microsecond ``bases`` (sorted) names, where it has
-    one. A batch newer than every stored event (a journal shipped in order) needs only the
-    store's newest ``seq``; otherwise one statement looks each microsecond up."""
+    one, and the (microsecond, id) of the events stored there. A batch newer than every
+    stored event (a journal shipped in order) needs only the store's newest ``seq``;
+    otherwise one statement reads the events of those microseconds."""
     newest = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
     if newest is None or newest < bases[0]:
-        return {}
+        return {}, set()
     taken: dict[int, int] = {}
+    present: set[tuple[int, str]] = set()
     by_span: dict[int, list[int]] = {}
     for base in bases:
         by_span.setdefault(tie_span(base), []).append(base)
     for span, group in by_span.items():
-        taken.update(
-            (base, top)
-            for base, top in conn.execute(
-                "SELECT b.value, (SELECT max(seq) FROM events WHERE seq >= b.value"
-                " AND seq < b.value + ?) FROM json_each(?) b",
-                (span, _encode(group).decode()),
-            )
-            if top is not None
-        )
-    return taken
+        for base, seq, event_id in conn.execute(
+            "SELECT b.value, e.seq, e.id FROM json_each(?) b"
+            " JOIN events e ON e.seq >= b.value AND e.seq < b.value + ?",
+            (_encode(group).decode(), span),
+        ):
+            present.add((base, event_id))
+            if seq > taken.get(base, seq - 1):
+                taken[base] = seq
+    return taken, present
+
+
+def _id_stored(conn: sqlite3.Connection, event_id: str) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM events_keys JOIN events e ON e.seq = events_keys.rowid"
+        " WHERE events_keys MATCH ? AND e.id = ? LIMIT 1",
+        (id_match(event_id), event_id),
+    ).fetchone() is not None
 
 
 def _first(item: tuple[int, EventRow]) -> int:
@@ -89,18 +93,20 @@ def _first(item: tuple[int, EventRow]) -> int:
 
 def _write_rows(conn: sqlite3.Connection, placed: list[tuple[int, EventRow]]) -> None:
     conn.executemany(
-        "INSERT INTO events(seq, id, occurred_at, action, actor, organization_slug, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(seq, r.id, r.occurred_at, r.action, r.actor, r.organization, r.body) for seq, r in placed],
+        "INSERT INTO events(seq, id, occurred_at, action, actor, organization_slug, targets, body)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(seq, r.id, r.occurred_at, r.action, r.actor, r.organization,
+          _encode(r.targets).decode(), r.body) for seq, r in placed],
+    )
+    conn.executemany(
+        "INSERT INTO events_keys(rowid, terms) VALUES (?, ?)",
+        [(seq, event_terms(r.id, r.actor, r.targets)) for seq, r in placed],
     )
     # The portal's access records have no text: no row in the keyword index at all.
     conn.executemany(
         "INSERT INTO events_fts(rowid, text) VALUES (?, ?)",
         [(seq, r.text) for seq, r in placed if r.text],
     )
-    targets = [(t, seq) for seq, r in placed for t in r.targets]
-    if targets:
-        conn.executemany("INSERT OR IGNORE INTO event_targets(target, seq) VALUES (?, ?)", targets)
     conn.executemany(
         "INSERT OR IGNORE INTO event_actions(organization_slug, action) VALUES (?, ?)",
         {(r.organization or "", r.action) for _, r in placed},

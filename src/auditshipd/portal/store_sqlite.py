@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .event_rows import ACCESS_ACTIONS, event_rows, indexed_text, line_text
+from .event_rows import event_rows
 from .query import (
     EventFilter,
     decode_cursor,
@@ -21,8 +21,10 @@ from .query import (
     query_phrases,
     seq_base,
 )
-from .sql import SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_VERSION, select_events
+from .sql import select_events
 from .sqlite_ingest import insert_rows
+from .sqlite_keys import id_match
+from .sqlite_schema import forget_rows, prepare
 from .store import (
     MAX_LIMIT,
     EventStore,
@@ -32,7 +34,6 @@ from .store import (
     _decode,
     _encode,
 )
-from .stream_store import SQLITE_STREAMS_SCHEMA
 
 __all__ = ["SQLiteEventStore"]
 
@@ -58,67 +59,6 @@ def _make_private(path: Path) -> None:
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
-
-
-def _prepare(conn: sqlite3.Connection) -> None:
-    """WAL mode and the schema, each written only when missing (both need a write lock,
-    which every other opener would then wait for)."""
-    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-        conn.execute("PRAGMA journal_mode=WAL")
-    if _schema_version(conn) >= SCHEMA_VERSION and conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_streams'"
-    ).fetchone():
-        return
-    # One transaction: a concurrent opener sees no schema or all of it. The scripts are
-    # idempotent, so an older database gets the newer tables (self-service streams too).
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = _schema_version(conn)
-        for statement in (SCHEMA + SCHEMA_V2 + SCHEMA_V3 + SQLITE_STREAMS_SCHEMA).split(";\n"):
-            if statement.strip():
-                conn.execute(statement)
-        if 0 < version < 3:
-            _unindex_access_records(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _unindex_access_records(conn: sqlite3.Connection) -> None:
-    """Versions before 3 keyword-indexed the portal's access records: take them out with
-    the text they were indexed with."""
-    marks = ", ".join("?" * len(ACCESS_ACTIONS))
-    rows = conn.execute(
-        f"SELECT seq, body FROM events WHERE action IN ({marks})", sorted(ACCESS_ACTIONS)
-    )
-    conn.executemany(
-        "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
-        [(seq, line_text(body.encode())) for seq, body in rows],
-    )
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone():
-        return 0
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def _forget_text(conn: sqlite3.Connection, rows: list[Any]) -> None:
-    """Take events ``(seq, body, action, ...)`` out of the keyword index: a contentless
-    FTS5 row is deleted by giving back the text it indexed (none for access records)."""
-    doomed = []
-    for row in rows:
-        body = row[1].encode()
-        text = indexed_text(row[2], body)
-        if text:
-            doomed.append((row[0], text))
-    conn.executemany(
-        "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)", doomed
-    )
 
 
 class SQLiteEventStore(EventStore):
@@ -172,7 +112,7 @@ class SQLiteEventStore(EventStore):
         delay = 0.005
         while True:
             try:
-                _prepare(conn)
+                prepare(conn)
                 return
             except sqlite3.OperationalError as exc:
                 if conn.in_transaction:
@@ -229,16 +169,15 @@ class SQLiteEventStore(EventStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
-                    "SELECT seq, body, action FROM events WHERE seq < ? ORDER BY seq LIMIT ?",
+                    "SELECT seq, body, action, id, actor, targets FROM events WHERE seq < ?"
+                    " ORDER BY seq LIMIT ?",
                     (cutoff, chunk),
                 ).fetchall()
                 if not rows:
                     conn.execute("COMMIT")
                     return total
-                _forget_text(conn, rows)
-                last = rows[-1][0]
-                conn.execute("DELETE FROM event_targets WHERE seq <= ?", (last,))
-                conn.execute("DELETE FROM events WHERE seq <= ?", (last,))
+                forget_rows(conn, rows)
+                conn.execute("DELETE FROM events WHERE seq <= ?", (rows[-1][0],))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -293,23 +232,21 @@ class SQLiteEventStore(EventStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
-                    f"SELECT seq, body, action, organization_slug FROM events WHERE {cond}"
-                    " ORDER BY seq LIMIT ?",
+                    "SELECT seq, body, action, id, actor, targets, organization_slug FROM events"
+                    f" WHERE {cond} ORDER BY seq LIMIT ?",
                     (*params, chunk),
                 ).fetchall()
                 if not rows:
                     conn.execute("COMMIT")
                     break
-                _forget_text(conn, rows)
-                seqs = [(row[0],) for row in rows]
-                conn.executemany("DELETE FROM event_targets WHERE seq = ?", seqs)
-                conn.executemany("DELETE FROM events WHERE seq = ?", seqs)
+                forget_rows(conn, rows)
+                conn.executemany("DELETE FROM events WHERE seq = ?", [(row[0],) for row in rows])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             for row in rows:
-                counts[row[3]] = counts.get(row[3], 0) + 1
+                counts[row[6]] = counts.get(row[6], 0) + 1
         return counts if per_organization else sum(counts.values())
 
     async def optimize(self) -> None:
@@ -374,12 +311,13 @@ class SQLiteEventStore(EventStore):
         return await self._read(self._get_sync, event_id, organization)
 
     def _get_sync(self, event_id: str, organization: str | None) -> dict[str, Any] | None:
-        sql = "SELECT body FROM events WHERE id = ?"
-        params: list[Any] = [event_id]
+        sql = ("SELECT e.body FROM events_keys JOIN events e ON e.seq = events_keys.rowid"
+               " WHERE events_keys MATCH ? AND e.id = ?")
+        params: list[Any] = [id_match(event_id), event_id]
         if organization is not None:
-            sql += " AND organization_slug = ?"
+            sql += " AND e.organization_slug = ?"
             params.append(organization)
-        row = self._conn().execute(sql, params).fetchone()
+        row = self._conn().execute(sql + " LIMIT 1", params).fetchone()
         return _decode(row[0]) if row else None
 
     async def actions(self, organization: str | None = None) -> list[str]:

@@ -1,0 +1,89 @@
+"""The SQLite event store's schema: created when missing, older versions brought up to
+date on open (each step in the one transaction that also creates what is missing)."""
+
+from __future__ import annotations
+
+__all__ = ["forget_rows", "prepare", "schema_version"]
+
+import sqlite3
+from typing import Any
+
+from .event_rows import ACCESS_ACTIONS, indexed_text, line_text
+from .sql import SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_VERSION
+from .sqlite_keys import row_terms
+from .stream_store import SQLITE_STREAMS_SCHEMA
+
+
+def prepare(conn: sqlite3.Connection) -> None:
+    """WAL mode and the schema, each written only when missing (both need a write lock,
+    which every other opener would then wait for)."""
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    if schema_version(conn) >= SCHEMA_VERSION and conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_streams'"
+    ).fetchone():
+        return
+    # One transaction: a concurrent opener sees no schema or all of it. The scripts up to
+    # version 3 are idempotent, so an older database gets the newer tables; version 4
+    # rebuilds the events table (a new database goes through it empty).
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = schema_version(conn)
+        if version < 4:
+            _run(conn, SCHEMA + SCHEMA_V2 + SCHEMA_V3)
+            if 0 < version < 3:
+                _unindex_access_records(conn)
+            conn.create_function("auditshipd_row_terms", 3, row_terms, deterministic=True)
+            _run(conn, SCHEMA_V4)
+        _run(conn, SQLITE_STREAMS_SCHEMA)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _unindex_access_records(conn: sqlite3.Connection) -> None:
+    """Versions before 3 keyword-indexed the portal's access records: take them out with
+    the text they were indexed with."""
+    marks = ", ".join("?" * len(ACCESS_ACTIONS))
+    rows = conn.execute(
+        f"SELECT seq, body FROM events WHERE action IN ({marks})", sorted(ACCESS_ACTIONS)
+    )
+    conn.executemany(
+        "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)",
+        [(seq, line_text(body.encode())) for seq, body in rows],
+    )
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The version the database says it has; 0 for a new one."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone():
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def forget_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
+    """Take events ``(seq, body, action, id, actor, targets, ...)`` out of the keyword and
+    key indexes: a contentless FTS5 row is deleted by giving back what it indexed (no
+    keyword text for access records)."""
+    doomed = []
+    for row in rows:
+        text = indexed_text(row[2], row[1].encode())
+        if text:
+            doomed.append((row[0], text))
+    conn.executemany(
+        "INSERT INTO events_fts(events_fts, rowid, text) VALUES ('delete', ?, ?)", doomed
+    )
+    conn.executemany(
+        "INSERT INTO events_keys(events_keys, rowid, terms) VALUES ('delete', ?, ?)",
+        [(row[0], row_terms(row[3], row[4], row[5])) for row in rows],
+    )

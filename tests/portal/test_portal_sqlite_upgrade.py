@@ -1,0 +1,87 @@
+"""An SQLite store written by version 3 (id, actor and targets in B-trees keyed by their
+values) opened by this version: migrated to version 4 with its events, which every
+filter, get(), idempotent inserts and the purge then find as before."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import msgspec
+from portal_data import Oracle, make_events
+
+from auditshipd.portal.event_rows import event_rows
+from auditshipd.portal.query import EventFilter, seq_base
+from auditshipd.portal.sql import SCHEMA, SCHEMA_V2, SCHEMA_V3
+from auditshipd.portal.sqlite_keys import actor_match, id_match, target_match
+from auditshipd.portal.store_sqlite import SQLiteEventStore
+
+
+def _write_version_3(path: Path, lines: list[bytes]) -> None:
+    """The tables and rows the version 3 store wrote for these lines."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA + SCHEMA_V2 + SCHEMA_V3)
+    following: dict[int, int] = {}
+    for r in event_rows(lines):
+        base = seq_base(r.when)
+        seq = following.get(base, base)
+        following[base] = seq + 1
+        conn.execute(
+            "INSERT INTO events(seq, id, occurred_at, action, actor, organization_slug, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, r.id, r.occurred_at, r.action, r.actor, r.organization, r.body),
+        )
+        conn.execute("INSERT INTO events_fts(rowid, text) VALUES (?, ?)", (seq, r.text))
+        conn.executemany("INSERT INTO event_targets(target, seq) VALUES (?, ?)",
+                         [(t, seq) for t in r.targets])
+        conn.execute("INSERT OR IGNORE INTO event_actions(organization_slug, action) VALUES (?, ?)",
+                     (r.organization or "", r.action))
+    conn.commit()
+    conn.close()
+
+
+async def _all(store: SQLiteEventStore, f: EventFilter) -> list[str]:
+    ids: list[str] = []
+    async for events in store.iter_export(f, 500):
+        ids.extend(e["id"] for e in events)
+    return ids
+
+
+async def test_version_3_store_is_migrated_with_its_events(tmp_path: Path) -> None:
+    """2,000 events stored by version 3 are found after the upgrade by every filter
+    (actor, target, keyword, both keys at once), by id, not stored again when delivered
+    again, and purged from every index; the old key tables are gone."""
+    events = make_events(2000, seed=11)
+    path = tmp_path / "v3.sqlite3"
+    _write_version_3(path, [msgspec.json.encode(e) for e in events])
+    oracle = Oracle(events)
+    some = events[1234]
+    actor = some["actor"].get("email") or some["actor"]["name"]
+    target = next(t["email"] for e in events for t in e["targets"])
+    store = SQLiteEventStore(path)
+    await store.open()
+    try:
+        for kwargs in ({}, {"actor": actor}, {"target": target}, {"q": "alice"},
+                       {"q": "alice", "target": target}, {"actor": actor, "target": target},
+                       {"actor": actor.upper(), "actions": (some["action"],)}):
+            assert await _all(store, EventFilter(**kwargs)) == oracle(**kwargs), kwargs
+        assert (await store.get(some["id"]))["id"] == some["id"]
+        assert await store.insert_events(events[:700]) == 0
+        new = make_events(10, seed=12, start=5000)
+        assert await store.insert_events(new) == 10
+        assert await store.purge(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)) == 2010
+        assert await _all(store, EventFilter(target=target)) == []
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "event_targets" not in tables and "events_actor" not in tables
+        # The purge gave back every key it had indexed: none is left to match.
+        for match in (id_match(some["id"]), actor_match(actor.lower()), target_match(target.lower())):
+            assert conn.execute("SELECT rowid FROM events_keys WHERE events_keys MATCH ?",
+                                (match,)).fetchall() == [], match
+    finally:
+        conn.close()
