@@ -85,3 +85,28 @@ async def test_version_3_store_is_migrated_with_its_events(tmp_path: Path) -> No
                                 (match,)).fetchall() == [], match
     finally:
         conn.close()
+
+
+async def test_opener_waits_for_another_openers_upgrade(tmp_path: Path) -> None:
+    """A version 3 store held by another opener's upgrade (a write lock on it) for longer
+    than the busy timeout: opening it waits for the upgrade instead of failing, then
+    finds the store usable."""
+    import asyncio
+    import threading
+
+    events = make_events(20, seed=13)
+    path = tmp_path / "v3.sqlite3"
+    _write_version_3(path, [msgspec.json.encode(e) for e in events])
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.5, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    store = SQLiteEventStore(path, busy_timeout=0.3)
+    try:
+        await asyncio.wait_for(store.open(), 30)
+        assert await _all(store, EventFilter()) == Oracle(events)()
+    finally:
+        release.join()
+        holder.close()
+        await store.close()

@@ -21,10 +21,10 @@ from .query import (
     query_phrases,
     seq_base,
 )
-from .sql import select_events
+from .sql import SCHEMA_VERSION, select_events
 from .sqlite_ingest import insert_rows
 from .sqlite_keys import id_match
-from .sqlite_schema import forget_rows, prepare
+from .sqlite_schema import forget_rows, prepare, schema_version
 from .store import (
     MAX_LIMIT,
     EventStore,
@@ -35,7 +35,10 @@ from .store import (
     _encode,
 )
 
-__all__ = ["SQLiteEventStore"]
+__all__ = ["UPGRADE_WAIT", "SQLiteEventStore"]
+
+# Seconds an opener waits for another opener's schema upgrade of the store.
+UPGRADE_WAIT = 900.0
 
 
 def _make_private(path: Path) -> None:
@@ -59,6 +62,14 @@ def _make_private(path: Path) -> None:
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
+
+
+def _older(conn: sqlite3.Connection) -> bool:
+    """Whether the store's schema is older than this version (unreadable: taken as older)."""
+    try:
+        return schema_version(conn) < SCHEMA_VERSION
+    except sqlite3.OperationalError:
+        return True
 
 
 class SQLiteEventStore(EventStore):
@@ -108,7 +119,7 @@ class SQLiteEventStore(EventStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _make_private(self.path)
         conn = self._conn()
-        deadline = time.monotonic() + self.busy_timeout
+        start = time.monotonic()
         delay = 0.005
         while True:
             try:
@@ -117,7 +128,13 @@ class SQLiteEventStore(EventStore):
             except sqlite3.OperationalError as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                # While the store is older than this version, the lock is most likely
+                # another opener's upgrade (version 4 takes about 33 s per million
+                # events): wait for it rather than fail the portal or the sink.
+                wait = self.busy_timeout
+                if _older(conn):
+                    wait = max(wait, UPGRADE_WAIT)
+                if not _is_lock_error(exc) or time.monotonic() - start >= wait:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
