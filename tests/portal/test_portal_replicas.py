@@ -168,5 +168,5 @@ async def test_sqlite_database_of_version_1_gains_token_tables(tmp_path: Path) -
     finally:
         await store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     conn.close()

@@ -27,11 +27,12 @@ __all__ = [
     "target_match",
 ]
 
-# detail=none: a term's entries are rowids only (no columns, no positions); columnsize=0:
-# no per-row sizes (nothing ranks these matches).
+# detail=none: a term's entries are rowids only (no columns, no positions). The per-row
+# sizes stay (columnsize=0 would save a small B-tree written in order): without them a
+# contentless table cannot be scanned, so the database could not be dumped (`.dump`).
 KEYS_TABLE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS events_keys USING"
-    " fts5(terms, content='', detail=none, columnsize=0, tokenize='ascii')"
+    " fts5(terms, content='', detail=none, tokenize='ascii')"
 )
 
 _decode_targets = msgspec.json.Decoder(list[str]).decode
