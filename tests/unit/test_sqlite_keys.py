@@ -59,3 +59,25 @@ async def test_colliding_hashes_are_told_apart_by_the_values(tmp_path: Path, mon
         assert await ids(target="alice@x.example") == ["evt_2"]
     finally:
         await store.close()
+
+
+async def test_a_match_drives_counts_with_action_or_organization_filters(tmp_path: Path) -> None:
+    """A store without planner statistics (the sink never runs ANALYZE): a keyword or key
+    match with an action or organization filter is scanned from the FTS5 match, not by
+    walking the action index and probing the match per row (seconds on a large store)."""
+    import sqlite3
+
+    from auditshipd.portal.query import query_phrases
+    from auditshipd.portal.sql import select_events
+
+    store = SQLiteEventStore(tmp_path / "portal.sqlite3")
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "portal.sqlite3")
+    for f in (EventFilter(q="alpha", actions=("user.login",)),
+              EventFilter(actor="a@x.example", actions=("user.login",)),
+              EventFilter(q="alpha", organization="acme")):
+        inner, params = select_events(f, query_phrases(f.q), None, "1", order=False)
+        plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT count(*) FROM ({inner} LIMIT 10)", params)]
+        assert not any("events_action" in p or "events_organization" in p for p in plan), (f, plan)
+    conn.close()
