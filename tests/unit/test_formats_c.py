@@ -16,6 +16,7 @@ from unittest import mock
 
 import msgspec
 import pytest
+from c_leaks import traced_growth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -245,26 +246,6 @@ def test_bad_plans_and_arguments_raise_instead_of_writing():
     assert _formats_c.encode_lines(1, [5], *args) == [b""]  # not bytes: handed back
 
 
-def _traced_growth(run: Any, rounds: int) -> int:
-    """Bytes still allocated (tracemalloc, which sees PyMem) after ``rounds`` more calls
-    of ``run`` than a warm-up left."""
-    import gc
-    import tracemalloc
-
-    for _ in range(20):
-        run()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(rounds):
-            run()
-        gc.collect()
-        return tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-
-
 def test_no_memory_or_reference_leak_over_many_calls():
     """A debug loop over every path of the C tier (lines answered in C, handed back,
     raising in the fallback, IPv6 read by Python, bad plans): after hundreds of rounds no
@@ -293,7 +274,7 @@ def test_no_memory_or_reference_leak_over_many_calls():
     owned = [x for x in lines + broken if len(x) > 1]  # b"" is shared by everything
     refs = [sys.getrefcount(x) for x in owned]
     plan_refs = [sys.getrefcount(p) for enc in encs for p in enc.plans.map.values()]
-    growth = _traced_growth(run, 300)
+    growth = traced_growth(run, 300)
     assert growth < 64 << 10, growth
     assert [sys.getrefcount(x) for x in owned] == refs
     assert [sys.getrefcount(p) for enc in encs for p in enc.plans.map.values()] == plan_refs

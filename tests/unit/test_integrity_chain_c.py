@@ -87,9 +87,9 @@ def test_no_memory_or_reference_leak_over_many_calls():
     """A debug loop over seal_lines (lines sealed in C, lines left to seal(), a bad head):
     after thousands of rounds no memory is left allocated beyond the sealed output kept,
     and no reference is left on the input lines."""
-    import gc
     import sys
-    import tracemalloc
+
+    from c_leaks import traced_growth
 
     lines = [b'{"id":"%d","note":"%s"}' % (i, b"x" * i) for i in range(40)]
     # fresh objects: constants of the code may be shared, so their counts move elsewhere
@@ -105,16 +105,7 @@ def test_no_memory_or_reference_leak_over_many_calls():
     for _ in range(50):
         run()
     refs = [sys.getrefcount(x) for x in lines]
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(2000):
-            run()
-        gc.collect()
-        growth = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    growth = traced_growth(run, 2000, warmup=0)
     assert growth < 64 << 10, growth
     assert [sys.getrefcount(x) for x in lines] == refs
 

@@ -143,9 +143,9 @@ def test_wrong_arguments_are_errors() -> None:
 def test_no_memory_or_reference_leak_over_many_calls() -> None:
     """A debug loop over vectors() (answered lines, handed back ones, a type error): after
     thousands of rounds no memory is left allocated and no reference on the input lines."""
-    import gc
     import sys
-    import tracemalloc
+
+    from c_leaks import traced_growth
 
     lines: list[object] = [b'{"id":"%d","note":"%s"}' % (i, b"w " * i) for i in range(40)]
     lines += [b"%s" % x for x in (b'{"a":1.5}', b'{"a":"\\n"}', b"{}")]
@@ -159,15 +159,6 @@ def test_no_memory_or_reference_leak_over_many_calls() -> None:
     for _ in range(50):
         run()
     refs = [sys.getrefcount(x) for x in lines]
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(2000):
-            run()
-        gc.collect()
-        growth = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    growth = traced_growth(run, 2000, warmup=0)
     assert growth < 64 << 10, growth
     assert [sys.getrefcount(x) for x in lines] == refs
