@@ -239,6 +239,32 @@ async def test_an_idle_stream_gets_the_pass_position_committed(tmp_path):
     assert [c.offset for c in saved.segments.values()] == [size]
 
 
+async def test_start_at_end_is_the_end_when_the_daemon_starts_not_when_the_sink_does(tmp_path):
+    """A sink at start_at = "end" whose destination takes a while to connect: the lines
+    appended after the daemon started (and before the sink did) are delivered, the older
+    ones are not."""
+    config = make_config(tmp_path, sink_table("late", 'start_at = "end"'))
+    journal = tmp_path / "audit.jsonl"
+    write_events(journal, [None] * 30)
+    h = Harness(config)
+    connected = asyncio.Event()
+    sink = ScriptedSink()
+    sink.start = connected.wait  # type: ignore[method-assign]
+    sc = config.sinks[0]
+    h.sinks["late"] = sink
+    h.drivers["late"] = SinkDriver(config, sc, sink, signal=h.signal, redactor=h.redactor,
+                                   shared=h.shared, saver=h.saver)
+    await h.drivers["late"].start()
+    h.shared.begin(d.start_point() for d in h.drivers.values())
+    h.tasks = [asyncio.create_task(h.drivers["late"].run())]
+    h.background = [asyncio.create_task(h.shared.run()), asyncio.create_task(h.saver.run())]
+    new = write_events(journal, [None] * 10, start=30)  # the daemon has started
+    connected.set()
+    await until(lambda: len(sink.accepted) == 10)
+    await h.stop()
+    assert sink.accepted == new
+
+
 @pytest.mark.parametrize("start_at", ["end", "2030-01-01T00:00:00Z"])
 async def test_start_at_is_honoured_beside_the_pass(tmp_path, start_at):
     """start_at = "end" or a time beside a sink reading from the beginning: the late

@@ -97,13 +97,19 @@ class SinkDriver(Outbox):
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the cursor (and, alone, open the reader: "end" is the journal's end now)."""
+        """Load the cursor; alone, or starting at the journal's end, open the reader.
+        "end" is the journal's end now, before the daemon reports it started: lines
+        appended once the start is reported are read, even when the sink itself takes
+        longer to start (a broker connecting)."""
         self.committed = await asyncio.to_thread(self.cursors.load, self.name)
         self.sealing = sealing_for(self.config, self.sc, self.committed.integrity)
         if self.shared is None:
             self._reader = self._new_reader(self.committed, self.signal, self._starts_at_end())
-            if self._reader.start_at_end:
-                await asyncio.to_thread(self._reader.prime)
+        elif self._starts_at_end():
+            self._reader = self._new_reader(self.committed, self.shared.advanced, True,
+                                            solo_block=True)
+        if self._reader is not None and self._reader.start_at_end:
+            await asyncio.to_thread(self._reader.prime)
 
     def start_point(self) -> CursorState | str:
         """Where this sink starts: its cursor, or "end" / "beginning" without one."""
@@ -218,19 +224,17 @@ class SinkDriver(Outbox):
             await read_alone(self, self._reader, None, dict(self.committed.segments))
             return
         position = dict(self.committed.segments)
-        end = self._starts_at_end()
+        primed = self._reader  # starting at the end: primed by start()
         while not self._stopping.is_set():
-            if not end and shared.relation(position) == "at" and shared.admits(self):
+            if primed is None and shared.relation(position) == "at" and shared.admits(self):
                 self.join_pass()
             else:
                 await self._until_ready()
                 if self._stopping.is_set():
                     return
-                reader = self._new_reader(CursorState(segments=dict(position)),
-                                          shared.advanced, end, solo_block=True)
-                if end:
-                    await asyncio.to_thread(reader.prime)
-                    end = False
+                reader = primed or self._new_reader(CursorState(segments=dict(position)),
+                                                    shared.advanced, False, solo_block=True)
+                primed = None
                 self._reader = reader
                 try:
                     joined = await read_alone(self, reader, shared, position)
