@@ -60,6 +60,40 @@ def test_c_writes_the_python_bytes_or_hands_the_line_back(lines: list[bytes]) ->
             assert vector == _python(line)
 
 
+@settings(max_examples=600, deadline=None)
+@given(lines=st.lists(_line, min_size=1, max_size=5))
+def test_c_texts_are_the_python_text_or_hand_the_line_back(lines: list[bytes]) -> None:
+    """The SQLite store's keyword text: C gives line_text's exact string, or None where
+    that takes its reference path (an escape, a fraction or an exponent); a line without
+    an escape or a float (whatever its characters) is always answered."""
+    got = _tsvector_c.texts(lines)
+    for line, text in zip(lines, got, strict=True):
+        plain = b"\\" not in line and not any(
+            isinstance(v, float) for v in _leaves(msgspec.json.decode(line)))
+        if text is None:
+            assert not plain, line
+        else:
+            assert text == line_text(line)
+
+
+def test_rows_take_the_c_texts_or_compute_them(monkeypatch) -> None:
+    """event_rows gives every row the same keyword text with the extension and without it
+    (lines it hands back included); access records get none either way."""
+    at = '"occurred_at":"2026-01-02T03:04:05.678Z"'
+    lines = [f'{{"id":"a",{at},"action":"user.invited","actor":{{"email":"A@x.test"}},"n":12}}',
+             f'{{"id":"b",{at},"action":"user.invited","note":"tab\\there","n":1.5}}',
+             f'{{"id":"c",{at},"action":"audit_log.viewed","actor":{{"email":"b@x.test"}}}}',
+             f'{{"id":"d",{at},"action":"x","note":"caf\u00e9 \u00fcber"}}']
+    lines = [x.encode() for x in lines]
+    with_c = event_rows(lines)
+    monkeypatch.setenv("AUDITSHIPD_TSVECTOR_C", "0")
+    without = event_rows(lines)
+    assert with_c == without
+    assert [r.text for r in with_c] == [line_text(lines[0]), line_text(lines[1]), "",
+                                        line_text(lines[3])]
+    assert "12" in with_c[0].text and "tab" in with_c[1].text and "über" in with_c[3].text
+
+
 def _leaves(value: object) -> list[object]:
     if isinstance(value, dict):
         return [leaf for v in value.values() for leaf in _leaves(v)]

@@ -29,7 +29,7 @@ async def test_colliding_hashes_are_told_apart_by_the_values(tmp_path: Path, mon
     """All keys hash alike: the actor, target and id lookups, the duplicate check of an
     event without a time, and the purge's removal of the terms still act on the real
     values only."""
-    monkeypatch.setattr(sqlite_keys, "_hash", lambda value: 7)
+    monkeypatch.setattr(sqlite_keys, "_crc32", lambda value: 7)
     store = SQLiteEventStore(tmp_path / "portal.sqlite3")
     await store.open()
     try:

@@ -15,6 +15,11 @@
  * and every number, in order; its tokens are the runs of ASCII letters and digits, lower
  * case, cut at 255 bytes. Token i (from 0) has position i + 1, at most 16383; a lexeme
  * keeps its first 256 distinct positions.
+ *
+ * texts(lines) returns, per line, exactly event_rows.line_text(line) (the keyword text the
+ * SQLite store indexes: "\n" and the value's JSON text, per value string and number), or
+ * None where that function takes its reference path: a backslash, a number with a
+ * fraction or an exponent, a string left open.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -286,13 +291,106 @@ fail:
     return NULL;
 }
 
+/* The keyword text of s[0:n] into out (at least n + n / 2 + 1 bytes: each value adds
+ * one newline and is at least 1 byte with its separator); its length, or -1 to hand back. */
+static Py_ssize_t line_text(const unsigned char *s, Py_ssize_t n, unsigned char *out)
+{
+    Py_ssize_t i = 0, used = 0;
+    if (memchr(s, '\\', (size_t)n) != NULL)
+        return -1;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c == '"') {
+            const unsigned char *end = memchr(s + i + 1, '"', (size_t)(n - i - 1));
+            if (end == NULL)
+                return -1;
+            Py_ssize_t close = end - s, k = close + 1;
+            while (k < n && is_space(s[k]))
+                k++;
+            if (k < n && s[k] == ':') { /* a key */
+                i = k + 1;
+                continue;
+            }
+            out[used++] = '\n';
+            memcpy(out + used, s + i, (size_t)(close + 1 - i));
+            used += close + 1 - i;
+            i = close + 1;
+        } else if (c >= '0' && c <= '9') {
+            Py_ssize_t k = i;
+            while (k < n && ((s[k] >= '0' && s[k] <= '9') || s[k] == '-' || s[k] == '+' ||
+                             s[k] == '.' || s[k] == 'e' || s[k] == 'E')) {
+                if (s[k] == '.' || s[k] == 'e' || s[k] == 'E')
+                    return -1; /* 1.50 or 1e5: Python's text of the value may differ */
+                k++;
+            }
+            out[used++] = '\n';
+            memcpy(out + used, s + i, (size_t)(k - i));
+            used += k - i;
+            i = k;
+        } else {
+            i++;
+        }
+    }
+    return used;
+}
+
+static PyObject *py_texts(PyObject *self, PyObject *lines)
+{
+    (void)self;
+    if (!PyList_Check(lines)) {
+        PyErr_SetString(PyExc_TypeError, "texts() takes a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    PyObject *result = PyList_New(n);
+    if (result == NULL)
+        return NULL;
+    unsigned char *buf = NULL;
+    Py_ssize_t cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i), *item;
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "texts() takes a list of bytes");
+            goto fail;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(line), want = len + len / 2 + 1;
+        if (want > cap) {
+            unsigned char *b = realloc(buf, (size_t)want);
+            if (b == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            buf = b;
+            cap = want;
+        }
+        Py_ssize_t used = line_text((const unsigned char *)PyBytes_AS_STRING(line), len, buf);
+        if (used < 0) {
+            Py_INCREF(Py_None);
+            item = Py_None;
+        } else {
+            item = PyUnicode_DecodeUTF8((const char *)buf, used, "replace");
+            if (item == NULL)
+                goto fail;
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+    free(buf);
+    return result;
+fail:
+    free(buf);
+    Py_DECREF(result);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"vectors", py_vectors, METH_O,
      "The binary tsvector of each line's keyword text, or None where Python must answer."},
+    {"texts", py_texts, METH_O,
+     "Each line's keyword text (event_rows.line_text), or None where Python must answer."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tsvector_c",
-                                    "Keyword vectors of event lines (portal/pg_vectors.py).",
+                                    "Keyword texts and vectors of event lines (portal/event_rows.py, portal/pg_vectors.py).",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__tsvector_c(void)

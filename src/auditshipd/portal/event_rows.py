@@ -7,7 +7,8 @@ line's bytes (the JSON without its keys and literals), which holds exactly the t
 :func:`~auditshipd.portal.query.search_text` over the decoded event. Lines that the typed
 decode or the byte cut cannot answer for (an actor that is not an object, a string with
 an escape, a float written with an exponent) take the reference path over the decoded
-event, which gives the same row.
+event, which gives the same row. The C extension ``_tsvector_c`` cuts a whole batch's
+keyword texts in one call, with the same result (:func:`texts_c`).
 
 The portal's own access records (:data:`ACCESS_ACTIONS`) are stored and listed but not
 keyword-indexed: their text is empty, so searching never digs through them.
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -26,7 +28,7 @@ import msgspec
 from .query import format_time, parse_time, search_text
 from .store import _organization, actor_key, target_keys
 
-__all__ = ["ACCESS_ACTIONS", "EventRow", "event_rows", "indexed_text", "line_text"]
+__all__ = ["ACCESS_ACTIONS", "EventRow", "event_rows", "indexed_text", "line_text", "texts_c"]
 
 # What the portal records about itself: who viewed, exported or purged the audit log.
 ACCESS_ACTIONS = frozenset({"audit_log.viewed", "audit_log.exported", "audit_log.purged"})
@@ -68,6 +70,11 @@ class _Head(msgspec.Struct):
     targets: list[_Party | None] | None = None
 
 
+try:  # the keyword texts of a batch in one call (same text; see texts_c)
+    from ._tsvector_c import texts as _texts_c
+except ImportError:
+    _texts_c = None
+
 _decode_head = msgspec.json.Decoder(_Head).decode
 _decode = msgspec.json.Decoder().decode
 # A time as the journal writes it: decoded by ``fromisoformat`` (C) instead of the general
@@ -87,7 +94,7 @@ def line_text(line: bytes, event: Mapping[str, Any] | None = None) -> str:
     """The keyword text of a redacted line: the tokens of every string and number in it,
     in order (see the module docstring). ``event``: the line decoded, if at hand."""
     if b"\\" not in line:
-        text = b"\n".join([b"", *_VALUES.findall(line)])
+        text = b"\n".join([b"", *filter(None, _VALUES.findall(line))])
         if _ODD_NUMBER.search(text) is None:
             return text.decode("utf-8", "replace")
     return search_text(event if event is not None else _decode(line))
@@ -126,7 +133,7 @@ def _when(value: Any) -> tuple[_dt.datetime, str, bool]:
     return when, format_time(when), True
 
 
-def _row(line: bytes, text: bool = True) -> EventRow:
+def _row(line: bytes, text: bool = True, keywords: str | None = None) -> EventRow:
     try:
         head = _decode_head(line)
     except msgspec.ValidationError:  # an actor or target that is not an object, ...
@@ -141,8 +148,12 @@ def _row(line: bytes, text: bool = True) -> EventRow:
     org = head.organization
     slug = None if org is None or org.slug is None else str(org.slug)
     targets = sorted({k for k in map(_key, head.targets or ()) if k})
+    if not text or action in ACCESS_ACTIONS:
+        keywords = ""
+    elif keywords is None:
+        keywords = line_text(line)
     return EventRow(event_id, when, text_time, timeless, action, _key(head.actor), slug, targets,
-                    indexed_text(action, line) if text else "", line.decode("utf-8"))
+                    keywords, line.decode("utf-8"))
 
 
 def _reference_row(line: bytes, text: bool = True) -> EventRow:
@@ -158,14 +169,25 @@ def _reference_row(line: bytes, text: bool = True) -> EventRow:
                     indexed_text(action, line, event) if text else "", line.decode("utf-8"))
 
 
+def texts_c() -> Callable[[list[bytes]], list[str | None]] | None:
+    """The C extension's ``texts`` (each line's :func:`line_text`, None where that takes
+    its reference path), or None: not built, or switched off with
+    ``AUDITSHIPD_TSVECTOR_C=0``."""
+    if os.environ.get("AUDITSHIPD_TSVECTOR_C", "1") == "0":
+        return None
+    return _texts_c
+
+
 def event_rows(lines: Sequence[bytes], *, text: bool = True) -> list[EventRow]:
     """The rows of a batch, in batch order, each id once (its first line). ``text=False``:
     every row's ``text`` is left empty, for a store that builds its keyword index from
     the body itself (the PostgreSQL store, see :mod:`~auditshipd.portal.pg_vectors`)."""
     rows: list[EventRow] = []
     seen: set[str] = set()
-    for line in lines:
-        row = _row(line, text)
+    c = texts_c() if text else None
+    keywords = c(lines if type(lines) is list else list(lines)) if c is not None else None
+    for i, line in enumerate(lines):
+        row = _row(line, text, None if keywords is None else keywords[i])
         if row.id in seen:
             continue
         seen.add(row.id)

@@ -4,32 +4,65 @@ batch touches (the highest ``seq`` of each, and the ids there: an event is a dup
 when one of the same id is stored at the same microsecond; for a batch newer than the
 store, its newest ``seq`` alone says there is nothing), one lookup per event without a
 usable time finds its id anywhere, and one ``executemany`` per table writes them (SQLite
-loops in C; no statement per event)."""
+loops in C; no statement per event).
+
+The work is split in two: :func:`prepare_rows` builds every statement's parameters but the
+``seq`` (the rows, their key terms and targets' JSON, their microseconds) before the write
+transaction begins (it needs no connection); :func:`insert_rows` then only reads what is
+stored at those microseconds, numbers the new rows and runs the statements."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from typing import NamedTuple
 
-from .event_rows import EventRow
+from .event_rows import EventRow, event_rows
 from .query import seq_base, tie_span
 from .sqlite_keys import event_terms, id_match
 from .store import _encode
 
-__all__ = ["insert_rows"]
+__all__ = ["PreparedRows", "insert_rows", "prepare_rows"]
 
 
-def insert_rows(conn: sqlite3.Connection, rows: list[EventRow]) -> int:
+class PreparedRows(NamedTuple):
+    """A batch ready for :func:`insert_rows`: per row, its ``seq_base`` and the parameter
+    lists of its ``events``, ``events_keys`` and ``events_fts`` rows (``None`` in place of
+    the ``seq``; an access record, without keyword text, has no ``events_fts`` row)."""
+
+    rows: list[EventRow]
+    bases: list[int]
+    events: list[list[object]]
+    keys: list[list[object]]
+    texts: list[list[object] | None]
+
+
+def prepare_rows(lines: Sequence[bytes]) -> PreparedRows:
+    """Everything :func:`insert_rows` writes that does not depend on what is stored."""
+    rows = event_rows(lines)
+    return PreparedRows(
+        rows,
+        [seq_base(r.when) for r in rows],
+        [[None, r.id, r.occurred_at, r.action, r.actor, r.organization,
+          _encode(r.targets).decode(), r.body] for r in rows],
+        [[None, event_terms(r.id, r.actor, r.targets)] for r in rows],
+        [[None, r.text] if r.text else None for r in rows],
+    )
+
+
+def insert_rows(conn: sqlite3.Connection, batch: PreparedRows) -> int:
     """Insert the rows that are not stored yet (see the module docstring); returns how
     many were inserted."""
+    rows, bases = batch.rows, batch.bases
     if not rows:
         return 0
-    bases = [seq_base(r.when) for r in rows]
     taken, present = _taken(conn, sorted(set(bases)))
     following: dict[int, int] = {}
-    placed: list[tuple[int, EventRow]] = []
-    overflow: list[tuple[int, EventRow]] = []
-    for base, r in zip(bases, rows, strict=True):
-        if (base, r.id) in present or (
+    placed: list[tuple[int, int]] = []  # (seq, index in the batch)
+    overflow: list[tuple[int, int]] = []
+    for i, base in enumerate(bases):
+        r = rows[i]
+        if present and (base, r.id) in present or (
             # Without a time, or at a microsecond so full that a copy may have moved to a
             # later one: look the id up anywhere.
             (r.timeless or taken.get(base) == base + tie_span(base) - 1) and _id_stored(conn, r.id)
@@ -40,17 +73,17 @@ def insert_rows(conn: sqlite3.Connection, rows: list[EventRow]) -> int:
             top = taken.get(base)
             seq = base if top is None else top + 1
         if seq >= base + tie_span(base):
-            overflow.append((base, r))  # every tie of this microsecond taken: one by one below
+            overflow.append((base, i))  # every tie of this microsecond taken: one by one below
             continue
         following[base] = seq + 1
-        placed.append((seq, r))
+        placed.append((seq, i))
     # In seq order: FTS5 flushes its pending terms as a new segment whenever a rowid is
     # not above the previous one of the transaction, and the tables' B-trees are
     # written page after page instead of all over.
-    placed.sort(key=_first)
-    _write_rows(conn, placed)
-    for base, r in overflow:
-        _write_rows(conn, [(_free_seq(conn, base), r)])
+    placed.sort()
+    _write_rows(conn, batch, placed)
+    for base, i in overflow:
+        _write_rows(conn, batch, [(_free_seq(conn, base), i)])
     return len(placed) + len(overflow)
 
 
@@ -87,29 +120,29 @@ def _id_stored(conn: sqlite3.Connection, event_id: str) -> bool:
     ).fetchone() is not None
 
 
-def _first(item: tuple[int, EventRow]) -> int:
-    return item[0]
-
-
-def _write_rows(conn: sqlite3.Connection, placed: list[tuple[int, EventRow]]) -> None:
+def _write_rows(conn: sqlite3.Connection, batch: PreparedRows,
+                placed: list[tuple[int, int]]) -> None:
+    events, keys, texts = [], [], []
+    for seq, i in placed:
+        row = batch.events[i]
+        row[0] = seq
+        events.append(row)
+        key = batch.keys[i]
+        key[0] = seq
+        keys.append(key)
+        text = batch.texts[i]
+        if text is not None:  # the portal's access records: no keyword index row
+            text[0] = seq
+            texts.append(text)
     conn.executemany(
         "INSERT INTO events(seq, id, occurred_at, action, actor, organization_slug, targets, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(seq, r.id, r.occurred_at, r.action, r.actor, r.organization,
-          _encode(r.targets).decode(), r.body) for seq, r in placed],
-    )
-    conn.executemany(
-        "INSERT INTO events_keys(rowid, terms) VALUES (?, ?)",
-        [(seq, event_terms(r.id, r.actor, r.targets)) for seq, r in placed],
-    )
-    # The portal's access records have no text: no row in the keyword index at all.
-    conn.executemany(
-        "INSERT INTO events_fts(rowid, text) VALUES (?, ?)",
-        [(seq, r.text) for seq, r in placed if r.text],
-    )
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
+    conn.executemany("INSERT INTO events_keys(rowid, terms) VALUES (?, ?)", keys)
+    conn.executemany("INSERT INTO events_fts(rowid, text) VALUES (?, ?)", texts)
+    rows = batch.rows
     conn.executemany(
         "INSERT OR IGNORE INTO event_actions(organization_slug, action) VALUES (?, ?)",
-        {(r.organization or "", r.action) for _, r in placed},
+        {(rows[i].organization or "", rows[i].action) for _, i in placed},
     )
 
 
