@@ -134,6 +134,8 @@ class SinkType:
     # Defaults of the ``batch`` table for this type (``{"max_events": 5000}``) where the
     # sink's table leaves a key out: a store that commits per batch wants larger ones.
     batch_defaults: Mapping[str, Any] | None = None
+    # Default ``concurrency`` (batches in flight) where the sink's table leaves it out.
+    concurrency: int | None = None
 
     def build(self, name: str, options: Any, context: SinkContext) -> Sink:
         return self.factory(name, options, context)

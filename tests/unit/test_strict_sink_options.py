@@ -3,6 +3,7 @@ when a plugin's options Struct (or a nested one) forgot forbid_unknown_fields.""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -106,3 +107,42 @@ def test_check_config_reports_the_misspelled_key(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"{path}:10: sinks[0] (s).levle: unknown key (did you mean 'level'?)" in r.stderr
+
+
+@pytest.mark.parametrize(("extra", "concurrency", "max_events"), [
+    ("", 2, 5000),
+    ("concurrency = 1\n[sinks.batch]\nmax_events = 100\n", 1, 100),
+])
+def test_a_sink_type_gives_its_defaults_where_the_table_is_silent(tmp_path, extra, concurrency,
+                                                                  max_events):
+    """The portal sink's own defaults (two batches in flight, 5,000 events a batch) apply
+    where its table leaves the keys out, and only there; other types keep the core's."""
+    config, _pm, _types = load_runtime(_config(tmp_path, f'type = "portal"\n{extra}'))
+    assert (config.sinks[0].concurrency, config.sinks[0].batch.max_events) == (
+        concurrency, max_events)
+    config, _pm, _types = load_runtime(_config(tmp_path, 'type = "lax"\npath = "x"\n'))
+    assert (config.sinks[0].concurrency, config.sinks[0].batch.max_events) == (1, 1000)
+
+
+def test_a_drop_in_sink_type_keeps_every_field_it_gave(tmp_path):
+    """The plugin manager records which plugin gave a sink type and keeps the rest as
+    given: its connection check, batch defaults and concurrency."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "checked_sink.py").write_text(LAX_PLUGIN.replace(
+        'return [SinkType("lax", LaxOptions, LaxSink, "a plugin with a lax options Struct")]',
+        'return [SinkType("lax", LaxOptions, LaxSink, "checked", check_connection=check,'
+        ' batch_defaults={"max_events": 7}, concurrency=3)]',
+    ) + "\n\nasync def check(options):\n    return 'reached ' + options.path\n")
+    from auditshipd.plugins.manager import build_plugin_manager, sink_types
+
+    lax = sink_types(build_plugin_manager([str(plugins)]))["lax"]
+    assert "checked_sink" in lax.plugin
+    assert lax.batch_defaults == {"max_events": 7} and lax.concurrency == 3
+    assert lax.check_connection is not None
+    assert asyncio.run(lax.check_connection(LaxOptionsLike("x"))) == "reached x"
+
+
+class LaxOptionsLike:
+    def __init__(self, path: str) -> None:
+        self.path = path

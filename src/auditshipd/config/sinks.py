@@ -86,6 +86,8 @@ def sink_config(
     c: SinkCommon | None = None
     if st is not None and st.batch_defaults and isinstance(common.get("batch", {}), dict):
         common["batch"] = {**st.batch_defaults, **common.get("batch", {})}
+    if st is not None and st.concurrency is not None:
+        common.setdefault("concurrency", st.concurrency)
     if not errors:
         c = convert_all(common, SinkCommon, source, where, errors, option_keys)
     options: Any = specific

@@ -6,6 +6,7 @@ directories named in the config are still loaded: they were asked for explicitly
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -80,8 +81,7 @@ def sink_types(pm: pluggy.PluginManager) -> dict[str, SinkType]:
                     f"sink type {st.name!r} is provided by both {found[st.name].plugin}"
                     f" and {impl.plugin_name}"
                 )
-            found[st.name] = SinkType(
-                st.name, st.options, st.factory, st.description, st.validate, st.secrets,
-                impl.plugin_name,
-            )
+            # Every field kept (check_connection, batch_defaults, concurrency...), the
+            # contributing plugin's name added.
+            found[st.name] = dataclasses.replace(st, plugin=impl.plugin_name)
     return found

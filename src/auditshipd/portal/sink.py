@@ -37,13 +37,18 @@ from .backend import event_store, store_failure
 from .config import PortalConfig, check_organization_retention, portal_config
 from .store import EventStore, PurgeResult
 
-__all__ = ["PortalSink", "PortalSinkOptions", "RetentionPolicy", "register_sink_types"]
+__all__ = ["BATCH_DEFAULTS", "CONCURRENCY_DEFAULT", "PortalSink", "PortalSinkOptions", "RetentionPolicy",
+           "register_sink_types"]
 
 PURGE_ACTOR = {"type": "system", "name": "auditshipd portal"}
 # Each batch is one write transaction, whose fixed cost (the keyword index's new segment,
 # the index pages it touches, the commit) is shared by its events: larger batches than
 # other sinks' when the journal has a backlog. The sink table's ``[batch]`` overrides them.
 BATCH_DEFAULTS = {"max_events": 5000, "max_bytes": 16 * 1024 * 1024}
+# Two batches in flight: with PostgreSQL the daemon builds one batch's COPY while the
+# server indexes the other (12,800 against 9,700 events/s); the order of the events in
+# the store is their time, not their arrival. SQLite's single writer takes them in turn.
+CONCURRENCY_DEFAULT = 2
 Clock = Callable[[], _dt.datetime]
 
 
@@ -263,5 +268,6 @@ def register_sink_types() -> list[SinkType]:
             "Indexes events for the audit log portal (SQLite or PostgreSQL, full-text search)",
             validate=_validate,
             batch_defaults=BATCH_DEFAULTS,
+            concurrency=CONCURRENCY_DEFAULT,
         )
     ]
