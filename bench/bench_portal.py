@@ -10,8 +10,9 @@ or connection pool hand-off included). Target: p95 < 100 ms for a filtered first
 A PostgreSQL database must have the schema (``auditshipd portal migrate``).
 
 ``--mode ingest`` feeds ``--events`` new events through the ``portal`` sink the way the
-daemon does (batches of ``--batch`` redacted JSON lines; ``--order time`` sends them in
-time order, as a journal holds them) and prints events/s and CPU
+daemon does (batches of ``--batch`` redacted JSON lines, ``--concurrency`` of them in
+flight, the daemon's collector settings; ``--order time`` sends them in time order, as a
+journal holds them) and prints events/s and CPU
 seconds per 1M events: this process, plus for PostgreSQL the CPU of the server backends
 serving this database (read from /proc; needs the server on this machine).
 """
@@ -38,8 +39,14 @@ from auditshipd.delivery.batch import Batch
 from auditshipd.plugin import SinkContext
 from auditshipd.portal.backend import event_store, is_postgres_url
 from auditshipd.portal.query import EventFilter
-from auditshipd.portal.sink import BATCH_DEFAULTS, PortalSink, PortalSinkOptions
+from auditshipd.portal.sink import (
+    BATCH_DEFAULTS,
+    CONCURRENCY_DEFAULT,
+    PortalSink,
+    PortalSinkOptions,
+)
 from auditshipd.portal.store import EventStore
+from auditshipd.service import heap
 
 ACTIONS = ["user.created", "user.deleted", "user.login", "user.logout", "role.granted",
            "role.revoked", "api_key.created", "api_key.revoked", "document.viewed",
@@ -154,7 +161,8 @@ def _server_cpu(database: str) -> float:
     return total
 
 
-async def ingest(database: str, total: int, batch: int, order: str = "random") -> None:
+async def ingest(database: str, total: int, batch: int, order: str = "random",
+                 concurrency: int = CONCURRENCY_DEFAULT) -> None:
     """Feed ``total`` new events through the ``portal`` sink as the daemon does: batches
     of redacted JSON lines (``Batch(lines=...)``), nothing decoded beforehand."""
     rng = random.Random(int(time.time()))
@@ -168,6 +176,7 @@ async def ingest(database: str, total: int, batch: int, order: str = "random") -
     del events
     gc.collect()
     gc.freeze()
+    heap.tune()  # the daemon's collector settings
     with tempfile.TemporaryDirectory() as state:
         context = SinkContext("portal", Path(state), logging.getLogger("bench"))
         sink = PortalSink("portal", PortalSinkOptions(database=database, retention_days=0), context)
@@ -177,8 +186,20 @@ async def ingest(database: str, total: int, batch: int, order: str = "random") -
             pg_db = database.rsplit("/", 1)[-1].split("?")[0] if is_postgres_url(database) else None
             server0 = _server_cpu(pg_db) if pg_db else 0.0
             cpu0, t0 = time.process_time(), time.perf_counter()
+            # Up to ``concurrency`` batches in flight, as the daemon's driver sends them.
+            slots = asyncio.Semaphore(concurrency)
+
+            async def send(part: list[bytes]) -> None:
+                try:
+                    await sink.send(Batch(lines=part))
+                finally:
+                    slots.release()
+
+            sends = []
             for i in range(0, total, batch):
-                await sink.send(Batch(lines=lines[i : i + batch]))
+                await slots.acquire()
+                sends.append(asyncio.create_task(send(lines[i : i + batch])))
+            await asyncio.gather(*sends)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
             server = (_server_cpu(pg_db) - server0) if pg_db else 0.0
@@ -186,7 +207,7 @@ async def ingest(database: str, total: int, batch: int, order: str = "random") -
         finally:
             await sink.close()
     print(f"ingest: {stored:,} of {total:,} events in {wall:.1f} s = {total / wall:,.0f} events/s"
-          f" (batches of {batch}, {order} order)")
+          f" (batches of {batch}, {concurrency} in flight, {order} order)")
     print(f"  CPU per 1M events: this process {cpu * 1e6 / total:.1f} s"
           + (f", server backends {server * 1e6 / total:.1f} s, together"
              f" {(cpu + server) * 1e6 / total:.1f} s" if pg_db else ""))
@@ -200,6 +221,8 @@ async def main() -> None:
     parser.add_argument("--mode", choices=["search", "ingest"], default="search")
     parser.add_argument("--batch", type=int, default=BATCH_DEFAULTS["max_events"],
                         help="events per batch (ingest; default: the portal sink's)")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY_DEFAULT,
+                        help="ingest: batches in flight (default: the portal sink's)")
     parser.add_argument("--order", choices=["random", "time"], default="random",
                         help="ingest: events in random time order over 180 days (default, the"
                         " worst case) or in time order, as a journal holds them")
@@ -207,7 +230,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         database = args.database or str(Path(tmp) / "portal.sqlite3")
         if args.mode == "ingest":
-            await ingest(database, args.events, args.batch, args.order)
+            await ingest(database, args.events, args.batch, args.order, args.concurrency)
             return
         store = event_store(database)
         await store.open()

@@ -115,13 +115,19 @@ def _read_until(read: Any, done: Any, timeout: float = 30.0) -> str:
     return text
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT handled by default, as at a terminal. A suite started in the
+    background of a shell has it ignored, which Python keeps (no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_status_watch_repeats_tables_on_a_pipe_and_ctrl_c_exits_0(ws):
     """Not a terminal: plain tables one after another (no escape codes), each after a
     time line; the sink's delivery shows up in a later refresh; SIGINT ends it, exit 0."""
     _flaky_config(ws, "")
     proc = subprocess.Popen([*CLI, "status", "--watch", "--interval", "0.2", "-c",
                              str(ws.config)], cwd=ws.root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=_interruptible)
     try:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
@@ -155,7 +161,7 @@ def test_status_watch_clears_the_screen_on_a_terminal(ws):
     master, slave = pty.openpty()
     proc = subprocess.Popen([*CLI, "status", "--watch", "--interval", "0.2", "-c",
                              str(ws.config)], cwd=ws.root, stdout=slave,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=_interruptible)
     os.close(slave)
     try:
         def read() -> str:
