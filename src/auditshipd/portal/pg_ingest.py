@@ -36,7 +36,7 @@ try:
 except ImportError:  # built without a C compiler: asyncpg encodes the records
     _built_copy = None
 
-__all__ = ["BatchWriter", "copy_c"]
+__all__ = ["BatchWriter", "copy_c", "copy_records"]
 
 COLUMNS = ("id", "occurred_at", "action", "actor", "organization_slug", "targets", "search", "body")
 _UNIQUE_VIOLATION = "23505"
@@ -93,6 +93,11 @@ def _record(row: EventRow, vector: bytes) -> tuple[Any, ...]:
             row.body)
 
 
+def copy_records(rows: Sequence[EventRow]) -> list[tuple[Any, ...]]:
+    """The ``COPY`` values of each row, its keyword vector included."""
+    return [_record(r, v) for r, v in zip(rows, row_vectors(rows), strict=True)]
+
+
 class BatchWriter:
     """Writes batches for one store; remembers the stored action pairs and recent
     conflicts (see the module docstring)."""
@@ -105,9 +110,12 @@ class BatchWriter:
         self.actions.clear()
         self.careful = 0
 
-    async def write(self, conn: Any, rows: Sequence[EventRow]) -> int:
-        """Store ``rows`` (their months' partitions exist); returns how many were new."""
-        records = [_record(r, v) for r, v in zip(rows, row_vectors(rows), strict=True)]
+    async def write(self, conn: Any, rows: Sequence[EventRow],
+                    records: list[tuple[Any, ...]] | None = None) -> int:
+        """Store ``rows`` (their months' partitions exist; ``records``: their
+        :func:`copy_records`, if built already); returns how many were new."""
+        if records is None:
+            records = copy_records(rows)
         new_actions = {(r[4] or "", r[2]) for r in records} - self.actions
         if self.careful or any(r.timeless for r in rows):
             self.careful = max(self.careful - 1, 0)
