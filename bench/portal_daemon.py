@@ -68,8 +68,9 @@ def run_once(journal: Path, work: Path, database: str, events: int, timeout: flo
                    alive=daemon.problem)
         wall = time.perf_counter() - t0
         cpu = daemon.cpu()
+        # before the daemon stops: its connections' backends end with it
+        server = (_server_cpu(pg_db) - server0) if pg_db else 0.0
         daemon.stop()
-    server = (_server_cpu(pg_db) - server0) if pg_db else 0.0
     print(f"  {stored:,} events in {wall:.1f} s = {events / wall:,.0f} events/s;"
           f" CPU per 1M events: daemon {cpu * 1e6 / events:.1f} s"
           + (f", server backends {server * 1e6 / events:.1f} s, together"
