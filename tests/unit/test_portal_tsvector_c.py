@@ -172,11 +172,16 @@ def test_wrong_arguments_are_errors() -> None:
         _tsvector_c.vectors((b"{}",))
     with pytest.raises(TypeError):
         _tsvector_c.vectors([b"{}", 1])
+    with pytest.raises(TypeError):
+        _tsvector_c.texts((b"{}",))
+    with pytest.raises(TypeError):
+        _tsvector_c.texts([b"{}", "{}"])  # texts() takes the stored bytes only
 
 
 def test_no_memory_or_reference_leak_over_many_calls() -> None:
-    """A debug loop over vectors() (answered lines, handed back ones, a type error): after
-    thousands of rounds no memory is left allocated and no reference on the input lines."""
+    """A debug loop over vectors() and texts() (answered lines, handed back ones, a type
+    error): after thousands of rounds no memory is left allocated and no reference on the
+    input lines."""
     import sys
 
     from c_leaks import traced_growth
@@ -185,10 +190,15 @@ def test_no_memory_or_reference_leak_over_many_calls() -> None:
     lines += [b"%s" % x for x in (b'{"a":1.5}', b'{"a":"\\n"}', b"{}")]
     lines += [f'{{"id":"s{i}"}}' for i in range(3)] + ['{"a":"é"}' + " " * 0]
 
+    stored = [x for x in lines if isinstance(x, bytes)]
+
     def run() -> None:
         _tsvector_c.vectors(lines)
         with pytest.raises(TypeError):
             _tsvector_c.vectors([*lines, 1])
+        _tsvector_c.texts(stored)
+        with pytest.raises(TypeError):
+            _tsvector_c.texts([*stored, 1])
 
     for _ in range(50):
         run()
