@@ -124,44 +124,62 @@ static int is_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-/* The tokens of a line's keyword text; 1 when this code answers for it, 0 to hand back. */
-static int line_tokens(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *count)
+/* The next value of a line's keyword text from s[*at:]: a value string (a string not
+ * followed by a colon; quotes included) or a number, at s[*start:*end]. 1 when found,
+ * 0 at the end of the line, -1 to hand the line back (a string left open, a number with a
+ * fraction or an exponent, whose text Python may write differently: 1.50, 1e5). */
+static int next_value(const unsigned char *s, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t *start,
+                      Py_ssize_t *end)
 {
-    Py_ssize_t used = 0, i = 0;
-    *count = 0;
-    for (Py_ssize_t k = 0; k < n; k++)
-        if (s[k] >= 0x80 || s[k] == '\\')
-            return 0;
+    Py_ssize_t i = *at;
     while (i < n) {
         unsigned char c = s[i];
         if (c == '"') {
-            const unsigned char *end = memchr(s + i + 1, '"', (size_t)(n - i - 1));
-            if (end == NULL)
-                return 0;
-            Py_ssize_t close = end - s, k = close + 1;
+            const unsigned char *quote = memchr(s + i + 1, '"', (size_t)(n - i - 1));
+            if (quote == NULL)
+                return -1;
+            Py_ssize_t close = quote - s, k = close + 1;
             while (k < n && is_space(s[k]))
                 k++;
             if (k < n && s[k] == ':') { /* a key */
                 i = k + 1;
                 continue;
             }
-            cut(s + i + 1, close - i - 1, sc, count, &used);
-            i = close + 1;
+            *start = i;
+            *end = *at = close + 1;
+            return 1;
         } else if (c >= '0' && c <= '9') {
             Py_ssize_t k = i;
             while (k < n && ((s[k] >= '0' && s[k] <= '9') || s[k] == '-' || s[k] == '+' ||
                              s[k] == '.' || s[k] == 'e' || s[k] == 'E')) {
                 if (s[k] == '.' || s[k] == 'e' || s[k] == 'E')
-                    return 0; /* 1.50 or 1e5: Python's text of the value may differ */
+                    return -1;
                 k++;
             }
-            cut(s + i, k - i, sc, count, &used);
-            i = k;
+            *start = i;
+            *end = *at = k;
+            return 1;
         } else {
             i++;
         }
     }
-    return 1;
+    *at = n;
+    return 0;
+}
+
+/* The tokens of a line's keyword text; 1 when this code answers for it, 0 to hand back.
+ * A value's quotes are no token's bytes: cutting a string with them gives its tokens. */
+static int line_tokens(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *count)
+{
+    Py_ssize_t used = 0, at = 0, start, end;
+    int found;
+    *count = 0;
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (s[k] >= 0x80 || s[k] == '\\')
+            return 0;
+    while ((found = next_value(s, n, &at, &start, &end)) > 0)
+        cut(s + start, end - start, sc, count, &used);
+    return found == 0;
 }
 
 static PyObject *vector(Scratch *sc, Py_ssize_t count)
@@ -295,43 +313,16 @@ fail:
  * one newline and is at least 1 byte with its separator); its length, or -1 to hand back. */
 static Py_ssize_t line_text(const unsigned char *s, Py_ssize_t n, unsigned char *out)
 {
-    Py_ssize_t i = 0, used = 0;
+    Py_ssize_t used = 0, at = 0, start, end;
+    int found;
     if (memchr(s, '\\', (size_t)n) != NULL)
         return -1;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c == '"') {
-            const unsigned char *end = memchr(s + i + 1, '"', (size_t)(n - i - 1));
-            if (end == NULL)
-                return -1;
-            Py_ssize_t close = end - s, k = close + 1;
-            while (k < n && is_space(s[k]))
-                k++;
-            if (k < n && s[k] == ':') { /* a key */
-                i = k + 1;
-                continue;
-            }
-            out[used++] = '\n';
-            memcpy(out + used, s + i, (size_t)(close + 1 - i));
-            used += close + 1 - i;
-            i = close + 1;
-        } else if (c >= '0' && c <= '9') {
-            Py_ssize_t k = i;
-            while (k < n && ((s[k] >= '0' && s[k] <= '9') || s[k] == '-' || s[k] == '+' ||
-                             s[k] == '.' || s[k] == 'e' || s[k] == 'E')) {
-                if (s[k] == '.' || s[k] == 'e' || s[k] == 'E')
-                    return -1; /* 1.50 or 1e5: Python's text of the value may differ */
-                k++;
-            }
-            out[used++] = '\n';
-            memcpy(out + used, s + i, (size_t)(k - i));
-            used += k - i;
-            i = k;
-        } else {
-            i++;
-        }
+    while ((found = next_value(s, n, &at, &start, &end)) > 0) {
+        out[used++] = '\n';
+        memcpy(out + used, s + start, (size_t)(end - start));
+        used += end - start;
     }
-    return used;
+    return found == 0 ? used : -1;
 }
 
 static PyObject *py_texts(PyObject *self, PyObject *lines)
