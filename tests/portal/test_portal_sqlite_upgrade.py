@@ -1,6 +1,7 @@
 """An SQLite store written by version 3 (id, actor and targets in B-trees keyed by their
 values) opened by this version: migrated to version 4 with its events, which every
-filter, get(), idempotent inserts and the purge then find as before."""
+filter, get(), idempotent inserts and the purge then find as before. A new store is
+created with larger pages than SQLite's default; an existing one keeps its own."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from auditshipd.portal.event_rows import event_rows
 from auditshipd.portal.query import EventFilter, seq_base
 from auditshipd.portal.sql import SCHEMA, SCHEMA_V2, SCHEMA_V3
 from auditshipd.portal.sqlite_keys import actor_match, id_match, target_match
-from auditshipd.portal.store_sqlite import SQLiteEventStore
+from auditshipd.portal.store_sqlite import PAGE_SIZE, WAL_CHECKPOINT_BYTES, SQLiteEventStore
 
 
 def _write_version_3(path: Path, lines: list[bytes]) -> None:
@@ -77,6 +78,8 @@ async def test_version_3_store_is_migrated_with_its_events(tmp_path: Path) -> No
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        # An existing store keeps the pages it was created with.
+        assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "event_targets" not in tables and "events_actor" not in tables
         # The purge gave back every key it had indexed: none is left to match.
@@ -109,4 +112,29 @@ async def test_opener_waits_for_another_openers_upgrade(tmp_path: Path) -> None:
     finally:
         release.join()
         holder.close()
+        await store.close()
+
+
+async def test_new_store_gets_large_pages_and_a_wal_bounded_in_bytes(tmp_path: Path) -> None:
+    """A new store is created with PAGE_SIZE pages (not SQLite's 4 KiB), and every
+    connection checkpoints the WAL at the same size in bytes whatever its pages."""
+    assert PAGE_SIZE != 4096
+    store = SQLiteEventStore(tmp_path / "new.sqlite3")
+    await store.open()
+    try:
+        assert await store.insert_events(make_events(50, seed=14)) == 50
+        conn = store._conn()
+        assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (WAL_CHECKPOINT_BYTES // PAGE_SIZE,)
+    finally:
+        await store.close()
+    old = tmp_path / "old.sqlite3"
+    _write_version_3(old, [msgspec.json.encode(e) for e in make_events(5, seed=15)])
+    store = SQLiteEventStore(old)
+    await store.open()
+    try:
+        conn = store._conn()
+        assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (WAL_CHECKPOINT_BYTES // 4096,)
+    finally:
         await store.close()
