@@ -16,6 +16,7 @@ from auditshipd.portal.event_rows import event_rows
 from auditshipd.portal.query import EventFilter, seq_base
 from auditshipd.portal.sql import SCHEMA, SCHEMA_V2, SCHEMA_V3
 from auditshipd.portal.sqlite_keys import actor_match, id_match, target_match
+from auditshipd.portal.sqlite_schema import FTS5_LEAF_SLACK
 from auditshipd.portal.store_sqlite import PAGE_SIZE, WAL_CHECKPOINT_BYTES, SQLiteEventStore
 
 
@@ -80,6 +81,10 @@ async def test_version_3_store_is_migrated_with_its_events(tmp_path: Path) -> No
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
         # An existing store keeps the pages it was created with.
         assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
+        # Its new key index writes leaves that fit those pages; the keyword index was
+        # created with FTS5's own default, which does too.
+        assert conn.execute("SELECT v FROM events_keys_config WHERE k = 'pgsz'").fetchone() == (4050,)
+        assert conn.execute("SELECT v FROM events_fts_config WHERE k = 'pgsz'").fetchone() is None
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "event_targets" not in tables and "events_actor" not in tables
         # The purge gave back every key it had indexed: none is left to match.
@@ -116,16 +121,23 @@ async def test_opener_waits_for_another_openers_upgrade(tmp_path: Path) -> None:
 
 
 async def test_new_store_gets_large_pages_and_a_wal_bounded_in_bytes(tmp_path: Path) -> None:
-    """A new store is created with PAGE_SIZE pages (not SQLite's 4 KiB), and every
-    connection checkpoints the WAL at the same size in bytes whatever its pages."""
+    """A new store is created with PAGE_SIZE pages (not SQLite's 4 KiB) and FTS5 leaves
+    that fill them, and every connection checkpoints the WAL at the same size in bytes
+    whatever its pages."""
     assert PAGE_SIZE != 4096
     store = SQLiteEventStore(tmp_path / "new.sqlite3")
     await store.open()
     try:
-        assert await store.insert_events(make_events(50, seed=14)) == 50
+        assert await store.insert_events(make_events(2000, seed=14)) == 2000
         conn = store._conn()
         assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (WAL_CHECKPOINT_BYTES // PAGE_SIZE,)
+        # Both FTS5 indexes write leaves that fill one of those pages.
+        for table in ("events_fts", "events_keys"):
+            assert conn.execute(f"SELECT v FROM {table}_config WHERE k = 'pgsz'").fetchone() == (
+                PAGE_SIZE - FTS5_LEAF_SLACK,), table
+        # and the leaves it wrote are that large: fewer blocks than 4 KiB leaves would need
+        assert conn.execute("SELECT max(length(block)) FROM events_fts_data").fetchone()[0] > 4096
     finally:
         await store.close()
     old = tmp_path / "old.sqlite3"

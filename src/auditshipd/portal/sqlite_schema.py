@@ -3,7 +3,7 @@ date on open (each step in the one transaction that also creates what is missing
 
 from __future__ import annotations
 
-__all__ = ["forget_rows", "prepare", "schema_version"]
+__all__ = ["FTS5_LEAF_SLACK", "forget_rows", "prepare", "schema_version"]
 
 import sqlite3
 from typing import Any
@@ -12,6 +12,10 @@ from .event_rows import ACCESS_ACTIONS, indexed_text, line_text
 from .sql import SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_VERSION
 from .sqlite_keys import row_terms
 from .stream_store import SQLITE_STREAMS_SCHEMA
+
+# What FTS5's default leaf size (4,050) leaves of a 4 KiB page: a leaf is stored as one
+# row of its ``_data`` table, with the row's header.
+FTS5_LEAF_SLACK = 46
 
 
 def prepare(conn: sqlite3.Connection) -> None:
@@ -35,11 +39,22 @@ def prepare(conn: sqlite3.Connection) -> None:
                 _unindex_access_records(conn)
             conn.create_function("auditshipd_row_terms", 3, row_terms, deterministic=True)
             _run(conn, SCHEMA_V4)
+            _size_leaves(conn, ["events_keys"] if version else ["events_fts", "events_keys"])
         _run(conn, SQLITE_STREAMS_SCHEMA)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _size_leaves(conn: sqlite3.Connection, tables: list[str]) -> None:
+    """FTS5 writes its index in leaves of at most ``pgsz`` bytes, 4,050 by default: what
+    fits one 4 KiB page. A new keyword table gets leaves that fill one page of the
+    store's own size, so a store with larger pages (store_sqlite.PAGE_SIZE) writes
+    fewer, fuller index blocks per batch."""
+    size = int(conn.execute("PRAGMA page_size").fetchone()[0]) - FTS5_LEAF_SLACK
+    for table in tables:
+        conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('pgsz', ?)", (size,))
 
 
 def _run(conn: sqlite3.Connection, script: str) -> None:
