@@ -50,15 +50,22 @@ WAL_CHECKPOINT_BYTES = 40 * 1024 * 1024
 
 def _make_private(path: Path) -> None:
     """Create the database file 0600, or take group/other access away from an existing
-    one and its ``-wal``/``-shm`` files."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    one and its ``-wal``/``-shm`` files.
+
+    An existing file is never opened here, only changed by its path: closing any
+    descriptor of a file drops every POSIX lock this process holds on it, the locks of
+    the SQLite connections already open on it included (another store of the same
+    file in this process: the portal, the ``portal`` sink, the stream poller). Without
+    its shared lock, another process closing its last connection believes it is the
+    database's only user, checkpoints and deletes the WAL under the running writer, whose
+    later commits then go to a deleted file."""
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm", "-journal"):
-        side = path.with_name(path.name + suffix)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)  # a new file: no connection has it open yet
+    for side in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
         try:
             if side.stat().st_mode & 0o077:
                 side.chmod(0o600)
