@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .integrity import cli as integrity_cli
     from .portal import cli as portal_cli
     from .redaction import cli as redact_cli
-    from .service import status
+    from .service import status_cli
 
-    for module in (redact_cli, status, portal_cli, integrity_cli):
+    for module in (redact_cli, status_cli, portal_cli, integrity_cli):
         module.add_parser(sub)
     return parser
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -89,7 +90,8 @@ def _stream_row(port: int, token: str, stream_id: str) -> dict[str, Any] | None:
 def test_daemon_runs_a_stream_created_in_the_portal(ws: Workspace) -> None:
     """Create -> the daemon ships acme's events only; pause holds them; resume delivers
     them all; delete stops the stream. The stream's state reaches the portal; the bearer
-    token appears nowhere in clear (log, status, journal, database)."""
+    token appears nowhere in clear (log, status, journal, database). `auditshipd status`
+lists the stream while it exists (disabled while paused)."""
     port = _config(ws)
     acme, globex = _token(ws, "acme"), _token(ws, "globex")
     base = f"http://127.0.0.1:{port}"
@@ -109,6 +111,13 @@ def test_daemon_runs_a_stream_created_in_the_portal(ws: Workspace) -> None:
         wait_for(lambda: (_stream_row(port, acme, sid) or {}).get("state") == "active"
                  and _stream_row(port, acme, sid)["last_synced_at"], 20, message="state")
         assert _stream_row(port, globex, sid) is None
+        # `auditshipd status` lists the stream beside the configured sink, from the same
+        # state-dir files, without reading its secrets (no key in its environment).
+        listed = _status_rows(ws)
+        assert listed["all"]["type"] == "file"
+        assert listed["acme.siem"]["type"] == "http"
+        assert listed["acme.siem"]["state"] == "active"
+        assert listed["acme.siem"]["enabled"] is True and listed["acme.siem"]["delivered"] >= 30
 
         status, body = asyncio.run(_api("PATCH", f"{base}/api/streams/{sid}", acme, {"paused": True}))
         assert status == 200 and body["data"]["paused"] is True
@@ -116,6 +125,8 @@ def test_daemon_runs_a_stream_created_in_the_portal(ws: Workspace) -> None:
                  message="stream stopped")
         held = _write(ws.journal, "acme", "held", 10)
         wait_for(lambda: set(held) <= set(ws_ids(ws.out)), 20, message="the other sink goes on")
+        paused = _status_rows(ws)["acme.siem"]
+        assert paused["enabled"] is False and paused["state"] == "inactive"
         assert not set(held) & set(rx.ids()), "a paused stream delivered"
         status, _ = asyncio.run(_api("PATCH", f"{base}/api/streams/{sid}", acme, {"paused": False}))
         assert status == 200
@@ -132,10 +143,23 @@ def test_daemon_runs_a_stream_created_in_the_portal(ws: Workspace) -> None:
         assert {e.get("organization", {}).get("slug") for e in rx.events} == {"acme"}
         assert rx.rejected_auth == 0
         log = daemon.log()
+        assert "acme.siem" not in _status_rows(ws)
+        table = subprocess.run([sys.executable, "-m", "auditshipd.cli", "status", "-c",
+                                str(ws.config)], capture_output=True, text=True, check=True)
+        assert "acme.siem" not in table.stdout and RX_TOKEN not in table.stdout + table.stderr
     for path in [ws.journal, *ws.state.rglob("*")]:
         if path.is_file():
             assert RX_TOKEN.encode() not in path.read_bytes(), path
     assert RX_TOKEN.encode() not in log
+
+
+def _status_rows(ws: Workspace) -> dict[str, dict[str, Any]]:
+    """``auditshipd status --json``, by sink name (the secrets key not given to it)."""
+    env = {k: v for k, v in os.environ.items() if k != "AUDITSHIPD_SECRETS_KEY"}
+    out = subprocess.run([sys.executable, "-m", "auditshipd.cli", "status", "--json", "-c",
+                          str(ws.config)], capture_output=True, text=True, check=True, env=env)
+    assert RX_TOKEN not in out.stdout + out.stderr
+    return {r["name"]: r for r in json.loads(out.stdout)["sinks"]}
 
 
 def ws_ids(path: Path) -> list[str]:

@@ -17,12 +17,8 @@ line length beyond that (``lag_events_exact`` says which).
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
 import stat
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -35,13 +31,12 @@ from ..delivery.quarantine import QuarantineFile
 from ..delivery.status import HEARTBEAT_NAME
 from ..journal.cursor import CursorStore, SegmentCursor
 from ..journal.segments import dir_owner, matched_files, refusal, resume_offset
-from ..timestamps import now_rfc3339, parse_time
+from ..timestamps import parse_time
 
 __all__ = [
     "STALE_AFTER",
     "STATUS_INTERVAL",
     "Lag",
-    "add_parser",
     "journal_lag",
     "sink_status",
 ]
@@ -236,87 +231,3 @@ def sink_status(config: Config, *, budget: int = DEFAULT_BUDGET,
     now = time.time() if now is None else now
     beat = _read_json(config.state_dir / "status" / HEARTBEAT_NAME)
     return [_one_sink(config, sc, now, budget, beat) for sc in config.sinks]
-
-
-# -- command line ---------------------------------------------------------------------
-
-
-def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("status", help="per-sink state, cursor, lag, dead letters")
-    p.add_argument("-c", "--config", default=None,
-                   help="TOML config file (default: the embedded default config)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("-w", "--watch", action="store_true",
-                   help="refresh until Ctrl-C (on a terminal: clear the screen and redraw;"
-                   " otherwise: one table after another)")
-    p.add_argument("--interval", type=_interval, default=2.0, metavar="S",
-                   help="seconds between two refreshes with --watch (default: 2)")
-    p.set_defaults(func=cmd_status)
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
-    return value
-
-
-_CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from ..config import load_config
-
-    config = load_config(args.config)
-    if not getattr(args, "watch", False):
-        sys.stdout.write(_render(config, args.json))
-        return 0
-    tty = sys.stdout.isatty()
-    try:
-        while True:
-            text = _render(config, args.json)
-            if tty:
-                header = f"auditshipd status, every {args.interval:g}s (Ctrl-C quits)\n\n"
-                sys.stdout.write(_CLEAR + header + text)
-            else:
-                sys.stdout.write(f"-- {now_rfc3339()}\n{text}\n")
-            sys.stdout.flush()
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
-        return 0
-    except BrokenPipeError:  # the reader went away (| head): nothing more to say
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (silence the exit flush)
-        return 0
-
-
-def _render(config: Config, as_json: bool) -> str:
-    rows = sink_status(config)
-    if as_json:
-        return json.dumps({"config": config.source, "state_dir": str(config.state_dir),
-                           "sinks": rows}, indent=2) + "\n"
-    return format_table(rows)
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    out = [f"{'SINK':<20} {'TYPE':<10} {'STATE':<9} {'LAG BYTES':>10} {'LAG EVENTS':>11} "
-           f"{'DELIVERED':>10} {'DEAD':>6} {'QUAR':>6}  LAST SUCCESS"]
-    for r in rows:
-        events = f"{'' if r['lag_events_exact'] else '~'}{r['lag_events']}"
-        out.append(
-            f"{r['name']:<20} {r['type']:<10} {r['state']:<9} {r['lag_bytes']:>10} "
-            f"{events:>11} {r['delivered']:>10} {r['dead_letter_count']:>6} "
-            f"{r['quarantine_count']:>6}  {r['last_success_at'] or '-'}")
-        if r["last_error"] and r.get("last_error_resolved_at"):
-            out.append(f"  last error (resolved) at {r['last_error_at']}: {r['last_error']}"
-                       f" (delivering again since {r['last_error_resolved_at']})")
-        elif r["last_error"]:
-            out.append(f"  last error ({r['last_error_at']}): {r['last_error']}")
-        if r.get("persist_error"):
-            out.append(f"  state dir ({r['persist_error_at']}): {r['persist_error']}")
-        if r.get("cursor_error"):
-            out.append(f"  cursor: {r['cursor_error']}")
-    return "\n".join(out) + "\n"
