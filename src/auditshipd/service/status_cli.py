@@ -59,6 +59,8 @@ def _interval(text: str) -> float:
 
 
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
+# Seconds the store may take to list its streams (a server down must not hang status).
+STORE_TIMEOUT = 5.0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -107,10 +109,12 @@ def store_stream_sinks(config: Config) -> list[SinkConfig]:
     if not is_postgres_url(database) and not Path(database).exists():
         return []  # no store yet, so no stream: opening it here would create it
     try:
-        defs = asyncio.run(_definitions(database))
+        defs = asyncio.run(asyncio.wait_for(_definitions(database), STORE_TIMEOUT))
     except Exception as exc:  # noqa: BLE001 - the configured sinks are listed regardless
+        reason = (f"no answer within {STORE_TIMEOUT:g} s" if isinstance(exc, TimeoutError)
+                  else scrub_secrets(str(exc)))
         print(f"auditshipd status: self-service streams not listed: the portal store"
-              f" cannot be read: {scrub_secrets(str(exc))}", file=sys.stderr)
+              f" cannot be read: {reason}", file=sys.stderr)
         return []
     taken = {s.name for s in config.sinks}
     return [_listed(d) for d in defs if d.sink_name not in taken]
