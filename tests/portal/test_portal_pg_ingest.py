@@ -131,14 +131,13 @@ async def test_a_batch_chosen_as_a_deadlocks_victim_is_redone(pg_url: str) -> No
             await store._ensure_partitions(mine, pg_store._month_starts(rows))
 
             def records(line: bytes) -> list[tuple[Any, ...]]:
-                one = event_rows([line], text=False)
-                return [pg_ingest._record(one[0], pg_ingest.row_vectors(one)[0])]
+                return pg_ingest.copy_records(event_rows([line], text=False))
 
             held = other.transaction()
             await held.start()
             await pg_ingest.BatchWriter._copy(other, records(x))
             writer = pg_ingest.BatchWriter()
-            writing = asyncio.create_task(writer.write(mine, rows))
+            writing = asyncio.create_task(writer.write(mine, rows, pg_ingest.copy_records(rows)))
             pid = mine.get_server_pid()
             for _ in range(500):  # until the writer waits on X
                 if await look.fetchval("SELECT wait_event_type FROM pg_stat_activity"

@@ -111,11 +111,9 @@ class BatchWriter:
         self.careful = 0
 
     async def write(self, conn: Any, rows: Sequence[EventRow],
-                    records: list[tuple[Any, ...]] | None = None) -> int:
+                    records: list[tuple[Any, ...]]) -> int:
         """Store ``rows`` (their months' partitions exist; ``records``: their
-        :func:`copy_records`, if built already); returns how many were new."""
-        if records is None:
-            records = copy_records(rows)
+        :func:`copy_records`, built off the event loop); returns how many were new."""
         new_actions = {(r[4] or "", r[2]) for r in records} - self.actions
         if self.careful or any(r.timeless for r in rows):
             self.careful = max(self.careful - 1, 0)
