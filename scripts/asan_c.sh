@@ -18,7 +18,7 @@ declare -A TESTS=(
   [redaction]="tests/unit/test_redact_c.py tests/unit/test_scope_c.py tests/unit/test_redact_fastpath.py tests/unit/test_redact_fastpath_runs.py"
   [formats]="tests/unit/test_formats_c.py tests/unit/test_formats_fast.py"
   [integrity]="tests/unit/test_integrity_chain_c.py tests/unit/test_integrity_chain.py"
-  [tsvector]="tests/unit/test_portal_tsvector_c.py"
+  [tsvector]="tests/unit/test_portal_tsvector_c.py tests/unit/test_portal_rows_c.py"
   [pgcopy]="tests/unit/test_portal_pgcopy_c.py"
 )
 names=()

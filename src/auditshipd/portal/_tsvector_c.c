@@ -373,11 +373,645 @@ fail:
     return NULL;
 }
 
+/* ---- rows(lines, tie_bits, access_actions): the SQLite store's row of each line ------
+ *
+ * Per line, exactly what sqlite_ingest.prepare_rows builds in Python from
+ * event_rows.event_row(line), as the tuple
+ *
+ *     (seq_base, id, occurred_at, action, actor, organization_slug, targets_json, body,
+ *      key_terms, keyword_text)
+ *
+ * or None where this code does not answer for the line, which Python then takes: a
+ * backslash (an escape), a raw control character, a value of a type the Python row
+ * converts with str() (an id, action, e-mail, name or slug that is not a string or null),
+ * an id missing or empty, an actor or target key outside ASCII (Unicode case folding), a
+ * time not written as the journal writes it (YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z) or outside the
+ * years 1900-2100, a field given twice, more than MAX_KEYS targets, nesting deeper than
+ * MAX_DEPTH, a number with a fraction or an exponent (the keyword text), bytes that are
+ * not JSON or not UTF-8. */
+
+#define MAX_DEPTH 64
+#define MAX_KEYS 64
+
+typedef struct {
+    const unsigned char *s;
+    Py_ssize_t n;
+} Span;
+
+/* A party (actor or target) as event_rows._key reads it. */
+typedef struct {
+    Span email, name;
+    int has_email, has_name; /* a string given (null and missing count as not) */
+    int seen_email, seen_name;
+} Party;
+
+static uint32_t CRC32[256];
+
+static uint32_t crc32_of(const unsigned char *s, Py_ssize_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (Py_ssize_t i = 0; i < n; i++)
+        c = CRC32[(c ^ s[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static void json_ws(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i)
+{
+    while (*i < n && (s[*i] == ' ' || s[*i] == '\t' || s[*i] == '\n' || s[*i] == '\r'))
+        (*i)++;
+}
+
+/* A string at s[*i] (its opening quote) into out (without quotes); 0, or -1 to hand back.
+ * The caller made sure the line has no backslash: the next quote closes the string. */
+static int json_string(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, Span *out)
+{
+    if (*i >= n || s[*i] != '"')
+        return -1;
+    const unsigned char *quote = memchr(s + *i + 1, '"', (size_t)(n - *i - 1));
+    if (quote == NULL)
+        return -1;
+    const unsigned char *p = s + *i + 1;
+    for (const unsigned char *q = p; q < quote; q++)
+        if (*q < 0x20)
+            return -1;
+    out->s = p;
+    out->n = quote - p;
+    *i = quote - s + 1;
+    return 0;
+}
+
+static int is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* A JSON number at s[*i]: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int json_number(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i)
+{
+    Py_ssize_t k = *i;
+    if (k < n && s[k] == '-')
+        k++;
+    if (k >= n || !is_digit(s[k]))
+        return -1;
+    if (s[k] == '0')
+        k++;
+    else
+        while (k < n && is_digit(s[k]))
+            k++;
+    if (k < n && s[k] == '.') {
+        k++;
+        if (k >= n || !is_digit(s[k]))
+            return -1;
+        while (k < n && is_digit(s[k]))
+            k++;
+    }
+    if (k < n && (s[k] == 'e' || s[k] == 'E')) {
+        k++;
+        if (k < n && (s[k] == '+' || s[k] == '-'))
+            k++;
+        if (k >= n || !is_digit(s[k]))
+            return -1;
+        while (k < n && is_digit(s[k]))
+            k++;
+    }
+    *i = k;
+    return 0;
+}
+
+static int literal(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, const char *word,
+                   Py_ssize_t len)
+{
+    if (n - *i < len || memcmp(s + *i, word, (size_t)len) != 0)
+        return -1;
+    *i += len;
+    return 0;
+}
+
+#define json_literal(s, n, i, word) literal(s, n, i, word, (Py_ssize_t)sizeof(word) - 1)
+
+static int json_skip(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, int depth)
+{
+    Span ignored;
+    if (*i >= n)
+        return -1;
+    switch (s[*i]) {
+    case '"':
+        return json_string(s, n, i, &ignored);
+    case 't':
+        return json_literal(s, n, i, "true");
+    case 'f':
+        return json_literal(s, n, i, "false");
+    case 'n':
+        return json_literal(s, n, i, "null");
+    case '[':
+    case '{': {
+        unsigned char close = s[*i] == '[' ? ']' : '}';
+        int object = close == '}';
+        if (depth >= MAX_DEPTH)
+            return -1;
+        (*i)++;
+        json_ws(s, n, i);
+        if (*i < n && s[*i] == close) {
+            (*i)++;
+            return 0;
+        }
+        for (;;) {
+            if (object) {
+                if (json_string(s, n, i, &ignored) < 0)
+                    return -1;
+                json_ws(s, n, i);
+                if (*i >= n || s[*i] != ':')
+                    return -1;
+                (*i)++;
+                json_ws(s, n, i);
+            }
+            if (json_skip(s, n, i, depth + 1) < 0)
+                return -1;
+            json_ws(s, n, i);
+            if (*i < n && s[*i] == ',') {
+                (*i)++;
+                json_ws(s, n, i);
+                continue;
+            }
+            if (*i < n && s[*i] == close) {
+                (*i)++;
+                return 0;
+            }
+            return -1;
+        }
+    }
+    default:
+        return json_number(s, n, i);
+    }
+}
+
+/* Whether a key (or the text at s) is the literal word: its length first. */
+#define IS_KEY(key, word) \
+    ((key).n == (Py_ssize_t)sizeof(word) - 1 && memcmp((key).s, word, sizeof(word) - 1) == 0)
+
+/* A string or null at s[*i]: 1 for a string (into out), 0 for null, -1 to hand back. */
+static int string_or_null(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, Span *out)
+{
+    if (*i < n && s[*i] == 'n')
+        return json_literal(s, n, i, "null") < 0 ? -1 : 0;
+    return json_string(s, n, i, out) < 0 ? -1 : 1;
+}
+
+/* The members of the object at s[*i]; each member's value goes to member(), which reads
+ * it (returning 0) or returns 1 to have it skipped; -1 hands the line back. */
+typedef int (*Member)(void *ctx, Span key, const unsigned char *s, Py_ssize_t n,
+                      Py_ssize_t *i);
+
+static int json_object(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, int depth,
+                       Member member, void *ctx)
+{
+    Span key;
+    if (*i >= n || s[*i] != '{' || depth >= MAX_DEPTH)
+        return -1;
+    (*i)++;
+    json_ws(s, n, i);
+    if (*i < n && s[*i] == '}') {
+        (*i)++;
+        return 0;
+    }
+    for (;;) {
+        if (json_string(s, n, i, &key) < 0)
+            return -1;
+        json_ws(s, n, i);
+        if (*i >= n || s[*i] != ':')
+            return -1;
+        (*i)++;
+        json_ws(s, n, i);
+        int r = member(ctx, key, s, n, i);
+        if (r < 0 || (r > 0 && json_skip(s, n, i, depth + 1) < 0))
+            return -1;
+        json_ws(s, n, i);
+        if (*i < n && s[*i] == ',') {
+            (*i)++;
+            json_ws(s, n, i);
+            continue;
+        }
+        if (*i < n && s[*i] == '}') {
+            (*i)++;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+static int party_member(void *ctx, Span key, const unsigned char *s, Py_ssize_t n,
+                        Py_ssize_t *i)
+{
+    Party *p = ctx;
+    int r;
+    if (IS_KEY(key, "email")) {
+        if (p->seen_email++)
+            return -1;
+        r = string_or_null(s, n, i, &p->email);
+        p->has_email = r == 1;
+        return r < 0 ? -1 : 0;
+    }
+    if (IS_KEY(key, "name")) {
+        if (p->seen_name++)
+            return -1;
+        r = string_or_null(s, n, i, &p->name);
+        p->has_name = r == 1;
+        return r < 0 ? -1 : 0;
+    }
+    return 1;
+}
+
+/* A party's key (event_rows._key: the e-mail, else the name, stripped, lower case) into
+ * out (at least the value's length); its length, or -1 to hand back (outside ASCII). */
+static Py_ssize_t party_key(const Party *p, unsigned char *out)
+{
+    Span v = {NULL, 0};
+    if (p->has_email && p->email.n > 0)
+        v = p->email;
+    else if (p->has_name && p->name.n > 0)
+        v = p->name;
+    Py_ssize_t a = 0, b = v.n;
+    for (Py_ssize_t k = 0; k < v.n; k++)
+        if (v.s[k] >= 0x80)
+            return -1;
+    while (a < b && v.s[a] == ' ') /* the only whitespace a string without escapes holds */
+        a++;
+    while (b > a && v.s[b - 1] == ' ')
+        b--;
+    for (Py_ssize_t k = a; k < b; k++)
+        out[k - a] = LOWER[v.s[k]];
+    return b - a;
+}
+
+typedef struct {
+    Span id, action, time, slug;
+    int seen_id, seen_action, seen_time, seen_actor, seen_org, seen_targets, seen_slug;
+    int has_action, has_slug;
+    Party actor;
+    Party targets[MAX_KEYS];
+    int ntargets;
+} Head;
+
+static int org_member(void *ctx, Span key, const unsigned char *s, Py_ssize_t n,
+                      Py_ssize_t *i)
+{
+    Head *h = ctx;
+    if (!IS_KEY(key, "slug"))
+        return 1;
+    if (h->seen_slug++)
+        return -1;
+    int r = string_or_null(s, n, i, &h->slug);
+    h->has_slug = r == 1;
+    return r < 0 ? -1 : 0;
+}
+
+static int head_member(void *ctx, Span key, const unsigned char *s, Py_ssize_t n,
+                       Py_ssize_t *i)
+{
+    Head *h = ctx;
+    int r;
+    if (IS_KEY(key, "id")) {
+        if (h->seen_id++ || json_string(s, n, i, &h->id) < 0 || h->id.n == 0)
+            return -1;
+        return 0;
+    }
+    if (IS_KEY(key, "action")) {
+        if (h->seen_action++ || (r = string_or_null(s, n, i, &h->action)) < 0)
+            return -1;
+        h->has_action = r;
+        return 0;
+    }
+    if (IS_KEY(key, "occurred_at")) {
+        if (h->seen_time++ || json_string(s, n, i, &h->time) < 0)
+            return -1;
+        return 0;
+    }
+    if (IS_KEY(key, "actor")) {
+        if (h->seen_actor++)
+            return -1;
+        if (*i < n && s[*i] == 'n')
+            return json_literal(s, n, i, "null");
+        return json_object(s, n, i, 1, party_member, &h->actor);
+    }
+    if (IS_KEY(key, "organization")) {
+        if (h->seen_org++)
+            return -1;
+        if (*i < n && s[*i] == 'n')
+            return json_literal(s, n, i, "null");
+        return json_object(s, n, i, 1, org_member, h);
+    }
+    if (IS_KEY(key, "targets")) {
+        if (h->seen_targets++)
+            return -1;
+        if (*i < n && s[*i] == 'n')
+            return json_literal(s, n, i, "null");
+        if (*i >= n || s[*i] != '[')
+            return -1;
+        (*i)++;
+        json_ws(s, n, i);
+        if (*i < n && s[*i] == ']') {
+            (*i)++;
+            return 0;
+        }
+        for (;;) {
+            if (*i < n && s[*i] == 'n') {
+                if (json_literal(s, n, i, "null") < 0)
+                    return -1;
+            } else {
+                if (h->ntargets >= MAX_KEYS)
+                    return -1;
+                Party *p = &h->targets[h->ntargets++];
+                memset(p, 0, sizeof *p);
+                if (json_object(s, n, i, 2, party_member, p) < 0)
+                    return -1;
+            }
+            json_ws(s, n, i);
+            if (*i < n && s[*i] == ',') {
+                (*i)++;
+                json_ws(s, n, i);
+                continue;
+            }
+            if (*i < n && s[*i] == ']') {
+                (*i)++;
+                return 0;
+            }
+            return -1;
+        }
+    }
+    return 1;
+}
+
+static int two(const unsigned char *s)
+{
+    return (s[0] - '0') * 10 + (s[1] - '0');
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
+static int64_t days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* A time as the journal writes it: its microseconds since the epoch and its stored text
+ * (YYYY-MM-DDTHH:MM:SS.ffffffZ, 27 bytes, into text); 0, or -1 to hand back. */
+static int canonical_time(Span t, int64_t *micros, char *text)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    const unsigned char *s = t.s;
+    if (t.n != 20 && (t.n < 22 || t.n > 27))
+        return -1;
+    for (int k = 0; k < 19; k++) {
+        if (shape[k] == 'd' ? !is_digit(s[k]) : s[k] != (unsigned char)shape[k])
+            return -1;
+    }
+    if (s[t.n - 1] != 'Z')
+        return -1;
+    int frac_len = 0;
+    int64_t frac = 0;
+    if (t.n > 20) {
+        if (s[19] != '.')
+            return -1;
+        frac_len = (int)t.n - 21;
+        for (int k = 0; k < frac_len; k++) {
+            if (!is_digit(s[20 + k]))
+                return -1;
+            frac = frac * 10 + (s[20 + k] - '0');
+        }
+        for (int k = frac_len; k < 6; k++)
+            frac *= 10;
+    }
+    int year = two(s) * 100 + two(s + 2), month = two(s + 5), day = two(s + 8);
+    int hour = two(s + 11), minute = two(s + 14), second = two(s + 17);
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (year < 1900 || year > 2100 || month < 1 || month > 12 || day < 1 || hour > 23 ||
+        minute > 59 || second > 59)
+        return -1;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > mdays[month - 1] + (month == 2 && leap))
+        return -1;
+    int64_t seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
+                      second;
+    *micros = seconds * 1000000 + frac;
+    memcpy(text, s, 19);
+    text[19] = '.';
+    for (int k = 0; k < 6; k++)
+        text[20 + k] = k < frac_len ? (char)s[20 + k] : '0';
+    text[26] = 'Z';
+    return 0;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    const Span *x = a, *y = b;
+    size_t n = x->n < y->n ? (size_t)x->n : (size_t)y->n;
+    int c = memcmp(x->s, y->s, n);
+    if (c != 0)
+        return c;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
+/* " " (unless first), kind, then the 8 hex digits of crc32(v), at out; the new end. */
+static unsigned char *term(unsigned char *out, unsigned char kind, Span v, int first)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint32_t crc = crc32_of(v.s, v.n);
+    if (!first)
+        *out++ = ' ';
+    *out++ = kind;
+    for (int shift = 28; shift >= 0; shift -= 4)
+        *out++ = (unsigned char)hex[(crc >> shift) & 0xF];
+    return out;
+}
+
+static PyObject *span_str(Span v)
+{
+    return PyUnicode_DecodeUTF8((const char *)v.s, v.n, NULL);
+}
+
+/* The row tuple of one line (see above), Py_None to hand it back, NULL on an error.
+ * buf: at least 3 * n + 64 bytes. */
+static PyObject *row_of(PyObject *line, int tie_bits, PyObject *access, unsigned char *buf)
+{
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(line);
+    Py_ssize_t n = PyBytes_GET_SIZE(line), i = 0;
+    Head h;
+    memset(&h, 0, sizeof h);
+    if (memchr(s, '\\', (size_t)n) != NULL)
+        Py_RETURN_NONE;
+    json_ws(s, n, &i);
+    if (json_object(s, n, &i, 0, head_member, &h) < 0)
+        Py_RETURN_NONE;
+    json_ws(s, n, &i);
+    if (i != n || !h.seen_id || !h.seen_time)
+        Py_RETURN_NONE;
+    int64_t micros;
+    char when[27];
+    if (canonical_time(h.time, &micros, when) < 0)
+        Py_RETURN_NONE;
+    /* buf: actor key, then target keys, then the targets' JSON, then the terms */
+    unsigned char *at = buf;
+    Py_ssize_t actor_len = party_key(&h.actor, at);
+    if (actor_len < 0)
+        Py_RETURN_NONE;
+    Span actor = {at, actor_len};
+    at += actor_len;
+    Span keys[MAX_KEYS];
+    int nkeys = 0;
+    for (int k = 0; k < h.ntargets; k++) {
+        Py_ssize_t len = party_key(&h.targets[k], at);
+        if (len < 0)
+            Py_RETURN_NONE;
+        if (len > 0) {
+            keys[nkeys].s = at;
+            keys[nkeys++].n = len;
+            at += len;
+        }
+    }
+    qsort(keys, (size_t)nkeys, sizeof(Span), cmp_key);
+    int unique = 0;
+    for (int k = 0; k < nkeys; k++)
+        if (unique == 0 || cmp_key(&keys[unique - 1], &keys[k]) != 0)
+            keys[unique++] = keys[k];
+    nkeys = unique;
+    unsigned char *json = at;
+    *at++ = '[';
+    for (int k = 0; k < nkeys; k++) {
+        if (k)
+            *at++ = ',';
+        *at++ = '"';
+        memcpy(at, keys[k].s, (size_t)keys[k].n);
+        at += keys[k].n;
+        *at++ = '"';
+    }
+    *at++ = ']';
+    Span targets_json = {json, at - json};
+    unsigned char *terms = at;
+    at = term(at, 'i', h.id, 1);
+    if (actor_len)
+        at = term(at, 'a', actor, 0);
+    for (int k = 0; k < nkeys; k++)
+        at = term(at, 't', keys[k], 0);
+    Span terms_span = {terms, at - terms};
+
+    PyObject *body = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    if (body == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return NULL;
+        PyErr_Clear(); /* Python raises the same error for this line */
+        Py_RETURN_NONE;
+    }
+    PyObject *action = h.has_action == 1 ? span_str(h.action) : PyUnicode_New(0, 0);
+    PyObject *text = NULL;
+    if (action == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    int is_access = PySet_Contains(access, action);
+    if (is_access < 0) {
+        text = NULL;
+    } else if (is_access) {
+        text = PyUnicode_New(0, 0);
+    } else {
+        Py_ssize_t used = line_text(s, n, at);
+        if (used < 0) {
+            Py_DECREF(body);
+            Py_DECREF(action);
+            Py_RETURN_NONE;
+        }
+        text = PyUnicode_DecodeUTF8((const char *)at, used, "replace");
+    }
+    PyObject *items[10] = {
+        PyLong_FromLongLong((long long)(micros * ((int64_t)1 << tie_bits))), /* before 1970: < 0 */
+        span_str(h.id),
+        PyUnicode_DecodeASCII(when, 27, NULL),
+        action,
+        PyUnicode_DecodeASCII((const char *)actor.s, actor.n, NULL),
+        NULL,
+        PyUnicode_DecodeASCII((const char *)targets_json.s, targets_json.n, NULL),
+        body,
+        PyUnicode_DecodeASCII((const char *)terms_span.s, terms_span.n, NULL),
+        text,
+    };
+    if (h.has_slug == 1) {
+        items[5] = span_str(h.slug);
+    } else {
+        Py_INCREF(Py_None);
+        items[5] = Py_None;
+    }
+    PyObject *row = PyTuple_New(10);
+    for (int k = 0; k < 10; k++) {
+        if (items[k] == NULL || row == NULL) {
+            for (int j = 0; j < 10; j++)
+                Py_XDECREF(items[j]);
+            Py_XDECREF(row);
+            return NULL;
+        }
+    }
+    for (int k = 0; k < 10; k++)
+        PyTuple_SET_ITEM(row, k, items[k]);
+    return row;
+}
+
+static PyObject *py_rows(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *lines, *access;
+    int tie_bits;
+    if (!PyArg_ParseTuple(args, "O!iO!:rows", &PyList_Type, &lines, &tie_bits,
+                          &PyFrozenSet_Type, &access))
+        return NULL;
+    if (tie_bits < 0 || tie_bits > 10) {
+        PyErr_SetString(PyExc_ValueError, "rows(): tie_bits must be 0..10");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    PyObject *result = PyList_New(n);
+    if (result == NULL)
+        return NULL;
+    unsigned char *buf = NULL;
+    Py_ssize_t cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i), *item;
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "rows() takes a list of bytes");
+            goto fail;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(line), want = 5 * len + 1024;
+        if (want > cap) {
+            unsigned char *b = realloc(buf, (size_t)want);
+            if (b == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            buf = b;
+            cap = want;
+        }
+        item = row_of(line, tie_bits, access, buf);
+        if (item == NULL)
+            goto fail;
+        PyList_SET_ITEM(result, i, item);
+    }
+    free(buf);
+    return result;
+fail:
+    free(buf);
+    Py_DECREF(result);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"vectors", py_vectors, METH_O,
      "The binary tsvector of each line's keyword text, or None where Python must answer."},
     {"texts", py_texts, METH_O,
      "Each line's keyword text (event_rows.line_text), or None where Python must answer."},
+    {"rows", py_rows, METH_VARARGS,
+     "rows(lines, tie_bits, access_actions): each line's SQLite row tuple, or None where "
+     "Python must answer."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tsvector_c",
@@ -391,6 +1025,10 @@ PyMODINIT_FUNC PyInit__tsvector_c(void)
                                                  (c >= '0' && c <= '9');
         IS_WORD[c] = (unsigned char)word;
         LOWER[c] = (unsigned char)(lower ? c + 32 : c);
+        uint32_t crc = (uint32_t)c;
+        for (int k = 0; k < 8; k++)
+            crc = crc & 1 ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
+        CRC32[c] = crc;
     }
     return PyModule_Create(&module);
 }

@@ -28,7 +28,8 @@ import msgspec
 from .query import format_time, parse_time, search_text
 from .store import _organization, actor_key, target_keys
 
-__all__ = ["ACCESS_ACTIONS", "EventRow", "event_rows", "indexed_text", "line_text", "texts_c"]
+__all__ = ["ACCESS_ACTIONS", "EventRow", "event_row", "event_rows", "indexed_text", "line_text",
+           "rows_c", "texts_c"]
 
 # What the portal records about itself: who viewed, exported or purged the audit log.
 ACCESS_ACTIONS = frozenset({"audit_log.viewed", "audit_log.exported", "audit_log.purged"})
@@ -70,10 +71,11 @@ class _Head(msgspec.Struct):
     targets: list[_Party | None] | None = None
 
 
-try:  # the keyword texts of a batch in one call (same text; see texts_c)
+try:  # a batch's keyword texts, or SQLite rows, in one call (the same; see texts_c, rows_c)
+    from ._tsvector_c import rows as _rows_c
     from ._tsvector_c import texts as _texts_c
 except ImportError:
-    _texts_c = None
+    _texts_c = _rows_c = None
 
 _decode_head = msgspec.json.Decoder(_Head).decode
 _decode = msgspec.json.Decoder().decode
@@ -133,7 +135,8 @@ def _when(value: Any) -> tuple[_dt.datetime, str, bool]:
     return when, format_time(when), True
 
 
-def _row(line: bytes, text: bool = True, keywords: str | None = None) -> EventRow:
+def event_row(line: bytes, text: bool = True, keywords: str | None = None) -> EventRow:
+    """The row of one line (``keywords``: its keyword text, when already cut)."""
     try:
         head = _decode_head(line)
     except msgspec.ValidationError:  # an actor or target that is not an object, ...
@@ -173,9 +176,18 @@ def texts_c() -> Callable[[list[bytes]], list[str | None]] | None:
     """The C extension's ``texts`` (each line's :func:`line_text`, None where that takes
     its reference path), or None: not built, or switched off with
     ``AUDITSHIPD_TSVECTOR_C=0``."""
-    if os.environ.get("AUDITSHIPD_TSVECTOR_C", "1") == "0":
-        return None
-    return _texts_c
+    return _texts_c if _c_on() else None
+
+
+def rows_c() -> Callable[[list[bytes], int, frozenset[str]], list[tuple[Any, ...] | None]] | None:
+    """The C extension's ``rows`` (each line's row as the SQLite store writes it, None
+    where Python must answer; see sqlite_ingest.prepare_rows), or None: not built, or
+    switched off with ``AUDITSHIPD_TSVECTOR_C=0``."""
+    return _rows_c if _c_on() else None
+
+
+def _c_on() -> bool:
+    return os.environ.get("AUDITSHIPD_TSVECTOR_C", "1") != "0"
 
 
 def event_rows(lines: Sequence[bytes], *, text: bool = True) -> list[EventRow]:
@@ -187,7 +199,7 @@ def event_rows(lines: Sequence[bytes], *, text: bool = True) -> list[EventRow]:
     c = texts_c() if text else None
     keywords = c(lines if type(lines) is list else list(lines)) if c is not None else None
     for i, line in enumerate(lines):
-        row = _row(line, text, None if keywords is None else keywords[i])
+        row = event_row(line, text, None if keywords is None else keywords[i])
         if row.id in seen:
             continue
         seen.add(row.id)

@@ -9,7 +9,10 @@ loops in C; no statement per event).
 The work is split in two: :func:`prepare_rows` builds every statement's parameters but the
 ``seq`` (the rows, their key terms and targets' JSON, their microseconds) before the write
 transaction begins (it needs no connection); :func:`insert_rows` then only reads what is
-stored at those microseconds, numbers the new rows and runs the statements."""
+stored at those microseconds, numbers the new rows and runs the statements. The C
+extension ``_tsvector_c`` builds the parameters of a whole batch in one call (``rows``:
+the same values, byte for byte); the lines it hands back (an escape, a key outside ASCII,
+a time not written as the journal writes it, ...) take :func:`event_row`."""
 
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .event_rows import EventRow, event_rows
-from .query import seq_base, tie_span
+from .event_rows import ACCESS_ACTIONS, event_row, rows_c
+from .query import TIE_BITS, seq_base, tie_span
 from .sqlite_keys import event_terms, id_match
 from .store import _encode
 
@@ -26,46 +29,77 @@ __all__ = ["PreparedRows", "insert_rows", "prepare_rows"]
 
 
 class PreparedRows(NamedTuple):
-    """A batch ready for :func:`insert_rows`: per row, its ``seq_base`` and the parameter
-    lists of its ``events``, ``events_keys`` and ``events_fts`` rows (``None`` in place of
-    the ``seq``; an access record, without keyword text, has no ``events_fts`` row)."""
+    """A batch ready for :func:`insert_rows`, each event id once (its first line): per row,
+    its ``seq_base`` and the parameter lists of its ``events``, ``events_keys`` and
+    ``events_fts`` rows (``None`` in place of the ``seq``; an access record, without
+    keyword text, has no ``events_fts`` row); ``timeless``: the rows (by index) whose
+    event had no usable time."""
 
-    rows: list[EventRow]
     bases: list[int]
     events: list[list[object]]
     keys: list[list[object]]
     texts: list[list[object] | None]
+    timeless: frozenset[int]
+
+
+# A row's values, as the C extension's ``rows`` gives them: (seq_base, id, occurred_at,
+# action, actor, organization_slug, targets' JSON, body, key terms, keyword text).
+_Values = tuple[int, str, str, str, str, "str | None", str, str, str, str]
+
+
+def _python_values(line: bytes) -> tuple[_Values, bool]:
+    """What ``rows`` gives for a line, from :func:`event_row`, and whether it is timeless."""
+    r = event_row(line)
+    return ((seq_base(r.when), r.id, r.occurred_at, r.action, r.actor, r.organization,
+             _encode(r.targets).decode(), r.body, event_terms(r.id, r.actor, r.targets),
+             r.text), r.timeless)
 
 
 def prepare_rows(lines: Sequence[bytes]) -> PreparedRows:
     """Everything :func:`insert_rows` writes that does not depend on what is stored."""
-    rows = event_rows(lines)
-    return PreparedRows(
-        rows,
-        [seq_base(r.when) for r in rows],
-        [[None, r.id, r.occurred_at, r.action, r.actor, r.organization,
-          _encode(r.targets).decode(), r.body] for r in rows],
-        [[None, event_terms(r.id, r.actor, r.targets)] for r in rows],
-        [[None, r.text] if r.text else None for r in rows],
-    )
+    lines = lines if type(lines) is list else list(lines)
+    c = rows_c()
+    built = c(lines, TIE_BITS, ACCESS_ACTIONS) if c is not None else [None] * len(lines)
+    bases: list[int] = []
+    events: list[list[object]] = []
+    keys: list[list[object]] = []
+    texts: list[list[object] | None] = []
+    timeless: set[int] = set()
+    seen: set[str] = set()
+    for line, values in zip(lines, built, strict=True):
+        late = False
+        if values is None:
+            values, late = _python_values(line)
+        base, event_id, occurred_at, action, actor, org, targets, body, terms, text = values
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        if late:
+            timeless.add(len(bases))
+        bases.append(base)
+        events.append([None, event_id, occurred_at, action, actor, org, targets, body])
+        keys.append([None, terms])
+        texts.append([None, text] if text else None)
+    return PreparedRows(bases, events, keys, texts, frozenset(timeless))
 
 
 def insert_rows(conn: sqlite3.Connection, batch: PreparedRows) -> int:
     """Insert the rows that are not stored yet (see the module docstring); returns how
     many were inserted."""
-    rows, bases = batch.rows, batch.bases
-    if not rows:
+    bases, events, timeless = batch.bases, batch.events, batch.timeless
+    if not bases:
         return 0
     taken, present = _taken(conn, sorted(set(bases)))
     following: dict[int, int] = {}
     placed: list[tuple[int, int]] = []  # (seq, index in the batch)
     overflow: list[tuple[int, int]] = []
     for i, base in enumerate(bases):
-        r = rows[i]
-        if present and (base, r.id) in present or (
+        event_id = events[i][1]
+        if present and (base, event_id) in present or (
             # Without a time, or at a microsecond so full that a copy may have moved to a
             # later one: look the id up anywhere.
-            (r.timeless or taken.get(base) == base + tie_span(base) - 1) and _id_stored(conn, r.id)
+            (i in timeless or taken.get(base) == base + tie_span(base) - 1)
+            and _id_stored(conn, event_id)
         ):
             continue
         seq = following.get(base)
@@ -139,10 +173,10 @@ def _write_rows(conn: sqlite3.Connection, batch: PreparedRows,
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
     conn.executemany("INSERT INTO events_keys(rowid, terms) VALUES (?, ?)", keys)
     conn.executemany("INSERT INTO events_fts(rowid, text) VALUES (?, ?)", texts)
-    rows = batch.rows
+    events = batch.events
     conn.executemany(
         "INSERT OR IGNORE INTO event_actions(organization_slug, action) VALUES (?, ?)",
-        {(rows[i].organization or "", rows[i].action) for _, i in placed},
+        {(events[i][5] or "", events[i][3]) for _, i in placed},
     )
 
 
