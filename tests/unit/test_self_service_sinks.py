@@ -109,3 +109,40 @@ async def test_without_a_key_no_stream_starts(tmp_path: Path, monkeypatch: pytes
     finally:
         await streams.close()
         await events.close()
+
+
+async def test_a_config_naming_another_store_takes_its_streams(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[portal] database`` changed by a reload: the streams are the new store's, and its
+    changes are noticed; the portal taken out of the config: no store, no streams."""
+    monkeypatch.setenv("AUDITSHIPD_SECRETS_KEY", KEY)
+    first = _config(tmp_path)
+    second = _config(tmp_path)
+    second.portal.database = f"{tmp_path}/other.sqlite3"
+    stores = {}
+    for config, org in ((first, "acme"), (second, "globex")):
+        events = event_store(config.portal.database)
+        await events.open()
+        stores[org] = (events, stream_store(events))
+        await stores[org][1].insert(_definition("siem", "http://127.0.0.1:9/in", org=org), 10)
+    streams = StoreStreams()
+    try:
+        assert [s.name for s in await streams.sink_configs(first, TYPES)] == ["acme.siem"]
+        assert await streams.changed(second)  # the config names another store
+        assert [s.name for s in await streams.sink_configs(second, TYPES)] == ["globex.siem"]
+        assert not await streams.changed(second)
+        await stores["acme"][1].insert(_definition("more", "http://127.0.0.1:9/in"), 10)
+        assert not await streams.changed(second)  # the old store is no longer read
+        await stores["globex"][1].insert(_definition("more", "http://127.0.0.1:9/in",
+                                                     org="globex"), 10)
+        assert await streams.changed(second)
+        assert sorted(s.name for s in await streams.sink_configs(second, TYPES)) == [
+            "globex.more", "globex.siem"]
+        none = _config(tmp_path)
+        none.portal.database = ""
+        none.portal.enabled = False
+        assert await streams.sink_configs(none, TYPES) == [] and streams.streams is None
+    finally:
+        await streams.close()
+        for events, _ in stores.values():
+            await events.close()

@@ -66,6 +66,7 @@ class Daemon:
         self._background: list[asyncio.Task[Any]] = []
         # Self-service streams defined in the portal's store: another source of sinks.
         self.store_streams = StoreStreams()
+        self.reloading = False
         self.shared: SharedPass | None = None
         self._core: list[asyncio.Task[Any]] = []  # the shared pass and the cursor saver
         self.saver: CommitSaver | None = None
@@ -183,6 +184,13 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Apply a new config; False (and the old one keeps running) if it is invalid."""
+        self.reloading = True
+        try:
+            return await self._reload()
+        finally:
+            self.reloading = False
+
+    async def _reload(self) -> bool:
         self.notifier.notify("RELOADING=1")
         self._loaded_signature = self._config_signature()
         try:
@@ -383,6 +391,8 @@ class Daemon:
         host = host_id(self.config)
         while True:
             await asyncio.sleep(self.config.portal.stream_poll_interval)
+            if self.reloading:  # its config may name another store: look at the next poll
+                continue
             try:
                 if await self.store_streams.changed(self.config):
                     self.reload_requested.set()

@@ -65,6 +65,7 @@ class StoreStreams:
     def __init__(self) -> None:
         self.streams: StreamStore | None = None
         self._events: Any = None
+        self._database: str | None = None  # what the open store was opened on
         self.revision: int | None = None
         self.ids: dict[str, str] = {}  # sink name -> stream id
         self.errors: dict[str, str] = {}  # stream id -> why it does not run here
@@ -74,23 +75,31 @@ class StoreStreams:
 
     async def open(self, config: Config) -> bool:
         """Open the store of ``config`` (False when there is none or it cannot be read:
-        logged, and tried again at the next look)."""
+        logged, and tried again at the next look). A config that names another store than
+        the open one (``[portal] database`` changed, or the portal taken out) closes it
+        first: the streams are then those of the new store, without a restart."""
+        database = portal_config(config).database if wanted(config) else None
         if self.streams is not None:
-            return True
-        if not wanted(config):
+            if database == self._database:
+                return True
+            await self.close()
+        if database is None:
             return False
         try:
-            events = event_store(portal_config(config).database)
+            events = event_store(database)
             await events.open()
         except Exception as exc:
             self._say(f"self-service streams unavailable: the portal store cannot be opened:"
                       f" {scrub_secrets(str(exc))}")
             return False
         self._events, self.streams = events, stream_store(events)
+        self._database = database
         return True
 
     async def close(self) -> None:
         events, self._events, self.streams = self._events, None, None
+        # Another store's revisions say nothing about this one's.
+        self._database = self.revision = self._signalled = None
         if events is not None:
             await events.close()
 
@@ -162,7 +171,7 @@ class StoreStreams:
         store, unavailable then, can now be opened). Each new change is said once: a
         reload refused for another reason (an invalid config file) is not retried at
         every poll, the next edit or SIGHUP tries again."""
-        if self.streams is None:
+        if self.streams is None or self._moved(config):
             return await self.open(config)
         try:
             revision = await self.streams.revision()
@@ -175,11 +184,15 @@ class StoreStreams:
         self._signalled = revision
         return True
 
+    def _moved(self, config: Config) -> bool:
+        """Whether ``config`` names another store than the open one."""
+        return (portal_config(config).database if wanted(config) else None) != self._database
+
     async def report(self, config: Config, host: str) -> None:
         """Write this host's view of each stream into the store. Reading the state of a
         stream costs a look at its files (lag), so with many streams the reports space
         out: every poll up to REPORT_BATCH streams, proportionally less often beyond."""
-        if self.streams is None or not (self.ids or self.errors):
+        if self.streams is None or self._moved(config) or not (self.ids or self.errors):
             return
         now = time.monotonic()
         if now < self._next_report:
