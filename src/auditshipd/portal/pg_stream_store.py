@@ -131,3 +131,9 @@ class PostgresStreamStore(StreamStore):
                 f"SELECT {STATUS_COLUMNS} FROM log_stream_status WHERE stream_id = ANY($1::text[])"
                 " ORDER BY stream_id, host", stream_ids)
         return [StreamStatus(*tuple(r)) for r in rows]
+
+    async def forget_hosts(self, before: float) -> int:
+        async with self._pool().acquire() as conn:
+            done = await conn.execute("DELETE FROM log_stream_status WHERE reported_at < $1",
+                                      before)
+        return int(done.rsplit(" ", 1)[-1])

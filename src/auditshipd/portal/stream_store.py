@@ -156,6 +156,12 @@ class StreamStore(abc.ABC):
     @abc.abstractmethod
     async def statuses(self, stream_ids: list[str]) -> list[StreamStatus]: ...
 
+    @abc.abstractmethod
+    async def forget_hosts(self, before: float) -> int:
+        """Delete what hosts said before ``before`` (epoch seconds) and have not said
+        since: hosts that stopped reporting (taken out of the fleet, replaced by an
+        autoscaler) do not pile up, one row per stream each. How many rows went."""
+
 
 class SQLiteStreamStore(StreamStore):
     """Streams in the embedded database, on the event store's threads."""
@@ -276,6 +282,14 @@ class SQLiteStreamStore(StreamStore):
 
     async def statuses(self, stream_ids: list[str]) -> list[StreamStatus]:
         return await self.events._read(self._statuses_sync, stream_ids)
+
+    async def forget_hosts(self, before: float) -> int:
+        return await self.events._write(self._transaction, self._forget_sync, before)
+
+    @staticmethod
+    def _forget_sync(conn: Any, before: float) -> int:
+        return conn.execute("DELETE FROM log_stream_status WHERE reported_at < ?",
+                            (before,)).rowcount
 
     def _statuses_sync(self, stream_ids: list[str]) -> list[StreamStatus]:
         if not stream_ids:

@@ -47,6 +47,10 @@ SOURCE = "portal"
 LAG_BUDGET = 256 * 1024
 # Streams whose state is read and reported at every poll; more space the reports out.
 REPORT_BATCH = 50
+# A host that has not reported a stream's state for this long (seconds) is forgotten:
+# taken out of the fleet, or an instance an autoscaler replaced. Looked for hourly.
+FORGET_HOST_AFTER = 7 * 86400
+FORGET_EVERY = 3600
 
 
 def host_id(config: Config) -> str:
@@ -71,6 +75,7 @@ class StoreStreams:
         self.errors: dict[str, str] = {}  # stream id -> why it does not run here
         self._said: str | None = None
         self._next_report = 0.0
+        self._next_forget = 0.0
         self._signalled: int | None = None  # the last revision changed() reported
 
     async def open(self, config: Config) -> bool:
@@ -215,6 +220,12 @@ class StoreStreams:
                 for i, reason in self.errors.items()]
         try:
             await self.streams.report(host, out)
+            if time.monotonic() >= self._next_forget:
+                self._next_forget = time.monotonic() + FORGET_EVERY
+                gone = await self.streams.forget_hosts(now - FORGET_HOST_AFTER)
+                if gone:
+                    log.info("self-service streams: forgot %d state(s) of hosts silent for"
+                             " %d days", gone, FORGET_HOST_AFTER // 86400)
         except Exception as exc:
             log.warning("self-service streams: cannot report their state: %s",
                         scrub_secrets(str(exc)))
