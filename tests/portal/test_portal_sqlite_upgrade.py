@@ -16,7 +16,7 @@ from auditshipd.portal.event_rows import event_rows
 from auditshipd.portal.query import EventFilter, seq_base
 from auditshipd.portal.sql import SCHEMA, SCHEMA_V2, SCHEMA_V3
 from auditshipd.portal.sqlite_keys import actor_match, id_match, target_match
-from auditshipd.portal.sqlite_schema import FTS5_LEAF_SLACK
+from auditshipd.portal.sqlite_schema import FTS5_AUTOMERGE, FTS5_LEAF_SLACK
 from auditshipd.portal.store_sqlite import PAGE_SIZE, WAL_CHECKPOINT_BYTES, SQLiteEventStore
 
 
@@ -132,10 +132,13 @@ async def test_new_store_gets_large_pages_and_a_wal_bounded_in_bytes(tmp_path: P
         conn = store._conn()
         assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (WAL_CHECKPOINT_BYTES // PAGE_SIZE,)
-        # Both FTS5 indexes write leaves that fill one of those pages.
+        # Both FTS5 indexes write leaves that fill one of those pages, and merge their
+        # segments FTS5_AUTOMERGE at a time.
         for table in ("events_fts", "events_keys"):
             assert conn.execute(f"SELECT v FROM {table}_config WHERE k = 'pgsz'").fetchone() == (
                 PAGE_SIZE - FTS5_LEAF_SLACK,), table
+            assert conn.execute(f"SELECT v FROM {table}_config WHERE k = 'automerge'").fetchone() == (
+                FTS5_AUTOMERGE,), table
         # and the leaves it wrote are that large: fewer blocks than 4 KiB leaves would need
         assert conn.execute("SELECT max(length(block)) FROM events_fts_data").fetchone()[0] > 4096
     finally:
