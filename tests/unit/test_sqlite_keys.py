@@ -30,6 +30,7 @@ async def test_colliding_hashes_are_told_apart_by_the_values(tmp_path: Path, mon
     event without a time, and the purge's removal of the terms still act on the real
     values only."""
     monkeypatch.setattr(sqlite_keys, "_crc32", lambda value: 7)
+    monkeypatch.setenv("AUDITSHIPD_TSVECTOR_C", "0")  # the stored terms from that hash too
     store = SQLiteEventStore(tmp_path / "portal.sqlite3")
     await store.open()
     try:

@@ -325,11 +325,20 @@ static Py_ssize_t line_text(const unsigned char *s, Py_ssize_t n, unsigned char 
     return found == 0 ? used : -1;
 }
 
-static PyObject *py_texts(PyObject *self, PyObject *lines)
+/* A function over a list of stored lines (bytes), one result per line: ``each`` gets the
+ * line and a scratch buffer of at least ``want(len)`` bytes and returns the line's item
+ * (a new reference; NULL on an error). */
+typedef struct {
+    const char *name; /* the Python function's, for its TypeError */
+    Py_ssize_t (*want)(Py_ssize_t len);
+    PyObject *(*each)(PyObject *line, unsigned char *buf, void *ctx);
+    void *ctx;
+} PerLine;
+
+static PyObject *per_line(PyObject *lines, const PerLine *how)
 {
-    (void)self;
     if (!PyList_Check(lines)) {
-        PyErr_SetString(PyExc_TypeError, "texts() takes a list of bytes");
+        PyErr_Format(PyExc_TypeError, "%s() takes a list of bytes", how->name);
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(lines);
@@ -341,10 +350,10 @@ static PyObject *py_texts(PyObject *self, PyObject *lines)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *line = PyList_GET_ITEM(lines, i), *item;
         if (!PyBytes_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "texts() takes a list of bytes");
+            PyErr_Format(PyExc_TypeError, "%s() takes a list of bytes", how->name);
             goto fail;
         }
-        Py_ssize_t len = PyBytes_GET_SIZE(line), want = len + len / 2 + 1;
+        Py_ssize_t want = how->want(PyBytes_GET_SIZE(line));
         if (want > cap) {
             unsigned char *b = realloc(buf, (size_t)want);
             if (b == NULL) {
@@ -354,15 +363,9 @@ static PyObject *py_texts(PyObject *self, PyObject *lines)
             buf = b;
             cap = want;
         }
-        Py_ssize_t used = line_text((const unsigned char *)PyBytes_AS_STRING(line), len, buf);
-        if (used < 0) {
-            Py_INCREF(Py_None);
-            item = Py_None;
-        } else {
-            item = PyUnicode_DecodeUTF8((const char *)buf, used, "replace");
-            if (item == NULL)
-                goto fail;
-        }
+        item = how->each(line, buf, how->ctx);
+        if (item == NULL)
+            goto fail;
         PyList_SET_ITEM(result, i, item);
     }
     free(buf);
@@ -371,6 +374,28 @@ fail:
     free(buf);
     Py_DECREF(result);
     return NULL;
+}
+
+static Py_ssize_t text_want(Py_ssize_t len)
+{
+    return len + len / 2 + 1;
+}
+
+static PyObject *text_of(PyObject *line, unsigned char *buf, void *ctx)
+{
+    (void)ctx;
+    Py_ssize_t used = line_text((const unsigned char *)PyBytes_AS_STRING(line),
+                                PyBytes_GET_SIZE(line), buf);
+    if (used < 0)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8((const char *)buf, used, "replace");
+}
+
+static PyObject *py_texts(PyObject *self, PyObject *lines)
+{
+    (void)self;
+    PerLine how = {"texts", text_want, text_of, NULL};
+    return per_line(lines, &how);
 }
 
 /* ---- rows(lines, tie_bits, access_actions): the SQLite store's row of each line ------
@@ -834,7 +859,7 @@ static PyObject *span_str(Span v)
 }
 
 /* The row tuple of one line (see above), Py_None to hand it back, NULL on an error.
- * buf: at least 3 * n + 64 bytes. */
+ * buf: at least row_want(n) bytes: the keys, their JSON and terms, then the keyword text. */
 static PyObject *row_of(PyObject *line, int tie_bits, PyObject *access, unsigned char *buf)
 {
     const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(line);
@@ -957,51 +982,36 @@ static PyObject *row_of(PyObject *line, int tie_bits, PyObject *access, unsigned
     return row;
 }
 
+typedef struct {
+    int tie_bits;
+    PyObject *access;
+} RowArgs;
+
+static Py_ssize_t row_want(Py_ssize_t len)
+{
+    return 5 * len + 1024; /* see row_of */
+}
+
+static PyObject *row_item(PyObject *line, unsigned char *buf, void *ctx)
+{
+    RowArgs *a = ctx;
+    return row_of(line, a->tie_bits, a->access, buf);
+}
+
 static PyObject *py_rows(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *lines, *access;
-    int tie_bits;
-    if (!PyArg_ParseTuple(args, "O!iO!:rows", &PyList_Type, &lines, &tie_bits,
-                          &PyFrozenSet_Type, &access))
+    PyObject *lines;
+    RowArgs a;
+    if (!PyArg_ParseTuple(args, "OiO!:rows", &lines, &a.tie_bits, &PyFrozenSet_Type,
+                          &a.access))
         return NULL;
-    if (tie_bits < 0 || tie_bits > 10) {
+    if (a.tie_bits < 0 || a.tie_bits > 10) {
         PyErr_SetString(PyExc_ValueError, "rows(): tie_bits must be 0..10");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(lines);
-    PyObject *result = PyList_New(n);
-    if (result == NULL)
-        return NULL;
-    unsigned char *buf = NULL;
-    Py_ssize_t cap = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i), *item;
-        if (!PyBytes_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "rows() takes a list of bytes");
-            goto fail;
-        }
-        Py_ssize_t len = PyBytes_GET_SIZE(line), want = 5 * len + 1024;
-        if (want > cap) {
-            unsigned char *b = realloc(buf, (size_t)want);
-            if (b == NULL) {
-                PyErr_NoMemory();
-                goto fail;
-            }
-            buf = b;
-            cap = want;
-        }
-        item = row_of(line, tie_bits, access, buf);
-        if (item == NULL)
-            goto fail;
-        PyList_SET_ITEM(result, i, item);
-    }
-    free(buf);
-    return result;
-fail:
-    free(buf);
-    Py_DECREF(result);
-    return NULL;
+    PerLine how = {"rows", row_want, row_item, &a};
+    return per_line(lines, &how);
 }
 
 static PyMethodDef methods[] = {

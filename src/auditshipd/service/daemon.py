@@ -30,7 +30,7 @@ from ..journal.writer import AuditJournal
 from ..netguard import GuardedResolver
 from ..plugin import SinkContext
 from . import heap
-from .loading import build_redactors, load_runtime
+from .loading import build_redactors, config_signature, load_runtime
 from .notify import SystemdNotifier
 from .sink_restarts import SinkRestarts
 from .startup_checks import run_startup_checks
@@ -336,21 +336,8 @@ class Daemon:
             await asyncio.wait_for(task, 2)
 
     def _config_signature(self) -> tuple[Any, ...]:
-        """(name, mtime, size) of the config file and the stream files."""
-        if self.config_path is None:
-            return ()
-        paths = [Path(str(self.config_path))]
         streams = getattr(self, "config", None) and self.config.streams_dir
-        if streams:
-            paths += sorted(Path(streams).glob("*.toml"))
-        sig = []
-        for p in paths:
-            try:
-                st = p.stat()
-                sig.append((str(p), st.st_mtime_ns, st.st_size))
-            except OSError:
-                sig.append((str(p), None, None))
-        return tuple(sig)
+        return config_signature(self.config_path, streams)
 
     async def _poll_config(self) -> None:
         """A safety net under the file watcher: an edit made before the watch was set up

@@ -19,7 +19,7 @@ from ..plugins.manager import build_plugin_manager, sink_types
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
 
-__all__ = ["build_redactors", "load_runtime"]
+__all__ = ["build_redactors", "config_signature", "load_runtime"]
 
 
 def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager, dict[str, SinkType]]:
@@ -102,3 +102,21 @@ def _compile(compile_policy: Any, config: Config, raw: RedactionConfig | None,
         raise ConfigError("the redaction policy compiled to nothing", file=config.source,
                           key=where)
     return redactor
+
+
+def config_signature(path: str | Path | None, streams_dir: str | None) -> tuple[Any, ...]:
+    """(name, mtime, size) of the config file and the stream files: what a reload read,
+    to tell when one changed."""
+    if path is None:
+        return ()
+    paths = [Path(str(path))]
+    if streams_dir:
+        paths += sorted(Path(streams_dir).glob("*.toml"))
+    sig = []
+    for p in paths:
+        try:
+            st = p.stat()
+            sig.append((str(p), st.st_mtime_ns, st.st_size))
+        except OSError:
+            sig.append((str(p), None, None))
+    return tuple(sig)
