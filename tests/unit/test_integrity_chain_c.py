@@ -87,9 +87,8 @@ def test_no_memory_or_reference_leak_over_many_calls():
     """A debug loop over seal_lines (lines sealed in C, lines left to seal(), a bad head):
     after thousands of rounds no memory is left allocated beyond the sealed output kept,
     and no reference is left on the input lines."""
-    import sys
 
-    from c_leaks import traced_growth
+    from c_leaks import assert_no_leak
 
     lines = [b'{"id":"%d","note":"%s"}' % (i, b"x" * i) for i in range(40)]
     # fresh objects: constants of the code may be shared, so their counts move elsewhere
@@ -102,12 +101,7 @@ def test_no_memory_or_reference_leak_over_many_calls():
         with pytest.raises(TypeError):
             _chain_c.seal_run(tuple(lines), 0, 0, b"", [])
 
-    for _ in range(50):
-        run()
-    refs = [sys.getrefcount(x) for x in lines]
-    growth = traced_growth(run, 2000, warmup=0)
-    assert growth < 64 << 10, growth
-    assert [sys.getrefcount(x) for x in lines] == refs
+    assert_no_leak(run, lines)
 
 
 def test_a_line_that_is_not_json_but_names_the_reserved_member_is_sealed_as_it_is():

@@ -514,6 +514,53 @@ static int literal(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, const ch
 
 #define json_literal(s, n, i, word) literal(s, n, i, word, (Py_ssize_t)sizeof(word) - 1)
 
+/* At ``open``: 1 past it with members or elements to follow, 0 past an empty container,
+ * -1 when s[*i] is not ``open``. */
+static int json_open(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, unsigned char open,
+                     unsigned char close)
+{
+    if (*i >= n || s[*i] != open)
+        return -1;
+    (*i)++;
+    json_ws(s, n, i);
+    if (*i < n && s[*i] == close) {
+        (*i)++;
+        return 0;
+    }
+    return 1;
+}
+
+/* After a member or element: 1 past a comma (more follow), 0 past ``close`` (the
+ * container ends), -1 for anything else. */
+static int json_next(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, unsigned char close)
+{
+    json_ws(s, n, i);
+    if (*i < n && s[*i] == ',') {
+        (*i)++;
+        json_ws(s, n, i);
+        return 1;
+    }
+    if (*i < n && s[*i] == close) {
+        (*i)++;
+        return 0;
+    }
+    return -1;
+}
+
+/* The members of the object at s[*i]; each member's value goes to member(), which reads
+ * it (returning 0) or returns 1 to have it skipped; -1 hands the line back. */
+typedef int (*Member)(void *ctx, Span key, const unsigned char *s, Py_ssize_t n,
+                      Py_ssize_t *i);
+
+static int json_object(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, int depth,
+                       Member member, void *ctx);
+
+static int skip_member(void *ctx, Span key, const unsigned char *s, Py_ssize_t n, Py_ssize_t *i)
+{
+    (void)ctx, (void)key, (void)s, (void)n, (void)i;
+    return 1; /* skipped by json_object */
+}
+
 static int json_skip(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, int depth)
 {
     Span ignored;
@@ -528,41 +575,18 @@ static int json_skip(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, int de
         return json_literal(s, n, i, "false");
     case 'n':
         return json_literal(s, n, i, "null");
-    case '[':
-    case '{': {
-        unsigned char close = s[*i] == '[' ? ']' : '}';
-        int object = close == '}';
-        if (depth >= MAX_DEPTH)
-            return -1;
-        (*i)++;
-        json_ws(s, n, i);
-        if (*i < n && s[*i] == close) {
-            (*i)++;
-            return 0;
-        }
+    case '{':
+        return json_object(s, n, i, depth, skip_member, NULL);
+    case '[': {
+        int any;
+        if (depth >= MAX_DEPTH || (any = json_open(s, n, i, '[', ']')) <= 0)
+            return depth >= MAX_DEPTH ? -1 : any;
         for (;;) {
-            if (object) {
-                if (json_string(s, n, i, &ignored) < 0)
-                    return -1;
-                json_ws(s, n, i);
-                if (*i >= n || s[*i] != ':')
-                    return -1;
-                (*i)++;
-                json_ws(s, n, i);
-            }
             if (json_skip(s, n, i, depth + 1) < 0)
                 return -1;
-            json_ws(s, n, i);
-            if (*i < n && s[*i] == ',') {
-                (*i)++;
-                json_ws(s, n, i);
-                continue;
-            }
-            if (*i < n && s[*i] == close) {
-                (*i)++;
-                return 0;
-            }
-            return -1;
+            int more = json_next(s, n, i, ']');
+            if (more <= 0)
+                return more;
         }
     }
     default:
@@ -582,23 +606,13 @@ static int string_or_null(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, S
     return json_string(s, n, i, out) < 0 ? -1 : 1;
 }
 
-/* The members of the object at s[*i]; each member's value goes to member(), which reads
- * it (returning 0) or returns 1 to have it skipped; -1 hands the line back. */
-typedef int (*Member)(void *ctx, Span key, const unsigned char *s, Py_ssize_t n,
-                      Py_ssize_t *i);
-
 static int json_object(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, int depth,
                        Member member, void *ctx)
 {
     Span key;
-    if (*i >= n || s[*i] != '{' || depth >= MAX_DEPTH)
-        return -1;
-    (*i)++;
-    json_ws(s, n, i);
-    if (*i < n && s[*i] == '}') {
-        (*i)++;
-        return 0;
-    }
+    int any;
+    if (depth >= MAX_DEPTH || (any = json_open(s, n, i, '{', '}')) <= 0)
+        return depth >= MAX_DEPTH ? -1 : any;
     for (;;) {
         if (json_string(s, n, i, &key) < 0)
             return -1;
@@ -610,17 +624,9 @@ static int json_object(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, int 
         int r = member(ctx, key, s, n, i);
         if (r < 0 || (r > 0 && json_skip(s, n, i, depth + 1) < 0))
             return -1;
-        json_ws(s, n, i);
-        if (*i < n && s[*i] == ',') {
-            (*i)++;
-            json_ws(s, n, i);
-            continue;
-        }
-        if (*i < n && s[*i] == '}') {
-            (*i)++;
-            return 0;
-        }
-        return -1;
+        int more = json_next(s, n, i, '}');
+        if (more <= 0)
+            return more;
     }
 }
 
@@ -730,14 +736,9 @@ static int head_member(void *ctx, Span key, const unsigned char *s, Py_ssize_t n
             return -1;
         if (*i < n && s[*i] == 'n')
             return json_literal(s, n, i, "null");
-        if (*i >= n || s[*i] != '[')
-            return -1;
-        (*i)++;
-        json_ws(s, n, i);
-        if (*i < n && s[*i] == ']') {
-            (*i)++;
-            return 0;
-        }
+        int any = json_open(s, n, i, '[', ']');
+        if (any <= 0)
+            return any;
         for (;;) {
             if (*i < n && s[*i] == 'n') {
                 if (json_literal(s, n, i, "null") < 0)
@@ -750,17 +751,9 @@ static int head_member(void *ctx, Span key, const unsigned char *s, Py_ssize_t n
                 if (json_object(s, n, i, 2, party_member, p) < 0)
                     return -1;
             }
-            json_ws(s, n, i);
-            if (*i < n && s[*i] == ',') {
-                (*i)++;
-                json_ws(s, n, i);
-                continue;
-            }
-            if (*i < n && s[*i] == ']') {
-                (*i)++;
-                return 0;
-            }
-            return -1;
+            int more = json_next(s, n, i, ']');
+            if (more <= 0)
+                return more;
         }
     }
     return 1;
