@@ -29,7 +29,7 @@ from .query import format_time, parse_time, search_text
 from .store import _organization, actor_key, target_keys
 
 __all__ = ["ACCESS_ACTIONS", "EventRow", "event_row", "event_rows", "indexed_text", "line_text",
-           "rows_c", "texts_c"]
+           "line_texts", "rows_c", "texts_c"]
 
 # What the portal records about itself: who viewed, exported or purged the audit log.
 ACCESS_ACTIONS = frozenset({"audit_log.viewed", "audit_log.exported", "audit_log.purged"})
@@ -177,6 +177,14 @@ def texts_c() -> Callable[[list[bytes]], list[str | None]] | None:
     its reference path), or None: not built, or switched off with
     ``AUDITSHIPD_TSVECTOR_C=0``."""
     return _texts_c if _c_on() else None
+
+
+def line_texts(lines: list[bytes]) -> list[str]:
+    """:func:`line_text` of each line: the C extension's in one call, Python's for the
+    lines it hands back (or every line without it)."""
+    c = texts_c()
+    cut = c(lines) if c is not None else [None] * len(lines)
+    return [line_text(line) if text is None else text for line, text in zip(lines, cut, strict=True)]
 
 
 def rows_c() -> Callable[[list[bytes], int, frozenset[str]], list[tuple[Any, ...] | None]] | None:

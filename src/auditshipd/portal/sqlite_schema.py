@@ -8,7 +8,7 @@ __all__ = ["FTS5_AUTOMERGE", "FTS5_LEAF_SLACK", "forget_rows", "prepare", "schem
 import sqlite3
 from typing import Any
 
-from .event_rows import ACCESS_ACTIONS, line_text, texts_c
+from .event_rows import ACCESS_ACTIONS, line_text, line_texts
 from .sql import SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_VERSION
 from .sqlite_keys import row_terms
 from .stream_store import SQLITE_STREAMS_SCHEMA
@@ -98,11 +98,7 @@ def forget_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
     keyword text for access records)."""
     doomed = []
     indexed = [row for row in rows if row[2] not in ACCESS_ACTIONS]
-    bodies = [row[1].encode() for row in indexed]
-    c = texts_c()  # the batch's keyword texts in one call, None where Python answers
-    cut = c(bodies) if c is not None else [None] * len(bodies)
-    for row, body, text in zip(indexed, bodies, cut, strict=True):
-        text = line_text(body) if text is None else text
+    for row, text in zip(indexed, line_texts([row[1].encode() for row in indexed]), strict=True):
         if text:
             doomed.append((row[0], text))
     conn.executemany(

@@ -63,6 +63,11 @@ def wanted(config: Config) -> bool:
     return bool(config.portal.enabled or config.portal.database)
 
 
+def _database(config: Config) -> str | None:
+    """The portal store ``config`` names, None when it names none."""
+    return portal_config(config).database if wanted(config) else None
+
+
 class StoreStreams:
     """The self-service streams of one daemon: read, turned into sinks, reported."""
 
@@ -83,7 +88,7 @@ class StoreStreams:
         logged, and tried again at the next look). A config that names another store than
         the open one (``[portal] database`` changed, or the portal taken out) closes it
         first: the streams are then those of the new store, without a restart."""
-        database = portal_config(config).database if wanted(config) else None
+        database = _database(config)
         if self.streams is not None:
             if database == self._database:
                 return True
@@ -191,7 +196,7 @@ class StoreStreams:
 
     def _moved(self, config: Config) -> bool:
         """Whether ``config`` names another store than the open one."""
-        return (portal_config(config).database if wanted(config) else None) != self._database
+        return _database(config) != self._database
 
     async def report(self, config: Config, host: str) -> None:
         """Write this host's view of each stream into the store. Reading the state of a
