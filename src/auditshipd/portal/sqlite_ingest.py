@@ -6,10 +6,13 @@ store, its newest ``seq`` alone says there is nothing), one lookup per event wit
 usable time finds its id anywhere, and one ``executemany`` per table writes them (SQLite
 loops in C; no statement per event).
 
-The work is split in two: :func:`prepare_rows` builds every statement's parameters but the
-``seq`` (the rows, their key terms and targets' JSON, their microseconds) before the write
-transaction begins (it needs no connection); :func:`insert_rows` then only reads what is
-stored at those microseconds, numbers the new rows and runs the statements. The C
+The work is split in two: :func:`prepare_rows` builds every statement's parameters (the
+rows, their key terms and targets' JSON, their microseconds; each row's ``seq`` base in
+place of its ``seq``) before the write transaction begins (it needs no connection);
+:func:`insert_rows` then only reads what is stored at those microseconds, numbers the new
+rows and runs the statements. A batch with one event per microsecond, none of them stored
+yet (a journal shipped in order), keeps the bases as its ``seq``s and is written without
+a Python statement per event. The C
 extension ``_tsvector_c`` builds the parameters of a whole batch in one call (``rows``:
 the same values, byte for byte); the lines it hands back (an escape, a key outside ASCII,
 a time not written as the journal writes it, ...) take :func:`event_row`."""
@@ -31,9 +34,10 @@ __all__ = ["PreparedRows", "insert_rows", "prepare_rows"]
 class PreparedRows(NamedTuple):
     """A batch ready for :func:`insert_rows`, each event id once (its first line): per row,
     its ``seq_base`` and the parameter lists of its ``events``, ``events_keys`` and
-    ``events_fts`` rows (``None`` in place of the ``seq``; an access record, without
-    keyword text, has no ``events_fts`` row); ``timeless``: the rows (by index) whose
-    event had no usable time."""
+    ``events_fts`` rows, each starting with the row's ``seq``, its ``seq_base`` until
+    :func:`insert_rows` numbers it (an access record, without keyword text, has no
+    ``events_fts`` row: None); ``timeless``: the rows (by index) whose event had no usable
+    time."""
 
     bases: list[int]
     events: list[list[object]]
@@ -56,31 +60,38 @@ def _python_values(line: bytes) -> tuple[_Values, bool]:
 
 
 def prepare_rows(lines: Sequence[bytes]) -> PreparedRows:
-    """Everything :func:`insert_rows` writes that does not depend on what is stored."""
+    """Everything :func:`insert_rows` writes that does not depend on what is stored. Built
+    by comprehensions over the extension's rows, not a loop per event: a batch of lines
+    the extension answers, without an id given twice, costs no Python statement per event."""
     lines = lines if type(lines) is list else list(lines)
     c = rows_c()
-    built = c(lines, TIE_BITS, ACCESS_ACTIONS) if c is not None else [None] * len(lines)
-    bases: list[int] = []
-    events: list[list[object]] = []
-    keys: list[list[object]] = []
-    texts: list[list[object] | None] = []
-    timeless: set[int] = set()
-    seen: set[str] = set()
-    for line, values in zip(lines, built, strict=True):
-        late = False
-        if values is None:
-            values, late = _python_values(line)
-        base, event_id, occurred_at, action, actor, org, targets, body, terms, text = values
-        if event_id in seen:
-            continue
-        seen.add(event_id)
-        if late:
-            timeless.add(len(bases))
-        bases.append(base)
-        events.append([None, event_id, occurred_at, action, actor, org, targets, body])
-        keys.append([None, terms])
-        texts.append([None, text] if text else None)
-    return PreparedRows(bases, events, keys, texts, frozenset(timeless))
+    built: list[_Values | None] = (
+        c(lines, TIE_BITS, ACCESS_ACTIONS) if c is not None else [None] * len(lines))
+    late: set[int] = set()
+    if None in built:
+        for k, values in enumerate(built):
+            if values is None:
+                built[k], timeless = _python_values(lines[k])
+                if timeless:
+                    late.add(k)
+    rows: list[_Values] = built  # type: ignore[assignment]
+    ids = [v[1] for v in rows]
+    if len(set(ids)) < len(ids):  # an id given twice: its first line only
+        seen: set[str] = set()
+        keep = []
+        for k, event_id in enumerate(ids):
+            if event_id not in seen:
+                seen.add(event_id)
+                keep.append(k)
+        late = {n for n, k in enumerate(keep) if k in late}
+        rows = [rows[k] for k in keep]
+    return PreparedRows(
+        [v[0] for v in rows],
+        [[b, i, t, a, who, org, targets, body] for b, i, t, a, who, org, targets, body, _, _ in rows],
+        [[v[0], v[8]] for v in rows],
+        [[v[0], v[9]] if v[9] else None for v in rows],
+        frozenset(late),
+    )
 
 
 def insert_rows(conn: sqlite3.Connection, batch: PreparedRows) -> int:
@@ -89,7 +100,14 @@ def insert_rows(conn: sqlite3.Connection, batch: PreparedRows) -> int:
     bases, events, timeless = batch.bases, batch.events, batch.timeless
     if not bases:
         return 0
-    taken, present = _taken(conn, sorted(set(bases)))
+    distinct = sorted(set(bases))
+    taken, present = _taken(conn, distinct)
+    if not taken and not timeless and len(distinct) == len(bases):
+        # Nothing stored at these microseconds and one event at each (a journal shipped in
+        # order): every row keeps its seq_base as its seq, in seq order.
+        order = None if bases == distinct else sorted(range(len(bases)), key=bases.__getitem__)
+        _write_rows(conn, batch, order)
+        return len(bases)
     following: dict[int, int] = {}
     placed: list[tuple[int, int]] = []  # (seq, index in the batch)
     overflow: list[tuple[int, int]] = []
@@ -115,9 +133,11 @@ def insert_rows(conn: sqlite3.Connection, batch: PreparedRows) -> int:
     # not above the previous one of the transaction, and the tables' B-trees are
     # written page after page instead of all over.
     placed.sort()
-    _write_rows(conn, batch, placed)
+    _number(batch, placed)
+    _write_rows(conn, batch, [i for _, i in placed])
     for base, i in overflow:
-        _write_rows(conn, batch, [(_free_seq(conn, base), i)])
+        _number(batch, [(_free_seq(conn, base), i)])
+        _write_rows(conn, batch, [i])
     return len(placed) + len(overflow)
 
 
@@ -154,29 +174,33 @@ def _id_stored(conn: sqlite3.Connection, event_id: str) -> bool:
     ).fetchone() is not None
 
 
-def _write_rows(conn: sqlite3.Connection, batch: PreparedRows,
-                placed: list[tuple[int, int]]) -> None:
-    events, keys, texts = [], [], []
+def _number(batch: PreparedRows, placed: list[tuple[int, int]]) -> None:
+    """Give the rows at ``placed`` (seq, index) their seq in each table's parameters."""
+    events, keys, texts = batch.events, batch.keys, batch.texts
     for seq, i in placed:
-        row = batch.events[i]
-        row[0] = seq
-        events.append(row)
-        key = batch.keys[i]
-        key[0] = seq
-        keys.append(key)
-        text = batch.texts[i]
-        if text is not None:  # the portal's access records: no keyword index row
+        events[i][0] = seq
+        keys[i][0] = seq
+        text = texts[i]
+        if text is not None:
             text[0] = seq
-            texts.append(text)
+
+
+def _write_rows(conn: sqlite3.Connection, batch: PreparedRows, rows: list[int] | None) -> None:
+    """Write the rows at indexes ``rows`` (None: all, in batch order)."""
+    events, keys, texts = batch.events, batch.keys, batch.texts
+    if rows is not None:
+        events = [events[i] for i in rows]
+        keys = [keys[i] for i in rows]
+        texts = [texts[i] for i in rows]
     conn.executemany(
         "INSERT INTO events(seq, id, occurred_at, action, actor, organization_slug, targets, body)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
     conn.executemany("INSERT INTO events_keys(rowid, terms) VALUES (?, ?)", keys)
-    conn.executemany("INSERT INTO events_fts(rowid, text) VALUES (?, ?)", texts)
-    events = batch.events
+    # the portal's access records have no keyword index row
+    conn.executemany("INSERT INTO events_fts(rowid, text) VALUES (?, ?)", filter(None, texts))
     conn.executemany(
         "INSERT OR IGNORE INTO event_actions(organization_slug, action) VALUES (?, ?)",
-        {(events[i][5] or "", events[i][3]) for _, i in placed},
+        {(e[5] or "", e[3]) for e in events},
     )
 
 
