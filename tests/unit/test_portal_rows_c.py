@@ -221,7 +221,9 @@ def test_batch_prepared_the_same_with_and_without_the_extension(monkeypatch) -> 
     # the time of an event without one is when it was read (its seq base, in each row,
     # too): equal up to that
     for batch in (with_c, without):
-        batch.events[3][0] = batch.events[3][2] = batch.keys[3][0] = batch.texts[3][0] = None
+        batch.events[3] = (None, batch.events[3][1], None, *batch.events[3][3:])
+        batch.keys[3] = (None, batch.keys[3][1])
+        batch.texts[3] = (None, batch.texts[3][1])
     assert with_c.bases[:3] + with_c.bases[4:] == without.bases[:3] + without.bases[4:]
     assert (with_c.events, with_c.keys, with_c.texts) == (without.events, without.keys,
                                                           without.texts)

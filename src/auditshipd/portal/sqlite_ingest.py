@@ -33,16 +33,16 @@ __all__ = ["PreparedRows", "insert_rows", "prepare_rows"]
 
 class PreparedRows(NamedTuple):
     """A batch ready for :func:`insert_rows`, each event id once (its first line): per row,
-    its ``seq_base`` and the parameter lists of its ``events``, ``events_keys`` and
+    its ``seq_base`` and the parameters of its ``events``, ``events_keys`` and
     ``events_fts`` rows, each starting with the row's ``seq``, its ``seq_base`` until
-    :func:`insert_rows` numbers it (an access record, without keyword text, has no
-    ``events_fts`` row: None); ``timeless``: the rows (by index) whose event had no usable
-    time."""
+    :func:`insert_rows` numbers it otherwise (an access record, without keyword text, has
+    no ``events_fts`` row: None); ``timeless``: the rows (by index) whose event had no
+    usable time."""
 
     bases: list[int]
-    events: list[list[object]]
-    keys: list[list[object]]
-    texts: list[list[object] | None]
+    events: list[tuple[object, ...]]
+    keys: list[tuple[object, ...]]
+    texts: list[tuple[object, ...] | None]
     timeless: frozenset[int]
 
 
@@ -87,9 +87,9 @@ def prepare_rows(lines: Sequence[bytes]) -> PreparedRows:
         rows = [rows[k] for k in keep]
     return PreparedRows(
         [v[0] for v in rows],
-        [[b, i, t, a, who, org, targets, body] for b, i, t, a, who, org, targets, body, _, _ in rows],
-        [[v[0], v[8]] for v in rows],
-        [[v[0], v[9]] if v[9] else None for v in rows],
+        [v[:8] for v in rows],  # the values start with the events row's, seq_base first
+        [(v[0], v[8]) for v in rows],
+        [(v[0], v[9]) if v[9] else None for v in rows],
         frozenset(late),
     )
 
@@ -178,11 +178,11 @@ def _number(batch: PreparedRows, placed: list[tuple[int, int]]) -> None:
     """Give the rows at ``placed`` (seq, index) their seq in each table's parameters."""
     events, keys, texts = batch.events, batch.keys, batch.texts
     for seq, i in placed:
-        events[i][0] = seq
-        keys[i][0] = seq
+        events[i] = (seq, *events[i][1:])
+        keys[i] = (seq, keys[i][1])
         text = texts[i]
         if text is not None:
-            text[0] = seq
+            texts[i] = (seq, text[1])
 
 
 def _write_rows(conn: sqlite3.Connection, batch: PreparedRows, rows: list[int] | None) -> None:
