@@ -132,6 +132,9 @@ async def test_new_store_gets_large_pages_and_a_wal_bounded_in_bytes(tmp_path: P
         conn = store._conn()
         assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (WAL_CHECKPOINT_BYTES // PAGE_SIZE,)
+        # The writer syncs every commit (FULL): an acknowledged batch survives a power loss.
+        assert await store._write(
+            lambda: store._conn().execute("PRAGMA synchronous").fetchone()) == (2,)
         # Both FTS5 indexes write leaves that fill one of those pages, and merge their
         # segments FTS5_AUTOMERGE at a time.
         for table in ("events_fts", "events_keys"):

@@ -109,7 +109,10 @@ class SQLiteEventStore(EventStore):
             )
             if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new database
                 conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # Every commit synced (the WAL, once per transaction): the portal sink
+            # acknowledges a batch, and its journal cursor moves past it, only once it is
+            # stored; in WAL mode NORMAL would leave the last commits to a power loss.
+            conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA temp_store=MEMORY")
             conn.execute("PRAGMA cache_size=-32000")
             # Checkpoints copy the WAL into the database: fewer, larger ones cost less
