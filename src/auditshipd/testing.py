@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,11 +40,44 @@ __all__ = [
 ]
 
 
+# Ports handed out by free_port in this process: never the same one twice.
+_GIVEN: set[int] = set()
+_LOWEST_PORT = 10000
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux; 32768
+    elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on at ``host`` right now."""
-    with socket.socket() as s:
+    """A TCP port nobody listens on at ``host`` right now, not handed out before by this
+    process. Picked at random below the kernel's range for outgoing connections: a port
+    the kernel gives for ``bind(0)`` comes from that range, where any client connection
+    (a test's HTTP client, a database connection) may take it as its local port before
+    the server that was meant to listen there binds it."""
+    top = _ephemeral_start()
+    rng = random.SystemRandom()
+    for _ in range(200 if top - _LOWEST_PORT > 1000 else 0):
+        port = rng.randrange(_LOWEST_PORT, top)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    with socket.socket() as s:  # no room below the range: the kernel's choice
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _GIVEN.add(port)
+    return port
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
