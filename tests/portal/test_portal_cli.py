@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from auditshipd.portal.backend import auth_store, event_store
 from auditshipd.portal.cli import add_parser
 from auditshipd.portal.config import portal_config
 from auditshipd.portal.tokens import Principal, TokenRecord, token_hash
+from auditshipd.testing import free_port
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,15 +149,9 @@ def test_portal_config_defaults() -> None:
     assert pc.database == "/srv/state/portal.sqlite3"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_portal_command_serves_until_sigterm(tmp_path: Path) -> None:
     """`auditshipd portal -c FILE` serves the API and exits 0 on SIGTERM."""
-    port = _free_port()
+    port = free_port()
     cfg = _config_file(tmp_path, f'listen = "127.0.0.1:{port}"')
     code = ("import argparse, sys; from auditshipd.portal.cli import add_parser\n"
             "p = argparse.ArgumentParser(); add_parser(p.add_subparsers(dest='c'))\n"

@@ -5,7 +5,6 @@ mean" and sink-named keys), --no-env for configs whose secrets are not set, and
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from auditshipd.errors import ConfigError, ConfigErrors
 from auditshipd.plugins.manager import build_plugin_manager, sink_types
 from auditshipd.service.connections import check_connections
 from auditshipd.service.loading import load_runtime
+from auditshipd.testing import free_port
 
 TYPES = sink_types(build_plugin_manager())
 
@@ -141,12 +141,6 @@ def test_no_env_checks_a_config_without_its_secrets(tmp_path):
     assert "CHECKCFG_UNSET_TOKEN" not in r.stderr
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _sinks(ok_port: int, closed_port: int) -> str:
     return (f'[[sinks]]\nname = "up"\ntype = "http"\nurl = "http://127.0.0.1:{ok_port}/in"\n'
             f'[[sinks]]\nname = "down"\ntype = "http"\n'
@@ -156,7 +150,7 @@ def _sinks(ok_port: int, closed_port: int) -> str:
             f'[[sinks]]\nname = "local"\ntype = "file"\npath = "/tmp/checkcfg.jsonl"\n')
 
 
-async def test_check_connections_against_a_real_server_and_a_closed_port():
+async def test_check_connections_against_a_real_server_and_afree_port():
     """The sink whose server listens is ok (and got no request), the closed port fails,
     a TLS handshake with a plain HTTP server fails (tls_verify = false still needs TLS),
     a file sink is skipped; reasons carry no secret."""
@@ -174,7 +168,7 @@ async def test_check_connections_against_a_real_server_and_a_closed_port():
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        config = parse_config(_sinks(port, _closed_port()), "c.toml", TYPES)
+        config = parse_config(_sinks(port, free_port()), "c.toml", TYPES)
         results = {r.sink: r for r in await check_connections(config, timeout=5)}
     finally:
         await runner.cleanup()
@@ -210,7 +204,7 @@ def test_check_connections_cli_exit_status(tmp_path):
     try:
         port = int(holder["port"])  # type: ignore[call-overload]
         path = tmp_path / "auditshipd.toml"
-        path.write_text(_sinks(port, _closed_port()))
+        path.write_text(_sinks(port, free_port()))
         r = check_config(path, "--check-connections")
         assert r.returncode == 1, r.stdout + r.stderr
         assert "connection: up (http): ok: TCP connection to 127.0.0.1" in r.stdout
