@@ -113,7 +113,6 @@ async def test_a_batch_chosen_as_a_deadlocks_victim_is_redone(pg_url: str) -> No
     import asyncio
 
     from auditshipd.portal import pg_store
-    from auditshipd.portal.event_rows import event_rows
 
     events = make_events(2, seed=5)
     for i, e in enumerate(events):
@@ -127,17 +126,17 @@ async def test_a_batch_chosen_as_a_deadlocks_victim_is_redone(pg_url: str) -> No
         async with pool.acquire() as other, pool.acquire() as mine, pool.acquire() as look:
             await other.execute("SET deadlock_timeout = '10s'")
             await mine.execute("SET deadlock_timeout = '100ms'")  # it detects: the victim
-            rows = event_rows([y, x], text=False)
-            await store._ensure_partitions(mine, pg_store._month_starts(rows))
+            batch = pg_ingest.batch_records([y, x])
+            await store._ensure_partitions(mine, pg_store._month_starts(batch.records))
 
             def records(line: bytes) -> list[tuple[Any, ...]]:
-                return pg_ingest.copy_records(event_rows([line], text=False))
+                return pg_ingest.batch_records([line]).records
 
             held = other.transaction()
             await held.start()
             await pg_ingest.BatchWriter._copy(other, records(x))
             writer = pg_ingest.BatchWriter()
-            writing = asyncio.create_task(writer.write(mine, rows, pg_ingest.copy_records(rows)))
+            writing = asyncio.create_task(writer.write(mine, batch))
             pid = mine.get_server_pid()
             for _ in range(500):  # until the writer waits on X
                 if await look.fetchval("SELECT wait_event_type FROM pg_stat_activity"

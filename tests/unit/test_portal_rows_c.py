@@ -1,7 +1,7 @@
-"""The SQLite store's rows in C (``_tsvector_c.rows``) against the Python code they mirror
-(sqlite_ingest._python_values over event_rows.event_row): the same values for every line
-the C code answers for, None (the Python code) for the others, and the same prepared batch
-with and without the extension."""
+"""Both stores' rows in C against the Python code they mirror: ``_tsvector_c.rows``
+against sqlite_ingest._python_values, ``pg_rows`` against pg_ingest.copy_records (both over
+event_rows.event_row): the same values for every line the C code answers for, None (the
+Python code) for the others, and the same prepared batch with and without the extension."""
 
 from __future__ import annotations
 
@@ -257,5 +257,129 @@ def test_no_memory_or_reference_leak_over_many_calls() -> None:
         _rows(lines)
         with pytest.raises(TypeError):
             _rows([*lines, "x"])
+
+    assert_no_leak(run, lines)
+
+
+# ---- pg_rows: the PostgreSQL store's COPY records ---------------------------------------
+
+
+def _pg_rows(lines: list[bytes]) -> list[tuple | None]:
+    return _tsvector_c.pg_rows(lines, ACCESS_ACTIONS)
+
+
+def _python_record(line: bytes) -> tuple:
+    from auditshipd.portal.event_rows import event_rows
+    from auditshipd.portal.pg_ingest import copy_records
+
+    return copy_records(event_rows([line], text=False))[0]
+
+
+def _pg_plain(line: bytes) -> bool:
+    """A line pg_rows must answer: one rows() answers, ASCII throughout (the keyword vector
+    of text outside ASCII is folded by Python)."""
+    return _plain(line) and line.isascii()
+
+
+@settings(max_examples=800, deadline=None)
+@given(lines=st.lists(_line, min_size=1, max_size=4))
+def test_c_pg_records_are_the_python_records_or_hand_the_line_back(lines: list[bytes]) -> None:
+    """Any event: the C record is the Python one value for value (the time a datetime in
+    UTC, the keyword vector byte for byte), or None; an ASCII line as the journal writes
+    it is always answered."""
+    got = _pg_rows(lines)
+    assert len(got) == len(lines)
+    for line, record in zip(lines, got, strict=True):
+        if record is None:
+            assert not _pg_plain(line), line
+        else:
+            assert record == _python_record(line), line
+            assert record[1].tzinfo is dt.timezone.utc
+
+
+@pytest.mark.parametrize("line", [
+    b'{"id":"a","occurred_at":"2026-01-02T03:04:05Z","note":"x\\ny"}',  # an escape
+    b'{"id":"a","occurred_at":"2026-01-02T03:04:05Z","note":"caf\xc3\xa9"}',  # outside ASCII
+    b'{"id":"a","occurred_at":"2026-01-02T03:04:05Z","n":1.5}',  # a fraction
+    b'{"id":"a","occurred_at":"2026-01-02T03:04:05+00:00"}',  # not the journal's shape
+    b'{"id":"","occurred_at":"2026-01-02T03:04:05Z"}',  # the id is a hash of the line
+    b'{"id":"a","occurred_at":"2026-01-02T03:04:05Z","actor":"ann"}',
+    b'{"id":"a","occurred_at":"2026-01-02T03:04:05Z"} x',
+    b'[1,2]',
+])
+def test_pg_lines_handed_back_to_python(line: bytes) -> None:
+    assert _pg_rows([line]) == [None]
+
+
+def test_pg_records_hold_what_the_store_writes() -> None:
+    """Keys stripped and lower-cased, targets sorted and each once, the time to the
+    microsecond in UTC, an access record with an empty keyword vector."""
+    from auditshipd.portal.pg_vectors import EMPTY_VECTOR
+
+    line = (b'{"id":"e1","action":"user.invited","occurred_at":"1969-12-31T23:59:59.5Z",'
+            b'"actor":{"email":"","name":" Ann B "},"organization":{"slug":"acme"},'
+            b'"targets":[{"email":"Zed@X.test"},null,{"name":"bob"},{"email":"zed@x.test"}]}')
+    access = line.replace(b"user.invited", b"audit_log.viewed")
+    record, record_access = _pg_rows([line, access])
+    assert record == _python_record(line)
+    assert record[:6] == ("e1", dt.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=dt.timezone.utc),
+                          "user.invited", "ann b", "acme", ["bob", "zed@x.test"])
+    assert record[6] != EMPTY_VECTOR and record[7] == line.decode()
+    assert record_access[6] == EMPTY_VECTOR and record_access == _python_record(access)
+
+
+def test_pg_batch_the_same_with_and_without_the_extension(monkeypatch) -> None:
+    """batch_records over lines C answers, lines it hands back, an access record, a line
+    without a time and an id given twice: the same records with the extension and without,
+    the first line of each id, the timeless one marked."""
+    from auditshipd.portal.pg_ingest import batch_records
+
+    at = '"occurred_at":"2026-01-02T03:04:05.678Z"'
+    lines = [x.encode() for x in (
+        f'{{"id":"a",{at},"action":"user.invited","actor":{{"email":"A@x.test"}},"n":12}}',
+        f'{{"id":"b",{at},"action":"user.invited","note":"tab\\there","n":1.5}}',
+        f'{{"id":"c",{at},"action":"audit_log.viewed","actor":{{"email":"b@x.test"}}}}',
+        '{"id":"d","action":"x","note":"no time"}',
+        f'{{"id":"a",{at},"action":"user.invited","note":"the same id again"}}',
+        f'{{"id":"e",{at},"action":"x","actor":{{"name":"Zoë"}}}}',
+    )]
+    assert _pg_rows(lines)[0] is not None and _pg_rows(lines)[1] is None
+    with_c = batch_records(lines)
+    monkeypatch.setenv("AUDITSHIPD_TSVECTOR_C", "0")
+    without = batch_records(lines)
+    assert [r[0] for r in with_c.records] == ["a", "b", "c", "d", "e"]
+    assert with_c.timeless == without.timeless == [False, False, False, True, False]
+    # the time of an event without one is when it was read: equal up to that
+    for batch in (with_c, without):
+        batch.records[3] = (batch.records[3][0], None, *batch.records[3][2:])
+    assert with_c.records == without.records
+    assert "the same id again" not in with_c.records[0][7]
+
+
+def test_pg_rows_wrong_arguments_are_errors() -> None:
+    with pytest.raises(TypeError):
+        _tsvector_c.pg_rows((b"{}",), ACCESS_ACTIONS)
+    with pytest.raises(TypeError):
+        _tsvector_c.pg_rows([b"{}", "{}"], ACCESS_ACTIONS)
+    with pytest.raises(TypeError):
+        _tsvector_c.pg_rows([b"{}"], set(ACCESS_ACTIONS))
+
+
+def test_pg_rows_leak_no_memory_or_reference_over_many_calls() -> None:
+    """pg_rows() over answered lines, handed back ones and a type error, thousands of
+    times: no memory left allocated, no reference left on the lines."""
+    from c_leaks import assert_no_leak
+
+    at = b'"occurred_at":"2026-01-02T03:04:05Z"'
+    lines = [b'{"id":"%d",%s,"actor":{"email":"u%d@x"},"targets":[{"name":"t"}],"n":%d}'
+             % (i, at, i, i) for i in range(30)]
+    lines += [b"%s" % x for x in (b'{"id":"a","n":1.5}', b'{"id":"b","note":"\\n"}', b"{}",
+                                  b"[1", b'{"id":"c",%s,"action":"audit_log.viewed"}' % at,
+                                  b'{"id":"d",%s,"note":"\xc3\xa9"}' % at)]
+
+    def run() -> None:
+        _pg_rows(lines)
+        with pytest.raises(TypeError):
+            _pg_rows([*lines, "x"])
 
     assert_no_leak(run, lines)

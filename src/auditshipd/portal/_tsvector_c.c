@@ -19,10 +19,14 @@
  * texts(lines) returns, per line, exactly event_rows.line_text(line) (the keyword text the
  * SQLite store indexes: "\n" and the value's JSON text, per value string and number), or
  * None where that function takes its reference path: a backslash, a number with a
- * fraction or an exponent, a string left open.
+ * fraction or an exponent, a string left open. *
+ * rows(lines, tie_bits, access) and pg_rows(lines, access) return each line's row as the
+ * SQLite store and the PostgreSQL store write it (see their sections below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <datetime.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -851,85 +855,150 @@ static PyObject *span_str(Span v)
     return PyUnicode_DecodeUTF8((const char *)v.s, v.n, NULL);
 }
 
+/* What both stores' rows read from a line's head: the event's fields, its time, the actor's
+ * key and the targets' keys (sorted, each once), the keys' bytes in a caller's buffer. */
+typedef struct {
+    Head h;
+    int64_t micros;
+    char when[27];
+    Span actor;
+    Span keys[MAX_KEYS];
+    int nkeys;
+    unsigned char *free; /* the buffer's first byte after the keys */
+} Parsed;
+
+/* Reads the head of s[0:n] into p, the keys into buf (at least n bytes); 0, or -1 to hand
+ * the line back. */
+static int parse_head(const unsigned char *s, Py_ssize_t n, unsigned char *buf, Parsed *p)
+{
+    Py_ssize_t i = 0;
+    Head *h = &p->h;
+    memset(h, 0, offsetof(Head, targets)); /* each target is cleared when read */
+    h->ntargets = 0;
+    if (memchr(s, '\\', (size_t)n) != NULL)
+        return -1;
+    json_ws(s, n, &i);
+    if (json_object(s, n, &i, 0, head_member, h) < 0)
+        return -1;
+    json_ws(s, n, &i);
+    if (i != n || !h->seen_id || !h->seen_time)
+        return -1;
+    if (canonical_time(h->time, &p->micros, p->when) < 0)
+        return -1;
+    unsigned char *at = buf;
+    Py_ssize_t actor_len = party_key(&h->actor, at);
+    if (actor_len < 0)
+        return -1;
+    p->actor.s = at;
+    p->actor.n = actor_len;
+    at += actor_len;
+    int nkeys = 0;
+    for (int k = 0; k < h->ntargets; k++) {
+        Py_ssize_t len = party_key(&h->targets[k], at);
+        if (len < 0)
+            return -1;
+        if (len > 0) {
+            p->keys[nkeys].s = at;
+            p->keys[nkeys++].n = len;
+            at += len;
+        }
+    }
+    qsort(p->keys, (size_t)nkeys, sizeof(Span), cmp_key);
+    int unique = 0;
+    for (int k = 0; k < nkeys; k++)
+        if (unique == 0 || cmp_key(&p->keys[unique - 1], &p->keys[k]) != 0)
+            p->keys[unique++] = p->keys[k];
+    p->nkeys = unique;
+    p->free = at;
+    return 0;
+}
+
+/* The line as text, Py_None to hand it back (not UTF-8: Python raises the same error for
+ * this line), NULL on an error. */
+static PyObject *body_of(const unsigned char *s, Py_ssize_t n)
+{
+    PyObject *body = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    if (body == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return body;
+}
+
+/* The event's action (an empty string for null or missing), and whether it is one of
+ * ``access`` (0 or 1, -1 on an error) in *is_access. */
+static PyObject *action_of(const Parsed *p, PyObject *access, int *is_access)
+{
+    PyObject *action = p->h.has_action == 1 ? span_str(p->h.action) : PyUnicode_New(0, 0);
+    if (action == NULL)
+        return NULL;
+    *is_access = PySet_Contains(access, action);
+    return action;
+}
+
+/* Builds a tuple of n new references; NULL (every item released) when one is NULL. */
+static PyObject *tuple_of(PyObject **items, int n)
+{
+    PyObject *row = PyTuple_New(n);
+    for (int k = 0; k < n; k++) {
+        if (items[k] == NULL || row == NULL) {
+            for (int j = 0; j < n; j++)
+                Py_XDECREF(items[j]);
+            Py_XDECREF(row);
+            return NULL;
+        }
+    }
+    for (int k = 0; k < n; k++)
+        PyTuple_SET_ITEM(row, k, items[k]);
+    return row;
+}
+
+static PyObject *slug_of(const Parsed *p)
+{
+    if (p->h.has_slug == 1)
+        return span_str(p->h.slug);
+    Py_RETURN_NONE;
+}
+
 /* The row tuple of one line (see above), Py_None to hand it back, NULL on an error.
  * buf: at least row_want(n) bytes: the keys, their JSON and terms, then the keyword text. */
 static PyObject *row_of(PyObject *line, int tie_bits, PyObject *access, unsigned char *buf)
 {
     const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(line);
-    Py_ssize_t n = PyBytes_GET_SIZE(line), i = 0;
-    Head h;
-    memset(&h, 0, sizeof h);
-    if (memchr(s, '\\', (size_t)n) != NULL)
+    Py_ssize_t n = PyBytes_GET_SIZE(line);
+    Parsed p;
+    if (parse_head(s, n, buf, &p) < 0)
         Py_RETURN_NONE;
-    json_ws(s, n, &i);
-    if (json_object(s, n, &i, 0, head_member, &h) < 0)
-        Py_RETURN_NONE;
-    json_ws(s, n, &i);
-    if (i != n || !h.seen_id || !h.seen_time)
-        Py_RETURN_NONE;
-    int64_t micros;
-    char when[27];
-    if (canonical_time(h.time, &micros, when) < 0)
-        Py_RETURN_NONE;
-    /* buf: actor key, then target keys, then the targets' JSON, then the terms */
-    unsigned char *at = buf;
-    Py_ssize_t actor_len = party_key(&h.actor, at);
-    if (actor_len < 0)
-        Py_RETURN_NONE;
-    Span actor = {at, actor_len};
-    at += actor_len;
-    Span keys[MAX_KEYS];
-    int nkeys = 0;
-    for (int k = 0; k < h.ntargets; k++) {
-        Py_ssize_t len = party_key(&h.targets[k], at);
-        if (len < 0)
-            Py_RETURN_NONE;
-        if (len > 0) {
-            keys[nkeys].s = at;
-            keys[nkeys++].n = len;
-            at += len;
-        }
-    }
-    qsort(keys, (size_t)nkeys, sizeof(Span), cmp_key);
-    int unique = 0;
-    for (int k = 0; k < nkeys; k++)
-        if (unique == 0 || cmp_key(&keys[unique - 1], &keys[k]) != 0)
-            keys[unique++] = keys[k];
-    nkeys = unique;
-    unsigned char *json = at;
+    /* after the keys: the targets' JSON, then the terms, then the keyword text */
+    unsigned char *at = p.free, *json = at;
     *at++ = '[';
-    for (int k = 0; k < nkeys; k++) {
+    for (int k = 0; k < p.nkeys; k++) {
         if (k)
             *at++ = ',';
         *at++ = '"';
-        memcpy(at, keys[k].s, (size_t)keys[k].n);
-        at += keys[k].n;
+        memcpy(at, p.keys[k].s, (size_t)p.keys[k].n);
+        at += p.keys[k].n;
         *at++ = '"';
     }
     *at++ = ']';
     Span targets_json = {json, at - json};
     unsigned char *terms = at;
-    at = term(at, 'i', h.id, 1);
-    if (actor_len)
-        at = term(at, 'a', actor, 0);
-    for (int k = 0; k < nkeys; k++)
-        at = term(at, 't', keys[k], 0);
+    at = term(at, 'i', p.h.id, 1);
+    if (p.actor.n)
+        at = term(at, 'a', p.actor, 0);
+    for (int k = 0; k < p.nkeys; k++)
+        at = term(at, 't', p.keys[k], 0);
     Span terms_span = {terms, at - terms};
 
-    PyObject *body = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
-    if (body == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
-            return NULL;
-        PyErr_Clear(); /* Python raises the same error for this line */
-        Py_RETURN_NONE;
-    }
-    PyObject *action = h.has_action == 1 ? span_str(h.action) : PyUnicode_New(0, 0);
-    PyObject *text = NULL;
+    PyObject *body = body_of(s, n);
+    if (body == NULL || body == Py_None)
+        return body;
+    int is_access;
+    PyObject *action = action_of(&p, access, &is_access), *text = NULL;
     if (action == NULL) {
         Py_DECREF(body);
         return NULL;
     }
-    int is_access = PySet_Contains(access, action);
     if (is_access < 0) {
         text = NULL;
     } else if (is_access) {
@@ -944,35 +1013,18 @@ static PyObject *row_of(PyObject *line, int tie_bits, PyObject *access, unsigned
         text = PyUnicode_DecodeUTF8((const char *)at, used, "replace");
     }
     PyObject *items[10] = {
-        PyLong_FromLongLong((long long)(micros * ((int64_t)1 << tie_bits))), /* before 1970: < 0 */
-        span_str(h.id),
-        PyUnicode_DecodeASCII(when, 27, NULL),
+        PyLong_FromLongLong((long long)(p.micros * ((int64_t)1 << tie_bits))), /* before 1970: < 0 */
+        span_str(p.h.id),
+        PyUnicode_DecodeASCII(p.when, 27, NULL),
         action,
-        PyUnicode_DecodeASCII((const char *)actor.s, actor.n, NULL),
-        NULL,
+        PyUnicode_DecodeASCII((const char *)p.actor.s, p.actor.n, NULL),
+        slug_of(&p),
         PyUnicode_DecodeASCII((const char *)targets_json.s, targets_json.n, NULL),
         body,
         PyUnicode_DecodeASCII((const char *)terms_span.s, terms_span.n, NULL),
         text,
     };
-    if (h.has_slug == 1) {
-        items[5] = span_str(h.slug);
-    } else {
-        Py_INCREF(Py_None);
-        items[5] = Py_None;
-    }
-    PyObject *row = PyTuple_New(10);
-    for (int k = 0; k < 10; k++) {
-        if (items[k] == NULL || row == NULL) {
-            for (int j = 0; j < 10; j++)
-                Py_XDECREF(items[j]);
-            Py_XDECREF(row);
-            return NULL;
-        }
-    }
-    for (int k = 0; k < 10; k++)
-        PyTuple_SET_ITEM(row, k, items[k]);
-    return row;
+    return tuple_of(items, 10);
 }
 
 typedef struct {
@@ -1007,6 +1059,101 @@ static PyObject *py_rows(PyObject *self, PyObject *args)
     return per_line(lines, &how);
 }
 
+/* ---- pg_rows(lines, access_actions): the PostgreSQL store's COPY record of each line --
+ *
+ * Per line, exactly pg_ingest.copy_records(event_rows.event_rows([line], text=False))[0]:
+ *
+ *     (id, occurred_at, action, actor, organization_slug, targets, search, body)
+ *
+ * occurred_at a datetime in UTC, targets a list of str, search the binary tsvector of the
+ * line's keyword text (vectors() above; an empty one for an access action); or None where
+ * rows() or vectors() hands the line back, which Python then takes. */
+
+typedef struct {
+    PyObject *access;
+    Scratch sc;
+} PgArgs;
+
+static PyObject *pg_row_of(PyObject *line, unsigned char *buf, void *ctx)
+{
+    PgArgs *a = ctx;
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(line);
+    Py_ssize_t n = PyBytes_GET_SIZE(line), count = 0;
+    Parsed p;
+    if (parse_head(s, n, buf, &p) < 0)
+        Py_RETURN_NONE;
+    int is_access;
+    PyObject *action = action_of(&p, a->access, &is_access), *search;
+    if (action == NULL)
+        return NULL;
+    if (is_access < 0) {
+        search = NULL;
+    } else if (is_access) {
+        search = vector(&a->sc, 0);
+    } else if (grow(&a->sc, n) < 0) {
+        search = PyErr_NoMemory();
+    } else if (line_tokens(s, n, &a->sc, &count)) {
+        search = vector(&a->sc, count);
+    } else {
+        Py_DECREF(action);
+        Py_RETURN_NONE;
+    }
+    if (search == NULL) {
+        Py_DECREF(action);
+        return NULL;
+    }
+    PyObject *body = body_of(s, n);
+    if (body == NULL || body == Py_None) {
+        Py_DECREF(action);
+        Py_DECREF(search);
+        return body;
+    }
+    const char *w = p.when; /* YYYY-MM-DDTHH:MM:SS.ffffffZ */
+    const unsigned char *u = (const unsigned char *)w;
+    int micro = two(u + 20) * 10000 + two(u + 22) * 100 + two(u + 24);
+    PyObject *when = PyDateTimeAPI->DateTime_FromDateAndTime(
+        two(u) * 100 + two(u + 2), two(u + 5), two(u + 8), two(u + 11), two(u + 14),
+        two(u + 17), micro, PyDateTime_TimeZone_UTC, PyDateTimeAPI->DateTimeType);
+    PyObject *targets = PyList_New(p.nkeys);
+    for (int k = 0; targets != NULL && k < p.nkeys; k++) {
+        PyObject *key = PyUnicode_DecodeASCII((const char *)p.keys[k].s, p.keys[k].n, NULL);
+        if (key == NULL)
+            Py_CLEAR(targets);
+        else
+            PyList_SET_ITEM(targets, k, key);
+    }
+    PyObject *items[8] = {
+        span_str(p.h.id),
+        when,
+        action,
+        PyUnicode_DecodeASCII((const char *)p.actor.s, p.actor.n, NULL),
+        slug_of(&p),
+        targets,
+        search,
+        body,
+    };
+    return tuple_of(items, 8);
+}
+
+static Py_ssize_t pg_row_want(Py_ssize_t len)
+{
+    return len + 1; /* the keys (see parse_head) */
+}
+
+static PyObject *py_pg_rows(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *lines;
+    PgArgs a = {NULL, {NULL, 0, NULL, 0}};
+    if (!PyArg_ParseTuple(args, "OO!:pg_rows", &lines, &PyFrozenSet_Type, &a.access))
+        return NULL;
+    PerLine how = {"pg_rows", pg_row_want, pg_row_of, &a};
+    PyObject *result = per_line(lines, &how);
+    free(a.sc.tokens);
+    free(a.sc.text);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"vectors", py_vectors, METH_O,
      "The binary tsvector of each line's keyword text, or None where Python must answer."},
@@ -1015,10 +1162,13 @@ static PyMethodDef methods[] = {
     {"rows", py_rows, METH_VARARGS,
      "rows(lines, tie_bits, access_actions): each line's SQLite row tuple, or None where "
      "Python must answer."},
+    {"pg_rows", py_pg_rows, METH_VARARGS,
+     "pg_rows(lines, access_actions): each line's PostgreSQL COPY record, or None where "
+     "Python must answer."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tsvector_c",
-                                    "Keyword texts and vectors of event lines (portal/event_rows.py, portal/pg_vectors.py).",
+                                    "Keyword texts and vectors, and both stores' rows, of event lines (portal/event_rows.py, portal/pg_vectors.py, portal/sqlite_ingest.py, portal/pg_ingest.py).",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__tsvector_c(void)
@@ -1033,5 +1183,8 @@ PyMODINIT_FUNC PyInit__tsvector_c(void)
             crc = crc & 1 ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
         CRC32[c] = crc;
     }
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

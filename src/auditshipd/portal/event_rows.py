@@ -28,7 +28,7 @@ import msgspec
 from .query import format_time, parse_time, search_text
 from .store import _organization, actor_key, target_keys
 
-__all__ = ["ACCESS_ACTIONS", "EventRow", "event_row", "event_rows", "indexed_text", "line_text",
+__all__ = ["ACCESS_ACTIONS", "EventRow", "event_row", "event_rows", "first_of_each", "indexed_text", "line_text",
            "line_texts", "rows_c", "texts_c"]
 
 # What the portal records about itself: who viewed, exported or purged the audit log.
@@ -196,6 +196,20 @@ def rows_c() -> Callable[[list[bytes], int, frozenset[str]], list[tuple[Any, ...
 
 def _c_on() -> bool:
     return os.environ.get("AUDITSHIPD_TSVECTOR_C", "1") != "0"
+
+
+def first_of_each(ids: list[str]) -> list[int] | None:
+    """The index of each id's first occurrence, in order; None when no id is given twice
+    (the common batch: one set built, no Python statement per id)."""
+    if len(set(ids)) == len(ids):
+        return None
+    seen: set[str] = set()
+    keep = []
+    for k, event_id in enumerate(ids):
+        if event_id not in seen:
+            seen.add(event_id)
+            keep.append(k)
+    return keep
 
 
 def event_rows(lines: Sequence[bytes], *, text: bool = True) -> list[EventRow]:

@@ -16,6 +16,14 @@ redelivery would otherwise get another one).
 The (organization, action) pairs of the filter list are written in the same transaction,
 only those this writer has not stored before (the list is never shortened).
 
+The records of a batch (:func:`batch_records`) come from the C extension ``_tsvector_c``
+in one call (``pg_rows``: the same values :func:`copy_records` computes from
+:func:`~auditshipd.portal.event_rows.event_row`, keyword vector included); the lines it
+hands back (an escape, text outside ASCII, a time not written as the journal writes it,
+...), or every line without it or with ``AUDITSHIPD_TSVECTOR_C=0``, take the Python code.
+A batch the extension answers in full, without an id given twice, costs no Python
+statement per event.
+
 The ``COPY`` input of a batch is written by the C extension ``_pgcopy_c`` in one call
 (the bytes asyncpg's ``copy_records_to_table`` sends for the same records); without it,
 or switched off with ``AUDITSHIPD_PGCOPY_C=0``, asyncpg encodes the records.
@@ -25,9 +33,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from .event_rows import EventRow
+from .event_rows import ACCESS_ACTIONS, EventRow, event_row, first_of_each
 from .pg_sql import PG_EPOCH, pg_text
 from .pg_vectors import row_vectors
 
@@ -35,8 +43,12 @@ try:
     from ._pgcopy_c import rows as _built_copy
 except ImportError:  # built without a C compiler: asyncpg encodes the records
     _built_copy = None
+try:
+    from ._tsvector_c import pg_rows as _built_rows
+except ImportError:  # built without a C compiler: event_row() and row_vectors() do every line
+    _built_rows = None
 
-__all__ = ["BatchWriter", "copy_c", "copy_records"]
+__all__ = ["BatchRecords", "BatchWriter", "batch_records", "copy_c", "copy_records", "pg_rows_c"]
 
 COLUMNS = ("id", "occurred_at", "action", "actor", "organization_slug", "targets", "search", "body")
 _UNIQUE_VIOLATION = "23505"
@@ -84,6 +96,43 @@ def copy_c() -> Callable[[list[tuple[Any, ...]], Any], bytes] | None:
     return _built_copy
 
 
+def pg_rows_c() -> Callable[[list[bytes], frozenset[str]], list[tuple[Any, ...] | None]] | None:
+    """The C extension's ``pg_rows``, or None (not built, or ``AUDITSHIPD_TSVECTOR_C=0``)."""
+    if os.environ.get("AUDITSHIPD_TSVECTOR_C", "1") == "0":
+        return None
+    return _built_rows
+
+
+class BatchRecords(NamedTuple):
+    """A batch ready for :meth:`BatchWriter.write`: the ``COPY`` record of each event, in
+    batch order, each id once (its first line); ``timeless``: per record, whether its event
+    had no usable time (its time is when it arrived)."""
+
+    records: list[tuple[Any, ...]]
+    timeless: list[bool]
+
+
+def batch_records(lines: Sequence[bytes]) -> BatchRecords:
+    """The records of a batch: the extension's, Python's for the lines it hands back."""
+    lines = lines if type(lines) is list else list(lines)
+    c = pg_rows_c()
+    built: list[tuple[Any, ...] | None] = (
+        c(lines, ACCESS_ACTIONS) if c is not None else [None] * len(lines))
+    timeless = [False] * len(built)
+    if None in built:
+        back = [k for k, record in enumerate(built) if record is None]
+        rows = [event_row(lines[k], text=False) for k in back]
+        for k, row, record in zip(back, rows, copy_records(rows), strict=True):
+            built[k] = record
+            timeless[k] = row.timeless
+    records: list[tuple[Any, ...]] = built  # type: ignore[assignment]
+    keep = first_of_each([r[0] for r in records])
+    if keep is not None:  # an id given twice: its first line only
+        records = [records[k] for k in keep]
+        timeless = [timeless[k] for k in keep]
+    return BatchRecords(records, timeless)
+
+
 def _record(row: EventRow, vector: bytes) -> tuple[Any, ...]:
     """A row's values for ``COPY``; text cannot hold NUL, which JSON writes ``\\u0000``."""
     if "\\u0000" in row.body:
@@ -110,14 +159,14 @@ class BatchWriter:
         self.actions.clear()
         self.careful = 0
 
-    async def write(self, conn: Any, rows: Sequence[EventRow],
-                    records: list[tuple[Any, ...]]) -> int:
-        """Store ``rows`` (their months' partitions exist; ``records``: their
-        :func:`copy_records`, built off the event loop); returns how many were new."""
+    async def write(self, conn: Any, batch: BatchRecords) -> int:
+        """Store a batch (its months' partitions exist; built off the event loop by
+        :func:`batch_records`); returns how many events were new."""
+        records, timeless = batch
         new_actions = {(r[4] or "", r[2]) for r in records} - self.actions
-        if self.careful or any(r.timeless for r in rows):
+        if self.careful or True in timeless:
             self.careful = max(self.careful - 1, 0)
-            stored = await self._careful(conn, records, [r.timeless for r in rows], new_actions)
+            stored = await self._careful(conn, records, timeless, new_actions)
         else:
             try:
                 if new_actions:
@@ -131,7 +180,7 @@ class BatchWriter:
                 if getattr(exc, "sqlstate", None) not in (_UNIQUE_VIOLATION, _DEADLOCK):
                     raise
                 self.careful = CAREFUL_BATCHES
-                stored = await self._careful(conn, records, [r.timeless for r in rows], new_actions)
+                stored = await self._careful(conn, records, timeless, new_actions)
         self.actions |= new_actions
         return stored
 

@@ -26,8 +26,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .event_rows import EventRow, event_rows
-from .pg_ingest import BatchWriter, copy_records
+from .pg_ingest import BatchWriter, batch_records
 from .pg_schema import check_schema
 from .pg_sql import PG_EPOCH, decode_cursor, encode_cursor, pg_text, select_events
 from .query import EventFilter, format_time, query_phrases
@@ -62,8 +61,9 @@ def safe_location(url: str) -> str:
     return f"postgresql://{host}{port}{parts.path}"
 
 
-def _month_starts(rows: Sequence[EventRow]) -> set[_dt.datetime]:
-    months = {(r.when.year, r.when.month) for r in rows}
+def _month_starts(records: Sequence[tuple[Any, ...]]) -> set[_dt.datetime]:
+    """The first instant of each month the records' times (their second value) fall in."""
+    months = {(r[1].year, r[1].month) for r in records}
     return {_dt.datetime(y, m, 1, tzinfo=_dt.timezone.utc) for y, m in months}
 
 
@@ -109,11 +109,6 @@ async def _init_connection(conn: Any) -> None:
     await conn.set_type_codec(
         "tsvector", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary"
     )
-
-
-def _rows_and_records(lines: Sequence[bytes]) -> tuple[list[EventRow], list[tuple[Any, ...]]]:
-    rows = event_rows(lines, text=False)  # the vectors are built from the bodies
-    return rows, copy_records(rows)
 
 
 class PostgresEventStore(EventStore):
@@ -171,11 +166,11 @@ class PostgresEventStore(EventStore):
             return 0
         # Rows and COPY values in a worker thread: a batch takes tens of milliseconds of
         # CPU, which the event loop (every other sink, the portal's requests) would wait.
-        rows, records = await asyncio.to_thread(_rows_and_records, lines)
-        months = _month_starts(rows)
+        batch = await asyncio.to_thread(batch_records, lines)
+        months = _month_starts(batch.records)
         async with self._need_pool().acquire() as conn:
             await self._ensure_partitions(conn, months)
-            return await self._writer.write(conn, rows, records)
+            return await self._writer.write(conn, batch)
 
     async def _ensure_partitions(self, conn: Any, months: set[_dt.datetime]) -> None:
         missing = {m for m in months if _partition_name(m) not in self._partitions}

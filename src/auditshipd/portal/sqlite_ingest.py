@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .event_rows import ACCESS_ACTIONS, event_row, rows_c
+from .event_rows import ACCESS_ACTIONS, event_row, first_of_each, rows_c
 from .query import TIE_BITS, seq_base, tie_span
 from .sqlite_keys import event_terms, id_match
 from .store import _encode
@@ -75,14 +75,8 @@ def prepare_rows(lines: Sequence[bytes]) -> PreparedRows:
                 if timeless:
                     late.add(k)
     rows: list[_Values] = built  # type: ignore[assignment]
-    ids = [v[1] for v in rows]
-    if len(set(ids)) < len(ids):  # an id given twice: its first line only
-        seen: set[str] = set()
-        keep = []
-        for k, event_id in enumerate(ids):
-            if event_id not in seen:
-                seen.add(event_id)
-                keep.append(k)
+    keep = first_of_each([v[1] for v in rows])
+    if keep is not None:  # an id given twice: its first line only
         late = {n for n, k in enumerate(keep) if k in late}
         rows = [rows[k] for k in keep]
     return PreparedRows(
