@@ -114,13 +114,20 @@ static int cmp_token(const void *a, const void *b)
     const Token *x = a, *y = b;
     if (x->head != y->head)
         return x->head < y->head ? -1 : 1;
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->s, y->s, n);
+    size_t n = x->len < y->len ? x->len : y->len; /* the heads hold the first 8 bytes */
+    int c = n > 8 ? memcmp(x->s + 8, y->s + 8, n - 8) : 0;
     if (c != 0)
         return c;
     if (x->len != y->len)
         return x->len < y->len ? -1 : 1;
     return (int)x->pos - (int)y->pos;
+}
+
+/* Whether two tokens are the same lexeme (the heads hold the first 8 bytes). */
+static int same_lexeme(const Token *x, const Token *y)
+{
+    return x->head == y->head && x->len == y->len &&
+           (x->len <= 8 || memcmp(x->s + 8, y->s + 8, (size_t)x->len - 8) == 0);
 }
 
 static int is_space(unsigned char c)
@@ -177,10 +184,12 @@ static int line_tokens(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssi
 {
     Py_ssize_t used = 0, at = 0, start, end;
     int found;
+    unsigned char high = 0;
     *count = 0;
-    for (Py_ssize_t k = 0; k < n; k++)
-        if (s[k] >= 0x80 || s[k] == '\\')
-            return 0;
+    for (Py_ssize_t k = 0; k < n; k++) /* no early exit: the compiler checks 16 bytes a step */
+        high |= s[k];
+    if (high >= 0x80 || memchr(s, '\\', (size_t)n) != NULL)
+        return 0;
     while ((found = next_value(s, n, &at, &start, &end)) > 0)
         cut(s + start, end - start, sc, count, &used);
     return found == 0;
@@ -208,7 +217,7 @@ static PyObject *vector(Scratch *sc, Py_ssize_t count)
     for (Py_ssize_t i = 0; i < count;) {
         Py_ssize_t j = i + 1, npos = 1;
         uint16_t last = t[i].pos;
-        while (j < count && t[j].len == t[i].len && memcmp(t[j].s, t[i].s, t[i].len) == 0) {
+        while (j < count && same_lexeme(&t[j], &t[i])) {
             if (t[j].pos != last && npos < MAX_POSITIONS) {
                 npos++;
                 last = t[j].pos;
@@ -238,7 +247,7 @@ static PyObject *vector(Scratch *sc, Py_ssize_t count)
         uint16_t last = t[i].pos;
         *o++ = (unsigned char)(last >> 8);
         *o++ = (unsigned char)last;
-        while (j < count && t[j].len == t[i].len && memcmp(t[j].s, t[i].s, t[i].len) == 0) {
+        while (j < count && same_lexeme(&t[j], &t[i])) {
             if (t[j].pos != last && npos < MAX_POSITIONS) {
                 npos++;
                 last = t[j].pos;
