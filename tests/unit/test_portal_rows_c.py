@@ -200,11 +200,11 @@ def test_answered_rows_hold_what_the_store_writes() -> None:
     assert row_access[9] == "" and row_access == _python_values(access)[0]
 
 
-def test_batch_prepared_the_same_with_and_without_the_extension(monkeypatch) -> None:
-    """prepare_rows over lines C answers, lines it hands back, an access record, a line
-    without a time and an id given twice: the same batch with the extension and without."""
+def _mixed_batch() -> list[bytes]:
+    """Lines C answers, lines it hands back (an escape, a fraction, a key outside ASCII),
+    an access record, a line without a time (the 4th) and an id given twice (the 5th)."""
     at = '"occurred_at":"2026-01-02T03:04:05.678Z"'
-    lines = [x.encode() for x in (
+    return [x.encode() for x in (
         f'{{"id":"a",{at},"action":"user.invited","actor":{{"email":"A@x.test"}},"n":12}}',
         f'{{"id":"b",{at},"action":"user.invited","note":"tab\\there","n":1.5}}',
         f'{{"id":"c",{at},"action":"audit_log.viewed","actor":{{"email":"b@x.test"}}}}',
@@ -212,6 +212,12 @@ def test_batch_prepared_the_same_with_and_without_the_extension(monkeypatch) -> 
         f'{{"id":"a",{at},"action":"user.invited","note":"the same id again"}}',
         f'{{"id":"e",{at},"action":"x","actor":{{"name":"Zoë"}}}}',
     )]
+
+
+def test_batch_prepared_the_same_with_and_without_the_extension(monkeypatch) -> None:
+    """prepare_rows over lines C answers, lines it hands back, an access record, a line
+    without a time and an id given twice: the same batch with the extension and without."""
+    lines = _mixed_batch()
     with_c = prepare_rows(lines)
     assert _rows(lines)[0] is not None and _rows(lines)[1] is None
     monkeypatch.setenv("AUDITSHIPD_TSVECTOR_C", "0")
@@ -334,15 +340,7 @@ def test_pg_batch_the_same_with_and_without_the_extension(monkeypatch) -> None:
     the first line of each id, the timeless one marked."""
     from auditshipd.portal.pg_ingest import batch_records
 
-    at = '"occurred_at":"2026-01-02T03:04:05.678Z"'
-    lines = [x.encode() for x in (
-        f'{{"id":"a",{at},"action":"user.invited","actor":{{"email":"A@x.test"}},"n":12}}',
-        f'{{"id":"b",{at},"action":"user.invited","note":"tab\\there","n":1.5}}',
-        f'{{"id":"c",{at},"action":"audit_log.viewed","actor":{{"email":"b@x.test"}}}}',
-        '{"id":"d","action":"x","note":"no time"}',
-        f'{{"id":"a",{at},"action":"user.invited","note":"the same id again"}}',
-        f'{{"id":"e",{at},"action":"x","actor":{{"name":"Zoë"}}}}',
-    )]
+    lines = _mixed_batch()
     assert _pg_rows(lines)[0] is not None and _pg_rows(lines)[1] is None
     with_c = batch_records(lines)
     monkeypatch.setenv("AUDITSHIPD_TSVECTOR_C", "0")

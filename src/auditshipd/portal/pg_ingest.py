@@ -21,8 +21,8 @@ in one call (``pg_rows``: the same values :func:`copy_records` computes from
 :func:`~auditshipd.portal.event_rows.event_row`, keyword vector included); the lines it
 hands back (an escape, text outside ASCII, a time not written as the journal writes it,
 ...), or every line without it or with ``AUDITSHIPD_TSVECTOR_C=0``, take the Python code.
-A batch the extension answers in full, without an id given twice, costs no Python
-statement per event.
+A batch the extension answers in full, without an id given twice, takes no Python work
+per event beyond a comprehension over the records' ids.
 
 The ``COPY`` input of a batch is written by the C extension ``_pgcopy_c`` in one call
 (the bytes asyncpg's ``copy_records_to_table`` sends for the same records); without it,
