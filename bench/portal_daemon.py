@@ -97,8 +97,12 @@ def main() -> int:
         for run in range(1, args.runs + 1):
             work = root / f"run{run}"
             work.mkdir()
+            # The SQLite file in a directory of its own, as the default config keeps it
+            # in the state directory: not beside the config file, whose directory the
+            # daemon watches (each write to the store would wake that watch).
+            (work / "store").mkdir()
             database = (args.database.replace("{run}", str(run)) if args.database
-                        else str(work / "portal.sqlite3"))
+                        else str(work / "store" / "portal.sqlite3"))
             print(f"run {run}: {json.dumps(database.split('@')[-1])}", flush=True)
             run_once(journal, work, database, args.events, args.timeout)
     return 0
