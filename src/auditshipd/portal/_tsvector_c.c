@@ -179,8 +179,10 @@ static int next_value(const unsigned char *s, Py_ssize_t n, Py_ssize_t *at, Py_s
 }
 
 /* The tokens of a line's keyword text; 1 when this code answers for it, 0 to hand back.
- * A value's quotes are no token's bytes: cutting a string with them gives its tokens. */
-static int line_tokens(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *count)
+ * A value's quotes are no token's bytes: cutting a string with them gives its tokens.
+ * escapes: 0 when the caller has already found no backslash in the line. */
+static int line_tokens(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *count,
+                       int escapes)
 {
     Py_ssize_t used = 0, at = 0, start, end;
     int found;
@@ -188,7 +190,7 @@ static int line_tokens(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssi
     *count = 0;
     for (Py_ssize_t k = 0; k < n; k++) /* no early exit: the compiler checks 16 bytes a step */
         high |= s[k];
-    if (high >= 0x80 || memchr(s, '\\', (size_t)n) != NULL)
+    if (high >= 0x80 || (escapes && memchr(s, '\\', (size_t)n) != NULL))
         return 0;
     while ((found = next_value(s, n, &at, &start, &end)) > 0)
         cut(s + start, end - start, sc, count, &used);
@@ -302,7 +304,7 @@ static PyObject *py_vectors(PyObject *self, PyObject *lines)
             goto fail;
         }
         Py_ssize_t count;
-        if (line_tokens(s, len, &sc, &count)) {
+        if (line_tokens(s, len, &sc, &count, 1)) {
             item = vector(&sc, count);
             if (item == NULL)
                 goto fail;
@@ -323,12 +325,14 @@ fail:
 }
 
 /* The keyword text of s[0:n] into out (at least n + n / 2 + 1 bytes: each value adds
- * one newline and is at least 1 byte with its separator); its length, or -1 to hand back. */
-static Py_ssize_t line_text(const unsigned char *s, Py_ssize_t n, unsigned char *out)
+ * one newline and is at least 1 byte with its separator); its length, or -1 to hand back.
+ * escapes: 0 when the caller has already found no backslash in the line. */
+static Py_ssize_t line_text(const unsigned char *s, Py_ssize_t n, unsigned char *out,
+                            int escapes)
 {
     Py_ssize_t used = 0, at = 0, start, end;
     int found;
-    if (memchr(s, '\\', (size_t)n) != NULL)
+    if (escapes && memchr(s, '\\', (size_t)n) != NULL)
         return -1;
     while ((found = next_value(s, n, &at, &start, &end)) > 0) {
         out[used++] = '\n';
@@ -398,7 +402,7 @@ static PyObject *text_of(PyObject *line, unsigned char *buf, void *ctx)
 {
     (void)ctx;
     Py_ssize_t used = line_text((const unsigned char *)PyBytes_AS_STRING(line),
-                                PyBytes_GET_SIZE(line), buf);
+                                PyBytes_GET_SIZE(line), buf, 1);
     if (used < 0)
         Py_RETURN_NONE;
     return PyUnicode_DecodeUTF8((const char *)buf, used, "replace");
@@ -1013,7 +1017,7 @@ static PyObject *row_of(PyObject *line, int tie_bits, PyObject *access, unsigned
     } else if (is_access) {
         text = PyUnicode_New(0, 0);
     } else {
-        Py_ssize_t used = line_text(s, n, at);
+        Py_ssize_t used = line_text(s, n, at, 0); /* parse_head found no backslash */
         if (used < 0) {
             Py_DECREF(body);
             Py_DECREF(action);
@@ -1101,7 +1105,7 @@ static PyObject *pg_row_of(PyObject *line, unsigned char *buf, void *ctx)
         search = vector(&a->sc, 0);
     } else if (grow(&a->sc, n) < 0) {
         search = PyErr_NoMemory();
-    } else if (line_tokens(s, n, &a->sc, &count)) {
+    } else if (line_tokens(s, n, &a->sc, &count, 0)) { /* parse_head found no backslash */
         search = vector(&a->sc, count);
     } else {
         Py_DECREF(action);
