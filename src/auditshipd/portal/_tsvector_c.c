@@ -469,13 +469,15 @@ static int json_string(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i, Span
 {
     if (*i >= n || s[*i] != '"')
         return -1;
-    const unsigned char *quote = memchr(s + *i + 1, '"', (size_t)(n - *i - 1));
-    if (quote == NULL)
-        return -1;
-    const unsigned char *p = s + *i + 1;
-    for (const unsigned char *q = p; q < quote; q++)
-        if (*q < 0x20)
+    /* one pass to the closing quote (an event's strings are short: no call per string) */
+    const unsigned char *p = s + *i + 1, *end = s + n, *quote = p;
+    while (quote < end && *quote != '"') {
+        if (*quote < 0x20)
             return -1;
+        quote++;
+    }
+    if (quote == end)
+        return -1;
     out->s = p;
     out->n = quote - p;
     *i = quote - s + 1;
