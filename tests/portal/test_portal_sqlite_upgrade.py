@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 from portal_data import Oracle, make_events
 
-from auditshipd.portal.event_rows import event_rows
+from auditshipd.portal.event_rows import event_row
 from auditshipd.portal.query import EventFilter, seq_base
 from auditshipd.portal.sql import SCHEMA, SCHEMA_V2, SCHEMA_V3
 from auditshipd.portal.sqlite_keys import actor_match, id_match, target_match
@@ -25,7 +25,7 @@ def _write_version_3(path: Path, lines: list[bytes]) -> None:
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA + SCHEMA_V2 + SCHEMA_V3)
     following: dict[int, int] = {}
-    for r in event_rows(lines):
+    for r in map(event_row, lines):
         base = seq_base(r.when)
         seq = following.get(base, base)
         following[base] = seq + 1

@@ -275,10 +275,10 @@ def _pg_rows(lines: list[bytes]) -> list[tuple | None]:
 
 
 def _python_record(line: bytes) -> tuple:
-    from auditshipd.portal.event_rows import event_rows
+    from auditshipd.portal.event_rows import event_row
     from auditshipd.portal.pg_ingest import copy_records
 
-    return copy_records(event_rows([line], text=False))[0]
+    return copy_records([event_row(line, text=False)])[0]
 
 
 def _pg_plain(line: bytes) -> bool:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditshipd.portal import _tsvector_c, pg_vectors  # the suite builds the extension
-from auditshipd.portal.event_rows import ACCESS_ACTIONS, event_rows, line_text
+from auditshipd.portal.event_rows import ACCESS_ACTIONS, event_row, line_text, line_texts
 from auditshipd.portal.pg_sql import search_vector
 
 
@@ -76,22 +76,21 @@ def test_c_texts_are_the_python_text_or_hand_the_line_back(lines: list[bytes]) -
             assert text == line_text(line)
 
 
-def test_rows_take_the_c_texts_or_compute_them(monkeypatch) -> None:
-    """event_rows gives every row the same keyword text with the extension and without it
-    (lines it hands back included); access records get none either way."""
+def test_batch_texts_take_the_c_texts_or_compute_them(monkeypatch) -> None:
+    """line_texts gives every line the same keyword text with the extension and without it
+    (lines it hands back included); an access record's row gets none."""
     at = '"occurred_at":"2026-01-02T03:04:05.678Z"'
     lines = [f'{{"id":"a",{at},"action":"user.invited","actor":{{"email":"A@x.test"}},"n":12}}',
              f'{{"id":"b",{at},"action":"user.invited","note":"tab\\there","n":1.5}}',
              f'{{"id":"c",{at},"action":"audit_log.viewed","actor":{{"email":"b@x.test"}}}}',
              f'{{"id":"d",{at},"action":"x","note":"caf\u00e9 \u00fcber"}}']
     lines = [x.encode() for x in lines]
-    with_c = event_rows(lines)
+    with_c = line_texts(lines)
     monkeypatch.setenv("AUDITSHIPD_TSVECTOR_C", "0")
-    without = event_rows(lines)
-    assert with_c == without
-    assert [r.text for r in with_c] == [line_text(lines[0]), line_text(lines[1]), "",
-                                        line_text(lines[3])]
-    assert "12" in with_c[0].text and "tab" in with_c[1].text and "über" in with_c[3].text
+    without = line_texts(lines)
+    assert with_c == without == [line_text(line) for line in lines]
+    assert event_row(lines[2]).text == ""
+    assert "12" in with_c[0] and "tab" in with_c[1] and "über" in with_c[3]
 
 
 def _leaves(value: object) -> list[object]:
@@ -154,10 +153,10 @@ def test_batch_vectors_with_and_without_the_extension(monkeypatch: pytest.Monkey
         b'{"id":"a3","action":"audit_log.viewed","note":"secret words"}',
         b'{"id":"a4","action":"x","size":1.25}',
     ]
-    rows = event_rows(lines, text=False)
+    rows = [event_row(line, text=False) for line in lines]
     assert {r.text for r in rows} == {""}
     with_c = pg_vectors.row_vectors(rows)
-    full = event_rows(lines)
+    full = [event_row(line) for line in lines]
     assert with_c == [pg_vectors.EMPTY_VECTOR if r.action in ACCESS_ACTIONS
                       else search_vector(r.text) for r in full]
     assert with_c[2] == pg_vectors.EMPTY_VECTOR != with_c[0]

@@ -19,7 +19,8 @@
  * texts(lines) returns, per line, exactly event_rows.line_text(line) (the keyword text the
  * SQLite store indexes: "\n" and the value's JSON text, per value string and number), or
  * None where that function takes its reference path: a backslash, a number with a
- * fraction or an exponent, a string left open. *
+ * fraction or an exponent, a string left open.
+ *
  * rows(lines, tie_bits, access) and pg_rows(lines, access) return each line's row as the
  * SQLite store and the PostgreSQL store write it (see their sections below).
  */
@@ -1076,7 +1077,7 @@ static PyObject *py_rows(PyObject *self, PyObject *args)
 
 /* ---- pg_rows(lines, access_actions): the PostgreSQL store's COPY record of each line --
  *
- * Per line, exactly pg_ingest.copy_records(event_rows.event_rows([line], text=False))[0]:
+ * Per line, exactly pg_ingest.copy_records([event_rows.event_row(line, text=False)])[0]:
  *
  *     (id, occurred_at, action, actor, organization_slug, targets, search, body)
  *

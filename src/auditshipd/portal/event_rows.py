@@ -20,7 +20,7 @@ import datetime as _dt
 import hashlib
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import msgspec
@@ -28,7 +28,7 @@ import msgspec
 from .query import format_time, parse_time, search_text
 from .store import _organization, actor_key, target_keys
 
-__all__ = ["ACCESS_ACTIONS", "EventRow", "event_row", "event_rows", "first_of_each", "indexed_text", "line_text",
+__all__ = ["ACCESS_ACTIONS", "EventRow", "event_row", "first_of_each", "indexed_text", "line_text",
            "line_texts", "rows_c", "texts_c"]
 
 # What the portal records about itself: who viewed, exported or purged the audit log.
@@ -135,8 +135,10 @@ def _when(value: Any) -> tuple[_dt.datetime, str, bool]:
     return when, format_time(when), True
 
 
-def event_row(line: bytes, text: bool = True, keywords: str | None = None) -> EventRow:
-    """The row of one line (``keywords``: its keyword text, when already cut)."""
+def event_row(line: bytes, text: bool = True) -> EventRow:
+    """The row of one line. ``text=False``: its ``text`` is left empty, for a store that
+    builds its keyword index from the body itself (the PostgreSQL store, see
+    :mod:`~auditshipd.portal.pg_vectors`)."""
     try:
         head = _decode_head(line)
     except msgspec.ValidationError:  # an actor or target that is not an object, ...
@@ -151,10 +153,7 @@ def event_row(line: bytes, text: bool = True, keywords: str | None = None) -> Ev
     org = head.organization
     slug = None if org is None or org.slug is None else str(org.slug)
     targets = sorted({k for k in map(_key, head.targets or ()) if k})
-    if not text or action in ACCESS_ACTIONS:
-        keywords = ""
-    elif keywords is None:
-        keywords = line_text(line)
+    keywords = "" if not text or action in ACCESS_ACTIONS else line_text(line)
     return EventRow(event_id, when, text_time, timeless, action, _key(head.actor), slug, targets,
                     keywords, line.decode("utf-8"))
 
@@ -210,20 +209,3 @@ def first_of_each(ids: list[str]) -> list[int] | None:
             seen.add(event_id)
             keep.append(k)
     return keep
-
-
-def event_rows(lines: Sequence[bytes], *, text: bool = True) -> list[EventRow]:
-    """The rows of a batch, in batch order, each id once (its first line). ``text=False``:
-    every row's ``text`` is left empty, for a store that builds its keyword index from
-    the body itself (the PostgreSQL store, see :mod:`~auditshipd.portal.pg_vectors`)."""
-    rows: list[EventRow] = []
-    seen: set[str] = set()
-    c = texts_c() if text else None
-    keywords = c(lines if type(lines) is list else list(lines)) if c is not None else None
-    for i, line in enumerate(lines):
-        row = event_row(line, text, None if keywords is None else keywords[i])
-        if row.id in seen:
-            continue
-        seen.add(row.id)
-        rows.append(row)
-    return rows

@@ -39,7 +39,7 @@ def tsvector_c() -> Callable[[list[Any]], list[bytes | None]] | None:
 
 def row_vectors(rows: Sequence[EventRow]) -> list[bytes]:
     """The binary ``tsvector`` of each row, in order, built from its ``body`` (its
-    ``text`` is not read: :func:`~auditshipd.portal.event_rows.event_rows` may leave it
+    ``text`` is not read: :func:`~auditshipd.portal.event_rows.event_row` may leave it
     empty)."""
     c = tsvector_c()
     fast = c([r.body for r in rows]) if c is not None else [None] * len(rows)
