@@ -13,8 +13,10 @@ A PostgreSQL database must have the schema (``auditshipd portal migrate``).
 daemon does (batches of ``--batch`` redacted JSON lines, ``--concurrency`` of them in
 flight, the daemon's collector settings; ``--order time`` sends them in time order, as a
 journal holds them) and prints events/s and CPU
-seconds per 1M events: this process, plus for PostgreSQL the CPU of the server backends
-serving this database (read from /proc; needs the server on this machine).
+seconds per 1M events: this process, plus for PostgreSQL the CPU of the server: the
+backends serving this database and the server's own processes (WAL writer, background
+writer, checkpointer), read from /proc (needs the server on this machine, used by nothing
+else during the run).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -143,22 +145,56 @@ async def measure(store: EventStore, iterations: int) -> None:
         print(f"{name:<28} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}", flush=True)
 
 
-def _server_cpu(database: str) -> float:
-    """CPU seconds used so far by the PostgreSQL backends connected to ``database``."""
+# The server's own processes, which work for every database: the WAL a batch writes is
+# flushed by the WAL writer, the pages it dirties are written by the background writer and
+# the checkpointer. Their CPU is counted with the backends' (nothing else should use the
+# server during a run).
+_SERVER_PROCESSES = ("checkpointer", "background writer", "walwriter", "autovacuum launcher",
+                     "logical replication launcher", "archiver", "stats collector")
+
+
+class ServerCpu(NamedTuple):
+    """CPU seconds used so far by a PostgreSQL server on this machine, read from /proc."""
+
+    backends: float  # the backends connected to the database (and its autovacuum workers)
+    background: float  # the server's own processes (see _SERVER_PROCESSES)
+
+    def __sub__(self, other: ServerCpu) -> ServerCpu:
+        return ServerCpu(self.backends - other.backends, self.background - other.background)
+
+    @property
+    def total(self) -> float:
+        return self.backends + self.background
+
+    def describe(self, events: int) -> str:
+        """The CPU-s per 1M events, as the benches print them."""
+        per = 1e6 / events
+        return (f"server {self.total * per:.1f} s (backends {self.backends * per:.1f}"
+                f" + background {self.background * per:.1f})")
+
+
+def _server_cpu(database: str) -> ServerCpu:
+    """CPU seconds used so far by the PostgreSQL backends connected to ``database`` and by
+    the server's own processes. A backend that has ended is no longer counted: read it
+    before the connections close."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    backends = background = 0.0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if not cmd.startswith("postgres:") or f" {database} " not in cmd:
+            if not cmd.startswith("postgres:"):
                 continue
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            seconds = (int(fields[11]) + int(fields[12])) / tick
         except (OSError, IndexError, ValueError):
             continue
-    return total
+        if f" {database} " in f"{cmd.rstrip()} ":
+            backends += seconds
+        elif cmd.rstrip().endswith(_SERVER_PROCESSES):
+            background += seconds
+    return ServerCpu(backends, background)
 
 
 async def ingest(database: str, total: int, batch: int, order: str = "random",
@@ -184,7 +220,7 @@ async def ingest(database: str, total: int, batch: int, order: str = "random",
         try:
             stored0 = await sink.store.count()
             pg_db = database.rsplit("/", 1)[-1].split("?")[0] if is_postgres_url(database) else None
-            server0 = _server_cpu(pg_db) if pg_db else 0.0
+            server0 = _server_cpu(pg_db) if pg_db else ServerCpu(0.0, 0.0)
             cpu0, t0 = time.process_time(), time.perf_counter()
             # Up to ``concurrency`` batches in flight, as the daemon's driver sends them.
             slots = asyncio.Semaphore(concurrency)
@@ -202,15 +238,15 @@ async def ingest(database: str, total: int, batch: int, order: str = "random",
             await asyncio.gather(*sends)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
-            server = (_server_cpu(pg_db) - server0) if pg_db else 0.0
+            server = (_server_cpu(pg_db) - server0) if pg_db else ServerCpu(0.0, 0.0)
             stored = await sink.store.count() - stored0
         finally:
             await sink.close()
     print(f"ingest: {stored:,} of {total:,} events in {wall:.1f} s = {total / wall:,.0f} events/s"
           f" (batches of {batch}, {concurrency} in flight, {order} order)")
     print(f"  CPU per 1M events: this process {cpu * 1e6 / total:.1f} s"
-          + (f", server backends {server * 1e6 / total:.1f} s, together"
-             f" {(cpu + server) * 1e6 / total:.1f} s" if pg_db else ""))
+          + (f", {server.describe(total)}, together"
+             f" {(cpu + server.total) * 1e6 / total:.1f} s" if pg_db else ""))
 
 
 async def main() -> None:

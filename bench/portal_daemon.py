@@ -7,8 +7,10 @@ Writes ``--events`` events into a journal (bench/gen_events.py), starts ``audits
 with one ``portal`` sink at its default settings (batches, in-flight batches, the store),
 and waits until the store holds every event. Prints events/s from the daemon's start to
 the last event stored, and CPU seconds per 1M events: the daemon (reading, redacting,
-batching and the store's writes), plus for PostgreSQL the server backends serving the
-database (read from /proc: the server must run on this machine). A PostgreSQL database
+batching and the store's writes), plus for PostgreSQL the server: the backends serving
+the database and the server's own processes (WAL writer, background writer,
+checkpointer), read from /proc (the server must run on this machine, used by nothing
+else during the run). A PostgreSQL database
 must be empty and have the schema (``auditshipd portal migrate``); each run after the
 first adds the same events again, which the store skips as duplicates, so give one
 database per run (``{run}`` in the URL is replaced by the run's number).
@@ -28,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Daemon, print_header, wait_until, write_config
-from bench_portal import _server_cpu
+from bench_portal import ServerCpu, _server_cpu
 from gen_events import write_events
 
 from auditshipd.portal.backend import event_store, is_postgres_url
@@ -53,7 +55,7 @@ def run_once(journal: Path, work: Path, database: str, events: int, timeout: flo
                           {"name": "portal", "type": "portal", "database": database,
                            "retention_days": 0})
     pg_db = database.rsplit("/", 1)[-1].split("?")[0] if is_postgres_url(database) else None
-    server0 = _server_cpu(pg_db) if pg_db else 0.0
+    server0 = _server_cpu(pg_db) if pg_db else ServerCpu(0.0, 0.0)
     with Daemon(config, work) as daemon:
         t0 = time.perf_counter()
         daemon.wait_started()
@@ -69,12 +71,12 @@ def run_once(journal: Path, work: Path, database: str, events: int, timeout: flo
         wall = time.perf_counter() - t0
         cpu = daemon.cpu()
         # before the daemon stops: its connections' backends end with it
-        server = (_server_cpu(pg_db) - server0) if pg_db else 0.0
+        server = (_server_cpu(pg_db) - server0) if pg_db else ServerCpu(0.0, 0.0)
         daemon.stop()
     print(f"  {stored:,} events in {wall:.1f} s = {events / wall:,.0f} events/s;"
           f" CPU per 1M events: daemon {cpu * 1e6 / events:.1f} s"
-          + (f", server backends {server * 1e6 / events:.1f} s, together"
-             f" {(cpu + server) * 1e6 / events:.1f} s" if pg_db else ""), flush=True)
+          + (f", {server.describe(events)}, together"
+             f" {(cpu + server.total) * 1e6 / events:.1f} s" if pg_db else ""), flush=True)
 
 
 def main() -> int:
