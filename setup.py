@@ -1,5 +1,6 @@
 """Build of the optional C extensions (the redaction fast path, the SIEM format encoders,
-the integrity hash chain), and of the files the wheel ships for users (everything else is
+the integrity hash chain, the portal store's rows and keyword vectors, its ``COPY``
+input), and of the files the wheel ships for users (everything else is
 in pyproject.toml).
 
 ``optional=True``: without a C compiler and the Python headers the package still installs

@@ -63,7 +63,7 @@ TARGET_RATIO = 0.5
 
 def strip_ids(e: dict[str, Any]) -> dict[str, Any]:
     """Drop actor.id, organization.id, targets[].id, context.session_id and metadata
-    keys ending in _id (at any depth of metadata): the issue's "strip internal ids"."""
+    keys ending in _id (at any depth of metadata): internal ids stripped, nothing else."""
     a = e.get("actor")
     if a:
         a.pop("id", None)

@@ -174,7 +174,7 @@ Next, as root:
      The application creates journal files group-writable: AuditJournal(path, mode=0o660).
      The daemon checks this at start and says what is wrong.
   3. The config is readable by the daemon's group only (secrets go in /etc/auditshipd/env,
-     VAR=value lines, mode 0640, referenced as ${{VAR}}):
+     VAR=value lines, owned by root, mode 0600, referenced as ${{VAR}}):
        chgrp {g} {s.config_path} && chmod 0640 {s.config_path}
        {exe} check-config -c {s.config_path}
   4. The unit:
