@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .config.locate import add_config_option
 from .errors import ConfigError
 from .journal import cli as emit_cli
 from .service import scaffold
@@ -28,13 +30,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _STATE_COMMANDS = frozenset({"emit", "token", "status", "dlq", "plugins", "portal"})
 
 
-def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default=None, metavar="FILE",
-                   help="TOML config file (default: $AUDITSHIPD_CONFIG, then"
-                   " /etc/auditshipd/auditshipd.toml, then ./config/auditshipd.toml, then the"
-                   " embedded default)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auditshipd", description=__doc__,
@@ -47,37 +42,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the daemon",
                        description="Tail the journal, redact, and deliver to every sink until"
                        " SIGTERM; SIGHUP or an edit of the config reloads it.")
-    _add_config(p)
+    add_config_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate the config and exit",
                        description="Validate the config, sink options and redaction policy;"
-                       " list every problem found and exit 2, or exit 0 when valid.")
-    _add_config(p)
+                       " list every problem found and exit 2, or exit 0 when valid. The"
+                       " portal store's self-service streams are checked as the daemon would"
+                       " start them and listed; one that would not run is logged with its"
+                       " reason, without changing the exit status.")
+    add_config_option(p)
     p.add_argument("--no-env", action="store_true",
                    help="an unset ${VAR} is a placeholder, not an error (check a config"
                    " where its secrets are not set)")
     p.add_argument("--check-connections", action="store_true",
                    help="also connect to each sink's endpoint (TCP, TLS handshake), sending"
-                   " nothing; exit 1 when one fails")
+                   " nothing, the self-service streams' included; exit 1 when one fails")
     p.set_defaults(func=cmd_check_config)
 
-    emit_cli.add_parser(sub, _add_config)
+    emit_cli.add_parser(sub, add_config_option)
     scaffold.add_parser(sub)
 
     p = sub.add_parser("plugins", help="list discovered plugins and sink types")
-    _add_config(p)
+    add_config_option(p)
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("dlq", help="list or replay dead-letter files")
     dsub = p.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
     q = dsub.add_parser("list", help="dead letters per sink: records, events, bytes, last error")
-    _add_config(q)
+    add_config_option(q)
     q.set_defaults(func=cmd_dlq_list)
     q = dsub.add_parser("replay", help="send a sink's dead letters again",
                         description="Send a sink's dead letters again; delivered ones are"
                         " removed, the others stay. Exit 1 when some stay.")
-    _add_config(q)
+    add_config_option(q)
     q.add_argument("--sink", required=True, metavar="NAME", help="the sink whose letters to send")
     q.add_argument("--json", action="store_true",
                    help="print the result as JSON instead of a table")
@@ -132,7 +130,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     try:
         with unset_as_placeholder() if args.no_env else nullcontext():
-            config, _pm, _types = load_runtime(args.config)
+            config, _pm, types = load_runtime(args.config)
     except ConfigError as exc:
         return _config_errors(exc)
     if config.stream_errors:
@@ -142,11 +140,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return _config_errors(found)
     print(f"{config.source}: OK ({len(config.sinks)} sink(s): "
           f"{', '.join(f'{s.name} ({s.type})' for s in config.sinks)})")
+    # The organizations' own streams, saved in the portal's store: listed, and each one
+    # that would not run here logged with its reason. They do not change the exit status
+    # (they are not in this file; the portal shows their owners what is wrong).
+    from .service.store_streams import check_store_streams
+
+    streams, summary = asyncio.run(check_store_streams(config, types))
+    if summary:
+        print(summary)
     if not args.check_connections:
         return 0
     from .service.connections import check_connections
 
-    results = asyncio.run(check_connections(config))
+    results = asyncio.run(check_connections(dataclasses.replace(
+        config, sinks=[*config.sinks, *streams])))
     for r in results:
         print(f"connection: {r}")
     return 1 if any(r.status == "failed" for r in results) else 0

@@ -14,6 +14,7 @@ state dir it used.
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,19 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ENV_VAR", "SYSTEM_CONFIG", "LocatedConfig", "check_relative_dirs", "describe",
-           "locate_config"]
+__all__ = ["ENV_VAR", "SYSTEM_CONFIG", "LocatedConfig", "add_config_option", "check_relative_dirs",
+           "describe", "locate_config"]
 
 ENV_VAR = "AUDITSHIPD_CONFIG"
 SYSTEM_CONFIG = Path("/etc/auditshipd/auditshipd.toml")
 CHECKOUT_CONFIG = Path("config/auditshipd.toml")
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """The ``-c FILE`` option every command that reads the config takes."""
+    parser.add_argument("-c", "--config", default=None, metavar="FILE",
+                        help=f"TOML config file (default: ${ENV_VAR}, then {SYSTEM_CONFIG},"
+                        f" then ./{CHECKOUT_CONFIG}, then the embedded default)")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..config import load_config
+from ..config.locate import add_config_option
 from ..errors import AuditshipdError
 from .config import parse_listen, portal_config
 from .tokens import ROLES, TokenError, legacy_token_path
@@ -24,16 +25,10 @@ __all__ = ["add_parser"]
 T = TypeVar("T")
 
 
-def _add_config_option(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS: a -c given to the main parser is not overwritten by this default.
-    parser.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="configuration file (default: the embedded default)")
-
-
 def add_parser(subparsers: Any) -> None:
     """Add the ``portal`` and ``token`` commands."""
     portal = subparsers.add_parser("portal", help="serve the audit log portal alone")
-    _add_config_option(portal)
+    add_config_option(portal)
     portal.add_argument("--listen", metavar="HOST:PORT", help="override portal.listen")
     portal.add_argument("action", nargs="?", choices=["serve", "migrate"], default="serve",
                         help="serve (default), or migrate: apply the PostgreSQL schema migrations")
@@ -42,7 +37,7 @@ def add_parser(subparsers: Any) -> None:
     token = subparsers.add_parser("token", help="manage portal access tokens")
     token_sub = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
     create = token_sub.add_parser("create", help="create a token (printed once)")
-    _add_config_option(create)
+    add_config_option(create)
     create.add_argument("--name", required=True, help="who or what the token is for (unique)")
     create.add_argument("--role", required=True, choices=ROLES,
                         help="what the token may do: " + ", ".join(ROLES))
@@ -50,10 +45,10 @@ def add_parser(subparsers: Any) -> None:
                         help="organization slug the token may see, or '*' for all (default)")
     create.set_defaults(func=token_create)
     listing = token_sub.add_parser("list", help="list tokens (never their values)")
-    _add_config_option(listing)
+    add_config_option(listing)
     listing.set_defaults(func=token_list)
     revoke = token_sub.add_parser("revoke", help="revoke a token by name or id")
-    _add_config_option(revoke)
+    add_config_option(revoke)
     revoke.add_argument("name_or_id", metavar="NAME_OR_ID",
                         help="the token's name or id (auditshipd token list)")
     revoke.set_defaults(func=token_revoke)

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from ..config.locate import add_config_option
 from ..errors import ConfigError, DropEvent
 from ..progress import Progress
 
@@ -30,7 +31,7 @@ def add_parser(subparsers: Any) -> None:
         help="print what would leave the machine for events read on stdin",
         description="Apply the redaction policy to JSON Lines on stdin and print the result.",
     )
-    p.add_argument("-c", "--config", default=None, help="config file (default: embedded default)")
+    add_config_option(p)
     p.add_argument("--sink", default=None,
                    help="use this sink's policy (its override, if any) and format")
     p.add_argument("--format", default=None, choices=("native", "ocsf", "ecs", "cef"),

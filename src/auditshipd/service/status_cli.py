@@ -19,26 +19,25 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ..config import Config, SinkConfig
+from ..config.locate import add_config_option
 from ..config.tables import BatchConfig, DeadLetterConfig, RetryConfig
-from ..portal.backend import event_store, is_postgres_url, stream_store
+from ..portal.backend import event_store, stream_store
 from ..portal.config import portal_config
 from ..portal.stream_defs import StreamDefinition
 from ..scrub import scrub_secrets
 from ..timestamps import now_rfc3339
 from .status import sink_status
-from .store_streams import SOURCE, wanted
+from .store_streams import SOURCE, STORE_TIMEOUT, store_exists, wanted
 
 __all__ = ["add_parser", "cmd_status", "format_table", "store_stream_sinks"]
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("status", help="per-sink state, cursor, lag, dead letters")
-    p.add_argument("-c", "--config", default=None,
-                   help="TOML config file (default: the embedded default config)")
+    add_config_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("-w", "--watch", action="store_true",
                    help="refresh until Ctrl-C (on a terminal: clear the screen and redraw;"
@@ -59,8 +58,6 @@ def _interval(text: str) -> float:
 
 
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
-# Seconds the store may take to list its streams (a server down must not hang status).
-STORE_TIMEOUT = 5.0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -106,7 +103,7 @@ def store_stream_sinks(config: Config) -> list[SinkConfig]:
     if not wanted(config):
         return []
     database = portal_config(config).database
-    if not is_postgres_url(database) and not Path(database).exists():
+    if not store_exists(database):
         return []  # no store yet, so no stream: opening it here would create it
     try:
         defs = asyncio.run(asyncio.wait_for(_definitions(database), STORE_TIMEOUT))

@@ -26,12 +26,13 @@ import hashlib
 import logging
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from ..config import Config, SinkConfig
 from ..netguard import BlockedDestination, DestinationPolicy, check_literal, destination_host
 from ..plugin import SinkType
-from ..portal.backend import event_store, stream_store
+from ..portal.backend import event_store, is_postgres_url, stream_store
 from ..portal.config import portal_config
 from ..portal.stream_defs import StreamRequestError, check_definition, destination_url
 from ..portal.stream_secrets import SecretsKeyError, load_secret_box
@@ -39,7 +40,7 @@ from ..portal.stream_store import StreamStatus, StreamStore
 from ..scrub import scrub_secrets, sink_secrets
 from .status import sink_status
 
-__all__ = ["StoreStreams", "host_id"]
+__all__ = ["STORE_TIMEOUT", "StoreStreams", "check_store_streams", "host_id", "store_exists"]
 
 log = logging.getLogger("auditshipd")
 SOURCE = "portal"
@@ -51,6 +52,9 @@ REPORT_BATCH = 50
 # taken out of the fleet, or an instance an autoscaler replaced. Looked for hourly.
 FORGET_HOST_AFTER = 7 * 86400
 FORGET_EVERY = 3600
+# Seconds a command (status, check-config) gives the store to list its streams: a
+# server down must not hang it.
+STORE_TIMEOUT = 5.0
 
 
 def host_id(config: Config) -> str:
@@ -68,6 +72,12 @@ def _database(config: Config) -> str | None:
     return portal_config(config).database if wanted(config) else None
 
 
+def store_exists(database: str) -> bool:
+    """Whether a command may open ``database`` to read streams: a PostgreSQL URL, or an
+    SQLite file already there (opening a missing one would create it)."""
+    return is_postgres_url(database) or Path(database).exists()
+
+
 class StoreStreams:
     """The self-service streams of one daemon: read, turned into sinks, reported."""
 
@@ -78,6 +88,7 @@ class StoreStreams:
         self.revision: int | None = None
         self.ids: dict[str, str] = {}  # sink name -> stream id
         self.errors: dict[str, str] = {}  # stream id -> why it does not run here
+        self.names: dict[str, str] = {}  # stream id -> sink name, every definition read
         self._said: str | None = None
         self._next_report = 0.0
         self._next_forget = 0.0
@@ -118,6 +129,12 @@ class StoreStreams:
             log.error("%s", message)
             self._said = message
 
+    @property
+    def problem(self) -> str | None:
+        """What keeps every self-service stream from running here (the store cannot be
+        read, no secrets key), None when nothing does."""
+        return self._said
+
     async def sink_configs(self, config: Config, types: dict[str, SinkType]) -> list[SinkConfig]:
         """The sinks of the runnable, unpaused definitions (errors kept per stream)."""
         if not await self.open(config):
@@ -132,6 +149,7 @@ class StoreStreams:
             return []
         self.revision = revision
         self.ids, self.errors = {}, {}
+        self.names = {d.id: d.sink_name for d in defs}
         self._next_report = 0.0  # report the new set at the next poll
         if not defs:
             return []
@@ -235,3 +253,34 @@ class StoreStreams:
             log.warning("self-service streams: cannot report their state: %s",
                         scrub_secrets(str(exc)))
 
+
+
+async def check_store_streams(config: Config, types: dict[str, SinkType]
+                              ) -> tuple[list[SinkConfig], str | None]:
+    """For ``check-config``: the self-service streams this host would run (read,
+    decrypted and validated as the daemon does; each one that would not run is logged
+    with its reason), and one line saying how many of each kind there are, or None when
+    the config names no store or its SQLite file does not exist yet (it is not created)."""
+    database = _database(config)
+    if database is None or not store_exists(database):
+        return [], None
+    streams = StoreStreams()
+    try:
+        sinks = await asyncio.wait_for(streams.sink_configs(config, types), STORE_TIMEOUT)
+    except TimeoutError:
+        return [], (f"self-service streams not checked: the portal store gave no answer"
+                    f" within {STORE_TIMEOUT:g} s")
+    finally:
+        await streams.close()
+    if streams.problem and not streams.names:
+        return [], "portal store: self-service streams not checked (the reason is logged above)"
+    paused = len(streams.names) - len(sinks) - len(streams.errors)
+    running = ", ".join(f"{s.name} ({s.type})" for s in sinks)
+    line = (f"portal store: {len(streams.names)} self-service stream(s): {len(sinks)} would"
+            f" run here{': ' + running if running else ''}")
+    if streams.errors:
+        line += (f"; {len(streams.errors)} would not ("
+                 f"{', '.join(sorted(streams.names[i] for i in streams.errors))}: reasons above)")
+    if paused:
+        line += f"; {paused} paused"
+    return sinks, line

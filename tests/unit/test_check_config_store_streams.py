@@ -1,0 +1,118 @@
+"""``auditshipd check-config`` and the self-service streams of a real SQLite portal store:
+each is read, decrypted and validated as the daemon would start it; the runnable ones
+are listed, each other one logged with its reason, paused ones counted; none of them
+changes the exit status, except a failed connection with ``--check-connections``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from auditshipd.portal.backend import event_store, stream_store
+from auditshipd.portal.stream_defs import StreamDefinition
+from auditshipd.portal.stream_secrets import ENV_VAR, load_secret_box
+from auditshipd.testing import free_port
+
+KEY = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
+OTHER_KEY = "AAAAEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
+TOKEN = "stream-bearer-5c1d0e9f7a"
+
+
+def _write_config(tmp: Path, database: Path) -> Path:
+    journal = tmp / "journal" / "audit.jsonl"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    config = tmp / "auditshipd.toml"
+    config.write_text(textwrap.dedent(f"""
+        [journal]
+        path = "{journal}"
+        paths = ["{journal}*"]
+        state_dir = "{tmp / 'state'}"
+        [[sinks]]
+        name = "archive"
+        type = "file"
+        path = "{tmp / 'out.jsonl'}"
+        [portal]
+        enabled = true
+        database = "{database}"
+        stream_allow_hosts = ["127.0.0.1"]
+    """))
+    return config
+
+
+def _definition(org: str, name: str, url: str, key: str, paused: bool = False
+                ) -> StreamDefinition:
+    stream_id = StreamDefinition.new_id()
+    sealed = load_secret_box(None, {ENV_VAR: key}).seal(stream_id, {"bearer_token": TOKEN})
+    return StreamDefinition(stream_id, org, name, "http", {"url": url}, sealed,
+                            ["bearer_token"], paused, "2026-01-01T00:00:00Z",
+                            "2026-01-01T00:00:00Z", "admin", "admin")
+
+
+async def _save(database: Path, defs: list[StreamDefinition]) -> None:
+    events = event_store(str(database))
+    await events.open()
+    try:
+        for d in defs:
+            await stream_store(events).insert(d, 100)
+    finally:
+        await events.close()
+
+
+def _check(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, ENV_VAR: KEY}
+    return subprocess.run([sys.executable, "-m", "auditshipd.cli", "check-config", "-c",
+                           str(config), *extra], capture_output=True, text=True, timeout=60,
+                          env=env)
+
+
+def test_store_streams_are_checked_listed_and_do_not_fail_the_check(tmp_path: Path) -> None:
+    database = tmp_path / "state" / "portal.sqlite3"
+    database.parent.mkdir(parents=True)
+    config = _write_config(tmp_path, database)
+    closed = free_port()  # nothing listens there
+    asyncio.run(_save(database, [
+        _definition("acme", "siem", f"http://127.0.0.1:{closed}/in", KEY),
+        _definition("globex", "siem", "https://siem.example/in", OTHER_KEY),
+        _definition("initech", "siem", "https://siem.example/in", KEY, paused=True),
+        _definition("umbrella", "siem", "http://169.254.169.254/latest", KEY),
+    ]))
+
+    result = _check(config)
+    assert result.returncode == 0, result.stderr
+    assert "OK (1 sink(s): archive (file))" in result.stdout
+    assert ("portal store: 4 self-service stream(s): 1 would run here: acme.siem (http);"
+            " 2 would not (globex.siem, umbrella.siem: reasons above); 1 paused"
+            in result.stdout), result.stdout
+    # each refusal logged with its own reason, no secret anywhere
+    assert "globex.siem not started" in result.stderr
+    assert "do not decrypt" in result.stderr
+    assert "umbrella.siem not started" in result.stderr
+    assert "169.254.169.254" in result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+
+    # --check-connections reaches the runnable stream's destination too: a closed port
+    result = _check(config, "--check-connections")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "connection: acme.siem (http): failed" in result.stdout
+    assert "connection: archive (file): skipped" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_no_store_yet_is_not_created_and_an_unreadable_one_is_said(tmp_path: Path) -> None:
+    database = tmp_path / "state" / "portal.sqlite3"
+    config = _write_config(tmp_path, database)
+    result = _check(config)
+    assert result.returncode == 0, result.stderr
+    assert "portal store" not in result.stdout
+    assert not database.exists()
+
+    database.parent.mkdir(parents=True)
+    database.write_bytes(b"this is not an SQLite database" * 100)
+    result = _check(config)
+    assert result.returncode == 0, result.stderr
+    assert "self-service streams not checked (the reason is logged above)" in result.stdout
+    assert "portal store cannot be" in result.stderr
