@@ -36,10 +36,12 @@ _SECRET_PATTERNS = (
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@"), r"\1***@"),
     # Authorization schemes followed by a credential
     (re.compile(r"(?i)\b(bearer|basic|splunk|token|dd-api-key)(\s*[:=]?\s+)[^\s,;\"']+"), r"\1\2***"),
-    # key=value / "key": "value" where the key names a secret
+    # key=value / "key": "value" where the key names a secret; "sig" only as the whole
+    # key or its last part ("sig=", "x-sig:"), not as the start of a word ("SIGTERM: ")
     (re.compile(
-        r"(?i)([\"']?[a-z0-9_-]*(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|"
-        r"signature|sig|auth|credential)[a-z0-9_-]*[\"']?\s*[:=]\s*[\"']?)[^\s&,;\"'}]+"),
+        r"(?i)([\"']?(?:[a-z0-9_-]*(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|"
+        r"signature|auth|credential)[a-z0-9_-]*|(?<![a-z0-9_-])(?:[a-z0-9]+[_-])*sig)"
+        r"[\"']?\s*[:=]\s*[\"']?)[^\s&,;\"'}]+"),
      r"\1***"),
     # AWS access key ids
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "***"),

@@ -32,6 +32,21 @@ def test_query_values_and_userinfo_are_masked_by_pattern(text, expected):
     assert scrub_secrets(text) == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("second SIGTERM: exiting now", "second SIGTERM: exiting now"),
+    ("SIGHUP: reloading", "SIGHUP: reloading"),
+    ("design: plan b", "design: plan b"),
+    ("sig: abc123", "sig: ***"),
+    ('{"x-sig": "abc123"}', '{"x-sig": "***"}'),
+    ("url_sig=abc123 sent", "url_sig=*** sent"),
+    ("x-amz-signature: abc123", "x-amz-signature: ***"),
+])
+def test_sig_is_a_secret_key_only_as_a_whole_key_or_its_last_part(text, expected):
+    """A key named sig (or ending in -sig, _sig) holds a secret; a word that only starts
+    with or holds "sig" (a signal's name in the daemon's own messages) does not."""
+    assert scrub_secrets(text) == expected
+
+
 def test_literal_url_secrets_are_masked_without_their_key():
     """A receiver echoing only the value ({"code": "..."}) is caught by the literal list."""
     url = "https://alice:s3cr%2Ft@h.example/in?code=abc123&flag"
