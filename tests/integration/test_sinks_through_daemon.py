@@ -73,7 +73,8 @@ max_backoff = 0.5
 
 
 async def test_splunk_hec_with_acks_through_daemon(ws):
-    """Daemon -> HEC with indexer acks; a busy spell and an outage; every id once."""
+    """Daemon -> HEC with indexer acks; a busy spell and an outage; every id arrives
+    (at least once: a batch sent before the outage whose ack was lost is sent again)."""
     async with SplunkHecServer(token="hec-token-123", acks=True) as srv:
         srv.fail_next("busy", times=2, retry_after=1)
         ws.write_config(f"""
@@ -91,8 +92,11 @@ ack_poll_interval = 0.05
         try:
             await wait_until(lambda: len(srv.events) >= 400, message="first events")
             await srv.stop()
+            retried = d.log().count(b"retrying in")  # the busy spell's, so far
             more = write_events(ws.journal, 300, prefix="m")
-            await asyncio.sleep(1.0)  # the outage lasts a while; the daemon retries
+            # the outage lasts until the daemon has felt it: two more retries
+            await wait_until(lambda: d.log().count(b"retrying in") >= retried + 2,
+                             message="retries while down")
             await srv.start()
             await wait_until(lambda: set(srv.event_ids) >= set(ids + more), message="all events")
             assert d.terminate() == 0

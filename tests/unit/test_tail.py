@@ -772,7 +772,12 @@ async def test_signal_wakes_a_waiting_reader(journal: Path) -> None:
     try:
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(reader.next_item(timeout=10))
-        await asyncio.sleep(0.05)  # let it start waiting
+        # until the reader waits on the signal (an asyncio.Event: its waiters), so that the
+        # line below is found by the wake-up, not by the reader's first look
+        deadline = loop.time() + 5
+        while not getattr(signal.current, "_waiters", None):
+            assert loop.time() < deadline and not task.done(), "the reader never waited"
+            await asyncio.sleep(0.005)
         append(journal, lines("a", 1))
         t0 = loop.time()
         signal.notify()
