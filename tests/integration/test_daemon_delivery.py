@@ -1,6 +1,6 @@
 """The daemon as a subprocess, end to end: rotation, crashes, outages, dead letters.
 
-Oracle (TESTING.md): every id written to the journal is found at the sink, in that
+What must hold: every id written to the journal is found at the sink, in that
 sink's dead-letter file or in quarantine; duplicates stay within what the delivery
 rules allow.
 """
