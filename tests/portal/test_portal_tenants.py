@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditshipd.config import parse_config
-from auditshipd.portal.store_sqlite import SQLiteEventStore
+from auditshipd.portal.backend import event_store
 
 SLUGS = ["acme", "acme-eu", "ac", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell"]
 NOBODY = "nobody"  # a token of an organization without events or sinks
@@ -56,7 +56,7 @@ OWNER = {e["id"]: (e.get("organization") or {}).get("slug") for e in EVENTS}
 IDS_OF = {slug: {i for i, o in OWNER.items() if o == slug} for slug in [*SLUGS, NOBODY]}
 
 
-def _config(tmp: Path) -> Any:
+def _config(tmp: Path, database: str) -> Any:
     sinks = "".join(
         f'\n[[sinks]]\nname = "{slug}.siem"\ntype = "file"\norganizations = ["{slug}"]\n' for slug in SLUGS
     )
@@ -69,7 +69,7 @@ def _config(tmp: Path) -> Any:
         [portal]
         enabled = true
         listen = "127.0.0.1:0"
-        database = "{tmp}/portal.sqlite3"
+        database = "{database}"
 
         [[sinks]]
         name = "everything"
@@ -97,9 +97,10 @@ def _assert_only(body: bytes, org: str) -> None:
 class TenantPortal:
     """The portal on its own event loop, driven synchronously by hypothesis examples."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, database: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.tmp = tmp
+        self.database = database
         self.server: Any = None
         self.http: aiohttp.ClientSession | None = None
         self.tokens: dict[str, str] = {}
@@ -115,8 +116,8 @@ class TenantPortal:
     async def _start(self) -> None:
         from auditshipd.portal import start_portal
 
-        config = _config(self.tmp)
-        store = SQLiteEventStore(self.tmp / "portal.sqlite3")
+        config = _config(self.tmp, self.database)
+        store = event_store(self.database)
         await store.open()
         await store.insert_events(EVENTS)
         await store.close()
@@ -141,10 +142,12 @@ class TenantPortal:
         return self.loop.run_until_complete(fetch())
 
 
-def test_organization_tokens_only_ever_see_their_organization(tmp_path: Path) -> None:
+def test_organization_tokens_only_ever_see_their_organization(tmp_path: Path,
+                                                             portal_database: str) -> None:
     """Random organization tokens and filters on events, event by id, CSV/JSONL export and
-    streams: every body holds only that organization; another organization's id is 404."""
-    with TenantPortal(tmp_path) as portal:
+    streams: every body holds only that organization; another organization's id is 404.
+    On both store backends."""
+    with TenantPortal(tmp_path, portal_database) as portal:
 
         @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(
