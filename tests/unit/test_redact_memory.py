@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from auditshipd.redaction import _redact_c
+from auditshipd.redaction.ids import CACHE_MAX
 from auditshipd.redaction.policy import CACHE_ITEM_MAX
 from auditshipd.redaction.redactor import compile_policy
 
@@ -82,3 +83,40 @@ def test_fifty_reloads_free_every_old_policy():
         del r
     gc.collect()
     assert sum(ref() is not None for ref in refs) == 0
+
+
+def _distinct_short_lines(n: int) -> list[bytes]:
+    """Lines each with a metadata key never seen before and an internal id to hash."""
+    return [msgspec.json.encode({
+        "id": f"ev{i}", "action": "user.updated", "occurred_at": "2024-05-01T09:00:00Z",
+        "actor": {"email": "ada@acme.test", "id": f"user_01HZX8K2M3N4P5Q6R7S{i:07d}"},
+        "metadata": {f"field_{i:07d}": "v", f"user_{i:07d}_id": f"usr_01HZX8K2M3N4P5Q6{i:08d}"},
+    }) for i in range(n)]
+
+
+@pytest.mark.parametrize("c_tier", [True, False], ids=["c-tier", "python-tiers"])
+def test_caches_stay_bounded_over_many_distinct_short_keys(c_tier):
+    """Four times as many distinct short keys and hashed ids as a cache holds: no cache
+    grows past its entry limit, and what the redactor keeps stays under 4 MiB (a full
+    C table is under 1 MiB, each Python cache a few MiB at most)."""
+    r = compile_policy({"action": "hash", "hash_key": KEY})
+    r = type(r)(r.policy, c_tier=c_tier)
+    assert (r.fast_path.c_plan is not None) is c_tier
+    lines = _distinct_short_lines(4 * CACHE_MAX)
+    r.redact_line(lines[0])  # warm up: code objects, regex caches
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        hashed = 0
+        for line in lines[1:]:
+            out = r.redact_line(line)
+            hashed += out.count(b'"h:')
+            assert b"usr_01HZX8K2M3N4P5Q6" not in out and b"user_01HZX8K2M3N4P5Q6R7S" not in out
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert hashed >= len(lines) - 1  # the ids really went through the hash (and its cache)
+    assert len(r.ids.key_cache) <= CACHE_MAX and len(r.ids.hash_cache) <= CACHE_MAX
+    assert kept < 4 * 1024 * 1024, f"{kept / 2**20:.1f} MiB kept"
