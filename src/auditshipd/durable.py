@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_many", "fsync_dir", "overwrite_in_place", "sync_files"]
+__all__ = ["append_durably", "atomic_write", "atomic_write_many", "fsync_dir", "overwrite_in_place",
+           "sync_files"]
 
 # From this many files on one file system, one syncfs costs less than their fsyncs.
 _SYNCFS_FROM = 4
@@ -82,6 +83,35 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: a write may be cut short (a full disk) before one fails."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def append_durably(path: str | os.PathLike[str], data: bytes) -> None:
+    """Append whole records (``data``, newline-terminated lines) to ``path``, created 0600,
+    and fsync it. A write cut short by a full disk is undone (the file is cut back to its
+    size before), so a retry never leaves a torn record in front of its own. A file that
+    ends inside a record (a crash during an append) gets a newline first, so the records
+    appended after it stay readable."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *,
                  durable: bool = True, sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file,
@@ -94,10 +124,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            _write_all(fd, data)
             if durable:
                 os.fsync(fd)
         finally:

@@ -24,7 +24,6 @@ next append starts on a new line, so the torn line never swallows a good record.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -37,7 +36,7 @@ from typing import Any
 import msgspec
 
 from ..config import Config
-from ..durable import atomic_write
+from ..durable import append_durably, atomic_write
 from ..formats.registry import encoder_for_sink, reformat
 from ..plugin import SinkContext
 from ..scrub import scrub_secrets
@@ -143,26 +142,14 @@ class DeadLetterFile:
         data = _encode(letter) + b"\n"
         with self.locked():
             size = self.size()
-            if size and not self._ends_with_newline():
-                data = b"\n" + data  # after a torn line: start a line of our own
-            if size + len(data) > self.max_bytes:
+            # after a torn line the append starts a line of its own: one byte more
+            torn = 1 if size and not self._ends_with_newline() else 0
+            if size + torn + len(data) > self.max_bytes:
                 raise DeadLetterFull(
                     f"dead-letter file {self.path} would exceed dead_letter.max_bytes"
                     f" ({self.max_bytes} bytes); replay or move it to let the sink advance"
                 )
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            except BaseException:
-                # ENOSPC half way: cut what was written so no torn record stays behind.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
-                raise
-            finally:
-                os.close(fd)
+            append_durably(self.path, data)
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from ..durable import append_durably
 from ..timestamps import now_rfc3339
 
 __all__ = ["QuarantineFile", "QuarantineRecord"]
@@ -45,13 +46,9 @@ class QuarantineFile:
         if not records:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = b"".join(_encode(r) + b"\n" for r in records)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # all or nothing, even on a full disk: the cursor moves past these lines only once
+        # their records are whole
+        append_durably(self.path, b"".join(_encode(r) + b"\n" for r in records))
 
     def record(self, segment: str, path: str, offset: int, reason: str, line: bytes,
                length: int | None = None) -> QuarantineRecord:
