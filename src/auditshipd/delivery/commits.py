@@ -54,6 +54,9 @@ class CommitSaver:
         self._dirty: dict[str, Outbox] = {}
         self._wake = asyncio.Event()
         self._failures = 0
+        # Told that the state dir failed, not yet that it recovered: every one of them is
+        # told at the first round that writes, whatever that round writes.
+        self._failed: dict[str, Outbox] = {}
 
     def add(self, member: Outbox) -> None:
         self.members[member.name] = member
@@ -69,6 +72,8 @@ class CommitSaver:
             del self.members[member.name]
         if self._dirty.get(member.name) is member:
             del self._dirty[member.name]
+        if self._failed.get(member.name) is member:
+            del self._failed[member.name]
 
     async def run(self) -> None:
         last_status = last_idle = last_beat = time.monotonic()
@@ -104,6 +109,8 @@ class CommitSaver:
             m.dirty = False
         for m in status:
             m.sync_stats()
+        if not snapshots and not status and not beat:
+            return 0  # nothing written: it says nothing about whether the state dir takes writes
         try:
             await asyncio.to_thread(self._save, [s for _m, s in snapshots], status, beat)
         except Exception as exc:
@@ -113,10 +120,12 @@ class CommitSaver:
                 m.dirty = True
             for m in {*dirty.values(), *status}:
                 m.status.persist_failed(exc, self._failures)
+                self._failed[m.name] = m
             return 0
         if self._failures:
-            for m in {*dirty.values(), *status}:
+            for m in self._failed.values():
                 m.status.persist_recovered(self._failures)
+            self._failed.clear()
             self._failures = 0
         return len(snapshots)
 

@@ -179,11 +179,14 @@ class Outbox:
                 await asyncio.to_thread(self.dlq.append, letter)
                 break
             except (DeadLetterFull, OSError) as exc:
-                self.stats.state = "blocked"
                 if time.monotonic() - warned > 30:
                     self.logger.error("sink %s is NOT advancing: %s", self.name, exc)
                     warned = time.monotonic()
                     self._error(str(exc))
+                elif self.stats.state != "blocked":
+                    # A later batch delivered meanwhile marked the error resolved: it is not.
+                    self._error(str(exc))
+                self.stats.state = "blocked"
                 await self._sleep(2.0, interruptible=False)
         self.stats.dead_lettered += len(batch)
         self.logger.error("sink %s dead-lettered %d events after %d attempts: %s",
@@ -200,10 +203,11 @@ class Outbox:
                 await asyncio.to_thread(self.quarantine_file.write, records)
                 return
             except OSError as exc:
-                self.stats.state = "blocked"
-                if time.monotonic() - warned > 30:
+                # Recorded again when a later batch delivered meanwhile marked it resolved.
+                if time.monotonic() - warned > 30 or self.stats.state != "blocked":
                     warned = time.monotonic()
                     self._error(f"cannot write quarantine, sink NOT advancing: {exc}")
+                self.stats.state = "blocked"
                 await self._sleep(2.0, interruptible=False)
 
     def _success(self, n: int) -> None:
