@@ -111,6 +111,12 @@ def test_no_store_yet_is_not_created_and_an_unreadable_one_is_said(tmp_path: Pat
     assert not database.exists()
 
     database.parent.mkdir(parents=True)
+    asyncio.run(_save(database, []))  # a store without streams
+    result = _check(config)
+    assert result.returncode == 0, result.stderr
+    assert "portal store: no self-service streams" in result.stdout
+
+    database.unlink()
     database.write_bytes(b"this is not an SQLite database" * 100)
     result = _check(config)
     assert result.returncode == 0, result.stderr

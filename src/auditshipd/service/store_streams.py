@@ -274,6 +274,8 @@ async def check_store_streams(config: Config, types: dict[str, SinkType]
         await streams.close()
     if streams.problem and not streams.names:
         return [], "portal store: self-service streams not checked (the reason is logged above)"
+    if not streams.names:
+        return [], "portal store: no self-service streams"
     paused = len(streams.names) - len(sinks) - len(streams.errors)
     running = ", ".join(f"{s.name} ({s.type})" for s in sinks)
     line = (f"portal store: {len(streams.names)} self-service stream(s): {len(sinks)} would"
