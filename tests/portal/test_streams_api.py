@@ -281,10 +281,12 @@ async def test_blocked_destinations_are_refused_at_save(sp: StreamsPortal, http:
     for i, host in enumerate([*blocked, "mixed.test"]):
         for kind, options in (("http", {"url": f"https://{host}/in"}),
                               ("s3", {"bucket": "b", "endpoint_url": f"https://{host}",
-                                      "access_key_id": "AKIDEXAMPLE", "secret_access_key": "x" * 20})):
+                                      "access_key_id": "AKIDEXAMPLE", "secret_access_key": "x" * 20}),
+                              ("splunk_hec", {"url": f"https://{host}:8088", "token": "hec-" + "x" * 20}),
+                              ("datadog", {"url": f"https://{host}/api/v2/logs", "api_key": "d" * 32})):
             status, text = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme,
                                        body={"name": f"b{i}", "type": kind, "options": options})
-            assert status == 400, (host, text)
+            assert status == 400, (host, kind, text)
             error = json.loads(text)
             assert "streams may not send there" in error["error"], error
             assert error["param"] in ("options.url", "options.endpoint_url")
