@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,7 @@ OTHER_KEY = "AAAAEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
 TOKEN = "stream-bearer-5c1d0e9f7a"
 
 
-def _write_config(tmp: Path, database: Path) -> Path:
+def _write_config(tmp: Path, database: Path, allow: str = '["127.0.0.1"]') -> Path:
     journal = tmp / "journal" / "audit.jsonl"
     journal.parent.mkdir(parents=True, exist_ok=True)
     config = tmp / "auditshipd.toml"
@@ -38,7 +39,7 @@ def _write_config(tmp: Path, database: Path) -> Path:
         [portal]
         enabled = true
         database = "{database}"
-        stream_allow_hosts = ["127.0.0.1"]
+        stream_allow_hosts = {allow}
     """))
     return config
 
@@ -122,3 +123,28 @@ def test_no_store_yet_is_not_created_and_an_unreadable_one_is_said(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "self-service streams not checked (the reason is logged above)" in result.stdout
     assert "portal store cannot be" in result.stderr
+
+
+def test_check_connections_refuses_a_stream_name_resolving_inside(tmp_path: Path) -> None:
+    """A stream saved with a host name (checked then) that now resolves to an internal
+    address is reported refused by --check-connections, and not connected to."""
+    database = tmp_path / "state" / "portal.sqlite3"
+    database.parent.mkdir(parents=True)
+    config = _write_config(tmp_path, database, allow="[]")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        asyncio.run(_save(database, [_definition("acme", "siem", f"http://localhost:{port}/in", KEY)]))
+        result = _check(config, "--check-connections")
+        listener.settimeout(0.5)
+        try:
+            listener.accept()
+            connected = True
+        except TimeoutError:
+            connected = False
+    finally:
+        listener.close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "connection: acme.siem (http): failed: BlockedDestination:" in result.stdout, result.stdout
+    assert "loopback" in result.stdout
+    assert not connected

@@ -5,7 +5,9 @@ TLS handshake for ``https://``, ``mqtts://``, ``wss://`` and ``tls://`` (``tls_v
 and ``ca_file`` honoured), then the connection is closed. A sink type may check itself
 instead (``SinkType.check_connection``). Sinks without a network endpoint (``file``,
 ``stdout``, ``portal``, a cloud store on its provider's default endpoint) are skipped.
-Reasons are scrubbed of the sink's secrets.
+Reasons are scrubbed of the sink's secrets. A self-service stream's destination is
+first checked as when it was saved: a host that now resolves to an internal address is
+reported as refused, and not connected to.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Config, SinkConfig
+from ..netguard import check_destination
 from ..scrub import scrub_secrets, sink_secrets
 
 __all__ = ["ConnectionResult", "check_connections", "endpoint_of", "probe_url"]
@@ -85,6 +88,11 @@ async def _check(sc: SinkConfig, timeout: float) -> ConnectionResult:
         return ConnectionResult(sc.name, sc.type, "skipped", "no network endpoint to check")
     o: Any = sc.options
     try:
+        policy = getattr(sc, "destinations", None)
+        if policy is not None and url is not None:
+            # A self-service stream: its destination is checked as at save time (a name
+            # now resolving to an internal address is refused) before any connection.
+            await asyncio.wait_for(check_destination(url, policy), timeout)
         if own is not None:
             detail = await asyncio.wait_for(own(o), timeout)
         else:
