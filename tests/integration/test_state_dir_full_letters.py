@@ -12,19 +12,14 @@ why, they do not skip.
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import re
-import subprocess
-import sys
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from tests.helpers.state_dir import fill, metric, mount_small_state_dir, status_row, temp_files
 
 from auditshipd.delivery.deadletters import DeadLetterFile
 from auditshipd.delivery.quarantine import QuarantineFile
@@ -37,19 +32,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def small_state_dir(ws):
     """ws.state mounted as a 1 MiB tmpfs, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.fail("this test mounts a small tmpfs as the state dir to get a real ENOSPC:"
-                    " it needs root (CAP_SYS_ADMIN); run it as root, as CI does")
-    ws.state.mkdir(parents=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
-                          str(ws.state)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs on {ws.state} (needed for a real ENOSPC):"
-                    f" {res.stderr.strip()}")
-    try:
-        yield ws.state
-    finally:
-        subprocess.run(["umount", "-l", str(ws.state)], check=False)
+    yield from mount_small_state_dir(ws)
 
 
 class RejectingReceiver(WebhookReceiver):
@@ -77,53 +60,22 @@ class RejectingReceiver(WebhookReceiver):
         return web.Response(status=400, text="event rejected by the receiver")
 
 
-def _fill(directory: Path) -> Path:
-    """Write (append to) a file until the filesystem refuses more (ENOSPC)."""
-    filler = directory / "filler"
-    block = b"\0" * 4096
-    with open(filler, "ab", buffering=0) as f:
-        while True:
-            try:
-                f.write(block)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-                return filler
-
-
 def _fill_until_reported(d, state: Path) -> Path:
     """Fill the state dir and keep it full until the daemon reports it cannot save there
     (a file it was replacing when we filled may have handed a block back since)."""
-    return wait_for(lambda: (f := _fill(state)) and b"cannot save cursor/status" in d.log()
+    return wait_for(lambda: (f := fill(state)) and b"cannot save cursor/status" in d.log()
                     and f, 30, message="the daemon reports the full state dir")
-
-
-def _status(ws) -> dict:
-    out = subprocess.run([sys.executable, "-m", "auditshipd.cli", "status", "--json", "-c",
-                          str(ws.config)], capture_output=True, text=True, cwd=ws.root)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["sinks"][0]
 
 
 def _blocked_in_status(ws) -> dict | None:
     """The status row when it says the sink is held up by the full state dir: its last
     error is ENOSPC and current (not resolved), the state dir cannot be saved to."""
-    row = _status(ws)
+    row = status_row(ws)
     ok = (row["state"] in ("error", "blocked")
           and "No space left" in (row["last_error"] or "")
           and row["last_error_resolved_at"] is None
           and "No space left" in (row["persist_error"] or ""))
     return row if ok else None
-
-
-def _metric(ws, name: str, sink: str) -> float:
-    port = re.search(r'listen = "127\.0\.0\.1:(\d+)"', ws.config.read_text()).group(1)
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    m = re.search(rf'^{name}{{sink="{sink}"}} ([0-9.e+]+)$', body, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def _temp_files(state: Path) -> list[Path]:
-    return [p for p in state.rglob("*") if ".tmp." in p.name]
 
 
 def _bytes(path: Path) -> bytes:
@@ -200,9 +152,9 @@ attempt_timeout = 5.0
                 f.write(scratch.read_bytes())
             wait_for(lambda: rcv.refused_ids() == early + chosen, 30, message="the 400")
             wait_for(lambda: b"sink web is NOT advancing" in d.log()
-                     or _metric(ws, "auditshipd_events_dead_lettered_total", "web") > len(early),
+                     or metric(ws, "auditshipd_events_dead_lettered_total", "web") > len(early),
                      30, message="the dead letter blocked (or written)")
-            assert _metric(ws, "auditshipd_events_dead_lettered_total", "web") == len(early), \
+            assert metric(ws, "auditshipd_events_dead_lettered_total", "web") == len(early), \
                 "a dead letter was reported written to the full state dir"
             later = write_events(ws.journal, "c", 20)
             wait_for(lambda: rcv.ids() == first + later, 30,
@@ -211,10 +163,10 @@ attempt_timeout = 5.0
             # The letter is not written, nothing torn is left, and the cursor does not
             # move past its batch: neither in memory (metrics) nor on disk.
             assert _bytes(dlq.path) == before
-            assert _metric(ws, "auditshipd_cursor_acked_events", "web") == base
-            assert _metric(ws, "auditshipd_cursor_lag_events", "web") == 40
+            assert metric(ws, "auditshipd_cursor_acked_events", "web") == base
+            assert metric(ws, "auditshipd_cursor_lag_events", "web") == 40
             assert store.load("web").acked_events == base
-            assert _temp_files(small_state_dir) == []
+            assert temp_files(small_state_dir) == []
             assert re.search(rb"sink web is NOT advancing: .*No space left on device", d.log())
             # The batch delivered meanwhile does not make the error look resolved (for
             # longer than the retry interval; the log repeats it only every 30 s).
@@ -232,11 +184,11 @@ attempt_timeout = 5.0
             wait_for(lambda: Counter(rcv.ids()) == Counter(first + later + last), 30,
                      message="delivery goes on")
             wait_for(lambda: store.load("web").acked_events == base + 80, 30, message="cursor")
-            row = wait_for(lambda: (r := _status(ws))["persist_error"] is None
+            row = wait_for(lambda: (r := status_row(ws))["persist_error"] is None
                            and r["state"] == "active" and r, 30, message="status recovered")
             assert row["lag_events"] == 0 and row["dead_letter_count"] == len(early) + 20
-            assert _metric(ws, "auditshipd_events_dead_lettered_total", "web") == len(early) + 20
-            assert _temp_files(small_state_dir) == []
+            assert metric(ws, "auditshipd_events_dead_lettered_total", "web") == len(early) + 20
+            assert temp_files(small_state_dir) == []
             assert d.terminate() == 0
 
         scan = dlq.scan()
@@ -291,9 +243,9 @@ timeout = 0.05
             bad_offset = f.tell()
             f.write(bad + b"\n")
         wait_for(lambda: b"cannot write quarantine, sink NOT advancing" in d.log()
-                 or _metric(ws, "auditshipd_events_quarantined_total", "f") > earlier,
+                 or metric(ws, "auditshipd_events_quarantined_total", "f") > earlier,
                  30, message="the quarantine record blocked (or written)")
-        assert _metric(ws, "auditshipd_events_quarantined_total", "f") == earlier, \
+        assert metric(ws, "auditshipd_events_quarantined_total", "f") == earlier, \
             "a quarantine record was reported written to the full state dir"
         later = write_events(ws.journal, "c", 30)
         wait_for(lambda: Counter(read_jsonl_ids(ws.out)) == Counter(first + later), 30,
@@ -302,10 +254,10 @@ timeout = 0.05
         # No record, nothing torn, and the cursor stays before the line: in memory
         # (metrics) and on disk.
         assert _bytes(qfile.path) == before
-        assert _metric(ws, "auditshipd_cursor_acked_events", "f") == base
-        assert _metric(ws, "auditshipd_cursor_lag_events", "f") == 1 + 30
+        assert metric(ws, "auditshipd_cursor_acked_events", "f") == base
+        assert metric(ws, "auditshipd_cursor_lag_events", "f") == 1 + 30
         assert store.load("f").acked_events == base
-        assert _temp_files(small_state_dir) == []
+        assert temp_files(small_state_dir) == []
         assert re.search(rb"cannot write quarantine, sink NOT advancing: .*No space left",
                          d.log())
         # The lines delivered meanwhile do not make the error look resolved (for longer
@@ -325,11 +277,11 @@ timeout = 0.05
                  message="delivery goes on")
         wait_for(lambda: store.load("f").acked_events == base + 1 + 30 + 20, 30,
                  message="cursor")
-        row = wait_for(lambda: (r := _status(ws))["persist_error"] is None
+        row = wait_for(lambda: (r := status_row(ws))["persist_error"] is None
                        and r["state"] == "active" and r, 30, message="status recovered")
         assert row["lag_events"] == 0 and row["quarantine_count"] == 1 + earlier
-        assert _metric(ws, "auditshipd_events_quarantined_total", "f") == 1 + earlier
-        assert _temp_files(small_state_dir) == []
+        assert metric(ws, "auditshipd_events_quarantined_total", "f") == 1 + earlier
+        assert temp_files(small_state_dir) == []
         assert d.terminate() == 0
 
     records = qfile.read()
