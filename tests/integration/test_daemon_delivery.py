@@ -19,6 +19,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from tests.helpers.sinks import file_sink, http_sink
 
 from auditshipd import AuditJournal
 from auditshipd.delivery.deadletters import DeadLetterFile
@@ -44,34 +45,6 @@ for i in range(n):
 def spawn_writer(path: Path, prefix: str, n: int, rotate: int = 0) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", WRITER, str(path), prefix, str(n), str(rotate)])
 
-
-
-def http_sink(url: str, name: str = "web", batch: int = 100, concurrency: int = 1,
-              extra: str = "") -> str:
-    return f"""
-[[sinks]]
-name = "{name}"
-type = "http"
-url = "{url}"
-concurrency = {concurrency}
-{extra}
-[sinks.batch]
-max_events = {batch}
-timeout = 0.05
-[sinks.retry]
-initial_backoff = 0.05
-max_backoff = 0.5
-attempt_timeout = 2.0
-"""
-
-
-def file_sink(path: Path, name: str = "local-file") -> str:
-    return f"""
-[[sinks]]
-name = "{name}"
-type = "file"
-path = "{path}"
-"""
 
 
 def test_many_writers_with_rotation_every_id_arrives(ws):

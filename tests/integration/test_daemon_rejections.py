@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tests.helpers.sinks import http_sink
 
 from auditshipd.delivery.deadletters import DeadLetterFile
 from auditshipd.delivery.quarantine import QuarantineFile
@@ -26,24 +27,6 @@ pytestmark = pytest.mark.integration
 TOKEN = "tok-3f9c1a7e5b2d4c6e8a0b"
 # Longer than any block the daemon reads (4 MiB): such a line is skipped while read.
 BIG = 5_000_000
-
-
-def http_sink(url: str, name: str = "web", batch: int = 1000, extra: str = "") -> str:
-    return f"""
-[[sinks]]
-name = "{name}"
-type = "http"
-url = "{url}"
-concurrency = 1
-{extra}
-[sinks.batch]
-max_events = {batch}
-timeout = 0.05
-[sinks.retry]
-initial_backoff = 0.05
-max_backoff = 0.3
-attempt_timeout = 2.0
-"""
 
 
 def cli(ws, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,7 +52,7 @@ def test_line_over_max_line_bytes_is_quarantined_and_the_rest_ships_once(ws):
     long one appended while the daemon runs) become quarantine records naming the file,
     offset and reason; the cursor moves past them; every other event arrives once."""
     with WebhookReceiver() as rcv:
-        ws.write_config(http_sink(rcv.url), journal_extra="max_line_bytes = 1024")
+        ws.write_config(http_sink(rcv.url, batch=1000), journal_extra="max_line_bytes = 1024")
         a = write_events(ws.journal, "a", 10, seq=True)
         big = append_long_line(ws.journal, "big", BIG)  # longer than a read block
         b = write_events(ws.journal, "b", 10, seq=True)
