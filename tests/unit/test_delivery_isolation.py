@@ -149,3 +149,41 @@ def test_small_batches_all_poisoned(n):
     delivered, failures = _run(sink, batch)
     assert delivered == 0
     assert [i for f in failures for i in f.batch.ids] == batch.ids
+
+
+class _Body(bytearray):
+    """A request body (weak-referenceable, to see when it is freed)."""
+
+
+def test_a_failed_attempt_lets_go_of_what_its_frames_held():
+    """A sink whose attempts fail the way a refused connection does (a library error
+    caught with ``except ... as`` and turned into a RetryableError) leaves nothing of
+    an attempt alive once the loop has moved on: each body is freed at once, with the
+    cyclic collector off, not held by the exception's frames until it runs."""
+    import gc
+    import weakref
+
+    bodies: list[weakref.ref] = []
+
+    class RefusedSink:
+        calls = 0
+
+        async def send(self, batch: Batch) -> None:
+            self.calls += 1
+            body = _Body(64 * 1024)  # what the attempt built and is sending
+            bodies.append(weakref.ref(body))
+            try:
+                raise ConnectionRefusedError(111, "Connect call failed")
+            except OSError as exc:  # the name, a local of this frame, closes a cycle
+                if self.calls < 5:
+                    raise RetryableError(f"cannot connect: {exc}") from exc
+            del body
+
+    gc.disable()
+    try:
+        sink = RefusedSink()
+        delivered, failures = _run(sink, _batch(3))
+        assert delivered == 3 and failures == [] and sink.calls == 5
+        assert [ref() is None for ref in bodies] == [True] * 5
+    finally:
+        gc.enable()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -85,6 +86,24 @@ class DeliveryFailure:
 
 
 
+def _release_frames(exc: BaseException | None) -> None:
+    """Let go of the frames ``exc`` and the exceptions it chains passed through. A failed
+    attempt's traceback reaches the frames that built and sent the batch (its body among
+    their locals), and an ``except ... as`` name in one of them closes a reference cycle:
+    kept until the cyclic collector runs, so a sink retrying against a refused connection
+    would pile up a body per attempt. The message and the type of each stay; the
+    traceback is dropped (log it first)."""
+    stack, seen = [exc], set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)  # finished frames only: the locals go
+        e.__traceback__ = None
+        stack += [e.__cause__, e.__context__]
+
+
 def _unexpected(exc: BaseException) -> PermanentError:
     return PermanentError(f"the sink raised an unexpected {type(exc).__name__}: {exc}")
 
@@ -119,12 +138,15 @@ async def deliver(
             try:
                 async with asyncio.timeout(timeout or None):
                     await send(remaining)
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError as exc:
+                _release_frames(exc)
                 err: SinkError = RetryableError(f"attempt timed out after {timeout}s")
             except SinkError as exc:
+                _release_frames(exc)
                 err = exc
             except Exception as exc:
                 on_unexpected(exc, len(remaining))
+                _release_frames(exc)
                 if len(remaining) > 1:
                     half = len(remaining) // 2
                     todo += [remaining[half:], remaining[:half]]
