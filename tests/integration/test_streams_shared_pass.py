@@ -106,7 +106,8 @@ timeout = 0.05
         with WebhookReceiver(port=port) as rcv:
             wait_for(lambda: len(set(rcv.ids())) == 120, 60, message="the down stream")
             assert d.terminate() == 0
-            assert set(rcv.ids()) == set(by_org[orgs[0]] + more[orgs[0]])
+            # refused connections reached no one: each event arrives once
+            assert sorted(rcv.ids()) == sorted(by_org[orgs[0]] + more[orgs[0]])
     for o in orgs[1:]:
         assert read_jsonl_ids(outs[o]) == by_org[o] + more[o]
 
