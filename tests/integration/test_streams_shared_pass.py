@@ -75,10 +75,12 @@ def test_120_org_streams_each_get_exactly_their_events(ws):
         [e for o in orgs for e in first[o] + second[o]])
 
 
-def test_a_down_stream_leaves_the_pass_and_catches_up_while_the_others_go_on(ws):
-    """One http stream's receiver refuses connections: the other streams keep receiving
-    everything meanwhile; once the receiver listens the down stream gets all its events."""
-    orgs = [f"org{k:02d}" for k in range(20)]
+@pytest.mark.parametrize("n_orgs", [20, 200])
+def test_a_down_stream_leaves_the_pass_and_catches_up_while_the_others_go_on(ws, n_orgs):
+    """One http stream's receiver refuses connections: the other streams (19, and 199)
+    keep receiving everything meanwhile; once the receiver listens the down stream gets
+    all its events, each once."""
+    orgs = [f"org{k:03d}" for k in range(n_orgs)]
     port = free_port()
     outs = {o: ws.root / "out" / f"{o}.jsonl" for o in orgs[1:]}
     sinks = f"""
@@ -97,10 +99,10 @@ timeout = 0.05
     ws.write_config(sinks)
     with ws.daemon() as d:
         d.wait_started()
-        by_org = write_events(ws.journal, orgs, 2000)
+        by_org = write_events(ws.journal, orgs, 100 * n_orgs)
         wait_for(lambda: all(len(read_jsonl_ids(outs[o])) == 100 for o in orgs[1:]), 60,
                  message="the other streams, while one is down")
-        more = write_events(ws.journal, orgs, 400, "late")
+        more = write_events(ws.journal, orgs, 20 * n_orgs, "late")
         wait_for(lambda: all(len(read_jsonl_ids(outs[o])) == 120 for o in orgs[1:]), 60,
                  message="the other streams keep going")
         with WebhookReceiver(port=port) as rcv:
