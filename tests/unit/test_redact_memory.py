@@ -120,3 +120,36 @@ def test_caches_stay_bounded_over_many_distinct_short_keys(c_tier):
     assert hashed >= len(lines) - 1  # the ids really went through the hash (and its cache)
     assert len(r.ids.key_cache) <= CACHE_MAX and len(r.ids.hash_cache) <= CACHE_MAX
     assert kept < 4 * 1024 * 1024, f"{kept / 2**20:.1f} MiB kept"
+
+
+@pytest.mark.parametrize("c_tier", [True, False], ids=["c-tier", "python-tiers"])
+def test_values_and_keys_near_the_line_limit_are_redacted_and_not_kept(c_tier):
+    """Keys and values of 384 KiB each (a line near the default max_line_bytes of 1 MiB),
+    an internal id inside the value: redacted, and nothing of them kept afterwards."""
+    r = compile_policy({"action": "mask"})
+    r = type(r)(r.policy, c_tier=c_tier)
+    big = 400 * 1024
+    lines = [msgspec.json.encode({
+        "id": f"ev{i}", "action": "user.updated", "occurred_at": "2024-05-01T09:00:00Z",
+        "actor": {"email": "ada@acme.test"},
+        "metadata": {f"{i:06d} {_TEXT * (big // LONG)}": "v",
+                     "note": f"{i} {_TEXT * (big // LONG // 2)} usr_01HZX8K2M3N4P5Q6R7S8T9V0A{i} "
+                             f"{_TEXT * (big // LONG // 2)}"},
+    }) for i in range(6)]
+    assert all(700 * 1024 < len(line) < 1024 * 1024 for line in lines)
+    r.redact_line(lines[0])  # warm up
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for line in lines[1:]:
+            out = r.redact_line(line)
+            assert b"usr_01HZX8K2M3N4P5Q6R7S8T9V0A" not in out
+            assert b"lorem ipsum" in out and b"ada@acme.test" in out
+        del out
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # less than one of those keys or values: none is kept
+    assert kept < 256 * 1024, f"{kept / 2**10:.0f} KiB kept"
