@@ -30,28 +30,41 @@ def _lines(n: int) -> list[bytes]:
     }) for i in range(n)]
 
 
-@pytest.mark.parametrize("c_tier", [True, False], ids=["c-tier", "python-tiers"])
-@pytest.mark.parametrize("action", ["drop", "hash"])
-def test_caches_do_not_keep_long_keys_or_values(c_tier, action):
-    """60 lines with distinct 32 KiB keys, values and hashed values (5.6 MiB in all) leave
-    less than 2 MiB behind in the redactor: no cache keeps a long key or text."""
-    raw = {"action": action, **({"hash_key": KEY} if action == "hash" else {})}
+def _redactor(raw: dict, c_tier: bool):
     r = compile_policy(raw)
     r = type(r)(r.policy, c_tier=c_tier)
     assert (r.fast_path.c_plan is not None) is c_tier
-    lines = _lines(60)
-    r.redact_line(lines[0])  # warm up: code objects, regex caches
+    return r
+
+
+def _kept_after(r, lines: list[bytes], check) -> int:
+    """Bytes the redactor keeps (traced Python and C allocations) after redacting
+    ``lines[1:]`` (``lines[0]`` warms up code objects and regex caches), each output
+    passed to ``check`` and dropped."""
+    r.redact_line(lines[0])
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for line in lines[1:]:
-            out = r.redact_line(line)
-            assert b"lorem ipsum" in out  # the long key really was kept
+            check(r.redact_line(line))
         gc.collect()
-        kept = tracemalloc.get_traced_memory()[0] - before
+        return tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
+
+
+@pytest.mark.parametrize("c_tier", [True, False], ids=["c-tier", "python-tiers"])
+@pytest.mark.parametrize("action", ["drop", "hash"])
+def test_caches_do_not_keep_long_keys_or_values(c_tier, action):
+    """60 lines with distinct 32 KiB keys, values and hashed values (5.6 MiB in all) leave
+    less than 2 MiB behind in the redactor: no cache keeps a long key or text."""
+    r = _redactor({"action": action, **({"hash_key": KEY} if action == "hash" else {})}, c_tier)
+
+    def check(out: bytes) -> None:
+        assert b"lorem ipsum" in out  # the long key really was kept
+
+    kept = _kept_after(r, _lines(60), check)
     assert kept < 2 * 1024 * 1024, f"{kept / 2**20:.1f} MiB kept"
     assert all(len(k) <= CACHE_ITEM_MAX for k in r.ids.key_cache)
     assert all(len(k) <= CACHE_ITEM_MAX for k in r.ids.hash_cache)
@@ -99,24 +112,16 @@ def test_caches_stay_bounded_over_many_distinct_short_keys(c_tier):
     """Four times as many distinct short keys and hashed ids as a cache holds: no cache
     grows past its entry limit, and what the redactor keeps stays under 4 MiB (a full
     C table is under 1 MiB, each Python cache a few MiB at most)."""
-    r = compile_policy({"action": "hash", "hash_key": KEY})
-    r = type(r)(r.policy, c_tier=c_tier)
-    assert (r.fast_path.c_plan is not None) is c_tier
+    r = _redactor({"action": "hash", "hash_key": KEY}, c_tier)
     lines = _distinct_short_lines(4 * CACHE_MAX)
-    r.redact_line(lines[0])  # warm up: code objects, regex caches
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        hashed = 0
-        for line in lines[1:]:
-            out = r.redact_line(line)
-            hashed += out.count(b'"h:')
-            assert b"usr_01HZX8K2M3N4P5Q6" not in out and b"user_01HZX8K2M3N4P5Q6R7S" not in out
-        gc.collect()
-        kept = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    hashed = 0
+
+    def check(out: bytes) -> None:
+        nonlocal hashed
+        hashed += out.count(b'"h:')
+        assert b"usr_01HZX8K2M3N4P5Q6" not in out and b"user_01HZX8K2M3N4P5Q6R7S" not in out
+
+    kept = _kept_after(r, lines, check)
     assert hashed >= len(lines) - 1  # the ids really went through the hash (and its cache)
     assert len(r.ids.key_cache) <= CACHE_MAX and len(r.ids.hash_cache) <= CACHE_MAX
     assert kept < 4 * 1024 * 1024, f"{kept / 2**20:.1f} MiB kept"
@@ -126,8 +131,7 @@ def test_caches_stay_bounded_over_many_distinct_short_keys(c_tier):
 def test_values_and_keys_near_the_line_limit_are_redacted_and_not_kept(c_tier):
     """Keys and values of 384 KiB each (a line near the default max_line_bytes of 1 MiB),
     an internal id inside the value: redacted, and nothing of them kept afterwards."""
-    r = compile_policy({"action": "mask"})
-    r = type(r)(r.policy, c_tier=c_tier)
+    r = _redactor({"action": "mask"}, c_tier)
     big = 400 * 1024
     lines = [msgspec.json.encode({
         "id": f"ev{i}", "action": "user.updated", "occurred_at": "2024-05-01T09:00:00Z",
@@ -137,19 +141,11 @@ def test_values_and_keys_near_the_line_limit_are_redacted_and_not_kept(c_tier):
                              f"{_TEXT * (big // LONG // 2)}"},
     }) for i in range(6)]
     assert all(700 * 1024 < len(line) < 1024 * 1024 for line in lines)
-    r.redact_line(lines[0])  # warm up
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for line in lines[1:]:
-            out = r.redact_line(line)
-            assert b"usr_01HZX8K2M3N4P5Q6R7S8T9V0A" not in out
-            assert b"lorem ipsum" in out and b"ada@acme.test" in out
-        del out
-        gc.collect()
-        kept = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+
+    def check(out: bytes) -> None:
+        assert b"usr_01HZX8K2M3N4P5Q6R7S8T9V0A" not in out
+        assert b"lorem ipsum" in out and b"ada@acme.test" in out
+
+    kept = _kept_after(r, lines, check)
     # less than one of those keys or values: none is kept
     assert kept < 256 * 1024, f"{kept / 2**10:.0f} KiB kept"
