@@ -29,7 +29,7 @@ from .query import format_time, parse_time, search_text
 from .store import _organization, actor_key, target_keys
 
 __all__ = ["ACCESS_ACTIONS", "EventRow", "event_row", "first_of_each", "indexed_text", "line_text",
-           "line_texts", "rows_c", "texts_c"]
+           "line_texts", "rows_c", "texts_c", "tsvector_c_on"]
 
 # What the portal records about itself: who viewed, exported or purged the audit log.
 ACCESS_ACTIONS = frozenset({"audit_log.viewed", "audit_log.exported", "audit_log.purged"})
@@ -175,7 +175,7 @@ def texts_c() -> Callable[[list[bytes]], list[str | None]] | None:
     """The C extension's ``texts`` (each line's :func:`line_text`, None where that takes
     its reference path), or None: not built, or switched off with
     ``AUDITSHIPD_TSVECTOR_C=0``."""
-    return _texts_c if _c_on() else None
+    return _texts_c if tsvector_c_on() else None
 
 
 def line_texts(lines: list[bytes]) -> list[str]:
@@ -190,10 +190,12 @@ def rows_c() -> Callable[[list[bytes], int, frozenset[str]], list[tuple[Any, ...
     """The C extension's ``rows`` (each line's row as the SQLite store writes it, None
     where Python must answer; see sqlite_ingest.prepare_rows), or None: not built, or
     switched off with ``AUDITSHIPD_TSVECTOR_C=0``."""
-    return _rows_c if _c_on() else None
+    return _rows_c if tsvector_c_on() else None
 
 
-def _c_on() -> bool:
+def tsvector_c_on() -> bool:
+    """Whether the C extension ``_tsvector_c`` may be used: ``AUDITSHIPD_TSVECTOR_C=0``
+    switches every part of it off (rows, texts, vectors, PostgreSQL records)."""
     return os.environ.get("AUDITSHIPD_TSVECTOR_C", "1") != "0"
 
 

@@ -35,7 +35,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .event_rows import ACCESS_ACTIONS, EventRow, event_row, first_of_each
+from .event_rows import ACCESS_ACTIONS, EventRow, event_row, first_of_each, tsvector_c_on
 from .pg_sql import PG_EPOCH, pg_text
 from .pg_vectors import row_vectors
 
@@ -98,9 +98,7 @@ def copy_c() -> Callable[[list[tuple[Any, ...]], Any], bytes] | None:
 
 def pg_rows_c() -> Callable[[list[bytes], frozenset[str]], list[tuple[Any, ...] | None]] | None:
     """The C extension's ``pg_rows``, or None (not built, or ``AUDITSHIPD_TSVECTOR_C=0``)."""
-    if os.environ.get("AUDITSHIPD_TSVECTOR_C", "1") == "0":
-        return None
-    return _built_rows
+    return _built_rows if tsvector_c_on() else None
 
 
 class BatchRecords(NamedTuple):

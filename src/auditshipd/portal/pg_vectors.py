@@ -12,11 +12,10 @@ an empty vector, as they have an empty text.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .event_rows import ACCESS_ACTIONS, EventRow, line_text
+from .event_rows import ACCESS_ACTIONS, EventRow, line_text, tsvector_c_on
 from .pg_sql import search_vector
 
 __all__ = ["EMPTY_VECTOR", "row_vectors", "tsvector_c"]
@@ -32,9 +31,7 @@ EMPTY_VECTOR = search_vector("")
 def tsvector_c() -> Callable[[list[Any]], list[bytes | None]] | None:
     """The C extension's ``vectors``, or None (not built, or switched off with
     ``AUDITSHIPD_TSVECTOR_C=0``)."""
-    if os.environ.get("AUDITSHIPD_TSVECTOR_C", "1") == "0":
-        return None
-    return _built_c
+    return _built_c if tsvector_c_on() else None
 
 
 def row_vectors(rows: Sequence[EventRow]) -> list[bytes]:
