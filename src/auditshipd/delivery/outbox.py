@@ -173,21 +173,8 @@ class Outbox:
             retryable=err.retryable, attempts=attempts, first_attempt_at=first_at,
             last_attempt_at=now_rfc3339(), dead_lettered_at=now_rfc3339(),
         )
-        warned = 0.0
-        while True:
-            try:
-                await asyncio.to_thread(self.dlq.append, letter)
-                break
-            except (DeadLetterFull, OSError) as exc:
-                if time.monotonic() - warned > 30:
-                    self.logger.error("sink %s is NOT advancing: %s", self.name, exc)
-                    warned = time.monotonic()
-                    self._error(str(exc))
-                elif self.stats.state != "blocked":
-                    # A later batch delivered meanwhile marked the error resolved: it is not.
-                    self._error(str(exc))
-                self.stats.state = "blocked"
-                await self._sleep(2.0, interruptible=False)
+        await self._write_blocking(lambda: self.dlq.append(letter), (DeadLetterFull, OSError),
+                                   str, log=True)
         self.stats.dead_lettered += len(batch)
         self.logger.error("sink %s dead-lettered %d events after %d attempts: %s",
                           self.name, len(batch), attempts, letter.error)
@@ -197,16 +184,30 @@ class Outbox:
     async def _write_quarantine(self, records: list[QuarantineRecord]) -> None:
         """Write quarantine records, retrying while the state dir cannot take them: the
         cursor must not move past lines that are neither delivered nor quarantined."""
+        await self._write_blocking(lambda: self.quarantine_file.write(records), (OSError,),
+                                   lambda exc: f"cannot write quarantine, sink NOT advancing: {exc}")
+
+    async def _write_blocking(self, write: Callable[[], None],
+                              errors: tuple[type[BaseException], ...],
+                              problem: Callable[[BaseException], str], *, log: bool = False
+                              ) -> None:
+        """Run ``write`` in a worker thread until it succeeds (a dead letter or quarantine
+        record: nothing may be dropped), the sink ``blocked`` meanwhile. The problem is
+        recorded as its last error every 30 s (``log``: and logged as an error), and again
+        at once when a batch delivered meanwhile marked it resolved: it is not."""
         warned = 0.0
         while True:
             try:
-                await asyncio.to_thread(self.quarantine_file.write, records)
+                await asyncio.to_thread(write)
                 return
-            except OSError as exc:
-                # Recorded again when a later batch delivered meanwhile marked it resolved.
-                if time.monotonic() - warned > 30 or self.stats.state != "blocked":
+            except errors as exc:
+                if time.monotonic() - warned > 30:
+                    if log:
+                        self.logger.error("sink %s is NOT advancing: %s", self.name, exc)
                     warned = time.monotonic()
-                    self._error(f"cannot write quarantine, sink NOT advancing: {exc}")
+                    self._error(problem(exc))
+                elif self.stats.state != "blocked":
+                    self._error(problem(exc))
                 self.stats.state = "blocked"
                 await self._sleep(2.0, interruptible=False)
 
