@@ -17,7 +17,7 @@ import contextlib
 import ctypes
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,17 +90,21 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def append_durably(path: str | os.PathLike[str], data: bytes) -> None:
+def append_durably(path: str | os.PathLike[str], data: bytes,
+                   check: Callable[[int], None] | None = None) -> None:
     """Append whole records (``data``, newline-terminated lines) to ``path``, created 0600,
     and fsync it. A write cut short by a full disk is undone (the file is cut back to its
     size before), so a retry never leaves a torn record in front of its own. A file that
     ends inside a record (a crash during an append) gets a newline first, so the records
-    appended after it stay readable."""
+    appended after it stay readable. ``check`` is given the size the file would have
+    after the append, before anything is written: it may raise to refuse it."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
+        if check is not None:
+            check(size + len(data))
         try:
             _write_all(fd, data)
             os.fsync(fd)

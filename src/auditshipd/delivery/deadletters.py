@@ -141,20 +141,15 @@ class DeadLetterFile:
     def append(self, letter: DeadLetter) -> None:
         data = _encode(letter) + b"\n"
         with self.locked():
-            size = self.size()
-            # after a torn line the append starts a line of its own: one byte more
-            torn = 1 if size and not self._ends_with_newline() else 0
-            if size + torn + len(data) > self.max_bytes:
-                raise DeadLetterFull(
-                    f"dead-letter file {self.path} would exceed dead_letter.max_bytes"
-                    f" ({self.max_bytes} bytes); replay or move it to let the sink advance"
-                )
-            append_durably(self.path, data)
+            append_durably(self.path, data, check=self._room_for)
 
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+    def _room_for(self, size: int) -> None:
+        """Refuse an append that would take the file to ``size`` bytes, over its limit."""
+        if size > self.max_bytes:
+            raise DeadLetterFull(
+                f"dead-letter file {self.path} would exceed dead_letter.max_bytes"
+                f" ({self.max_bytes} bytes); replay or move it to let the sink advance"
+            )
 
     def _lines(self) -> list[bytes]:
         try:
