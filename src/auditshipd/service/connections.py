@@ -88,11 +88,10 @@ async def _check(sc: SinkConfig, timeout: float) -> ConnectionResult:
         return ConnectionResult(sc.name, sc.type, "skipped", "no network endpoint to check")
     o: Any = sc.options
     try:
-        policy = getattr(sc, "destinations", None)
-        if policy is not None and url is not None:
+        if sc.destinations is not None and url is not None:
             # A self-service stream: its destination is checked as at save time (a name
             # now resolving to an internal address is refused) before any connection.
-            await asyncio.wait_for(check_destination(url, policy), timeout)
+            await asyncio.wait_for(check_destination(url, sc.destinations), timeout)
         if own is not None:
             detail = await asyncio.wait_for(own(o), timeout)
         else:

@@ -25,12 +25,11 @@ from ..config import Config, SinkConfig
 from ..config.locate import add_config_option
 from ..config.tables import BatchConfig, DeadLetterConfig, RetryConfig
 from ..portal.backend import event_store, stream_store
-from ..portal.config import portal_config
 from ..portal.stream_defs import StreamDefinition
 from ..scrub import scrub_secrets
 from ..timestamps import now_rfc3339
 from .status import sink_status
-from .store_streams import SOURCE, STORE_TIMEOUT, store_exists, wanted
+from .store_streams import SOURCE, STORE_TIMEOUT, readable_store
 
 __all__ = ["add_parser", "cmd_status", "format_table", "store_stream_sinks"]
 
@@ -100,11 +99,9 @@ def store_stream_sinks(config: Config) -> list[SinkConfig]:
     """The self-service streams of ``config``'s portal store, as sinks to list (a paused
     one disabled): name, type, organization and start only, no options. Streams whose
     name a configured sink has are left out: the daemon does not run them either."""
-    if not wanted(config):
+    database = readable_store(config)
+    if database is None:
         return []
-    database = portal_config(config).database
-    if not store_exists(database):
-        return []  # no store yet, so no stream: opening it here would create it
     try:
         defs = asyncio.run(asyncio.wait_for(_definitions(database), STORE_TIMEOUT))
     except Exception as exc:  # noqa: BLE001 - the configured sinks are listed regardless

@@ -40,7 +40,7 @@ from ..portal.stream_store import StreamStatus, StreamStore
 from ..scrub import scrub_secrets, sink_secrets
 from .status import sink_status
 
-__all__ = ["STORE_TIMEOUT", "StoreStreams", "check_store_streams", "host_id", "store_exists"]
+__all__ = ["STORE_TIMEOUT", "StoreStreams", "check_store_streams", "host_id", "readable_store"]
 
 log = logging.getLogger("auditshipd")
 SOURCE = "portal"
@@ -72,10 +72,14 @@ def _database(config: Config) -> str | None:
     return portal_config(config).database if wanted(config) else None
 
 
-def store_exists(database: str) -> bool:
-    """Whether a command may open ``database`` to read streams: a PostgreSQL URL, or an
-    SQLite file already there (opening a missing one would create it)."""
-    return is_postgres_url(database) or Path(database).exists()
+def readable_store(config: Config) -> str | None:
+    """The portal store a command (status, check-config) may open to read streams: None
+    when ``config`` names none, or an SQLite file not there yet (opening it would create
+    it)."""
+    database = _database(config)
+    if database is None or not (is_postgres_url(database) or Path(database).exists()):
+        return None
+    return database
 
 
 class StoreStreams:
@@ -261,8 +265,7 @@ async def check_store_streams(config: Config, types: dict[str, SinkType]
     decrypted and validated as the daemon does; each one that would not run is logged
     with its reason), and one line saying how many of each kind there are, or None when
     the config names no store or its SQLite file does not exist yet (it is not created)."""
-    database = _database(config)
-    if database is None or not store_exists(database):
+    if readable_store(config) is None:
         return [], None
     streams = StoreStreams()
     try:
