@@ -13,7 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from auditshipd.portal.backend import event_store, stream_store
+from tests.helpers.store_streams import save_definitions
+
 from auditshipd.portal.stream_defs import StreamDefinition
 from auditshipd.portal.stream_secrets import ENV_VAR, load_secret_box
 from auditshipd.testing import free_port
@@ -53,15 +54,6 @@ def _definition(org: str, name: str, url: str, key: str, paused: bool = False
                             "2026-01-01T00:00:00Z", "admin", "admin")
 
 
-async def _save(database: Path, defs: list[StreamDefinition]) -> None:
-    events = event_store(str(database))
-    await events.open()
-    try:
-        for d in defs:
-            await stream_store(events).insert(d, 100)
-    finally:
-        await events.close()
-
 
 def _check(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, ENV_VAR: KEY}
@@ -75,7 +67,7 @@ def test_store_streams_are_checked_listed_and_do_not_fail_the_check(tmp_path: Pa
     database.parent.mkdir(parents=True)
     config = _write_config(tmp_path, database)
     closed = free_port()  # nothing listens there
-    asyncio.run(_save(database, [
+    asyncio.run(save_definitions(database, [
         _definition("acme", "siem", f"http://127.0.0.1:{closed}/in", KEY),
         _definition("globex", "siem", "https://siem.example/in", OTHER_KEY),
         _definition("initech", "siem", "https://siem.example/in", KEY, paused=True),
@@ -112,7 +104,7 @@ def test_no_store_yet_is_not_created_and_an_unreadable_one_is_said(tmp_path: Pat
     assert not database.exists()
 
     database.parent.mkdir(parents=True)
-    asyncio.run(_save(database, []))  # a store without streams
+    asyncio.run(save_definitions(database, []))  # a store without streams
     result = _check(config)
     assert result.returncode == 0, result.stderr
     assert "portal store: no self-service streams" in result.stdout
@@ -134,7 +126,7 @@ def test_check_connections_refuses_a_stream_name_resolving_inside(tmp_path: Path
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     try:
-        asyncio.run(_save(database, [_definition("acme", "siem", f"http://localhost:{port}/in", KEY)]))
+        asyncio.run(save_definitions(database, [_definition("acme", "siem", f"http://localhost:{port}/in", KEY)]))
         result = _check(config, "--check-connections")
         listener.settimeout(0.5)
         try:

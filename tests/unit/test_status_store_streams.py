@@ -9,9 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tests.helpers.store_streams import save_definitions
 
 from auditshipd.config import Config, parse_config
-from auditshipd.portal.backend import event_store, stream_store
 from auditshipd.portal.stream_defs import StreamDefinition
 from auditshipd.service.status import sink_status
 from auditshipd.service.status_cli import store_stream_sinks
@@ -41,15 +41,6 @@ def _definition(org: str, name: str, paused: bool = False) -> StreamDefinition:
                             "2026-01-01T00:00:00Z", "admin", "admin")
 
 
-async def _save(database: str, defs: list[StreamDefinition]) -> None:
-    events = event_store(database)
-    await events.open()
-    try:
-        for d in defs:
-            await stream_store(events).insert(d, 100)
-    finally:
-        await events.close()
-
 
 def test_no_portal_or_no_store_yet_lists_nothing_and_creates_nothing(tmp_path: Path) -> None:
     assert store_stream_sinks(_config(tmp_path, "enabled = false\n")) == []
@@ -61,7 +52,7 @@ def test_no_portal_or_no_store_yet_lists_nothing_and_creates_nothing(tmp_path: P
 def test_streams_of_the_store_are_listed_by_name_paused_ones_disabled(tmp_path: Path) -> None:
     database = tmp_path / "state" / "portal.sqlite3"
     config = _config(tmp_path, f'enabled = true\ndatabase = "{database}"\n')
-    asyncio.run(_save(str(database), [_definition("acme", "splunk"),
+    asyncio.run(save_definitions(str(database), [_definition("acme", "splunk"),
                                       _definition("globex", "siem", paused=True),
                                       _definition("initech", "siem")]))
     # a stream file's sink of the same name: the daemon does not run the stored one
