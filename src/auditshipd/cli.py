@@ -27,7 +27,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Commands that work on the daemon's state: they say which config and state dir they use
 # and refuse to make a second, empty ./var (see config.locate).
-_STATE_COMMANDS = frozenset({"emit", "token", "status", "dlq", "plugins", "portal"})
+_STATE_COMMANDS = frozenset({"emit", "token", "status", "dlq", "quarantine", "plugins", "portal"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true",
                    help="print the result as JSON instead of a table")
     q.set_defaults(func=cmd_dlq_replay)
+
+    p = sub.add_parser("quarantine", help="list the journal lines set aside as unshippable")
+    qsub = p.add_subparsers(dest="quarantine_command", required=True, metavar="COMMAND")
+    q = qsub.add_parser("list", help="quarantined lines: sink, when, file and offset, length, reason",
+                        description="List the journal lines each sink set aside (invalid"
+                        " JSON or UTF-8, not an object, a required field missing, over"
+                        " max_line_bytes), oldest first, from the state dir's quarantine files.")
+    add_config_option(q)
+    q.add_argument("--sink", metavar="NAME", help="only this sink's (or stream's) records")
+    q.add_argument("--json", action="store_true",
+                   help="print each record as a JSON line, the line itself included")
+    q.set_defaults(func=cmd_quarantine_list)
 
     # Imported here, not at the top, to keep `--version` quick; an import failure is a
     # broken install and surfaces as one, never as a silently missing command.
@@ -197,6 +209,30 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     for r in rows:
         if r["unreadable_lines"]:
             print(_unreadable_note(r["path"], r["unreadable_lines"]), file=sys.stderr)
+    return 0
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from .config import load_config
+    from .delivery.quarantine import quarantine_files
+
+    config = load_config(args.config)
+    files = [f for f in quarantine_files(config.state_dir) if args.sink in (None, f.sink)]
+    encode = msgspec.json.Encoder().encode
+    if not args.json:
+        print(f"{'SINK':<20} {'QUARANTINED AT':<27} {'BYTES':>8}  FILE:OFFSET  REASON")
+    for f in files:
+        scan = f.scan()
+        for r in scan.records:
+            if args.json:
+                sys.stdout.write(encode(r).decode() + "\n")
+            else:
+                print(f"{r.sink:<20} {r.quarantined_at:<27} {r.length:>8}  {r.path}:{r.offset}"
+                      f"  {r.reason}")
+        if scan.unreadable:
+            print(_unreadable_note(str(f.path), scan.unreadable), file=sys.stderr)
     return 0
 
 

@@ -208,6 +208,10 @@ def test_malformed_lines_are_quarantined_with_offsets(ws):
     assert "invalid JSON" in reasons[3] and "line_b64" in records[3]
     assert "occurred_at" in reasons[4]
     assert all(r["path"].endswith("audit.jsonl") for r in records)
+    out = subprocess.run([sys.executable, "-m", "auditshipd.cli", "quarantine", "list", "--json",
+                          "-c", str(ws.config)], capture_output=True, text=True, cwd=ws.root)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(x) for x in out.stdout.splitlines()] == records
 
 
 def test_one_sink_down_does_not_block_another(ws):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
 from ..durable import append_durably
 from ..timestamps import now_rfc3339
 
-__all__ = ["QuarantineFile", "QuarantineRecord"]
+__all__ = ["QuarantineFile", "QuarantineRecord", "QuarantineScan", "quarantine_files"]
 
 
 class QuarantineRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -33,8 +34,21 @@ class QuarantineRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     truncated: bool = False
 
 
+class QuarantineScan(NamedTuple):
+    records: list[QuarantineRecord]
+    unreadable: list[int]  # 1-based line numbers
+
+
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(QuarantineRecord).decode
 _PREVIEW = 4096
+
+
+def quarantine_files(state_dir: str | os.PathLike[str]) -> list[QuarantineFile]:
+    """The quarantine file of every sink that has one in ``state_dir``, by sink name:
+    configured sinks, self-service streams and sinks since removed from the config."""
+    found = sorted(Path(state_dir, "quarantine").glob("*.jsonl"))
+    return [QuarantineFile(state_dir, p.name[: -len(".jsonl")]) for p in found]
 
 
 class QuarantineFile:
@@ -73,10 +87,24 @@ class QuarantineFile:
         except FileNotFoundError:
             return 0
 
-    def read(self) -> list[QuarantineRecord]:
+    def scan(self) -> QuarantineScan:
+        """Every readable record, in order, and the line numbers of the unreadable ones
+        (a record a crash cut short; the next append starts on a line of its own)."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return []
-        dec = msgspec.json.Decoder(QuarantineRecord)
-        return [dec.decode(line) for line in data.splitlines() if line.strip()]
+            return QuarantineScan([], [])
+        records: list[QuarantineRecord] = []
+        unreadable: list[int] = []
+        for number, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(_decode(line))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                unreadable.append(number)
+        return QuarantineScan(records, unreadable)
+
+    def read(self) -> list[QuarantineRecord]:
+        """The readable records (see :meth:`scan` for the unreadable lines)."""
+        return self.scan().records
