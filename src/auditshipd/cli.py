@@ -247,12 +247,19 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     from .progress import Progress
     from .service.loading import load_runtime
 
-    config, _, _ = load_runtime(args.config)
+    config, _, types = load_runtime(args.config)
     try:
         sc = config.sink(args.sink)
     except KeyError:
-        print(f"{config.source}: no sink named {args.sink!r}", file=sys.stderr)
-        return 2
+        # An organization's self-service stream, saved in the portal's store.
+        from .service.store_streams import store_stream_sink
+
+        stream, why = asyncio.run(store_stream_sink(config, types, args.sink))
+        if stream is None:
+            print(f"{config.source}: {why}", file=sys.stderr)
+            return 2
+        config = dataclasses.replace(config, sinks=[*config.sinks, stream])
+        sc = stream
     total = DeadLetterFile(config.state_dir, sc.name).count()[1]
     with Progress(total, f"replaying {sc.name}") as bar:
         result = asyncio.run(replay(config, args.sink, progress=bar.advance))

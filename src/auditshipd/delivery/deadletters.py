@@ -38,9 +38,9 @@ import msgspec
 from ..config import Config
 from ..durable import append_durably, atomic_write
 from ..formats.registry import encoder_for_sink, reformat
-from ..plugin import SinkContext
 from ..scrub import scrub_secrets
 from .batch import Batch
+from .contexts import sink_context
 from .retry import Backoff, DeliveryFailure, deliver
 
 __all__ = [
@@ -204,13 +204,22 @@ class DeadLetterFile:
 log = logging.getLogger("auditshipd.dlq")
 
 def dlq_summary(config: Config) -> list[dict[str, Any]]:
+    """A row per configured sink, then per other dead-letter file in the state dir (a
+    self-service stream's, a sink since removed from the config): records, events,
+    bytes, the oldest letter's time, the last error, the unreadable lines."""
+    files = [DeadLetterFile(config.state_dir, sc.name, sc.dead_letter.max_bytes)
+             for sc in config.sinks]
+    named = {f.sink for f in files}
+    for path in sorted((Path(config.state_dir) / "deadletter").glob("*.jsonl")):
+        sink = path.name[: -len(".jsonl")]
+        if sink not in named:
+            files.append(DeadLetterFile(config.state_dir, sink))
     rows = []
-    for sc in config.sinks:
-        f = DeadLetterFile(config.state_dir, sc.name, sc.dead_letter.max_bytes)
+    for f in files:
         scan = f.scan()
         letters = scan.letters
         rows.append({
-            "sink": sc.name, "records": len(letters),
+            "sink": f.sink, "records": len(letters),
             "events": sum(len(x.events) for x in letters), "bytes": f.size(),
             "oldest": letters[0].dead_lettered_at if letters else None,
             "last_error": letters[-1].error if letters else None,
@@ -265,9 +274,7 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
     keep: list[DeadLetter] = []
     finished = 0  # letters fully handled (delivered, or their failures in ``keep``)
     try:
-        context = SinkContext(name=sc.name, state_dir=config.state_dir, logger=log,
-                              journal_path=config.journal.path, config=config,
-                              format=sc.format)
+        context = sink_context(config, sc, log)
         sink = sc.sink_type.build(sc.name, sc.options, context)
         # A letter of a sink with a format kept the lines it was handed (sealed with
         # integrity on): they go out as they are; older letters are encoded again.

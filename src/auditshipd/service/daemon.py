@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config, SinkConfig
 from ..delivery.commits import CommitSaver
+from ..delivery.contexts import sink_context
 from ..delivery.driver import SinkDriver
 from ..delivery.fanout import SharedPass
 from ..errors import ConfigError
 from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import AuditJournal
-from ..netguard import GuardedResolver
-from ..plugin import SinkContext
 from . import heap
 from .loading import build_redactors, config_signature, load_runtime
 from .notify import SystemdNotifier
@@ -267,12 +266,7 @@ class Daemon:
     async def _build_driver(self, sc: SinkConfig, redactor: Redactor) -> SinkDriver:
         cfg = self.config
         assert sc.sink_type is not None
-        context = SinkContext(
-            name=sc.name, state_dir=cfg.state_dir,
-            logger=logging.getLogger(f"auditshipd.sink.{sc.name}"),
-            journal_path=cfg.journal.path, config=cfg, format=sc.format,
-            resolver=GuardedResolver(sc.destinations) if sc.destinations is not None else None,
-        )
+        context = sink_context(cfg, sc, logging.getLogger(f"auditshipd.sink.{sc.name}"))
         sink = sc.sink_type.build(sc.name, sc.options, context)
         driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactor,
                             hooks=self.pm.hook,

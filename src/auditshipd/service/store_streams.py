@@ -40,7 +40,8 @@ from ..portal.stream_store import StreamStatus, StreamStore
 from ..scrub import scrub_secrets, sink_secrets
 from .status import sink_status
 
-__all__ = ["STORE_TIMEOUT", "StoreStreams", "check_store_streams", "host_id", "readable_store"]
+__all__ = ["STORE_TIMEOUT", "StoreStreams", "check_store_streams", "host_id", "readable_store",
+           "store_stream_sink"]
 
 log = logging.getLogger("auditshipd")
 SOURCE = "portal"
@@ -259,6 +260,45 @@ class StoreStreams:
 
 
 
+async def _read_once(config: Config, types: dict[str, SinkType]
+                     ) -> tuple[StoreStreams, list[SinkConfig]]:
+    """The store's streams read, decrypted and validated once, as the daemon would start
+    them (each one that would not run logged with its reason); TimeoutError when the
+    store gives no answer within STORE_TIMEOUT."""
+    streams = StoreStreams()
+    try:
+        sinks = await asyncio.wait_for(streams.sink_configs(config, types), STORE_TIMEOUT)
+    finally:
+        await streams.close()
+    return streams, sinks
+
+
+async def store_stream_sink(config: Config, types: dict[str, SinkType], name: str
+                            ) -> tuple[SinkConfig | None, str]:
+    """For ``dlq replay``: the self-service stream whose sink is named ``name``, as the
+    daemon would run it (secrets decrypted, its destination policy attached), or None
+    and why it cannot be sent to from this host."""
+    missing = f"no sink named {name!r}"
+    if readable_store(config) is None:
+        return None, missing
+    try:
+        streams, sinks = await _read_once(config, types)
+    except TimeoutError:
+        return None, (f"{missing} in the config, and the portal store gave no answer"
+                      f" within {STORE_TIMEOUT:g} s")
+    found = next((sc for sc in sinks if sc.name == name), None)
+    if found is not None:
+        return found, ""
+    for stream_id, sink_name in streams.names.items():
+        if sink_name == name:
+            why = streams.errors.get(stream_id, "it is paused in the portal")
+            return None, f"self-service stream {name!r} cannot be sent to from this host: {why}"
+    if streams.problem:
+        return None, (f"{missing} in the config, and the portal store's streams cannot be"
+                      " read (the reason is logged above)")
+    return None, missing
+
+
 async def check_store_streams(config: Config, types: dict[str, SinkType]
                               ) -> tuple[list[SinkConfig], str | None]:
     """For ``check-config``: the self-service streams this host would run (read,
@@ -267,14 +307,11 @@ async def check_store_streams(config: Config, types: dict[str, SinkType]
     the config names no store or its SQLite file does not exist yet (it is not created)."""
     if readable_store(config) is None:
         return [], None
-    streams = StoreStreams()
     try:
-        sinks = await asyncio.wait_for(streams.sink_configs(config, types), STORE_TIMEOUT)
+        streams, sinks = await _read_once(config, types)
     except TimeoutError:
         return [], (f"self-service streams not checked: the portal store gave no answer"
                     f" within {STORE_TIMEOUT:g} s")
-    finally:
-        await streams.close()
     if streams.problem and not streams.names:
         return [], "portal store: self-service streams not checked (the reason is logged above)"
     if not streams.names:
