@@ -9,51 +9,19 @@ import asyncio
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from tests.helpers.store_streams import save_definitions
+from tests.helpers.store_streams import KEY, WHEN, host_config, http_definition, save_definitions
 
 from auditshipd.delivery.batch import Batch
 from auditshipd.delivery.deadletters import DeadLetterFile, letter_for
-from auditshipd.portal.stream_defs import StreamDefinition
-from auditshipd.portal.stream_secrets import ENV_VAR, load_secret_box
-from auditshipd.testing import WebhookReceiver, free_port
+from auditshipd.portal.stream_secrets import ENV_VAR
+from auditshipd.testing import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
-KEY = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
 TOKEN = "stream-bearer-77a0c3e1d4"
-WHEN = "2026-01-01T00:00:00Z"
-
-
-def _config(tmp: Path, name: str, allow: str) -> Path:
-    journal = tmp / "journal" / "audit.jsonl"
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    config = tmp / name
-    config.write_text(textwrap.dedent(f"""
-        [journal]
-        path = "{journal}"
-        state_dir = "{tmp / 'state'}"
-        [[sinks]]
-        name = "archive"
-        type = "file"
-        path = "{tmp / 'out.jsonl'}"
-        [portal]
-        enabled = true
-        listen = "127.0.0.1:{free_port()}"
-        database = "{tmp / 'state' / 'portal.sqlite3'}"
-        stream_allow_hosts = {allow}
-    """))
-    return config
-
-
-def _definition(org: str, url: str, paused: bool = False) -> StreamDefinition:
-    stream_id = StreamDefinition.new_id()
-    sealed = load_secret_box(None, {ENV_VAR: KEY}).seal(stream_id, {"bearer_token": TOKEN})
-    return StreamDefinition(stream_id, org, "siem", "http", {"url": url}, sealed,
-                            ["bearer_token"], paused, WHEN, WHEN, "admin", "admin")
 
 
 def _dead_letter(state: Path, sink: str, ids: list[str]) -> DeadLetterFile:
@@ -74,15 +42,16 @@ def _dlq(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_self_service_streams_dead_letters_are_listed_and_replayed(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    allowed = _config(tmp_path, "allowed.toml", '["127.0.0.1"]')
-    default = _config(tmp_path, "default.toml", "[]")
+    database = state / "portal.sqlite3"
+    allowed = host_config(tmp_path, database, name="allowed.toml")
+    default = host_config(tmp_path, database, allow="[]", name="default.toml")
     with WebhookReceiver(bearer_token=TOKEN) as rx, WebhookReceiver() as inside:
-        asyncio.run(save_definitions(state / "portal.sqlite3", [
-            _definition("acme", rx.url),
-            _definition("initech", rx.url, paused=True),
+        asyncio.run(save_definitions(database, [
+            http_definition("acme", "siem", rx.url, TOKEN),
+            http_definition("initech", "siem", rx.url, TOKEN, paused=True),
             # a name, not an address: it passes the save-time literal check and
             # resolves to loopback, which only the connection's resolver refuses
-            _definition("globex", f"http://localhost:{inside.port}/ingest"),
+            http_definition("globex", "siem", f"http://localhost:{inside.port}/ingest", TOKEN),
         ]))
         acme = _dead_letter(state, "acme.siem", ["a1", "a2"])
         _dead_letter(state, "acme.siem", ["a3"])

@@ -10,49 +10,20 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-from tests.helpers.store_streams import save_definitions
+from tests.helpers.store_streams import (
+    KEY,
+    OTHER_KEY,
+    host_config,
+    http_definition,
+    save_definitions,
+)
 
-from auditshipd.portal.stream_defs import StreamDefinition
-from auditshipd.portal.stream_secrets import ENV_VAR, load_secret_box
+from auditshipd.portal.stream_secrets import ENV_VAR
 from auditshipd.testing import free_port
 
-KEY = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
-OTHER_KEY = "AAAAEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
 TOKEN = "stream-bearer-5c1d0e9f7a"
-
-
-def _write_config(tmp: Path, database: Path, allow: str = '["127.0.0.1"]') -> Path:
-    journal = tmp / "journal" / "audit.jsonl"
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    config = tmp / "auditshipd.toml"
-    config.write_text(textwrap.dedent(f"""
-        [journal]
-        path = "{journal}"
-        paths = ["{journal}*"]
-        state_dir = "{tmp / 'state'}"
-        [[sinks]]
-        name = "archive"
-        type = "file"
-        path = "{tmp / 'out.jsonl'}"
-        [portal]
-        enabled = true
-        database = "{database}"
-        stream_allow_hosts = {allow}
-    """))
-    return config
-
-
-def _definition(org: str, name: str, url: str, key: str, paused: bool = False
-                ) -> StreamDefinition:
-    stream_id = StreamDefinition.new_id()
-    sealed = load_secret_box(None, {ENV_VAR: key}).seal(stream_id, {"bearer_token": TOKEN})
-    return StreamDefinition(stream_id, org, name, "http", {"url": url}, sealed,
-                            ["bearer_token"], paused, "2026-01-01T00:00:00Z",
-                            "2026-01-01T00:00:00Z", "admin", "admin")
-
 
 
 def _check(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -65,13 +36,13 @@ def _check(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_store_streams_are_checked_listed_and_do_not_fail_the_check(tmp_path: Path) -> None:
     database = tmp_path / "state" / "portal.sqlite3"
     database.parent.mkdir(parents=True)
-    config = _write_config(tmp_path, database)
+    config = host_config(tmp_path, database)
     closed = free_port()  # nothing listens there
     asyncio.run(save_definitions(database, [
-        _definition("acme", "siem", f"http://127.0.0.1:{closed}/in", KEY),
-        _definition("globex", "siem", "https://siem.example/in", OTHER_KEY),
-        _definition("initech", "siem", "https://siem.example/in", KEY, paused=True),
-        _definition("umbrella", "siem", "http://169.254.169.254/latest", KEY),
+        http_definition("acme", "siem", f"http://127.0.0.1:{closed}/in", TOKEN),
+        http_definition("globex", "siem", "https://siem.example/in", TOKEN, OTHER_KEY),
+        http_definition("initech", "siem", "https://siem.example/in", TOKEN, paused=True),
+        http_definition("umbrella", "siem", "http://169.254.169.254/latest", TOKEN),
     ]))
 
     result = _check(config)
@@ -97,7 +68,7 @@ def test_store_streams_are_checked_listed_and_do_not_fail_the_check(tmp_path: Pa
 
 def test_no_store_yet_is_not_created_and_an_unreadable_one_is_said(tmp_path: Path) -> None:
     database = tmp_path / "state" / "portal.sqlite3"
-    config = _write_config(tmp_path, database)
+    config = host_config(tmp_path, database)
     result = _check(config)
     assert result.returncode == 0, result.stderr
     assert "portal store" not in result.stdout
@@ -122,11 +93,12 @@ def test_check_connections_refuses_a_stream_name_resolving_inside(tmp_path: Path
     address is reported refused by --check-connections, and not connected to."""
     database = tmp_path / "state" / "portal.sqlite3"
     database.parent.mkdir(parents=True)
-    config = _write_config(tmp_path, database, allow="[]")
+    config = host_config(tmp_path, database, allow="[]")
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     try:
-        asyncio.run(save_definitions(database, [_definition("acme", "siem", f"http://localhost:{port}/in", KEY)]))
+        asyncio.run(save_definitions(database, [
+            http_definition("acme", "siem", f"http://localhost:{port}/in", TOKEN)]))
         result = _check(config, "--check-connections")
         listener.settimeout(0.5)
         try:
