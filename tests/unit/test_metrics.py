@@ -236,7 +236,6 @@ async def test_configured_port_in_use_is_a_config_error(tmp_path):
     """An explicitly configured listen address already taken is a metrics.listen error."""
     port = free_port()
     daemon = fake_daemon(tmp_path, FakeDriver("a"))
-    daemon.config.metrics = {"listen": f"127.0.0.1:{port}"}
     first = await start_metrics_server(daemon, MetricsConfig(listen=f"127.0.0.1:{port}"))
     try:
         with pytest.raises(ConfigError) as err:
@@ -246,13 +245,15 @@ async def test_configured_port_in_use_is_a_config_error(tmp_path):
         await first.cleanup()
 
 
-async def test_default_port_in_use_logs_and_goes_on(tmp_path, caplog):
+async def test_default_port_in_use_logs_and_goes_on(tmp_path, caplog, monkeypatch):
     """The default address taken: an error is logged and the daemon goes on without it."""
+    import auditshipd.service.metrics as metrics_module
+
     port = free_port()
     daemon = fake_daemon(tmp_path, FakeDriver("a"))
-    daemon.config.metrics = {}
     first = await start_metrics_server(daemon, MetricsConfig(listen=f"127.0.0.1:{port}"))
     try:
+        monkeypatch.setattr(metrics_module, "DEFAULT_METRICS_LISTEN", f"127.0.0.1:{port}")
         with caplog.at_level("ERROR", logger="auditshipd.metrics"):
             second = await start_metrics_server(daemon, MetricsConfig(listen=f"127.0.0.1:{port}"))
         await second.cleanup()

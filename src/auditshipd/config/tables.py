@@ -20,6 +20,7 @@ import msgspec
 from ..errors import ConfigError
 
 __all__ = [
+    "DEFAULT_METRICS_LISTEN",
     "ORGANIZATION_SLUG_RE",
     "SINK_COMMON_KEYS",
     "BatchConfig",
@@ -154,11 +155,16 @@ class PortalConfig(_Strict):
         return bool(self.tls_cert and self.tls_key)
 
 
+# The metrics endpoint's default address: when it is taken (another auditshipd on the
+# host), the daemon goes on without the endpoint; an address the operator chose must work.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9750"
+
+
 class MetricsConfig(_Strict):
     """The Prometheus and health endpoints (``[metrics]``)."""
 
     enabled: bool = True
-    listen: str = "127.0.0.1:9750"
+    listen: str = DEFAULT_METRICS_LISTEN
     # Seconds with events pending and no progress before /readyz reports a sink stuck.
     ready_stuck_after: float = 300.0
     # Host header values answered; others get 421 (DNS rebinding). Empty: the listen

@@ -28,11 +28,13 @@ from ..delivery.fanout import SharedPass
 from ..errors import ConfigError
 from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import AuditJournal
+from ..scrub import scrub_secrets
 from . import heap
 from .loading import build_redactors, config_signature, load_runtime
 from .notify import SystemdNotifier
 from .sink_restarts import SinkRestarts
 from .startup_checks import run_startup_checks
+from .store_streams import SOURCE as STORE_SOURCE
 from .store_streams import StoreStreams, host_id
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ class Daemon:
         # A sink whose driver dies of a bug restarts alone; the others go on.
         self.restarts = SinkRestarts(
             self._start_driver, self._sink_config, lambda name: name in self.drivers,
-            _sink_fingerprint)
+            lambda sc: _sink_fingerprint(sc, self.config))
 
     # -- prose ------------------------------------------------------------------------
 
@@ -105,8 +107,13 @@ class Daemon:
         redactors = build_redactors(cfg)
         self.shared = SharedPass(cfg, self.signal)
         self.saver = CommitSaver(cfg.state_dir, self.shared)
-        drivers = [await self._build_driver(sc, redactors[sc.name])
-                   for sc in cfg.sinks if sc.enabled]
+        drivers = []
+        for sc in cfg.sinks:
+            if sc.enabled:
+                try:
+                    drivers.append(await self._build_driver(sc, redactors[sc.name]))
+                except Exception as exc:  # noqa: BLE001 - this sink only, tried again later
+                    self.restarts.start_failed(sc, redactors[sc.name], exc, cfg.state_dir)
         # The pass starts where most sinks are (after a restart: all of them).
         self.shared.begin(d.start_point() for d in drivers)
         for driver in drivers:  # first: they join the pass before it reads anything
@@ -194,8 +201,10 @@ class Daemon:
         self._loaded_signature = self._config_signature()
         try:
             new, pm, types = await asyncio.to_thread(load_runtime, self.config_path)
-            new.sinks.extend(await self.store_streams.sink_configs(new, types))
+            # First: a broken stream file's running sinks keep their names, which the
+            # store's streams then cannot take.
             self._keep_sinks_of_broken_streams(new)
+            new.sinks.extend(await self._store_sinks(new, types))
             redactors = build_redactors(new)
             if new.journal != self.config.journal:
                 raise ConfigError("changing [journal] needs a restart", file=new.source,
@@ -211,16 +220,16 @@ class Daemon:
         removed = [n for n in old_by if n not in new_by]
         added = [n for n in new_by if n not in old_by]
         changed = [n for n in new_by if n in old_by and (
-            global_changed or _sink_fingerprint(new_by[n]) != _sink_fingerprint(old_by[n]))]
+            global_changed or _sink_fingerprint(new_by[n], new) != _sink_fingerprint(old_by[n], old))]
         await self._stop_drivers([n for n in removed + changed if n in self.drivers],
                                  new.shutdown_timeout)
         self.config, self.pm, self.types = new, pm, types
         for name in changed + added:
             sc = new_by[name]
             if sc.enabled:
-                await self._start_driver(sc, redactors[name])
+                await self._start_or_retry(sc, redactors[name])
         if new.portal != old.portal or new.metrics != old.metrics:
-            await self._restart_servers(new)
+            await self._restart_servers(new, old)
         self.pm.hook.config_loaded(config=new)
         if removed or added or changed:
             await asyncio.to_thread(self._record_reload, added, removed, changed)
@@ -229,6 +238,29 @@ class Daemon:
         heap.settle()
         self.notifier.notify("READY=1", f"STATUS={self.summary()}")
         return True
+
+    async def _store_sinks(self, new: Config, types: dict[str, Any]) -> list[SinkConfig]:
+        """The store's streams for ``new``; while the store cannot be read, the streams
+        running now (those whose names ``new`` leaves free): an outage of the store stops
+        no stream, and the next poll that reads it again reloads."""
+        sinks = await self.store_streams.sink_configs(new, types)
+        if not self.store_streams.unavailable:
+            return sinks
+        taken = {s.name for s in new.sinks}
+        kept = [sc for sc in self.config.sinks if sc.source == STORE_SOURCE and sc.name not in taken]
+        if kept:
+            log.warning("self-service streams: the portal store cannot be read; the %d"
+                        " running stream(s) keep running as they are", len(kept))
+        return kept
+
+    async def _start_or_retry(self, sc: SinkConfig, redactor: Redactor) -> None:
+        """Start a sink's driver; one that fails to start (a plugin's bug, the state dir
+        refusing its files) is reported and tried again later, as a crashed one is:
+        the other sinks go on."""
+        try:
+            await self._start_driver(sc, redactor)
+        except Exception as exc:  # noqa: BLE001 - isolated to this sink, reported
+            self.restarts.start_failed(sc, redactor, exc, self.config.state_dir)
 
     def _keep_sinks_of_broken_streams(self, new: Config) -> None:
         names = {s.name for s in new.sinks}
@@ -319,9 +351,23 @@ class Daemon:
             await self.metrics_runner.cleanup()
             self.metrics_runner = None
 
-    async def _restart_servers(self, cfg: Config) -> None:
+    async def _restart_servers(self, cfg: Config, old: Config) -> None:
+        """The portal and metrics servers on ``cfg``'s settings; when they cannot start
+        there (an address taken, the store unreachable), on ``old``'s again, and the
+        daemon goes on shipping either way."""
         await self._stop_servers()
-        await self._start_servers(cfg)
+        try:
+            await self._start_servers(cfg)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported; the sinks are not affected
+            log.error("config reload: the portal or metrics server cannot start on the new"
+                      " settings (%s); it keeps the previous ones", scrub_secrets(str(exc)))
+        await self._stop_servers()
+        try:
+            await self._start_servers(old)
+        except Exception as exc:  # noqa: BLE001
+            log.error("the portal or metrics server cannot start again: %s; it stays off"
+                      " until the next reload", scrub_secrets(str(exc)))
 
     async def _stop_watcher(self, task: asyncio.Task[None]) -> None:
         assert self.watcher is not None
@@ -426,8 +472,17 @@ class Daemon:
             self.should_exit.set()
 
 
-def _sink_fingerprint(sc: SinkConfig) -> Any:
-    return (sc.type, repr(sorted(sc.raw.items())), sc.stream_org)
+def _sink_fingerprint(sc: SinkConfig, config: Config) -> Any:
+    """What a running sink was built from: its own table, and what it takes from the
+    config's shared tables (a stream's destination policy, [portal] for the portal sink,
+    [formats] for a formatted one, [integrity] for a sealed one). A reload restarts the
+    sinks whose fingerprint changed."""
+    integrity = config.integrity if sc.integrity else None
+    return (sc.type, repr(sorted(sc.raw.items())), sc.stream_org, sc.destinations,
+            config.portal if sc.type == "portal" else None,
+            config.formats if sc.format != "native" else None,
+            (integrity.key.key_id, integrity.digest_interval, integrity.digest_events)
+            if integrity is not None else None)
 
 
 async def _maybe_await(results: Any) -> None:

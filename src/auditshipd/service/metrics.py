@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..config import Config, MetricsConfig
+from ..config.tables import DEFAULT_METRICS_LISTEN
 from ..errors import ConfigError
 from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from ..timestamps import parse_time
@@ -214,7 +215,7 @@ async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> MetricsServer:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         config = getattr(daemon, "config", None)
-        if "listen" in getattr(config, "metrics", {}):
+        if mc.listen != DEFAULT_METRICS_LISTEN:
             await runner.cleanup()
             raise ConfigError(f"cannot listen on {mc.listen}: {exc.strerror or exc}",
                               file=getattr(config, "source", None), key="metrics.listen") from None

@@ -14,9 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from ..scrub import scrub_secrets, sink_secrets
+from ..timestamps import now_rfc3339
 
 __all__ = ["SinkRestarts"]
 
@@ -49,29 +51,51 @@ class SinkRestarts:
 
     def crashed(self, driver: Any, exc: BaseException) -> float:
         """Report ``driver``'s death and schedule its sink's restart; the delay (s)."""
-        name = driver.name
+        message = scrub_secrets(f"{type(exc).__name__}: {exc}", getattr(driver, "secrets", ()))
+        delay = self._schedule(driver.name, driver.sc, driver.redactor)
+        log.error("sink %s failed: %s; restarting it in %.0fs (the other sinks go on)",
+                  driver.name, message, delay)
+        stats = getattr(driver, "stats", None)
+        if stats is not None:
+            stats.state = "error"
+            stats.last_error = f"internal error, restarting in {delay:.0f}s: {message}"
+            self._write(driver.name, driver.status)
+        return delay
+
+    def start_failed(self, sc: Any, redactor: Any, exc: BaseException, state_dir: Path) -> float:
+        """Report that the sink ``sc`` could not be started and schedule another try; the
+        delay (s). Its status file (in ``state_dir``) says so until it runs."""
+        message = scrub_secrets(f"{type(exc).__name__}: {exc}", sink_secrets(sc))
+        delay = self._schedule(sc.name, sc, redactor)
+        log.error("sink %s did not start: %s; trying again in %.0fs (the other sinks go on)",
+                  sc.name, message, delay)
+        from ..delivery.status import SinkStats, StatusFile
+
+        stats = SinkStats(sink=sc.name, type=sc.type, state="error", started_at=now_rfc3339(),
+                          last_error=f"did not start, trying again in {delay:.0f}s: {message}",
+                          last_error_at=now_rfc3339())
+        self._write(sc.name, StatusFile(state_dir, sc.name, stats, log))
+        return delay
+
+    def _schedule(self, name: str, sc: Any, redactor: Any) -> float:
         count, restarted = self._failures.get(name, (0, 0.0))
         if restarted and time.monotonic() - restarted > STABLE_AFTER:
             count = 0
         delay = min(MAX_DELAY, FIRST_DELAY * 2 ** count)
         self._failures[name] = (count + 1, restarted)
-        message = scrub_secrets(f"{type(exc).__name__}: {exc}", getattr(driver, "secrets", ()))
-        log.error("sink %s failed: %s; restarting it in %.0fs (the other sinks go on)",
-                  name, message, delay)
-        stats = getattr(driver, "stats", None)
-        if stats is not None:
-            stats.state = "error"
-            stats.last_error = f"internal error, restarting in {delay:.0f}s: {message}"
-            try:
-                driver.status.write(True)
-            except Exception as write_exc:  # the log above already says it
-                log.warning("status of sink %s not written: %s", name, write_exc)
         old = self._pending.pop(name, None)
         if old is not None:
             old.cancel()
         self._pending[name] = asyncio.create_task(
-            self._restart(name, driver.sc, driver.redactor, delay), name=f"restart-{name}")
+            self._restart(name, sc, redactor, delay), name=f"restart-{name}")
         return delay
+
+    @staticmethod
+    def _write(name: str, status: Any) -> None:
+        try:
+            status.write(True)
+        except Exception as write_exc:  # the log already says what happened
+            log.warning("status of sink %s not written: %s", name, write_exc)
 
     async def _restart(self, name: str, sc: Any, redactor: Any, delay: float) -> None:
         while True:

@@ -98,6 +98,7 @@ class StoreStreams:
         self._next_report = 0.0
         self._next_forget = 0.0
         self._signalled: int | None = None  # the last revision changed() reported
+        self.unavailable = False  # the last sink_configs() could not read the store
 
     async def open(self, config: Config) -> bool:
         """Open the store of ``config`` (False when there is none or it cannot be read:
@@ -141,8 +142,12 @@ class StoreStreams:
         return self._said
 
     async def sink_configs(self, config: Config, types: dict[str, SinkType]) -> list[SinkConfig]:
-        """The sinks of the runnable, unpaused definitions (errors kept per stream)."""
+        """The sinks of the runnable, unpaused definitions (errors kept per stream).
+        ``unavailable`` says afterwards whether the store ``config`` names could not be
+        opened or read (an empty list then says nothing about its streams)."""
+        self.unavailable = False
         if not await self.open(config):
+            self.unavailable = _database(config) is not None
             return []
         assert self.streams is not None
         try:
@@ -151,6 +156,9 @@ class StoreStreams:
         except Exception as exc:
             self._say(f"self-service streams: the portal store cannot be read:"
                       f" {scrub_secrets(str(exc))}")
+            self.unavailable = True
+            # Unknown now: the first revision read once the store answers again reloads.
+            self.revision = self._signalled = None
             return []
         self.revision = revision
         self.ids, self.errors = {}, {}
