@@ -153,3 +153,25 @@ def test_torn_last_line_is_reported_kept_and_the_rest_replayed(ws):
     assert "unreadable line(s)" in res.stderr
     assert read_jsonl_ids(out) == ["t1", "t2", "t3"]
     assert dlf.read() == [] and torn in dlf.path.read_bytes()
+
+
+def test_a_letter_that_fails_again_keeps_the_sinks_secrets_masked(ws, monkeypatch):
+    """The receiver echoes the sink's key in its refusal: the rewritten letter, the
+    output and the exit message show *** where the daemon's letters do."""
+    key = "k7Qz9vW2mX4pL8rT"
+    monkeypatch.setenv("ECHO_KEY", key)
+    ws.write_config("""
+[[sinks]]
+name = "echo"
+type = "echo_key"
+api_key = "${ECHO_KEY}"
+[sinks.retry]
+initial_backoff = 0.01
+max_backoff = 0.02
+""")
+    dlf = DeadLetterFile(ws.state, "echo")
+    dlf.append(_letter("echo", ["a1", "a2"]))
+    res = _cli(ws, "replay", "--sink", "echo")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert [letter.error for letter in dlf.read()] == ["receiver answered 401: unknown key ***"]
+    assert key not in dlf.path.read_text() + res.stdout + res.stderr

@@ -27,7 +27,7 @@ import asyncio
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ import msgspec
 from ..config import Config
 from ..durable import append_durably, atomic_write
 from ..formats.registry import encoder_for_sink, reformat
-from ..scrub import scrub_secrets
+from ..scrub import scrub_secrets, sink_secrets
 from .batch import Batch
 from .contexts import sink_context
 from .retry import Backoff, DeliveryFailure, deliver
@@ -246,9 +246,9 @@ class ReplayResult:
     def ok(self) -> bool:
         return not self.letters_kept and not self.unreadable_lines and self.error is None
 
-def _kept(letter: DeadLetter, failure: DeliveryFailure) -> DeadLetter:
+def _kept(letter: DeadLetter, failure: DeliveryFailure, secrets: Sequence[str]) -> DeadLetter:
     return letter_for(
-        failure.batch, sink=letter.sink, error=scrub_secrets(str(failure.error)) or "",
+        failure.batch, sink=letter.sink, error=scrub_secrets(str(failure.error), secrets) or "",
         retryable=failure.error.retryable, attempts=letter.attempts + failure.attempts,
         first_attempt_at=letter.first_attempt_at, last_attempt_at=failure.last_attempt_at,
         dead_lettered_at=letter.dead_lettered_at)
@@ -262,6 +262,7 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
     """
     sc = config.sink(sink_name)
     assert sc.sink_type is not None
+    secrets = sink_secrets(sc)  # masked in every letter and message, as the daemon does
     dlf = DeadLetterFile(config.state_dir, sc.name, sc.dead_letter.max_bytes)
     scan = await asyncio.to_thread(dlf.scan)
     letters = scan.letters
@@ -290,7 +291,7 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
 
                 batch = letter_batch(encoder, letter)
                 sent = await deliver(sink.send, batch, backoff, on_failed=failed)
-                keep.extend(_kept(letter, f) for f in failures)
+                keep.extend(_kept(letter, f, secrets) for f in failures)
                 result.replayed += sent
                 result.records_replayed += not failures
                 finished += 1
@@ -300,11 +301,12 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
             try:
                 await sink.close()
             except Exception as exc:
-                log.warning("closing sink %s failed: %s", sc.name, scrub_secrets(str(exc)))
+                log.warning("closing sink %s failed: %s", sc.name,
+                            scrub_secrets(str(exc), secrets))
     except Exception as exc:
         log.error("replay of %s stopped: %s: %s", sc.name, type(exc).__name__,
-                  scrub_secrets(str(exc)))
-        result.error = scrub_secrets(f"{type(exc).__name__}: {exc}")
+                  scrub_secrets(str(exc), secrets))
+        result.error = scrub_secrets(f"{type(exc).__name__}: {exc}", secrets)
     finally:
         # Letters not finished stay whole, in order, after what failed before them.
         kept = keep + letters[finished:]
