@@ -215,6 +215,8 @@ async def check_destination(url: str, policy: DestinationPolicy,
         await resolver.resolve(host, port, socket.AF_UNSPEC)
     except BlockedDestination:
         raise
+    except UnicodeError:  # a label over 63 characters, an empty one (IDNA encoding)
+        raise BlockedDestination(f"{host} is not a valid host name") from None
     except OSError as exc:
         raise BlockedDestination(f"{host} does not resolve: {exc.strerror or exc}") from None
     finally:

@@ -81,6 +81,14 @@ async def test_save_time_check_resolves_names() -> None:
         check_literal("10.0.0.1", policy)
 
 
+@pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "siem..example.com"])
+async def test_a_host_name_that_cannot_be_encoded_is_refused_with_the_reason(host: str) -> None:
+    """A label over 63 characters or an empty one: the system resolver cannot even ask
+    (UnicodeError from the IDNA codec): refused as not a valid host name."""
+    with pytest.raises(BlockedDestination, match="is not a valid host name"):
+        await check_destination(f"https://{host}/in", DestinationPolicy())
+
+
 def _context(tmp_path: Path, resolver: Any) -> SinkContext:
     return SinkContext(name="acme.siem", state_dir=tmp_path, logger=logging.getLogger("t"),
                        resolver=resolver)
