@@ -384,6 +384,32 @@ async def test_page_forms_act_with_the_session_csrf_only(sp: StreamsPortal, rx: 
     assert [e["id"] for e in rx.events if e["action"] == "log_stream.test_event"]
 
 
+async def test_the_edit_form_masks_url_credentials_and_keeps_them(sp: StreamsPortal, rx: Any) -> None:
+    """A URL with a password and a query token: the edit page shows it masked, as the API
+    does; the form sent back unchanged keeps the stored URL; a new URL replaces it."""
+    user_url = rx.url.replace("http://", "http://siemuser:Sup3rSecretPw@") + "?token=QUERYSECRET123"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        csrf = await sp.login(browser, sp.acme)
+        async with browser.post(f"{sp.url}/streams/new", allow_redirects=False,
+                                data={"csrf": csrf, "type": "http", "name": "siem", "url": user_url}) as r:
+            assert r.status == 303, await r.text()
+        (d,) = await sp.server.state.streams.store.list()
+        async with browser.get(f"{sp.url}/streams/{d.id}/edit") as r:
+            page = await r.text()
+        assert r.status == 200 and "Sup3rSecretPw" not in page and "QUERYSECRET123" not in page
+        shown = page[page.index('id="f-url"'):].split('value="', 1)[1].split('"', 1)[0]
+        assert "***" in shown
+        async with browser.post(f"{sp.url}/streams/{d.id}/edit", allow_redirects=False,
+                                data={"csrf": csrf, "url": shown.replace("&amp;", "&"), "timeout": "4"}) as r:
+            assert r.status == 303, await r.text()
+        d = await sp.server.state.streams.store.get(d.id)
+        assert d.options["url"] == user_url and d.options["timeout"] == 4
+        async with browser.post(f"{sp.url}/streams/{d.id}/edit", allow_redirects=False,
+                                data={"csrf": csrf, "url": rx.url}) as r:
+            assert r.status == 303
+        assert (await sp.server.state.streams.store.get(d.id)).options["url"] == rx.url
+
+
 async def test_name_clash_with_a_stream_file_is_shown(tmp_path: Path, portal_database: str,
                                                       monkeypatch: pytest.MonkeyPatch, http: Any) -> None:
     """A stream file of acme defines sink "siem"; acme's admin creates a stream "siem"

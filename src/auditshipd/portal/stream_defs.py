@@ -30,6 +30,7 @@ __all__ = [
     "StreamRequestError",
     "check_definition",
     "destination_url",
+    "shown_option",
     "merge_options",
     "parse_change",
     "public_view",
@@ -205,14 +206,15 @@ def destination_url(kind: str, options: dict[str, Any]) -> str | None:
     return options.get("url")
 
 
-def _shown(value: Any) -> Any:
-    """A plain option as the API shows it: URL credentials and query values masked."""
+def shown_option(value: Any) -> Any:
+    """A plain option as the API and the pages show it: URL credentials and query values
+    masked."""
     if isinstance(value, str) and "://" in value:
         return scrub_secrets(value)
     if isinstance(value, dict):
-        return {k: _shown(v) for k, v in value.items()}
+        return {k: shown_option(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_shown(v) for v in value]
+        return [shown_option(v) for v in value]
     return value
 
 
@@ -220,7 +222,7 @@ def public_view(d: StreamDefinition) -> dict[str, Any]:
     """A stream as the API and the page show it: never a secret value."""
     return {
         "id": d.id, "organization": d.organization, "name": d.name, "sink": d.sink_name,
-        "type": d.type, "options": _shown(d.options),
+        "type": d.type, "options": shown_option(d.options),
         "secrets": {name: "set" for name in sorted(d.secret_names)},
         "paused": d.paused, "created_at": d.created_at, "updated_at": d.updated_at,
         "created_by": d.created_by, "updated_by": d.updated_by,

@@ -5,7 +5,9 @@ submitted form turned back into options.
 Text inputs carry strings; each is converted to its option's type here (``"30"`` to a
 number, ``true``/``false`` to a boolean, ``Name: value`` lines to a header table), and
 the sink type's schema then checks the result like any other request. A secret option is
-a password input that is never filled in: left empty, the stored secret stays.
+a password input that is never filled in: left empty, the stored secret stays. A stored
+URL is shown with its credentials and query values masked, as the API shows it; sent
+back unchanged, the stored URL stays.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import msgspec
 
 from ..plugin import SinkType
-from .stream_defs import HOST_OPTIONS, StreamRequestError
+from .stream_defs import HOST_OPTIONS, StreamRequestError, shown_option
 
 __all__ = ["FormField", "form_fields", "options_from_form"]
 
@@ -67,8 +69,10 @@ def _shown(value: Any, kind: str) -> str:
 
 
 def form_fields(sink_type: SinkType, options: dict[str, Any] | None = None,
-                secret_names: list[str] | tuple[str, ...] = ()) -> list[FormField]:
-    """The inputs of a stream of ``sink_type``, filled in with ``options`` (secrets never)."""
+                secret_names: list[str] | tuple[str, ...] = (), *,
+                stored: bool = False) -> list[FormField]:
+    """The inputs of a stream of ``sink_type``, filled in with ``options`` (secrets never;
+    ``stored`` options, not a form sent back, with URL credentials masked)."""
     options = options or {}
     out = []
     for f in msgspec.structs.fields(sink_type.options):
@@ -77,7 +81,8 @@ def form_fields(sink_type: SinkType, options: dict[str, Any] | None = None,
         secret = f.name in sink_type.secrets
         kind, choices = _kind(f.type, secret)
         is_set = f.name in secret_names
-        value = "" if secret else _shown(options.get(f.name), kind)
+        value = options.get(f.name)
+        value = "" if secret else _shown(shown_option(value) if stored else value, kind)
         default = "" if f.default is msgspec.NODEFAULT else _shown(f.default, kind)
         out.append(FormField(f.name, kind, f.required, default, value, choices, is_set))
     return out
@@ -96,16 +101,23 @@ def _headers(text: str, name: str) -> dict[str, str]:
     return table
 
 
-def options_from_form(sink_type: SinkType, form: Any, *, editing: bool) -> dict[str, Any]:
+def options_from_form(sink_type: SinkType, form: Any, *, editing: bool,
+                      stored: dict[str, Any] | None = None) -> dict[str, Any]:
     """The options a submitted form asks for. Creating: the filled-in inputs. Editing:
-    an emptied input removes its option (``None``), an empty secret keeps the stored one."""
+    an emptied input removes its option (``None``), an empty secret keeps the stored one,
+    and so does an input sent back as the form showed the ``stored`` value masked."""
     out: dict[str, Any] = {}
+    stored = stored or {}
     for f in msgspec.structs.fields(sink_type.options):
         if f.name in HOST_OPTIONS or f.name not in form:
             continue
         raw = str(form.get(f.name, "")).strip()
         secret = f.name in sink_type.secrets
         kind, _ = _kind(f.type, secret)
+        before = stored.get(f.name)
+        if editing and before is not None and shown_option(before) != before \
+                and raw == _shown(shown_option(before), kind):
+            continue  # the masked value, unchanged: the stored one stays
         if not raw:
             if editing and not secret:
                 out[f.name] = None

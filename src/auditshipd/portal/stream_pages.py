@@ -74,7 +74,7 @@ async def _form_page(request: web.Request, kind: str, d: StreamDefinition | None
     admin = request.app[STATE].streams
     st = admin.sink_types()[kind]
     fields = form_fields(st, values if values is not None else (d.options if d else {}),
-                         d.secret_names if d else ())
+                         d.secret_names if d else (), stored=values is None)
     return render(request, "stream_form.html", status=status,
                   **_base_context(principal, session), stream=d, kind=kind, fields=fields,
                   error=error, param=param or "", name=name or (d.name if d else ""))
@@ -128,7 +128,8 @@ async def edit_stream(request: web.Request) -> web.StreamResponse:
     admin = request.app[STATE].streams
     d = await _find(request, principal)
     try:
-        options = options_from_form(admin.sink_types()[d.type], form, editing=True)
+        options = options_from_form(admin.sink_types()[d.type], form, editing=True,
+                                    stored=d.options)
         await admin.update(request, principal, d.id, StreamChange(options=options))
     except HANDLED_ERRORS as exc:
         status, message, param = stream_error(exc, principal.scope)
