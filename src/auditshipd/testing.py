@@ -140,10 +140,14 @@ class WebhookReceiver:
     """
 
     def __init__(self, port: int | None = None, *, hmac_secret: str | None = None,
-                 bearer_token: str | None = None):
+                 bearer_token: str | None = None, max_body_bytes: int | None = None):
         self.port = port or free_port()
         self.hmac_secret = hmac_secret
         self.bearer_token = bearer_token
+        # A body (uncompressed) over this size is answered 413, as a proxy's limit would.
+        self.max_body_bytes = max_body_bytes
+        self.too_large = 0
+        self.batch_headers: list[str] = []  # X-Auditshipd-Batch of each accepted request
         self.script: list[Any] = []
         self.default: Any = 200
         self.events: list[dict[str, Any]] = []
@@ -243,6 +247,9 @@ class WebhookReceiver:
             body = gzip.decompress(body)
         with self._lock:
             self.requests += 1
+            if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
+                self.too_large += 1
+                return web.Response(status=413, text="request entity too large")
             answer = self.script.pop(0) if self.script else self.default
         if answer == "hang":
             await asyncio.sleep(3600)
@@ -274,6 +281,7 @@ class WebhookReceiver:
             with self._lock:
                 self.events.extend(events)
                 self.batches.append(events)
+                self.batch_headers.append(request.headers.get("X-Auditshipd-Batch", ""))
         return web.Response(status=status, headers=headers, text=body_text)
 
 

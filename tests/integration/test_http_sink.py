@@ -41,6 +41,30 @@ async def test_encodings_gzip_bearer_and_signature(encoding, gzip):
         assert rcv.rejected_auth == 0
 
 
+@pytest.mark.parametrize("gzip", [False, True])
+async def test_413_halves_the_request_until_the_receiver_takes_it(gzip):
+    """A receiver (or its proxy) that takes at most 2 KB a request: the batch goes in
+    halves, each signed and named for its own events, every event once, in order."""
+    with WebhookReceiver(hmac_secret="s3cret-signing-key", max_body_bytes=2_000) as rcv:
+        opts = HttpOptions(url=rcv.url, gzip=gzip, hmac_secret="s3cret-signing-key")
+        await run_sink(opts, Batch(events(40)))
+        assert rcv.ids() == [f"h{i}" for i in range(40)]
+        assert rcv.too_large > 0 and rcv.rejected_auth == 0
+        assert rcv.batch_headers == [f"{b[0]['id']}-{b[-1]['id']}" for b in rcv.batches]
+
+
+async def test_a_single_event_over_the_receivers_limit_is_refused_alone():
+    """One event larger than the receiver takes: a permanent error for that event only,
+    the events before it delivered (the core dead-letters it and sends the rest)."""
+    with WebhookReceiver(max_body_bytes=2_000) as rcv:
+        batch = events(6)
+        batch[3]["actor"]["name"] = "x" * 3_000
+        with pytest.raises(PermanentError, match="413 to a single event") as info:
+            await run_sink(HttpOptions(url=rcv.url), Batch(batch))
+        assert (info.value.accepted, info.value.rejected) == (3, 1)
+        assert rcv.ids() == ["h0", "h1", "h2"]
+
+
 async def test_wrong_secret_is_rejected_permanently():
     """A receiver that rejects the signature (401) makes a permanent error, no secret in it."""
     with WebhookReceiver(hmac_secret="the-right-one") as rcv:

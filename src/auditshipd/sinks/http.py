@@ -14,7 +14,9 @@ the HMAC with the shared secret, compare in constant time and reject timestamps 
 than a few minutes (replay protection). ``X-Auditshipd-Batch`` carries
 ``<first_id>-<last_id>``; each event carries its ``id`` so receivers drop duplicates.
 429, 408 and 5xx (and timeouts, refused connections) are retried honouring
-Retry-After; other 4xx are permanent. TLS verification is on unless turned off.
+Retry-After; a 413 halves the request until the receiver takes it (each part signed and
+named for its own events; a single event still refused is dead-lettered alone); other
+4xx are permanent. TLS verification is on unless turned off.
 """
 
 from __future__ import annotations
@@ -27,8 +29,26 @@ from typing import Any
 import msgspec
 from yarl import URL
 
-from ..plugin import Batch, ConfigError, SinkContext, SinkOptions, SinkType, hookimpl
-from ._http_common import SessionSink, classify_status, compress, post, safe_url, snippet
+from ..plugin import (
+    Batch,
+    ConfigError,
+    PermanentError,
+    SinkContext,
+    SinkError,
+    SinkOptions,
+    SinkType,
+    hookimpl,
+)
+from ._http_common import (
+    RequestQueue,
+    SessionSink,
+    TooLarge,
+    classify_status,
+    compress,
+    post,
+    safe_url,
+    snippet,
+)
 
 __all__ = ["HttpOptions", "HttpSink", "sign"]
 
@@ -55,6 +75,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 class HttpSink(SessionSink):
     def __init__(self, name: str, options: HttpOptions, context: SinkContext):
         self.name = name
+        self.logger = context.logger
         self.resolver = context.resolver
         self.options = options
         self.receiver = safe_url(options.url)
@@ -68,6 +89,26 @@ class HttpSink(SessionSink):
         return [o.bearer_token, o.hmac_secret, *o.headers.values()]
 
     async def _send(self, batch: Batch) -> None:
+        todo = RequestQueue([(0, len(batch))])
+        while todo:
+            start, end = todo.pop()
+            try:
+                await self._post(batch if end - start == len(batch) else batch[start:end])
+            except TooLarge:
+                if end - start <= 1:
+                    raise PermanentError(
+                        f"{self.receiver} answered HTTP 413 to a single event of"
+                        f" {len(batch.lines[start]) if end > start else 0} bytes",
+                        accepted=start, rejected=end - start,
+                    ) from None
+                self.logger.warning("sink %s: %s answered 413 to %d events; sending them in"
+                                    " two halves", self.name, self.receiver, end - start)
+                todo.halve(start, end)
+            except SinkError as err:
+                err.accepted += start  # the parts before this one were delivered
+                raise
+
+    async def _post(self, batch: Batch) -> None:
         assert self._session is not None
         o = self.options
         if self.text:
@@ -90,6 +131,8 @@ class HttpSink(SessionSink):
             headers["Content-Encoding"] = "gzip"
         answer = await post(self._session, o.url, body, headers, receiver=self.receiver,
                             timeout=o.timeout)
+        if answer.status == 413:
+            raise TooLarge
         err = classify_status(answer.status, answer.headers, snippet(answer.body),
                               receiver=self.receiver)
         if err is not None:
