@@ -99,6 +99,17 @@ async def test_equal_timestamps_across_batches_keep_insertion_order(store: Event
     assert await _all(store, EventFilter()) == newest_first
 
 
+@pytest.mark.parametrize("word", ["İstanbul", "re\u0301sume\u0301.pdf", "Déjà", "Αθήνα",
+                                  "Straße", "naïve-user"])
+async def test_a_word_copied_from_an_event_finds_it(store: EventStore, word: str) -> None:
+    """Whatever its letters (a dotted capital I, accents given as combining marks, Greek,
+    a hyphen), a word searched exactly as the event holds it finds the event."""
+    event = {**make_events(1)[0], "id": "evt_word", "metadata": {"note": f"before {word} after"}}
+    other = {**make_events(2)[1], "id": "evt_other", "metadata": {"note": "nothing here"}}
+    await store.insert_events([event, other])
+    assert await _all(store, EventFilter(q=word)) == ["evt_word"]
+
+
 async def test_get_respects_organization_scope(store: EventStore) -> None:
     """get() finds an event by id, but not from another organization's scope."""
     events = make_events(20)

@@ -108,23 +108,27 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
-def query_phrases(q: str) -> list[list[str]]:
-    """The phrases of a keyword query; ValueError when it is too long."""
+def _query_words(q: str) -> list[str]:
     if len(q) > MAX_QUERY_CHARS:
         raise ValueError(f"at most {MAX_QUERY_CHARS} characters")
     words = q.split()
     if len(words) > MAX_QUERY_WORDS:
         raise ValueError(f"at most {MAX_QUERY_WORDS} words")
-    return [toks for toks in (tokenize(w) for w in words) if toks]
+    return words
 
 
-def fts_query(phrases: list[list[str]]) -> str:
-    """An FTS5 MATCH expression: quoted phrases, last token a prefix, joined by AND."""
-    parts = []
-    for toks in phrases:
-        body = " ".join(toks).replace('"', '""')
-        parts.append(f'"{body}" *')
-    return " AND ".join(parts)
+def query_phrases(q: str) -> list[list[str]]:
+    """The phrases of a keyword query (each word's tokens); ValueError when it is too long."""
+    return [toks for toks in (tokenize(w) for w in _query_words(q)) if toks]
+
+
+def fts_query(q: str) -> str:
+    """The FTS5 MATCH expression of a keyword query: each word with tokens a quoted phrase,
+    its last token a prefix, joined by AND. The words go in as typed, so FTS5 splits and
+    folds them with the index's own tokenizer: a word copied from an event finds it
+    whatever its letters (a decomposed accent, a dotted capital I)."""
+    words = [w for w in _query_words(q) if tokenize(w)]
+    return " AND ".join(f'"{w.replace(chr(34), chr(34) * 2)}" *' for w in words)
 
 
 def _leaves(value: Any) -> Iterator[str]:

@@ -135,7 +135,7 @@ def select_events(
         source = "events_fts JOIN events e ON e.seq = events_fts.rowid"
         key = "events_fts.rowid"
         conds.append("events_fts MATCH ?")
-        params.append(fts_query(phrases))
+        params.append(fts_query(f.q))
         if keys:
             conds.append("e.seq IN (SELECT rowid FROM events_keys WHERE events_keys MATCH ?)")
             params.append(" AND ".join(keys))
