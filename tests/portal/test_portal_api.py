@@ -135,7 +135,8 @@ async def test_requests_work_when_the_journal_cannot_be_written(portal, http) ->
 @pytest.mark.parametrize(
     "params, param",
     [({"since": "yesterday"}, "since"), ({"until": "2026-13-01"}, "until"), ({"limit": "0"}, "limit"),
-     ({"limit": "x"}, "limit"), ({"cursor": "forged"}, "cursor"), ({"q": "a " * 40}, "q")],
+     ({"limit": "x"}, "limit"), ({"limit": "\u0663"}, "limit"), ({"limit": "5_0"}, "limit"),
+     ({"cursor": "forged"}, "cursor"), ({"q": "a " * 40}, "q")],
 )
 async def test_bad_parameters_are_400(portal, http, params: dict[str, str], param: str) -> None:
     """Malformed parameters answer 400 naming the parameter."""

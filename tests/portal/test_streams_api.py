@@ -150,6 +150,7 @@ async def test_options_are_checked_by_the_sink_schema(sp: StreamsPortal, http: A
     cases = [
         ({"name": "a", "type": "http", "options": {"url": rx.url, "colour": "red"}}, "options.colour"),
         ({"name": "a", "type": "http", "options": {"url": rx.url, "timeout": "soon"}}, "options.timeout"),
+        ({"name": "a", "type": "http", "options": {"url": rx.url, "headers": {"X-A": 5}}}, "options.headers"),
         ({"name": "a", "type": "http", "options": {"url": "ftp://x"}}, "options.url"),
         ({"name": "a", "type": "http", "options": {"url": rx.url, "ca_file": "/etc/shadow"}}, "options.ca_file"),
         ({"name": "a", "type": "splunk_hec", "options": {"url": rx.url}}, "options.token"),

@@ -257,7 +257,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 _AT_RE = re.compile(r" - at `\$(.*)`$")
-_PART_RE = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_PART_RE = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")  # "[...]" (a mapping's key) names no part
 
 
 def explain(exc: msgspec.ValidationError, where: str) -> tuple[str, str, list[str | int]]:

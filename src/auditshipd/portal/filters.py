@@ -81,10 +81,9 @@ def parse_limit(query: Mapping[str, str], default: int = 50) -> int:
     raw = query.get("limit", "")
     if not raw:
         return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise BadParameter("limit", "expected an integer") from None
+    if not (raw.isascii() and raw.isdigit()):  # int() would take "٣", "5_0", " 7"
+        raise BadParameter("limit", "expected an integer")
+    limit = int(raw)
     if not 1 <= limit <= MAX_LIMIT:
         raise BadParameter("limit", f"must be between 1 and {MAX_LIMIT}")
     return limit
