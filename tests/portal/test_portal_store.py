@@ -110,6 +110,27 @@ async def test_a_word_copied_from_an_event_finds_it(store: EventStore, word: str
     assert await _all(store, EventFilter(q=word)) == ["evt_word"]
 
 
+async def test_time_bounds_follow_the_events_time_in_a_crowded_microsecond(store: EventStore) -> None:
+    """1,500 events at one microsecond (more than SQLite numbers within it: the rest are
+    numbered into the following ones), 3 at the next: since and until still follow each
+    event's own time, in listings, counts and keyword searches."""
+    crowded = [{**e, "id": f"evt_c{i:04d}", "occurred_at": "2026-01-01T00:00:00.000001Z"}
+               for i, e in enumerate(make_events(1500))]
+    after = [{**e, "id": f"evt_n{i}", "occurred_at": "2026-01-01T00:00:00.000002Z"}
+             for i, e in enumerate(make_events(3))]
+    for k in range(0, 1500, 500):
+        await store.insert_events(crowded[k:k + 500])
+    await store.insert_events(after)
+    bound = parse_time("2026-01-01T00:00:00.000002Z")
+    for f, expected in ((EventFilter(until=bound), crowded), (EventFilter(since=bound), after),
+                        (EventFilter(q="evt", until=bound), crowded),
+                        (EventFilter(q="evt", since=bound), after)):
+        assert sorted(await _all(store, f)) == sorted(e["id"] for e in expected), f
+        assert await store.count(f) == len(expected)
+    assert await store.purge(bound) == 1500
+    assert sorted(await _all(store, EventFilter())) == sorted(e["id"] for e in after)
+
+
 async def test_get_respects_organization_scope(store: EventStore) -> None:
     """get() finds an event by id, but not from another organization's scope."""
     events = make_events(20)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA", "SCHEMA_V2", "SCHEMA_V3", "SCHEMA_V4", "SCHEMA_VERSION", "select_events"]
+__all__ = ["MOVED_SCHEMA", "SCHEMA", "SCHEMA_V2", "SCHEMA_V3", "SCHEMA_V4", "SCHEMA_VERSION",
+           "MOVED_BEFORE", "Moved", "select_events"]
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from .event_rows import ACCESS_ACTIONS
 from .query import (
@@ -118,12 +119,35 @@ UPDATE meta SET value = '4' WHERE key = 'schema_version';
 """
 SCHEMA_VERSION = 4
 
+# Events numbered past their own microsecond (more events at one microsecond than it has
+# ties, see :func:`auditshipd.portal.query.tie_span`): the seq each got and its own
+# microsecond's base, so that ``since`` and ``until`` still follow the event's time.
+MOVED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events_moved (seq INTEGER PRIMARY KEY, base INTEGER NOT NULL);
+"""
+
+
+class Moved(NamedTuple):
+    """Whether events numbered past their microsecond (``events_moved``) lie at or after
+    the ``since`` and ``until`` bounds while their own time is before it."""
+
+    since: bool = False
+    until: bool = False
+
+
+# The events numbered at or past a bound (first parameter) from a microsecond before it
+# (second parameter, the same bound).
+MOVED_BEFORE = "SELECT seq FROM events_moved WHERE seq >= ? AND base < ?"
+
 
 def select_events(
-    f: EventFilter, phrases: list[list[str]], before: int | None, columns: str, *, order: bool = True
+    f: EventFilter, phrases: list[list[str]], before: int | None, columns: str, *, order: bool = True,
+    moved: Moved = Moved(),
 ) -> tuple[str, list[Any]]:
     """SQL and parameters. The table that drives the scan is the most selective one the
-    filters name; its ``seq`` column carries the range conditions and the ordering."""
+    filters name; its ``seq`` column carries the range conditions and the ordering. Where
+    ``moved`` says so, the bounds also look at the events numbered past their microsecond
+    (none in the common case: the conditions are then plain ``seq`` ranges)."""
     params: list[Any] = []
     conds: list[str] = []
     actor, target = f.actor.strip().lower(), f.target.strip().lower()
@@ -155,11 +179,20 @@ def select_events(
         conds.append(f"{key} < ?")
         params.append(before)
     if f.since is not None:
+        since = seq_base(f.since)
         conds.append(f"{key} >= ?")
-        params.append(seq_base(f.since))
+        params.append(since)
+        if moved.since:  # numbered at or past the bound, but from an earlier microsecond
+            conds.append(f"{key} NOT IN ({MOVED_BEFORE})")
+            params += [since, since]
     if f.until is not None:
-        conds.append(f"{key} < ?")
-        params.append(seq_base(f.until))
+        until = seq_base(f.until)
+        if moved.until:  # numbered at or past the bound, from an earlier microsecond
+            conds.append(f"({key} < ? OR {key} IN ({MOVED_BEFORE}))")
+            params += [until, until, until]
+        else:
+            conds.append(f"{key} < ?")
+            params.append(until)
     # Where an FTS5 match drives the scan, the unary + keeps the planner from walking the
     # action or organization index instead and probing the match once per row (what it
     # chose for counts without statistics: seconds on a large store).

@@ -130,8 +130,11 @@ def insert_rows(conn: sqlite3.Connection, batch: PreparedRows) -> int:
     _number(batch, placed)
     _write_rows(conn, batch, [i for _, i in placed])
     for base, i in overflow:
-        _number(batch, [(_free_seq(conn, base), i)])
+        seq = _free_seq(conn, base)
+        _number(batch, [(seq, i)])
         _write_rows(conn, batch, [i])
+        if seq >= base + tie_span(base):  # past its microsecond: since/until look it up
+            conn.execute("INSERT INTO events_moved(seq, base) VALUES (?, ?)", (seq, base))
     return len(placed) + len(overflow)
 
 

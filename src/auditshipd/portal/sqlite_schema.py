@@ -9,7 +9,7 @@ import sqlite3
 from typing import Any
 
 from .event_rows import ACCESS_ACTIONS, line_text, line_texts
-from .sql import SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_VERSION
+from .sql import MOVED_SCHEMA, SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_VERSION
 from .sqlite_keys import row_terms
 from .stream_store import SQLITE_STREAMS_SCHEMA
 
@@ -27,9 +27,10 @@ def prepare(conn: sqlite3.Connection) -> None:
     which every other opener would then wait for)."""
     if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
         conn.execute("PRAGMA journal_mode=WAL")
-    if schema_version(conn) >= SCHEMA_VERSION and conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_streams'"
-    ).fetchone():
+    if schema_version(conn) >= SCHEMA_VERSION and len(conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+            " AND name IN ('log_streams', 'events_moved')"
+    ).fetchall()) == 2:
         return
     # One transaction: a concurrent opener sees no schema or all of it. The scripts up to
     # version 3 are idempotent, so an older database gets the newer tables; version 4
@@ -44,7 +45,7 @@ def prepare(conn: sqlite3.Connection) -> None:
             conn.create_function("auditshipd_row_terms", 3, row_terms, deterministic=True)
             _run(conn, SCHEMA_V4)
             _tune_index(conn, ["events_keys"] if version else ["events_fts", "events_keys"])
-        _run(conn, SQLITE_STREAMS_SCHEMA)
+        _run(conn, SQLITE_STREAMS_SCHEMA + MOVED_SCHEMA)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -108,3 +109,4 @@ def forget_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
         "INSERT INTO events_keys(events_keys, rowid, terms) VALUES ('delete', ?, ?)",
         [(row[0], row_terms(row[3], row[4], row[5])) for row in rows],
     )
+    conn.executemany("DELETE FROM events_moved WHERE seq = ?", [(row[0],) for row in rows])

@@ -20,7 +20,7 @@ from .query import (
     query_phrases,
     seq_base,
 )
-from .sql import SCHEMA_VERSION, select_events
+from .sql import MOVED_BEFORE, SCHEMA_VERSION, Moved, select_events
 from .sqlite_ingest import insert_rows, prepare_rows
 from .sqlite_keys import id_match
 from .sqlite_schema import forget_rows, prepare, schema_version
@@ -215,7 +215,9 @@ class SQLiteEventStore(EventStore):
                 ).fetchall()
                 if not rows:
                     conn.execute("COMMIT")
-                    return total
+                    # and those numbered past their microsecond, at or after the cutoff
+                    return total + self._purge_where_sync(f"seq IN ({MOVED_BEFORE})",
+                                                          [cutoff, cutoff])
                 forget_rows(conn, rows)
                 conn.execute("DELETE FROM events WHERE seq <= ?", (rows[-1][0],))
                 conn.execute("COMMIT")
@@ -242,17 +244,17 @@ class SQLiteEventStore(EventStore):
         for slug, cutoff in sorted(overrides.items()):
             if cutoff is None:
                 continue
-            n = self._purge_where_sync("organization_slug = ? AND seq < ?", [slug, cutoff])
+            n = self._purge_before_sync("organization_slug = ?", [slug], cutoff)
             if n:
                 by_org[slug] = by_org.get(slug, 0) + n
         if default is not None:
             if overrides:
                 marks = ", ".join("?" * len(overrides))
-                cond = f"(organization_slug IS NULL OR organization_slug NOT IN ({marks})) AND seq < ?"
-                params: list[Any] = [*overrides, default]
+                cond = f"(organization_slug IS NULL OR organization_slug NOT IN ({marks}))"
+                params: list[Any] = list(overrides)
             else:
-                cond, params = "seq < ?", [default]
-            counts = self._purge_where_sync(cond, params, per_organization=True)
+                cond, params = "1", []
+            counts = self._purge_before_sync(cond, params, default, per_organization=True)
             assert isinstance(counts, dict)
             for slug, n in counts.items():
                 if slug is None:
@@ -260,6 +262,21 @@ class SQLiteEventStore(EventStore):
                 else:
                     by_org[slug] = by_org.get(slug, 0) + n
         return PurgeResult(by_org, without)
+
+    def _purge_before_sync(self, cond: str, params: list[Any], cutoff: int, *,
+                           per_organization: bool = False) -> Any:
+        """:meth:`_purge_where_sync` of the events matching ``cond`` older than ``cutoff``:
+        numbered before it (a range of ``seq``), then those numbered past their own
+        microsecond from one before it (looked up in ``events_moved``)."""
+        first = self._purge_where_sync(f"{cond} AND seq < ?", [*params, cutoff],
+                                       per_organization=per_organization)
+        moved = self._purge_where_sync(f"{cond} AND seq IN ({MOVED_BEFORE})",
+                                       [*params, cutoff, cutoff], per_organization=per_organization)
+        if not per_organization:
+            return first + moved
+        for slug, n in moved.items():
+            first[slug] = first.get(slug, 0) + n
+        return first
 
     def _purge_where_sync(
         self, cond: str, params: list[Any], *, per_organization: bool = False, chunk: int = 2000
@@ -310,9 +327,11 @@ class SQLiteEventStore(EventStore):
     def _query_sync(
         self, filters: EventFilter, phrases: list[list[str]], before: int | None, limit: int
     ) -> Page:
-        sql, params = select_events(filters, phrases, before, "e.seq, e.body")
+        conn = self._conn()
+        sql, params = select_events(filters, phrases, before, "e.seq, e.body",
+                                    moved=_moved(conn, filters))
         sql += " LIMIT ?"
-        rows = self._conn().execute(sql, (*params, limit + 1)).fetchall()
+        rows = conn.execute(sql, (*params, limit + 1)).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1][0]) if more else None
@@ -333,13 +352,15 @@ class SQLiteEventStore(EventStore):
         return await self._read(self._count_sync, filters, phrases)
 
     def _count_sync(self, filters: EventFilter, phrases: list[list[str]], cap: int | None = None) -> int:
+        conn = self._conn()
+        moved = _moved(conn, filters)
         if cap is None:
-            sql, params = select_events(filters, phrases, None, "count(*)", order=False)
+            sql, params = select_events(filters, phrases, None, "count(*)", order=False, moved=moved)
         else:
-            inner, params = select_events(filters, phrases, None, "1", order=False)
+            inner, params = select_events(filters, phrases, None, "1", order=False, moved=moved)
             sql = f"SELECT count(*) FROM ({inner} LIMIT ?)"
             params.append(cap + 1)
-        return int(self._conn().execute(sql, params).fetchone()[0])
+        return int(conn.execute(sql, params).fetchone()[0])
 
     async def count_up_to(self, filters: EventFilter, cap: int) -> int:
         phrases = query_phrases(filters.q)
@@ -372,3 +393,19 @@ class SQLiteEventStore(EventStore):
                 (organization,),
             )
         return [r[0] for r in rows]
+
+
+def _moved(conn: sqlite3.Connection, f: EventFilter) -> Moved:
+    """Whether ``f``'s time bounds meet events numbered past their microsecond (more
+    events at one microsecond than it has ties): then the query looks them up."""
+    if f.since is None and f.until is None:
+        return Moved()
+
+    def past(when: _dt.datetime | None) -> bool:
+        if when is None:
+            return False
+        bound = seq_base(when)
+        return conn.execute(f"{MOVED_BEFORE} LIMIT 1", (bound, bound)).fetchone() is not None
+
+    return Moved(past(f.since), past(f.until))
+
