@@ -95,3 +95,44 @@ async def test_cancel_all_stops_pending_restarts() -> None:
     gate.set()
     await _settle()
     assert started == []
+
+
+async def test_cancel_stops_a_restart_that_is_starting_its_driver() -> None:
+    """A reload takes a sink over while its restart is half-way through starting it: the
+    restart is called off there, so two drivers never run under one name."""
+    sc = {"fp": 1}
+    entered, finish = asyncio.Event(), asyncio.Event()
+    started: list[Any] = []
+
+    async def start(sc: Any, redactor: Any) -> None:
+        entered.set()
+        await finish.wait()  # e.g. the driver loading its cursor in a thread
+        started.append(sc)
+
+    async def sleep(delay: float) -> None:
+        pass
+
+    r = SinkRestarts(start, {"a": sc}.get, lambda n: False, lambda c: c["fp"], sleep=sleep)
+    r.crashed(_driver("a", sc), RuntimeError("bug"))
+    await asyncio.wait_for(entered.wait(), 5)
+    r.cancel("a")
+    finish.set()
+    await _settle()
+    assert started == []
+
+
+async def test_a_sink_that_did_not_start_is_reported_and_tried_again(tmp_path) -> None:
+    """start_failed: logged, the status file says so (secrets masked), another try later."""
+    import json
+
+    sc = SimpleNamespace(name="a", type="http", options={"bearer_token": "hunter2"},
+                         sink_type=SimpleNamespace(secrets=("bearer_token",)))
+    started: list[Any] = []
+    r, slept = _restarts({"a": {"fp": 1}}, set(), started, [])
+    r._fingerprint = lambda c: 1  # the stand-in configs have no fingerprint key
+    assert r.start_failed(sc, object(), KeyError("hunter2 refused"), tmp_path) == 2.0
+    status = json.loads((tmp_path / "status" / "a.json").read_bytes())
+    assert status["state"] == "error" and "did not start" in status["last_error"]
+    assert "hunter2" not in status["last_error"]
+    await _settle()
+    assert slept == [2.0] and len(started) == 1

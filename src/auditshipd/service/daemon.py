@@ -201,14 +201,16 @@ class Daemon:
         self._loaded_signature = self._config_signature()
         try:
             new, pm, types = await asyncio.to_thread(load_runtime, self.config_path)
+            # Before the store is read: a rejected config must not move the streams to
+            # the store it names.
+            if new.journal != self.config.journal:
+                raise ConfigError("changing [journal] needs a restart", file=new.source,
+                                  key="journal")
             # First: a broken stream file's running sinks keep their names, which the
             # store's streams then cannot take.
             self._keep_sinks_of_broken_streams(new)
             new.sinks.extend(await self._store_sinks(new, types))
             redactors = build_redactors(new)
-            if new.journal != self.config.journal:
-                raise ConfigError("changing [journal] needs a restart", file=new.source,
-                                  key="journal")
         except ConfigError as exc:
             log.error("config reload rejected, the running config stays: %s", exc)
             self.notifier.notify("READY=1", f"STATUS=reload rejected: {exc}")
@@ -221,6 +223,8 @@ class Daemon:
         added = [n for n in new_by if n not in old_by]
         changed = [n for n in new_by if n in old_by and (
             global_changed or _sink_fingerprint(new_by[n], new) != _sink_fingerprint(old_by[n], old))]
+        for name in removed + changed + added:
+            self.restarts.cancel(name)  # this reload decides what runs under that name
         await self._stop_drivers([n for n in removed + changed if n in self.drivers],
                                  new.shutdown_timeout)
         self.config, self.pm, self.types = new, pm, types

@@ -114,6 +114,13 @@ class SinkRestarts:
                           scrub_secrets(f"{type(exc).__name__}: {exc}", sink_secrets(sc)), delay)
         self._pending.pop(name, None)
 
+    def cancel(self, name: str) -> None:
+        """Forget the restart scheduled for ``name`` (a reload starts, restarts or removes
+        that sink itself: two drivers must never run under one name)."""
+        task = self._pending.pop(name, None)
+        if task is not None:
+            task.cancel()
+
     def cancel_all(self) -> None:
         for task in self._pending.values():
             task.cancel()
