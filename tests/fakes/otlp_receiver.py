@@ -46,9 +46,12 @@ class OtlpLogsReceiver(FakeServer):
     """The receiver on ``url``; every stored LogRecord is in ``records`` with its
     resource attributes in ``resources`` (same index)."""
 
-    def __init__(self, token: str | None = None, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, token: str | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 max_body_bytes: int | None = None):
         super().__init__(host=host, port=port)
         self.token = token
+        # A body (uncompressed) over this size is answered 413, as a collector's limit would.
+        self.max_body_bytes = max_body_bytes
         self.records: list[Any] = []
         self.resources: list[dict[str, Any]] = []
         self.scopes: list[Any] = []
@@ -106,6 +109,8 @@ class OtlpLogsReceiver(FakeServer):
         except (OSError, EOFError, DecodeError, json_format.ParseError) as exc:
             return web.json_response({"code": 3, "message": f"cannot decode: {exc}"}, status=400)
         record.body_bytes = len(body)
+        if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
+            return web.json_response({"code": 8, "message": "request too large"}, status=413)
         rejected = failure.params.get("rejected", 0) if failure is not None else 0
         skip = rejected
         for rl in export.resource_logs:

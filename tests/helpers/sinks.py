@@ -25,10 +25,13 @@ attempt_timeout = 2.0
 """
 
 
-def file_sink(path: Path, name: str = "local-file") -> str:
-    return f"""
+def file_sink(path: Path, name: str = "local-file", extra: str = "", batch: str = "") -> str:
+    """A ``file`` sink table; ``extra`` lines in it, ``batch`` lines in its [sinks.batch]."""
+    table = f"""
 [[sinks]]
 name = "{name}"
 type = "file"
 path = "{path}"
+{extra}
 """
+    return table + (f"[sinks.batch]\n{batch}\n" if batch else "")

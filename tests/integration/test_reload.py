@@ -10,6 +10,7 @@ import threading
 from collections import Counter
 
 import pytest
+from tests.helpers.sinks import file_sink as shared_file_sink
 
 from auditshipd import AuditJournal
 from auditshipd.testing import read_jsonl_ids, wait_for
@@ -18,16 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def file_sink(name, path, extra=""):
-    return f"""
-[[sinks]]
-name = "{name}"
-type = "file"
-path = "{path}"
-{extra}
-[sinks.batch]
-max_events = 50
-timeout = 0.05
-"""
+    return shared_file_sink(path, name, extra, batch="max_events = 50\ntimeout = 0.05")
 
 
 class Writer(threading.Thread):

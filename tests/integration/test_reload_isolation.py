@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from tests.helpers.daemon_in_process import running_daemon, until
+from tests.helpers.sinks import file_sink
 from tests.helpers.store_streams import KEY, http_definition, save_definitions
 from tests.helpers.tcp_proxy import TcpProxy
 from tests.servers.postgres import migrated_schema_sync
@@ -99,15 +100,7 @@ def _acme_events(journal: Path, prefix: str, n: int) -> list[str]:
 
 
 def _file_sink(name: str, path: Path, extra: str = "") -> str:
-    return f"""
-[[sinks]]
-name = "{name}"
-type = "file"
-path = "{path}"
-{extra}
-[sinks.batch]
-timeout = 0.05
-"""
+    return file_sink(path, name, extra, batch="timeout = 0.05")
 
 
 def test_a_sink_that_cannot_start_after_a_reload_is_tried_again_alone(

@@ -120,6 +120,26 @@ async def test_partial_success_goes_to_the_dead_letters(tmp_path: Path) -> None:
             assert len(rx.records) == 3
 
 
+@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+async def test_413_halves_the_request_until_the_collector_takes_it(tmp_path: Path, encoding: str) -> None:
+    """A collector that takes at most 4 KB a request: the batch goes in halves, every
+    record once, in order; a single record over the limit is refused alone, the records
+    before it delivered."""
+    async with OtlpLogsReceiver(token=TOKEN, max_body_bytes=4_000) as rx, otlp_sink(
+        tmp_path, rx.url, encoding=encoding
+    ) as sink:
+        batch = Batch(make_events(40))
+        await sink.send(batch)
+        assert rx.event_ids == batch.ids
+        assert any(r.status == 413 for r in rx.requests)
+        events = make_events(6)
+        events[3]["metadata"] = {"pad": "x" * 6_000}
+        with pytest.raises(PermanentError, match="413 to a single log record") as err:
+            await sink.send(Batch(events))
+        assert (err.value.accepted, err.value.rejected) == (3, 1)
+        assert rx.event_ids[40:] == [e["id"] for e in events[:3]]
+
+
 async def test_bad_token_is_permanent_and_not_echoed(tmp_path: Path) -> None:
     """401 is permanent; the header value never appears in the error."""
     async with OtlpLogsReceiver(token="the-right-one") as rx, otlp_sink(tmp_path, rx.url) as sink:

@@ -23,7 +23,7 @@ import os
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -33,6 +33,7 @@ from ..scrub import scrub_secrets, url_secrets
 
 __all__ = [
     "RequestQueue",
+    "send_halving",
     "tls_context",
     "TooLarge",
     "pack_ranges",
@@ -393,6 +394,29 @@ def pack_ranges(sizes: list[int], limit: int, *, overhead: int = 0, separator: i
         size += n
     ranges.append((start, len(sizes)))
     return ranges
+
+
+async def send_halving(todo: RequestQueue, post: Callable[[int, int], Awaitable[None]], *,
+                       one_too_large: Callable[[int], SinkError],
+                       halving: Callable[[int], None]) -> None:
+    """Send the ranges of ``todo`` in order with ``post(start, end)``. A range the receiver
+    answers 413 to (``post`` raises :class:`TooLarge`) is sent again in two halves
+    (``halving(count)`` first, to say so); a single item still refused raises
+    ``one_too_large(index)``. A failure counts the items of the ranges before it as
+    accepted, so the core never sends them again."""
+    while todo:
+        start, end = todo.pop()
+        try:
+            try:
+                await post(start, end)
+            except TooLarge:
+                if end - start <= 1:
+                    raise one_too_large(start) from None
+                halving(end - start)
+                todo.halve(start, end)
+        except SinkError as err:
+            err.accepted += start
+            raise
 
 
 class RequestQueue:

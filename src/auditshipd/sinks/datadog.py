@@ -29,7 +29,6 @@ from ..plugin import (
     ConfigError,
     PermanentError,
     SinkContext,
-    SinkError,
     SinkOptions,
     SinkType,
     hookimpl,
@@ -44,6 +43,7 @@ from ._http_common import (
     post,
     safe_url,
     scrub,
+    send_halving,
     snippet,
 )
 
@@ -178,33 +178,26 @@ class DatadogSink(SessionSink):
         todo = RequestQueue(pack_ranges(sizes, MAX_PAYLOAD_BYTES, overhead=2, separator=1,
                                         max_items=MAX_ENTRIES,
                                         alone=lambda i: sizes[i] > MAX_LOG_BYTES))
-        while todo:
-            start, end = todo.pop()
+
+        async def part(start: int, end: int) -> None:
             if end - start == 1 and len(entries[start]) > MAX_LOG_BYTES:
                 raise PermanentError(
                     f"event {batch.events[start].get('id', '?')} makes a log of"
                     f" {len(entries[start])} bytes, above Datadog's {MAX_LOG_BYTES}-byte limit"
                     " per log (set oversize = \"truncate\" to send it truncated)",
-                    accepted=start, rejected=1,
+                    rejected=1,
                 )
-            body = b"[" + b",".join(entries[start:end]) + b"]"
-            try:
-                await self._post(body, end - start)
-            except TooLarge:
-                if end - start == 1:
-                    raise PermanentError(
-                        f"{_RECEIVER} answered HTTP 413 to a single log of"
-                        f" {len(entries[start])} bytes",
-                        accepted=start, rejected=1,
-                    ) from None
-                self.logger.warning(
-                    "sink %s: %s answered 413 to %d logs; sending them in two halves",
-                    self.name, _RECEIVER, end - start,
-                )
-                todo.halve(start, end)
-            except SinkError as err:
-                err.accepted += start
-                raise
+            await self._post(b"[" + b",".join(entries[start:end]) + b"]", end - start)
+
+        def one_too_large(i: int) -> PermanentError:
+            return PermanentError(f"{_RECEIVER} answered HTTP 413 to a single log of"
+                                  f" {len(entries[i])} bytes", rejected=1)
+
+        def halving(count: int) -> None:
+            self.logger.warning("sink %s: %s answered 413 to %d logs; sending them in two"
+                                " halves", self.name, _RECEIVER, count)
+
+        await send_halving(todo, part, one_too_large=one_too_large, halving=halving)
 
     # -- encoding ---------------------------------------------------------------------
 

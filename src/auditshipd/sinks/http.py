@@ -34,7 +34,6 @@ from ..plugin import (
     ConfigError,
     PermanentError,
     SinkContext,
-    SinkError,
     SinkOptions,
     SinkType,
     hookimpl,
@@ -47,6 +46,7 @@ from ._http_common import (
     compress,
     post,
     safe_url,
+    send_halving,
     snippet,
 )
 
@@ -89,24 +89,20 @@ class HttpSink(SessionSink):
         return [o.bearer_token, o.hmac_secret, *o.headers.values()]
 
     async def _send(self, batch: Batch) -> None:
-        todo = RequestQueue([(0, len(batch))])
-        while todo:
-            start, end = todo.pop()
-            try:
-                await self._post(batch if end - start == len(batch) else batch[start:end])
-            except TooLarge:
-                if end - start <= 1:
-                    raise PermanentError(
-                        f"{self.receiver} answered HTTP 413 to a single event of"
-                        f" {len(batch.lines[start]) if end > start else 0} bytes",
-                        accepted=start, rejected=end - start,
-                    ) from None
-                self.logger.warning("sink %s: %s answered 413 to %d events; sending them in"
-                                    " two halves", self.name, self.receiver, end - start)
-                todo.halve(start, end)
-            except SinkError as err:
-                err.accepted += start  # the parts before this one were delivered
-                raise
+        async def part(start: int, end: int) -> None:
+            await self._post(batch if end - start == len(batch) else batch[start:end])
+
+        def one_too_large(i: int) -> PermanentError:
+            size = len(batch.lines[i]) if i < len(batch) else 0
+            return PermanentError(f"{self.receiver} answered HTTP 413 to a single event of"
+                                  f" {size} bytes", rejected=min(1, len(batch)))
+
+        def halving(count: int) -> None:
+            self.logger.warning("sink %s: %s answered 413 to %d events; sending them in two"
+                                " halves", self.name, self.receiver, count)
+
+        await send_halving(RequestQueue([(0, len(batch))]), part,
+                           one_too_large=one_too_large, halving=halving)
 
     async def _post(self, batch: Batch) -> None:
         assert self._session is not None

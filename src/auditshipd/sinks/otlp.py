@@ -36,7 +36,17 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
-from ._http_common import SessionSink, classify_status, compress, post, safe_url, snippet
+from ._http_common import (
+    RequestQueue,
+    SessionSink,
+    TooLarge,
+    classify_status,
+    compress,
+    post,
+    safe_url,
+    send_halving,
+    snippet,
+)
 from .key_template import occurred_at_ns
 
 __all__ = [
@@ -221,6 +231,21 @@ class OtlpSink(SessionSink):
         return request.SerializeToString(), "application/x-protobuf"
 
     async def _send(self, batch: Batch) -> None:
+        async def part(start: int, end: int) -> None:
+            await self._post(batch if end - start == len(batch) else batch[start:end])
+
+        def one_too_large(i: int) -> PermanentError:
+            return PermanentError(f"{self.receiver} answered HTTP 413 to a single log record",
+                                  rejected=min(1, len(batch)))
+
+        def halving(count: int) -> None:
+            self.context.logger.warning("sink %s: %s answered 413 to %d log records; sending"
+                                        " them in two halves", self.name, self.receiver, count)
+
+        await send_halving(RequestQueue([(0, len(batch))]), part,
+                           one_too_large=one_too_large, halving=halving)
+
+    async def _post(self, batch: Batch) -> None:
         o = self.options
         body, content_type = self._encode(batch)
         headers = {"Content-Type": content_type, "User-Agent": f"auditshipd/{__version__}"}
@@ -231,6 +256,8 @@ class OtlpSink(SessionSink):
         assert self._session is not None
         answer = await post(self._session, self._url, body, headers, receiver=self.receiver,
                             timeout=o.timeout)
+        if answer.status == 413:
+            raise TooLarge
         error = classify_status(answer.status, answer.headers, self._status_detail(answer),
                                 receiver=self.receiver)
         if error is not None:
