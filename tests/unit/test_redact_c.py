@@ -293,3 +293,35 @@ def test_string_scan_finds_every_stop_at_every_offset(special):
             assert outcome(c.redact_line, line) == outcome(py.redact_line, line), line
             if special in (b'\\"', b"\\\\", b"\\n", b"\\u00e9", b"\xc3\xa9", b"\x7f"):
                 assert got is not None, line
+
+
+_ULID = "01H8ZK3Q4R5S6T7V8W9X0Y1Z2A"
+
+
+@pytest.mark.parametrize("value", [
+    f"/orgs/org_{_ULID}/members?email=ada@acme.com",
+    f"https://app.example.com/users/user_{_ULID}?invited=ada@acme.com",
+    f"see /memberships/om_{_ULID}&notify=ada@acme.com",
+])
+def test_an_id_in_a_url_before_an_email_is_removed_the_email_kept(value):
+    """The e-mail keep pattern never starts inside a URL's path or query: the id before
+    the address is still seen (every tier, the same bytes)."""
+    r, py = pair({})
+    line = msgspec.json.encode({"id": "e1", "action": "a", "occurred_at": "2026-01-01T00:00:00Z",
+                                "metadata": {"link": value}})
+    for redact in (r.redact_line, py.redact_line):
+        out = redact(line)
+        assert _ULID.encode() not in out and b"ada@acme.com" in out, out
+    assert r.redact_line(line) == py.redact_line(line)
+
+
+@pytest.mark.parametrize("key", ["userIDs", "memberIDs", "orgIDs", "user_id ", "Org ID"])
+def test_plural_acronym_and_spaced_id_keys_are_id_keys(key):
+    """userIDs is user_ids (not user_i_ds), "user_id " is user_id: their values never
+    leave, short numbers included."""
+    r, py = pair({})
+    line = msgspec.json.encode({"id": "e1", "action": "a", "occurred_at": "2026-01-01T00:00:00Z",
+                                "metadata": {key: [48213, 99120], "keep": "yes"}})
+    for redact in (r.redact_line, py.redact_line):
+        out = redact(line)
+        assert b"48213" not in out and b'"keep":"yes"' in out, out

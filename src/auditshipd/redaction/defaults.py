@@ -124,7 +124,10 @@ DEFAULT_ID_VALUE_PATTERNS = (
 
 DEFAULT_KEEP_VALUE_PATTERNS = (
     # An email address is customer-facing, even when its local part looks like an id.
-    r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+    # Its local part leaves out "/ ? = & #", which RFC 5322 allows but URLs use: a keep
+    # match never starts inside a URL's path or query ("/orgs/org_.../x?email=a@b.com"
+    # keeps the address only, the id is still seen).
+    r"(?<![A-Za-z0-9!$%'*+^_`{|}~.-])[A-Za-z0-9!$%'*+^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
 )
 
 

@@ -48,13 +48,16 @@ CACHE_ITEM_MAX = 256
 
 _KNOWN_KEYS = RedactionConfig.__struct_fields__
 
-_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# Word boundaries of a camelCase key: lower to upper ("userId"), and the end of an acronym
+# ("HTTPServer"), but not an acronym's plural ("userIDs" is "user_ids", not "user_i_ds").
+_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])(?![A-Z]s(?![a-z]))")
 _SEP_RE = re.compile(r"[\s.\-]+")
 
 
 def normalize_key(key: str) -> str:
-    """``userId``, ``user-id``, ``User ID`` -> ``user_id``: the form key globs are matched on."""
-    return _SEP_RE.sub("_", _CAMEL_RE.sub("_", key)).lower()
+    """``userId``, ``user-id``, ``User ID``, ``user_id `` -> ``user_id``, ``userIDs`` ->
+    ``user_ids``: the form key globs are matched on."""
+    return _SEP_RE.sub("_", _CAMEL_RE.sub("_", key.strip())).lower()
 
 
 @dataclass(frozen=True)
