@@ -8,6 +8,8 @@ messages, so a mistyped secret does not end up in a log.
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -111,6 +113,11 @@ def collect_config(text: str, source: str, sink_types: dict[str, SinkType] | Non
         raise_all([exc], text, source)
         raise
     root: ConfigFile = convert_all(data, ConfigFile, source, "", errors) or ConfigFile()
+    journal_table = data.get("journal")
+    if isinstance(journal_table, dict) and "path" in journal_table and "paths" not in journal_table:
+        # The file and its rotated segments (path.20261125T101010.000000Z...), not the
+        # default path's glob: a config naming only its journal reads that journal.
+        root.journal.paths = [root.journal.path + "*"]
     errors.extend(_check_journal(root.journal, source))
     sinks: list[SinkConfig] = []
     seen: set[str] = set()
@@ -166,8 +173,12 @@ def collect_config(text: str, source: str, sink_types: dict[str, SinkType] | Non
 
 
 def _check_journal(j: JournalConfig, source: str) -> list[ConfigError]:
+    unread = bool(j.paths) and not any(
+        fnmatch.fnmatchcase(os.path.normpath(j.path), os.path.normpath(glob)) for glob in j.paths)
     return [ConfigError(problem, file=source, key=f"journal.{key}") for key, problem, bad in (
         ("paths", "at least one journal path (glob) is required", not j.paths),
+        ("paths", f"no glob matches journal.path ({j.path}): the events appended there would"
+                  " never be read; add it (with its rotated segments: path + \"*\")", unread),
         ("max_line_bytes", "must be at least 64", j.max_line_bytes < 64),
         ("poll_interval", "must be positive", j.poll_interval <= 0),
         ("read_block_bytes", "must be at least 4096", j.read_block_bytes < 4096),

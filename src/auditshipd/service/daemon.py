@@ -30,7 +30,8 @@ from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import AuditJournal
 from ..scrub import scrub_secrets
 from . import heap
-from .loading import build_redactors, config_signature, load_runtime
+from .config_watch import watch_config
+from .loading import build_redactors, config_signature, load_runtime, sink_fingerprint
 from .notify import SystemdNotifier
 from .sink_restarts import SinkRestarts
 from .startup_checks import run_startup_checks
@@ -74,7 +75,7 @@ class Daemon:
         # A sink whose driver dies of a bug restarts alone; the others go on.
         self.restarts = SinkRestarts(
             self._start_driver, self._sink_config, lambda name: name in self.drivers,
-            lambda sc: _sink_fingerprint(sc, self.config))
+            lambda sc: sink_fingerprint(sc, self.config))
 
     # -- prose ------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class Daemon:
         await self._start_servers(cfg)
         self._cleanups.append(("servers", self._stop_servers()))
         if self.config_path is not None and cfg.config_watch:
-            self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+            self._background.append(asyncio.create_task(watch_config(self), name="config-watch"))
         self._background.append(asyncio.create_task(self._poll_store_streams(),
                                                     name="store-streams"))
         interval = self.notifier.watchdog_interval()
@@ -222,7 +223,7 @@ class Daemon:
         removed = [n for n in old_by if n not in new_by]
         added = [n for n in new_by if n not in old_by]
         changed = [n for n in new_by if n in old_by and (
-            global_changed or _sink_fingerprint(new_by[n], new) != _sink_fingerprint(old_by[n], old))]
+            global_changed or sink_fingerprint(new_by[n], new) != sink_fingerprint(old_by[n], old))]
         for name in removed + changed + added:
             self.restarts.cancel(name)  # this reload decides what runs under that name
         await self._stop_drivers([n for n in removed + changed if n in self.drivers],
@@ -383,40 +384,6 @@ class Daemon:
         streams = getattr(self, "config", None) and self.config.streams_dir
         return config_signature(self.config_path, streams)
 
-    async def _poll_config(self) -> None:
-        """A safety net under the file watcher: an edit made before the watch was set up
-        (or on a file system without inotify) is still seen within a few seconds."""
-        while True:
-            await asyncio.sleep(2.0)
-            if self._config_signature() != self._loaded_signature:
-                self.reload_requested.set()
-
-    async def _watch_config(self) -> None:
-        """Reload when the config file or a stream file changes."""
-        from watchfiles import awatch
-
-        self._background.append(asyncio.create_task(self._poll_config(), name="config-poll"))
-        cfg_path = Path(str(self.config_path)).resolve()
-        dirs = {str(cfg_path.parent)}
-        if self.config.streams_dir:
-            dirs.add(str(Path(self.config.streams_dir).resolve()))
-
-        def relevant(path: str) -> bool:
-            p = Path(path)
-            if p == cfg_path:
-                return True
-            streams = self.config.streams_dir
-            return bool(streams) and p.parent == Path(streams).resolve() and p.suffix == ".toml"
-
-        try:
-            async for changes in awatch(*dirs, debounce=200, recursive=False,
-                                        force_polling=self.config.journal.force_polling,
-                                        poll_delay_ms=int(self.config.journal.poll_interval * 1000)):
-                if any(relevant(path) for _change, path in changes):
-                    self.reload_requested.set()
-        except Exception as exc:
-            log.warning("config file watching unavailable (%s); reload with SIGHUP", exc)
-
     async def _poll_store_streams(self) -> None:
         """Reload when a self-service stream changed in the store; report their state."""
         host = host_id(self.config)
@@ -474,19 +441,6 @@ class Daemon:
             log.info("%s received: stopping", signal.Signals(sig).name)
             self._exit_requested_at = now
             self.should_exit.set()
-
-
-def _sink_fingerprint(sc: SinkConfig, config: Config) -> Any:
-    """What a running sink was built from: its own table, and what it takes from the
-    config's shared tables (a stream's destination policy, [portal] for the portal sink,
-    [formats] for a formatted one, [integrity] for a sealed one). A reload restarts the
-    sinks whose fingerprint changed."""
-    integrity = config.integrity if sc.integrity else None
-    return (sc.type, repr(sorted(sc.raw.items())), sc.stream_org, sc.destinations,
-            config.portal if sc.type == "portal" else None,
-            config.formats if sc.format != "native" else None,
-            (integrity.key.key_id, integrity.digest_interval, integrity.digest_events)
-            if integrity is not None else None)
 
 
 async def _maybe_await(results: Any) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from ..config import Config, RedactionConfig
+from ..config import Config, RedactionConfig, SinkConfig
 from ..config.collect import raise_all
 from ..config.env import load_document
 from ..config.loading import collect_config, read_config_text
@@ -19,7 +19,7 @@ from ..plugins.manager import build_plugin_manager, sink_types
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
 
-__all__ = ["build_redactors", "config_signature", "load_runtime"]
+__all__ = ["build_redactors", "config_signature", "load_runtime", "sink_fingerprint"]
 
 
 def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager, dict[str, SinkType]]:
@@ -120,3 +120,16 @@ def config_signature(path: str | Path | None, streams_dir: str | None) -> tuple[
         except OSError:
             sig.append((str(p), None, None))
     return tuple(sig)
+
+
+def sink_fingerprint(sc: SinkConfig, config: Config) -> Any:
+    """What a running sink was built from: its own table, and what it takes from the
+    config's shared tables (a stream's destination policy, [portal] for the portal sink,
+    [formats] for a formatted one, [integrity] for a sealed one). A reload restarts the
+    sinks whose fingerprint changed."""
+    integrity = config.integrity if sc.integrity else None
+    return (sc.type, repr(sorted(sc.raw.items())), sc.stream_org, sc.destinations,
+            config.portal if sc.type == "portal" else None,
+            config.formats if sc.format != "native" else None,
+            (integrity.key.key_id, integrity.digest_interval, integrity.digest_events)
+            if integrity is not None else None)
