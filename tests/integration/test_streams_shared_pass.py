@@ -15,12 +15,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tests.helpers.sinks import file_sink, http_sink
 
 import auditshipd
 from auditshipd import AuditJournal
 from auditshipd.service import daemon as daemon_module
 from auditshipd.service.daemon import Daemon
 from auditshipd.testing import WebhookReceiver, free_port, read_jsonl_ids, wait_for
+from auditshipd.testing import write_events as write_plain
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +249,32 @@ def test_the_default_config_decodes_and_redacts_each_event_once(tmp_path, monkey
     assert os.path.exists(tmp_path / "var" / "state" / "cursors" / "portal.json")
     assert json.loads((tmp_path / "var" / "state" / "cursors" / "portal.json").read_bytes())[
         "acked_events"] == 500
+
+
+def test_a_sink_leaving_the_pass_reads_a_rotated_and_deleted_segment_to_its_end(ws, tmp_path):
+    """The SIEM is down while logrotate renames the journal and removes the rotated file
+    at once (create + compress without delaycompress): the retrying sink leaves the pass
+    behind that segment, which no name reaches any more; it reads on from the pass's
+    descriptor and, once the SIEM is back, every event arrives."""
+    with WebhookReceiver() as rx:
+        ws.write_config(http_sink(rx.url, "web") + file_sink(ws.out, "copy", batch="timeout = 0.05"))
+        with ws.daemon() as d:
+            d.wait_started()
+            want = write_plain(ws.journal, "a", 10)
+            wait_for(lambda: len(rx.ids()) >= 10 and len(read_jsonl_ids(ws.out)) >= 10, 15)
+            rx.set_script([], default=503)
+            n = rx.requests
+            want += write_plain(ws.journal, "x", 1)
+            wait_for(lambda: rx.requests >= n + 2, 15, message="web retrying")
+            staging = tmp_path / "staging.jsonl"
+            want += write_plain(staging, "b", 200)
+            with open(ws.journal, "ab") as f:
+                f.write(staging.read_bytes())
+            rotated = ws.journal.with_name("audit.jsonl.1")
+            os.rename(ws.journal, rotated)
+            os.unlink(rotated)
+            wait_for(lambda: len(read_jsonl_ids(ws.out)) >= 211, 15, message="the file sink")
+            rx.set_script([], default=200)
+            wait_for(lambda: set(rx.ids()) >= set(want), 30, message="web catches up")
+            assert d.terminate() == 0
+    assert set(read_jsonl_ids(ws.out)) == set(want)

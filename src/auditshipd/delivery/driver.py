@@ -121,7 +121,8 @@ class SinkDriver(Outbox):
         return self.sc.start_at == "end" and not self.committed.segments
 
     def _new_reader(self, state: CursorState, signal: ChangeSignal, end: bool, *,
-                    solo_block: bool = False) -> JournalReader:
+                    solo_block: bool = False,
+                    inherit: dict[str, tuple[str, int]] | None = None) -> JournalReader:
         j = self.config.journal
         # Beside a shared pass, a sink reads alone only to catch up: smaller blocks keep
         # many such sinks (each holding a chunk while it waits for a slot) small.
@@ -129,7 +130,8 @@ class SinkDriver(Outbox):
         return JournalReader(
             j.paths, state, start_at_end=end, max_line_bytes=j.max_line_bytes,
             block_bytes=block, signal=signal, poll_interval=j.poll_interval,
-            rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name=self.name)
+            rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name=self.name,
+            inherit=inherit)
 
     async def run(self) -> None:
         """Read (or take from the pass), batch and dispatch until :meth:`stop`; then
@@ -232,8 +234,11 @@ class SinkDriver(Outbox):
                 await self._until_ready()
                 if self._stopping.is_set():
                     return
-                reader = primed or self._new_reader(CursorState(segments=dict(position)),
-                                                    shared.advanced, False, solo_block=True)
+                # Segments the pass still holds that left the glob: read on from its
+                # descriptors (a segment deleted meanwhile cannot be opened by name).
+                reader = primed or self._new_reader(
+                    CursorState(segments=dict(position)), shared.advanced, False,
+                    solo_block=True, inherit=shared.held_segments(position))
                 primed = None
                 self._reader = reader
                 try:

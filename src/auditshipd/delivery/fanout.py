@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -187,6 +188,21 @@ class SharedPass:
 
     def lag_bytes(self) -> int:
         return self.reader.lag_bytes() if self.reader is not None else 0
+
+    def held_segments(self, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """Duplicates of the pass's descriptors of the segments among ``keys`` that left
+        the glob (renamed away, deleted): a sink leaving the pass behind them reads on
+        from these (its reader owns and closes them) instead of losing those lines."""
+        out: dict[str, tuple[str, int]] = {}
+        reader = self.reader
+        if reader is None:
+            return out
+        for key in keys:
+            seg = reader.segments.get(key)
+            if seg is not None and not seg.in_glob:
+                with contextlib.suppress(OSError):
+                    out[key] = (seg.path, os.dup(seg.fd))
+        return out
 
     def _held(self) -> int:
         """Bytes of lines handed to joined sinks and not committed yet."""

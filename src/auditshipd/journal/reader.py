@@ -77,8 +77,14 @@ class JournalReader:
         name: str = "",
         limit: Mapping[str, SegmentCursor] | None = None,
         executor: Executor | None = None,
+        inherit: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         self.patterns = list(patterns)
+        # Descriptors handed over (key -> (path, fd), each this reader's to close) of
+        # segments that left the glob, renamed away or deleted, which another reader still
+        # holds: a cursor entry whose file is no longer found by name is read on from
+        # them instead of being given up (a sink leaving the shared pass).
+        self._inherit = dict(inherit or {})
         self.exclude = list(exclude)
         self.known = dict(state.segments)  # persisted cursor entries not yet adopted
         self.start_at_end = start_at_end and not state.segments
@@ -262,9 +268,15 @@ class JournalReader:
             # entry for the next scan: releasing it made that file be read from 0.
             for key, cur in list(self.known.items()):
                 if key not in self.segments and key not in seen:
+                    if key in self._inherit and self._adopt_inherited(key):
+                        continue
                     self._retire(key, cur)
                     self._pending.append(Release(key))
                     del self.known[key]
+            for _path, fd in self._inherit.values():  # not needed: a file found by name
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._inherit.clear()
             self._first_scan = False
 
     def _report_refused(self, refused: dict[str, str]) -> None:
@@ -293,6 +305,25 @@ class JournalReader:
                 os.close(fd)
             self.segments.pop(key, None)
             raise
+
+    def _adopt_inherited(self, key: str) -> bool:
+        """Read on from a handed-over descriptor of a segment that left the glob: released
+        once drained and rotate_wait has passed, as the reader that held it would."""
+        path, fd = self._inherit.pop(key)
+        try:
+            self._adopt_fd(path, key, os.fstat(fd), fd)
+        except OSError as exc:
+            log.warning("%s: cannot read journal segment %s: %s", self.name, path, exc)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            self.segments.pop(key, None)
+            return False
+        seg = self.segments.get(key)
+        if seg is None:
+            return False
+        seg.in_glob = False
+        seg.left_ns = time.time_ns()
+        return True
 
     def _adopt_fd(self, path: str, key: str, st: os.stat_result, fd: int) -> None:
         fst = os.fstat(fd)
