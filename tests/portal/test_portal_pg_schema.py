@@ -196,3 +196,26 @@ async def test_retention_drops_whole_months_and_deletes_the_rest(pg_url: str) ->
         assert await store.count() == sum(e["occurred_at"] >= "2026-03" for e in events)
     finally:
         await store.close()
+
+
+async def test_hosts_purging_and_writing_the_same_months(pg_url: str) -> None:
+    """Two hosts purge at once: each month is dropped once, neither fails. A host that
+    knew a month another host dropped writes into it again (the month is created anew)
+    instead of refusing the batch."""
+    events = make_events(600, seed=5, span_days=90)  # Jan..Mar 2026
+    a, b = PostgresEventStore(pg_url), PostgresEventStore(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        await b.insert_events(events)  # b knows the three months
+        cutoff = dt.datetime(2026, 4, 1, tzinfo=dt.timezone.utc)
+        results = await asyncio.gather(a.purge_expired(cutoff, {}), b.purge_expired(cutoff, {}))
+        assert sum(r.total for r in results) == 600
+        assert await _partitions(pg_url) == []
+        await b.insert_events(events[:10])  # b creates (and knows) those months again
+        await a.purge_expired(cutoff, {})  # a drops them
+        assert await b.insert_events(events[:10]) == 10
+        assert await a.count() == 10
+    finally:
+        await a.close()
+        await b.close()

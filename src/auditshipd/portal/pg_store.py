@@ -111,6 +111,11 @@ async def _init_connection(conn: Any) -> None:
     )
 
 
+# "no partition of relation ... found for row" (check_violation): a row whose month has
+# no partition.
+_NO_PARTITION = "23514"
+_UNDEFINED_TABLE = "42P01"
+
 class PostgresEventStore(EventStore):
     """Events in a PostgreSQL database (schema from ``auditshipd portal migrate``)."""
 
@@ -170,7 +175,16 @@ class PostgresEventStore(EventStore):
         months = _month_starts(batch.records)
         async with self._need_pool().acquire() as conn:
             await self._ensure_partitions(conn, months)
-            return await self._writer.write(conn, batch)
+            try:
+                return await self._writer.write(conn, batch)
+            except Exception as exc:
+                # A month this process saw was dropped since by another host's retention:
+                # forget what it knows of the months, create them again, once.
+                if getattr(exc, "sqlstate", None) != _NO_PARTITION:
+                    raise
+                self._partitions.clear()
+                await self._ensure_partitions(conn, months)
+                return await self._writer.write(conn, batch)
 
     async def _ensure_partitions(self, conn: Any, months: set[_dt.datetime]) -> None:
         missing = {m for m in months if _partition_name(m) not in self._partitions}
@@ -250,17 +264,23 @@ class PostgresEventStore(EventStore):
                 continue
             end = bounds[1]
             keep = sorted(s for s, c in overrides.items() if c is None or c < end)
-            async with conn.transaction():
-                # The lock keeps writers out while the month is counted and dropped.
-                await conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
-                if keep and await conn.fetchval(
-                    f"SELECT 1 FROM {name} WHERE organization_slug = ANY($1::text[]) LIMIT 1", keep
-                ):
-                    continue
-                counts = await conn.fetch(
-                    f"SELECT organization_slug, count(*) FROM {name} GROUP BY 1"
-                )
-                await conn.execute(f"DROP TABLE {name}")
+            try:
+                async with conn.transaction():
+                    # The lock keeps writers out while the month is counted and dropped.
+                    await conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+                    if keep and await conn.fetchval(
+                        f"SELECT 1 FROM {name} WHERE organization_slug = ANY($1::text[]) LIMIT 1",
+                        keep,
+                    ):
+                        continue
+                    counts = await conn.fetch(
+                        f"SELECT organization_slug, count(*) FROM {name} GROUP BY 1"
+                    )
+                    await conn.execute(f"DROP TABLE {name}")
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) != _UNDEFINED_TABLE:
+                    raise
+                counts = []  # another host's purge dropped that month meanwhile
             self._partitions.discard(name)
             deleted.extend((r[0], int(r[1])) for r in counts)
         return deleted
