@@ -181,3 +181,22 @@ def test_portal_and_metrics_tables_are_validated_with_the_config(tmp_path, table
     with pytest.raises(ConfigError) as info:
         load_runtime(p)
     assert info.value.key == key
+
+
+def test_journal_paths_follow_the_path_given_and_must_match_it(tmp_path):
+    """Only journal.path given: the reader follows that file and its rotated segments.
+    Globs that miss journal.path, or a state_dir that is a file, are errors naming the key."""
+    config = parse_config(f'[journal]\npath = "{tmp_path}/app/audit.jsonl"\n', "x.toml")
+    assert config.journal.paths == [f"{tmp_path}/app/audit.jsonl*"]
+    with pytest.raises(ConfigError, match=r"x.toml:3: journal.paths: no glob matches journal.path"):
+        parse_config(f'[journal]\npath = "{tmp_path}/app/audit.jsonl"\npaths = ["/other/*"]\n', "x.toml")
+    (tmp_path / "state").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"journal.state_dir: .* exists and is not a directory"):
+        parse_config(f'[journal]\nstate_dir = "{tmp_path / "state"}"\n', "x.toml")
+
+
+def test_a_portal_database_url_with_a_bad_port_names_the_key(tmp_path):
+    path = tmp_path / "auditshipd.toml"
+    path.write_text('[portal]\ndatabase = "postgresql://postgres@127.0.0.1:notaport/x"\n')
+    with pytest.raises(ConfigError, match=r"portal.database: not a valid PostgreSQL URL"):
+        load_runtime(path)

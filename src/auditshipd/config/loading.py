@@ -179,6 +179,8 @@ def _check_journal(j: JournalConfig, source: str) -> list[ConfigError]:
         ("paths", "at least one journal path (glob) is required", not j.paths),
         ("paths", f"no glob matches journal.path ({j.path}): the events appended there would"
                   " never be read; add it (with its rotated segments: path + \"*\")", unread),
+        ("state_dir", f"{j.state_dir} exists and is not a directory",
+         os.path.exists(j.state_dir) and not os.path.isdir(j.state_dir)),
         ("max_line_bytes", "must be at least 64", j.max_line_bytes < 64),
         ("poll_interval", "must be positive", j.poll_interval <= 0),
         ("read_block_bytes", "must be at least 4096", j.read_block_bytes < 4096),

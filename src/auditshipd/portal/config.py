@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -82,6 +83,11 @@ def portal_config(config: Any) -> PortalConfig:
         value = getattr(pc, key)
         if value and not Path(value).is_file():
             raise bad(key, "file not found")
+    if pc.database.startswith(("postgresql://", "postgres://")):
+        try:
+            urlsplit(pc.database).port  # noqa: B018 - raises for a port that is no number
+        except ValueError as exc:
+            raise bad("database", f"not a valid PostgreSQL URL: {exc}") from None
     if not pc.database:
         state_dir = Path(getattr(config, "state_dir", "var/state"))
         pc.database = str(state_dir / "portal.sqlite3")

@@ -45,7 +45,7 @@ async def _migrate(url: str) -> int:
     where = safe_location(url)
     try:
         conn = await asyncpg.connect(url)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return _fail(f"cannot connect to portal database {where}: {type(exc).__name__}: {exc}")
     try:
         before = await schema_version(conn)
