@@ -446,3 +446,20 @@ def test_separate_interpreters_with_rotation(tmp_path: Path) -> None:
     ids = [e["id"] for e in read_events(*segments(path))]
     assert len(ids) == 1500 and len(set(ids)) == 1500
     assert len(segments(path)) > 3
+
+
+def test_files_are_created_with_the_mode_asked_whatever_the_umask(tmp_path):
+    """mode=0o660 under umask 022: the journal, its lock file and a journal created by
+    rotation are group-writable, so the application and the daemon can share them."""
+    old = os.umask(0o022)
+    try:
+        j = AuditJournal(tmp_path / "audit.jsonl", mode=0o660, rotate_bytes=300)
+        for i in range(5):
+            assert j.record("user.invited", id=f"e{i}", actor={"type": "user", "email": "a@b.test"})
+        j.close()
+    finally:
+        os.umask(old)
+    files = sorted(p for p in tmp_path.iterdir())
+    assert len([p for p in files if p.name.startswith("audit.jsonl.")]) >= 1  # rotated
+    for p in files:
+        assert p.stat().st_mode & 0o777 == 0o660, p

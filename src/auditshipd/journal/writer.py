@@ -208,7 +208,7 @@ class AuditJournal:
             self._lock_fd = None
         if self._lock_fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
+            self._lock_fd = _open_with_mode(self.lock_path, os.O_RDWR | os.O_CLOEXEC, self.mode)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             fd = self._current_fd()
@@ -239,9 +239,7 @@ class AuditJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        fd = os.open(
-            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode
-        )
+        fd = _open_with_mode(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, self.mode)
         st = os.fstat(fd)
         self._fd, self._ino = fd, (st.st_dev, st.st_ino)
         return fd
@@ -299,3 +297,18 @@ def _reset_locks_after_fork() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
+
+def _open_with_mode(path: str | os.PathLike[str], flags: int, mode: int) -> int:
+    """Open ``path``, creating it with exactly ``mode``: the process umask (022 for most
+    services) would take the group's write bit away, and the application and the daemon
+    writing one journal through its group would lock each other out."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return os.open(path, flags | os.O_CREAT, mode)
+    try:
+        os.fchmod(fd, mode)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
