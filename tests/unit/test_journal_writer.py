@@ -463,3 +463,19 @@ def test_files_are_created_with_the_mode_asked_whatever_the_umask(tmp_path):
     assert len([p for p in files if p.name.startswith("audit.jsonl.")]) >= 1  # rotated
     for p in files:
         assert p.stat().st_mode & 0o777 == 0o660, p
+
+
+def test_the_daemons_own_writer_shares_a_setgid_directory(tmp_path):
+    """In a group-shared (setgid) journal directory the daemon's writer creates 0o660
+    files, elsewhere 0o640."""
+    from auditshipd.journal.writer import daemon_journal
+
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir(mode=0o2770)
+    os.chmod(shared, 0o2770)
+    private.mkdir()
+    for directory, mode in ((shared, 0o660), (private, 0o640)):
+        j = daemon_journal(directory / "audit.jsonl")
+        assert j.record("user.invited", id="e1", actor={"type": "user", "email": "a@b.test"})
+        j.close()
+        assert (directory / "audit.jsonl").stat().st_mode & 0o777 == mode

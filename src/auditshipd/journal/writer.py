@@ -18,6 +18,7 @@ import datetime as _dt
 import fcntl
 import logging
 import os
+import stat
 import threading
 import time
 import weakref
@@ -31,7 +32,7 @@ from ulid import ULID
 from ..durable import fsync_dir
 from ..timestamps import format_rfc3339, now_rfc3339
 
-__all__ = ["EVENT_VERSION", "AuditJournal", "new_event_id"]
+__all__ = ["EVENT_VERSION", "AuditJournal", "daemon_journal", "new_event_id"]
 
 EVENT_VERSION = 1
 log = logging.getLogger("auditshipd.journal")
@@ -312,3 +313,14 @@ def _open_with_mode(path: str | os.PathLike[str], flags: int, mode: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def daemon_journal(path: str | os.PathLike[str]) -> AuditJournal:
+    """The daemon's own writer to the journal at ``path`` (its audit events: portal access,
+    config changes). In a group-shared (setgid) directory the files it creates are
+    group-writable (0o660), as the application's are, so that neither locks the other out."""
+    try:
+        shared = bool(os.stat(Path(path).parent).st_mode & stat.S_ISGID)
+    except OSError:
+        shared = False
+    return AuditJournal(path, mode=0o660 if shared else 0o640)

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..journal.writer import AuditJournal
+from ..journal.writer import daemon_journal
 from .access import AccessRecorder
 from .app import build_app, template_environment
 from .auth_store import AuthStore, import_token_file
@@ -98,7 +98,7 @@ async def start_portal(
         raise
     journal_path = getattr(getattr(config, "journal", None), "path", None)
     recorder = AccessRecorder(
-        AuditJournal(journal_path) if journal_path else None, tokens, pc.session_ttl
+        daemon_journal(journal_path) if journal_path else None, tokens, pc.session_ttl
     )
     state = PortalState(
         config=config,

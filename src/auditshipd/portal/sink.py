@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..journal.writer import AuditJournal
+from ..journal.writer import daemon_journal
 from ..plugin import (
     Batch,
     ConfigError,
@@ -150,7 +150,7 @@ class PortalSink:
         )
         self.store: EventStore = store or event_store(database)
         journal_path = options.journal_path or context.journal_path or ""
-        self.journal = AuditJournal(journal_path) if journal_path else None
+        self.journal = daemon_journal(journal_path) if journal_path else None
         self._purge_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 

@@ -27,7 +27,7 @@ from ..delivery.driver import SinkDriver
 from ..delivery.fanout import SharedPass
 from ..errors import ConfigError
 from ..journal.watch import ChangeSignal, JournalWatcher
-from ..journal.writer import AuditJournal
+from ..journal.writer import daemon_journal
 from ..scrub import scrub_secrets
 from . import heap
 from .config_watch import watch_config
@@ -281,7 +281,7 @@ class Daemon:
 
     def _record_reload(self, added: list[str], removed: list[str], changed: list[str]) -> None:
         """The reload itself is an audit event (sink names only, never settings)."""
-        journal = AuditJournal(self.config.journal.path)
+        journal = daemon_journal(self.config.journal.path)
         journal.record("log_stream.updated",
                        actor={"type": "system", "name": "auditshipd"},
                        metadata={"added": added, "removed": removed, "changed": changed,
