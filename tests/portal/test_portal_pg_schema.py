@@ -165,6 +165,24 @@ async def test_many_writers_store_each_event_once(pg_url: str) -> None:
             await s.close()
 
 
+async def test_events_without_a_time_shipped_by_two_hosts_at_once_are_stored_once(pg_url: str) -> None:
+    """Events without a usable time are keyed by their arrival: two hosts storing the
+    same ones at the same moment still store each once."""
+    a, b = PostgresEventStore(pg_url), PostgresEventStore(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        for r in range(10):
+            batch = [{**e, "id": f"evt_timeless_{r}_{i}"} for i, e in enumerate(make_events(200, seed=r))]
+            for e in batch:
+                del e["occurred_at"]
+            await asyncio.gather(a.insert_events(batch), b.insert_events(batch))
+        assert await a.count() == 2000
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_retention_drops_whole_months_and_deletes_the_rest(pg_url: str) -> None:
     """Months entirely before the cutoff are dropped (counts per organization still
     reported); a month that an organization's longer retention still needs stays, and

@@ -80,6 +80,10 @@ FROM events_batch s
 WHERE NOT s.timeless OR NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id)
 ORDER BY s.ord
 ON CONFLICT DO NOTHING"""
+_LOCK_IDS = """
+SELECT pg_advisory_xact_lock(k) FROM (
+    SELECT DISTINCT hashtextextended(id, 0) AS k FROM unnest($1::text[]) AS id ORDER BY k
+) ids"""
 _ACTIONS = """
 INSERT INTO event_actions (organization_slug, action)
 SELECT * FROM unnest($1::text[], $2::text[])
@@ -207,6 +211,12 @@ class BatchWriter:
                 columns=("ord", "timeless", *COLUMNS),
             )
             await self._add_actions(conn, new_actions)
+            # An event without a usable time is keyed by its arrival time, so the primary
+            # key cannot see it twice: hosts storing the same ids take turns, and each
+            # looks for the id after the other's commit.
+            unkeyed = sorted({r[0] for r, t in zip(records, timeless, strict=True) if t})
+            if unkeyed:
+                await conn.execute(_LOCK_IDS, unkeyed)
             status = await conn.execute(_MOVE)
         return int(status.rsplit(" ", 1)[1])
 
