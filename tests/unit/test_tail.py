@@ -1461,3 +1461,38 @@ def test_refusal_trusts_only_this_user_root_and_the_directory_owner(tmp_path: Pa
     link.symlink_to(f)
     assert "symbolic link" in (refusal(os.lstat(link), me) or "")
     assert refusal(os.stat(link), me) is None  # followed: the target decides
+
+
+_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
+       " Safari/537.36 scim-sync-agent/4.2")
+
+
+def _sorted_keys_lines(tag: str, n: int) -> list[bytes]:
+    """A recurring service action written with sorted keys: the id comes late, so every
+    line (and every segment) starts with the same 256 bytes."""
+    return [msgspec.json.encode({
+        "action": "scim.sync", "actor": {"email": "scim-bot@acme.test", "type": "service"},
+        "context": {"location": "203.0.113.7", "request_id_header": "x-request-id",
+                    "user_agent": _UA},
+        "id": f"{tag}-{i:05d}", "occurred_at": "2024-01-01T00:00:00.000Z", "version": 1,
+    }, order="sorted") for i in range(n)]
+
+
+async def test_segments_starting_alike_are_each_read_from_their_start(
+        journal: Path, consumer: Consumer) -> None:
+    """Rename rotations whose segments start with the same bytes and are smaller than the
+    one before: each is a new file, read at once from 0, not awaited as a copy in progress
+    (its predecessor open, or released after it was renamed away)."""
+    a, b, c = (_sorted_keys_lines(t, n) for t, n in (("a", 50), ("b", 5), ("c", 48)))
+    assert a[0][:HEAD_BYTES] == b[0][:HEAD_BYTES] == c[0][:HEAD_BYTES]
+    append(journal, a)
+    consumer.start()
+    await consumer.collect(50)
+    os.rename(journal, journal.with_name("audit.jsonl.1"))
+    append(journal, b)  # smaller than the segment before, which is still open
+    await consumer.collect(55)
+    os.rename(journal, journal.with_name("audit.jsonl.2"))
+    append(journal, c)
+    await consumer.collect(103)
+    await consumer.quiet()
+    assert_exact(consumer.lines, a + b + c)

@@ -344,7 +344,8 @@ class JournalReader:
                 how = "replaced (inode reused or rewritten)"
         copy_of = None
         if offset == 0:
-            copy_of = find_copy(key, fd, size, head, self._copy_candidates())
+            copy_of = find_copy(key, fd, size, head, self._copy_candidates(),
+                                {k: seg.fd for k, seg in self.segments.items()}, self._gone())
             if copy_of is not None:
                 if copy_of.offset > size:
                     os.close(fd)  # a copy still being written: look again next scan
@@ -370,6 +371,12 @@ class JournalReader:
             n = min(TAIL_BYTES, offset)
             self._pending.append(Chunk(key, path, offset, b"", seg.mark(),
                                        _pread(fd, n, offset - n)))
+
+    def _gone(self) -> frozenset[str]:
+        """Released segments no longer open, idle or awaited: their files are gone, so
+        no copy of them can be in progress."""
+        return frozenset(k for k, _ in self.retired
+                         if k not in self.segments and k not in self.idle and k not in self.known)
 
     def _copy_candidates(self) -> list[tuple[str, SegmentCursor]]:
         """Every position known for a segment: a copytruncate copy continues from one."""

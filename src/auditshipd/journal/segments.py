@@ -252,10 +252,16 @@ def content_matches(fd: int, size: int, head: bytes, cur: SegmentCursor) -> bool
 
 
 def find_copy(key: str, fd: int, size: int, head: bytes,
-              candidates: Iterable[tuple[str, SegmentCursor]]) -> SegmentCursor | None:
+              candidates: Iterable[tuple[str, SegmentCursor]],
+              open_fds: Mapping[str, int] | None = None,
+              gone: frozenset[str] = frozenset()) -> SegmentCursor | None:
     """The position this file continues from when it is a copytruncate copy of a segment
     read before (it starts with the same bytes), else None. A candidate past ``size`` is
-    a copy still being written (the caller waits).
+    a copy still being written (the caller waits), unless this file cannot be one: the
+    candidate is open (``open_fds``: key -> descriptor), still holds ``size`` bytes and
+    they differ from this file's, or its file is gone (``gone``: released segments). A
+    new file whose first bytes merely look like an older segment's (events written with
+    sorted keys put the same fields first) is then read from its start.
 
     A file is never "a copy still being written" of itself: a file that shrank below its
     own (just retired) cursor was taken for one and never read again until it grew past
@@ -270,10 +276,32 @@ def find_copy(key: str, fd: int, size: int, head: bytes,
         if digest(head[: cur.head_len]) != cur.head_hash:
             continue
         if cur.offset > size:
+            if ckey in gone or _differs(fd, (open_fds or {}).get(ckey), size):
+                continue
             return cur
         if hash_before(fd, cur.offset) == cur.tail_hash:
             return cur
     return None
+
+
+def _differs(fd: int, source: int | None, size: int) -> bool:
+    """Whether the file ``fd`` is surely no copy of the open file ``source``: the source
+    still holds ``size`` bytes and their content is not this file's. (A source already
+    truncated cannot tell.)"""
+    if source is None:
+        return False
+    step, offset = 1 << 20, 0
+    try:
+        if os.fstat(source).st_size < size:
+            return False
+        while offset < size:
+            n = min(step, size - offset)
+            if _pread(fd, n, offset) != _pread(source, n, offset):
+                return True
+            offset += n
+    except OSError:
+        return False
+    return False
 
 
 def resume_offset(fd: int, key: str, size: int, segments: Mapping[str, SegmentCursor]) -> int:
