@@ -1259,6 +1259,7 @@ async def test_transient_read_errors_do_not_stop_the_reader(
     import errno
 
     from auditshipd.journal import reader as tail_mod
+    from auditshipd.journal import segment_reads
 
     append(journal, lines("a", 5))
     consumer.start()
@@ -1274,7 +1275,8 @@ async def test_transient_read_errors_do_not_stop_the_reader(
             raise OSError(errno.EIO, "Input/output error")
         return real(fd, n, off)
 
-    monkeypatch.setattr(tail_mod, "_pread", flaky)
+    monkeypatch.setattr(tail_mod, "_pread", flaky)  # adoption and checks
+    monkeypatch.setattr(segment_reads, "_pread", flaky)  # tailing
     consumer.start()
     await consumer.collect(10)
     append(journal, lines("a", 5, 10))

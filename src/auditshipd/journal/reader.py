@@ -29,11 +29,11 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
+from .segment_reads import read_lines
 from .segments import (
     EXCLUDE,
     Chunk,
     Item,
-    OversizeLine,
     Release,
     _last_line_end,
     _pread,
@@ -42,11 +42,9 @@ from .segments import (
     dir_owner,
     find_copy,
     hash_before,
-    line_end,
     matched_files,
     refusal,
     rewritten,
-    room_under,
 )
 from .watch import ChangeSignal
 
@@ -395,68 +393,7 @@ class JournalReader:
             seg.head_len, seg.head_hash, seg.tail_hash = 0, digest(b""), digest(b"")
 
     def _read(self, seg: _Segment) -> Item | None:
-        if seg.skipping_from is not None:
-            return self._skip_oversize(seg)
-        want = self.block_bytes
-        while True:
-            room = room_under(self.limit, seg)
-            if room <= 0:
-                return None
-            # Bounded: a read that stops at the bound ends on a line end (the bound is
-            # one); "shorter than wanted" below then means "wait", never a partial line.
-            data = _pread(seg.fd, min(want, room), seg.offset)
-            if not data:
-                return None
-            if data[0] == 0:
-                # A NUL-filled hole: a copytruncate writer kept writing at its old offset.
-                stripped = data.lstrip(b"\x00")
-                skipped = len(data) - len(stripped)
-                log.warning("%s: skipping %d NUL bytes in %s at offset %d",
-                            self.name, skipped, seg.path, seg.offset)
-                self._advance(seg, seg.offset + skipped)
-                continue
-            nl = data.rfind(b"\n")
-            if nl >= 0:
-                break
-            if len(data) < want:
-                return None  # a partial last line: wait for its newline
-            if want > self.max_line_bytes:
-                seg.skipping_from = seg.skip_pos = seg.offset
-                return self._skip_oversize(seg)
-            want = self.max_line_bytes + 1
-        start = seg.offset
-        body = data if nl + 1 == len(data) else data[: nl + 1]
-        n = min(TAIL_BYTES, start)
-        prefix = _pread(seg.fd, n, start - n) if n else b""
-        # Lines over the limit inside a block are reported by the pipeline; a single
-        # line longer than the limit never reaches it (skipped above).
-        self._advance(seg, start + nl + 1, body)
-        return Chunk(seg.key, seg.path, start, body, seg.mark(), prefix)
-
-    def _skip_oversize(self, seg: _Segment) -> Item | None:
-        start = seg.skipping_from
-        assert start is not None
-        end = line_end(seg, self.block_bytes)
-        if end is None:
-            return None  # the rest of the line is not written yet
-        preview = _pread(seg.fd, 256, start)
-        seg.skipping_from = None
-        self._advance(seg, end)
-        return OversizeLine(seg.key, seg.path, start, end - start - 1, preview, seg.mark())
-
-    def _advance(self, seg: _Segment, offset: int, data: bytes | None = None) -> None:
-        # Read first, then update: a read error must leave the segment as it was (the
-        # caller's chunk is not handed out, so its lines are read again).
-        head_len, head_hash = seg.head_len, seg.head_hash
-        if head_len < HEAD_BYTES:
-            head = _pread(seg.fd, HEAD_BYTES, 0)
-            head_len, head_hash = len(head), digest(head)
-        if data is not None and len(data) >= TAIL_BYTES:
-            tail_hash = digest(data[-TAIL_BYTES:])
-        else:
-            tail_hash = hash_before(seg.fd, offset)
-        seg.offset = offset
-        seg.head_len, seg.head_hash, seg.tail_hash = head_len, head_hash, tail_hash
+        return read_lines(seg, self.limit, self.block_bytes, self.max_line_bytes, self.name)
 
     def _io_error(self, seg: _Segment, exc: OSError) -> None:
         if not seg.io_error:
