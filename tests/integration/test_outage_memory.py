@@ -47,6 +47,13 @@ RSS_MARGIN = 48 * MiB
 # follows the backlog, or the number of refused attempts, grows by more than the pass
 # may hold at one sample and not at another (its bound, with the same slack).
 FLAT_MARGIN = 48 * MiB
+# While it catches up, the sink that was down reads alone as fast as it can send: its
+# 256 KiB blocks, the batches it builds and sends (a JSON body beside its lines), the
+# client's buffers, and the pass still holding up to its bound for the other sink. On a
+# loaded 2-core machine the receiver (this test's process) takes them slowly, so more of
+# that is held at once than in the outage (measured: up to 48 MiB over the first round).
+# Memory that followed the 209 MB backlog would still be far above.
+CATCH_UP_MARGIN = 80 * MiB
 
 
 def rss(pid: int) -> int:
@@ -179,4 +186,4 @@ max_events = {BATCH}
     print(report)
     assert max(samples) - base <= RSS_MARGIN, report
     assert samples[-1] - samples[1] <= FLAT_MARGIN, report
-    assert max(catching_up) - base <= RSS_MARGIN, report
+    assert max(catching_up) - base <= CATCH_UP_MARGIN, report
