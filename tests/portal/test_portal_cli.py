@@ -171,3 +171,16 @@ def test_portal_command_serves_until_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_token_commands_name_the_store_they_cannot_open(tmp_path: Path) -> None:
+    """PostgreSQL down (nothing listens on the port): the token commands say which portal
+    store they could not open (no password), exit 1, no traceback."""
+    config = _config_file(tmp_path, f'database = "postgresql://postgres:pw-9f1@127.0.0.1:{free_port()}/x"\n')
+    for args in (["token", "list"], ["token", "revoke", "nobody"],
+                 ["token", "create", "--name", "a", "--role", "admin"]):
+        out = subprocess.run([sys.executable, "-m", "auditshipd.cli", *args, "-c", str(config)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1, out.stderr
+        assert "cannot open the portal store postgresql://127.0.0.1:" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and "pw-9f1" not in out.stderr

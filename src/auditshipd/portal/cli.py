@@ -58,11 +58,16 @@ async def _with_tokens(args: argparse.Namespace, action: Callable[[Any], Awaitab
     """Run ``action(tokens)`` on the token store of ``[portal] database`` (SQLite or
     PostgreSQL), after importing an earlier version's token file once."""
     from .auth_store import import_token_file
-    from .backend import auth_store, event_store
+    from .backend import auth_store, event_store, is_postgres_url, safe_location
 
     config = load_config(getattr(args, "config", None))
-    store = event_store(portal_config(config).database)
-    await store.open()
+    database = portal_config(config).database
+    store = event_store(database)
+    try:
+        await store.open()
+    except Exception as exc:  # noqa: BLE001 - said with the store it concerns
+        where = safe_location(database) if is_postgres_url(database) else database
+        raise AuditshipdError(f"cannot open the portal store {where}: {_describe(exc)}") from None
     try:
         tokens = auth_store(store)
         await import_token_file(tokens, legacy_token_path(config))
