@@ -9,8 +9,9 @@ Each part has one job and returns a value; a sink decides what to do with it:
   :class:`~auditshipd.errors.SinkError` to raise (retryable or permanent).
 * :func:`transport_error` -- a connection error or timeout as a ``RetryableError``.
 * :func:`scrub` / :func:`safe_url` -- keep secrets out of messages.
-* :func:`pack_ranges` / :class:`RequestQueue` -- a batch cut into requests within the
-  receiver's limits, and a request refused as too large (413) halved and sent again.
+
+A batch cut into requests within the receiver's limits, and a request refused as too
+large (413) halved and sent again: :mod:`auditshipd.sinks._request_split`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import math
 import os
 import ssl
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -32,11 +32,7 @@ from ..plugin import PermanentError, RetryableError, SinkError
 from ..scrub import scrub_secrets, url_secrets
 
 __all__ = [
-    "RequestQueue",
-    "send_halving",
     "tls_context",
-    "TooLarge",
-    "pack_ranges",
     "GZIP_OFFLOAD_BYTES",
     "SessionSink",
     "Answer",
@@ -364,74 +360,3 @@ class SessionSink:
 
     async def _send(self, batch: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-# -- requests within the receiver's limits ---------------------------------------------
-
-
-class TooLarge(Exception):
-    """The receiver answered 413 to one request."""
-
-
-def pack_ranges(sizes: list[int], limit: int, *, overhead: int = 0, separator: int = 0,
-                max_items: int | None = None,
-                alone: Callable[[int], bool] | None = None) -> list[tuple[int, int]]:
-    """Consecutive ``(start, end)`` ranges of items whose request body stays within
-    ``limit`` bytes: ``overhead`` per body (brackets), ``separator`` per item (commas), at
-    most ``max_items`` items. An item for which ``alone(i)`` holds (too large to send
-    at all) always ends up in a range of its own, as does one larger than ``limit``."""
-    ranges: list[tuple[int, int]] = []
-    start, size = 0, overhead
-    for i, n in enumerate(sizes):
-        n += separator
-        if i > start and (
-            size + n > limit
-            or (max_items is not None and i - start >= max_items)
-            or (alone is not None and (alone(i) or alone(start)))
-        ):
-            ranges.append((start, i))
-            start, size = i, overhead
-        size += n
-    ranges.append((start, len(sizes)))
-    return ranges
-
-
-async def send_halving(todo: RequestQueue, post: Callable[[int, int], Awaitable[None]], *,
-                       one_too_large: Callable[[int], SinkError],
-                       halving: Callable[[int], None]) -> None:
-    """Send the ranges of ``todo`` in order with ``post(start, end)``. A range the receiver
-    answers 413 to (``post`` raises :class:`TooLarge`) is sent again in two halves
-    (``halving(count)`` first, to say so); a single item still refused raises
-    ``one_too_large(index)``. A failure counts the items of the ranges before it as
-    accepted, so the core never sends them again."""
-    while todo:
-        start, end = todo.pop()
-        try:
-            try:
-                await post(start, end)
-            except TooLarge:
-                if end - start <= 1:
-                    raise one_too_large(start) from None
-                halving(end - start)
-                todo.halve(start, end)
-        except SinkError as err:
-            err.accepted += start
-            raise
-
-
-class RequestQueue:
-    """The ranges of a batch still to send, in order. :meth:`halve` puts the two halves
-    of a range the receiver refused as too large back in front."""
-
-    def __init__(self, ranges: Iterable[tuple[int, int]]) -> None:
-        self._todo = deque(ranges)
-
-    def __bool__(self) -> bool:
-        return bool(self._todo)
-
-    def pop(self) -> tuple[int, int]:
-        return self._todo.popleft()
-
-    def halve(self, start: int, end: int) -> None:
-        mid = (start + end) // 2
-        self._todo.extendleft([(mid, end), (start, mid)])

@@ -34,18 +34,15 @@ from ..plugin import (
     hookimpl,
 )
 from ._http_common import (
-    RequestQueue,
     SessionSink,
-    TooLarge,
     classify_status,
     compress,
-    pack_ranges,
     post,
     safe_url,
     scrub,
-    send_halving,
     snippet,
 )
+from ._request_split import RequestQueue, TooLarge, pack_ranges, send_halving
 
 __all__ = [
     "DATADOG_SITES",

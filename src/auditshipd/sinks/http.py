@@ -29,26 +29,16 @@ from typing import Any
 import msgspec
 from yarl import URL
 
-from ..plugin import (
-    Batch,
-    ConfigError,
-    PermanentError,
-    SinkContext,
-    SinkOptions,
-    SinkType,
-    hookimpl,
-)
+from ..plugin import Batch, ConfigError, SinkContext, SinkOptions, SinkType, hookimpl
 from ._http_common import (
-    RequestQueue,
     SessionSink,
-    TooLarge,
     classify_status,
     compress,
     post,
     safe_url,
-    send_halving,
     snippet,
 )
+from ._request_split import TooLarge, send_batch_halving
 
 __all__ = ["HttpOptions", "HttpSink", "sign"]
 
@@ -89,20 +79,8 @@ class HttpSink(SessionSink):
         return [o.bearer_token, o.hmac_secret, *o.headers.values()]
 
     async def _send(self, batch: Batch) -> None:
-        async def part(start: int, end: int) -> None:
-            await self._post(batch if end - start == len(batch) else batch[start:end])
-
-        def one_too_large(i: int) -> PermanentError:
-            size = len(batch.lines[i]) if i < len(batch) else 0
-            return PermanentError(f"{self.receiver} answered HTTP 413 to a single event of"
-                                  f" {size} bytes", rejected=min(1, len(batch)))
-
-        def halving(count: int) -> None:
-            self.logger.warning("sink %s: %s answered 413 to %d events; sending them in two"
-                                " halves", self.name, self.receiver, count)
-
-        await send_halving(RequestQueue([(0, len(batch))]), part,
-                           one_too_large=one_too_large, halving=halving)
+        await send_batch_halving(batch, self._post, sink=self.name, receiver=self.receiver,
+                                 logger=self.logger)
 
     async def _post(self, batch: Batch) -> None:
         assert self._session is not None

@@ -37,16 +37,14 @@ from ..plugin import (
     module_available,
 )
 from ._http_common import (
-    RequestQueue,
     SessionSink,
-    TooLarge,
     classify_status,
     compress,
     post,
     safe_url,
-    send_halving,
     snippet,
 )
+from ._request_split import TooLarge, send_batch_halving
 from .key_template import occurred_at_ns
 
 __all__ = [
@@ -231,19 +229,8 @@ class OtlpSink(SessionSink):
         return request.SerializeToString(), "application/x-protobuf"
 
     async def _send(self, batch: Batch) -> None:
-        async def part(start: int, end: int) -> None:
-            await self._post(batch if end - start == len(batch) else batch[start:end])
-
-        def one_too_large(i: int) -> PermanentError:
-            return PermanentError(f"{self.receiver} answered HTTP 413 to a single log record",
-                                  rejected=min(1, len(batch)))
-
-        def halving(count: int) -> None:
-            self.context.logger.warning("sink %s: %s answered 413 to %d log records; sending"
-                                        " them in two halves", self.name, self.receiver, count)
-
-        await send_halving(RequestQueue([(0, len(batch))]), part,
-                           one_too_large=one_too_large, halving=halving)
+        await send_batch_halving(batch, self._post, sink=self.name, receiver=self.receiver,
+                                 logger=self.context.logger, noun=("log record", "log records"))
 
     async def _post(self, batch: Batch) -> None:
         o = self.options

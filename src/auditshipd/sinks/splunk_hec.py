@@ -41,18 +41,16 @@ from ..plugin import (
 )
 from ..timestamps import parse_rfc3339
 from ._http_common import (
-    RequestQueue,
     SessionSink,
-    TooLarge,
     classify_status,
     compress,
-    pack_ranges,
     post,
     retry_hint,
     safe_url,
     scrub,
     snippet,
 )
+from ._request_split import RequestQueue, TooLarge, pack_ranges
 
 __all__ = [
     "SplunkHecOptions",
