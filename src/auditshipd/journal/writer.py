@@ -32,7 +32,8 @@ from ulid import ULID
 from ..durable import fsync_dir
 from ..timestamps import format_rfc3339, now_rfc3339
 
-__all__ = ["EVENT_VERSION", "AuditJournal", "daemon_journal", "new_event_id"]
+__all__ = ["EVENT_VERSION", "AuditJournal", "daemon_journal", "group_shared", "new_event_id",
+           "open_with_mode"]
 
 EVENT_VERSION = 1
 log = logging.getLogger("auditshipd.journal")
@@ -209,7 +210,7 @@ class AuditJournal:
             self._lock_fd = None
         if self._lock_fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = _open_with_mode(self.lock_path, os.O_RDWR | os.O_CLOEXEC, self.mode)
+            self._lock_fd = open_with_mode(self.lock_path, os.O_RDWR | os.O_CLOEXEC, self.mode)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             fd = self._current_fd()
@@ -240,7 +241,7 @@ class AuditJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        fd = _open_with_mode(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, self.mode)
+        fd = open_with_mode(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, self.mode)
         st = os.fstat(fd)
         self._fd, self._ino = fd, (st.st_dev, st.st_ino)
         return fd
@@ -299,7 +300,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
-def _open_with_mode(path: str | os.PathLike[str], flags: int, mode: int) -> int:
+def open_with_mode(path: str | os.PathLike[str], flags: int, mode: int) -> int:
     """Open ``path``, creating it with exactly ``mode``: the process umask (022 for most
     services) would take the group's write bit away, and the application and the daemon
     writing one journal through its group would lock each other out."""
@@ -319,8 +320,13 @@ def daemon_journal(path: str | os.PathLike[str]) -> AuditJournal:
     """The daemon's own writer to the journal at ``path`` (its audit events: portal access,
     config changes). In a group-shared (setgid) directory the files it creates are
     group-writable (0o660), as the application's are, so that neither locks the other out."""
+    return AuditJournal(path, mode=0o660 if group_shared(Path(path).parent) else 0o640)
+
+
+def group_shared(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` is shared through its group (setgid: new files take its
+    group), where journal files are created group-writable."""
     try:
-        shared = bool(os.stat(Path(path).parent).st_mode & stat.S_ISGID)
+        return bool(os.stat(directory).st_mode & stat.S_ISGID)
     except OSError:
-        shared = False
-    return AuditJournal(path, mode=0o660 if shared else 0o640)
+        return False

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..journal.writer import group_shared, open_with_mode
 
 __all__ = ["check_journal_dir", "redaction_tier_warning", "run_startup_checks"]
 
@@ -59,7 +60,7 @@ def check_journal_dir(config: Any) -> list[str]:
             f" (uid {os.geteuid()}): its own audit events (portal access, config changes) cannot"
             " be recorded until it is; " + _SHARED_DIR_HINT.format(dir=directory.absolute()))
         return warnings
-    shared = bool(directory.stat().st_mode & stat.S_ISGID)
+    shared = group_shared(directory)
     for path in (journal, lock):
         if path.exists():
             if not os.access(path, os.R_OK | os.W_OK):
@@ -78,17 +79,9 @@ def check_journal_dir(config: Any) -> list[str]:
 
 def _create_group_writable(path: Path) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
-                     0o660)
-    except FileExistsError:
-        return
+        os.close(open_with_mode(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o660))
     except OSError as exc:
         log.warning("cannot create %s: %s", path, exc.strerror)
-        return
-    try:
-        os.fchmod(fd, 0o660)
-    finally:
-        os.close(fd)
 
 
 def redaction_tier_warning() -> str | None:
