@@ -25,6 +25,7 @@ __all__ = [
     "ORGANIZATION_SLUG_RE",
     "PortalConfig",
     "check_organization_retention",
+    "is_postgres_url",
     "parse_listen",
     "portal_config",
 ]
@@ -39,6 +40,11 @@ def check_organization_retention(table: dict[str, int]) -> tuple[str, str] | Non
         if isinstance(days, bool) or not isinstance(days, int) or days < 0:
             return slug, "must be 0 (keep forever) or a number of days"
     return None
+
+
+def is_postgres_url(database: str) -> bool:
+    """Whether ``[portal] database`` names a PostgreSQL server rather than a SQLite file."""
+    return database.startswith(("postgresql://", "postgres://"))
 
 
 def portal_config(config: Any) -> PortalConfig:
@@ -83,7 +89,7 @@ def portal_config(config: Any) -> PortalConfig:
         value = getattr(pc, key)
         if value and not Path(value).is_file():
             raise bad(key, "file not found")
-    if pc.database.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(pc.database):
         try:
             urlsplit(pc.database).port  # noqa: B018 - raises for a port that is no number
         except ValueError as exc:

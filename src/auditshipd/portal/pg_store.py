@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from .config import is_postgres_url
 from .pg_ingest import BatchWriter, batch_records
 from .pg_schema import check_schema
 from .pg_sql import PG_EPOCH, decode_cursor, encode_cursor, pg_text, select_events
@@ -43,11 +44,6 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _PURGE_CHUNK = 2000
 _PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':auditshipd-partitions'))"
-
-
-def is_postgres_url(database: str) -> bool:
-    """Whether ``[portal] database`` names a PostgreSQL server rather than a SQLite file."""
-    return database.startswith(("postgresql://", "postgres://"))
 
 
 def safe_location(url: str) -> str:
