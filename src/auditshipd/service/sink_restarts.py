@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ..delivery.status import SinkStats, StatusFile
 from ..scrub import scrub_secrets, sink_secrets
 from ..timestamps import now_rfc3339
 
@@ -69,8 +70,6 @@ class SinkRestarts:
         delay = self._schedule(sc.name, sc, redactor)
         log.error("sink %s did not start: %s; trying again in %.0fs (the other sinks go on)",
                   sc.name, message, delay)
-        from ..delivery.status import SinkStats, StatusFile
-
         stats = SinkStats(sink=sc.name, type=sc.type, state="error", started_at=now_rfc3339(),
                           last_error=f"did not start, trying again in {delay:.0f}s: {message}",
                           last_error_at=now_rfc3339())
