@@ -147,10 +147,24 @@ async def post(
     """
     try:
         async with session.post(url, data=body, headers=dict(headers), allow_redirects=False) as resp:
-            data = await resp.content.read(max_answer_bytes)
+            data = await _read_answer(resp.content, max_answer_bytes)
             return Answer(resp.status, resp.headers, data)
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         raise transport_error(exc, receiver=receiver, timeout=timeout) from None
+
+
+async def _read_answer(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to its end or ``limit`` bytes, whichever comes first: one ``read()``
+    returns only what has arrived so far, and an answer may come in several pieces."""
+    parts: list[bytes] = []
+    left = limit
+    while left > 0:
+        part = await stream.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
