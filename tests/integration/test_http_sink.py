@@ -159,3 +159,15 @@ def test_signature_scheme_is_documented_and_stable():
     body = b'[{"id":"x"}]'
     expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert sign("k", "1700000000", body) == "v1=" + expected
+
+
+async def test_control_characters_of_an_answer_are_not_passed_on():
+    """A receiver's 503 body with a NUL and an escape sequence: the error message shows
+    them as \\xNN (PostgreSQL text refuses a NUL; a terminal obeys an escape)."""
+    with WebhookReceiver() as rcv:
+        rcv.set_script([(503, {}, "bad\x00gateway \x1b[31mred")])
+        with pytest.raises(RetryableError) as info:
+            await run_sink(HttpOptions(url=rcv.url), Batch(events(1)))
+        message = str(info.value)
+        assert "bad\\x00gateway \\x1b[31mred" in message
+        assert not any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in message)

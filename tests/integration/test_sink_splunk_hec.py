@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -357,3 +358,13 @@ async def test_acks_on_but_token_without_acks_still_delivers(server, make_sink, 
     assert server.event_ids == ids(events)
     assert "no ackId" in caplog.text
     assert TOKEN not in caplog.text
+
+
+async def test_control_characters_in_hecs_text_are_not_passed_on(server, make_sink):
+    """HEC's "text" with a NUL (JSON \\u0000): the error shows \\x00, never the character."""
+    sink = await make_sink(server)
+    body = json.dumps({"text": "Invalid\x00data", "code": 6})
+    server.fail_next("http", status=400, body=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(PermanentError) as info:
+        await sink.send(Batch(make_events(2)))
+    assert "Invalid\\x00data" in str(info.value) and "\x00" not in str(info.value)

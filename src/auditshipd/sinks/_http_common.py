@@ -21,6 +21,7 @@ import email.utils
 import gzip
 import math
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -274,10 +275,21 @@ def transport_error(
     return RetryableError(f"request to {receiver} failed: {type(exc).__name__}: {exc}")
 
 
+# Control characters left after whitespace is folded, and lone surrogates: a NUL in an
+# error text is refused by PostgreSQL text columns, the others garble a log line.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else "\ufffd"
+
+
 def snippet(body: bytes | str, limit: int = 300) -> str:
-    """The start of a response body, on one line, for an error message."""
+    """The start of a response body, on one line, for an error message. Control
+    characters are shown as ``\\xNN`` (a NUL as ``\\x00``), never passed on."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = " ".join(text.split())
+    text = _UNPRINTABLE.sub(_shown, " ".join(text.split()))
     return text if len(text) <= limit else text[:limit] + "..."
 
 

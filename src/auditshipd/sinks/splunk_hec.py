@@ -299,7 +299,7 @@ class SplunkHecSink(SessionSink):
         self, status: int, headers: Any, reply: dict[str, Any], body: bytes
     ) -> SinkError:
         code = reply.get("code")
-        text = scrub(str(reply.get("text", "")), [self.options.token])
+        text = scrub(snippet(str(reply.get("text", ""))), [self.options.token])
         what = f"{_RECEIVER} answered HTTP {status} code {code} ({text})"
         number = reply.get("invalid-event-number")
         if not isinstance(number, int) or isinstance(number, bool) or number < 0:
