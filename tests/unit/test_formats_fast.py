@@ -50,17 +50,16 @@ def reference_lines(fmt: str, lines: list[bytes], formats: Any = None) -> list[b
 def assert_same(fmt: str, lines: list[bytes], formats: Any = None) -> None:
     """The fast encoder writes the reference's bytes, with its C tier (what sinks get when
     it is built) and without it (AUDITSHIPD_FORMATS_C=0, or no compiler)."""
-    with mock.patch("auditshipd.formats.ocsf.now_ms", return_value=1_700_000_000_123):
-        expected = reference_lines(fmt, lines, formats)
-        for c_tier in ("1", "0"):
-            with mock.patch.dict(os.environ, {"AUDITSHIPD_FORMATS_C": c_tier}):
-                fast = build_encoder(fmt, formats)
-            assert type(fast) is not REFERENCE[fmt]  # the fast one is what sinks get
-            for _ in range(2):  # cold caches, then warm
-                got = fast.encode_lines(lines)
-                for line, want, have in zip(lines, expected, got, strict=True):
-                    assert have == want, (line, want, have)
-            assert [fast.encode_line(x) for x in lines] == expected
+    expected = reference_lines(fmt, lines, formats)
+    for c_tier in ("1", "0"):
+        with mock.patch.dict(os.environ, {"AUDITSHIPD_FORMATS_C": c_tier}):
+            fast = build_encoder(fmt, formats)
+        assert type(fast) is not REFERENCE[fmt]  # the fast one is what sinks get
+        for _ in range(2):  # cold caches, then warm
+            got = fast.encode_lines(lines)
+            for line, want, have in zip(lines, expected, got, strict=True):
+                assert have == want, (line, want, have)
+        assert [fast.encode_line(x) for x in lines] == expected
 
 
 def corpus_lines() -> list[bytes]:
@@ -96,6 +95,7 @@ _metadata = st.one_of(
 _time = st.one_of(st.sampled_from(["2024-05-01T09:00:00.250Z", "2024-05-01T09:00:00.251Z",
                                    "2024-05-01T09:00:01Z", "2024-05-01T09:00:00.25+02:00",
                                    "2024-02-30T09:00:00.000Z", "2024-05-01T09:00:00.2x5Z", "",
+                                   "2024-05-01T09:00:00.25\u00b2Z", "2024-05-01T09:00:0\u0661Z",
                                    "yesterday"]), _odd)
 _event = st.fixed_dictionaries({}, optional={
     "id": st.one_of(_text, _odd),

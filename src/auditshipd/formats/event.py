@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
-import time
 from typing import Any
 
 from ..timestamps import parse_rfc3339
 
-__all__ = ["Party", "epoch_ms", "failed", "first_entity", "ip_or_none", "now_ms", "party",
-           "target_user", "text"]
+__all__ = ["Party", "epoch_ms", "failed", "first_entity", "ip_or_none", "party", "target_user",
+           "text"]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 # Target types that stand for a person (the "user" an IAM event is about).
@@ -83,9 +82,11 @@ _DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> ms at its midnight (UTC), bounded
 
 
 def _fast_ms(s: str) -> int | None:
-    """The journal writer's own form, ``YYYY-MM-DDTHH:MM:SS[.fff]Z``, without datetime."""
+    """The journal writer's own form, ``YYYY-MM-DDTHH:MM:SS[.fff]Z``, without datetime.
+    ASCII digits only: ``int`` and ``strptime`` would also take other scripts' digits
+    (``"٣"``) and ``isdigit`` superscripts (``"²"``) that ``int`` then rejects."""
     n = len(s)
-    if not (n == 20 or (n == 24 and s[19] == ".")) or s[-1] != "Z" or s[10] != "T" \
+    if not s.isascii() or not (n == 20 or (n == 24 and s[19] == ".")) or s[-1] != "Z" or s[10] != "T" \
             or s[13] != ":" or s[16] != ":":
         return None
     day = _DAYS.get(s[:10])
@@ -98,7 +99,7 @@ def _fast_ms(s: str) -> int | None:
         if len(_DAYS) < 4096:
             _DAYS[s[:10]] = day
     hms, frac = s[11:19], s[20:23] if n == 24 else "0"
-    if not (hms[:2] + hms[3:5] + hms[6:8] + frac).isdigit():
+    if not (hms[:2] + hms[3:5] + hms[6:8] + frac).isdecimal():
         return None
     h, m, sec = int(hms[:2]), int(hms[3:5]), int(hms[6:8])
     if h > 23 or m > 59 or sec > 59:
@@ -107,8 +108,9 @@ def _fast_ms(s: str) -> int | None:
 
 
 def epoch_ms(occurred_at: Any) -> int | None:
-    """Milliseconds since the epoch of an RFC 3339 time; None when it cannot be read."""
-    if not isinstance(occurred_at, str) or not occurred_at:
+    """Milliseconds since the epoch of an RFC 3339 time; None when it cannot be read
+    (anything but ASCII in it included: RFC 3339 digits are ASCII digits)."""
+    if not isinstance(occurred_at, str) or not occurred_at or not occurred_at.isascii():
         return None
     fast = _fast_ms(occurred_at)
     if fast is not None:
@@ -117,10 +119,6 @@ def epoch_ms(occurred_at: Any) -> int | None:
     if when is None:
         return None
     return (when - _EPOCH) // _dt.timedelta(milliseconds=1)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 _IPS: dict[str, str | None] = {}  # addresses repeat (an office, a SCIM client): bounded

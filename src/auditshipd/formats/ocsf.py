@@ -21,7 +21,6 @@ from .event import (
     failed,
     first_entity,
     ip_or_none,
-    now_ms,
     party,
     target_user,
     text,
@@ -81,8 +80,8 @@ class OcsfEncoder(Encoder):
         ok = not failed(action)
         time_ms = epoch_ms(e.get("occurred_at"))
         unmapped: dict[str, Any] = {}
-        if time_ms is None:
-            time_ms = now_ms()
+        if time_ms is None:  # the epoch, not the clock: encoding again writes the same bytes
+            time_ms = 0
             unmapped["occurred_at"] = e.get("occurred_at")
         org_in = e.get("organization")
         org = None

@@ -183,7 +183,7 @@ class FastOcsfEncoder(FastLines, OcsfEncoder):
         action = v.action or "unknown"
         plans = self.plans.map
         ms = epoch_ms_fast(v.occurred_at)
-        if ms is None:  # the reference writes the time it encodes and keeps the original
+        if ms is None:  # the reference writes time 0 and keeps the original in unmapped
             return None
         plan = plans.get(action) or self.plans.get(action)
         uid = plan.uid

@@ -135,7 +135,7 @@ def epoch_ms_fast(occurred_at: str | UnsetType) -> int | None:
     s = occurred_at
     if len(s) == 24 and s[19] == "." and s[23] == "Z":
         frac = s[20:23]
-        if frac.isdigit():
+        if frac.isascii() and frac.isdecimal():  # "²".isdigit() is true, int() refuses it
             second = s[:19]
             last, base = _last_second[0]
             if second == last:
