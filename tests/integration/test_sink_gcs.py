@@ -170,3 +170,23 @@ async def test_integrity_digests_are_objects_under_digests_and_verify(
     bad = verify_download(stored, tmp_path / "download2", f"{tmp_path / 'signing.key'}.pub",
                           stream.verify_at)
     assert bad.returncode == 1 and "gap: missing events" in bad.stdout
+
+
+async def test_gzipped_objects_are_stored_with_content_encoding_gzip(
+    emulator: GcsEmulator, tmp_path: Path
+) -> None:
+    """gzip = true: the object's contentEncoding is gzip (readers and GCS's decompressive
+    transcoding rely on it); gzip = false: no contentEncoding."""
+    bucket = await make_bucket(emulator.endpoint_url)
+    async with gcs_sink(tmp_path, emulator.endpoint_url, bucket,
+                        key_template="{sink}/gz/{first_id}-{last_id}.jsonl.gz") as sink:
+        await sink.send(Batch(make_events(3)))
+    async with gcs_sink(tmp_path, emulator.endpoint_url, bucket, gzip=False,
+                        key_template="{sink}/plain/{first_id}-{last_id}.jsonl") as sink:
+        await sink.send(Batch(make_events(3)))
+    async with aiohttp.ClientSession() as s, s.get(
+        f"{emulator.endpoint_url}/storage/v1/b/{bucket}/o"
+    ) as resp:
+        items = (await resp.json())["items"]
+    encodings = {item["name"].split("/")[1]: item.get("contentEncoding") for item in items}
+    assert encodings == {"gz": "gzip", "plain": None}

@@ -155,7 +155,10 @@ class GcsSink:
         if o.gzip:
             # mtime=0: a replayed batch gives byte-identical objects (same MD5).
             body = gzip.compress(body, compresslevel=6, mtime=0)
-            metadata["contentEncoding"] = "gzip"
+            # gcloud-aio turns header-style keys into the JSON API's names
+            # (Content-Encoding -> contentEncoding); "contentEncoding" would become
+            # "contentencoding", which GCS ignores.
+            metadata["Content-Encoding"] = "gzip"
         # A digest (integrity = true) is an object of its own under digests/, as in s3.
         name = (digest_object_key(batch, gzip=o.gzip)
                 or object_key(self.key_template, batch, self.name, self.context.format))
