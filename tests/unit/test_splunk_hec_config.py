@@ -100,10 +100,20 @@ def test_repr_hides_token(tmp_path: Path):
         ("https://s.example.com:8088/", "https://s.example.com:8088/services/collector/event"),
         ("https://s.example.com/services/collector/event", "https://s.example.com/services/collector/event"),
         ("https://proxy.example.com/splunk", "https://proxy.example.com/splunk/services/collector/event"),
+        ("https://s.example.com:8088/services/collector", "https://s.example.com:8088/services/collector/event"),
+        ("https://s.example.com:8088/services/collector/event/1.0",
+         "https://s.example.com:8088/services/collector/event"),
+        ("https://s.example.com:8088/services/collector/raw",
+         "https://s.example.com:8088/services/collector/event"),
+        ("https://proxy.example.com/splunk/services/collector/raw/1.0/",
+         "https://proxy.example.com/splunk/services/collector/event"),
+        ("https://proxy.example.com/services/collectors",
+         "https://proxy.example.com/services/collectors/services/collector/event"),
     ],
 )
 def test_endpoint_from_base_url(tmp_path: Path, url: str, endpoint: str):
-    """url is the collector's base; a pasted full endpoint is accepted too."""
+    """url is the collector's base; a pasted endpoint is accepted too: what follows
+    /services/collector is dropped."""
     o = SplunkHecOptions(url=url, token=TOKEN)
     sink = SplunkHecSink("s", o, SinkContext("s", tmp_path, logging.getLogger("t")))
     assert sink._event_url == endpoint

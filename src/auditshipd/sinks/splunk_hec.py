@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import os
+import re
 import socket
 import uuid
 from typing import Any
@@ -64,6 +65,7 @@ DEFAULT_SOURCETYPE = "auditshipd:audit"
 _RECEIVER = "Splunk HEC"
 _EVENT_PATH = "/services/collector/event"
 _ACK_PATH = "/services/collector/ack"
+_COLLECTOR_PATH = re.compile(r"/services/collector(?:/|$)")
 _encode = msgspec.json.Encoder().encode
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
@@ -133,13 +135,13 @@ def _check_url(url: str) -> URL:
 
 
 def _base_url(url: str) -> str:
-    # Users often paste the full endpoint; accept it as the base it contains.
+    # Users often paste a full endpoint (.../services/collector/event, .../event/1.0,
+    # .../raw): the base is what comes before /services/collector.
     u = URL(url)
     path = u.path.rstrip("/")
-    for suffix in (_EVENT_PATH, "/services/collector"):
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-            break
+    found = _COLLECTOR_PATH.search(path)
+    if found is not None:
+        path = path[: found.start()]
     return str(u.with_path(path or "/")).rstrip("/")
 
 
