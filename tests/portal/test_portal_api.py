@@ -123,6 +123,41 @@ async def test_access_is_recorded_in_the_journal(portal, http, seeded_events) ->
     assert records[2]["metadata"] == {"format": "csv", "filters": {"actor": "x@y"}}
 
 
+async def test_an_operators_access_to_one_organization_says_which(portal, http) -> None:
+    """An operator's search and export of one organization record that organization in
+    their filters: they read differently from a search or export of every tenant."""
+    h = portal.auth(portal.admin)
+    async with http.get(f"{portal.url}/api/events", params={"organization": "acme"}, headers=h) as r:
+        assert r.status == 200
+        acme = (await r.json())["data"]
+    assert acme and {e["organization"]["slug"] for e in acme} == {"acme"}
+    async with http.get(f"{portal.url}/api/export", params={"organization": "acme"}, headers=h) as r:
+        assert r.status == 200
+        await r.read()
+    async with http.get(f"{portal.url}/api/export", headers=h) as r:
+        await r.read()
+    viewed, exported_one, exported_all = portal.journal_events()
+    assert viewed["metadata"]["filters"] == {"organization": "acme"}
+    assert exported_one["metadata"]["filters"] == {"organization": "acme"}
+    assert exported_all["metadata"]["filters"] == {}
+
+
+async def test_an_organizations_token_may_name_only_its_own(portal, http) -> None:
+    """organization= narrows an operator's search; an organization's token naming another
+    is refused (403), naming its own is the same as naming none; a bad slug is a 400."""
+    h = portal.auth(portal.acme)
+    async with http.get(f"{portal.url}/api/events", params={"organization": "globex"}, headers=h) as r:
+        assert r.status == 403
+        assert (await r.json())["param"] == "organization"
+    async with http.get(f"{portal.url}/api/events", params={"organization": "acme"}, headers=h) as r:
+        own = await r.json()
+    async with http.get(f"{portal.url}/api/events", headers=h) as r:
+        assert own == await r.json()
+    async with http.get(f"{portal.url}/api/events", params={"organization": "Not A Slug"},
+                        headers=portal.auth(portal.admin)) as r:
+        assert r.status == 400
+
+
 async def test_requests_work_when_the_journal_cannot_be_written(portal, http) -> None:
     """An unwritable journal does not fail the request (AuditJournal never raises)."""
     portal.journal.parent.mkdir(parents=True, exist_ok=True)

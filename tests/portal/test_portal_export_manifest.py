@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 import re
 import subprocess
 import sys
@@ -126,6 +127,11 @@ async def test_export_and_its_manifest_verify_and_one_changed_byte_fails(signed,
     assert manifest["filters"]["action"] == ["user.login"]
     assert manifest["until"] == manifest["filters"]["as_of"]
     assert b"evt_late" not in body
+    journal = (signed.tmp / "journal" / "audit.jsonl").read_text().splitlines()
+    export, manifest_record = [r["metadata"] for r in map(json.loads, journal)
+                               if r["action"] == "audit_log.exported"][-2:]
+    assert export["as_of"] == manifest_record["as_of"] == manifest["filters"]["as_of"]
+    assert manifest_record["manifest"] and manifest_record["rows"] == expected
 
     ok = verify(signed.tmp, path)
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -12,7 +12,8 @@ from auditshipd.portal.query import EventFilter, parse_time
 from auditshipd.portal.store import EventStore
 
 INJECTIONS = ["' OR 1=1 --", '"', "*", "NEAR(", "AND OR NOT", ")", "<script>alert(1)</script>",
-              "alice\" OR \"bob", "a*b:c^", "%", "_", "\\", "col:alice", "-alice", "\x00"]
+              "alice\" OR \"bob", "a*b:c^", "%", "_", "\\", "col:alice", "-alice", "\x00",
+              "alice\x00", "al\x00ice"]
 
 
 async def _all(store: EventStore, f: EventFilter, chunk: int = 1000) -> list[str]:

@@ -8,13 +8,12 @@ from typing import Any
 from aiohttp import web
 
 from ..integrity.manifest import ManifestBuilder
-from .filters import BadParameter, parse_filters, parse_limit
+from .filters import BadParameter, OtherOrganization, parse_filters, parse_limit
 from .guard import STATE, json_error, require
 from .openapi import openapi_document
 from .paging import match_total
 from .query import format_time
 from .signed_export import (
-    OtherOrganization,
     export_bytes,
     export_request,
     first_chunk,
@@ -36,6 +35,8 @@ async def list_events(request: web.Request) -> web.StreamResponse:
         limit = parse_limit(request.query)
         page = await state.store.query(filters, request.query.get("cursor") or None, limit)
         total = await match_total(state.store, filters)
+    except OtherOrganization as exc:
+        return json_error(403, exc.message, param=exc.param)
     except BadParameter as exc:
         return json_error(400, exc.message, param=exc.param)
     except ValueError as exc:
@@ -112,9 +113,11 @@ async def export_manifest(request: web.Request) -> web.StreamResponse:
     async for data, rows in export_bytes(first, rest, req.fmt):
         builder.update(data, rows)
     manifest = builder.sign(key)
-    await state.recorder.exported(request, principal, {
-        "format": req.fmt, "filters": req.asked.as_metadata(), "manifest": True,
-        "rows": manifest["rows"]})
+    record = {"format": req.fmt, "filters": req.asked.as_metadata(), "manifest": True,
+              "rows": manifest["rows"]}
+    if req.as_of is not None:
+        record["as_of"] = format_time(req.as_of)
+    await state.recorder.exported(request, principal, record)
     return web.json_response(manifest, headers={
         "Content-Disposition": f'attachment; filename="{req.filename()}.manifest.json"'})
 
@@ -132,7 +135,7 @@ async def _start_export(request: web.Request, principal: Any, as_of_default: str
         req = export_request(request.query, principal, as_of_default=as_of_default)
         first, rest = await first_chunk(request.app[STATE].store, req.filters)
     except OtherOrganization as exc:
-        return json_error(403, f"this token sees organization {exc} only", param="organization")
+        return json_error(403, exc.message, param=exc.param)
     except BadParameter as exc:
         return json_error(400, exc.message, param=exc.param)
     except ValueError as exc:

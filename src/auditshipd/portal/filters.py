@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..config.tables import ORGANIZATION_SLUG_RE
 from .query import EventFilter, parse_time, query_phrases
 from .store import MAX_LIMIT
 
-__all__ = ["TRUE_VALUES", "BadParameter", "parse_filters", "parse_flag", "parse_limit"]
+__all__ = ["TRUE_VALUES", "BadParameter", "OtherOrganization", "parse_filters", "parse_flag",
+           "parse_limit"]
 
 MAX_ACTIONS = 50
 MAX_VALUE_CHARS = 320
@@ -23,6 +25,26 @@ class BadParameter(ValueError):
         self.message = message
 
 
+class OtherOrganization(BadParameter):
+    """The request names an organization its token may not see (answered 403)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__("organization", f"this token sees organization {scope} only")
+
+
+def _organization(query: Mapping[str, str], scope: str | None) -> str | None:
+    """The organization a request narrows to: ``organization=SLUG`` when it names one (a
+    token of an organization may name only its own), else the token's."""
+    asked = _one(query, "organization")
+    if not asked:
+        return scope
+    if scope is not None and asked != scope:
+        raise OtherOrganization(scope)
+    if not ORGANIZATION_SLUG_RE.match(asked):
+        raise BadParameter("organization", "not an organization slug")
+    return asked
+
+
 def _one(query: Mapping[str, str], name: str) -> str:
     value = query.get(name, "")
     if len(value) > MAX_VALUE_CHARS and name != "q":
@@ -31,7 +53,8 @@ def _one(query: Mapping[str, str], name: str) -> str:
 
 
 def parse_filters(query: Any, scope: str | None) -> EventFilter:
-    """An :class:`EventFilter` from a MultiDict query (``action`` may repeat)."""
+    """An :class:`EventFilter` from a MultiDict query (``action`` may repeat); an
+    ``organization`` other than the token's is :class:`OtherOrganization`."""
     q = query.get("q", "")
     try:
         query_phrases(q)
@@ -58,7 +81,7 @@ def parse_filters(query: Any, scope: str | None) -> EventFilter:
         target=_one(query, "target"),
         since=times.get("since"),
         until=times.get("until"),
-        organization=scope,
+        organization=_organization(query, scope),
     )
 
 

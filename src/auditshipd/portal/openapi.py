@@ -27,19 +27,19 @@ _FILTERS = [
                              "action filter naming one of them shows them too. They are never "
                              "keyword-indexed: q does not find them.",
            schema={"type": "boolean", "default": False}),
+    _param("organization", "Only this organization's events (its slug). A token scoped to an "
+                           "organization may name only its own (403 otherwise)."),
 ]
 _EXPORT = [
     _param("format", "csv or jsonl", schema={"type": "string", "enum": ["csv", "jsonl"], "default": "jsonl"}),
     *_FILTERS,
-    _param("organization", "Only this organization's events. A token scoped to an organization "
-                           "may name only its own (403 otherwise)."),
 ]
 _AS_OF = ("Only events that occurred before this time (RFC 3339, not in the future). It fixes the "
           "export's bytes, so its manifest can be signed again later by any portal replica.")
 _ERRORS = {
     "400": {"description": "Invalid parameter", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
     "401": {"description": "Missing, unknown or revoked token"},
-    "403": {"description": "The token's role does not allow this (viewer: no export, no streams)"},
+    "403": {"description": "The token's role does not allow this (viewer: no export, no streams), or it names another organization than its own"},
 }
 
 

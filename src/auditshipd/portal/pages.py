@@ -27,7 +27,7 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 PAGE_SIZE = 50
-FILTER_PARAMS = ("q", "actor", "target", "since", "until")
+FILTER_PARAMS = ("q", "actor", "target", "since", "until", "organization")
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
@@ -38,6 +38,13 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
 
 def _cookie_flags(request: web.Request) -> dict[str, Any]:
     return {"httponly": True, "samesite": "Strict", "secure": request.secure, "path": "/"}
+
+
+def _deletion_flags(request: web.Request) -> dict[str, Any]:
+    """A cookie's deletion carries the attributes it was set with: a browser ignores a
+    ``__Host-`` cookie (the session's name over TLS) that comes without ``Secure``."""
+    flags = _cookie_flags(request)
+    return {k: flags[k] for k in ("path", "secure", "httponly", "samesite")}
 
 
 @routes.get("/")
@@ -70,7 +77,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/events")
     response.set_cookie(cookie_name(request), session_id, max_age=int(state.portal.session_ttl),
                         **_cookie_flags(request))
-    response.del_cookie(LOGIN_CSRF_COOKIE, path="/")
+    response.del_cookie(LOGIN_CSRF_COOKIE, **_deletion_flags(request))
     raise response
 
 
@@ -83,7 +90,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text="CSRF check failed.")
     await state.tokens.delete_session(request.cookies.get(cookie_name(request)))
     response = web.HTTPSeeOther("/login")
-    response.del_cookie(cookie_name(request), path="/")
+    response.del_cookie(cookie_name(request), **_deletion_flags(request))
     raise response
 
 
@@ -114,7 +121,16 @@ def _input_time(filters: EventFilter, name: str, raw: str) -> str:
     """The value for a ``datetime-local`` input (UTC, no offset): it shows nothing for
     ``...Z`` or an offset, which the API and shared links may carry."""
     when = getattr(filters, name)
-    return when.strftime("%Y-%m-%dT%H:%M:%S") if when is not None else raw
+    if when is None:
+        return raw
+    # the input takes milliseconds at most: a finer bound is rounded outwards (earlier for
+    # ``since``, later for ``until``), so submitting the form again never drops an event
+    millis, rest = divmod(when.microsecond, 1000)
+    if rest and name == "until":
+        when += _dt.timedelta(microseconds=1000 - rest)
+        millis = when.microsecond // 1000
+    shown = when.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{shown}.{millis:03d}" if millis else shown
 
 
 @routes.get("/events")
@@ -134,7 +150,8 @@ async def events_page(request: web.Request) -> web.StreamResponse:
         "events": [], "links": None, "total": None, "error": "",
         "filtered": bool(pairs),
         # What the portal records about itself: a first run that has only these has no events yet.
-        "first_run": not (set(actions) - ACCESS_ACTIONS),
+        # Only an operator is shown how to emit one: an organization's admin runs no host.
+        "first_run": principal.scope is None and not (set(actions) - ACCESS_ACTIONS),
         "include_access": include_access,
         "emit_hint": emit_command(state.config),
         **_export_links(pairs, signing_key(state.config) is not None),

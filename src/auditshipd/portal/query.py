@@ -84,8 +84,11 @@ class EventFilter:
         return not self.include_access and not access_actions.intersection(self.actions)
 
     def as_metadata(self) -> dict[str, Any]:
-        """The filters as recorded in ``audit_log.viewed`` / ``audit_log.exported``."""
+        """The filters as recorded in ``audit_log.viewed`` / ``audit_log.exported``: an
+        operator's search or export of one organization says which."""
         out: dict[str, Any] = {}
+        if self.organization:
+            out["organization"] = self.organization
         if self.q:
             out["q"] = self.q
         if self.actions:
@@ -126,8 +129,9 @@ def fts_query(q: str) -> str:
     """The FTS5 MATCH expression of a keyword query: each word with tokens a quoted phrase,
     its last token a prefix, joined by AND. The words go in as typed, so FTS5 splits and
     folds them with the index's own tokenizer: a word copied from an event finds it
-    whatever its letters (a decomposed accent, a dotted capital I)."""
-    words = [w for w in _query_words(q) if tokenize(w)]
+    whatever its letters (a decomposed accent, a dotted capital I). A NUL, which would end
+    FTS5's string, splits tokens as any other separator does."""
+    words = [w.replace("\x00", " ") for w in _query_words(q) if tokenize(w)]
     return " AND ".join(f'"{w.replace(chr(34), chr(34) * 2)}" *' for w in words)
 
 

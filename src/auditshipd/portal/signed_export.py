@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from .config import ORGANIZATION_SLUG_RE
 from .export import csv_header, csv_rows, jsonl_rows
 from .filters import BadParameter, parse_filters
 from .query import EventFilter, format_time, parse_time
@@ -27,7 +26,6 @@ from .tokens import Principal
 __all__ = [
     "EXPORT_CHUNK",
     "ExportRequest",
-    "OtherOrganization",
     "export_bytes",
     "first_chunk",
     "export_request",
@@ -38,10 +36,6 @@ __all__ = [
 EXPORT_CHUNK = 1000
 FORMATS = ("csv", "jsonl")
 _SHARED_PARAMS = ("q", "actor", "target", "since", "until", "organization", "include_access")
-
-
-class OtherOrganization(Exception):
-    """The request names an organization its token may not see."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,13 +81,6 @@ def export_request(query: Any, principal: Principal, *, as_of_default: str,
     if fmt not in FORMATS:
         raise BadParameter("format", "must be csv or jsonl")
     asked = parse_filters(query, principal.scope)
-    organization = query.get("organization", "").strip()
-    if organization:
-        if principal.scope is not None and organization != principal.scope:
-            raise OtherOrganization(principal.scope)
-        if not ORGANIZATION_SLUG_RE.match(organization):
-            raise BadParameter("organization", "not an organization slug")
-        asked = dataclasses.replace(asked, organization=organization)
     current = now or _now()
     raw = query.get("as_of", "").strip()
     as_of: _dt.datetime | None = None
