@@ -104,7 +104,18 @@ def test_reference_verifier_from_the_doc(tmp_path):
     modified = ref(built.lines[:i] + [msgspec.json.encode(record)] + built.lines[i + 1:])
     assert modified.returncode == 1 and "modified: seq 4" in modified.stdout
     deleted = ref(built.lines[:i] + built.lines[i + 1:])
-    assert deleted.returncode == 1 and "gap: seq 4" in deleted.stdout
+    assert deleted.returncode == 1 and "gap: seq 4\n" in deleted.stdout
+    j = built.event_indexes()[6]
+    three = ref(built.lines[:i] + built.lines[j:])
+    assert three.returncode == 1 and "gap: seq 4-6\n" in three.stdout
+    far = built.lines[i].replace(b'"seq":4,', b'"seq":%d,' % (1 << 60), 1)
+    ahead = ref([*built.lines, far])  # one gap of 2^60 events, reported at once
+    assert ahead.returncode == 1 and f"gap: seq 26-{(1 << 60) - 1}" in ahead.stdout
+    for seq in (b"%d" % ((1 << 62) + 1), b"9" * 5000):
+        forged = built.lines[i].replace(b'"seq":4,', b'"seq":' + seq + b",", 1)
+        absurd = ref([*built.lines, forged])
+        n = len(built.lines) + 1
+        assert absurd.returncode == 1 and f"line {n}: inserted: seq beyond 2^62" in absurd.stdout
     d = next(j for j in range(len(built.lines)) if built.is_digest(j))
     record = json.loads(built.lines[d])
     from auditshipd.integrity.digest import signed_payload

@@ -29,8 +29,8 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["SEALED_RE", "ChainState", "StreamChain", "chain_c", "event_hash", "genesis",
-           "unseal"]
+__all__ = ["MAX_SEQ", "SEALED_RE", "ChainState", "StreamChain", "chain_c", "event_hash",
+           "genesis", "unseal"]
 
 try:
     from . import _chain_c as _built_c
@@ -51,6 +51,12 @@ SEALED_RE = re.compile(
     rb"(,|(?=\}))")
 
 
+# The largest seq a stream reaches (at a billion events a second, in 146 years): a line
+# claiming a larger one was not written by a sealer.
+MAX_SEQ = 1 << 62
+_SEQ_DIGITS = len(str(MAX_SEQ))
+
+
 def genesis(stream: str) -> str:
     """The ``prev`` of a stream's first event."""
     return hashlib.sha256(f"auditshipd stream {stream}".encode()).hexdigest()
@@ -63,11 +69,15 @@ def event_hash(seq: int, prev: str, event_bytes: bytes) -> str:
 
 
 def unseal(line: bytes) -> tuple[int, str, str, bytes] | None:
-    """``(seq, hash, prev, event bytes)`` of a sealed line, None if it is not one."""
+    """``(seq, hash, prev, event bytes)`` of a sealed line, None if it is not one. A seq
+    of more digits than ``MAX_SEQ`` has is returned as ``10 ** _SEQ_DIGITS`` (beyond
+    ``MAX_SEQ`` all the same; ``int`` of thousands of digits is slow, then refused)."""
     m = SEALED_RE.match(line)
     if m is None:
         return None
-    return int(m.group(1)), m.group(2).decode(), m.group(3).decode(), b"{" + line[m.end():]
+    digits = m.group(1)
+    seq = int(digits) if len(digits) <= _SEQ_DIGITS else 10 ** _SEQ_DIGITS
+    return seq, m.group(2).decode(), m.group(3).decode(), b"{" + line[m.end():]
 
 
 class ChainState(msgspec.Struct, kw_only=True):

@@ -22,7 +22,7 @@ import msgspec
 
 from ..timestamps import parse_time
 from .canonical import RESERVED_KEY
-from .chain import event_hash, genesis, unseal
+from .chain import MAX_SEQ, event_hash, genesis, unseal
 from .digest import DIGEST_ACTION, rfc3339, signed_payload
 from .keys import PublicKey
 
@@ -115,6 +115,11 @@ class StreamVerifier:
             self._add_other(line, where)
             return
         seq, claimed, prev, event_bytes = sealed
+        if seq > MAX_SEQ:  # no sealer gets there: a forged line, not a gap of 2^62 events
+            shown = f"seq {seq}" if seq < 10 ** 19 else "a seq of more than 19 digits"
+            self._problem("inserted", where, f"{shown} is beyond the largest a stream"
+                          f" reaches (2^62): not written by a sealer")
+            return
         actual = event_hash(seq, prev, event_bytes)
         seen = self.hashes.get(seq)
         if seen is not None:
@@ -166,23 +171,22 @@ class StreamVerifier:
         # Events a digest covers count too: a cut tail of a digested range is a gap.
         last = max([*hashes, *(d.body["last_seq"] for d in self.digests if d.valid)],
                    default=0)
-        gap_start = None
-        for seq in range(1, last + 2):
-            if seq in hashes or seq > last:
-                if gap_start is not None:
-                    n = seq - gap_start
-                    span = f"{gap_start}" if n == 1 else f"{gap_start}-{seq - 1}"
-                    self._problem("gap", self.where.get(seq, "end of input"),
-                                  f"missing events: seq {span} ({n} event(s))", gap_start)
-                    gap_start = None
-                if seq > last:
-                    break
-                want = hashes.get(seq - 1) if seq > 1 else (genesis(stream) if stream else None)
-                if want is not None and prevs[seq] != want:
-                    self._problem("inserted", self.where[seq], f"seq {seq} does not link to"
-                                  f" seq {seq - 1} (prev differs): inserted or rewritten", seq)
-            elif gap_start is None:
-                gap_start = seq
+        expected = 1  # the seq after the last one seen, walking the seqs in order
+        for seq in sorted(hashes):
+            if seq > expected:
+                self._gap(expected, seq - 1, self.where[seq])
+            want = hashes.get(seq - 1) if seq > 1 else (genesis(stream) if stream else None)
+            if want is not None and prevs[seq] != want:
+                self._problem("inserted", self.where[seq], f"seq {seq} does not link to"
+                              f" seq {seq - 1} (prev differs): inserted or rewritten", seq)
+            expected = seq + 1
+        if last >= expected:
+            self._gap(expected, last, "end of input")
+
+    def _gap(self, first: int, last: int, where: str) -> None:
+        n = last - first + 1
+        span = f"{first}" if n == 1 else f"{first}-{last}"
+        self._problem("gap", where, f"missing events: seq {span} ({n} event(s))", first)
 
     def _check_digests(self) -> str | None:
         streams: collections.Counter[str] = collections.Counter()
