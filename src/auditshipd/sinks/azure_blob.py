@@ -40,6 +40,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from ._checks import positive_floats, split_url
 from ._http_common import RETRYABLE_STATUSES, parse_retry_after, scrub
 from .key_template import (
     DEFAULT_KEY_TEMPLATE,
@@ -83,7 +84,7 @@ class AzureBlobOptions(SinkOptions):
 
 
 def _check_url(value: str, key: str, example: str) -> None:
-    parts = urlsplit(value)
+    parts = split_url(value, key)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
         raise ConfigError(f"must be an http:// or https:// URL without a query, e.g. {example}",
                           key=key)
@@ -163,8 +164,7 @@ def validate_options(options: AzureBlobOptions) -> None:
                 pass
         except OSError as exc:
             raise ConfigError(f"cannot read {o.ca_file!r}: {exc.strerror}", key="ca_file") from None
-    if o.timeout <= 0:
-        raise ConfigError("must be positive", key="timeout")
+    positive_floats(o)
     if not module_available("azure.storage.blob.aio"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 

@@ -22,7 +22,6 @@ import socket
 from typing import Any, Literal
 
 import msgspec
-from yarl import URL
 
 from ..plugin import (
     Batch,
@@ -33,6 +32,7 @@ from ..plugin import (
     SinkType,
     hookimpl,
 )
+from ._checks import header_text, http_url, positive_floats
 from ._http_common import (
     SessionSink,
     classify_status,
@@ -120,11 +120,8 @@ def validate(options: DatadogOptions) -> None:
         known = ", ".join(DATADOG_SITES)
         raise ConfigError(f"unknown Datadog site {options.site!r} (known: {known})", key="site")
     if options.url is not None:
-        try:
-            u = URL(options.url)
-        except (ValueError, TypeError):
-            raise ConfigError("not a valid URL", key="url") from None
-        if u.scheme not in ("http", "https") or not u.host:
+        u, host = http_url(options.url)
+        if u.scheme not in ("http", "https") or not host:
             raise ConfigError(
                 "must be a full http(s) intake URL, like https://proxy.example.com/api/v2/logs",
                 key="url",
@@ -135,10 +132,10 @@ def validate(options: DatadogOptions) -> None:
         raise ConfigError("missing API key: set api_key = \"${DD_API_KEY}\"", key="api_key")
     if any(ch.isspace() for ch in options.api_key):
         raise ConfigError("api_key must not contain whitespace", key="api_key")
+    header_text(options.api_key, "api_key")
     if not options.ddsource:
         raise ConfigError("must not be empty", key="ddsource")
-    if not options.timeout > 0:
-        raise ConfigError("must be positive", key="timeout")
+    positive_floats(options)
     if options.ca_file is not None and not os.path.isfile(options.ca_file):
         raise ConfigError(f"CA file {options.ca_file!r} not found", key="ca_file")
 

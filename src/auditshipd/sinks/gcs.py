@@ -19,7 +19,6 @@ import gzip
 import importlib
 import os
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -36,6 +35,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from ._checks import positive_floats, split_url
 from ._http_common import RETRYABLE_STATUSES, make_session, parse_retry_after
 from .key_template import (
     DEFAULT_KEY_TEMPLATE,
@@ -69,7 +69,7 @@ def validate_options(options: GcsOptions) -> None:
                           key="bucket")
     check_key_template(options.key_template)
     if options.endpoint_url is not None:
-        parts = urlsplit(options.endpoint_url)
+        parts = split_url(options.endpoint_url, "endpoint_url")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 "must be an http:// or https:// URL, e.g. http://127.0.0.1:9023",
@@ -77,8 +77,7 @@ def validate_options(options: GcsOptions) -> None:
             )
     if options.credentials_file is not None and not os.path.isfile(options.credentials_file):
         raise ConfigError(f"file {options.credentials_file!r} not found", key="credentials_file")
-    if options.timeout <= 0:
-        raise ConfigError("must be positive", key="timeout")
+    positive_floats(options)
     if not module_available("gcloud.aio.storage"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 

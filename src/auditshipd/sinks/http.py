@@ -27,9 +27,9 @@ import time
 from typing import Any
 
 import msgspec
-from yarl import URL
 
 from ..plugin import Batch, ConfigError, SinkContext, SinkOptions, SinkType, hookimpl
+from ._checks import header_fields, header_text, http_url, positive_floats, readable_file
 from ._http_common import (
     SessionSink,
     classify_status,
@@ -114,11 +114,8 @@ class HttpSink(SessionSink):
 
 
 def _validate(o: HttpOptions) -> None:
-    try:
-        u = URL(o.url)
-    except (ValueError, TypeError):
-        raise ConfigError("not a valid URL", key="url") from None
-    if u.scheme not in ("http", "https") or not u.host:
+    u, host = http_url(o.url)
+    if u.scheme not in ("http", "https") or not host:
         raise ConfigError("must be an http:// or https:// URL with a host", key="url")
     if u.raw_user is not None or u.raw_password is not None:
         # aiohttp turns URL credentials into an Authorization header and refuses a second
@@ -133,8 +130,10 @@ def _validate(o: HttpOptions) -> None:
         raise ConfigError('must be "json", "ndjson" or "text"', key="encoding")
     if not 1 <= o.gzip_level <= 9:
         raise ConfigError("must be between 1 and 9", key="gzip_level")
-    if o.timeout <= 0:
-        raise ConfigError("must be positive", key="timeout")
+    header_fields(o.headers)
+    header_text(o.bearer_token, "bearer_token")
+    positive_floats(o)
+    readable_file(o.ca_file, "ca_file")
 
 
 @hookimpl

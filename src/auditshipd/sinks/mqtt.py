@@ -36,6 +36,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from ._checks import positive_floats, split_url
 from .field_template import FieldTemplate
 
 __all__ = [
@@ -110,7 +111,7 @@ class TopicTemplate(FieldTemplate):
 
 def validate_options(options: MqttOptions) -> None:
     """Checks msgspec cannot express; raises ConfigError naming the key."""
-    parts = urlsplit(options.url)
+    parts = split_url(options.url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ConfigError(
             "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], e.g. mqtts://broker:8883",
@@ -141,8 +142,7 @@ def validate_options(options: MqttOptions) -> None:
         raise ConfigError("a password needs a username", key="username")
     if not 0 < options.keepalive <= 65535:
         raise ConfigError("must be 1..65535 seconds", key="keepalive")
-    if options.timeout <= 0:
-        raise ConfigError("must be positive", key="timeout")
+    positive_floats(options)
     if parts.scheme == "mqtt" and (options.ca_file or not options.tls_verify):
         raise ConfigError("ca_file and tls_verify apply to mqtts:// URLs only", key="url")
     if options.ca_file is not None and not os.path.isfile(options.ca_file):

@@ -34,6 +34,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from ._checks import positive_floats, split_url
 from .field_template import FieldTemplate
 
 __all__ = [
@@ -103,7 +104,7 @@ def validate_options(options: NatsOptions) -> None:
     if not urls:
         raise ConfigError("needs at least one server URL", key="url")
     for url in urls:
-        parts = urlsplit(url)
+        parts = split_url(url)
         if parts.scheme not in ("nats", "tls") or not parts.hostname:
             raise ConfigError(
                 "must be nats://HOST[:PORT] or tls://HOST[:PORT], e.g. tls://nats.example.com:4222",
@@ -146,8 +147,7 @@ def validate_options(options: NatsOptions) -> None:
         raise ConfigError("cert_file and key_file go together", key="cert_file")
     if not 1 <= options.max_in_flight <= 65535:
         raise ConfigError("must be 1..65535", key="max_in_flight")
-    if options.timeout <= 0:
-        raise ConfigError("must be positive", key="timeout")
+    positive_floats(options)
     if not module_available("nats"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 

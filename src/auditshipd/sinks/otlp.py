@@ -36,6 +36,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from ._checks import header_fields, http_url, positive_floats, readable_file
 from ._http_common import (
     SessionSink,
     classify_status,
@@ -79,11 +80,8 @@ class OtlpOptions(SinkOptions):
 
 def validate_options(options: OtlpOptions) -> None:
     """Checks msgspec cannot express; raises ConfigError naming the key."""
-    try:
-        url = URL(options.url)
-    except ValueError:
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
+    url, host = http_url(options.url)
+    if url.scheme not in ("http", "https") or not host:
         raise ConfigError(
             "must be an http:// or https:// URL, e.g. https://collector:4318/v1/logs", key="url"
         )
@@ -95,10 +93,11 @@ def validate_options(options: OtlpOptions) -> None:
         raise ConfigError(f"must be one of {', '.join(SEVERITIES)}", key="severity")
     if not options.service_name:
         raise ConfigError("must not be empty", key="service_name")
-    if options.timeout <= 0:
-        raise ConfigError("must be positive", key="timeout")
+    header_fields(options.headers)
+    positive_floats(options)
     if options.ca_file is not None and url.scheme != "https":
         raise ConfigError("ca_file applies to https:// URLs only", key="ca_file")
+    readable_file(options.ca_file, "ca_file")
     if not module_available("opentelemetry.proto"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 

@@ -19,9 +19,9 @@ import contextlib
 import gzip
 import hashlib
 import importlib
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..integrity.digest import digest_object_key
 from ..plugin import (
@@ -36,6 +36,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
+from ._checks import positive_floats, split_url
 from .key_template import (
     DEFAULT_KEY_TEMPLATE,
     FORMAT_KEY_TEMPLATES,
@@ -66,6 +67,17 @@ _STORAGE_CLASSES = frozenset({
 })
 _SSE_MODES = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
 _LOCK_MODES = frozenset({"GOVERNANCE", "COMPLIANCE"})
+# What botocore lets through as a bucket (S3 itself is stricter; S3-compatible stores
+# and old us-east-1 buckets are not), and a region: one host label.
+_BUCKET = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
+_BUCKET_ARN = re.compile(
+    r"arn:aws[^:]*:(?:s3|s3-object-lambda):[a-z\-0-9]*:[0-9]{12}:accesspoint[/:][a-zA-Z0-9\-.]{1,63}"
+    r"|arn:aws[^:]*:s3-outposts:[a-z\-0-9]+:[0-9]{12}:outpost[/:][a-zA-Z0-9\-]{1,63}"
+    r"[/:]accesspoint[/:][a-zA-Z0-9\-]{1,63}"
+)
+_REGION = re.compile(r"(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)")
+# botocore exceptions for a request it refuses to build: sending it again cannot help.
+_INVALID_REQUEST = frozenset({"ParamValidationError", "ValidationError", "InvalidRegionError"})
 
 # Error codes S3 answers with a 4xx status that a later attempt can still succeed with.
 _RETRYABLE_CODES = frozenset({
@@ -96,15 +108,18 @@ class S3Options(SinkOptions):
 
 def validate_options(options: S3Options) -> None:
     """Checks msgspec cannot express; raises ConfigError naming the key."""
-    if not options.bucket.strip():
-        raise ConfigError("must not be empty", key="bucket")
+    if not (_BUCKET.fullmatch(options.bucket) or _BUCKET_ARN.fullmatch(options.bucket)):
+        raise ConfigError("must be a bucket name (letters, digits, '.', '-' and '_'; the path"
+                          " goes in key_template) or an access point ARN", key="bucket")
+    if options.region is not None and not _REGION.fullmatch(options.region):
+        raise ConfigError("must be a region name like eu-west-1", key="region")
     check_key_template(options.key_template)
     if bool(options.access_key_id) != bool(options.secret_access_key):
         missing = "secret_access_key" if options.access_key_id else "access_key_id"
         raise ConfigError("access_key_id and secret_access_key must be given together",
                           key=missing)
     if options.endpoint_url is not None:
-        parts = urlsplit(options.endpoint_url)
+        parts = split_url(options.endpoint_url, "endpoint_url")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 "must be an http:// or https:// URL, e.g. https://s3.example.com:9000",
@@ -137,8 +152,7 @@ def validate_options(options: S3Options) -> None:
             )
         if options.object_lock_retain_days < 1:
             raise ConfigError("must be at least 1", key="object_lock_retain_days")
-    if options.timeout <= 0:
-        raise ConfigError("must be positive", key="timeout")
+    positive_floats(options)
     if not module_available("aiobotocore"):
         raise ConfigError(_MISSING_EXTRA, key="type")
 
@@ -149,6 +163,8 @@ def classify_s3_error(exc: BaseException) -> SinkError:
         return exc
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return RetryableError("S3 request timed out")
+    if any(cls.__name__ in _INVALID_REQUEST for cls in type(exc).__mro__):
+        return PermanentError(f"S3 request refused by the client: {exc}")
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         error = response.get("Error") or {}

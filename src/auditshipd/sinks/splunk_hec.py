@@ -41,6 +41,7 @@ from ..plugin import (
     hookimpl,
 )
 from ..timestamps import parse_rfc3339
+from ._checks import header_text, http_url, positive_floats
 from ._http_common import (
     SessionSink,
     classify_status,
@@ -104,6 +105,7 @@ def validate(options: SplunkHecOptions) -> None:
         raise ConfigError("missing HEC token: set token = \"${SPLUNK_HEC_TOKEN}\"", key="token")
     if any(ch.isspace() for ch in options.token):
         raise ConfigError("token must not contain whitespace", key="token")
+    header_text(options.token, "token")
     if not options.sourcetype:
         raise ConfigError("must not be empty", key="sourcetype")
     for key in ("index", "source", "host"):
@@ -111,19 +113,14 @@ def validate(options: SplunkHecOptions) -> None:
             raise ConfigError("must not be empty (leave the key out instead)", key=key)
     if options.max_request_bytes < 1024:
         raise ConfigError("must be at least 1024", key="max_request_bytes")
-    for key in ("timeout", "ack_timeout", "ack_poll_interval"):
-        if not getattr(options, key) > 0:
-            raise ConfigError("must be positive", key=key)
+    positive_floats(options)
     if options.ca_file is not None and not os.path.isfile(options.ca_file):
         raise ConfigError(f"CA file {options.ca_file!r} not found", key="ca_file")
 
 
 def _check_url(url: str) -> URL:
-    try:
-        u = URL(url)
-    except (ValueError, TypeError):
-        raise ConfigError("not a valid URL", key="url") from None
-    if u.scheme not in ("http", "https") or not u.host:
+    u, host = http_url(url)
+    if u.scheme not in ("http", "https") or not host:
         raise ConfigError(
             "must be the collector's base URL, like https://splunk.example.com:8088", key="url"
         )
