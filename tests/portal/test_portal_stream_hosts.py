@@ -77,3 +77,49 @@ stream_allow_hosts = ["127.0.0.1"]
         assert [s.host for s in await store.statuses([d.id])] == ["me#3"]
     finally:
         await streams.close()
+
+
+async def test_an_error_text_with_nul_does_not_stop_the_hosts_other_reports(portal_store) -> None:
+    """A receiver's answer may hold any character: its stream's error is stored (NUL
+    shown as U+FFFD on PostgreSQL, whose text cannot hold it) and the host's other
+    streams are reported with it."""
+    store = stream_store(portal_store)
+    bad, good = _definition("bad"), _definition("good")
+    for d in (bad, good):
+        await store.insert(d, 10)
+    now = time.time()
+    await store.report("h#1", [StreamStatus(bad.id, "h#1", "error", None, "HTTP 503: bad\x00gateway",
+                                            None, None, now), *_said(good.id, "h#1", now)])
+    got = {s.stream_id: s for s in await store.statuses([bad.id, good.id])}
+    assert got[good.id].state == "active"
+    assert got[bad.id].last_error in ("HTTP 503: bad\x00gateway", "HTTP 503: bad\ufffdgateway")
+
+
+async def test_a_host_with_many_streams_reports_within_the_portals_window(
+        tmp_path: Path, portal_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reports space out with the number of streams, but never past half the time the
+    portal counts a report current (else streams would show inactive between reports)."""
+    from auditshipd.config import parse_config
+    from auditshipd.portal.stream_store import status_fresh_for
+
+    monkeypatch.setenv("AUDITSHIPD_SECRETS_KEY", KEY)
+    config = parse_config(f"""
+[journal]
+path = "{tmp_path}/j/audit.jsonl"
+state_dir = "{tmp_path}/state"
+[portal]
+database = "{portal_database}"
+""", str(tmp_path / "auditshipd.toml"))
+    poll = config.portal.stream_poll_interval
+    streams = StoreStreams()
+    try:
+        assert await streams.open(config)
+        for count, most in ((10, 0.0), (200, poll * 3), (1000, status_fresh_for(poll) / 2 - poll)):
+            streams.ids = {f"acme.s{i}": f"ls_{i:016x}" for i in range(count)}
+            streams._next_report = 0.0
+            before = time.monotonic()
+            await streams.report(config, "me#1")
+            assert streams._next_report - before <= most + 1.0, count
+            assert streams._next_report - time.monotonic() >= most - 1.0, count
+    finally:
+        await streams.close()

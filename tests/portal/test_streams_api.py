@@ -144,6 +144,36 @@ async def test_scope_cannot_be_widened(sp: StreamsPortal, http: Any, rx: Any) ->
     assert built.organizations == ["acme"] and built.name == "acme.siem"
 
 
+async def test_an_id_no_stream_can_have_is_not_found(sp: StreamsPortal, http: Any, rx: Any) -> None:
+    """Ids that are not of the form streams get (a NUL, which PostgreSQL text cannot
+    hold, a quote, another stream's id with more) answer 404 on every store."""
+    sid = await _create(sp, http, rx)
+    for bad in ("ls_%00", "ls_0000000000000000%00", "x'--", sid + "0", sid.upper()):
+        for method, suffix in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/test")):
+            status, _ = await _call(http, method, f"{sp.url}/api/streams/{bad}{suffix}",
+                                    token=sp.acme, body={} if method == "PATCH" else None)
+            assert status == 404, (method, bad)
+    status, _ = await _call(http, "GET", f"{sp.url}/api/streams/{sid}", token=sp.acme)
+    assert status == 200
+
+
+async def test_a_test_event_the_client_refuses_to_send_is_a_failed_delivery(
+        sp: StreamsPortal, http: Any, rx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client library's ValueError (a header it finds unsafe) answers the test as a
+    failed delivery with its reason, not as a server error."""
+    from auditshipd.sinks.http import HttpSink
+
+    async def refuse(self: Any, batch: Any) -> None:
+        raise ValueError("Forbidden control character detected in headers")
+
+    sid = await _create(sp, http, rx)
+    monkeypatch.setattr(HttpSink, "send", refuse)
+    status, text = await _call(http, "POST", f"{sp.url}/api/streams/{sid}/test", token=sp.acme)
+    assert status == 200
+    answer = json.loads(text)["data"]
+    assert answer["delivered"] is False and "control character" in answer["error"]
+
+
 async def test_options_are_checked_by_the_sink_schema(sp: StreamsPortal, http: Any, rx: Any) -> None:
     """The TOML sinks' validation answers, naming the key: unknown option, wrong type,
     a value the type's checks refuse, host-local options, a missing s3 access key."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .pg_sql import pg_text
 from .stream_defs import StreamDefinition
 from .stream_store import (
     COLUMNS,
@@ -120,7 +121,7 @@ class PostgresStreamStore(StreamStore):
                 " SET state = EXCLUDED.state, last_synced_at = EXCLUDED.last_synced_at,"
                 " last_error = EXCLUDED.last_error, lag_events = EXCLUDED.lag_events,"
                 " lag_bytes = EXCLUDED.lag_bytes, reported_at = EXCLUDED.reported_at",
-                [(r.stream_id, host, r.state, r.last_synced_at, r.last_error, r.lag_events,
+                [(r.stream_id, host, r.state, r.last_synced_at, pg_text(r.last_error), r.lag_events,
                   r.lag_bytes, r.reported_at) for r in rows])
 
     async def statuses(self, stream_ids: list[str]) -> list[StreamStatus]:

@@ -106,6 +106,8 @@ class StreamAdmin:
         return await self.store.list(scope)
 
     async def find(self, principal: Principal, stream_id: str) -> StreamDefinition:
+        if not StreamDefinition.is_id(stream_id):  # nothing a store could hold: no query
+            raise NotFound(stream_id)
         d = await self.store.get(stream_id)
         if d is None or (principal.scope is not None and d.organization != principal.scope):
             raise NotFound(stream_id)  # another organization's stream does not exist
@@ -228,7 +230,8 @@ class StreamAdmin:
             await asyncio.wait_for(sink.start(), TEST_TIMEOUT)
             await asyncio.wait_for(sink.send(Batch([event])), TEST_TIMEOUT)
             return TestAnswer(True, getattr(sink, "last_status", None), None, event["id"])
-        except (SinkError, BlockedDestination, OSError, asyncio.TimeoutError) as exc:
+        except (SinkError, BlockedDestination, OSError, asyncio.TimeoutError, ValueError) as exc:
+            # ValueError: what a client library refuses to send (a header it finds unsafe)
             text = str(exc) or type(exc).__name__
             if isinstance(exc, asyncio.TimeoutError):
                 text = f"no answer within {TEST_TIMEOUT:g}s"

@@ -42,6 +42,7 @@ STREAM_TYPES = ("http", "splunk_hec", "datadog", "s3")
 # the operator's cloud credentials (profile).
 HOST_OPTIONS = frozenset({"ca_file", "profile"})
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_ID_RE = re.compile(r"ls_[0-9a-f]{16}")
 _TOP_KEYS = frozenset({"name", "type", "options", "paused"})
 
 
@@ -81,6 +82,11 @@ class StreamDefinition:
     @staticmethod
     def new_id() -> str:
         return "ls_" + secrets.token_hex(8)
+
+    @staticmethod
+    def is_id(text: str) -> bool:
+        """Whether ``text`` has the form of :meth:`new_id`'s ids."""
+        return _ID_RE.fullmatch(text) is not None
 
 
 @dataclass

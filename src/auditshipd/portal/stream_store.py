@@ -29,6 +29,7 @@ __all__ = [
     "StreamNameTaken",
     "StreamStatus",
     "StreamStore",
+    "status_fresh_for",
 ]
 
 SQLITE_STREAMS_SCHEMA = """
@@ -100,6 +101,13 @@ class StreamStatus:
     lag_events: int | None
     lag_bytes: int | None
     reported_at: float
+
+
+def status_fresh_for(poll_interval: float) -> float:
+    """Seconds a host's report of a stream stays current: past them the portal counts the
+    stream inactive on that host. A host reports each of its streams at least twice within
+    them, however many it runs."""
+    return max(60.0, 6 * poll_interval)
 
 
 def definition_of(row: Any) -> StreamDefinition:

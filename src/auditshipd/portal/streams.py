@@ -23,6 +23,7 @@ from typing import Any
 
 from ..scrub import scrub_secrets, sink_secrets
 from ..service.status import sink_status
+from .stream_store import status_fresh_for
 
 __all__ = ["STREAM_FIELDS", "STREAM_STATES", "scrub_secrets", "stream_states", "visible_to"]
 
@@ -126,7 +127,7 @@ async def self_service_rows(admin: Any, scope: str | None, config: Any,
     by_id: dict[str, list[Any]] = {}
     for s in statuses:
         by_id.setdefault(s.stream_id, []).append(s)
-    fresh_after = now - max(60.0, 6 * admin.portal.stream_poll_interval)
+    fresh_after = now - status_fresh_for(admin.portal.stream_poll_interval)
     taken = {s.name for s in getattr(config, "sinks", []) or [] if s.source != "portal"}
     rows = []
     for d in defs:

@@ -36,7 +36,7 @@ from ..portal.backend import event_store, is_postgres_url, stream_store
 from ..portal.config import portal_config
 from ..portal.stream_defs import StreamRequestError, check_definition, destination_url
 from ..portal.stream_secrets import SecretsKeyError, load_secret_box
-from ..portal.stream_store import StreamStatus, StreamStore
+from ..portal.stream_store import StreamStatus, StreamStore, status_fresh_for
 from ..scrub import scrub_secrets, sink_secrets
 from .status import sink_status
 
@@ -232,14 +232,19 @@ class StoreStreams:
     async def report(self, config: Config, host: str) -> None:
         """Write this host's view of each stream into the store. Reading the state of a
         stream costs a look at its files (lag), so with many streams the reports space
-        out: every poll up to REPORT_BATCH streams, proportionally less often beyond."""
+        out: every poll up to REPORT_BATCH streams, proportionally less often beyond, but
+        twice within the time the portal counts a report current, so that a host with
+        many streams never shows them inactive between its reports."""
         if self.streams is None or self._moved(config) or not (self.ids or self.errors):
             return
         now = time.monotonic()
         if now < self._next_report:
             return
+        poll = config.portal.stream_poll_interval
         spacing = max(1.0, len(self.ids) / REPORT_BATCH)
-        self._next_report = now + config.portal.stream_poll_interval * (spacing - 1)
+        # the next report comes at the first poll past this gap: at most half the window
+        gap = min(poll * (spacing - 1), status_fresh_for(poll) / 2 - poll)
+        self._next_report = now + max(0.0, gap)
         mine = {s.name: s for s in config.sinks if s.name in self.ids}
         rows = await asyncio.to_thread(
             sink_status, dataclasses.replace(config, sinks=list(mine.values())),
