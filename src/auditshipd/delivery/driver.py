@@ -94,6 +94,11 @@ class SinkDriver(Outbox):
     def stopping(self) -> asyncio.Event:
         return self._stopping
 
+    @property
+    def started(self) -> bool:
+        """Whether the sink's ``start()`` succeeded (readiness: False while it cannot)."""
+        return self._sink_ready.is_set()
+
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:

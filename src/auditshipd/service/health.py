@@ -30,10 +30,8 @@ def driver_lag_bytes(driver: Any) -> int:
 
 
 def _started(driver: Any) -> bool:
-    started = getattr(driver, "started", None)
-    if started is None:
-        started = getattr(driver, "_started", True)
-    return bool(started)
+    """``driver.started`` (SinkDriver: its sink's start() succeeded)."""
+    return bool(getattr(driver, "started", True))
 
 
 class ReadinessMonitor:
