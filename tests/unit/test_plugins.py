@@ -49,8 +49,19 @@ def test_misspelled_hook_fails_loudly(tmp_path):
     """A hookimpl with a name that is not a hook is an error (check_pending)."""
     (tmp_path / "bad.py").write_text(
         "from auditshipd import hookimpl\n\n@hookimpl\ndef register_sink_type():\n    return []\n")
-    with pytest.raises(Exception, match="register_sink_type"):
-        build_plugin_manager([tmp_path])
+    with pytest.raises(ConfigError, match="bad.py was refused: unknown hook 'register_sink_type'"
+                       ) as caught:
+        build_plugin_manager([tmp_path], "auditshipd.toml")
+    assert (caught.value.file, caught.value.key) == ("auditshipd.toml", "plugin_dirs")
+
+
+def test_a_failing_register_sink_types_is_a_config_error_naming_the_plugin(tmp_path):
+    (tmp_path / "raising.py").write_text(
+        "from auditshipd import hookimpl\n\n@hookimpl\ndef register_sink_types():\n"
+        "    raise RuntimeError('no backend')\n")
+    with pytest.raises(ConfigError, match="auditshipd_plugin_raising failed in"
+                       " register_sink_types: RuntimeError: no backend"):
+        sink_types(build_plugin_manager([tmp_path]))
 
 
 def test_plugin_import_error_names_the_file(tmp_path):

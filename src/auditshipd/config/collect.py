@@ -128,8 +128,8 @@ def _line_of(key: str, lines: list[str], regions: dict[str, tuple[int, int]]) ->
     lo, hi = regions.get(m.group(1), (0, 0)) if m else (0, len(lines))
     rest = key[m.end():] if m else key
     last = re.sub(r"\[\d+\]$", "", rest).rsplit(".", 1)[-1]
-    if not last:
-        return None
+    if not last:  # the sink as a whole: its [[sinks]] line
+        return lo + 1 if m and m.group(1) in regions else None
     pat = re.compile(rf"(?:^|[{{,.])\s*[\"']?{re.escape(last)}[\"']?\s*=|^\s*\[+[^\]]*\b{re.escape(last)}\s*\]")
     hits = [n for n in range(lo, hi) if pat.search(lines[n].split("#", 1)[0])]
     return hits[0] + 1 if len(hits) == 1 else None

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from ..errors import ConfigError
 from ..formats.settings import check_sink_format
 from ..plugin import SinkType
+from ..scrub import scrub_secrets, sink_secrets
 from .collect import convert_all, did_you_mean, known_keys, raise_all
 from .options import unknown_keys
 from .tables import (
@@ -146,6 +148,12 @@ def _check_values(c: SinkCommon, st: SinkType | None, options: Any, source: str,
         except ConfigError as exc:
             key = f"{where}.{exc.key}" if exc.key else where
             errors.append(ConfigError(exc.reason, file=source, key=key))
+        except Exception as exc:  # noqa: BLE001 - a validator's own failure is this sink's error
+            # (urlsplit's ValueError on "mqtt://[fd00::1:1883", a plugin's bug): reported
+            # with the rest, never a traceback, never the value itself.
+            errors.append(ConfigError(
+                f"the {c.type} sink's settings could not be checked: {type(exc).__name__}:"
+                f" {scrub_secrets(str(exc), sink_secrets(SimpleNamespace(options=options, sink_type=st)))}", file=source, key=where))
     problem = check_sink_format(c.format, c.type, options)
     if problem is None and c.integrity and c.format == "cef":  # sealing adds a JSON member
         problem = "CEF lines are text, not JSON objects: integrity = true needs native, ocsf or ecs"

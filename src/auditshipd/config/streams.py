@@ -7,9 +7,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..plugin import SinkType
+from .collect import convert_all, raise_all
 from .env import load_document
 from .sinks import SinkConfig, sink_config
-from .tables import ORGANIZATION_SLUG_RE, StreamFile, convert_table
+from .tables import ORGANIZATION_SLUG_RE, StreamFile
 
 __all__ = ["load_stream_files", "parse_stream_file"]
 
@@ -42,6 +43,10 @@ def load_stream_files(
         except ConfigError as exc:
             errors[org] = exc
             continue
+        except Exception as exc:  # noqa: BLE001 - only this organization's file is affected
+            errors[org] = ConfigError(f"cannot be loaded: {type(exc).__name__}: {exc}",
+                                      file=str(path))
+            continue
         names.update(sc.name for sc in sinks)
         out.extend(sinks)
     return out, errors
@@ -59,19 +64,26 @@ def parse_stream_file(path: Path, org: str, sink_types: dict[str, SinkType]) -> 
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=source) from None
     data = load_document(text, source)
-    stream = convert_table(data, StreamFile, source, "")
+    errors: list[ConfigError] = []
+    stream = convert_all(data, StreamFile, source, "", errors)
     out = []
-    for i, table in enumerate(stream.sinks):
+    for i, table in enumerate(stream.sinks if stream is not None else []):
         scope = table.get("organizations") if isinstance(table, dict) else None
         if scope is not None and scope != [org]:
-            raise ConfigError(f"a stream file can only scope its own organization [{org!r}]",
-                              file=source, key=f"sinks[{i}].organizations")
+            errors.append(ConfigError(f"a stream file can only scope its own organization"
+                                      f" [{org!r}]", file=source, key=f"sinks[{i}].organizations"))
+            continue
         if isinstance(table, dict):
             table = {**table, "organizations": [org]}
             if isinstance(table.get("name"), str):
                 table["name"] = f"{org}.{table['name']}"
-        sc = sink_config(table, i, source, sink_types)
+        try:
+            sc = sink_config(table, i, source, sink_types)
+        except ConfigError as exc:
+            errors.extend(getattr(exc, "errors", [exc]))
+            continue
         sc.stream_org = org
         sc.source = source
         out.append(sc)
+    raise_all(errors, text, source)
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pluggy
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigErrors
 from ..plugin import SinkType
 from ..sinks import BUILTIN_SINK_MODULES
 from . import hookspecs
@@ -27,23 +27,46 @@ ENTRY_POINT_GROUP = "auditshipd"
 DISABLE_AUTOLOAD_ENV = "AUDITSHIPD_DISABLE_PLUGIN_AUTOLOAD"
 
 
-def build_plugin_manager(plugin_dirs: Iterable[str | Path] = ()) -> pluggy.PluginManager:
-    """A fresh manager with the built-ins, entry-point plugins and drop-in files."""
+def build_plugin_manager(plugin_dirs: Iterable[str | Path] = (),
+                         source: str | None = None) -> pluggy.PluginManager:
+    """A fresh manager with the built-ins, entry-point plugins and drop-in files.
+
+    A plugin directory that is missing, a drop-in file that fails to import or that
+    pluggy refuses (a hook name misspelt, a hook's arguments wrong) is a
+    :class:`~auditshipd.errors.ConfigError` on ``plugin_dirs`` of ``source`` (the
+    config naming the directories); every such problem is raised at once."""
     pm = pluggy.PluginManager("auditshipd")
     pm.add_hookspecs(hookspecs)
     for modname in BUILTIN_SINK_MODULES:
         pm.register(importlib.import_module(modname), name=modname)
     if not os.environ.get(DISABLE_AUTOLOAD_ENV):
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    errors: list[ConfigError] = []
     for directory in plugin_dirs:
-        _load_plugin_dir(pm, Path(directory))
-    pm.check_pending()
+        errors += _load_plugin_dir(pm, Path(directory), source)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        errors.append(ConfigError(f"plugin {_plugin_file(exc.plugin)} was refused: {exc}",
+                                  file=source, key="plugin_dirs"))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
     return pm
 
 
-def _load_plugin_dir(pm: pluggy.PluginManager, directory: Path) -> None:
+def _plugin_file(plugin: object) -> str:
+    return str(getattr(plugin, "__file__", None) or getattr(plugin, "__name__", plugin))
+
+
+def _load_plugin_dir(pm: pluggy.PluginManager, directory: Path,
+                     source: str | None) -> list[ConfigError]:
+    """Register the drop-in files of ``directory``; the problems found."""
     if not directory.is_dir():
-        raise ConfigError(f"plugin directory {str(directory)!r} does not exist", key="plugin_dirs")
+        return [ConfigError(f"plugin directory {str(directory)!r} does not exist",
+                            file=source, key="plugin_dirs")]
+    errors = []
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):
             continue
@@ -52,25 +75,37 @@ def _load_plugin_dir(pm: pluggy.PluginManager, directory: Path) -> None:
             continue
         spec = importlib.util.spec_from_file_location(modname, path)
         if spec is None or spec.loader is None:
-            raise ConfigError(f"cannot load plugin file {path}", key="plugin_dirs")
+            errors.append(ConfigError(f"cannot load plugin file {path}", file=source,
+                                      key="plugin_dirs"))
+            continue
         module = importlib.util.module_from_spec(spec)
         sys.modules[modname] = module
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[modname]
-            raise ConfigError(
+            errors.append(ConfigError(
                 f"plugin file {path} failed to import: {type(exc).__name__}: {exc}",
-                key="plugin_dirs",
-            ) from exc
-        pm.register(module, name=modname)
+                file=source, key="plugin_dirs"))
+            continue
+        try:
+            pm.register(module, name=modname)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            errors.append(ConfigError(f"plugin file {path} was refused: {exc}",
+                                      file=source, key="plugin_dirs"))
+    return errors
 
 
 def sink_types(pm: pluggy.PluginManager) -> dict[str, SinkType]:
     """All sink types, by name. Two plugins offering the same name is an error."""
     found: dict[str, SinkType] = {}
     for impl in pm.hook.register_sink_types.get_hookimpls():
-        for st in impl.function() or ():
+        try:
+            offered = list(impl.function() or ())
+        except Exception as exc:  # a plugin's bug: a config error naming it, not a crash
+            raise ConfigError(f"plugin {impl.plugin_name} failed in register_sink_types:"
+                              f" {type(exc).__name__}: {exc}", key="plugin_dirs") from exc
+        for st in offered:
             if not isinstance(st, SinkType):
                 raise ConfigError(
                     f"plugin {impl.plugin_name} returned {st!r} from register_sink_types,"

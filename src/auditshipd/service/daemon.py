@@ -31,8 +31,16 @@ from ..journal.writer import daemon_journal
 from ..scrub import scrub_secrets
 from . import heap
 from .config_watch import watch_config
-from .loading import build_redactors, config_signature, load_runtime, sink_fingerprint
+from .loading import (
+    build_redactors,
+    config_signature,
+    load_runtime,
+    require_same_journal,
+    sink_fingerprint,
+)
+from .metrics_counts import RetiredCounts
 from .notify import SystemdNotifier
+from .servers import Servers
 from .sink_restarts import SinkRestarts
 from .startup_checks import run_startup_checks
 from .store_streams import SOURCE as STORE_SOURCE
@@ -58,11 +66,11 @@ class Daemon:
         self.watcher: JournalWatcher | None = None
         self.notifier = SystemdNotifier()
         self.logger = log
-        self.portal: Any = None
-        self.metrics_runner: Any = None
         # The running metrics (None while no metrics server runs): what the drivers'
-        # latency observers report to.
+        # latency observers report to; the counts of the drivers a reload replaced.
         self.metrics: Any = None
+        self.retired = RetiredCounts()
+        self.servers = Servers(self)
         self._cleanups: list[tuple[str, Any]] = []
         self._exit_requested_at = 0.0
         self._background: list[asyncio.Task[Any]] = []
@@ -123,8 +131,8 @@ class Daemon:
                       asyncio.create_task(self.saver.run(), name="cursor saver")]
         self._background += self._core
         self._cleanups.append(("cursors", self.saver.flush()))
-        await self._start_servers(cfg)
-        self._cleanups.append(("servers", self._stop_servers()))
+        await self.servers.start(cfg)
+        self._cleanups.append(("servers", self.servers.stop()))
         if self.config_path is not None and cfg.config_watch:
             self._background.append(asyncio.create_task(watch_config(self), name="config-watch"))
         self._background.append(asyncio.create_task(self._poll_store_streams(),
@@ -157,7 +165,7 @@ class Daemon:
                 for name, task in list(self.tasks.items()):
                     if task in done and task.done() and not task.cancelled() and task.exception():
                         self.tasks.pop(name)
-                        self.restarts.crashed(self.drivers.pop(name), task.exception())
+                        self.restarts.crashed(self._retire(name), task.exception())
                 self.notifier.notify(f"STATUS={self.summary()}")
         finally:
             exit_wait.cancel()
@@ -204,17 +212,17 @@ class Daemon:
             new, pm, types = await asyncio.to_thread(load_runtime, self.config_path)
             # Before the store is read: a rejected config must not move the streams to
             # the store it names.
-            if new.journal != self.config.journal:
-                raise ConfigError("changing [journal] needs a restart", file=new.source,
-                                  key="journal")
+            require_same_journal(new, self.config)
             # First: a broken stream file's running sinks keep their names, which the
             # store's streams then cannot take.
             self._keep_sinks_of_broken_streams(new)
             new.sinks.extend(await self._store_sinks(new, types))
             redactors = build_redactors(new)
-        except ConfigError as exc:
-            log.error("config reload rejected, the running config stays: %s", exc)
-            self.notifier.notify("READY=1", f"STATUS=reload rejected: {exc}")
+        except Exception as exc:  # noqa: BLE001 - no reload may stop the daemon
+            reason = str(exc) if isinstance(exc, ConfigError) else (
+                f"{self.config_path}: {type(exc).__name__}: {scrub_secrets(str(exc))}")
+            log.error("config reload rejected, the running config stays: %s", reason)
+            self.notifier.notify("READY=1", f"STATUS=reload rejected: {reason}")
             return False
         old = self.config
         self._report_stream_errors(new)
@@ -234,7 +242,7 @@ class Daemon:
             if sc.enabled:
                 await self._start_or_retry(sc, redactors[name])
         if new.portal != old.portal or new.metrics != old.metrics:
-            await self._restart_servers(new, old)
+            await self.servers.restart(new, old)
         self.pm.hook.config_loaded(config=new)
         if removed or added or changed:
             await asyncio.to_thread(self._record_reload, added, removed, changed)
@@ -332,47 +340,15 @@ class Daemon:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         for name in names:
-            self.drivers.pop(name, None)
+            if name in self.drivers:
+                self._retire(name)
             self.tasks.pop(name, None)
 
-    async def _start_servers(self, cfg: Config) -> None:
-        if cfg.portal.enabled:
-            from ..portal.server import start_portal
-
-            self.portal = await start_portal(cfg)
-        from .metrics import metrics_config, start_metrics_server
-
-        mc = metrics_config(cfg)
-        if mc.enabled:
-            self.metrics_runner = await start_metrics_server(self, mc)
-            self.metrics = self.metrics_runner.metrics
-
-    async def _stop_servers(self) -> None:
-        if self.portal is not None:
-            await self.portal.close()
-            self.portal = None
-        if self.metrics_runner is not None:
-            self.metrics = None
-            await self.metrics_runner.cleanup()
-            self.metrics_runner = None
-
-    async def _restart_servers(self, cfg: Config, old: Config) -> None:
-        """The portal and metrics servers on ``cfg``'s settings; when they cannot start
-        there (an address taken, the store unreachable), on ``old``'s again, and the
-        daemon goes on shipping either way."""
-        await self._stop_servers()
-        try:
-            await self._start_servers(cfg)
-            return
-        except Exception as exc:  # noqa: BLE001 - reported; the sinks are not affected
-            log.error("config reload: the portal or metrics server cannot start on the new"
-                      " settings (%s); it keeps the previous ones", scrub_secrets(str(exc)))
-        await self._stop_servers()
-        try:
-            await self._start_servers(old)
-        except Exception as exc:  # noqa: BLE001
-            log.error("the portal or metrics server cannot start again: %s; it stays off"
-                      " until the next reload", scrub_secrets(str(exc)))
+    def _retire(self, name: str) -> SinkDriver:
+        """Take ``name``'s driver out; its counts stay in the sink's metrics."""
+        driver = self.drivers.pop(name)
+        self.retired.add(name, driver)
+        return driver
 
     async def _stop_watcher(self, task: asyncio.Task[None]) -> None:
         assert self.watcher is not None

@@ -19,7 +19,8 @@ from ..plugins.manager import build_plugin_manager, sink_types
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
 
-__all__ = ["build_redactors", "config_signature", "load_runtime", "sink_fingerprint"]
+__all__ = ["build_redactors", "config_signature", "load_runtime", "require_same_journal",
+           "sink_fingerprint"]
 
 
 def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager, dict[str, SinkType]]:
@@ -27,8 +28,12 @@ def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager,
     plugin manager and sink types. Raises ConfigError naming file and key; with more
     than one problem, :class:`~auditshipd.errors.ConfigErrors` listing them all."""
     text, source = read_config_text(path)
-    pm = build_plugin_manager(_plugin_dirs(text, source))
-    types = sink_types(pm)
+    try:
+        pm = build_plugin_manager(_plugin_dirs(text, source), source)
+        types = sink_types(pm)
+    except ConfigError as exc:
+        raise_all([_in_file(e, source) for e in getattr(exc, "errors", [exc])], text, source)
+        raise
     errors: list[ConfigError] = []
     config = collect_config(text, source, types, errors)
     for check in (build_redactors, _validate_servers):
@@ -38,6 +43,27 @@ def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager,
             errors.extend(getattr(exc, "errors", [exc]))
     raise_all(errors, text, source)
     return config, pm, types
+
+
+def require_same_journal(new: Config, running: Config) -> None:
+    """A reload cannot move the journal: a ConfigError (with the line of ``[journal]``
+    in ``new``'s file) when ``new`` changes it."""
+    if new.journal == running.journal:
+        return
+    text = None
+    try:
+        text, _ = read_config_text(new.source)
+    except ConfigError:
+        pass
+    raise_all([ConfigError("changing [journal] needs a restart (the running journal settings"
+                           " stay until then)", file=new.source, key="journal")],
+              text, new.source)
+
+
+def _in_file(exc: ConfigError, source: str) -> ConfigError:
+    if exc.file:
+        return exc
+    return ConfigError(exc.reason, file=source, key=exc.key, line=exc.line)
 
 
 def _plugin_dirs(text: str, source: str) -> list[str]:

@@ -110,13 +110,19 @@ class DaemonCollector(Collector):
             "auditshipd_sink_up", "1 when the sink is active, 0 otherwise", labels=label)
         paths = self.daemon.config.journal.paths
         follow = getattr(self.daemon.config.journal, "follow_symlinks", False)
-        for name, driver in sorted(dict(self.daemon.drivers).items()):
+        drivers = dict(self.daemon.drivers)
+        retired = getattr(self.daemon, "retired", None)
+        # A sink's counters: its drivers replaced during this run plus the live one.
+        for name in sorted(set(drivers) | set(retired.totals if retired else ())):
+            driver = drivers.get(name)
             sync = getattr(driver, "sync_stats", None)
             if sync is not None:  # lines the shared pass read for it, counted now
                 sync()
-            stats = driver.stats
             for attr, family in counters.items():
-                family.add_metric([name], getattr(stats, attr))
+                live = getattr(driver.stats, attr) if driver is not None else 0
+                family.add_metric([name], live + (retired.of(name, attr) if retired else 0))
+        for name, driver in sorted(drivers.items()):
+            stats = driver.stats
             lag_bytes.add_metric([name], driver_lag_bytes(driver))
             segments = dict(driver.committed.segments)
             from_end = getattr(getattr(driver, "sc", None), "start_at", "") == "end"
@@ -133,7 +139,9 @@ class DaemonCollector(Collector):
 
 
 class DaemonMetrics:
-    """One daemon's registry, collector, latency histogram and readiness monitor."""
+    """One daemon's registry, collector, latency histogram and readiness monitor. A
+    metrics server restarted on new settings serves the same instance again
+    (:meth:`reconfigure`): the histogram's counts go on."""
 
     def __init__(self, daemon: Any, mc: MetricsConfig) -> None:
         self.daemon = daemon
@@ -146,6 +154,11 @@ class DaemonMetrics:
             "Seconds from a batch's first delivery attempt to its acknowledgement",
             ["sink"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.readiness = ReadinessMonitor(daemon, mc.ready_stuck_after)
+
+    def reconfigure(self, mc: MetricsConfig) -> None:
+        """New ``[metrics]`` settings: a fresh readiness monitor on them."""
+        self.config = mc
+        self.readiness = ReadinessMonitor(self.daemon, mc.ready_stuck_after)
 
     def batch_latency_observer(self, sink_name: str) -> Callable[[float], None]:
         return self.batch_latency.labels(sink_name).observe
@@ -190,12 +203,17 @@ class MetricsServer:
         await self.runner.cleanup()
 
 
-async def start_metrics_server(daemon: Any, mc: MetricsConfig) -> MetricsServer:
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``mc.listen``.
+async def start_metrics_server(daemon: Any, mc: MetricsConfig,
+                               metrics: DaemonMetrics | None = None) -> MetricsServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``mc.listen``: ``metrics``
+    (those of a previous server of this daemon) or new ones.
 
     The caller awaits ``server.cleanup()`` at shutdown.
     """
-    metrics = DaemonMetrics(daemon, mc)
+    if metrics is None:
+        metrics = DaemonMetrics(daemon, mc)
+    else:
+        metrics.reconfigure(mc)
     listen_host = mc.address()[0]
     allowed = mc.allowed_hosts or default_allowed_hosts(listen_host)
     app = web.Application(middlewares=[allowed_hosts_middleware(allowed, listen_host)])
