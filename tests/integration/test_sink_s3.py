@@ -246,3 +246,57 @@ async def test_own_credentials_and_guarded_endpoint(moto: MotoS3Server, tmp_path
         monkeypatch.delenv(key)  # the test's own client reads the bucket directly
     stored = [e["id"] for lines in read_objects(moto, bucket).values() for e in lines]
     assert stored == [e["id"] for e in events]
+
+
+async def test_a_guarded_sink_ignores_the_configured_endpoint(
+        moto: MotoS3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS_ENDPOINT_URL_S3 (or ~/.aws/config) names the operator's own store: a
+    self-service stream without endpoint_url never goes there; the operator's own s3
+    sinks still use it."""
+    from auditshipd.netguard import DestinationPolicy, GuardedResolver
+    from auditshipd.testing import StaticResolver
+
+    bucket = make_bucket(moto, "audit-operator-store")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://localhost:{moto.port}")
+    options = S3Options(bucket=bucket, region="us-east-1", timeout=5.0)
+    # Even where the policy would let the address through, the endpoint is not the
+    # stream's: its requests go to AWS (which this resolver cannot find).
+    dns = StaticResolver({"localhost": ["127.0.0.1"]})
+    guarded = SinkContext(name="acme.archive", state_dir=tmp_path, logger=logging.getLogger("t"),
+                          resolver=GuardedResolver(DestinationPolicy.parse(["127.0.0.1"]), dns))
+    sink = S3Sink("acme.archive", options, guarded)
+    try:
+        with pytest.raises(RetryableError):
+            await sink.send(Batch(make_events(2)))
+    finally:
+        await sink.close()
+    assert read_objects(moto, bucket) == {}
+    own = SinkContext(name="archive", state_dir=tmp_path, logger=logging.getLogger("t"))
+    sink = S3Sink("archive", options, own)
+    events = make_events(2)
+    try:
+        await sink.send(Batch(events))
+    finally:
+        await sink.close()
+    stored = [e["id"] for lines in read_objects(moto, bucket).values() for e in lines]
+    assert stored == [e["id"] for e in events]
+
+
+async def test_a_guarded_sink_refuses_an_address_endpoint_it_may_not_reach(
+        moto: MotoS3Server, tmp_path: Path) -> None:
+    """An endpoint that is a loopback address (connected to without any name lookup) is
+    refused when the sink starts: nothing reaches it."""
+    from auditshipd.netguard import DestinationPolicy, GuardedResolver
+
+    bucket = make_bucket(moto, "audit-loopback-literal")
+    options = S3Options(bucket=bucket, endpoint_url=f"http://127.0.0.1:{moto.port}",
+                        region="us-east-1", timeout=5.0)
+    ctx = SinkContext(name="acme.archive", state_dir=tmp_path, logger=logging.getLogger("t"),
+                      resolver=GuardedResolver(DestinationPolicy()))
+    sink = S3Sink("acme.archive", options, ctx)
+    try:
+        with pytest.raises(RetryableError, match="loopback"):
+            await sink.send(Batch(make_events(2)))
+    finally:
+        await sink.close()
+    assert read_objects(moto, bucket) == {}

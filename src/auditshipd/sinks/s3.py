@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..integrity.digest import digest_object_key
+from ..netguard import BlockedDestination, check_literal, destination_host
 from ..plugin import (
     Batch,
     ConfigError,
@@ -225,13 +226,16 @@ class S3Sink:
 
     async def start(self) -> None:
         o = self.options
+        guarded = self.context.resolver is not None
         config = self._config_cls(
             connect_timeout=o.timeout,
             read_timeout=o.timeout,
             # Self-service streams connect only where the resolver allows (netguard), and
-            # directly: a proxy from the environment would connect on their behalf.
-            **({"connector_args": {"resolver": self.context.resolver}, "proxies": {}}
-               if self.context.resolver is not None else {}),
+            # directly: a proxy from the environment would connect on their behalf, and an
+            # endpoint from the environment or ~/.aws/config (AWS_ENDPOINT_URL_S3) would
+            # send them to the operator's own store: only their endpoint_url counts.
+            **({"connector_args": {"resolver": self.context.resolver}, "proxies": {},
+                "ignore_configured_endpoint_urls": True} if guarded else {}),
             # The core owns retries and backoff; one attempt per send().
             retries={"total_max_attempts": 1},
             # We send Content-MD5 ourselves; the newer default checksums break many
@@ -255,6 +259,24 @@ class S3Sink:
                 raise RetryableError(f"s3 sink, key profile: {exc}") from None
             raise classify_s3_error(exc) from exc
         self._stack = stack
+        if guarded:
+            await self._check_endpoint()
+
+    async def _check_endpoint(self) -> None:
+        """Refuse the client's endpoint when it is an address the destination policy
+        does not allow (an IP literal is connected to without the resolver)."""
+        policy = getattr(self.context.resolver, "policy", None)
+        if policy is None:  # a resolver without a policy: names are all it answers
+            return
+        endpoint = getattr(getattr(self._client, "meta", None), "endpoint_url", None)
+        where = destination_host(endpoint)
+        try:
+            if where is None:
+                raise BlockedDestination(f"the S3 endpoint {endpoint!r} has no host")
+            check_literal(where[0], policy)
+        except BlockedDestination as exc:
+            await self.close()
+            raise RetryableError(f"S3 endpoint refused: {exc}") from None
 
     async def send(self, batch: Batch) -> None:
         if not batch.events:
