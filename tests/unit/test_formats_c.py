@@ -203,8 +203,8 @@ def test_lines_c_refuses_are_answered_as_the_python_tier_answers_them(fmt):
             _formats_c.handed_back()
             got = outcome(with_c.encode_lines, [line])
             assert got == outcome(without.encode_lines, [line]), line
-            # "{}" is OCSF's only (no time: the reference writes time 0), another
-            # time form not ECS's (it copies the time), a metadata key twice only where
+            # "{}" (no time: OCSF and ECS hand it back for the epoch, CEF leaves rt out),
+            # another time form (CEF: Python reads it), a metadata key twice only where
             # OCSF reads the role from it
             refused = _formats_c.handed_back()
             assert refused == 1 or line in _SOMETIMES, line

@@ -94,3 +94,27 @@ def test_an_unreadable_time_is_written_the_same_at_every_encoding(fmt, at):
         doc = msgspec.json.decode(first[0][0])
         assert doc["time"] == 0
         assert doc["unmapped"]["occurred_at"] == (None if at is ... else at)
+
+
+@pytest.mark.parametrize("at", ["last tuesday", None, ..., 1714564800, "",
+                                "2024-05-01T12:00:0\u00b2Z", "2024-02-30T00:00:00Z"])
+def test_ecs_writes_the_epoch_for_a_time_it_cannot_read(at):
+    """ECS ``@timestamp`` (a required date) is the epoch when ``occurred_at`` cannot be
+    read, and ``auditshipd.occurred_at`` keeps what the event held (null when absent)."""
+    lines = [line(occurred_at=at)]
+    outs = [encode(lines) for encode in tiers("ecs")]
+    assert outs[0] == outs[1] == outs[2]
+    doc = msgspec.json.decode(outs[0][0])
+    assert doc["@timestamp"] == "1970-01-01T00:00:00.000Z"
+    assert doc["auditshipd"]["occurred_at"] == (None if at is ... else at)
+    assert list(doc["auditshipd"]) == ["occurred_at", "actor_type"]
+
+
+@pytest.mark.parametrize("at", ["2024-05-01T12:00:00Z", "2024-05-01T12:00:00.250Z",
+                                "2024-05-01T14:00:00.25+02:00", "2024-05-01"])
+def test_ecs_keeps_a_readable_time_as_the_event_wrote_it(at):
+    lines = [line(occurred_at=at)]
+    outs = [encode(lines) for encode in tiers("ecs")]
+    assert outs[0] == outs[1] == outs[2]
+    doc = msgspec.json.decode(outs[0][0])
+    assert doc["@timestamp"] == at and "occurred_at" not in doc["auditshipd"]

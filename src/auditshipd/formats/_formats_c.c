@@ -1005,12 +1005,12 @@ static int write_ecs(Buf *b, Buf *um, const Ctx *cx, const Val *ev, PyObject *pl
     if (!read_party(ev[E_ACTOR], &actor) || !read_obj(ev[E_ORG], ORG_KEYS, ORG_LENS, 2, &org) ||
         !read_targets(ev[E_TARGETS], &ts) || !read_obj(ev[E_CTX], CTX_KEYS, CTX_LENS, 2, &ctx))
         return 0;
+    long long ms;
+    if (!epoch_ms(ev[E_AT], &ms))
+        return 0; /* another form (Python reads it) or unreadable (the epoch, written there) */
     Ip ip = {0};
     W("{\"@timestamp\":");
-    if (ev[E_AT].kind == V_STR)
-        WV(ev[E_AT]);
-    else
-        W("null");
+    WV(ev[E_AT]);
     WB(plan);
     if (ev[E_ID].kind == V_STR) {
         W(",\"id\":");

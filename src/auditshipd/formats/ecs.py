@@ -14,12 +14,15 @@ from typing import Any
 import msgspec
 
 from .base import Encoder
-from .event import failed, ip_or_none, party, target_user, text
+from .event import epoch_ms, failed, ip_or_none, party, target_user, text
 from .ocsf_actions import ActionTable, OcsfAction
 
-__all__ = ["ECS_VERSION", "OcsfAction", "EcsEncoder", "ecs_kind"]
+__all__ = ["ECS_VERSION", "EPOCH", "OcsfAction", "EcsEncoder", "ecs_kind"]
 
 ECS_VERSION = "8.17.0"
+# ``@timestamp`` (a required date) of an event whose ``occurred_at`` cannot be read: the
+# epoch, never the encoding time, so encoding the event again writes the same bytes.
+EPOCH = "1970-01-01T00:00:00.000Z"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -63,8 +66,10 @@ class EcsEncoder(Encoder):
         }
         if "id" in e:
             ev["id"] = str(e["id"])
-        out: dict[str, Any] = {"@timestamp": e.get("occurred_at"), "ecs": {"version": ECS_VERSION},
-                               "event": ev}
+        at = e.get("occurred_at")
+        readable = epoch_ms(at) is not None
+        out: dict[str, Any] = {"@timestamp": at if readable else EPOCH,
+                               "ecs": {"version": ECS_VERSION}, "event": ev}
         actor = party(e.get("actor"))
         user: dict[str, Any] = {}
         if actor is not None:
@@ -95,6 +100,8 @@ class EcsEncoder(Encoder):
             if o:
                 out["organization"] = o
         extra: dict[str, Any] = {}
+        if not readable:
+            extra["occurred_at"] = at
         if actor is not None and actor.type:
             extra["actor_type"] = actor.type
         targets = e.get("targets")

@@ -25,6 +25,7 @@ from .view import (
     decode_organization,
     decode_party,
     decode_targets,
+    epoch_ms_fast,
     jstr,
     target_user,
     truthy,
@@ -112,7 +113,9 @@ class FastEcsEncoder(FastLines, EcsEncoder):
         action = v.action or "unknown"
         plans = self.plans.map
         at = v.occurred_at
-        parts = [b'{"@timestamp":', b"null" if at is UNSET else jstr(at),
+        if epoch_ms_fast(at) is None:  # the epoch, the original kept: the reference writes it
+            return None
+        parts = [b'{"@timestamp":', jstr(at),
                  plans.get(action) or self.plans.get(action)]
         if v.id is not UNSET:
             parts += (b',"id":', jstr(v.id))
