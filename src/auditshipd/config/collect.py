@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -21,7 +22,7 @@ from ..errors import ConfigError, ConfigErrors
 from .options import type_info
 from .tables import explain
 
-__all__ = ["convert_all", "did_you_mean", "known_keys", "raise_all", "with_lines"]
+__all__ = ["convert_all", "did_you_mean", "known_keys", "non_finite", "raise_all", "with_lines"]
 
 _MAX_ERRORS = 100
 _STRUCTS = (mi.StructType, mi.DataclassType, mi.TypedDictType)
@@ -96,6 +97,26 @@ def convert_all(data: dict[str, Any], typ: type, source: str, where: str,
             if msg == "missing required key" or not _drop(data, parts):
                 return None
     return None
+
+
+def non_finite(value: Any, source: str, where: str) -> list[ConfigError]:
+    """An error for every float in ``value`` (a converted table: Structs, lists, dicts)
+    that is NaN or infinite: TOML allows ``nan`` and ``inf``, which pass every ``<= 0``
+    check and make a timer never fire."""
+    found: list[ConfigError] = []
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            found.append(ConfigError("must be a finite number", file=source, key=where or None))
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            found += non_finite(getattr(value, name), source, f"{where}.{name}".lstrip("."))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found += non_finite(v, source, f"{where}.{k}".lstrip("."))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found += non_finite(v, source, f"{where}[{i}]")
+    return found
 
 
 _HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")

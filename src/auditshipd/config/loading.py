@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..formats.settings import FormatSettings, parse_formats
 from ..plugin import SinkType
-from .collect import convert_all, raise_all
+from .collect import convert_all, non_finite, raise_all
 from .env import load_document
 from .sinks import SinkConfig, sink_config
 from .streams import load_stream_files
@@ -118,7 +118,13 @@ def collect_config(text: str, source: str, sink_types: dict[str, SinkType] | Non
         # The file and its rotated segments (path.20261125T101010.000000Z...), not the
         # default path's glob: a config naming only its journal reads that journal.
         root.journal.paths = [root.journal.path + "*"]
+    for k in root.__struct_fields__:
+        if k != "sinks":  # a sink's are checked with it, named by its name
+            errors += non_finite(getattr(root, k), source, k)
     errors.extend(_check_journal(root.journal, source))
+    if root.shutdown_timeout < 0:
+        errors.append(ConfigError("must be zero or more (seconds)", file=source,
+                                  key="shutdown_timeout"))
     sinks: list[SinkConfig] = []
     seen: set[str] = set()
     for i, table in enumerate(root.sinks):

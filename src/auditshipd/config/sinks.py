@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..formats.settings import check_sink_format
 from ..plugin import SinkType
 from ..scrub import scrub_secrets, sink_secrets
-from .collect import convert_all, did_you_mean, known_keys, raise_all
+from .collect import convert_all, did_you_mean, known_keys, non_finite, raise_all
 from .options import unknown_keys
 from .tables import (
     SINK_COMMON_KEYS,
@@ -139,6 +139,7 @@ def _check_values(c: SinkCommon, st: SinkType | None, options: Any, source: str,
     ):
         if not ok:
             errors.append(ConfigError("value out of range", file=source, key=f"{where}.{key}"))
+    errors += non_finite(c, source, where) + non_finite(options, source, where)
     if c.start_at not in ("beginning", "end") and not _RFC3339_RE.match(c.start_at):
         errors.append(ConfigError("must be \"beginning\", \"end\" or an RFC 3339 time",
                                   file=source, key=f"{where}.start_at"))

@@ -7,6 +7,7 @@ and reports it as :class:`~auditshipd.errors.ConfigError` naming ``portal.<key>`
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from ..config.tables import (
     PortalConfig,
     parse_listen,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigErrors
 from ..netguard import DestinationPolicy
 
 __all__ = [
@@ -42,60 +43,84 @@ def check_organization_retention(table: dict[str, int]) -> tuple[str, str] | Non
     return None
 
 
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
 def is_postgres_url(database: str) -> bool:
-    """Whether ``[portal] database`` names a PostgreSQL server rather than a SQLite file."""
-    return database.startswith(("postgresql://", "postgres://"))
+    """Whether ``[portal] database`` names a PostgreSQL server rather than a SQLite file
+    (the scheme in any case: ``PostgreSQL://`` too)."""
+    scheme, sep, _ = database.partition("://")
+    return bool(sep) and scheme.lower() in _POSTGRES_SCHEMES
+
+
+def _check_database(database: str) -> tuple[str, str | None]:
+    """``database`` with a PostgreSQL URL's scheme in lowercase (as libpq wants it), and
+    what is wrong with it (None: nothing). Any other ``scheme://`` is refused rather than
+    taken for a SQLite file name; the message names the scheme only, never the URL (it
+    may hold a password)."""
+    scheme, sep, rest = database.partition("://")
+    if not sep:
+        return database, None
+    if scheme.lower() not in _POSTGRES_SCHEMES:
+        return database, (f"a {scheme!r} URL is not a database auditshipd can use: give a"
+                          " SQLite file path or a postgresql:// URL")
+    database = f"{scheme.lower()}://{rest}"
+    try:
+        urlsplit(database).port  # noqa: B018 - raises for a port that is no number
+    except ValueError as exc:
+        return database, f"not a valid PostgreSQL URL: {exc}"
+    return database, None
+
+
+def _positive_seconds(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def portal_config(config: Any) -> PortalConfig:
     """``config.portal`` checked, with its defaults filled in from ``config`` (a copy:
-    ``config`` stays as loaded)."""
+    ``config`` stays as loaded). Every problem is raised at once
+    (:class:`~auditshipd.errors.ConfigErrors` when more than one)."""
     pc = msgspec.structs.replace(getattr(config, "portal", None) or PortalConfig())
     source = getattr(config, "source", None)
+    errors: list[ConfigError] = []
 
-    def bad(key: str, msg: str) -> ConfigError:
-        return ConfigError(msg, file=source, key=f"portal.{key}")
+    def bad(key: str, msg: str) -> None:
+        errors.append(ConfigError(msg, file=source, key=f"portal.{key}"))
 
     try:
         parse_listen(pc.listen)
     except ValueError as exc:
-        raise bad("listen", str(exc)) from None
+        bad("listen", str(exc))
     if pc.retention_days < 0:
-        raise bad("retention_days", "must be 0 (keep forever) or a number of days")
+        bad("retention_days", "must be 0 (keep forever) or a number of days")
     problem = check_organization_retention(pc.organization_retention_days)
     if problem is not None:
         slug, reason = problem
         # The slug is a config key, not a secret: naming it says which entry to fix.
-        raise bad(f"organization_retention_days.{slug}", reason)
-    if pc.purge_interval <= 0:
-        raise bad("purge_interval", "must be a positive number of seconds")
+        bad(f"organization_retention_days.{slug}", reason)
+    for key in ("purge_interval", "stream_poll_interval", "session_ttl"):
+        if not _positive_seconds(getattr(pc, key)):
+            bad(key, "must be a positive (finite) number of seconds")
     try:
         DestinationPolicy.parse(pc.stream_allow_hosts)
     except ValueError as exc:
-        raise bad("stream_allow_hosts", f"{exc}: list host names, addresses and networks"
-                                        " (CIDR)") from None
+        bad("stream_allow_hosts", f"{exc}: list host names, addresses and networks (CIDR)")
     if pc.max_streams_per_organization < 0:
-        raise bad("max_streams_per_organization", "must be 0 (no self-service streams) or more")
+        bad("max_streams_per_organization", "must be 0 (no self-service streams) or more")
     if pc.stream_tests_per_minute < 1:
-        raise bad("stream_tests_per_minute", "must be at least 1")
-    if pc.stream_poll_interval <= 0:
-        raise bad("stream_poll_interval", "must be a positive number of seconds")
-    if pc.session_ttl <= 0:
-        raise bad("session_ttl", "must be a positive number of seconds")
+        bad("stream_tests_per_minute", "must be at least 1")
     if bool(pc.tls_cert) != bool(pc.tls_key):
-        missing = "tls_key" if pc.tls_cert else "tls_cert"
-        raise bad(missing, "tls_cert and tls_key must be given together")
+        bad("tls_key" if pc.tls_cert else "tls_cert", "tls_cert and tls_key must be given together")
     for key in ("tls_cert", "tls_key"):
         value = getattr(pc, key)
         if value and not Path(value).is_file():
-            raise bad(key, "file not found")
-    if is_postgres_url(pc.database):
-        try:
-            urlsplit(pc.database).port  # noqa: B018 - raises for a port that is no number
-        except ValueError as exc:
-            raise bad("database", f"not a valid PostgreSQL URL: {exc}") from None
+            bad(key, "file not found")
+    pc.database, problem = _check_database(pc.database)
+    if problem is not None:
+        bad("database", problem)
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     if not pc.database:
         state_dir = Path(getattr(config, "state_dir", "var/state"))
         pc.database = str(state_dir / "portal.sqlite3")
     return pc
-

@@ -3,9 +3,11 @@ which plugin directories to load, the plugins say which sink types exist)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pluggy
 
 from ..config import Config, RedactionConfig, SinkConfig
@@ -36,7 +38,7 @@ def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager,
         raise
     errors: list[ConfigError] = []
     config = collect_config(text, source, types, errors)
-    for check in (build_redactors, _validate_servers):
+    for check in (build_redactors, _metrics_config, _portal_config):
         try:
             check(config)
         except ConfigError as exc:
@@ -75,13 +77,17 @@ def _plugin_dirs(text: str, source: str) -> list[str]:
     return []
 
 
-def _validate_servers(config: Config) -> None:
-    """[portal] and [metrics] are checked with the rest, so that check-config and a
+def _metrics_config(config: Config) -> None:
+    """[metrics] and [portal] are checked with the rest, so that check-config and a
     reload reject them up front instead of failing half-way through."""
-    from ..portal.config import portal_config
     from .metrics import metrics_config
 
     metrics_config(config)
+
+
+def _portal_config(config: Config) -> None:
+    from ..portal.config import portal_config
+
     portal_config(config)
 
 
@@ -100,34 +106,57 @@ def build_redactors(config: Config) -> dict[str, Redactor]:
             " shipped unredacted, so no sink can start: reinstall auditshipd",
             file=config.source, key="redaction",
         ) from exc
-    root = _compile(compile_policy, config, config.redaction, None, "redaction")
+    errors: list[ConfigError] = []
+    root = _compile(compile_policy, config, config.redaction, None, "redaction", errors)
     out: dict[str, Redactor] = {}
-    for i, s in enumerate(config.sinks):
+    # With an invalid root policy, the sinks' overrides are not checked against it (they
+    # may only be stricter than a policy that is not known yet).
+    for i, s in enumerate(config.sinks if root is not None else ()):
         if s.redaction is not None:
-            out[s.name] = _compile(compile_policy, config, s.redaction, root,
-                                   f"sinks[{i}] ({s.name})")
+            redactor = _compile(compile_policy, config, s.redaction, root,
+                                f"sinks[{i}] ({s.name})", errors)
+            if redactor is not None:
+                out[s.name] = redactor
         else:
             out[s.name] = root
+    raise_all(errors, None, config.source)
     return out
 
 
+_POLICY_KEY_RE = re.compile(r"^redaction\.([a-z_]+)")
+
+
 def _compile(compile_policy: Any, config: Config, raw: RedactionConfig | None,
-             base: Redactor | None, where: str) -> Redactor:
-    try:
-        redactor = compile_policy(raw, source=config.source, base=base)
-    except ConfigError as exc:
-        if base is None:
-            raise
-        key = f"{where}.{exc.key}" if exc.key else where
-        raise ConfigError(exc.reason, file=config.source, key=key) from None
-    except Exception as exc:  # a bug or a broken install: still never ship unredacted
-        raise ConfigError(f"the redaction policy could not be compiled: "
-                          f"{type(exc).__name__}: {exc}", file=config.source,
-                          key=where if base is not None else "redaction") from exc
-    if redactor is None:
-        raise ConfigError("the redaction policy compiled to nothing", file=config.source,
-                          key=where)
-    return redactor
+             base: Redactor | None, where: str, errors: list[ConfigError]) -> Redactor | None:
+    """The policy ``raw`` compiled; None when it has problems, each appended to
+    ``errors`` (a key at fault is left out and the rest compiled again, so that all of
+    them are found)."""
+    for _ in range(len(RedactionConfig.__struct_fields__) + 1):
+        try:
+            redactor = compile_policy(raw, source=config.source, base=base)
+        except ConfigError as exc:
+            if base is None:
+                errors.append(exc if exc.file else ConfigError(
+                    exc.reason, file=config.source, key=exc.key))
+            else:
+                key = f"{where}.{exc.key}" if exc.key else where
+                errors.append(ConfigError(exc.reason, file=config.source, key=key))
+            m = _POLICY_KEY_RE.match(exc.key or "")
+            field = m.group(1) if m else None
+            if raw is None or field not in raw.__struct_fields__ or getattr(raw, field) is None:
+                return None
+            raw = msgspec.structs.replace(raw, **{field: None})
+            continue
+        except Exception as exc:  # a bug or a broken install: still never ship unredacted
+            errors.append(ConfigError(f"the redaction policy could not be compiled: "
+                                      f"{type(exc).__name__}: {exc}", file=config.source,
+                                      key=where if base is not None else "redaction"))
+            return None
+        if redactor is None:
+            errors.append(ConfigError("the redaction policy compiled to nothing",
+                                      file=config.source, key=where))
+        return None if errors and base is None else redactor
+    return None
 
 
 def config_signature(path: str | Path | None, streams_dir: str | None) -> tuple[Any, ...]:

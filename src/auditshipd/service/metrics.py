@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from ..config import Config, MetricsConfig
 from ..config.tables import DEFAULT_METRICS_LISTEN
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigErrors
 from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from ..timestamps import parse_time
 from .health import ReadinessMonitor, driver_lag_bytes
@@ -38,6 +39,7 @@ __all__ = [
     "MetricsConfig",
     "MetricsServer",
     "metrics_config",
+    "metrics_listen_problem",
     "start_metrics_server",
 ]
 
@@ -49,17 +51,27 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
                    60.0, 120.0, 300.0)
 
 
+def metrics_listen_problem(listen: str) -> str | None:
+    """What is wrong with a ``[metrics] listen`` value (None: nothing)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return 'must be "HOST:PORT" (for example "127.0.0.1:9750")'
+    return None
+
+
 def metrics_config(config: Config) -> MetricsConfig:
     """The ``[metrics]`` table (typed when the file loaded), its values checked; errors
-    name ``metrics.<key>``."""
+    name ``metrics.<key>``, all of them at once."""
     mc = config.metrics
-    host, sep, port = mc.listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError('must be "HOST:PORT" (for example "127.0.0.1:9750")',
-                          file=config.source, key="metrics.listen")
-    if not mc.ready_stuck_after > 0:
-        raise ConfigError("must be a positive number of seconds", file=config.source,
-                          key="metrics.ready_stuck_after")
+    errors = []
+    problem = metrics_listen_problem(mc.listen)
+    if problem is not None:
+        errors.append(ConfigError(problem, file=config.source, key="metrics.listen"))
+    if not (math.isfinite(mc.ready_stuck_after) and mc.ready_stuck_after > 0):
+        errors.append(ConfigError("must be a positive (finite) number of seconds",
+                                  file=config.source, key="metrics.ready_stuck_after"))
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     return mc
 
 
