@@ -13,6 +13,8 @@ can also mask them where they appear without their key (``{"code": "..."}``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -34,8 +36,13 @@ _QUERY = re.compile(r"(?<=[^\s?=&])\?([^\s\"'<>#?]*=[^\s\"'<>#]*)")
 _SECRET_PATTERNS = (
     # user:password@ (or user@) in a URL
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@"), r"\1***@"),
-    # Authorization schemes followed by a credential
-    (re.compile(r"(?i)\b(bearer|basic|splunk|token|dd-api-key)(\s*[:=]?\s+)[^\s,;\"']+"), r"\1\2***"),
+    # An Authorization header's credential, whatever it looks like
+    (re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)([a-z][a-z0-9-]*\s+)?"
+                r"[^\s,;\"'}]+"), r"\1\2***"),
+    # Authorization schemes followed by a credential (not by a plain word: "Splunk HEC",
+    # "the token is missing")
+    (re.compile(r"(?i)\b(bearer|basic|splunk|token|dd-api-key)(\s*[:=]?\s+)([^\s,;\"']+)"),
+     lambda m: m.group(1) + m.group(2) + _credential_masked(m.group(3), m.group(2))),
     # key=value / "key": "value" where the key names a secret; "sig" only as the whole
     # key or its last part ("sig=", "x-sig:"), not as the start of a word ("SIGTERM: ")
     (re.compile(
@@ -46,6 +53,35 @@ _SECRET_PATTERNS = (
     # AWS access key ids
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "***"),
 )
+
+
+# Punctuation that ends a sentence or a bracket rather than belonging to a word.
+_TRAILING = ".:!?)]}>"
+# A letters-only word this long is taken for a credential (a key without digits).
+_LONG_WORD = 16
+
+
+def _credential_masked(word: str, separator: str) -> str:
+    """``word`` masked when it looks like a credential: it is assigned (``token: x``,
+    ``token=x``), holds a digit or a symbol (``-``, ``_``, ``.``, ``/``, ``+``, ``=``...),
+    is a long run of letters or is base64 of ``user:password``. A plain word ("HEC", "is",
+    "missing") is kept; trailing sentence punctuation stays."""
+    core = word.rstrip(_TRAILING)
+    tail = word[len(core):]
+    if not core or core == MASK:
+        return word
+    if ":" in separator or "=" in separator:
+        return MASK + tail
+    if core.isalpha() and len(core) < _LONG_WORD and not _basic_credentials(core):
+        return word
+    return MASK + tail
+
+
+def _basic_credentials(word: str) -> bool:
+    try:
+        return b":" in base64.b64decode(word, validate=True)
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _mask_query(m: re.Match[str]) -> str:

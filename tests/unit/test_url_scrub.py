@@ -105,3 +105,23 @@ def test_logs_mask_url_secrets():
         root.handlers[:], root.level = saved, level
     [doc] = [json.loads(x) for x in out.getvalue().splitlines()]
     assert doc["msg"] == "failed: https://***@h/x?code=***"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Splunk HEC answered HTTP 403 code 4 (Invalid token): the HEC token is missing",
+     "Splunk HEC answered HTTP 403 code 4 (Invalid token): the HEC token is missing"),
+    ("Basic auth required", "Basic auth required"),
+    ("bearer token expired.", "bearer token expired."),
+    ("Splunk 0b4f1c2a-1111-2222-3333-444455556666 rejected", "Splunk *** rejected"),
+    ("Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig", "Bearer ***"),
+    ("sent Bearer abc123.", "sent Bearer ***."),
+    ("token abcdefghijklmnopqrstu", "token ***"),
+    ("Basic dXNlcjpwYXNz sent", "Basic *** sent"),
+    ("Authorization: Bearer abcdefg", "Authorization: *** ***"),
+    ("dd-api-key 0123abcd", "dd-api-key ***"),
+])
+def test_a_scheme_word_masks_only_a_credential_after_it(text, expected):
+    """After Splunk, Bearer, Basic, token: a credential (digits, symbols, a long run of
+    letters, base64 user:password, anything in an Authorization header) is masked; a
+    plain word of the sentence is not."""
+    assert scrub_secrets(text) == expected
