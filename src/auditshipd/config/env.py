@@ -1,8 +1,10 @@
 """Reading a TOML document: decoding it and expanding ``${ENV}`` references.
 
-``${VAR}`` and ``${VAR:-default}`` are replaced in every string value; ``$${`` stands
-for a literal ``${``. An unset variable without a default is a ConfigError naming the
-file and the key; the value is never echoed. Inside :func:`unset_as_placeholder`
+``${VAR}`` and ``${VAR:-default}`` are replaced in every string value (the default when
+VAR is unset or empty, as in POSIX shells); ``$${`` stands for a literal ``${``. An unset
+variable without a default, or a malformed reference (``${SIEM-TOKEN}``, a nested
+``${A:-${B}}``), is a ConfigError naming the file, the line and the key; the value is
+never echoed. Inside :func:`unset_as_placeholder`
 (``check-config --no-env``) an unset variable becomes a placeholder instead, so a config
 can be checked where its secrets are not set.
 """
@@ -18,6 +20,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ..errors import ConfigError, ConfigErrors
+from .collect import with_lines
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,7 +58,7 @@ def load_document(text: str, source: str,
                           line=int(m.group(1)) if m else None) from None
     found: list[ConfigError] = []
     data = interpolate(data, source, "", found)
-    found = [_sink_named(e, data) for e in found]
+    found = with_lines([_sink_named(e, data) for e in found], text, source)
     if missing is not None:
         missing.extend(found)
     elif len(found) > 1:
@@ -89,35 +92,53 @@ def is_placeholder(value: str | None) -> bool:
     return bool(_PLACEHOLDERS.get() and value and value.startswith("unset-"))
 
 
+_MALFORMED = ("malformed ${...} reference: write ${NAME} or ${NAME:-default} (NAME: letters,"
+              " digits and '_'; a default cannot hold another reference; $${ is a literal ${)")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def interpolate(value: Any, source: str, key: str,
                 missing: list[ConfigError] | None = None) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; ``$${`` escapes. An unset
-    variable is raised, or appended to ``missing`` when given."""
+    variable or a malformed reference is raised, or appended to ``missing`` when given."""
     if isinstance(value, str):
         if "${" not in value:
             return value
 
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            if _PLACEHOLDERS.get():
-                return _placeholder(name)
-            exc = ConfigError(
-                f"environment variable {name} is not set", file=source, key=key or None
-            )
+        def report(exc: ConfigError) -> None:
             if missing is None:
                 raise exc
             missing.append(exc)
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if os.environ.get(name):
+                return os.environ[name]
+            if default is not None:  # unset or empty, as in POSIX shells
+                return default
+            if name in os.environ:
+                return ""
+            if _PLACEHOLDERS.get():
+                return _placeholder(name)
+            report(ConfigError(f"environment variable {name} is not set", file=source,
+                               key=key or None))
             return _placeholder(name)
 
-        parts = value.split("$${")
-        return "${".join(_ENV_RE.sub(sub, p) for p in parts)
+        def expand(part: str) -> str:
+            out, pos = [], 0
+            while (start := part.find("${", pos)) >= 0:
+                out.append(part[pos:start])
+                m = _ENV_RE.match(part, start)
+                if m is None or "${" in (m.group(2) or ""):
+                    # Never kept as literal text (a token "${SIEM-TOKEN}" would be sent as
+                    # is); the text itself is not echoed.
+                    report(ConfigError(_MALFORMED, file=source, key=key or None))
+                    return ""
+                out.append(sub(m))
+                pos = m.end()
+            return "".join(out) + part[pos:]
+
+        return "${".join(expand(p) for p in value.split("$${"))
     if isinstance(value, dict):
         return {
             k: interpolate(v, source, f"{key}.{k}" if key else k, missing)
