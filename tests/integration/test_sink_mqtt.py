@@ -271,3 +271,16 @@ async def test_mqtts_verifies_the_broker_certificate(tmp_path: Path) -> None:
             await sink.send(Batch(make_events(1)))
     finally:
         server.stop()
+
+
+async def test_a_full_window_of_publishes_logs_no_warning(
+    broker: MosquittoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch keeps up to the sink's window of publishes in flight: that is normal, and
+    aiomqtt's "There are N pending publish calls." warning stays out of the log."""
+    events = make_events(300)
+    async with Subscriber(broker) as sub, mqtt_sink(tmp_path, broker.url, qos=2) as sink:
+        with caplog.at_level(logging.WARNING):
+            await sink.send(Batch(events))
+        await sub.wait_until(lambda: len(sub.ids) == len(events))
+    assert not [r for r in caplog.records if "pending" in r.getMessage()]

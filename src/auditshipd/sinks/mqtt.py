@@ -269,6 +269,9 @@ class MqttSink:
             max_inflight_messages=_WINDOW,
         )
         client.refused = []
+        # aiomqtt warns ("There are N pending publish calls.") above 10 calls in flight;
+        # a full window is this sink's normal pace: warn only beyond it.
+        client.pending_calls_threshold = _WINDOW
         try:
             # aiomqtt bounds the CONNACK wait with ``timeout``; this is a safety net.
             await asyncio.wait_for(client.__aenter__(), o.timeout + 5)
