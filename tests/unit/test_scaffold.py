@@ -107,3 +107,29 @@ def test_installed_executable_is_next_to_the_running_python():
     """ExecStart names the auditshipd script of the environment init runs from."""
     exe = Path(scaffold.installed_executable())
     assert exe.name == "auditshipd" and exe.is_file()
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--metrics-listen", "9750"), ("--metrics-listen", "127.0.0.1:99999"),
+    ("--portal-listen", "localhost"), ("--portal-listen", "[::zz]:8750"),
+])
+def test_init_refuses_a_listen_address_check_config_would_refuse(tmp_path, capsys, option, value):
+    """--metrics-listen and --portal-listen are checked by the parsers of [metrics] and
+    [portal] listen before anything is written."""
+    from auditshipd.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["init", "--dir", str(tmp_path / "etc"), option, value])
+    assert exited.value.code == 2
+    assert f"argument {option}: {value!r}" in capsys.readouterr().err
+    assert not (tmp_path / "etc").exists()
+
+
+def test_init_with_listen_addresses_writes_a_valid_config(tmp_path):
+    from auditshipd.cli import main
+
+    assert main(["init", "--dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "st"),
+                 "--journal-dir", str(tmp_path / "j"), "--logs-dir", str(tmp_path / "l"),
+                 "--metrics-listen", "[::1]:9751", "--portal-listen", "0.0.0.0:8751"]) == 0
+    config, _pm, _types = load_runtime(tmp_path / "etc" / "auditshipd.toml")
+    assert (config.metrics.listen, config.portal.listen) == ("[::1]:9751", "0.0.0.0:8751")

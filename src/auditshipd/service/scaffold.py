@@ -207,11 +207,34 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--user", default=d.user,
                    help=f"user (and group) the daemon runs as (default: {d.user})")
     p.add_argument("--portal-listen", default=d.portal_listen, metavar="HOST:PORT",
+                   type=_portal_listen,
                    help=f"address of the portal (default: {d.portal_listen})")
     p.add_argument("--metrics-listen", default=d.metrics_listen, metavar="HOST:PORT",
+                   type=_metrics_listen,
                    help=f"address of /metrics and the health checks (default: {d.metrics_listen})")
     p.add_argument("--force", action="store_true", help="overwrite files that exist")
     p.set_defaults(func=run)
+
+
+def _portal_listen(value: str) -> str:
+    """``--portal-listen`` checked as ``[portal] listen`` is (check-config's parser)."""
+    from ..config.tables import parse_listen
+
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+    return value
+
+
+def _metrics_listen(value: str) -> str:
+    """``--metrics-listen`` checked as ``[metrics] listen`` is (check-config's parser)."""
+    from .metrics import metrics_listen_problem
+
+    problem = metrics_listen_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
