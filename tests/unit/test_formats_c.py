@@ -102,7 +102,10 @@ _odd_text = st.one_of(
                      "\u2028\u2029\x7f\x00\x1f\"", "é😀\U0010ffff", "203.0.113.7", "0.0.0.0",
                      "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5",
                      "1.2.3.4 ", "2001:DB8::1", "::ffff:1.2.3.4", "fe80::1%eth0",
-                     "fe80::1%a=b", "::", "1:2", "Berlin, DE"]))
+                     "fe80::1%a=b", "::", "1:2", "Berlin, DE",
+                     # around CEF's maximum lengths (40, 63, 1023, 4000 characters)
+                     "i" * 41, "\u00e9" * 30, "x=" * 520, "\u00e9" * 600, "\u00e9" * 1030,
+                     "\\" * 1024, "u" * 4001]))
 _number = st.one_of(st.integers(-10**40, 10**40), st.integers(-3, 3),
                     st.floats(allow_nan=False, allow_infinity=False))
 _json = st.recursive(

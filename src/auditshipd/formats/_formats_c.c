@@ -13,7 +13,8 @@
  * cannot answer for exactly is handed back (the ``fallback`` callable encodes it in
  * Python): whitespace, an escape msgspec would not write, invalid UTF-8, a field of
  * another type than the typed view takes, a time other than the journal's
- * ``YYYY-MM-DDTHH:MM:SS[.fff]Z``, an action with escapes, nesting deeper than 64.
+ * ``YYYY-MM-DDTHH:MM:SS[.fff]Z``, an action with escapes, nesting deeper than 64, a
+ * CEF value that may be longer than the dictionary allows (Python cuts it).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -693,12 +694,18 @@ static int put_ip_json(Buf *b, Val loc, Ip *ip)
     return 0;
 }
 
+/* `` src=IPv4`` or `` c6a2Label=Source IPv6 Address c6a2=IPv6`` (cef.IPV6_LABEL). */
 static int put_ip_cef(Buf *b, Val loc, Ip *ip)
 {
     if (ip->kind == 1) {
+        W(" src=");
         WN(loc.p + 1, loc.n - 2);
         return 0;
     }
+    if (memchr(ip->s, ':', (size_t)ip->n) != NULL)
+        W(" c6a2Label=Source IPv6 Address c6a2=");
+    else
+        W(" src=");
     return put_cef_raw(b, ip->s, ip->n);
 }
 
@@ -1105,6 +1112,9 @@ fail:
 
 /* -- CEF (cef_fast.py) ----------------------------------------------------------------- */
 
+/* A string value of at most ``max`` characters for certain (absent and other kinds: yes). */
+#define FITS(v, max) ((v).kind != V_STR || (v).n - 2 <= (max))
+
 static int write_cef(Buf *b, const Ctx *cx, const Val *ev, PyObject *plan)
 {
     if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 2 ||
@@ -1119,6 +1129,17 @@ static int write_cef(Buf *b, const Ctx *cx, const Val *ev, PyObject *plan)
     if ((has_time && !epoch_ms(ev[E_AT], &ms)) || !read_party(ev[E_ACTOR], &actor) ||
         !read_obj(ev[E_ORG], ORG_KEYS, ORG_LENS, 2, &org) || !read_targets(ev[E_TARGETS], &ts) ||
         !read_obj(ev[E_CTX], CTX_KEYS, CTX_LENS, 2, &ctx))
+        return 0;
+    /* A value that may pass the dictionary's maximum length (cef.MAX_LENGTH): Python
+     * cuts it. A token of no more bytes than the limit holds no more characters. */
+    if ((actor.present && (!FITS(actor.f[P_EMAIL], 1023) ||
+                           (!TRUTHY_STR(actor.f[P_EMAIL]) && !FITS(actor.f[P_NAME], 1023)) ||
+                           !FITS(actor.f[P_TYPE], 4000))) ||
+        (ts.has_user && (!FITS(ts.user.f[P_EMAIL], 1023) ||
+                         (!TRUTHY_STR(ts.user.f[P_EMAIL]) && !FITS(ts.user.f[P_NAME], 1023)))) ||
+        (ctx.present && !FITS(ctx.f[1], 1023)) || !FITS(ev[E_ID], 40) ||
+        (org.present && (!FITS(org.f[0], 4000) || !FITS(org.f[1], 4000))) ||
+        (truthy(ev[E_META]) && ev[E_META].n > 4000))
         return 0;
     Ip ip = {0};
     WB(PyTuple_GET_ITEM(plan, 0));
@@ -1142,7 +1163,7 @@ static int write_cef(Buf *b, const Ctx *cx, const Val *ev, PyObject *plan)
         int r = read_ip(ctx.f[0], cx->ip_or_none, &ip);
         if (r <= 0)
             return r;
-        if (ip.kind && (put(b, " src=", 5) < 0 || put_ip_cef(b, ctx.f[0], &ip) < 0))
+        if (ip.kind && put_ip_cef(b, ctx.f[0], &ip) < 0)
             goto fail;
         if (TRUTHY_STR(ctx.f[1]) && (put(b, " requestClientApplication=", 26) < 0 ||
                                      put_cef_value(b, ctx.f[1]) < 0))

@@ -19,13 +19,28 @@ from .base import Encoder
 from .event import epoch_ms, failed, ip_or_none, party, target_user, text
 from .ocsf_actions import CLASSES, ActionTable, OcsfAction
 
-__all__ = ["CefEncoder", "escape_extension", "escape_header"]
+__all__ = ["MAX_LENGTH", "CefEncoder", "cut", "escape_extension", "escape_header"]
 
 _encode = msgspec.json.Encoder().encode
 # OCSF severity_id -> CEF 0-10 (Low 0-3, Medium 4-6, High 7-8, Very-High 9-10).
 _SEVERITY = {0: 0, 1: 1, 2: 3, 3: 5, 4: 7, 5: 9, 6: 10, 99: 5}
 _HEADER = str.maketrans({"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "})
 _EXT = str.maketrans({"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r"})
+# The ArcSight extension dictionary's maximum lengths (characters) of the keys written
+# here; a longer value is cut to it (before escaping). Labels are short constants.
+MAX_LENGTH = {"act": 63, "outcome": 63, "suser": 1023, "duser": 1023,
+              "requestClientApplication": 1023, "externalId": 40, "cs1": 4000, "cs2": 4000,
+              "cs3": 4000, "cs4": 4000}
+# Header fields: Device Event Class ID (the action) and Name.
+MAX_SIGNATURE, MAX_NAME = 1023, 512
+#: where an IPv6 ``context.location`` goes (``src`` is an IPv4 address in CEF)
+IPV6_LABEL = "Source IPv6 Address"
+
+
+def cut(key: str, value: str) -> str:
+    """``value`` cut to the dictionary's maximum length for ``key``."""
+    limit = MAX_LENGTH.get(key)
+    return value[:limit] if limit is not None and len(value) > limit else value
 
 
 def escape_header(value: str) -> str:
@@ -61,7 +76,7 @@ class CefEncoder(Encoder):
             cls = CLASSES[row.class_uid]
             activity = row.activity_name if row.activity_id == 99 and row.activity_name \
                 else cls.activities.get(row.activity_id, "Other")
-            name = self._names[row] = escape_header(f"{cls.name}: {activity}")
+            name = self._names[row] = escape_header(f"{cls.name}: {activity}"[:MAX_NAME])
         return name
 
     def encode(self, e: dict[str, Any]) -> bytes:
@@ -83,7 +98,8 @@ class CefEncoder(Encoder):
         if isinstance(ctx, dict):
             ip = ip_or_none(ctx.get("location"))
             if ip is not None:
-                ext.append(("src", ip))
+                ext += ((("c6a2Label", IPV6_LABEL), ("c6a2", ip)) if ":" in ip
+                        else (("src", ip),))
             ua = text(ctx.get("user_agent"))
             if ua is not None:
                 ext.append(("requestClientApplication", ua))
@@ -101,7 +117,7 @@ class CefEncoder(Encoder):
             ext += (("cs3Label", "metadata"), ("cs3", _encode(md).decode()))
         if actor is not None and actor.type:
             ext += (("cs4Label", "actorType"), ("cs4", actor.type))
-        head = (f"{self._prefix}{escape_header(action)}|{self._name(row)}|"
+        head = (f"{self._prefix}{escape_header(action[:MAX_SIGNATURE])}|{self._name(row)}|"
                 f"{_SEVERITY.get(row.severity_id, 5)}|")
-        body = " ".join(f"{k}={escape_extension(v)}" for k, v in ext)
+        body = " ".join(f"{k}={escape_extension(cut(k, v))}" for k, v in ext)
         return (head + body).encode()

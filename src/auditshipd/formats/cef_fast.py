@@ -13,7 +13,16 @@ from typing import Any
 
 from msgspec import UNSET, Raw
 
-from .cef import _SEVERITY, CefEncoder, escape_extension, escape_header
+from .cef import (
+    _SEVERITY,
+    IPV6_LABEL,
+    MAX_LENGTH,
+    MAX_SIGNATURE,
+    CefEncoder,
+    cut,
+    escape_extension,
+    escape_header,
+)
 from .event import failed, ip_or_none
 from .fastpath import FastLines
 from .ocsf_actions import OcsfAction
@@ -35,7 +44,7 @@ __all__ = ["FastCefEncoder"]
 
 def _pair(key: str, value: str) -> bytes:
     """`` key=value`` (value escaped), UTF-8, with the space that joins it to the last."""
-    return f" {key}={escape_extension(value)}".encode()
+    return f" {key}={escape_extension(cut(key, value))}".encode()
 
 
 def _actor(raw: bytes) -> tuple[bytes, bytes]:
@@ -59,7 +68,10 @@ def _context(raw: bytes) -> bytes:
     if c is None:
         return b""
     ip = ip_or_none(c.location) if c.location else None
-    out = _pair("src", ip) if ip is not None else b""
+    if ip is None:
+        out = b""
+    else:
+        out = _pair("c6a2Label", IPV6_LABEL) + _pair("c6a2", ip) if ":" in ip else _pair("src", ip)
     return out + _pair("requestClientApplication", c.user_agent) if c.user_agent else out
 
 
@@ -74,6 +86,8 @@ def _organization(raw: bytes) -> bytes:
 def _metadata(md: Raw) -> bytes:
     """`` cs3Label=metadata cs3=<the JSON>``: the line's bytes, escaped when they need it."""
     b = bytes(md)
+    if len(b) > MAX_LENGTH["cs3"]:  # more bytes than that may still be fewer characters
+        return b" cs3Label=metadata" + _pair("cs3", b.decode())
     if b"\\" in b or b"=" in b or b"\n" in b or b"\r" in b:
         return b" cs3Label=metadata cs3=" + escape_extension(b.decode()).encode()
     return b" cs3Label=metadata cs3=" + b
@@ -98,9 +112,10 @@ class FastCefEncoder(FastLines, CefEncoder):
     def _plan(self, action: str) -> tuple[bytes, bytes]:
         """(the header up to the extension, ``act=... outcome=...``)."""
         row = self.table[action]
-        head = (f"{self._prefix}{escape_header(action)}|{self._name(row)}|"
+        head = (f"{self._prefix}{escape_header(action[:MAX_SIGNATURE])}|{self._name(row)}|"
                 f"{_SEVERITY.get(row.severity_id, 5)}|")
-        act = f"act={escape_extension(action)} outcome={'failure' if failed(action) else 'success'}"
+        act = (f"act={escape_extension(cut('act', action))}"
+               f" outcome={'failure' if failed(action) else 'success'}")
         return head.encode(), act.encode()
 
     def _fast(self, line: bytes) -> bytes | None:
