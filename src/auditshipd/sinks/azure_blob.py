@@ -1,8 +1,9 @@
 """The ``azure_blob`` sink: each batch becomes one JSON Lines block blob in a container.
 
 The blob name is rendered from ``key_template`` (shared with the s3 and gcs sinks) with
-the date of the batch's first event and its first/last event ids, so a batch sent again
-after a crash overwrites the same blob instead of adding a duplicate. Bodies are gzipped
+the date of the batch's first event and its first/last event ids: a batch sent again
+after a crash with the same events overwrites the same blob; one that ends elsewhere is a
+new, overlapping blob (events carry their ids for deduplication). Bodies are gzipped
 by default (``mtime=0``: a replay gives the same bytes) and stored with
 ``Content-Encoding: gzip``.
 

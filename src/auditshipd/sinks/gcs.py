@@ -1,8 +1,9 @@
 """The ``gcs`` sink: each batch becomes one JSON Lines object in a Google Cloud Storage bucket.
 
 The object name is rendered from ``key_template`` (shared with the s3 sink) with the
-date of the batch's first event and its first/last event ids, so a batch sent again
-after a crash overwrites the same object instead of adding a duplicate. Bodies are
+date of the batch's first event and its first/last event ids: a batch sent again
+after a crash with the same events overwrites the same object; one that ends elsewhere
+is a new, overlapping object (events carry their ids for deduplication). Bodies are
 gzipped by default (``mtime=0``: a replay gives the same bytes) and stored with
 ``contentEncoding: gzip``.
 

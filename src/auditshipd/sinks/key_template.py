@@ -1,8 +1,9 @@
 """Object names of the object-store sinks (s3, gcs, azure_blob) from ``key_template``.
 
 A key is rendered from the date of the batch's first event (``occurred_at``, UTC) and
-its first and last event ids, so a batch sent again after a crash gets the same name
-and overwrites its own object instead of adding a duplicate.
+its first and last event ids, so a batch sent again after a crash with the same events
+gets the same name and overwrites its own object; a batch cut anew that ends elsewhere
+gets another name and overlaps it (events carry their ids for deduplication).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The ``s3`` sink: each batch becomes one gzipped JSON Lines object in a bucket.
 
 The object key is rendered from ``key_template`` with the date of the batch's first
-event and its first/last event ids, so a batch sent again after a crash overwrites
-the same object instead of adding a duplicate. Every PUT carries ``Content-MD5``
+event and its first/last event ids: a batch sent again after a crash with the same
+events overwrites the same object; one that ends elsewhere is a new, overlapping object
+(events carry their ids for deduplication). Every PUT carries ``Content-MD5``
 (buckets with Object Lock refuse uploads without it).
 
 Credentials come from the standard AWS chain (environment, shared config and
