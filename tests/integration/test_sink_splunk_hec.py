@@ -263,9 +263,19 @@ async def test_incorrect_index_is_permanent_for_the_rest(make_sink):
         sink = await make_sink(srv, index="secret")
         with pytest.raises(PermanentError) as info:
             await sink.send(Batch(make_events(5)))
-        assert "code 7" in str(info.value) and "index" in str(info.value)
+        assert "code 7" in str(info.value) and "the index 'secret'" in str(info.value)
         assert info.value.rejected is None
         assert srv.events == []
+
+
+async def test_incorrect_default_index_is_named_as_such(server, make_sink):
+    """Code 7 for a sink without index: the message speaks of the token's default index."""
+    sink = await make_sink(server)
+    server.fail_next("incorrect_index")
+    with pytest.raises(PermanentError) as info:
+        await sink.send(Batch(make_events(2)))
+    assert "the token's default index does not exist" in str(info.value)
+    assert "None" not in str(info.value)
 
 
 async def test_splitting_respects_max_request_bytes(make_sink):

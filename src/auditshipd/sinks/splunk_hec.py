@@ -313,9 +313,11 @@ class SplunkHecSink(SessionSink):
             return PermanentError(f"{what}: the HEC token is missing, invalid or disabled;"
                                   " check the sink's token")
         if code == 7:
+            index = (f"the index {self.options.index!r}" if self.options.index
+                     else "the token's default index")
             return PermanentError(
-                f"{what}: the index {self.options.index!r} does not exist or the token may"
-                " not write to it; check index",
+                f"{what}: {index} does not exist or the token may not write to it;"
+                " check index",
                 accepted=number or 0,
             )
         if code == 10:
