@@ -69,12 +69,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     try:
         while True:
-            text = _render(config, args.json)
-            if tty:
+            if args.json:  # JSON lines: one compact object per refresh, terminal or not
+                sys.stdout.write(_render(config, True, watch=True))
+            elif tty:
+                text = _render(config, False)
                 header = f"auditshipd status, every {args.interval:g}s (Ctrl-C quits)\n\n"
                 sys.stdout.write(_CLEAR + header + text)
             else:
-                sys.stdout.write(f"-- {now_rfc3339()}\n{text}\n")
+                sys.stdout.write(f"-- {now_rfc3339()}\n{_render(config, False)}\n")
             sys.stdout.flush()
             time.sleep(args.interval)
     except KeyboardInterrupt:
@@ -85,13 +87,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
 
-def _render(config: Config, as_json: bool) -> str:
+def _render(config: Config, as_json: bool, watch: bool = False) -> str:
+    """The status as a table, or as JSON: indented, or (``watch``) one line with the
+    time it was read."""
     streams = store_stream_sinks(config)
     rows = sink_status(dataclasses.replace(config, sinks=[*config.sinks, *streams])
                        if streams else config)
     if as_json:
-        return json.dumps({"config": config.source, "state_dir": str(config.state_dir),
-                           "sinks": rows}, indent=2) + "\n"
+        doc = {"config": config.source, "state_dir": str(config.state_dir), "sinks": rows}
+        if watch:
+            return json.dumps({"time": now_rfc3339(), **doc}, separators=(",", ":")) + "\n"
+        return json.dumps(doc, indent=2) + "\n"
     return format_table(rows)
 
 
