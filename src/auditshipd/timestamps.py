@@ -20,7 +20,8 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"  # a date alone is midnight UTC
     r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"  # no offset: UTC
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?",  # no offset: UTC
+    re.ASCII,  # digits are 0-9 only: int() would read other scripts' digits too
 )
 
 

@@ -41,6 +41,7 @@ def test_parses_rfc3339_in_every_spelling_to_utc(text, expected):
     "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
     "9999-12-31T23:00:00-02:00",  # after year 9999 in UTC
     "2026-12-01T05:55:00Z trailing", None, 1733032500,
+    "2026-12-01T1\u0663:00:00Z", "\uff12\uff10\uff12\uff16-12-01",  # digits not in ASCII
 ])
 def test_rejects_what_is_not_a_time_of_years_1_to_9999(text):
     """Junk, impossible dates and instants outside 0001-9999 in UTC: None, never an error."""
