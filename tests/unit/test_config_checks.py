@@ -93,3 +93,15 @@ def test_the_postgresql_scheme_is_read_in_any_case() -> None:
     config = parse_config(f'[portal]\ndatabase = "{url}"\n', "auditshipd.toml")
     assert portal_config(config).database == "postgresql://auditshipd:pw@db.internal:5432/audit"
     assert not is_postgres_url("/var/lib/auditshipd/portal.sqlite3")
+
+
+def test_a_portal_sinks_own_database_is_checked_as_portal_database_is(tmp_path: Path) -> None:
+    """A portal sink's ``database`` option: another kind of URL is refused naming the
+    sink's key (never its password), and the PostgreSQL scheme is read in any case."""
+    sink = '[[sinks]]\nname = "index"\ntype = "portal"\ndatabase = "{}"\n'
+    bad = _errors(tmp_path, sink.format("postgresql+psycopg://a:S3cretPw@db.internal/audit"))
+    assert [e.key for e in bad] == ["sinks[0] (index).database"]
+    assert "S3cretPw" not in str(bad[0]) and "not a database auditshipd can use" in str(bad[0])
+    (tmp_path / "auditshipd.toml").write_text(sink.format("PostgreSQL://a:pw@db.internal/audit"))
+    config, _, _ = load_runtime(tmp_path / "auditshipd.toml")
+    assert config.sinks[0].options.database == "postgresql://a:pw@db.internal/audit"

@@ -25,6 +25,7 @@ from ..netguard import DestinationPolicy
 __all__ = [
     "ORGANIZATION_SLUG_RE",
     "PortalConfig",
+    "check_database",
     "check_organization_retention",
     "is_postgres_url",
     "parse_listen",
@@ -53,7 +54,7 @@ def is_postgres_url(database: str) -> bool:
     return bool(sep) and scheme.lower() in _POSTGRES_SCHEMES
 
 
-def _check_database(database: str) -> tuple[str, str | None]:
+def check_database(database: str) -> tuple[str, str | None]:
     """``database`` with a PostgreSQL URL's scheme in lowercase (as libpq wants it), and
     what is wrong with it (None: nothing). Any other ``scheme://`` is refused rather than
     taken for a SQLite file name; the message names the scheme only, never the URL (it
@@ -115,7 +116,7 @@ def portal_config(config: Any) -> PortalConfig:
         value = getattr(pc, key)
         if value and not Path(value).is_file():
             bad(key, "file not found")
-    pc.database, problem = _check_database(pc.database)
+    pc.database, problem = check_database(pc.database)
     if problem is not None:
         bad("database", problem)
     if errors:

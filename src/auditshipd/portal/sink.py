@@ -34,7 +34,7 @@ from ..plugin import (
 )
 from ..timestamps import format_rfc3339
 from .backend import event_store, store_failure
-from .config import PortalConfig, check_organization_retention, portal_config
+from .config import PortalConfig, check_database, check_organization_retention, portal_config
 from .store import EventStore, PurgeResult
 
 __all__ = ["BATCH_DEFAULTS", "CONCURRENCY_DEFAULT", "PortalSink", "PortalSinkOptions", "RetentionPolicy",
@@ -93,6 +93,10 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _validate(options: PortalSinkOptions) -> None:
+    if options.database:
+        options.database, problem = check_database(options.database)
+        if problem is not None:
+            raise ConfigError(problem, key="database")
     if options.retention_days is not None and options.retention_days < 0:
         raise ConfigError("must be 0 (keep forever) or a number of days", key="retention_days")
     if options.organization_retention_days is not None:
