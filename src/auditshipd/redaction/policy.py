@@ -37,7 +37,7 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-__all__ = ["CACHE_ITEM_MAX", "Policy", "normalize_key", "parse_policy"]
+__all__ = ["CACHE_ITEM_MAX", "Policy", "normalize_key", "normalize_pattern", "parse_policy"]
 
 # No redaction cache (key kinds, hashes, strings found clean; in Python and in the C tier)
 # holds a key or text longer than this: with their entry caps, each cache then stays within
@@ -58,6 +58,27 @@ def normalize_key(key: str) -> str:
     """``userId``, ``user-id``, ``User ID``, ``user_id `` -> ``user_id``, ``userIDs`` ->
     ``user_ids``: the form key globs are matched on."""
     return _SEP_RE.sub("_", _CAMEL_RE.sub("_", key.strip())).lower()
+
+
+# A set of a glob ("[0-9]", "[!a-z]", "[]x]"), as fnmatch reads it; an unclosed "[" is a
+# literal character.
+_GLOB_SET_RE = re.compile(r"\[!?\]?[^\]]*\]")
+
+
+def normalize_pattern(pattern: str) -> str:
+    """An ``id_key_patterns`` glob in the form keys are matched on: :func:`normalize_key`
+    outside its sets, only lower-cased inside them (``ref[0-9]`` stays a range: its "-"
+    is not a separator)."""
+    sets = _GLOB_SET_RE.findall(pattern)
+    if not sets:
+        return normalize_key(pattern)
+    # Each set stands in for a character that normalize_key leaves as it is (no letter,
+    # digit or separator) and that the pattern does not hold.
+    mark = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in pattern)
+    out = normalize_key(_GLOB_SET_RE.sub(mark, pattern))
+    for glob_set in sets:
+        out = out.replace(mark, glob_set.lower(), 1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -152,7 +173,7 @@ def parse_policy(
     for i, pat in enumerate(key_patterns):
         if not pat.strip():
             raise ConfigError("empty glob pattern", file=source, key=f"redaction.id_key_patterns[{i}]")
-    key_patterns = [normalize_key(p) for p in key_patterns]
+    key_patterns = [normalize_pattern(p) for p in key_patterns]
 
     value_patterns = _str_list(
         raw.get("id_value_patterns", inherited["id_value_patterns"]), source, "id_value_patterns"
