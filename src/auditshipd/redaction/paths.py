@@ -4,12 +4,13 @@ tree built from them."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
 from .defaults import ABSENT, ALWAYS_KEPT
 
-__all__ = ["path_covered"]
+__all__ = ["hidden_key", "path_covered"]
 
 
 _SEGMENT_RE = re.compile(r"^(\*|[^.\[\]*]+)((?:\[\])*)$")
@@ -51,6 +52,24 @@ def path_covered(path: Path, by: list[Path]) -> bool:
         if all(a == b or (b == "*" and a != "[]") for a, b in zip(path[: len(q)], q, strict=True)):
             return True
     return False
+
+
+def hidden_key(path: Path, by: list[Path], key_ok: Callable[[str], bool]) -> tuple[str, int] | None:
+    """For a path :func:`path_covered` by ``by``: None when a path of ``by`` lets its
+    keys out by name; else ``(key, i)``, the first key of ``path`` that ``by[i]`` (the
+    first covering path) reaches only through ``*`` or free-form data, where the key is
+    checked by name and ``key_ok(key)`` is False (an id-named key: the root drops, masks
+    or hashes its value, an explicit path would let it out as it is)."""
+    found: tuple[str, int] | None = None
+    for i, q in enumerate(by):
+        if not path_covered(path, [q]):
+            continue
+        bad = next((a for j, a in enumerate(path)
+                    if a not in ("*", "[]") and (j >= len(q) or q[j] == "*") and not key_ok(a)), None)
+        if bad is None:
+            return None
+        found = found or (bad, i)
+    return found
 
 
 class _Tree:

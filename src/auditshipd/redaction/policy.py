@@ -30,7 +30,7 @@ from .defaults import (
     DEFAULT_RAW,
     MIN_HASH_KEY_CHARS,
 )
-from .paths import _build_plan, _parse_path, path_covered
+from .paths import _build_plan, _parse_path, hidden_key, path_covered
 
 try:  # Python >= 3.11
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
@@ -315,11 +315,29 @@ def _check_stricter(
 ) -> None:
     hint = " (or set allow_looser = true in this sink's redaction table to permit it)"
     base_paths = [_parse_path(p, source, "allow") for p in base.allow]
+
+    def kept(key: str) -> bool:
+        """Whether the root policy keeps ``key`` by name where it checks key names (under
+        ``*``, in free-form data): not id-named, and no id found in the name."""
+        if base.key_matcher is not None and base.key_matcher.fullmatch(normalize_key(key)):
+            return False
+        if base.keep_id_regex is not None:
+            return all(m.group(1) is not None for m in base.keep_id_regex.finditer(key))
+        return base.id_regex is None or base.id_regex.search(key) is None
+
     for i, p in enumerate(allow):
         steps = _parse_path(p, source, f"allow[{i}]")
         if steps[0] not in ALWAYS_KEPT and not path_covered(steps, base_paths):
             raise ConfigError(
                 f"path {p!r} is not allowed by the root [redaction] allowlist; "
+                f"a sink may only narrow it{hint}",
+                file=source, key=f"redaction.allow[{i}]",
+            )
+        hidden = None if steps[0] in ALWAYS_KEPT else hidden_key(steps, base_paths, kept)
+        if hidden is not None:
+            raise ConfigError(
+                f"path {p!r} names key {hidden[0]!r}, which the root [redaction] policy treats "
+                f"as an id under {base.allow[hidden[1]]!r} (id_key_patterns, id_value_patterns); "
                 f"a sink may only narrow it{hint}",
                 file=source, key=f"redaction.allow[{i}]",
             )
