@@ -117,8 +117,9 @@ DEFAULT_ID_VALUE_PATTERNS = (
     r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]{20})(?=(?:[a-z0-9_-]*[A-Z]){6})(?=(?:[A-Za-z0-9_-]*?[A-Z][0-9_-]*[A-Z]){2})(?=[A-Za-z0-9_-]*?[A-Z][a-z][A-Z0-9])[A-Za-z0-9_-]{20,}[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
     # Long numeric ids (snowflakes, card numbers).
     r"(?<![0-9])[0-9]{16,}(?![0-9])[A-Za-z0-9_+/=-]*(?:\.+(?![a-z0-9]{1,6}(?![A-Za-z0-9_+/=-]|\.+[A-Za-z0-9_+/=-]))[A-Za-z0-9_+/=-]+)*",
-    # The user and password of a URL (https://user:secret@host): from "://" to "@".
-    r"(?<=://)[^\s/?#@:]*:[^\s/?#@]+(?=@)",
+    # The userinfo of a URL (https://user:secret@host, https://<token>@host): from "://"
+    # to "@", a user part without a password too.
+    r"(?<=://)(?:[^\s/?#@:]*:[^\s/?#@]+|[^\s/?#@:]+)(?=@)",
 )
 
 
@@ -126,8 +127,9 @@ DEFAULT_KEEP_VALUE_PATTERNS = (
     # An email address is customer-facing, even when its local part looks like an id.
     # Its local part leaves out "/ ? = & #", which RFC 5322 allows but URLs use: a keep
     # match never starts inside a URL's path or query ("/orgs/org_.../x?email=a@b.com"
-    # keeps the address only, the id is still seen).
-    r"(?<![A-Za-z0-9!$%'*+^_`{|}~.-])[A-Za-z0-9!$%'*+^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+    # keeps the address only, the id is still seen), nor right after "://": there
+    # "<token>@host" is a URL's userinfo, removed as such.
+    r"(?<!://)(?<![A-Za-z0-9!$%'*+^_`{|}~.-])[A-Za-z0-9!$%'*+^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
 )
 
 
