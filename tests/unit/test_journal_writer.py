@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -187,6 +188,47 @@ def test_failed_partial_write_leaves_no_torn_line(tmp_path: Path,
         monkeypatch.setattr(journal_mod.os, "write", real_write)
         assert j.record("c", actor=ACTOR)
     assert [e["action"] for e in read_events(path)] == ["a", "c"]
+
+
+def test_a_line_a_crashed_writer_left_unfinished_does_not_swallow_the_next(tmp_path: Path) -> None:
+    """Another process died mid-line (no newline): the next record ends that line first,
+    so the fragment is a line of its own and the record stays whole, from a writer
+    opened before the crash as from one opened after it."""
+    path = tmp_path / "audit.jsonl"
+    with AuditJournal(path) as before:
+        assert before.record("a", actor=ACTOR)
+        with open(path, "ab") as crashed:
+            crashed.write(b'{"id": "TORN-1", "action": "user.inv')
+        assert before.record("b", actor=ACTOR)
+    with open(path, "ab") as crashed:
+        crashed.write(b'{"id": "TORN-2"')
+    with AuditJournal(path) as after:
+        assert after.record("c", actor=ACTOR)
+        assert after.record("d", actor=ACTOR)
+    lines = path.read_bytes().split(b"\n")
+    assert lines[1] == b'{"id": "TORN-1", "action": "user.inv' and lines[3] == b'{"id": "TORN-2"'
+    assert [msgspec.json.decode(x)["action"] for x in (lines[0], lines[2], lines[4], lines[5])] == \
+        ["a", "b", "c", "d"]
+    assert lines[6:] == [b""]
+
+
+def test_a_journal_the_writer_may_only_append_to_still_takes_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Write permission without read permission (an append-only drop box; refused as the
+    kernel refuses it for a non-root writer): records are written, without the check for
+    an unfinished line."""
+    path = tmp_path / "audit.jsonl"
+    real_open = journal_mod.open_with_mode
+
+    def write_only(target: Any, flags: int, mode: int) -> int:
+        if Path(target) == path and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(target))
+        return real_open(target, flags, mode)
+
+    monkeypatch.setattr(journal_mod, "open_with_mode", write_only)
+    with AuditJournal(path) as j:
+        assert j.record("a", actor=ACTOR) and j.record("b", actor=ACTOR)
+    assert [e["action"] for e in read_events(path)] == ["a", "b"]
 
 
 @pytest.mark.parametrize("mode", ["never", "always", "interval"])

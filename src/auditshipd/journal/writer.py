@@ -8,7 +8,10 @@ that cannot be serialised) it returns ``False`` and logs the failure once throug
 Whole lines, never interleaved, from many threads and many processes: every append
 holds a thread lock and an ``flock`` on a sibling lock file (``.NAME.lock``, hidden so
 journal globs do not match it) and is one ``write`` on an ``O_APPEND`` descriptor. A
-failed partial write is cut back so the journal never holds a torn line.
+failed partial write is cut back so the journal never holds a torn line; a line another
+process left unfinished (it crashed mid-write) is ended before the next record, which
+would otherwise be glued to it: the fragment becomes a line of its own (the daemon
+quarantines it) and the record stays whole.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class AuditJournal:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._ino: tuple[int, int] | None = None
+        self._readable = False  # whether the journal file is open for reading too
         self._lock_fd: int | None = None
         self._last_fsync = time.monotonic()
         self._failing = False
@@ -219,6 +223,8 @@ class AuditJournal:
                 self._rotate()
                 fd = self._current_fd()
                 size = 0
+            if size > 0 and self._readable and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end the line a crashed writer left unfinished
             self._write_all(fd, line, size)
             if self.fsync == "always" or (
                 self.fsync == "interval"
@@ -241,7 +247,12 @@ class AuditJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        fd = open_with_mode(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, self.mode)
+        try:  # readable too, to see whether the last line is whole
+            fd = open_with_mode(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC, self.mode)
+            self._readable = True
+        except PermissionError:  # a file this writer may only append to
+            fd = open_with_mode(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, self.mode)
+            self._readable = False
         st = os.fstat(fd)
         self._fd, self._ino = fd, (st.st_dev, st.st_ino)
         return fd
