@@ -175,3 +175,21 @@ max_backoff = 0.02
     assert res.returncode == 1, res.stdout + res.stderr
     assert [letter.error for letter in dlf.read()] == ["receiver answered 401: unknown key ***"]
     assert key not in dlf.path.read_text() + res.stdout + res.stderr
+
+
+def test_a_second_replay_of_the_same_sink_waits_for_none_and_removes_nothing(ws):
+    """While one replay runs, another of the same sink stops at once (exit 1) without
+    touching the file: two replays removing letters by count would drop the letters the
+    daemon wrote meanwhile. Once the first is done, a replay delivers them."""
+    out, dlf = _flaky(ws)
+    for n in range(3):
+        dlf.append(_letter("flaky", [f"r{n}"]))
+    before = dlf.path.read_bytes()
+    with dlf.replaying():  # the replay already running
+        res = _cli(ws, "replay", "--sink", "flaky")
+    assert res.returncode == 1
+    assert "another `dlq replay` of flaky is running" in res.stderr
+    assert dlf.path.read_bytes() == before
+    res = _cli(ws, "replay", "--sink", "flaky")
+    assert res.returncode == 0, res.stderr
+    assert read_jsonl_ids(out) == ["r0", "r1", "r2"] and _ids(dlf) == []

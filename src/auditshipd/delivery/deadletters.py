@@ -49,6 +49,7 @@ __all__ = [
     "DeadLetterFull",
     "DeadLetterScan",
     "ReplayResult",
+    "ReplayRunning",
     "dlq_summary",
     "letter_batch",
     "letter_for",
@@ -113,6 +114,10 @@ def _parse(line: bytes) -> DeadLetter | None:
 
 
 
+class ReplayRunning(RuntimeError):
+    """Another replay of the same sink's dead letters is running."""
+
+
 class DeadLetterFile:
     def __init__(self, state_dir: str | os.PathLike[str], sink: str,
                  max_bytes: int = 1 << 30):
@@ -128,6 +133,23 @@ class DeadLetterFile:
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Held for a whole replay: a second replay of the same sink meanwhile would
+        remove, by count, letters the first one already removed, then the daemon's newer
+        ones it never sent. :class:`ReplayRunning` when another replay holds it."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / f".{self.sink}.replay.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReplayRunning(f"another `dlq replay` of {self.sink} is running") from None
             yield
         finally:
             os.close(fd)
@@ -262,8 +284,17 @@ async def replay(config: Config, sink_name: str, *, attempts: int = 3,
     """
     sc = config.sink(sink_name)
     assert sc.sink_type is not None
-    secrets = sink_secrets(sc)  # masked in every letter and message, as the daemon does
     dlf = DeadLetterFile(config.state_dir, sc.name, sc.dead_letter.max_bytes)
+    try:
+        with dlf.replaying():
+            return await _replay(config, sc, dlf, attempts, progress)
+    except ReplayRunning as exc:
+        return ReplayResult(sink=sc.name, path=str(dlf.path), error=str(exc))
+
+
+async def _replay(config: Config, sc: Any, dlf: DeadLetterFile, attempts: int,
+                  progress: Any) -> ReplayResult:
+    secrets = sink_secrets(sc)  # masked in every letter and message, as the daemon does
     scan = await asyncio.to_thread(dlf.scan)
     letters = scan.letters
     result = ReplayResult(sink=sc.name, path=str(dlf.path), unreadable_lines=scan.unreadable)
