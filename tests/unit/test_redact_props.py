@@ -35,6 +35,9 @@ b64_token = st.builds(lambda a, s: "aZ9" + s + a, st.text(ALNUM, min_size=1, max
                       st.text(ALNUM + "_-", min_size=29, max_size=60))
 numeric = st.integers(min_value=10**15, max_value=10**20).map(str)
 internal_id = st.one_of(prefixed, uuids, hexes, ulid, b64_token, numeric)
+# Snowflake ids and card numbers written as JSON numbers.
+big_int = st.one_of(st.integers(min_value=10**15, max_value=10**20),
+                    st.integers(min_value=-(10**20), max_value=-(10**15)))
 bearer = st.builds(lambda t: ("Bearer " + t, t), b64_token)
 
 # -- customer-facing values ----------------------------------------------------------------
@@ -77,13 +80,21 @@ def planted(draw, ids: list[str]) -> object:
 
 
 @st.composite
+def planted_number(draw, ids: list[str]) -> int:
+    """An integer of 16+ digits (recorded in ids as its digits)."""
+    number = draw(big_int)
+    ids.append(str(abs(number)))
+    return number
+
+
+@st.composite
 def free_form(draw, ids: list[str], depth: int = 0) -> object:
     """A metadata-like tree with ids planted at any depth, as values, in strings, as keys."""
     if depth >= 4:
-        return draw(st.one_of(safe_scalar, planted(ids)))
+        return draw(st.one_of(safe_scalar, planted(ids), planted_number(ids)))
     shape = draw(st.integers(0, 3))
     if shape == 0:
-        return draw(st.one_of(safe_scalar, planted(ids)))
+        return draw(st.one_of(safe_scalar, planted(ids), planted_number(ids)))
     if shape == 1:
         return [draw(free_form(ids, depth + 1)) for _ in range(draw(st.integers(0, 4)))]
     out: dict[str, object] = {}

@@ -22,8 +22,9 @@
  * What stays in Python: classifying a key the first time it is seen (cached here),
  * redacting a string that has a run of 16 id characters (a string found unchanged is
  * cached here too), a string value with backslash escapes (decoded, checked and
- * re-encoded by msgspec), a kept float (parsed by float(), written by msgspec), and
- * hashing the value of an id-named key (action "hash").
+ * re-encoded by msgspec), a kept float (parsed by float(), written by msgspec), a kept
+ * integer of 16 to 18 digits (IdRedactor.number: an id, or kept as it is), and hashing
+ * the value of an id-named key (action "hash").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -99,6 +100,7 @@ typedef struct {
     PyObject *mask_json;  /* bytes written for the value of a KEY_MASK key */
     PyObject *id_value;   /* text: str -> str, the value written for a KEY_HASH key */
     PyObject *escaped;    /* raw JSON string with escapes: bytes -> encoded bytes | drop */
+    PyObject *number;     /* an int of 16+ digits -> itself | str | drop (IdRedactor.number) */
     Table keys;
     Table clean;
 } Plan;
@@ -355,9 +357,11 @@ static inline int scan_string(Src *s, const unsigned char **start, Py_ssize_t *l
 }
 
 /* What a JSON number is, for writing it: */
-#define NUM_INT 0   /* -?(0|[1-9][0-9]*), at most 18 digits, not -0: msgspec writes it as it is */
+#define NUM_INT 0   /* -?(0|[1-9][0-9]*), at most 15 digits, not -0: msgspec writes it as it is */
 #define NUM_FLOAT 1 /* a fraction or an exponent: msgspec writes the shortest repr of the double */
-#define NUM_OTHER 2 /* -0 or a longer integer: left to the Python tiers */
+#define NUM_OTHER 2 /* -0 or an integer of 19+ digits: left to the Python tiers */
+#define NUM_LONG 3  /* an integer of 16 to 18 digits: maybe an id (IdRedactor.number) */
+#define LONG_DIGITS 16 /* IdRedactor.BIG_INT = 10**15: the smallest such integer */
 
 static int scan_number(Src *s, int *form) {
     const unsigned char *p = s->p, *end = s->end;
@@ -379,6 +383,8 @@ static int scan_number(Src *s, int *form) {
     Py_ssize_t ndigits = p - digits;
     if (ndigits > 18 || (neg && ndigits == 1 && digits[0] == '0'))
         *form = NUM_OTHER;
+    else if (ndigits >= LONG_DIGITS)
+        *form = NUM_LONG;
     if (p < end && *p == '.') {
         *form = NUM_FLOAT;
         p++;
@@ -577,8 +583,39 @@ static int emit_string(Plan *plan, Src *s, Buf *b) {
     return put(b, start - 1, len + 2);
 }
 
+/* An integer of 16 to 18 digits (text[0:n]) in a kept value: what Python's
+ * IdRedactor.number makes of it (kept as it is, or the action's value, or DROPPED). */
+static int emit_long(Plan *plan, const unsigned char *text, Py_ssize_t n, Buf *b) {
+    char digits[24];
+    memcpy(digits, text, n); /* at most 19 bytes: a sign and 18 digits */
+    digits[n] = 0;
+    PyObject *x = PyLong_FromString(digits, NULL, 10);
+    if (x == NULL)
+        return ERR;
+    PyObject *out = PyObject_CallOneArg(plan->number, x);
+    Py_DECREF(x);
+    if (out == NULL)
+        return ERR;
+    if (out == plan->drop) {
+        Py_DECREF(out);
+        return DROPPED;
+    }
+    if (PyLong_CheckExact(out)) { /* not an id: the integer as it is */
+        Py_DECREF(out);
+        return put(b, text, n);
+    }
+    if (!PyUnicode_Check(out)) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_TypeError, "number() must return an int, a str or drop");
+        return ERR;
+    }
+    return put_encoded(plan, b, out);
+}
+
 /* A number, true, false or null, as msgspec writes it: copied, or for a float (when
- * floats is set) the double Python parses from it, encoded by msgspec. */
+ * floats is set: a kept value, not the version) the double Python parses from it,
+ * encoded by msgspec, and for an integer of 16+ digits (floats set) what
+ * IdRedactor.number makes of it. */
 static int emit_scalar(Plan *plan, Src *s, Buf *b, int floats) {
     const unsigned char *start = s->p;
     int rc, form = NUM_INT;
@@ -588,8 +625,10 @@ static int emit_scalar(Plan *plan, Src *s, Buf *b, int floats) {
         rc = scan_number(s, &form);
     if (rc != OK)
         return rc;
-    if (form == NUM_INT)
+    if (form == NUM_INT || (form == NUM_LONG && !floats))
         return put(b, start, s->p - start);
+    if (form == NUM_LONG)
+        return emit_long(plan, start, s->p - start, b);
     if (form != NUM_FLOAT || !floats)
         return GIVE_UP;
     PyObject *text = PyBytes_FromStringAndSize((const char *)start, s->p - start);
@@ -940,11 +979,11 @@ fail:
 }
 
 static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
-    PyObject *root, *kind_of, *redact_str, *encode, *drop, *mask_json, *id_value, *escaped;
+    PyObject *root, *kind_of, *redact_str, *encode, *drop, *mask_json, *id_value, *escaped, *number;
     static char *kwlist[] = {"root",      "kind_of",  "redact_str", "encode", "drop",
-                             "mask_json", "id_value", "escaped",    NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOSOO", kwlist, &root, &kind_of, &redact_str,
-                                     &encode, &drop, &mask_json, &id_value, &escaped))
+                             "mask_json", "id_value", "escaped",    "number", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOSOOO", kwlist, &root, &kind_of, &redact_str,
+                                     &encode, &drop, &mask_json, &id_value, &escaped, &number))
         return -1;
     if (self->root != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Plan is already initialised");
@@ -966,6 +1005,7 @@ static int Plan_init(Plan *self, PyObject *args, PyObject *kwds) {
     self->mask_json = Py_NewRef(mask_json);
     self->id_value = Py_NewRef(id_value);
     self->escaped = Py_NewRef(escaped);
+    self->number = Py_NewRef(number);
     return 0;
 }
 
@@ -979,6 +1019,7 @@ static int Plan_traverse(Plan *self, visitproc visit, void *arg) {
     Py_VISIT(self->mask_json);
     Py_VISIT(self->id_value);
     Py_VISIT(self->escaped);
+    Py_VISIT(self->number);
     return 0;
 }
 
@@ -990,6 +1031,7 @@ static int Plan_clear(Plan *self) {
     Py_CLEAR(self->mask_json);
     Py_CLEAR(self->id_value);
     Py_CLEAR(self->escaped);
+    Py_CLEAR(self->number);
     return 0;
 }
 
@@ -1284,7 +1326,7 @@ static PyTypeObject PlanType = {
     .tp_name = "auditshipd.redaction._redact_c.Plan",
     .tp_basicsize = sizeof(Plan),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json, id_value, escaped): a policy "
+    .tp_doc = "Plan(root, kind_of, redact_str, encode, drop, mask_json, id_value, escaped, number): a policy "
                "compiled for the C tier.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Plan_init,

@@ -86,7 +86,7 @@ class TierBuilder:
         Strict tier, "post" (every event): id-named keys of the free-form maps, at any
         depth, and the parts only the Redactor's walk can do; "scan" (only when the
         encoded output has a run the prefilter flags): the string leaves and the strings
-        of the free-form maps.
+        of the free-form maps, and their integers of 16+ digits (``IdRedactor.number``).
         """
         pad = "    " * indent
         for attr, kind, sub in self.specs[cls]:
@@ -108,6 +108,9 @@ class TierBuilder:
                         get,
                         f"{pad}if type({v}) is str and len({v}) >= MIN and search({v}):",
                         f"{pad}    {v} = redact_str({v})",
+                        f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
+                        f"{pad}elif type({v}) is int and not -BIG < {v} < BIG:",
+                        f"{pad}    {v} = number({v})",
                         f"{pad}    {obj}.{attr} = UNSET if {v} is DROP else {v}",
                     ]
             elif kind == "map":

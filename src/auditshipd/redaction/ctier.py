@@ -91,6 +91,7 @@ def c_plan(
     # What "mask" writes for the value of an id-named key, whatever the value.
     mask_json = encode(ids.id_value(None)) if action == "mask" else b"null"
     try:
-        return _redact_c.Plan(root, kind_of, redact_str, encode, drop, mask_json, ids.id_value, escaped)
+        return _redact_c.Plan(root, kind_of, redact_str, encode, drop, mask_json, ids.id_value, escaped,
+                              ids.number)
     except (ValueError, TypeError):  # a key the C tier does not take (non-ASCII, quotes)
         return None

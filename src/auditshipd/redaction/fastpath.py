@@ -37,7 +37,7 @@ import msgspec
 from .codegen import TierBuilder
 from .ctier import c_plan
 from .events import check_utf8
-from .ids import DROP, KEY_ID, KEY_OK, IdRedactor
+from .ids import BIG_INT, DROP, KEY_ID, KEY_OK, IdRedactor
 from .policy import CACHE_ITEM_MAX, Policy
 
 __all__ = ["FastPath"]
@@ -60,6 +60,8 @@ _RUN = b"a" * 16
 _HEAD = 36
 _NESTED = (dict, list)
 _CLEAN_MAX = 4096
+# An integer of 16+ digits in encoded JSON (not a float's digits: no '.' or exponent).
+_BIG_NUMBER = re.compile(rb"(?<![0-9.eE+-])-?[0-9]{16,}(?![0-9.eE])").search
 
 _STRICT = '''\
 def redact_line(line):
@@ -101,6 +103,8 @@ class FastPath:
             "MIN": ids.min_len,
             "search": search if search is not None else (lambda s: None),
             "redact_str": ids.redact_str,
+            "number": ids.number,
+            "BIG": BIG_INT,
             "DROP": DROP,
             "ok": ids.ok_keys,
             "gone": ids.gone_keys,
@@ -177,13 +181,13 @@ def _fix_runs(ids: IdRedactor, encode: Callable[[Any], bytes]) -> Callable[[byte
     In ASCII output without a backslash (no escapes), a string is its own text between
     two quotes, and a run never contains a quote: the quote-free segment around a run is
     a whole string (an odd number of quotes before it), or JSON syntax (a long number:
-    never redacted). A key (followed by ':') is never changed here: id-named keys were
+    an integer of 16+ digits returns None, the scan gives it the action). A key (followed by ':') is never changed here: id-named keys were
     handled before encoding, and a key that would be rewritten sent the line to the
     loose tier. Each string value with a run gets the ``IdRedactor.redact_str``: the
     same text stays (and is remembered: user agents, sources recur), a new text is
     spliced in as msgspec encodes it, a string that would be removed whole (``drop``)
     returns None. A segment found clean before is skipped at once (were it a key or
-    syntax this time, it would not change either). A hash written by ``hash`` is left alone. Only for policies whose strict tier has no part walked by the Redactor
+    a key this time, it would not change either). A hash written by ``hash`` is left alone. Only for policies whose strict tier has no part walked by the Redactor
     (those strings are redacted already).
     """
     redact_str, drop = ids.redact_str, DROP
@@ -192,6 +196,7 @@ def _fix_runs(ids: IdRedactor, encode: Callable[[Any], bytes]) -> Callable[[byte
     # _redact_str leaves such a string as it is (hashing is idempotent).
     hashed = re.compile(rb"h:[0-9a-f]{16}").fullmatch if ids.action == "hash" else None
     run = _RUN
+    big_number = _BIG_NUMBER
 
     def fix_runs(out: bytes, tr: bytes, at: int) -> bytes | None:
         if b"\\" in out or not out.isascii():
@@ -204,12 +209,14 @@ def _fix_runs(ids: IdRedactor, encode: Callable[[Any], bytes]) -> Callable[[byte
                 return None
             start = out.rfind(b'"', 0, at) + 1
             seg = out[start:end]
-            if seg in known or (hashed is not None and hashed(seg)):
-                at = tr.find(run, end)
-                continue
             quotes += out.count(b'"', counted, start)
             counted = start
-            if quotes & 1 and out[end + 1] != 58:  # a string (odd quotes before), not a key (':')
+            if not quotes & 1:  # JSON syntax: numbers
+                if big_number(seg):
+                    return None
+            elif seg in known or (hashed is not None and hashed(seg)):
+                pass
+            elif out[end + 1] != 58:  # a string (odd quotes before), not a key (':')
                 text = seg.decode("ascii")
                 new = redact_str(text)
                 if new == text:
@@ -241,11 +248,12 @@ def _helpers(ids: IdRedactor) -> tuple[Callable[[dict[str, Any]], None], ...]:
     place); ``deep(x)``: the same for the map ``x`` and every map nested in it (or in the
     list ``x``), at any depth;
     ``scan_map(m)`` (after those): ids cut out of, masked or hashed in the string values
-    at any depth, as ``IdRedactor.free_dict`` does. A key that would be renamed (its name
+    at any depth, and integers of 16+ digits that are ids given the action, as
+    ``IdRedactor.free_dict`` does. A key that would be renamed (its name
     holds an id) raises ``_Fallback``: its place in the map would change.
     """
     ok, gone, cache, classify, id_value = ids.ok_keys, ids.gone_keys, ids.key_cache, ids.classify, ids.id_value
-    redact_str, search, min_len = ids.redact_str, ids.search, ids.min_len
+    redact_str, search, min_len, number = ids.redact_str, ids.search, ids.min_len, ids.number
     drop, key_ok, key_id = DROP, KEY_OK, KEY_ID
     drop_ids = ids.action == "drop"
 
@@ -290,6 +298,11 @@ def _helpers(ids: IdRedactor) -> tuple[Callable[[dict[str, Any]], None], ...]:
                 scan_map(x)
             elif t is list:
                 scan_list(x)
+            elif t is int and not -BIG_INT < x < BIG_INT:
+                if hits is None:
+                    hits = [key]
+                else:
+                    hits.append(key)
         if hits is None:
             return
         for key in hits:
@@ -299,7 +312,8 @@ def _helpers(ids: IdRedactor) -> tuple[Callable[[dict[str, Any]], None], ...]:
                     kind = classify(key)
                 if kind is not key_ok:
                     continue
-            x = redact_str(m[key])
+            x = m[key]
+            x = redact_str(x) if type(x) is str else number(x)
             if x is drop:
                 del m[key]
             else:
@@ -320,6 +334,11 @@ def _helpers(ids: IdRedactor) -> tuple[Callable[[dict[str, Any]], None], ...]:
                 scan_map(x)
             elif t is list:
                 scan_list(x)
+            elif t is int and not -BIG_INT < x < BIG_INT:
+                changed = True
+                x = number(x)
+                if x is drop:
+                    continue
             out.append(x)
         if changed:
             items[:] = out

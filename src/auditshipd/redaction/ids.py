@@ -24,7 +24,7 @@ import msgspec
 from .defaults import DEFAULT_KEEP_VALUE_PATTERNS
 from .policy import CACHE_ITEM_MAX, Policy, normalize_key
 
-__all__ = ["DROP", "HASH_PREFIX", "KEY_ID", "KEY_OK", "MASK", "IdRedactor"]
+__all__ = ["BIG_INT", "DROP", "HASH_PREFIX", "KEY_ID", "KEY_OK", "MASK", "IdRedactor"]
 
 MASK = "[redacted]"
 HASH_PREFIX = "h:"
@@ -36,6 +36,9 @@ DROP: Any = type("Drop", (), {"__repr__": lambda self: "DROP"})()
 KEY_OK: Any = type("KeyOk", (), {"__repr__": lambda self: "KEY_OK"})()
 KEY_ID: Any = type("KeyId", (), {"__repr__": lambda self: "KEY_ID"})()
 CACHE_MAX = 8192
+# An integer this large or larger in magnitude (16+ digits: snowflake ids, card numbers)
+# is checked as its digits would be in a string (IdRedactor.number); a smaller one is kept.
+BIG_INT = 10**15
 _HASH_TOKEN = re.compile(f"{HASH_PREFIX}[0-9a-f]{{{HASH_HEX_CHARS}}}")
 _HASHED = _HASH_TOKEN.fullmatch
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
@@ -169,6 +172,21 @@ class IdRedactor:
             return MASK
         return self.hash(text)
 
+    def number(self, x: int) -> Any:
+        """What an integer of 16+ digits (``abs(x) >= BIG_INT``) becomes: its digits are
+        searched as a string's would be, and when they hold an id the integer is one:
+        DROP, ``[redacted]`` or the hash of its digits (the hash of the same digits in a
+        string). Else ``x``, unchanged."""
+        if self._sub_ids is None:
+            return x
+        try:
+            text = str(x)
+        except ValueError:  # more digits than int -> str converts: no less an id
+            return DROP if self.action == "drop" else MASK
+        if self.redact_str(text) == text:
+            return x
+        return self.id_value(x)
+
     def hash(self, text: str) -> str:
         """``h:`` + the first 16 hex digits of HMAC-SHA256(hash key, text)."""
         h = self.hash_cache.get(text)
@@ -209,7 +227,9 @@ class IdRedactor:
             return self.free_dict(x)
         if t is list or t is tuple:
             return self.free_list(x)
-        if x is None or t is int or t is float or t is bool:
+        if t is int:
+            return x if -BIG_INT < x < BIG_INT else self.number(x)
+        if x is None or t is float or t is bool:
             return x
         return DROP  # not a JSON value: it could encode to anything
 
@@ -232,7 +252,12 @@ class IdRedactor:
                     x = self.free_dict(x)
                 elif t is list:
                     x = self.free_list(x)
-                elif not (x is None or t is int or t is float or t is bool):
+                elif t is int:
+                    if not -BIG_INT < x < BIG_INT:
+                        x = self.number(x)
+                        if x is DROP:
+                            continue
+                elif not (x is None or t is float or t is bool):
                     x = self.free(x)
                     if x is DROP:
                         continue

@@ -17,7 +17,8 @@ What a Redactor does with an event:
   allowed path are still scanned; free-form parts (``metadata.*``, a path ending on a
   map or a list) are walked: keys whose name looks like an id (``id_key_patterns``) or
   holds an id get the action, and ids inside string values are cut out (or masked, or
-  hashed) wherever they sit in the string. Values matching ``keep_value_patterns``
+  hashed) wherever they sit in the string, and an integer of 16+ digits whose digits
+  are an id gets the action too. Values matching ``keep_value_patterns``
   (email addresses by default) are left alone.
 """
 
@@ -33,7 +34,7 @@ from ..errors import DropEvent
 from .defaults import ABSENT, DEFAULT_RAW
 from .events import check_event, redact_each
 from .fastpath import FastPath
-from .ids import DROP, KEY_ID, KEY_OK, MASK, IdRedactor
+from .ids import BIG_INT, DROP, KEY_ID, KEY_OK, MASK, IdRedactor
 from .policy import Policy, parse_policy
 
 __all__ = ["DEFAULT_POLICY", "MASK", "Redactor", "compile_policy"]
@@ -172,7 +173,12 @@ class Redactor:
                     x = ids.free_dict(x)
                 elif t is list:
                     x = ids.free_list(x)
-                elif not (x is None or t is int or t is float or t is bool):
+                elif t is int:
+                    if not -BIG_INT < x < BIG_INT:
+                        x = ids.number(x)
+                        if x is DROP:
+                            continue
+                elif not (x is None or t is float or t is bool):
                     continue
             else:
                 x = self.walk(node, x)
