@@ -26,6 +26,7 @@ from ..config import Config, SinkConfig
 from ..errors import PermanentError, SinkError
 from ..formats.registry import encoder_for_sink
 from ..journal.cursor import CursorState, SegmentCursor
+from ..journal.held import take_held
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine
 from ..journal.watch import ChangeSignal
@@ -60,6 +61,7 @@ class SinkDriver(Outbox):
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         shared: SharedPass | None = None,
         saver: CommitSaver | None = None,
+        inherit: dict[str, tuple[str, int]] | None = None,
     ) -> None:
         super().__init__(config, sink_config, sink, hooks=hooks,
                          observe_batch_latency=observe_batch_latency, sleep=sleep)
@@ -81,6 +83,8 @@ class SinkDriver(Outbox):
         self.job = PendingBatch()  # the batch being built
         self.nbytes = 0  # its size
         self._reader: JournalReader | None = None
+        # Descriptors of segments that left the glob: the replaced driver's, its successor's
+        self.inherit, self.leftover = dict(inherit or {}), {}
         self._joined = False
         self._left = asyncio.Event()  # set when the pass sends the driver off alone
         self._solo_from: dict[str, SegmentCursor] = {}
@@ -109,7 +113,8 @@ class SinkDriver(Outbox):
         self.committed = await asyncio.to_thread(self.cursors.load, self.name)
         self.sealing = sealing_for(self.config, self.sc, self.committed.integrity)
         if self.shared is None:
-            self._reader = self._new_reader(self.committed, self.signal, self._starts_at_end())
+            self._reader = self._new_reader(self.committed, self.signal, self._starts_at_end(),
+                                            inherit=take_held({}, self.inherit))
         elif self._starts_at_end():
             self._reader = self._new_reader(self.committed, self.shared.advanced, True,
                                             solo_block=True)
@@ -151,6 +156,9 @@ class SinkDriver(Outbox):
         try:
             await self._follow()
         finally:
+            # What it still needs of segments that left the glob, while the pass keeps
+            # them for it: its successor (a reload, a restart) reads on from these.
+            held = self.shared.held_for(self) if self.shared else {}
             self._leave_pass()
             if not self._sink_ready.is_set():
                 starting.cancel()
@@ -168,8 +176,10 @@ class SinkDriver(Outbox):
                 await asyncio.to_thread(self.cursors.save, self.cursor_snapshot())
             except Exception as exc:  # the saved cursor is older: events are resent
                 self.status.persist_failed(exc, 1)
-            if self._reader is not None:
+            if self._reader is not None:  # stopped or crashed: a successor may read on
+                held = take_held(self._reader.held_out_of_glob(), held)
                 self._reader.close()
+            self.leftover = held
             try:
                 await self.sink.close()
             except Exception as exc:
@@ -243,16 +253,15 @@ class SinkDriver(Outbox):
                 # descriptors (a segment deleted meanwhile cannot be opened by name).
                 reader = primed or self._new_reader(
                     CursorState(segments=dict(position)), shared.advanced, False,
-                    solo_block=True, inherit=shared.held_segments(position))
+                    solo_block=True, inherit=take_held(shared.held_segments(position), self.inherit))
                 primed = None
                 self._reader = reader
-                try:
-                    joined = await read_alone(self, reader, shared, position)
-                finally:
-                    reader.close()
-                    self._reader = None
-                if not joined:
+                # Stopped or crashed, run() closes it: its successor may read on from
+                # the segments it holds that left the glob.
+                if not await read_alone(self, reader, shared, position):
                     return
+                self._reader = None
+                reader.close()
             waits = [asyncio.ensure_future(self._left.wait()),
                      asyncio.ensure_future(self._stopping.wait())]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

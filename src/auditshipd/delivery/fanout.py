@@ -24,13 +24,13 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..journal.cursor import CursorState, SegmentCursor
+from ..journal.held import Held, KeptSegments
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
 from ..journal.watch import ChangeSignal
@@ -58,6 +58,11 @@ _STALL = 5.0
 # The pass reads larger blocks than a lone reader: each joined sink is visited once per
 # chunk that holds its lines, so with thousands of streams fewer, larger chunks cost less.
 _PASS_BLOCK = 4 << 20
+
+
+def _needs(driver: SinkDriver, key: str) -> bool:
+    job = driver.job  # the batch being built
+    return driver.holds_segment(key) or (job.position is not None and key in job.position)
 
 
 class SharedPass:
@@ -91,6 +96,10 @@ class SharedPass:
         # The pass's reads have a thread of their own: with many sinks, the default
         # pool is busy with their writes, and every joined sink waits on the pass.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="shared-pass")
+        self.kept = KeptSegments()  # released segments a sink may need to read again
+        # every sink beside the pass, joined or not (the daemon's drivers)
+        self.sharing: Callable[[], Iterable[SinkDriver]] = lambda: list(self.members)
+        self._next_prune = 0.0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -112,6 +121,7 @@ class SharedPass:
             poll_interval=j.poll_interval,
             rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name="shared pass",
             executor=self._executor)
+        self.reader.on_release = self._keep
         if isinstance(start, CursorState):
             self.position.update(start.segments)
         elif start == "end":
@@ -128,6 +138,9 @@ class SharedPass:
         read: asyncio.Future[Any] | None = None
         try:
             while True:
+                if self.kept and loop.time() >= self._next_prune:
+                    self._next_prune = loop.time() + 1.0
+                    self.kept.prune(self._needed)
                 if read is None:
                     if self._held() > self.memory_bytes:
                         await self._relieve(loop)
@@ -189,20 +202,28 @@ class SharedPass:
     def lag_bytes(self) -> int:
         return self.reader.lag_bytes() if self.reader is not None else 0
 
-    def held_segments(self, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+    def held_segments(self, keys: Iterable[str]) -> Held:
         """Duplicates of the pass's descriptors of the segments among ``keys`` that left
-        the glob (renamed away, deleted): a sink leaving the pass behind them reads on
-        from these (its reader owns and closes them) instead of losing those lines."""
-        out: dict[str, tuple[str, int]] = {}
-        reader = self.reader
-        if reader is None:
-            return out
-        for key in keys:
-            seg = reader.segments.get(key)
-            if seg is not None and not seg.in_glob:
-                with contextlib.suppress(OSError):
-                    out[key] = (seg.path, os.dup(seg.fd))
-        return out
+        the glob (renamed away, deleted), read or kept: a sink leaving the pass behind
+        them reads on from these (its reader owns and closes them)."""
+        keys = list(keys)
+        held = {} if self.reader is None else self.reader.held_out_of_glob(keys)
+        return self.kept.add_to(held, keys)
+
+    def held_for(self, driver: SinkDriver) -> Held:
+        """What a sink that stops (a reload, a crash) may still have to read of the
+        segments that left the glob: its successor reads on from these."""
+        keys = set(driver.committed.segments)
+        keys.update(k for k in self.kept.segment_keys() if _needs(driver, k))
+        return self.held_segments(keys)
+
+    def _needed(self, key: str) -> bool:
+        return any(_needs(m, key) for m in self.sharing())
+
+    def _keep(self, key: str, path: str, fd: int) -> None:
+        """The reader lets a segment go (it left the glob and is read to its end): a
+        duplicate stays until no sink needs it (pruned from the event loop)."""
+        self.kept.keep(key, path, fd)
 
     def _held(self) -> int:
         """Bytes of lines handed to joined sinks and not committed yet."""
@@ -383,10 +404,10 @@ class SharedPass:
             # Behind, partial batches go out every _BACKLOG_FLUSH only (_flush_due):
             # waking at their own timeouts, long past, would spin while a read runs.
             soonest = max(soonest, self._last_flush + _BACKLOG_FLUSH)
-        for m in self._sealed:
-            assert m.sealing is not None
-            due = now + m.sealing.wait(None)
-            soonest = due if soonest is None else min(soonest, due)
+        dues = [now + m.sealing.wait(None) for m in self._sealed if m.sealing is not None]
+        if self.kept:  # kept segments are pruned every second
+            dues.append(self._next_prune)
+        soonest = min(dues, default=soonest) if soonest is None else min([soonest, *dues])
         return None if soonest is None else max(0.0, soonest - now)
 
     def _flush_due(self, now: float, *, caught_up: bool) -> None:

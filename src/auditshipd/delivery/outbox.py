@@ -278,6 +278,13 @@ class Outbox:
             self.on_commit()
             self.on_freed()
 
+    def holds_segment(self, key: str) -> bool:
+        """Whether this sink may still need to read segment ``key`` again (after a reload
+        or a restart): its acknowledged cursor is in it, or a batch not acknowledged yet
+        was read while the shared pass was in it."""
+        return key in self.committed.segments or any(
+            job.position is not None and key in job.position for job in self._inflight)
+
     def cursor_snapshot(self) -> CursorState:
         """A copy of the committed cursor, safe to save from a worker thread."""
         return CursorState(sink=self.name, segments=dict(self.committed.segments),

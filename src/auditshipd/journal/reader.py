@@ -25,7 +25,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
@@ -83,6 +83,10 @@ class JournalReader:
         # holds: a cursor entry whose file is no longer found by name is read on from
         # them instead of being given up (a sink leaving the shared pass).
         self._inherit = dict(inherit or {})
+        # Called (in the reading thread) with (key, path, descriptor) of a segment that
+        # left the glob, as the reader lets it go: the shared pass keeps a duplicate
+        # while a sink still needs it.
+        self.on_release: Callable[[str, str, int], None] | None = None
         self.exclude = list(exclude)
         self.known = dict(state.segments)  # persisted cursor entries not yet adopted
         self.start_at_end = start_at_end and not state.segments
@@ -159,6 +163,18 @@ class JournalReader:
             with contextlib.suppress(OSError):
                 os.close(seg.fd)
         self.segments.clear()
+
+    def held_out_of_glob(self, keys: Iterable[str] | None = None) -> dict[str, tuple[str, int]]:
+        """Duplicates of the descriptors of the segments (among ``keys``) that left the
+        glob (renamed away, deleted): a reader taking over a cursor in them reads on from
+        these (it owns and closes them) instead of losing their unread lines."""
+        out: dict[str, tuple[str, int]] = {}
+        for key in self.segments if keys is None else keys:
+            seg = self.segments.get(key)
+            if seg is not None and not seg.in_glob:
+                with contextlib.suppress(OSError):
+                    out[key] = (seg.path, os.dup(seg.fd))
+        return out
 
     def lag_bytes(self) -> int:
         total = 0
@@ -271,6 +287,10 @@ class JournalReader:
                     self._retire(key, cur)
                     self._pending.append(Release(key))
                     del self.known[key]
+            for key in [k for k in self._inherit if k not in self.segments and k not in seen]:
+                # Not in the cursor: adopted after its last acknowledged batch (the
+                # reader this one replaces had it): read from its start.
+                self._adopt_inherited(key)
             for _path, fd in self._inherit.values():  # not needed: a file found by name
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -402,6 +422,8 @@ class JournalReader:
 
     def _release(self, seg: _Segment) -> None:
         log.debug("%s: released %s (drained and gone)", self.name, seg.path)
+        if self.on_release is not None and not seg.in_glob:
+            self.on_release(seg.key, seg.path, seg.fd)
         self._retire(seg.key, seg.mark())
         with contextlib.suppress(OSError):
             os.close(seg.fd)

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from ..delivery.contexts import sink_context
 from ..delivery.driver import SinkDriver
 from ..delivery.fanout import SharedPass
 from ..errors import ConfigError
+from ..journal.held import take_held
 from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import daemon_journal
 from ..scrub import scrub_secrets
@@ -70,6 +71,7 @@ class Daemon:
         # latency observers report to; the counts of the drivers a reload replaced.
         self.metrics: Any = None
         self.retired = RetiredCounts()
+        self.leftovers: dict[str, dict[str, tuple[str, int]]] = {}  # see _retire
         self.servers = Servers(self)
         self._cleanups: list[tuple[str, Any]] = []
         self._exit_requested_at = 0.0
@@ -115,6 +117,7 @@ class Daemon:
         self._cleanups.append(("watcher", self._stop_watcher(watch_task)))
         redactors = build_redactors(cfg)
         self.shared = SharedPass(cfg, self.signal)
+        self.shared.sharing = lambda: list(self.drivers.values())
         self.saver = CommitSaver(cfg.state_dir, self.shared)
         drivers = []
         for sc in cfg.sinks:
@@ -241,6 +244,7 @@ class Daemon:
             sc = new_by[name]
             if sc.enabled:
                 await self._start_or_retry(sc, redactors[name])
+        self._drop_leftovers(keep=[n for n, sc in new_by.items() if sc.enabled])
         if new.portal != old.portal or new.metrics != old.metrics:
             await self.servers.restart(new, old)
         self.pm.hook.config_loaded(config=new)
@@ -316,8 +320,13 @@ class Daemon:
         driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactor,
                             hooks=self.pm.hook,
                             observe_batch_latency=self.batch_latency_observer(sc.name),
-                            shared=self.shared, saver=self.saver)
-        await driver.start()
+                            shared=self.shared, saver=self.saver,
+                            inherit=self.leftovers.pop(sc.name, None))
+        try:
+            await driver.start()
+        except BaseException:
+            take_held(self.leftovers.setdefault(sc.name, {}), driver.inherit)
+            raise
         return driver
 
     async def _stop_drivers(self, names: list[str], timeout: float) -> None:
@@ -345,10 +354,19 @@ class Daemon:
             self.tasks.pop(name, None)
 
     def _retire(self, name: str) -> SinkDriver:
-        """Take ``name``'s driver out; its counts stay in the sink's metrics."""
+        """Take ``name``'s driver out; its counts stay in the sink's metrics, and the
+        descriptors of segments it was still reading that left the glob (renamed away,
+        deleted) wait for the driver that replaces it: a reload or a restart loses none
+        of their lines."""
         driver = self.drivers.pop(name)
         self.retired.add(name, driver)
+        take_held(self.leftovers.setdefault(name, {}), take_held(driver.leftover, driver.inherit))
         return driver
+
+    def _drop_leftovers(self, keep: Iterable[str] = ()) -> None:
+        """Close the held descriptors of sinks no driver will run again."""
+        for name in [n for n in self.leftovers if n not in set(keep)]:
+            take_held({}, self.leftovers.pop(name))
 
     async def _stop_watcher(self, task: asyncio.Task[None]) -> None:
         assert self.watcher is not None

@@ -1,0 +1,68 @@
+"""Descriptors of journal segments that left the glob (renamed away, deleted), handed
+from a reader to the one taking over its cursor: a segment deleted meanwhile cannot be
+opened by name again, so its unread lines are read on from these or lost."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+__all__ = ["Held", "KeptSegments", "take_held"]
+
+Held = dict[str, tuple[str, int]]  # segment key -> (path, descriptor)
+
+
+def take_held(held: Held, more: Held) -> Held:
+    """``held`` (descriptors for a reader's ``inherit``) with those of ``more`` it lacks;
+    ``more`` is emptied (its duplicates closed)."""
+    for key, (path, fd) in more.items():
+        if key in held:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        else:
+            held[key] = (path, fd)
+    more.clear()
+    return held
+
+
+class KeptSegments:
+    """Duplicates of the descriptors of segments a reader let go (drained, out of the
+    glob) that some sink's acknowledged cursor still points into: a sink restarted or
+    changed by a reload before its in-flight lines were acknowledged reads them again
+    from here. Filled from the reading thread, read and pruned from the event loop."""
+
+    def __init__(self) -> None:
+        self._fds: Held = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def segment_keys(self) -> list[str]:
+        with self._lock:
+            return list(self._fds)
+
+    def keep(self, key: str, path: str, fd: int) -> None:
+        with self._lock:
+            if key not in self._fds:
+                with contextlib.suppress(OSError):
+                    self._fds[key] = (path, os.dup(fd))
+
+    def add_to(self, held: Held, keys: Iterable[str]) -> Held:
+        """``held`` with duplicates of the kept segments among ``keys`` it lacks."""
+        with self._lock:
+            for key in keys:
+                if key in self._fds and key not in held:
+                    path, fd = self._fds[key]
+                    with contextlib.suppress(OSError):
+                        held[key] = (path, os.dup(fd))
+        return held
+
+    def prune(self, needed: Callable[[str], bool]) -> None:
+        """Close the kept segments no sink needs any more."""
+        with self._lock:
+            for key in [k for k in self._fds if not needed(k)]:
+                with contextlib.suppress(OSError):
+                    os.close(self._fds.pop(key)[1])

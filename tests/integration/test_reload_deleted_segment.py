@@ -1,0 +1,118 @@
+"""A sink behind on a segment that was rotated away and deleted (logrotate's delete of an
+old segment) loses none of its lines when a reload or a crash restarts it: the daemon
+still holds the segment open (the shared pass, or the sink's own reader) and hands the
+descriptor to the driver that replaces it, which cannot open the deleted file by name."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+from tests.helpers.daemon_in_process import running_daemon, until
+from tests.helpers.sinks import file_sink
+
+from auditshipd.delivery.driver import SinkDriver
+from auditshipd.service import sink_restarts
+from auditshipd.testing import WebhookReceiver, read_jsonl_ids, write_events
+
+pytestmark = pytest.mark.integration
+
+
+def _config(root: Path, rx: WebhookReceiver, max_events: int) -> str:
+    journal = root / "journal" / "audit.jsonl"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    return f"""
+shutdown_timeout = 2.0
+config_watch = false
+
+[journal]
+path = "{journal}"
+paths = ["{journal}*"]
+state_dir = "{root / 'state'}"
+poll_interval = 0.1
+rotate_wait = 0.3
+
+[metrics]
+enabled = false
+
+[[sinks]]
+name = "web"
+type = "http"
+url = "{rx.url}"
+[sinks.batch]
+max_events = {max_events}
+timeout = 0.05
+[sinks.retry]
+initial_backoff = 0.05
+max_backoff = 0.2
+attempt_timeout = 1.0
+max_attempts = 0
+""" + file_sink(root / "fast.jsonl", "fast", batch="timeout = 0.05")
+
+
+@pytest.mark.parametrize("how", ["reload", "crash"])
+@pytest.mark.parametrize("answer", ["hang", 503])
+def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer, how: str) -> None:
+    """``hang``: the sink's batch is in flight, it is still joined to the pass (the pass
+    keeps the segment for it); ``503``: it retries and reads alone (its reader holds it).
+    Its driver is then replaced by a reload that changes it, or after a crash (a bug)."""
+    journal = tmp_path / "journal" / "audit.jsonl"
+    config = tmp_path / "auditshipd.toml"
+    crash = asyncio.Event()
+    monkeypatch.setattr(sink_restarts, "FIRST_DELAY", 0.2)
+    follow = SinkDriver._follow
+
+    async def crashing(self: SinkDriver) -> None:
+        inner = asyncio.ensure_future(follow(self))
+        told = asyncio.ensure_future(crash.wait())
+        await asyncio.wait({inner, told}, return_when=asyncio.FIRST_COMPLETED)
+        told.cancel()
+        if not (crash.is_set() and self.name == "web"):
+            return await inner
+        crash.clear()
+        inner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await inner
+        raise RuntimeError("a bug in the core")
+
+    monkeypatch.setattr(SinkDriver, "_follow", crashing)
+
+    async def scenario(rx: WebhookReceiver) -> None:
+        async with running_daemon(config) as d:
+            first = write_events(journal, "a", 300)
+            await until(lambda: set(first) <= set(read_jsonl_ids(tmp_path / "fast.jsonl")),
+                        "the other sink has the first segment")
+            rotated = journal.with_name("audit.jsonl.1")
+            os.rename(journal, rotated)
+            st = rotated.stat()
+            key = f"{st.st_dev}:{st.st_ino}"
+            second = write_events(journal, "b", 20)
+            await until(lambda: set(second) <= set(read_jsonl_ids(tmp_path / "fast.jsonl")),
+                        "the other sink has the new file")
+            rotated.unlink()
+            assert d.shared is not None and d.shared.reader is not None
+            await until(lambda: key not in d.shared.reader.segments,
+                        "the pass let the deleted segment go")
+            assert set(first) - set(rx.ids()), "the sink was meant to be behind"
+            if how == "reload":
+                config.write_text(_config(tmp_path, rx, max_events=40))
+                assert await d.reload()
+            else:  # its batches in flight finish (or not) before it restarts
+                old = d.drivers["web"]
+                crash.set()
+            rx.set_script([], default=200)
+            await until(lambda: set(first + second) <= set(rx.ids()),
+                        "the restarted sink delivers every event", timeout=30)
+            if how == "crash":
+                await until(lambda: d.drivers.get("web") not in (None, old), "web restarted")
+            await until(lambda: not d.shared.kept and not d.leftovers,
+                        "the deleted segment is let go once no sink needs it")
+
+    with WebhookReceiver() as rx:
+        rx.set_script([], default=answer)
+        config.write_text(_config(tmp_path, rx, max_events=50))
+        asyncio.run(scenario(rx))
