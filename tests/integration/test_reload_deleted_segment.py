@@ -116,3 +116,67 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
         rx.set_script([], default=answer)
         config.write_text(_config(tmp_path, rx, max_events=50))
         asyncio.run(scenario(rx))
+
+
+def _deleted_journal_fds(journal_dir: Path) -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(journal_dir)) and target.endswith("(deleted)"):
+                out.append(target)
+    return out
+
+
+def test_reloads_of_a_caught_up_sink_let_deleted_segments_go(tmp_path: Path) -> None:
+    """Segments rotated away and deleted while the sinks keep up, a reload changing a
+    sink after each: once every sink is past them no descriptor holds them (their disk
+    space is freed), and no segment is sent twice."""
+    journal = tmp_path / "journal" / "audit.jsonl"
+    journal.parent.mkdir(parents=True)
+    config = tmp_path / "auditshipd.toml"
+
+    def write(cycle: int) -> None:
+        config.write_text(f"""
+shutdown_timeout = 2.0
+config_watch = false
+[journal]
+path = "{journal}"
+paths = ["{journal}*"]
+state_dir = "{tmp_path / 'state'}"
+poll_interval = 0.1
+rotate_wait = 0.2
+[metrics]
+enabled = false
+""" + file_sink(tmp_path / "a.jsonl", "a", batch=f"timeout = 0.05\nmax_events = {50 + cycle}")
+            + file_sink(tmp_path / "b.jsonl", "b", batch="timeout = 0.05"))
+
+    def delivered(name: str, ids: list[str]) -> bool:
+        return set(ids) <= set(read_jsonl_ids(tmp_path / f"{name}.jsonl"))
+
+    ids: list[str] = []
+
+    def caught_up() -> bool:
+        return delivered("a", ids) and delivered("b", ids)
+
+    async def scenario() -> None:
+        async with running_daemon(config) as d:
+            for cycle in range(5):
+                ids.extend(write_events(journal, f"c{cycle}", 50))
+                await until(caught_up, "both sinks")
+                rotated = journal.with_name(f"audit.jsonl.{cycle}")
+                os.rename(journal, rotated)
+                ids.extend(write_events(journal, f"d{cycle}", 5))
+                await until(caught_up, "the new file")
+                rotated.unlink()
+                write(cycle + 1)
+                assert await d.reload()
+            await until(lambda: not _deleted_journal_fds(journal.parent),
+                        "no descriptor holds a deleted segment")
+            assert not d.leftovers and all(not x.inherit for x in d.drivers.values())
+        for name in ("a", "b"):
+            got = [i for i in read_jsonl_ids(tmp_path / f"{name}.jsonl") if i[0] in "cd"]
+            assert sorted(got) == sorted(ids), name  # each event once (and the reloads' own)
+
+    write(0)
+    asyncio.run(scenario())

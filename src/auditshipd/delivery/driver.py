@@ -26,7 +26,7 @@ from ..config import Config, SinkConfig
 from ..errors import PermanentError, SinkError
 from ..formats.registry import encoder_for_sink
 from ..journal.cursor import CursorState, SegmentCursor
-from ..journal.held import take_held
+from ..journal.held import keep_only, take_held
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine
 from ..journal.watch import ChangeSignal
@@ -158,7 +158,8 @@ class SinkDriver(Outbox):
         finally:
             # What it still needs of segments that left the glob, while the pass keeps
             # them for it: its successor (a reload, a restart) reads on from these.
-            held = self.shared.held_for(self) if self.shared else {}
+            held = take_held(self.shared.held_for(self) if self.shared else {},
+                             keep_only(self.inherit, self.holds_segment))
             self._leave_pass()
             if not self._sink_ready.is_set():
                 starting.cancel()
@@ -277,6 +278,7 @@ class SinkDriver(Outbox):
         self._joined = True
         self._pass_base, self._taken = self.shared.lines_read, 0
         self.shared.join(self)
+        keep_only(self.inherit, lambda _key: False)  # level with the pass: not needed
 
     def go_solo(self, position: dict[str, SegmentCursor]) -> None:
         """Called by the pass, which no longer hands this sink lines: read alone from

@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 
-__all__ = ["Held", "KeptSegments", "take_held"]
+__all__ = ["Held", "KeptSegments", "keep_only", "take_held"]
 
 Held = dict[str, tuple[str, int]]  # segment key -> (path, descriptor)
 
@@ -25,6 +25,20 @@ def take_held(held: Held, more: Held) -> Held:
             held[key] = (path, fd)
     more.clear()
     return held
+
+
+def keep_only(more: Held, wanted: Callable[[str], bool]) -> Held:
+    """The entries of ``more`` whose key is ``wanted``; the others are closed, and
+    ``more`` is emptied."""
+    out = {}
+    for key, (path, fd) in more.items():
+        if wanted(key):
+            out[key] = (path, fd)
+        else:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    more.clear()
+    return out
 
 
 class KeptSegments:

@@ -26,7 +26,7 @@ from ..delivery.contexts import sink_context
 from ..delivery.driver import SinkDriver
 from ..delivery.fanout import SharedPass
 from ..errors import ConfigError
-from ..journal.held import take_held
+from ..journal.held import keep_only, take_held
 from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import daemon_journal
 from ..scrub import scrub_secrets
@@ -325,7 +325,8 @@ class Daemon:
         try:
             await driver.start()
         except BaseException:
-            take_held(self.leftovers.setdefault(sc.name, {}), driver.inherit)
+            take_held(self.leftovers.setdefault(sc.name, {}),
+                      keep_only(driver.inherit, driver.holds_segment))
             raise
         return driver
 
@@ -360,7 +361,7 @@ class Daemon:
         of their lines."""
         driver = self.drivers.pop(name)
         self.retired.add(name, driver)
-        take_held(self.leftovers.setdefault(name, {}), take_held(driver.leftover, driver.inherit))
+        take_held(self.leftovers.setdefault(name, {}), driver.leftover)
         return driver
 
     def _drop_leftovers(self, keep: Iterable[str] = ()) -> None:
