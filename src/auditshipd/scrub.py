@@ -13,8 +13,6 @@ can also mask them where they appear without their key (``{"code": "..."}``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -39,8 +37,8 @@ _SECRET_PATTERNS = (
     # An Authorization header's credential, whatever it looks like
     (re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)([a-z][a-z0-9-]*\s+)?"
                 r"[^\s,;\"'}]+"), r"\1\2***"),
-    # Authorization schemes followed by a credential (not by a plain word: "Splunk HEC",
-    # "the token is missing")
+    # Authorization schemes followed by a credential (not by a plain word of the
+    # sentence: "Splunk HEC", "the token is missing")
     (re.compile(r"(?i)\b(bearer|basic|splunk|token|dd-api-key)(\s*[:=]?\s+)([^\s,;\"']+)"),
      lambda m: m.group(1) + m.group(2) + _credential_masked(m.group(3), m.group(2))),
     # key=value / "key": "value" where the key names a secret; "sig" only as the whole
@@ -57,31 +55,31 @@ _SECRET_PATTERNS = (
 
 # Punctuation that ends a sentence or a bracket rather than belonging to a word.
 _TRAILING = ".:!?)]}>"
-# A letters-only word this long is taken for a credential (a key without digits).
-_LONG_WORD = 16
+# Words of a sentence that follow "Splunk", "Bearer", "Basic" or "token" in error texts
+# ("Splunk HEC answered", "the token is missing", "Basic auth required"): kept. Any other
+# word there may be a credential a receiver echoed back: masked.
+_PLAIN_WORDS = frozenset({
+    "a", "an", "and", "answered", "are", "auth", "authentication", "authorization", "be",
+    "been", "by", "can", "cannot", "cloud", "could", "credentials", "did", "does",
+    "enterprise", "expired", "for", "format", "from", "given", "has", "have", "hec",
+    "header", "in", "invalid", "is", "it", "its", "key", "may", "missing", "must", "not",
+    "of", "or", "provided", "received", "rejected", "request", "required", "revoked",
+    "scheme", "server", "should", "that", "the", "this", "to", "token", "tokens",
+    "unknown", "url", "value", "was", "were", "will", "with", "you", "your",
+})
 
 
 def _credential_masked(word: str, separator: str) -> str:
-    """``word`` masked when it looks like a credential: it is assigned (``token: x``,
-    ``token=x``), holds a digit or a symbol (``-``, ``_``, ``.``, ``/``, ``+``, ``=``...),
-    is a long run of letters or is base64 of ``user:password``. A plain word ("HEC", "is",
-    "missing") is kept; trailing sentence punctuation stays."""
+    """``word`` masked unless it is a plain word of the sentence (``_PLAIN_WORDS``) and
+    not assigned (``token: x``, ``token=x`` are always masked); trailing sentence
+    punctuation stays."""
     core = word.rstrip(_TRAILING)
     tail = word[len(core):]
     if not core or core == MASK:
         return word
-    if ":" in separator or "=" in separator:
-        return MASK + tail
-    if core.isalpha() and len(core) < _LONG_WORD and not _basic_credentials(core):
+    if ":" not in separator and "=" not in separator and core.lower() in _PLAIN_WORDS:
         return word
     return MASK + tail
-
-
-def _basic_credentials(word: str) -> bool:
-    try:
-        return b":" in base64.b64decode(word, validate=True)
-    except (binascii.Error, ValueError):
-        return False
 
 
 def _mask_query(m: re.Match[str]) -> str:

@@ -119,9 +119,13 @@ def test_logs_mask_url_secrets():
     ("Basic dXNlcjpwYXNz sent", "Basic *** sent"),
     ("Authorization: Bearer abcdefg", "Authorization: *** ***"),
     ("dd-api-key 0123abcd", "dd-api-key ***"),
+    # a credential of letters only, whatever its length, is masked too
+    ("401 Unauthorized: Bearer hunter", "401 Unauthorized: *** ***"),
+    ("rejected Bearer abcdefghijklmno", "rejected Bearer ***"),
+    ("the receiver got Splunk SECRETTOKENXYZ", "the receiver got Splunk ***"),
+    ("login failed with token letmein", "login failed with token ***"),
 ])
 def test_a_scheme_word_masks_only_a_credential_after_it(text, expected):
-    """After Splunk, Bearer, Basic, token: a credential (digits, symbols, a long run of
-    letters, base64 user:password, anything in an Authorization header) is masked; a
-    plain word of the sentence is not."""
+    """After Splunk, Bearer, Basic, token: any word but a plain word of the sentence
+    (and anything in an Authorization header) is masked."""
     assert scrub_secrets(text) == expected
