@@ -17,7 +17,7 @@ import msgspec
 
 from ..errors import DropEvent
 from ..redaction.events import check_event
-from .scope import SinkScope
+from .scope import BLANK, SinkScope
 
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
@@ -26,7 +26,6 @@ __all__ = ["LineProcessor", "ProcessedChunk", "decode_lines", "split_lines"]
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-_BLANK = b" \t\r\x00"
 # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string and RecursionError
 # for absurd nesting: both mean "not valid JSON" for us, never a crashed consumer.
 _UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
@@ -146,7 +145,7 @@ class LineProcessor:
         return out
 
     def _retry_or_reject(self, out: ProcessedChunk, i: int, line: bytes, exc: Exception) -> None:
-        stripped = line.strip(_BLANK)
+        stripped = line.strip(BLANK)
         if not stripped:
             return  # an empty line (or \r, or NUL padding): nothing to ship
         if stripped != line:

@@ -21,7 +21,12 @@ try:  # the C scanner of the redaction extension (absent in a build without a co
 except ImportError:  # pragma: no cover - exercised by the no-compiler build test
     _c = None
 
-__all__ = ["NOT_AN_OBJECT", "SinkScope", "chunk_scopes", "line_scope"]
+__all__ = ["BLANK", "NOT_AN_OBJECT", "SinkScope", "chunk_scopes", "line_scope"]
+
+# Around a line, what a crashed or padding writer leaves: a line that is an object once
+# these are stripped is shipped as that object (by :mod:`~auditshipd.delivery.lines`), so
+# its scope is read the same way.
+BLANK = b" \t\r\x00"
 
 # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string and RecursionError
 # for absurd nesting: both mean "not valid JSON", never a crashed consumer.
@@ -53,7 +58,13 @@ def line_scope(line: bytes) -> tuple[Any, Any]:
     try:
         scope = _decode_scope(line)
     except _UNDECODABLE:
-        return NOT_AN_OBJECT, None
+        stripped = line.strip(BLANK)
+        if stripped == line or not stripped:
+            return NOT_AN_OBJECT, None
+        try:
+            scope = _decode_scope(stripped)
+        except _UNDECODABLE:
+            return NOT_AN_OBJECT, None
     org = scope.organization
     slug = org.get("slug") if isinstance(org, dict) else None
     # Organizations are named by strings: any other slug is in no organization's scope.
