@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..formats.settings import check_sink_format
 from ..plugin import SinkType
 from ..scrub import scrub_secrets, sink_secrets
+from ..timestamps import parse_rfc3339
 from .collect import convert_all, did_you_mean, known_keys, non_finite, raise_all
 from .options import unknown_keys
 from .tables import (
@@ -143,6 +144,16 @@ def _check_values(c: SinkCommon, st: SinkType | None, options: Any, source: str,
     if c.start_at not in ("beginning", "end") and not _RFC3339_RE.match(c.start_at):
         errors.append(ConfigError("must be \"beginning\", \"end\" or an RFC 3339 time",
                                   file=source, key=f"{where}.start_at"))
+    elif c.start_at not in ("beginning", "end") and parse_rfc3339(c.start_at) is None:
+        # The shape is right but there is no such instant (February 30, hour 25, a year
+        # outside 0001-9999 in UTC): the sink would otherwise start at the beginning.
+        errors.append(ConfigError(
+            "no such date or time (an RFC 3339 time with a real day, hour 00-23, minute and"
+            " second 00-59)", file=source, key=f"{where}.start_at"))
+    if c.organizations is not None and not c.organizations:
+        errors.append(ConfigError(
+            "an empty list would match no organization: remove the key for every"
+            " organization", file=source, key=f"{where}.organizations"))
     if st is not None and st.validate is not None:
         try:
             st.validate(options)
