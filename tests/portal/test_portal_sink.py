@@ -79,3 +79,38 @@ async def test_scheduled_purge_is_recorded_in_the_journal(tmp_path: Path) -> Non
     purged = [r for r in records if r["action"] == "audit_log.purged"]
     assert sum(r["metadata"]["deleted_events"] for r in purged) == 500
     assert purged[0]["metadata"]["retention_days"] == 1
+
+
+async def test_a_scoped_portal_sink_purges_its_organizations_events_only(tmp_path: Path) -> None:
+    """A portal sink with ``organizations`` (a stream file's sink has its organization's)
+    shares the store with other sinks: its retention deletes its organizations' events,
+    never another organization's nor those without one."""
+    config = parse_config(f"""
+[journal]
+path = "{tmp_path}/journal/audit.jsonl"
+state_dir = "{tmp_path}/state"
+[portal]
+database = "{tmp_path}/portal.sqlite3"
+[[sinks]]
+name = "acme-index"
+type = "portal"
+organizations = ["acme"]
+retention_days = 1
+""", str(tmp_path / "auditshipd.toml"), sink_types(build_plugin_manager([])))
+    sc = config.sinks[0]
+    sink = PortalSink(sc.name, sc.options,
+                      SinkContext(sc.name, tmp_path / "state", logging.getLogger("test"), config=config))
+    await sink.start()
+    events = make_events(300)  # early 2026: expired for a 1-day retention
+    for i, e in enumerate(events):
+        e["organization"] = [{"slug": "acme"}, {"slug": "globex"}, None][i % 3]
+    await sink.send(Batch(events))
+    await sink.purge_now()  # (the sink's own schedule may have purged them already)
+    await sink.close()
+    store = SQLiteEventStore(tmp_path / "portal.sqlite3")
+    await store.open()
+    try:
+        left = [e async for chunk in store.iter_export(EventFilter(), 1000) for e in chunk]
+    finally:
+        await store.close()
+    assert sorted(e["id"] for e in left) == sorted(e["id"] for e in events[1::3] + events[2::3])

@@ -215,6 +215,10 @@ class PortalSink:
             return 0
         now = self.clock()
         default_cutoff, org_cutoffs = self.retention.cutoffs(now)
+        scope = self._organizations()
+        if scope is not None:  # a scoped sink purges its organizations' events only
+            org_cutoffs = {slug: org_cutoffs.get(slug, default_cutoff) for slug in scope}
+            default_cutoff = None
         result = await self.store.purge_expired(default_cutoff, org_cutoffs)
         if result.total and self.journal is not None:
             await asyncio.to_thread(self._record_purge, result, default_cutoff, org_cutoffs)
@@ -223,6 +227,13 @@ class PortalSink:
                 "portal sink %s purged %d expired events", self.name, result.total
             )
         return result.total
+
+    def _organizations(self) -> list[str] | None:
+        """The sink's ``organizations`` (a stream file's sink: its organization's), None
+        when it indexes every organization's events."""
+        config = self.context.config
+        sc = next((x for x in config.sinks if x.name == self.name), None) if config else None
+        return sc.organizations if sc is not None else None
 
     def _record_purge(
         self,
