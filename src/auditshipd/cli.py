@@ -279,6 +279,10 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     if result.letters_kept:
         print(f"{result.path}: {result.still_dead_lettered} event(s) in"
               f" {result.letters_kept} dead letter(s) stay", file=sys.stderr)
+    if result.out_of_scope:
+        print(f"{result.out_of_scope} of them not sent: their organization is not one of"
+              f" the sink's ({', '.join(sc.organizations or ())}) or the letter does not"
+              " show it", file=sys.stderr)
     if result.unreadable_lines:
         print(_unreadable_note(result.path, result.unreadable_lines), file=sys.stderr)
     return 0 if result.ok else 1
@@ -286,13 +290,15 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 def replay_row(result: ReplayResult, secrets: Sequence[str] = ()) -> dict[str, object]:
     """What ``dlq replay`` prints for one sink: records and events replayed, events (and
-    records) still dead-lettered, the last error of what stays (secrets masked)."""
+    records) still dead-lettered, of them the events kept because they are not of the
+    sink's organizations, the last error of what stays (secrets masked)."""
     from .scrub import scrub_secrets
 
     return {"sink": result.sink, "replayed": result.replayed,
             "records_replayed": result.records_replayed,
             "still_dead_lettered": result.still_dead_lettered,
             "records_still_dead_lettered": result.letters_kept,
+            "out_of_scope": result.out_of_scope,
             "last_error": scrub_secrets(result.last_error, secrets)}
 
 

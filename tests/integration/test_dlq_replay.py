@@ -193,3 +193,58 @@ def test_a_second_replay_of_the_same_sink_waits_for_none_and_removes_nothing(ws)
     res = _cli(ws, "replay", "--sink", "flaky")
     assert res.returncode == 0, res.stderr
     assert read_jsonl_ids(out) == ["r0", "r1", "r2"] and _ids(dlf) == []
+
+
+def _org_letter(sink: str, events: list[tuple[str, str | None]]) -> DeadLetter:
+    letter = _letter(sink, [i for i, _ in events])
+    for event, (_, org) in zip(letter.events, events, strict=True):
+        if org is not None:
+            event["organization"] = {"slug": org}
+    return letter
+
+
+def test_replay_sends_only_the_sinks_current_organizations_and_keeps_the_rest(ws):
+    """The sink took acme and globex when these letters were written; acme was then
+    offboarded (organizations = ["globex"]). Replay sends globex's events only; acme's
+    and those without an organization stay in the file, unchanged, and are counted."""
+    out, dlf = _flaky(ws, extra='organizations = ["globex"]')
+    dlf.append(_org_letter("flaky", [("a1", "acme"), ("g1", "globex"), ("n1", None),
+                                     ("g2", "globex")]))
+    dlf.append(_org_letter("flaky", [("a2", "acme")]))
+    dlf.append(_org_letter("flaky", [("g3", "globex")]))
+    res = _cli(ws, "replay", "--sink", "flaky", "--json")
+    assert res.returncode == 1, res.stderr
+    row = json.loads(res.stdout.splitlines()[-1])
+    assert {k: row[k] for k in ("replayed", "records_replayed", "still_dead_lettered",
+                                "out_of_scope")} == {
+        "replayed": 3, "records_replayed": 1, "still_dead_lettered": 3, "out_of_scope": 3}
+    assert "3 of them not sent: their organization is not one of the sink's (globex)" \
+        in res.stderr
+    assert read_jsonl_ids(out) == ["g1", "g2", "g3"]
+    kept = dlf.read()
+    assert [[e["id"] for e in x.events] for x in kept] == [["a1", "n1"], ["a2"]]
+    assert all(x.error == "earlier failure" and x.attempts == 1 for x in kept)
+    # Once acme is back in the sink's scope, its letters go out; the event without an
+    # organization still never reaches a scoped sink.
+    _flaky(ws, extra='organizations = ["acme", "globex"]')
+    res = _cli(ws, "replay", "--sink", "flaky")
+    assert res.returncode == 1
+    assert read_jsonl_ids(out) == ["g1", "g2", "g3", "a1", "a2"]
+    assert _ids(dlf) == [["n1"]]
+
+
+def test_replay_keeps_events_whose_organization_the_letter_does_not_show(ws):
+    """A scoped sink whose redaction drops organization.slug: its letters cannot show an
+    event's organization, so none is sent again (no other organization's event can slip
+    through); an unscoped sink with the same letters sends them all."""
+    out, dlf = _flaky(ws, extra='organizations = ["acme"]\n[sinks.redaction]\nallow = ["action"]')
+    dlf.append(_letter("flaky", ["x1", "x2"]))
+    before = dlf.path.read_bytes()
+    res = _cli(ws, "replay", "--sink", "flaky", "--json")
+    assert res.returncode == 1
+    assert json.loads(res.stdout.splitlines()[-1])["out_of_scope"] == 2
+    assert dlf.path.read_bytes() == before and read_jsonl_ids(out) == []
+    _flaky(ws)
+    res = _cli(ws, "replay", "--sink", "flaky")
+    assert res.returncode == 0, res.stderr
+    assert read_jsonl_ids(out) == ["x1", "x2"] and _ids(dlf) == []

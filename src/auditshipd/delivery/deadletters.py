@@ -19,6 +19,10 @@ A line that cannot be decoded (the torn end of an append cut by a crash or a ful
 disk) is reported by :meth:`DeadLetterFile.scan` and kept where it is, byte for byte:
 it may be the only copy of events, so only a person decides what to do with it. The
 next append starts on a new line, so the torn line never swallows a good record.
+
+``dlq replay`` sends a sink only the events of its current ``organizations`` (the core's
+rule, :class:`~.scope.SinkScope`): letters written while the sink had a wider scope keep
+the events it no longer covers, in the file, neither sent nor lost (:class:`_LetterScope`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from ..scrub import scrub_secrets, sink_secrets
 from .batch import Batch
 from .contexts import sink_context
 from .retry import Backoff, DeliveryFailure, deliver
+from .scope import SinkScope, line_scope
 
 __all__ = [
     "DeadLetter",
@@ -261,12 +266,71 @@ class ReplayResult:
     still_dead_lettered: int = 0
     letters_kept: int = 0
     last_error: str | None = None  # of the last letter that stays (scrubbed)
+    out_of_scope: int = 0  # events kept: not of the sink's current organizations
     unreadable_lines: list[int] = field(default_factory=list)
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         return not self.letters_kept and not self.unreadable_lines and self.error is None
+
+class _LetterScope:
+    """Which events of a letter the sink may be sent again: those of its current
+    ``organizations`` (all of them for an unscoped sink). ``start_at`` plays no part: it
+    says where a new sink starts reading the journal, and these events were read.
+
+    A letter holds events as the sink's redaction wrote them, so the slugs are compared as
+    that policy writes them (verbatim, or hashed). Where the policy writes every slug alike
+    (``organization.slug`` dropped or masked), a letter cannot show an event's
+    organization: such events stay, as an event without an organization does."""
+
+    def __init__(self, config: Config, sc: Any):
+        self.scope: SinkScope | None = None
+        self.none = False  # scoped, but no event can be shown to be in scope
+        if not sc.organizations:
+            return
+        from ..redaction.redactor import compile_policy
+
+        redactor = compile_policy(config.redaction, source=config.source)
+        if sc.redaction is not None:
+            redactor = compile_policy(sc.redaction, source=config.source, base=redactor)
+        outsider = _written_slug(redactor, "-")  # no organization's slug
+        written = {_written_slug(redactor, org) for org in sc.organizations} - {None, outsider}
+        if written:
+            self.scope = SinkScope(written)  # never empty: an empty scope means all
+        else:
+            self.none = True
+
+    def split(self, letter: DeadLetter) -> tuple[DeadLetter | None, DeadLetter | None]:
+        """(the letter's events to send, those that stay), each a letter or None."""
+        scope = self.scope
+        if scope is None and not self.none:
+            return letter, None
+        inside = [scope is not None and scope.admits(*line_scope(_encode(e)))
+                  for e in letter.events]
+        if all(inside):
+            return letter, None
+        if not any(inside):
+            return None, letter
+        lines = letter.lines if letter.lines is not None and len(letter.lines) == len(
+            letter.events) else None
+
+        def part(want: bool) -> DeadLetter:
+            pick = [i for i, x in enumerate(inside) if x is want]
+            return msgspec.structs.replace(
+                letter, events=[letter.events[i] for i in pick],
+                lines=None if lines is None else [lines[i] for i in pick])
+
+        return part(True), part(False)
+
+
+def _written_slug(redactor: Any, org: str) -> Any:
+    """``organization.slug`` as ``redactor`` writes it for ``org`` (None: not written)."""
+    out = redactor({"id": "scope", "action": "scope", "occurred_at": "2000-01-01T00:00:00Z",
+                    "organization": {"slug": org}})
+    slug = line_scope(_encode(out))[0]
+    return slug if isinstance(slug, str) else None
+
 
 def _kept(letter: DeadLetter, failure: DeliveryFailure, secrets: Sequence[str]) -> DeadLetter:
     return letter_for(
@@ -306,6 +370,7 @@ async def _replay(config: Config, sc: Any, dlf: DeadLetterFile, attempts: int,
     keep: list[DeadLetter] = []
     finished = 0  # letters fully handled (delivered, or their failures in ``keep``)
     try:
+        in_scope = _LetterScope(config, sc)
         context = sink_context(config, sc, log)
         sink = sc.sink_type.build(sc.name, sc.options, context)
         # A letter of a sink with a format kept the lines it was handed (sealed with
@@ -313,21 +378,26 @@ async def _replay(config: Config, sc: Any, dlf: DeadLetterFile, attempts: int,
         encoder = encoder_for_sink(config, sc)
         try:
             await sink.start()
-            for letter in letters:
-                failures: list[DeliveryFailure] = []
+            for whole in letters:
+                letter, held = in_scope.split(whole)
+                if letter is not None:
+                    failures: list[DeliveryFailure] = []
 
-                async def failed(f: DeliveryFailure, into: list[DeliveryFailure] = failures
-                                 ) -> None:
-                    into.append(f)
+                    async def failed(f: DeliveryFailure,
+                                     into: list[DeliveryFailure] = failures) -> None:
+                        into.append(f)
 
-                batch = letter_batch(encoder, letter)
-                sent = await deliver(sink.send, batch, backoff, on_failed=failed)
-                keep.extend(_kept(letter, f, secrets) for f in failures)
-                result.replayed += sent
-                result.records_replayed += not failures
+                    batch = letter_batch(encoder, letter)
+                    sent = await deliver(sink.send, batch, backoff, on_failed=failed)
+                    keep.extend(_kept(letter, f, secrets) for f in failures)
+                    result.replayed += sent
+                    result.records_replayed += not failures and held is None
+                if held is not None:  # not of the sink's organizations: stays as it is
+                    keep.append(held)
+                    result.out_of_scope += len(held.events)
                 finished += 1
                 if progress is not None:
-                    progress(len(letter.events))
+                    progress(len(whole.events))
         finally:
             try:
                 await sink.close()
