@@ -3,6 +3,7 @@ which plugin directories to load, the plugins say which sink types exist)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,18 +110,31 @@ def build_redactors(config: Config) -> dict[str, Redactor]:
     errors: list[ConfigError] = []
     root = _compile(compile_policy, config, config.redaction, None, "redaction", errors)
     out: dict[str, Redactor] = {}
+    # Sinks with equal override tables share one redactor: the shared pass redacts a line
+    # once per distinct redactor object. Only within this load: a reload compiles afresh
+    # (its root policy may differ).
+    compiled: dict[bytes, Redactor] = {}
     # With an invalid root policy, the sinks' overrides are not checked against it (they
     # may only be stricter than a policy that is not known yet).
     for i, s in enumerate(config.sinks if root is not None else ()):
         if s.redaction is not None:
-            redactor = _compile(compile_policy, config, s.redaction, root,
-                                f"sinks[{i}] ({s.name})", errors)
+            key = _policy_key(s.redaction)
+            redactor = compiled.get(key) or _compile(
+                compile_policy, config, s.redaction, root, f"sinks[{i}] ({s.name})", errors)
             if redactor is not None:
-                out[s.name] = redactor
+                out[s.name] = compiled.setdefault(key, redactor)
         else:
             out[s.name] = root
     raise_all(errors, None, config.source)
     return out
+
+
+def _policy_key(raw: RedactionConfig) -> bytes:
+    """An override table, normalized (keys sorted), with the value of the environment
+    variable its hash key is read from: equal keys compile to the same policy."""
+    table = raw.table()
+    env = os.environ.get(raw.hash_key_env) if raw.hash_key_env else None
+    return msgspec.json.encode([table, env], order="sorted")
 
 
 _POLICY_KEY_RE = re.compile(r"^redaction\.([a-z_]+)")
