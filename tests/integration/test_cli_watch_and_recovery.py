@@ -89,7 +89,8 @@ def test_dlq_replay_prints_a_table_and_json_and_exits_1_when_letters_stay(ws):
     assert res.returncode == 1, res.stderr
     assert json.loads(res.stdout.splitlines()[-1]) == {
         "sink": "flaky", "replayed": 0, "records_replayed": 0, "still_dead_lettered": 1,
-        "records_still_dead_lettered": 1, "last_error": "scripted permanent failure"}
+        "records_still_dead_lettered": 1, "out_of_scope": 0,
+        "last_error": "scripted permanent failure"}
 
     script.write_text("")
     res = subprocess.run([*CLI, "dlq", "replay", "--sink", "flaky", "--json", "-c",
@@ -98,7 +99,7 @@ def test_dlq_replay_prints_a_table_and_json_and_exits_1_when_letters_stay(ws):
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.splitlines()[-1]) == {
         "sink": "flaky", "replayed": 1, "records_replayed": 1, "still_dead_lettered": 0,
-        "records_still_dead_lettered": 0, "last_error": None}
+        "records_still_dead_lettered": 0, "out_of_scope": 0, "last_error": None}
     assert read_jsonl_ids(out) == ["a1", "a2", "b1"] and dlf.read() == []
 
 
