@@ -11,7 +11,8 @@ its own durable cursor.
 A sink that cannot take lines now (its in-flight batches are full, it is retrying) or
 starts behind the pass (``start_at``, an older cursor) reads alone from its own cursor
 (:mod:`auditshipd.delivery.solo`), no further than the pass, and rejoins when it has
-reached the pass's position. Memory stays bounded by ``[journal] pass_memory_bytes``: the
+reached the pass's position (a sink alone in the pass is waited for instead, as long as
+it stays alone). Memory stays bounded by ``[journal] pass_memory_bytes``: the
 lines handed to joined sinks and not committed yet (in the batches being built and in
 flight), whatever the number of sinks; past it the pass sends the batches being built
 and reads on once deliveries brought them under 3/4 of it, and sends a sink whose batch
@@ -35,6 +36,7 @@ from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
 from ..journal.watch import ChangeSignal
 from .lines import LineProcessor, split_lines
+from .positions import needs_segment, offsets, relation
 from .routing import Policy
 from .scope import NOT_AN_OBJECT, chunk_scopes
 
@@ -51,18 +53,13 @@ _RELEASED_KEEP = 64
 # most this often (not every batch timeout): thousands of sinks each sending a few lines
 # ten times a second would cost more than the lines themselves.
 _BACKLOG_FLUSH = 5.0
-# While the pass waits under that bound, a sink whose oldest batch has been in flight
-# this long (a slow or stuck destination) is sent to read alone: the pass never waits
-# for one sink.
+# While the pass waits (under that bound, or for the room of a sink alone in it), a sink
+# whose oldest batch has been in flight this long (a slow or stuck destination) is sent
+# to read alone: the pass never waits long for one sink.
 _STALL = 5.0
 # The pass reads larger blocks than a lone reader: each joined sink is visited once per
 # chunk that holds its lines, so with thousands of streams fewer, larger chunks cost less.
 _PASS_BLOCK = 4 << 20
-
-
-def _needs(driver: SinkDriver, key: str) -> bool:
-    job = driver.job  # the batch being built
-    return driver.holds_segment(key) or (job.position is not None and key in job.position)
 
 
 class SharedPass:
@@ -109,7 +106,7 @@ class SharedPass:
         counts: collections.Counter[Any] = collections.Counter()
         by_key: dict[Any, CursorState | str] = {}
         for start in starts:
-            key = start if isinstance(start, str) else _offsets(start.segments)
+            key = start if isinstance(start, str) else offsets(start.segments)
             counts[key] += 1
             by_key.setdefault(key, start)
         start = by_key[counts.most_common(1)[0][0]] if counts else "beginning"
@@ -156,9 +153,7 @@ class SharedPass:
                 item, read = read.result(), None
                 self._behind = not self._caught_up(item)
                 if len(self.members) == 1 and not isinstance(item, Release):
-                    # A sink alone in the pass holds no one back: the pass waits for its
-                    # room rather than sending it off to read the same lines again alone.
-                    await next(iter(self.members)).room_for_pass()
+                    await self._room_alone(loop)
                 before = dict(self.position)
                 try:
                     self._take(item)
@@ -214,11 +209,11 @@ class SharedPass:
         """What a sink that stops (a reload, a crash) may still have to read of the
         segments that left the glob: its successor reads on from these."""
         keys = set(driver.committed.segments)
-        keys.update(k for k in self.kept.segment_keys() if _needs(driver, k))
+        keys.update(k for k in self.kept.segment_keys() if needs_segment(driver, k))
         return self.held_segments(keys)
 
     def _needed(self, key: str) -> bool:
-        return any(_needs(m, key) for m in self.sharing())
+        return any(needs_segment(m, key) for m in self.sharing())
 
     def _keep(self, key: str, path: str, fd: int) -> None:
         """The reader lets a segment go (it left the glob and is read to its end): a
@@ -257,6 +252,29 @@ class SharedPass:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._freed.wait(), 0.5)
             await asyncio.sleep(0.02)  # let more deliveries end before counting again
+
+    async def _room_alone(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A sink alone in the pass holds no one back: the pass waits for its room rather
+        than sending it off to read the same lines again alone, but only while it stays
+        alone (partial batches go out on their timeout meanwhile), and for at most
+        :data:`_STALL` seconds of its oldest batch in flight: then it reads alone."""
+        member = next(iter(self.members))
+        room = asyncio.ensure_future(member.room_for_pass())
+        try:
+            while not room.done() and self.members == {member}:
+                now, sent = loop.time(), member.oldest_sent_at()
+                if sent is not None and now - sent >= _STALL:
+                    self._evict(member, dict(self.position))  # from before this chunk
+                    return
+                self._flush_due(now, caught_up=not self._behind)
+                self._kick.clear()  # set by a join
+                kick = asyncio.ensure_future(self._kick.wait())
+                due = [_STALL if sent is None else sent + _STALL - now, self._wait(now)]
+                await asyncio.wait({room, kick}, timeout=min(t for t in due if t is not None),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                kick.cancel()
+        finally:
+            room.cancel()
 
     # -- membership -------------------------------------------------------------------
 
@@ -320,35 +338,19 @@ class SharedPass:
         return oldest is None or asyncio.get_running_loop().time() - oldest < _STALL
 
     def relation(self, position: dict[str, SegmentCursor]) -> str:
-        """Where a sink that read to ``position`` stands: "at" the pass, "behind" it
-        (it may read up to the pass's bounds), or "apart" (ahead on some segment: it
-        reads freely until both meet)."""
-        behind = False
-        for key, cur in self.position.items():
-            mine = position.get(key)
-            offset = mine.offset if mine is not None else 0
-            if offset > cur.offset:
-                return "apart"
-            behind = behind or offset < cur.offset
-        for key, mine in position.items():
-            if key in self.position or not mine.offset:
-                continue
-            final = self._released.get(key)
-            if final is None or mine.offset > final.offset:
-                return "apart"
-            behind = behind or mine.offset < final.offset
-        return "behind" if behind else "at"
+        """Where a sink that read to ``position`` stands: "at" the pass, "behind" or "apart"."""
+        return relation(position, self.position, self._released)
 
     def commit_idle(self) -> list[SinkDriver]:
         """Commit the pass's position for joined sinks with nothing in flight or being
         built (nothing in scope lately): otherwise a restart would read again what they
         never needed. Returns the sinks whose cursor moved."""
         moved = []
-        here = _offsets(self.position)
+        here = offsets(self.position)
         for m in self.members:
             if m.inflight or m.job.holds_anything():
                 continue
-            if _offsets(m.committed.segments) != here:
+            if offsets(m.committed.segments) != here:
                 m.committed.segments = dict(self.position)
                 m.dirty = True
                 moved.append(m)
@@ -444,7 +446,3 @@ class SharedPass:
 
 def _nothing() -> None:
     """Not joined: nobody to tell."""
-
-
-def _offsets(segments: dict[str, SegmentCursor]) -> tuple[tuple[str, int], ...]:
-    return tuple(sorted((k, c.offset) for k, c in segments.items() if c.offset))
