@@ -25,7 +25,9 @@ TOKEN = "stream-bearer-77a0c3e1d4"
 
 
 def _dead_letter(state: Path, sink: str, ids: list[str]) -> DeadLetterFile:
-    events = [{"id": i, "action": "user.invited", "occurred_at": WHEN} for i in ids]
+    org = sink.split(".")[0]  # a stream's sink gets its organization's events only
+    events = [{"id": i, "action": "user.invited", "occurred_at": WHEN,
+               "organization": {"slug": org}} for i in ids]
     dlf = DeadLetterFile(state, sink)
     dlf.append(letter_for(Batch(events), sink=sink, error="receiver answered HTTP 400",
                           retryable=False, attempts=1, first_attempt_at=WHEN,
