@@ -111,8 +111,6 @@ class SinkDriver(Outbox):
         appended once the start is reported are read, even when the sink itself takes
         longer to start (a broker connecting)."""
         self.committed = await asyncio.to_thread(self.cursors.load, self.name)
-        if self.committed.segments:  # start_at selects a new sink's backfill only
-            self.scope.since = self.processor.scope.since = None
         self.sealing = sealing_for(self.config, self.sc, self.committed.integrity)
         if self.shared is None:
             self._reader = self._new_reader(self.committed, self.signal, self._starts_at_end(),
@@ -158,7 +156,8 @@ class SinkDriver(Outbox):
         try:
             await self._follow()
         finally:
-            # What it needs of segments that left the glob: its successor reads on from these.
+            # What it still needs of segments that left the glob, while the pass keeps
+            # them for it: its successor (a reload, a restart) reads on from these.
             held = take_held(self.shared.held_for(self) if self.shared else {},
                              keep_only(self.inherit, self.holds_segment))
             self._leave_pass()

@@ -38,7 +38,7 @@ from ..journal.watch import ChangeSignal
 from .lines import LineProcessor, split_lines
 from .positions import needs_segment, offsets, relation
 from .routing import Policy
-from .scope import NOT_AN_OBJECT, chunk_scopes, end_backfills
+from .scope import NOT_AN_OBJECT, chunk_scopes
 
 if TYPE_CHECKING:
     from .driver import SinkDriver
@@ -159,8 +159,6 @@ class SharedPass:
                     self._take(item)
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop every sink
                     self._failed(item, before, exc)
-                if self._timed and not self._behind:  # read to the end: backfills are done
-                    self._timed, self._scoped = end_backfills(self.members, self._timed, self._scoped)
                 self.advanced.notify()
                 self._flush_due(loop.time(), caught_up=not self._behind)
         finally:

@@ -21,7 +21,7 @@ try:  # the C scanner of the redaction extension (absent in a build without a co
 except ImportError:  # pragma: no cover - exercised by the no-compiler build test
     _c = None
 
-__all__ = ["BLANK", "NOT_AN_OBJECT", "SinkScope", "chunk_scopes", "end_backfills", "line_scope"]
+__all__ = ["BLANK", "NOT_AN_OBJECT", "SinkScope", "chunk_scopes", "line_scope"]
 
 # Around a line, what a crashed or padding writer leaves: a line that is an object once
 # these are stripped is shipped as that object (by :mod:`~auditshipd.delivery.lines`), so
@@ -125,16 +125,3 @@ class SinkScope:
 
     def admits_line(self, line: bytes) -> bool:
         return self.admits(*line_scope(line))
-
-
-def end_backfills(members: Iterable[Any], timed: int, scoped: int) -> tuple[int, int]:
-    """Clear the ``start_at`` time of the sinks among ``members`` that have one: joined to
-    a pass that has read the journal to its end, their backfill is done, and from now on
-    every line counts for them (a late event too). Returns the pass's counts of members
-    with a time and of scoped members, updated."""
-    for m in list(members):
-        if m.scope.since is not None:
-            m.scope.since = m.processor.scope.since = None
-            timed -= 1
-            scoped -= m.scope.everything
-    return timed, scoped
