@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from ..config import Config, SinkConfig
@@ -37,6 +38,7 @@ from .commits import CommitSaver
 from .fanout import SharedPass
 from .lines import LineProcessor, ProcessedChunk
 from .outbox import Outbox
+from .positions import needs_segment
 from .quarantine import QuarantineRecord
 from .scope import SinkScope
 from .sealing import sealing_for
@@ -159,7 +161,7 @@ class SinkDriver(Outbox):
             # What it still needs of segments that left the glob, while the pass keeps
             # them for it: its successor (a reload, a restart) reads on from these.
             held = take_held(self.shared.held_for(self) if self.shared else {},
-                             keep_only(self.inherit, self.holds_segment))
+                             keep_only(self.inherit, partial(needs_segment, self)))
             self._leave_pass()
             if not self._sink_ready.is_set():
                 starting.cancel()

@@ -62,7 +62,7 @@ def check_database(database: str) -> tuple[str, str | None]:
     scheme, sep, rest = database.partition("://")
     if not sep:
         return database, None
-    if scheme.lower() not in _POSTGRES_SCHEMES:
+    if not is_postgres_url(database):
         return database, (f"a {scheme!r} URL is not a database auditshipd can use: give a"
                           " SQLite file path or a postgresql:// URL")
     database = f"{scheme.lower()}://{rest}"

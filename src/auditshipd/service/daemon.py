@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from ..delivery.commits import CommitSaver
 from ..delivery.contexts import sink_context
 from ..delivery.driver import SinkDriver
 from ..delivery.fanout import SharedPass
+from ..delivery.positions import needs_segment
 from ..errors import ConfigError
 from ..journal.held import keep_only, take_held
 from ..journal.watch import ChangeSignal, JournalWatcher
@@ -326,7 +328,7 @@ class Daemon:
             await driver.start()
         except BaseException:
             take_held(self.leftovers.setdefault(sc.name, {}),
-                      keep_only(driver.inherit, driver.holds_segment))
+                      keep_only(driver.inherit, partial(needs_segment, driver)))
             raise
         return driver
 
@@ -366,7 +368,8 @@ class Daemon:
 
     def _drop_leftovers(self, keep: Iterable[str] = ()) -> None:
         """Close the held descriptors of sinks no driver will run again."""
-        for name in [n for n in self.leftovers if n not in set(keep)]:
+        keep = set(keep)
+        for name in [n for n in self.leftovers if n not in keep]:
             take_held({}, self.leftovers.pop(name))
 
     async def _stop_watcher(self, task: asyncio.Task[None]) -> None:
