@@ -40,6 +40,32 @@ def test_stream_file_errors_name_their_line_and_every_sink(tmp_path: Path) -> No
     ]
 
 
+def test_a_duplicate_stream_sink_name_and_integrity_without_a_key_name_their_line(
+        tmp_path: Path) -> None:
+    streams = tmp_path / "streams"
+    streams.mkdir()
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(f'streams_dir = "{streams}"\n[journal]\nstate_dir = "{tmp_path}/s"\n'
+                      '[[sinks]]\nname = "globex.siem"\ntype = "file"\npath = "g.jsonl"\n')
+    (streams / "acme.toml").write_text(
+        '[[sinks]]\nname = "siem"\ntype = "file"\npath = "x.jsonl"\n\n'
+        '[[sinks]]\ntype = "file"\npath = "y.jsonl"\nname = "siem"\n\n'
+        '[[sinks]]\nname = "signed"\ntype = "file"\npath = "z.jsonl"\nintegrity = true\n')
+    (streams / "globex.toml").write_text('[[sinks]]\nname = "siem"\ntype = "file"\n'
+                                         'path = "x.jsonl"\n')
+    loaded, _pm, _types = load_runtime(config)
+    acme = loaded.stream_errors["acme"]
+    source = streams / "acme.toml"
+    assert [str(e) for e in getattr(acme, "errors", [acme])] == [
+        f"{source}:9: sinks[1] (acme.siem).name: duplicate sink name 'acme.siem'",
+        f"{source}:15: sinks[2] (acme.signed).integrity: integrity = true needs [integrity]"
+        f" signing_key in {config}",
+    ]
+    globex = loaded.stream_errors["globex"]
+    assert str(globex) == (f"{streams / 'globex.toml'}:2: sinks[0] (globex.siem).name:"
+                           " duplicate sink name 'globex.siem'")
+
+
 def test_a_reload_moving_the_journal_names_the_line_of_journal(tmp_path: Path) -> None:
     config = tmp_path / "auditshipd.toml"
     config.write_text(f'[journal]\nstate_dir = "{tmp_path}/s"\n')

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -32,14 +33,8 @@ def load_stream_files(
     for path in sorted(d.glob("*.toml")):
         org = path.stem
         try:
-            sinks = parse_stream_file(path, org, sink_types)
-            for sc in sinks:
-                if sc.name in names:
-                    raise ConfigError(f"duplicate sink name {sc.name!r}", file=str(path),
-                                      key="sinks.name")
-                if sc.integrity and not integrity:
-                    raise ConfigError(f"integrity = true needs [integrity] signing_key in"
-                                      f" {source}", file=str(path), key="sinks.integrity")
+            sinks = parse_stream_file(path, org, sink_types, taken=names,
+                                      integrity=integrity, config=source)
         except ConfigError as exc:
             errors[org] = exc
             continue
@@ -52,9 +47,15 @@ def load_stream_files(
     return out, errors
 
 
-def parse_stream_file(path: Path, org: str, sink_types: dict[str, SinkType]) -> list[SinkConfig]:
+def parse_stream_file(
+    path: Path, org: str, sink_types: dict[str, SinkType], *,
+    taken: Collection[str] = (), integrity: bool = False, config: str = "the daemon's config",
+) -> list[SinkConfig]:
     """The sinks of one organization's stream file. Their scope is that organization,
-    always: a file cannot widen it. Sink names become ``<org>.<name>``."""
+    always: a file cannot widen it. Sink names become ``<org>.<name>``; one already in
+    ``taken`` (or given twice in the file) is an error, as is ``integrity = true`` when
+    the daemon's config (``config``) has no [integrity] (``integrity`` False). Errors name
+    the line."""
     source = str(path)
     if not ORGANIZATION_SLUG_RE.match(org):
         raise ConfigError("file name must be <organization-slug>.toml (lowercase letters,"
@@ -81,6 +82,15 @@ def parse_stream_file(path: Path, org: str, sink_types: dict[str, SinkType]) -> 
             sc = sink_config(table, i, source, sink_types)
         except ConfigError as exc:
             errors.extend(getattr(exc, "errors", [exc]))
+            continue
+        where = f"sinks[{i}] ({sc.name})"
+        if sc.name in taken or any(o.name == sc.name for o in out):
+            errors.append(ConfigError(f"duplicate sink name {sc.name!r}", file=source,
+                                      key=f"{where}.name"))
+            continue
+        if sc.integrity and not integrity:
+            errors.append(ConfigError(f"integrity = true needs [integrity] signing_key in"
+                                      f" {config}", file=source, key=f"{where}.integrity"))
             continue
         sc.stream_org = org
         sc.source = source
