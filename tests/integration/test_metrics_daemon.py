@@ -86,6 +86,7 @@ def test_counters_and_histogram_survive_reloads(tmp_path: Path) -> None:
         async with running_daemon(config) as d:
             ids = write_events(journal, "a", 5)
             await until(lambda: set(ids) <= set(read_jsonl_ids(out)), "first delivery")
+            await until(lambda: d.drivers["f"].stats.delivered >= 5, "acknowledged")
             before = await scrape()
             assert before["auditshipd_events_delivered_total"] >= 5
             assert before["auditshipd_batch_latency_seconds_count"] >= 1
@@ -109,5 +110,43 @@ def test_counters_and_histogram_survive_reloads(tmp_path: Path) -> None:
             final = await scrape()
             assert final["auditshipd_events_delivered_total"] >= \
                 after_server["auditshipd_events_delivered_total"] + 3
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_sink_leaves_metrics_and_counts_from_zero_when_added_again(
+        tmp_path: Path) -> None:
+    port = free_port()
+    config, journal = tmp_path / "auditshipd.toml", tmp_path / "journal" / "audit.jsonl"
+    listen = f'listen = "127.0.0.1:{port}"'
+    keep = file_sink(tmp_path / "keep.jsonl", "keep", batch="timeout = 0.05")
+    gone_out = tmp_path / "gone.jsonl"
+    gone = file_sink(gone_out, "gone", batch="timeout = 0.05")
+    config.write_text(_config(tmp_path, keep + gone, listen))
+
+    async def text() -> str:
+        return (await _get(f"http://127.0.0.1:{port}/metrics"))[1]
+
+    async def scenario() -> None:
+        async with running_daemon(config) as d:
+            ids = write_events(journal, "a", 5)
+            await until(lambda: set(ids) <= set(read_jsonl_ids(gone_out)), "first delivery")
+            # the file is written before the batch is acknowledged: wait for the counts
+            await until(lambda: d.drivers["gone"].stats.delivered >= 5
+                        and d.drivers["keep"].stats.delivered >= 5, "both acknowledged")
+            first = await text()
+            assert _sample(first, "auditshipd_events_delivered_total", "gone") >= 5
+            assert _sample(first, "auditshipd_batch_latency_seconds_count", "gone") >= 1
+            config.write_text(_config(tmp_path, keep, listen))
+            assert await d.reload()
+            removed = await text()
+            assert 'sink="gone"' not in removed
+            assert _sample(removed, "auditshipd_events_delivered_total", "keep") >= 5
+            # Added again (its cursor kept): its counters start over, as a new series.
+            config.write_text(_config(tmp_path, keep + gone, listen))
+            assert await d.reload()
+            again = await text()
+            assert _sample(again, "auditshipd_events_delivered_total", "gone") == 0
+            assert _sample(again, "auditshipd_batch_latency_seconds_count", "gone") == -1.0
 
     asyncio.run(scenario())

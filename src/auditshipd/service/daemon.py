@@ -410,7 +410,7 @@ class Daemon:
         def observe(seconds: float) -> None:
             metrics = self.metrics
             if metrics is not None:
-                metrics.batch_latency.labels(sink_name).observe(seconds)
+                metrics.batch_latency_observer(sink_name)(seconds)
 
         return observe
 

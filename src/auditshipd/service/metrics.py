@@ -124,6 +124,8 @@ class DaemonCollector(Collector):
         follow = getattr(self.daemon.config.journal, "follow_symlinks", False)
         drivers = dict(self.daemon.drivers)
         retired = getattr(self.daemon, "retired", None)
+        if retired is not None:
+            retired.keep_only(configured_sinks(self.daemon))
         # A sink's counters: its drivers replaced during this run plus the live one.
         for name in sorted(set(drivers) | set(retired.totals if retired else ())):
             driver = drivers.get(name)
@@ -166,6 +168,7 @@ class DaemonMetrics:
             "Seconds from a batch's first delivery attempt to its acknowledgement",
             ["sink"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.readiness = ReadinessMonitor(daemon, mc.ready_stuck_after)
+        self._latency_sinks: set[str] = set()
 
     def reconfigure(self, mc: MetricsConfig) -> None:
         """New ``[metrics]`` settings: a fresh readiness monitor on them."""
@@ -173,12 +176,23 @@ class DaemonMetrics:
         self.readiness = ReadinessMonitor(self.daemon, mc.ready_stuck_after)
 
     def batch_latency_observer(self, sink_name: str) -> Callable[[float], None]:
+        self._latency_sinks.add(sink_name)
         return self.batch_latency.labels(sink_name).observe
 
     def render(self) -> bytes:
+        configured = configured_sinks(self.daemon)
+        for name in list(self._latency_sinks):  # removed sinks leave, as their counters do
+            if name not in configured:
+                self._latency_sinks.discard(name)
+                self.batch_latency.remove(name)
         return generate_latest(self.registry)
 
 
+
+
+def configured_sinks(daemon: Any) -> set[str]:
+    """The names of the sinks in the daemon's running config (enabled or not)."""
+    return {sc.name for sc in daemon.config.sinks}
 
 
 _METRICS = web.AppKey("metrics", DaemonMetrics)

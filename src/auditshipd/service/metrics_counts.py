@@ -1,6 +1,7 @@
 """The counts of the sink drivers a daemon replaced (a reload changing a sink, a crash):
 added to the live driver's in ``/metrics``, so a sink's counters never go backwards while
-the process runs."""
+the process runs. A sink removed from the config is forgotten: its series leave
+``/metrics`` at the next scrape."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ class RetiredCounts:
         totals = self.totals.setdefault(name, dict.fromkeys(COUNTED, 0))
         for attr in COUNTED:
             totals[attr] += int(getattr(stats, attr, 0))
+
+    def keep_only(self, names: set[str]) -> None:
+        """Forget the sinks not in ``names`` (removed from the config): their series leave
+        ``/metrics``, and a sink added again later under the same name counts from zero."""
+        for name in [n for n in self.totals if n not in names]:
+            del self.totals[name]
 
     def of(self, name: str, attr: str) -> int:
         return self.totals.get(name, {}).get(attr, 0)
