@@ -118,3 +118,39 @@ def test_ecs_keeps_a_readable_time_as_the_event_wrote_it(at):
     assert outs[0] == outs[1] == outs[2]
     doc = msgspec.json.decode(outs[0][0])
     assert doc["@timestamp"] == at and "occurred_at" not in doc["auditshipd"]
+
+
+# Readable RFC 3339 that Elasticsearch's strict_date_optional_time refuses or reads
+# otherwise, and the @timestamp each becomes.
+LOOSE = [("2024-05-01 12:00:01.5Z", "2024-05-01T12:00:01.500Z"),
+         ("2024-05-01t12:00:01z", "2024-05-01T12:00:01.000Z"),
+         ("2024-05-01T12:00:01", "2024-05-01T12:00:01.000Z"),
+         ("2024-05-01T14:00:01+0200", "2024-05-01T12:00:01.000Z"),
+         ("2024-05-01T12:00Z", "2024-05-01T12:00:00.000Z"),
+         (" 2024-05-01T12:00:01Z", "2024-05-01T12:00:01.000Z"),
+         ("2024-05-01T12:00:01,25Z", "2024-05-01T12:00:01.250Z")]
+STRICT = ["2024-05-01T12:00:01Z", "2024-05-01T12:00:01.123456789Z",
+          "2024-05-01T14:00:01.5+02:00", "2024-05-01T12:00:01.000Z"]
+
+
+@pytest.mark.parametrize(("text", "stamp"), LOOSE)
+def test_ecs_timestamp_is_strict_rfc3339_in_every_tier(text, stamp):
+    """A readable time in a loose form becomes its instant in UTC in ``@timestamp`` (a
+    date field Elasticsearch parses with strict_date_optional_time), the original kept
+    in ``auditshipd.occurred_at``; every tier writes the same bytes."""
+    lines = [line(occurred_at=text)]
+    outs = [encode(lines) for encode in tiers("ecs")]
+    assert outs[0] == outs[1] == outs[2]
+    doc = _decode(outs[0][0])
+    assert doc["@timestamp"] == stamp
+    assert doc["auditshipd"]["occurred_at"] == text
+
+
+@pytest.mark.parametrize("text", STRICT)
+def test_ecs_keeps_a_strict_time_as_written(text):
+    lines = [line(occurred_at=text)]
+    outs = [encode(lines) for encode in tiers("ecs")]
+    assert outs[0] == outs[1] == outs[2]
+    doc = _decode(outs[0][0])
+    assert doc["@timestamp"] == text
+    assert "occurred_at" not in doc.get("auditshipd", {})

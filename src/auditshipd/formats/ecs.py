@@ -8,22 +8,43 @@ Management, Web Resources and API Activity -> ``configuration``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
+from ..timestamps import format_rfc3339, parse_rfc3339
 from .base import Encoder
 from .event import epoch_ms, failed, ip_or_none, party, target_user, text
 from .ocsf_actions import ActionTable, OcsfAction
 
-__all__ = ["ECS_VERSION", "EPOCH", "OcsfAction", "EcsEncoder", "ecs_kind"]
+__all__ = ["ECS_VERSION", "EPOCH", "OcsfAction", "EcsEncoder", "ecs_kind", "ecs_timestamp",
+           "strict_rfc3339"]
 
 ECS_VERSION = "8.17.0"
 # ``@timestamp`` (a required date) of an event whose ``occurred_at`` cannot be read: the
 # epoch, never the encoding time, so encoding the event again writes the same bytes.
 EPOCH = "1970-01-01T00:00:00.000Z"
+# RFC 3339 (or a date alone) as Elasticsearch's default date format
+# (strict_date_optional_time) reads it. A readable time in any other form (a space for
+# the T, a lowercase z, no offset, no seconds) is written as its instant in UTC, the
+# original kept in auditshipd.occurred_at.
+strict_rfc3339 = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2}))?",
+                     re.ASCII).fullmatch
 _encode = msgspec.json.Encoder().encode
+
+
+def ecs_timestamp(at: Any) -> str | None:
+    """``@timestamp`` of an ``occurred_at``: the text itself when it is strict RFC 3339,
+    the instant in UTC (milliseconds) when it is readable in another form, None when it
+    cannot be read."""
+    if epoch_ms(at) is None:
+        return None
+    if strict_rfc3339(at):
+        return at
+    when = parse_rfc3339(at)
+    return None if when is None else format_rfc3339(when)
 
 
 def ecs_kind(row: OcsfAction) -> tuple[str, list[str]]:
@@ -67,8 +88,8 @@ class EcsEncoder(Encoder):
         if "id" in e:
             ev["id"] = str(e["id"])
         at = e.get("occurred_at")
-        readable = epoch_ms(at) is not None
-        out: dict[str, Any] = {"@timestamp": at if readable else EPOCH,
+        stamp = ecs_timestamp(at)
+        out: dict[str, Any] = {"@timestamp": stamp or EPOCH,
                                "ecs": {"version": ECS_VERSION}, "event": ev}
         actor = party(e.get("actor"))
         user: dict[str, Any] = {}
@@ -100,7 +121,7 @@ class EcsEncoder(Encoder):
             if o:
                 out["organization"] = o
         extra: dict[str, Any] = {}
-        if not readable:
+        if stamp is None or stamp != at:
             extra["occurred_at"] = at
         if actor is not None and actor.type:
             extra["actor_type"] = actor.type

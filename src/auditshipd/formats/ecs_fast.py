@@ -13,7 +13,7 @@ from typing import Any
 
 from msgspec import UNSET
 
-from .ecs import ECS_VERSION, EcsEncoder, ecs_kind
+from .ecs import ECS_VERSION, EcsEncoder, ecs_kind, strict_rfc3339
 from .event import failed, ip_or_none
 from .fastpath import FastLines
 from .ocsf_actions import OcsfAction
@@ -113,8 +113,8 @@ class FastEcsEncoder(FastLines, EcsEncoder):
         action = v.action or "unknown"
         plans = self.plans.map
         at = v.occurred_at
-        if epoch_ms_fast(at) is None:  # the epoch, the original kept: the reference writes it
-            return None
+        if epoch_ms_fast(at) is None or not strict_rfc3339(at):  # the epoch or the instant
+            return None  # in UTC, the original kept: the reference writes it
         parts = [b'{"@timestamp":', jstr(at),
                  plans.get(action) or self.plans.get(action)]
         if v.id is not UNSET:
