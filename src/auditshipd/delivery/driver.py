@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -170,7 +171,7 @@ class SinkDriver(Outbox):
             await asyncio.gather(starting, return_exceptions=True)
             if self.job.holds_anything() and self._sink_ready.is_set():
                 self._send_current()  # flush what was read (the deadline bounds it)
-            await self._drain()
+            await self._drain(self.config.shutdown_timeout if sys.exc_info()[0] else None)
             if own is not None:
                 own.cancel()
                 await asyncio.gather(own, return_exceptions=True)
@@ -201,10 +202,8 @@ class SinkDriver(Outbox):
         """The shutdown deadline passed: cancel in-flight deliveries and start no new
         one. Their events stay after the committed cursor and are read again on the next
         start; :meth:`run` still persists the cursor and closes the sink."""
-        self._aborted = True
         self._stopping.set()
-        for task in list(self._tasks):
-            task.cancel()
+        super().abort()
 
     async def _until_ready(self) -> None:
         """Wait until the sink started (or the driver stops)."""

@@ -295,10 +295,24 @@ class Outbox:
         """Bring the stats up to date before they are written or read."""
         self.health.sync()
 
-    async def _drain(self) -> None:
-        """Wait for in-flight batches; :meth:`abort` (shutdown deadline) cancels them."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def _drain(self, limit: float | None = None) -> None:
+        """Wait for in-flight batches; :meth:`abort` (shutdown deadline) cancels them, as
+        does ``limit`` seconds passing (a crashed driver's: its restart must not wait for
+        a batch that retries for ever; what it cancels is read again)."""
+        loop = asyncio.get_running_loop()
+        timer = None if limit is None else loop.call_later(limit, self.abort)
+        try:
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def abort(self) -> None:
+        """Cancel in-flight deliveries and start no new one."""
+        self._aborted = True
+        for task in list(self._tasks):
+            task.cancel()
 
     @property
     def inflight(self) -> int:
