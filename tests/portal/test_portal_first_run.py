@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -49,10 +48,9 @@ type = "portal"
 
 
 def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run a suggested command in a shell from another directory, with the installed
-    ``auditshipd`` on PATH."""
-    env = {**os.environ, "USER": "first-admin",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """Run a suggested command in a shell from another directory, with the system's
+    PATH only (the venv's ``bin`` not on it, as in a clone whose venv is not activated)."""
+    env = {**os.environ, "USER": "first-admin", "PATH": "/usr/local/bin:/usr/bin:/bin"}
     return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -141,3 +139,15 @@ type = "portal"
     assert not (elsewhere / "var").exists()
     journal = app / "var" / "journal" / "audit.jsonl"
     assert any(json.loads(line)["action"] == "user.login" for line in journal.read_text().splitlines())
+
+
+def test_hints_name_auditshipd_when_the_shell_finds_this_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditshipd.portal import hints
+    from auditshipd.service.scaffold import installed_executable
+
+    own = installed_executable()
+    monkeypatch.setattr(hints.shutil, "which", lambda name: own)
+    assert hints.emit_command(None).startswith("auditshipd emit ")
+    monkeypatch.setattr(hints.shutil, "which", lambda name: "/usr/bin/auditshipd")
+    assert hints.emit_command(None).startswith(f"{own} emit ")

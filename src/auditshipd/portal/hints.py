@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
+
+from ..service.scaffold import installed_executable
 
 __all__ = ["emit_command", "token_command"]
 
@@ -51,14 +54,28 @@ def _run_as(config: Any) -> str:
         return ""
 
 
+def _program() -> str:
+    """``auditshipd`` when a shell finds this install under that name; otherwise the
+    full path of this install's script (a venv not on ``PATH``, as a clone's ``.venv``
+    is), which a shell runs from anywhere."""
+    own = installed_executable()
+    if not os.path.isfile(own):
+        return "auditshipd"  # not found: the name is the best guess
+    found = shutil.which("auditshipd")
+    if found is not None and os.path.realpath(found) == os.path.realpath(own):
+        return "auditshipd"
+    return shlex.quote(own)
+
+
 def token_command(config: Any) -> str:
     """Creates an admin token named after the user running it, and prints it."""
-    return f'{_prefix(config)}auditshipd token create{_config_option(config)} --name "$USER" --role admin'
+    return (f'{_prefix(config)}{_program()} token create{_config_option(config)}'
+            ' --name "$USER" --role admin')
 
 
 def emit_command(config: Any) -> str:
     """Records one test event in the journal the daemon ships from."""
     return (
-        f"{_prefix(config)}auditshipd emit{_config_option(config)} user.login "
+        f"{_prefix(config)}{_program()} emit{_config_option(config)} user.login "
         "--actor-email you@example.com"
     )
