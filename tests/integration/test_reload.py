@@ -68,7 +68,9 @@ def test_reload_with_valid_and_invalid_edits_while_events_flow(ws):
         ws.write_config(file_sink("a", a, 'concurrency = 2') + file_sink("b", b))
         wait_for(lambda: b"config reloaded" in d.log(), 30, message="reload")
         # invalid edit: rejected, the running config stays
-        ws.config.write_text(ws.config.read_text() + "\n[[sinks]]\nname = 3\n")
+        broken = ws.config.read_text() + "\n[[sinks]]\nname = 3\n"
+        header = len(broken.splitlines()) - 1  # the line of the broken [[sinks]]
+        ws.config.write_text(broken)
         wait_for(lambda: b"config reload rejected" in d.log(), 30, message="rejection")
         assert d.poll() is None
         # valid again, via SIGHUP as well: removes b
@@ -84,7 +86,8 @@ def test_reload_with_valid_and_invalid_edits_while_events_flow(ws):
     got_b = ids_in(b)
     assert len(got_b) == len(set(got_b)) and got_b == writer.ids[: len(got_b)]
     log = d.log().decode()
-    assert "auditshipd.toml: sinks[2].type: missing required key" in log  # file and key
+    # file, line (the sink's, which lacks the key) and key
+    assert f"auditshipd.toml:{header}: sinks[2].type: missing required key" in log
     # the reload itself was recorded as an audit event, with sink names only
     events = [json.loads(x) for x in ws.journal.read_text().splitlines()]
     updates = [e for e in events if e["action"] == "log_stream.updated"]

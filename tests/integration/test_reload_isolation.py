@@ -151,7 +151,8 @@ def _healthz(port: int) -> int:
         return answer.status
 
 
-def test_a_metrics_address_taken_at_reload_keeps_the_previous_one(tmp_path: Path) -> None:
+def test_a_reload_to_a_taken_metrics_address_is_refused(tmp_path: Path) -> None:
+    """The reload is refused as a whole; the endpoint stays where it was."""
     out, config = tmp_path / "out.jsonl", tmp_path / "auditshipd.toml"
     before = free_port()
     config.write_text(_config(tmp_path, _file_sink("out", out), metrics=f"127.0.0.1:{before}"))
@@ -163,7 +164,7 @@ def test_a_metrics_address_taken_at_reload_keeps_the_previous_one(tmp_path: Path
             async with running_daemon(config) as d:
                 config.write_text(_config(tmp_path, _file_sink("out", out),
                                           metrics=f"127.0.0.1:{taken.getsockname()[1]}"))
-                assert await d.reload()
+                assert not await d.reload()
                 assert await asyncio.to_thread(_healthz, before) == 200
                 ids = write_events(_journal(tmp_path), "a", 5)
                 await until(lambda: set(ids) <= set(read_jsonl_ids(out)), "delivery goes on")

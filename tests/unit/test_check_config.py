@@ -112,11 +112,22 @@ def test_syntax_error_has_its_line():
     assert info.value.line == 3 and str(info.value).startswith("c.toml:3: invalid TOML")
 
 
-def test_ambiguous_key_gets_no_line():
-    """A key written twice in a sink's region (a table and a sub-table) gets no line
-    rather than a wrong one."""
+def test_a_key_written_in_a_table_and_a_sub_table_gets_the_line_of_its_own():
+    """A sink's own `timeout` and its [sinks.retry] `timeout`: each error names the line
+    in its own table."""
     text = ('[[sinks]]\nname = "w"\ntype = "file"\npath = "/tmp/a"\ntimeout = 1\n'
             '[sinks.retry]\ntimeout = 2\n')
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(text, "c.toml", TYPES)
+    assert {e.key: e.line for e in info.value.errors} == {
+        "sinks[0] (w).timeout": 5, "sinks[0] (w).retry.timeout": 7}
+
+
+def test_ambiguous_key_gets_no_line():
+    """A key written twice in its table (once in an inline sub-table) gets no line
+    rather than a wrong one."""
+    text = ('[[sinks]]\nname = "w"\ntype = "file"\npath = "/tmp/a"\ntimeout = 1\n'
+            'retry = { timeout = 2 }\n')
     with pytest.raises(ConfigErrors) as info:
         parse_config(text, "c.toml", TYPES)
     assert {e.key: e.line for e in info.value.errors} == {

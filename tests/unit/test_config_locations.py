@@ -76,3 +76,72 @@ def test_a_reload_moving_the_journal_names_the_line_of_journal(tmp_path: Path) -
         require_same_journal(new, running)
     assert str(caught.value) == (f"{config}:3: journal: changing [journal] needs a restart"
                                  " (the running journal settings stay until then)")
+
+
+SHIPPED = Path(__file__).parents[2] / "config" / "auditshipd.toml"
+
+
+def _all_errors(config: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_runtime(config)
+    return [str(e) for e in getattr(caught.value, "errors", [caught.value])]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "error"), [
+    ('listen = "127.0.0.1:9750"', 'listen = "127.0.0.1:97500"', 35,
+     "metrics.listen: port must be between 0 and 65535"),
+    ('listen = "127.0.0.1:8750"', 'listen = "localhost"', 31,
+     'portal.listen: must be "host:port" (IPv6 as "[::1]:port")'),
+])
+def test_a_key_of_the_shipped_config_is_found_in_its_own_table(
+        tmp_path: Path, old: str, new: str, line: int, error: str) -> None:
+    """The shipped config has `listen` in [portal] and in [metrics]: each error names
+    the line of the table's own key; [metrics] and [portal] say the same of an address."""
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(SHIPPED.read_text().replace(old, new).replace(
+        'state_dir = "var/state"', f'state_dir = "{tmp_path}/state"'))
+    assert _all_errors(config) == [f"{config}:{line}: {error}"]
+
+
+def test_a_key_of_a_sink_sub_table_is_found_in_that_table(tmp_path: Path) -> None:
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(f'[journal]\nstate_dir = "{tmp_path}/s"\n\n'
+                      '[[sinks]]\nname = "out"\ntype = "file"\npath = "o.jsonl"\n'
+                      '[sinks.batch]\nmax_bytes = 4096\n'
+                      '[sinks.dead_letter]\nmax_bytes = -1\n')
+    assert _all_errors(config) == [
+        f"{config}:11: sinks[0] (out).dead_letter.max_bytes: value out of range"]
+
+
+def test_a_missing_sink_key_names_the_line_of_its_sink(tmp_path: Path) -> None:
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(f'[journal]\nstate_dir = "{tmp_path}/s"\n\n'
+                      '[[sinks]]\nname = "out"\ntype = "file"\npath = "o.jsonl"\n\n'
+                      '[[sinks]]\nname = "siem"\ntype = "http"\n[sinks.batch]\nmax_events = 5\n')
+    assert _all_errors(config) == [f"{config}:9: sinks[1] (siem).url: missing required key"]
+
+
+def test_a_journal_path_naming_a_directory_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "journal").mkdir()
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(f'[journal]\npath = "{tmp_path}/journal"\nstate_dir = "{tmp_path}/s"\n')
+    assert _all_errors(config) == [
+        f"{config}:2: journal.path: {tmp_path}/journal is a directory: name the journal file"
+        f" (for example {tmp_path}/journal/audit.jsonl)"]
+
+
+@pytest.mark.parametrize("value", [
+    "https://siem.example.com/ingest/${SIEM-PATH}", "${CFGLOC_UNSET_URL}"])
+def test_a_reference_error_is_the_only_error_of_its_key(
+        tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The value left in place of a malformed or unset reference is not checked: no
+    second error about text the file does not hold."""
+    monkeypatch.delenv("CFGLOC_UNSET_URL", raising=False)
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(f'[journal]\nstate_dir = "{tmp_path}/s"\n'
+                      f'[[sinks]]\nname = "siem"\ntype = "http"\nurl = "{value}"\n'
+                      '[sinks.batch]\nmax_events = "${CFGLOC-N}"\n')
+    errors = _all_errors(config)
+    assert [e.split(": ", 3)[:2] for e in errors] == [
+        [f"{config}:6", "sinks[0] (siem).url"], [f"{config}:8", "sinks[0] (siem).batch.max_events"]]
+    assert "must be an http" not in "\n".join(errors) and "wrong type" not in "\n".join(errors)

@@ -20,6 +20,7 @@ import msgspec.inspect as mi
 
 from ..errors import ConfigError, ConfigErrors
 from .options import type_info
+from .references import is_reference_error
 from .tables import explain
 
 __all__ = ["convert_all", "did_you_mean", "known_keys", "non_finite", "raise_all", "with_lines"]
@@ -144,16 +145,65 @@ def _regions(lines: list[str]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _line_of(key: str, lines: list[str], regions: dict[str, tuple[int, int]]) -> int | None:
+def _table_name(line: str) -> str | None:
+    """The table a ``[table]`` header line opens (``[ "a" . b ]`` -> ``a.b``); None for
+    another line and for an ``[[array]]`` header."""
+    m = _HEADER_RE.match(line)
+    if not m or line.lstrip().startswith("[["):
+        return None
+    return ".".join(p.strip().strip("\"'") for p in m.group(1).split("."))
+
+
+def _table_region(lines: list[str], lo: int, hi: int, table: str) -> tuple[int, int] | None:
+    """The lines of ``[table]`` within ``lo:hi``: its header up to the next header."""
+    for n in range(lo, hi):
+        if _table_name(lines[n]) == table:
+            end = next((k for k in range(n + 1, hi) if _HEADER_RE.match(lines[k])), hi)
+            return n, end
+    return None
+
+
+def _key_region(lines: list[str], lo: int, hi: int, prefix: str,
+                tables: list[str]) -> tuple[int, int] | None:
+    """The region of the innermost table of ``tables`` (``["batch"]``: ``[prefix.batch]``,
+    ``["a", "b"]``: ``[a.b]``, else ``[a]``) that has a header within ``lo:hi``."""
+    for j in range(len(tables), 0, -1):
+        region = _table_region(lines, lo, hi, ".".join([*([prefix] if prefix else []),
+                                                        *tables[:j]]))
+        if region is not None:
+            return region
+    return None
+
+
+def _line_of(key: str, reason: str, lines: list[str],
+             regions: dict[str, tuple[int, int]]) -> int | None:
+    """The line of ``key`` in ``lines``, found once within its own table (a sink's
+    ``[[sinks]]`` and sub-tables, ``[table]`` or ``[table.sub]``); for a missing key,
+    the header of the table that lacks it."""
     m = re.match(r"(sinks\[\d+\])(?: \([^)]*\))?", key)
-    lo, hi = regions.get(m.group(1), (0, 0)) if m else (0, len(lines))
+    if m and m.group(1) not in regions:
+        return None
+    lo, hi = regions[m.group(1)] if m else (0, len(lines))
     rest = key[m.end():] if m else key
-    last = re.sub(r"\[\d+\]$", "", rest).rsplit(".", 1)[-1]
-    if not last:  # the sink as a whole: its [[sinks]] line
-        return lo + 1 if m and m.group(1) in regions else None
+    parts = [p for p in re.sub(r"\[\d+\]", "", rest).split(".") if p]
+    if not parts:  # the sink as a whole: its [[sinks]] line
+        return lo + 1 if m else None
+    last, tables = parts[-1], parts[:-1]
+    if tables:
+        region = _key_region(lines, lo, hi, "sinks" if m else "", tables)
+    else:  # a key of the sink or of the top level itself: before their first sub-table
+        first = lo + 1 if m else lo
+        region = lo, next((k for k in range(first, hi) if _HEADER_RE.match(lines[k])), hi)
+    if reason == "missing required key":  # not in the file: the table that lacks it
+        if region is not None and (tables or m):
+            return region[0] + 1
+        return lo + 1 if m else None
     pat = re.compile(rf"(?:^|[{{,.])\s*[\"']?{re.escape(last)}[\"']?\s*=|^\s*\[+[^\]]*\b{re.escape(last)}\s*\]")
-    hits = [n for n in range(lo, hi) if pat.search(lines[n].split("#", 1)[0])]
-    return hits[0] + 1 if len(hits) == 1 else None
+    for a, b in ([region] if region else []) + [(lo, hi)]:
+        hits = [n for n in range(a, b) if pat.search(lines[n].split("#", 1)[0])]
+        if hits:
+            return hits[0] + 1 if len(hits) == 1 else None
+    return None
 
 
 def with_lines(errors: list[ConfigError], text: str | None, source: str) -> list[ConfigError]:
@@ -167,17 +217,29 @@ def with_lines(errors: list[ConfigError], text: str | None, source: str) -> list
     for e in errors:
         line = e.line
         if line is None and e.key and e.file == source:
-            line = _line_of(e.key, lines, regions)
+            line = _line_of(e.key, e.reason, lines, regions)
         out.append(e if line == e.line else
                    ConfigError(e.reason, file=e.file, key=e.key, line=line))
     return out
+
+
+def _without_echoes(errors: list[ConfigError]) -> list[ConfigError]:
+    """``errors`` less those about a value a ``${...}`` error already stands for (the
+    same key, or the list holding it): that value is not what the file says (a
+    placeholder, or nothing for a malformed reference), so a second error would be
+    about text nobody wrote."""
+    refs = {e.key for e in errors if e.key and is_reference_error(e)}
+    if not refs:
+        return errors
+    return [e for e in errors if is_reference_error(e) or not e.key or not any(
+        k == e.key or k.startswith(e.key + "[") for k in refs)]
 
 
 def raise_all(errors: list[ConfigError], text: str | None, source: str) -> None:
     """Raise ``errors`` (with lines): the one error itself, or :class:`ConfigErrors`."""
     if not errors:
         return
-    errors = with_lines(errors, text, source)
+    errors = with_lines(_without_echoes(errors), text, source)
     if len(errors) == 1:
         raise errors[0]
     raise ConfigErrors(errors)

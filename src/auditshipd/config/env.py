@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError, ConfigErrors
 from .collect import with_lines
+from .references import MALFORMED, unset
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,8 +93,6 @@ def is_placeholder(value: str | None) -> bool:
     return bool(_PLACEHOLDERS.get() and value and value.startswith("unset-"))
 
 
-_MALFORMED = ("malformed ${...} reference: write ${NAME} or ${NAME:-default} (NAME: letters,"
-              " digits and '_'; a default cannot hold another reference; $${ is a literal ${)")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -120,8 +119,7 @@ def interpolate(value: Any, source: str, key: str,
                 return ""
             if _PLACEHOLDERS.get():
                 return _placeholder(name)
-            report(ConfigError(f"environment variable {name} is not set", file=source,
-                               key=key or None))
+            report(ConfigError(unset(name), file=source, key=key or None))
             return _placeholder(name)
 
         def expand(part: str) -> str:
@@ -132,7 +130,7 @@ def interpolate(value: Any, source: str, key: str,
                 if m is None or "${" in (m.group(2) or ""):
                     # Never kept as literal text (a token "${SIEM-TOKEN}" would be sent as
                     # is); the text itself is not echoed.
-                    report(ConfigError(_MALFORMED, file=source, key=key or None))
+                    report(ConfigError(MALFORMED, file=source, key=key or None))
                     return ""
                 out.append(sub(m))
                 pos = m.end()

@@ -31,8 +31,8 @@ from .tables import (
     RedactionConfig,
 )
 
-__all__ = ["Config", "collect_config", "default_config_text", "load_config", "parse_config",
-           "read_config_text"]
+__all__ = ["Config", "collect_config", "config_text", "default_config_text", "load_config",
+           "parse_config", "read_config_text"]
 
 DEFAULT_CONFIG_NAME = "<embedded default>"
 
@@ -82,6 +82,15 @@ def read_config_text(path: str | Path | None) -> tuple[str, str]:
         raise ConfigError("file not found", file=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(p)) from None
+
+
+def config_text(source: str) -> str | None:
+    """The text of the config a :class:`Config` was read from (its ``source``), for the
+    lines of errors found later (an address taken); None when it cannot be read."""
+    try:
+        return read_config_text(None if source == DEFAULT_CONFIG_NAME else source)[0]
+    except ConfigError:
+        return None
 
 
 def load_config(path: str | Path | None, sink_types: dict[str, SinkType] | None = None) -> Config:
@@ -185,6 +194,8 @@ def _check_journal(j: JournalConfig, source: str) -> list[ConfigError]:
         ("paths", "at least one journal path (glob) is required", not j.paths),
         ("paths", f"no glob matches journal.path ({j.path}): the events appended there would"
                   " never be read; add it (with its rotated segments: path + \"*\")", unread),
+        ("path", f"{j.path} is a directory: name the journal file (for example"
+                 f" {os.path.join(j.path, 'audit.jsonl')})", os.path.isdir(j.path)),
         ("state_dir", f"{j.state_dir} exists and is not a directory",
          os.path.exists(j.state_dir) and not os.path.isdir(j.state_dir)),
         ("max_line_bytes", "must be at least 64", j.max_line_bytes < 64),

@@ -172,8 +172,7 @@ class MetricsConfig(_Strict):
     allowed_hosts: list[str] = msgspec.field(default_factory=list)
 
     def address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return parse_listen(self.listen)
 
 
 class IntegrityConfig(_Strict):
@@ -236,7 +235,7 @@ class StreamFile(_Strict):
 # The organization slugs: stream file names, portal retention overrides.
 ORGANIZATION_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
-_LISTEN_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
+_LISTEN_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d+)$")
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

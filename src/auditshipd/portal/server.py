@@ -9,6 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..config.collect import with_lines
+from ..config.loading import config_text
+from ..errors import ConfigError
 from ..journal.writer import daemon_journal
 from .access import AccessRecorder
 from .app import build_app, template_environment
@@ -71,6 +74,19 @@ def _ssl_context(pc: PortalConfig) -> ssl.SSLContext | None:
     return context
 
 
+def _cannot_listen(config: Any, pc: PortalConfig, host: str, port: int,
+                   exc: OSError) -> ConfigError:
+    """The portal cannot listen on ``host:port``: a configuration error naming
+    ``portal.listen`` when that is where the address comes from."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = f"cannot listen on {address}: {exc.strerror or exc}"
+    source = getattr(config, "source", None)
+    if (host, port) != (pc.host, pc.port) or not isinstance(source, str):
+        return ConfigError(reason)  # an address given on the command line
+    error = ConfigError(reason, file=source, key="portal.listen")
+    return with_lines([error], config_text(source), source)[0]
+
+
 async def start_portal(
     config: Any,
     *,
@@ -113,7 +129,10 @@ async def start_portal(
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=_ssl_context(pc))
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # the address taken, not one of this host's
+            raise _cannot_listen(config, pc, host, port, exc) from None
     except BaseException:
         await runner.cleanup()
         await store.close()

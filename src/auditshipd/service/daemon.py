@@ -218,6 +218,7 @@ class Daemon:
             # Before the store is read: a rejected config must not move the streams to
             # the store it names.
             require_same_journal(new, self.config)
+            await self.servers.check_addresses(new, self.config)
             # First: a broken stream file's running sinks keep their names, which the
             # store's streams then cannot take.
             self._keep_sinks_of_broken_streams(new)

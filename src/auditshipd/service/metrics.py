@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..config import Config, MetricsConfig
-from ..config.tables import DEFAULT_METRICS_LISTEN
+from ..config.tables import DEFAULT_METRICS_LISTEN, parse_listen
 from ..errors import ConfigError, ConfigErrors
 from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from ..timestamps import parse_time
@@ -52,10 +52,12 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 def metrics_listen_problem(listen: str) -> str | None:
-    """What is wrong with a ``[metrics] listen`` value (None: nothing)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        return 'must be "HOST:PORT" (for example "127.0.0.1:9750")'
+    """What is wrong with a ``[metrics] listen`` value (None: nothing): what
+    ``[portal] listen`` would say of it (:func:`~auditshipd.config.tables.parse_listen`)."""
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

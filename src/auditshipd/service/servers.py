@@ -8,10 +8,15 @@ counts (Prometheus sees no reset of a process that did not restart).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from ..config import Config
+from ..config.collect import raise_all
+from ..config.loading import config_text
+from ..config.tables import DEFAULT_METRICS_LISTEN, parse_listen
+from ..errors import ConfigError
 from ..scrub import scrub_secrets
 
 __all__ = ["Servers"]
@@ -31,6 +36,15 @@ class Servers:
         self._metrics: Any = None  # created on the first start, kept for the whole run
 
     async def start(self, cfg: Config) -> None:
+        """Start the servers ``cfg`` enables. An address they cannot listen on is a
+        ConfigError naming ``portal.listen`` or ``metrics.listen`` and its line."""
+        try:
+            await self._start(cfg)
+        except ConfigError as exc:
+            raise_all(getattr(exc, "errors", [exc]), config_text(cfg.source), cfg.source)
+            raise
+
+    async def _start(self, cfg: Config) -> None:
         if cfg.portal.enabled:
             from ..portal.server import start_portal
 
@@ -43,6 +57,44 @@ class Servers:
                 self._metrics = DaemonMetrics(self.daemon, mc)
             self.metrics_runner = await start_metrics_server(self.daemon, mc, self._metrics)
             self.daemon.metrics = self.metrics_runner.metrics
+
+    async def check_addresses(self, cfg: Config, running: Config) -> None:
+        """Before a reload applies ``cfg``: a ConfigError (with its line) for each
+        ``[portal]`` or explicit ``[metrics]`` address it changes to that cannot be
+        listened on (taken by another process), so that the reload is refused as a
+        whole. A port this daemon's servers hold now is not tried: it is free again
+        once they stop."""
+        if cfg.portal == running.portal and cfg.metrics == running.metrics:
+            return
+        held = self._ports()
+        wanted = []
+        if cfg.portal.enabled:
+            wanted.append(("portal.listen", cfg.portal.listen))
+        if cfg.metrics.enabled and cfg.metrics.listen != DEFAULT_METRICS_LISTEN:
+            wanted.append(("metrics.listen", cfg.metrics.listen))
+        errors = []
+        for key, listen in wanted:
+            host, port = parse_listen(listen)
+            if port in held or port == 0:
+                continue
+            try:
+                server = await asyncio.get_running_loop().create_server(
+                    asyncio.Protocol, host, port)
+            except OSError as exc:
+                errors.append(ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}",
+                                          file=cfg.source, key=key))
+                continue
+            server.close()
+            await server.wait_closed()
+        raise_all(errors, config_text(cfg.source), cfg.source)
+
+    def _ports(self) -> set[int]:
+        """The ports the servers listen on now."""
+        runners = [self.portal.runner if self.portal is not None else None,
+                   self.metrics_runner.runner if self.metrics_runner is not None
+                   and self.metrics_runner.metrics is not None else None]
+        return {address[1] for runner in runners if runner is not None
+                for address in runner.addresses if isinstance(address, tuple)}
 
     async def stop(self) -> None:
         if self.portal is not None:
@@ -70,3 +122,4 @@ class Servers:
         except Exception as exc:  # noqa: BLE001
             log.error("the portal or metrics server cannot start again: %s; it stays off"
                       " until the next reload", scrub_secrets(str(exc)))
+
