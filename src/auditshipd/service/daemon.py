@@ -38,6 +38,7 @@ from .loading import (
     build_redactors,
     config_signature,
     load_runtime,
+    notify_config_loaded,
     require_same_journal,
     sink_fingerprint,
 )
@@ -46,6 +47,7 @@ from .notify import SystemdNotifier
 from .servers import Servers
 from .sink_restarts import SinkRestarts
 from .startup_checks import run_startup_checks
+from .state_lock import hold_state_dir
 from .store_streams import SOURCE as STORE_SOURCE
 from .store_streams import StoreStreams, host_id
 
@@ -109,8 +111,9 @@ class Daemon:
         cfg.sinks.extend(await self.store_streams.sink_configs(cfg, self.types))
         self._cleanups.append(("store streams", self.store_streams.close()))
         self._report_stream_errors(cfg)
-        self.pm.hook.config_loaded(config=cfg)
+        notify_config_loaded(self.pm, cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._cleanups.append(("state dir lock", hold_state_dir(cfg)))
         run_startup_checks(cfg)
         j = cfg.journal
         Path(j.path).parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +253,7 @@ class Daemon:
         self._drop_leftovers(keep=[n for n, sc in new_by.items() if sc.enabled])
         if new.portal != old.portal or new.metrics != old.metrics:
             await self.servers.restart(new, old)
-        self.pm.hook.config_loaded(config=new)
+        notify_config_loaded(self.pm, new)
         if removed or added or changed:
             await asyncio.to_thread(self._record_reload, added, removed, changed)
         log.info("config reloaded: %d added %s, %d removed %s, %d changed %s", len(added), added,
@@ -359,9 +362,8 @@ class Daemon:
 
     def _retire(self, name: str) -> SinkDriver:
         """Take ``name``'s driver out; its counts stay in the sink's metrics, and the
-        descriptors of segments it was still reading that left the glob (renamed away,
-        deleted) wait for the driver that replaces it: a reload or a restart loses none
-        of their lines."""
+        descriptors of segments it still read that left the glob (renamed, deleted) wait
+        for the driver that replaces it: a reload or a restart loses none of their lines."""
         driver = self.drivers.pop(name)
         self.retired.add(name, driver)
         take_held(self.leftovers.setdefault(name, {}), driver.leftover)

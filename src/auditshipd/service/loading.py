@@ -3,6 +3,7 @@ which plugin directories to load, the plugins say which sink types exist)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,11 +19,13 @@ from ..config.loading import collect_config, read_config_text
 from ..errors import ConfigError
 from ..plugin import SinkType
 from ..plugins.manager import build_plugin_manager, sink_types
+from ..scrub import scrub_secrets
 
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
 
-__all__ = ["build_redactors", "config_signature", "load_runtime", "require_same_journal",
+__all__ = ["build_redactors", "config_signature", "load_runtime", "notify_config_loaded",
+           "require_same_journal",
            "sink_fingerprint"]
 
 
@@ -202,3 +205,15 @@ def sink_fingerprint(sc: SinkConfig, config: Config) -> Any:
             config.formats if sc.format != "native" else None,
             (integrity.key.key_id, integrity.digest_interval, integrity.digest_events)
             if integrity is not None else None)
+
+
+def notify_config_loaded(pm: pluggy.PluginManager, config: Config) -> None:
+    """Call the plugins' ``config_loaded`` hook with a config the daemon runs on (at start,
+    or a reload already applied): a plugin that raises is logged, never allowed to stop
+    the daemon or leave a reload half done."""
+    try:
+        pm.hook.config_loaded(config=config)
+    except Exception as exc:  # noqa: BLE001 - a notification; the daemon goes on
+        logging.getLogger("auditshipd").error(
+            "plugin hook config_loaded failed (the daemon goes on): %s: %s",
+            type(exc).__name__, scrub_secrets(str(exc)))
