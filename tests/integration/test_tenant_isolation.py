@@ -220,8 +220,8 @@ def test_stream_file_cannot_widen_its_scope(tmp_path: Path) -> None:
 @pytest.mark.parametrize("c_scanner", ["1", "0"])
 def test_lines_padded_with_nul_or_blanks_go_to_their_organization_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c_scanner: str) -> None:
-    """A line with NUL padding, or after a run of NUL a crash left, is shipped as the
-    object it holds once stripped: its organization is read from it the same way, so
+    """A line with NUL padding, or after a run of NUL a crash left, or after a UTF-8 byte
+    order mark, is shipped as the object it holds once stripped: its organization is read from it the same way, so
     another organization's sink (or a sink whose start_at it misses) never gets it."""
     monkeypatch.setenv("AUDITSHIPD_REDACT_C", c_scanner)
     journal = tmp_path / "journal" / "audit.jsonl"
@@ -232,7 +232,8 @@ def test_lines_padded_with_nul_or_blanks_go_to_their_organization_only(
                         "organization": {"slug": slug}})
 
     data = b"\n".join([event(0, "globex"), event(1, "acme") + b"\x00", b"\x00" * 64 + event(2, "acme"),
-                       b" \t" + event(3, "acme") + b"\r", event(4, "globex")]) + b"\n"
+                       b" \t" + event(3, "acme") + b"\r", event(4, "globex"),
+                       b"\xef\xbb\xbf" + event(5, "acme")]) + b"\n"  # a UTF-8 BOM before it
     journal.write_bytes(data)
     config_path = tmp_path / "auditshipd.toml"
     config_path.write_text(_config_text(tmp_path, [["acme"], ["globex"], None]))
@@ -242,6 +243,6 @@ def test_lines_padded_with_nul_or_blanks_go_to_their_organization_only(
         out = tmp_path / "out" / f"s{i}.jsonl"
         return [_decode(line)["id"] for line in out.read_bytes().splitlines()] if out.exists() else []
 
-    assert ids(0) == ["e1", "e2", "e3"]
+    assert ids(0) == ["e1", "e2", "e3", "e5"]
     assert ids(1) == ["e0", "e4"]
-    assert ids(2) == ["e0", "e1", "e2", "e3", "e4"]
+    assert ids(2) == ["e0", "e1", "e2", "e3", "e4", "e5"]

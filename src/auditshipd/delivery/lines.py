@@ -17,7 +17,7 @@ import msgspec
 
 from ..errors import DropEvent
 from ..redaction.events import check_event
-from .scope import BLANK, SinkScope
+from .scope import SinkScope, unpadded
 
 if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
@@ -145,9 +145,9 @@ class LineProcessor:
         return out
 
     def _retry_or_reject(self, out: ProcessedChunk, i: int, line: bytes, exc: Exception) -> None:
-        stripped = line.strip(BLANK)
+        stripped = unpadded(line)
         if not stripped:
-            return  # an empty line (or \r, or NUL padding): nothing to ship
+            return  # an empty line (or \r, NUL padding, a BOM): nothing to ship
         if stripped != line:
             try:
                 out.lines.append(self._one(stripped))

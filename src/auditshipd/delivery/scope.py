@@ -21,12 +21,23 @@ try:  # the C scanner of the redaction extension (absent in a build without a co
 except ImportError:  # pragma: no cover - exercised by the no-compiler build test
     _c = None
 
-__all__ = ["BLANK", "NOT_AN_OBJECT", "SinkScope", "chunk_scopes", "line_scope"]
+__all__ = ["BLANK", "BOM", "NOT_AN_OBJECT", "SinkScope", "chunk_scopes", "line_scope", "unpadded"]
 
 # Around a line, what a crashed or padding writer leaves: a line that is an object once
 # these are stripped is shipped as that object (by :mod:`~auditshipd.delivery.lines`), so
 # its scope is read the same way.
 BLANK = b" \t\r\x00"
+# A UTF-8 byte order mark: some writers (.NET's Encoding.UTF8, PowerShell) start each file
+# with one, before its first line.
+BOM = b"\xef\xbb\xbf"
+
+
+def unpadded(line: bytes) -> bytes:
+    """``line`` without the :data:`BLANK` bytes around it and a :data:`BOM` before it."""
+    stripped = line.strip(BLANK)
+    if stripped.startswith(BOM):
+        stripped = stripped[len(BOM):].lstrip(BLANK)
+    return stripped
 
 # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string and RecursionError
 # for absurd nesting: both mean "not valid JSON", never a crashed consumer.
@@ -58,7 +69,7 @@ def line_scope(line: bytes) -> tuple[Any, Any]:
     try:
         scope = _decode_scope(line)
     except _UNDECODABLE:
-        stripped = line.strip(BLANK)
+        stripped = unpadded(line)
         if stripped == line or not stripped:
             return NOT_AN_OBJECT, None
         try:
