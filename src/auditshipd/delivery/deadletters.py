@@ -45,7 +45,7 @@ from ..formats.registry import encoder_for_sink, reformat
 from ..scrub import scrub_secrets, sink_secrets
 from .batch import Batch
 from .contexts import sink_context
-from .retry import Backoff, DeliveryFailure, deliver
+from .retry import Backoff, DeliveryFailure, bad_count_reporter, deliver
 from .scope import SinkScope, line_scope
 
 __all__ = [
@@ -367,6 +367,7 @@ async def _replay(config: Config, sc: Any, dlf: DeadLetterFile, attempts: int,
     # The sink's own retry settings, but a bounded number of attempts: with
     # max_attempts = 0 (retry forever) a replay against a dead receiver would never end.
     backoff = Backoff(msgspec.structs.replace(sc.retry, max_attempts=attempts))
+    bad_count = bad_count_reporter(log, sc.name, secrets)
     keep: list[DeadLetter] = []
     finished = 0  # letters fully handled (delivered, or their failures in ``keep``)
     try:
@@ -388,7 +389,8 @@ async def _replay(config: Config, sc: Any, dlf: DeadLetterFile, attempts: int,
                         into.append(f)
 
                     batch = letter_batch(encoder, letter)
-                    sent = await deliver(sink.send, batch, backoff, on_failed=failed)
+                    sent = await deliver(sink.send, batch, backoff, on_failed=failed,
+                                         on_bad_count=bad_count)
                     keep.extend(_kept(letter, f, secrets) for f in failures)
                     result.replayed += sent
                     result.records_replayed += not failures and held is None

@@ -158,6 +158,7 @@ class SinkDriver(Outbox):
         starting = asyncio.create_task(self._start_sink())
         try:
             await self._follow()
+            self.raise_if_broken()  # a delivery's bookkeeping failed: crash, restart
         finally:
             # What it still needs of segments that left the glob, while the pass keeps
             # them for it: its successor (a reload, a restart) reads on from these.

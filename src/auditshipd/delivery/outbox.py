@@ -16,6 +16,7 @@ import asyncio
 import collections
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,7 +31,14 @@ from .batcher import PendingBatch
 from .deadletters import DeadLetterFile, DeadLetterFull, letter_for
 from .quarantine import QuarantineFile, QuarantineRecord
 from .recovery import Health
-from .retry import Backoff, DeliveryFailure, deliver
+from .retry import (
+    Backoff,
+    DeliveryFailure,
+    bad_count_reporter,
+    being_cancelled,
+    deliver,
+    describe,
+)
 from .sealing import Sealing
 from .status import SinkStats, StatusFile
 
@@ -59,12 +67,16 @@ class Outbox:
         self.secrets = sink_secrets(sink_config)
         self.hooks = hooks
         self._failed_hooks: set[str] = set()  # hooks whose traceback was logged once
+        # What broke the delivery bookkeeping (a bug): the driver stops and fails with it.
+        self.broken: BaseException | None = None
         state_dir = config.state_dir
         self.cursors = CursorStore(state_dir)
         self.dlq = DeadLetterFile(state_dir, self.name, sink_config.dead_letter.max_bytes)
         self.quarantine_file = QuarantineFile(state_dir, self.name)
         self.backoff = Backoff(sink_config.retry)
         self.logger = logging.getLogger(f"auditshipd.sink.{self.name}")
+        # A nonsensical accepted/rejected count: logged once.
+        self._bad_count = bad_count_reporter(self.logger, self.name, self.secrets)
         self.stats = SinkStats(sink=self.name, type=sink_config.type, started_at=now_rfc3339())
         self.status = StatusFile(state_dir, self.name, self.stats, self.logger)
         self.health = Health(self.name, self.stats, self.logger, self.secrets)
@@ -123,24 +135,52 @@ class Outbox:
     async def _deliver_when_free(self, job: PendingBatch) -> None:
         await self._sink_ready.wait()
         await self._slots.acquire()
-        await self._deliver(job)
-
-    async def _deliver(self, job: PendingBatch) -> None:
         try:
-            if job.quarantine:
-                await self._write_quarantine(job.quarantine)
-                self.stats.quarantined += len(job.quarantine)
-                for q in job.quarantine:
-                    self._notify("event_quarantined", segment=q.path, offset=q.offset,
-                                 reason=q.reason)
-            if job.batch:
-                batch = (Batch(lines=job.batch) if not job.payloads
-                         else Batch(lines=job.payloads, source=job.batch))
-                await self._send_with_retry(batch)
-            job.done = True
-            self._advance()
+            await self._deliver(job)
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)) or being_cancelled():
+                raise  # abort: the batch stays after the cursor, read again next start
+            self._broke(exc)
         finally:
             self._slots.release()
+
+    async def _deliver(self, job: PendingBatch) -> None:
+        if job.quarantine:
+            await self._write_quarantine(job.quarantine)
+            self.stats.quarantined += len(job.quarantine)
+            for q in job.quarantine:
+                self._notify("event_quarantined", segment=q.path, offset=q.offset,
+                             reason=q.reason)
+        if job.batch:
+            batch = (Batch(lines=job.batch) if not job.payloads
+                     else Batch(lines=job.payloads, source=job.batch))
+            await self._send_with_retry(batch)
+        job.done = True
+        self._advance()
+
+    def _broke(self, exc: BaseException) -> None:
+        """Delivering a batch failed outside the sink (a bug in the bookkeeping): the
+        batch can be counted neither done nor failed. Said loudly, and the driver stops
+        and fails with ``exc`` (:meth:`raise_if_broken`): the daemon restarts the sink
+        from its committed cursor, which does not cover the batch."""
+        if self.broken is None:
+            self.broken = exc
+        self._stopping.set()
+        self.logger.error("sink %s: delivering a batch failed, it is not committed; the sink"
+                          " stops, to start again from its cursor:\n%s",
+                          self.name, self._traceback(exc))
+        self._error(f"delivering a batch failed: {describe(exc)}")
+
+    def raise_if_broken(self) -> None:
+        """Raise what broke the delivery bookkeeping, if anything did."""
+        if self.broken is not None:
+            raise self.broken
+
+    def _traceback(self, exc: BaseException) -> str:
+        """``exc``'s traceback as text, the sink's secrets masked (a client library's
+        message, a local shown in it, may hold them)."""
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        return scrub_secrets(text, self.secrets) or ""
 
     async def _send_with_retry(self, batch: Batch) -> None:
         started = time.monotonic()
@@ -149,11 +189,17 @@ class Outbox:
             self.stats.retries += 1
             self._error(f"attempt {attempt} failed, retrying in {delay:.2f}s: {err}")
 
+        whole = [True]
+
         def unexpected(exc: BaseException, events: int) -> None:
+            if whole[0]:  # the status says so once per batch, not once per half
+                whole[0] = False
+                self._error(f"the sink raised an unexpected {describe(exc)}"
+                            + ("; sending its events again in halves" if events > 1 else ""))
             # The traceback once per culprit event: it is the sink author's bug report.
             if events == 1:
-                self.logger.warning("sink %s raised an unexpected error for one event",
-                                    self.name, exc_info=exc)
+                self.logger.warning("sink %s raised an unexpected error for one event:\n%s",
+                                    self.name, self._traceback(exc))
 
         async def failed(failure: DeliveryFailure) -> None:
             await self._dead_letter(failure.batch, failure.error, failure.attempts,
@@ -161,7 +207,7 @@ class Outbox:
 
         delivered = await deliver(
             self.sink.send, batch, self.backoff, on_failed=failed, on_delivered=self._success,
-            on_retry=retrying, on_unexpected=unexpected,
+            on_retry=retrying, on_unexpected=unexpected, on_bad_count=self._bad_count,
             sleep=lambda delay: self._sleep(delay, interruptible=False))
         if delivered:
             self.observe_batch_latency(time.monotonic() - started)

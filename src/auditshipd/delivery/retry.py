@@ -10,9 +10,15 @@
 - retryable failures wait (exponential backoff with full jitter, honouring the
   receiver's ``Retry-After``) until :meth:`Backoff.exhausted`;
 - an exception that is not a ``SinkError`` (a bug in the sink, a value it cannot
-  encode) says nothing about which event caused it: the batch is halved and each half
-  sent on its own, down to single events, so only the events that make the sink raise
-  fail, with the exception as the reason, and the rest of the batch is delivered.
+  encode, a ``CancelledError`` of the sink's own making) says nothing about which event
+  caused it: the batch is halved and each half sent on its own, down to single events,
+  so only the events that make the sink raise fail, with the exception as the reason,
+  and the rest of the batch is delivered. Only the caller's own cancellation,
+  ``KeyboardInterrupt`` and ``SystemExit`` go through;
+- an ``accepted`` or ``rejected`` that is not a count of events of the part sent (a
+  negative number, a float, a bool, more than were sent) is a bug in the sink: it is
+  reported (``on_bad_count``) and read as "none accepted" / "all the rest rejected",
+  so no event is skipped.
 
 Failures are handed to the caller (``on_failed``) as they happen, in batch order: the
 caller decides what failing means (dead-letter file for the pipeline, letters kept
@@ -22,14 +28,16 @@ for a replay).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..config import RetryConfig
 from ..errors import PermanentError, RetryableError, SinkError
+from ..scrub import scrub_secrets
 from ..timestamps import epoch_rfc3339, now_rfc3339
 from .batch import Batch
 
@@ -46,7 +54,8 @@ class _Now:
     def __str__(self) -> str:
         return epoch_rfc3339(self.at)
 
-__all__ = ["Backoff", "DeliveryFailure", "deliver"]
+__all__ = ["Backoff", "DeliveryFailure", "bad_count_reporter", "being_cancelled", "deliver",
+           "describe"]
 
 # One generator for every sink's jitter (a Random holds 2.5 KB of state: a thousand
 # sinks each with their own took 2.8 MB).
@@ -104,8 +113,49 @@ def _release_frames(exc: BaseException | None) -> None:
         stack += [e.__cause__, e.__context__]
 
 
+def describe(exc: BaseException) -> str:
+    """``TYPE: message``, or the type alone when it has no message (a CancelledError)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _unexpected(exc: BaseException) -> PermanentError:
-    return PermanentError(f"the sink raised an unexpected {type(exc).__name__}: {exc}")
+    return PermanentError(f"the sink raised an unexpected {describe(exc)}")
+
+
+def being_cancelled() -> bool:
+    """Whether the running task was asked to stop (``Task.cancel``): a ``CancelledError``
+    is then the caller's own, not a sink's failure."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _count(err: SinkError, field: str, default: int | None, low: int, high: int,
+           report: Callable[[str], None]) -> int | None:
+    """``err``'s ``field`` if it is an int in ``low``..``high``; else ``default``, the
+    sink's bug reported."""
+    value = getattr(err, field, default)
+    if value is default or (type(value) is not bool and isinstance(value, int)
+                            and low <= value <= high):
+        return value
+    report(f"{type(err).__name__} with {field}={repr(value)[:40]}: not a whole number from"
+           f" {low} to {high} (the events sent); taken as "
+           + ("none accepted" if field == "accepted" else f"all {high} rejected"))
+    return default
+
+
+def bad_count_reporter(logger: logging.Logger, sink: str, secrets: Sequence[str] = ()
+                       ) -> Callable[[str], None]:
+    """An ``on_bad_count`` for sink ``sink``: its first problem is logged as a bug in its
+    plugin, the ones after it are not (the same bug would fill the log)."""
+    said: list[str] = []
+
+    def report(problem: str) -> None:
+        if not said:
+            said.append(problem)
+            logger.error("sink %s raised %s (a bug in the sink's plugin; said once)", sink,
+                         scrub_secrets(problem, secrets))
+    return report
 
 
 async def deliver(
@@ -117,6 +167,7 @@ async def deliver(
     on_delivered: Callable[[int], None] = lambda n: None,
     on_retry: Callable[[int, float, SinkError], None] = lambda attempt, delay, err: None,
     on_unexpected: Callable[[BaseException, int], None] = lambda exc, events: None,
+    on_bad_count: Callable[[str], None] = lambda problem: None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
@@ -144,7 +195,9 @@ async def deliver(
             except SinkError as exc:
                 _release_frames(exc)
                 err = exc
-            except Exception as exc:
+            except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)) or being_cancelled():
+                    raise
                 on_unexpected(exc, len(remaining))
                 _release_frames(exc)
                 if len(remaining) > 1:
@@ -158,16 +211,16 @@ async def deliver(
                 delivered += len(remaining)
                 on_delivered(len(remaining))
                 break
-            if err.accepted:
-                accepted = min(err.accepted, len(remaining))
+            accepted = _count(err, "accepted", 0, 0, len(remaining), on_bad_count)
+            if accepted:
                 delivered += accepted
                 on_delivered(accepted)
                 remaining = remaining[accepted:]
                 if not len(remaining):
                     break
             if not err.retryable:
-                rejected = getattr(err, "rejected", None)
-                n = len(remaining) if rejected is None else max(1, min(rejected, len(remaining)))
+                rejected = _count(err, "rejected", None, 1, len(remaining), on_bad_count)
+                n = len(remaining) if rejected is None else rejected
                 await on_failed(DeliveryFailure(remaining[:n], err, attempts, str(first_at),
                                                 now_rfc3339()))
                 remaining = remaining[n:]
