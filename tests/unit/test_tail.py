@@ -22,6 +22,7 @@ import pytest
 from auditshipd.delivery.lines import decode_lines
 from auditshipd.journal.cursor import HEAD_BYTES, CursorState, SegmentCursor, digest
 from auditshipd.journal.reader import JournalReader
+from auditshipd.journal.segment_reads import TORN
 from auditshipd.journal.segments import Chunk, OversizeLine, Release
 from auditshipd.journal.watch import ChangeSignal
 from auditshipd.journal.writer import AuditJournal
@@ -1194,6 +1195,68 @@ async def test_deleted_segment_with_a_torn_last_line_is_released(
     assert key not in reader.segments
     assert "torn last line" in caplog.text
     assert consumer.lines == lines("a", 3)
+    torn = [i for i in consumer.items if isinstance(i, OversizeLine)]
+    assert [(t.offset, t.preview, t.reason) for t in torn] == [
+        (len(b"".join(x + b"\n" for x in lines("a", 3))), b'{"id":"torn"', TORN)]
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Set ``path``'s mtime ``seconds`` into the past (its last write, as a reader sees it)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+async def test_a_rotated_segment_in_the_glob_with_a_torn_last_line_is_quarantined(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """Numbered rotation moved a file whose writer stopped mid-line to audit.jsonl.1 (still
+    in the glob) and the writer went on in a new audit.jsonl: once the fragment is
+    untouched for idle_after, it is handed out as a torn line (for the quarantine), the
+    cursor passes it and nothing is left pending; the live file's partial line is not."""
+    append(journal, lines("a", 2))
+    with open(journal, "ab") as f:
+        f.write(b'{"id":"half')
+    reader = consumer.start(idle_after=0.3)
+    await consumer.collect(2)
+    rotated = tmp_path / "audit.jsonl.1"
+    os.rename(journal, rotated)
+    append(journal, lines("b", 2))
+    with open(journal, "ab") as f:
+        f.write(b'{"id":"live')  # the live file's own partial line: the writer is on it
+    _age(rotated, 5)
+    await consumer.until(lambda: any(isinstance(i, OversizeLine) for i in consumer.items))
+    await consumer.collect(4)
+    torn = [i for i in consumer.items if isinstance(i, OversizeLine)]
+    assert [(t.path, t.preview, t.reason, t.length) for t in torn] == [
+        (str(rotated), b'{"id":"half', TORN, len(b'{"id":"half'))]
+    assert consumer.committed[key_of(rotated)].offset == rotated.stat().st_size
+    await consumer.quiet(0.5)
+    assert len([i for i in consumer.items if isinstance(i, OversizeLine)]) == 1
+    assert reader.lag_bytes() == len(b'{"id":"live')
+    assert consumer.lines == lines("a", 2) + lines("b", 2)
+
+
+async def test_a_torn_segment_that_left_the_glob_waits_rotate_wait_for_its_writer(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """A file renamed out of the glob whose last line has been unfinished for longer than
+    idle_after is kept rotate_wait seconds after it left: a writer still holding its
+    descriptor ends the line (and writes another), and both are read, none quarantined."""
+    append(journal, lines("a", 1))
+    f = open(journal, "ab")  # noqa: SIM115 - the writer's descriptor, kept across the rename
+    try:
+        f.write(b'{"id":"slow"')
+        f.flush()
+        consumer.start(idle_after=0.2, rotate_wait=3.0)
+        await consumer.collect(1)
+        _age(journal, 60)
+        os.rename(journal, tmp_path / "old.jsonl")
+        await consumer.quiet(1.0)  # well past idle_after, inside rotate_wait
+        f.write(b',"late":1}\n' + ev("a", 9) + b"\n")
+        f.flush()
+    finally:
+        f.close()
+    await consumer.collect(3)
+    assert consumer.lines == [ev("a", 0), b'{"id":"slow","late":1}', ev("a", 9)]
+    assert not any(isinstance(i, OversizeLine) for i in consumer.items)
 
 
 async def test_segment_that_cannot_be_opened_keeps_its_cursor(

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
-from .segment_reads import read_lines
+from .segment_reads import read_lines, skip_torn_tail, tail_abandoned
 from .segments import (
     EXCLUDE,
     Chunk,
@@ -208,13 +208,14 @@ class JournalReader:
         # Drained segments that left the glob (renamed away or deleted) are released once
         # rotate_wait has passed since they left it and since their last write.
         now_ns = time.time_ns()
+        newest = max([s.mtime for s in self.segments.values() if s.in_glob]
+                     + [idle[2] for idle in self.idle.values()], default=0)
         for seg in list(self.segments.values()):
             if seg.skipping_from is not None or not seg.at_eof():
-                if not seg.in_glob and seg.unchanged_for(now_ns, self.idle_after):
-                    log.warning("%s: %s is gone and ends with %d bytes that never got their"
-                                " newline (a torn last line); releasing it", self.name,
-                                seg.path, seg.size() - seg.offset)
-                    self._release(seg)
+                if tail_abandoned(seg, now_ns, self.idle_after, self.rotate_wait, newest):
+                    self._pending.append(skip_torn_tail(seg, self.name))
+                    if not seg.in_glob:
+                        self._release(seg)
                 continue
             if not seg.in_glob:
                 if (now_ns - seg.left_ns > self.rotate_wait * 1e9

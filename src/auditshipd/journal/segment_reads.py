@@ -19,9 +19,11 @@ from .segments import (
     room_under,
 )
 
-__all__ = ["advance", "read_lines", "skip_oversize"]
+__all__ = ["TORN", "advance", "read_lines", "skip_oversize", "skip_torn_tail", "tail_abandoned"]
 
 log = logging.getLogger("auditshipd.tail")
+
+TORN = "a torn last line: it never got its newline and the writer moved on"
 
 
 def read_lines(seg: _Segment, limit: Mapping[str, SegmentCursor] | None, block_bytes: int,
@@ -97,3 +99,32 @@ def advance(seg: _Segment, offset: int, data: bytes | None = None) -> None:
         tail_hash = hash_before(seg.fd, offset)
     seg.offset = offset
     seg.head_len, seg.head_hash, seg.tail_hash = head_len, head_hash, tail_hash
+
+
+def tail_abandoned(seg: _Segment, now_ns: int, idle_after: float, rotate_wait: float,
+                   newest_ns: int) -> bool:
+    """Whether the unfinished last line of ``seg`` (no complete line left after its
+    offset) will never be finished: untouched for ``idle_after`` seconds and, out of the
+    glob (renamed away, deleted), ``rotate_wait`` seconds after it left it (a writer may
+    still end the line through its old descriptor); in the glob, when a segment in the
+    glob was written after it (``newest_ns``: the latest such mtime): the writer moved on
+    to another file."""
+    if not seg.unchanged_for(now_ns, idle_after):
+        return False
+    if not seg.in_glob:
+        return now_ns - seg.left_ns > rotate_wait * 1e9
+    return newest_ns > seg.mtime
+
+
+def skip_torn_tail(seg: _Segment, name: str) -> OversizeLine:
+    """The unfinished last line of ``seg``, skipped to the segment's end: an
+    :class:`OversizeLine` with the :data:`TORN` reason, for the quarantine, so that the
+    cursor passes it and its bytes count as read, not pending."""
+    start = seg.skipping_from if seg.skipping_from is not None else seg.offset
+    end = seg.size()
+    log.warning("%s: %s ends with %d bytes that never got their newline (a torn last line);"
+                " quarantining them", name, seg.path, end - start)
+    preview = _pread(seg.fd, 256, start)
+    seg.skipping_from = None
+    advance(seg, end)
+    return OversizeLine(seg.key, seg.path, start, end - start, preview, seg.mark(), TORN)

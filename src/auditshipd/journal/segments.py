@@ -48,7 +48,8 @@ class Chunk:
 
 @dataclass(slots=True)
 class OversizeLine:
-    """A line longer than ``max_line_bytes`` at ``segment``:``offset`` (skipped)."""
+    """A line longer than ``max_line_bytes`` at ``segment``:``offset`` (skipped), or with
+    ``reason``, another line skipped for it (a torn last line)."""
 
     segment: str
     path: str
@@ -56,6 +57,7 @@ class OversizeLine:
     length: int
     preview: bytes
     mark: SegmentCursor
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -107,10 +109,11 @@ class _Segment:
         """Whether the segment's file was last modified more than ``seconds`` ago.
 
         Out of the glob and drained: released after rotate_wait (also counted from when
-        it left the glob). Out of the glob with only a partial line left (reaching there
-        means no complete line is left: every segment's read returned nothing in this
-        pass): released after idle_after, else its descriptor stayed open for ever and a
-        deleted file's space was never freed.
+        it left the glob). With only a partial line left (reaching there means no
+        complete line is left: every segment's read returned nothing in this pass): that
+        line is quarantined as torn after idle_after (see segment_reads.tail_abandoned),
+        else a deleted file's descriptor stayed open for ever and a rotated one's bytes
+        counted as pending for good.
         """
         try:
             st = os.fstat(self.fd)
