@@ -64,6 +64,20 @@ def test_verify_file_and_stdin_ok_then_tampered(tmp_path):
     assert re.search(rf"out.jsonl:{victim + 1}: gap: missing events: seq 8 ", bad.stdout)
 
 
+def test_verify_of_a_directory_without_files_is_a_usage_error(tmp_path):
+    """An empty directory (or one holding only a key) verifies nothing: exit 2 saying
+    so, as for a missing file, never a silent exit 0."""
+    keygen(tmp_path)
+    empty = tmp_path / "download"
+    empty.mkdir()
+    (empty / "old.pub").write_text("key\n")
+    r = run("verify", "--public-key", str(tmp_path / "k.pub"), str(empty))
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.strip() == f"auditshipd verify: no files to verify in {empty}"
+    missing = run("verify", "--public-key", str(tmp_path / "k.pub"), str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
 def test_verify_without_a_recent_digest_reports_the_tail(tmp_path):
     """Verified long after its last digest (now), the stream's tail is reported."""
     key, _ = keygen(tmp_path)

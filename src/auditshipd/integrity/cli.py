@@ -82,6 +82,11 @@ def run_verify(args: argparse.Namespace) -> int:
     if missing:
         print(f"auditshipd verify: {missing[0]}: no such file", file=sys.stderr)
         return 2
+    # A directory without a file to read verifies nothing: not "intact".
+    empty = [p for p in args.paths if p != "-" and os.path.isdir(p) and not list_inputs([p])]
+    if empty:
+        print(f"auditshipd verify: no files to verify in {empty[0]}", file=sys.stderr)
+        return 2
     exports = [f for f in files if f != "-" and _has_manifest(f)]
     streams = [f for f in files if f not in exports]
     problems: list[str] = []
