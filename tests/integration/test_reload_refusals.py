@@ -189,3 +189,57 @@ def test_any_failure_while_loading_a_reload_keeps_the_running_config(
     asyncio.run(scenario())
     assert f"config reload rejected, the running config stays: {config}: UnicodeError: label" \
         in caplog.text
+
+
+def _named_sink_plugin(sink_type: str) -> str:
+    return f'''
+from auditshipd.plugin import EmptyOptions, SinkType, hookimpl
+
+
+class Sink:
+    def __init__(self, name, options, context):
+        pass
+
+    async def start(self):
+        pass
+
+    async def send(self, batch):
+        pass
+
+    async def close(self):
+        pass
+
+
+@hookimpl
+def register_sink_types():
+    return [SinkType("{sink_type}", EmptyOptions, Sink, "accepts everything")]
+'''
+
+
+def test_two_plugin_files_of_the_same_name_are_refused_naming_both(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each drop-in file is the module of its name: a second ver.py in another of the
+    plugin_dirs used to be skipped without a word (its sink type unknown). A reload
+    adding that directory is refused, and check-config says the same, naming both."""
+    first, second = tmp_path / "p1", tmp_path / "p2"
+    for directory, sink_type in ((first, "alpha"), (second, "beta")):
+        directory.mkdir()
+        (directory / "ver.py").write_text(_named_sink_plugin(sink_type))
+    out, config = tmp_path / "out.jsonl", tmp_path / "auditshipd.toml"
+    good = _config(tmp_path, file_sink(out, "out"), top=f'plugin_dirs = ["{first}"]')
+    bad = _config(tmp_path, file_sink(out, "out") + '\n[[sinks]]\nname = "b"\ntype = "beta"\n',
+                  top=f'plugin_dirs = ["{first}", "{second}"]')
+    config.write_text(good)
+
+    async def scenario() -> None:
+        async with running_daemon(config) as d:
+            config.write_text(bad)
+            assert not await d.reload()
+            assert set(d.drivers) == {"out"}
+
+    asyncio.run(scenario())
+    both = f"plugin files {first / 'ver.py'} and {second / 'ver.py'} have the same name"
+    assert both in caplog.text
+    result = _check_config(config)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert both in result.stderr

@@ -64,6 +64,25 @@ def test_a_failing_register_sink_types_is_a_config_error_naming_the_plugin(tmp_p
         sink_types(build_plugin_manager([tmp_path]))
 
 
+def test_plugin_files_of_the_same_name_in_two_directories_are_an_error(tmp_path):
+    """A drop-in file is the module of its name: a second one of that name elsewhere is
+    a config error naming both (it was skipped without a word); a directory named twice
+    is read once."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    for directory, sink_type in ((first, "alpha"), (second, "beta")):
+        directory.mkdir()
+        (directory / "ver.py").write_text(
+            "from auditshipd import hookimpl\nfrom auditshipd.plugin import SinkType, EmptyOptions\n"
+            "@hookimpl\ndef register_sink_types():\n"
+            f"    return [SinkType('{sink_type}', EmptyOptions, object)]\n")
+    with pytest.raises(ConfigError, match="plugin files .*a/ver.py and .*b/ver.py have the"
+                       " same name") as caught:
+        build_plugin_manager([first, second], "auditshipd.toml")
+    assert (caught.value.file, caught.value.key) == ("auditshipd.toml", "plugin_dirs")
+    pm = build_plugin_manager([first, tmp_path / "." / "a"])
+    assert "alpha" in sink_types(pm)
+
+
 def test_plugin_import_error_names_the_file(tmp_path):
     """A drop-in file that fails to import is a config error naming it."""
     (tmp_path / "broken.py").write_text("import not_a_module_xyz\n")

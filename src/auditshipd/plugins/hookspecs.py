@@ -2,8 +2,13 @@
 
 The argument names are the public contract: arguments may be added in later versions,
 never renamed or removed, and an implementation may accept any subset of them.
-Hooks are synchronous; a hook that has async work to do returns an awaitable and the
-core awaits it. The core never calls a hook per event: sinks and redactors are called
+Hooks are called synchronously, on the daemon's event loop. Only ``startup`` and
+``shutdown`` may return an awaitable, which the core awaits. The notifications
+(``config_loaded``, ``batch_delivered``, ``batch_dead_lettered``, ``event_quarantined``)
+must be quick and do their work before they return: an awaitable they return is never
+awaited (a coroutine function as one of them never runs). One with async work to do
+starts a task itself (``asyncio.get_running_loop().create_task(...)``, keeping a
+reference to it). The core never calls a hook per event: sinks and redactors are called
 directly on the hot path.
 """
 
@@ -33,9 +38,10 @@ def register_sink_types() -> list[Any]:
 
 @hookspec
 def startup(daemon: Any) -> Any:
-    """Called once when the daemon has started its sinks, before it reads the journal.
+    """Called once when the daemon has started its sinks, before it reads the journal
+    (not again on a reload: a plugin first loaded by a reload gets no call).
 
-    May return an awaitable. Example::
+    May return an awaitable, which the core awaits. Example::
 
         @hookimpl
         def startup(daemon):
@@ -45,7 +51,8 @@ def startup(daemon: Any) -> Any:
 
 @hookspec
 def shutdown(daemon: Any) -> Any:
-    """Called once when the daemon stops, after the sinks flushed. May return an awaitable.
+    """Called once when the daemon stops, after the sinks flushed. May return an awaitable,
+    which the core awaits.
 
     Example::
 
@@ -58,7 +65,8 @@ def shutdown(daemon: Any) -> Any:
 @hookspec
 def batch_delivered(sink_name: str, batch: Any) -> None:
     """Notification: ``batch`` (a :class:`auditshipd.delivery.batch.Batch`) was acknowledged by
-    the sink ``sink_name``. Called once per batch, never per event; must be quick.
+    the sink ``sink_name``. Called once per batch, never per event; must be quick and
+    synchronous (an awaitable returned is not awaited).
 
     Example::
 
@@ -71,7 +79,7 @@ def batch_delivered(sink_name: str, batch: Any) -> None:
 @hookspec
 def batch_dead_lettered(sink_name: str, batch: Any, error: str) -> None:
     """Notification: ``batch`` went to the dead-letter file of ``sink_name`` with
-    ``error`` (a message with secrets removed).
+    ``error`` (a message with secrets removed). Synchronous, as every notification.
 
     Example::
 
@@ -85,7 +93,8 @@ def batch_dead_lettered(sink_name: str, batch: Any, error: str) -> None:
 def event_quarantined(sink_name: str, segment: str, offset: int, reason: str) -> None:
     """Notification: the journal line at ``segment``:``offset`` could not be shipped to
     ``sink_name`` (malformed, over the size limit, lost a required field in redaction)
-    and was written to the quarantine file with ``reason``.
+    and was written to the quarantine file with ``reason``. Synchronous, as every
+    notification.
 
     Example::
 
@@ -98,7 +107,7 @@ def event_quarantined(sink_name: str, segment: str, offset: int, reason: str) ->
 @hookspec
 def config_loaded(config: Any) -> None:
     """Notification: ``config`` (an :class:`auditshipd.config.Config`) was loaded and
-    validated, at start-up or on a reload. Example::
+    validated, at start-up or on a reload. Synchronous, as every notification. Example::
 
         @hookimpl
         def config_loaded(config):

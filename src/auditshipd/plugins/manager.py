@@ -32,9 +32,11 @@ def build_plugin_manager(plugin_dirs: Iterable[str | Path] = (),
     """A fresh manager with the built-ins, entry-point plugins and drop-in files.
 
     A plugin directory that is missing, a drop-in file that fails to import or that
-    pluggy refuses (a hook name misspelt, a hook's arguments wrong) is a
-    :class:`~auditshipd.errors.ConfigError` on ``plugin_dirs`` of ``source`` (the
-    config naming the directories); every such problem is raised at once."""
+    pluggy refuses (a hook name misspelt, a hook's arguments wrong), two drop-in files
+    of the same name in different directories (each is the module of its file name) is
+    a :class:`~auditshipd.errors.ConfigError` on ``plugin_dirs`` of ``source`` (the
+    config naming the directories); every such problem is raised at once. A directory
+    named twice is read once."""
     pm = pluggy.PluginManager("auditshipd")
     pm.add_hookspecs(hookspecs)
     for modname in BUILTIN_SINK_MODULES:
@@ -42,8 +44,9 @@ def build_plugin_manager(plugin_dirs: Iterable[str | Path] = (),
     if not os.environ.get(DISABLE_AUTOLOAD_ENV):
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     errors: list[ConfigError] = []
+    loaded: dict[str, Path] = {}  # module name -> the drop-in file it was loaded from
     for directory in plugin_dirs:
-        errors += _load_plugin_dir(pm, Path(directory), source)
+        errors += _load_plugin_dir(pm, Path(directory), source, loaded)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -60,9 +63,10 @@ def _plugin_file(plugin: object) -> str:
     return str(getattr(plugin, "__file__", None) or getattr(plugin, "__name__", plugin))
 
 
-def _load_plugin_dir(pm: pluggy.PluginManager, directory: Path,
-                     source: str | None) -> list[ConfigError]:
-    """Register the drop-in files of ``directory``; the problems found."""
+def _load_plugin_dir(pm: pluggy.PluginManager, directory: Path, source: str | None,
+                     loaded: dict[str, Path]) -> list[ConfigError]:
+    """Register the drop-in files of ``directory`` (``loaded``: the files registered
+    before, by module name); the problems found."""
     if not directory.is_dir():
         return [ConfigError(f"plugin directory {str(directory)!r} does not exist",
                             file=source, key="plugin_dirs")]
@@ -71,8 +75,14 @@ def _load_plugin_dir(pm: pluggy.PluginManager, directory: Path,
         if path.name.startswith("_"):
             continue
         modname = f"auditshipd_plugin_{path.stem}"
-        if pm.has_plugin(modname):
+        if modname in loaded:
+            if not _same_file(loaded[modname], path):
+                errors.append(ConfigError(
+                    f"plugin files {loaded[modname]} and {path} have the same name: rename"
+                    " one (a drop-in file is loaded as the module of its file name)",
+                    file=source, key="plugin_dirs"))
             continue
+        loaded[modname] = path
         spec = importlib.util.spec_from_file_location(modname, path)
         if spec is None or spec.loader is None:
             errors.append(ConfigError(f"cannot load plugin file {path}", file=source,
@@ -94,6 +104,13 @@ def _load_plugin_dir(pm: pluggy.PluginManager, directory: Path,
             errors.append(ConfigError(f"plugin file {path} was refused: {exc}",
                                       file=source, key="plugin_dirs"))
     return errors
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def sink_types(pm: pluggy.PluginManager) -> dict[str, SinkType]:
