@@ -103,7 +103,7 @@ def test_valid_counts_are_not_reported():
     assert (delivered, len(failures[0].batch), problems) == (0, 5, [])
 
 
-@pytest.mark.parametrize("exc", [asyncio.CancelledError(), GeneratorExit(),
+@pytest.mark.parametrize("exc", [asyncio.CancelledError(),
                                  type("PluginStop", (BaseException,), {})("stop")])
 def test_a_base_exception_of_the_sinks_own_is_an_unexpected_error(exc):
     """A CancelledError from a plugin cancelling its own helper task (or another
@@ -123,8 +123,8 @@ def test_a_single_event_raising_cancelled_error_is_dead_lettered():
     assert str(failures[0].error) == "the sink raised an unexpected CancelledError"
 
 
-@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3)])
-def test_keyboard_interrupt_and_system_exit_go_through(exc):
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3), GeneratorExit()])
+def test_keyboard_interrupt_system_exit_and_generator_exit_go_through(exc):
     with pytest.raises(type(exc)):
         _deliver(Scripted(exc), 3)
 

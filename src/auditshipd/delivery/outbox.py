@@ -32,6 +32,7 @@ from .deadletters import DeadLetterFile, DeadLetterFull, letter_for
 from .quarantine import QuarantineFile, QuarantineRecord
 from .recovery import Health
 from .retry import (
+    GOES_THROUGH,
     Backoff,
     DeliveryFailure,
     bad_count_reporter,
@@ -138,7 +139,7 @@ class Outbox:
         try:
             await self._deliver(job)
         except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)) or being_cancelled():
+            if isinstance(exc, GOES_THROUGH) or being_cancelled():
                 raise  # abort: the batch stays after the cursor, read again next start
             self._broke(exc)
         finally:

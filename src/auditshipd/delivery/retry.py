@@ -14,7 +14,7 @@
   caused it: the batch is halved and each half sent on its own, down to single events,
   so only the events that make the sink raise fail, with the exception as the reason,
   and the rest of the batch is delivered. Only the caller's own cancellation,
-  ``KeyboardInterrupt`` and ``SystemExit`` go through;
+  ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` go through;
 - an ``accepted`` or ``rejected`` that is not a count of events of the part sent (a
   negative number, a float, a bool, more than were sent) is a bug in the sink: it is
   reported (``on_bad_count``) and read as "none accepted" / "all the rest rejected",
@@ -54,8 +54,8 @@ class _Now:
     def __str__(self) -> str:
         return epoch_rfc3339(self.at)
 
-__all__ = ["Backoff", "DeliveryFailure", "bad_count_reporter", "being_cancelled", "deliver",
-           "describe"]
+__all__ = ["GOES_THROUGH", "Backoff", "DeliveryFailure", "bad_count_reporter", "being_cancelled",
+           "deliver", "describe"]
 
 # One generator for every sink's jitter (a Random holds 2.5 KB of state: a thousand
 # sinks each with their own took 2.8 MB).
@@ -121,6 +121,10 @@ def describe(exc: BaseException) -> str:
 
 def _unexpected(exc: BaseException) -> PermanentError:
     return PermanentError(f"the sink raised an unexpected {describe(exc)}")
+
+
+# Never a sink's failure: the process is asked to stop, or the coroutine is closed.
+GOES_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def being_cancelled() -> bool:
@@ -196,7 +200,7 @@ async def deliver(
                 _release_frames(exc)
                 err = exc
             except BaseException as exc:
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)) or being_cancelled():
+                if isinstance(exc, GOES_THROUGH) or being_cancelled():
                     raise
                 on_unexpected(exc, len(remaining))
                 _release_frames(exc)
