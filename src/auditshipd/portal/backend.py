@@ -9,8 +9,10 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import ConfigError, PermanentError, RetryableError, SinkError
+from ..scrub import scrub_secrets, url_secrets
 from .auth_store import AuthStore, SQLiteAuthStore
-from .pg_store import is_postgres_url, safe_location
+from .config import is_postgres_url
+from .pg_errors import connect_argument_error, describe, retry_kind, safe_location
 from .store import EventStore
 from .store_sqlite import SQLiteEventStore
 from .stream_store import SQLiteStreamStore, StreamStore
@@ -61,39 +63,46 @@ def stream_store(events: EventStore) -> StreamStore:
     raise TypeError(f"no stream store for {type(events).__name__}")
 
 
-def store_failure(exc: BaseException) -> SinkError | None:
+def store_failure(exc: BaseException, database: str | None = None) -> SinkError | None:
     """A sink error for a store failure: retryable when trying again may succeed (locked,
-    disk full, server down or restarting), permanent when the batch itself was refused;
-    None for anything else (a bug: let it propagate)."""
+    disk full, server down, restarting, read-only during a failover, login refused for
+    a while: see :func:`~auditshipd.portal.pg_errors.retry_kind`), permanent when the
+    batch itself was refused or the URL cannot be used; None for anything else (a bug:
+    let it propagate). The message never quotes the URL: the user, password and query
+    values of ``database`` are masked in it besides."""
+    failure = _failure(exc)
+    if failure is None or not database:
+        return failure
+    return type(failure)(scrub_secrets(str(failure), url_secrets(database)) or "")
+
+
+def _failure(exc: BaseException) -> SinkError | None:
     from .pg_schema import SchemaError
 
-    if isinstance(exc, SchemaError):
+    if isinstance(exc, (SchemaError, ConfigError)):
         return PermanentError(str(exc))
     if isinstance(exc, sqlite3.OperationalError):
         return RetryableError(f"portal database: {exc}")
     if isinstance(exc, (sqlite3.Error, UnicodeDecodeError)):
         return PermanentError(f"portal database refused the batch: {exc}")
+    if connect_argument_error(exc):
+        return PermanentError(describe(exc))
     try:
         import asyncpg
     except ImportError:
         asyncpg = None  # type: ignore[assignment]
     if asyncpg is not None:
-        transient = (
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.TooManyConnectionsError,
-            asyncpg.exceptions.OperatorInterventionError,
-            asyncpg.exceptions.InsufficientResourcesError,
-            asyncpg.exceptions.TransactionRollbackError,
-            asyncpg.exceptions.LockNotAvailableError,
-        )
-        if isinstance(exc, transient):
-            return RetryableError(f"portal database: {type(exc).__name__}: {exc}")
         if isinstance(exc, asyncpg.PostgresError):
-            return PermanentError(f"portal database refused the batch: {type(exc).__name__}: {exc}")
+            kind = retry_kind(getattr(exc, "sqlstate", None))
+            if kind is not None:
+                return RetryableError(f"portal database {kind}: {describe(exc)}")
+            return PermanentError(f"portal database refused the batch: {describe(exc)}")
+        if isinstance(exc, asyncpg.exceptions.DataError):  # a value asyncpg cannot encode
+            return PermanentError(f"portal database refused the batch: {describe(exc)}")
+        if isinstance(exc, asyncpg.InterfaceError):  # the connection closed under it
+            return RetryableError(f"portal database unavailable: {describe(exc)}")
     if isinstance(exc, (OSError, TimeoutError)):
-        return RetryableError(f"portal database unreachable: {type(exc).__name__}: {exc}")
+        return RetryableError(f"portal database unreachable: {describe(exc)}")
     if isinstance(exc, (ValueError, TypeError)):
         return PermanentError(f"portal database refused the batch: {exc}")
     return None

@@ -101,9 +101,11 @@ def _fail(message: str) -> int:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (TokenError, AuditshipdError)):
+    from .pg_errors import describe
+
+    if isinstance(exc, TokenError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return describe(exc)  # never a piece of the database URL
 
 
 def token_create(args: argparse.Namespace) -> int:
@@ -166,7 +168,7 @@ async def _serve(config: Any, host: str, port: int) -> int:
     try:
         server = await start_portal(config, host=host, port=port)
     except _store_errors() as exc:
-        return _fail(f"cannot start the portal: {exc}")
+        return _fail(f"cannot start the portal: {_describe(exc)}")
     print(f"audit log portal at {server.url}", file=sys.stderr)
     try:
         await stop.wait()

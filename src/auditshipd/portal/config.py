@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -21,6 +20,7 @@ from ..config.tables import (
 )
 from ..errors import ConfigError, ConfigErrors
 from ..netguard import DestinationPolicy
+from .pg_errors import url_problem
 
 __all__ = [
     "ORGANIZATION_SLUG_RE",
@@ -58,7 +58,9 @@ def check_database(database: str) -> tuple[str, str | None]:
     """``database`` with a PostgreSQL URL's scheme in lowercase (as libpq wants it), and
     what is wrong with it (None: nothing). Any other ``scheme://`` is refused rather than
     taken for a SQLite file name; the message names the scheme only, never the URL (it
-    may hold a password)."""
+    may hold a password). A PostgreSQL URL must split the same way for every reader
+    (:func:`~auditshipd.portal.pg_errors.url_problem`): the message is then a fixed
+    sentence, since a parser's own would quote the piece of the password it tripped on."""
     scheme, sep, rest = database.partition("://")
     if not sep:
         return database, None
@@ -66,11 +68,7 @@ def check_database(database: str) -> tuple[str, str | None]:
         return database, (f"a {scheme!r} URL is not a database auditshipd can use: give a"
                           " SQLite file path or a postgresql:// URL")
     database = f"{scheme.lower()}://{rest}"
-    try:
-        urlsplit(database).port  # noqa: B018 - raises for a port that is no number
-    except ValueError as exc:
-        return database, f"not a valid PostgreSQL URL: {exc}"
-    return database, None
+    return database, url_problem(database)
 
 
 def _positive_seconds(value: float) -> bool:

@@ -12,9 +12,9 @@ import sys
 
 from ..config import load_config
 from ..errors import AuditshipdError
-from .config import portal_config
+from .config import is_postgres_url, portal_config
+from .pg_errors import BAD_URL, describe, safe_location, url_problem
 from .pg_schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
-from .pg_store import is_postgres_url, safe_location
 
 __all__ = ["portal_migrate"]
 
@@ -43,10 +43,12 @@ async def _migrate(url: str) -> int:
     import asyncpg
 
     where = safe_location(url)
+    if url_problem(url) is not None:
+        return _fail(f"portal.database: {BAD_URL}")
     try:
         conn = await asyncpg.connect(url)
     except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return _fail(f"cannot connect to portal database {where}: {type(exc).__name__}: {exc}")
+        return _fail(f"cannot connect to portal database {where}: {describe(exc)}")
     try:
         before = await schema_version(conn)
         if before is not None and before > SCHEMA_VERSION:

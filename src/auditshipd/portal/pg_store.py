@@ -22,11 +22,12 @@ import asyncio
 import datetime as _dt
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
 from .config import is_postgres_url
+from .pg_errors import BAD_URL, DatabaseURLError, connect_argument_error, describe, safe_location
+from .pg_errors import url_problem as _url_problem
 from .pg_ingest import BatchWriter, batch_records
 from .pg_schema import check_schema
 from .pg_sql import PG_EPOCH, decode_cursor, encode_cursor, pg_text, select_events
@@ -44,17 +45,6 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _PURGE_CHUNK = 2000
 _PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':auditshipd-partitions'))"
-
-
-def safe_location(url: str) -> str:
-    """``host:port/db`` of a URL, for messages: never the user, password or query."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(unparsable PostgreSQL URL)"
-    return f"postgresql://{host}{port}{parts.path}"
 
 
 def _month_starts(records: Sequence[tuple[Any, ...]]) -> set[_dt.datetime]:
@@ -129,11 +119,20 @@ class PostgresEventStore(EventStore):
             return
         import asyncpg
 
-        pool = await asyncpg.create_pool(
-            self.url, min_size=self.min_size, max_size=self.max_size,
-            command_timeout=60, server_settings={"application_name": "auditshipd"},
-            init=_init_connection,
-        )
+        # A URL that splits differently for asyncpg would have it quote (and connect
+        # with) pieces of the password: refused before it is handed over.
+        if _url_problem(self.url) is not None:
+            raise DatabaseURLError(f"the portal database's URL is {BAD_URL}")
+        try:
+            pool = await asyncpg.create_pool(
+                self.url, min_size=self.min_size, max_size=self.max_size,
+                command_timeout=60, server_settings={"application_name": "auditshipd"},
+                init=_init_connection,
+            )
+        except Exception as exc:
+            if not connect_argument_error(exc):
+                raise
+            raise DatabaseURLError(describe(exc)) from None  # its text quotes the URL
         try:
             async with pool.acquire() as conn:
                 await check_schema(conn, self.where)

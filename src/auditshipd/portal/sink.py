@@ -32,9 +32,11 @@ from ..plugin import (
     SinkType,
     hookimpl,
 )
+from ..scrub import scrub_secrets, url_secrets
 from ..timestamps import format_rfc3339
 from .backend import event_store, store_failure
 from .config import PortalConfig, check_database, check_organization_retention, portal_config
+from .pg_errors import describe
 from .store import EventStore, PurgeResult
 
 __all__ = ["BATCH_DEFAULTS", "CONCURRENCY_DEFAULT", "PortalSink", "PortalSinkOptions", "RetentionPolicy",
@@ -179,12 +181,14 @@ class PortalSink:
         try:
             await self.store.open()
         except Exception as exc:
-            failure = store_failure(exc)
+            failure = store_failure(exc, self.database)
             if failure is None:
                 raise
             if isinstance(failure, RetryableError):
-                failure = RetryableError(f"cannot open the portal database: {exc}")
-            raise failure from exc
+                failure = RetryableError(scrub_secrets(
+                    f"cannot open the portal database: {describe(exc)}",
+                    url_secrets(self.database)) or "")
+            raise failure from None  # the cause's text may quote the URL
         if self.retention.purges and self._purge_task is None:
             self._purge_task = asyncio.create_task(self._purge_loop(), name=f"{self.name}-purge")
 
@@ -193,7 +197,7 @@ class PortalSink:
             # The lines as they are: the store reads what it keeps from the bytes.
             await self.store.insert_lines(batch.lines)
         except Exception as exc:
-            failure = store_failure(exc)
+            failure = store_failure(exc, self.database)
             if failure is None:
                 raise
             raise failure from exc

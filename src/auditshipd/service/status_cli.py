@@ -25,6 +25,7 @@ from ..config import Config, SinkConfig
 from ..config.locate import add_config_option
 from ..config.tables import BatchConfig, DeadLetterConfig, RetryConfig
 from ..portal.backend import event_store, stream_store
+from ..portal.pg_errors import describe
 from ..portal.stream_defs import StreamDefinition
 from ..scrub import scrub_secrets
 from ..timestamps import now_rfc3339
@@ -112,7 +113,7 @@ def store_stream_sinks(config: Config) -> list[SinkConfig]:
         defs = asyncio.run(asyncio.wait_for(_definitions(database), STORE_TIMEOUT))
     except Exception as exc:  # noqa: BLE001 - the configured sinks are listed regardless
         reason = (f"no answer within {STORE_TIMEOUT:g} s" if isinstance(exc, TimeoutError)
-                  else scrub_secrets(str(exc)))
+                  else scrub_secrets(describe(exc)))
         print(f"auditshipd status: self-service streams not listed: the portal store"
               f" cannot be read: {reason}", file=sys.stderr)
         return []

@@ -34,6 +34,7 @@ from ..netguard import BlockedDestination, DestinationPolicy, check_literal, des
 from ..plugin import SinkType
 from ..portal.backend import event_store, is_postgres_url, stream_store
 from ..portal.config import portal_config
+from ..portal.pg_errors import describe
 from ..portal.stream_defs import StreamRequestError, check_definition, destination_url
 from ..portal.stream_secrets import SecretsKeyError, load_secret_box
 from ..portal.stream_store import StreamStatus, StreamStore, status_fresh_for
@@ -117,7 +118,7 @@ class StoreStreams:
             await events.open()
         except Exception as exc:
             self._say(f"self-service streams unavailable: the portal store cannot be opened:"
-                      f" {scrub_secrets(str(exc))}")
+                      f" {scrub_secrets(describe(exc))}")
             return False
         self._events, self.streams = events, stream_store(events)
         self._database = database
@@ -155,7 +156,7 @@ class StoreStreams:
             defs = await self.streams.list()
         except Exception as exc:
             self._say(f"self-service streams: the portal store cannot be read:"
-                      f" {scrub_secrets(str(exc))}")
+                      f" {scrub_secrets(describe(exc))}")
             self.unavailable = True
             # Unknown now: the first revision read once the store answers again reloads.
             self.revision = self._signalled = None
@@ -218,7 +219,7 @@ class StoreStreams:
             revision = await self.streams.revision()
         except Exception as exc:
             self._say(f"self-service streams: the portal store cannot be read:"
-                      f" {scrub_secrets(str(exc))}")
+                      f" {scrub_secrets(describe(exc))}")
             return False
         if revision in (self.revision, self._signalled):
             return False
