@@ -8,6 +8,7 @@ is told once per entry. (A file of another owner: tests/unit/test_tail.py.)
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -91,3 +92,32 @@ def test_follow_symlinks_true_ships_a_linked_segment(ws):
         wait_for(lambda: len(read_jsonl_ids(ws.out)) >= 6, 30, message="all events")
         assert d.terminate() == 0
     assert sorted(read_jsonl_ids(ws.out)) == sorted(linked + good)
+
+
+def test_a_rotated_segments_torn_last_line_is_quarantined_with_its_reason(ws):
+    """A writer stopped mid-line, then numbered rotation moved the file to audit.jsonl.1
+    (still in the glob) and the writer went on in a new audit.jsonl: every event is
+    shipped and the fragment is in the quarantine file as a torn last line, with its
+    segment and offset, so the sink is not left with bytes pending for good."""
+    rotated = ws.journal.parent / "audit.jsonl.1"
+    first = write_events(ws.journal, "a", 2)
+    offset = ws.journal.stat().st_size
+    with open(ws.journal, "ab") as f:
+        f.write(b'{"id": "torn-1", "action": "user.invi')
+    os.rename(ws.journal, rotated)
+    then = rotated.stat().st_mtime - 120  # the fragment has sat there for two minutes
+    os.utime(rotated, (then, then))
+    later = write_events(ws.journal, "b", 2)
+    ws.write_config(file_sink(ws.out))
+    quarantine = ws.state / "quarantine" / "local-file.jsonl"
+    with ws.daemon() as d:
+        d.wait_started()
+        wait_for(lambda: quarantine.exists() and quarantine.read_bytes(), 30,
+                 message="the torn line quarantined")
+        wait_for(lambda: len(read_jsonl_ids(ws.out)) >= 4, 30, message="every event")
+        assert d.terminate() == 0
+    assert sorted(read_jsonl_ids(ws.out)) == sorted(first + later)
+    records = [json.loads(x) for x in quarantine.read_bytes().splitlines()]
+    assert [(r["path"], r["offset"], r["reason"], r["line"]) for r in records] == [
+        (str(rotated), offset, "a torn last line: it never got its newline and the writer moved on",
+         '{"id": "torn-1", "action": "user.invi')]

@@ -441,7 +441,7 @@ class SinkDriver(Outbox):
     def oversize_record(self, item: OversizeLine) -> QuarantineRecord:
         return self.quarantine_file.record(
             item.segment, item.path, item.offset,
-            f"line of {item.length} bytes is over max_line_bytes"
+            item.reason or f"line of {item.length} bytes is over max_line_bytes"
             f" ({self.config.journal.max_line_bytes})", item.preview, item.length)
 
     def lag_bytes(self) -> int:
