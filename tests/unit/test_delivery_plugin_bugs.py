@@ -210,3 +210,19 @@ async def test_a_failure_in_the_delivery_bookkeeping_fails_the_driver(tmp_path, 
     saved = msgspec.json.decode((tmp_path / "state" / "cursors" / "fake.json").read_bytes())
     assert saved["acked_events"] == 0 and saved["segments"] == {}
     assert "delivering a batch failed" in caplog.text and "observer bug" in caplog.text
+
+
+async def test_a_secret_in_a_failing_close_is_masked(tmp_path, caplog):
+    secret = "Zq9-very-private-value"
+
+    class ClosingBadly(ScriptedSink):
+        async def close(self) -> None:
+            raise RuntimeError(f"logout with {secret} refused")
+
+    driver = make_driver(tmp_path, ClosingBadly(lambda b: None), FakeClock(), 1)
+    driver.secrets = [secret]
+    task = await run(driver)
+    await until(lambda: driver.committed.acked_events == 1)
+    await stop(driver, task)
+    assert "closing sink fake failed: RuntimeError: logout with *** refused" in caplog.text
+    assert secret not in caplog.text

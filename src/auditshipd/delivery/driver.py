@@ -188,7 +188,7 @@ class SinkDriver(Outbox):
             try:
                 await self.sink.close()
             except Exception as exc:
-                self.logger.warning("closing sink %s failed: %s", self.name, exc)
+                self.logger.warning("closing sink %s failed: %s", self.name, self._masked(exc))
             self.stats.state = "stopped"
             self.sync_stats()
             try:

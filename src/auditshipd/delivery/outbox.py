@@ -177,6 +177,10 @@ class Outbox:
         if self.broken is not None:
             raise self.broken
 
+    def _masked(self, exc: BaseException) -> str:
+        """``TYPE: message`` of ``exc``, the sink's secrets masked."""
+        return scrub_secrets(describe(exc), self.secrets) or ""
+
     def _traceback(self, exc: BaseException) -> str:
         """``exc``'s traceback as text, the sink's secrets masked (a client library's
         message, a local shown in it, may hold them)."""
