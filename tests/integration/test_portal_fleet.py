@@ -182,3 +182,48 @@ async def test_postgres_restart_while_two_daemons_ship(tmp_path: Path, private_p
         # No event stored twice: the key is (id, occurred_at), so a redelivery whose
         # stored time differed (another path to the row) would add a row.
         assert rows == len(ids | more)
+
+
+async def test_a_replica_answers_503_while_its_database_is_down(
+        tmp_path: Path, private_pg: PrivatePostgres, caplog: pytest.LogCaptureFixture) -> None:
+    """The server stops under a running portal replica: the API and the pages answer
+    503 with Retry-After (a load balancer retries or takes the replica out), the log says
+    so once, and the replica serves again as soon as the server is back."""
+    from tests.portal.portal_env import make_config
+
+    from auditshipd.portal import start_portal
+
+    url = await migrated_schema(private_pg.url)
+    server = await start_portal(make_config(tmp_path, url), port=0)
+    try:
+        token = await server.tokens.create("ops", "admin")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/api/events", headers=headers) as r:
+                assert r.status == 200
+            private_pg.stop("fast")
+            for _ in range(3):
+                async with http.get(f"{server.url}/api/events", headers=headers) as r:
+                    assert r.status == 503, await r.text()
+                    assert r.headers["Retry-After"] == "5"
+                    assert "cannot be reached" in (await r.json())["error"]
+            async with http.get(f"{server.url}/events", headers=headers) as r:
+                assert r.status == 503
+                assert "Audit log unavailable" in await r.text()
+                assert r.headers["Content-Security-Policy"]
+            private_pg.start()
+            private_pg.wait_ready()
+            deadline = time.monotonic() + 30
+            while True:
+                async with http.get(f"{server.url}/api/events", headers=headers) as r:
+                    if r.status == 200:
+                        break
+                assert time.monotonic() < deadline, r.status
+                await asyncio.sleep(0.2)
+    finally:
+        await server.close()
+    outage = [r.getMessage() for r in caplog.records if "portal store" in r.getMessage()]
+    assert len([m for m in outage if "unavailable" in m]) <= 2, outage  # not once a request
+    assert any("reachable again" in m for m in outage), outage
+    assert not [r for r in caplog.records if r.name.startswith(("auditshipd", "aiohttp"))
+                and r.exc_info], "a traceback logged for an outage"

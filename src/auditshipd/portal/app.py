@@ -11,6 +11,7 @@ from ..hostcheck import allowed_hosts_middleware, default_allowed_hosts
 from . import api, pages, stream_api, stream_pages
 from .display import exact_text, time_html
 from .guard import STATE, PortalState
+from .outage import StoreOutage
 
 __all__ = ["build_app", "template_environment"]
 
@@ -56,7 +57,8 @@ def build_app(state: PortalState, listen_host: str | None = None) -> web.Applica
     host = listen_host or state.portal.host
     allowed = state.portal.allowed_hosts or default_allowed_hosts(host)
     app = web.Application(
-        client_max_size=64 * 1024, middlewares=[allowed_hosts_middleware(allowed, host)]
+        client_max_size=64 * 1024,
+        middlewares=[allowed_hosts_middleware(allowed, host), StoreOutage().middleware],
     )
     app[STATE] = state
     app.add_routes(api.routes)
