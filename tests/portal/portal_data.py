@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
+import unicodedata
 from typing import Any
 
 ACTIONS = [
@@ -60,11 +61,30 @@ def make_events(n: int, seed: int = 5, start: int = 0, span_days: int = 60) -> l
 
 # -- the oracle: written independently of the store's SQL ----------------------------
 
-_TOKEN = re.compile(r"[^\W_]+")
+# What FTS5's unicode61 tokenizer (remove_diacritics=1) makes of text whose accented
+# letters are Latin letters with one accent: words are runs of letters and digits, lower
+# case, any length; an accent it folds (these 25 combining marks, alone or as the
+# decomposition of a precomposed letter) belongs to its word and is left out.
+_FOLDED_ACCENTS = frozenset([*range(0x300, 0x305), *range(0x306, 0x30D), 0x30F, 0x311, 0x31B,
+                             *range(0x323, 0x329), 0x32D, 0x32E, 0x330, 0x331])
 
 
 def _toks(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
+    if text.isascii():
+        return re.findall("[a-z0-9]+", text.lower())
+    words: list[str] = []
+    word: list[str] = []
+    for ch in unicodedata.normalize("NFD", text.lower()):
+        if ch.isalnum():
+            word.append(ch)
+        elif word and ord(ch) in _FOLDED_ACCENTS:
+            continue
+        elif word:
+            words.append(unicodedata.normalize("NFC", "".join(word)))
+            word = []
+    if word:
+        words.append(unicodedata.normalize("NFC", "".join(word)))
+    return words
 
 
 def _strings(value: Any) -> list[str]:

@@ -19,7 +19,7 @@ from auditshipd.portal.query import EventFilter
 
 def _text_literal(text: str) -> str:
     """The tsvector literal of the same tokens and positions, for the server's text input."""
-    return " ".join(f"'{t}':{min(i, 16383)}" for i, t in enumerate(_lexemes(text), 1))
+    return " ".join(f"'{t.decode()}':{min(i, 16383)}" for i, t in enumerate(_lexemes(text), 1))
 
 
 VECTOR_TEXTS = [
@@ -28,7 +28,11 @@ VECTOR_TEXTS = [
     "Zoë Ångström café CAFÉ naïve 東京 Straße ﬁle",
     " ".join(["user"] * 300 + ["admin"] * 3),  # more positions than a lexeme keeps
     " ".join(f"w{i % 50}" for i in range(17000)),  # positions beyond 16383 share the last
-    "x" * 300 + " " + "é" * 300 + " short",  # tokens longer than a lexeme may be
+    "x" * 300 + " " + "é" * 300 + " short",
+    # words longer than a lexeme holds (2,047 bytes): cut at a character, with a hash
+    "x" * 2030 + " " + "x" * 2031 + " " + "é" * 1100 + " " + "\U0001d400" * 600 + " short",
+    # accents decomposed, the dotted capital I, Hangul, final sigma, private use
+    "e\u0301cole \u0130stanbul \ud55c\uad6d \u0391\u0398\u0397\u039d\u0391\u03a3 a\ue000b",
     "UPPER lower MiXeD 0123 a1b2",
 ]
 

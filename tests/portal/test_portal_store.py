@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import unicodedata
 
 import pytest
 from portal_data import Oracle, make_events
 
 from auditshipd.portal.query import EventFilter, parse_time
 from auditshipd.portal.store import EventStore
+from auditshipd.portal.store_sqlite import SQLiteEventStore
 
 INJECTIONS = ["' OR 1=1 --", '"', "*", "NEAR(", "AND OR NOT", ")", "<script>alert(1)</script>",
               "alice\" OR \"bob", "a*b:c^", "%", "_", "\\", "col:alice", "-alice", "\x00",
@@ -234,3 +236,70 @@ async def test_purge_deletes_old_events_and_their_index_rows(store: EventStore) 
     # Re-inserting a purged event works (its index rows were really removed).
     old = [e for e in events if parse_time(e["occurred_at"]) < cutoff][:5]
     assert await store.insert_events(old) == 5
+
+
+# Words both stores must cut and fold as FTS5's unicode61 tokenizer does: accents
+# precomposed or decomposed, the dotted capital I, letters beside "+" and "#", words longer
+# than a PostgreSQL lexeme holds (2,047 bytes), in one or several bytes a letter.
+_BOLD_A, _BOLD_B = "\U0001d400", "\U0001d401"  # 4 bytes each in UTF-8
+_WORDS = {
+    "nfc": "École Française", "nfd": unicodedata.normalize("NFD", "École Française"),
+    "turkish": "İstanbul office", "plain": "ecole francaise istanbul", "cpp": "C++ and C#",
+    "st": "st", "x255yz": "x" * 255 + "yz", "x300": "x" * 300, "x2030": "x" * 2030,
+    "x2031": "x" * 2031, "x5000": "x" * 4999 + "y", "e1015": "é" * 1015, "e1016": "É" * 1016,
+    "bold510": _BOLD_A * 510 + " zeta", "bold511": _BOLD_A * 511 + " zeta",
+    "bold508b": _BOLD_A * 508 + _BOLD_B + _BOLD_A + " zeta",
+}
+_WORD_QUERIES = [
+    "ecole", "école", unicodedata.normalize("NFD", "école"), "francaise", "FRANÇAISE",
+    "istanbul", "İstanbul", "ISTANBUL", "i", "stanbul", "cole", "c++", "c#", "st", "c",
+    "x" * 255, "x" * 256, "x" * 300, "x" * 255 + "y", "x" * 512, "xy", "é" * 512, "É" * 300,
+    _BOLD_A * 510 + "-z", _BOLD_A * 509 + "-z", _BOLD_A * 508 + _BOLD_B + _BOLD_A + "-z",
+    _BOLD_A * 500, _BOLD_A * 507 + "-z",
+]
+
+
+def _word_events() -> list[dict]:
+    base = make_events(len(_WORDS), seed=11)
+    return [{**e, "id": name, "metadata": {"title": text}}
+            for e, (name, text) in zip(base, _WORDS.items(), strict=True)]
+
+
+async def test_words_are_cut_and_folded_alike_on_both_stores(store: EventStore) -> None:
+    """Every query over these words finds exactly the events the oracle (FTS5's reading
+    of them) finds, on each store: a decomposed accent or the dotted capital I never cuts a
+    word in two (so `c++` never finds "École" through a piece "cole"), and a word longer
+    than a PostgreSQL lexeme is matched by all its letters, not its first 255 or 2,030
+    bytes."""
+    events = _word_events()
+    await store.insert_events(events)
+    oracle = Oracle(events)
+    for q in _WORD_QUERIES:
+        assert sorted(await _all(store, EventFilter(q=q))) == sorted(oracle(q=q)), q[:40]
+
+
+async def test_a_last_word_over_2030_bytes_is_matched_whole_on_postgresql(store: EventStore) -> None:
+    """A query's last word is a prefix, but on PostgreSQL one of more than 2,030 bytes (over
+    507 letters of four bytes) is matched whole: it never finds more than SQLite does."""
+    events = _word_events()
+    await store.insert_events(events)
+    q = _BOLD_A * 510
+    found = sorted(await _all(store, EventFilter(q=q)))
+    assert found == (["bold510", "bold511"] if isinstance(store, SQLiteEventStore) else ["bold510"])
+    assert sorted(Oracle(events)(q=q)) == ["bold510", "bold511"]
+
+
+async def test_a_phrase_finds_the_first_256_places_of_each_of_its_words(store: EventStore) -> None:
+    """An event naming 400 addresses of one domain: a phrase (an e-mail address) is found
+    wherever it is on SQLite; on PostgreSQL, which keeps the first 256 positions of a
+    word in an event, only where its words are within their first 256 occurrences."""
+    members = [f"user{i}@corp.test" for i in range(400)]
+    event = {**make_events(1)[0], "id": "grp", "metadata": {"members": members}}
+    await store.insert_events([event])
+    oracle = Oracle([event])
+    for q in ["user5@corp.test", "user250@corp.test", "user399", "corp.test"]:
+        assert await _all(store, EventFilter(q=q)) == oracle(q=q) == ["grp"], q
+    # "corp" and "test" occur once per address: user255's are the last positions kept
+    late = ["user255@corp.test", "user256@corp.test", "user399@corp.test"]
+    found = [bool(await _all(store, EventFilter(q=q))) for q in late]
+    assert found == ([True] * 3 if isinstance(store, SQLiteEventStore) else [True, False, False])

@@ -9,12 +9,13 @@
  * its position count and positions), or None for a line this code does not answer for:
  * one with a backslash (an escape), a byte outside ASCII (the reference tokenizer folds
  * Unicode), a number with a fraction or an exponent (its text may differ from Python's),
- * a string left open. The caller computes those in Python; nothing is guessed.
+ * a string left open, a token of more than 2030 bytes (its lexeme ends with a hash). The
+ * caller computes those in Python; nothing is guessed.
  *
  * The keyword text of a line is every value string (a string not followed by a colon)
  * and every number, in order; its tokens are the runs of ASCII letters and digits, lower
- * case, cut at 255 bytes. Token i (from 0) has position i + 1, at most 16383; a lexeme
- * keeps its first 256 distinct positions.
+ * case. Token i (from 0) has position i + 1, at most 16383; a lexeme keeps its first 256
+ * distinct positions.
  *
  * texts(lines) returns, per line, exactly event_rows.line_text(line) (the keyword text the
  * SQLite store indexes: "\n" and the value's JSON text, per value string and number), or
@@ -33,7 +34,7 @@
 #include <string.h>
 
 #define MAX_POSITION 16383
-#define MAX_TOKEN 255
+#define MAX_TOKEN 2030 /* pg_sql._WHOLE: a longer token's lexeme is Python's */
 #define MAX_POSITIONS 256
 
 typedef struct {
@@ -75,9 +76,10 @@ static int grow(Scratch *sc, Py_ssize_t n)
     return 0;
 }
 
-/* Appends the tokens of s[0:n] (a value's text) at *count; out: the lower-cased bytes. */
-static void cut(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *count,
-                Py_ssize_t *used)
+/* Appends the tokens of s[0:n] (a value's text) at *count; out: the lower-cased bytes.
+ * 0 for a token longer than MAX_TOKEN (the line is handed back), else 1. */
+static int cut(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *count,
+               Py_ssize_t *used)
 {
     Py_ssize_t i = 0;
     while (i < n) {
@@ -90,7 +92,7 @@ static void cut(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *c
             i++;
         Py_ssize_t len = i - start;
         if (len > MAX_TOKEN)
-            len = MAX_TOKEN;
+            return 0;
         unsigned char *dst = sc->text + *used;
         for (Py_ssize_t k = 0; k < len; k++)
             dst[k] = LOWER[s[start + k]];
@@ -106,6 +108,7 @@ static void cut(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssize_t *c
         *used += len;
         *count = index + 1;
     }
+    return 1;
 }
 
 /* Byte order of the lexemes (a prefix first; lexemes hold no NUL, so the padded heads
@@ -194,7 +197,8 @@ static int line_tokens(const unsigned char *s, Py_ssize_t n, Scratch *sc, Py_ssi
     if (high >= 0x80 || (escapes && memchr(s, '\\', (size_t)n) != NULL))
         return 0;
     while ((found = next_value(s, n, &at, &start, &end)) > 0)
-        cut(s + start, end - start, sc, count, &used);
+        if (!cut(s + start, end - start, sc, count, &used))
+            return 0;
     return found == 0;
 }
 

@@ -1,12 +1,21 @@
 """The SQL text of the PostgreSQL event store: the ``tsvector`` of an event (in its binary
 form) and the ``tsquery`` of a keyword query (the tokens of :func:`~auditshipd.portal.query.tokenize`,
 diacritics folded like FTS5's ``unicode61``), its page cursor (``occurred_at`` and
-``ingest``, format version 2), literals, and the query of a page of events."""
+``ingest``, format version 2), literals, and the query of a page of events.
+
+A token's lexeme is the token itself up to 2,030 bytes (UTF-8). A longer token, which a
+lexeme (at most 2,047 bytes) cannot hold, is its first 2,030 bytes or fewer (whole
+characters), ``#`` and 16 hex digits of a hash of the whole token: no token holds a
+``#``, so that lexeme equals no shorter token's, and starts with every prefix of the
+token up to 2,030 bytes. A query's token matches a stored one exactly as FTS5 matches it
+(the same token, or its prefix for the last), but for a last token of more than 2,030
+bytes, which matches that token whole only (never more than FTS5 finds)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
+import hashlib
 import struct
 import unicodedata
 from collections.abc import Iterable
@@ -24,24 +33,39 @@ __all__ = [
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 # PostgreSQL's timestamps count microseconds from here (binary form).
 PG_EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)
-# tsvector limits: positions stop at 16383, a lexeme has at most 2047 bytes.
+# tsvector limits: positions stop at 16383, a lexeme has at most 2047 bytes: a token of
+# more bytes than _WHOLE keeps that many or fewer, "#" and a 16-digit hash (module doc).
 _MAX_POSITION = 16383
-_MAX_TOKEN_CHARS = 255
+_WHOLE = 2030
+
+
+# The letters FTS5 folds (Unicode case folding) that lower-casing leaves: final sigma,
+# micro sign, long s, the Greek letter symbols.
+_CASE_FOLDS = str.maketrans("\u03c2\u00b5\u017f\u03d0\u03d1\u03d5\u03d6\u03f0\u03f1\u03f5",
+                            "\u03c3\u03bcs\u03b2\u03b8\u03c6\u03c0\u03ba\u03c1\u03b5")
 
 
 def _fold(token: str) -> str:
+    """A token without accents: decomposed, its combining marks left out, composed again
+    (Hangul syllables stay syllables), case-folded where lower case is not enough."""
     if token.isascii():
         return token
     decomposed = unicodedata.normalize("NFD", token)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", bare).translate(_CASE_FOLDS)
 
 
-def _lexemes(text: str) -> list[str]:
-    tokens = tokenize(text)
-    if not text.isascii():
-        tokens = [f for f in (_fold(t) for t in tokens) if f]
-    if tokens and max(map(len, tokens)) > _MAX_TOKEN_CHARS:
-        tokens = [t[:_MAX_TOKEN_CHARS] for t in tokens]
+def _cut(token: bytes) -> bytes:
+    """The lexeme of a token of more than _WHOLE bytes (valid UTF-8)."""
+    head = token[:_WHOLE].decode("utf-8", "ignore").encode()  # whole characters
+    return head + b"#" + hashlib.blake2b(token, digest_size=8).hexdigest().encode()
+
+
+def _lexemes(text: str) -> list[bytes]:
+    """The lexemes of ``text``, in order: its folded tokens, those too long cut."""
+    tokens = [f.encode() for f in (_fold(t) for t in tokenize(text)) if f]
+    if tokens and max(map(len, tokens)) > _WHOLE:
+        tokens = [_cut(t) if len(t) > _WHOLE else t for t in tokens]
     return tokens
 
 
@@ -63,10 +87,10 @@ _ONE_POSITION = [b"\x00\x00\x01" + p.to_bytes(2, "big") for p in range(1, _MAX_P
 def _tokens(text: str) -> list[bytes]:
     if text.isascii():
         tokens = text.encode().translate(_ASCII_TOKENS).split()
-        if tokens and max(map(len, tokens)) > _MAX_TOKEN_CHARS:
-            tokens = [t[:_MAX_TOKEN_CHARS] for t in tokens]
+        if tokens and max(map(len, tokens)) > _WHOLE:
+            tokens = [_cut(t) if len(t) > _WHOLE else t for t in tokens]
         return tokens
-    return [t.encode() for t in _lexemes(text)]
+    return _lexemes(text)
 
 
 def _one_more(entry: bytes, size: int, one: bytes) -> bytes:
@@ -102,14 +126,16 @@ def search_vector(text: str) -> bytes:
 
 def tsquery(phrases: list[list[str]]) -> str:
     """The ``tsquery`` literal of a keyword query: each phrase's tokens adjacent, the last
-    one a prefix, every phrase required."""
+    one a prefix (unless cut: a lexeme with a hash is matched whole), every phrase
+    required. Tokens hold no quote or backslash: each lexeme is quoted as it is."""
     out = []
     for phrase in phrases:
-        toks = [t for t in (_fold(t)[:_MAX_TOKEN_CHARS] for t in phrase) if t]
+        toks = [t for t in (_fold(t).encode() for t in phrase) if t]
         if not toks:
             continue
-        *head, last = toks
-        out.append(" <-> ".join([*(f"'{t}'" for t in head), f"'{last}':*"]))
+        *head, last = [(_cut(t) if len(t) > _WHOLE else t).decode() for t in toks]
+        prefix = "" if len(toks[-1]) > _WHOLE else ":*"
+        out.append(" <-> ".join([*(f"'{t}'" for t in head), f"'{last}'{prefix}"]))
     return " & ".join(f"({p})" for p in out)
 
 

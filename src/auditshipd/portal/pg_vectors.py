@@ -4,9 +4,9 @@ Each row's ``tsvector`` (binary form) is :func:`~auditshipd.portal.pg_sql.search
 of the row's keyword text (:func:`~auditshipd.portal.event_rows.indexed_text`). The C
 extension ``_tsvector_c`` writes the same bytes straight from the stored line, without
 building the text (one call per batch); it hands back the lines it does not answer for
-(an escape, text outside ASCII, a number with a fraction or an exponent), and those, or
-every line when the extension is not built or is switched off
-(``AUDITSHIPD_TSVECTOR_C=0``), take the Python code. The portal's own access records get
+(an escape, text outside ASCII, a number with a fraction or an exponent, a word over
+2,030 bytes), and those, or every line when the extension is not built or is switched
+off (``AUDITSHIPD_TSVECTOR_C=0``), take the Python code. The portal's own access records get
 an empty vector, as they have an empty text.
 """
 

@@ -53,7 +53,15 @@ _FAR_START = _NEAR_MICROS << TIE_BITS  # 1 << 62
 MAX_QUERY_CHARS = 512
 MAX_QUERY_WORDS = 16
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-_TOKEN_RE = re.compile(r"[^\W_]+")
+# A token: letters, digits and private-use characters (FTS5 unicode61's "L* N* Co"); the
+# combining accents unicode61 folds away (25 of U+0300-U+0331: acute, grave, dot above,
+# cedilla...) continue a token without starting one, so a decomposed "e\u0301cole", or the
+# "i\u0307" that lower-casing makes of "\u0130", stays one token.
+_PRIVATE = "\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd"
+_ACCENTS = "\u0300-\u0304\u0306-\u030c\u030f\u0311\u031b\u0323-\u0328\u032d\u032e\u0330\u0331"
+# (\w is a letter, a digit or "_": tokenize() turns "_" into a separator first.)
+_TOKEN_RE = re.compile(f"[\\w{_PRIVATE}][\\w{_PRIVATE}{_ACCENTS}]*")
+_ASCII_TOKEN_RE = re.compile("[a-z0-9]+")
 _FRACTION_RE = re.compile(r"(\.\d{6})\d+")
 
 
@@ -107,8 +115,11 @@ class EventFilter:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased runs of letters and digits (what FTS5's unicode61 tokenizer keeps)."""
-    return _TOKEN_RE.findall(text.lower())
+    """Lower-cased runs of letters and digits: the words FTS5's unicode61 tokenizer
+    indexes, before it folds them (a combining accent it folds away is still there)."""
+    if text.isascii():
+        return _ASCII_TOKEN_RE.findall(text.lower())
+    return _TOKEN_RE.findall(text.lower().replace("_", " "))
 
 
 def _query_words(q: str) -> list[str]:
