@@ -1,5 +1,5 @@
 """Rebuilding the keyword vectors of the events a PostgreSQL store holds
-(``python -m auditshipd.portal.pg_reindex``): events stored with an older version's
+(``auditshipd portal reindex``): events stored with an older version's
 vectors are found as the present rules find them."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def test_reindex_rewrites_the_vectors_that_differ(pg_url: str, tmp_path: P
     config.write_text(f'[journal]\npath = "{tmp_path}/audit.jsonl"\nstate_dir = "{tmp_path}"\n'
                       f'[portal]\nenabled = false\ndatabase = "{pg_url}"\n')
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "auditshipd.portal.pg_reindex", "-c", str(config),
+        sys.executable, "-m", "auditshipd.cli", "portal", "reindex", "-c", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode == 0, err

@@ -30,8 +30,10 @@ def add_parser(subparsers: Any) -> None:
     portal = subparsers.add_parser("portal", help="serve the audit log portal alone")
     add_config_option(portal)
     portal.add_argument("--listen", metavar="HOST:PORT", help="override portal.listen")
-    portal.add_argument("action", nargs="?", choices=["serve", "migrate"], default="serve",
-                        help="serve (default), or migrate: apply the PostgreSQL schema migrations")
+    portal.add_argument("action", nargs="?", choices=["serve", "migrate", "reindex"],
+                        default="serve",
+                        help="serve (default); migrate: apply the PostgreSQL schema migrations;"
+                             " reindex: rebuild the PostgreSQL keyword vectors of stored events")
     portal.set_defaults(func=run_portal)
 
     token = subparsers.add_parser("token", help="manage portal access tokens")
@@ -144,10 +146,10 @@ def token_revoke(args: argparse.Namespace) -> int:
 
 
 def run_portal(args: argparse.Namespace) -> int:
-    if getattr(args, "action", "serve") == "migrate":
-        from .migrate_cli import portal_migrate
+    if getattr(args, "action", "serve") in ("migrate", "reindex"):
+        from .migrate_cli import portal_migrate, portal_reindex
 
-        return portal_migrate(args)
+        return (portal_migrate if args.action == "migrate" else portal_reindex)(args)
     try:
         config = load_config(getattr(args, "config", None))
         pc = portal_config(config)

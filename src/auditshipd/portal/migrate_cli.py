@@ -1,7 +1,8 @@
-"""``auditshipd portal migrate``: bring a PostgreSQL portal database to this version's schema.
+"""``auditshipd portal migrate``: bring a PostgreSQL portal database to this version's schema;
+``auditshipd portal reindex``: rebuild the keyword vectors of the events it holds.
 
 The embedded SQLite store creates its schema itself; a shared server is changed only on
-purpose, by this command, once per upgrade (any host may run it, concurrently too).
+purpose, by these commands, once per upgrade (any host may run them, concurrently too).
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
 from ..config import load_config
 from ..errors import AuditshipdError
 from .config import is_postgres_url, portal_config
 from .pg_errors import BAD_URL, describe, safe_location, url_problem
-from .pg_schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
+from .pg_reindex import reindex
+from .pg_schema import SCHEMA_VERSION, SchemaError, check_schema, migrate, schema_version
 
-__all__ = ["portal_migrate"]
+__all__ = ["portal_migrate", "portal_reindex"]
 
 
 def _fail(message: str) -> int:
@@ -25,16 +28,28 @@ def _fail(message: str) -> int:
 
 
 def portal_migrate(args: argparse.Namespace) -> int:
+    return _on_postgres(args, _migrate, "its schema is created when it is opened")
+
+
+def portal_reindex(args: argparse.Namespace) -> int:
+    return _on_postgres(args, _reindex, "its keyword index is SQLite's own")
+
+
+def _on_postgres(args: argparse.Namespace, command: Callable[[str], Awaitable[int]],
+                 sqlite: str) -> int:
+    """Run ``command`` on the config's PostgreSQL portal database; a SQLite one needs
+    nothing (``sqlite`` says why)."""
     try:
         pc = portal_config(load_config(getattr(args, "config", None)))
     except AuditshipdError as exc:
         return _fail(str(exc))
     if not is_postgres_url(pc.database):
-        print(f"portal database {pc.database} is SQLite: its schema is created when it is opened",
-              file=sys.stderr)
+        print(f"portal database {pc.database} is SQLite: {sqlite}", file=sys.stderr)
         return 0
+    if url_problem(pc.database) is not None:
+        return _fail(f"portal.database: {BAD_URL}")
     try:
-        return asyncio.run(_migrate(pc.database))
+        return asyncio.run(command(pc.database))
     except ImportError:
         return _fail("a PostgreSQL portal database needs asyncpg: pip install 'auditshipd[postgres]'")
 
@@ -43,8 +58,6 @@ async def _migrate(url: str) -> int:
     import asyncpg
 
     where = safe_location(url)
-    if url_problem(url) is not None:
-        return _fail(f"portal.database: {BAD_URL}")
     try:
         conn = await asyncpg.connect(url)
     except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -66,4 +79,23 @@ async def _migrate(url: str) -> int:
               f" (schema version {SCHEMA_VERSION})")
     else:
         print(f"portal database {where}: schema version {SCHEMA_VERSION}, nothing to do")
+    return 0
+
+
+async def _reindex(url: str) -> int:
+    import asyncpg
+
+    where = safe_location(url)
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return _fail(f"cannot connect to portal database {where}: {describe(exc)}")
+    try:
+        await check_schema(conn, where)
+        read, rewritten = await reindex(conn)
+    except (SchemaError, asyncpg.PostgresError) as exc:
+        return _fail(f"re-indexing {where} failed: {describe(exc)}")
+    finally:
+        await conn.close()
+    print(f"portal database {where}: {read} events read, {rewritten} keyword vectors rewritten")
     return 0
