@@ -226,3 +226,23 @@ async def test_a_secret_in_a_failing_close_is_masked(tmp_path, caplog):
     await stop(driver, task)
     assert "closing sink fake failed: RuntimeError: logout with *** refused" in caplog.text
     assert secret not in caplog.text
+
+
+async def test_a_generator_exit_from_the_sink_fails_the_driver_instead_of_stalling(tmp_path):
+    """GeneratorExit goes through (a coroutine being closed must not carry on), but the
+    batch it left neither done nor failed used to stall the cursor for good, silently.
+    Now the driver fails (the daemon restarts the sink) without committing the batch."""
+    calls: list[list[str]] = []
+
+    def script(batch: Batch) -> Any:
+        calls.append(batch.ids)
+        return GeneratorExit() if len(calls) == 1 else None
+
+    sink = ScriptedSink(script)
+    driver = make_driver(tmp_path, sink, FakeClock(), 3)
+    task = await run(driver)
+    with pytest.raises(RuntimeError, match="GeneratorExit"):
+        await asyncio.wait_for(task, 10)
+    saved = msgspec.json.decode((tmp_path / "state" / "cursors" / "fake.json").read_bytes())
+    assert saved["acked_events"] == 0
+    assert driver.stats.last_error and "GeneratorExit" in driver.stats.last_error

@@ -139,9 +139,11 @@ class Outbox:
         try:
             await self._deliver(job)
         except BaseException as exc:
-            if isinstance(exc, GOES_THROUGH) or being_cancelled():
+            if being_cancelled() or isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise  # abort: the batch stays after the cursor, read again next start
-            self._broke(exc)
+            self._broke(exc)  # the batch is neither done nor failed: the driver restarts
+            if isinstance(exc, GOES_THROUGH):
+                raise  # a coroutine being closed (GeneratorExit) must not carry on
         finally:
             self._slots.release()
 
@@ -173,9 +175,13 @@ class Outbox:
         self._error(f"delivering a batch failed: {describe(exc)}")
 
     def raise_if_broken(self) -> None:
-        """Raise what broke the delivery bookkeeping, if anything did."""
-        if self.broken is not None:
+        """Raise what broke the delivery bookkeeping, if anything did (an Exception: a
+        GeneratorExit or the like is wrapped, so the driver's task fails as a crash)."""
+        if isinstance(self.broken, Exception):
             raise self.broken
+        if self.broken is not None:
+            raise RuntimeError(f"delivering a batch failed: {self._masked(self.broken)}") \
+                from self.broken
 
     def _masked(self, exc: BaseException) -> str:
         """``TYPE: message`` of ``exc``, the sink's secrets masked."""
