@@ -105,7 +105,7 @@ def test_a_rotated_segments_torn_last_line_is_quarantined_with_its_reason(ws):
     with open(ws.journal, "ab") as f:
         f.write(b'{"id": "torn-1", "action": "user.invi')
     os.rename(ws.journal, rotated)
-    then = rotated.stat().st_mtime - 120  # the fragment has sat there for two minutes
+    then = rotated.stat().st_mtime - 2 * 3600  # the fragment has sat there for two hours
     os.utime(rotated, (then, then))
     later = write_events(ws.journal, "b", 2)
     ws.write_config(file_sink(ws.out))

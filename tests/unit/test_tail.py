@@ -22,7 +22,7 @@ import pytest
 from auditshipd.delivery.lines import decode_lines
 from auditshipd.journal.cursor import HEAD_BYTES, CursorState, SegmentCursor, digest
 from auditshipd.journal.reader import JournalReader
-from auditshipd.journal.segment_reads import TORN
+from auditshipd.journal.segment_reads import TORN, TORN_IN_GLOB_AFTER
 from auditshipd.journal.segments import Chunk, OversizeLine, Release
 from auditshipd.journal.watch import ChangeSignal
 from auditshipd.journal.writer import AuditJournal
@@ -1210,8 +1210,9 @@ async def test_a_rotated_segment_in_the_glob_with_a_torn_last_line_is_quarantine
         tmp_path: Path, journal: Path, consumer: Consumer) -> None:
     """Numbered rotation moved a file whose writer stopped mid-line to audit.jsonl.1 (still
     in the glob) and the writer went on in a new audit.jsonl: once the fragment is
-    untouched for idle_after, it is handed out as a torn line (for the quarantine), the
-    cursor passes it and nothing is left pending; the live file's partial line is not."""
+    untouched for TORN_IN_GLOB_AFTER, it is handed out as a torn line (for the
+    quarantine), the cursor passes it and nothing is left pending; the live file's
+    partial line is not."""
     append(journal, lines("a", 2))
     with open(journal, "ab") as f:
         f.write(b'{"id":"half')
@@ -1222,7 +1223,7 @@ async def test_a_rotated_segment_in_the_glob_with_a_torn_last_line_is_quarantine
     append(journal, lines("b", 2))
     with open(journal, "ab") as f:
         f.write(b'{"id":"live')  # the live file's own partial line: the writer is on it
-    _age(rotated, 5)
+    _age(rotated, TORN_IN_GLOB_AFTER + 60)
     await consumer.until(lambda: any(isinstance(i, OversizeLine) for i in consumer.items))
     await consumer.collect(4)
     torn = [i for i in consumer.items if isinstance(i, OversizeLine)]
@@ -1561,3 +1562,82 @@ async def test_segments_starting_alike_are_each_read_from_their_start(
     await consumer.collect(103)
     await consumer.quiet()
     assert_exact(consumer.lines, a + b + c)
+
+
+async def test_a_rotated_segment_whose_writer_may_still_end_its_line_is_waited_for(
+        tmp_path: Path, journal: Path, consumer: Consumer) -> None:
+    """In the glob, a fragment untouched for minutes (not an hour) in a rotated file is
+    still waited for, as is one whose only newer file belongs to another pattern (another
+    application's journal): its writer ends the line and the event is read whole."""
+    other = tmp_path / "other"
+    other.mkdir()
+    append(journal, lines("a", 1))
+    rotated = tmp_path / "audit.jsonl.1"
+    f = open(journal, "ab")  # noqa: SIM115 - the writer's descriptor, kept across the rename
+    try:
+        f.write(b'{"id":"slow"')
+        f.flush()
+        consumer.start(idle_after=0.2)
+        await consumer.collect(1)
+        os.rename(journal, rotated)
+        append(journal, lines("b", 1))
+        _age(rotated, 600)  # ten minutes: well past idle_after, not the hour
+        await consumer.collect(2)
+        await consumer.quiet(0.6)
+        f.write(b',"late":1}\n')
+        f.flush()
+    finally:
+        f.close()
+    await consumer.collect(3)
+    assert b'{"id":"slow","late":1}' in consumer.lines
+    assert not any(isinstance(i, OversizeLine) for i in consumer.items)
+
+
+async def test_another_patterns_newer_file_is_not_this_writer_moving_on(tmp_path: Path) -> None:
+    """Two journals (two patterns): the other one's live file being newer says nothing of
+    this one's writer; its fragment stays unread however long it sits."""
+    mine, theirs = tmp_path / "audit.jsonl", tmp_path / "app" / "app.jsonl"
+    theirs.parent.mkdir()
+    append(mine, lines("a", 1))
+    with open(mine, "ab") as f:
+        f.write(b'{"id":"half')
+    _age(mine, TORN_IN_GLOB_AFTER + 60)
+    append(theirs, lines("b", 1))
+    reader = JournalReader([str(tmp_path / "audit.jsonl*"), str(theirs.parent / "app.jsonl*")],
+                           CursorState(sink="t"), poll_interval=0.05, idle_after=0.2)
+    try:
+        items = []
+        for _ in range(20):
+            item = await reader.next_item(timeout=0.1)
+            if item is not None:
+                items.append(item)
+        assert not any(isinstance(i, OversizeLine) for i in items)
+        assert sum(i.data.count(b"\n") for i in items if isinstance(i, Chunk)) == 2
+    finally:
+        reader.close()
+
+
+async def test_a_reader_stopped_by_its_limit_quarantines_nothing(tmp_path: Path) -> None:
+    """A reader bounded by ``limit`` (a sink reading alone behind the shared pass) reads
+    nothing past the bound: the whole lines after it are not a torn tail, even in a
+    rotated segment untouched for long and gone from the glob."""
+    journal = tmp_path / "audit.jsonl"
+    append(journal, lines("a", 10))
+    key = key_of(journal)
+    bound_at = len(b"".join(x + b"\n" for x in lines("a", 4)))
+    limit = {key: SegmentCursor(path=str(journal), offset=bound_at, head_len=0, head_hash="",
+                                tail_hash="")}  # only the offset bounds a read
+    reader = JournalReader([str(tmp_path / "audit.jsonl*")], CursorState(sink="t"),
+                           poll_interval=0.05, idle_after=0.1, rotate_wait=0.0, limit=limit)
+    try:
+        items = [await reader.next_item(timeout=2)]
+        os.rename(journal, tmp_path / "gone.jsonl")
+        _age(tmp_path / "gone.jsonl", TORN_IN_GLOB_AFTER + 60)
+        for _ in range(20):
+            item = await reader.next_item(timeout=0.1)
+            if item is not None:
+                items.append(item)
+        assert not any(isinstance(i, OversizeLine) for i in items)
+        assert b"".join(i.data for i in items if isinstance(i, Chunk)).count(b"\n") == 4
+    finally:
+        reader.close()

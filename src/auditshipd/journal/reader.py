@@ -27,9 +27,10 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
+from functools import partial
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
-from .segment_reads import read_lines, skip_torn_tail, tail_abandoned
+from .segment_reads import read_lines, skip_torn_tail, tail_abandoned, written_after
 from .segments import (
     EXCLUDE,
     Chunk,
@@ -45,6 +46,7 @@ from .segments import (
     matched_files,
     refusal,
     rewritten,
+    room_under,
 )
 from .watch import ChangeSignal
 
@@ -78,14 +80,12 @@ class JournalReader:
         inherit: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         self.patterns = list(patterns)
-        # Descriptors handed over (key -> (path, fd), each this reader's to close) of
-        # segments that left the glob, renamed away or deleted, which another reader still
-        # holds: a cursor entry whose file is no longer found by name is read on from
-        # them instead of being given up (a sink leaving the shared pass).
+        # Descriptors handed over (key -> (path, fd), this reader's to close) of segments
+        # that left the glob, which another reader still holds: a cursor entry whose file
+        # is gone by name is read on from them, not given up (a sink leaving the pass).
         self._inherit = dict(inherit or {})
-        # Called (in the reading thread) with (key, path, descriptor) of a segment that
-        # left the glob, as the reader lets it go: the shared pass keeps a duplicate
-        # while a sink still needs it.
+        # Called (reading thread) with (key, path, fd) of a segment that left the glob, as
+        # the reader lets it go: the shared pass keeps a duplicate while a sink needs it.
         self.on_release: Callable[[str, str, int], None] | None = None
         self.exclude = list(exclude)
         self.known = dict(state.segments)  # persisted cursor entries not yet adopted
@@ -94,10 +94,9 @@ class JournalReader:
         self.block_bytes = block_bytes
         self.signal = signal or ChangeSignal()
         self.poll_interval = poll_interval
-        # A drained segment that left the glob (renamed away, deleted) is kept open for
-        # rotate_wait seconds after it left and after its last write: a writer holding the
-        # old descriptor may still append before it reopens the path (Fluent Bit's
-        # Rotate_Wait).
+        # A drained segment that left the glob is kept open rotate_wait seconds after it
+        # left and after its last write: a writer holding the old descriptor may still
+        # append before it reopens the path (Fluent Bit's Rotate_Wait).
         self.rotate_wait = rotate_wait
         self.name = name
         self.follow_symlinks = follow_symlinks
@@ -208,11 +207,14 @@ class JournalReader:
         # Drained segments that left the glob (renamed away or deleted) are released once
         # rotate_wait has passed since they left it and since their last write.
         now_ns = time.time_ns()
-        newest = max([s.mtime for s in self.segments.values() if s.in_glob]
-                     + [idle[2] for idle in self.idle.values()], default=0)
+        known = [(s.path, s.mtime) for s in self.segments.values() if s.in_glob]
+        known += [(mark.path, mtime) for mark, _size, mtime in self.idle.values()]
         for seg in list(self.segments.values()):
             if seg.skipping_from is not None or not seg.at_eof():
-                if tail_abandoned(seg, now_ns, self.idle_after, self.rotate_wait, newest):
+                # Not where the reader's limit stopped it: lines past the bound are whole.
+                if room_under(self.limit, seg) > 0 and tail_abandoned(
+                        seg, now_ns, self.idle_after, self.rotate_wait,
+                        partial(written_after, seg, known, self.patterns)):
                     self._pending.append(skip_torn_tail(seg, self.name))
                     if not seg.in_glob:
                         self._release(seg)

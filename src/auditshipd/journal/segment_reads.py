@@ -5,7 +5,8 @@ decides which segments to read; this reads them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from fnmatch import fnmatch
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, SegmentCursor, digest
 from .segments import (
@@ -19,11 +20,14 @@ from .segments import (
     room_under,
 )
 
-__all__ = ["TORN", "advance", "read_lines", "skip_oversize", "skip_torn_tail", "tail_abandoned"]
+__all__ = ["TORN", "TORN_IN_GLOB_AFTER", "advance", "read_lines", "skip_oversize", "skip_torn_tail",
+           "tail_abandoned", "written_after"]
 
 log = logging.getLogger("auditshipd.tail")
 
 TORN = "a torn last line: it never got its newline and the writer moved on"
+# How long an unfinished last line in a rotated segment still in the glob is waited for.
+TORN_IN_GLOB_AFTER = 3600.0
 
 
 def read_lines(seg: _Segment, limit: Mapping[str, SegmentCursor] | None, block_bytes: int,
@@ -102,18 +106,27 @@ def advance(seg: _Segment, offset: int, data: bytes | None = None) -> None:
 
 
 def tail_abandoned(seg: _Segment, now_ns: int, idle_after: float, rotate_wait: float,
-                   newest_ns: int) -> bool:
-    """Whether the unfinished last line of ``seg`` (no complete line left after its
-    offset) will never be finished: untouched for ``idle_after`` seconds and, out of the
-    glob (renamed away, deleted), ``rotate_wait`` seconds after it left it (a writer may
-    still end the line through its old descriptor); in the glob, when a segment in the
-    glob was written after it (``newest_ns``: the latest such mtime): the writer moved on
-    to another file."""
-    if not seg.unchanged_for(now_ns, idle_after):
-        return False
+                   moved_on: Callable[[], bool]) -> bool:
+    """Whether the unfinished last line of ``seg`` (read to where it can be: no complete
+    line left after its offset) will never be finished. Out of the glob (renamed away,
+    deleted): once untouched for ``idle_after`` seconds and ``rotate_wait`` seconds after
+    it left (a writer may still end the line through its old descriptor). In the glob:
+    once untouched for :data:`TORN_IN_GLOB_AFTER` seconds while a file of its pattern was
+    written after it (``moved_on()``): a writer that leaves half a line for that long in
+    a rotated file it still writes to is not waited for."""
     if not seg.in_glob:
-        return now_ns - seg.left_ns > rotate_wait * 1e9
-    return newest_ns > seg.mtime
+        return seg.unchanged_for(now_ns, idle_after) and now_ns - seg.left_ns > rotate_wait * 1e9
+    return seg.unchanged_for(now_ns, max(idle_after, TORN_IN_GLOB_AFTER)) and moved_on()
+
+
+def written_after(seg: _Segment, others: Iterable[tuple[str, int]], patterns: list[str]) -> bool:
+    """Whether a file matched by a pattern (of ``patterns``) that matches ``seg`` was
+    written after it (``others``: the (path, mtime in ns) of the segments known): the
+    journal's writer moved on to it. A file of another pattern (another application's
+    journal) says nothing of this one's writer."""
+    mine = [p for p in patterns if fnmatch(seg.path, p)]
+    return any(mtime > seg.mtime and path != seg.path and any(fnmatch(path, p) for p in mine)
+               for path, mtime in others)
 
 
 def skip_torn_tail(seg: _Segment, name: str) -> OversizeLine:
