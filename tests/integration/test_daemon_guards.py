@@ -95,6 +95,26 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> Non
     assert read_jsonl_ids(out).count(ids[0]) <= 2  # at least once, not once per daemon
 
 
+def test_a_lock_file_that_cannot_be_written_does_not_stop_the_daemon(tmp_path: Path) -> None:
+    """The lock is the state dir's own: a daemon.lock it cannot write (here a directory
+    in its place; a full or read-only state dir alike) stops nothing, the daemon ships
+    (it retries saving what it cannot write), and a second daemon is still refused."""
+    out, config = tmp_path / "out.jsonl", tmp_path / "auditshipd.toml"
+    config.write_text(_config(tmp_path, file_sink(out, "out", batch="timeout = 0.05")))
+    (tmp_path / "state" / "daemon.lock").mkdir(parents=True)
+    first = _run(config)
+    try:
+        ids = write_events(tmp_path / "journal" / "audit.jsonl", "a", 5)
+        _wait(lambda: set(ids) <= set(read_jsonl_ids(out)), "the daemon ships")
+        second = _run(config)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2 and "another running auditshipd (pid unknown)" in err, err
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+
+
 def test_a_config_loaded_hook_that_raises_stops_neither_start_nor_reload(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     plugins = tmp_path / "plugins"
