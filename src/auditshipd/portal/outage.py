@@ -57,8 +57,8 @@ class StoreOutage:
         except web.HTTPException:
             raise
         except Exception as exc:
-            if not store_unreachable(exc):
-                raise
+            if not store_unreachable(exc) or _started(request):
+                raise  # another failure; or a streamed answer cut short (nothing to add)
             cause = describe(exc)
             if cause != self.cause:
                 log.warning("portal store unavailable (%s %s answered 503): %s",
@@ -71,6 +71,13 @@ class StoreOutage:
             log.warning("portal store reachable again after %.0fs", self.clock() - self.since)
             self.cause = None
         return response
+
+
+def _started(request: web.Request) -> bool:
+    """Whether the handler already sent part of its answer (a streamed export): a second
+    answer written after it would corrupt the first."""
+    writer = request.writer
+    return writer is not None and writer.output_size > 0
 
 
 def _unavailable(request: web.Request) -> web.Response:
