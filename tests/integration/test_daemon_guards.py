@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from tests.helpers.daemon_in_process import running_daemon, until
 from tests.helpers.sinks import file_sink
+from tests.integration.test_reload_refusals import _config
 
 from auditshipd.testing import read_jsonl_ids, write_events
 
@@ -28,25 +29,6 @@ from auditshipd.plugin import hookimpl
 def config_loaded(config):
     raise RuntimeError("a plugin bug in config_loaded")
 '''
-
-
-def _config(root: Path, tables: str, top: str = "") -> str:
-    journal = root / "journal" / "audit.jsonl"
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    return f"""
-shutdown_timeout = 3.0
-config_watch = false
-{top}
-[journal]
-path = "{journal}"
-paths = ["{journal}*"]
-state_dir = "{root / 'state'}"
-poll_interval = 0.2
-
-[metrics]
-enabled = false
-{tables}
-"""
 
 
 def _run(config: Path) -> subprocess.Popen[str]:

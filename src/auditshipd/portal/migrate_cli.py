@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..config import load_config
 from ..errors import AuditshipdError
@@ -28,16 +29,16 @@ def _fail(message: str) -> int:
 
 
 def portal_migrate(args: argparse.Namespace) -> int:
-    return _on_postgres(args, _migrate, "its schema is created when it is opened")
+    return _on_postgres(args, _migrate, "migration of", "its schema is created when it is opened")
 
 
 def portal_reindex(args: argparse.Namespace) -> int:
-    return _on_postgres(args, _reindex, "its keyword index is SQLite's own")
+    return _on_postgres(args, _reindex, "re-indexing", "its keyword index is SQLite's own")
 
 
-def _on_postgres(args: argparse.Namespace, command: Callable[[str], Awaitable[int]],
-                 sqlite: str) -> int:
-    """Run ``command`` on the config's PostgreSQL portal database; a SQLite one needs
+def _on_postgres(args: argparse.Namespace, work: Callable[[Any, str], Awaitable[str]],
+                 doing: str, sqlite: str) -> int:
+    """Run ``work`` on the config's PostgreSQL portal database; a SQLite one needs
     nothing (``sqlite`` says why)."""
     try:
         pc = portal_config(load_config(getattr(args, "config", None)))
@@ -49,12 +50,15 @@ def _on_postgres(args: argparse.Namespace, command: Callable[[str], Awaitable[in
     if url_problem(pc.database) is not None:
         return _fail(f"portal.database: {BAD_URL}")
     try:
-        return asyncio.run(command(pc.database))
+        return asyncio.run(_on_connection(pc.database, work, doing))
     except ImportError:
         return _fail("a PostgreSQL portal database needs asyncpg: pip install 'auditshipd[postgres]'")
 
 
-async def _migrate(url: str) -> int:
+async def _on_connection(url: str, work: Callable[[Any, str], Awaitable[str]],
+                         doing: str) -> int:
+    """Connect to ``url``, run ``work(connection, location)`` and print what it says;
+    ``doing`` names the work in a failure's message."""
     import asyncpg
 
     where = safe_location(url)
@@ -63,39 +67,30 @@ async def _migrate(url: str) -> int:
     except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return _fail(f"cannot connect to portal database {where}: {describe(exc)}")
     try:
-        before = await schema_version(conn)
-        if before is not None and before > SCHEMA_VERSION:
-            raise SchemaError(
-                f"portal database {where} has schema version {before}, newer than this"
-                f" auditshipd knows ({SCHEMA_VERSION}): upgrade auditshipd"
-            )
-        applied = await migrate(conn)
+        said = await work(conn, where)
     except (SchemaError, asyncpg.PostgresError) as exc:
-        return _fail(f"migration of {where} failed: {exc}")
+        return _fail(f"{doing} {where} failed: {describe(exc)}")
     finally:
         await conn.close()
+    print(f"portal database {where}: {said}")
+    return 0
+
+
+async def _migrate(conn: Any, where: str) -> str:
+    before = await schema_version(conn)
+    if before is not None and before > SCHEMA_VERSION:
+        raise SchemaError(
+            f"portal database {where} has schema version {before}, newer than this"
+            f" auditshipd knows ({SCHEMA_VERSION}): upgrade auditshipd"
+        )
+    applied = await migrate(conn)
     if applied:
-        print(f"portal database {where}: applied migrations {', '.join(map(str, applied))}"
-              f" (schema version {SCHEMA_VERSION})")
-    else:
-        print(f"portal database {where}: schema version {SCHEMA_VERSION}, nothing to do")
-    return 0
+        return (f"applied migrations {', '.join(map(str, applied))}"
+                f" (schema version {SCHEMA_VERSION})")
+    return f"schema version {SCHEMA_VERSION}, nothing to do"
 
 
-async def _reindex(url: str) -> int:
-    import asyncpg
-
-    where = safe_location(url)
-    try:
-        conn = await asyncpg.connect(url)
-    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return _fail(f"cannot connect to portal database {where}: {describe(exc)}")
-    try:
-        await check_schema(conn, where)
-        read, rewritten = await reindex(conn)
-    except (SchemaError, asyncpg.PostgresError) as exc:
-        return _fail(f"re-indexing {where} failed: {describe(exc)}")
-    finally:
-        await conn.close()
-    print(f"portal database {where}: {read} events read, {rewritten} keyword vectors rewritten")
-    return 0
+async def _reindex(conn: Any, where: str) -> str:
+    await check_schema(conn, where)
+    read, rewritten = await reindex(conn)
+    return f"{read} events read, {rewritten} keyword vectors rewritten"
