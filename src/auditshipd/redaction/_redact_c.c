@@ -23,7 +23,8 @@
  * redacting a string that has a run of 16 id characters (a string found unchanged is
  * cached here too), a string value with backslash escapes (decoded, checked and
  * re-encoded by msgspec), a kept float (parsed by float(), written by msgspec), a kept
- * integer of 16 to 18 digits (IdRedactor.number: an id, or kept as it is), and hashing
+ * integer of 16 to 18 digits or a kept float that is a whole number of 1e15 or more
+ * (IdRedactor.number: an id, or kept as it is), and hashing
  * the value of an id-named key (action "hash").
  */
 #define PY_SSIZE_T_CLEAN
@@ -100,7 +101,7 @@ typedef struct {
     PyObject *mask_json;  /* bytes written for the value of a KEY_MASK key */
     PyObject *id_value;   /* text: str -> str, the value written for a KEY_HASH key */
     PyObject *escaped;    /* raw JSON string with escapes: bytes -> encoded bytes | drop */
-    PyObject *number;     /* an int of 16+ digits -> itself | str | drop (IdRedactor.number) */
+    PyObject *number;     /* an int of 16+ digits or a whole float of 1e15+ -> itself | str | drop */
     Table keys;
     Table clean;
 } Plan;
@@ -362,6 +363,7 @@ static inline int scan_string(Src *s, const unsigned char **start, Py_ssize_t *l
 #define NUM_OTHER 2 /* -0 or an integer of 19+ digits: left to the Python tiers */
 #define NUM_LONG 3  /* an integer of 16 to 18 digits: maybe an id (IdRedactor.number) */
 #define LONG_DIGITS 16 /* IdRedactor.BIG_INT = 10**15: the smallest such integer */
+#define LONG_FLOAT 1e15 /* the same bound for a float that is a whole number (IdRedactor.number) */
 
 static int scan_number(Src *s, int *form) {
     const unsigned char *p = s->p, *end = s->end;
@@ -614,8 +616,8 @@ static int emit_long(Plan *plan, const unsigned char *text, Py_ssize_t n, Buf *b
 
 /* A number, true, false or null, as msgspec writes it: copied, or for a float (when
  * floats is set: a kept value, not the version) the double Python parses from it,
- * encoded by msgspec, and for an integer of 16+ digits (floats set) what
- * IdRedactor.number makes of it. */
+ * encoded by msgspec, and for an integer of 16+ digits or a float that is such a whole
+ * number (floats set) what IdRedactor.number makes of it. */
 static int emit_scalar(Plan *plan, Src *s, Buf *b, int floats) {
     const unsigned char *start = s->p;
     int rc, form = NUM_INT;
@@ -638,9 +640,26 @@ static int emit_scalar(Plan *plan, Src *s, Buf *b, int floats) {
     Py_DECREF(text);
     if (value == NULL)
         return ERR;
-    if (!isfinite(PyFloat_AS_DOUBLE(value))) {
+    double d = PyFloat_AS_DOUBLE(value);
+    if (!isfinite(d)) {
         Py_DECREF(value);
         return GIVE_UP; /* out of range: msgspec rejects the line */
+    }
+    if (fabs(d) >= LONG_FLOAT && d == floor(d)) { /* a whole number of 16+ digits: maybe an id */
+        PyObject *out = PyObject_CallOneArg(plan->number, value);
+        Py_DECREF(value);
+        if (out == NULL)
+            return ERR;
+        if (out == plan->drop) {
+            Py_DECREF(out);
+            return DROPPED;
+        }
+        if (!PyFloat_CheckExact(out) && !PyUnicode_Check(out)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "number() must return a float, a str or drop");
+            return ERR;
+        }
+        value = out; /* the float itself (not an id), or the action's value */
     }
     return put_encoded(plan, b, value);
 }

@@ -11,11 +11,27 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from .defaults import ABSENT
+from .ids import BIG_INT
 
 _Required = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-_Scalar = str | int | float | bool | None
+# The strict tier's floats are below 1e15 in magnitude: a larger one (a whole one may be
+# an id, IdRedactor.number) fails its decode and the line goes to the loose tier, which
+# checks it. Checked by msgspec in C for leaves and the first levels of free-form maps
+# (any JSON value there, typed), by the decoder's float_hook below them.
+_Float = Annotated[float, msgspec.Meta(gt=-float(BIG_INT), lt=float(BIG_INT))]
+_Scalar = str | int | _Float | bool | None
+
+
+def _map_values(levels: int) -> Any:
+    value: Any = Any
+    for _ in range(levels):
+        value = _Scalar | list[value] | dict[str, value]
+    return value
+
+
+_MAP = dict[str, _map_values(3)]  # type: ignore[misc]
 
 
 class TierBuilder:
@@ -69,7 +85,7 @@ class TierBuilder:
             cls = self.struct(items, False)
             return "struct", cls, cls
         if wildcard is None and not children and element is ABSENT:
-            return ("map" if self.strict else "freemap"), dict[str, Any], None
+            return ("map", _MAP, None) if self.strict else ("freemap", dict[str, Any], None)
         if not items and wildcard is ABSENT and element is not ABSENT and element is not None:
             e_items, _, e_wild, e_elem = element
             if e_wild is ABSENT and e_elem is ABSENT and e_items:

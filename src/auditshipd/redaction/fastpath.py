@@ -13,10 +13,12 @@ plan per event.
 
 The output is the same bytes as ``encode(redactor(decode(line)))``; three tiers keep it so:
 
-* **strict**: leaves typed ``str | int | float | bool | None``, free-form maps typed
-  ``dict[str, scalar]``. Id-named keys are handled in place (order kept).
+* **strict**: leaves typed ``str | int | float | bool | None`` (floats below 1e15, as
+  everywhere in this tier), free-form maps typed ``dict[str, scalar]``. Id-named
+  keys are handled in place (order kept).
 * **loose**, when the strict decode raises ``ValidationError`` (a nested value in
-  ``metadata``, a map where a leaf was expected): leaves and maps typed ``Any`` and
+  ``metadata``, a map where a leaf was expected, a float of 1e15 or more anywhere the
+  policy keeps: it may be an id written as a float): leaves and maps typed ``Any`` and
   walked with the Redactor's own functions.
 * **slow**, when that fails too (a mistyped structure, a missing required field, not
   an object): decode to dicts and call the Redactor, for the exact result or reason.
@@ -157,7 +159,7 @@ class FastPath:
             env["c_redact"] = self.c_plan.redact
             c_call = "    out = c_redact(line)\n    if out is not None:\n        return out\n"
         source = _STRICT.format(c_tier=c_call, post="\n".join(post), check=check, scan="\n".join(scan))
-        env["decode"] = msgspec.json.Decoder(strict_top).decode
+        env["decode"] = msgspec.json.Decoder(strict_top, float_hook=_small_float).decode
         self.redact_line: Callable[[bytes], bytes] = strict.compile(source, "redact_line", env)
 
     # -- per line ------------------------------------------------------------------
@@ -171,6 +173,19 @@ class FastPath:
             raise msgspec.DecodeError("JSON is malformed: nested too deeply") from None
         self._loose_post(ev)
         return self._encode(ev)
+
+
+def _small_float(text: str) -> float:
+    """The strict tier's floats in untyped places (free-form maps below their first three
+    levels, walked parts): the double msgspec would parse (both round correctly). One of
+    1e15 or more in magnitude raises (msgspec then raises ValidationError): it may be an
+    id (a whole number, as ``IdRedactor.number`` checks), the loose tier takes the line.
+    Leaves and the maps' first levels are typed with the same bound (``codegen._Float``,
+    checked in C), so no float the strict tier keeps needs a check of its own."""
+    x = float(text)
+    if -BIG_INT < x < BIG_INT:
+        return x
+    raise ValueError("a float of 1e15 or more: the loose tier checks it")
 
 
 def _fix_runs(ids: IdRedactor, encode: Callable[[Any], bytes]) -> Callable[[bytes, bytes, int], bytes | None]:

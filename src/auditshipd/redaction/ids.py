@@ -37,7 +37,8 @@ KEY_OK: Any = type("KeyOk", (), {"__repr__": lambda self: "KEY_OK"})()
 KEY_ID: Any = type("KeyId", (), {"__repr__": lambda self: "KEY_ID"})()
 CACHE_MAX = 8192
 # An integer this large or larger in magnitude (16+ digits: snowflake ids, card numbers)
-# is checked as its digits would be in a string (IdRedactor.number); a smaller one is kept.
+# is checked as its digits would be in a string (IdRedactor.number), and so is a float
+# that is such a whole number; a smaller one is kept.
 BIG_INT = 10**15
 _HASH_TOKEN = re.compile(f"{HASH_PREFIX}[0-9a-f]{{{HASH_HEX_CHARS}}}")
 _HASHED = _HASH_TOKEN.fullmatch
@@ -172,11 +173,19 @@ class IdRedactor:
             return MASK
         return self.hash(text)
 
-    def number(self, x: int) -> Any:
+    def number(self, x: int | float) -> Any:
         """What an integer of 16+ digits (``abs(x) >= BIG_INT``) becomes: its digits are
         searched as a string's would be, and when they hold an id the integer is one:
         DROP, ``[redacted]`` or the hash of its digits (the hash of the same digits in a
-        string). Else ``x``, unchanged."""
+        string). Else ``x``, unchanged. A float that is a whole number that large (an
+        id a producer wrote as ``1.2345678901234568e+18``) is that integer: the same
+        check of ``int(x)``'s digits, the same value; a smaller float, one with a
+        fraction, an infinity or NaN is ``x``."""
+        if type(x) is float:
+            if not x.is_integer() or -BIG_INT < x < BIG_INT:
+                return x
+            out = self.number(int(x))
+            return x if type(out) is int else out
         if self._sub_ids is None:
             return x
         try:
@@ -227,9 +236,9 @@ class IdRedactor:
             return self.free_dict(x)
         if t is list or t is tuple:
             return self.free_list(x)
-        if t is int:
+        if t is int or t is float:
             return x if -BIG_INT < x < BIG_INT else self.number(x)
-        if x is None or t is float or t is bool:
+        if x is None or t is bool:
             return x
         return DROP  # not a JSON value: it could encode to anything
 
@@ -252,12 +261,12 @@ class IdRedactor:
                     x = self.free_dict(x)
                 elif t is list:
                     x = self.free_list(x)
-                elif t is int:
+                elif t is int or t is float:
                     if not -BIG_INT < x < BIG_INT:
                         x = self.number(x)
                         if x is DROP:
                             continue
-                elif not (x is None or t is float or t is bool):
+                elif not (x is None or t is bool):
                     x = self.free(x)
                     if x is DROP:
                         continue

@@ -18,7 +18,8 @@ What a Redactor does with an event:
   map or a list) are walked: keys whose name looks like an id (``id_key_patterns``) or
   holds an id get the action, and ids inside string values are cut out (or masked, or
   hashed) wherever they sit in the string, and an integer of 16+ digits whose digits
-  are an id gets the action too. Values matching ``keep_value_patterns``
+  are an id gets the action too (so does a float that is such a whole number, as
+  ``int(x)`` would). Values matching ``keep_value_patterns``
   (email addresses by default) are left alone.
 """
 
@@ -173,12 +174,12 @@ class Redactor:
                     x = ids.free_dict(x)
                 elif t is list:
                     x = ids.free_list(x)
-                elif t is int:
+                elif t is int or t is float:
                     if not -BIG_INT < x < BIG_INT:
                         x = ids.number(x)
                         if x is DROP:
                             continue
-                elif not (x is None or t is float or t is bool):
+                elif not (x is None or t is bool):
                     continue
             else:
                 x = self.walk(node, x)
