@@ -248,3 +248,42 @@ def test_replay_keeps_events_whose_organization_the_letter_does_not_show(ws):
     res = _cli(ws, "replay", "--sink", "flaky")
     assert res.returncode == 0, res.stderr
     assert read_jsonl_ids(out) == ["x1", "x2"] and _ids(dlf) == []
+
+
+_INTERNAL = "usr_01HZX8K2M3N4P5Q6R7S8T9V0U9"
+
+
+@pytest.mark.parametrize("fmt", ["native", "ecs"])
+def test_replay_sends_letters_as_the_sinks_current_redaction_lets_them_out(ws, fmt):
+    """Letters written while the sink's policy let more out (actor.id, metadata whole:
+    say an allow_looser override since removed) are redacted again by the policy the
+    sink has now: the internal id is in no byte the sink receives. A letter the current
+    policy leaves as it is goes out as the line it kept, byte for byte."""
+    out = ws.root / "out.jsonl"
+    ws.write_config(f"""
+[[sinks]]
+name = "files"
+type = "file"
+path = "{out}"
+format = "{fmt}"
+""")
+    dlf = DeadLetterFile(ws.state, "files")
+    loose = _letter("files", ["l1", "l2"])
+    for event in loose.events:
+        event["actor"] = {"id": _INTERNAL, "email": "ada@acme.com"}
+        event["metadata"] = {"user_id": _INTERNAL, "plan": "pro", "note": f"by {_INTERNAL}"}
+    kept_line = json.dumps({"id": "k1", "action": "user.invited", "marker": "as kept"})
+    strict = _letter("files", ["k1"])
+    if fmt != "native":
+        loose.lines = [json.dumps(e) for e in loose.events]
+        strict.lines = [kept_line]
+    dlf.append(loose)
+    dlf.append(strict)
+    res = _cli(ws, "replay", "--sink", "files")
+    assert res.returncode == 0, res.stderr
+    data = out.read_bytes()
+    assert _INTERNAL.encode() not in data and b"01HZX8K2M3N4P5Q6R7S8T9V0U9" not in data
+    assert b"ada@acme.com" in data and b'"pro"' in data
+    if fmt != "native":
+        assert data.splitlines()[-1] == kept_line.encode()
+    assert _ids(dlf) == []

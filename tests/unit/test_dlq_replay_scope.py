@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auditshipd.delivery.deadletters import DeadLetter, _LetterScope
+from auditshipd.delivery.deadletters import DeadLetter, _LetterScope, _sink_redactor
 from auditshipd.service.loading import load_runtime
 
 
@@ -20,7 +20,8 @@ def test_a_formatted_letter_is_split_with_its_lines(tmp_path: Path) -> None:
     letter = DeadLetter(sink="s", error="x", retryable=False, attempts=1,
                         first_attempt_at="t", last_attempt_at="t", dead_lettered_at="t",
                         events=events, lines=[f"line {i}" for i in range(4)])
-    send, held = _LetterScope(loaded, loaded.sink("s")).split(letter)
+    sc = loaded.sink("s")
+    send, held = _LetterScope(sc, _sink_redactor(loaded, sc)).split(letter)
     assert send is not None and held is not None
     assert [e["id"] for e in send.events] == ["e1", "e3"] and send.lines == ["line 1", "line 3"]
     assert [e["id"] for e in held.events] == ["e0", "e2"] and held.lines == ["line 0", "line 2"]

@@ -42,6 +42,8 @@ import msgspec
 from ..config import Config
 from ..durable import append_durably, atomic_write
 from ..formats.registry import encoder_for_sink, reformat
+from ..integrity.canonical import RESERVED_KEY
+from ..integrity.digest import DIGEST_ACTION
 from ..scrub import scrub_secrets, sink_secrets
 from .batch import Batch
 from .contexts import sink_context
@@ -284,16 +286,11 @@ class _LetterScope:
     (``organization.slug`` dropped or masked), a letter cannot show an event's
     organization: such events stay, as an event without an organization does."""
 
-    def __init__(self, config: Config, sc: Any):
+    def __init__(self, sc: Any, redactor: Any):
         self.scope: SinkScope | None = None
         self.none = False  # scoped, but no event can be shown to be in scope
         if not sc.organizations:
             return
-        from ..redaction.redactor import compile_policy
-
-        redactor = compile_policy(config.redaction, source=config.source)
-        if sc.redaction is not None:
-            redactor = compile_policy(sc.redaction, source=config.source, base=redactor)
         outsider = _written_slug(redactor, "-")  # no organization's slug
         written = {_written_slug(redactor, org) for org in sc.organizations} - {None, outsider}
         if written:
@@ -322,6 +319,32 @@ class _LetterScope:
                 lines=None if lines is None else [lines[i] for i in pick])
 
         return part(True), part(False)
+
+
+def _sink_redactor(config: Config, sc: Any) -> Any:
+    """The redactor the daemon runs for ``sc``: the root policy or the sink's override."""
+    from ..redaction.redactor import compile_policy
+
+    redactor = compile_policy(config.redaction, source=config.source)
+    if sc.redaction is not None:
+        redactor = compile_policy(sc.redaction, source=config.source, base=redactor)
+    return redactor
+
+
+def _redacted_again(redactor: Any, letter: DeadLetter) -> DeadLetter:
+    """``letter`` as the sink's current policy lets it out. Unchanged when the policy
+    leaves its events as they are (they were written by it; a seal, the ``integrity``
+    member, and digest records are the daemon's own); else, written under a looser
+    policy, its events redacted again and its lines left out (encoded again, unsealed)."""
+    events, changed = [], False
+    for event in letter.events:
+        if event.get("action") != DIGEST_ACTION:
+            plain = {k: v for k, v in event.items() if k != RESERVED_KEY}
+            again = redactor(plain)
+            if again != plain:
+                event, changed = again, True
+        events.append(event)
+    return msgspec.structs.replace(letter, events=events, lines=None) if changed else letter
 
 
 def _written_slug(redactor: Any, org: str) -> Any:
@@ -371,7 +394,8 @@ async def _replay(config: Config, sc: Any, dlf: DeadLetterFile, attempts: int,
     keep: list[DeadLetter] = []
     finished = 0  # letters fully handled (delivered, or their failures in ``keep``)
     try:
-        in_scope = _LetterScope(config, sc)
+        redactor = _sink_redactor(config, sc)
+        in_scope = _LetterScope(sc, redactor)
         context = sink_context(config, sc, log)
         sink = sc.sink_type.build(sc.name, sc.options, context)
         # A letter of a sink with a format kept the lines it was handed (sealed with
@@ -382,6 +406,7 @@ async def _replay(config: Config, sc: Any, dlf: DeadLetterFile, attempts: int,
             for whole in letters:
                 letter, held = in_scope.split(whole)
                 if letter is not None:
+                    letter = _redacted_again(redactor, letter)
                     failures: list[DeliveryFailure] = []
 
                     async def failed(f: DeliveryFailure,
