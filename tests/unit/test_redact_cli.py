@@ -54,6 +54,18 @@ def test_reports_bad_lines_with_numbers(monkeypatch):
     assert "line 3: dropped: required field 'action' is missing" in err
 
 
+def test_an_event_nested_too_deeply_to_redact_is_reported_not_a_traceback(monkeypatch, tmp_path):
+    """Free-form data nested 700 lists deep: reported as dropped with its line number,
+    the lines after it still redacted; exit 1."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[redaction]\nallow = ["actor.email", "metadata"]\n')
+    deep = b'{"id":"e0","action":"a","occurred_at":"t","metadata":[' + b"[" * 700 + b"]" * 700 + b"]}"
+    code, out, err = _run(monkeypatch, ["redact", "-c", str(cfg)], deep + b"\n" + GOOD + b"\n")
+    assert code == 1
+    assert "line 1: dropped: nested too deeply to redact" in err
+    assert len(out.splitlines()) == 1 and b"a@acme.com" in out
+
+
 def test_sink_override_and_config_errors(monkeypatch, tmp_path):
     """--sink applies that sink's stricter policy; a bad policy or unknown sink exits 2."""
     cfg = tmp_path / "c.toml"

@@ -232,6 +232,25 @@ def test_invalid_json_or_utf8_raises_decode_error(line):
             redactor.redact_line(line)
 
 
+@pytest.mark.parametrize("action", ["drop", "mask"])
+@pytest.mark.parametrize("part", ["metadata", "targets"])
+def test_nesting_too_deep_to_walk_drops_the_event_with_a_reason(part, action):
+    """Lists nested 700 deep in free-form data: msgspec decodes them, the walk of the
+    free-form value cannot go that deep. Every tier (and the dict path) raises DropEvent
+    with the same reason, never RecursionError: the daemon quarantines the line with
+    it and `auditshipd redact` reports it."""
+    deep = b"[" * 700 + b"]" * 700
+    line = b'{"id":"a","action":"b","occurred_at":"c","%s":[%s]}' % (part.encode(), deep)
+    r = compile_policy({"allow": ["metadata", "targets[]"], "action": action})
+    for redactor in (r, type(r)(r.policy, c_tier=False)):
+        with pytest.raises(DropEvent) as info:
+            redactor.redact_line(line)
+        assert info.value.reason == "nested too deeply to redact"
+    with pytest.raises(DropEvent) as info:
+        r(msgspec.json.decode(line))
+    assert info.value.reason == "nested too deeply to redact"
+
+
 def test_redact_lines_reports_bad_lines_by_index():
     """redact_lines: outputs in order, (index, reason) for the lines that cannot be shipped."""
     r = POLICIES["drop"]

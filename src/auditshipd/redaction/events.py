@@ -9,10 +9,13 @@ import msgspec
 
 from ..errors import DropEvent
 
-__all__ = ["check_event", "redact_each"]
+__all__ = ["TOO_DEEP", "check_event", "redact_each"]
 
 
 _REQUIRED = ("id", "action", "occurred_at")
+# The DropEvent reason of an event whose free-form data msgspec could decode but the
+# redaction's walk cannot go through (lists nested hundreds deep): never RecursionError.
+TOO_DEEP = "nested too deeply to redact"
 
 
 def redact_each(

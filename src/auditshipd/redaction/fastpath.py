@@ -31,14 +31,16 @@ field) where ``msgspec.json.decode`` would reject the whole line.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from ..errors import DropEvent
 from .codegen import TierBuilder
 from .ctier import c_plan
-from .events import check_utf8
+from .events import TOO_DEEP, check_utf8
 from .ids import BIG_INT, DROP, KEY_ID, KEY_OK, IdRedactor
 from .policy import CACHE_ITEM_MAX, Policy
 
@@ -77,10 +79,12 @@ def redact_line(line):
         raise DecodeError("JSON is malformed: nested too deeply") from None
     try:
 {post}
-    except Fallback:
-        return loose(line)
 {check}
 {scan}
+    except Fallback:
+        return loose(line)
+    except RecursionError:
+        raise DropEvent(TOO_DEEP) from None
     return encode(ev)
 '''
 
@@ -123,6 +127,8 @@ class FastPath:
             "ValidationError": msgspec.ValidationError,
             "DecodeError": msgspec.DecodeError,
             "Fallback": _Fallback,
+            "DropEvent": DropEvent,
+            "TOO_DEEP": TOO_DEEP,
             "loose": self._loose,
             "TABLE": _RUN_TABLE,
             "RUN": _RUN,
@@ -138,7 +144,7 @@ class FastPath:
         strict = TierBuilder(True, ids.action == "drop")
         strict_top = strict.struct(items, True)
         post = strict.body(strict_top, "post", 2) or ["        pass"]
-        scan = strict.body(strict_top, "scan", 1)
+        scan = strict.body(strict_top, "scan", 2)
         if search is None or not scan:  # nothing to scan: the output is final
             check, scan = "    return encode(ev)", []
         elif policy.prefilter is not None:
@@ -158,6 +164,9 @@ class FastPath:
         if self.c_plan is not None:
             env["c_redact"] = self.c_plan.redact
             c_call = "    out = c_redact(line)\n    if out is not None:\n        return out\n"
+        # post, check and scan run inside one try (its handlers: a renamed key, nesting
+        # too deep for the walk), indented one level more.
+        check = textwrap.indent(check, "    ")
         source = _STRICT.format(c_tier=c_call, post="\n".join(post), check=check, scan="\n".join(scan))
         env["decode"] = msgspec.json.Decoder(strict_top, float_hook=_small_float).decode
         self.redact_line: Callable[[bytes], bytes] = strict.compile(source, "redact_line", env)
@@ -171,7 +180,10 @@ class FastPath:
             return self._fallback(line)
         except RecursionError:
             raise msgspec.DecodeError("JSON is malformed: nested too deeply") from None
-        self._loose_post(ev)
+        try:
+            self._loose_post(ev)
+        except RecursionError:
+            raise DropEvent(TOO_DEEP) from None
         return self._encode(ev)
 
 

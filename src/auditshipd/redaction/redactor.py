@@ -33,7 +33,7 @@ import msgspec
 from ..config.tables import RedactionConfig
 from ..errors import DropEvent
 from .defaults import ABSENT, DEFAULT_RAW
-from .events import check_event, redact_each
+from .events import TOO_DEEP, check_event, redact_each
 from .fastpath import FastPath
 from .ids import BIG_INT, DROP, KEY_ID, KEY_OK, MASK, IdRedactor
 from .policy import Policy, parse_policy
@@ -67,9 +67,10 @@ class Redactor:
         # redact_line(line: bytes) -> bytes: one journal line in, the redacted event out as
         # compact JSON bytes, the same bytes as ``encode(self(decode(line)))`` without
         # building the fields the policy drops. Raises ``msgspec.DecodeError`` for invalid
-        # JSON or UTF-8, DropEvent when the line is not an object or lacks a required field
-        # (the reason says which). An attribute, not a method: the daemon calls it once per
-        # event, straight into the generated code.
+        # JSON or UTF-8, DropEvent when the line is not an object or lacks a required field,
+        # or its free-form data is nested too deeply to redact (the reason says which).
+        # An attribute, not a method: the daemon calls it once per event, straight into
+        # the generated code.
         self.redact_line: Callable[[bytes], bytes] = (
             self.fast_path.redact_line if self.fast_path is not None else self._slow_line
         )
@@ -98,10 +99,13 @@ class Redactor:
         version = event.get("version")
         if type(version) is int:
             out["version"] = version
-        if self._root_wildcard is ABSENT:
-            self._fill_explicit(self._root_items, event, out)
-        else:
-            self._fill_wild(self._root_children, self._root_wildcard, event, out, True)
+        try:
+            if self._root_wildcard is ABSENT:
+                self._fill_explicit(self._root_items, event, out)
+            else:
+                self._fill_wild(self._root_children, self._root_wildcard, event, out, True)
+        except RecursionError:
+            raise DropEvent(TOO_DEEP) from None
         return out
 
     def redact_lines(self, lines: list[bytes]) -> tuple[list[bytes], list[tuple[int, str]]]:
