@@ -54,6 +54,7 @@ _BLOCKED: tuple[tuple[str, str], ...] = (
     ("fd00:ec2::254/128", "cloud metadata"),
     ("fc00::/7", "private (unique local)"),
     ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local (deprecated private)"),
     ("ff00::/8", "multicast"),
 )
 _NETWORKS = tuple((ipaddress.ip_network(net), kind) for net, kind in _BLOCKED)
