@@ -19,10 +19,10 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 __all__ = [
     "BlockedDestination",
@@ -54,6 +54,7 @@ _BLOCKED: tuple[tuple[str, str], ...] = (
     ("fd00:ec2::254/128", "cloud metadata"),
     ("fc00::/7", "private (unique local)"),
     ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local (deprecated private)"),
     ("ff00::/8", "multicast"),
 )
 _NETWORKS = tuple((ipaddress.ip_network(net), kind) for net, kind in _BLOCKED)
@@ -188,15 +189,19 @@ class GuardedResolver(AbstractResolver):
 
 
 def destination_host(url: str | None) -> tuple[str, int] | None:
-    """(host, port) of a destination URL, or None when it has no host."""
+    """(host, port) of a destination URL, or None when it has no host. The host is the
+    one the HTTP client connects to (yarl's, IDNA-mapped): 127.0.0.1 written with
+    ideographic full stops or fullwidth digits is that address to the client, which
+    connects to it without a lookup, so it is checked as that address, not as a name."""
     if not url:
         return None
     try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
+        parts = URL(url)
+        host = parts.raw_host
+        port = parts.explicit_port or (443 if parts.scheme == "https" else 80)
+    except (ValueError, UnicodeError):
         return None
-    return (parts.hostname, port) if parts.hostname else None
+    return (host, port) if host else None
 
 
 async def check_destination(url: str, policy: DestinationPolicy,

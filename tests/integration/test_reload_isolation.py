@@ -227,6 +227,32 @@ def test_narrowing_stream_allow_hosts_reaches_the_running_streams(
         asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("host", ["127\u30020\u30020\u30021", "\uff11\uff12\uff17.0.0.1"])
+def test_an_address_written_with_other_characters_is_refused_as_that_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """127.0.0.1 written with ideographic full stops or fullwidth digits (saved while
+    stream_allow_hosts allowed loopback): the HTTP client maps it to the address and
+    connects without a lookup, so the daemon refuses it as 127.0.0.1 when it builds the
+    stream, naming the reason; the receiver never sees a request."""
+    monkeypatch.setenv(ENV_VAR, KEY)
+    database, config = tmp_path / "portal.sqlite3", tmp_path / "auditshipd.toml"
+    with WebhookReceiver(bearer_token=TOKEN) as rx:
+        stream = http_definition("acme", "siem", rx.url.replace("127.0.0.1", host), TOKEN)
+        asyncio.run(save_definitions(database, [stream]))
+        config.write_text(_stream_host(tmp_path, str(database), "[]"))
+
+        async def scenario() -> None:
+            async with running_daemon(config) as d:
+                ids = _acme_events(_journal(tmp_path), "a", 5)
+                await until(lambda: set(ids) <= set(read_jsonl_ids(tmp_path / "archive.jsonl")),
+                            "the archive has the events")
+                assert "loopback" in d.store_streams.errors.get(stream.id, "")
+                assert "acme.siem" not in d.drivers
+            assert rx.requests == 0
+
+        asyncio.run(scenario())
+
+
 def _stored(database: Path, prefix: str) -> int:
     """Events of ``database`` whose id starts with ``prefix`` (the reload's own audit
     event is stored too)."""

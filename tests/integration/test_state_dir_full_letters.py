@@ -13,6 +13,8 @@ why, they do not skip.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import msgspec
 import pytest
 from tests.helpers.state_dir import fill, metric, mount_small_state_dir, status_row, temp_files
 
-from auditshipd.delivery.deadletters import DeadLetterFile
+from auditshipd.delivery.deadletters import DeadLetter, DeadLetterFile
 from auditshipd.delivery.quarantine import QuarantineFile
 from auditshipd.journal.cursor import CursorStore
 from auditshipd.testing import WebhookReceiver, read_jsonl_ids, wait_for, write_events
@@ -293,3 +295,41 @@ timeout = 0.05
     quarantined = [eid for r in records for eid in re.findall(r'"id":"([^"]+)"', r.line)]
     assert Counter(read_jsonl_ids(ws.out)) + Counter(quarantined) == Counter(
         first + ["early-000000"] * earlier + ["bad-000000"] + later + last)
+
+
+
+def test_replay_on_a_full_state_dir_keeps_every_letter_and_says_so(ws, small_state_dir):
+    """`dlq replay` delivers the first letter, the second fails again, then the file
+    cannot be rewritten (ENOSPC): every letter stays as it was (the first is sent again
+    by the next replay: at least once), no temp file is left, and the command exits 1
+    saying why and that the letters stay, without a traceback."""
+    out, script = ws.root / "replayed.jsonl", ws.root / "script.txt"
+    script.write_text("ok\npermanent\n")
+    ws.write_config(f"""
+[[sinks]]
+name = "flaky"
+type = "flaky"
+out = "{out}"
+script = "{script}"
+""")
+    dlf = DeadLetterFile(ws.state, "flaky")
+    for ids in (["a1", "a2"], ["b1"]):
+        dlf.append(DeadLetter(
+            sink="flaky", error="earlier failure", retryable=False, attempts=1,
+            first_attempt_at="2024-05-01T12:00:00Z", last_attempt_at="2024-05-01T12:00:00Z",
+            dead_lettered_at="2024-05-01T12:00:00Z",
+            events=[{"id": i, "action": "user.invited", "occurred_at": "2024-05-01T12:00:00Z"}
+                    for i in ids]))
+    before = dlf.path.read_bytes()
+    filler = fill(small_state_dir)
+    res = subprocess.run([sys.executable, "-m", "auditshipd.cli", "dlq", "replay", "--sink",
+                          "flaky", "-c", str(ws.config)], capture_output=True, text=True,
+                         cwd=ws.root, timeout=60)
+    assert read_jsonl_ids(out) == ["a1", "a2"]
+    assert dlf.path.read_bytes() == before
+    assert temp_files(ws.state) == []
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "No space left on device" in res.stderr
+    assert "3 event(s) in 2 dead letter(s) stay" in res.stderr
+    filler.unlink()

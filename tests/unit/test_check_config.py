@@ -5,20 +5,23 @@ mean" and sink-named keys), --no-env for configs whose secrets are not set, and
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from auditshipd.config import parse_config
 from auditshipd.errors import ConfigError, ConfigErrors
+from auditshipd.netguard import DestinationPolicy
 from auditshipd.plugins.manager import build_plugin_manager, sink_types
 from auditshipd.service.connections import check_connections
 from auditshipd.service.loading import load_runtime
-from auditshipd.testing import free_port
+from auditshipd.testing import StaticResolver, free_port
 
 TYPES = sink_types(build_plugin_manager())
 
@@ -190,6 +193,47 @@ async def test_check_connections_against_a_real_server_and_afree_port():
     text = " ".join(str(r) for r in results.values())
     assert "pw-secret-9" not in text and "q-secret-8" not in text
     assert requests == []
+
+
+class _Rebinding(StaticResolver):
+    """DNS that answers a public address to the first lookup of each name, then
+    ``then`` (a rebinding attacker's name server)."""
+
+    def __init__(self, then: str) -> None:
+        super().__init__({})
+        self.then = then
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
+        self.answers[host] = [self.then] if host in self.asked else ["93.184.216.34"]
+        return await super().resolve(host, port, family)
+
+
+async def test_check_connections_connects_a_stream_only_to_an_address_that_passed():
+    """A self-service stream whose name answers a public address when it is checked,
+    then a loopback one: the probe connects only through the same guard, so it is
+    refused with the reason and the local listener never sees a connection (a second,
+    unguarded lookup connected to it)."""
+    accepted: list[int] = []
+
+    async def on_connect(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        w.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = parse_config(f'[[sinks]]\nname = "acme.siem"\ntype = "http"\n'
+                          f'url = "http://localhost:{port}/in"\norganizations = ["acme"]\n',
+                          "c.toml", TYPES)
+    config.sinks[0].destinations = DestinationPolicy()
+    try:
+        [result] = await check_connections(config, timeout=5, resolver=_Rebinding("127.0.0.1"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.status == "failed", result
+    assert "BlockedDestination" in result.detail and "loopback" in result.detail
+    assert accepted == []
 
 
 def test_check_connections_cli_exit_status(tmp_path):

@@ -34,6 +34,7 @@ BLOCKED = {
     "fd00:ec2::254": "cloud metadata", "::ffff:127.0.0.1": "loopback",
     "::ffff:169.254.169.254": "cloud metadata", "::ffff:10.0.0.1": "private",
     "2002:c0a8:0101::1": "private", "64:ff9b::a9fe:a9fe": "cloud metadata",
+    "fec0::1": "site-local", "feff:ffff::1": "site-local",
 }
 
 

@@ -438,7 +438,13 @@ async def _replay(config: Config, sc: Any, dlf: DeadLetterFile, attempts: int,
     finally:
         # Letters not finished stay whole, in order, after what failed before them.
         kept = keep + letters[finished:]
-        await asyncio.to_thread(dlf.remove_first, len(letters), kept)
+        try:
+            await asyncio.to_thread(dlf.remove_first, len(letters), kept)
+        except OSError as exc:  # a full disk: the file stays as it was, every letter in it
+            kept = letters
+            why = (f"the dead-letter file could not be rewritten ({exc.strerror or exc}):"
+                   " every letter stays, the delivered ones are sent again next time")
+            result.error = f"{result.error}; {why}" if result.error else why
         result.letters_kept = len(kept)
         result.still_dead_lettered = sum(len(x.events) for x in kept)
         if kept:

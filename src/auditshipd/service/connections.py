@@ -7,20 +7,23 @@ instead (``SinkType.check_connection``). Sinks without a network endpoint (``fil
 ``stdout``, ``portal``, a cloud store on its provider's default endpoint) are skipped.
 Reasons are scrubbed of the sink's secrets. A self-service stream's destination is
 first checked as when it was saved: a host that now resolves to an internal address is
-reported as refused, and not connected to.
+reported as refused, and not connected to. Its probe connects to an address its guard
+passed (never to what a second, unchecked lookup answers, since DNS may change between
+the two).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Config, SinkConfig
-from ..netguard import check_destination
+from ..netguard import GuardedResolver, check_destination
 from ..scrub import scrub_secrets, sink_secrets
 
 __all__ = ["ConnectionResult", "check_connections", "endpoint_of", "probe_url"]
@@ -57,9 +60,11 @@ def endpoint_of(sc: SinkConfig) -> str | None:
 
 
 async def probe_url(url: str, *, tls_verify: bool = True, ca_file: str | None = None,
-                    timeout: float = 10.0) -> str:
+                    timeout: float = 10.0, resolver: Any = None) -> str:
     """Connect to ``url``'s host and port (TLS handshake for TLS schemes) and close;
-    what was reached, or an exception."""
+    what was reached, or an exception. ``resolver`` (an aiohttp resolver, a
+    :class:`~auditshipd.netguard.GuardedResolver` for a self-service stream) picks the
+    address connected to; without one, the system's lookup does."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = parts.hostname
@@ -72,41 +77,57 @@ async def probe_url(url: str, *, tls_verify: bool = True, ca_file: str | None = 
         if not tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-    _reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=context,
-                                server_hostname=host if context else None), timeout)
+    _reader, writer = await asyncio.wait_for(_connect(host, port, context, resolver), timeout)
     writer.close()
     with contextlib.suppress(Exception):
         await writer.wait_closed()
     return f"{'TLS' if context else 'TCP'} connection to {host}:{port}"
 
 
-async def _check(sc: SinkConfig, timeout: float) -> ConnectionResult:
+async def _connect(host: str, port: int, context: ssl.SSLContext | None, resolver: Any
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    address = host
+    if resolver is not None:
+        address = (await resolver.resolve(host, port, socket.AF_UNSPEC))[0]["host"]
+    return await asyncio.open_connection(address, port, ssl=context,
+                                         server_hostname=host if context else None)
+
+
+async def _check(sc: SinkConfig, timeout: float, resolver: Any = None) -> ConnectionResult:
     own = getattr(sc.sink_type, "check_connection", None)
     url = endpoint_of(sc)
     if own is None and url is None:
         return ConnectionResult(sc.name, sc.type, "skipped", "no network endpoint to check")
     o: Any = sc.options
+    guard = None
     try:
         if sc.destinations is not None and url is not None:
             # A self-service stream: its destination is checked as at save time (a name
-            # now resolving to an internal address is refused) before any connection.
-            await asyncio.wait_for(check_destination(url, sc.destinations), timeout)
+            # now resolving to an internal address is refused) before any connection,
+            # and the connection goes only to an address the same check passed.
+            await asyncio.wait_for(check_destination(url, sc.destinations, resolver), timeout)
+            guard = GuardedResolver(sc.destinations, resolver)
         if own is not None:
             detail = await asyncio.wait_for(own(o), timeout)
         else:
             assert url is not None
             detail = await probe_url(url, tls_verify=getattr(o, "tls_verify", True),
-                                     ca_file=getattr(o, "ca_file", None), timeout=timeout)
+                                     ca_file=getattr(o, "ca_file", None), timeout=timeout,
+                                     resolver=guard)
     except Exception as exc:  # every failure is a report line, never a traceback
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             reason = f"no answer within {timeout:g} s"
         reason = scrub_secrets(f"{type(exc).__name__}: {reason}", sink_secrets(sc)) or ""
         return ConnectionResult(sc.name, sc.type, "failed", reason)
+    finally:
+        if guard is not None:
+            await guard.close()
     return ConnectionResult(sc.name, sc.type, "ok", detail)
 
 
-async def check_connections(config: Config, timeout: float = 10.0) -> list[ConnectionResult]:
-    """One result per sink of ``config``, checked side by side."""
-    return list(await asyncio.gather(*(_check(sc, timeout) for sc in config.sinks)))
+async def check_connections(config: Config, timeout: float = 10.0,
+                            resolver: Any = None) -> list[ConnectionResult]:
+    """One result per sink of ``config``, checked side by side. ``resolver`` (an aiohttp
+    resolver) does the self-service streams' lookups (the system's by default)."""
+    return list(await asyncio.gather(*(_check(sc, timeout, resolver) for sc in config.sinks)))
