@@ -18,7 +18,7 @@ from .journal import cli as emit_cli
 from .service import scaffold
 
 if TYPE_CHECKING:
-    from .delivery.deadletters import ReplayResult
+    from .delivery.replay import ReplayResult
 
 __all__ = ["main", "replay_row"]
 
@@ -243,7 +243,8 @@ def _unreadable_note(path: str, lines: list[int]) -> str:
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
-    from .delivery.deadletters import DeadLetterFile, replay
+    from .delivery.deadletters import DeadLetterFile
+    from .delivery.replay import replay
     from .progress import Progress
     from .service.loading import load_runtime
 

@@ -107,7 +107,7 @@ def test_replay_row_masks_secrets_in_the_last_error():
     """The last error printed by `dlq replay` has URL credentials, query values and the
     sink's own secrets masked."""
     from auditshipd.cli import replay_row
-    from auditshipd.delivery.deadletters import ReplayResult
+    from auditshipd.delivery.replay import ReplayResult
 
     result = ReplayResult(sink="web", path="x", still_dead_lettered=1, letters_kept=1,
                           last_error="POST https://ops:hunter2@siem.example/in?token=abc123"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auditshipd.delivery.deadletters import DeadLetter, _LetterScope, _sink_redactor
+from auditshipd.delivery.deadletters import DeadLetter
+from auditshipd.delivery.replay import _LetterScope, _sink_redactor
 from auditshipd.service.loading import load_runtime
 
 
