@@ -12,20 +12,35 @@ from __future__ import annotations
 import hmac
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from .auth_store import AuthStore, Session, new_csrf_token
 from .tokens import Principal
 
-__all__ = ["Session", "authenticate", "csrf_matches", "new_csrf_token"]
+__all__ = ["Session", "authenticate", "csrf_matches", "new_csrf_token", "read_form"]
 
 SESSION_COOKIE = "asd_session"
 LOGIN_CSRF_COOKIE = "asd_login_csrf"
 
 
 def csrf_matches(expected: str | None, given: str | None) -> bool:
+    """Whether ``given`` is the CSRF token ``expected`` (in constant time). Either may
+    come from a request as bytes that are not UTF-8 (a cookie, a header): those are
+    compared as the bytes they were, so they match nothing we issued."""
     if not expected or not given:
         return False
-    return hmac.compare_digest(expected.encode(), given.encode())
+    return hmac.compare_digest(expected.encode("utf-8", "surrogateescape"),
+                               given.encode("utf-8", "surrogateescape"))
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | web.FileField]:
+    """The posted form; 400 for a body that is not a form aiohttp can read (text that is
+    not UTF-8, multipart without its boundary or cut short, an unknown charset), which no
+    browser sends."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError):  # UnicodeDecodeError is a ValueError
+        raise web.HTTPBadRequest(text="The form cannot be read: send it as a browser does.") from None
 
 
 async def authenticate(

@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from .auth import LOGIN_CSRF_COOKIE, cookie_name, csrf_matches, new_csrf_token
+from .auth import LOGIN_CSRF_COOKIE, cookie_name, csrf_matches, new_csrf_token, read_form
 from .display import summarize
 from .event_rows import ACCESS_ACTIONS
 from .filters import TRUE_VALUES, BadParameter, parse_filters
@@ -65,7 +65,7 @@ async def login_form(request: web.Request, *, error: str = "", status: int = 200
 @routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    form = await request.post()
+    form = await read_form(request)
     if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE), str(form.get("csrf", ""))):
         return await login_form(request, error="Your login form expired. Please try again.", status=403)
     principal = await state.tokens.authenticate(str(form.get("token", "")).strip())
@@ -85,7 +85,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     _, session = await require(request, "read_events", api=False)
-    form = await request.post()
+    form = await read_form(request)
     if session is None or not csrf_matches(session.csrf, str(form.get("csrf", ""))):
         raise web.HTTPForbidden(text="CSRF check failed.")
     await state.tokens.delete_session(request.cookies.get(cookie_name(request)))
