@@ -17,7 +17,8 @@ from multidict import MultiDictProxy
 from .auth_store import AuthStore, Session, new_csrf_token
 from .tokens import Principal
 
-__all__ = ["Session", "authenticate", "csrf_matches", "new_csrf_token", "read_form"]
+__all__ = ["Session", "authenticate", "csrf_matches", "login_csrf_cookie", "new_csrf_token",
+           "read_form"]
 
 SESSION_COOKIE = "asd_session"
 LOGIN_CSRF_COOKIE = "asd_login_csrf"
@@ -62,3 +63,11 @@ async def authenticate(
 def cookie_name(request: web.Request) -> str:
     # __Host- cookies must be Secure, so the prefix is only used over TLS.
     return f"__Host-{SESSION_COOKIE}" if request.secure else SESSION_COOKIE
+
+
+def login_csrf_cookie(request: web.Request) -> str:
+    """The login form's CSRF cookie, ``__Host-`` over TLS like the session's: a browser
+    takes that name from this host only, so a sibling host of the same site cannot plant
+    a value of its choosing and post the form with it (logging the browser in to the
+    sibling's token)."""
+    return f"__Host-{LOGIN_CSRF_COOKIE}" if request.secure else LOGIN_CSRF_COOKIE
