@@ -4,6 +4,7 @@ CSRF on state-changing requests; injection strings are inert; pages escape HTML.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -211,3 +212,43 @@ async def test_event_page_escapes_event_content(portal, http, seeded_events) -> 
     assert r.status == 200
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+async def _raw(url: str, head: bytes, body: bytes = b"") -> int:
+    """The status of a request written byte for byte (what a client library would refuse
+    to send: header values that are not UTF-8)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head + b"\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                     % (f"{host}:{port}".encode(), len(body)) + body)
+        await writer.drain()
+        return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+
+
+async def test_csrf_tokens_and_forms_that_are_not_utf8_are_refused(portal, http) -> None:
+    """A CSRF token (cookie, header or form field) holding bytes that are not UTF-8, or a
+    form that cannot be read (not UTF-8, multipart without its boundary or cut short, an
+    unknown charset), is a failed check or a bad request, never a 500."""
+    form = b"Content-Type: application/x-www-form-urlencoded"
+    assert await _raw(portal.url, b"POST /login HTTP/1.1\r\nCookie: asd_login_csrf=\xff\xfe\r\n"
+                      + form, b"csrf=abc&token=x") == 403
+    csrf = await _login_page(http, portal.url)
+    async with http.post(f"{portal.url}/login", data={"token": portal.acme, "csrf": csrf},
+                         allow_redirects=False) as r:
+        assert r.status == 303
+    session = next(c.value for c in http.cookie_jar if c.key == "asd_session")
+    cookie = b"Cookie: asd_session=" + session.encode()
+    assert await _raw(portal.url, b"POST /api/streams HTTP/1.1\r\nX-CSRF-Token: \xff\r\n" + cookie
+                      + b"\r\nContent-Type: application/json", b"{}") == 403
+    bad_forms = [(form, b"csrf=\xff"), (b"Content-Type: multipart/form-data", b"csrf=x"),
+                 (b"Content-Type: multipart/form-data; boundary=b", b"--b\r\nContent-Disposition:"
+                  b' form-data; name="csrf"\r\n\r\nx'),
+                 (b"Content-Type: application/x-www-form-urlencoded; charset=bogus", b"csrf=x")]
+    for path in (b"/login", b"/logout", b"/streams/new"):
+        for content_type, body in bad_forms:
+            head = b"POST %s HTTP/1.1\r\n%s\r\n%s" % (path, cookie, content_type)
+            assert await _raw(portal.url, head, body) == 400, (path, content_type, body)
+    assert (await _get(http, f"{portal.url}/events"))[0] == 200  # still logged in

@@ -68,7 +68,7 @@ async def test_over_tls_the_session_cookie_is_set_and_deleted_secure(tls_portal)
         login = await _log_in(http, url, token)
         cookies = _set_cookies(login)
         assert "Secure" in cookies["__Host-asd_session"]
-        assert "Secure" in cookies["asd_login_csrf"]  # its deletion, like its setting
+        assert "Secure" in cookies["__Host-asd_login_csrf"]  # its deletion, like its setting
         async with http.get(f"{url}/events") as r:
             csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)
         async with http.post(f"{url}/logout", data={"csrf": csrf}, allow_redirects=False) as r:
@@ -76,6 +76,27 @@ async def test_over_tls_the_session_cookie_is_set_and_deleted_secure(tls_portal)
             deletion = _set_cookies(r)["__Host-asd_session"]
         assert "Max-Age=0" in deletion and "Secure" in deletion and "Path=/" in deletion
     assert "__Host-asd_session" not in {c.key for c in jar}
+
+
+async def test_over_tls_the_login_form_takes_only_its_host_only_cookie(tls_portal) -> None:
+    """Over TLS the login form's CSRF cookie is ``__Host-`` prefixed, which a browser never
+    takes from another host: a sibling host of the same site (``evil.example.com`` next
+    to ``audit.example.com``) that sets a plain ``asd_login_csrf`` cookie for the whole
+    domain and posts the login form with that value and its own token is refused, so it
+    cannot log the browser in to its token's session."""
+    server, context = tls_portal
+    url = server.url.replace("127.0.0.1", "localhost")
+    token = await server.tokens.create("attacker", "admin", "acme")
+    connector = aiohttp.TCPConnector(ssl=context)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(f"{url}/login") as r:
+            set_cookie = _set_cookies(r)["__Host-asd_login_csrf"]
+        assert "Secure" in set_cookie and "Path=/" in set_cookie and "Domain" not in set_cookie
+        tossed = {"Cookie": "asd_login_csrf=chosen-by-a-sibling"}
+        async with http.post(f"{url}/login", data={"csrf": "chosen-by-a-sibling", "token": token},
+                             headers=tossed, allow_redirects=False) as r:
+            assert r.status == 403
+            assert "__Host-asd_session" not in _set_cookies(r)
 
 
 async def test_first_run_command_is_for_operators_only(tmp_path: Path) -> None:

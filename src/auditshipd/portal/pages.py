@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from .auth import LOGIN_CSRF_COOKIE, cookie_name, csrf_matches, new_csrf_token
+from .auth import cookie_name, csrf_matches, login_csrf_cookie, new_csrf_token, read_form
 from .display import summarize
 from .event_rows import ACCESS_ACTIONS
 from .filters import TRUE_VALUES, BadParameter, parse_filters
@@ -58,15 +58,15 @@ async def login_form(request: web.Request, *, error: str = "", status: int = 200
     hint = token_command(request.app[STATE].config)
     response = render(request, "login.html", status=status, csrf=csrf, error=error, principal=None,
                       token_hint=hint)
-    response.set_cookie(LOGIN_CSRF_COOKIE, csrf, max_age=3600, **_cookie_flags(request))
+    response.set_cookie(login_csrf_cookie(request), csrf, max_age=3600, **_cookie_flags(request))
     return response
 
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    form = await request.post()
-    if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE), str(form.get("csrf", ""))):
+    form = await read_form(request)
+    if not csrf_matches(request.cookies.get(login_csrf_cookie(request)), str(form.get("csrf", ""))):
         return await login_form(request, error="Your login form expired. Please try again.", status=403)
     principal = await state.tokens.authenticate(str(form.get("token", "")).strip())
     if principal is None:
@@ -77,7 +77,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/events")
     response.set_cookie(cookie_name(request), session_id, max_age=int(state.portal.session_ttl),
                         **_cookie_flags(request))
-    response.del_cookie(LOGIN_CSRF_COOKIE, **_deletion_flags(request))
+    response.del_cookie(login_csrf_cookie(request), **_deletion_flags(request))
     raise response
 
 
@@ -85,7 +85,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     _, session = await require(request, "read_events", api=False)
-    form = await request.post()
+    form = await read_form(request)
     if session is None or not csrf_matches(session.csrf, str(form.get("csrf", ""))):
         raise web.HTTPForbidden(text="CSRF check failed.")
     await state.tokens.delete_session(request.cookies.get(cookie_name(request)))

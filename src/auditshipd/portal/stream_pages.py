@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import csrf_matches
+from .auth import csrf_matches, read_form
 from .guard import STATE, require
 from .pages import _base_context, render
 from .query import EventFilter
@@ -31,7 +31,7 @@ routes = web.RouteTableDef()
 async def _form(request: web.Request) -> tuple[Principal, Any]:
     """The principal of a form post that changes a stream, its CSRF token checked."""
     principal, session = await require(request, "streams", api=False)
-    form = await request.post()
+    form = await read_form(request)
     if session is None or not csrf_matches(session.csrf, str(form.get("csrf", ""))):
         raise web.HTTPForbidden(text="CSRF check failed: reload the page and try again.")
     return principal, form
