@@ -32,6 +32,7 @@ __all__ = [
     "check_destination",
     "check_literal",
     "destination_host",
+    "is_loopback",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -186,6 +187,16 @@ class GuardedResolver(AbstractResolver):
         if self._own and self._inner is not None:
             await self._inner.close()
             self._inner = None
+
+
+def is_loopback(host: str | None) -> bool:
+    """``host`` (an address or ``localhost``) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def destination_host(url: str | None) -> tuple[str, int] | None:

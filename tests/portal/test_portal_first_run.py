@@ -94,6 +94,22 @@ async def test_login_hint_and_first_event_hint_work_as_written(fresh_portal, htt
     assert 'id="first-run"' not in page and "user.login" in page
 
 
+async def test_login_page_shows_host_details_only_to_a_browser_on_the_portal_host(
+    fresh_portal, http, tmp_path: Path
+) -> None:
+    """The login page is open to anyone: through a proxy (a forwarding header) the command
+    names no path, directory or account of the host; straight from loopback it does."""
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        async with http.get(f"{fresh_portal.url}/login", headers={header: "203.0.113.9"}) as r:
+            page = await r.text()
+        command = html.unescape(HINT.search(page).group(1))
+        assert command == 'auditshipd token create -c CONFIG --name "$USER" --role admin'
+        assert str(tmp_path) not in page
+    async with http.get(f"{fresh_portal.url}/login") as r:
+        command = html.unescape(HINT.search(await r.text()).group(1))
+    assert str(tmp_path / "etc" / "auditshipd.toml") in command
+
+
 async def test_hints_work_from_elsewhere_when_the_config_paths_are_relative(
     tmp_path: Path, http, monkeypatch: pytest.MonkeyPatch
 ) -> None:

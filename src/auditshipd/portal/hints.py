@@ -1,6 +1,11 @@
 """Commands the pages suggest (log in, record a first event), written so that they work
 as shown: pasted into a shell on the portal's host, they use the config file the portal
-itself was started with."""
+itself was started with.
+
+The login page is open to anyone who reaches the portal, so it spells out the host's
+details (config path, working directory, service account, install path) only to a
+browser on the portal's own host (:func:`from_this_host`); others get the command with a
+``CONFIG`` placeholder."""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..netguard import is_loopback
 from ..service.scaffold import installed_executable
 
-__all__ = ["emit_command", "token_command"]
+__all__ = ["emit_command", "from_this_host", "token_command"]
 
 
 def _config_option(config: Any) -> str:
@@ -67,8 +73,25 @@ def _program() -> str:
     return shlex.quote(own)
 
 
-def token_command(config: Any) -> str:
-    """Creates an admin token named after the user running it, and prints it."""
+# Headers a reverse proxy adds: behind one, every request comes from loopback.
+_FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def from_this_host(request: Any) -> bool:
+    """``request`` (an aiohttp request) came straight from the portal's host: a loopback
+    peer, and no proxy's forwarding header."""
+    if any(name in request.headers for name in _FORWARDED):
+        return False
+    return is_loopback(request.remote)
+
+
+def token_command(config: Any, *, local: bool = True) -> str:
+    """Creates an admin token named after the user running it, and prints it. Not
+    ``local``: without the host's details (``-c CONFIG`` when the portal runs on a
+    config file, no path, directory or account)."""
+    if not local:
+        option = " -c CONFIG" if _config_option(config) else ""
+        return f'auditshipd token create{option} --name "$USER" --role admin'
     return (f'{_prefix(config)}{_program()} token create{_config_option(config)}'
             ' --name "$USER" --role admin')
 

@@ -15,7 +15,7 @@ from .display import summarize
 from .event_rows import ACCESS_ACTIONS
 from .filters import TRUE_VALUES, BadParameter, parse_filters
 from .guard import STATE, require
-from .hints import emit_command, token_command
+from .hints import emit_command, from_this_host, token_command
 from .paging import match_total, page_links, valid_trail
 from .query import EventFilter, format_time
 from .roles import allowed
@@ -55,9 +55,10 @@ async def index(request: web.Request) -> web.StreamResponse:
 @routes.get("/login")
 async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.StreamResponse:
     csrf = new_csrf_token()
-    hint = token_command(request.app[STATE].config)
+    local = from_this_host(request)
+    hint = token_command(request.app[STATE].config, local=local)
     response = render(request, "login.html", status=status, csrf=csrf, error=error, principal=None,
-                      token_hint=hint)
+                      token_hint=hint, token_hint_local=local)
     response.set_cookie(login_csrf_cookie(request), csrf, max_age=3600, **_cookie_flags(request))
     return response
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 from typing import Any
@@ -13,6 +12,7 @@ from ..config.collect import with_lines
 from ..config.loading import config_text
 from ..errors import ConfigError
 from ..journal.writer import daemon_journal
+from ..netguard import is_loopback
 from .access import AccessRecorder
 from .app import build_app, template_environment
 from .auth_store import AuthStore, import_token_file
@@ -54,15 +54,6 @@ class PortalServer:
         self.state.recorder.close()
         if errors:
             log.warning("errors while stopping the portal: %s", "; ".join(map(str, errors)))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _ssl_context(pc: PortalConfig) -> ssl.SSLContext | None:
@@ -138,7 +129,7 @@ async def start_portal(
         await store.close()
         raise
     bound_port = runner.addresses[0][1] if runner.addresses else port
-    if not pc.tls and not _is_loopback(host):
+    if not pc.tls and not is_loopback(host):
         log.warning("portal listens on %s without TLS: set portal.tls_cert and portal.tls_key", host)
     url_host = f"[{host}]" if ":" in host else host
     url = f"{'https' if pc.tls else 'http'}://{url_host}:{bound_port}"
