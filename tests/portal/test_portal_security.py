@@ -112,6 +112,24 @@ async def test_login_requires_csrf_and_a_valid_token(portal, http) -> None:
     assert status == 303
 
 
+async def test_session_works_behind_a_proxy_that_asks_for_basic_credentials(portal, http) -> None:
+    """A proxy in front of the portal asking for Basic credentials passes its
+    Authorization header on: the session cookie still decides (and still needs its CSRF
+    token to log out); a Bearer header with a bad token is refused even with the cookie."""
+    basic = {"Authorization": "Basic dXNlcjpwYXNzd29yZA=="}
+    csrf = await _login_page(http, portal.url)
+    async with http.post(f"{portal.url}/login", data={"token": portal.admin, "csrf": csrf},
+                         headers=basic, allow_redirects=False) as r:
+        assert r.status == 303
+    status, html, _ = await _get(http, f"{portal.url}/events", basic)
+    assert status == 200 and EVENT_ID[:4] in html
+    assert (await _get(http, f"{portal.url}/api/events", basic))[0] == 200
+    assert (await _get(http, f"{portal.url}/events", portal.auth("asd_" + "A" * 43)))[0] == 303
+    async with http.post(f"{portal.url}/logout", data={}, headers=basic, allow_redirects=False) as r:
+        assert r.status == 403
+    assert (await _get(http, f"{portal.url}/events", basic))[0] == 200
+
+
 async def test_session_cookie_flags_and_logout_csrf(portal, http) -> None:
     """The session cookie is HttpOnly + SameSite=Strict; logout needs the session's CSRF token;
     revoking the token ends its sessions."""

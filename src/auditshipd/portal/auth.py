@@ -47,13 +47,14 @@ async def read_form(request: web.Request) -> MultiDictProxy[str | web.FileField]
 async def authenticate(
     request: web.Request, tokens: AuthStore
 ) -> tuple[Principal | None, Session | None]:
-    """The principal behind a request (bearer token first, else the session cookie)."""
+    """The principal behind a request (bearer token first, else the session cookie).
+    An ``Authorization`` header of another scheme is not the portal's (a proxy in front
+    asking for Basic credentials passes them on): the session cookie decides."""
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None, None
-        return await tokens.authenticate(value.strip()), None
+        if scheme.lower() == "bearer":
+            return await tokens.authenticate(value.strip()), None
     found = await tokens.session(request.cookies.get(cookie_name(request)))
     if found is None:
         return None, None
