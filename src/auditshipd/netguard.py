@@ -97,6 +97,12 @@ def blocked_reason(address: str | IPAddress) -> str | None:
     return None
 
 
+def _client_host(name: str) -> str:
+    """A host name as the HTTP client sends and resolves it (IDNA-encoded: an allowed
+    ``bücher.de`` is ``xn--bcher-kva.de`` at connection time)."""
+    return URL.build(scheme="http", host=name).raw_host or name
+
+
 @dataclass(frozen=True)
 class DestinationPolicy:
     """The operator's exceptions: host names allowed whatever they resolve to, and
@@ -120,11 +126,18 @@ class DestinationPolicy:
             except ValueError:
                 if "/" in text or ":" in text:
                     raise ValueError(f"{entry!r} is neither a host name nor a network") from None
-            hosts.add(text)
+            try:
+                hosts.add(_client_host(text))
+            except (ValueError, UnicodeError) as exc:
+                raise ValueError(f"{entry!r} is not a host name ({exc})") from None
         return cls(frozenset(hosts), tuple(networks))
 
     def allows_name(self, host: str) -> bool:
-        return host.strip("[]").lower().rstrip(".") in self.hosts
+        name = host.strip("[]").lower().rstrip(".")
+        try:
+            return _client_host(name) in self.hosts
+        except (ValueError, UnicodeError):
+            return name in self.hosts
 
     def refusal(self, host: str, address: str) -> str | None:
         """Why ``host`` may not be reached at ``address``, or None."""

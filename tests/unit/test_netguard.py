@@ -63,6 +63,28 @@ def test_policy_entries() -> None:
         DestinationPolicy.parse(["10.0.0.0/33"])
     with pytest.raises(ValueError):
         DestinationPolicy.parse([""])
+    with pytest.raises(ValueError, match="'siem intern' is not a host name"):
+        DestinationPolicy.parse(["siem intern"])
+
+
+async def test_an_allowed_host_name_written_in_unicode_is_allowed_as_the_client_sends_it(
+    tmp_path: Path,
+) -> None:
+    """``stream_allow_hosts = ["Bücher.test"]``: the HTTP client looks up and connects to
+    ``xn--bcher-kva.test``, which is that allowed name, so the stream delivers."""
+    from auditshipd.sinks.http import HttpOptions, HttpSink
+
+    policy = DestinationPolicy.parse(["Bücher.test"])
+    assert policy.allows_name("xn--bcher-kva.test") and policy.allows_name("bücher.test")
+    with WebhookReceiver() as rx:
+        dns = StaticResolver({"xn--bcher-kva.test": ["127.0.0.1"]})
+        sink = HttpSink("acme.siem", HttpOptions(url=f"http://bücher.test:{rx.port}/ingest"),
+                        _context(tmp_path, GuardedResolver(policy, dns)))
+        try:
+            await sink.send(_batch())
+        finally:
+            await sink.close()
+        assert rx.ids() == ["e1"]
 
 
 async def test_save_time_check_resolves_names() -> None:
