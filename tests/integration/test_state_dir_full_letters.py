@@ -297,7 +297,6 @@ timeout = 0.05
         first + ["early-000000"] * earlier + ["bad-000000"] + later + last)
 
 
-
 def test_replay_on_a_full_state_dir_keeps_every_letter_and_says_so(ws, small_state_dir):
     """`dlq replay` delivers the first letter, the second fails again, then the file
     cannot be rewritten (ENOSPC): every letter stays as it was (the first is sent again
