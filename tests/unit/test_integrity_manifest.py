@@ -50,3 +50,20 @@ def test_export_with_manifest_verifies_then_edits_fail(tmp_path):
     path = write_export(tmp_path, other)
     forged = verify("--public-key", str(tmp_path / "k.pub"), str(path))
     assert forged.returncode == 1 and "unknown-key" in forged.stdout
+
+
+def test_manifest_that_is_not_strict_json_is_reported_not_a_traceback(tmp_path):
+    """A manifest edited to hold what JSON does not allow (NaN, Infinity, a number out
+    of range, a lone surrogate) cannot have been signed: verify names the manifest as
+    unreadable (exit 1) instead of crashing while it recomputes the signed form."""
+    key = generate_key(tmp_path / "k")
+    path = write_export(tmp_path, key)
+    mpath = Path(f"{path}.manifest.json")
+    signed = mpath.read_text()
+    rows = f'"rows": {json.loads(signed)["rows"]}'
+    for forged in ('"rows": NaN', '"rows": Infinity', '"rows": 1e400', '"rows": "\\ud800"'):
+        mpath.write_text(signed.replace(rows, forged))
+        out = verify("--public-key", str(tmp_path / "k.pub"), str(path))
+        assert out.returncode == 1, (forged, out.stderr)
+        assert f"{mpath}: unreadable: " in out.stdout, (forged, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr, forged

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from .digest import rfc3339, signed_payload
 from .keys import PublicKey, SigningKey
 from .sources import MANIFEST_SUFFIX
@@ -86,9 +88,11 @@ def verify_export(path: str, keys: Iterable[PublicKey]) -> ExportCheck:
     check = ExportCheck(path)
     mpath = path + MANIFEST_SUFFIX
     try:
-        manifest = json.loads(Path(mpath).read_bytes())
+        # Strict JSON (no NaN, no number out of range, no lone surrogate): anything
+        # else cannot have been signed, and has no canonical form to check.
+        manifest = msgspec.json.decode(Path(mpath).read_bytes())
         data = Path(path).read_bytes()
-    except (OSError, ValueError) as exc:
+    except (OSError, msgspec.DecodeError) as exc:
         check.problems.append(f"{mpath}: unreadable: {exc}")
         return check
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
