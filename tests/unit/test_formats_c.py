@@ -229,6 +229,22 @@ def test_ipv6_locations_are_normalised_by_python():
         assert b"2001:db8::1" in out and out == reference(fmt, [line])[0]
 
 
+def test_an_ipv6_zone_index_is_left_out_of_every_ip_field():
+    """``fe80::1%eth0`` (a zone index: an interface of the client's own host) is written
+    as ``fe80::1`` in ECS source.ip, OCSF src_endpoint.ip and CEF c6a2, by both tiers:
+    Elasticsearch's ip type refuses an address with a zone, and the document with it."""
+    line = _encode({"id": "a", "action": "api.called", "occurred_at": "2024-05-01T09:00:00Z",
+                    "context": {"location": "fe80::1%eth0"}})
+    for fmt in FORMATS:
+        with_c, without = encoders(fmt)
+        (out,) = with_c.encode_lines([line])
+        assert out == without.encode_lines([line])[0] == reference(fmt, [line])[0]
+        assert b"%eth0" not in out and b"fe80::1" in out, fmt
+    ecs = json.loads(encoders("ecs")[0].encode_lines([line])[0])
+    ocsf = json.loads(encoders("ocsf")[0].encode_lines([line])[0])
+    assert ecs["source"]["ip"] == ocsf["src_endpoint"]["ip"] == "fe80::1"
+
+
 def test_bad_plans_and_arguments_raise_instead_of_writing():
     """The C entry point checks what it is given: an unknown format, plans of the wrong
     shape and a non-sequence raise errors that name the problem."""

@@ -50,7 +50,7 @@ def encoded(**kw: Any) -> tuple[str, dict[str, str]]:
 
 @pytest.mark.parametrize("location,want", [("2001:DB8:0::1", "2001:db8::1"),
                                            ("::ffff:192.0.2.1", "::ffff:c000:201"),
-                                           ("fe80::1%eth0", "fe80::1%eth0")])
+                                           ("fe80::1%eth0", "fe80::1")])
 def test_an_ipv6_source_goes_to_c6a2_with_its_label(location, want):
     _, pairs = encoded(context={"location": location})
     assert pairs["c6a2"] == want and pairs["c6a2Label"] == "Source IPv6 Address"

@@ -125,14 +125,17 @@ _IPS: dict[str, str | None] = {}  # addresses repeat (an office, a SCIM client):
 
 
 def ip_or_none(value: Any) -> str | None:
-    """``context.location`` when it is an IP address (it may also be a place name)."""
+    """``context.location`` when it is an IP address (it may also be a place name),
+    normalised, without an IPv6 zone index (``fe80::1%eth0`` is ``fe80::1``): the zone
+    names an interface of the client's own host, and SIEM IP fields refuse it
+    (Elasticsearch's ``ip`` type rejects the whole document)."""
     s = text(value)
     if s is None or len(s) > 45:
         return None
     if s in _IPS:
         return _IPS[s]
     try:
-        ip: str | None = str(ipaddress.ip_address(s))
+        ip: str | None = str(ipaddress.ip_address(s)).partition("%")[0]
     except ValueError:
         ip = None
     if len(_IPS) >= 8192:
