@@ -163,6 +163,7 @@ def test_a_role_that_may_not_log_in_delays_batches_without_dead_letters(tmp_path
         assert DeadLetterFile(ws.state, "portal").count() == (0, 0), log[-4000:]
         assert "dead-lettered" not in log
         assert "portal database unavailable: InvalidAuthorizationSpecificationError" in log, log[-4000:]
+        assert "Traceback" not in log, log[-6000:]
     finally:
         drop_database(with_database(BASE_URL, name))
         _psql(BASE_URL, f'DROP ROLE IF EXISTS "{role}"')

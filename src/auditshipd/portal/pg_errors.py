@@ -16,11 +16,14 @@ texts quote what they could not read. So:
   (their texts quote the URL's parts);
 - :func:`retry_kind` says, by SQLSTATE, which server errors are conditions of the server
   (connection, login, read-only standby, resources, shutdown, contention) rather than
-  of the batch.
+  of the batch;
+- :func:`one_line_pool_log` makes asyncpg's pool, which logs a traceback each time it
+  fails to reconnect while the server is down, say it in one line of :func:`describe`.
 """
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import AuditshipdError, ConfigError
@@ -31,6 +34,7 @@ __all__ = [
     "DatabaseURLError",
     "connect_argument_error",
     "describe",
+    "one_line_pool_log",
     "retry_kind",
     "safe_location",
     "url_problem",
@@ -116,6 +120,28 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, AuditshipdError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+class _OneLine(logging.Filter):
+    """A record with an exception gets the exception's :func:`describe` text appended
+    instead of a traceback (the operator's log holds no traceback for an outage)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            record.msg = f"{record.getMessage()}: {describe(exc)}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def one_line_pool_log() -> None:
+    """asyncpg's pool restores its minimum of connections in the background and logs a
+    traceback (a warning) at each failed try while the server is down or refuses the
+    login: from now on, in one line."""
+    log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _OneLine) for f in log.filters):
+        log.addFilter(_OneLine())
 
 
 # SQLSTATE classes and codes of conditions of the server, not of the batch: the same

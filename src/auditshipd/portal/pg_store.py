@@ -26,7 +26,14 @@ from typing import Any
 import msgspec
 
 from .config import is_postgres_url
-from .pg_errors import BAD_URL, DatabaseURLError, connect_argument_error, describe, safe_location
+from .pg_errors import (
+    BAD_URL,
+    DatabaseURLError,
+    connect_argument_error,
+    describe,
+    one_line_pool_log,
+    safe_location,
+)
 from .pg_errors import url_problem as _url_problem
 from .pg_ingest import BatchWriter, batch_records
 from .pg_schema import check_schema
@@ -123,6 +130,7 @@ class PostgresEventStore(EventStore):
         # with) pieces of the password: refused before it is handed over.
         if _url_problem(self.url) is not None:
             raise DatabaseURLError(f"the portal database's URL is {BAD_URL}")
+        one_line_pool_log()
         try:
             pool = await asyncpg.create_pool(
                 self.url, min_size=self.min_size, max_size=self.max_size,
