@@ -42,10 +42,12 @@ _SECRET_PATTERNS = (
     (re.compile(r"(?i)\b(bearer|basic|splunk|token|dd-api-key)(\s*[:=]?\s+)([^\s,;\"']+)"),
      lambda m: m.group(1) + m.group(2) + _credential_masked(m.group(3), m.group(2))),
     # key=value / "key": "value" where the key names a secret; "sig" only as the whole
-    # key or its last part ("sig=", "x-sig:"), not as the start of a word ("SIGTERM: ")
+    # key or its last part ("sig=", "x-sig:"), not as the start of a word ("SIGTERM: ");
+    # an exception's name is no key ("InvalidAuthorizationSpecificationError: role ...")
     (re.compile(
         r"(?i)([\"']?(?:[a-z0-9_-]*(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|"
-        r"signature|auth|credential)[a-z0-9_-]*|(?<![a-z0-9_-])(?:[a-z0-9]+[_-])*sig)"
+        r"signature|auth|credential)[a-z0-9_-]*(?<!error)(?<!exception)"
+        r"|(?<![a-z0-9_-])(?:[a-z0-9]+[_-])*sig)"
         r"[\"']?\s*[:=]\s*[\"']?)[^\s&,;\"'}]+"),
      r"\1***"),
     # AWS access key ids

@@ -47,6 +47,21 @@ def test_sig_is_a_secret_key_only_as_a_whole_key_or_its_last_part(text, expected
     assert scrub_secrets(text) == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ('InvalidAuthorizationSpecificationError: role "w" is not permitted to log in',
+     'InvalidAuthorizationSpecificationError: role "w" is not permitted to log in'),
+    ("AuthenticationException: server closed", "AuthenticationException: server closed"),
+    ("auth_token: abc123", "auth_token: ***"),
+    ("x-auth: abc123", "x-auth: ***"),
+    ('{"client_secret": "abc123"}', '{"client_secret": "***"}'),
+])
+def test_an_exception_name_is_not_a_secret_key(text, expected):
+    """A key naming a secret (auth, token, secret...) masks its value; an exception's
+    name that holds such a word ("...AuthorizationSpecificationError: role ...", what
+    PostgreSQL's login refusal reads as) is no key: the reason stays readable."""
+    assert scrub_secrets(text) == expected
+
+
 def test_literal_url_secrets_are_masked_without_their_key():
     """A receiver echoing only the value ({"code": "..."}) is caught by the literal list."""
     url = "https://alice:s3cr%2Ft@h.example/in?code=abc123&flag"
