@@ -155,6 +155,24 @@ def test_no_env_checks_a_config_without_its_secrets(tmp_path):
     assert "CHECKCFG_UNSET_TOKEN" not in r.stderr
 
 
+def test_no_env_checks_a_config_whose_urls_are_variables(tmp_path):
+    """--no-env: a whole URL from the environment (``url = "${SIEM_URL}"``) has no shape
+    to check; the sinks' URL checks still refuse a URL written out wrong."""
+    path = tmp_path / "auditshipd.toml"
+    path.write_text('[[sinks]]\nname = "siem"\ntype = "http"\nurl = "${CHECKCFG_SIEM_URL}"\n'
+                    '[[sinks]]\nname = "hec"\ntype = "splunk_hec"\nurl = "${CHECKCFG_HEC_URL}"\n'
+                    'token = "${CHECKCFG_HEC_TOKEN}"\n'
+                    '[[sinks]]\nname = "mq"\ntype = "mqtt"\nurl = "${CHECKCFG_MQTT_URL}"\n'
+                    'topic = "audit"\n')
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CHECKCFG_")}
+    r = check_config(path, "--no-env", env=env)
+    assert r.returncode == 0, r.stderr
+    path.write_text(path.read_text() + '[[sinks]]\nname = "bad"\ntype = "http"\nurl = "ftp://x"\n')
+    r = check_config(path, "--no-env", env=env)
+    assert r.returncode == 2 and r.stderr.count("configuration error") == 1
+    assert "sinks[3] (bad).url: must be an http:// or https:// URL" in r.stderr
+
+
 def _sinks(ok_port: int, closed_port: int) -> str:
     return (f'[[sinks]]\nname = "up"\ntype = "http"\nurl = "http://127.0.0.1:{ok_port}/in"\n'
             f'[[sinks]]\nname = "down"\ntype = "http"\n'

@@ -14,6 +14,7 @@ from ..plugin import SinkType
 from ..scrub import scrub_secrets, sink_secrets
 from ..timestamps import parse_rfc3339
 from .collect import convert_all, did_you_mean, known_keys, non_finite, raise_all
+from .env import is_placeholder
 from .options import unknown_keys
 from .tables import (
     SINK_COMMON_KEYS,
@@ -159,7 +160,8 @@ def _check_values(c: SinkCommon, st: SinkType | None, options: Any, source: str,
             st.validate(options)
         except ConfigError as exc:
             key = f"{where}.{exc.key}" if exc.key else where
-            errors.append(ConfigError(exc.reason, file=source, key=key))
+            if not _about_a_placeholder(options, exc.key):
+                errors.append(ConfigError(exc.reason, file=source, key=key))
         except Exception as exc:  # noqa: BLE001 - a validator's own failure is this sink's error
             # (urlsplit's ValueError on "mqtt://[fd00::1:1883", a plugin's bug): reported
             # with the rest, never a traceback, never the value itself.
@@ -172,3 +174,11 @@ def _check_values(c: SinkCommon, st: SinkType | None, options: Any, source: str,
     if problem is not None:
         errors.append(ConfigError(problem, file=source, key=f"{where}.format"))
     raise_all(errors, None, source)
+
+
+def _about_a_placeholder(options: Any, key: str | None) -> bool:
+    """The option a sink's check refused stands for an unset variable
+    (``check-config --no-env``, ``url = "${SIEM_URL}"``): its shape cannot be checked."""
+    name = re.split(r"[.\[]", key or "", maxsplit=1)[0]
+    value = getattr(options, name, None) if name else None
+    return isinstance(value, str) and is_placeholder(value)
