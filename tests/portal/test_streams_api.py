@@ -516,3 +516,30 @@ async def test_concurrent_edits_do_not_undo_each_other(sp: StreamsPortal, http: 
     assert fresh.options["timeout"] == 7 and not fresh.paused and fresh.version == stale.version + 1
     assert await store.update(replace(fresh, paused=True))
     assert not await store.update(replace(fresh, id="ls_missing"))
+
+
+async def test_an_edit_refused_shows_the_form_as_typed(sp: StreamsPortal, rx: Any) -> None:
+    """An edit the portal refuses comes back with what the admin typed (as a refused new
+    stream does), the inputs the form did not send with their stored values, and no
+    secret; nothing is saved."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        csrf = await sp.login(browser, sp.acme)
+        async with browser.post(f"{sp.url}/streams/new", allow_redirects=False,
+                                data={"csrf": csrf, "type": "http", "name": "siem", "url": rx.url,
+                                      "bearer_token": TOKEN, "timeout": "4", "gzip_level": "3"}) as r:
+            assert r.status == 303, await r.text()
+        (d,) = await sp.server.state.streams.store.list()
+        async with browser.post(f"{sp.url}/streams/{d.id}/edit",
+                                data={"csrf": csrf, "url": "http://10.0.0.1/", "timeout": "9",
+                                      "gzip": "true", "bearer_token": "typed-new-token"}) as r:
+            html = await r.text()
+            assert r.status == 400 and "streams may not send there" in html
+    def shown(name: str) -> str:
+        return html[html.index(f'id="f-{name}"'):].split('value="', 1)[1].split('"', 1)[0]
+
+    assert shown("url") == "http://10.0.0.1/" and shown("timeout") == "9"
+    assert shown("gzip_level") == "3"  # not sent: as stored
+    gzip_select = html[html.index('id="f-gzip"'):].split("</select>")[0]
+    assert '<option value="true" selected>' in gzip_select
+    assert TOKEN not in html and "typed-new-token" not in html
+    assert (await sp.server.state.streams.store.get(d.id)).options == d.options
