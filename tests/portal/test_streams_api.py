@@ -543,3 +543,35 @@ async def test_an_edit_refused_shows_the_form_as_typed(sp: StreamsPortal, rx: An
     assert '<option value="true" selected>' in gzip_select
     assert TOKEN not in html and "typed-new-token" not in html
     assert (await sp.server.state.streams.store.get(d.id)).options == d.options
+
+
+async def test_a_stream_blocked_on_a_host_is_shown_blocked(sp: StreamsPortal, http: Any,
+                                                           rx: Any) -> None:
+    """A daemon that reports a stream ``blocked`` (its dead-letter storage is full: it
+    does not advance) has it shown ``blocked``, the worst state, with that host's error;
+    ``error`` stays for a stream that is retrying."""
+    import time
+
+    from auditshipd.portal.stream_store import StreamStatus
+
+    stream_id = await _create(sp, http, rx)
+    store = sp.server.state.streams.store
+    full = "cannot write a dead letter: [Errno 28] No space left on device"
+    now = time.time()
+    await store.report("a#1", [StreamStatus(stream_id, "a#1", "error", None, "HTTP 503", None, None, now)])
+    await store.report("b#2", [StreamStatus(stream_id, "b#2", "blocked", None, full, 7, 70, now)])
+    await store.report("c#3", [StreamStatus(stream_id, "c#3", "active", None, None, 0, 0, now)])
+
+    async def shown() -> tuple[dict[str, Any], str]:
+        status, body = await _call(http, "GET", f"{sp.url}/api/streams", token=sp.acme)
+        assert status == 200
+        (row,) = [r for r in json.loads(body)["data"] if r["source"] == "portal"]
+        async with http.get(f"{sp.url}/streams", headers=sp.auth(sp.acme)) as r:
+            return row, await r.text()
+
+    row, page = await shown()
+    assert row["state"] == "blocked" and row["last_error"] == full
+    assert 'data-state="blocked"' in page and full in page
+    await store.report("b#2", [StreamStatus(stream_id, "b#2", "active", None, None, 0, 0, now)])
+    row, page = await shown()
+    assert row["state"] == "error" and row["last_error"] == "HTTP 503"
