@@ -575,3 +575,31 @@ async def test_a_stream_blocked_on_a_host_is_shown_blocked(sp: StreamsPortal, ht
     await store.report("b#2", [StreamStatus(stream_id, "b#2", "active", None, None, 0, 0, now)])
     row, page = await shown()
     assert row["state"] == "error" and row["last_error"] == "HTTP 503"
+
+
+async def test_an_edit_keeps_the_options_sent_back_as_shown(sp: StreamsPortal, http: Any) -> None:
+    """The edit form sends every input back; an option left as the form showed it keeps
+    its stored value: Datadog tags stored as a list (shown "env:prod, team:sec") stay
+    that list, not a string with a space the intake would keep in the second tag."""
+    import re
+
+    sp.server.state.streams.resolver = FakeResolver({"intake.test": ["93.184.216.34"]})
+    tags = ["env:prod", "team:sec"]
+    status, body = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme, body={
+        "name": "dd", "type": "datadog",
+        "options": {"url": "https://intake.test/api/v2/logs", "api_key": "d" * 32, "ddtags": tags}})
+    assert status == 201, body
+    (d,) = await sp.server.state.streams.store.list()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        csrf = await sp.login(browser, sp.acme)
+        async with browser.get(f"{sp.url}/streams/{d.id}/edit") as r:
+            page = await r.text()
+        # every text input as shown (what a browser sends back), one of them changed
+        form = {name: value.replace("&amp;", "&") for name, value in
+                re.findall(r'<input type="text" id="f-[^"]+" name="([^"]+)" value="([^"]*)"', page)}
+        assert form["ddtags"] == "env:prod, team:sec"
+        async with browser.post(f"{sp.url}/streams/{d.id}/edit", allow_redirects=False,
+                                data={**form, "csrf": csrf, "service": "billing"}) as r:
+            assert r.status == 303, await r.text()
+    d = await sp.server.state.streams.store.get(d.id)
+    assert d.options["ddtags"] == tags and d.options["service"] == "billing"
