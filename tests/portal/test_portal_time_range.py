@@ -154,3 +154,36 @@ async def test_far_filters_answer_and_export_whole(small_portal, http) -> None:
         assert r.status == 200
         lines = (await r.read()).decode().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["evt_011", "evt_010", "evt_009"]
+
+
+@pytest.mark.parametrize("path", ["/api/events", "/api/export?format=jsonl&", "/events"])
+async def test_an_offset_whose_plus_a_url_turned_into_a_space_is_read(small_portal, http,
+                                                                       path: str) -> None:
+    """An RFC 3339 time with a ``+HH:MM`` offset typed into a URL as it is: the query
+    string gives the ``+`` as a space, and the time is still read with its offset (it was
+    a 400, "expected an RFC 3339 time", for a time that was one)."""
+    import yarl
+
+    sep = "" if path.endswith("&") else "?"
+    raw = (f"{small_portal.url}{path}{sep}since=2026-03-01T11:00:00+01:00"
+           "&until=2026-03-01T11:00:01+01:00")
+    async with http.get(yarl.URL(raw, encoded=True),
+                        headers=small_portal.auth(small_portal.admin)) as r:
+        body = await r.text()
+        assert r.status == 200, body
+    if path == "/events":
+        assert "/events/evt_006" in body and "/events/evt_005" not in body
+        assert 'value="2026-03-01T10:00:00"' in body  # the From input, in UTC
+    else:
+        ids = ([json.loads(line)["id"] for line in body.splitlines()] if "export" in path
+               else [e["id"] for e in json.loads(body)["data"]])
+        assert ids == ["evt_006"]
+
+
+def test_a_space_stands_for_a_plus_only_before_an_offset_after_a_time() -> None:
+    assert parse_time("2026-03-01T11:00:00.5 01:00") == dt.datetime(2026, 3, 1, 10, 0, 0, 500000,
+                                                                    tzinfo=UTC)
+    assert parse_time("2026-03-01 11:00 0130") == dt.datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    for bad in ("2026-03-01 0100", "2026-03-01T11:00:00  01:00", "2026-03-01T11:00:00 1:00"):
+        with pytest.raises(ValueError):
+            parse_time(bad)

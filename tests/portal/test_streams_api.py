@@ -516,3 +516,90 @@ async def test_concurrent_edits_do_not_undo_each_other(sp: StreamsPortal, http: 
     assert fresh.options["timeout"] == 7 and not fresh.paused and fresh.version == stale.version + 1
     assert await store.update(replace(fresh, paused=True))
     assert not await store.update(replace(fresh, id="ls_missing"))
+
+
+async def test_an_edit_refused_shows_the_form_as_typed(sp: StreamsPortal, rx: Any) -> None:
+    """An edit the portal refuses comes back with what the admin typed (as a refused new
+    stream does), the inputs the form did not send with their stored values, and no
+    secret; nothing is saved."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        csrf = await sp.login(browser, sp.acme)
+        async with browser.post(f"{sp.url}/streams/new", allow_redirects=False,
+                                data={"csrf": csrf, "type": "http", "name": "siem", "url": rx.url,
+                                      "bearer_token": TOKEN, "timeout": "4", "gzip_level": "3"}) as r:
+            assert r.status == 303, await r.text()
+        (d,) = await sp.server.state.streams.store.list()
+        async with browser.post(f"{sp.url}/streams/{d.id}/edit",
+                                data={"csrf": csrf, "url": "http://10.0.0.1/", "timeout": "9",
+                                      "gzip": "true", "bearer_token": "typed-new-token"}) as r:
+            html = await r.text()
+            assert r.status == 400 and "streams may not send there" in html
+    def shown(name: str) -> str:
+        return html[html.index(f'id="f-{name}"'):].split('value="', 1)[1].split('"', 1)[0]
+
+    assert shown("url") == "http://10.0.0.1/" and shown("timeout") == "9"
+    assert shown("gzip_level") == "3"  # not sent: as stored
+    gzip_select = html[html.index('id="f-gzip"'):].split("</select>")[0]
+    assert '<option value="true" selected>' in gzip_select
+    assert TOKEN not in html and "typed-new-token" not in html
+    assert (await sp.server.state.streams.store.get(d.id)).options == d.options
+
+
+async def test_a_stream_blocked_on_a_host_is_shown_blocked(sp: StreamsPortal, http: Any,
+                                                           rx: Any) -> None:
+    """A daemon that reports a stream ``blocked`` (its dead-letter storage is full: it
+    does not advance) has it shown ``blocked``, the worst state, with that host's error;
+    ``error`` stays for a stream that is retrying."""
+    import time
+
+    from auditshipd.portal.stream_store import StreamStatus
+
+    stream_id = await _create(sp, http, rx)
+    store = sp.server.state.streams.store
+    full = "cannot write a dead letter: [Errno 28] No space left on device"
+    now = time.time()
+    await store.report("a#1", [StreamStatus(stream_id, "a#1", "error", None, "HTTP 503", None, None, now)])
+    await store.report("b#2", [StreamStatus(stream_id, "b#2", "blocked", None, full, 7, 70, now)])
+    await store.report("c#3", [StreamStatus(stream_id, "c#3", "active", None, None, 0, 0, now)])
+
+    async def shown() -> tuple[dict[str, Any], str]:
+        status, body = await _call(http, "GET", f"{sp.url}/api/streams", token=sp.acme)
+        assert status == 200
+        (row,) = [r for r in json.loads(body)["data"] if r["source"] == "portal"]
+        async with http.get(f"{sp.url}/streams", headers=sp.auth(sp.acme)) as r:
+            return row, await r.text()
+
+    row, page = await shown()
+    assert row["state"] == "blocked" and row["last_error"] == full
+    assert 'data-state="blocked"' in page and full in page
+    await store.report("b#2", [StreamStatus(stream_id, "b#2", "active", None, None, 0, 0, now)])
+    row, page = await shown()
+    assert row["state"] == "error" and row["last_error"] == "HTTP 503"
+
+
+async def test_an_edit_keeps_the_options_sent_back_as_shown(sp: StreamsPortal, http: Any) -> None:
+    """The edit form sends every input back; an option left as the form showed it keeps
+    its stored value: Datadog tags stored as a list (shown "env:prod, team:sec") stay
+    that list, not a string with a space the intake would keep in the second tag."""
+    import re
+
+    sp.server.state.streams.resolver = FakeResolver({"intake.test": ["93.184.216.34"]})
+    tags = ["env:prod", "team:sec"]
+    status, body = await _call(http, "POST", f"{sp.url}/api/streams", token=sp.acme, body={
+        "name": "dd", "type": "datadog",
+        "options": {"url": "https://intake.test/api/v2/logs", "api_key": "d" * 32, "ddtags": tags}})
+    assert status == 201, body
+    (d,) = await sp.server.state.streams.store.list()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        csrf = await sp.login(browser, sp.acme)
+        async with browser.get(f"{sp.url}/streams/{d.id}/edit") as r:
+            page = await r.text()
+        # every text input as shown (what a browser sends back), one of them changed
+        form = {name: value.replace("&amp;", "&") for name, value in
+                re.findall(r'<input type="text" id="f-[^"]+" name="([^"]+)" value="([^"]*)"', page)}
+        assert form["ddtags"] == "env:prod, team:sec"
+        async with browser.post(f"{sp.url}/streams/{d.id}/edit", allow_redirects=False,
+                                data={**form, "csrf": csrf, "service": "billing"}) as r:
+            assert r.status == 303, await r.text()
+    d = await sp.server.state.streams.store.get(d.id)
+    assert d.options["ddtags"] == tags and d.options["service"] == "billing"

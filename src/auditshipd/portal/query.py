@@ -63,6 +63,8 @@ _ACCENTS = "\u0300-\u0304\u0306-\u030c\u030f\u0311\u031b\u0323-\u0328\u032d\u032
 _TOKEN_RE = re.compile(f"[\\w{_PRIVATE}][\\w{_PRIVATE}{_ACCENTS}]*")
 _ASCII_TOKEN_RE = re.compile("[a-z0-9]+")
 _FRACTION_RE = re.compile(r"(\.\d{6})\d+")
+_SPACED_OFFSET_RE = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) (\d{2}:?\d{2})", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -191,11 +193,17 @@ def _collect(value: Any, add: Callable[[str], None]) -> None:
 
 def parse_time(value: str) -> _dt.datetime:
     """A time given by a user (``since``, ``until``): RFC 3339, a date alone or a time
-    without offset taken as UTC (:func:`auditshipd.timestamps.parse_rfc3339`).
+    without offset taken as UTC (:func:`auditshipd.timestamps.parse_rfc3339`); a space
+    before the offset's digits stands for the ``+`` a URL's query string made a space.
 
     ValueError for text that is not a time, and for a time whose UTC instant falls
     outside the years 0001-9999 (``0001-01-01T00:00:00+01:00``)."""
     when = parse_rfc3339(value)
+    if when is None:
+        # "+01:00" typed into a URL as it is arrives as " 01:00" (a query string's "+" is
+        # a space): after a time, a space and an offset's digits can only be that.
+        spaced = _SPACED_OFFSET_RE.fullmatch(value.strip())
+        when = parse_rfc3339(f"{spaced[1]}+{spaced[2]}") if spaced else None
     if when is None:
         raise ValueError("not an RFC 3339 time of the years 0001-9999 (UTC)")
     return when

@@ -105,7 +105,8 @@ def options_from_form(sink_type: SinkType, form: Any, *, editing: bool,
                       stored: dict[str, Any] | None = None) -> dict[str, Any]:
     """The options a submitted form asks for. Creating: the filled-in inputs. Editing:
     an emptied input removes its option (``None``), an empty secret keeps the stored one,
-    and so does an input sent back as the form showed the ``stored`` value masked."""
+    and so does an input sent back as the form showed the ``stored`` value (masked, or a
+    list written out as text)."""
     out: dict[str, Any] = {}
     stored = stored or {}
     for f in msgspec.structs.fields(sink_type.options):
@@ -115,9 +116,8 @@ def options_from_form(sink_type: SinkType, form: Any, *, editing: bool,
         secret = f.name in sink_type.secrets
         kind, _ = _kind(f.type, secret)
         before = stored.get(f.name)
-        if editing and before is not None and shown_option(before) != before \
-                and raw == _shown(shown_option(before), kind):
-            continue  # the masked value, unchanged: the stored one stays
+        if editing and before is not None and raw == _shown(shown_option(before), kind):
+            continue  # as the form showed it (masked, a list as text): the stored one stays
         if not raw:
             if editing and not secret:
                 out[f.name] = None

@@ -18,7 +18,7 @@ from .pages import _base_context, render
 from .query import EventFilter
 from .stream_admin import NotFound, RateLimited, TestAnswer
 from .stream_api import HANDLED_ERRORS, stream_error
-from .stream_defs import STREAM_TYPES, StreamChange, StreamDefinition
+from .stream_defs import STREAM_TYPES, StreamChange, StreamDefinition, shown_option
 from .stream_forms import form_fields, options_from_form
 from .streams import self_service_rows, stream_states
 from .tokens import Principal
@@ -133,7 +133,11 @@ async def edit_stream(request: web.Request) -> web.StreamResponse:
         await admin.update(request, principal, d.id, StreamChange(options=options))
     except HANDLED_ERRORS as exc:
         status, message, param = stream_error(exc, principal.scope)
-        return await _form_page(request, d.type, d, status=status, error=message, param=param)
+        # shown again as typed; an input the form did not send keeps its stored value
+        stored = {k: shown_option(v) for k, v in d.options.items()}
+        typed = {k: v for k, v in form.items() if k not in ("csrf", "name", "type")}
+        return await _form_page(request, d.type, d, status=status, error=message, param=param,
+                                values=stored | typed)
     raise _redirect("saved", d.name)
 
 

@@ -94,15 +94,18 @@ async def stream_states(config: Any, scope: str | None) -> list[dict[str, Any]]:
 # -- self-service streams (defined in the portal's store) ------------------------------
 
 def _aggregate(statuses: list[Any], fresh_after: float) -> dict[str, Any]:
-    """One stream's state over the hosts whose daemons run it: an error on any host is
-    the stream's error; lag is summed; last_synced_at is the latest."""
+    """One stream's state over the hosts whose daemons run it, the worst one: ``blocked``
+    on any host (it does not advance), else an error on any host, with that host's
+    error; lag is summed; last_synced_at is the latest."""
     live = [s for s in statuses if s.reported_at >= fresh_after]
-    errors = [s for s in live if s.state in ("error", "blocked")]
+    # the blocked hosts first: their error is the one shown
+    errors = sorted((s for s in live if s.state in ("error", "blocked")),
+                    key=lambda s: s.state != "blocked")
     synced = [s.last_synced_at for s in statuses if s.last_synced_at]
     lags = [s.lag_events for s in live if s.lag_events is not None]
     lag_bytes = [s.lag_bytes for s in live if s.lag_bytes is not None]
-    state = "error" if errors else ("active" if any(s.state == "active" for s in live)
-                                    else "inactive")
+    state = errors[0].state if errors else ("active" if any(s.state == "active" for s in live)
+                                            else "inactive")
     return {
         "state": state,
         "last_synced_at": max(synced) if synced else None,
