@@ -254,3 +254,23 @@ async def test_tls_verifies_the_server_certificate(tmp_path: Path) -> None:
         assert len(await stored(server.url, tls=ctx)) == 5
     finally:
         server.stop()
+
+
+async def test_subject_too_long_for_the_server_is_set_aside_alone(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """An event whose rendered subject would exceed the server's control line (4 KB; the
+    server closes the connection on it) is PermanentError for that event alone: the events
+    before it are stored, the ones after it are sent again, and the connection stays up."""
+    await add_stream(server.url)
+    events = make_events(5)
+    events[2]["action"] = "x" * 5000
+    batch = Batch(events)
+    async with nats_sink(tmp_path, server.url) as sink:
+        with pytest.raises(PermanentError, match="subject") as err:
+            await sink.send(batch)
+        assert (err.value.accepted, err.value.rejected) == (2, 1)
+        await sink.send(batch[3:])
+    ids = [json.loads(m.data)["id"] for m in await stored(server.url)]
+    assert ids == [e["id"] for i, e in enumerate(events) if i != 2]
+    assert "maximum control line exceeded" not in server.log()

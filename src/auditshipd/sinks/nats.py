@@ -51,6 +51,10 @@ DEFAULT_SUBJECT = "audit.{organization.slug}.{action}"
 _MISSING_EXTRA = "the nats sink needs the optional extra: pip install 'auditshipd[nats]'"
 # A value must stay one subject token: no separator, no wildcard, no whitespace.
 _UNSAFE = str.maketrans({c: "_" for c in ".*> \t\r\n\0\f\v"})
+# The longest subject a publish can carry: nats-server reads the protocol line
+# ("HPUB <subject> <reply inbox> <sizes>") up to max_control_line, 4096 bytes by default,
+# and closes the connection on a longer one. The reply inbox and sizes take under 128.
+_MAX_SUBJECT_BYTES = 4096 - 128
 
 # JetStream API error codes a later attempt can get past (resources freed, leader
 # elected, limits with discard=new that consumers will make room under).
@@ -280,17 +284,20 @@ class NatsSink:
         o = self.options
         window = asyncio.Semaphore(o.max_in_flight)
 
-        async def one(event: dict[str, Any], line: bytes) -> None:
+        subjects = self._subjects(batch)
+
+        async def one(event: dict[str, Any], subject: str, line: bytes) -> None:
             async with window:
                 event_id = event.get("id")
                 headers = {"Nats-Msg-Id": str(event_id)} if event_id else None
-                await js.publish(self._subject(event), line, timeout=o.timeout,
+                await js.publish(subject, line, timeout=o.timeout,
                                  stream=o.stream, headers=headers)
 
         loop = asyncio.get_running_loop()
         # Tasks start in order and the window is FIFO: messages leave in batch order.
-        tasks = [loop.create_task(one(e, line))
-                 for e, line in zip(batch.events, batch.lines, strict=True)]
+        # ``subjects`` may stop short of the batch: its events are the ones sent.
+        tasks = [loop.create_task(one(e, subject, line))
+                 for e, subject, line in zip(batch.events, subjects, batch.lines, strict=False)]
         try:
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException:
@@ -302,6 +309,12 @@ class NatsSink:
             raise
         failed = [(i, exc) for i, exc in enumerate(outcomes) if isinstance(exc, BaseException)]
         if not failed:
+            if len(subjects) < len(batch):  # stopped before an event it cannot publish
+                index = len(subjects)
+                raise PermanentError(
+                    f"event {index} (id {batch.events[index].get('id')}): its subject is"
+                    f" longer than {_MAX_SUBJECT_BYTES} bytes, more than a NATS server"
+                    " accepts", accepted=index, rejected=1)
             return
         index, exc = failed[0]
         event_id = batch.events[index].get("id")
@@ -314,6 +327,16 @@ class NatsSink:
             raise RetryableError(f"{err} (event {index}, id {event_id})", accepted=index,
                                  retry_after=getattr(err, "retry_after", None))
         raise PermanentError(f"{err} (event {index}, id {event_id})", accepted=index, rejected=1)
+
+    def _subjects(self, batch: Batch) -> list[str]:
+        """The subjects of ``batch``'s events, up to the first one too long to publish."""
+        subjects: list[str] = []
+        for event in batch.events:
+            subject = self._subject(event)
+            if len(subject.encode("utf-8", "surrogatepass")) > _MAX_SUBJECT_BYTES:
+                break
+            subjects.append(subject)
+        return subjects
 
     async def close(self) -> None:
         async with self._lock:
