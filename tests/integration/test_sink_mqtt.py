@@ -284,3 +284,27 @@ async def test_a_full_window_of_publishes_logs_no_warning(
             await sink.send(Batch(events))
         await sub.wait_until(lambda: len(sub.ids) == len(events))
     assert not [r for r in caplog.records if "pending" in r.getMessage()]
+
+
+async def test_control_characters_in_topic_values_and_ids_are_published(
+    broker: MosquittoServer, tmp_path: Path
+) -> None:
+    """Mosquitto drops the connection on a topic or user property holding a control
+    character (C0, DEL, C1) or a Unicode noncharacter: in a value of the topic those become
+    ``_``, as they do in the ids of the user properties; the payload keeps the event as
+    it is. Every event arrives, nothing is retried for ever."""
+    events = make_events(6)
+    events[1]["action"] = "user\x01login\x7f"
+    events[2]["organization"]["slug"] = "ac\x85me\ufdd0"
+    events[3]["id"] = "id\x1fwith\ufffecontrols"
+    events[4]["action"] = "ok\U0001ffffend"
+    async with Subscriber(broker) as sub, mqtt_sink(tmp_path, broker.url) as sink:
+        await sink.send(Batch(events))
+        await sub.wait_until(lambda: len(sub.ids) == len(events))
+    assert list(sub.ids) == [e["id"] for e in events]
+    topics = [str(m.topic) for m in sub.messages]
+    assert topics[1] == "audit/globex/user_login_"
+    assert topics[2] == "audit/ac_me_/user.login"
+    assert topics[4] == "audit/acme/ok_end"
+    assert user_properties(sub.messages[3]) == {"event_id": "id_with_controls"}
+    assert "malformed" not in broker.log()

@@ -51,7 +51,14 @@ __all__ = [
 
 DEFAULT_TOPIC = "audit/{organization.slug}/{action}"
 _MISSING_EXTRA = "the mqtt sink needs the optional extra: pip install 'auditshipd[mqtt]'"
-_UNSAFE = str.maketrans({"+": "_", "#": "_", "/": "_", "\0": "_"})
+# What a broker refuses in a topic or a user property: it drops the connection on the
+# whole packet (Mosquitto: "malformed packet"). MQTT strings are UTF-8 without NUL, and
+# brokers also refuse the control characters and the Unicode noncharacters.
+_NOT_IN_MQTT_STRINGS = [*range(0x20), *range(0x7F, 0xA0), *range(0xFDD0, 0xFDF0),
+                        *(plane + last for plane in range(0, 0x110000, 0x10000)
+                          for last in (0xFFFE, 0xFFFF))]
+_MQTT_STRING = str.maketrans(dict.fromkeys(_NOT_IN_MQTT_STRINGS, "_"))
+_UNSAFE = {**_MQTT_STRING, **str.maketrans({"+": "_", "#": "_", "/": "_"})}
 _MAX_TOPIC_BYTES = 65535
 # How many QoS>0 messages wait for their acknowledgement at once. paho ignores the
 # broker's v5 Receive Maximum, so stay at the common default (Mosquitto's is 20).
@@ -96,8 +103,9 @@ class TopicTemplate(FieldTemplate):
     """``audit/{organization.slug}/{action}`` rendered against an event.
 
     A placeholder is a dotted path into the event. A missing, empty or non-scalar value
-    renders as ``unknown``; ``+``, ``#``, ``/`` and NUL inside a value become ``_`` so
-    a value can neither add topic levels nor act as a wildcard.
+    renders as ``unknown``; ``+``, ``#``, ``/`` inside a value become ``_`` so a value
+    can neither add topic levels nor act as a wildcard, and so do the characters a
+    broker refuses in a topic (NUL and other control characters, noncharacters).
     """
 
     __slots__ = ()
@@ -130,8 +138,10 @@ def validate_options(options: MqttOptions) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc), key="topic") from None
     literal = "".join(lit for lit, *_ in string.Formatter().parse(options.topic))
-    if not options.topic or any(c in literal for c in "+#\0"):
-        raise ConfigError("must be a non-empty topic name without + # or NUL", key="topic")
+    if not options.topic or any(c in literal for c in "+#") or (
+            literal.translate(_MQTT_STRING) != literal):
+        raise ConfigError("must be a non-empty topic name without + #, control characters"
+                          " or noncharacters", key="topic")
     if options.qos not in (0, 1, 2):
         raise ConfigError("must be 0, 1 or 2", key="qos")
     if options.message_per not in ("event", "batch"):
@@ -353,7 +363,8 @@ class MqttSink:
         if not self._v5:
             return None
         props = self._properties_cls(self._publish_packet)
-        props.UserProperty = list(message.user_properties)
+        # An id may hold what MQTT strings cannot: shown as "_" (the payload keeps it).
+        props.UserProperty = [(k, v.translate(_MQTT_STRING)) for k, v in message.user_properties]
         props.ContentType = message.content_type
         props.PayloadFormatIndicator = 1  # UTF-8
         return props
