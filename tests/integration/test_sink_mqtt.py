@@ -308,3 +308,35 @@ async def test_control_characters_in_topic_values_and_ids_are_published(
     assert topics[4] == "audit/acme/ok_end"
     assert user_properties(sub.messages[3]) == {"event_id": "id_with_controls"}
     assert "malformed" not in broker.log()
+
+
+async def test_broker_maximum_packet_size_is_kept(tmp_path: Path) -> None:
+    """A v5 broker that announces a Maximum Packet Size drops the connection on a larger
+    PUBLISH. An event too large for it is PermanentError alone (the events before it are
+    delivered); with message_per = "batch" a topic's events are cut into messages within
+    the limit. Nothing is retried for ever."""
+    limit = 4000
+    server = MosquittoServer(tmp_path / "mosquitto", max_packet_size=limit)
+    server.start()
+    try:
+        events = make_events(3)
+        events[1]["pad"] = "y" * limit
+        async with Subscriber(server) as sub, mqtt_sink(tmp_path, server.url) as sink:
+            with pytest.raises(PermanentError, match="packet size") as err:
+                await sink.send(Batch(events))
+            assert (err.value.accepted, err.value.rejected) == (1, 1)
+            await sink.send(Batch(events)[2:])
+            await sub.wait_until(lambda: len(sub.ids) == 2)
+        assert list(sub.ids) == [events[0]["id"], events[2]["id"]]
+
+        many = make_events(60, orgs=("acme",))
+        async with Subscriber(server) as sub, mqtt_sink(
+            tmp_path, server.url, message_per="batch", topic="audit/{organization.slug}"
+        ) as sink:
+            await sink.send(Batch(many))
+            await sub.wait_until(lambda: len(sub.ids) == len(many))
+        assert list(sub.ids) == [e["id"] for e in many]
+        assert len(sub.messages) > 1
+        assert "oversize" not in server.log()
+    finally:
+        server.stop()
