@@ -274,3 +274,30 @@ async def test_subject_too_long_for_the_server_is_set_aside_alone(
     ids = [json.loads(m.data)["id"] for m in await stored(server.url)]
     assert ids == [e["id"] for i, e in enumerate(events) if i != 2]
     assert "maximum control line exceeded" not in server.log()
+
+
+async def test_message_over_max_payload_with_its_headers_is_set_aside_alone(
+    tmp_path: Path
+) -> None:
+    """The server's max_payload counts the headers (Nats-Msg-Id) with the payload and
+    closes the connection on a larger message: an event that fits only without its headers
+    is PermanentError alone, the events before it are stored, nothing is retried for ever."""
+    server = NatsServer(tmp_path / "nats", max_payload=4096)
+    server.start()
+    try:
+        await add_stream(server.url)
+        events = make_events(3)
+        events[1]["pad"] = ""
+        events[1]["pad"] = "y" * (4090 - len(json.dumps(events[1], separators=(",", ":"))))
+        batch = Batch(events)
+        assert len(batch.lines[1]) <= 4096
+        async with nats_sink(tmp_path, server.url) as sink:
+            with pytest.raises(PermanentError, match="max_payload") as err:
+                await sink.send(batch)
+            assert (err.value.accepted, err.value.rejected) == (1, 1)
+            await sink.send(batch[2:])
+        ids = [json.loads(m.data)["id"] for m in await stored(server.url)]
+        assert ids == [events[0]["id"], events[2]["id"]]
+        assert "Maximum Payload" not in server.log()
+    finally:
+        server.stop()

@@ -284,7 +284,7 @@ class NatsSink:
         o = self.options
         window = asyncio.Semaphore(o.max_in_flight)
 
-        subjects = self._subjects(batch)
+        subjects, unsendable = self._sendable(batch, self._nc.max_payload)
 
         async def one(event: dict[str, Any], subject: str, line: bytes) -> None:
             async with window:
@@ -309,12 +309,11 @@ class NatsSink:
             raise
         failed = [(i, exc) for i, exc in enumerate(outcomes) if isinstance(exc, BaseException)]
         if not failed:
-            if len(subjects) < len(batch):  # stopped before an event it cannot publish
+            if unsendable is not None:  # stopped before an event it cannot publish
                 index = len(subjects)
                 raise PermanentError(
-                    f"event {index} (id {batch.events[index].get('id')}): its subject is"
-                    f" longer than {_MAX_SUBJECT_BYTES} bytes, more than a NATS server"
-                    " accepts", accepted=index, rejected=1)
+                    f"event {index} (id {batch.events[index].get('id')}): {unsendable}",
+                    accepted=index, rejected=1)
             return
         index, exc = failed[0]
         event_id = batch.events[index].get("id")
@@ -328,15 +327,28 @@ class NatsSink:
                                  retry_after=getattr(err, "retry_after", None))
         raise PermanentError(f"{err} (event {index}, id {event_id})", accepted=index, rejected=1)
 
-    def _subjects(self, batch: Batch) -> list[str]:
-        """The subjects of ``batch``'s events, up to the first one too long to publish."""
+    def _sendable(self, batch: Batch, max_payload: int) -> tuple[list[str], str | None]:
+        """The subjects of ``batch``'s events up to the first one a server would refuse by
+        closing the connection, and why it would. ``max_payload`` (the server's) counts
+        the headers with the payload; nats-py checks the payload alone."""
         subjects: list[str] = []
-        for event in batch.events:
+        stream = self.options.stream
+        fixed = len(b"NATS/1.0\r\n\r\n") + (
+            len(f"Nats-Expected-Stream: {stream}\r\n".encode()) if stream else 0)
+        for event, line in zip(batch.events, batch.lines, strict=True):
             subject = self._subject(event)
             if len(subject.encode("utf-8", "surrogatepass")) > _MAX_SUBJECT_BYTES:
-                break
+                return subjects, (f"its subject is longer than {_MAX_SUBJECT_BYTES} bytes,"
+                                  " more than a NATS server accepts")
+            event_id = event.get("id")
+            headers = len(f"Nats-Msg-Id: {event_id}\r\n".encode("utf-8", "surrogatepass")
+                          ) if event_id else 0
+            size = len(line) + (fixed + headers if event_id or stream else 0)
+            if size > max_payload:
+                return subjects, (f"its message of {size} bytes (headers included) is larger"
+                                  f" than the server's max_payload ({max_payload} bytes)")
             subjects.append(subject)
-        return subjects
+        return subjects, None
 
     async def close(self) -> None:
         async with self._lock:
