@@ -301,3 +301,23 @@ async def test_message_over_max_payload_with_its_headers_is_set_aside_alone(
         assert "Maximum Payload" not in server.log()
     finally:
         server.stop()
+
+
+async def test_ids_that_differ_only_in_whitespace_or_newlines_are_all_stored(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """A header value loses its surrounding whitespace and its CR/LF on the way: ids
+    "x", "x " and " x" (or "a\\nb" and "a b") made the same Nats-Msg-Id, and JetStream
+    acknowledged the later ones as duplicates without storing them. Such ids are sent
+    percent-encoded behind '%': every event is stored, a resent batch still once."""
+    await add_stream(server.url)
+    ids = ["x", "x ", " x", "a\nb", "a b", "\t", "%41", "A"]
+    batch = Batch([{"id": i, "action": "login", "occurred_at": "2026-01-01T00:00:00Z"}
+                   for i in ids])
+    async with nats_sink(tmp_path, server.url) as sink:
+        await sink.send(batch)
+        await sink.send(batch)
+    msgs = await stored(server.url)
+    assert [json.loads(m.data)["id"] for m in msgs] == ids
+    assert [m.headers["Nats-Msg-Id"] for m in msgs] == [
+        "x", "%x%20", "%%20x", "%a%0Ab", "a b", "%%09", "%%2541", "A"]

@@ -35,7 +35,7 @@ from ..plugin import (
     module_available,
 )
 from ._checks import positive_floats, split_url
-from .field_template import FieldTemplate
+from .field_template import FieldTemplate, id_text
 
 __all__ = [
     "DEFAULT_SUBJECT",
@@ -65,6 +65,13 @@ _RETRYABLE_ERR_CODES = frozenset({
     10077,  # maximum messages exceeded
     10078,  # maximum bytes exceeded
 })
+
+
+def _msg_id(event_id: str) -> str:
+    """The Nats-Msg-Id of an event: a header value loses its surrounding whitespace and
+    its CR/LF on the way (nats-py), so ids that differ only there ("x", "x ") would make
+    one id, and JetStream would drop the later events as duplicates of the first."""
+    return id_text(event_id, lambda v: v == v.strip() and "\r" not in v and "\n" not in v)
 
 
 class NatsOptions(SinkOptions):
@@ -289,7 +296,7 @@ class NatsSink:
         async def one(event: dict[str, Any], subject: str, line: bytes) -> None:
             async with window:
                 event_id = event.get("id")
-                headers = {"Nats-Msg-Id": str(event_id)} if event_id else None
+                headers = {"Nats-Msg-Id": _msg_id(str(event_id))} if event_id else None
                 await js.publish(subject, line, timeout=o.timeout,
                                  stream=o.stream, headers=headers)
 
@@ -341,7 +348,7 @@ class NatsSink:
                 return subjects, (f"its subject is longer than {_MAX_SUBJECT_BYTES} bytes,"
                                   " more than a NATS server accepts")
             event_id = event.get("id")
-            headers = len(f"Nats-Msg-Id: {event_id}\r\n".encode("utf-8", "surrogatepass")
+            headers = len(f"Nats-Msg-Id: {_msg_id(str(event_id))}\r\n".encode()
                           ) if event_id else 0
             size = len(line) + (fixed + headers if event_id or stream else 0)
             if size > max_payload:
