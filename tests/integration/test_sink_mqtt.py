@@ -291,8 +291,9 @@ async def test_control_characters_in_topic_values_and_ids_are_published(
 ) -> None:
     """Mosquitto drops the connection on a topic or user property holding a control
     character (C0, DEL, C1) or a Unicode noncharacter: in a value of the topic those become
-    ``_``, as they do in the ids of the user properties; the payload keeps the event as
-    it is. Every event arrives, nothing is retried for ever."""
+    ``_``; an id holding them goes in the user properties percent-encoded behind '%' (so
+    distinct ids stay distinct); the payload keeps the event as it is. Every event
+    arrives, nothing is retried for ever."""
     events = make_events(6)
     events[1]["action"] = "user\x01login\x7f"
     events[2]["organization"]["slug"] = "ac\x85me\ufdd0"
@@ -306,7 +307,7 @@ async def test_control_characters_in_topic_values_and_ids_are_published(
     assert topics[1] == "audit/globex/user_login_"
     assert topics[2] == "audit/ac_me_/user.login"
     assert topics[4] == "audit/acme/ok_end"
-    assert user_properties(sub.messages[3]) == {"event_id": "id_with_controls"}
+    assert user_properties(sub.messages[3]) == {"event_id": "%id%1Fwith%EF%BF%BEcontrols"}
     assert "malformed" not in broker.log()
 
 

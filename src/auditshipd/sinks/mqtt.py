@@ -36,7 +36,7 @@ from ..plugin import (
     module_available,
 )
 from ._checks import positive_floats, split_url
-from .field_template import FieldTemplate
+from .field_template import FieldTemplate, id_text
 from .mqtt_messages import Message, MessageBuilder
 
 __all__ = [
@@ -59,6 +59,10 @@ _NOT_IN_MQTT_STRINGS = [*range(0x20), *range(0x7F, 0xA0), *range(0xFDD0, 0xFDF0)
                           for last in (0xFFFE, 0xFFFF))]
 _MQTT_STRING = str.maketrans(dict.fromkeys(_NOT_IN_MQTT_STRINGS, "_"))
 _UNSAFE = {**_MQTT_STRING, **str.maketrans({"+": "_", "#": "_", "/": "_"})}
+
+
+def _fits_mqtt(value: str) -> bool:
+    return value.translate(_MQTT_STRING) == value
 # How many QoS>0 messages wait for their acknowledgement at once. paho ignores the
 # broker's v5 Receive Maximum, so stay at the common default (Mosquitto's is 20).
 _WINDOW = 20
@@ -138,7 +142,7 @@ def validate_options(options: MqttOptions) -> None:
         raise ConfigError(str(exc), key="topic") from None
     literal = "".join(lit for lit, *_ in string.Formatter().parse(options.topic))
     if not options.topic or any(c in literal for c in "+#") or (
-            literal.translate(_MQTT_STRING) != literal):
+            not _fits_mqtt(literal)):
         raise ConfigError("must be a non-empty topic name without + #, control characters"
                           " or noncharacters", key="topic")
     if options.qos not in (0, 1, 2):
@@ -336,8 +340,9 @@ class MqttSink:
         if not self._v5:
             return None
         props = self._properties_cls(self._publish_packet)
-        # An id may hold what MQTT strings cannot: shown as "_" (the payload keeps it).
-        props.UserProperty = [(k, v.translate(_MQTT_STRING)) for k, v in message.user_properties]
+        # An id may hold what MQTT strings cannot: it is then sent percent-encoded behind
+        # "%" (distinct ids stay distinct for subscribers that drop duplicates by it).
+        props.UserProperty = [(k, id_text(v, _fits_mqtt)) for k, v in message.user_properties]
         props.ContentType = message.content_type
         props.PayloadFormatIndicator = 1  # UTF-8
         return props
