@@ -171,3 +171,17 @@ async def test_control_characters_of_an_answer_are_not_passed_on():
         message = str(info.value)
         assert "bad\\x00gateway \\x1b[31mred" in message
         assert not any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in message)
+
+
+async def test_control_characters_in_event_ids_do_not_break_the_batch_header():
+    """An id holding CR, LF, NUL or another control character (ids come from applications)
+    cannot go into a header as it is (the HTTP client refuses the whole request, and the
+    batch went to the dead letters): in X-Auditshipd-Batch those characters are shown as
+    %XX; the body carries the ids unchanged."""
+    with WebhookReceiver() as rcv:
+        batch = events(3)
+        batch[0]["id"] = "a\r\nX-Injected: 1"
+        batch[-1]["id"] = "z\x00\x7f"
+        await run_sink(HttpOptions(url=rcv.url), Batch(batch))
+        assert rcv.ids() == [e["id"] for e in batch]
+        assert rcv.batch_headers == ["a%0D%0AX-Injected: 1-z%00%7F"]

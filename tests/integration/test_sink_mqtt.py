@@ -284,3 +284,60 @@ async def test_a_full_window_of_publishes_logs_no_warning(
             await sink.send(Batch(events))
         await sub.wait_until(lambda: len(sub.ids) == len(events))
     assert not [r for r in caplog.records if "pending" in r.getMessage()]
+
+
+async def test_control_characters_in_topic_values_and_ids_are_published(
+    broker: MosquittoServer, tmp_path: Path
+) -> None:
+    """Mosquitto drops the connection on a topic or user property holding a control
+    character (C0, DEL, C1) or a Unicode noncharacter: in a value of the topic those become
+    ``_``; an id holding them goes in the user properties percent-encoded behind '%' (so
+    distinct ids stay distinct); the payload keeps the event as it is. Every event
+    arrives, nothing is retried for ever."""
+    events = make_events(6)
+    events[1]["action"] = "user\x01login\x7f"
+    events[2]["organization"]["slug"] = "ac\x85me\ufdd0"
+    events[3]["id"] = "id\x1fwith\ufffecontrols"
+    events[4]["action"] = "ok\U0001ffffend"
+    async with Subscriber(broker) as sub, mqtt_sink(tmp_path, broker.url) as sink:
+        await sink.send(Batch(events))
+        await sub.wait_until(lambda: len(sub.ids) == len(events))
+    assert list(sub.ids) == [e["id"] for e in events]
+    topics = [str(m.topic) for m in sub.messages]
+    assert topics[1] == "audit/globex/user_login_"
+    assert topics[2] == "audit/ac_me_/user.login"
+    assert topics[4] == "audit/acme/ok_end"
+    assert user_properties(sub.messages[3]) == {"event_id": "%id%1Fwith%EF%BF%BEcontrols"}
+    assert "malformed" not in broker.log()
+
+
+async def test_broker_maximum_packet_size_is_kept(tmp_path: Path) -> None:
+    """A v5 broker that announces a Maximum Packet Size drops the connection on a larger
+    PUBLISH. An event too large for it is PermanentError alone (the events before it are
+    delivered); with message_per = "batch" a topic's events are cut into messages within
+    the limit. Nothing is retried for ever."""
+    limit = 4000
+    server = MosquittoServer(tmp_path / "mosquitto", max_packet_size=limit)
+    server.start()
+    try:
+        events = make_events(3)
+        events[1]["pad"] = "y" * limit
+        async with Subscriber(server) as sub, mqtt_sink(tmp_path, server.url) as sink:
+            with pytest.raises(PermanentError, match="packet size") as err:
+                await sink.send(Batch(events))
+            assert (err.value.accepted, err.value.rejected) == (1, 1)
+            await sink.send(Batch(events)[2:])
+            await sub.wait_until(lambda: len(sub.ids) == 2)
+        assert list(sub.ids) == [events[0]["id"], events[2]["id"]]
+
+        many = make_events(60, orgs=("acme",))
+        async with Subscriber(server) as sub, mqtt_sink(
+            tmp_path, server.url, message_per="batch", topic="audit/{organization.slug}"
+        ) as sink:
+            await sink.send(Batch(many))
+            await sub.wait_until(lambda: len(sub.ids) == len(many))
+        assert list(sub.ids) == [e["id"] for e in many]
+        assert len(sub.messages) > 1
+        assert "oversize" not in server.log()
+    finally:
+        server.stop()

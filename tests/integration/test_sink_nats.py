@@ -254,3 +254,70 @@ async def test_tls_verifies_the_server_certificate(tmp_path: Path) -> None:
         assert len(await stored(server.url, tls=ctx)) == 5
     finally:
         server.stop()
+
+
+async def test_subject_too_long_for_the_server_is_set_aside_alone(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """An event whose rendered subject would exceed the server's control line (4 KB; the
+    server closes the connection on it) is PermanentError for that event alone: the events
+    before it are stored, the ones after it are sent again, and the connection stays up."""
+    await add_stream(server.url)
+    events = make_events(5)
+    events[2]["action"] = "x" * 5000
+    batch = Batch(events)
+    async with nats_sink(tmp_path, server.url) as sink:
+        with pytest.raises(PermanentError, match="subject") as err:
+            await sink.send(batch)
+        assert (err.value.accepted, err.value.rejected) == (2, 1)
+        await sink.send(batch[3:])
+    ids = [json.loads(m.data)["id"] for m in await stored(server.url)]
+    assert ids == [e["id"] for i, e in enumerate(events) if i != 2]
+    assert "maximum control line exceeded" not in server.log()
+
+
+async def test_message_over_max_payload_with_its_headers_is_set_aside_alone(
+    tmp_path: Path
+) -> None:
+    """The server's max_payload counts the headers (Nats-Msg-Id) with the payload and
+    closes the connection on a larger message: an event that fits only without its headers
+    is PermanentError alone, the events before it are stored, nothing is retried for ever."""
+    server = NatsServer(tmp_path / "nats", max_payload=4096)
+    server.start()
+    try:
+        await add_stream(server.url)
+        events = make_events(3)
+        events[1]["pad"] = ""
+        events[1]["pad"] = "y" * (4090 - len(json.dumps(events[1], separators=(",", ":"))))
+        batch = Batch(events)
+        assert len(batch.lines[1]) <= 4096
+        async with nats_sink(tmp_path, server.url) as sink:
+            with pytest.raises(PermanentError, match="max_payload") as err:
+                await sink.send(batch)
+            assert (err.value.accepted, err.value.rejected) == (1, 1)
+            await sink.send(batch[2:])
+        ids = [json.loads(m.data)["id"] for m in await stored(server.url)]
+        assert ids == [events[0]["id"], events[2]["id"]]
+        assert "Maximum Payload" not in server.log()
+    finally:
+        server.stop()
+
+
+async def test_ids_that_differ_only_in_whitespace_or_newlines_are_all_stored(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """A header value loses its surrounding whitespace and its CR/LF on the way: ids
+    "x", "x " and " x" (or "a\\nb" and "a b") made the same Nats-Msg-Id, and JetStream
+    acknowledged the later ones as duplicates without storing them. Such ids are sent
+    percent-encoded behind '%': every event is stored, a resent batch still once."""
+    await add_stream(server.url)
+    ids = ["x", "x ", " x", "a\nb", "a b", "\t", "%41", "A"]
+    batch = Batch([{"id": i, "action": "login", "occurred_at": "2026-01-01T00:00:00Z"}
+                   for i in ids])
+    async with nats_sink(tmp_path, server.url) as sink:
+        await sink.send(batch)
+        await sink.send(batch)
+    msgs = await stored(server.url)
+    assert [json.loads(m.data)["id"] for m in msgs] == ids
+    assert [m.headers["Nats-Msg-Id"] for m in msgs] == [
+        "x", "%x%20", "%%20x", "%a%0Ab", "a b", "%%09", "%%2541", "A"]

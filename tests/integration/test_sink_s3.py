@@ -300,3 +300,35 @@ async def test_a_guarded_sink_refuses_an_address_endpoint_it_may_not_reach(
     finally:
         await sink.close()
     assert read_objects(moto, bucket) == {}
+
+
+async def test_long_event_ids_keep_keys_and_metadata_within_s3_limits(
+    moto: MotoS3Server, tmp_path: Path
+) -> None:
+    """Ids of 700 characters: S3 refuses a key above 1,024 bytes (KeyTooLongError) and user
+    metadata above 2 KB, for the whole batch. The key and the metadata carry a shortened,
+    still unique form of such ids; two batches differing only at the end of their ids get
+    two objects, and the same batch sent again the same one."""
+    bucket = make_bucket(moto, "audit-long-ids")
+    sink = make_sink(moto, tmp_path, bucket=bucket)
+    await sink.start()
+    batches = []
+    for tail in ("x", "y"):
+        events = make_events(3)
+        events[0]["id"] = "a" * 700 + tail
+        events[-1]["id"] = "b" * 700 + tail
+        batches.append(Batch(events))
+    try:
+        for batch in (*batches, batches[0]):
+            await sink.send(batch)
+    finally:
+        await sink.close()
+    objects = read_objects(moto, bucket)
+    assert len(objects) == 2
+    assert sorted(e["id"] for events in objects.values() for e in events) == sorted(
+        i for b in batches for i in b.ids)
+    client = s3_client(moto)
+    for key in objects:
+        assert len(key.encode()) <= 1024
+        meta = client.head_object(Bucket=bucket, Key=key)["Metadata"]
+        assert sum(len(k) + len(v) for k, v in meta.items()) <= 2048

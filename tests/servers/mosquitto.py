@@ -20,7 +20,8 @@ class MosquittoServer(ServerProcess):
 
     ``users`` turns anonymous access off and writes a password file with
     ``mosquitto_passwd -b``; ``acl`` is the text of an ``acl_file``; ``tls`` = (CA, cert, key) PEM files
-    makes the listener TLS-only (see :func:`make_test_pki`). ``kill()`` is SIGKILL (no graceful shutdown, no state
+    makes the listener TLS-only (see :func:`make_test_pki`); ``max_packet_size`` limits every
+    packet (v5 clients learn it from the CONNACK). ``kill()`` is SIGKILL (no graceful shutdown, no state
     saved); ``start()`` again reuses the same port.
     """
 
@@ -34,6 +35,7 @@ class MosquittoServer(ServerProcess):
         acl: str | None = None,
         tls: tuple[Path, Path, Path] | None = None,
         port: int = 0,
+        max_packet_size: int | None = None,
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -41,6 +43,7 @@ class MosquittoServer(ServerProcess):
         self.users = users
         self.acl = acl
         self.tls = tls
+        self.max_packet_size = max_packet_size
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = self.workdir / "mosquitto.stderr"
         self.conf_path = self.workdir / "mosquitto.conf"
@@ -87,6 +90,8 @@ class MosquittoServer(ServerProcess):
         if self.tls is not None:
             cafile, certfile, keyfile = self.tls
             lines += [f"cafile {cafile}", f"certfile {certfile}", f"keyfile {keyfile}"]
+        if self.max_packet_size is not None:  # told to v5 clients in the CONNACK
+            lines.append(f"max_packet_size {self.max_packet_size}")
         if self.acl is not None:
             aclfile = self.workdir / "acl"
             aclfile.write_text(self.acl)

@@ -19,7 +19,8 @@ class NatsServer(ServerProcess):
     JetStream keeps its streams in ``workdir/jetstream`` (file storage), so a
     ``kill()`` then ``start()`` comes back with the stored messages and their ids
     (the de-duplication window survives the restart). ``users`` adds
-    user/password authorization; ``tls`` = (CA, cert, key) makes the listener TLS-only.
+    user/password authorization; ``tls`` = (CA, cert, key) makes the listener TLS-only;
+    ``max_payload`` limits each message (headers and payload).
     """
 
     host = "127.0.0.1"
@@ -31,6 +32,7 @@ class NatsServer(ServerProcess):
         users: dict[str, str] | None = None,
         tls: tuple[Path, Path, Path] | None = None,
         port: int = 0,
+        max_payload: int | None = None,
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +45,8 @@ class NatsServer(ServerProcess):
             f"listen: {self.host}:{self.port}",
             f'jetstream {{ store_dir: "{self.workdir / "jetstream"}" }}',
         ]
+        if max_payload is not None:
+            lines.append(f"max_payload: {max_payload}")
         if users:
             entries = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in users.items())
             lines.append(f"authorization {{ users: [{entries}] }}")

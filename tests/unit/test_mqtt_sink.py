@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,11 @@ async def test_unsendable_event_is_rejected_alone(tmp_path: Path) -> None:
     async def fake_publish(messages: list[Any]) -> None:
         sent.extend(m.topic for m in messages)
 
+    async def fake_ready() -> Any:
+        return types.SimpleNamespace(max_packet_size=None)
+
     sink._publish_all = fake_publish  # type: ignore[method-assign]
+    sink._ready = fake_ready  # type: ignore[method-assign]
     with pytest.raises(PermanentError) as err:
         await sink.send(batch)
     assert (err.value.accepted, err.value.rejected) == (1, 1)

@@ -2,15 +2,28 @@
 
 One parser and renderer for the sinks that route by a template (MQTT topics, NATS subjects).
 Each sink says which characters a value may not carry (level separators, wildcards), so an
-event's value can never add routing levels or act as a wildcard.
+event's value can never add routing levels or act as a wildcard. And :func:`id_text`, an
+event id as a message header or property can carry it, distinct ids kept distinct.
 """
 
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["FieldTemplate"]
+__all__ = ["FieldTemplate", "id_text"]
+
+
+def id_text(value: str, fits: Callable[[str], bool]) -> str:
+    """``value`` (an event id) for a header or property that cannot hold every string:
+    itself when ``fits(value)`` and it does not start with ``%``, else ``%`` and its
+    percent-encoded UTF-8. Distinct ids stay distinct, which receivers that drop
+    duplicates by this value (JetStream's Nats-Msg-Id) rely on."""
+    if value and fits(value) and not value.startswith("%"):
+        return value
+    return "%" + quote(value, safe="-_.~:@", errors="surrogatepass")
 
 
 class FieldTemplate:

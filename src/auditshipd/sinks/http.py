@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from typing import Any
 
@@ -41,6 +42,8 @@ from ._http_common import (
 from ._request_split import TooLarge, send_batch_halving
 
 __all__ = ["HttpOptions", "HttpSink", "sign"]
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class HttpOptions(SinkOptions):
@@ -92,7 +95,7 @@ class HttpSink(SessionSink):
         else:
             body, ctype = batch.json_array(), "application/json"
         headers = {"Content-Type": ctype, "User-Agent": "auditshipd",
-                   "X-Auditshipd-Batch": f"{batch.first_id}-{batch.last_id}"}
+                   "X-Auditshipd-Batch": _header_safe(f"{batch.first_id}-{batch.last_id}")}
         headers.update(o.headers)
         if o.bearer_token:
             headers["Authorization"] = f"Bearer {o.bearer_token}"
@@ -111,6 +114,12 @@ class HttpSink(SessionSink):
                               receiver=self.receiver)
         if err is not None:
             raise err  # scrubbed of our secrets by SessionSink.send
+
+
+def _header_safe(text: str) -> str:
+    """``text`` with its control characters as ``%XX``: ids come from applications, and
+    the HTTP client refuses a header holding CR, LF, NUL... (the whole request)."""
+    return _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", text)
 
 
 def _validate(o: HttpOptions) -> None:

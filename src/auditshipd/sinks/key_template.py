@@ -8,6 +8,7 @@ gets another name and overlaps it (events carry their ids for deduplication).
 
 from __future__ import annotations
 
+import hashlib
 import string
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 DEFAULT_KEY_TEMPLATE = "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.jsonl.gz"
+# Quoted ids longer than this are shortened (see key_part).
+_LONG_PART = 200
 KEY_PLACEHOLDERS = frozenset({"yyyy", "mm", "dd", "hh", "first_id", "last_id", "sink", "format"})
 # With a format (and no key_template of the operator's), objects are named with it.
 FORMAT_KEY_TEMPLATES = {
@@ -61,8 +64,19 @@ def check_key_template(template: str) -> None:
 
 
 def key_part(value: str) -> str:
-    # Ids come from applications: keep keys printable and free of '/', without collisions.
-    return quote(value, safe="-_.~") or "unknown"
+    """``value`` (an event id) as it goes into object names and metadata: printable and
+    free of '/', without collisions. An id longer than 200 characters once quoted keeps
+    its first 64 and the SHA-256 of the whole id behind ``%sha256-`` (never the output of
+    quoting): object names must stay within 1,024 bytes (S3, GCS, Azure) and S3's
+    metadata within 2 KB, which two long ids would exceed (the store then refuses the
+    whole batch)."""
+    part = quote(value, safe="-_.~") or "unknown"
+    if len(part) <= _LONG_PART:
+        return part
+    head = part[:64]
+    cut = head.find("%", len(head) - 2)  # do not end inside a %XX escape
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{head[:cut] if cut >= 0 else head}%sha256-{digest}"
 
 
 def template_for(template: str, fmt: str) -> str:

@@ -20,7 +20,6 @@ import os
 import ssl
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,7 +36,8 @@ from ..plugin import (
     module_available,
 )
 from ._checks import positive_floats, split_url
-from .field_template import FieldTemplate
+from .field_template import FieldTemplate, id_text
+from .mqtt_messages import Message, MessageBuilder
 
 __all__ = [
     "DEFAULT_TOPIC",
@@ -51,8 +51,18 @@ __all__ = [
 
 DEFAULT_TOPIC = "audit/{organization.slug}/{action}"
 _MISSING_EXTRA = "the mqtt sink needs the optional extra: pip install 'auditshipd[mqtt]'"
-_UNSAFE = str.maketrans({"+": "_", "#": "_", "/": "_", "\0": "_"})
-_MAX_TOPIC_BYTES = 65535
+# What a broker refuses in a topic or a user property: it drops the connection on the
+# whole packet (Mosquitto: "malformed packet"). MQTT strings are UTF-8 without NUL, and
+# brokers also refuse the control characters and the Unicode noncharacters.
+_NOT_IN_MQTT_STRINGS = [*range(0x20), *range(0x7F, 0xA0), *range(0xFDD0, 0xFDF0),
+                        *(plane + last for plane in range(0, 0x110000, 0x10000)
+                          for last in (0xFFFE, 0xFFFF))]
+_MQTT_STRING = str.maketrans(dict.fromkeys(_NOT_IN_MQTT_STRINGS, "_"))
+_UNSAFE = {**_MQTT_STRING, **str.maketrans({"+": "_", "#": "_", "/": "_"})}
+
+
+def _fits_mqtt(value: str) -> bool:
+    return value.translate(_MQTT_STRING) == value
 # How many QoS>0 messages wait for their acknowledgement at once. paho ignores the
 # broker's v5 Receive Maximum, so stay at the common default (Mosquitto's is 20).
 _WINDOW = 20
@@ -96,8 +106,9 @@ class TopicTemplate(FieldTemplate):
     """``audit/{organization.slug}/{action}`` rendered against an event.
 
     A placeholder is a dotted path into the event. A missing, empty or non-scalar value
-    renders as ``unknown``; ``+``, ``#``, ``/`` and NUL inside a value become ``_`` so
-    a value can neither add topic levels nor act as a wildcard.
+    renders as ``unknown``; ``+``, ``#``, ``/`` inside a value become ``_`` so a value
+    can neither add topic levels nor act as a wildcard, and so do the characters a
+    broker refuses in a topic (NUL and other control characters, noncharacters).
     """
 
     __slots__ = ()
@@ -130,8 +141,10 @@ def validate_options(options: MqttOptions) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc), key="topic") from None
     literal = "".join(lit for lit, *_ in string.Formatter().parse(options.topic))
-    if not options.topic or any(c in literal for c in "+#\0"):
-        raise ConfigError("must be a non-empty topic name without + # or NUL", key="topic")
+    if not options.topic or any(c in literal for c in "+#") or (
+            not _fits_mqtt(literal)):
+        raise ConfigError("must be a non-empty topic name without + #, control characters"
+                          " or noncharacters", key="topic")
     if options.qos not in (0, 1, 2):
         raise ConfigError("must be 0, 1 or 2", key="qos")
     if options.message_per not in ("event", "batch"):
@@ -183,22 +196,22 @@ def _import_aiomqtt() -> Any:
         raise ConfigError(_MISSING_EXTRA, key="type") from None
 
 
-@dataclass(frozen=True)
-class _Message:
-    topic: str
-    payload: bytes
-    user_properties: tuple[tuple[str, str], ...]
-    content_type: str
-
-
 def _tracking_client_class(aiomqtt: Any) -> type:
     class _AckTrackingClient(aiomqtt.Client):  # type: ignore[misc,name-defined]
         """aiomqtt's Client, keeping the failure reason codes of PUBACK/PUBREC.
 
-        aiomqtt resolves ``publish`` on any acknowledgement, success or not.
+        aiomqtt resolves ``publish`` on any acknowledgement, success or not. The
+        broker's Maximum Packet Size from the CONNACK is kept too.
         """
 
         refused: list[Any]
+        max_packet_size: int | None = None  # the broker's Maximum Packet Size (v5)
+
+        def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any,
+                        properties: Any = None) -> None:
+            size = getattr(properties, "MaximumPacketSize", None)
+            self.max_packet_size = size if isinstance(size, int) else None
+            super()._on_connect(client, userdata, flags, reason_code, properties)
 
         def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any,
                         properties: Any) -> None:
@@ -229,6 +242,9 @@ class MqttSink:
         self._host = url.hostname or ""
         self._port = url.port or (8883 if self._tls else 1883)
         self._v5 = options.protocol == "v5"
+        self._builder = MessageBuilder(self._topic, per_batch=options.message_per == "batch",
+                                       text=self._text, qos=options.qos,
+                                       properties=self._properties)
         self._client: Any = None
         self._watcher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -303,8 +319,9 @@ class MqttSink:
     async def send(self, batch: Batch) -> None:
         if not batch.events:
             return
-        messages, bad = self._messages(batch)
         async with self._lock:
+            client = await self._ready()
+            messages, bad = self._messages(batch, client.max_packet_size)
             if messages:
                 await self._publish_all(messages)
         if bad is not None:
@@ -314,61 +331,37 @@ class MqttSink:
                 accepted=index, rejected=1,
             )
 
-    def _messages(self, batch: Batch) -> tuple[list[_Message], tuple[int, str] | None]:
+    def _messages(self, batch: Batch, max_packet: int | None = None
+                  ) -> tuple[list[Message], tuple[int, str] | None]:
         """The messages for ``batch``; stops before the first event that cannot be sent."""
-        topics: list[str] = []
-        bad: tuple[int, str] | None = None
-        for i, event in enumerate(batch.events):
-            topic = self._topic(event)
-            if len(topic.encode("utf-8", "surrogatepass")) > _MAX_TOPIC_BYTES:
-                bad = (i, "rendered topic is longer than 65535 bytes")
-                break
-            topics.append(topic)
-        lines = batch.lines[: len(topics)]
-        events = batch.events[: len(topics)]
-        if self.options.message_per == "event":
-            return [
-                _Message(topic, line, (("event_id", str(e.get("id", ""))),),
-                         "text/plain" if self._text else "application/json")
-                for topic, line, e in zip(topics, lines, events, strict=True)
-            ], bad
-        # One message per topic, never one per batch: a batch mixes organizations, and a
-        # subscriber of one organization's topic must not receive another's events.
-        groups: dict[str, list[int]] = {}
-        for i, topic in enumerate(topics):
-            groups.setdefault(topic, []).append(i)
-        messages = []
-        for topic, idx in groups.items():
-            props = (
-                ("batch_first_id", str(events[idx[0]].get("id", ""))),
-                ("batch_last_id", str(events[idx[-1]].get("id", ""))),
-                ("event_count", str(len(idx))),
-            )
-            payload = b"".join(lines[i] + b"\n" for i in idx)
-            messages.append(_Message(topic, payload, props,
-                                     "text/plain" if self._text else "application/x-ndjson"))
-        return messages, bad
+        return self._builder.build(batch, max_packet)
 
-    def _properties(self, message: _Message) -> Any:
+    def _properties(self, message: Message) -> Any:
         if not self._v5:
             return None
         props = self._properties_cls(self._publish_packet)
-        props.UserProperty = list(message.user_properties)
+        # An id may hold what MQTT strings cannot: it is then sent percent-encoded behind
+        # "%" (distinct ids stay distinct for subscribers that drop duplicates by it).
+        props.UserProperty = [(k, id_text(v, _fits_mqtt)) for k, v in message.user_properties]
         props.ContentType = message.content_type
         props.PayloadFormatIndicator = 1  # UTF-8
         return props
 
-    async def _publish_all(self, messages: list[_Message]) -> None:
+    async def _ready(self) -> Any:
+        """The connected client, connecting (again) when needed."""
         if self._watcher is not None and self._watcher.done():
             await self._disconnect()  # lost between two batches: nothing was in flight
-        client = self._client or await self._connect()
+        return self._client or await self._connect()
+
+    async def _publish_all(self, messages: list[Message]) -> None:
+        client = await self._ready()
         watcher = self._watcher
         assert watcher is not None
         client.refused = []
         window = asyncio.Semaphore(_WINDOW)
         publish: Callable[..., Any] = client.publish
 
-        async def one(message: _Message) -> None:
+        async def one(message: Message) -> None:
             async with window:
                 await publish(
                     message.topic, message.payload, qos=self.options.qos,

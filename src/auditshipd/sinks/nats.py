@@ -35,7 +35,7 @@ from ..plugin import (
     module_available,
 )
 from ._checks import positive_floats, split_url
-from .field_template import FieldTemplate
+from .field_template import FieldTemplate, id_text
 
 __all__ = [
     "DEFAULT_SUBJECT",
@@ -51,6 +51,10 @@ DEFAULT_SUBJECT = "audit.{organization.slug}.{action}"
 _MISSING_EXTRA = "the nats sink needs the optional extra: pip install 'auditshipd[nats]'"
 # A value must stay one subject token: no separator, no wildcard, no whitespace.
 _UNSAFE = str.maketrans({c: "_" for c in ".*> \t\r\n\0\f\v"})
+# The longest subject a publish can carry: nats-server reads the protocol line
+# ("HPUB <subject> <reply inbox> <sizes>") up to max_control_line, 4096 bytes by default,
+# and closes the connection on a longer one. The reply inbox and sizes take under 128.
+_MAX_SUBJECT_BYTES = 4096 - 128
 
 # JetStream API error codes a later attempt can get past (resources freed, leader
 # elected, limits with discard=new that consumers will make room under).
@@ -61,6 +65,13 @@ _RETRYABLE_ERR_CODES = frozenset({
     10077,  # maximum messages exceeded
     10078,  # maximum bytes exceeded
 })
+
+
+def _msg_id(event_id: str) -> str:
+    """The Nats-Msg-Id of an event: a header value loses its surrounding whitespace and
+    its CR/LF on the way (nats-py), so ids that differ only there ("x", "x ") would make
+    one id, and JetStream would drop the later events as duplicates of the first."""
+    return id_text(event_id, lambda v: v == v.strip() and "\r" not in v and "\n" not in v)
 
 
 class NatsOptions(SinkOptions):
@@ -280,17 +291,20 @@ class NatsSink:
         o = self.options
         window = asyncio.Semaphore(o.max_in_flight)
 
-        async def one(event: dict[str, Any], line: bytes) -> None:
+        subjects, unsendable = self._sendable(batch, self._nc.max_payload)
+
+        async def one(event: dict[str, Any], subject: str, line: bytes) -> None:
             async with window:
                 event_id = event.get("id")
-                headers = {"Nats-Msg-Id": str(event_id)} if event_id else None
-                await js.publish(self._subject(event), line, timeout=o.timeout,
+                headers = {"Nats-Msg-Id": _msg_id(str(event_id))} if event_id else None
+                await js.publish(subject, line, timeout=o.timeout,
                                  stream=o.stream, headers=headers)
 
         loop = asyncio.get_running_loop()
         # Tasks start in order and the window is FIFO: messages leave in batch order.
-        tasks = [loop.create_task(one(e, line))
-                 for e, line in zip(batch.events, batch.lines, strict=True)]
+        # ``subjects`` may stop short of the batch: its events are the ones sent.
+        tasks = [loop.create_task(one(e, subject, line))
+                 for e, subject, line in zip(batch.events, subjects, batch.lines, strict=False)]
         try:
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException:
@@ -302,6 +316,11 @@ class NatsSink:
             raise
         failed = [(i, exc) for i, exc in enumerate(outcomes) if isinstance(exc, BaseException)]
         if not failed:
+            if unsendable is not None:  # stopped before an event it cannot publish
+                index = len(subjects)
+                raise PermanentError(
+                    f"event {index} (id {batch.events[index].get('id')}): {unsendable}",
+                    accepted=index, rejected=1)
             return
         index, exc = failed[0]
         event_id = batch.events[index].get("id")
@@ -314,6 +333,29 @@ class NatsSink:
             raise RetryableError(f"{err} (event {index}, id {event_id})", accepted=index,
                                  retry_after=getattr(err, "retry_after", None))
         raise PermanentError(f"{err} (event {index}, id {event_id})", accepted=index, rejected=1)
+
+    def _sendable(self, batch: Batch, max_payload: int) -> tuple[list[str], str | None]:
+        """The subjects of ``batch``'s events up to the first one a server would refuse by
+        closing the connection, and why it would. ``max_payload`` (the server's) counts
+        the headers with the payload; nats-py checks the payload alone."""
+        subjects: list[str] = []
+        stream = self.options.stream
+        fixed = len(b"NATS/1.0\r\n\r\n") + (
+            len(f"Nats-Expected-Stream: {stream}\r\n".encode()) if stream else 0)
+        for event, line in zip(batch.events, batch.lines, strict=True):
+            subject = self._subject(event)
+            if len(subject.encode("utf-8", "surrogatepass")) > _MAX_SUBJECT_BYTES:
+                return subjects, (f"its subject is longer than {_MAX_SUBJECT_BYTES} bytes,"
+                                  " more than a NATS server accepts")
+            event_id = event.get("id")
+            headers = len(f"Nats-Msg-Id: {_msg_id(str(event_id))}\r\n".encode()
+                          ) if event_id else 0
+            size = len(line) + (fixed + headers if event_id or stream else 0)
+            if size > max_payload:
+                return subjects, (f"its message of {size} bytes (headers included) is larger"
+                                  f" than the server's max_payload ({max_payload} bytes)")
+            subjects.append(subject)
+        return subjects, None
 
     async def close(self) -> None:
         async with self._lock:
