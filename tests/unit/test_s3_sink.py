@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import gzip
 import hashlib
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,10 @@ def test_retry_after_is_passed_on() -> None:
     """A Retry-After header becomes the RetryableError's hint."""
     err = classify_s3_error(FakeClientError(503, "SlowDown", {"retry-after": "7"}))
     assert isinstance(err, RetryableError) and err.retry_after == 7.0
+    # An HTTP date, as RFC 9110 allows: the seconds until then.
+    later = email.utils.formatdate(time.time() + 120, usegmt=True)
+    err = classify_s3_error(FakeClientError(503, "SlowDown", {"retry-after": later}))
+    assert isinstance(err, RetryableError) and 100 < err.retry_after <= 120
 
 
 def test_connection_errors_and_timeouts_are_retryable() -> None:

@@ -39,6 +39,7 @@ from ..plugin import (
     module_available,
 )
 from ._checks import positive_floats, split_url
+from ._http_common import parse_retry_after
 from .key_template import (
     DEFAULT_KEY_TEMPLATE,
     FORMAT_KEY_TEMPLATES,
@@ -177,7 +178,8 @@ def classify_s3_error(exc: BaseException) -> SinkError:
         headers = meta.get("HTTPHeaders") or {}
         text = f"S3 answered {status} {code}: {message}".rstrip(": ")
         if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
-            return RetryableError(text, retry_after=_retry_after(headers))
+            return RetryableError(text, retry_after=parse_retry_after(
+                headers.get("retry-after") or headers.get("Retry-After")))
         if 400 <= status < 500 or code:
             hint = ""
             if code == "NoSuchBucket":
@@ -193,14 +195,6 @@ def classify_s3_error(exc: BaseException) -> SinkError:
     if inner is not None:  # botocore wraps aiohttp's error: keep its reason (a refused address)
         why = f" ({getattr(inner, 'os_error', None) or inner})"
     return RetryableError(f"S3 request failed: {type(exc).__name__}: {exc}{why}")
-
-
-def _retry_after(headers: dict[str, Any]) -> float | None:
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _import_aiobotocore() -> tuple[Any, Any]:
