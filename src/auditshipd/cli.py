@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -122,6 +123,11 @@ def _locate(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # SIGHUP means "read the config again"; until the daemon's handler is installed
+    # (after the imports below, before the config is first read) there is nothing to
+    # reload, and the default action would kill the daemon: a `systemctl reload` or a
+    # logrotate postrotate arriving while it starts would then fail the unit.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from .service.daemon import Daemon
 
     try:
