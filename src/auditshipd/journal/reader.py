@@ -177,7 +177,7 @@ class JournalReader:
 
     def lag_bytes(self) -> int:
         total = 0
-        for seg in self.segments.values():
+        for seg in list(self.segments.values()):  # a copy: the pass's thread may change it
             with contextlib.suppress(OSError):
                 total += max(0, os.fstat(seg.fd).st_size - seg.offset)
         return total
