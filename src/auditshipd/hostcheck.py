@@ -26,13 +26,23 @@ def default_allowed_hosts(listen_host: str) -> list[str]:
     return [listen_host.strip("[]").lower(), "localhost"]
 
 
+def _is_port(text: str) -> bool:
+    """``:`` and digits, or nothing (an empty port is allowed by RFC 3986)."""
+    port = text[1:]
+    return not text or (text[0] == ":" and (not port or (port.isascii() and port.isdigit())))
+
+
 def host_of(header: str) -> str:
-    """The host part of a ``Host`` header, without port or IPv6 brackets, lower-cased."""
+    """The host part of a ``Host`` header, without port or IPv6 brackets, lower-cased;
+    empty (so never allowed) when what follows the host is not a port."""
     text = header.strip().lower()
     if text.startswith("["):
-        return text[1:].split("]", 1)[0]
+        host, bracket, rest = text[1:].partition("]")
+        return host if bracket and _is_port(rest) else ""
     if text.count(":") == 1:
-        text = text.split(":", 1)[0]
+        text, port = text.split(":", 1)
+        if not _is_port(":" + port):
+            return ""
     return text.rstrip(".")
 
 
@@ -46,7 +56,7 @@ def _is_ip(host: str) -> bool:
 
 def allowed_hosts_middleware(allowed: Iterable[str], listen_host: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Middleware answering 421 to a request whose ``Host`` is not in ``allowed``."""
-    names = {host_of(h) for h in allowed if h.strip()}
+    names = {host_of(h) for h in allowed if h.strip()} - {""}
     any_ip = listen_host.strip("[]") in _WILDCARDS
 
     @web.middleware

@@ -18,6 +18,14 @@ def test_host_of_strips_port_and_brackets() -> None:
     assert host_of("LOCALHOST:8750") == "localhost"
     assert host_of("[::1]:9750") == "::1"
     assert host_of("portal.example.") == "portal.example"
+    assert host_of("localhost:") == "localhost"
+
+
+@pytest.mark.parametrize("header", ["localhost:8750junk", "localhost:87 50", "[::1]:9750x",
+                                    "[::1]x", "[::1", "localhost:８７５０"])
+def test_host_of_refuses_what_is_not_a_port(header: str) -> None:
+    """Text after the host that is not a port makes the header match no host at all."""
+    assert host_of(header) == ""
 
 
 async def _status(url: str, host: str) -> int:
