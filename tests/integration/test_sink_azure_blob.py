@@ -127,6 +127,23 @@ async def test_a_redelivered_batch_overwrites_its_blob(azurite: Azurite, tmp_pat
     assert first[next(iter(first))][0] == second[next(iter(second))][0]
 
 
+async def test_a_different_batch_with_the_same_ends_never_replaces_a_blob(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    """Same first and last ids, other members (a redelivery after a scope or redaction
+    change), or ids whose '-' make the ends ambiguous: every batch keeps its own blob."""
+    container = await make_container(azurite)
+    events = make_events(3)
+    hyphens = [dict(events[0], id=i) for i in ("a-b", "c", "a", "b-c")]
+    batches = [Batch(events), Batch([events[0], events[2]]), Batch(hyphens[:2]),
+               Batch(hyphens[2:])]
+    async with azure_sink(tmp_path, container, connection_string=azurite.connection_string) as sink:
+        for batch in batches:
+            await sink.send(batch)
+    stored = await blobs(azurite, container)
+    assert sorted(ids_in(body) for body, _ in stored.values()) == sorted(b.ids for b in batches)
+
+
 async def test_without_gzip_the_blob_is_plain_json_lines(azurite: Azurite, tmp_path: Path) -> None:
     """gzip = false: the blob holds the JSON Lines as sent, with no Content-Encoding."""
     container = await make_container(azurite)

@@ -112,6 +112,23 @@ async def test_a_redelivered_batch_overwrites_its_object(
     assert first == second
 
 
+async def test_a_different_batch_with_the_same_ends_never_replaces_an_object(
+    emulator: GcsEmulator, tmp_path: Path
+) -> None:
+    """Same first and last ids, other members (a redelivery after a scope or redaction
+    change), or ids whose '-' make the ends ambiguous: every batch keeps its own object."""
+    bucket = await make_bucket(emulator.endpoint_url)
+    events = make_events(3)
+    hyphens = [dict(events[0], id=i) for i in ("a-b", "c", "a", "b-c")]
+    batches = [Batch(events), Batch([events[0], events[2]]), Batch(hyphens[:2]),
+               Batch(hyphens[2:])]
+    async with gcs_sink(tmp_path, emulator.endpoint_url, bucket) as sink:
+        for batch in batches:
+            await sink.send(batch)
+    stored = await objects(emulator.endpoint_url, bucket)
+    assert sorted(map(ids_in, stored.values())) == sorted(b.ids for b in batches)
+
+
 async def test_missing_bucket_is_permanent(emulator: GcsEmulator, tmp_path: Path) -> None:
     """A bucket that does not exist: PermanentError naming it (the batch is dead-lettered)."""
     async with gcs_sink(tmp_path, emulator.endpoint_url, "no-such-bucket-here") as sink:

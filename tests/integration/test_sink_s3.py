@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -107,7 +108,9 @@ async def test_every_event_of_several_batches_lands_once(moto: MotoS3Server, tmp
     assert set(counts) == set(sent)
     assert max(counts.values()) == 1
     for key, events in objects.items():
-        assert key == f"audit/2024/05/17/13/{events[0]['id']}-{events[-1]['id']}.jsonl.gz"
+        body = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        assert key == f"audit/2024/05/17/13/{events[0]['id']}-{events[-1]['id']}-{digest}.jsonl.gz"
     head = s3_client(moto).head_object(Bucket=bucket, Key=next(iter(objects)))
     assert head["ContentType"] == "application/x-ndjson"
     assert head["ContentEncoding"] == "gzip"
@@ -130,6 +133,29 @@ async def test_same_batch_twice_overwrites_the_same_key(moto: MotoS3Server, tmp_
     assert [e["id"] for e in objects[next(iter(objects))]] == batch.ids
     second = s3_client(moto).head_object(Bucket=bucket, Key=next(iter(objects)))
     assert first["ETag"] == second["ETag"]
+
+
+async def test_a_different_batch_with_the_same_ends_never_replaces_an_object(
+    moto: MotoS3Server, tmp_path: Path
+) -> None:
+    """A batch redelivered after a scope or redaction change starts and ends with the same
+    ids but holds other events: it is a second object, the first keeps its events. Ids
+    holding '-' ("a-b".."c" and "a".."b-c") cannot make two batches one name either."""
+    bucket = make_bucket(moto, "audit-same-ends")
+    sink = make_sink(moto, tmp_path, bucket=bucket)
+    await sink.start()
+    events = make_events(3)
+    hyphens = [dict(events[0], id=i) for i in ("a-b", "c", "a", "b-c")]
+    try:
+        await sink.send(Batch(events))
+        await sink.send(Batch([events[0], events[2]]))
+        await sink.send(Batch(hyphens[:2]))
+        await sink.send(Batch(hyphens[2:]))
+    finally:
+        await sink.close()
+    stored = sorted([e["id"] for e in body] for body in read_objects(moto, bucket).values())
+    assert stored == sorted([[e["id"] for e in events], [events[0]["id"], events[2]["id"]],
+                             ["a-b", "c"], ["a", "b-c"]])
 
 
 async def test_content_md5_reaches_an_object_lock_bucket(moto: MotoS3Server, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """The ``azure_blob`` sink: each batch becomes one JSON Lines block blob in a container.
 
 The blob name is rendered from ``key_template`` (shared with the s3 and gcs sinks) with
-the date of the batch's first event and its first/last event ids: a batch sent again
-after a crash with the same events overwrites the same blob; one that ends elsewhere is a
-new, overlapping blob (events carry their ids for deduplication). Bodies are gzipped
+the date of the batch's first event, its first/last event ids and, by default,
+``{digest}`` of its body: a batch sent again after a crash with the same events gets the
+same name and the same bytes; one that differs is a new, possibly overlapping blob
+(events carry their ids for deduplication) and never replaces another batch's. Bodies are gzipped
 by default (``mtime=0``: a replay gives the same bytes) and stored with
 ``Content-Encoding: gzip``.
 
@@ -303,7 +304,7 @@ class AzureBlobSink:
             return
         await self.start()
         o = self.options
-        body = batch.jsonl()
+        raw = body = batch.jsonl()
         encoding = None
         if o.gzip:
             # mtime=0: a replayed batch gives a byte-identical blob.
@@ -311,7 +312,7 @@ class AzureBlobSink:
             encoding = "gzip"
         # A digest (integrity = true) is an object of its own under digests/, as in s3.
         name = (digest_object_key(batch, gzip=o.gzip)
-                or object_key(self.key_template, batch, self.name, self.context.format))
+                or object_key(self.key_template, batch, self.name, self.context.format, raw))
         settings = self._content_settings(content_type=self.content_type,
                                           content_encoding=encoding)
         # Metadata names must be C# identifiers: no hyphens.

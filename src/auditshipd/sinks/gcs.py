@@ -1,9 +1,10 @@
 """The ``gcs`` sink: each batch becomes one JSON Lines object in a Google Cloud Storage bucket.
 
 The object name is rendered from ``key_template`` (shared with the s3 sink) with the
-date of the batch's first event and its first/last event ids: a batch sent again
-after a crash with the same events overwrites the same object; one that ends elsewhere
-is a new, overlapping object (events carry their ids for deduplication). Bodies are
+date of the batch's first event, its first/last event ids and, by default, ``{digest}``
+of its body: a batch sent again after a crash with the same events gets the same name
+and the same bytes; one that differs is a new, possibly overlapping object (events carry
+their ids for deduplication) and never replaces another batch's. Bodies are
 gzipped by default (``mtime=0``: a replay gives the same bytes) and stored with
 ``contentEncoding: gzip``.
 
@@ -144,7 +145,7 @@ class GcsSink:
             return
         await self.start()
         o = self.options
-        body = batch.jsonl()
+        raw = body = batch.jsonl()
         metadata: dict[str, Any] = {
             "metadata": {
                 "events": str(len(batch)),
@@ -161,7 +162,7 @@ class GcsSink:
             metadata["Content-Encoding"] = "gzip"
         # A digest (integrity = true) is an object of its own under digests/, as in s3.
         name = (digest_object_key(batch, gzip=o.gzip)
-                or object_key(self.key_template, batch, self.name, self.context.format))
+                or object_key(self.key_template, batch, self.name, self.context.format, raw))
         try:
             await asyncio.wait_for(
                 self._storage.upload(

@@ -1,9 +1,10 @@
 """The ``s3`` sink: each batch becomes one gzipped JSON Lines object in a bucket.
 
 The object key is rendered from ``key_template`` with the date of the batch's first
-event and its first/last event ids: a batch sent again after a crash with the same
-events overwrites the same object; one that ends elsewhere is a new, overlapping object
-(events carry their ids for deduplication). Every PUT carries ``Content-MD5``
+event, its first/last event ids and, by default, ``{digest}`` of its body: a batch sent
+again after a crash with the same events writes the same object with the same bytes;
+one that differs is a new, possibly overlapping object (events carry their ids for
+deduplication) and never replaces another batch's. Every PUT carries ``Content-MD5``
 (buckets with Object Lock refuse uploads without it).
 
 Credentials come from the standard AWS chain (environment, shared config and
@@ -286,13 +287,14 @@ class S3Sink:
 
     def _put_params(self, batch: Batch) -> dict[str, Any]:
         o = self.options
+        raw = batch.jsonl()
         # mtime=0: a replayed batch gives byte-identical objects (same MD5 and ETag).
-        body = gzip.compress(batch.jsonl(), compresslevel=6, mtime=0)
+        body = gzip.compress(raw, compresslevel=6, mtime=0)
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         params: dict[str, Any] = {
             "Bucket": o.bucket,
             "Key": (digest_object_key(batch)
-                    or object_key(self.key_template, batch, self.name, self.format)),
+                    or object_key(self.key_template, batch, self.name, self.format, raw)),
             "Body": body,
             "ContentMD5": base64.b64encode(md5).decode("ascii"),
             "ContentType": "text/plain" if self.format == "cef" else "application/x-ndjson",
