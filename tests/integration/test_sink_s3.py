@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
+from tests.servers.mosquitto import make_test_pki
 from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
 from ulid import ULID
 
@@ -358,3 +359,33 @@ async def test_long_event_ids_keep_keys_and_metadata_within_s3_limits(
         assert len(key.encode()) <= 1024
         meta = client.head_object(Bucket=bucket, Key=key)["Metadata"]
         assert sum(len(k) + len(v) for k, v in meta.items()) <= 2048
+
+
+async def test_https_verifies_the_certificate_with_ca_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store behind a private CA: delivers with that CA in ca_file; without it (and no
+    AWS_CA_BUNDLE) the unknown certificate is refused, retryably (fixing the trust store
+    resumes delivery)."""
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    ca, cert, key = make_test_pki(tmp_path / "pki")
+    server = MotoS3Server(tmp_path / "moto", tls=(cert, key))
+    server.start()
+    try:
+        client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                              verify=str(ca))
+        client.create_bucket(Bucket="audit-tls")
+        batch = Batch(make_events(4))
+        trusted = make_sink(server, tmp_path, bucket="audit-tls", ca_file=str(ca))
+        plain = make_sink(server, tmp_path, bucket="audit-tls")
+        try:
+            await trusted.send(batch)
+            with pytest.raises(RetryableError, match="(?i)certificate"):
+                await plain.send(Batch(make_events(1)))
+        finally:
+            await trusted.close()
+            await plain.close()
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="audit-tls")["Contents"]]
+        assert keys == [object_key(trusted.options.key_template, batch)]
+    finally:
+        server.stop()

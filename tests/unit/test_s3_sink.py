@@ -72,6 +72,7 @@ def test_valid_options_pass() -> None:
         ({"object_lock_mode": "GOVERNANCE"}, "object_lock_retain_days"),
         ({"object_lock_retain_days": 3}, "object_lock_mode"),
         ({"timeout": 0}, "timeout"),
+        ({"ca_file": "/nonexistent/ca.pem"}, "ca_file"),
     ],
 )
 def test_invalid_options_name_their_key(options: dict[str, Any], key: str) -> None:

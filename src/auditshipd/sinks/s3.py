@@ -9,7 +9,9 @@ deduplication) and never replaces another batch's. Every PUT carries ``Content-M
 
 Credentials come from the standard AWS chain (environment, shared config and
 credentials files, ``profile``, container and instance metadata), resolved by
-aiobotocore itself. aiobotocore is the optional extra ``auditshipd[s3]``; it is
+aiobotocore itself. An ``https`` endpoint behind a private CA is verified with
+``ca_file`` (else botocore's bundle: ``AWS_CA_BUNDLE``, ``~/.aws/config``, its own).
+aiobotocore is the optional extra ``auditshipd[s3]``; it is
 imported only when an ``s3`` sink is configured.
 """
 
@@ -107,6 +109,9 @@ class S3Options(SinkOptions):
     sse_kms_key_id: str | None = None
     object_lock_mode: str | None = None
     object_lock_retain_days: int | None = None
+    # A PEM CA bundle to verify the endpoint's certificate with (a store behind a private
+    # CA); without it botocore's own (AWS_CA_BUNDLE, ca_bundle of ~/.aws/config, certifi).
+    ca_file: str | None = None
     timeout: float = 30.0
 
 
@@ -156,6 +161,13 @@ def validate_options(options: S3Options) -> None:
             )
         if options.object_lock_retain_days < 1:
             raise ConfigError("must be at least 1", key="object_lock_retain_days")
+    if options.ca_file is not None:
+        try:
+            with open(options.ca_file, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"cannot read {options.ca_file!r}: {exc.strerror}",
+                              key="ca_file") from None
     positive_floats(options)
     if not module_available("aiobotocore"):
         raise ConfigError(_MISSING_EXTRA, key="type")
@@ -246,6 +258,8 @@ class S3Sink:
                 session.create_client(
                     "s3", region_name=o.region, endpoint_url=o.endpoint_url, config=config,
                     aws_access_key_id=o.access_key_id, aws_secret_access_key=o.secret_access_key,
+                    # None: botocore's default bundle (AWS_CA_BUNDLE, ~/.aws/config).
+                    verify=o.ca_file,
                 )
             )
         except Exception as exc:
