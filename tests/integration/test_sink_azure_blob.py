@@ -17,6 +17,7 @@ import pytest
 from azure.storage.blob import BlobSasPermissions, ContainerSasPermissions, generate_container_sas
 from azure.storage.blob.aio import BlobServiceClient
 from tests.helpers.integrity_stream import build_stream, object_batches, verify_download
+from tests.helpers.store_proxy import StoreProxy
 from tests.servers.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from tests.servers.mosquitto import make_test_pki
 from ulid import ULID
@@ -125,6 +126,23 @@ async def test_a_redelivered_batch_overwrites_its_blob(azurite: Azurite, tmp_pat
         second = await blobs(azurite, container)
     assert list(second) == [f"azure-test/{batch.first_id}-{batch.last_id}.jsonl.gz"]
     assert first[next(iter(first))][0] == second[next(iter(second))][0]
+
+
+async def test_a_different_batch_with_the_same_ends_never_replaces_a_blob(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    """Same first and last ids, other members (a redelivery after a scope or redaction
+    change), or ids whose '-' make the ends ambiguous: every batch keeps its own blob."""
+    container = await make_container(azurite)
+    events = make_events(3)
+    hyphens = [dict(events[0], id=i) for i in ("a-b", "c", "a", "b-c")]
+    batches = [Batch(events), Batch([events[0], events[2]]), Batch(hyphens[:2]),
+               Batch(hyphens[2:])]
+    async with azure_sink(tmp_path, container, connection_string=azurite.connection_string) as sink:
+        for batch in batches:
+            await sink.send(batch)
+    stored = await blobs(azurite, container)
+    assert sorted(ids_in(body) for body, _ in stored.values()) == sorted(b.ids for b in batches)
 
 
 async def test_without_gzip_the_blob_is_plain_json_lines(azurite: Azurite, tmp_path: Path) -> None:
@@ -301,3 +319,72 @@ async def test_integrity_digests_are_blobs_under_digests_and_verify(
     bad = verify_download(stored, tmp_path / "download2", f"{tmp_path / 'signing.key'}.pub",
                           stream.verify_at)
     assert bad.returncode == 1 and "gap: missing events" in bad.stdout
+
+
+async def test_a_retried_batch_never_replaces_a_blob(azurite: Azurite, tmp_path: Path) -> None:
+    """With {digest} the upload is create-only (If-None-Match: *, which Azurite honours):
+    the same batch sent again counts as delivered (409 BlobAlreadyExists), and a blob
+    already under the batch's name stays as it is (equal names hold equal bytes)."""
+    container = await make_container(azurite)
+    batch, other = Batch(make_events(4)), Batch(make_events(2))
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as svc:
+        await svc.get_container_client(container).upload_blob(
+            object_key(DEFAULT_KEY_TEMPLATE, other), b"already there")
+    async with azure_sink(tmp_path, container, connection_string=azurite.connection_string) as sink:
+        await sink.send(batch)
+        await sink.send(Batch(list(batch.events)))
+        await sink.send(other)
+    stored = await blobs(azurite, container)
+    assert ids_in(stored[object_key(DEFAULT_KEY_TEMPLATE, batch)][0]) == batch.ids
+    assert stored[object_key(DEFAULT_KEY_TEMPLATE, other)][0] == b"already there"
+
+
+@pytest.mark.parametrize("refuse_first", [False, True], ids=["precondition", "hold-first"])
+async def test_a_retry_after_a_lost_answer_is_delivered_under_a_legal_hold(
+    azurite: Azurite, tmp_path: Path, refuse_first: bool
+) -> None:
+    """A container with a legal hold refuses to overwrite a blob (409). The upload lands and
+    its answer is lost: the retry counts as delivered, and so does a later replay, whether
+    the service answers the create-only upload with BlobAlreadyExists or with the hold
+    (then the blob's MD5 shows it holds these bytes)."""
+    container = await make_container(azurite)
+    batch = Batch(make_events(20))
+    async with StoreProxy(f"http://{azurite.host}:{azurite.port}", "azure",
+                          refuse_first=refuse_first) as proxy:
+        proxy.lose_answers = 1
+        async with azure_sink(tmp_path, container, account_key=ACCOUNT_KEY,
+                              endpoint_url=f"{proxy.url}/{ACCOUNT}") as sink:
+            # The answer is lost; the HTTP client sends the PUT again by itself, or the
+            # core does after this RetryableError.
+            with contextlib.suppress(RetryableError):
+                await sink.send(batch)
+            await sink.send(batch)
+            await sink.send(Batch(list(batch.events)))  # a replay of the dead letters
+        assert len(proxy.uploads) >= 3
+    stored = await blobs(azurite, container)
+    assert list(stored) == [object_key(DEFAULT_KEY_TEMPLATE, batch)]
+    assert ids_in(stored[object_key(DEFAULT_KEY_TEMPLATE, batch)][0]) == batch.ids
+
+
+async def test_without_digest_a_held_blob_takes_only_the_same_bytes(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    """A template without {digest} overwrites (no precondition). Under a legal hold the
+    retry after a lost answer is delivered, since the blob holds the same bytes; a
+    different batch under the same name stays refused."""
+    container = await make_container(azurite)
+    events = make_events(3)
+    batch, other = Batch(events), Batch([events[0], events[2]])
+    async with StoreProxy(f"http://{azurite.host}:{azurite.port}", "azure") as proxy:
+        proxy.lose_answers = 1
+        async with azure_sink(tmp_path, container, account_key=ACCOUNT_KEY,
+                              endpoint_url=f"{proxy.url}/{ACCOUNT}",
+                              key_template="{first_id}-{last_id}.jsonl.gz") as sink:
+            with contextlib.suppress(RetryableError):  # the answer is lost
+                await sink.send(batch)
+            await sink.send(batch)
+            with pytest.raises(PermanentError,
+                               match="BlobImmutableDueToLegalHold.*put {digest} in key_template"):
+                await sink.send(other)
+    stored = await blobs(azurite, container)
+    assert [ids_in(body) for body, _ in stored.values()] == [batch.ids]

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.helpers.integrity_stream import build_stream, object_batches, verify_download
+from tests.helpers.store_proxy import StoreProxy
 from tests.servers.gcs_emulator import GcsEmulator
 from ulid import ULID
 
@@ -112,6 +113,23 @@ async def test_a_redelivered_batch_overwrites_its_object(
     assert first == second
 
 
+async def test_a_different_batch_with_the_same_ends_never_replaces_an_object(
+    emulator: GcsEmulator, tmp_path: Path
+) -> None:
+    """Same first and last ids, other members (a redelivery after a scope or redaction
+    change), or ids whose '-' make the ends ambiguous: every batch keeps its own object."""
+    bucket = await make_bucket(emulator.endpoint_url)
+    events = make_events(3)
+    hyphens = [dict(events[0], id=i) for i in ("a-b", "c", "a", "b-c")]
+    batches = [Batch(events), Batch([events[0], events[2]]), Batch(hyphens[:2]),
+               Batch(hyphens[2:])]
+    async with gcs_sink(tmp_path, emulator.endpoint_url, bucket) as sink:
+        for batch in batches:
+            await sink.send(batch)
+    stored = await objects(emulator.endpoint_url, bucket)
+    assert sorted(map(ids_in, stored.values())) == sorted(b.ids for b in batches)
+
+
 async def test_missing_bucket_is_permanent(emulator: GcsEmulator, tmp_path: Path) -> None:
     """A bucket that does not exist: PermanentError naming it (the batch is dead-lettered)."""
     async with gcs_sink(tmp_path, emulator.endpoint_url, "no-such-bucket-here") as sink:
@@ -190,3 +208,67 @@ async def test_gzipped_objects_are_stored_with_content_encoding_gzip(
         items = (await resp.json())["items"]
     encodings = {item["name"].split("/")[1]: item.get("contentEncoding") for item in items}
     assert encodings == {"gz": "gzip", "plain": None}
+
+
+async def test_a_retry_after_a_lost_answer_is_delivered_in_a_bucket_with_retention(
+    emulator: GcsEmulator, tmp_path: Path
+) -> None:
+    """A bucket with a retention policy refuses to overwrite an object (403). The upload
+    lands and its answer is lost: the retry is create-only (ifGenerationMatch=0), meets
+    412 and counts as delivered, and so does every later replay; one object, the batch's."""
+    bucket = await make_bucket(emulator.endpoint_url)
+    batch = Batch(make_events(20))
+    async with StoreProxy(emulator.endpoint_url, "gcs") as proxy:
+        proxy.lose_answers = 1
+        async with gcs_sink(tmp_path, proxy.url, bucket) as sink:
+            with pytest.raises(RetryableError):
+                await sink.send(batch)
+            await sink.send(batch)
+            await sink.send(Batch(list(batch.events)))  # a replay of the dead letters
+        assert len(proxy.uploads) == 3
+    stored = await objects(emulator.endpoint_url, bucket)
+    assert list(stored) == [object_key(DEFAULT_KEY_TEMPLATE, batch)]
+    assert ids_in(stored[object_key(DEFAULT_KEY_TEMPLATE, batch)]) == batch.ids
+
+
+async def test_an_object_is_never_replaced_by_a_create_only_upload(
+    emulator: GcsEmulator, tmp_path: Path
+) -> None:
+    """With {digest} the sink asks GCS to create, never to replace: an object already under
+    the batch's name stays as it is (412; equal names hold equal bytes)."""
+    bucket = await make_bucket(emulator.endpoint_url)
+    batch = Batch(make_events(5))
+    name = object_key(DEFAULT_KEY_TEMPLATE, batch)
+    async with aiohttp.ClientSession() as s, s.post(
+        f"{emulator.endpoint_url}/upload/storage/v1/b/{bucket}/o",
+        params={"uploadType": "media", "name": name}, data=b"already there",
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    async with StoreProxy(emulator.endpoint_url, "gcs") as proxy:
+        proxy.stored.add(name)  # what the emulator cannot tell: it is there
+        async with gcs_sink(tmp_path, proxy.url, bucket) as sink:
+            await sink.send(batch)
+        assert proxy.uploads == [name]
+    assert await objects(emulator.endpoint_url, bucket) == {name: b"already there"}
+
+
+async def test_without_digest_a_retry_is_delivered_only_onto_the_same_bytes(
+    emulator: GcsEmulator, tmp_path: Path
+) -> None:
+    """A template without {digest} overwrites (no precondition). In a bucket with a
+    retention policy the retry after a lost answer meets 403: delivered, since the object
+    there holds the same bytes; a different batch under the same name stays refused."""
+    bucket = await make_bucket(emulator.endpoint_url)
+    events = make_events(3)
+    batch, other = Batch(events), Batch([events[0], events[2]])
+    async with StoreProxy(emulator.endpoint_url, "gcs") as proxy:
+        proxy.lose_answers = 1
+        async with gcs_sink(tmp_path, proxy.url, bucket,
+                            key_template="{first_id}-{last_id}.jsonl.gz") as sink:
+            with pytest.raises(RetryableError):
+                await sink.send(batch)
+            await sink.send(batch)
+            with pytest.raises(PermanentError, match="403.*put {digest} in key_template"):
+                await sink.send(other)
+    stored = await objects(emulator.endpoint_url, bucket)
+    assert [ids_in(body) for body in stored.values()] == [batch.ids]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -14,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
+from tests.servers.mosquitto import make_test_pki
 from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
 from ulid import ULID
 
@@ -107,7 +109,9 @@ async def test_every_event_of_several_batches_lands_once(moto: MotoS3Server, tmp
     assert set(counts) == set(sent)
     assert max(counts.values()) == 1
     for key, events in objects.items():
-        assert key == f"audit/2024/05/17/13/{events[0]['id']}-{events[-1]['id']}.jsonl.gz"
+        body = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        assert key == f"audit/2024/05/17/13/{events[0]['id']}-{events[-1]['id']}-{digest}.jsonl.gz"
     head = s3_client(moto).head_object(Bucket=bucket, Key=next(iter(objects)))
     assert head["ContentType"] == "application/x-ndjson"
     assert head["ContentEncoding"] == "gzip"
@@ -130,6 +134,29 @@ async def test_same_batch_twice_overwrites_the_same_key(moto: MotoS3Server, tmp_
     assert [e["id"] for e in objects[next(iter(objects))]] == batch.ids
     second = s3_client(moto).head_object(Bucket=bucket, Key=next(iter(objects)))
     assert first["ETag"] == second["ETag"]
+
+
+async def test_a_different_batch_with_the_same_ends_never_replaces_an_object(
+    moto: MotoS3Server, tmp_path: Path
+) -> None:
+    """A batch redelivered after a scope or redaction change starts and ends with the same
+    ids but holds other events: it is a second object, the first keeps its events. Ids
+    holding '-' ("a-b".."c" and "a".."b-c") cannot make two batches one name either."""
+    bucket = make_bucket(moto, "audit-same-ends")
+    sink = make_sink(moto, tmp_path, bucket=bucket)
+    await sink.start()
+    events = make_events(3)
+    hyphens = [dict(events[0], id=i) for i in ("a-b", "c", "a", "b-c")]
+    try:
+        await sink.send(Batch(events))
+        await sink.send(Batch([events[0], events[2]]))
+        await sink.send(Batch(hyphens[:2]))
+        await sink.send(Batch(hyphens[2:]))
+    finally:
+        await sink.close()
+    stored = sorted([e["id"] for e in body] for body in read_objects(moto, bucket).values())
+    assert stored == sorted([[e["id"] for e in events], [events[0]["id"], events[2]["id"]],
+                             ["a-b", "c"], ["a", "b-c"]])
 
 
 async def test_content_md5_reaches_an_object_lock_bucket(moto: MotoS3Server, tmp_path: Path) -> None:
@@ -332,3 +359,33 @@ async def test_long_event_ids_keep_keys_and_metadata_within_s3_limits(
         assert len(key.encode()) <= 1024
         meta = client.head_object(Bucket=bucket, Key=key)["Metadata"]
         assert sum(len(k) + len(v) for k, v in meta.items()) <= 2048
+
+
+async def test_https_verifies_the_certificate_with_ca_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store behind a private CA: delivers with that CA in ca_file; without it (and no
+    AWS_CA_BUNDLE) the unknown certificate is refused, retryably (fixing the trust store
+    resumes delivery)."""
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    ca, cert, key = make_test_pki(tmp_path / "pki")
+    server = MotoS3Server(tmp_path / "moto", tls=(cert, key))
+    server.start()
+    try:
+        client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                              verify=str(ca))
+        client.create_bucket(Bucket="audit-tls")
+        batch = Batch(make_events(4))
+        trusted = make_sink(server, tmp_path, bucket="audit-tls", ca_file=str(ca))
+        plain = make_sink(server, tmp_path, bucket="audit-tls")
+        try:
+            await trusted.send(batch)
+            with pytest.raises(RetryableError, match="(?i)certificate"):
+                await plain.send(Batch(make_events(1)))
+        finally:
+            await trusted.close()
+            await plain.close()
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="audit-tls")["Contents"]]
+        assert keys == [object_key(trusted.options.key_template, batch)]
+    finally:
+        server.stop()

@@ -22,13 +22,14 @@ AWS_ENV = {
 
 
 class MotoS3Server(ServerProcess):
-    """``python -m moto.server -H 127.0.0.1 -p PORT``. State lives in the process:
+    """``python -m moto.server -H 127.0.0.1 -p PORT`` (HTTPS with ``tls``). State lives in the process:
     ``kill()`` loses every bucket, ``start()`` again gives an empty server on the same port.
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, port: int = 0):
+    def __init__(self, workdir: Path, port: int = 0, *, tls: tuple[Path, Path] | None = None):
+        self.tls = tls  # (certificate, key): serve HTTPS
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port(self.host)
@@ -37,7 +38,7 @@ class MotoS3Server(ServerProcess):
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -45,7 +46,8 @@ class MotoS3Server(ServerProcess):
         env = {**os.environ, **AWS_ENV}
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port),
+                 *(["-c", str(self.tls[0]), "-k", str(self.tls[1])] if self.tls else [])],
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                 start_new_session=True,
             )

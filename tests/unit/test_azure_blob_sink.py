@@ -170,12 +170,13 @@ def test_format_names_the_blobs(tmp_path: Path) -> None:
 
     from auditshipd.plugin import Batch, SinkContext
     from auditshipd.sinks.azure_blob import AzureBlobSink
-    from auditshipd.sinks.key_template import object_key
+    from auditshipd.sinks.key_template import content_digest, object_key
 
     batch = Batch([{"id": "a", "action": "x", "occurred_at": "2024-05-17T13:59:58Z"}])
     options = AzureBlobOptions(container="audit", account_url=AZURE, sas_token=SAS)
-    for fmt, name, content_type in (("native", "a-a.jsonl.gz", "application/x-ndjson"),
-                                    ("cef", "a-a.cef.log.gz", "text/plain")):
+    digest = content_digest(batch.jsonl())
+    for fmt, name, content_type in (("native", f"a-a-{digest}.jsonl.gz", "application/x-ndjson"),
+                                    ("cef", f"a-a-{digest}.cef.log.gz", "text/plain")):
         ctx = SinkContext("z", tmp_path, logging.getLogger("test"), format=fmt)
         sink = AzureBlobSink("z", options, ctx)
         assert object_key(sink.key_template, batch, "z", fmt) == f"audit/2024/05/17/13/{name}"

@@ -86,8 +86,10 @@ def test_format_names_the_objects(tmp_path: Path, fmt: str, suffix: str, content
     ctx = SinkContext("g", tmp_path, logging.getLogger("test"), format=fmt)
     sink = GcsSink("g", GcsOptions(bucket="b"), ctx)
     batch = Batch([{"id": "a", "action": "x", "occurred_at": "2024-05-17T13:59:58Z"}])
-    from auditshipd.sinks.key_template import object_key
-    assert object_key(sink.key_template, batch, "g", fmt) == f"audit/2024/05/17/13/a-a{suffix}"
+    from auditshipd.sinks.key_template import content_digest, object_key
+    digest = content_digest(batch.jsonl())
+    assert object_key(sink.key_template, batch, "g", fmt) == (
+        f"audit/2024/05/17/13/a-a-{digest}{suffix}")
     assert sink.content_type == content_type
     own = GcsSink("g", GcsOptions(bucket="b", key_template="{format}/{first_id}-{last_id}"), ctx)
     assert object_key(own.key_template, batch, "g", fmt) == f"{fmt}/a-a"

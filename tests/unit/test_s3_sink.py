@@ -72,6 +72,7 @@ def test_valid_options_pass() -> None:
         ({"object_lock_mode": "GOVERNANCE"}, "object_lock_retain_days"),
         ({"object_lock_retain_days": 3}, "object_lock_mode"),
         ({"timeout": 0}, "timeout"),
+        ({"ca_file": "/nonexistent/ca.pem"}, "ca_file"),
     ],
 )
 def test_invalid_options_name_their_key(options: dict[str, Any], key: str) -> None:
@@ -101,7 +102,8 @@ def test_check_config_reports_the_sink_key() -> None:
 def test_key_uses_first_event_time_in_utc_and_both_ids() -> None:
     """Date parts come from the first event's occurred_at (converted to UTC)."""
     batch = Batch([ev("01A", "2024-05-17T23:30:00.123456789-02:00"), ev("01B", "2030-01-01T00:00:00Z")])
-    assert object_key(DEFAULT_KEY_TEMPLATE, batch) == "audit/2024/05/18/01/01A-01B.jsonl.gz"
+    digest = hashlib.sha256(batch.jsonl()).hexdigest()[:16]
+    assert object_key(DEFAULT_KEY_TEMPLATE, batch) == f"audit/2024/05/18/01/01A-01B-{digest}.jsonl.gz"
 
 
 def test_key_is_stable_and_safe() -> None:
@@ -115,7 +117,7 @@ def test_key_is_stable_and_safe() -> None:
 def test_key_without_a_usable_time_is_still_deterministic() -> None:
     """A missing or malformed occurred_at gives 'unknown' date parts, never the clock."""
     batch = Batch([ev("a", None), ev("b")])
-    assert object_key(DEFAULT_KEY_TEMPLATE, batch) == "audit/unknown/unknown/unknown/unknown/a-b.jsonl.gz"
+    assert object_key(DEFAULT_KEY_TEMPLATE, batch).startswith("audit/unknown/unknown/unknown/unknown/a-b-")
     assert object_key(DEFAULT_KEY_TEMPLATE, Batch([ev("a", "2024-13-45T99:00:00Z")])).startswith("audit/unknown/")
 
 

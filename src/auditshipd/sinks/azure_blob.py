@@ -1,11 +1,16 @@
 """The ``azure_blob`` sink: each batch becomes one JSON Lines block blob in a container.
 
 The blob name is rendered from ``key_template`` (shared with the s3 and gcs sinks) with
-the date of the batch's first event and its first/last event ids: a batch sent again
-after a crash with the same events overwrites the same blob; one that ends elsewhere is a
-new, overlapping blob (events carry their ids for deduplication). Bodies are gzipped
+the date of the batch's first event, its first/last event ids and, by default,
+``{digest}`` of its body: a batch sent again after a crash with the same events gets the
+same name and the same bytes; one that differs is a new, possibly overlapping blob
+(events carry their ids for deduplication) and never replaces another batch's. Bodies are gzipped
 by default (``mtime=0``: a replay gives the same bytes) and stored with
-``Content-Encoding: gzip``.
+``Content-Encoding: gzip``. A name with ``{digest}`` is uploaded create-only
+(``If-None-Match: *``), and "already exists" counts as delivered: a retry after an
+upload whose answer was lost succeeds even in a container with an immutability policy
+or a legal hold, which refuses to overwrite (409). Such a refusal for any name counts as
+delivered when the blob there holds the same bytes (its MD5, stored with every blob).
 
 Authentication is one of: a connection string, a SAS token or the storage account key.
 The account comes from ``account_url`` (``https://ACCOUNT.blob.core.windows.net``) or,
@@ -21,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import gzip
+import hashlib
 import importlib
 import logging
 import re
@@ -47,6 +53,7 @@ from .key_template import (
     DEFAULT_KEY_TEMPLATE,
     check_key_template,
     key_part,
+    names_by_content,
     object_key,
     template_for,
 )
@@ -62,6 +69,8 @@ _AUTH_KEYS = ("connection_string", "sas_token", "account_key")
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 # Error codes Azure answers with a 4xx status that a later attempt can still succeed with.
 _RETRYABLE_CODES = frozenset({"OperationTimedOut", "ServerBusy", "InternalError"})
+# Refusals of a container with an immutability policy or a legal hold to modify a blob.
+_IMMUTABLE = frozenset({"BlobImmutableDueToPolicy", "BlobImmutableDueToLegalHold"})
 _SDK_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
 # A SAS signature in any URL or text (redacted even if the token was not configured here).
 _SIG_RE = re.compile(r"(?i)(\bsig=)[^&\s'\"]+")
@@ -194,6 +203,11 @@ def _first_line(text: object) -> str:
     return lines[0] if lines else ""
 
 
+def _error_code(exc: BaseException) -> str:
+    code = getattr(exc, "error_code", None) or ""
+    return str(getattr(code, "value", code))  # a StorageErrorCode or a plain string
+
+
 def classify_azure_error(exc: BaseException, container: str = "") -> SinkError:
     """Turn what azure-storage-blob raised into a retry decision (a message without secrets
     is made by the caller with :func:`redact`)."""
@@ -203,8 +217,7 @@ def classify_azure_error(exc: BaseException, container: str = "") -> SinkError:
         return RetryableError("Azure Blob Storage request timed out")
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
-        code = getattr(exc, "error_code", None) or ""
-        code = str(getattr(code, "value", code))  # a StorageErrorCode or a plain string
+        code = _error_code(exc)
         reason = _first_line(getattr(exc, "reason", "")) or "error"
         text = f"Azure Blob Storage answered HTTP {status} {reason}"
         if code:
@@ -217,6 +230,9 @@ def classify_azure_error(exc: BaseException, container: str = "") -> SinkError:
         if status == 404 and code in ("", "ContainerNotFound"):
             hint = (f": container {container!r} not found: create it or fix the sink's "
                     "container key")
+        elif code in _IMMUTABLE:
+            hint = (": the container's immutability policy or legal hold keeps another blob "
+                    "under this name: put {digest} in key_template")
         elif status in (401, 403):
             hint = (": check the credentials (key, SAS token: its expiry, permissions "
                     "c and w, resource types) and the account's network rules")
@@ -249,6 +265,9 @@ class AzureBlobSink:
         self.context = context
         # With a format, the default names carry it and CEF objects are text.
         self.key_template = template_for(options.key_template, context.format)
+        # Names with {digest}: equal names hold equal bytes, so each is written once and
+        # "already exists" means delivered; without it an upload overwrites.
+        self.create_only = names_by_content(self.key_template)
         self.content_type = "text/plain" if context.format == "cef" else "application/x-ndjson"
         self._service_cls, self._content_settings, self._named_key = _import_sdk()
         self._secrets = _secrets(options)
@@ -303,30 +322,60 @@ class AzureBlobSink:
             return
         await self.start()
         o = self.options
-        body = batch.jsonl()
+        raw = body = batch.jsonl()
         encoding = None
         if o.gzip:
             # mtime=0: a replayed batch gives a byte-identical blob.
             body = gzip.compress(body, compresslevel=6, mtime=0)
             encoding = "gzip"
         # A digest (integrity = true) is an object of its own under digests/, as in s3.
-        name = (digest_object_key(batch, gzip=o.gzip)
-                or object_key(self.key_template, batch, self.name, self.context.format))
+        name = digest_object_key(batch, gzip=o.gzip)
+        create_only = name is None and self.create_only
+        if name is None:
+            name = object_key(self.key_template, batch, self.name, self.context.format, raw)
+        # The MD5 is kept with the blob (whatever way it is uploaded): what tells that a
+        # blob an immutability policy refuses to overwrite holds these bytes.
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
         settings = self._content_settings(content_type=self.content_type,
-                                          content_encoding=encoding)
+                                          content_encoding=encoding, content_md5=md5)
         # Metadata names must be C# identifiers: no hyphens.
         metadata = {"events": str(len(batch)), "first_id": key_part(batch.first_id),
                     "last_id": key_part(batch.last_id)}
         try:
             await asyncio.wait_for(
+                # overwrite=False: If-None-Match: * (create-only).
                 self._container.upload_blob(
-                    name, body, blob_type="BlockBlob", overwrite=True,
+                    name, body, blob_type="BlockBlob", overwrite=not create_only,
                     content_settings=settings, metadata=metadata, timeout=int(max(1, o.timeout)),
                 ),
                 o.timeout + 5,
             )
         except Exception as exc:
+            code = _error_code(exc)
+            # BlobAlreadyExists: the name holds the digest of the body, so the blob there
+            # holds these very bytes (an earlier attempt landed and its answer was lost).
+            # An immutability refusal (create-only or not) means the blob is there too:
+            # delivered if it holds these bytes (its MD5 tells), else the refusal stands.
+            if (create_only and code == "BlobAlreadyExists") or (
+                    code in _IMMUTABLE and await self._holds(name, md5)):
+                self.context.logger.debug("blob %s/%s is already stored", o.container, name)
+                return
             raise self._error(exc) from None
+
+    async def _holds(self, name: str, md5: bytes) -> bool:
+        """Whether blob ``name`` is there with the content MD5 ``md5`` (False when that
+        cannot be read)."""
+        timeout = self.options.timeout
+        try:
+            props = await asyncio.wait_for(
+                self._container.get_blob_client(name).get_blob_properties(
+                    timeout=int(max(1, timeout))),
+                timeout + 5,
+            )
+        except Exception:
+            return False
+        stored = getattr(props.content_settings, "content_md5", None)
+        return stored is not None and bytes(stored) == md5
 
     async def close(self) -> None:
         service = self._service

@@ -1,11 +1,16 @@
 """The ``gcs`` sink: each batch becomes one JSON Lines object in a Google Cloud Storage bucket.
 
 The object name is rendered from ``key_template`` (shared with the s3 sink) with the
-date of the batch's first event and its first/last event ids: a batch sent again
-after a crash with the same events overwrites the same object; one that ends elsewhere
-is a new, overlapping object (events carry their ids for deduplication). Bodies are
+date of the batch's first event, its first/last event ids and, by default, ``{digest}``
+of its body: a batch sent again after a crash with the same events gets the same name
+and the same bytes; one that differs is a new, possibly overlapping object (events carry
+their ids for deduplication) and never replaces another batch's. Bodies are
 gzipped by default (``mtime=0``: a replay gives the same bytes) and stored with
-``contentEncoding: gzip``.
+``contentEncoding: gzip``. A name with ``{digest}`` is uploaded create-only
+(``ifGenerationMatch=0``), and 412 (it exists) counts as delivered: a retry after an
+upload whose answer was lost succeeds even in a bucket with a retention policy, which
+refuses to overwrite (403). Such a 403 for any name counts as delivered when the object
+there holds the same bytes (its MD5).
 
 Credentials come from ``credentials_file`` (a service-account JSON key) or, without
 it, from the environment as gcloud-aio-auth resolves it (``GOOGLE_APPLICATION_CREDENTIALS``,
@@ -16,7 +21,9 @@ no credentials are used. gcloud-aio-storage is the optional extra ``auditshipd[g
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
+import hashlib
 import importlib
 import os
 from typing import Any
@@ -42,6 +49,7 @@ from .key_template import (
     DEFAULT_KEY_TEMPLATE,
     check_key_template,
     key_part,
+    names_by_content,
     object_key,
     template_for,
 )
@@ -50,6 +58,8 @@ __all__ = ["GcsOptions", "GcsSink", "classify_gcs_error", "register_sink_types",
            "validate_options"]
 
 _MISSING_EXTRA = "the gcs sink needs the optional extra: pip install 'auditshipd[gcs]'"
+FORBIDDEN = 403
+PRECONDITION_FAILED = 412
 
 
 class GcsOptions(SinkOptions):
@@ -98,6 +108,9 @@ def classify_gcs_error(exc: BaseException, bucket: str = "") -> SinkError:
         hint = ""
         if status == 404:
             hint = f" (bucket {bucket!r} not found: create it or fix the sink's bucket key)"
+        elif status == 403 and "retention" in str(exc.message).lower():
+            hint = (" (the bucket's retention policy keeps another object under this name:"
+                    " put {digest} in key_template)")
         elif status in (401, 403):
             hint = " (check the credentials and the bucket's IAM: storage.objects.create)"
         return PermanentError(text + hint)
@@ -122,6 +135,9 @@ class GcsSink:
         self.context = context
         # With a format, the default names carry it and CEF objects are text.
         self.key_template = template_for(options.key_template, context.format)
+        # Names with {digest}: equal names hold equal bytes, so each is written once and
+        # "already exists" means delivered; without it an upload overwrites.
+        self.create_only = names_by_content(self.key_template)
         self.content_type = "text/plain" if context.format == "cef" else "application/x-ndjson"
         self._storage_cls = _import_storage()
         self._session: aiohttp.ClientSession | None = None
@@ -144,7 +160,7 @@ class GcsSink:
             return
         await self.start()
         o = self.options
-        body = batch.jsonl()
+        raw = body = batch.jsonl()
         metadata: dict[str, Any] = {
             "metadata": {
                 "events": str(len(batch)),
@@ -160,18 +176,45 @@ class GcsSink:
             # "contentencoding", which GCS ignores.
             metadata["Content-Encoding"] = "gzip"
         # A digest (integrity = true) is an object of its own under digests/, as in s3.
-        name = (digest_object_key(batch, gzip=o.gzip)
-                or object_key(self.key_template, batch, self.name, self.context.format))
+        name = digest_object_key(batch, gzip=o.gzip)
+        create_only = name is None and self.create_only
+        if name is None:
+            name = object_key(self.key_template, batch, self.name, self.context.format, raw)
         try:
             await asyncio.wait_for(
                 self._storage.upload(
                     o.bucket, name, body, content_type=self.content_type,
                     metadata=metadata, timeout=int(max(1, o.timeout)),
+                    # Create only: no live object of that name (generation 0), else 412.
+                    parameters={"ifGenerationMatch": "0"} if create_only else None,
                 ),
                 o.timeout + 5,
             )
         except Exception as exc:
+            status = exc.status if isinstance(exc, aiohttp.ClientResponseError) else 0
+            # 412: the name holds the digest of the body, so the object there holds these
+            # very bytes (an earlier attempt landed and its answer was lost). 403 may be a
+            # retention policy refusing to overwrite (create-only or not): delivered if
+            # the object there holds these bytes (its MD5 tells), else the refusal stands.
+            if (create_only and status == PRECONDITION_FAILED) or (
+                    status == FORBIDDEN and await self._holds(name, body)):
+                self.context.logger.debug("gs://%s/%s is already stored", o.bucket, name)
+                return
             raise classify_gcs_error(exc, o.bucket) from exc
+
+    async def _holds(self, name: str, body: bytes) -> bool:
+        """Whether object ``name`` is there holding ``body`` (by its MD5; False when that
+        cannot be read)."""
+        o = self.options
+        try:
+            meta = await asyncio.wait_for(
+                self._storage.download_metadata(o.bucket, name, timeout=int(max(1, o.timeout))),
+                o.timeout + 5,
+            )
+        except Exception:
+            return False
+        md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        return isinstance(meta, dict) and meta.get("md5Hash") == md5
 
     async def close(self) -> None:
         storage, session = self._storage, self._session

@@ -1,13 +1,19 @@
 """Object names of the object-store sinks (s3, gcs, azure_blob) from ``key_template``.
 
-A key is rendered from the date of the batch's first event (``occurred_at``, UTC) and
-its first and last event ids, so a batch sent again after a crash with the same events
-gets the same name and overwrites its own object; a batch cut anew that ends elsewhere
-gets another name and overlaps it (events carry their ids for deduplication).
+A key is rendered from the date of the batch's first event (``occurred_at``, UTC), its
+first and last event ids and ``{digest}``, a short SHA-256 of the object's body (the
+bytes written, before gzip). The same batch sent again after a crash gets the same name
+(and the same bytes); a batch that differs in any way, even one with the same first and
+last ids (redelivered after a scope or redaction change) or ids whose '-' make
+``{first_id}-{last_id}`` ambiguous, gets another name and never replaces an object that
+holds other events. A name with ``{digest}`` is therefore written once: the sinks upload
+it create-only and take "already exists" as delivered. A template without ``{digest}``
+names a batch by its ids alone and overwrites.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import string
 from datetime import datetime
@@ -22,22 +28,34 @@ __all__ = [
     "FORMAT_KEY_TEMPLATES",
     "KEY_PLACEHOLDERS",
     "check_key_template",
+    "content_digest",
     "key_part",
+    "names_by_content",
     "object_key",
     "occurred_at",
     "occurred_at_ns",
     "template_for",
 ]
 
-DEFAULT_KEY_TEMPLATE = "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.jsonl.gz"
+DEFAULT_KEY_TEMPLATE = "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}-{digest}.jsonl.gz"
 # Quoted ids longer than this are shortened (see key_part).
 _LONG_PART = 200
-KEY_PLACEHOLDERS = frozenset({"yyyy", "mm", "dd", "hh", "first_id", "last_id", "sink", "format"})
-# With a format (and no key_template of the operator's), objects are named with it.
-FORMAT_KEY_TEMPLATES = {
+# The default before {digest}: a configuration that spells it out keeps its names.
+_FORMER_DEFAULT = "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.jsonl.gz"
+_FORMER_FORMAT_TEMPLATES = {
     "ocsf": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.ocsf.jsonl.gz",
     "ecs": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.ecs.jsonl.gz",
     "cef": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}.cef.log.gz",
+}
+# Hex digits of the body's SHA-256 in {digest}: 64 bits, beside the ids and the hour.
+_DIGEST_HEX = 16
+KEY_PLACEHOLDERS = frozenset(
+    {"yyyy", "mm", "dd", "hh", "first_id", "last_id", "digest", "sink", "format"})
+# With a format (and no key_template of the operator's), objects are named with it.
+FORMAT_KEY_TEMPLATES = {
+    "ocsf": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}-{digest}.ocsf.jsonl.gz",
+    "ecs": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}-{digest}.ecs.jsonl.gz",
+    "cef": "audit/{yyyy}/{mm}/{dd}/{hh}/{first_id}-{last_id}-{digest}.cef.log.gz",
 }
 
 
@@ -56,9 +74,10 @@ def check_key_template(template: str) -> None:
         raise ConfigError(f"unknown placeholder {names} (known: {known})", key="key_template")
     if specs:
         raise ConfigError("placeholders take no format spec or conversion", key="key_template")
-    if not {"first_id", "last_id"} <= set(fields):
-        # Without both ids two different batches would overwrite each other.
-        raise ConfigError("must contain {first_id} and {last_id}", key="key_template")
+    if "digest" not in fields and not {"first_id", "last_id"} <= set(fields):
+        # Without the digest nor both ids two different batches would overwrite each other.
+        raise ConfigError("must contain {digest} (recommended) or both {first_id} and"
+                          " {last_id}", key="key_template")
     if template.startswith("/"):
         raise ConfigError("must not start with '/'", key="key_template")
 
@@ -80,12 +99,36 @@ def key_part(value: str) -> str:
 
 
 def template_for(template: str, fmt: str) -> str:
-    """The template to use: the default one names objects with the sink's format."""
-    return FORMAT_KEY_TEMPLATES.get(fmt, template) if template == DEFAULT_KEY_TEMPLATE else template
+    """The template to use: the default one names objects with the sink's format (and so
+    does the former default, without {digest}, where a configuration spells it out)."""
+    if template == DEFAULT_KEY_TEMPLATE:
+        return FORMAT_KEY_TEMPLATES.get(fmt, template)
+    if template == _FORMER_DEFAULT:
+        return _FORMER_FORMAT_TEMPLATES.get(fmt, template)
+    return template
 
 
-def object_key(template: str, batch: Batch, sink: str = "", fmt: str = "native") -> str:
-    """The object key of ``batch``: the same batch always gives the same key."""
+@functools.lru_cache(maxsize=64)
+def names_by_content(template: str) -> bool:
+    """Whether ``template`` names objects by their content (it holds ``{digest}``): then
+    two objects of the same name hold the same bytes, and an upload may be create-only."""
+    try:
+        return any(f == "digest" for _, f, _, _ in string.Formatter().parse(template))
+    except ValueError:
+        return False
+
+
+def content_digest(body: bytes) -> str:
+    """``{digest}``: the first 16 hex digits of the SHA-256 of ``body``, the object's bytes
+    before gzip."""
+    return hashlib.sha256(body).hexdigest()[:_DIGEST_HEX]
+
+
+def object_key(template: str, batch: Batch, sink: str = "", fmt: str = "native",
+               body: bytes | None = None) -> str:
+    """The object key of ``batch``: the same batch always gives the same key. ``body``:
+    the bytes the object holds before gzip (``batch.jsonl()`` when not given), which
+    ``{digest}`` names."""
     when = occurred_at(batch.events[0]) if batch.events else None
     if when is None:
         date = dict.fromkeys(("yyyy", "mm", "dd", "hh"), "unknown")
@@ -94,9 +137,12 @@ def object_key(template: str, batch: Batch, sink: str = "", fmt: str = "native")
             "yyyy": f"{when.year:04d}", "mm": f"{when.month:02d}",
             "dd": f"{when.day:02d}", "hh": f"{when.hour:02d}",
         }
+    digest = ""
+    if names_by_content(template):
+        digest = content_digest(batch.jsonl() if body is None else body)
     return template.format(
         **date, first_id=key_part(batch.first_id), last_id=key_part(batch.last_id),
-        sink=key_part(sink), format=key_part(fmt),
+        digest=digest, sink=key_part(sink), format=key_part(fmt),
     )
 
 

@@ -1,14 +1,17 @@
 """The ``s3`` sink: each batch becomes one gzipped JSON Lines object in a bucket.
 
 The object key is rendered from ``key_template`` with the date of the batch's first
-event and its first/last event ids: a batch sent again after a crash with the same
-events overwrites the same object; one that ends elsewhere is a new, overlapping object
-(events carry their ids for deduplication). Every PUT carries ``Content-MD5``
+event, its first/last event ids and, by default, ``{digest}`` of its body: a batch sent
+again after a crash with the same events writes the same object with the same bytes;
+one that differs is a new, possibly overlapping object (events carry their ids for
+deduplication) and never replaces another batch's. Every PUT carries ``Content-MD5``
 (buckets with Object Lock refuse uploads without it).
 
 Credentials come from the standard AWS chain (environment, shared config and
 credentials files, ``profile``, container and instance metadata), resolved by
-aiobotocore itself. aiobotocore is the optional extra ``auditshipd[s3]``; it is
+aiobotocore itself. An ``https`` endpoint behind a private CA is verified with
+``ca_file`` (else botocore's bundle: ``AWS_CA_BUNDLE``, ``~/.aws/config``, its own).
+aiobotocore is the optional extra ``auditshipd[s3]``; it is
 imported only when an ``s3`` sink is configured.
 """
 
@@ -106,6 +109,9 @@ class S3Options(SinkOptions):
     sse_kms_key_id: str | None = None
     object_lock_mode: str | None = None
     object_lock_retain_days: int | None = None
+    # A PEM CA bundle to verify the endpoint's certificate with (a store behind a private
+    # CA); without it botocore's own (AWS_CA_BUNDLE, ca_bundle of ~/.aws/config, certifi).
+    ca_file: str | None = None
     timeout: float = 30.0
 
 
@@ -155,6 +161,13 @@ def validate_options(options: S3Options) -> None:
             )
         if options.object_lock_retain_days < 1:
             raise ConfigError("must be at least 1", key="object_lock_retain_days")
+    if options.ca_file is not None:
+        try:
+            with open(options.ca_file, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"cannot read {options.ca_file!r}: {exc.strerror}",
+                              key="ca_file") from None
     positive_floats(options)
     if not module_available("aiobotocore"):
         raise ConfigError(_MISSING_EXTRA, key="type")
@@ -245,6 +258,8 @@ class S3Sink:
                 session.create_client(
                     "s3", region_name=o.region, endpoint_url=o.endpoint_url, config=config,
                     aws_access_key_id=o.access_key_id, aws_secret_access_key=o.secret_access_key,
+                    # None: botocore's default bundle (AWS_CA_BUNDLE, ~/.aws/config).
+                    verify=o.ca_file,
                 )
             )
         except Exception as exc:
@@ -286,13 +301,14 @@ class S3Sink:
 
     def _put_params(self, batch: Batch) -> dict[str, Any]:
         o = self.options
+        raw = batch.jsonl()
         # mtime=0: a replayed batch gives byte-identical objects (same MD5 and ETag).
-        body = gzip.compress(batch.jsonl(), compresslevel=6, mtime=0)
+        body = gzip.compress(raw, compresslevel=6, mtime=0)
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         params: dict[str, Any] = {
             "Bucket": o.bucket,
             "Key": (digest_object_key(batch)
-                    or object_key(self.key_template, batch, self.name, self.format)),
+                    or object_key(self.key_template, batch, self.name, self.format, raw)),
             "Body": body,
             "ContentMD5": base64.b64encode(md5).decode("ascii"),
             "ContentType": "text/plain" if self.format == "cef" else "application/x-ndjson",
