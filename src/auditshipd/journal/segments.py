@@ -270,10 +270,16 @@ def find_copy(key: str, fd: int, size: int, head: bytes,
     own (just retired) cursor was taken for one and never read again until it grew past
     the old offset. Its own entry may still match in full (a released segment back in the
     glob resumes where it was).
+
+    An empty file is a copy not written yet as long as some other segment it may be a copy
+    of is not gone: it is looked at again once it has content. Taken for a new file, it
+    was read from its start, its lines shipped twice, once the copier had written them.
     """
     for ckey, cur in candidates:
         if ckey == key and cur.offset > size:
             continue
+        if not size and cur.offset and ckey not in gone:
+            return cur
         if cur.offset == 0 or cur.head_len == 0 or len(head) < cur.head_len:
             continue
         if digest(head[: cur.head_len]) != cur.head_hash:
