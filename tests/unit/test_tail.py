@@ -1679,3 +1679,42 @@ async def test_a_reader_stopped_by_its_limit_quarantines_nothing(tmp_path: Path)
         assert b"".join(i.data for i in items if isinstance(i, Chunk)).count(b"\n") == 4
     finally:
         reader.close()
+
+
+async def test_aclose_waits_for_a_read_running_in_its_thread(
+        journal: Path, consumer: Consumer) -> None:
+    """Cancelling the task awaiting a read does not stop the read's thread: aclose closes
+    the descriptors once that read is done, never under it."""
+    import threading
+
+    append(journal, lines("a", 2))
+    reader = consumer.start()
+    await consumer.collect(2)
+    entered, go = threading.Event(), threading.Event()
+    seen: list[int | None] = []
+    read = reader._read
+
+    def blocked_read(seg):
+        entered.set()
+        go.wait(10)
+        try:
+            seen.append(os.fstat(seg.fd).st_ino)
+        except OSError:
+            seen.append(None)
+        return read(seg)
+
+    reader._read = blocked_read
+    pending = asyncio.ensure_future(reader.next_item(None))
+    try:
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+        closing = asyncio.ensure_future(reader.aclose())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not closing.done() and reader.segments
+    finally:
+        go.set()
+    await asyncio.wait_for(closing, 10)
+    assert seen == [journal.stat().st_ino] and reader.segments == {}

@@ -182,8 +182,7 @@ class SinkDriver(Outbox):
             except Exception as exc:  # the saved cursor is older: events are resent
                 self.status.persist_failed(exc, 1)
             if self._reader is not None:  # stopped or crashed: a successor may read on
-                held = take_held(self._reader.held_out_of_glob(), held)
-                self._reader.close()
+                held = take_held(await self._reader.aclose(hand_over=True), held)
             self.leftover = held
             try:
                 await self.sink.close()

@@ -164,7 +164,7 @@ class SharedPass:
         finally:
             if read is not None:
                 read.cancel()
-            self.reader.close()
+            await self.reader.aclose()  # once a read running in its thread is done
             self._executor.shutdown(wait=False)
 
     def _take(self, item: Any) -> None:

@@ -7,11 +7,28 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
-__all__ = ["Held", "KeptSegments", "keep_only", "take_held"]
+if TYPE_CHECKING:
+    from .segments import _Segment
+
+__all__ = ["Held", "KeptSegments", "dup_left_glob", "keep_only", "take_held"]
 
 Held = dict[str, tuple[str, int]]  # segment key -> (path, descriptor)
+
+
+def dup_left_glob(segments: Mapping[str, _Segment], keys: Iterable[str] | None = None) -> Held:
+    """Duplicates of the descriptors of the ``segments`` (among ``keys``) that left the
+    glob (renamed away, deleted): a reader taking over a cursor in them reads on from
+    these (it owns and closes them) instead of losing their unread lines."""
+    out: Held = {}
+    for key in segments if keys is None else keys:
+        seg = segments.get(key)
+        if seg is not None and not seg.in_glob:
+            with contextlib.suppress(OSError):
+                out[key] = (seg.path, os.dup(seg.fd))
+    return out
 
 
 def take_held(held: Held, more: Held) -> Held:

@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from functools import partial
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
+from .held import Held, dup_left_glob
 from .segment_reads import read_lines, skip_torn_tail, tail_abandoned, written_after
 from .segments import (
     EXCLUDE,
@@ -40,11 +41,13 @@ from .segments import (
     _pread,
     _Segment,
     content_matches,
+    copy_sources,
     dir_owner,
     find_copy,
     hash_before,
     matched_files,
     refusal,
+    report_refused,
     rewritten,
     room_under,
 )
@@ -119,6 +122,7 @@ class JournalReader:
         self._first_scan = True
         self._closed = False
         self._seq = 0
+        self.reading = asyncio.Lock()  # held while a pass runs in a worker thread
 
     # -- public -----------------------------------------------------------------------
 
@@ -130,7 +134,7 @@ class JournalReader:
             wake = self.signal.current
             if self._pending:
                 return self._pending.pop(0)
-            item = await loop.run_in_executor(self.executor, self._poll_once)
+            item = await self._poll(loop)
             if item is not None:
                 return item
             if self._pending:
@@ -144,6 +148,21 @@ class JournalReader:
                 await asyncio.wait_for(wake.wait(), wait)
         return None
 
+    async def _poll(self, loop: asyncio.AbstractEventLoop) -> Item | None:
+        """One pass in a worker thread, holding ``reading`` until that thread is done even
+        if the awaiting task is cancelled (the thread goes on): :meth:`aclose` waits."""
+        await self.reading.acquire()
+        if self._closed:
+            self.reading.release()
+            return None
+        try:
+            read = loop.run_in_executor(self.executor, self._poll_once)
+        except BaseException:
+            self.reading.release()
+            raise
+        read.add_done_callback(lambda f: (self.reading.release(), f.cancelled() or f.exception()))
+        return await asyncio.shield(read)
+
     @property
     def has_pending(self) -> bool:  # items found by the last scan, not handed out yet
         return bool(self._pending)
@@ -156,6 +175,16 @@ class JournalReader:
         if self._first_scan:
             self._scan()
 
+    async def aclose(self, *, hand_over: bool = False) -> Held:
+        """Close once no read runs (one runs on in its thread when the task awaiting it is
+        cancelled: closing under it closed descriptors it read, whose numbers another file
+        may have by then); ``hand_over``: returns :meth:`held_out_of_glob` first."""
+        self._closed = True  # no further pass starts
+        async with self.reading:
+            held = self.held_out_of_glob() if hand_over else {}
+            self.close()
+        return held
+
     def close(self) -> None:
         self._closed = True
         for seg in self.segments.values():
@@ -163,24 +192,13 @@ class JournalReader:
                 os.close(seg.fd)
         self.segments.clear()
 
-    def held_out_of_glob(self, keys: Iterable[str] | None = None) -> dict[str, tuple[str, int]]:
+    def held_out_of_glob(self, keys: Iterable[str] | None = None) -> Held:
         """Duplicates of the descriptors of the segments (among ``keys``) that left the
-        glob (renamed away, deleted): a reader taking over a cursor in them reads on from
-        these (it owns and closes them) instead of losing their unread lines."""
-        out: dict[str, tuple[str, int]] = {}
-        for key in self.segments if keys is None else keys:
-            seg = self.segments.get(key)
-            if seg is not None and not seg.in_glob:
-                with contextlib.suppress(OSError):
-                    out[key] = (seg.path, os.dup(seg.fd))
-        return out
+        glob, for a reader taking over a cursor in them (see :func:`dup_left_glob`)."""
+        return dup_left_glob(self.segments, keys)
 
     def lag_bytes(self) -> int:
-        total = 0
-        for seg in self.segments.values():
-            with contextlib.suppress(OSError):
-                total += max(0, os.fstat(seg.fd).st_size - seg.offset)
-        return total
+        return sum(max(0, seg.size() - seg.offset) for seg in self.segments.values())
 
     # -- one pass (runs in a worker thread) -------------------------------------------
 
@@ -270,7 +288,7 @@ class JournalReader:
                 self._adopt(path, key, st)
             except OSError as exc:
                 log.warning("%s: cannot read journal segment %s: %s", self.name, path, exc)
-        self._report_refused(refused)
+        self.refused = report_refused(self.name, self.refused, refused)
         for key, seg in self.segments.items():
             if key not in seen and seg.in_glob:
                 seg.in_glob = False
@@ -299,12 +317,6 @@ class JournalReader:
                     os.close(fd)
             self._inherit.clear()
             self._first_scan = False
-
-    def _report_refused(self, refused: dict[str, str]) -> None:
-        for path, why in refused.items():
-            if self.refused.get(path) != why:
-                log.warning("%s: not reading %s: %s", self.name, path, why)
-        self.refused = refused  # only what is there now: bounded by the directory
 
     def _adopt(self, path: str, key: str, st: os.stat_result) -> None:
         # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open (the
@@ -365,8 +377,8 @@ class JournalReader:
                 how = "replaced (inode reused or rewritten)"
         copy_of = None
         if offset == 0:
-            copy_of = find_copy(key, fd, size, head, self._copy_candidates(),
-                                {k: seg.fd for k, seg in self.segments.items()}, self._gone())
+            copy_of = find_copy(key, fd, size, head,
+                                *copy_sources(self.segments, self.idle, self.known, self.retired))
             if copy_of is not None:
                 if copy_of.offset > size:
                     os.close(fd)  # a copy still being written: look again next scan
@@ -392,18 +404,6 @@ class JournalReader:
             n = min(TAIL_BYTES, offset)
             self._pending.append(Chunk(key, path, offset, b"", seg.mark(),
                                        _pread(fd, n, offset - n)))
-
-    def _gone(self) -> frozenset[str]:
-        """Released segments no longer open, idle or awaited: their files are gone, so
-        no copy of them can be in progress."""
-        return frozenset(k for k, _ in self.retired
-                         if k not in self.segments and k not in self.idle and k not in self.known)
-
-    def _copy_candidates(self) -> list[tuple[str, SegmentCursor]]:
-        """Every position known for a segment: a copytruncate copy continues from one."""
-        candidates = [(k, s.mark()) for k, s in self.segments.items()]
-        candidates += [(k, i[0]) for k, i in self.idle.items()]
-        return candidates + list(self.known.items()) + self.retired
 
     def _check_rewritten(self, seg: _Segment, size: int) -> None:
         """Truncation or rewrite in place (copytruncate's second half)."""

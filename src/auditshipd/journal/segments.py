@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, SegmentCursor, digest
 
-__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "dir_owner", "find_copy", "hash_before", "line_end",
-           "matched_files", "refusal", "resume_offset", "rewritten", "room_under"]
+log = logging.getLogger("auditshipd.tail")
+
+__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "copy_sources", "dir_owner", "find_copy", "hash_before", "line_end",
+           "matched_files", "refusal", "report_refused", "resume_offset", "rewritten", "room_under"]
 
 
 @dataclass(slots=True)
@@ -195,6 +198,16 @@ def refusal(st: os.stat_result, dir_uid: int | None) -> str | None:
     return None
 
 
+def report_refused(name: str, before: Mapping[str, str], now: dict[str, str]) -> dict[str, str]:
+    """Log the glob matches refused ``now`` (path -> why) that were not refused
+    ``before`` for the same reason; returns ``now`` (only what is there: bounded by the
+    directory)."""
+    for path, why in now.items():
+        if before.get(path) != why:
+            log.warning("%s: not reading %s: %s", name, path, why)
+    return now
+
+
 def dir_owner(path: str, cache: dict[str, int | None]) -> int | None:
     """The uid owning the directory ``path`` is in (None if unknown); ``cache`` per scan."""
     d = os.path.dirname(path) or "."
@@ -291,6 +304,22 @@ def find_copy(key: str, fd: int, size: int, head: bytes,
         if hash_before(fd, cur.offset) == cur.tail_hash:
             return cur
     return None
+
+
+def copy_sources(segments: Mapping[str, _Segment],
+                 idle: Mapping[str, tuple[SegmentCursor, int, int]],
+                 known: Mapping[str, SegmentCursor], retired: list[tuple[str, SegmentCursor]],
+                 ) -> tuple[list[tuple[str, SegmentCursor]], dict[str, int], frozenset[str]]:
+    """What :func:`find_copy` compares a new file with, from a reader's open ``segments``,
+    ``idle`` ones, cursor entries ``known`` but not adopted yet and ``retired`` positions:
+    every position known for a segment (a copytruncate copy continues from one), the
+    open descriptors, and the released segments no longer open, idle or awaited (their
+    files are gone, so no copy of them can be in progress)."""
+    candidates = [(k, s.mark()) for k, s in segments.items()]
+    candidates += [(k, i[0]) for k, i in idle.items()]
+    gone = frozenset(k for k, _ in retired if k not in segments and k not in idle and k not in known)
+    return (candidates + list(known.items()) + retired, {k: s.fd for k, s in segments.items()},
+            gone)
 
 
 def _differs(fd: int, source: int | None, size: int) -> bool:
