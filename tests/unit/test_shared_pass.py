@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -398,3 +399,45 @@ async def test_a_chunk_the_pass_fails_on_is_read_alone_and_the_pass_goes_on(tmp_
     await h.stop()
     assert h.shared.failures == 1 and "a routing bug" in caplog.text
     assert set(h.sinks["acme"].accepted) == set(ids[::2] + more)
+
+
+def _key(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+async def test_a_segment_the_pass_reads_after_a_sink_left_and_that_is_deleted_reaches_it(tmp_path):
+    """A sink reading alone is stuck in a dispatch (its destination hangs) while the pass,
+    ahead of it, reads a new segment that is then rotated away and deleted: the sink's
+    reader never saw that file by name. The pass hands it the segment as it lets it go,
+    and the sink delivers its lines once its destination answers again."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n"
+                         + sink_table("slow", "[sinks.batch]\nmax_events = 10")
+                         + sink_table("fast", "[sinks.batch]\nmax_events = 10"))
+    journal = tmp_path / "audit.jsonl"
+    h = Harness(config)
+    await h.start()
+    gate = asyncio.Event()
+    h.sinks["slow"].gate = gate
+    slow = h.drivers["slow"]
+    ids = write_events(journal, [None] * 100)
+    await until(lambda: len(h.sinks["fast"].accepted) == 100)
+    ids += write_events(journal, [None] * 100, start=100)  # slow cannot take these
+    first, size = _key(journal), journal.stat().st_size
+    await until(lambda: slow._reader is not None and first in slow._reader.segments
+                and slow._reader.segments[first].offset == size)  # then stuck dispatching
+    os.rename(journal, tmp_path / "audit.jsonl.1")
+    ids += write_events(journal, [None] * 30, start=200)
+    second = _key(journal)
+    await until(lambda: len(h.sinks["fast"].accepted) == 230)
+    os.rename(journal, tmp_path / "audit.jsonl.2")
+    os.unlink(tmp_path / "audit.jsonl.2")
+    ids += write_events(journal, [None] * 10, start=230)
+    await until(lambda: len(h.sinks["fast"].accepted) == 240)
+    await until(lambda: second not in h.shared.reader.segments and not h.shared.kept)
+    assert second not in slow._reader.segments
+    gate.set()
+    await until(lambda: set(h.sinks["slow"].accepted) == set(ids))
+    await h.stop()
+    assert sorted(h.sinks["slow"].accepted) == sorted(ids)
+

@@ -217,7 +217,8 @@ class SharedPass:
 
     def _keep(self, key: str, path: str, fd: int) -> None:
         """The reader lets a segment go (it left the glob and is read to its end): a
-        duplicate stays until no sink needs it (pruned from the event loop)."""
+        duplicate stays until no sink needs it (pruned from the event loop); the readers
+        of sinks reading alone are offered one (``kept.watch``)."""
         self.kept.keep(key, path, fd)
 
     def _held(self) -> int:

@@ -67,6 +67,9 @@ class KeptSegments:
     def __init__(self) -> None:
         self._fds: Held = {}
         self._lock = threading.Lock()
+        # Other readers' boxes offered each segment kept (see watch): replaced, not
+        # changed in place, as the reading thread goes through it.
+        self._watchers: frozenset[KeptSegments] = frozenset()
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -75,7 +78,19 @@ class KeptSegments:
         with self._lock:
             return list(self._fds)
 
+    def watch(self, box: KeptSegments) -> None:
+        """``box`` (the :attr:`JournalReader.offered` of a sink reading alone beside the
+        shared pass) gets a duplicate of each segment kept from now on: that reader may
+        never have seen it (it scans only when it reads, and a sink waiting for its start
+        or a delivery slot does not), and once the file is deleted no name reaches it."""
+        self._watchers = self._watchers | {box}
+
+    def unwatch(self, box: KeptSegments) -> None:
+        self._watchers = self._watchers - {box}
+
     def keep(self, key: str, path: str, fd: int) -> None:
+        for box in self._watchers:
+            box.keep(key, path, fd)
         with self._lock:
             if key not in self._fds:
                 with contextlib.suppress(OSError):
@@ -90,6 +105,12 @@ class KeptSegments:
                     with contextlib.suppress(OSError):
                         held[key] = (path, os.dup(fd))
         return held
+
+    def take(self) -> Held:
+        """Every kept segment (the caller owns the descriptors); none is kept any more."""
+        with self._lock:
+            out, self._fds = self._fds, {}
+        return out
 
     def prune(self, needed: Callable[[str], bool]) -> None:
         """Close the kept segments no sink needs any more."""

@@ -30,7 +30,7 @@ from concurrent.futures import Executor
 from functools import partial
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
-from .held import Held, dup_left_glob
+from .held import Held, KeptSegments, dup_left_glob, take_held
 from .segment_reads import read_lines, skip_torn_tail, tail_abandoned, written_after
 from .segments import (
     EXCLUDE,
@@ -45,10 +45,11 @@ from .segments import (
     dir_owner,
     find_copy,
     hash_before,
+    io_failed,
     matched_files,
     refusal,
     report_refused,
-    rewritten,
+    restart_if_rewritten,
     room_under,
 )
 from .watch import ChangeSignal
@@ -87,6 +88,10 @@ class JournalReader:
         # that left the glob, which another reader still holds: a cursor entry whose file
         # is gone by name is read on from them, not given up (a sink leaving the pass).
         self._inherit = dict(inherit or {})
+        # Segments the shared pass let go (left the glob, read to their end) since this
+        # reader started beside it: adopted (from their start) by the next scan unless
+        # this reader knows them; none was lost for being deleted before it looked.
+        self.offered = KeptSegments()
         # Called (reading thread) with (key, path, fd) of a segment that left the glob, as
         # the reader lets it go: the shared pass keeps a duplicate while a sink needs it.
         self.on_release: Callable[[str, str, int], None] | None = None
@@ -181,12 +186,13 @@ class JournalReader:
         may have by then); ``hand_over``: returns :meth:`held_out_of_glob` first."""
         self._closed = True  # no further pass starts
         async with self.reading:
-            held = self.held_out_of_glob() if hand_over else {}
+            held = take_held(self.held_out_of_glob(), self.offered.take()) if hand_over else {}
             self.close()
         return held
 
     def close(self) -> None:
         self._closed = True
+        self.offered.prune(lambda _key: False)
         for seg in self.segments.values():
             with contextlib.suppress(OSError):
                 os.close(seg.fd)
@@ -218,7 +224,7 @@ class JournalReader:
             except OSError as exc:
                 # EIO, ESTALE...: raised out of next_item, it ended the sink's read
                 # loop for good. Skip the segment this pass and try again.
-                self._io_error(seg, exc)
+                io_failed(seg, exc, self.name)
                 continue
             if item is not None:
                 return item
@@ -274,9 +280,10 @@ class JournalReader:
                 seg.in_glob = True
                 seg.mtime = st.st_mtime_ns
                 try:
-                    self._check_rewritten(seg, st.st_size)
+                    if (before := restart_if_rewritten(seg, st.st_size, self.name)) is not None:
+                        self._retire(seg.key, before)
                 except OSError as exc:
-                    self._io_error(seg, exc)
+                    io_failed(seg, exc, self.name)
                 continue
             new.append((path, key, st))
         # Adopt oldest first, so that seq orders equal mtimes: segments with a cursor
@@ -308,15 +315,18 @@ class JournalReader:
                     self._retire(key, cur)
                     self._pending.append(Release(key))
                     del self.known[key]
-            for key in [k for k in self._inherit if k not in self.segments and k not in seen]:
-                # Not in the cursor: adopted after its last acknowledged batch (the
-                # reader this one replaces had it): read from its start.
-                self._adopt_inherited(key)
-            for _path, fd in self._inherit.values():  # not needed: a file found by name
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._inherit.clear()
             self._first_scan = False
+        take_held(self._inherit, self.offered.take())
+        retired = {k for k, _ in self.retired} if self._inherit else set()
+        for key in [k for k in self._inherit if k not in seen and k not in self.segments
+                    and k not in self.idle and k not in self.known and k not in retired]:
+            # Not in the cursor: adopted after its last acknowledged batch (by the reader
+            # this one replaces, or by the pass): read from its start.
+            self._adopt_inherited(key)
+        for _path, fd in self._inherit.values():  # not needed: a file found by name, known
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._inherit.clear()
 
     def _adopt(self, path: str, key: str, st: os.stat_result) -> None:
         # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open (the
@@ -405,23 +415,8 @@ class JournalReader:
             self._pending.append(Chunk(key, path, offset, b"", seg.mark(),
                                        _pread(fd, n, offset - n)))
 
-    def _check_rewritten(self, seg: _Segment, size: int) -> None:
-        """Truncation or rewrite in place (copytruncate's second half)."""
-        if rewritten(seg, size):
-            log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
-                        " from the start", self.name, seg.path, size, seg.offset)
-            self._retire(seg.key, seg.mark())
-            seg.offset = 0
-            seg.skipping_from = None
-            seg.head_len, seg.head_hash, seg.tail_hash = 0, digest(b""), digest(b"")
-
     def _read(self, seg: _Segment) -> Item | None:
         return read_lines(seg, self.limit, self.block_bytes, self.max_line_bytes, self.name)
-
-    def _io_error(self, seg: _Segment, exc: OSError) -> None:
-        if not seg.io_error:
-            seg.io_error = True
-            log.warning("%s: reading %s failed (%s); retrying", self.name, seg.path, exc)
 
     def _release(self, seg: _Segment) -> None:
         log.debug("%s: released %s (drained and gone)", self.name, seg.path)

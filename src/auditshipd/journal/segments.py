@@ -24,8 +24,8 @@ from .cursor import HEAD_BYTES, TAIL_BYTES, SegmentCursor, digest
 
 log = logging.getLogger("auditshipd.tail")
 
-__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "copy_sources", "dir_owner", "find_copy", "hash_before", "line_end",
-           "matched_files", "refusal", "report_refused", "resume_offset", "rewritten", "room_under"]
+__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "copy_sources", "dir_owner", "find_copy", "hash_before", "io_failed", "line_end",
+           "matched_files", "refusal", "report_refused", "restart_if_rewritten", "resume_offset", "rewritten", "room_under"]
 
 
 @dataclass(slots=True)
@@ -140,6 +140,27 @@ def rewritten(seg: _Segment, size: int) -> bool:
     if seg.head_len and digest(_pread(seg.fd, seg.head_len, 0)) != seg.head_hash:
         return True
     return bool(seg.offset) and hash_before(seg.fd, seg.offset) != seg.tail_hash
+
+
+def restart_if_rewritten(seg: _Segment, size: int, name: str) -> SegmentCursor | None:
+    """If ``seg``'s file was truncated or rewritten in place (copytruncate's second half),
+    read it from its start: returns the position it had (to retire), else None."""
+    if not rewritten(seg, size):
+        return None
+    log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
+                " from the start", name, seg.path, size, seg.offset)
+    before = seg.mark()
+    seg.offset = 0
+    seg.skipping_from = None
+    seg.head_len, seg.head_hash, seg.tail_hash = 0, digest(b""), digest(b"")
+    return before
+
+
+def io_failed(seg: _Segment, exc: OSError, name: str) -> None:
+    """A read of ``seg`` failed (EIO, ESTALE...): logged once until a read succeeds."""
+    if not seg.io_error:
+        seg.io_error = True
+        log.warning("%s: reading %s failed (%s); retrying", name, seg.path, exc)
 
 
 def room_under(limit: Mapping[str, SegmentCursor] | None, seg: _Segment) -> int:
