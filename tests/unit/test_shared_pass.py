@@ -441,3 +441,44 @@ async def test_a_segment_the_pass_reads_after_a_sink_left_and_that_is_deleted_re
     await h.stop()
     assert sorted(h.sinks["slow"].accepted) == sorted(ids)
 
+
+class SlowStartSink(ScriptedSink):
+    """Its start waits for ``ready`` (a destination that takes a while to connect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = asyncio.Event()
+        self.starting = False
+
+    async def start(self) -> None:
+        self.starting = True
+        await self.ready.wait()
+
+
+async def test_a_sink_starting_slowly_behind_the_pass_keeps_a_segment_deleted_meanwhile(tmp_path):
+    """A sink added behind the pass (start_at = "beginning") whose start takes a while: a
+    segment deleted before its start ends was still read (the pass hands it over as it
+    lets it go), not lost because no name reaches it any more."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table("first")
+                         + sink_table("late"))
+    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    journal = tmp_path / "audit.jsonl"
+    ids = write_events(journal, [None] * 50)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["first"].accepted) == 50)
+    config.sinks.append(late_sc)
+    late = h.driver("late")
+    sink = h.sinks["late"] = late.sink = SlowStartSink()
+    await late.start()
+    h.tasks.append(asyncio.create_task(late.run()))
+    await until(lambda: sink.starting)
+    gone = _key(journal)
+    os.unlink(journal)
+    ids += write_events(journal, [None] * 10, start=50)
+    await until(lambda: len(h.sinks["first"].accepted) == 60)
+    await until(lambda: gone not in h.shared.reader.segments and not h.shared.kept)
+    sink.ready.set()
+    await until(lambda: set(sink.accepted) == set(ids))
+    await h.stop()
+    assert sorted(sink.accepted) == sorted(ids)

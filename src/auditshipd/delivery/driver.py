@@ -205,7 +205,7 @@ class SinkDriver(Outbox):
         self._stopping.set()
         super().abort()
 
-    async def _until_ready(self) -> None:
+    async def until_ready(self) -> None:
         """Wait until the sink started (or the driver stops)."""
         if self._sink_ready.is_set():
             return
@@ -239,7 +239,6 @@ class SinkDriver(Outbox):
         shared = self.shared
         if shared is None:
             assert self._reader is not None
-            await self._until_ready()
             await read_alone(self, self._reader, None, dict(self.committed.segments))
             return
         position = dict(self.committed.segments)
@@ -248,11 +247,10 @@ class SinkDriver(Outbox):
             if primed is None and shared.relation(position) == "at" and shared.admits(self):
                 self.join_pass()
             else:
-                await self._until_ready()
-                if self._stopping.is_set():
-                    return
                 # Segments the pass still holds that left the glob: read on from its
                 # descriptors (a segment deleted meanwhile cannot be opened by name).
+                # Taken before the sink's start ends (it may take a while), as are those
+                # the pass lets go meanwhile (read_alone).
                 reader = primed or self._new_reader(
                     CursorState(segments=dict(position)), shared.advanced, False,
                     solo_block=True, inherit=take_held(shared.held_segments(position), self.inherit))

@@ -31,10 +31,11 @@ _CHECK_EVERY = 1.0
 
 async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPass | None,
                      position: dict[str, SegmentCursor]) -> bool:
-    """Read, batch and dispatch until the driver stops (False) or, with ``shared``,
-    until it has reached the pass's position and joined it (True). ``position``: where
-    ``reader`` starts (updated as items are read). Beside the pass, the segments the
-    pass lets go from the call on are offered to ``reader`` (``shared.kept.watch``)."""
+    """Once the sink has started, read, batch and dispatch until the driver stops
+    (False) or, with ``shared``, until it has reached the pass's position and joined it
+    (True). ``position``: where ``reader`` starts (updated as items are read). Beside
+    the pass, the segments the pass lets go from the call on are offered to ``reader``
+    (``shared.kept.watch``), during the start too."""
     if shared is None:
         return await _read_alone(driver, reader, None, position)
     shared.kept.watch(reader.offered)
@@ -46,6 +47,7 @@ async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPa
 
 async def _read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPass | None,
                       position: dict[str, SegmentCursor]) -> bool:
+    await driver.until_ready()
     bcfg = driver.sc.batch
     deadline: float | None = None
     loop = asyncio.get_running_loop()
