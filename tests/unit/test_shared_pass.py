@@ -18,6 +18,7 @@ from auditshipd.delivery.batch import Batch
 from auditshipd.delivery.commits import CommitSaver
 from auditshipd.delivery.driver import SinkDriver
 from auditshipd.delivery.fanout import SharedPass
+from auditshipd.journal.cursor import CursorState
 from auditshipd.journal.watch import ChangeSignal
 from auditshipd.journal.writer import AuditJournal
 from auditshipd.redaction.redactor import DEFAULT_POLICY
@@ -433,8 +434,9 @@ async def test_a_segment_the_pass_reads_after_a_sink_left_and_that_is_deleted_re
     os.rename(journal, tmp_path / "audit.jsonl.2")
     os.unlink(tmp_path / "audit.jsonl.2")
     ids += write_events(journal, [None] * 10, start=230)
-    await until(lambda: len(h.sinks["fast"].accepted) == 240)
-    await until(lambda: second not in h.shared.reader.segments and not h.shared.kept)
+    await until(lambda: second not in h.shared.reader.segments)
+    ids += write_events(journal, [None], start=240)  # its commit moves fast's cursor past it
+    await until(lambda: len(h.sinks["fast"].accepted) == 241 and not h.shared.kept)
     assert second not in slow._reader.segments
     gate.set()
     await until(lambda: set(h.sinks["slow"].accepted) == set(ids))
@@ -476,9 +478,46 @@ async def test_a_sink_starting_slowly_behind_the_pass_keeps_a_segment_deleted_me
     gone = _key(journal)
     os.unlink(journal)
     ids += write_events(journal, [None] * 10, start=50)
-    await until(lambda: len(h.sinks["first"].accepted) == 60)
-    await until(lambda: gone not in h.shared.reader.segments and not h.shared.kept)
+    await until(lambda: gone not in h.shared.reader.segments)
+    ids += write_events(journal, [None], start=60)  # its commit moves first's cursor past it
+    await until(lambda: len(h.sinks["first"].accepted) == 61 and not h.shared.kept)
     sink.ready.set()
     await until(lambda: set(sink.accepted) == set(ids))
     await h.stop()
     assert sorted(sink.accepted) == sorted(ids)
+
+
+async def test_a_sink_stopped_before_its_start_ended_hands_over_what_it_was_handed(tmp_path):
+    """A sink behind the pass is stopped (a reload) while its start still waits: the
+    descriptor of a deleted segment its cursor is in, handed to it by the driver it
+    replaced, goes on to its successor instead of being dropped unread."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table("first")
+                         + sink_table("late"))
+    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    journal = tmp_path / "audit.jsonl"
+    write_events(journal, [None] * 50)
+    h = Harness(config)
+    await h.start()
+    first = h.drivers["first"]
+    await until(lambda: len(h.sinks["first"].accepted) == 50 and first.committed.segments)
+    behind = dict(first.committed.segments)
+    write_events(journal, [None] * 20, start=50)
+    gone, fd = _key(journal), os.open(journal, os.O_RDONLY)
+    os.unlink(journal)
+    write_events(journal, [None] * 10, start=70)
+    await until(lambda: gone not in h.shared.reader.segments)
+    write_events(journal, [None], start=80)  # its commit moves first's cursor past it
+    await until(lambda: len(h.sinks["first"].accepted) == 81 and not h.shared.kept)
+    config.sinks.append(late_sc)
+    late = h.driver("late")
+    sink = h.sinks["late"] = late.sink = SlowStartSink()
+    late.cursors.save(CursorState(sink="late", segments=behind))
+    late.inherit = {gone: (str(journal), fd)}
+    await late.start()
+    task = asyncio.create_task(late.run())
+    await until(lambda: sink.starting)
+    late.stop()
+    await asyncio.wait_for(task, 10)
+    assert list(late.leftover) == [gone]
+    os.close(late.leftover[gone][1])
+    await h.stop()

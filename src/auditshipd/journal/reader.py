@@ -30,7 +30,7 @@ from concurrent.futures import Executor
 from functools import partial
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
-from .held import Held, KeptSegments, dup_left_glob, take_held
+from .held import Held, KeptSegments, dup_left_glob, keep_only, take_held
 from .segment_reads import read_lines, skip_torn_tail, tail_abandoned, written_after
 from .segments import (
     EXCLUDE,
@@ -183,16 +183,19 @@ class JournalReader:
     async def aclose(self, *, hand_over: bool = False) -> Held:
         """Close once no read runs (one runs on in its thread when the task awaiting it is
         cancelled: closing under it closed descriptors it read, whose numbers another file
-        may have by then); ``hand_over``: returns :meth:`held_out_of_glob` first."""
+        may have by then); ``hand_over``: returns :meth:`held_out_of_glob` first, with the
+        segments handed over or offered that it has not read yet."""
         self._closed = True  # no further pass starts
         async with self.reading:
-            held = take_held(self.held_out_of_glob(), self.offered.take()) if hand_over else {}
+            held = take_held(take_held(self.held_out_of_glob(), self._inherit), keep_only(
+                self.offered.take(), lambda k: not self._had(k))) if hand_over else {}
             self.close()
         return held
 
     def close(self) -> None:
         self._closed = True
         self.offered.prune(lambda _key: False)
+        keep_only(self._inherit, lambda _key: False)
         for seg in self.segments.values():
             with contextlib.suppress(OSError):
                 os.close(seg.fd)
@@ -317,9 +320,7 @@ class JournalReader:
                     del self.known[key]
             self._first_scan = False
         take_held(self._inherit, self.offered.take())
-        retired = {k for k, _ in self.retired} if self._inherit else set()
-        for key in [k for k in self._inherit if k not in seen and k not in self.segments
-                    and k not in self.idle and k not in self.known and k not in retired]:
+        for key in [k for k in self._inherit if k not in seen and not self._had(k)]:
             # Not in the cursor: adopted after its last acknowledged batch (by the reader
             # this one replaces, or by the pass): read from its start.
             self._adopt_inherited(key)
@@ -436,6 +437,10 @@ class JournalReader:
             return
         del self.segments[seg.key]
         self.idle[seg.key] = (seg.mark(), st.st_size, st.st_mtime_ns)
+
+    def _had(self, key: str) -> bool:
+        """Whether segment ``key`` is or was read here (open, idle or let go)."""
+        return key in self.segments or key in self.idle or any(k == key for k, _ in self.retired)
 
     def _retire(self, key: str, cur: SegmentCursor) -> None:
         if cur.offset:
