@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from auditshipd.config import Config, parse_config
+from auditshipd.delivery import fanout
 from auditshipd.delivery.batch import Batch
 from auditshipd.delivery.commits import CommitSaver
 from auditshipd.delivery.driver import SinkDriver
 from auditshipd.delivery.fanout import SharedPass
+from auditshipd.errors import RetryableError
 from auditshipd.journal.cursor import CursorState
 from auditshipd.journal.watch import ChangeSignal
 from auditshipd.journal.writer import AuditJournal
@@ -520,4 +522,62 @@ async def test_a_sink_stopped_before_its_start_ended_hands_over_what_it_was_hand
     await asyncio.wait_for(task, 10)
     assert list(late.leftover) == [gone]
     os.close(late.leftover[gone][1])
+    await h.stop()
+
+
+class FailingThenHangingSink(ScriptedSink):
+    """The first send fails as retryable (the sink then takes no lines from the pass and
+    reads alone), the next ones wait for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.sends = 0
+
+    async def send(self, batch: Batch) -> None:
+        self.sends += 1
+        if self.sends == 1:
+            raise RetryableError("503 Service Unavailable")
+        await super().send(batch)
+
+
+async def test_a_stopping_sink_hands_over_a_segment_the_pass_let_go_while_it_drained(
+        tmp_path, monkeypatch):
+    """A sink reading alone (its destination has been retrying for a while: the pass does
+    not take it back) is stopped (a reload) while its batches are still in flight: it
+    drains them, and a segment the pass read, let go and that was deleted meanwhile
+    (never seen by the sink's reader) is handed to its successor, not dropped."""
+    monkeypatch.setattr(fanout, "_STALL", 0.01)
+    retry = "[sinks.retry]\ninitial_backoff = 0.01\nmax_backoff = 0.05\n"
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table(
+        "slow", "concurrency = 2\n[sinks.batch]\nmax_events = 1000\ntimeout = 0.05\n" + retry)
+        + sink_table("fast", "[sinks.batch]\ntimeout = 0.05"))
+    journal = tmp_path / "audit.jsonl"
+    h = Harness(config)
+    await h.start()
+    slow = h.drivers["slow"]
+    sink = h.sinks["slow"] = slow.sink = FailingThenHangingSink()
+    write_events(journal, [None] * 5)
+    await until(lambda: sink.sends >= 2)  # failed once, retried: it is retrying
+    write_events(journal, [None] * 5, start=5)  # read alone: the pass has no room for it
+    first, size = _key(journal), journal.stat().st_size
+    await until(lambda: slow._reader is not None and first in slow._reader.segments
+                and slow._reader.segments[first].offset == size and len(slow._tasks) == 2)
+    assert not slow._joined
+    slow.stop()  # stops reading; its two batches are still in flight
+    os.rename(journal, tmp_path / "audit.jsonl.1")
+    write_events(journal, [None] * 30, start=10)
+    second = _key(journal)
+    await until(lambda: len(h.sinks["fast"].accepted) == 40)
+    os.rename(journal, tmp_path / "audit.jsonl.2")
+    os.unlink(tmp_path / "audit.jsonl.2")
+    write_events(journal, [None] * 10, start=40)
+    await until(lambda: second not in h.shared.reader.segments)
+    write_events(journal, [None], start=50)  # its commit moves fast's cursor past it
+    await until(lambda: len(h.sinks["fast"].accepted) == 51 and not h.shared.kept)
+    sink.gate.set()
+    await asyncio.wait_for(h.tasks[0], 10)
+    assert second in slow.leftover
+    for _path, fd in slow.leftover.values():
+        os.close(fd)
     await h.stop()

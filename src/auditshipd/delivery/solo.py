@@ -35,18 +35,9 @@ async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPa
     (False) or, with ``shared``, until it has reached the pass's position and joined it
     (True). ``position``: where ``reader`` starts (updated as items are read). Beside
     the pass, the segments the pass lets go from the call on are offered to ``reader``
-    (``shared.kept.watch``), during the start too."""
-    if shared is None:
-        return await _read_alone(driver, reader, None, position)
-    shared.kept.watch(reader.offered)
-    try:
-        return await _read_alone(driver, reader, shared, position)
-    finally:
-        shared.kept.unwatch(reader.offered)
-
-
-async def _read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPass | None,
-                      position: dict[str, SegmentCursor]) -> bool:
+    until it is closed (``shared.kept.watch``), during the start too."""
+    if shared is not None:
+        shared.kept.watch(reader.offered)
     await driver.until_ready()
     bcfg = driver.sc.batch
     deadline: float | None = None

@@ -70,6 +70,7 @@ class KeptSegments:
         # Other readers' boxes offered each segment kept (see watch): replaced, not
         # changed in place, as the reading thread goes through it.
         self._watchers: frozenset[KeptSegments] = frozenset()
+        self.closed = False  # its reader is closed: it takes nothing more
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -82,17 +83,16 @@ class KeptSegments:
         """``box`` (the :attr:`JournalReader.offered` of a sink reading alone beside the
         shared pass) gets a duplicate of each segment kept from now on: that reader may
         never have seen it (it scans only when it reads, and a sink waiting for its start
-        or a delivery slot does not), and once the file is deleted no name reaches it."""
-        self._watchers = self._watchers | {box}
-
-    def unwatch(self, box: KeptSegments) -> None:
-        self._watchers = self._watchers - {box}
+        or a delivery slot does not), and once the file is deleted no name reaches it.
+        Until ``box`` is closed (with its reader): a sink stopping still hands over what
+        it was offered while it drained its deliveries."""
+        self._watchers = frozenset(b for b in self._watchers if not b.closed) | {box}
 
     def keep(self, key: str, path: str, fd: int) -> None:
         for box in self._watchers:
             box.keep(key, path, fd)
         with self._lock:
-            if key not in self._fds:
+            if not self.closed and key not in self._fds:
                 with contextlib.suppress(OSError):
                     self._fds[key] = (path, os.dup(fd))
 
@@ -111,6 +111,15 @@ class KeptSegments:
         with self._lock:
             out, self._fds = self._fds, {}
         return out
+
+    def close(self) -> None:
+        """Close the kept segments; none is kept from now on."""
+        with self._lock:
+            self.closed = True
+            for _path, fd in self._fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds.clear()
 
     def prune(self, needed: Callable[[str], bool]) -> None:
         """Close the kept segments no sink needs any more."""

@@ -194,7 +194,7 @@ class JournalReader:
 
     def close(self) -> None:
         self._closed = True
-        self.offered.prune(lambda _key: False)
+        self.offered.close()
         keep_only(self._inherit, lambda _key: False)
         for seg in self.segments.values():
             with contextlib.suppress(OSError):
