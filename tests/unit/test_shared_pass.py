@@ -581,3 +581,38 @@ async def test_a_stopping_sink_hands_over_a_segment_the_pass_let_go_while_it_dra
     for _path, fd in slow.leftover.values():
         os.close(fd)
     await h.stop()
+
+
+async def test_a_joined_sink_stopping_hands_over_a_segment_the_pass_let_go_while_it_drained(
+        tmp_path):
+    """A sink joined to the pass is stopped (a reload) with a batch in flight: while it
+    drains it, the pass reads on, lets go of a segment that is then deleted; the sink
+    never had its lines, and its successor gets the segment instead of losing them."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table(
+        "slow", "[sinks.batch]\nmax_events = 1000\ntimeout = 0.05")
+        + sink_table("fast", "[sinks.batch]\ntimeout = 0.05"))
+    journal = tmp_path / "audit.jsonl"
+    h = Harness(config)
+    await h.start()
+    slow = h.drivers["slow"]
+    gate = h.sinks["slow"].gate = asyncio.Event()
+    write_events(journal, [None] * 5)
+    await until(lambda: len(slow._tasks) == 1 and len(h.sinks["fast"].accepted) == 5)
+    assert slow._joined
+    slow.stop()  # its batch is still in flight
+    await until(lambda: not slow._joined)
+    os.rename(journal, tmp_path / "audit.jsonl.1")
+    write_events(journal, [None] * 30, start=5)
+    second = _key(journal)
+    await until(lambda: len(h.sinks["fast"].accepted) == 35)
+    os.rename(journal, tmp_path / "audit.jsonl.2")
+    os.unlink(tmp_path / "audit.jsonl.2")
+    write_events(journal, [None] * 10, start=35)
+    await until(lambda: second not in h.shared.reader.segments)
+    write_events(journal, [None], start=45)  # its commit moves fast's cursor past it
+    await until(lambda: len(h.sinks["fast"].accepted) == 46 and not h.shared.kept)
+    gate.set()
+    await asyncio.wait_for(h.tasks[0], 10)
+    assert list(slow.leftover) == [second]
+    os.close(slow.leftover[second][1])
+    await h.stop()

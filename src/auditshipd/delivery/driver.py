@@ -28,7 +28,7 @@ from ..config import Config, SinkConfig
 from ..errors import PermanentError, SinkError
 from ..formats.registry import encoder_for_sink
 from ..journal.cursor import CursorState, SegmentCursor
-from ..journal.held import keep_only, take_held
+from ..journal.held import KeptSegments, keep_only, take_held
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine
 from ..journal.watch import ChangeSignal
@@ -164,6 +164,9 @@ class SinkDriver(Outbox):
             # them for it: its successor (a reload, a restart) reads on from these.
             held = take_held(self.shared.held_for(self) if self.shared else {},
                              keep_only(self.inherit, partial(needs_segment, self)))
+            offered = KeptSegments()  # and those the pass lets go after it left, unread here
+            if self._joined and self.shared is not None:
+                self.shared.kept.watch(offered)
             self._leave_pass()
             if not self._sink_ready.is_set():
                 starting.cancel()
@@ -183,7 +186,8 @@ class SinkDriver(Outbox):
                 self.status.persist_failed(exc, 1)
             if self._reader is not None:  # stopped or crashed: a successor may read on
                 held = take_held(await self._reader.aclose(hand_over=True), held)
-            self.leftover = held
+            self.leftover = take_held(held, offered.take())
+            offered.close()
             try:
                 await self.sink.close()
             except Exception as exc:
@@ -247,10 +251,9 @@ class SinkDriver(Outbox):
             if primed is None and shared.relation(position) == "at" and shared.admits(self):
                 self.join_pass()
             else:
-                # Segments the pass still holds that left the glob: read on from its
-                # descriptors (a segment deleted meanwhile cannot be opened by name).
-                # Taken before the sink's start ends (it may take a while), as are those
-                # the pass lets go meanwhile (read_alone).
+                # Segments the pass holds that left the glob: read on from its descriptors
+                # (deleted, no name reaches them), taken before the sink's start ends (it
+                # may take a while), as are those it lets go meanwhile (read_alone).
                 reader = primed or self._new_reader(
                     CursorState(segments=dict(position)), shared.advanced, False,
                     solo_block=True, inherit=take_held(shared.held_segments(position), self.inherit))
