@@ -616,3 +616,38 @@ async def test_a_joined_sink_stopping_hands_over_a_segment_the_pass_let_go_while
     assert list(slow.leftover) == [second]
     os.close(slow.leftover[second][1])
     await h.stop()
+
+
+async def test_descriptors_are_taken_from_the_pass_between_two_of_its_reads(tmp_path):
+    """A sink leaving the pass (or stopping) takes duplicates of the pass's descriptors
+    between two of its reads: a read closes the segments it lets go, in its thread, and
+    a duplicate taken meanwhile could be of another file given the same number."""
+    import threading
+
+    config = make_config(tmp_path, sink_table("only"))
+    journal = tmp_path / "audit.jsonl"
+    write_events(journal, [None] * 3)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["only"].accepted) == 3)
+    reader = h.shared.reader
+    entered, go = threading.Event(), threading.Event()
+    read = reader._read
+
+    def blocked_read(seg: Any) -> Any:
+        entered.set()
+        go.wait(10)
+        return read(seg)
+
+    reader._read = blocked_read
+    try:
+        await until(entered.is_set)
+        taking = asyncio.ensure_future(h.shared.held_segments([_key(journal)]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not taking.done()
+    finally:
+        go.set()
+    assert await asyncio.wait_for(taking, 10) == {}  # still in the glob: nothing to hold
+    reader._read = read
+    await h.stop()

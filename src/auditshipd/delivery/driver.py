@@ -162,7 +162,7 @@ class SinkDriver(Outbox):
         finally:
             # What it still needs of segments that left the glob, while the pass keeps
             # them for it: its successor (a reload, a restart) reads on from these.
-            held = take_held(self.shared.held_for(self) if self.shared else {},
+            held = take_held(await self.shared.held_for(self) if self.shared else {},
                              keep_only(self.inherit, partial(needs_segment, self)))
             offered = KeptSegments()  # and those the pass lets go after it left, unread here
             if self._joined and self.shared is not None:
@@ -256,7 +256,7 @@ class SinkDriver(Outbox):
                 # may take a while), as are those it lets go meanwhile (read_alone).
                 reader = primed or self._new_reader(
                     CursorState(segments=dict(position)), shared.advanced, False,
-                    solo_block=True, inherit=take_held(shared.held_segments(position), self.inherit))
+                    solo_block=True, inherit=take_held(await shared.held_segments(position), self.inherit))
                 primed = None
                 self._reader = reader
                 # Stopped or crashed, run() closes it: its successor may read on from
