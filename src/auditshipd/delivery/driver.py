@@ -162,10 +162,10 @@ class SinkDriver(Outbox):
         finally:
             # What it still needs of segments that left the glob, while the pass keeps
             # them for it: its successor (a reload, a restart) reads on from these.
+            joined, offered = self._joined, KeptSegments()
             held = take_held(await self.shared.held_for(self) if self.shared else {},
                              keep_only(self.inherit, partial(needs_segment, self)))
-            offered = KeptSegments()  # and those the pass lets go after it left, unread here
-            if self._joined and self.shared is not None:
+            if joined and self.shared is not None:  # and those it lets go from now on
                 self.shared.kept.watch(offered)
             self._leave_pass()
             if not self._sink_ready.is_set():
