@@ -162,11 +162,11 @@ class SinkDriver(Outbox):
         finally:
             # What it still needs of segments that left the glob, while the pass keeps
             # them for it: its successor (a reload, a restart) reads on from these.
-            joined, offered = self._joined, KeptSegments()
             held = take_held(await self.shared.held_for(self) if self.shared else {},
                              keep_only(self.inherit, partial(needs_segment, self)))
-            if joined and self.shared is not None:  # and those it lets go from now on
-                self.shared.kept.watch(offered)
+            # and those the pass lets go from now on, which it does not read: up to its
+            # end here, then until its successor takes them
+            offered = self.shared.kept.hand_over(self.name) if self.shared else KeptSegments()
             self._leave_pass()
             if not self._sink_ready.is_set():
                 starting.cancel()
@@ -187,7 +187,6 @@ class SinkDriver(Outbox):
             if self._reader is not None:  # stopped or crashed: a successor may read on
                 held = take_held(await self._reader.aclose(hand_over=True), held)
             self.leftover = take_held(held, offered.take())
-            offered.close()
             try:
                 await self.sink.close()
             except Exception as exc:
@@ -281,6 +280,7 @@ class SinkDriver(Outbox):
         self._pass_base, self._taken = self.shared.lines_read, 0
         self.shared.join(self)
         keep_only(self.inherit, lambda _key: False)  # level with the pass: not needed
+        self.shared.kept.forget(lambda name: name != self.name)
 
     def go_solo(self, position: dict[str, SegmentCursor]) -> None:
         """Called by the pass, which no longer hands this sink lines: read alone from

@@ -168,6 +168,7 @@ class SharedPass:
             if read is not None:
                 read.cancel()
             await self.reader.aclose()  # once a read running in its thread is done
+            self.kept.forget(lambda _name: False)
             self._executor.shutdown(wait=False)
 
     def _take(self, item: Any) -> None:

@@ -37,6 +37,9 @@ async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPa
     the pass, the segments the pass lets go from the call on are offered to ``reader``
     until it is closed (``shared.kept.watch``), during the start too."""
     if shared is not None:
+        # and those let go while no driver of this sink ran (it stopped, this one starts)
+        if (box := shared.kept.take_over(driver.name)) is not None:
+            reader.offered = box
         shared.kept.watch(reader.offered)
     await driver.until_ready()
     bcfg = driver.sc.batch

@@ -71,6 +71,9 @@ class KeptSegments:
         # changed in place, as the reading thread goes through it.
         self._watchers: frozenset[KeptSegments] = frozenset()
         self.closed = False  # its reader is closed: it takes nothing more
+        # Boxes of sinks whose driver stopped, watched until the next driver of that
+        # sink takes its box (see hand_over): sink name -> box.
+        self._between: dict[str, KeptSegments] = {}
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -87,6 +90,28 @@ class KeptSegments:
         Until ``box`` is closed (with its reader): a sink stopping still hands over what
         it was offered while it drained its deliveries."""
         self._watchers = frozenset(b for b in self._watchers if not b.closed) | {box}
+
+    def hand_over(self, name: str) -> KeptSegments:
+        """Sink ``name``'s driver stops (a reload, a crash): the box offered the segments
+        let go from now on until the driver that replaces it takes it (:meth:`take_over`):
+        it drains its deliveries first, its successor may start seconds later, and those
+        segments, which it never read, may be deleted by then. One already waiting for
+        that sink (its driver stopped before it took it) goes on."""
+        box = self._between.get(name)
+        if box is None:
+            box = self._between[name] = KeptSegments()
+            self.watch(box)
+        return box
+
+    def take_over(self, name: str) -> KeptSegments | None:
+        """The box waiting for sink ``name``'s new driver, if any (still watched)."""
+        return self._between.pop(name, None)
+
+    def forget(self, keep: Callable[[str], bool]) -> None:
+        """Close the boxes waiting for sinks that are not ``keep`` (removed, or whose
+        driver joined the pass: level with it, it needs none)."""
+        for name in [n for n in self._between if not keep(n)]:
+            self._between.pop(name).close()
 
     def keep(self, key: str, path: str, fd: int) -> None:
         for box in self._watchers:
