@@ -180,3 +180,88 @@ enabled = false
 
     write(0)
     asyncio.run(scenario())
+
+
+def _key(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def test_a_segment_deleted_while_a_crashed_sink_waits_for_its_restart_reaches_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sink that crashed waits seconds for its restart: a segment the pass reads
+    meanwhile, rotated away and deleted, is kept for it (its driver handed the pass a box
+    for what it lets go until the next driver of the sink takes it), not lost because no
+    sink the pass knew needed it."""
+    journal = tmp_path / "journal" / "audit.jsonl"
+    journal.parent.mkdir()
+    config = tmp_path / "auditshipd.toml"
+    crash = asyncio.Event()
+    monkeypatch.setattr(sink_restarts, "FIRST_DELAY", 3.0)
+    follow = SinkDriver._follow
+
+    async def crashing(self: SinkDriver) -> None:
+        inner = asyncio.ensure_future(follow(self))
+        told = asyncio.ensure_future(crash.wait())
+        await asyncio.wait({inner, told}, return_when=asyncio.FIRST_COMPLETED)
+        told.cancel()
+        if not (crash.is_set() and self.name == "web"):
+            return await inner
+        crash.clear()
+        inner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await inner
+        raise RuntimeError("a bug in the core")
+
+    monkeypatch.setattr(SinkDriver, "_follow", crashing)
+
+    async def scenario(rx: WebhookReceiver) -> None:
+        async with running_daemon(config) as d:
+            assert d.shared is not None and d.shared.reader is not None
+
+            def fast_has(ids: list[str]) -> bool:
+                return set(ids) <= set(read_jsonl_ids(tmp_path / "fast.jsonl"))
+
+            ids = write_events(journal, "a", 50)
+            await until(lambda: fast_has(ids) and set(ids) <= set(rx.ids()),
+                        "both sinks have the first segment")
+            old = d.drivers["web"]
+            crash.set()
+            await until(lambda: d.drivers.get("web") is not old, "the crashed sink is down")
+            os.rename(journal, journal.with_name("audit.jsonl.1"))
+            second = write_events(journal, "b", 20)
+            gone = _key(journal)
+            await until(lambda: fast_has(second), "the other sink has the new segment")
+            os.rename(journal, journal.with_name("audit.jsonl.2"))
+            os.unlink(journal.with_name("audit.jsonl.2"))
+            ids += second + write_events(journal, "c", 1)
+            await until(lambda: gone not in d.shared.reader.segments, "the pass let it go")
+            ids += write_events(journal, "d", 1)  # the other sink's cursor moves past it
+            await until(lambda: fast_has(ids) and not d.shared.kept,
+                        "no running sink needs the deleted segment")
+            assert "web" not in d.drivers, "it restarted before the segment was let go"
+            await until(lambda: "web" in d.drivers, "the sink restarted", timeout=20)
+            await until(lambda: set(ids) <= set(rx.ids()),
+                        "the restarted sink delivers every event", timeout=10)
+
+    with WebhookReceiver() as rx:
+        rx.set_script([], default=200)
+        config.write_text(f"""
+shutdown_timeout = 2.0
+config_watch = false
+[journal]
+path = "{journal}"
+paths = ["{journal}*"]
+state_dir = "{tmp_path / 'state'}"
+poll_interval = 0.1
+rotate_wait = 0.3
+[metrics]
+enabled = false
+[[sinks]]
+name = "web"
+type = "http"
+url = "{rx.url}"
+[sinks.batch]
+timeout = 0.05
+""" + file_sink(tmp_path / "fast.jsonl", "fast", batch="timeout = 0.05"))
+        asyncio.run(scenario(rx))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -254,3 +256,38 @@ max_events = 2""")
     assert driver.stats.dead_lettered == 2 and sink.accepted == ["e2", "e3", "e4", "e5"]
     assert "plugin hook batch_dead_lettered failed for sink fake" in caplog.text
     assert "plugin hook batch_delivered failed for sink fake" in caplog.text
+
+
+async def test_stopping_closes_the_reader_once_a_read_in_progress_is_done(tmp_path):
+    """A read runs on in its worker thread when the driver stops (a reload stopping the
+    sink): the reader's descriptors are closed after it, not under it."""
+    sink = ScriptedSink(lambda b: None)
+    driver = make_driver(tmp_path, sink, FakeClock(), 1)
+    task = await run(driver)
+    await until(lambda: sink.accepted == ["e0"])
+    reader = driver._reader
+    assert reader is not None
+    entered, go = threading.Event(), threading.Event()
+    seen: list[int | None] = []
+    read = reader._read
+
+    def blocked_read(seg: Any) -> Any:
+        entered.set()
+        go.wait(10)
+        try:
+            seen.append(os.fstat(seg.fd).st_ino)
+        except OSError:
+            seen.append(None)
+        return read(seg)
+
+    reader._read = blocked_read  # type: ignore[method-assign]
+    try:
+        await until(entered.is_set)
+        driver.stop()
+        await until(lambda: reader._closed)
+        assert not sink.closed
+    finally:
+        go.set()
+    await asyncio.wait_for(task, 10)
+    assert seen[0] == (tmp_path / "audit.jsonl").stat().st_ino
+    assert reader.segments == {} and sink.closed

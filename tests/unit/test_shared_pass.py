@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from auditshipd.config import Config, parse_config
+from auditshipd.delivery import fanout
 from auditshipd.delivery.batch import Batch
 from auditshipd.delivery.commits import CommitSaver
 from auditshipd.delivery.driver import SinkDriver
 from auditshipd.delivery.fanout import SharedPass
+from auditshipd.errors import RetryableError
+from auditshipd.journal.cursor import CursorState
 from auditshipd.journal.watch import ChangeSignal
 from auditshipd.journal.writer import AuditJournal
 from auditshipd.redaction.redactor import DEFAULT_POLICY
@@ -398,3 +402,252 @@ async def test_a_chunk_the_pass_fails_on_is_read_alone_and_the_pass_goes_on(tmp_
     await h.stop()
     assert h.shared.failures == 1 and "a routing bug" in caplog.text
     assert set(h.sinks["acme"].accepted) == set(ids[::2] + more)
+
+
+def _key(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+async def test_a_segment_the_pass_reads_after_a_sink_left_and_that_is_deleted_reaches_it(tmp_path):
+    """A sink reading alone is stuck in a dispatch (its destination hangs) while the pass,
+    ahead of it, reads a new segment that is then rotated away and deleted: the sink's
+    reader never saw that file by name. The pass hands it the segment as it lets it go,
+    and the sink delivers its lines once its destination answers again."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n"
+                         + sink_table("slow", "[sinks.batch]\nmax_events = 10")
+                         + sink_table("fast", "[sinks.batch]\nmax_events = 10"))
+    journal = tmp_path / "audit.jsonl"
+    h = Harness(config)
+    await h.start()
+    gate = asyncio.Event()
+    h.sinks["slow"].gate = gate
+    slow = h.drivers["slow"]
+    ids = write_events(journal, [None] * 100)
+    await until(lambda: len(h.sinks["fast"].accepted) == 100)
+    ids += write_events(journal, [None] * 100, start=100)  # slow cannot take these
+    first, size = _key(journal), journal.stat().st_size
+    await until(lambda: slow._reader is not None and first in slow._reader.segments
+                and slow._reader.segments[first].offset == size)  # then stuck dispatching
+    os.rename(journal, tmp_path / "audit.jsonl.1")
+    ids += write_events(journal, [None] * 30, start=200)
+    second = _key(journal)
+    await until(lambda: len(h.sinks["fast"].accepted) == 230)
+    os.rename(journal, tmp_path / "audit.jsonl.2")
+    os.unlink(tmp_path / "audit.jsonl.2")
+    ids += write_events(journal, [None] * 10, start=230)
+    await until(lambda: second not in h.shared.reader.segments)
+    ids += write_events(journal, [None], start=240)  # its commit moves fast's cursor past it
+    await until(lambda: len(h.sinks["fast"].accepted) == 241 and not h.shared.kept)
+    assert second not in slow._reader.segments
+    gate.set()
+    await until(lambda: set(h.sinks["slow"].accepted) == set(ids))
+    await h.stop()
+    assert sorted(h.sinks["slow"].accepted) == sorted(ids)
+
+
+class SlowStartSink(ScriptedSink):
+    """Its start waits for ``ready`` (a destination that takes a while to connect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = asyncio.Event()
+        self.starting = False
+
+    async def start(self) -> None:
+        self.starting = True
+        await self.ready.wait()
+
+
+async def test_a_sink_starting_slowly_behind_the_pass_keeps_a_segment_deleted_meanwhile(tmp_path):
+    """A sink added behind the pass (start_at = "beginning") whose start takes a while: a
+    segment deleted before its start ends was still read (the pass hands it over as it
+    lets it go), not lost because no name reaches it any more."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table("first")
+                         + sink_table("late"))
+    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    journal = tmp_path / "audit.jsonl"
+    ids = write_events(journal, [None] * 50)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["first"].accepted) == 50)
+    config.sinks.append(late_sc)
+    late = h.driver("late")
+    sink = h.sinks["late"] = late.sink = SlowStartSink()
+    await late.start()
+    h.tasks.append(asyncio.create_task(late.run()))
+    await until(lambda: sink.starting)
+    gone = _key(journal)
+    os.unlink(journal)
+    ids += write_events(journal, [None] * 10, start=50)
+    await until(lambda: gone not in h.shared.reader.segments)
+    ids += write_events(journal, [None], start=60)  # its commit moves first's cursor past it
+    await until(lambda: len(h.sinks["first"].accepted) == 61 and not h.shared.kept)
+    sink.ready.set()
+    await until(lambda: set(sink.accepted) == set(ids))
+    await h.stop()
+    assert sorted(sink.accepted) == sorted(ids)
+
+
+async def test_a_sink_stopped_before_its_start_ended_hands_over_what_it_was_handed(tmp_path):
+    """A sink behind the pass is stopped (a reload) while its start still waits: the
+    descriptor of a deleted segment its cursor is in, handed to it by the driver it
+    replaced, goes on to its successor instead of being dropped unread."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table("first")
+                         + sink_table("late"))
+    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    journal = tmp_path / "audit.jsonl"
+    write_events(journal, [None] * 50)
+    h = Harness(config)
+    await h.start()
+    first = h.drivers["first"]
+    await until(lambda: len(h.sinks["first"].accepted) == 50 and first.committed.segments)
+    behind = dict(first.committed.segments)
+    write_events(journal, [None] * 20, start=50)
+    gone, fd = _key(journal), os.open(journal, os.O_RDONLY)
+    os.unlink(journal)
+    write_events(journal, [None] * 10, start=70)
+    await until(lambda: gone not in h.shared.reader.segments)
+    write_events(journal, [None], start=80)  # its commit moves first's cursor past it
+    await until(lambda: len(h.sinks["first"].accepted) == 81 and not h.shared.kept)
+    config.sinks.append(late_sc)
+    late = h.driver("late")
+    sink = h.sinks["late"] = late.sink = SlowStartSink()
+    late.cursors.save(CursorState(sink="late", segments=behind))
+    late.inherit = {gone: (str(journal), fd)}
+    await late.start()
+    task = asyncio.create_task(late.run())
+    await until(lambda: sink.starting)
+    late.stop()
+    await asyncio.wait_for(task, 10)
+    assert list(late.leftover) == [gone]
+    os.close(late.leftover[gone][1])
+    await h.stop()
+
+
+class FailingThenHangingSink(ScriptedSink):
+    """The first send fails as retryable (the sink then takes no lines from the pass and
+    reads alone), the next ones wait for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.sends = 0
+
+    async def send(self, batch: Batch) -> None:
+        self.sends += 1
+        if self.sends == 1:
+            raise RetryableError("503 Service Unavailable")
+        await super().send(batch)
+
+
+async def test_a_stopping_sink_hands_over_a_segment_the_pass_let_go_while_it_drained(
+        tmp_path, monkeypatch):
+    """A sink reading alone (its destination has been retrying for a while: the pass does
+    not take it back) is stopped (a reload) while its batches are still in flight: it
+    drains them, and a segment the pass read, let go and that was deleted meanwhile
+    (never seen by the sink's reader) is handed to its successor, not dropped."""
+    monkeypatch.setattr(fanout, "_STALL", 0.01)
+    retry = "[sinks.retry]\ninitial_backoff = 0.01\nmax_backoff = 0.05\n"
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table(
+        "slow", "concurrency = 2\n[sinks.batch]\nmax_events = 1000\ntimeout = 0.05\n" + retry)
+        + sink_table("fast", "[sinks.batch]\ntimeout = 0.05"))
+    journal = tmp_path / "audit.jsonl"
+    h = Harness(config)
+    await h.start()
+    slow = h.drivers["slow"]
+    sink = h.sinks["slow"] = slow.sink = FailingThenHangingSink()
+    write_events(journal, [None] * 5)
+    await until(lambda: sink.sends >= 2)  # failed once, retried: it is retrying
+    write_events(journal, [None] * 5, start=5)  # read alone: the pass has no room for it
+    first, size = _key(journal), journal.stat().st_size
+    await until(lambda: slow._reader is not None and first in slow._reader.segments
+                and slow._reader.segments[first].offset == size and len(slow._tasks) == 2)
+    assert not slow._joined
+    slow.stop()  # stops reading; its two batches are still in flight
+    os.rename(journal, tmp_path / "audit.jsonl.1")
+    write_events(journal, [None] * 30, start=10)
+    second = _key(journal)
+    await until(lambda: len(h.sinks["fast"].accepted) == 40)
+    os.rename(journal, tmp_path / "audit.jsonl.2")
+    os.unlink(tmp_path / "audit.jsonl.2")
+    write_events(journal, [None] * 10, start=40)
+    await until(lambda: second not in h.shared.reader.segments)
+    write_events(journal, [None], start=50)  # its commit moves fast's cursor past it
+    await until(lambda: len(h.sinks["fast"].accepted) == 51 and not h.shared.kept)
+    sink.gate.set()
+    await asyncio.wait_for(h.tasks[0], 10)
+    assert second in slow.leftover
+    for _path, fd in slow.leftover.values():
+        os.close(fd)
+    await h.stop()
+
+
+async def test_a_joined_sink_stopping_hands_over_a_segment_the_pass_let_go_while_it_drained(
+        tmp_path):
+    """A sink joined to the pass is stopped (a reload) with a batch in flight: while it
+    drains it, the pass reads on, lets go of a segment that is then deleted; the sink
+    never had its lines, and its successor gets the segment instead of losing them."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table(
+        "slow", "[sinks.batch]\nmax_events = 1000\ntimeout = 0.05")
+        + sink_table("fast", "[sinks.batch]\ntimeout = 0.05"))
+    journal = tmp_path / "audit.jsonl"
+    h = Harness(config)
+    await h.start()
+    slow = h.drivers["slow"]
+    gate = h.sinks["slow"].gate = asyncio.Event()
+    write_events(journal, [None] * 5)
+    await until(lambda: len(slow._tasks) == 1 and len(h.sinks["fast"].accepted) == 5)
+    assert slow._joined
+    slow.stop()  # its batch is still in flight
+    await until(lambda: not slow._joined)
+    os.rename(journal, tmp_path / "audit.jsonl.1")
+    write_events(journal, [None] * 30, start=5)
+    second = _key(journal)
+    await until(lambda: len(h.sinks["fast"].accepted) == 35)
+    os.rename(journal, tmp_path / "audit.jsonl.2")
+    os.unlink(tmp_path / "audit.jsonl.2")
+    write_events(journal, [None] * 10, start=35)
+    await until(lambda: second not in h.shared.reader.segments)
+    write_events(journal, [None], start=45)  # its commit moves fast's cursor past it
+    await until(lambda: len(h.sinks["fast"].accepted) == 46 and not h.shared.kept)
+    gate.set()
+    await asyncio.wait_for(h.tasks[0], 10)
+    assert list(slow.leftover) == [second]
+    os.close(slow.leftover[second][1])
+    await h.stop()
+
+
+async def test_descriptors_are_taken_from_the_pass_between_two_of_its_reads(tmp_path):
+    """A sink leaving the pass (or stopping) takes duplicates of the pass's descriptors
+    between two of its reads: a read closes the segments it lets go, in its thread, and
+    a duplicate taken meanwhile could be of another file given the same number."""
+    import threading
+
+    config = make_config(tmp_path, sink_table("only"))
+    journal = tmp_path / "audit.jsonl"
+    write_events(journal, [None] * 3)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["only"].accepted) == 3)
+    reader = h.shared.reader
+    entered, go = threading.Event(), threading.Event()
+    read = reader._read
+
+    def blocked_read(seg: Any) -> Any:
+        entered.set()
+        go.wait(10)
+        return read(seg)
+
+    reader._read = blocked_read
+    try:
+        await until(entered.is_set)
+        taking = asyncio.ensure_future(h.shared.held_segments([_key(journal)]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not taking.done()
+    finally:
+        go.set()
+    assert await asyncio.wait_for(taking, 10) == {}  # still in the glob: nothing to hold
+    reader._read = read
+    await h.stop()

@@ -961,6 +961,44 @@ async def test_copy_still_being_written(journal: Path, consumer: Consumer) -> No
     assert_exact(consumer.lines, lines("a", 15))
 
 
+async def test_copy_seen_while_empty_continues_at_the_offset(
+        journal: Path, consumer: Consumer) -> None:
+    """An empty copy is not tracked as a new file read from 0: once the copier wrote it,
+    it is recognised as the copy and continues at the reader's offset (no line twice)."""
+    append(journal, lines("a", 10))
+    consumer.start()
+    await consumer.collect(10)
+    append(journal, lines("a", 5, 10))  # in the copy only once the original is truncated
+    copy = journal.with_name("audit.jsonl.1")
+    copy.touch()  # the copier created it...
+    await consumer.quiet(0.2)  # ...and a scan saw it empty
+    assert len(consumer.lines) <= 15
+    copy.write_bytes(journal.read_bytes())  # then copied...
+    os.truncate(journal, 0)  # ...and truncated the original
+    append(journal, lines("a", 3, 15))
+    await consumer.collect(18)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 18))
+    copied = [i for i in consumer.items if isinstance(i, Chunk) and i.path == str(copy)]
+    assert copied and all(c.start > 0 for c in copied), "the copy was read from its start"
+
+
+async def test_empty_file_then_written_is_read_from_its_start(
+        journal: Path, consumer: Consumer) -> None:
+    """A new file that stays empty for a while (a rename rotation's new live file) is
+    read from its start once written: waiting for its content loses nothing."""
+    append(journal, lines("a", 4))
+    consumer.start()
+    await consumer.collect(4)
+    os.rename(journal, journal.with_name("audit.jsonl.1"))
+    journal.touch()
+    await consumer.quiet(0.2)
+    append(journal, lines("b", 6))
+    await consumer.collect(10)
+    await consumer.quiet()
+    assert_exact(consumer.lines, lines("a", 4) + lines("b", 6))
+
+
 async def test_repeated_copytruncate_with_numbered_copies(
         journal: Path, consumer: Consumer) -> None:
     """logrotate-style copytruncate, .1 renamed to .2 each time: every line once."""
@@ -1641,3 +1679,42 @@ async def test_a_reader_stopped_by_its_limit_quarantines_nothing(tmp_path: Path)
         assert b"".join(i.data for i in items if isinstance(i, Chunk)).count(b"\n") == 4
     finally:
         reader.close()
+
+
+async def test_aclose_waits_for_a_read_running_in_its_thread(
+        journal: Path, consumer: Consumer) -> None:
+    """Cancelling the task awaiting a read does not stop the read's thread: aclose closes
+    the descriptors once that read is done, never under it."""
+    import threading
+
+    append(journal, lines("a", 2))
+    reader = consumer.start()
+    await consumer.collect(2)
+    entered, go = threading.Event(), threading.Event()
+    seen: list[int | None] = []
+    read = reader._read
+
+    def blocked_read(seg):
+        entered.set()
+        go.wait(10)
+        try:
+            seen.append(os.fstat(seg.fd).st_ino)
+        except OSError:
+            seen.append(None)
+        return read(seg)
+
+    reader._read = blocked_read
+    pending = asyncio.ensure_future(reader.next_item(None))
+    try:
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+        closing = asyncio.ensure_future(reader.aclose())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not closing.done() and reader.segments
+    finally:
+        go.set()
+    await asyncio.wait_for(closing, 10)
+    assert seen == [journal.stat().st_ino] and reader.segments == {}

@@ -28,7 +28,7 @@ from ..config import Config, SinkConfig
 from ..errors import PermanentError, SinkError
 from ..formats.registry import encoder_for_sink
 from ..journal.cursor import CursorState, SegmentCursor
-from ..journal.held import keep_only, take_held
+from ..journal.held import KeptSegments, keep_only, take_held
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine
 from ..journal.watch import ChangeSignal
@@ -162,8 +162,11 @@ class SinkDriver(Outbox):
         finally:
             # What it still needs of segments that left the glob, while the pass keeps
             # them for it: its successor (a reload, a restart) reads on from these.
-            held = take_held(self.shared.held_for(self) if self.shared else {},
+            held = take_held(await self.shared.held_for(self) if self.shared else {},
                              keep_only(self.inherit, partial(needs_segment, self)))
+            # and those the pass lets go from now on, which it does not read: up to its
+            # end here, then until its successor takes them
+            offered = self.shared.kept.hand_over(self.name) if self.shared else KeptSegments()
             self._leave_pass()
             if not self._sink_ready.is_set():
                 starting.cancel()
@@ -182,9 +185,8 @@ class SinkDriver(Outbox):
             except Exception as exc:  # the saved cursor is older: events are resent
                 self.status.persist_failed(exc, 1)
             if self._reader is not None:  # stopped or crashed: a successor may read on
-                held = take_held(self._reader.held_out_of_glob(), held)
-                self._reader.close()
-            self.leftover = held
+                held = take_held(await self._reader.aclose(hand_over=True), held)
+            self.leftover = take_held(held, offered.take())
             try:
                 await self.sink.close()
             except Exception as exc:
@@ -206,7 +208,7 @@ class SinkDriver(Outbox):
         self._stopping.set()
         super().abort()
 
-    async def _until_ready(self) -> None:
+    async def until_ready(self) -> None:
         """Wait until the sink started (or the driver stops)."""
         if self._sink_ready.is_set():
             return
@@ -240,7 +242,6 @@ class SinkDriver(Outbox):
         shared = self.shared
         if shared is None:
             assert self._reader is not None
-            await self._until_ready()
             await read_alone(self, self._reader, None, dict(self.committed.segments))
             return
         position = dict(self.committed.segments)
@@ -249,14 +250,12 @@ class SinkDriver(Outbox):
             if primed is None and shared.relation(position) == "at" and shared.admits(self):
                 self.join_pass()
             else:
-                await self._until_ready()
-                if self._stopping.is_set():
-                    return
-                # Segments the pass still holds that left the glob: read on from its
-                # descriptors (a segment deleted meanwhile cannot be opened by name).
+                # Segments the pass holds that left the glob: read on from its descriptors
+                # (deleted, no name reaches them), taken before the sink's start ends (it
+                # may take a while), as are those it lets go meanwhile (read_alone).
                 reader = primed or self._new_reader(
                     CursorState(segments=dict(position)), shared.advanced, False,
-                    solo_block=True, inherit=take_held(shared.held_segments(position), self.inherit))
+                    solo_block=True, inherit=take_held(await shared.held_segments(position), self.inherit))
                 primed = None
                 self._reader = reader
                 # Stopped or crashed, run() closes it: its successor may read on from
@@ -281,6 +280,7 @@ class SinkDriver(Outbox):
         self._pass_base, self._taken = self.shared.lines_read, 0
         self.shared.join(self)
         keep_only(self.inherit, lambda _key: False)  # level with the pass: not needed
+        self.shared.kept.forget(lambda name: name != self.name)
 
     def go_solo(self, position: dict[str, SegmentCursor]) -> None:
         """Called by the pass, which no longer hands this sink lines: read alone from

@@ -118,7 +118,10 @@ class SharedPass:
             poll_interval=j.poll_interval,
             rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name="shared pass",
             executor=self._executor)
-        self.reader.on_release = self._keep
+        # A segment the reader lets go (left the glob, read to its end): a duplicate is
+        # kept until no sink needs it (pruned from the event loop); the readers of sinks
+        # reading alone are offered one (kept.watch).
+        self.reader.on_release = self.kept.keep
         if isinstance(start, CursorState):
             self.position.update(start.segments)
         elif start == "end":
@@ -164,7 +167,8 @@ class SharedPass:
         finally:
             if read is not None:
                 read.cancel()
-            self.reader.close()
+            await self.reader.aclose()  # once a read running in its thread is done
+            self.kept.forget(lambda _name: False)
             self._executor.shutdown(wait=False)
 
     def _take(self, item: Any) -> None:
@@ -197,28 +201,26 @@ class SharedPass:
     def lag_bytes(self) -> int:
         return self.reader.lag_bytes() if self.reader is not None else 0
 
-    def held_segments(self, keys: Iterable[str]) -> Held:
+    async def held_segments(self, keys: Iterable[str]) -> Held:
         """Duplicates of the pass's descriptors of the segments among ``keys`` that left
-        the glob (renamed away, deleted), read or kept: a sink leaving the pass behind
-        them reads on from these (its reader owns and closes them)."""
+        the glob, read or kept, taken between two reads (a read closes those it lets go):
+        a sink leaving the pass behind them reads on from these (its reader owns them)."""
         keys = list(keys)
-        held = {} if self.reader is None else self.reader.held_out_of_glob(keys)
+        if self.reader is None:
+            return self.kept.add_to({}, keys)
+        async with self.reader.reading:
+            held = self.reader.held_out_of_glob(keys)
         return self.kept.add_to(held, keys)
 
-    def held_for(self, driver: SinkDriver) -> Held:
+    async def held_for(self, driver: SinkDriver) -> Held:
         """What a sink that stops (a reload, a crash) may still have to read of the
         segments that left the glob: its successor reads on from these."""
         keys = set(driver.committed.segments)
         keys.update(k for k in self.kept.segment_keys() if needs_segment(driver, k))
-        return self.held_segments(keys)
+        return await self.held_segments(keys)
 
     def _needed(self, key: str) -> bool:
         return any(needs_segment(m, key) for m in self.sharing())
-
-    def _keep(self, key: str, path: str, fd: int) -> None:
-        """The reader lets a segment go (it left the glob and is read to its end): a
-        duplicate stays until no sink needs it (pruned from the event loop)."""
-        self.kept.keep(key, path, fd)
 
     def _held(self) -> int:
         """Bytes of lines handed to joined sinks and not committed yet."""

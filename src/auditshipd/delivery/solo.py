@@ -31,9 +31,17 @@ _CHECK_EVERY = 1.0
 
 async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPass | None,
                      position: dict[str, SegmentCursor]) -> bool:
-    """Read, batch and dispatch until the driver stops (False) or, with ``shared``,
-    until it has reached the pass's position and joined it (True). ``position``: where
-    ``reader`` starts (updated as items are read)."""
+    """Once the sink has started, read, batch and dispatch until the driver stops
+    (False) or, with ``shared``, until it has reached the pass's position and joined it
+    (True). ``position``: where ``reader`` starts (updated as items are read). Beside
+    the pass, the segments the pass lets go from the call on are offered to ``reader``
+    until it is closed (``shared.kept.watch``), during the start too."""
+    if shared is not None:
+        # and those let go while no driver of this sink ran (it stopped, this one starts)
+        if (box := shared.kept.take_over(driver.name)) is not None:
+            reader.offered = box
+        shared.kept.watch(reader.offered)
+    await driver.until_ready()
     bcfg = driver.sc.batch
     deadline: float | None = None
     loop = asyncio.get_running_loop()

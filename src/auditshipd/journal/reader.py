@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from functools import partial
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
+from .held import Held, KeptSegments, dup_left_glob, keep_only, take_held
 from .segment_reads import read_lines, skip_torn_tail, tail_abandoned, written_after
 from .segments import (
     EXCLUDE,
@@ -40,12 +41,15 @@ from .segments import (
     _pread,
     _Segment,
     content_matches,
+    copy_sources,
     dir_owner,
     find_copy,
     hash_before,
+    io_failed,
     matched_files,
     refusal,
-    rewritten,
+    report_refused,
+    restart_if_rewritten,
     room_under,
 )
 from .watch import ChangeSignal
@@ -84,6 +88,10 @@ class JournalReader:
         # that left the glob, which another reader still holds: a cursor entry whose file
         # is gone by name is read on from them, not given up (a sink leaving the pass).
         self._inherit = dict(inherit or {})
+        # Segments the shared pass let go (left the glob, read to their end) since this
+        # reader started beside it: adopted (from their start) by the next scan unless
+        # this reader knows them; none was lost for being deleted before it looked.
+        self.offered = KeptSegments()
         # Called (reading thread) with (key, path, fd) of a segment that left the glob, as
         # the reader lets it go: the shared pass keeps a duplicate while a sink needs it.
         self.on_release: Callable[[str, str, int], None] | None = None
@@ -119,6 +127,7 @@ class JournalReader:
         self._first_scan = True
         self._closed = False
         self._seq = 0
+        self.reading = asyncio.Lock()  # held while a pass runs in a worker thread
 
     # -- public -----------------------------------------------------------------------
 
@@ -130,7 +139,7 @@ class JournalReader:
             wake = self.signal.current
             if self._pending:
                 return self._pending.pop(0)
-            item = await loop.run_in_executor(self.executor, self._poll_once)
+            item = await self._poll(loop)
             if item is not None:
                 return item
             if self._pending:
@@ -144,6 +153,21 @@ class JournalReader:
                 await asyncio.wait_for(wake.wait(), wait)
         return None
 
+    async def _poll(self, loop: asyncio.AbstractEventLoop) -> Item | None:
+        """One pass in a worker thread, holding ``reading`` until that thread is done even
+        if the awaiting task is cancelled (the thread goes on): :meth:`aclose` waits."""
+        await self.reading.acquire()
+        if self._closed:
+            self.reading.release()
+            return None
+        try:
+            read = loop.run_in_executor(self.executor, self._poll_once)
+        except BaseException:
+            self.reading.release()
+            raise
+        read.add_done_callback(lambda f: (self.reading.release(), f.cancelled() or f.exception()))
+        return await asyncio.shield(read)
+
     @property
     def has_pending(self) -> bool:  # items found by the last scan, not handed out yet
         return bool(self._pending)
@@ -156,31 +180,34 @@ class JournalReader:
         if self._first_scan:
             self._scan()
 
+    async def aclose(self, *, hand_over: bool = False) -> Held:
+        """Close once no read runs (one runs on in its thread when the task awaiting it is
+        cancelled: closing under it closed descriptors it read, whose numbers another file
+        may have by then); ``hand_over``: returns :meth:`held_out_of_glob` first, with the
+        segments handed over or offered that it has not read yet."""
+        self._closed = True  # no further pass starts
+        async with self.reading:
+            held = take_held(take_held(self.held_out_of_glob(), self._inherit), keep_only(
+                self.offered.take(), lambda k: not self._had(k))) if hand_over else {}
+            self.close()
+        return held
+
     def close(self) -> None:
         self._closed = True
+        self.offered.close()
+        keep_only(self._inherit, lambda _key: False)
         for seg in self.segments.values():
             with contextlib.suppress(OSError):
                 os.close(seg.fd)
         self.segments.clear()
 
-    def held_out_of_glob(self, keys: Iterable[str] | None = None) -> dict[str, tuple[str, int]]:
+    def held_out_of_glob(self, keys: Iterable[str] | None = None) -> Held:
         """Duplicates of the descriptors of the segments (among ``keys``) that left the
-        glob (renamed away, deleted): a reader taking over a cursor in them reads on from
-        these (it owns and closes them) instead of losing their unread lines."""
-        out: dict[str, tuple[str, int]] = {}
-        for key in self.segments if keys is None else keys:
-            seg = self.segments.get(key)
-            if seg is not None and not seg.in_glob:
-                with contextlib.suppress(OSError):
-                    out[key] = (seg.path, os.dup(seg.fd))
-        return out
+        glob, for a reader taking over a cursor in them (see :func:`dup_left_glob`)."""
+        return dup_left_glob(self.segments, keys)
 
     def lag_bytes(self) -> int:
-        total = 0
-        for seg in list(self.segments.values()):  # a copy: the pass's thread may change it
-            with contextlib.suppress(OSError):
-                total += max(0, os.fstat(seg.fd).st_size - seg.offset)
-        return total
+        return sum(max(0, s.size() - s.offset) for s in list(self.segments.values()))  # a copy
 
     # -- one pass (runs in a worker thread) -------------------------------------------
 
@@ -200,7 +227,7 @@ class JournalReader:
             except OSError as exc:
                 # EIO, ESTALE...: raised out of next_item, it ended the sink's read
                 # loop for good. Skip the segment this pass and try again.
-                self._io_error(seg, exc)
+                io_failed(seg, exc, self.name)
                 continue
             if item is not None:
                 return item
@@ -256,9 +283,10 @@ class JournalReader:
                 seg.in_glob = True
                 seg.mtime = st.st_mtime_ns
                 try:
-                    self._check_rewritten(seg, st.st_size)
+                    if (before := restart_if_rewritten(seg, st.st_size, self.name)) is not None:
+                        self._retire(seg.key, before)
                 except OSError as exc:
-                    self._io_error(seg, exc)
+                    io_failed(seg, exc, self.name)
                 continue
             new.append((path, key, st))
         # Adopt oldest first, so that seq orders equal mtimes: segments with a cursor
@@ -270,7 +298,7 @@ class JournalReader:
                 self._adopt(path, key, st)
             except OSError as exc:
                 log.warning("%s: cannot read journal segment %s: %s", self.name, path, exc)
-        self._report_refused(refused)
+        self.refused = report_refused(self.name, self.refused, refused)
         for key, seg in self.segments.items():
             if key not in seen and seg.in_glob:
                 seg.in_glob = False
@@ -290,21 +318,16 @@ class JournalReader:
                     self._retire(key, cur)
                     self._pending.append(Release(key))
                     del self.known[key]
-            for key in [k for k in self._inherit if k not in self.segments and k not in seen]:
-                # Not in the cursor: adopted after its last acknowledged batch (the
-                # reader this one replaces had it): read from its start.
-                self._adopt_inherited(key)
-            for _path, fd in self._inherit.values():  # not needed: a file found by name
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._inherit.clear()
             self._first_scan = False
-
-    def _report_refused(self, refused: dict[str, str]) -> None:
-        for path, why in refused.items():
-            if self.refused.get(path) != why:
-                log.warning("%s: not reading %s: %s", self.name, path, why)
-        self.refused = refused  # only what is there now: bounded by the directory
+        take_held(self._inherit, self.offered.take())
+        for key in [k for k in self._inherit if k not in seen and not self._had(k)]:
+            # Not in the cursor: adopted after its last acknowledged batch (by the reader
+            # this one replaces, or by the pass): read from its start.
+            self._adopt_inherited(key)
+        for _path, fd in self._inherit.values():  # not needed: a file found by name, known
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._inherit.clear()
 
     def _adopt(self, path: str, key: str, st: os.stat_result) -> None:
         # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open (the
@@ -365,8 +388,8 @@ class JournalReader:
                 how = "replaced (inode reused or rewritten)"
         copy_of = None
         if offset == 0:
-            copy_of = find_copy(key, fd, size, head, self._copy_candidates(),
-                                {k: seg.fd for k, seg in self.segments.items()}, self._gone())
+            copy_of = find_copy(key, fd, size, head,
+                                *copy_sources(self.segments, self.idle, self.known, self.retired))
             if copy_of is not None:
                 if copy_of.offset > size:
                     os.close(fd)  # a copy still being written: look again next scan
@@ -393,35 +416,8 @@ class JournalReader:
             self._pending.append(Chunk(key, path, offset, b"", seg.mark(),
                                        _pread(fd, n, offset - n)))
 
-    def _gone(self) -> frozenset[str]:
-        """Released segments no longer open, idle or awaited: their files are gone, so
-        no copy of them can be in progress."""
-        return frozenset(k for k, _ in self.retired
-                         if k not in self.segments and k not in self.idle and k not in self.known)
-
-    def _copy_candidates(self) -> list[tuple[str, SegmentCursor]]:
-        """Every position known for a segment: a copytruncate copy continues from one."""
-        candidates = [(k, s.mark()) for k, s in self.segments.items()]
-        candidates += [(k, i[0]) for k, i in self.idle.items()]
-        return candidates + list(self.known.items()) + self.retired
-
-    def _check_rewritten(self, seg: _Segment, size: int) -> None:
-        """Truncation or rewrite in place (copytruncate's second half)."""
-        if rewritten(seg, size):
-            log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
-                        " from the start", self.name, seg.path, size, seg.offset)
-            self._retire(seg.key, seg.mark())
-            seg.offset = 0
-            seg.skipping_from = None
-            seg.head_len, seg.head_hash, seg.tail_hash = 0, digest(b""), digest(b"")
-
     def _read(self, seg: _Segment) -> Item | None:
         return read_lines(seg, self.limit, self.block_bytes, self.max_line_bytes, self.name)
-
-    def _io_error(self, seg: _Segment, exc: OSError) -> None:
-        if not seg.io_error:
-            seg.io_error = True
-            log.warning("%s: reading %s failed (%s); retrying", self.name, seg.path, exc)
 
     def _release(self, seg: _Segment) -> None:
         log.debug("%s: released %s (drained and gone)", self.name, seg.path)
@@ -441,6 +437,10 @@ class JournalReader:
             return
         del self.segments[seg.key]
         self.idle[seg.key] = (seg.mark(), st.st_size, st.st_mtime_ns)
+
+    def _had(self, key: str) -> bool:
+        """Whether segment ``key`` is or was read here (open, idle or let go)."""
+        return key in self.segments or key in self.idle or any(k == key for k, _ in self.retired)
 
     def _retire(self, key: str, cur: SegmentCursor) -> None:
         if cur.offset:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 
 from .cursor import HEAD_BYTES, TAIL_BYTES, SegmentCursor, digest
 
-__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "dir_owner", "find_copy", "hash_before", "line_end",
-           "matched_files", "refusal", "resume_offset", "rewritten", "room_under"]
+log = logging.getLogger("auditshipd.tail")
+
+__all__ = ["Chunk", "EXCLUDE", "OversizeLine", "Release", "content_matches", "copy_sources", "dir_owner", "find_copy", "hash_before", "io_failed", "line_end",
+           "matched_files", "refusal", "report_refused", "restart_if_rewritten", "resume_offset", "rewritten", "room_under"]
 
 
 @dataclass(slots=True)
@@ -139,6 +142,27 @@ def rewritten(seg: _Segment, size: int) -> bool:
     return bool(seg.offset) and hash_before(seg.fd, seg.offset) != seg.tail_hash
 
 
+def restart_if_rewritten(seg: _Segment, size: int, name: str) -> SegmentCursor | None:
+    """If ``seg``'s file was truncated or rewritten in place (copytruncate's second half),
+    read it from its start: returns the position it had (to retire), else None."""
+    if not rewritten(seg, size):
+        return None
+    log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
+                " from the start", name, seg.path, size, seg.offset)
+    before = seg.mark()
+    seg.offset = 0
+    seg.skipping_from = None
+    seg.head_len, seg.head_hash, seg.tail_hash = 0, digest(b""), digest(b"")
+    return before
+
+
+def io_failed(seg: _Segment, exc: OSError, name: str) -> None:
+    """A read of ``seg`` failed (EIO, ESTALE...): logged once until a read succeeds."""
+    if not seg.io_error:
+        seg.io_error = True
+        log.warning("%s: reading %s failed (%s); retrying", name, seg.path, exc)
+
+
 def room_under(limit: Mapping[str, SegmentCursor] | None, seg: _Segment) -> int:
     """Bytes ``seg`` may be read from its offset under a reader's ``limit`` (huge
     without one; none for a segment still in the glob that has no bound yet)."""
@@ -193,6 +217,16 @@ def refusal(st: os.stat_result, dir_uid: int | None) -> str | None:
         return (f"it is owned by uid {st.st_uid}, not by this daemon's user, root or the"
                 " directory's owner")
     return None
+
+
+def report_refused(name: str, before: Mapping[str, str], now: dict[str, str]) -> dict[str, str]:
+    """Log the glob matches refused ``now`` (path -> why) that were not refused
+    ``before`` for the same reason; returns ``now`` (only what is there: bounded by the
+    directory)."""
+    for path, why in now.items():
+        if before.get(path) != why:
+            log.warning("%s: not reading %s: %s", name, path, why)
+    return now
 
 
 def dir_owner(path: str, cache: dict[str, int | None]) -> int | None:
@@ -270,10 +304,16 @@ def find_copy(key: str, fd: int, size: int, head: bytes,
     own (just retired) cursor was taken for one and never read again until it grew past
     the old offset. Its own entry may still match in full (a released segment back in the
     glob resumes where it was).
+
+    An empty file is a copy not written yet as long as some other segment it may be a copy
+    of is not gone: it is looked at again once it has content. Taken for a new file, it
+    was read from its start, its lines shipped twice, once the copier had written them.
     """
     for ckey, cur in candidates:
         if ckey == key and cur.offset > size:
             continue
+        if not size and cur.offset and ckey not in gone:
+            return cur
         if cur.offset == 0 or cur.head_len == 0 or len(head) < cur.head_len:
             continue
         if digest(head[: cur.head_len]) != cur.head_hash:
@@ -285,6 +325,22 @@ def find_copy(key: str, fd: int, size: int, head: bytes,
         if hash_before(fd, cur.offset) == cur.tail_hash:
             return cur
     return None
+
+
+def copy_sources(segments: Mapping[str, _Segment],
+                 idle: Mapping[str, tuple[SegmentCursor, int, int]],
+                 known: Mapping[str, SegmentCursor], retired: list[tuple[str, SegmentCursor]],
+                 ) -> tuple[list[tuple[str, SegmentCursor]], dict[str, int], frozenset[str]]:
+    """What :func:`find_copy` compares a new file with, from a reader's open ``segments``,
+    ``idle`` ones, cursor entries ``known`` but not adopted yet and ``retired`` positions:
+    every position known for a segment (a copytruncate copy continues from one), the
+    open descriptors, and the released segments no longer open, idle or awaited (their
+    files are gone, so no copy of them can be in progress)."""
+    candidates = [(k, s.mark()) for k, s in segments.items()]
+    candidates += [(k, i[0]) for k, i in idle.items()]
+    gone = frozenset(k for k, _ in retired if k not in segments and k not in idle and k not in known)
+    return (candidates + list(known.items()) + retired, {k: s.fd for k, s in segments.items()},
+            gone)
 
 
 def _differs(fd: int, source: int | None, size: int) -> bool:

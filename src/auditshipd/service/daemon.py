@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -374,6 +375,8 @@ class Daemon:
         keep = set(keep)
         for name in [n for n in self.leftovers if n not in keep]:
             take_held({}, self.leftovers.pop(name))
+        if self.shared is not None:  # and the boxes of segments kept for them
+            self.shared.kept.forget(keep.__contains__)
 
     async def _stop_watcher(self, task: asyncio.Task[None]) -> None:
         assert self.watcher is not None
@@ -414,13 +417,10 @@ class Daemon:
             metrics = self.metrics
             if metrics is not None:
                 metrics.batch_latency_observer(sink_name)(seconds)
-
         return observe
 
     def summary(self) -> str:
-        states: dict[str, int] = {}
-        for d in self.drivers.values():
-            states[d.stats.state] = states.get(d.stats.state, 0) + 1
+        states = Counter(d.stats.state for d in self.drivers.values())
         parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no sinks"
         delivered = sum(d.stats.delivered for d in self.drivers.values())
         return f"{len(self.drivers)} sink(s): {parts}; {delivered} events delivered"
