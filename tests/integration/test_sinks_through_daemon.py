@@ -86,6 +86,9 @@ token = "${{HEC_TOKEN}}"
 acks = true
 gzip = true
 ack_poll_interval = 0.05
+# A batch whose ack query the outage interrupted is resent once this runs out (not after
+# the default 20 s).
+ack_timeout = 3
 {batch_table()}""")
         ids = write_events(ws.journal)
         d = ws.daemon(env={"HEC_TOKEN": "hec-token-123"}).start()

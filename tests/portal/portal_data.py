@@ -7,6 +7,8 @@ import datetime as dt
 import random
 import re
 import unicodedata
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 ACTIONS = [
@@ -102,9 +104,11 @@ def _strings(value: Any) -> list[str]:
 
 
 def _phrase_in(doc: list[str], phrase: list[str]) -> bool:
-    n = len(phrase)
-    for i in range(len(doc) - n + 1):
-        if doc[i : i + n - 1] == phrase[:-1] and doc[i + n - 1].startswith(phrase[-1]):
+    """Whether ``doc`` holds the words of ``phrase`` in a row, its last one as a prefix."""
+    *head, last = phrase
+    n = len(head)
+    for i in range(len(doc) - n):
+        if doc[i + n].startswith(last) and doc[i : i + n] == head:
             return True
     return False
 
@@ -129,12 +133,34 @@ class Oracle:
             )
             for index, e in enumerate(events)
         ]
+        # Newest first (ties: later inserted first), the order of every answer.
+        self.rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        # The positions in ``rows`` of the events with a given action, actor, target or
+        # organization: a search looks at the rows of its rarest such value only (and
+        # still checks every filter on each).
+        self._ranks: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for rank, (_, _, _, action, akey, tkeys, org, _) in enumerate(self.rows):
+            self._ranks["action", action].append(rank)
+            self._ranks["actor", akey].append(rank)
+            for tkey in tkeys:
+                self._ranks["target", tkey].append(rank)
+            self._ranks["organization", org].append(rank)
         self._docs: dict[int, list[str]] = {}
+        # Whether event ``index`` holds a phrase, per phrase: each event's text is
+        # searched for a phrase once, however many searches name it.
+        self._holds: dict[tuple[str, ...], dict[int, bool]] = {}
 
     def doc(self, index: int) -> list[str]:
         if index not in self._docs:
             self._docs[index] = _toks("\n".join(_strings(self.events[index])))
         return self._docs[index]
+
+    def holds(self, index: int, phrase: list[str]) -> bool:
+        """Whether event ``index`` holds ``phrase``."""
+        known = self._holds.setdefault(tuple(phrase), {})
+        if index not in known:
+            known[index] = _phrase_in(self.doc(index), phrase)
+        return known[index]
 
     def __call__(
         self, *, q: str = "", actions: tuple[str, ...] = (), actor: str = "", target: str = "",
@@ -146,8 +172,15 @@ class Oracle:
         if q.strip() and not phrases:
             return []
         actor, target = actor.strip().lower(), target.strip().lower()
+        ranks: list[Sequence[int]] = [range(len(self.rows))]
+        if actions:
+            ranks.append(sorted({r for a in actions for r in self._ranks.get(("action", a), [])}))
+        for kind, value in (("actor", actor), ("target", target), ("organization", organization)):
+            if value:
+                ranks.append(self._ranks.get((kind, value), []))
         out = []
-        for when, index, eid, action, akey, tkeys, org, _ in self.rows:
+        for rank in min(ranks, key=len):
+            when, index, eid, action, akey, tkeys, org, _ = self.rows[rank]
             if actions and action not in actions:
                 continue
             if actor and akey != actor:
@@ -160,8 +193,7 @@ class Oracle:
                 continue
             if organization is not None and org != organization:
                 continue
-            if phrases and not all(_phrase_in(self.doc(index), p) for p in phrases):
+            if phrases and not all(self.holds(index, p) for p in phrases):
                 continue
-            out.append((when, index, eid))
-        out.sort(reverse=True)
-        return [i for _, _, i in out]
+            out.append(eid)
+        return out
