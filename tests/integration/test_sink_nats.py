@@ -67,7 +67,7 @@ async def stored(url: str, **connect: Any) -> list[Any]:
 
 @contextlib.asynccontextmanager
 async def nats_sink(tmp_path: Path, url: str, **options: Any) -> AsyncIterator[NatsSink]:
-    opts = NatsOptions(url=url, timeout=5.0, **options)
+    opts = NatsOptions(url=url, **{"timeout": 5.0, **options})
     validate_options(opts)
     ctx = SinkContext(name="nats-test", state_dir=tmp_path, logger=logging.getLogger("test.nats"))
     sink = NatsSink("nats-test", opts, ctx)
@@ -152,7 +152,9 @@ async def test_server_killed_mid_stream_and_restarted_loses_nothing(
     """SIGKILL mid-batch: RetryableError; after a restart every id is stored exactly once."""
     await add_stream(server.url)
     sent: list[str] = []
-    async with nats_sink(tmp_path, server.url) as sink:
+    # The kill is felt once a publish goes unacknowledged for ``timeout`` seconds, and a
+    # connect to the stopped server gives up after ``timeout`` + 5: 2 s keeps the outage short.
+    async with nats_sink(tmp_path, server.url, timeout=2.0) as sink:
         for _ in range(3):
             batch = Batch(make_events(100))
             await sink.send(batch)
