@@ -62,10 +62,18 @@ safe_scalar = st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000), st.f
 any_key = st.text(min_size=1, max_size=12)
 
 
-@st.composite
-def planted(draw, ids: list[str]) -> object:
-    """A value that is, or contains, a freshly generated internal id (recorded in ids)."""
-    kind = draw(st.integers(0, 2))
+# The generators below draw through plain functions (``_planted(draw, ids)``) rather than
+# building a new strategy for every node of every tree: hypothesis validates each strategy
+# it is given, which took most of the time of the tests that use them.
+_PICK_LEAF = st.integers(0, 6)  # like one_of(safe_scalar, planted, planted_number): 5 + 1 + 1
+_COIN3 = st.integers(0, 2)
+_SHAPE = st.integers(0, 3)
+_LIST_LEN = st.integers(0, 4)
+_KEYS = st.integers(0, 5)
+
+
+def _planted(draw: st.DrawFn, ids: list[str]) -> object:
+    kind = draw(_COIN3)
     if kind == 0:
         value = draw(internal_id)
         ids.append(value)
@@ -79,33 +87,55 @@ def planted(draw, ids: list[str]) -> object:
     return f"{draw(filler)} {value} {draw(filler)}"
 
 
-@st.composite
-def planted_number(draw, ids: list[str]) -> int:
-    """An integer of 16+ digits (recorded in ids as its digits)."""
+def _planted_number(draw: st.DrawFn, ids: list[str]) -> int:
     number = draw(big_int)
     ids.append(str(abs(number)))
     return number
 
 
-@st.composite
-def free_form(draw, ids: list[str], depth: int = 0) -> object:
-    """A metadata-like tree with ids planted at any depth, as values, in strings, as keys."""
+def _leaf(draw: st.DrawFn, ids: list[str]) -> object:
+    """A safe scalar, a planted id or a planted number."""
+    pick = draw(_PICK_LEAF)
+    if pick < 5:
+        return draw(safe_scalar)
+    return _planted(draw, ids) if pick == 5 else _planted_number(draw, ids)
+
+
+def _free_form(draw: st.DrawFn, ids: list[str], depth: int = 0) -> object:
     if depth >= 4:
-        return draw(st.one_of(safe_scalar, planted(ids), planted_number(ids)))
-    shape = draw(st.integers(0, 3))
+        return _leaf(draw, ids)
+    shape = draw(_SHAPE)
     if shape == 0:
-        return draw(st.one_of(safe_scalar, planted(ids), planted_number(ids)))
+        return _leaf(draw, ids)
     if shape == 1:
-        return [draw(free_form(ids, depth + 1)) for _ in range(draw(st.integers(0, 4)))]
+        return [_free_form(draw, ids, depth + 1) for _ in range(draw(_LIST_LEN))]
     out: dict[str, object] = {}
-    for _ in range(draw(st.integers(0, 5))):
-        if draw(st.integers(0, 5)) == 0:  # a map keyed by an id
+    for _ in range(draw(_KEYS)):
+        if draw(_KEYS) == 0:  # a map keyed by an id
             key = draw(internal_id)
             ids.append(key)
         else:
             key = draw(any_key)
-        out[key] = draw(free_form(ids, depth + 1))
+        out[key] = _free_form(draw, ids, depth + 1)
     return out
+
+
+@st.composite
+def planted(draw, ids: list[str]) -> object:
+    """A value that is, or contains, a freshly generated internal id (recorded in ids)."""
+    return _planted(draw, ids)
+
+
+@st.composite
+def planted_number(draw, ids: list[str]) -> int:
+    """An integer of 16+ digits (recorded in ids as its digits)."""
+    return _planted_number(draw, ids)
+
+
+@st.composite
+def free_form(draw, ids: list[str], depth: int = 0) -> object:
+    """A metadata-like tree with ids planted at any depth, as values, in strings, as keys."""
+    return _free_form(draw, ids, depth)
 
 
 @st.composite
@@ -127,10 +157,10 @@ def events(draw) -> tuple[dict, list[str]]:
         "actor": {"type": "user", "id": actor_id, "email": draw(emails), "name": draw(names)},
         "organization": {"id": org_id, "slug": draw(slugs), "name": draw(names)},
         "targets": targets,
-        "context": {"location": "203.0.113.7", "extra": draw(free_form(ids))},
-        "metadata": {str(i): draw(free_form(ids)) for i in range(draw(st.integers(1, 4)))},
+        "context": {"location": "203.0.113.7", "extra": _free_form(draw, ids)},
+        "metadata": {str(i): _free_form(draw, ids) for i in range(draw(st.integers(1, 4)))},
     }
-    ev["metadata"]["note"] = draw(planted(ids))
+    ev["metadata"]["note"] = _planted(draw, ids)
     ev["metadata"]["session_id"] = draw(internal_id)  # id-named key, non-id-looking or not
     ids.append(ev["metadata"]["session_id"])
     return ev, ids
