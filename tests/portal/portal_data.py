@@ -107,10 +107,7 @@ def _phrase_in(doc: list[str], phrase: list[str]) -> bool:
     """Whether ``doc`` holds the words of ``phrase`` in a row, its last one as a prefix."""
     *head, last = phrase
     n = len(head)
-    for i in range(len(doc) - n):
-        if doc[i + n].startswith(last) and doc[i : i + n] == head:
-            return True
-    return False
+    return any(doc[i + n].startswith(last) and doc[i : i + n] == head for i in range(len(doc) - n))
 
 
 def _when(s: str) -> dt.datetime:
