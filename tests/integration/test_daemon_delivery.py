@@ -245,7 +245,7 @@ max_events = 10
 timeout = 0.05
 [sinks.dead_letter]
 max_bytes = 3000
-""")
+""", shutdown_timeout=1.0)  # the first stop cancels the blocked sink: no need to wait 10 s for it
     ids = write_events(ws.journal, "f", 100, seq=True)
     with ws.daemon() as d:
         d.wait_started()

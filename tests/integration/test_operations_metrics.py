@@ -111,7 +111,7 @@ max_backoff = 0.2
 [metrics]
 listen = "127.0.0.1:{port}"
 ready_stuck_after = 1.5
-""")
+""", shutdown_timeout=1.0)  # the stop cancels the failing sink: no need to wait 10 s for it
     with ws.daemon() as d:
         d.wait_started()
         wait_for(lambda: answers(f"{base}/healthz"), 20, message="metrics endpoint up")
