@@ -25,9 +25,11 @@ from auditshipd.testing import free_port, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
+# .cache holds the test servers scripts/test.sh installs (Azurite's node_modules, some
+# 200 MB): no part of the source, and copying it took longer than building the wheel.
 _NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "var", "__pycache__",
                                      "*.egg-info", "*.so", ".pytest_cache", ".ruff_cache",
-                                     ".hypothesis", "test-output", "tests", "bench")
+                                     ".hypothesis", ".cache", "test-output", "tests", "bench")
 
 
 # The installed wheel must answer on its own: no PYTHONPATH leading back to a source tree.
@@ -50,8 +52,10 @@ def installed(tmp_path_factory) -> Path:
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", src)
     (wheel,) = (tmp / "dist").glob("auditshipd-*.whl")
     venv = tmp / "venv"
-    run(sys.executable, "-m", "venv", venv)
-    run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel)
+    # Without a pip of its own (bootstrapping one took as long as the build): this
+    # environment's pip installs the wheel and its dependencies into it.
+    run(sys.executable, "-m", "venv", "--without-pip", venv)
+    run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", wheel)
     return venv
 
 
