@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from auditshipd.config import Config, parse_config
-from auditshipd.delivery import fanout
+from auditshipd.delivery import commits, fanout
 from auditshipd.delivery.batch import Batch
 from auditshipd.delivery.commits import CommitSaver
 from auditshipd.delivery.driver import SinkDriver
@@ -227,9 +227,12 @@ async def test_a_sink_added_later_backfills_from_the_beginning_then_joins(tmp_pa
     assert h.sinks["late"].accepted == ids[::2] + more
 
 
-async def test_an_idle_stream_gets_the_pass_position_committed(tmp_path):
+async def test_an_idle_stream_gets_the_pass_position_committed(tmp_path, monkeypatch):
     """A stream whose organization has no events commits the pass's position anyway
     (on restart it does not read again what it never needed)."""
+    # That commit comes every 5 s, looked for once a second: here every 0.1 s.
+    monkeypatch.setattr(commits, "_IDLE_COMMIT_EVERY", 0.1)
+    monkeypatch.setattr(commits, "_STATUS_EVERY", 0.1)
     config = make_config(tmp_path, sink_table("all") + sink_table("quiet", 'organizations = ["none"]'))
     write_events(tmp_path / "audit.jsonl", ["acme"] * 20)
     h = Harness(config)
