@@ -23,6 +23,7 @@ from ulid import ULID
 from auditshipd.errors import PermanentError, RetryableError
 from auditshipd.plugin import Batch, SinkContext
 from auditshipd.sinks.nats import NatsOptions, NatsSink, validate_options
+from auditshipd.testing import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -236,6 +237,18 @@ async def test_bad_credentials_are_permanent(tmp_path: Path) -> None:
         assert [json.loads(m.data)["id"] for m in msgs] == batch.ids
     finally:
         server.stop()
+
+
+async def test_a_refused_connection_is_reported_as_refused(tmp_path: Path) -> None:
+    """No server on the port: the send fails with the refusal, retryable, as soon as the
+    connection is refused (nats-py was left retrying it until the sink's timeout, which
+    then reported a timeout)."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    async with nats_sink(tmp_path, url, timeout=2.0) as sink:
+        with pytest.raises(RetryableError) as err:
+            await sink.send(Batch(make_events(1)))
+    assert "ConnectionRefusedError" in str(err.value), str(err.value)
+    assert "timeout" not in str(err.value)
 
 
 async def test_tls_verifies_the_server_certificate(tmp_path: Path) -> None:

@@ -245,16 +245,22 @@ class NatsSink:
             # Checked by validation already; if a file vanished since, hold the batch.
             raise RetryableError(f"nats sink: cannot load the TLS files: {exc}") from None
 
-        async def quiet(_exc: Exception) -> None:
+        errors: list[Exception] = []
+
+        async def quiet(exc: Exception) -> None:
             # nats-py logs connection errors through this callback; the sink reports
             # them itself, once, through the exception of the failed batch.
-            return None
+            errors.append(exc)
 
         kwargs: dict[str, Any] = {
             "servers": self._servers,
             "allow_reconnect": False,
             "connect_timeout": max(1, int(o.timeout)),
-            "max_reconnect_attempts": 0,
+            # nats-py takes 0 for "no limit": a server that refuses the connection was
+            # tried again every 2 s until the sink's own timeout, which then reported a
+            # timeout instead of the refusal. One attempt each, then the sink's retries.
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0,
             "error_cb": quiet,
             "name": f"auditshipd {self.name}",
             "tls": tls,
@@ -267,7 +273,9 @@ class NatsSink:
         try:
             nc = await asyncio.wait_for(self._nats.connect(**kwargs), o.timeout + 5)
         except Exception as exc:
-            raise classify_nats_error(exc, f"NATS connect to {self._where}") from exc
+            # "no servers available" after every address failed: say why the last did.
+            why = errors[-1] if errors and type(exc).__name__ == "NoServersError" else exc
+            raise classify_nats_error(why, f"NATS connect to {self._where}") from exc
         self._nc = nc
         self._js = nc.jetstream(timeout=o.timeout)
         return self._js
