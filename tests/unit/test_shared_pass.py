@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,29 @@ class Harness:
     async def stop(self) -> None:
         for d in self.drivers.values():
             d.stop()
-        await asyncio.wait_for(asyncio.gather(*self.tasks), 10)
+        await _finished(self.tasks, "drivers")
         for t in self.background:
             t.cancel()
-        await asyncio.gather(*self.background, return_exceptions=True)
+        await _finished(self.background, "the pass and the saver", errors=False)
+
+
+async def _finished(tasks: list[asyncio.Task[Any]], what: str, timeout: float = 10.0,
+                    errors: bool = True) -> None:
+    """Wait for ``tasks``; a stop that does not end fails within ``timeout`` naming where
+    every unfinished task of the loop waits (not after pytest-timeout's minutes, with
+    only the threads' stacks); with ``errors``, the first task's exception is raised."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=timeout)
+    if pending:
+        buf = io.StringIO()
+        for task in asyncio.all_tasks():
+            if not task.done() and task is not asyncio.current_task():
+                task.print_stack(file=buf)
+        raise AssertionError(f"{what} did not stop within {timeout} s:\n{buf.getvalue()}")
+    for task in tasks if errors else ():
+        if task.exception() is not None:
+            raise task.exception()
 
 
 until = functools.partial(wait_for_async, timeout=10.0, interval=0.01)
