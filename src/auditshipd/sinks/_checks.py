@@ -83,6 +83,13 @@ def header_fields(headers: Mapping[str, str], key: str = "headers") -> None:
 
 
 def readable_file(path: str | None, key: str) -> None:
-    """``path``, when set, names an existing file."""
-    if path is not None and not os.path.isfile(path):
+    """``path``, when set, names an existing file this process can read."""
+    if path is None:
+        return
+    if not os.path.isfile(path):
         raise ConfigError(f"file {path!r} not found", key=key)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc.strerror}", key=key) from None

@@ -47,7 +47,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
-from ._checks import positive_floats, split_url
+from ._checks import positive_floats, readable_file, split_url
 from ._http_common import RETRYABLE_STATUSES, parse_retry_after, scrub
 from .key_template import (
     DEFAULT_KEY_TEMPLATE,
@@ -168,12 +168,7 @@ def validate_options(options: AzureBlobOptions) -> None:
             if not (o.account_name or account_name_of(_endpoint(o))):
                 raise ConfigError("required with account_key when the URL does not name the "
                                   "account", key="account_name")
-    if o.ca_file is not None:
-        try:
-            with open(o.ca_file, "rb"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"cannot read {o.ca_file!r}: {exc.strerror}", key="ca_file") from None
+    readable_file(o.ca_file, "ca_file")
     positive_floats(o)
     if not module_available("azure.storage.blob.aio"):
         raise ConfigError(_MISSING_EXTRA, key="type")

@@ -41,7 +41,7 @@ from ..plugin import (
     hookimpl,
     module_available,
 )
-from ._checks import positive_floats, split_url
+from ._checks import positive_floats, readable_file, split_url
 from ._http_common import parse_retry_after
 from .key_template import (
     DEFAULT_KEY_TEMPLATE,
@@ -161,13 +161,7 @@ def validate_options(options: S3Options) -> None:
             )
         if options.object_lock_retain_days < 1:
             raise ConfigError("must be at least 1", key="object_lock_retain_days")
-    if options.ca_file is not None:
-        try:
-            with open(options.ca_file, "rb"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"cannot read {options.ca_file!r}: {exc.strerror}",
-                              key="ca_file") from None
+    readable_file(options.ca_file, "ca_file")
     positive_floats(options)
     if not module_available("aiobotocore"):
         raise ConfigError(_MISSING_EXTRA, key="type")
