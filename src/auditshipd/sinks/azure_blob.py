@@ -34,7 +34,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..config.env import is_placeholder
-from ..integrity.digest import digest_object_key
 from ..plugin import (
     Batch,
     ConfigError,
@@ -53,8 +52,7 @@ from .key_template import (
     DEFAULT_KEY_TEMPLATE,
     check_key_template,
     key_part,
-    names_by_content,
-    object_key,
+    object_name,
     template_for,
 )
 
@@ -260,9 +258,6 @@ class AzureBlobSink:
         self.context = context
         # With a format, the default names carry it and CEF objects are text.
         self.key_template = template_for(options.key_template, context.format)
-        # Names with {digest}: equal names hold equal bytes, so each is written once and
-        # "already exists" means delivered; without it an upload overwrites.
-        self.create_only = names_by_content(self.key_template)
         self.content_type = "text/plain" if context.format == "cef" else "application/x-ndjson"
         self._service_cls, self._content_settings, self._named_key = _import_sdk()
         self._secrets = _secrets(options)
@@ -323,11 +318,8 @@ class AzureBlobSink:
             # mtime=0: a replayed batch gives a byte-identical blob.
             body = gzip.compress(body, compresslevel=6, mtime=0)
             encoding = "gzip"
-        # A digest (integrity = true) is an object of its own under digests/, as in s3.
-        name = digest_object_key(batch, gzip=o.gzip)
-        create_only = name is None and self.create_only
-        if name is None:
-            name = object_key(self.key_template, batch, self.name, self.context.format, raw)
+        name, create_only = object_name(self.key_template, batch, self.name,
+                                        self.context.format, raw, gzip=o.gzip)
         # The MD5 is kept with the blob (whatever way it is uploaded): what tells that a
         # blob an immutability policy refuses to overwrite holds these bytes.
         md5 = hashlib.md5(body, usedforsecurity=False).digest()

@@ -30,7 +30,6 @@ from typing import Any
 
 import aiohttp
 
-from ..integrity.digest import digest_object_key
 from ..plugin import (
     Batch,
     ConfigError,
@@ -49,8 +48,7 @@ from .key_template import (
     DEFAULT_KEY_TEMPLATE,
     check_key_template,
     key_part,
-    names_by_content,
-    object_key,
+    object_name,
     template_for,
 )
 
@@ -135,9 +133,6 @@ class GcsSink:
         self.context = context
         # With a format, the default names carry it and CEF objects are text.
         self.key_template = template_for(options.key_template, context.format)
-        # Names with {digest}: equal names hold equal bytes, so each is written once and
-        # "already exists" means delivered; without it an upload overwrites.
-        self.create_only = names_by_content(self.key_template)
         self.content_type = "text/plain" if context.format == "cef" else "application/x-ndjson"
         self._storage_cls = _import_storage()
         self._session: aiohttp.ClientSession | None = None
@@ -175,11 +170,8 @@ class GcsSink:
             # (Content-Encoding -> contentEncoding); "contentEncoding" would become
             # "contentencoding", which GCS ignores.
             metadata["Content-Encoding"] = "gzip"
-        # A digest (integrity = true) is an object of its own under digests/, as in s3.
-        name = digest_object_key(batch, gzip=o.gzip)
-        create_only = name is None and self.create_only
-        if name is None:
-            name = object_key(self.key_template, batch, self.name, self.context.format, raw)
+        name, create_only = object_name(self.key_template, batch, self.name,
+                                        self.context.format, raw, gzip=o.gzip)
         try:
             await asyncio.wait_for(
                 self._storage.upload(

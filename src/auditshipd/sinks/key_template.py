@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from ..integrity.digest import digest_object_key
 from ..plugin import Batch, ConfigError
 from ..timestamps import parse_rfc3339, parse_rfc3339_ns
 
@@ -32,6 +33,7 @@ __all__ = [
     "key_part",
     "names_by_content",
     "object_key",
+    "object_name",
     "occurred_at",
     "occurred_at_ns",
     "template_for",
@@ -161,3 +163,15 @@ def occurred_at_ns(event: dict[str, Any]) -> int | None:
 def _is_event_time(value: Any) -> bool:
     # A date alone is not an event time here (the caller falls back to another time).
     return isinstance(value, str) and len(value.strip()) > 10
+
+
+def object_name(template: str, batch: Batch, sink: str, fmt: str, body: bytes, *,
+                gzip: bool = True) -> tuple[str, bool]:
+    """The name of ``batch``'s object (``body``: its bytes before gzip) and whether it may
+    be written create-only: an integrity digest record is an object of its own under
+    ``digests/``; a name from a template with ``{digest}`` holds equal bytes wherever it is
+    equal, so "already exists" means delivered (without it an upload overwrites)."""
+    name = digest_object_key(batch, gzip=gzip)
+    if name is not None:
+        return name, False
+    return object_key(template, batch, sink, fmt, body), names_by_content(template)

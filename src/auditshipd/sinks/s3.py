@@ -27,7 +27,6 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..integrity.digest import digest_object_key
 from ..netguard import BlockedDestination, check_literal, destination_host
 from ..plugin import (
     Batch,
@@ -50,6 +49,7 @@ from .key_template import (
     check_key_template,
     key_part,
     object_key,
+    object_name,
     template_for,
 )
 
@@ -301,8 +301,7 @@ class S3Sink:
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         params: dict[str, Any] = {
             "Bucket": o.bucket,
-            "Key": (digest_object_key(batch)
-                    or object_key(self.key_template, batch, self.name, self.format, raw)),
+            "Key": object_name(self.key_template, batch, self.name, self.format, raw)[0],
             "Body": body,
             "ContentMD5": base64.b64encode(md5).decode("ascii"),
             "ContentType": "text/plain" if self.format == "cef" else "application/x-ndjson",
