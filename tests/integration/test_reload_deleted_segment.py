@@ -12,45 +12,19 @@ from pathlib import Path
 
 import pytest
 from tests.helpers.daemon_in_process import running_daemon, until
+from tests.helpers.deleted_segments import (
+    crash_on,
+    delete_a_segment_only_the_pass_reads,
+    fast_has,
+    segment_key,
+    two_sinks_config,
+)
 from tests.helpers.sinks import file_sink
 
-from auditshipd.delivery.driver import SinkDriver
 from auditshipd.service import sink_restarts
 from auditshipd.testing import WebhookReceiver, read_jsonl_ids, write_events
 
 pytestmark = pytest.mark.integration
-
-
-def _config(root: Path, rx: WebhookReceiver, max_events: int) -> str:
-    journal = root / "journal" / "audit.jsonl"
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    return f"""
-shutdown_timeout = 2.0
-config_watch = false
-
-[journal]
-path = "{journal}"
-paths = ["{journal}*"]
-state_dir = "{root / 'state'}"
-poll_interval = 0.1
-rotate_wait = 0.3
-
-[metrics]
-enabled = false
-
-[[sinks]]
-name = "web"
-type = "http"
-url = "{rx.url}"
-[sinks.batch]
-max_events = {max_events}
-timeout = 0.05
-[sinks.retry]
-initial_backoff = 0.05
-max_backoff = 0.2
-attempt_timeout = 1.0
-max_attempts = 0
-""" + file_sink(root / "fast.jsonl", "fast", batch="timeout = 0.05")
 
 
 @pytest.mark.parametrize("how", ["reload", "crash"])
@@ -64,22 +38,7 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
     config = tmp_path / "auditshipd.toml"
     crash = asyncio.Event()
     monkeypatch.setattr(sink_restarts, "FIRST_DELAY", 0.2)
-    follow = SinkDriver._follow
-
-    async def crashing(self: SinkDriver) -> None:
-        inner = asyncio.ensure_future(follow(self))
-        told = asyncio.ensure_future(crash.wait())
-        await asyncio.wait({inner, told}, return_when=asyncio.FIRST_COMPLETED)
-        told.cancel()
-        if not (crash.is_set() and self.name == "web"):
-            return await inner
-        crash.clear()
-        inner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await inner
-        raise RuntimeError("a bug in the core")
-
-    monkeypatch.setattr(SinkDriver, "_follow", crashing)
+    crash_on(monkeypatch, crash)
 
     async def scenario(rx: WebhookReceiver) -> None:
         async with running_daemon(config) as d:
@@ -88,8 +47,7 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
                         "the other sink has the first segment")
             rotated = journal.with_name("audit.jsonl.1")
             os.rename(journal, rotated)
-            st = rotated.stat()
-            key = f"{st.st_dev}:{st.st_ino}"
+            key = segment_key(rotated)
             second = write_events(journal, "b", 20)
             await until(lambda: set(second) <= set(read_jsonl_ids(tmp_path / "fast.jsonl")),
                         "the other sink has the new file")
@@ -99,7 +57,7 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
                         "the pass let the deleted segment go")
             assert set(first) - set(rx.ids()), "the sink was meant to be behind"
             if how == "reload":
-                config.write_text(_config(tmp_path, rx, max_events=40))
+                config.write_text(two_sinks_config(tmp_path, rx, max_events=40))
                 assert await d.reload()
             else:  # its batches in flight finish (or not) before it restarts
                 old = d.drivers["web"]
@@ -114,7 +72,7 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
 
     with WebhookReceiver() as rx:
         rx.set_script([], default=answer)
-        config.write_text(_config(tmp_path, rx, max_events=50))
+        config.write_text(two_sinks_config(tmp_path, rx, max_events=50))
         asyncio.run(scenario(rx))
 
 
@@ -182,11 +140,6 @@ enabled = false
     asyncio.run(scenario())
 
 
-def _key(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_dev}:{st.st_ino}"
-
-
 def test_a_segment_deleted_while_a_crashed_sink_waits_for_its_restart_reaches_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sink that crashed waits seconds for its restart: a segment the pass reads
@@ -194,51 +147,20 @@ def test_a_segment_deleted_while_a_crashed_sink_waits_for_its_restart_reaches_it
     for what it lets go until the next driver of the sink takes it), not lost because no
     sink the pass knew needed it."""
     journal = tmp_path / "journal" / "audit.jsonl"
-    journal.parent.mkdir()
     config = tmp_path / "auditshipd.toml"
     crash = asyncio.Event()
     monkeypatch.setattr(sink_restarts, "FIRST_DELAY", 3.0)
-    follow = SinkDriver._follow
-
-    async def crashing(self: SinkDriver) -> None:
-        inner = asyncio.ensure_future(follow(self))
-        told = asyncio.ensure_future(crash.wait())
-        await asyncio.wait({inner, told}, return_when=asyncio.FIRST_COMPLETED)
-        told.cancel()
-        if not (crash.is_set() and self.name == "web"):
-            return await inner
-        crash.clear()
-        inner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await inner
-        raise RuntimeError("a bug in the core")
-
-    monkeypatch.setattr(SinkDriver, "_follow", crashing)
+    crash_on(monkeypatch, crash)
 
     async def scenario(rx: WebhookReceiver) -> None:
         async with running_daemon(config) as d:
-            assert d.shared is not None and d.shared.reader is not None
-
-            def fast_has(ids: list[str]) -> bool:
-                return set(ids) <= set(read_jsonl_ids(tmp_path / "fast.jsonl"))
-
             ids = write_events(journal, "a", 50)
-            await until(lambda: fast_has(ids) and set(ids) <= set(rx.ids()),
+            await until(lambda: fast_has(tmp_path, ids) and set(ids) <= set(rx.ids()),
                         "both sinks have the first segment")
             old = d.drivers["web"]
             crash.set()
             await until(lambda: d.drivers.get("web") is not old, "the crashed sink is down")
-            os.rename(journal, journal.with_name("audit.jsonl.1"))
-            second = write_events(journal, "b", 20)
-            gone = _key(journal)
-            await until(lambda: fast_has(second), "the other sink has the new segment")
-            os.rename(journal, journal.with_name("audit.jsonl.2"))
-            os.unlink(journal.with_name("audit.jsonl.2"))
-            ids += second + write_events(journal, "c", 1)
-            await until(lambda: gone not in d.shared.reader.segments, "the pass let it go")
-            ids += write_events(journal, "d", 1)  # the other sink's cursor moves past it
-            await until(lambda: fast_has(ids) and not d.shared.kept,
-                        "no running sink needs the deleted segment")
+            ids += (await delete_a_segment_only_the_pass_reads(d, tmp_path, 20, 1))[1]
             assert "web" not in d.drivers, "it restarted before the segment was let go"
             await until(lambda: "web" in d.drivers, "the sink restarted", timeout=20)
             await until(lambda: set(ids) <= set(rx.ids()),
@@ -246,22 +168,5 @@ def test_a_segment_deleted_while_a_crashed_sink_waits_for_its_restart_reaches_it
 
     with WebhookReceiver() as rx:
         rx.set_script([], default=200)
-        config.write_text(f"""
-shutdown_timeout = 2.0
-config_watch = false
-[journal]
-path = "{journal}"
-paths = ["{journal}*"]
-state_dir = "{tmp_path / 'state'}"
-poll_interval = 0.1
-rotate_wait = 0.3
-[metrics]
-enabled = false
-[[sinks]]
-name = "web"
-type = "http"
-url = "{rx.url}"
-[sinks.batch]
-timeout = 0.05
-""" + file_sink(tmp_path / "fast.jsonl", "fast", batch="timeout = 0.05"))
+        config.write_text(two_sinks_config(tmp_path, rx, max_events=1000))
         asyncio.run(scenario(rx))
