@@ -432,6 +432,24 @@ def _key(path: Path) -> str:
     return f"{st.st_dev}:{st.st_ino}"
 
 
+async def _delete_a_segment_only_the_pass_reads(h: Harness, journal: Path, start: int) -> str:
+    """With ``start`` events written so far: rotate the journal away, write 30 events to a
+    new file and, once sink "fast" has them, rotate and delete it; write 10 more, then once
+    the pass let it go one more, whose commit moves fast's cursor past it, so no sink the
+    pass knows needs it. Returns the deleted segment's key."""
+    os.rename(journal, journal.with_name("audit.jsonl.1"))
+    write_events(journal, [None] * 30, start=start)
+    second = _key(journal)
+    await until(lambda: len(h.sinks["fast"].accepted) == start + 30)
+    os.rename(journal, journal.with_name("audit.jsonl.2"))
+    os.unlink(journal.with_name("audit.jsonl.2"))
+    write_events(journal, [None] * 10, start=start + 30)
+    await until(lambda: second not in h.shared.reader.segments)
+    write_events(journal, [None], start=start + 40)
+    await until(lambda: len(h.sinks["fast"].accepted) == start + 41 and not h.shared.kept)
+    return second
+
+
 async def test_a_segment_the_pass_reads_after_a_sink_left_and_that_is_deleted_reaches_it(tmp_path):
     """A sink reading alone is stuck in a dispatch (its destination hangs) while the pass,
     ahead of it, reads a new segment that is then rotated away and deleted: the sink's
@@ -588,16 +606,7 @@ async def test_a_stopping_sink_hands_over_a_segment_the_pass_let_go_while_it_dra
                 and slow._reader.segments[first].offset == size and len(slow._tasks) == 2)
     assert not slow._joined
     slow.stop()  # stops reading; its two batches are still in flight
-    os.rename(journal, tmp_path / "audit.jsonl.1")
-    write_events(journal, [None] * 30, start=10)
-    second = _key(journal)
-    await until(lambda: len(h.sinks["fast"].accepted) == 40)
-    os.rename(journal, tmp_path / "audit.jsonl.2")
-    os.unlink(tmp_path / "audit.jsonl.2")
-    write_events(journal, [None] * 10, start=40)
-    await until(lambda: second not in h.shared.reader.segments)
-    write_events(journal, [None], start=50)  # its commit moves fast's cursor past it
-    await until(lambda: len(h.sinks["fast"].accepted) == 51 and not h.shared.kept)
+    second = await _delete_a_segment_only_the_pass_reads(h, journal, 10)
     sink.gate.set()
     await asyncio.wait_for(h.tasks[0], 10)
     assert second in slow.leftover
@@ -624,16 +633,7 @@ async def test_a_joined_sink_stopping_hands_over_a_segment_the_pass_let_go_while
     assert slow._joined
     slow.stop()  # its batch is still in flight
     await until(lambda: not slow._joined)
-    os.rename(journal, tmp_path / "audit.jsonl.1")
-    write_events(journal, [None] * 30, start=5)
-    second = _key(journal)
-    await until(lambda: len(h.sinks["fast"].accepted) == 35)
-    os.rename(journal, tmp_path / "audit.jsonl.2")
-    os.unlink(tmp_path / "audit.jsonl.2")
-    write_events(journal, [None] * 10, start=35)
-    await until(lambda: second not in h.shared.reader.segments)
-    write_events(journal, [None], start=45)  # its commit moves fast's cursor past it
-    await until(lambda: len(h.sinks["fast"].accepted) == 46 and not h.shared.kept)
+    second = await _delete_a_segment_only_the_pass_reads(h, journal, 5)
     gate.set()
     await asyncio.wait_for(h.tasks[0], 10)
     assert list(slow.leftover) == [second]
