@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import random
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from tests.helpers.blocked_read import block_reads
 
 from auditshipd.config import RetryConfig, parse_config
 from auditshipd.delivery.batch import Batch
@@ -267,20 +266,7 @@ async def test_stopping_closes_the_reader_once_a_read_in_progress_is_done(tmp_pa
     await until(lambda: sink.accepted == ["e0"])
     reader = driver._reader
     assert reader is not None
-    entered, go = threading.Event(), threading.Event()
-    seen: list[int | None] = []
-    read = reader._read
-
-    def blocked_read(seg: Any) -> Any:
-        entered.set()
-        go.wait(10)
-        try:
-            seen.append(os.fstat(seg.fd).st_ino)
-        except OSError:
-            seen.append(None)
-        return read(seg)
-
-    reader._read = blocked_read  # type: ignore[method-assign]
+    entered, go, seen = block_reads(reader)
     try:
         await until(entered.is_set)
         driver.stop()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from tests.helpers.blocked_read import block_reads
 
 from auditshipd.delivery.lines import decode_lines
 from auditshipd.journal.cursor import HEAD_BYTES, CursorState, SegmentCursor, digest
@@ -1685,25 +1686,10 @@ async def test_aclose_waits_for_a_read_running_in_its_thread(
         journal: Path, consumer: Consumer) -> None:
     """Cancelling the task awaiting a read does not stop the read's thread: aclose closes
     the descriptors once that read is done, never under it."""
-    import threading
-
     append(journal, lines("a", 2))
     reader = consumer.start()
     await consumer.collect(2)
-    entered, go = threading.Event(), threading.Event()
-    seen: list[int | None] = []
-    read = reader._read
-
-    def blocked_read(seg):
-        entered.set()
-        go.wait(10)
-        try:
-            seen.append(os.fstat(seg.fd).st_ino)
-        except OSError:
-            seen.append(None)
-        return read(seg)
-
-    reader._read = blocked_read
+    entered, go, seen = block_reads(reader)
     pending = asyncio.ensure_future(reader.next_item(None))
     try:
         while not entered.is_set():
