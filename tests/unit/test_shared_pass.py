@@ -292,6 +292,56 @@ async def test_start_at_end_is_the_end_when_the_daemon_starts_not_when_the_sink_
     assert sink.accepted == new
 
 
+@pytest.mark.parametrize("before", ["stopped at once", "no journal yet", "cursor emptied"])
+async def test_start_at_end_applies_once_a_restart_reads_what_was_written_while_down(
+        tmp_path, before):
+    """start_at = "end" is the end when the sink first started, not at every start: the
+    lines written while the daemon was down are delivered after its restart, whether it
+    had stopped before reading anything (its cursor saved empty), before the journal
+    existed, or after every segment it read left the glob (its cursor emptied again)."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table(
+        "only", 'start_at = "end"\n[sinks.batch]\ntimeout = 0.05'))
+    journal = tmp_path / "audit.jsonl"
+    old = write_events(journal, [None] * 5) if before != "no journal yet" else []
+    h = Harness(config)
+    await h.start()
+    if before == "cursor emptied":
+        old += write_events(journal, [None] * 5, start=5)
+        await until(lambda: len(h.sinks["only"].accepted) == 5)
+        os.rename(journal, tmp_path / "archived")  # out of the glob: let go
+        only = h.drivers["only"]
+        await until(lambda: not h.shared.reader.segments and not only.committed.segments)
+    await h.stop()
+    assert (tmp_path / "state" / "cursors" / "only.json").exists()
+    down = write_events(journal, [None] * 5, start=10)  # while the daemon is down
+    h = Harness(config)
+    await h.start()
+    up = write_events(journal, [None] * 5, start=15)
+    await until(lambda: len(h.sinks["only"].accepted) == 10)
+    await h.stop()
+    assert h.sinks["only"].accepted == down + up
+    assert not set(old) & set(h.sinks["only"].accepted)
+
+
+async def test_an_empty_cursor_saved_before_starts_were_recorded_still_starts_at_the_end(
+        tmp_path):
+    """A cursor file with no position that acknowledged nothing and does not say the
+    sink started (as saved by earlier versions when a sink at start_at = "end" stopped
+    before reading) keeps meaning a fresh sink: the journal is not sent from its start."""
+    config = make_config(tmp_path, sink_table("only", 'start_at = "end"'))
+    journal = tmp_path / "audit.jsonl"
+    write_events(journal, [None] * 5)
+    (tmp_path / "state" / "cursors").mkdir(parents=True)
+    (tmp_path / "state" / "cursors" / "only.json").write_text(
+        '{"version":1,"sink":"only","segments":{},"acked_events":0,"integrity":null}')
+    h = Harness(config)
+    await h.start()
+    new = write_events(journal, [None] * 3, start=5)
+    await until(lambda: len(h.sinks["only"].accepted) == 3)
+    await h.stop()
+    assert h.sinks["only"].accepted == new
+
+
 @pytest.mark.parametrize("start_at", ["end", "2030-01-01T00:00:00Z"])
 async def test_start_at_is_honoured_beside_the_pass(tmp_path, start_at):
     """start_at = "end" or a time beside a sink reading from the beginning: the late

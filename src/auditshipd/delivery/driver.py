@@ -39,7 +39,7 @@ from .commits import CommitSaver
 from .fanout import SharedPass
 from .lines import LineProcessor, ProcessedChunk
 from .outbox import Outbox
-from .positions import needs_segment
+from .positions import needs_segment, reader_position, starts_at_end
 from .quarantine import QuarantineRecord
 from .scope import SinkScope
 from .sealing import sealing_for
@@ -109,29 +109,28 @@ class SinkDriver(Outbox):
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the cursor; alone, or starting at the journal's end, open the reader.
-        "end" is the journal's end now, before the daemon reports it started: lines
-        appended once the start is reported are read, even when the sink itself takes
-        longer to start (a broker connecting)."""
+        """Load the cursor; alone, or starting at the journal's end, open the reader. "end"
+        is the end now, before the daemon reports it started (lines appended once it is
+        reported are read, even when the sink takes longer to start), saved as a position."""
         self.committed = await asyncio.to_thread(self.cursors.load, self.name)
         self.sealing = sealing_for(self.config, self.sc, self.committed.integrity)
+        at_end = starts_at_end(self.sc.start_at, self.committed)
         if self.shared is None:
-            self._reader = self._new_reader(self.committed, self.signal, self._starts_at_end(),
+            self._reader = self._new_reader(self.committed, self.signal, at_end,
                                             inherit=take_held({}, self.inherit))
-        elif self._starts_at_end():
+        elif at_end:
             self._reader = self._new_reader(self.committed, self.shared.advanced, True,
                                             solo_block=True)
         if self._reader is not None and self._reader.start_at_end:
             await asyncio.to_thread(self._reader.prime)
+            self.committed.segments = reader_position(self._reader)
+        self.committed.started = True
 
     def start_point(self) -> CursorState | str:
         """Where this sink starts: its cursor, or "end" / "beginning" without one."""
         if self.committed.segments:
             return self.committed
-        return "end" if self._starts_at_end() else "beginning"
-
-    def _starts_at_end(self) -> bool:
-        return self.sc.start_at == "end" and not self.committed.segments
+        return "end" if starts_at_end(self.sc.start_at, self.committed) else "beginning"
 
     def _new_reader(self, state: CursorState, signal: ChangeSignal, end: bool, *,
                     solo_block: bool = False,

@@ -36,7 +36,7 @@ from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
 from ..journal.watch import ChangeSignal
 from .lines import LineProcessor, split_lines
-from .positions import needs_segment, offsets, relation
+from .positions import needs_segment, offsets, reader_position, relation
 from .routing import Policy
 from .scope import NOT_AN_OBJECT, chunk_scopes
 
@@ -126,7 +126,7 @@ class SharedPass:
             self.position.update(start.segments)
         elif start == "end":
             self.reader.prime()
-            self.position.update({k: s.mark() for k, s in self.reader.segments.items()})
+            self.position.update(reader_position(self.reader))
         self.bounds.update(self.position)
 
     async def run(self) -> None:

@@ -346,7 +346,8 @@ class Outbox:
         """A copy of the committed cursor, safe to save from a worker thread."""
         return CursorState(sink=self.name, segments=dict(self.committed.segments),
                            acked_events=self.committed.acked_events,
-                           integrity=self.committed.integrity)
+                           integrity=self.committed.integrity,
+                           started=self.committed.started)
 
     def sync_stats(self) -> None:
         """Bring the stats up to date before they are written or read."""

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ..journal.cursor import SegmentCursor
+from ..journal.cursor import CursorState, SegmentCursor
 
 if TYPE_CHECKING:
+    from ..journal.reader import JournalReader
     from .driver import SinkDriver
 
-__all__ = ["needs_segment", "offsets", "relation"]
+__all__ = ["needs_segment", "offsets", "reader_position", "relation", "starts_at_end"]
 
 
 def relation(position: Mapping[str, SegmentCursor], pass_position: Mapping[str, SegmentCursor],
@@ -47,3 +48,16 @@ def needs_segment(driver: SinkDriver, key: str) -> bool:
     yet (in flight, or being built)."""
     job = driver.job  # the batch being built
     return driver.holds_segment(key) or (job.position is not None and key in job.position)
+
+
+def reader_position(reader: JournalReader) -> dict[str, SegmentCursor]:
+    """Where ``reader`` stands in each segment it reads (after ``prime``: the end)."""
+    return {k: s.mark() for k, s in reader.segments.items()}
+
+
+def starts_at_end(start_at: str, committed: CursorState) -> bool:
+    """Whether a sink at ``start_at`` with cursor ``committed`` starts at the journal's
+    end: only a fresh one. A sink that started once reads on from its cursor, even an
+    empty one (every segment it was in was read and let go)."""
+    c = committed
+    return start_at == "end" and not (c.segments or c.acked_events or c.started)

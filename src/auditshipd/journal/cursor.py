@@ -53,6 +53,11 @@ class CursorState(msgspec.Struct, kw_only=True):
     # event: saved in the same atomic write as the offsets, so a re-send after a crash
     # carries the same seq and hash.
     integrity: dict[str, Any] | None = None
+    # The sink has started from this cursor once: start_at was applied then, and from
+    # now on the journal is read on from ``segments``, every file from its start when it
+    # is empty (every segment it was in was read and let go). Without it, an empty
+    # cursor that had acknowledged nothing was taken as a fresh sink's.
+    started: bool = False
 
 
 _encoder = msgspec.json.Encoder()
