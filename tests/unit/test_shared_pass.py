@@ -724,3 +724,55 @@ async def test_descriptors_are_taken_from_the_pass_between_two_of_its_reads(tmp_
     assert await asyncio.wait_for(taking, 10) == {}  # still in the glob: nothing to hold
     reader._read = read
     await h.stop()
+
+
+async def _late_sink_handed_an_unread_segment(tmp_path: Path) -> tuple[Harness, SinkDriver, str,
+                                                                         list[str]]:
+    """Sink "first" reads a segment that is then deleted and let go by the pass; sink
+    "late" (a successor: started, at the pass's position, which no longer names that
+    segment) is handed its descriptor, as a driver that stopped before reading the
+    segment hands it on. Returns the harness, late's driver (started, not run), the
+    segment's key and its events' ids."""
+    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table("first")
+                         + sink_table("late", "[sinks.batch]\ntimeout = 0.05"))
+    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    journal = tmp_path / "audit.jsonl"
+    ids = write_events(journal, [None] * 5)
+    h = Harness(config)
+    await h.start()
+    first = h.drivers["first"]
+    await until(lambda: len(h.sinks["first"].accepted) == 5)
+    gone, fd = _key(journal), os.open(journal, os.O_RDONLY)
+    os.unlink(journal)
+    await until(lambda: not h.shared.reader.segments and not h.shared.position
+                and not first.committed.segments)
+    config.sinks.append(late_sc)
+    late = h.driver("late")
+    late.cursors.save(CursorState(sink="late", segments={}, acked_events=7, started=True))
+    late.inherit = {gone: (str(journal), fd)}
+    await late.start()
+    return h, late, gone, ids
+
+
+async def test_a_sink_handed_a_segment_it_has_not_read_reads_it_before_joining(tmp_path):
+    """A sink whose position is the pass's, handed a deleted segment the pass read and
+    let go but the sink never had (its predecessor stopped before reading it), reads it
+    alone before joining the pass: joining at once would drop it, its lines lost."""
+    h, late, _gone, ids = await _late_sink_handed_an_unread_segment(tmp_path)
+    h.tasks.append(asyncio.create_task(late.run()))
+    await until(lambda: set(h.sinks["late"].accepted) == set(ids))
+    more = write_events(tmp_path / "audit.jsonl", [None] * 3, start=5)
+    await until(lambda: len(h.sinks["late"].accepted) == 8 and late._joined)
+    await h.stop()
+    assert h.sinks["late"].accepted == ids + more
+
+
+async def test_a_sink_stopped_before_reading_hands_on_a_segment_it_has_not_read(tmp_path):
+    """The same sink stopped (another reload) before it read anything: the segment
+    outside its position goes on to its successor, not dropped as one it finished."""
+    h, late, gone, _ids = await _late_sink_handed_an_unread_segment(tmp_path)
+    late.stop()
+    await asyncio.wait_for(late.run(), 10)
+    assert list(late.leftover) == [gone]
+    os.close(late.leftover[gone][1])
+    await h.stop()

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from ..config import Config, SinkConfig
@@ -39,7 +38,7 @@ from .commits import CommitSaver
 from .fanout import SharedPass
 from .lines import LineProcessor, ProcessedChunk
 from .outbox import Outbox
-from .positions import needs_segment, reader_position, starts_at_end
+from .positions import handed_unread, reader_position, starts_at_end
 from .quarantine import QuarantineRecord
 from .scope import SinkScope
 from .sealing import sealing_for
@@ -160,9 +159,9 @@ class SinkDriver(Outbox):
             self.raise_if_broken()  # a delivery's bookkeeping failed: crash, restart
         finally:
             # What it still needs of segments that left the glob, while the pass keeps
-            # them for it: its successor (a reload, a restart) reads on from these.
-            held = take_held(await self.shared.held_for(self) if self.shared else {},
-                             keep_only(self.inherit, partial(needs_segment, self)))
+            # them for it, and what it was handed (all of it when it stopped before
+            # reading): its successor (a reload, a restart) reads on from these.
+            held = take_held(await self.shared.held_for(self) if self.shared else {}, self.inherit)
             # and those the pass lets go from now on, which it does not read: up to its
             # end here, then until its successor takes them
             offered = self.shared.kept.hand_over(self.name) if self.shared else KeptSegments()
@@ -246,7 +245,8 @@ class SinkDriver(Outbox):
         position = dict(self.committed.segments)
         primed = self._reader  # starting at the end: primed by start()
         while not self._stopping.is_set():
-            if primed is None and shared.relation(position) == "at" and shared.admits(self):
+            if (primed is None and shared.relation(position) == "at" and shared.admits(self)
+                    and not handed_unread(position, self.inherit, shared.kept.waiting(self.name))):
                 self.join_pass()
             else:
                 # Segments the pass holds that left the glob: read on from its descriptors

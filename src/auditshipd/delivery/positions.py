@@ -3,7 +3,7 @@ shared pass, whether a sink still needs a segment, a position's offsets as a key
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ..journal.cursor import CursorState, SegmentCursor
@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from ..journal.reader import JournalReader
     from .driver import SinkDriver
 
-__all__ = ["needs_segment", "offsets", "reader_position", "relation", "starts_at_end"]
+__all__ = ["handed_unread", "needs_segment", "offsets", "reader_owes", "reader_position",
+           "relation", "starts_at_end"]
 
 
 def relation(position: Mapping[str, SegmentCursor], pass_position: Mapping[str, SegmentCursor],
@@ -61,3 +62,20 @@ def starts_at_end(start_at: str, committed: CursorState) -> bool:
     empty one (every segment it was in was read and let go)."""
     c = committed
     return start_at == "end" and not (c.segments or c.acked_events or c.started)
+
+
+def handed_unread(position: Mapping[str, SegmentCursor], *handed: Iterable[str]) -> bool:
+    """Whether a segment among the ``handed`` keys (descriptors a sink's driver was
+    handed by the one it replaces, or offered since) is outside the sink's ``position``:
+    one it never read, which the pass let go and its position no longer names, so
+    "level with the pass" does not tell it was read; the sink reads it alone first."""
+    return any(key not in position for keys in handed for key in keys)
+
+
+def reader_owes(reader: JournalReader, position: Mapping[str, SegmentCursor]) -> bool:
+    """Whether ``reader`` still has to read a segment handed or offered to it that its
+    ``position`` does not name (not adopted yet, or adopted out of the glob and not
+    read to its end): joining the pass before would drop its lines."""
+    return bool(reader.inherited) or bool(len(reader.offered)) or any(
+        key not in position and not seg.in_glob and not seg.at_eof()
+        for key, seg in reader.segments.items())

@@ -17,6 +17,7 @@ from ..journal.cursor import SegmentCursor
 from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
 from .batcher import Part, add_lines, cut_chunk
+from .positions import reader_owes
 
 if TYPE_CHECKING:
     from .driver import SinkDriver
@@ -47,7 +48,7 @@ async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPa
     loop = asyncio.get_running_loop()
     stopping = driver.stopping
     while not stopping.is_set():
-        if shared is not None and not reader.has_pending:
+        if shared is not None and not reader.has_pending and not reader_owes(reader, position):
             relation = shared.relation(position)
             if relation == "at" and shared.admits(driver):
                 driver.join_pass()

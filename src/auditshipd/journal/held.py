@@ -107,6 +107,11 @@ class KeptSegments:
         """The box waiting for sink ``name``'s new driver, if any (still watched)."""
         return self._between.pop(name, None)
 
+    def waiting(self, name: str) -> list[str]:
+        """The segments in the box waiting for sink ``name``'s new driver."""
+        box = self._between.get(name)
+        return box.segment_keys() if box is not None else []
+
     def forget(self, keep: Callable[[str], bool]) -> None:
         """Close the boxes waiting for sinks that are not ``keep`` (removed, or whose
         driver joined the pass: level with it, it needs none)."""

@@ -87,7 +87,7 @@ class JournalReader:
         # Descriptors handed over (key -> (path, fd), this reader's to close) of segments
         # that left the glob, which another reader still holds: a cursor entry whose file
         # is gone by name is read on from them, not given up (a sink leaving the pass).
-        self._inherit = dict(inherit or {})
+        self.inherited = dict(inherit or {})
         # Segments the shared pass let go (left the glob, read to their end) since this
         # reader started beside it: adopted (from their start) by the next scan unless
         # this reader knows them; none was lost for being deleted before it looked.
@@ -187,7 +187,7 @@ class JournalReader:
         segments handed over or offered that it has not read yet."""
         self._closed = True  # no further pass starts
         async with self.reading:
-            held = take_held(take_held(self.held_out_of_glob(), self._inherit), keep_only(
+            held = take_held(take_held(self.held_out_of_glob(), self.inherited), keep_only(
                 self.offered.take(), lambda k: not self._had(k))) if hand_over else {}
             self.close()
         return held
@@ -195,7 +195,7 @@ class JournalReader:
     def close(self) -> None:
         self._closed = True
         self.offered.close()
-        keep_only(self._inherit, lambda _key: False)
+        keep_only(self.inherited, lambda _key: False)
         for seg in self.segments.values():
             with contextlib.suppress(OSError):
                 os.close(seg.fd)
@@ -313,21 +313,21 @@ class JournalReader:
             # entry for the next scan: releasing it made that file be read from 0.
             for key, cur in list(self.known.items()):
                 if key not in self.segments and key not in seen:
-                    if key in self._inherit and self._adopt_inherited(key):
+                    if key in self.inherited and self._adopt_inherited(key):
                         continue
                     self._retire(key, cur)
                     self._pending.append(Release(key))
                     del self.known[key]
             self._first_scan = False
-        take_held(self._inherit, self.offered.take())
-        for key in [k for k in self._inherit if k not in seen and not self._had(k)]:
+        take_held(self.inherited, self.offered.take())
+        for key in [k for k in self.inherited if k not in seen and not self._had(k)]:
             # Not in the cursor: adopted after its last acknowledged batch (by the reader
             # this one replaces, or by the pass): read from its start.
             self._adopt_inherited(key)
-        for _path, fd in self._inherit.values():  # not needed: a file found by name, known
+        for _path, fd in self.inherited.values():  # not needed: a file found by name, known
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._inherit.clear()
+        self.inherited.clear()
 
     def _adopt(self, path: str, key: str, st: os.stat_result) -> None:
         # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open (the
@@ -353,7 +353,7 @@ class JournalReader:
     def _adopt_inherited(self, key: str) -> bool:
         """Read on from a handed-over descriptor of a segment that left the glob: released
         once drained and rotate_wait has passed, as the reader that held it would."""
-        path, fd = self._inherit.pop(key)
+        path, fd = self.inherited.pop(key)
         try:
             self._adopt_fd(path, key, os.fstat(fd), fd)
         except OSError as exc:

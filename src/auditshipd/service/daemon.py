@@ -18,7 +18,6 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +26,8 @@ from ..delivery.commits import CommitSaver
 from ..delivery.contexts import sink_context
 from ..delivery.driver import SinkDriver
 from ..delivery.fanout import SharedPass
-from ..delivery.positions import needs_segment
 from ..errors import ConfigError
-from ..journal.held import keep_only, take_held
+from ..journal.held import take_held
 from ..journal.watch import ChangeSignal, JournalWatcher
 from ..journal.writer import daemon_journal
 from ..scrub import scrub_secrets
@@ -332,8 +330,8 @@ class Daemon:
         try:
             await driver.start()
         except BaseException:
-            take_held(self.leftovers.setdefault(sc.name, {}),
-                      keep_only(driver.inherit, partial(needs_segment, driver)))
+            # it read nothing: all it was handed is still needed (read or not yet)
+            take_held(self.leftovers.setdefault(sc.name, {}), driver.inherit)
             raise
         return driver
 
