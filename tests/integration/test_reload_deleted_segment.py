@@ -21,24 +21,36 @@ from tests.helpers.deleted_segments import (
 )
 from tests.helpers.sinks import file_sink
 
+from auditshipd.delivery.driver import SinkDriver
 from auditshipd.service import sink_restarts
 from auditshipd.testing import WebhookReceiver, read_jsonl_ids, write_events
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("how", ["reload", "crash"])
+@pytest.mark.parametrize("how", ["reload", "crash", "reload, start fails once"])
 @pytest.mark.parametrize("answer", ["hang", 503])
 def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer, how: str) -> None:
     """``hang``: the sink's batch is in flight, it is still joined to the pass (the pass
     keeps the segment for it); ``503``: it retries and reads alone (its reader holds it).
-    Its driver is then replaced by a reload that changes it, or after a crash (a bug)."""
+    Its driver is then replaced by a reload that changes it, or after a crash (a bug);
+    or by a reload whose new driver fails to start once (its state dir refusing a file)
+    and is started again later: what it was handed waits for the next one."""
     journal = tmp_path / "journal" / "audit.jsonl"
     config = tmp_path / "auditshipd.toml"
     crash = asyncio.Event()
     monkeypatch.setattr(sink_restarts, "FIRST_DELAY", 0.2)
     crash_on(monkeypatch, crash)
+    start, fail_start = SinkDriver.start, asyncio.Event()
+
+    async def failing_start(self: SinkDriver) -> None:
+        if fail_start.is_set() and self.name == "web":
+            fail_start.clear()
+            raise PermissionError("cursors/web.json: permission denied")
+        await start(self)
+
+    monkeypatch.setattr(SinkDriver, "start", failing_start)
 
     async def scenario(rx: WebhookReceiver) -> None:
         async with running_daemon(config) as d:
@@ -56,7 +68,9 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
             await until(lambda: key not in d.shared.reader.segments,
                         "the pass let the deleted segment go")
             assert set(first) - set(rx.ids()), "the sink was meant to be behind"
-            if how == "reload":
+            if how.startswith("reload"):
+                if how != "reload":
+                    fail_start.set()
                 config.write_text(two_sinks_config(tmp_path, rx, max_events=40))
                 assert await d.reload()
             else:  # its batches in flight finish (or not) before it restarts
