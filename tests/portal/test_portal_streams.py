@@ -255,3 +255,22 @@ async def test_a_resolved_error_is_shown_as_resolved(streams_portal, http) -> No
     row = html[html.index('data-stream="shared"'):]
     row = row[:row.index("</tr>")]
     assert "resolved: delivering again since" in row and "error-text" not in row
+
+
+@pytest.mark.parametrize(("events", "shown"), [
+    (1, "1 event indexed"), (3, "3 events indexed"), (4, "More than 3 events indexed")])
+async def test_streams_page_counts_indexed_events_up_to_the_cap(
+        streams_portal, http, monkeypatch, events, shown) -> None:
+    """The page says how many of the principal's events the portal holds, counted no
+    further than the search's total (an exact count of a big store scans it per view)."""
+    from auditshipd.portal import paging
+
+    monkeypatch.setattr(paging, "TOTAL_CAP", 3)
+    lines = [LINE % i for i in range(events)]
+    lines += [LINE.replace(b"acme", b"globex") % (100 + i) for i in range(5)]
+    await streams_portal.store.insert_lines(lines)
+    headers = {"Authorization": f"Bearer {streams_portal.test_tokens['acme']}"}
+    async with http.get(f"{streams_portal.url}/streams", headers=headers) as r:
+        assert r.status == 200
+        html = await r.text()
+    assert f'<span class="muted" id="indexed">{shown} in the portal</span>' in html
