@@ -472,7 +472,8 @@ static int digits(const char *s, int k, int *out)
 }
 
 /* Milliseconds since the epoch of ``YYYY-MM-DDTHH:MM:SS[.fff]Z`` (event._fast_ms); 0:
- * another form or an invalid date (the Python code decides what it is). */
+ * another form, an invalid date or a leap second (second 60: the Python code decides
+ * what it is, timestamps.py reads a leap second as the second before it). */
 static int epoch_ms(Val at, long long *ms)
 {
     if (at.kind != V_STR || at.esc)
