@@ -245,6 +245,40 @@ def test_an_ipv6_zone_index_is_left_out_of_every_ip_field():
     assert ecs["source"]["ip"] == ocsf["src_endpoint"]["ip"] == "fe80::1"
 
 
+@pytest.mark.parametrize("location", ["::ffff:192.0.2.7", "::FFFF:192.0.2.7",
+                                      "::ffff:c000:207", "0:0:0:0:0:FFFF:C000:0207",
+                                      "::ffff:192.0.2.7%eth0", "::Ffff:c000:0207%2"])
+def test_an_ipv4_mapped_address_is_written_as_the_ipv4_client(location):
+    """``::ffff:192.0.2.7`` (what a dual-stack server sees of an IPv4 client), in any
+    spelling, with or without a zone index, is ``192.0.2.7`` in ECS source.ip, OCSF
+    src_endpoint.ip and CEF src (not c6a2), in every tier: SIEMs key on the dotted form."""
+    line = _encode({"id": "a", "action": "api.called", "occurred_at": "2024-05-01T09:00:00Z",
+                    "context": {"location": location}})
+    outs = {}
+    for fmt in FORMATS:
+        with_c, without = encoders(fmt)
+        (outs[fmt],) = with_c.encode_lines([line])
+        assert outs[fmt] == without.encode_lines([line])[0] == reference(fmt, [line])[0]
+    assert json.loads(outs["ecs"])["source"]["ip"] == "192.0.2.7"
+    assert json.loads(outs["ocsf"])["src_endpoint"]["ip"] == "192.0.2.7"
+    assert outs["cef"].endswith(b" src=192.0.2.7 externalId=a") and b"c6a2" not in outs["cef"]
+
+
+@pytest.mark.parametrize(("location", "ip"), [("::c000:207", "::c000:207"),
+                                              ("64:ff9b::192.0.2.7", "64:ff9b::c000:207"),
+                                              ("::ffff:0:c000:207", "::ffff:0:c000:207")])
+def test_other_ipv6_forms_holding_an_ipv4_address_stay_ipv6(location, ip):
+    """Only the mapped form is an IPv4 client; IPv4-compatible (deprecated), NAT64 and
+    IPv4-translated addresses are IPv6 clients, written as IPv6 (CEF c6a2)."""
+    line = _encode({"id": "a", "action": "api.called", "occurred_at": "2024-05-01T09:00:00Z",
+                    "context": {"location": location}})
+    for fmt in FORMATS:
+        with_c, without = encoders(fmt)
+        (out,) = with_c.encode_lines([line])
+        assert out == without.encode_lines([line])[0] == reference(fmt, [line])[0]
+        assert ip.encode() in out and b"src=" not in out, fmt
+
+
 def test_bad_plans_and_arguments_raise_instead_of_writing():
     """The C entry point checks what it is given: an unknown format, plans of the wrong
     shape and a non-sequence raise errors that name the problem."""

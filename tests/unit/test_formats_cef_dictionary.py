@@ -1,5 +1,5 @@
 """CEF against the ArcSight extension dictionary: an IPv6 source address goes to ``c6a2``
-(labelled; ``src`` is IPv4), and values are cut to the dictionary's maximum lengths
+(labelled; ``src`` is IPv4, an IPv4-mapped address included), and values are cut to the dictionary's maximum lengths
 (characters, before escaping), the same in every tier."""
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ def encoded(**kw: Any) -> tuple[str, dict[str, str]]:
 
 
 @pytest.mark.parametrize("location,want", [("2001:DB8:0::1", "2001:db8::1"),
-                                           ("::ffff:192.0.2.1", "::ffff:c000:201"),
                                            ("fe80::1%eth0", "fe80::1")])
 def test_an_ipv6_source_goes_to_c6a2_with_its_label(location, want):
     _, pairs = encoded(context={"location": location})
@@ -57,9 +56,13 @@ def test_an_ipv6_source_goes_to_c6a2_with_its_label(location, want):
     assert "src" not in pairs
 
 
-def test_an_ipv4_source_stays_in_src():
-    _, pairs = encoded(context={"location": "192.0.2.44"})
-    assert pairs["src"] == "192.0.2.44" and "c6a2" not in pairs
+@pytest.mark.parametrize("location", ["192.0.2.44", "::ffff:192.0.2.44", "::FFFF:C000:022C",
+                                      "::ffff:192.0.2.44%eth0"])
+def test_an_ipv4_source_stays_in_src(location):
+    """An IPv4 address, or an IPv4-mapped IPv6 one (an IPv4 client seen by a dual-stack
+    server), is ``src``, dotted."""
+    _, pairs = encoded(context={"location": location})
+    assert pairs["src"] == "192.0.2.44" and "c6a2" not in pairs and "c6a2Label" not in pairs
 
 
 def test_values_are_cut_to_the_dictionarys_maximum_lengths():

@@ -154,3 +154,57 @@ def test_ecs_keeps_a_strict_time_as_written(text):
     doc = _decode(outs[0][0])
     assert doc["@timestamp"] == text
     assert "occurred_at" not in doc.get("auditshipd", {})
+
+
+# A leap second in the forms an event may write it, each 2016-12-31T23:59:60 UTC.
+LEAP = ["2016-12-31T23:59:60Z", "2016-12-31T23:59:60.500Z", "2016-12-31T23:59:60.123456789Z",
+        "2017-01-01T08:59:60+09:00", "2016-12-31 23:59:60z"]
+LEAP_MS = 1483228799999  # 2016-12-31T23:59:59.999Z
+
+
+@pytest.mark.parametrize("text", LEAP)
+def test_a_leap_second_is_the_last_millisecond_before_it(text):
+    """epoch_ms and its per-second cache read a leap second as 23:59:59.999, and the
+    cache does not keep it for the next event of that minute."""
+    assert epoch_ms(text) == LEAP_MS
+    assert epoch_ms_fast(text) == LEAP_MS
+    assert epoch_ms_fast("2016-12-31T23:59:59.250Z") == LEAP_MS - 749
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("text", LEAP)
+def test_a_leap_second_gives_the_same_instant_in_every_format_and_tier(fmt, text):
+    """OCSF ``time`` and CEF ``rt`` are 1483228799999 (not 0, not left out); ECS
+    ``@timestamp`` is that instant, ``2016-12-31T23:59:59.999Z`` (Elasticsearch refuses a
+    second 60), the original kept in ``auditshipd.occurred_at``; C hands the line to
+    Python, and every tier writes the same bytes."""
+    lines = [line(occurred_at=text)]
+    _formats_c.handed_back()
+    outs = [encode(lines) for encode in tiers(fmt)]
+    assert _formats_c.handed_back() == 1
+    assert outs[0] == outs[1] == outs[2]
+    got = outs[0][0]
+    if fmt == "cef":
+        assert f"|rt={LEAP_MS} ".encode() in got
+        return
+    doc = _decode(got)
+    if fmt == "ocsf":
+        assert doc["time"] == LEAP_MS and "unmapped" not in doc
+    else:
+        assert doc["@timestamp"] == "2016-12-31T23:59:59.999Z"
+        assert doc["auditshipd"]["occurred_at"] == text
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_second_60_that_is_no_leap_second_stays_unreadable(fmt):
+    """12:00:60 is no leap second: OCSF time 0, ECS the epoch, no CEF rt, as before."""
+    lines = [line(occurred_at="2016-12-31T12:00:60Z")]
+    outs = [encode(lines) for encode in tiers(fmt)]
+    assert outs[0] == outs[1] == outs[2]
+    got = outs[0][0]
+    if fmt == "cef":
+        assert b"rt=" not in got
+    elif fmt == "ocsf":
+        assert _decode(got)["time"] == 0
+    else:
+        assert _decode(got)["@timestamp"] == "1970-01-01T00:00:00.000Z"

@@ -74,3 +74,41 @@ def test_nanoseconds_keep_nine_digits_and_agree_with_the_parser():
         assert parse_rfc3339_ns(text) == micros * 1000
     for junk in ("yesterday", "", None, 12, "2024-13-01T00:00:00Z", "0001-01-01T00:00:00+01:00"):
         assert parse_rfc3339_ns(junk) is None
+
+
+# 2016-12-31T23:59:59.999999Z: the second before the leap second, at its last microsecond.
+BEFORE_LEAP = dt.datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", [
+    "2016-12-31T23:59:60Z", "2016-12-31t23:59:60z", "2016-12-31T23:59:60",
+    "2016-12-31T23:59:60.000Z", "2016-12-31T23:59:60.5Z", "2016-12-31T23:59:60.999999999Z",
+    "2017-01-01T08:59:60+09:00", "2016-12-31T15:59:60-08:00", "2016-12-31 18:29:60-0530",
+])
+def test_a_leap_second_is_the_last_instant_of_the_second_before_it(text):
+    """23:59:60 at the end of a UTC month (in any offset, with any fraction) is read, as
+    23:59:59.999999 (nanoseconds .999999999): datetime has no second 60, and the second
+    before keeps the event on its day and before every event that happened after it."""
+    assert parse_rfc3339(text) == BEFORE_LEAP
+    assert parse_time(text) == BEFORE_LEAP.timestamp()
+    assert parse_rfc3339_ns(text) == 1483228799_999999999
+    assert parse_rfc3339(text) < parse_rfc3339("2017-01-01T00:00:00Z")
+    assert parse_rfc3339("2016-12-31T23:59:59.999Z") < parse_rfc3339(text)
+
+
+def test_a_leap_second_at_the_end_of_june_or_of_any_month_is_read():
+    assert parse_rfc3339("2015-06-30T23:59:60Z") == dt.datetime(2015, 6, 30, 23, 59, 59, 999999,
+                                                               tzinfo=UTC)
+    assert parse_rfc3339("2024-02-29T23:59:60Z") == dt.datetime(2024, 2, 29, 23, 59, 59, 999999,
+                                                               tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", [
+    "2016-12-31T12:00:60Z",  # not the last minute of the day
+    "2016-12-30T23:59:60Z",  # not the last day of the month
+    "2023-02-28T23:59:60+01:00",  # 22:59:60 in UTC
+    "2016-12-31T23:59:61Z", "2016-12-31T23:60:00Z", "2016-12-31T24:00:00Z",
+])
+def test_a_second_60_anywhere_else_is_not_a_time(text):
+    """Leap seconds happen at the end of a UTC month only (RFC 3339 section 5.7)."""
+    assert parse_rfc3339(text) is None and parse_rfc3339_ns(text) is None

@@ -472,7 +472,8 @@ static int digits(const char *s, int k, int *out)
 }
 
 /* Milliseconds since the epoch of ``YYYY-MM-DDTHH:MM:SS[.fff]Z`` (event._fast_ms); 0:
- * another form or an invalid date (the Python code decides what it is). */
+ * another form, an invalid date or a leap second (second 60: the Python code decides
+ * what it is, timestamps.py reads a leap second as the second before it). */
 static int epoch_ms(Val at, long long *ms)
 {
     if (at.kind != V_STR || at.esc)
@@ -605,7 +606,8 @@ static int put_cef_value(Buf *b, Val v)
 
 /* ``context.location`` as an IP address (event.ip_or_none): a dotted IPv4 address is
  * checked here (its text is its canonical form); anything with a colon goes to the
- * Python function (IPv6 has forms to normalise). */
+ * Python function (IPv6 has forms to normalise, and an IPv4-mapped address comes back
+ * as the dotted IPv4 address it stands for). */
 typedef struct {
     int kind;        /* 0: not an IP, 1: the location token itself, 2: text below */
     PyObject *obj;   /* kind 2: the str Python returned (owned) */
@@ -694,7 +696,8 @@ static int put_ip_json(Buf *b, Val loc, Ip *ip)
     return 0;
 }
 
-/* `` src=IPv4`` or `` c6a2Label=Source IPv6 Address c6a2=IPv6`` (cef.IPV6_LABEL). */
+/* `` src=IPv4`` (an IPv4-mapped address included: Python wrote it dotted) or
+ * `` c6a2Label=Source IPv6 Address c6a2=IPv6`` (cef.IPV6_LABEL). */
 static int put_ip_cef(Buf *b, Val loc, Ip *ip)
 {
     if (ip->kind == 1) {

@@ -33,7 +33,8 @@ MAX_LENGTH = {"act": 63, "outcome": 63, "suser": 1023, "duser": 1023,
               "cs3": 4000, "cs4": 4000}
 # Header fields: Device Event Class ID (the action) and Name.
 MAX_SIGNATURE, MAX_NAME = 1023, 512
-#: where an IPv6 ``context.location`` goes (``src`` is an IPv4 address in CEF)
+#: where an IPv6 ``context.location`` goes (``src`` is an IPv4 address in CEF; an
+#: IPv4-mapped one is read as its IPv4 address by ``ip_or_none``, and goes to ``src``)
 IPV6_LABEL = "Source IPv6 Address"
 
 

@@ -28,9 +28,10 @@ ECS_VERSION = "8.17.0"
 EPOCH = "1970-01-01T00:00:00.000Z"
 # RFC 3339 (or a date alone) as Elasticsearch's default date format
 # (strict_date_optional_time) reads it. A readable time in any other form (a space for
-# the T, a lowercase z, no offset, no seconds) is written as its instant in UTC, the
-# original kept in auditshipd.occurred_at.
-strict_rfc3339 = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2}))?",
+# the T, a lowercase z, no offset, no seconds, a leap second: java.time's second of
+# minute ends at 59) is written as its instant in UTC, the original kept in
+# auditshipd.occurred_at.
+strict_rfc3339 = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2}))?",
                      re.ASCII).fullmatch
 _encode = msgspec.json.Encoder().encode
 

@@ -128,16 +128,22 @@ def ip_or_none(value: Any) -> str | None:
     """``context.location`` when it is an IP address (it may also be a place name),
     normalised, without an IPv6 zone index (``fe80::1%eth0`` is ``fe80::1``): the zone
     names an interface of the client's own host, and SIEM IP fields refuse it
-    (Elasticsearch's ``ip`` type rejects the whole document)."""
+    (Elasticsearch's ``ip`` type rejects the whole document). An IPv4-mapped IPv6
+    address (``::ffff:192.0.2.7``, what a dual-stack server sees of an IPv4 client) is
+    that IPv4 client, written dotted (``192.0.2.7``): SIEMs key on that form, and CEF
+    writes it to ``src``."""
     s = text(value)
     if s is None or len(s) > 45:
         return None
     if s in _IPS:
         return _IPS[s]
     try:
-        ip: str | None = str(ipaddress.ip_address(s)).partition("%")[0]
+        addr = ipaddress.ip_address(s)
     except ValueError:
-        ip = None
+        ip: str | None = None
+    else:
+        v4 = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+        ip = str(v4) if v4 is not None else str(addr).partition("%")[0]
     if len(_IPS) >= 8192:
         _IPS.clear()
     _IPS[s] = ip
