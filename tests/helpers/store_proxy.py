@@ -1,13 +1,16 @@
-"""An HTTP proxy in front of a storage emulator (gcp-storage-emulator, Azurite) that adds
-what the emulators lack and the object-store sinks must cope with:
+"""An HTTP proxy in front of a storage emulator (gcp-storage-emulator, Azurite, moto's S3)
+that adds what the emulators lack and the object-store sinks must cope with:
 
 - write-once storage: a bucket with a retention policy (GCS) or a container with an
   immutability policy or a legal hold (Azure) refuses to overwrite an object that is
   there (GCS 403, Azure 409 ``BlobImmutableDueToLegalHold``);
 - GCS's ``ifGenerationMatch=0`` precondition (the emulator ignores it): 412 when the
-  object is there (Azurite honours ``If-None-Match: *`` itself, so that goes through);
+  object is there (Azurite and moto honour ``If-None-Match: *`` themselves, so that goes
+  through);
 - lost answers: ``lose_answers`` uploads are forwarded, stored by the emulator, and
-  their answer never comes back (the connection is closed).
+  their answer never comes back (the connection is closed);
+- an S3-compatible store without conditional writes (``refuse_conditional``): 501
+  ``NotImplemented`` to a PUT with ``If-None-Match``, as S3 answered before it had them.
 
 Objects count as there once an upload through the proxy was stored (or ``stored`` names
 them): the tests write through the proxy only.
@@ -28,15 +31,18 @@ _HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive
 
 
 class StoreProxy:
-    """``kind`` "gcs" or "azure"; ``upstream`` the emulator's base URL (scheme, host, port).
+    """``kind`` "gcs", "azure" or "s3" (path style); ``upstream`` the emulator's base URL
+    (scheme, host, port).
     With ``refuse_first`` (Azure) an upload to a name that is there meets the legal hold
-    even when it is create-only (a service that checks the hold before the precondition)."""
+    even when it is create-only (a service that checks the hold before the precondition).
+    With ``refuse_conditional`` (S3) a conditional upload is not implemented."""
 
-    def __init__(self, upstream: str, kind: Literal["gcs", "azure"], *,
-                 refuse_first: bool = False):
+    def __init__(self, upstream: str, kind: Literal["gcs", "azure", "s3"], *,
+                 refuse_first: bool = False, refuse_conditional: bool = False):
         self.upstream = upstream.rstrip("/")
         self.kind = kind
         self.refuse_first = refuse_first
+        self.refuse_conditional = refuse_conditional
         self.lose_answers = 0
         self.stored: set[str] = set()
         self.uploads: list[str] = []  # names of the uploads that reached the proxy
@@ -52,7 +58,9 @@ class StoreProxy:
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # The bodies pass as they came: an S3 upload's Content-Encoding: gzip describes
+        # the object (and its Content-MD5 the gzipped bytes), not the transfer.
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -95,6 +103,11 @@ class StoreProxy:
             if request.method == "PUT" and "x-ms-blob-type" in request.headers:
                 return unquote(request.path.split("/", 3)[3])  # /account/container/blob
             return None
+        if self.kind == "s3":
+            parts = request.path.split("/", 2)  # /bucket/key (request.path is decoded)
+            if request.method == "PUT" and len(parts) == 3 and parts[2]:
+                return parts[2]
+            return None
         if request.method != "POST" or not request.path.startswith("/upload/storage/v1/b/"):
             return None
         if "name" in request.query:
@@ -105,6 +118,13 @@ class StoreProxy:
         return str(json.loads(first.split(b"\r\n\r\n", 1)[1])["name"])
 
     def _refusal(self, request: web.Request, name: str) -> web.Response | None:
+        if self.kind == "s3":
+            if self.refuse_conditional and "If-None-Match" in request.headers:
+                text = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented"
+                        "</Code><Message>A header you provided implies functionality that is "
+                        "not implemented</Message><Header>If-None-Match</Header></Error>")
+                return web.Response(status=501, text=text, content_type="application/xml")
+            return None  # moto answers a create-only upload itself
         if name not in self.stored:
             return None
         if self.kind == "gcs":

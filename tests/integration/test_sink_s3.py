@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -15,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
+from tests.helpers.store_proxy import StoreProxy
 from tests.servers.mosquitto import make_test_pki
 from tests.servers.moto_s3 import AWS_ENV, MotoS3Server
 from ulid import ULID
@@ -58,8 +60,23 @@ def make_bucket(server: MotoS3Server, name: str, **kwargs: Any) -> str:
     return name
 
 
+def make_versioned_bucket(server: MotoS3Server, name: str) -> str:
+    """A bucket that keeps every version of an object: each write of a name shows."""
+    make_bucket(server, name)
+    s3_client(server).put_bucket_versioning(
+        Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def versions(server: MotoS3Server, bucket: str) -> list[str]:
+    """The key of every version stored in ``bucket``."""
+    listed = s3_client(server).list_object_versions(Bucket=bucket)
+    return [v["Key"] for v in listed.get("Versions", [])]
+
+
 def make_sink(server: MotoS3Server, tmp_path: Path, **options: Any) -> S3Sink:
-    opts = S3Options(endpoint_url=server.endpoint_url, region="us-east-1", timeout=5.0, **options)
+    opts = S3Options(**{"endpoint_url": server.endpoint_url, "region": "us-east-1",
+                        "timeout": 5.0, **options})
     validate_options(opts)
     ctx = SinkContext(name="s3-test", state_dir=tmp_path, logger=logging.getLogger("test.s3"))
     return S3Sink("s3-test", opts, ctx)
@@ -117,23 +134,110 @@ async def test_every_event_of_several_batches_lands_once(moto: MotoS3Server, tmp
     assert head["ContentEncoding"] == "gzip"
 
 
-async def test_same_batch_twice_overwrites_the_same_key(moto: MotoS3Server, tmp_path: Path) -> None:
-    """A replayed batch writes the same key (and bytes): no duplicate object."""
-    bucket = make_bucket(moto, "audit-replay")
+async def test_a_batch_sent_again_is_delivered_without_a_second_write(
+    moto: MotoS3Server, tmp_path: Path
+) -> None:
+    """With {digest} the upload is create-only (If-None-Match: *): the same batch sent
+    again (a replay after a crash) meets 412 and counts as delivered. The object is
+    written once: a versioned bucket keeps one version of it, not one per replay."""
+    bucket = make_versioned_bucket(moto, "audit-replay")
     sink = make_sink(moto, tmp_path, bucket=bucket)
-    await sink.start()
     batch = Batch(make_events(10))
+    key = object_key(sink.key_template, batch)
     try:
         await sink.send(batch)
-        first = s3_client(moto).head_object(Bucket=bucket, Key=object_key(sink.options.key_template, batch))
         await sink.send(Batch(list(batch.events)))
     finally:
         await sink.close()
-    objects = read_objects(moto, bucket)
-    assert list(objects) == [object_key(sink.options.key_template, batch)]
-    assert [e["id"] for e in objects[next(iter(objects))]] == batch.ids
-    second = s3_client(moto).head_object(Bucket=bucket, Key=next(iter(objects)))
-    assert first["ETag"] == second["ETag"]
+    assert versions(moto, bucket) == [key]
+    assert [e["id"] for e in read_objects(moto, bucket)[key]] == batch.ids
+
+
+async def test_a_retry_after_a_lost_answer_is_delivered_once(
+    moto: MotoS3Server, tmp_path: Path
+) -> None:
+    """The upload lands and its answer is lost (the connection drops): the PUT sent again
+    (by the HTTP client itself, else by the core's retry) is create-only, meets 412 and
+    counts as delivered, and so does a later replay: one version, the batch's."""
+    bucket = make_versioned_bucket(moto, "audit-lost-answer")
+    batch = Batch(make_events(20))
+    async with StoreProxy(moto.endpoint_url, "s3") as proxy:
+        proxy.lose_answers = 1
+        sink = make_sink(moto, tmp_path, bucket=bucket, endpoint_url=proxy.url)
+        try:
+            with contextlib.suppress(RetryableError):
+                await sink.send(batch)
+            await sink.send(batch)
+            await sink.send(Batch(list(batch.events)))
+        finally:
+            await sink.close()
+        key = object_key(sink.key_template, batch)
+        assert len(proxy.uploads) >= 3 and set(proxy.uploads) == {key}
+    assert versions(moto, bucket) == [key]
+    assert [e["id"] for e in read_objects(moto, bucket)[key]] == batch.ids
+
+
+async def test_an_object_is_never_replaced_by_a_create_only_upload(
+    moto: MotoS3Server, tmp_path: Path
+) -> None:
+    """With {digest} the sink asks S3 to create, never to replace: an object already under
+    the batch's name stays as it is (412; equal names hold equal bytes)."""
+    bucket = make_bucket(moto, "audit-create-only")
+    sink = make_sink(moto, tmp_path, bucket=bucket)
+    batch = Batch(make_events(5))
+    key = object_key(sink.key_template, batch)
+    client = s3_client(moto)
+    client.put_object(Bucket=bucket, Key=key, Body=b"already there")
+    try:
+        await sink.send(batch)
+    finally:
+        await sink.close()
+    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"already there"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"key_template": "audit/{first_id}-{last_id}.jsonl.gz"}, {"create_only": False}],
+    ids=["without-digest", "create-only-off"],
+)
+async def test_without_create_only_an_upload_replaces_the_object(
+    moto: MotoS3Server, tmp_path: Path, options: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """A name without {digest}, or a sink with create_only = false (a store that refuses
+    If-None-Match), uploads without the precondition: it replaces the object there."""
+    bucket = make_bucket(moto, f"audit-{request.node.callspec.id}")
+    sink = make_sink(moto, tmp_path, bucket=bucket, **options)
+    batch = Batch(make_events(4))
+    key = object_key(sink.key_template, batch)
+    s3_client(moto).put_object(Bucket=bucket, Key=key, Body=b"already there")
+    try:
+        await sink.send(batch)
+    finally:
+        await sink.close()
+    assert [e["id"] for e in read_objects(moto, bucket)[key]] == batch.ids
+
+
+async def test_a_store_without_conditional_writes_holds_batches_until_create_only_is_off(
+    moto: MotoS3Server, tmp_path: Path
+) -> None:
+    """A store that answers a create-only upload with 501 NotImplemented: the batch is
+    held (retryable, never dead-lettered) and the error names the way out; with
+    create_only = false the same store takes it."""
+    bucket = make_bucket(moto, "audit-no-conditional")
+    batch = Batch(make_events(3))
+    async with StoreProxy(moto.endpoint_url, "s3", refuse_conditional=True) as proxy:
+        for create_only in (True, False):
+            sink = make_sink(moto, tmp_path, bucket=bucket, endpoint_url=proxy.url,
+                             create_only=create_only)
+            try:
+                if create_only:
+                    with pytest.raises(RetryableError, match="set create_only = false"):
+                        await sink.send(batch)
+                else:
+                    await sink.send(batch)
+            finally:
+                await sink.close()
+    assert [e["id"] for e in read_objects(moto, bucket)[object_key(sink.key_template, batch)]] == batch.ids
 
 
 async def test_a_different_batch_with_the_same_ends_never_replaces_an_object(

@@ -133,6 +133,34 @@ def test_put_params_carry_gzip_body_and_its_md5(tmp_path: Path) -> None:
     assert "ObjectLockMode" not in params and "StorageClass" not in params
 
 
+@pytest.mark.parametrize(
+    ("options", "create_only"),
+    [
+        ({}, True),
+        ({"key_template": "logs/{digest}.gz"}, True),
+        ({"key_template": "logs/{first_id}-{last_id}.gz"}, False),
+        ({"create_only": False}, False),
+    ],
+)
+def test_only_names_with_the_digest_are_uploaded_create_only(
+        tmp_path: Path, options: dict[str, Any], create_only: bool) -> None:
+    """If-None-Match: * goes with a name holding {digest} (equal names, equal bytes),
+    unless the sink turns it off; a name by the ids alone is overwritten."""
+    sink = S3Sink("s", S3Options(bucket="b", **options),
+                  SinkContext("s", tmp_path, logging.getLogger()))
+    params = sink._put_params(Batch([ev("1"), ev("2")]))
+    assert params.get("IfNoneMatch") == ("*" if create_only else None)
+
+
+def test_create_only_can_be_turned_off_in_the_config() -> None:
+    """create_only is a key of the sink's table (a store that refuses If-None-Match)."""
+    types = sink_types(build_plugin_manager())
+    base = '[[sinks]]\nname = "arch"\ntype = "s3"\nbucket = "b"\n'
+    assert parse_config(base, "c.toml", types).sinks[0].options.create_only is True
+    off = parse_config(base + "create_only = false\n", "c.toml", types)
+    assert off.sinks[0].options.create_only is False
+
+
 class FakeClientError(Exception):
     def __init__(self, status: int, code: str, headers: dict[str, str] | None = None):
         super().__init__(code)
@@ -152,6 +180,7 @@ class FakeClientError(Exception):
         (400, "RequestTimeout", True),
         (400, "ExpiredToken", True),
         (503, "SlowDown", True),
+        (409, "ConditionalRequestConflict", True),
         (500, "InternalError", True),
         (502, "", True),
         (429, "", True),
@@ -161,6 +190,17 @@ def test_client_errors_are_classified(status: int, code: str, retryable: bool) -
     """S3 answers map to retryable (5xx, throttling, timeouts) or permanent (other 4xx)."""
     err = classify_s3_error(FakeClientError(status, code))
     assert isinstance(err, RetryableError if retryable else PermanentError)
+
+
+def test_a_store_without_conditional_writes_is_named_and_held() -> None:
+    """A store that does not implement If-None-Match on PUT (S3 itself did not before
+    2024): the error says how to turn create-only uploads off, and the batch is held
+    (retryable, whatever the status) rather than dead-lettered."""
+    for status in (501, 400):
+        err = classify_s3_error(FakeClientError(status, "NotImplemented"), create_only=True)
+        assert isinstance(err, RetryableError)
+        assert "set create_only = false" in str(err)
+    assert "create_only" not in str(classify_s3_error(FakeClientError(501, "NotImplemented")))
 
 
 def test_retry_after_is_passed_on() -> None:

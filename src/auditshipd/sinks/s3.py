@@ -4,8 +4,12 @@ The object key is rendered from ``key_template`` with the date of the batch's fi
 event, its first/last event ids and, by default, ``{digest}`` of its body: a batch sent
 again after a crash with the same events writes the same object with the same bytes;
 one that differs is a new, possibly overlapping object (events carry their ids for
-deduplication) and never replaces another batch's. Every PUT carries ``Content-MD5``
-(buckets with Object Lock refuse uploads without it).
+deduplication) and never replaces another batch's. A name with ``{digest}`` is uploaded
+create-only (``If-None-Match: *``, unless ``create_only = false`` for a store that refuses
+the header), and 412 (it exists) counts as delivered: a batch sent again whose earlier
+upload landed is not written a second time (in a versioned or Object Lock bucket, a
+second locked version). Every PUT carries ``Content-MD5`` (buckets with Object Lock
+refuse uploads without it).
 
 Credentials come from the standard AWS chain (environment, shared config and
 credentials files, ``profile``, container and instance metadata), resolved by
@@ -90,7 +94,11 @@ _RETRYABLE_CODES = frozenset({
     "RequestTimeout", "RequestTimeTooSkewed", "ExpiredToken", "TokenRefreshRequired",
     "SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "OperationAborted",
     "ServiceUnavailable", "InternalError",
+    # A create-only upload racing another write of the same name: S3 asks for a retry.
+    "ConditionalRequestConflict",
 })
+PRECONDITION_FAILED = 412
+NOT_IMPLEMENTED = 501
 
 
 class S3Options(SinkOptions):
@@ -104,6 +112,8 @@ class S3Options(SinkOptions):
     access_key_id: str | None = None
     secret_access_key: str | None = None
     key_template: str = DEFAULT_KEY_TEMPLATE
+    # Names with {digest} are uploaded with If-None-Match: * (false: a store that refuses it).
+    create_only: bool = True
     storage_class: str | None = None
     server_side_encryption: str | None = None
     sse_kms_key_id: str | None = None
@@ -167,8 +177,20 @@ def validate_options(options: S3Options) -> None:
         raise ConfigError(_MISSING_EXTRA, key="type")
 
 
-def classify_s3_error(exc: BaseException) -> SinkError:
-    """Turn what aiobotocore raised into a retry decision."""
+def _answer(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and S3 error code of a store's answer in ``exc`` ((0, "") when the
+    store did not answer)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return 0, ""
+    code = str((response.get("Error") or {}).get("Code") or "")
+    meta = response.get("ResponseMetadata") or {}
+    return int(meta.get("HTTPStatusCode") or 0), code
+
+
+def classify_s3_error(exc: BaseException, *, create_only: bool = False) -> SinkError:
+    """Turn what aiobotocore raised into a retry decision. ``create_only``: the request
+    carried ``If-None-Match: *``, which a store may not implement."""
     if isinstance(exc, SinkError):
         return exc
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
@@ -177,13 +199,15 @@ def classify_s3_error(exc: BaseException) -> SinkError:
         return PermanentError(f"S3 request refused by the client: {exc}")
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        error = response.get("Error") or {}
-        code = str(error.get("Code") or "")
-        message = str(error.get("Message") or "")
-        meta = response.get("ResponseMetadata") or {}
-        status = int(meta.get("HTTPStatusCode") or 0)
-        headers = meta.get("HTTPHeaders") or {}
+        status, code = _answer(exc)
+        message = str((response.get("Error") or {}).get("Message") or "")
+        headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
         text = f"S3 answered {status} {code}: {message}".rstrip(": ")
+        if create_only and (status == NOT_IMPLEMENTED or code == "NotImplemented"):
+            # A store without conditional writes: held (not dead-lettered) until the
+            # operator turns them off for it.
+            return RetryableError(text + " (the store does not implement create-only uploads,"
+                                  " If-None-Match: *: set create_only = false for this sink)")
         if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
             return RetryableError(text, retry_after=parse_retry_after(
                 headers.get("retry-after") or headers.get("Retry-After")))
@@ -288,10 +312,18 @@ class S3Sink:
         if self._client is None:
             await self.start()
         params = self._put_params(batch)
+        create_only = "IfNoneMatch" in params
         try:
             await asyncio.wait_for(self._client.put_object(**params), self.options.timeout)
         except Exception as exc:
-            raise classify_s3_error(exc) from exc
+            # 412 to a create-only upload: the name holds the digest of the body, so the
+            # object there holds these very bytes (an earlier attempt landed, and its
+            # answer may have been lost).
+            if create_only and _answer(exc)[0] == PRECONDITION_FAILED:
+                self.context.logger.debug("s3://%s/%s is already stored",
+                                          params["Bucket"], params["Key"])
+                return
+            raise classify_s3_error(exc, create_only=create_only) from exc
 
     def _put_params(self, batch: Batch) -> dict[str, Any]:
         o = self.options
@@ -299,9 +331,10 @@ class S3Sink:
         # mtime=0: a replayed batch gives byte-identical objects (same MD5 and ETag).
         body = gzip.compress(raw, compresslevel=6, mtime=0)
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        key, create_only = object_name(self.key_template, batch, self.name, self.format, raw)
         params: dict[str, Any] = {
             "Bucket": o.bucket,
-            "Key": object_name(self.key_template, batch, self.name, self.format, raw)[0],
+            "Key": key,
             "Body": body,
             "ContentMD5": base64.b64encode(md5).decode("ascii"),
             "ContentType": "text/plain" if self.format == "cef" else "application/x-ndjson",
@@ -312,6 +345,9 @@ class S3Sink:
                 "last-id": key_part(batch.last_id),
             },
         }
+        if create_only and o.create_only:
+            # Create only: S3 answers 412 when an object of that name exists.
+            params["IfNoneMatch"] = "*"
         if o.storage_class:
             params["StorageClass"] = o.storage_class
         if o.server_side_encryption:
