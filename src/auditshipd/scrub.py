@@ -7,7 +7,7 @@ sink reports (logs, status files, dead letters) and by the portal before display
 
 A URL's query values are secrets whatever their names: receivers authenticate with
 ``?code=``, ``?sig=``, ``?k=``..., and some echo the URL they were called with in their
-error bodies. :func:`url_secrets` gives the literal values of a configured URL, so a sink
+error bodies; so are path segments that look like tokens (HTTP sources, webhooks). :func:`url_secrets` gives the literal values of a configured URL, so a sink
 can also mask them where they appear without their key (``{"code": "..."}``).
 """
 
@@ -20,12 +20,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgspec
 
-__all__ = ["scrub_secrets", "sink_secrets", "url_secrets"]
+__all__ = ["path_token", "scrub_secrets", "sink_secrets", "url_secrets"]
 
 MASK = "***"
 # Literal values shorter than this are not masked: masking "1" or "on" everywhere would
 # garble the message and protect nothing.
 MIN_SECRET_CHARS = 4
+# A URL path segment at least this long, of letters and digits, is taken as a token.
+_PATH_TOKEN_CHARS = 16
 
 # A query string: "?" right after a non-blank (a path or host), holding at least one
 # key=value pair, up to a blank, a quote, an angle bracket or a fragment.
@@ -108,8 +110,9 @@ def scrub_secrets(message: str | None, secrets: Iterable[str | None] = ()) -> st
 
 
 def url_secrets(url: str | None) -> list[str]:
-    """The secret parts of ``url``: its user, password and query values, both as written
-    and percent-decoded (a receiver may echo either)."""
+    """The secret parts of ``url``: its user, password and query values, and the path
+    segments that look like a credential (:func:`path_token`), both as written and
+    percent-decoded (a receiver may echo either)."""
     if not url:
         return []
     try:
@@ -117,12 +120,23 @@ def url_secrets(url: str | None) -> list[str]:
         raw = [parts.username, parts.password]
     except ValueError:
         return []
+    raw += [seg for seg in parts.path.split("/") if path_token(unquote(seg))]
     for pair in re.split(r"[&;]", parts.query):
         raw.append(pair.partition("=")[2] if "=" in pair else pair)
     values = [v for v in raw if v]
     decoded = [unquote(v) for v in values]
     decoded += [v for _k, v in parse_qsl(parts.query, keep_blank_values=True)]
     return [v for v in dict.fromkeys(values + decoded) if len(v) >= MIN_SECRET_CHARS]
+
+
+def path_token(segment: str) -> bool:
+    """Whether a URL path segment looks like a credential: HTTP-source and webhook
+    receivers put their token in the path (``/receiver/v1/http/<token>``,
+    ``/services/T0/B0/<token>``), where no query rule finds it. At least 16 characters
+    with both letters and digits: a path's words (``collector``, ``event``), versions
+    (``v2``), dates and numeric ids stay readable."""
+    return (len(segment) >= _PATH_TOKEN_CHARS and any(c.isdigit() for c in segment)
+            and any(c.isalpha() for c in segment))
 
 
 def sink_secrets(sink_config: Any) -> list[str]:

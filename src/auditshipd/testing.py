@@ -223,6 +223,7 @@ class WebhookReceiver:
         self._loop = loop
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/ingest", self._handle)
+        app.router.add_post("/ingest/{rest:.*}", self._handle)  # a token in the path
         self._runner = web.AppRunner(app, access_log=None)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)

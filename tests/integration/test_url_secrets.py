@@ -1,4 +1,4 @@
-"""A sink URL's user, password and query values never leave the process: not in errors,
+"""A sink URL's user, password, query values and path token never leave the process: not in errors,
 dead letters, status files, logs, `dlq list`, /api/streams or /streams, even when the
 receiver echoes the URL it was called with."""
 
@@ -18,7 +18,8 @@ from auditshipd.testing import free_port, wait_for, write_events
 pytestmark = pytest.mark.integration
 
 CODE, USER, PASSWORD = "SECRETCODE123", "alice-ops", "PW-secret-99"
-SECRETS = (CODE, USER, PASSWORD)
+PATH_TOKEN = "ZaVnC4dhaV3kN9xQ2pLw"  # an HTTP source's token, in the URL's path
+SECRETS = (CODE, USER, PASSWORD, PATH_TOKEN)
 
 
 def _get(url: str, token: str) -> tuple[int, str]:
@@ -38,12 +39,13 @@ def _token(ws) -> str:
 
 
 def test_url_secrets_echoed_by_a_receiver_are_scrubbed_everywhere(ws, receiver):
-    """A receiver answers 400 echoing its URL (?code=..., user:password@) and the code
-    alone: the dead letter, status file, log, dlq list and the portal show none of it."""
+    """A receiver answers 400 echoing its URL (?code=..., user:password@, a token in the
+    path) and the code alone: the dead letter, status file, log, dlq list and the portal show none of it."""
     port = free_port()
-    url = receiver.url.replace("http://", f"http://{USER}:{PASSWORD}@") + f"?code={CODE}&t=7"
+    url = (receiver.url.replace("http://", f"http://{USER}:{PASSWORD}@")
+           + f"/{PATH_TOKEN}?code={CODE}&t=7")
     echo = json.dumps({"error": "unknown subscription", "code": CODE,
-                       "request": f"POST /ingest?code={CODE}&t=7", "url": url})
+                       "request": f"POST /ingest/{PATH_TOKEN}?code={CODE}&t=7", "url": url})
     receiver.set_script([(400, {}, echo)])
     ws.write_config(f"""
 [portal]

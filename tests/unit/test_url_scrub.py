@@ -144,3 +144,28 @@ def test_a_scheme_word_masks_only_a_credential_after_it(text, expected):
     """After Splunk, Bearer, Basic, token: any word but a plain word of the sentence
     (and anything in an Authorization header) is masked."""
     assert scrub_secrets(text) == expected
+
+
+@pytest.mark.parametrize(("url", "tokens"), [
+    ("https://endpoint4.collection.sumologic.com/receiver/v1/http/ZaVnC4dhaV3kN9xQ2pLw==",
+     {"ZaVnC4dhaV3kN9xQ2pLw=="}),
+    ("https://hooks.example.com/services/T00000000/B00000000/XXXXXXXXXXXX1234XXXXXXXX",
+     {"XXXXXXXXXXXX1234XXXXXXXX"}),
+    ("https://h.example/api/webhooks/123456789012345678/abc%2Fdef0123456789xyz",
+     {"abc%2Fdef0123456789xyz", "abc/def0123456789xyz"}),
+    ("https://splunk.example:8088/services/collector/event/1.0", set()),
+    ("https://h.example/api/v2/logs/2026-01-01/organizations/acme-corporation", set()),
+])
+def test_token_like_path_segments_are_url_secrets(url, tokens):
+    """HTTP-source and webhook URLs carry their token in the path: a segment of 16
+    characters or more with letters and digits is a secret (as written and decoded);
+    a path's words, versions, dates and numeric ids are not."""
+    from auditshipd.portal.stream_defs import shown_option
+
+    assert set(url_secrets(url)) == tokens
+    shown = shown_option(url)
+    for token in tokens:
+        assert token not in shown
+        assert token not in scrub_secrets(f"HTTP 404 from {url}: unknown source", url_secrets(url))
+    if not tokens:
+        assert shown == url

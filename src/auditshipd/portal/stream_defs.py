@@ -21,7 +21,7 @@ from typing import Any
 from ..config.sinks import SinkConfig, sink_config
 from ..errors import ConfigError
 from ..plugin import SinkType
-from ..scrub import scrub_secrets
+from ..scrub import scrub_secrets, url_secrets
 
 __all__ = [
     "STREAM_TYPES",
@@ -213,10 +213,10 @@ def destination_url(kind: str, options: dict[str, Any]) -> str | None:
 
 
 def shown_option(value: Any) -> Any:
-    """A plain option as the API and the pages show it: URL credentials and query values
-    masked."""
+    """A plain option as the API and the pages show it: URL credentials, query values
+    and token-like path segments masked."""
     if isinstance(value, str) and "://" in value:
-        return scrub_secrets(value)
+        return scrub_secrets(value, url_secrets(value))
     if isinstance(value, dict):
         return {k: shown_option(v) for k, v in value.items()}
     if isinstance(value, list):
