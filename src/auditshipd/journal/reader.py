@@ -282,11 +282,8 @@ class JournalReader:
                 seg.path = path
                 seg.in_glob = True
                 seg.mtime = st.st_mtime_ns
-                try:
-                    if (before := restart_if_rewritten(seg, st.st_size, self.name)) is not None:
-                        self._retire(seg.key, before)
-                except OSError as exc:
-                    io_failed(seg, exc, self.name)
+                if (before := restart_if_rewritten(seg, st.st_size, self.name)) is not None:
+                    self._retire(seg.key, before)
                 continue
             new.append((path, key, st))
         # Adopt oldest first, so that seq orders equal mtimes: segments with a cursor
@@ -303,6 +300,9 @@ class JournalReader:
             if key not in seen and seg.in_glob:
                 seg.in_glob = False
                 seg.left_ns = time.time_ns()
+                # copytruncated before it left (renamed, deleted): as in the glob
+                if (before := restart_if_rewritten(seg, None, self.name)) is not None:
+                    self._retire(seg.key, before)
         for key in [k for k in self.idle if k not in seen]:
             self._retire(key, self.idle.pop(key)[0])
             self._pending.append(Release(key))

@@ -142,10 +142,16 @@ def rewritten(seg: _Segment, size: int) -> bool:
     return bool(seg.offset) and hash_before(seg.fd, seg.offset) != seg.tail_hash
 
 
-def restart_if_rewritten(seg: _Segment, size: int, name: str) -> SegmentCursor | None:
-    """If ``seg``'s file was truncated or rewritten in place (copytruncate's second half),
-    read it from its start: returns the position it had (to retire), else None."""
-    if not rewritten(seg, size):
+def restart_if_rewritten(seg: _Segment, size: int | None, name: str) -> SegmentCursor | None:
+    """If ``seg``'s file (``size`` bytes; None: its descriptor's size) was truncated or
+    rewritten in place (copytruncate's second half), read it from its start: returns the
+    position it had (to retire), else None (also when it cannot be read: logged)."""
+    try:
+        size = os.fstat(seg.fd).st_size if size is None else size
+        if not rewritten(seg, size):
+            return None
+    except OSError as exc:
+        io_failed(seg, exc, name)
         return None
     log.warning("%s: %s was truncated or rewritten (size %d, offset %d); reading it"
                 " from the start", name, seg.path, size, seg.offset)
