@@ -20,15 +20,26 @@ Held = dict[str, tuple[str, int]]  # segment key -> (path, descriptor)
 
 def dup_left_glob(segments: Mapping[str, _Segment], keys: Iterable[str] | None = None) -> Held:
     """Duplicates of the descriptors of the ``segments`` (among ``keys``) that left the
-    glob (renamed away, deleted): a reader taking over a cursor in them reads on from
+    glob (renamed away, deleted; also since the reader's last scan): a reader taking over a cursor in them reads on from
     these (it owns and closes them) instead of losing their unread lines."""
     out: Held = {}
     for key in segments if keys is None else keys:
         seg = segments.get(key)
-        if seg is not None and not seg.in_glob:
+        if seg is not None and (not seg.in_glob or not _reachable(seg)):
             with contextlib.suppress(OSError):
                 out[key] = (seg.path, os.dup(seg.fd))
     return out
+
+
+def _reachable(seg: _Segment) -> bool:
+    """Whether ``seg``'s path still names its file. A reader scans only when it reads
+    (a sink waiting for a delivery slot does not): a segment deleted or renamed away
+    since its last scan still looks in the glob, and no name reaches it any more."""
+    try:
+        st = os.stat(seg.path)
+    except OSError:
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == seg.key
 
 
 def take_held(held: Held, more: Held) -> Held:
