@@ -776,3 +776,33 @@ async def test_a_sink_stopped_before_reading_hands_on_a_segment_it_has_not_read(
     assert list(late.leftover) == [gone]
     os.close(late.leftover[gone][1])
     await h.stop()
+
+
+@pytest.mark.parametrize("how", ["marks", "released"])
+async def test_a_segment_only_a_batch_read_alone_names_is_still_needed(tmp_path, how):
+    """A batch read alone, not acknowledged yet, whose lines come from a segment the
+    sink's cursor does not name (first read after the last acknowledgement: a
+    copytruncate copy) keeps that segment needed: the pass keeps its descriptor for the
+    sink's successor instead of letting it go (a reload or a crash then lost its lines)."""
+    from auditshipd.delivery.batcher import PendingBatch
+    from auditshipd.delivery.positions import needs_segment
+    from auditshipd.journal.cursor import SegmentCursor
+
+    h = Harness(make_config(tmp_path, sink_table("only")))
+    await h.start()
+    h.shared.sharing = lambda: list(h.drivers.values())  # as the daemon sets it
+    only = h.drivers["only"]
+    job = PendingBatch()
+    if how == "marks":
+        job.marks["9:9"] = SegmentCursor(path="copy", offset=10, head_len=0, head_hash="",
+                                         tail_hash="")
+    else:
+        job.released.append("9:9")
+    assert not only.holds_segment("9:9")
+    only._inflight.append(job)
+    try:
+        assert only.holds_segment("9:9") and needs_segment(only, "9:9")
+        assert h.shared._needed("9:9")
+    finally:
+        only._inflight.remove(job)
+    await h.stop()

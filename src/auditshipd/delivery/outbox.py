@@ -29,6 +29,7 @@ from ..timestamps import now_rfc3339
 from .batch import Batch
 from .batcher import PendingBatch
 from .deadletters import DeadLetterFile, DeadLetterFull, letter_for
+from .positions import job_reads
 from .quarantine import QuarantineFile, QuarantineRecord
 from .recovery import Health
 from .retry import (
@@ -338,9 +339,10 @@ class Outbox:
     def holds_segment(self, key: str) -> bool:
         """Whether this sink may still need to read segment ``key`` again (after a reload
         or a restart): its acknowledged cursor is in it, or a batch not acknowledged yet
-        was read while the shared pass was in it."""
-        return key in self.committed.segments or any(
-            job.position is not None and key in job.position for job in self._inflight)
+        was read from it (alone: its marks and releases; through the shared pass: the
+        pass's position). A segment first read alone after the last acknowledgement (a
+        copytruncate copy) is named only by those batches."""
+        return key in self.committed.segments or any(job_reads(job, key) for job in self._inflight)
 
     def cursor_snapshot(self) -> CursorState:
         """A copy of the committed cursor, safe to save from a worker thread."""

@@ -10,9 +10,10 @@ from ..journal.cursor import CursorState, SegmentCursor
 
 if TYPE_CHECKING:
     from ..journal.reader import JournalReader
+    from .batcher import PendingBatch
     from .driver import SinkDriver
 
-__all__ = ["handed_unread", "needs_segment", "offsets", "reader_owes", "reader_position",
+__all__ = ["handed_unread", "job_reads", "needs_segment", "offsets", "reader_owes", "reader_position",
            "relation", "starts_at_end"]
 
 
@@ -47,8 +48,13 @@ def offsets(segments: Mapping[str, SegmentCursor]) -> tuple[tuple[str, int], ...
 def needs_segment(driver: SinkDriver, key: str) -> bool:
     """Whether segment ``key`` is in the position of a batch of ``driver`` not committed
     yet (in flight, or being built)."""
-    job = driver.job  # the batch being built
-    return driver.holds_segment(key) or (job.position is not None and key in job.position)
+    return driver.holds_segment(key) or job_reads(driver.job, key)  # or the batch being built
+
+
+def job_reads(job: PendingBatch, key: str) -> bool:
+    """Whether batch ``job`` holds lines of segment ``key`` or moves the cursor in it."""
+    return (key in job.marks or key in job.released
+            or (job.position is not None and key in job.position))
 
 
 def reader_position(reader: JournalReader) -> dict[str, SegmentCursor]:
