@@ -7,8 +7,9 @@ sink reports (logs, status files, dead letters) and by the portal before display
 
 A URL's query values are secrets whatever their names: receivers authenticate with
 ``?code=``, ``?sig=``, ``?k=``..., and some echo the URL they were called with in their
-error bodies; so are path segments that look like tokens (HTTP sources, webhooks). :func:`url_secrets` gives the literal values of a configured URL, so a sink
-can also mask them where they appear without their key (``{"code": "..."}``).
+error bodies; so are path segments that look like tokens (HTTP sources, webhooks).
+:func:`url_secrets` gives the literal values of a configured URL, so a sink can also mask
+them where they appear without their key (``{"code": "..."}``).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def path_token(segment: str) -> bool:
 
 def sink_secrets(sink_config: Any) -> list[str]:
     """The literal secrets of a configured sink, for :func:`scrub_secrets`: the values of
-    the options its type names in ``secrets``, and the user, password and query values of
+    the options its type names in ``secrets``, and the secret parts (:func:`url_secrets`) of
     every URL among its options (a drop-in sink's included)."""
     options = getattr(sink_config, "options", None)
     sink_type = getattr(sink_config, "sink_type", None)

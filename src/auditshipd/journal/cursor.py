@@ -21,7 +21,8 @@ import msgspec
 
 from ..durable import atomic_write_many, fsync_dir
 
-__all__ = ["HEAD_BYTES", "TAIL_BYTES", "CursorState", "CursorStore", "SegmentCursor", "digest"]
+__all__ = ["HEAD_BYTES", "TAIL_BYTES", "CursorState", "CursorStore", "SegmentCursor", "digest",
+           "segment_key"]
 
 HEAD_BYTES = 256
 # The window before the offset must span at least one whole event (its unique id):
@@ -33,6 +34,11 @@ TAIL_BYTES = 4096
 
 def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def segment_key(st: os.stat_result) -> str:
+    """A segment's identity, ``dev:inode``, from its file's stat."""
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 class SegmentCursor(msgspec.Struct, kw_only=True):

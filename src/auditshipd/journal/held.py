@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from .cursor import segment_key
+
 if TYPE_CHECKING:
     from .segments import _Segment
 
@@ -39,7 +41,7 @@ def _reachable(seg: _Segment) -> bool:
         st = os.stat(seg.path)
     except OSError:
         return False
-    return f"{st.st_dev}:{st.st_ino}" == seg.key
+    return segment_key(st) == seg.key
 
 
 def take_held(held: Held, more: Held) -> Held:

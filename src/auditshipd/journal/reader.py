@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from functools import partial
 
-from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest
+from .cursor import HEAD_BYTES, TAIL_BYTES, CursorState, SegmentCursor, digest, segment_key
 from .held import Held, KeptSegments, dup_left_glob, keep_only, take_held
 from .segment_reads import read_lines, skip_torn_tail, tail_abandoned, written_after
 from .segments import (
@@ -270,7 +270,7 @@ class JournalReader:
             if why is not None:
                 refused[path] = why
                 continue
-            key = f"{st.st_dev}:{st.st_ino}"
+            key = segment_key(st)
             seen.add(key)
             idle = self.idle.get(key)
             if idle is not None:
@@ -371,7 +371,7 @@ class JournalReader:
 
     def _adopt_fd(self, path: str, key: str, st: os.stat_result, fd: int) -> None:
         fst = os.fstat(fd)
-        if f"{fst.st_dev}:{fst.st_ino}" != key or not stat.S_ISREG(fst.st_mode):
+        if segment_key(fst) != key or not stat.S_ISREG(fst.st_mode):
             os.close(fd)  # replaced between stat and open
             return
         size = fst.st_size

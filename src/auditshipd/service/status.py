@@ -29,7 +29,7 @@ import msgspec
 from ..config import Config, SinkConfig
 from ..delivery.quarantine import QuarantineFile
 from ..delivery.status import HEARTBEAT_NAME
-from ..journal.cursor import CursorStore, SegmentCursor
+from ..journal.cursor import CursorStore, SegmentCursor, segment_key
 from ..journal.segments import dir_owner, matched_files, refusal, resume_offset
 from ..timestamps import parse_time
 
@@ -80,7 +80,7 @@ def journal_lag(patterns: Iterable[str], segments: Mapping[str, SegmentCursor], 
         except OSError:
             continue
         if refusal(st, dir_owner(path, owners)) is None:  # what the reader would read
-            files.append((path, f"{st.st_dev}:{st.st_ino}", st.st_size))
+            files.append((path, segment_key(st), st.st_size))
     if from_end and not segments:
         return Lag(0, 0, True)
     total_bytes = total_events = 0
