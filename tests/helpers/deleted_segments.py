@@ -90,7 +90,7 @@ async def delete_a_segment_only_the_pass_reads(d: Daemon, root: Path, events: in
     deleted segment go and, one more event later, no sink the pass knows needs it. Returns
     the deleted segment's key and the ids written."""
     journal = root / "journal" / "audit.jsonl"
-    assert d.shared is not None and d.shared.reader is not None
+    assert d.core is not None and d.core.shared.reader is not None
     os.rename(journal, journal.with_name("audit.jsonl.1"))
     ids = write_events(journal, "b", events)
     gone = segment_key(journal)
@@ -98,8 +98,8 @@ async def delete_a_segment_only_the_pass_reads(d: Daemon, root: Path, events: in
     os.rename(journal, journal.with_name("audit.jsonl.2"))
     os.unlink(journal.with_name("audit.jsonl.2"))
     ids += write_events(journal, "c", after)
-    await until(lambda: gone not in d.shared.reader.segments, "the pass let it go")
+    await until(lambda: gone not in d.core.shared.reader.segments, "the pass let it go")
     ids += write_events(journal, "d", 1)  # the other sink's cursor moves past it
-    await until(lambda: fast_has(root, ids) and not d.shared.kept,
+    await until(lambda: fast_has(root, ids) and not d.core.shared.kept,
                 "no sink the pass knows needs the deleted segment")
     return gone, ids

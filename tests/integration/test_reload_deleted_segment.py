@@ -64,8 +64,8 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
             await until(lambda: set(second) <= set(read_jsonl_ids(tmp_path / "fast.jsonl")),
                         "the other sink has the new file")
             rotated.unlink()
-            assert d.shared is not None and d.shared.reader is not None
-            await until(lambda: key not in d.shared.reader.segments,
+            assert d.core is not None and d.core.shared.reader is not None
+            await until(lambda: key not in d.core.shared.reader.segments,
                         "the pass let the deleted segment go")
             assert set(first) - set(rx.ids()), "the sink was meant to be behind"
             if how.startswith("reload"):
@@ -81,7 +81,7 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
                         "the restarted sink delivers every event", timeout=30)
             if how == "crash":
                 await until(lambda: d.drivers.get("web") not in (None, old), "web restarted")
-            await until(lambda: not d.shared.kept and not d.leftovers,
+            await until(lambda: not d.core.shared.kept and not d.leftovers,
                         "the deleted segment is let go once no sink needs it")
 
     with WebhookReceiver() as rx:

@@ -394,10 +394,10 @@ def test_a_store_outage_during_a_reload_stops_no_stream(
         proxy.close()
 
 
-def test_a_reload_rejected_for_its_journal_leaves_the_store_alone(
+def test_a_reload_rejected_for_its_state_dir_leaves_the_store_alone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A new config that changes [journal] (needs a restart) and [portal] database: the
-    reload is refused before the new store is opened, so the next poll sees nothing to
+    """A new config that moves the state directory (needs a restart) and changes [portal]
+    database: the reload is refused before the new store is opened, so the next poll sees nothing to
     reload (it used to flip between the two stores, refusing again every poll)."""
     monkeypatch.setenv(ENV_VAR, KEY)
     a, b, config = tmp_path / "a.sqlite3", tmp_path / "b.sqlite3", tmp_path / "auditshipd.toml"
@@ -407,7 +407,7 @@ def test_a_reload_rejected_for_its_journal_leaves_the_store_alone(
     async def scenario() -> None:
         async with running_daemon(config) as d:
             changed = _stream_host(tmp_path, str(b), "[]").replace(
-                "poll_interval = 0.2", "poll_interval = 0.3")
+                f"{tmp_path / 'state'}", f"{tmp_path / 'state2'}")
             config.write_text(changed)
             assert not await d.reload()
             assert not await d.store_streams.changed(d.config)

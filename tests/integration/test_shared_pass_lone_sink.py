@@ -72,7 +72,7 @@ async def _hang_blocks_the_pass(d, rcv: WebhookReceiver) -> None:
     behind it: alone in the pass, it has no room for another chunk."""
     hang = d.drivers["hang"]
     await until(lambda: rcv.requests >= 1 and hang.inflight >= 2, "the hanging sink's batches")
-    assert d.shared is not None and d.shared.members == {hang}
+    assert d.core is not None and d.core.shared.members == {hang}
 
 
 def test_a_sink_joining_beside_a_hanging_lone_sink_gets_its_events(
@@ -101,7 +101,7 @@ def test_a_sink_joining_beside_a_hanging_lone_sink_gets_its_events(
                 third = _events(tmp_path, "c", 7)
                 await until(lambda: _ours(out) == first + second + third,
                             "the file sink's later events", timeout=ATTEMPT_TIMEOUT / 4)
-                assert d.shared is not None and d.drivers["f"] in d.shared.members
+                assert d.core is not None and d.drivers["f"] in d.core.shared.members
 
     asyncio.run(scenario())
 
@@ -123,7 +123,7 @@ def test_a_hanging_lone_sink_is_sent_to_read_alone_after_the_stall_time(
                 first = _events(tmp_path, "a", 30)
                 await _hang_blocks_the_pass(d, rcv)
                 second = _events(tmp_path, "b", 30)
-                shared = d.shared
+                shared = d.core.shared
                 assert shared is not None
                 await until(lambda: shared.lines_read >= 60 and not shared.members,
                             "the pass reading on without the hanging sink",

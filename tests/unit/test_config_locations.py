@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from auditshipd.errors import ConfigError
-from auditshipd.service.loading import load_runtime, require_same_journal
+from auditshipd.service.loading import load_runtime, require_same_state_dir
 
 
 def test_a_missing_plugin_directory_names_the_file_and_line(tmp_path: Path) -> None:
@@ -66,16 +66,22 @@ def test_a_duplicate_stream_sink_name_and_integrity_without_a_key_name_their_lin
                            " duplicate sink name 'globex.siem'")
 
 
-def test_a_reload_moving_the_journal_names_the_line_of_journal(tmp_path: Path) -> None:
+def test_a_reload_moving_the_state_dir_names_its_line(tmp_path: Path) -> None:
     config = tmp_path / "auditshipd.toml"
     config.write_text(f'[journal]\nstate_dir = "{tmp_path}/s"\n')
     running, _pm, _types = load_runtime(config)
     config.write_text(f'shutdown_timeout = 3.0\n\n[journal]\nstate_dir = "{tmp_path}/t"\n')
     new, _pm, _types = load_runtime(config)
     with pytest.raises(ConfigError) as caught:
-        require_same_journal(new, running)
-    assert str(caught.value) == (f"{config}:3: journal: changing [journal] needs a restart"
-                                 " (the running journal settings stay until then)")
+        require_same_state_dir(new, running)
+    assert str(caught.value) == (
+        f"{config}:4: journal.state_dir: moving journal.state_dir needs a restart (the running"
+        " daemon keeps its cursors, dead letters and lock where they are until then)")
+    # the rest of [journal] changes on a reload
+    config.write_text(f'[journal]\nstate_dir = "{tmp_path}/s"\npoll_interval = 0.5\n'
+                      'path = "other/a.jsonl"\npaths = ["other/a.jsonl*"]\n')
+    moved, _pm, _types = load_runtime(config)
+    require_same_state_dir(moved, running)
 
 
 SHIPPED = Path(__file__).parents[2] / "config" / "auditshipd.toml"

@@ -39,6 +39,7 @@ from .lines import LineProcessor, split_lines
 from .positions import needs_segment, offsets, reader_position, relation
 from .routing import Policy
 from .scope import NOT_AN_OBJECT, chunk_scopes
+from .waiting import wait_or_event
 
 if TYPE_CHECKING:
     from .driver import SinkDriver
@@ -146,10 +147,7 @@ class SharedPass:
                         await self._relieve(loop)
                     read = asyncio.ensure_future(self.reader.next_item(None))
                 self._kick.clear()
-                kick = asyncio.ensure_future(self._kick.wait())
-                await asyncio.wait({read, kick}, timeout=self._wait(loop.time()),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                kick.cancel()
+                await wait_or_event(self._kick, {read}, self._wait(loop.time()))
                 if not read.done():
                     self._flush_due(loop.time(), caught_up=not self._behind)
                     continue
@@ -270,11 +268,8 @@ class SharedPass:
                     return
                 self._flush_due(now, caught_up=not self._behind)
                 self._kick.clear()  # set by a join
-                kick = asyncio.ensure_future(self._kick.wait())
                 due = [_STALL if sent is None else sent + _STALL - now, self._wait(now)]
-                await asyncio.wait({room, kick}, timeout=min(t for t in due if t is not None),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                kick.cancel()
+                await wait_or_event(self._kick, {room}, min(t for t in due if t is not None))
         finally:
             room.cancel()
 

@@ -18,6 +18,7 @@ from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
 from .batcher import Part, add_lines, cut_chunk
 from .positions import reader_owes
+from .waiting import wait_or_event
 
 if TYPE_CHECKING:
     from .driver import SinkDriver
@@ -59,11 +60,9 @@ async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPa
             timeout = driver.sealing.wait(timeout)
         if shared is not None:
             timeout = _CHECK_EVERY if timeout is None else min(timeout, _CHECK_EVERY)
-        stop_wait = asyncio.ensure_future(stopping.wait())
         read = asyncio.ensure_future(reader.next_item(timeout if timeout is not None else 3600))
-        done, _ = await asyncio.wait({stop_wait, read}, return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        if read not in done:
+        await wait_or_event(stopping, {read})
+        if not read.done():
             read.cancel()
             await asyncio.gather(read, return_exceptions=True)
             break

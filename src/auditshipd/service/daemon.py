@@ -6,13 +6,13 @@ within ``shutdown_timeout``, persist cursors, exit 0; a second signal exits at o
 edit of the config file or of a stream file, reloads: the new config is validated
 first; if it is invalid the error is logged with file and key and the running config
 stays. Otherwise the difference is applied: removed sinks stop cleanly (cursor kept),
-changed sinks restart from their cursor, new sinks start from ``start_at``.
+changed sinks restart from their cursor, new sinks start from ``start_at``; a changed
+``[journal]`` restarts the reading core (:mod:`.journal_core`) and every sink with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -22,30 +22,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, SinkConfig
-from ..delivery.commits import CommitSaver
 from ..delivery.contexts import sink_context
 from ..delivery.driver import SinkDriver
-from ..delivery.fanout import SharedPass
 from ..errors import ConfigError
 from ..journal.held import take_held
-from ..journal.watch import ChangeSignal, JournalWatcher
-from ..journal.writer import daemon_journal
+from ..journal.watch import ChangeSignal
 from ..scrub import scrub_secrets
 from . import heap
 from .config_watch import watch_config
+from .journal_core import JournalCore
 from .loading import (
     build_redactors,
     config_signature,
     load_runtime,
     notify_config_loaded,
-    require_same_journal,
+    record_reload,
+    require_same_state_dir,
     sink_fingerprint,
 )
 from .metrics_counts import RetiredCounts
 from .notify import SystemdNotifier
 from .servers import Servers
 from .sink_restarts import SinkRestarts
-from .startup_checks import run_startup_checks
+from .startup_checks import check_journal_dir, run_startup_checks
 from .state_lock import hold_state_dir
 from .store_streams import SOURCE as STORE_SOURCE
 from .store_streams import StoreStreams, host_id
@@ -67,7 +66,6 @@ class Daemon:
         self.drivers: dict[str, SinkDriver] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.signal = ChangeSignal()
-        self.watcher: JournalWatcher | None = None
         self.notifier = SystemdNotifier()
         self.logger = log
         # The running metrics (None while no metrics server runs): what the drivers'
@@ -82,9 +80,7 @@ class Daemon:
         # Self-service streams defined in the portal's store: another source of sinks.
         self.store_streams = StoreStreams()
         self.reloading = False
-        self.shared: SharedPass | None = None
-        self._core: list[asyncio.Task[Any]] = []  # the shared pass and the cursor saver
-        self.saver: CommitSaver | None = None
+        self.core: JournalCore | None = None  # watcher, shared pass, cursor saver
         # A sink whose driver dies of a bug restarts alone; the others go on.
         self.restarts = SinkRestarts(
             self._start_driver, self._sink_config, lambda name: name in self.drivers,
@@ -114,30 +110,8 @@ class Daemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._cleanups.append(("state dir lock", hold_state_dir(cfg)))
         run_startup_checks(cfg)
-        j = cfg.journal
-        Path(j.path).parent.mkdir(parents=True, exist_ok=True)
-        self.watcher = JournalWatcher(j.paths, self.signal, force_polling=j.force_polling)
-        watch_task = asyncio.create_task(self.watcher.run(), name="watcher")
-        self._cleanups.append(("watcher", self._stop_watcher(watch_task)))
-        redactors = build_redactors(cfg)
-        self.shared = SharedPass(cfg, self.signal)
-        self.shared.sharing = lambda: list(self.drivers.values())
-        self.saver = CommitSaver(cfg.state_dir, self.shared)
-        drivers = []
-        for sc in cfg.sinks:
-            if sc.enabled:
-                try:
-                    drivers.append(await self._build_driver(sc, redactors[sc.name]))
-                except Exception as exc:  # noqa: BLE001 - this sink only, tried again later
-                    self.restarts.start_failed(sc, redactors[sc.name], exc, cfg.state_dir)
-        # The pass starts where most sinks are (after a restart: all of them).
-        self.shared.begin(d.start_point() for d in drivers)
-        for driver in drivers:  # first: they join the pass before it reads anything
-            self._run_driver(driver)
-        self._core = [asyncio.create_task(self.shared.run(), name="shared pass"),
-                      asyncio.create_task(self.saver.run(), name="cursor saver")]
-        self._background += self._core
-        self._cleanups.append(("cursors", self.saver.flush()))
+        self._cleanups.append(("journal", self._close_core()))
+        await self._start_core(cfg, build_redactors(cfg))
         await self.servers.start(cfg)
         self._cleanups.append(("servers", self.servers.stop()))
         if self.config_path is not None and cfg.config_watch:
@@ -146,26 +120,27 @@ class Daemon:
                                                     name="store-streams"))
         interval = self.notifier.watchdog_interval()
         if interval:
-            self._background.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+            self._background.append(asyncio.create_task(self.notifier.watchdog(interval),
+                                                        name="watchdog"))
         await _maybe_await(self.pm.hook.startup(daemon=self))
         heap.settle()
         self.notifier.notify("READY=1", f"STATUS={self.summary()}")
         log.info("auditshipd started: %d sink(s) %s, journal %s (%s)", len(self.drivers),
-                 ", ".join(self.drivers), ", ".join(j.paths), self.watcher.mode)
+                 ", ".join(self.drivers), ", ".join(cfg.journal.paths), self.core.watcher.mode)
 
     async def main_loop(self) -> None:
         exit_wait = asyncio.create_task(self.should_exit.wait())
         reload_wait = asyncio.create_task(self.reload_requested.wait())
         try:
             while not self.should_exit.is_set():
-                watched = {exit_wait, reload_wait, *self.tasks.values(), *self._core}
+                watched = {exit_wait, reload_wait, *self.tasks.values(), *self._core_tasks()}
                 done, _ = await asyncio.wait(watched, timeout=10,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if reload_wait in done and not self.should_exit.is_set():
                     self.reload_requested.clear()
                     await self.reload()
                     reload_wait = asyncio.create_task(self.reload_requested.wait())
-                for task in self._core:
+                for task in self._core_tasks():
                     if task in done and not task.cancelled() and task.exception():
                         log.error("%s failed: %r; stopping", task.get_name(), task.exception())
                         self.should_exit.set()
@@ -184,6 +159,8 @@ class Daemon:
         log.info("shutting down: flushing in-flight batches (deadline %.1fs)", timeout)
         for task in self._background:
             task.cancel()
+        if self.core is not None:
+            self.core.halt()  # nothing more is read; in-flight batches finish
         self.restarts.cancel_all()
         await self._stop_drivers(list(self.drivers), timeout)
         errors = []
@@ -219,7 +196,9 @@ class Daemon:
             new, pm, types = await asyncio.to_thread(load_runtime, self.config_path)
             # Before the store is read: a rejected config must not move the streams to
             # the store it names.
-            require_same_journal(new, self.config)
+            require_same_state_dir(new, self.config)
+            journal_warnings = (check_journal_dir(new)
+                                if new.journal.path != self.config.journal.path else [])
             await self.servers.check_addresses(new, self.config)
             # First: a broken stream file's running sinks keep their names, which the
             # store's streams then cannot take.
@@ -240,21 +219,31 @@ class Daemon:
         added = [n for n in new_by if n not in old_by]
         changed = [n for n in new_by if n in old_by and (
             global_changed or sink_fingerprint(new_by[n], new) != sink_fingerprint(old_by[n], old))]
-        for name in removed + changed + added:
-            self.restarts.cancel(name)  # this reload decides what runs under that name
-        await self._stop_drivers([n for n in removed + changed if n in self.drivers],
-                                 new.shutdown_timeout)
-        self.config, self.pm, self.types = new, pm, types
-        for name in changed + added:
-            sc = new_by[name]
-            if sc.enabled:
-                await self._start_or_retry(sc, redactors[name])
+        for warning in journal_warnings:
+            log.warning("%s", warning)
+        if new.journal != old.journal:
+            self.restarts.cancel_all()
+            await self._stop_core(new.shutdown_timeout)
+            self.config, self.pm, self.types = new, pm, types
+            await self._start_core(new, redactors)
+            log.info("[journal] changed: every sink restarted from its cursor on the new"
+                     " settings, journal %s", ", ".join(new.journal.paths))
+        else:
+            for name in removed + changed + added:
+                self.restarts.cancel(name)  # this reload decides what runs under that name
+            await self._stop_drivers([n for n in removed + changed if n in self.drivers],
+                                     new.shutdown_timeout)
+            self.config, self.pm, self.types = new, pm, types
+            for name in changed + added:
+                sc = new_by[name]
+                if sc.enabled:
+                    await self._start_or_retry(sc, redactors[name])
         self._drop_leftovers(keep=[n for n, sc in new_by.items() if sc.enabled])
         if new.portal != old.portal or new.metrics != old.metrics:
             await self.servers.restart(new, old)
         notify_config_loaded(self.pm, new)
         if removed or added or changed:
-            await asyncio.to_thread(self._record_reload, added, removed, changed)
+            await asyncio.to_thread(record_reload, self.config, added, removed, changed)
         log.info("config reloaded: %d added %s, %d removed %s, %d changed %s", len(added), added,
                  len(removed), removed, len(changed), changed)
         heap.settle()
@@ -296,15 +285,6 @@ class Daemon:
             log.error("stream file of organization %r rejected (its previous streams, if any,"
                       " keep running): %s", org, exc)
 
-    def _record_reload(self, added: list[str], removed: list[str], changed: list[str]) -> None:
-        """The reload itself is an audit event (sink names only, never settings)."""
-        journal = daemon_journal(self.config.journal.path)
-        journal.record("log_stream.updated",
-                       actor={"type": "system", "name": "auditshipd"},
-                       metadata={"added": added, "removed": removed, "changed": changed,
-                                 "source": os.path.basename(str(self.config.source))})
-        journal.close()
-
     # -- parts ------------------------------------------------------------------------
 
     def _sink_config(self, name: str) -> SinkConfig | None:
@@ -325,7 +305,7 @@ class Daemon:
         driver = SinkDriver(cfg, sc, sink, signal=self.signal, redactor=redactor,
                             hooks=self.pm.hook,
                             observe_batch_latency=self.batch_latency_observer(sc.name),
-                            shared=self.shared, saver=self.saver,
+                            shared=self.core.shared, saver=self.core.saver,
                             inherit=self.leftovers.pop(sc.name, None))
         try:
             await driver.start()
@@ -373,14 +353,41 @@ class Daemon:
         keep = set(keep)
         for name in [n for n in self.leftovers if n not in keep]:
             take_held({}, self.leftovers.pop(name))
-        if self.shared is not None:  # and the boxes of segments kept for them
-            self.shared.kept.forget(keep.__contains__)
+        if self.core is not None:  # and the boxes of segments kept for them
+            self.core.shared.kept.forget(keep.__contains__)
 
-    async def _stop_watcher(self, task: asyncio.Task[None]) -> None:
-        assert self.watcher is not None
-        self.watcher.stop()
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(task, 2)
+    async def _start_core(self, cfg: Config, redactors: dict[str, Redactor]) -> None:
+        """Build the reading core on ``cfg`` and start every enabled sink of ``cfg``
+        from its cursor (one that fails to start is tried again later)."""
+        self.core = JournalCore(cfg, self.signal, lambda: list(self.drivers.values()))
+        self.core.watch()
+        drivers = []
+        for sc in cfg.sinks:
+            if sc.enabled:
+                try:
+                    drivers.append(await self._build_driver(sc, redactors[sc.name]))
+                except Exception as exc:  # noqa: BLE001 - this sink only, tried again later
+                    self.restarts.start_failed(sc, redactors[sc.name], exc, cfg.state_dir)
+        # The pass starts where most sinks are (after a restart: all of them).
+        for driver in drivers:  # first: they join the pass before it reads anything
+            self._run_driver(driver)
+        self.core.begin(d.start_point() for d in drivers)
+
+    async def _close_core(self) -> None:
+        if self.core is not None:
+            await self.core.close()
+
+    async def _stop_core(self, timeout: float) -> None:
+        """Stop reading and every sink (their cursors saved), as a shutdown does; the
+        descriptors of segments that left the glob wait for the sinks' next drivers."""
+        assert self.core is not None
+        self.core.halt()
+        await self._stop_drivers(list(self.drivers), timeout)
+        await self.core.close()
+        self.core = None
+
+    def _core_tasks(self) -> list[asyncio.Task[Any]]:
+        return self.core.tasks if self.core is not None else []
 
     def _config_signature(self) -> tuple[Any, ...]:
         streams = getattr(self, "config", None) and self.config.streams_dir
@@ -399,12 +406,6 @@ class Daemon:
                 await self.store_streams.report(self.config, host)
             except Exception as exc:  # a bug here must not stop the looking
                 log.error("self-service streams: %s: %s", type(exc).__name__, exc)
-
-    async def _watchdog(self, interval: float) -> None:
-        """WATCHDOG=1 from the event loop itself: a wedged loop stops the pings."""
-        while True:
-            self.notifier.notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
 
     def batch_latency_observer(self, sink_name: str) -> Callable[[float], None]:
         """What the driver of ``sink_name`` calls once per delivered batch: the latency

@@ -17,6 +17,7 @@ from ..config.collect import raise_all
 from ..config.env import load_document
 from ..config.loading import collect_config, read_config_text
 from ..errors import ConfigError
+from ..journal.writer import daemon_journal
 from ..plugin import SinkType
 from ..plugins.manager import build_plugin_manager, sink_types
 from ..scrub import scrub_secrets
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from ..redaction.redactor import Redactor
 
 __all__ = ["build_redactors", "config_signature", "load_runtime", "notify_config_loaded",
-           "require_same_journal",
+           "record_reload",
+           "require_same_state_dir",
            "sink_fingerprint"]
 
 
@@ -51,19 +53,33 @@ def load_runtime(path: str | Path | None) -> tuple[Config, pluggy.PluginManager,
     return config, pm, types
 
 
-def require_same_journal(new: Config, running: Config) -> None:
-    """A reload cannot move the journal: a ConfigError (with the line of ``[journal]``
-    in ``new``'s file) when ``new`` changes it."""
-    if new.journal == running.journal:
+def require_same_state_dir(new: Config, running: Config) -> None:
+    """A reload cannot move the state directory (cursors, dead letters and the lock that
+    keeps a second daemon out live there): a ConfigError (with the line of
+    ``state_dir`` in ``new``'s file) when ``new`` moves it. The rest of ``[journal]``
+    takes effect on a reload."""
+    if new.state_dir.absolute() == running.state_dir.absolute():
         return
     text = None
     try:
         text, _ = read_config_text(new.source)
     except ConfigError:
         pass
-    raise_all([ConfigError("changing [journal] needs a restart (the running journal settings"
-                           " stay until then)", file=new.source, key="journal")],
+    raise_all([ConfigError("moving journal.state_dir needs a restart (the running daemon"
+                           " keeps its cursors, dead letters and lock where they are until"
+                           " then)", file=new.source, key="journal.state_dir")],
               text, new.source)
+
+
+def record_reload(config: Config, added: list[str], removed: list[str],
+                  changed: list[str]) -> None:
+    """The reload itself is an audit event (sink names only, never settings)."""
+    journal = daemon_journal(config.journal.path)
+    journal.record("log_stream.updated",
+                   actor={"type": "system", "name": "auditshipd"},
+                   metadata={"added": added, "removed": removed, "changed": changed,
+                             "source": os.path.basename(str(config.source))})
+    journal.close()
 
 
 def _in_file(exc: ConfigError, source: str) -> ConfigError:

@@ -9,6 +9,7 @@ state (READY, STATUS, WATCHDOG...) that the next message repeats or supersedes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -60,6 +61,12 @@ class SystemdNotifier:
             return int(usec) / 1e6 / 2
         except ValueError:
             return None
+
+    async def watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the event loop itself: a wedged loop stops the pings."""
+        while True:
+            self.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     def close(self) -> None:
         if self.dropped:

@@ -1,0 +1,167 @@
+"""A reload that changes ``[journal]`` takes effect without a restart: the reading core
+(watcher, shared pass, cursor saver) is rebuilt on the new settings and every sink
+starts again from its cursor, losing nothing written before, during or after it. Only
+moving ``state_dir`` still needs a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from tests.helpers.daemon_in_process import running_daemon, until
+from tests.helpers.sinks import file_sink
+
+from auditshipd.journal.writer import AuditJournal
+from auditshipd.testing import WebhookReceiver, read_jsonl_ids, write_events
+
+pytestmark = pytest.mark.integration
+
+
+def _config(root: Path, journal: Path, sinks: str, journal_extra: str = "",
+            paths: list[Path] | None = None) -> str:
+    globs = json.dumps([f"{p}*" for p in (paths or [journal])])
+    return f"""
+shutdown_timeout = 3.0
+config_watch = false
+
+[journal]
+path = "{journal}"
+paths = {globs}
+state_dir = "{root / 'state'}"
+poll_interval = 0.2
+{journal_extra}
+
+{sinks}
+"""
+
+
+def _http_sink(url: str) -> str:
+    return f"""
+[[sinks]]
+name = "web"
+type = "http"
+url = "{url}"
+[sinks.batch]
+max_events = 50
+timeout = 0.05
+"""
+
+
+def test_a_new_journal_path_is_read_after_a_reload_and_the_old_one_drains(
+        tmp_path: Path) -> None:
+    """Moving the journal as the docs say: the new file joins ``paths`` beside the old
+    one; every event of both reaches the sink, and the next reload can drop the old."""
+    old, new = tmp_path / "a" / "audit.jsonl", tmp_path / "b" / "audit.jsonl"
+    old.parent.mkdir()
+    out, config = tmp_path / "out.jsonl", tmp_path / "auditshipd.toml"
+    sinks = file_sink(out, "archive", batch="timeout = 0.05")
+    config.write_text(_config(tmp_path, old, sinks))
+
+    async def scenario() -> None:
+        async with running_daemon(config) as d:
+            first = write_events(old, "a", 300)
+            await until(lambda: set(first) <= set(read_jsonl_ids(out)), "the old journal read")
+            tail = write_events(old, "t", 200)  # maybe unread when the reload comes
+            config.write_text(_config(tmp_path, new, sinks, paths=[old, new]))
+            assert await d.reload()
+            assert d.config.journal.path == str(new)
+            assert new.parent.is_dir()  # the daemon made the new journal's directory
+            second = write_events(new, "b", 300)
+            await until(lambda: set(first + tail + second) <= set(read_jsonl_ids(out)),
+                        "both journals read")
+            config.write_text(_config(tmp_path, new, sinks))
+            assert await d.reload()
+            third = write_events(new, "c", 100)
+            await until(lambda: set(third) <= set(read_jsonl_ids(out)), "the new journal read")
+            write_events(old, "x", 50)  # no longer in paths: not read
+            await asyncio.sleep(0.5)
+            assert not any(i.startswith("x-") for i in read_jsonl_ids(out))
+            assert d.summary().startswith("1 sink(s)")
+
+    asyncio.run(scenario())
+
+
+def test_events_written_while_journal_settings_change_are_all_delivered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A writer appends without pause while three reloads change [journal] tunables
+    (the shared pass and every driver are rebuilt each time): every event arrives, and
+    the stopped pass leaves no task behind (asyncio logs those it destroys)."""
+    journal = tmp_path / "journal" / "audit.jsonl"
+    journal.parent.mkdir()
+    config = tmp_path / "auditshipd.toml"
+    tunables = ["", "read_block_bytes = 4096", "pass_memory_bytes = 1048576\nrotate_wait = 1.0",
+                "force_polling = true"]
+    with WebhookReceiver() as rx:
+        out = tmp_path / "out.jsonl"
+        sinks = _http_sink(rx.url) + file_sink(out, "archive", batch="timeout = 0.05")
+        config.write_text(_config(tmp_path, journal, sinks, tunables[0]))
+        written: list[str] = []
+        stop = threading.Event()
+
+        def writer() -> None:
+            with AuditJournal(journal) as j:
+                n = 0
+                while not stop.is_set() or n < 3000:
+                    eid = f"w-{n:06d}"
+                    assert j.record("user.invited", id=eid, actor={"type": "user",
+                                                                   "email": "a@acme.test"})
+                    written.append(eid)
+                    n += 1
+                    if n % 100 == 0:
+                        stop.wait(0.01)
+
+        async def scenario() -> None:
+            async with running_daemon(config) as d:
+                thread = threading.Thread(target=writer)
+                thread.start()
+                try:
+                    for extra in tunables[1:]:
+                        await until(lambda: len(written) > 500, "the writer started")
+                        config.write_text(_config(tmp_path, journal, sinks, extra))
+                        assert await d.reload()
+                        await asyncio.sleep(0.2)  # let some events through between reloads
+                finally:
+                    stop.set()
+                    await asyncio.to_thread(thread.join)
+                await until(lambda: set(written) <= set(rx.ids()), "every event at web",
+                            timeout=60)
+                await until(lambda: set(written) <= set(read_jsonl_ids(out)),
+                            "every event in the archive", timeout=60)
+                assert d.config.journal.force_polling
+                assert d.core is not None and d.core.watcher.mode.startswith("poll")
+                gc.collect()
+
+        asyncio.run(scenario())
+    assert "Task was destroyed but it is pending" not in caplog.text
+
+
+def test_a_lower_max_line_bytes_applies_to_the_next_lines(tmp_path: Path) -> None:
+    journal = tmp_path / "journal" / "audit.jsonl"
+    journal.parent.mkdir()
+    out, config = tmp_path / "out.jsonl", tmp_path / "auditshipd.toml"
+    sinks = file_sink(out, "archive", batch="timeout = 0.05")
+    config.write_text(_config(tmp_path, journal, sinks))
+    quarantine = tmp_path / "state" / "quarantine" / "archive.jsonl"
+
+    def big(eid: str) -> None:
+        with AuditJournal(journal) as j:
+            assert j.record("user.invited", id=eid, actor={"type": "user", "email": "a@acme.test"},
+                            metadata={"note": "n" * 3000})
+
+    async def scenario() -> None:
+        async with running_daemon(config) as d:
+            big("big-1")
+            await until(lambda: "big-1" in read_jsonl_ids(out), "a 3 kB line delivered")
+            config.write_text(_config(tmp_path, journal, sinks, "max_line_bytes = 2048"))
+            assert await d.reload()
+            big("big-2")
+            small = write_events(journal, "s", 3)
+            await until(lambda: set(small) <= set(read_jsonl_ids(out)), "the next lines read")
+            assert "big-2" not in read_jsonl_ids(out)
+            assert quarantine.exists() and "max_line_bytes" in quarantine.read_text()
+
+    asyncio.run(scenario())
