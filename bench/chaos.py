@@ -10,7 +10,9 @@ this process. A writer process appends events with unique ids at ``--rate`` even
 while one loop takes, at random (``--seed``), one action at a time: rotations (rename,
 out of the glob, copytruncate, renumbering, deletion of rotated segments, bursts of them),
 ``kill -9`` (also while the daemon starts, and during a reload), SIGTERM, SIGHUP after an
-edit of the config, a receiver path answering 503 or hanging, and "behind": a sink's
+edit of the config (batch sizes, ``extra``, and at times ``[journal] read_block_bytes``,
+which restarts reading and every sink), a receiver path answering 503 or hanging, and
+"behind": a sink's
 destination fails, the segment it reads is rotated and deleted and a reload changes it.
 
 After ``--seconds`` the writer stops, the receiver is healthy, ``extra`` is configured,
@@ -77,6 +79,7 @@ class Chaos:
         self.down_until = 0.0
         self.batch = {"file": 500, "web": 300, "acme": 100, "extra": 200}
         self.extra_on = True
+        self.read_block = 1024 * 1024  # [journal] read_block_bytes: a reload may change it
         self.t0 = time.monotonic()
         self.actions: list[tuple[float, str]] = []
         self.counts: Counter[str] = Counter()
@@ -119,6 +122,7 @@ paths = ["{journal}*"]
 state_dir = "{self.state}"
 rotate_wait = 2.0
 poll_interval = 0.5
+read_block_bytes = {self.read_block}
 [metrics]
 enabled = false
 
@@ -239,6 +243,9 @@ timeout = 0.1
         if change is None:
             change = [name for name in self.batch if self.rng.random() < 0.6]
         self.new_batch_sizes(change)
+        if self.rng.random() < 0.3:  # [journal] changed: reading and every sink restart
+            self.read_block = self.rng.choice(
+                [n for n in (65536, 262144, 1024 * 1024) if n != self.read_block])
         self.extra_on = extra
         self.write_config()
         offset = len(self.daemon.log())
@@ -255,7 +262,7 @@ timeout = 0.1
                             alive=lambda: "daemon exited" if self.daemon.poll() is not None
                             else None)
         self.note(f"SIGHUP: {marker.decode()} (batches {self.batch}, extra "
-                  f"{'on' if extra else 'off'})", "sighup")
+                  f"{'on' if extra else 'off'}, read_block_bytes {self.read_block})", "sighup")
         if marker != b"config reloaded":
             raise SystemExit("a reload of a valid config was rejected; see daemon.log")
 

@@ -65,3 +65,23 @@ def test_real_start_at_times_and_the_words_pass(tmp_path: Path, when: str) -> No
                       + SINK.format(name="acme", extra=f'start_at = "{when}"'))
     loaded, _, _ = load_runtime(config)
     assert loaded.sink("acme").start_at == when
+
+
+def test_a_stream_file_cannot_loosen_the_redaction(tmp_path: Path) -> None:
+    """allow_looser is the main config's to give: in a stream file it rejects the file
+    (the organization's sinks do not run with a looser policy); a stricter table loads."""
+    streams = tmp_path / "streams"
+    streams.mkdir()
+    looser = '[sinks.redaction]\nallow = ["*"]\nallow_looser = true\n'
+    (streams / "acme.toml").write_text(SINK.format(name="siem", extra=looser))
+    stricter = '[sinks.redaction]\naction = "drop"\n'
+    (streams / "globex.toml").write_text(SINK.format(name="siem", extra=stricter))
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(f'streams_dir = "{streams}"\n[journal]\nstate_dir = "{tmp_path}"\n'
+                      + SINK.format(name="all", extra=looser))
+    loaded, _, _ = load_runtime(config)
+    assert [sc.name for sc in loaded.sinks] == ["all", "globex.siem"]
+    (err,) = loaded.stream_errors.values()
+    assert err.file == str(streams / "acme.toml") and err.line == 7
+    assert err.key == "sinks[0].redaction.allow_looser"
+    assert "only be stricter" in err.reason

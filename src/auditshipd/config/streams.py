@@ -54,8 +54,9 @@ def parse_stream_file(
     """The sinks of one organization's stream file. Their scope is that organization,
     always: a file cannot widen it. Sink names become ``<org>.<name>``; one already in
     ``taken`` (or given twice in the file) is an error, as is ``integrity = true`` when
-    the daemon's config (``config``) has no [integrity] (``integrity`` False). Errors name
-    the line."""
+    the daemon's config (``config``) has no [integrity] (``integrity`` False), and so is
+    ``redaction.allow_looser = true``: a stream file cannot loosen the daemon's redaction
+    any more than widen its scope. Errors name the line."""
     source = str(path)
     if not ORGANIZATION_SLUG_RE.match(org):
         raise ConfigError("file name must be <organization-slug>.toml (lowercase letters,"
@@ -73,6 +74,13 @@ def parse_stream_file(
         if scope is not None and scope != [org]:
             errors.append(ConfigError(f"a stream file can only scope its own organization"
                                       f" [{org!r}]", file=source, key=f"sinks[{i}].organizations"))
+            continue
+        redaction = table.get("redaction") if isinstance(table, dict) else None
+        if isinstance(redaction, dict) and redaction.get("allow_looser") is True:
+            errors.append(ConfigError("a stream file's sink can only be stricter than the"
+                                      " daemon's [redaction]: allow_looser is for the main"
+                                      " config", file=source,
+                                      key=f"sinks[{i}].redaction.allow_looser"))
             continue
         if isinstance(table, dict):
             table = {**table, "organizations": [org]}
