@@ -148,6 +148,7 @@ class WebhookReceiver:
         self.max_body_bytes = max_body_bytes
         self.too_large = 0
         self.batch_headers: list[str] = []  # X-Auditshipd-Batch of each accepted request
+        self.paths: list[str] = []  # the path and query of each accepted request
         self.script: list[Any] = []
         self.default: Any = 200
         self.events: list[dict[str, Any]] = []
@@ -283,6 +284,7 @@ class WebhookReceiver:
                 self.events.extend(events)
                 self.batches.append(events)
                 self.batch_headers.append(request.headers.get("X-Auditshipd-Batch", ""))
+                self.paths.append(request.path_qs)
         return web.Response(status=status, headers=headers, text=body_text)
 
 

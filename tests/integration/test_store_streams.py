@@ -153,6 +153,35 @@ lists the stream while it exists (disabled while paused)."""
     assert RX_TOKEN.encode() not in log
 
 
+def test_a_stream_url_holding_credentials_is_encrypted_at_rest_and_used_whole(
+        ws: Workspace) -> None:
+    """A URL with a token in its path and another in its query: the daemon delivers to
+    the URL as given, while the portal's store (and every other file) holds neither
+    token in the clear, and the API shows the URL masked."""
+    path_token, code = "Zq7VnC4dhaV3kN9xQ2pLw8", "QUERYCODE4417"
+    port = _config(ws)
+    acme = _token(ws, "acme")
+    base = f"http://127.0.0.1:{port}"
+    with WebhookReceiver() as rx, ws.daemon(env={"AUDITSHIPD_SECRETS_KEY": KEY}) as daemon:
+        daemon.wait_started()
+        url = f"{rx.url}/{path_token}?code={code}"
+        status, body = asyncio.run(_api("POST", f"{base}/api/streams", acme, {
+            "name": "siem", "type": "http", "options": {"url": url}}))
+        assert status == 201, body
+        assert body["data"]["options"]["url"] == f"{rx.url}/***?code=***"
+        assert body["data"]["secrets"] == {"url": "set"}
+        wait_for(lambda: b"acme.siem" in daemon.log(), 20, message="stream started")
+        mine = _write(ws.journal, "acme", "a", 5)
+        wait_for(lambda: set(mine) <= set(rx.ids()), 30, message="acme events at the stream")
+        assert set(rx.paths) == {f"/ingest/{path_token}?code={code}"}
+        assert daemon.terminate() == 0
+    files = [p for p in ws.root.rglob("*") if p.is_file()]  # store, journal, state, log
+    assert any(p.name.startswith("portal.sqlite3") for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert path_token.encode() not in data and code.encode() not in data, path
+
+
 def _status_rows(ws: Workspace) -> dict[str, dict[str, Any]]:
     """``auditshipd status --json``, by sink name (the secrets key not given to it)."""
     env = {k: v for k, v in os.environ.items() if k != "AUDITSHIPD_SECRETS_KEY"}

@@ -416,8 +416,9 @@ async def test_page_forms_act_with_the_session_csrf_only(sp: StreamsPortal, rx: 
 
 
 async def test_the_edit_form_masks_url_credentials_and_keeps_them(sp: StreamsPortal, rx: Any) -> None:
-    """A URL with a password and a query token: the edit page shows it masked, as the API
-    does; the form sent back unchanged keeps the stored URL; a new URL replaces it."""
+    """A URL with a password and a query token: the store keeps it encrypted (masked in
+    the clear); the edit page shows it masked, as the API does; the form sent back
+    unchanged keeps the stored URL; a new URL replaces it, the encrypted one with it."""
     user_url = rx.url.replace("http://", "http://siemuser:Sup3rSecretPw@") + "?token=QUERYSECRET123"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
         csrf = await sp.login(browser, sp.acme)
@@ -433,12 +434,16 @@ async def test_the_edit_form_masks_url_credentials_and_keeps_them(sp: StreamsPor
         async with browser.post(f"{sp.url}/streams/{d.id}/edit", allow_redirects=False,
                                 data={"csrf": csrf, "url": shown.replace("&amp;", "&"), "timeout": "4"}) as r:
             assert r.status == 303, await r.text()
-        d = await sp.server.state.streams.store.get(d.id)
-        assert d.options["url"] == user_url and d.options["timeout"] == 4
+        admin = sp.server.state.streams
+        d = await admin.store.get(d.id)
+        # at rest the URL is encrypted; in the clear only as shown
+        assert d.options["url"] == shown.replace("&amp;", "&") and d.options["timeout"] == 4
+        assert d.secret_names == ["url"] and admin.box().open(d.id, d.sealed) == {"url": user_url}
         async with browser.post(f"{sp.url}/streams/{d.id}/edit", allow_redirects=False,
                                 data={"csrf": csrf, "url": rx.url}) as r:
             assert r.status == 303
-        assert (await sp.server.state.streams.store.get(d.id)).options["url"] == rx.url
+        d = await admin.store.get(d.id)
+        assert d.options["url"] == rx.url and d.secret_names == [] and d.sealed is None
 
 
 async def test_name_clash_with_a_stream_file_is_shown(tmp_path: Path, portal_database: str,

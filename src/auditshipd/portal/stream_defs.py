@@ -8,7 +8,9 @@ from the request (an ``organizations`` key is refused). Its sink is named
 or use the operator's credentials (``ca_file``, ``profile``) are refused, and an ``s3``
 stream brings its own access key. The option names a sink type declares as ``secrets``
 (tokens, API keys, HMAC secrets, an http stream's headers) are stored encrypted and never
-shown again: the API lists their names under ``secrets`` with the value ``"set"``.
+shown again: the API lists their names under ``secrets`` with the value ``"set"``. So is
+a URL that holds credentials (``https://user:pw@...``, ``?token=...``, a token in its
+path): the store keeps it encrypted, and in the clear only masked, as it is shown.
 """
 
 from __future__ import annotations
@@ -146,10 +148,19 @@ def parse_change(body: Any, *, creating: bool) -> StreamChange:
 
 
 def split_secrets(sink_type: SinkType, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(plain options, secret options) by the names the sink type declares secret."""
+    """(plain options, secret options): the options the sink type declares secret, and
+    the whole value of an option whose URL holds credentials (user info, query values,
+    token-like path segments), of which only the masked form stays plain: what the pages
+    show and compare a form sent back with. ``{**plain, **secret}`` is what the sink gets."""
     named = set(sink_type.secrets)
-    plain = {k: v for k, v in options.items() if k not in named}
-    hidden = {k: v for k, v in options.items() if k in named}
+    plain, hidden = {}, {}
+    for key, value in options.items():
+        if key in named:
+            hidden[key] = value
+            continue
+        plain[key] = shown_option(value)
+        if plain[key] != value:
+            hidden[key] = value
     return plain, hidden
 
 
