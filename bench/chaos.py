@@ -243,7 +243,8 @@ timeout = 0.1
         if change is None:
             change = [name for name in self.batch if self.rng.random() < 0.6]
         self.new_batch_sizes(change)
-        if self.rng.random() < 0.3:  # [journal] changed: reading and every sink restart
+        journal = self.rng.random() < 0.3  # [journal] changed: reading and every sink restart
+        if journal:
             self.read_block = self.rng.choice(
                 [n for n in (65536, 262144, 1024 * 1024) if n != self.read_block])
         self.extra_on = extra
@@ -262,7 +263,8 @@ timeout = 0.1
                             alive=lambda: "daemon exited" if self.daemon.poll() is not None
                             else None)
         self.note(f"SIGHUP: {marker.decode()} (batches {self.batch}, extra "
-                  f"{'on' if extra else 'off'}, read_block_bytes {self.read_block})", "sighup")
+                  f"{'on' if extra else 'off'}, read_block_bytes {self.read_block})",
+                  "sighup_journal" if journal else "sighup")
         if marker != b"config reloaded":
             raise SystemExit("a reload of a valid config was rejected; see daemon.log")
 

@@ -18,7 +18,8 @@ from auditshipd.service.daemon import Daemon
 from auditshipd.testing import WebhookReceiver, read_jsonl_ids, write_events
 
 
-def two_sinks_config(root: Path, rx: WebhookReceiver, max_events: int) -> str:
+def two_sinks_config(root: Path, rx: WebhookReceiver, max_events: int,
+                     read_block_bytes: int = 1024 * 1024) -> str:
     """``web`` (http to ``rx``, retrying for ever) and ``fast`` (file), journal under
     ``root/journal`` (created)."""
     journal = root / "journal" / "audit.jsonl"
@@ -33,6 +34,7 @@ paths = ["{journal}*"]
 state_dir = "{root / 'state'}"
 poll_interval = 0.1
 rotate_wait = 0.3
+read_block_bytes = {read_block_bytes}
 
 [metrics]
 enabled = false

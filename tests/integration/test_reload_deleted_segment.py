@@ -28,7 +28,8 @@ from auditshipd.testing import WebhookReceiver, read_jsonl_ids, write_events
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("how", ["reload", "crash", "reload, start fails once"])
+@pytest.mark.parametrize("how", ["reload", "crash", "reload, start fails once",
+                                 "reload of [journal]"])
 @pytest.mark.parametrize("answer", ["hang", 503])
 def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer, how: str) -> None:
@@ -36,7 +37,8 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
     keeps the segment for it); ``503``: it retries and reads alone (its reader holds it).
     Its driver is then replaced by a reload that changes it, or after a crash (a bug);
     or by a reload whose new driver fails to start once (its state dir refusing a file)
-    and is started again later: what it was handed waits for the next one."""
+    and is started again later: what it was handed waits for the next one; or by a
+    reload that changes [journal], which restarts the pass and every sink."""
     journal = tmp_path / "journal" / "audit.jsonl"
     config = tmp_path / "auditshipd.toml"
     crash = asyncio.Event()
@@ -68,7 +70,11 @@ def test_a_restarted_sink_keeps_its_lines_in_a_deleted_segment(
             await until(lambda: key not in d.core.shared.reader.segments,
                         "the pass let the deleted segment go")
             assert set(first) - set(rx.ids()), "the sink was meant to be behind"
-            if how.startswith("reload"):
+            if how == "reload of [journal]":
+                config.write_text(two_sinks_config(tmp_path, rx, max_events=50,
+                                                   read_block_bytes=65536))
+                assert await d.reload()
+            elif how.startswith("reload"):
                 if how != "reload":
                     fail_start.set()
                 config.write_text(two_sinks_config(tmp_path, rx, max_events=40))
