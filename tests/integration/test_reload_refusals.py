@@ -169,6 +169,34 @@ def test_a_broken_stream_file_affects_only_its_organization(
         " checked: ValueError" in caplog.text
 
 
+def test_a_stream_file_made_looser_than_the_redaction_keeps_its_running_sink(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """acme's stream file is edited to let its sink see an id: the reload goes through
+    for everything else, acme's running sink keeps its (stricter) policy, and the error
+    names the stream file's line."""
+    streams = tmp_path / "streams"
+    streams.mkdir()
+    out, acme = tmp_path / "out.jsonl", tmp_path / "acme.jsonl"
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(_config(tmp_path, file_sink(out, "out"), top=f'streams_dir = "{streams}"'))
+    (streams / "acme.toml").write_text(file_sink(acme, "siem"))
+
+    async def scenario() -> None:
+        async with running_daemon(config) as d:
+            running = d.drivers["acme.siem"]
+            (streams / "acme.toml").write_text(
+                file_sink(acme, "siem") + '[sinks.redaction]\nallow = ["metadata.user_id"]\n')
+            config.write_text(_config(tmp_path, file_sink(out, "out") + file_sink(
+                tmp_path / "new.jsonl", "new"), top=f'streams_dir = "{streams}"'))
+            assert await d.reload()
+            assert set(d.drivers) == {"out", "new", "acme.siem"}
+            assert d.drivers["acme.siem"] is running and "acme" in d.config.stream_errors
+
+    asyncio.run(scenario())
+    assert "stream file of organization 'acme' rejected" in caplog.text
+    assert f"{streams / 'acme.toml'}:" in caplog.text and "names key 'user_id'" in caplog.text
+
+
 def test_any_failure_while_loading_a_reload_keeps_the_running_config(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from auditshipd.service import daemon as daemon_module

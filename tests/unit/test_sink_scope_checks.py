@@ -85,3 +85,26 @@ def test_a_stream_file_cannot_loosen_the_redaction(tmp_path: Path) -> None:
     assert err.file == str(streams / "acme.toml") and err.line == 7
     assert err.key == "sinks[0].redaction.allow_looser"
     assert "only be stricter" in err.reason
+
+
+def test_a_stream_file_looser_than_the_redaction_rejects_that_file_only(tmp_path: Path) -> None:
+    """A stream file's sink that allows what the daemon's [redaction] treats as an id:
+    that file is rejected with its own path, line and key (not the main config's, and
+    without the allow_looser hint it may not follow); the daemon and the other
+    organizations' files load."""
+    streams = tmp_path / "streams"
+    streams.mkdir()
+    looser = '[sinks.redaction]\nallow = ["metadata.internal_db_id"]\n'
+    (streams / "acme.toml").write_text(SINK.format(name="ok", extra="")
+                                       + SINK.format(name="siem", extra=looser))
+    stricter = '[sinks.redaction]\nallow = ["actor.email"]\n'
+    (streams / "globex.toml").write_text(SINK.format(name="siem", extra=stricter))
+    config = tmp_path / "auditshipd.toml"
+    config.write_text(f'streams_dir = "{streams}"\n[journal]\nstate_dir = "{tmp_path}"\n'
+                      + SINK.format(name="all", extra=""))
+    loaded, _, _ = load_runtime(config)
+    assert [sc.name for sc in loaded.sinks] == ["all", "globex.siem"]
+    (err,) = loaded.stream_errors.values()
+    assert (err.file, err.line, err.key) == (str(streams / "acme.toml"), 11,
+                                             "sinks[1].redaction.allow[0]")
+    assert "treats as an id" in err.reason and "allow_looser" not in err.reason

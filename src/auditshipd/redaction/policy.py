@@ -37,7 +37,7 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-__all__ = ["CACHE_ITEM_MAX", "Policy", "normalize_key", "normalize_pattern", "parse_policy"]
+__all__ = ["CACHE_ITEM_MAX", "LOOSER_HINT", "Policy", "normalize_key", "normalize_pattern", "parse_policy"]
 
 # No redaction cache (key kinds, hashes, strings found clean; in Python and in the C tier)
 # holds a key or text longer than this: with their entry caps, each cache then stays within
@@ -304,6 +304,10 @@ def _hash_key(raw: dict[str, Any], source: str, base: Policy | None) -> tuple[by
     return None, None
 
 
+# How a sink of the main config may still be looser; a stream file's sink may not.
+LOOSER_HINT = " (or set allow_looser = true in this sink's redaction table to permit it)"
+
+
 def _check_stricter(
     base: Policy,
     allow: list[str],
@@ -313,7 +317,7 @@ def _check_stricter(
     keep_patterns: list[str],
     source: str,
 ) -> None:
-    hint = " (or set allow_looser = true in this sink's redaction table to permit it)"
+    hint = LOOSER_HINT
     base_paths = [_parse_path(p, source, "allow") for p in base.allow]
 
     def kept(key: str) -> bool:

@@ -13,7 +13,7 @@ import msgspec
 import pluggy
 
 from ..config import Config, RedactionConfig, SinkConfig
-from ..config.collect import raise_all
+from ..config.collect import raise_all, with_lines
 from ..config.env import load_document
 from ..config.loading import collect_config, read_config_text
 from ..errors import ConfigError
@@ -133,19 +133,47 @@ def build_redactors(config: Config) -> dict[str, Redactor]:
     # once per distinct redactor object. Only within this load: a reload compiles afresh
     # (its root policy may differ).
     compiled: dict[bytes, Redactor] = {}
+    rejected: set[str] = set()  # stream files (their paths) this policy check rejects
     # With an invalid root policy, the sinks' overrides are not checked against it (they
     # may only be stricter than a policy that is not known yet).
     for i, s in enumerate(config.sinks if root is not None else ()):
         if s.redaction is not None:
             key = _policy_key(s.redaction)
+            mine: list[ConfigError] = []
             redactor = compiled.get(key) or _compile(
-                compile_policy, config, s.redaction, root, f"sinks[{i}] ({s.name})", errors)
+                compile_policy, config, s.redaction, root, f"sinks[{i}] ({s.name})", mine)
+            if s.stream_org is not None and mine:
+                rejected.add(_reject_stream_file(config, s, mine))
+            errors += mine if s.stream_org is None else []
             if redactor is not None:
                 out[s.name] = compiled.setdefault(key, redactor)
         else:
             out[s.name] = root
     raise_all(errors, None, config.source)
-    return out
+    gone = {s.name for s in config.sinks if s.stream_org is not None and s.source in rejected}
+    config.sinks[:] = [s for s in config.sinks if s.name not in gone]
+    return {name: r for name, r in out.items() if name not in gone}
+
+
+def _reject_stream_file(config: Config, sink: SinkConfig, errors: list[ConfigError]) -> str:
+    """A stream file's sink whose redaction is looser than the daemon's (or invalid)
+    rejects that file only, as any invalid stream file does: the error names the file,
+    line and key; the organization's other sinks of that file do not run either.
+    Returns the file's path."""
+    from ..redaction.policy import LOOSER_HINT
+
+    assert sink.stream_org is not None
+    index = [s.name for s in config.sinks if s.source == sink.source].index(sink.name)
+    try:
+        text: str | None = Path(sink.source).read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    found = [ConfigError(e.reason.replace(LOOSER_HINT, ""), file=sink.source,
+                         key=f"sinks[{index}].redaction" + (e.key or "").partition(".redaction")[2])
+             for e in errors]
+    if sink.stream_org not in config.stream_errors:
+        config.stream_errors[sink.stream_org] = with_lines(found, text, sink.source)[0]
+    return sink.source
 
 
 def _policy_key(raw: RedactionConfig) -> bytes:
