@@ -41,6 +41,17 @@ class QuarantineScan(NamedTuple):
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(QuarantineRecord).decode
+_decode_any = msgspec.json.Decoder().decode
+
+
+def _whole(line: bytes) -> bool:
+    if not line.strip():
+        return False
+    try:
+        _decode_any(line)
+    except msgspec.DecodeError:
+        return False
+    return True
 _PREVIEW = 4096
 
 
@@ -81,9 +92,10 @@ class QuarantineFile:
         return rec
 
     def count(self) -> int:
+        """The readable records (a record a crash cut short is not one)."""
         try:
             with open(self.path, "rb") as f:
-                return sum(1 for _ in f)
+                return sum(1 for line in f if _whole(line))
         except FileNotFoundError:
             return 0
 
