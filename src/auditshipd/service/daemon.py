@@ -378,10 +378,10 @@ class Daemon:
             await self.core.close()
 
     async def _stop_core(self, timeout: float) -> None:
-        """Stop reading and every sink (their cursors saved), as a shutdown does; the
-        descriptors of segments that left the glob wait for the sinks' next drivers."""
+        """Stop every sink (their cursors saved), then reading. The sinks stop first,
+        while the pass still holds the segments that left the glob for them: they take
+        those descriptors along, for their next drivers (a stopped pass closes them)."""
         assert self.core is not None
-        self.core.halt()
         await self._stop_drivers(list(self.drivers), timeout)
         await self.core.close()
         self.core = None
