@@ -2,8 +2,8 @@
 watcher, the shared pass that reads for the sinks, and the cursor saver.
 
 A reload that changes ``[journal]`` (other than ``state_dir``) stops the running core
-and builds a new one on the new settings; the sinks stop before and start after, from
-their saved cursors, as they would across a restart of the process.
+and builds a new one on the new settings; the sinks stop before (taking along what the
+pass kept for them) and start after, from their saved cursors.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ class JournalCore:
 
     ``watch()`` first (no write after it goes unnoticed), then the sinks' drivers are
     built on ``shared`` and ``saver``, then ``begin()`` starts reading where they are.
-    To stop: ``halt()`` (nothing more is read; the sinks then stop and hand in their
-    last acknowledgements), then ``close()`` (cursors saved, watcher stopped)."""
+    To stop for good: ``halt()`` (nothing more is read; the sinks then stop and hand in
+    their last acknowledgements), then ``close()`` (cursors saved, watcher stopped). To
+    build another core: the sinks stop first, while the pass can still give them the
+    segments it keeps for them, then ``close()``."""
 
     def __init__(self, cfg: Config, signal: ChangeSignal,
                  sharing: Callable[[], list[Any]]) -> None:
