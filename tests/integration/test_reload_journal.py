@@ -16,7 +16,7 @@ from tests.helpers.daemon_in_process import running_daemon, until
 from tests.helpers.sinks import file_sink
 
 from auditshipd.journal.writer import AuditJournal
-from auditshipd.testing import WebhookReceiver, read_jsonl_ids, write_events
+from auditshipd.testing import WebhookReceiver, free_port, read_jsonl_ids, write_events
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +58,17 @@ def test_a_new_journal_path_is_read_after_a_reload_and_the_old_one_drains(
     old, new = tmp_path / "a" / "audit.jsonl", tmp_path / "b" / "audit.jsonl"
     old.parent.mkdir()
     out, config = tmp_path / "out.jsonl", tmp_path / "auditshipd.toml"
-    sinks = file_sink(out, "archive", batch="timeout = 0.05")
+    sinks = file_sink(out, "archive", batch="timeout = 0.05") + f"""
+[portal]
+enabled = true
+listen = "127.0.0.1:{free_port()}"
+database = "{tmp_path / 'portal.sqlite3'}"
+"""
     config.write_text(_config(tmp_path, old, sinks))
 
     async def scenario() -> None:
         async with running_daemon(config) as d:
+            assert d.servers.portal.state.recorder.journal.path == old
             first = write_events(old, "a", 300)
             await until(lambda: set(first) <= set(read_jsonl_ids(out)), "the old journal read")
             tail = write_events(old, "t", 200)  # maybe unread when the reload comes
@@ -70,6 +76,8 @@ def test_a_new_journal_path_is_read_after_a_reload_and_the_old_one_drains(
             assert await d.reload()
             assert d.config.journal.path == str(new)
             assert new.parent.is_dir()  # the daemon made the new journal's directory
+            # the portal's own audit events (access, stream changes) go to the new file
+            assert d.servers.portal.state.recorder.journal.path == new
             second = write_events(new, "b", 300)
             await until(lambda: set(first + tail + second) <= set(read_jsonl_ids(out)),
                         "both journals read")

@@ -239,7 +239,8 @@ class Daemon:
                 if sc.enabled:
                     await self._start_or_retry(sc, redactors[name])
         self._drop_leftovers(keep=[n for n, sc in new_by.items() if sc.enabled])
-        if new.portal != old.portal or new.metrics != old.metrics:
+        # (the portal records its access events to journal.path)
+        if (new.portal, new.metrics, new.journal.path) != (old.portal, old.metrics, old.journal.path):
             await self.servers.restart(new, old)
         notify_config_loaded(self.pm, new)
         if removed or added or changed:
