@@ -78,6 +78,10 @@ database = "{tmp_path / 'portal.sqlite3'}"
             assert new.parent.is_dir()  # the daemon made the new journal's directory
             # the portal's own audit events (access, stream changes) go to the new file
             assert d.servers.portal.state.recorder.journal.path == new
+            # and the reload itself is one of them, there
+            (reload,) = [json.loads(line) for line in new.read_text().splitlines()]
+            assert reload["action"] == "log_stream.updated"
+            assert reload["metadata"]["journal_changed"] is True
             second = write_events(new, "b", 300)
             await until(lambda: set(first + tail + second) <= set(read_jsonl_ids(out)),
                         "both journals read")

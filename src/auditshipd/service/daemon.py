@@ -221,7 +221,8 @@ class Daemon:
             global_changed or sink_fingerprint(new_by[n], new) != sink_fingerprint(old_by[n], old))]
         for warning in journal_warnings:
             log.warning("%s", warning)
-        if new.journal != old.journal:
+        journal_changed = new.journal != old.journal
+        if journal_changed:
             self.restarts.cancel_all()
             await self._stop_core(new.shutdown_timeout)
             self.config, self.pm, self.types = new, pm, types
@@ -239,12 +240,11 @@ class Daemon:
                 if sc.enabled:
                     await self._start_or_retry(sc, redactors[name])
         self._drop_leftovers(keep=[n for n, sc in new_by.items() if sc.enabled])
-        # (the portal records its access events to journal.path)
         if (new.portal, new.metrics, new.journal.path) != (old.portal, old.metrics, old.journal.path):
             await self.servers.restart(new, old)
         notify_config_loaded(self.pm, new)
-        if removed or added or changed:
-            await asyncio.to_thread(record_reload, self.config, added, removed, changed)
+        if removed or added or changed or journal_changed:
+            await asyncio.to_thread(record_reload, new, added, removed, changed, journal_changed)
         log.info("config reloaded: %d added %s, %d removed %s, %d changed %s", len(added), added,
                  len(removed), removed, len(changed), changed)
         heap.settle()

@@ -72,13 +72,16 @@ def require_same_state_dir(new: Config, running: Config) -> None:
 
 
 def record_reload(config: Config, added: list[str], removed: list[str],
-                  changed: list[str]) -> None:
-    """The reload itself is an audit event (sink names only, never settings)."""
+                  changed: list[str], journal_changed: bool = False) -> None:
+    """The reload itself is an audit event (sink names only, never settings; whether
+    ``[journal]`` changed, which restarted every sink)."""
     journal = daemon_journal(config.journal.path)
-    journal.record("log_stream.updated",
-                   actor={"type": "system", "name": "auditshipd"},
-                   metadata={"added": added, "removed": removed, "changed": changed,
-                             "source": os.path.basename(str(config.source))})
+    metadata: dict[str, Any] = {"added": added, "removed": removed, "changed": changed,
+                                "source": os.path.basename(str(config.source))}
+    if journal_changed:
+        metadata["journal_changed"] = True
+    journal.record("log_stream.updated", actor={"type": "system", "name": "auditshipd"},
+                   metadata=metadata)
     journal.close()
 
 
