@@ -10,8 +10,9 @@ this process. A writer process appends events with unique ids at ``--rate`` even
 while one loop takes, at random (``--seed``), one action at a time: rotations (rename,
 out of the glob, copytruncate, renumbering, deletion of rotated segments, bursts of them),
 ``kill -9`` (also while the daemon starts, and during a reload), SIGTERM, SIGHUP after an
-edit of the config (batch sizes, ``extra``, and at times ``[journal] read_block_bytes``,
-which restarts reading and every sink), a receiver path answering 503 or hanging, and
+edit of the config (batch sizes, ``extra``, and at times ``[journal]``: another
+``read_block_bytes`` and ``poll_interval``, a second glob that matches nothing, which the
+running readers and watcher take), a receiver path answering 503 or hanging, and
 "behind": a sink's
 destination fails, the segment it reads is rotated and deleted and a reload changes it.
 
@@ -31,6 +32,7 @@ bench/README.md ("Chaos") says more.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -79,7 +81,9 @@ class Chaos:
         self.down_until = 0.0
         self.batch = {"file": 500, "web": 300, "acme": 100, "extra": 200}
         self.extra_on = True
-        self.read_block = 1024 * 1024  # [journal] read_block_bytes: a reload may change it
+        # [journal] settings a reload may change: read_block_bytes, poll_interval, and a
+        # second glob (in the archive directory, matching nothing) on or off
+        self.read_block, self.poll, self.second_glob = 1024 * 1024, 0.5, False
         self.t0 = time.monotonic()
         self.actions: list[tuple[float, str]] = []
         self.counts: Counter[str] = Counter()
@@ -114,14 +118,15 @@ initial_backoff = 0.1
 max_backoff = 2.0
 attempt_timeout = 5.0
 """
+        globs = [f"{journal}*"] + ([str(self.ops.archive / "never-*")] if self.second_glob else [])
         text = f"""shutdown_timeout = 5.0
 config_watch = false
 [journal]
 path = "{journal}"
-paths = ["{journal}*"]
+paths = {json.dumps(globs)}
 state_dir = "{self.state}"
 rotate_wait = 2.0
-poll_interval = 0.5
+poll_interval = {self.poll}
 read_block_bytes = {self.read_block}
 [metrics]
 enabled = false
@@ -247,6 +252,8 @@ timeout = 0.1
         if journal:
             self.read_block = self.rng.choice(
                 [n for n in (65536, 262144, 1024 * 1024) if n != self.read_block])
+            self.poll = self.rng.choice((0.2, 0.5, 1.0))
+            self.second_glob = self.rng.random() < 0.5
         self.extra_on = extra
         self.write_config()
         offset = len(self.daemon.log())
@@ -263,7 +270,8 @@ timeout = 0.1
                             alive=lambda: "daemon exited" if self.daemon.poll() is not None
                             else None)
         self.note(f"SIGHUP: {marker.decode()} (batches {self.batch}, extra "
-                  f"{'on' if extra else 'off'}, read_block_bytes {self.read_block})",
+                  f"{'on' if extra else 'off'}, read_block_bytes {self.read_block}, poll_interval"
+                  f" {self.poll}, second glob {'on' if self.second_glob else 'off'})",
                   "sighup_journal" if journal else "sighup")
         if marker != b"config reloaded":
             raise SystemExit("a reload of a valid config was rejected; see daemon.log")

@@ -43,8 +43,8 @@ def _stuck_alone(tmp_path: Path, then: Callable[[Any, Any, Path, list[str]], Awa
             ids += write_events(journal, "e", 100)  # the retrying sink cannot take these
             await until(lambda: fast_has(tmp_path, ids), "the other sink has the file")
             web, key, size = d.drivers["web"], segment_key(journal), journal.stat().st_size
-            await until(lambda: web._reader is not None and key in web._reader.segments
-                        and web._reader.segments[key].offset == size,
+            await until(lambda: web.own_reader is not None and key in web.own_reader.segments
+                        and web.own_reader.segments[key].offset == size,
                         "the sink read the file alone (then waits for a slot)")
             await then(d, web, journal, ids)
             rx.set_script([], default=200)
@@ -62,7 +62,7 @@ def test_a_sink_stuck_alone_gets_a_segment_deleted_before_its_reader_saw_it(
     async def then(d: Any, web: Any, journal: Path, ids: list[str]) -> None:
         gone, more = await delete_a_segment_only_the_pass_reads(d, tmp_path, 217, 5)
         ids += more
-        assert gone not in web._reader.segments
+        assert gone not in web.own_reader.segments
 
     _stuck_alone(tmp_path, then)
 

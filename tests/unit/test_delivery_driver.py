@@ -264,7 +264,7 @@ async def test_stopping_closes_the_reader_once_a_read_in_progress_is_done(tmp_pa
     driver = make_driver(tmp_path, sink, FakeClock(), 1)
     task = await run(driver)
     await until(lambda: sink.accepted == ["e0"])
-    reader = driver._reader
+    reader = driver.own_reader
     assert reader is not None
     entered, go, seen = block_reads(reader)
     try:

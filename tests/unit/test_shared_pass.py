@@ -518,8 +518,8 @@ async def test_a_segment_the_pass_reads_after_a_sink_left_and_that_is_deleted_re
     await until(lambda: len(h.sinks["fast"].accepted) == 100)
     ids += write_events(journal, [None] * 100, start=100)  # slow cannot take these
     first, size = _key(journal), journal.stat().st_size
-    await until(lambda: slow._reader is not None and first in slow._reader.segments
-                and slow._reader.segments[first].offset == size)  # then stuck dispatching
+    await until(lambda: slow.own_reader is not None and first in slow.own_reader.segments
+                and slow.own_reader.segments[first].offset == size)  # then stuck dispatching
     os.rename(journal, tmp_path / "audit.jsonl.1")
     ids += write_events(journal, [None] * 30, start=200)
     second = _key(journal)
@@ -530,7 +530,7 @@ async def test_a_segment_the_pass_reads_after_a_sink_left_and_that_is_deleted_re
     await until(lambda: second not in h.shared.reader.segments)
     ids += write_events(journal, [None], start=240)  # its commit moves fast's cursor past it
     await until(lambda: len(h.sinks["fast"].accepted) == 241 and not h.shared.kept)
-    assert second not in slow._reader.segments
+    assert second not in slow.own_reader.segments
     gate.set()
     await until(lambda: set(h.sinks["slow"].accepted) == set(ids))
     await h.stop()
@@ -652,8 +652,8 @@ async def test_a_stopping_sink_hands_over_a_segment_the_pass_let_go_while_it_dra
     await until(lambda: sink.sends >= 2)  # failed once, retried: it is retrying
     write_events(journal, [None] * 5, start=5)  # read alone: the pass has no room for it
     first, size = _key(journal), journal.stat().st_size
-    await until(lambda: slow._reader is not None and first in slow._reader.segments
-                and slow._reader.segments[first].offset == size and len(slow._tasks) == 2)
+    await until(lambda: slow.own_reader is not None and first in slow.own_reader.segments
+                and slow.own_reader.segments[first].offset == size and len(slow._tasks) == 2)
     assert not slow._joined
     slow.stop()  # stops reading; its two batches are still in flight
     second = await _delete_a_segment_only_the_pass_reads(h, journal, 10)

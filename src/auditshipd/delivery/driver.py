@@ -84,7 +84,7 @@ class SinkDriver(Outbox):
             self.cursors = saver.cursors  # one store: its saves never race each other
         self.job = PendingBatch()  # the batch being built
         self.nbytes = 0  # its size
-        self._reader: JournalReader | None = None
+        self.own_reader: JournalReader | None = None  # while it reads alone
         # Descriptors of segments that left the glob: the replaced driver's, its successor's
         self.inherit, self.leftover = dict(inherit or {}), {}
         self._joined = False
@@ -115,14 +115,14 @@ class SinkDriver(Outbox):
         self.sealing = sealing_for(self.config, self.sc, self.committed.integrity)
         at_end = starts_at_end(self.sc.start_at, self.committed)
         if self.shared is None:
-            self._reader = self._new_reader(self.committed, self.signal, at_end,
+            self.own_reader = self._new_reader(self.committed, self.signal, at_end,
                                             inherit=take_held({}, self.inherit))
         elif at_end:
-            self._reader = self._new_reader(self.committed, self.shared.advanced, True,
+            self.own_reader = self._new_reader(self.committed, self.shared.advanced, True,
                                             solo_block=True)
-        if self._reader is not None and self._reader.start_at_end:
-            await asyncio.to_thread(self._reader.prime)
-            self.committed.segments = reader_position(self._reader)
+        if self.own_reader is not None and self.own_reader.start_at_end:
+            await asyncio.to_thread(self.own_reader.prime)
+            self.committed.segments = reader_position(self.own_reader)
         self.committed.started = True
 
     def start_point(self) -> CursorState | str:
@@ -182,8 +182,8 @@ class SinkDriver(Outbox):
                 await asyncio.to_thread(self.cursors.save, self.cursor_snapshot())
             except Exception as exc:  # the saved cursor is older: events are resent
                 self.status.persist_failed(exc, 1)
-            if self._reader is not None:  # stopped or crashed: a successor may read on
-                held = take_held(await self._reader.aclose(hand_over=True), held)
+            if self.own_reader is not None:  # stopped or crashed: a successor may read on
+                held = take_held(await self.own_reader.aclose(hand_over=True), held)
             self.leftover = take_held(held, offered.take())
             try:
                 await self.sink.close()
@@ -239,11 +239,11 @@ class SinkDriver(Outbox):
     async def _follow(self) -> None:
         shared = self.shared
         if shared is None:
-            assert self._reader is not None
-            await read_alone(self, self._reader, None, dict(self.committed.segments))
+            assert self.own_reader is not None
+            await read_alone(self, self.own_reader, None, dict(self.committed.segments))
             return
         position = dict(self.committed.segments)
-        primed = self._reader  # starting at the end: primed by start()
+        primed = self.own_reader  # starting at the end: primed by start()
         while not self._stopping.is_set():
             if (primed is None and shared.relation(position) == "at" and shared.admits(self)
                     and not handed_unread(position, self.inherit, shared.kept.waiting(self.name))):
@@ -256,12 +256,12 @@ class SinkDriver(Outbox):
                     CursorState(segments=dict(position)), shared.advanced, False,
                     solo_block=True, inherit=take_held(await shared.held_segments(position), self.inherit))
                 primed = None
-                self._reader = reader
+                self.own_reader = reader
                 # Stopped or crashed, run() closes it: its successor may read on from
                 # the segments it holds that left the glob.
                 if not await read_alone(self, reader, shared, position):
                     return
-                self._reader = None
+                self.own_reader = None
                 reader.close()
             waits = [asyncio.ensure_future(self._left.wait()),
                      asyncio.ensure_future(self._stopping.wait())]
@@ -444,6 +444,6 @@ class SinkDriver(Outbox):
             f" ({self.config.journal.max_line_bytes})", item.preview, item.length)
 
     def lag_bytes(self) -> int:
-        if self._reader is not None:
-            return self._reader.lag_bytes()
+        if self.own_reader is not None:
+            return self.own_reader.lag_bytes()
         return self.shared.lag_bytes() if self.shared is not None and self._joined else 0

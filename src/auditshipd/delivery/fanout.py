@@ -196,6 +196,9 @@ class SharedPass:
         for member in list(self.members):
             self._evict(member, before)
 
+    def processors(self) -> list[LineProcessor]:
+        return [pol.processor for pol in self._policies.values()]
+
     def lag_bytes(self) -> int:
         return self.reader.lag_bytes() if self.reader is not None else 0
 

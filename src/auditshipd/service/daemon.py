@@ -7,7 +7,7 @@ edit of the config file or of a stream file, reloads: the new config is validate
 first; if it is invalid the error is logged with file and key and the running config
 stays. Otherwise the difference is applied: removed sinks stop cleanly (cursor kept),
 changed sinks restart from their cursor, new sinks start from ``start_at``; a changed
-``[journal]`` restarts the reading core (:mod:`.journal_core`) and every sink with it.
+``[journal]`` is taken by the running readers (:mod:`.journal_core`).
 """
 
 from __future__ import annotations
@@ -222,23 +222,18 @@ class Daemon:
         for warning in journal_warnings:
             log.warning("%s", warning)
         journal_changed = new.journal != old.journal
-        if journal_changed:
-            self.restarts.cancel_all()
-            await self._stop_core(new.shutdown_timeout)
-            self.config, self.pm, self.types = new, pm, types
-            await self._start_core(new, redactors)
-            log.info("[journal] changed: every sink restarted from its cursor on the new"
-                     " settings, journal %s", ", ".join(new.journal.paths))
-        else:
-            for name in removed + changed + added:
-                self.restarts.cancel(name)  # this reload decides what runs under that name
-            await self._stop_drivers([n for n in removed + changed if n in self.drivers],
-                                     new.shutdown_timeout)
-            self.config, self.pm, self.types = new, pm, types
-            for name in changed + added:
-                sc = new_by[name]
-                if sc.enabled:
-                    await self._start_or_retry(sc, redactors[name])
+        if journal_changed and self.core is not None:  # the running readers take it
+            await self.core.retune(new.journal, list(self.drivers.values()))
+            log.info("[journal] changed: reading %s", ", ".join(new.journal.paths))
+        for name in removed + changed + added:
+            self.restarts.cancel(name)  # this reload decides what runs under that name
+        await self._stop_drivers([n for n in removed + changed if n in self.drivers],
+                                 new.shutdown_timeout)
+        self.config, self.pm, self.types = new, pm, types
+        for name in changed + added:
+            sc = new_by[name]
+            if sc.enabled:
+                await self._start_or_retry(sc, redactors[name])
         self._drop_leftovers(keep=[n for n, sc in new_by.items() if sc.enabled])
         if (new.portal, new.metrics, new.journal.path) != (old.portal, old.metrics, old.journal.path):
             await self.servers.restart(new, old)
@@ -377,15 +372,6 @@ class Daemon:
     async def _close_core(self) -> None:
         if self.core is not None:
             await self.core.close()
-
-    async def _stop_core(self, timeout: float) -> None:
-        """Stop every sink (their cursors saved), then reading. The sinks stop first,
-        while the pass still holds the segments that left the glob for them: they take
-        those descriptors along, for their next drivers (a stopped pass closes them)."""
-        assert self.core is not None
-        await self._stop_drivers(list(self.drivers), timeout)
-        await self.core.close()
-        self.core = None
 
     def _core_tasks(self) -> list[asyncio.Task[Any]]:
         return self.core.tasks if self.core is not None else []

@@ -1,25 +1,41 @@
 """The daemon's reading core, built on one config's ``[journal]`` settings: the journal
 watcher, the shared pass that reads for the sinks, and the cursor saver.
 
-A reload that changes ``[journal]`` (other than ``state_dir``) stops the running core
-and builds a new one on the new settings; the sinks stop before (taking along what the
-pass kept for them) and start after, from their saved cursors.
+A reload that changes ``[journal]`` (other than ``state_dir``) retunes the running core
+instead of replacing it: the watcher follows the new globs, and every reader (the pass's
+and those of sinks reading alone) takes the new globs and tunables before its next
+read. Nothing is read again or dropped: a file the new globs no longer match is, for
+the readers, a segment that left the glob, read to its end and let go after
+``rotate_wait`` as a rotated one is; a file they newly match is a new segment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..config.tables import JournalConfig
 from ..delivery.commits import CommitSaver
 from ..delivery.fanout import SharedPass
+from ..journal.reader import JournalReader
 from ..journal.watch import ChangeSignal, JournalWatcher
 
-__all__ = ["JournalCore"]
+__all__ = ["JournalCore", "retune_reader"]
+
+
+def retune_reader(reader: JournalReader, j: JournalConfig) -> None:
+    """``reader`` on ``j``'s globs and tunables from its next scan and read on (its
+    block size stays: a pass reads in larger blocks than a sink catching up alone)."""
+    reader.patterns = list(j.paths)
+    reader.max_line_bytes = j.max_line_bytes
+    reader.poll_interval = j.poll_interval
+    reader.rotate_wait = j.rotate_wait
+    reader.follow_symlinks = j.follow_symlinks
 
 
 class JournalCore:
@@ -27,15 +43,14 @@ class JournalCore:
 
     ``watch()`` first (no write after it goes unnoticed), then the sinks' drivers are
     built on ``shared`` and ``saver``, then ``begin()`` starts reading where they are.
-    To stop for good: ``halt()`` (nothing more is read; the sinks then stop and hand in
-    their last acknowledgements), then ``close()`` (cursors saved, watcher stopped). To
-    build another core: the sinks stop first, while the pass can still give them the
-    segments it keeps for them, then ``close()``."""
+    To stop: ``halt()`` (nothing more is read; the sinks then stop and hand in their
+    last acknowledgements), then ``close()`` (cursors saved, watcher stopped)."""
 
     def __init__(self, cfg: Config, signal: ChangeSignal,
                  sharing: Callable[[], list[Any]]) -> None:
         j = cfg.journal
         Path(j.path).parent.mkdir(parents=True, exist_ok=True)
+        self.signal = signal
         self.watcher = JournalWatcher(j.paths, signal, force_polling=j.force_polling)
         self.shared = SharedPass(cfg, signal)
         self.shared.sharing = sharing
@@ -52,6 +67,25 @@ class JournalCore:
         self.tasks = [asyncio.create_task(self.shared.run(), name="shared pass"),
                       asyncio.create_task(self.saver.run(), name="cursor saver")]
 
+    async def retune(self, j: JournalConfig, drivers: Iterable[Any]) -> None:
+        """Apply ``j`` to the running pass, the ``drivers`` (their readers, and the
+        settings they build readers and line checks from) and the watcher."""
+        Path(j.path).parent.mkdir(parents=True, exist_ok=True)
+        readers = [self.shared.reader, *(d.own_reader for d in drivers)]
+        for owner in (self.shared, *drivers):  # a copy: the old Config stays as it was
+            owner.config = dataclasses.replace(owner.config, journal=j)
+        self.shared.memory_bytes = j.pass_memory_bytes
+        for processor in (*self.shared.processors(), *(d.processor for d in drivers)):
+            processor.max_line_bytes = j.max_line_bytes  # lines inside a read block
+        for reader in readers:
+            if reader is not None:
+                async with reader.reading:  # between two reads, never during one
+                    retune_reader(reader, j)
+        await self._stop_watcher()
+        self.watcher = JournalWatcher(j.paths, self.signal, force_polling=j.force_polling)
+        self.watch()
+        self.signal.notify()  # scan the new globs now
+
     def halt(self) -> None:
         for task in self.tasks:
             task.cancel()
@@ -63,7 +97,10 @@ class JournalCore:
         try:
             await self.saver.flush()
         finally:
-            if self._watch is not None:
-                self.watcher.stop()
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(self._watch, 2)
+            await self._stop_watcher()
+
+    async def _stop_watcher(self) -> None:
+        if self._watch is not None:
+            self.watcher.stop()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._watch, 2)

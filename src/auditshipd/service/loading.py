@@ -74,7 +74,7 @@ def require_same_state_dir(new: Config, running: Config) -> None:
 def record_reload(config: Config, added: list[str], removed: list[str],
                   changed: list[str], journal_changed: bool = False) -> None:
     """The reload itself is an audit event (sink names only, never settings; whether
-    ``[journal]`` changed, which restarted every sink)."""
+    ``[journal]`` changed)."""
     journal = daemon_journal(config.journal.path)
     metadata: dict[str, Any] = {"added": added, "removed": removed, "changed": changed,
                                 "source": os.path.basename(str(config.source))}
@@ -244,10 +244,11 @@ def config_signature(path: str | Path | None, streams_dir: str | None) -> tuple[
 def sink_fingerprint(sc: SinkConfig, config: Config) -> Any:
     """What a running sink was built from: its own table, and what it takes from the
     config's shared tables (a stream's destination policy, [portal] for the portal sink,
-    [formats] for a formatted one, [integrity] for a sealed one). A reload restarts the
-    sinks whose fingerprint changed."""
+    [formats] for a formatted one, [integrity] for a sealed one, ``journal.path`` where
+    its own audit events go). A reload restarts the sinks whose fingerprint changed."""
     integrity = config.integrity if sc.integrity else None
     return (sc.type, repr(sorted(sc.raw.items())), sc.stream_org, sc.destinations,
+            config.journal.path,  # its context's journal_path (the sink's audit events)
             config.portal if sc.type == "portal" else None,
             config.formats if sc.format != "native" else None,
             (integrity.key.key_id, integrity.digest_interval, integrity.digest_events)
