@@ -43,6 +43,7 @@ from .quarantine import QuarantineRecord
 from .scope import SinkScope
 from .sealing import sealing_for
 from .solo import read_alone
+from .waiting import wait_first
 
 __all__ = ["SinkDriver"]
 
@@ -210,11 +211,7 @@ class SinkDriver(Outbox):
         """Wait until the sink started (or the driver stops)."""
         if self._sink_ready.is_set():
             return
-        waits = [asyncio.ensure_future(self._sink_ready.wait()),
-                 asyncio.ensure_future(self._stopping.wait())]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
+        await wait_first((self._sink_ready, self._stopping))
 
     async def _start_sink(self) -> None:
         """Start the sink, retrying whatever the failure: a sink that cannot start (broker
@@ -263,11 +260,7 @@ class SinkDriver(Outbox):
                     return
                 self.own_reader = None
                 reader.close()
-            waits = [asyncio.ensure_future(self._left.wait()),
-                     asyncio.ensure_future(self._stopping.wait())]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
+            await wait_first((self._left, self._stopping))
             self._left.clear()
             position = self._solo_from
 

@@ -39,7 +39,7 @@ from .lines import LineProcessor, split_lines
 from .positions import needs_segment, offsets, reader_position, relation
 from .routing import Policy
 from .scope import NOT_AN_OBJECT, chunk_scopes
-from .waiting import wait_or_event
+from .waiting import wait_first
 
 if TYPE_CHECKING:
     from .driver import SinkDriver
@@ -147,7 +147,7 @@ class SharedPass:
                         await self._relieve(loop)
                     read = asyncio.ensure_future(self.reader.next_item(None))
                 self._kick.clear()
-                await wait_or_event(self._kick, {read}, self._wait(loop.time()))
+                await wait_first((self._kick,), {read}, self._wait(loop.time()))
                 if not read.done():
                     self._flush_due(loop.time(), caught_up=not self._behind)
                     continue
@@ -272,7 +272,7 @@ class SharedPass:
                 self._flush_due(now, caught_up=not self._behind)
                 self._kick.clear()  # set by a join
                 due = [_STALL if sent is None else sent + _STALL - now, self._wait(now)]
-                await wait_or_event(self._kick, {room}, min(t for t in due if t is not None))
+                await wait_first((self._kick,), {room}, min(t for t in due if t is not None))
         finally:
             room.cancel()
 

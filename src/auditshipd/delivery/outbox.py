@@ -43,6 +43,7 @@ from .retry import (
 )
 from .sealing import Sealing
 from .status import SinkStats, StatusFile
+from .waiting import wait_first
 
 __all__ = ["Outbox"]
 
@@ -281,13 +282,11 @@ class Outbox:
         if not interruptible:
             await self.sleep(delay)
             return
-        waits = [asyncio.ensure_future(self.sleep(delay)),
-                 asyncio.ensure_future(self._stopping.wait())]
+        sleeping = asyncio.ensure_future(self.sleep(delay))
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await wait_first((self._stopping,), {sleeping})
         finally:
-            for w in waits:
-                w.cancel()
+            sleeping.cancel()
 
     def _implemented(self, hook: str) -> bool:
         """Whether a plugin implements ``hook`` (no batch is built for nobody). A hook

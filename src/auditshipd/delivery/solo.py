@@ -18,7 +18,7 @@ from ..journal.reader import JournalReader
 from ..journal.segments import Chunk, OversizeLine, Release
 from .batcher import Part, add_lines, cut_chunk
 from .positions import reader_owes
-from .waiting import wait_or_event
+from .waiting import wait_first
 
 if TYPE_CHECKING:
     from .driver import SinkDriver
@@ -61,7 +61,7 @@ async def read_alone(driver: SinkDriver, reader: JournalReader, shared: SharedPa
         if shared is not None:
             timeout = _CHECK_EVERY if timeout is None else min(timeout, _CHECK_EVERY)
         read = asyncio.ensure_future(reader.next_item(timeout if timeout is not None else 3600))
-        await wait_or_event(stopping, {read})
+        await wait_first((stopping,), {read})
         if not read.done():
             read.cancel()
             await asyncio.gather(read, return_exceptions=True)
