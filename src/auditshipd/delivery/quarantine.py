@@ -41,17 +41,6 @@ class QuarantineScan(NamedTuple):
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(QuarantineRecord).decode
-_decode_any = msgspec.json.Decoder().decode
-
-
-def _whole(line: bytes) -> bool:
-    if not line.strip():
-        return False
-    try:
-        _decode_any(line)
-    except msgspec.DecodeError:
-        return False
-    return True
 _PREVIEW = 4096
 
 
@@ -92,12 +81,8 @@ class QuarantineFile:
         return rec
 
     def count(self) -> int:
-        """The readable records (a record a crash cut short is not one)."""
-        try:
-            with open(self.path, "rb") as f:
-                return sum(1 for line in f if _whole(line))
-        except FileNotFoundError:
-            return 0
+        """The readable records (a record a crash cut short is not one, see :meth:`scan`)."""
+        return len(self.scan().records)
 
     def scan(self) -> QuarantineScan:
         """Every readable record, in order, and the line numbers of the unreadable ones
