@@ -65,6 +65,12 @@ class JournalConfig(_Strict):
     # into the journal directory (-> /etc/shadow) must not be shipped or quarantined.
     follow_symlinks: bool = False
 
+    def reader_tunables(self) -> dict[str, Any]:
+        """What every journal reader takes from these settings besides the globs, by
+        the name of its keyword argument and attribute (a reload sets the attributes)."""
+        return {"max_line_bytes": self.max_line_bytes, "poll_interval": self.poll_interval,
+                "rotate_wait": self.rotate_wait, "follow_symlinks": self.follow_symlinks}
+
 
 class BatchConfig(_Strict):
     max_events: int = 1000

@@ -139,11 +139,8 @@ class SinkDriver(Outbox):
         # Beside a shared pass, a sink reads alone only to catch up: smaller blocks keep
         # many such sinks (each holding a chunk while it waits for a slot) small.
         block = min(j.read_block_bytes, _SOLO_BLOCK) if solo_block else j.read_block_bytes
-        return JournalReader(
-            j.paths, state, start_at_end=end, max_line_bytes=j.max_line_bytes,
-            block_bytes=block, signal=signal, poll_interval=j.poll_interval,
-            rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name=self.name,
-            inherit=inherit)
+        return JournalReader(j.paths, state, start_at_end=end, block_bytes=block, signal=signal,
+                             name=self.name, inherit=inherit, **j.reader_tunables())
 
     async def run(self) -> None:
         """Read (or take from the pass), batch and dispatch until :meth:`stop`; then

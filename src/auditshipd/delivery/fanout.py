@@ -114,11 +114,9 @@ class SharedPass:
         state = start if isinstance(start, CursorState) else CursorState()
         j = self.config.journal
         self.reader = JournalReader(
-            j.paths, state, start_at_end=start == "end", max_line_bytes=j.max_line_bytes,
+            j.paths, state, start_at_end=start == "end",
             block_bytes=max(j.read_block_bytes, _PASS_BLOCK), signal=self.signal,
-            poll_interval=j.poll_interval,
-            rotate_wait=j.rotate_wait, follow_symlinks=j.follow_symlinks, name="shared pass",
-            executor=self._executor)
+            name="shared pass", executor=self._executor, **j.reader_tunables())
         # A segment the reader lets go (left the glob, read to its end): a duplicate is
         # kept until no sink needs it (pruned from the event loop); the readers of sinks
         # reading alone are offered one (kept.watch).

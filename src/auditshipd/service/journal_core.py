@@ -32,10 +32,8 @@ def retune_reader(reader: JournalReader, j: JournalConfig) -> None:
     """``reader`` on ``j``'s globs and tunables from its next scan and read on (its
     block size stays: a pass reads in larger blocks than a sink catching up alone)."""
     reader.patterns = list(j.paths)
-    reader.max_line_bytes = j.max_line_bytes
-    reader.poll_interval = j.poll_interval
-    reader.rotate_wait = j.rotate_wait
-    reader.follow_symlinks = j.follow_symlinks
+    for name, value in j.reader_tunables().items():
+        setattr(reader, name, value)
 
 
 class JournalCore:
@@ -69,8 +67,8 @@ class JournalCore:
 
     async def retune(self, j: JournalConfig, drivers: Iterable[Any]) -> None:
         """Apply ``j`` to the running pass, the ``drivers`` (their readers, and the
-        settings they build readers and line checks from) and the watcher."""
-        Path(j.path).parent.mkdir(parents=True, exist_ok=True)
+        settings they build readers and line checks from) and the watcher (the reload
+        checked, and made, the directory of a new ``j.path``)."""
         readers = [self.shared.reader, *(d.own_reader for d in drivers)]
         for owner in (self.shared, *drivers):  # a copy: the old Config stays as it was
             owner.config = dataclasses.replace(owner.config, journal=j)
