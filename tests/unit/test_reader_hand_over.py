@@ -16,13 +16,6 @@ import pytest
 from tests.unit.test_tail import Consumer, append, key_of, lines
 
 
-@pytest.fixture
-def consumer(tmp_path: Path):
-    c = Consumer(tmp_path)
-    yield c
-    c.close()
-
-
 @pytest.mark.parametrize("gone", ["deleted", "renamed out of the glob"])
 async def test_a_segment_that_left_the_glob_since_the_last_scan_is_handed_over(
         tmp_path: Path, consumer: Consumer, gone: str) -> None:

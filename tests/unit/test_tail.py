@@ -125,13 +125,6 @@ def journal(tmp_path: Path) -> Path:
     return tmp_path / "audit.jsonl"
 
 
-@pytest.fixture
-def consumer(tmp_path: Path):
-    c = Consumer(tmp_path)
-    yield c
-    c.close()
-
-
 def assert_exact(got: list[bytes], expected: list[bytes]) -> None:
     dups = [x for x, n in Counter(got).items() if n > 1]
     assert not dups, f"duplicates: {dups[:5]}"

@@ -17,13 +17,6 @@ import pytest
 from tests.unit.test_tail import Consumer, append, assert_exact, copytruncate, lines
 
 
-@pytest.fixture
-def consumer(tmp_path: Path):
-    c = Consumer(tmp_path)
-    yield c
-    c.close()
-
-
 @pytest.mark.parametrize("gone", ["renamed out of the glob", "deleted"])
 @pytest.mark.parametrize("written", [10, 30], ids=["shorter", "longer"])
 async def test_a_copytruncated_file_that_leaves_the_glob_before_the_next_scan(
