@@ -26,6 +26,8 @@ from pathlib import Path
 
 import msgspec
 
+from auditshipd.testing import ThreadedHttpServer
+
 __all__ = [
     "ID_RE",
     "ORG_OF",
@@ -261,7 +263,7 @@ class _Id(msgspec.Struct):
     id: str = ""
 
 
-class FlakyReceiver:
+class FlakyReceiver(ThreadedHttpServer):
     """An aiohttp server in a thread: ``POST /<path>`` takes a JSON array (or NDJSON) of
     events and counts their ids per path, only when it answers 200 to a client still
     connected. ``trouble(path, "503", s)``: for ``s`` seconds most requests to ``path``
@@ -269,8 +271,10 @@ class FlakyReceiver:
     until the window ends before they are answered (longer than the sink's
     ``attempt_timeout``: the sink times out and sends again)."""
 
+    client_max_size = 256 * 1024 * 1024
+
     def __init__(self, port: int, rng: random.Random, record_dir: Path) -> None:
-        self.port = port
+        super().__init__(port)
         self.rng = rng
         # every accepted request's ids, one line per request: "<unix time> <path> <ids>"
         record_dir.mkdir(parents=True, exist_ok=True)
@@ -281,9 +285,6 @@ class FlakyReceiver:
         self._lock = threading.Lock()
         self._decode = msgspec.json.Decoder(list[_Id])
         self._decode_line = msgspec.json.Decoder(_Id)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}"
@@ -304,43 +305,12 @@ class FlakyReceiver:
         with self._lock:
             return set(self.counts.get(path, ()))
 
-    def start(self) -> FlakyReceiver:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(20):
-            raise RuntimeError("the receiver did not start")
-        return self
-
     def stop(self) -> None:
-        if self._loop is not None and self._runner is not None:
-            fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-            with contextlib.suppress(Exception):
-                fut.result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        super().stop()
         self.record.close()
 
-    def _run(self, ready: threading.Event) -> None:
-        from aiohttp import web
-
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+    def routes(self, app) -> None:  # type: ignore[no-untyped-def]
         app.router.add_post("/{path}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        loop.run_until_complete(site.start())
-        ready.set()
-        loop.run_forever()
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
 
     async def _handle(self, request):  # type: ignore[no-untyped-def]
         from aiohttp import web

@@ -26,13 +26,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 
 __all__ = [
     "DaemonProcess",
     "StaticResolver",
+    "ThreadedHttpServer",
     "WebhookReceiver",
     "free_port",
     "read_jsonl_ids",
@@ -130,58 +131,29 @@ def read_jsonl_ids(path: str | os.PathLike[str]) -> list[str]:
     return [dec.decode(line)["id"] for line in data.splitlines() if line.strip()]
 
 
-class WebhookReceiver:
-    """An HTTP receiver in its own thread and event loop.
+class ThreadedHttpServer:
+    """An aiohttp application on ``127.0.0.1:port``, served from its own thread and event
+    loop (the receivers of the tests and benchmarks). A subclass adds its routes in
+    :meth:`routes`. ``stop()`` stops listening, cancels the handlers still running (one
+    told to hang) and closes the kept-alive connections."""
 
-    ``script``: a list of answers consumed one per request before the default
-    (``200``). An answer is an int status, a ``(status, headers[, body])`` tuple, ``"hang"``
-    (never answer) or ``"close"`` (drop the connection). Accepted (2xx) requests add
-    their events to ``events`` (and to ``batches``, one list per request).
-    """
+    client_max_size = 64 * 1024 * 1024
 
-    def __init__(self, port: int | None = None, *, hmac_secret: str | None = None,
-                 bearer_token: str | None = None, max_body_bytes: int | None = None):
+    def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.hmac_secret = hmac_secret
-        self.bearer_token = bearer_token
-        # A body (uncompressed) over this size is answered 413, as a proxy's limit would.
-        self.max_body_bytes = max_body_bytes
-        self.too_large = 0
-        self.batch_headers: list[str] = []  # X-Auditshipd-Batch of each accepted request
-        self.paths: list[str] = []  # the path and query of each accepted request
-        self.script: list[Any] = []
-        self.default: Any = 200
-        self.events: list[dict[str, Any]] = []
-        self.batches: list[list[dict[str, Any]]] = []  # the events of each accepted request
-        self.requests = 0
-        self.rejected_auth = 0
-        self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: Any = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ingest"
+    def routes(self, app: Any) -> None:
+        raise NotImplementedError
 
-    def ids(self) -> list[str]:
-        with self._lock:
-            return [e["id"] for e in self.events]
-
-    def counts(self) -> Counter[str]:
-        return Counter(self.ids())
-
-    def set_script(self, answers: list[Any], default: Any = 200) -> None:
-        with self._lock:
-            self.script = list(answers)
-            self.default = default
-
-    def start(self) -> WebhookReceiver:
+    def start(self) -> Self:
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self._thread.start()
         if not ready.wait(10):
-            raise RuntimeError("webhook receiver did not start")
+            raise RuntimeError(f"{type(self).__name__} did not start")
         return self
 
     def stop(self) -> None:
@@ -210,7 +182,7 @@ class WebhookReceiver:
         except Exception:
             pass
 
-    def __enter__(self) -> WebhookReceiver:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -222,9 +194,8 @@ class WebhookReceiver:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/ingest", self._handle)
-        app.router.add_post("/ingest/{rest:.*}", self._handle)  # a token in the path
+        app = web.Application(client_max_size=self.client_max_size)
+        self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -237,6 +208,54 @@ class WebhookReceiver:
             task.cancel()
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
+
+
+class WebhookReceiver(ThreadedHttpServer):
+    """An HTTP receiver in its own thread and event loop.
+
+    ``script``: a list of answers consumed one per request before the default
+    (``200``). An answer is an int status, a ``(status, headers[, body])`` tuple, ``"hang"``
+    (never answer) or ``"close"`` (drop the connection). Accepted (2xx) requests add
+    their events to ``events`` (and to ``batches``, one list per request).
+    """
+
+    def __init__(self, port: int | None = None, *, hmac_secret: str | None = None,
+                 bearer_token: str | None = None, max_body_bytes: int | None = None):
+        super().__init__(port)
+        self.hmac_secret = hmac_secret
+        self.bearer_token = bearer_token
+        # A body (uncompressed) over this size is answered 413, as a proxy's limit would.
+        self.max_body_bytes = max_body_bytes
+        self.too_large = 0
+        self.batch_headers: list[str] = []  # X-Auditshipd-Batch of each accepted request
+        self.paths: list[str] = []  # the path and query of each accepted request
+        self.script: list[Any] = []
+        self.default: Any = 200
+        self.events: list[dict[str, Any]] = []
+        self.batches: list[list[dict[str, Any]]] = []  # the events of each accepted request
+        self.requests = 0
+        self.rejected_auth = 0
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ingest"
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [e["id"] for e in self.events]
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.ids())
+
+    def set_script(self, answers: list[Any], default: Any = 200) -> None:
+        with self._lock:
+            self.script = list(answers)
+            self.default = default
+
+    def routes(self, app: Any) -> None:
+        app.router.add_post("/ingest", self._handle)
+        app.router.add_post("/ingest/{rest:.*}", self._handle)  # a token in the path
 
     async def _handle(self, request: Any) -> Any:
         import hashlib
