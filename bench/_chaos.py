@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gzip
 import os
 import random
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 
+from auditshipd.durable import file_lock
 from auditshipd.testing import ThreadedHttpServer
 
 __all__ = [
@@ -134,12 +134,8 @@ class JournalOps:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.lock_path, 0o640):
             yield
-        finally:
-            os.close(fd)
 
     def _new_name(self) -> Path:
         self.n += 1

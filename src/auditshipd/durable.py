@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_durably", "atomic_write", "atomic_write_many", "fsync_dir", "overwrite_in_place",
-           "sync_files"]
+__all__ = ["append_durably", "atomic_write", "atomic_write_many", "file_lock", "fsync_dir",
+           "overwrite_in_place", "sync_files"]
 
 # From this many files on one file system, one syncfs costs less than their fsyncs.
 _SYNCFS_FROM = 4
@@ -195,5 +196,18 @@ def overwrite_in_place(path: str | os.PathLike[str], data: bytes) -> None:
         while offset < len(view):
             offset += os.pwrite(fd, view[offset:], offset)
         os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], mode: int = 0o600, *,
+              wait: bool = True) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created with ``mode``) while the block runs;
+    ``wait=False``: BlockingIOError at once when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
     finally:
         os.close(fd)

@@ -23,17 +23,16 @@ next append starts on a new line, so the torn line never swallows a good record.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from ..config import Config
-from ..durable import append_durably, atomic_write
+from ..durable import append_durably, atomic_write, file_lock
 from ..formats.registry import reformat
 from .batch import Batch
 
@@ -122,12 +121,8 @@ class DeadLetterFile:
     @contextmanager
     def locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.lock_path):
             yield
-        finally:
-            os.close(fd)
 
     @contextmanager
     def replaying(self) -> Iterator[None]:
@@ -135,16 +130,12 @@ class DeadLetterFile:
         remove, by count, letters the first one already removed, then the daemon's newer
         ones it never sent. :class:`ReplayRunning` when another replay holds it."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / f".{self.sink}.replay.lock",
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
+        with ExitStack() as held:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.enter_context(file_lock(self.dir / f".{self.sink}.replay.lock", wait=False))
             except BlockingIOError:
                 raise ReplayRunning(f"another `dlq replay` of {self.sink} is running") from None
             yield
-        finally:
-            os.close(fd)
 
     def size(self) -> int:
         try:
