@@ -145,9 +145,10 @@ def build_redactors(config: Config) -> dict[str, Redactor]:
             mine: list[ConfigError] = []
             redactor = compiled.get(key) or _compile(
                 compile_policy, config, s.redaction, root, f"sinks[{i}] ({s.name})", mine)
-            if s.stream_org is not None and mine:
+            if mine and s.stream_org is not None:  # that organization's file only
                 rejected.add(_reject_stream_file(config, s, mine))
-            errors += mine if s.stream_org is None else []
+            else:
+                errors += mine
             if redactor is not None:
                 out[s.name] = compiled.setdefault(key, redactor)
         else:
