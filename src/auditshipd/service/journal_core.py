@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from ..config import Config
@@ -46,8 +45,7 @@ class JournalCore:
 
     def __init__(self, cfg: Config, signal: ChangeSignal,
                  sharing: Callable[[], list[Any]]) -> None:
-        j = cfg.journal
-        Path(j.path).parent.mkdir(parents=True, exist_ok=True)
+        j = cfg.journal  # its directory exists: the start-up checks made it
         self.signal = signal
         self.watcher = JournalWatcher(j.paths, signal, force_polling=j.force_polling)
         self.shared = SharedPass(cfg, signal)
