@@ -183,3 +183,36 @@ def test_a_lower_max_line_bytes_applies_to_the_next_lines(tmp_path: Path) -> Non
             assert quarantine.exists() and "max_line_bytes" in quarantine.read_text()
 
     asyncio.run(scenario())
+
+
+def test_a_new_read_block_bytes_applies_to_the_running_readers(tmp_path: Path) -> None:
+    """The pass's reader and a sink's own reader take the new block size at the reload
+    (each by its own rule: the pass reads at least 4 MiB, a sink catching up alone at
+    most 256 kB), and the events written after it still arrive."""
+    journal = tmp_path / "journal" / "audit.jsonl"
+    journal.parent.mkdir()
+    out, config = tmp_path / "out.jsonl", tmp_path / "auditshipd.toml"
+    sinks = file_sink(out, "archive", batch="timeout = 0.05")
+    config.write_text(_config(tmp_path, journal, sinks))
+
+    async def scenario() -> None:
+        async with running_daemon(config) as d:
+            assert d.core is not None
+            first = write_events(journal, "a", 5)
+            await until(lambda: set(first) <= set(read_jsonl_ids(out)), "the first events")
+            driver = d.drivers["archive"]
+            pass_reader = d.core.shared.reader
+            assert pass_reader.block_bytes == 4 << 20
+            config.write_text(_config(tmp_path, journal, sinks, "read_block_bytes = 16777216"))
+            assert await d.reload()
+            assert d.drivers["archive"] is driver and d.core.shared.reader is pass_reader
+            assert pass_reader.block_bytes == 16 << 20
+            assert driver.reader_block(d.config.journal) == 256 * 1024
+            config.write_text(_config(tmp_path, journal, sinks, "read_block_bytes = 65536"))
+            assert await d.reload()
+            assert pass_reader.block_bytes == 4 << 20
+            assert driver.reader_block(d.config.journal) == 65536
+            later = write_events(journal, "b", 5)
+            await until(lambda: set(later) <= set(read_jsonl_ids(out)), "the events after")
+
+    asyncio.run(scenario())

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from auditshipd.config import Config, parse_config
@@ -25,6 +26,7 @@ from auditshipd.journal.cursor import CursorState
 from auditshipd.journal.watch import ChangeSignal
 from auditshipd.journal.writer import AuditJournal
 from auditshipd.redaction.redactor import DEFAULT_POLICY
+from auditshipd.service.journal_core import JournalCore
 from auditshipd.testing import wait_for_async
 
 
@@ -225,6 +227,42 @@ async def test_a_stuck_sink_reads_alone_then_rejoins_while_the_others_go_on(tmp_
     await until(lambda: len(h.sinks["fast"].accepted) == 250)
     await h.stop()
     assert h.sinks["slow"].accepted == ids and h.sinks["fast"].accepted == ids
+
+
+async def test_a_reload_gives_a_sink_reading_alone_the_new_block_size(tmp_path):
+    """A sink added later reads alone to catch up (its sends held); a reload's retune
+    sets its reader's block to the new ``read_block_bytes`` (a sink catching up alone
+    reads at most 256 kB, the pass at least 4 MiB) between two reads, and every event
+    still arrives once."""
+    config = make_config(tmp_path, sink_table("first")
+                         + sink_table("late", "[sinks.batch]\nmax_events = 10"))
+    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    journal = tmp_path / "audit.jsonl"
+    ids = write_events(journal, [None] * 100)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["first"].accepted) == 100)
+    config.sinks.append(late_sc)
+    await h.add("late")
+    gate = h.sinks["late"].gate = asyncio.Event()  # before its first send
+    await until(lambda: h.drivers["late"].own_reader is not None)
+    reader = h.drivers["late"].own_reader
+    assert reader.block_bytes == 256 * 1024 and h.shared.reader.block_bytes == 4 << 20
+    core = JournalCore(config, h.signal, lambda: [])
+    core.shared = h.shared  # the core of the harness's pass
+    await core.retune(msgspec.structs.replace(config.journal, read_block_bytes=65536),
+                      list(h.drivers.values()))
+    assert reader.block_bytes == 65536 and h.shared.reader.block_bytes == 4 << 20
+    await core.retune(msgspec.structs.replace(config.journal, read_block_bytes=8 << 20),
+                      list(h.drivers.values()))
+    assert reader.block_bytes == 256 * 1024 and h.shared.reader.block_bytes == 8 << 20
+    assert h.drivers["late"].own_reader is reader  # still reading alone
+    ids += write_events(journal, [None] * 100, start=100)
+    gate.set()
+    await until(lambda: all(len(s.accepted) == 200 for s in h.sinks.values()))
+    await core.close()
+    await h.stop()
+    assert h.sinks["late"].accepted == ids and h.sinks["first"].accepted == ids
 
 
 async def test_a_sink_added_later_backfills_from_the_beginning_then_joins(tmp_path):

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..config import Config, SinkConfig
+from ..config import Config, JournalConfig, SinkConfig
 from ..errors import PermanentError, SinkError
 from ..formats.registry import encoder_for_sink
 from ..journal.cursor import CursorState, SegmentCursor
@@ -119,8 +119,7 @@ class SinkDriver(Outbox):
             self.own_reader = self._new_reader(self.committed, self.signal, at_end,
                                             inherit=take_held({}, self.inherit))
         elif at_end:
-            self.own_reader = self._new_reader(self.committed, self.shared.advanced, True,
-                                            solo_block=True)
+            self.own_reader = self._new_reader(self.committed, self.shared.advanced, True)
         if self.own_reader is not None and self.own_reader.start_at_end:
             await asyncio.to_thread(self.own_reader.prime)
             self.committed.segments = reader_position(self.own_reader)
@@ -132,15 +131,17 @@ class SinkDriver(Outbox):
             return self.committed
         return "end" if starts_at_end(self.sc.start_at, self.committed) else "beginning"
 
+    def reader_block(self, j: JournalConfig) -> int:
+        """The block size of this sink's own reader on ``j``. Beside a shared pass, a sink
+        reads alone only to catch up: smaller blocks keep many such sinks (each holding
+        a chunk while it waits for a slot) small."""
+        return min(j.read_block_bytes, _SOLO_BLOCK) if self.shared is not None else j.read_block_bytes
+
     def _new_reader(self, state: CursorState, signal: ChangeSignal, end: bool, *,
-                    solo_block: bool = False,
                     inherit: dict[str, tuple[str, int]] | None = None) -> JournalReader:
         j = self.config.journal
-        # Beside a shared pass, a sink reads alone only to catch up: smaller blocks keep
-        # many such sinks (each holding a chunk while it waits for a slot) small.
-        block = min(j.read_block_bytes, _SOLO_BLOCK) if solo_block else j.read_block_bytes
-        return JournalReader(j.paths, state, start_at_end=end, block_bytes=block, signal=signal,
-                             name=self.name, inherit=inherit, **j.reader_tunables())
+        return JournalReader(j.paths, state, start_at_end=end, block_bytes=self.reader_block(j),
+                             signal=signal, name=self.name, inherit=inherit, **j.reader_tunables())
 
     async def run(self) -> None:
         """Read (or take from the pass), batch and dispatch until :meth:`stop`; then
@@ -248,7 +249,7 @@ class SinkDriver(Outbox):
                 # may take a while), as are those it lets go meanwhile (read_alone).
                 reader = primed or self._new_reader(
                     CursorState(segments=dict(position)), shared.advanced, False,
-                    solo_block=True, inherit=take_held(await shared.held_segments(position), self.inherit))
+                    inherit=take_held(await shared.held_segments(position), self.inherit))
                 primed = None
                 self.own_reader = reader
                 # Stopped or crashed, run() closes it: its successor may read on from

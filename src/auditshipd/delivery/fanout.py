@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config
+from ..config import Config, JournalConfig
 from ..journal.cursor import CursorState, SegmentCursor
 from ..journal.held import Held, KeptSegments
 from ..journal.reader import JournalReader
@@ -61,6 +61,10 @@ _STALL = 5.0
 # The pass reads larger blocks than a lone reader: each joined sink is visited once per
 # chunk that holds its lines, so with thousands of streams fewer, larger chunks cost less.
 _PASS_BLOCK = 4 << 20
+
+
+def pass_block(j: JournalConfig) -> int:
+    return max(j.read_block_bytes, _PASS_BLOCK)
 
 
 class SharedPass:
@@ -115,7 +119,7 @@ class SharedPass:
         j = self.config.journal
         self.reader = JournalReader(
             j.paths, state, start_at_end=start == "end",
-            block_bytes=max(j.read_block_bytes, _PASS_BLOCK), signal=self.signal,
+            block_bytes=pass_block(j), signal=self.signal,
             name="shared pass", executor=self._executor, **j.reader_tunables())
         # A segment the reader lets go (left the glob, read to its end): a duplicate is
         # kept until no sink needs it (pruned from the event loop); the readers of sinks

@@ -20,17 +20,19 @@ from typing import Any
 from ..config import Config
 from ..config.tables import JournalConfig
 from ..delivery.commits import CommitSaver
-from ..delivery.fanout import SharedPass
+from ..delivery.fanout import SharedPass, pass_block
 from ..journal.reader import JournalReader
 from ..journal.watch import ChangeSignal, JournalWatcher
 
 __all__ = ["JournalCore", "retune_reader"]
 
 
-def retune_reader(reader: JournalReader, j: JournalConfig) -> None:
-    """``reader`` on ``j``'s globs and tunables from its next scan and read on (its
-    block size stays: a pass reads in larger blocks than a sink catching up alone)."""
+def retune_reader(reader: JournalReader, j: JournalConfig, block_bytes: int) -> None:
+    """``reader`` on ``j``'s globs and tunables, and ``block_bytes`` (its owner's choice:
+    a pass reads in larger blocks than a sink catching up alone), from its next scan
+    and read on."""
     reader.patterns = list(j.paths)
+    reader.block_bytes = block_bytes
     for name, value in j.reader_tunables().items():
         setattr(reader, name, value)
 
@@ -63,20 +65,21 @@ class JournalCore:
         self.tasks = [asyncio.create_task(self.shared.run(), name="shared pass"),
                       asyncio.create_task(self.saver.run(), name="cursor saver")]
 
-    async def retune(self, j: JournalConfig, drivers: Iterable[Any]) -> None:
+    async def retune(self, j: JournalConfig, drivers: list[Any]) -> None:
         """Apply ``j`` to the running pass, the ``drivers`` (their readers, and the
         settings they build readers and line checks from) and the watcher (the reload
         checked, and made, the directory of a new ``j.path``)."""
-        readers = [self.shared.reader, *(d.own_reader for d in drivers)]
+        readers = [(self.shared.reader, pass_block(j)),
+                   *((d.own_reader, d.reader_block(j)) for d in drivers)]
         for owner in (self.shared, *drivers):  # a copy: the old Config stays as it was
             owner.config = dataclasses.replace(owner.config, journal=j)
         self.shared.memory_bytes = j.pass_memory_bytes
         for processor in (*self.shared.processors(), *(d.processor for d in drivers)):
             processor.max_line_bytes = j.max_line_bytes  # lines inside a read block
-        for reader in readers:
+        for reader, block in readers:
             if reader is not None:
                 async with reader.reading:  # between two reads, never during one
-                    retune_reader(reader, j)
+                    retune_reader(reader, j, block)
         await self._stop_watcher()
         self.watcher = JournalWatcher(j.paths, self.signal, force_polling=j.force_polling)
         self.watch()
