@@ -344,12 +344,20 @@ async def test_every_change_is_audited_without_secret_values(sp: StreamsPortal, 
                                 body=body)
         assert status in (200, 204)
     events = [json.loads(line) for line in sp.journal.read_text().splitlines()]
-    changes = [e for e in events if e["action"].startswith("log_stream.")]
+    changes = [e for e in events if e["action"].startswith("log_stream.") and e.get("organization")]
     assert [e["action"] for e in changes] == [
         "log_stream.created", "log_stream.updated", "log_stream.paused", "log_stream.resumed",
         "log_stream.test_event_sent", "log_stream.deleted"]
     assert {e["organization"]["slug"] for e in changes} == {"acme"}
     assert [e["actor"]["name"] for e in changes] == ["acme-admin"] * 4 + ["operator", "acme-admin"]
+    # The organization's admin's address is in its record; the operator's only in the
+    # operators' record (no organization), which names the organization.
+    assert changes[0]["context"]["location"] == "127.0.0.1" and changes[4]["context"] == {}
+    operators = [e for e in events if e["action"].startswith("log_stream.") and not e.get("organization")]
+    assert [(e["action"], e["actor"]["name"]) for e in operators] == [("log_stream.test_event_sent", "operator")]
+    assert operators[0]["context"]["location"] == "127.0.0.1"
+    assert {"type": "organization", "name": "acme"} in operators[0]["targets"]
+    assert operators[0]["metadata"] == changes[4]["metadata"]
     assert changes[0]["metadata"]["options"] == ["bearer_token", "hmac_secret", "url"]
     assert changes[1]["metadata"]["changed"] == ["hmac_secret", "timeout"]
     blob = sp.journal.read_bytes()

@@ -93,15 +93,30 @@ class AccessRecorder:
     async def stream_changed(self, request: web.Request, principal: Principal, action: str,
                              organization: str, stream: str, metadata: dict[str, Any]) -> None:
         """``log_stream.<action>`` of a self-service stream, in that stream's organization
-        (option names only in ``metadata``, never a value of a secret)."""
+        (option names only in ``metadata``, never a value of a secret).
+
+        An operator's change (a token of every organization) shows there who made it
+        (the token's name and role) but not from where: the operator's address and user
+        agent belong to the company running the portal, and the organization's record
+        reaches the organization's admins and its own streams. They are kept in a second
+        record of the same action without an organization (the operators' log), which
+        names the organization among its targets."""
+        target = {"type": "log_stream", "name": stream}
+        if principal.scope == organization:
+            await self._record(f"log_stream.{action}", request, principal, metadata,
+                               organization=organization, targets=[target])
+            return
         await self._record(f"log_stream.{action}", request, principal, metadata,
-                           organization=organization,
-                           targets=[{"type": "log_stream", "name": stream}])
+                           organization=organization, targets=[target], where=False)
+        await self._record(f"log_stream.{action}", request, principal, metadata,
+                           targets=[target, {"type": "organization", "name": organization}])
 
     async def _record(
         self, action: str, request: web.Request, principal: Principal, metadata: dict[str, Any],
         *, organization: str | None = None, targets: list[dict[str, Any]] | None = None,
+        where: bool = True,
     ) -> None:
+        """Record ``action``; with ``where``, the caller's address and user agent too."""
         if self.journal is None:
             return
         slug = organization or principal.scope
@@ -109,7 +124,7 @@ class AccessRecorder:
         context = {
             "location": request.remote or "",
             "user_agent": request.headers.get("User-Agent", "")[:256],
-        }
+        } if where else {}
         await asyncio.to_thread(
             self.journal.record,
             action,
