@@ -67,3 +67,7 @@ class PortalEnv:
         if not self.journal.exists():
             return []
         return [json.loads(line) for line in self.journal.read_text().splitlines()]
+
+    def operator_records(self) -> list[dict[str, Any]]:
+        """The journal's records of the operators' log (without an organization)."""
+        return [e for e in self.journal_events() if not e.get("organization")]

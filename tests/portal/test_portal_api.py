@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import datetime as dt
 import io
@@ -115,7 +116,7 @@ async def test_access_is_recorded_in_the_journal(portal, http, seeded_events) ->
         assert r.status == 200
     async with http.get(f"{portal.url}/api/export", params={"format": "csv", "actor": "x@y"}, headers=h) as r:
         await r.read()
-    records = portal.journal_events()
+    records = portal.operator_records()
     assert [r["action"] for r in records] == ["audit_log.viewed", "audit_log.viewed", "audit_log.exported"]
     assert all(r["actor"] == {"type": "portal_token", "name": "root-admin", "role": "admin"} for r in records)
     assert records[0]["metadata"]["filters"] == {"q": "alice", "action": ["user.login"]}
@@ -136,10 +137,54 @@ async def test_an_operators_access_to_one_organization_says_which(portal, http) 
         await r.read()
     async with http.get(f"{portal.url}/api/export", headers=h) as r:
         await r.read()
-    viewed, exported_one, exported_all = portal.journal_events()
+    viewed, exported_one, exported_all = portal.operator_records()
     assert viewed["metadata"]["filters"] == {"organization": "acme"}
     assert exported_one["metadata"]["filters"] == {"organization": "acme"}
     assert exported_all["metadata"]["filters"] == {}
+
+
+async def test_an_operators_reads_are_told_to_each_organization_they_showed(
+        portal, http, seeded_events) -> None:
+    """An operator's search, event view and export add, in each organization whose events
+    they showed, a record of its own: who (the token), what and how many of its events,
+    without the operator's address or user agent and without filters that were not
+    limited to it; a search repeated (or paged) tells no organization twice. An
+    organization's own admin adds no such record."""
+    h = portal.auth(portal.admin)
+    async with http.get(f"{portal.url}/api/events", params={"q": "alice", "limit": "200"}, headers=h) as r:
+        shown = (await r.json())["data"]
+    async with http.get(f"{portal.url}/api/events", params={"q": "alice", "limit": "200"}, headers=h) as r:
+        assert r.status == 200
+    counts = collections.Counter(e["organization"]["slug"] for e in shown if e.get("organization"))
+    assert len(counts) >= 2
+    told = [e for e in portal.journal_events() if e.get("organization")]
+    assert {e["organization"]["slug"]: e["metadata"] for e in told} == {
+        org: {"view": "search", "results": n} for org, n in counts.items()}
+    assert len(told) == len(counts)
+    assert all(e["action"] == "audit_log.viewed" and e["context"] == {}
+               and e["actor"] == {"type": "portal_token", "name": "root-admin", "role": "admin"}
+               for e in told)
+    assert portal.operator_records()[0]["context"]["location"] == "127.0.0.1"
+
+    event = next(e for e in seeded_events if (e.get("organization") or {}).get("slug") == "globex")
+    async with http.get(f"{portal.url}/api/events/{event['id']}", headers=h) as r:
+        assert r.status == 200
+    async with http.get(f"{portal.url}/api/export", params={"organization": "acme", "format": "jsonl"},
+                        headers=h) as r:
+        rows = len((await r.read()).splitlines())
+    new = [e for e in portal.journal_events() if e.get("organization")][len(told):]
+    assert [(e["action"], e["organization"]["slug"], e["metadata"]) for e in new] == [
+        ("audit_log.viewed", "globex", {"view": "event", "event": event["id"], "found": True}),
+        ("audit_log.exported", "acme", {"format": "jsonl", "filters": {"organization": "acme"},
+                                        "rows": rows})]
+    assert rows > 0
+
+    before = len(portal.journal_events())
+    async with http.get(f"{portal.url}/api/events", params={"q": "bob"}, headers=portal.auth(portal.acme)) as r:
+        assert r.status == 200
+    mine = portal.journal_events()[before:]
+    assert len(mine) == 1 and mine[0]["organization"] == {"slug": "acme"}
+    assert mine[0]["context"]["location"] == "127.0.0.1"
 
 
 async def test_an_organizations_token_may_name_only_its_own(portal, http) -> None:

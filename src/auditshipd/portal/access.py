@@ -9,13 +9,24 @@ token for API calls, within ``ttl`` seconds: paging through results, reloading a
 coming back to the same filters adds nothing. The store notes which views were recorded
 (:meth:`~auditshipd.portal.auth_store.AuthStore.first_view`), so this holds across
 replicas. Exports are recorded every time.
+
+An operator (a token of every organization) reads in the operators' log, which no
+organization sees. So that an organization also learns that the company running the
+portal read its audit log, each organization whose events an operator's view or export
+showed gets a record of its own (``shown``), without the operator's address and user
+agent (the company's own, in the operators' record) and without filters that were not
+limited to that organization (another organization's search words are not its
+business): what was viewed (a search, an event) or exported, and how many of its events.
+Within ``ttl`` a viewer's same filters tell an organization once, paging included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -27,7 +38,7 @@ from .auth import cookie_name
 from .auth_store import AuthStore, Session, session_key
 from .tokens import Principal
 
-__all__ = ["AccessRecorder"]
+__all__ = ["AccessRecorder", "shown_organizations"]
 
 
 log = logging.getLogger("auditshipd.portal")
@@ -41,6 +52,34 @@ def view_key(viewer: str, metadata: dict[str, Any]) -> str:
     what = {k: v for k, v in metadata.items() if k not in _OUTCOME_KEYS}
     raw = msgspec.json.encode([viewer, what], order="sorted")
     return hashlib.sha256(raw).hexdigest()
+
+
+def shown_organizations(events: Iterable[Mapping[str, Any]],
+                        filtered: str | None = None) -> collections.Counter[str]:
+    """How many of ``events`` each organization has; ``filtered`` (a search or export
+    limited to that organization) is counted even when none of its events came back."""
+    counts: collections.Counter[str] = collections.Counter()
+    if filtered:
+        counts[filtered] += 0
+    for event in events:
+        org = event.get("organization")
+        slug = org.get("slug") if isinstance(org, Mapping) else None
+        if isinstance(slug, str) and slug:
+            counts[slug] += 1
+    return counts
+
+
+def told_metadata(metadata: dict[str, Any], organization: str, count: int) -> dict[str, Any]:
+    """What an organization's record of an operator's view or export says: the view's
+    kind, the event viewed, the export's format and time, how many of its events; the
+    filters only when they were limited to that organization."""
+    out = {k: v for k, v in metadata.items() if k not in ("filters", "results", "rows")}
+    filters = metadata.get("filters")
+    if isinstance(filters, Mapping) and filters.get("organization") == organization:
+        out["filters"] = filters
+    if out.get("view") != "event":
+        out["results" if "view" in out else "rows"] = count
+    return out
 
 
 def viewer_of(request: web.Request, principal: Principal, session: Session | None) -> str:
@@ -69,26 +108,48 @@ class AccessRecorder:
         principal: Principal,
         metadata: dict[str, Any],
         session: Session | None = None,
+        shown: Mapping[str, int] | None = None,
     ) -> bool:
         """Record a view unless this viewer's same view was recorded within ``ttl``;
-        returns whether it was recorded."""
+        returns whether it was recorded. ``shown``: the organizations whose events an
+        operator's view showed, and how many (see the module docstring)."""
         if self.journal is None:
             return False
-        if self.views is not None:
-            key = view_key(viewer_of(request, principal, session), metadata)
-            try:
-                first = await self.views.first_view(key, self.ttl)
-            except Exception as exc:  # the store is down: record twice rather than never
-                log.warning("portal: cannot check whether this view was recorded: %s",
-                            scrub_secrets(str(exc)))
-                first = True
-            if not first:
-                return False
+        viewer = viewer_of(request, principal, session)
+        if principal.scope is None:
+            for org, count in sorted((shown or {}).items()):
+                if await self._first(view_key(viewer, {**metadata, "told": org})):
+                    await self._record("audit_log.viewed", request, principal,
+                                       told_metadata(metadata, org, count),
+                                       organization=org, where=False)
+        if not await self._first(view_key(viewer, metadata)):
+            return False
         await self._record("audit_log.viewed", request, principal, metadata)
         return True
 
+    async def _first(self, key: str) -> bool:
+        """Whether the view under ``key`` is to be recorded (always without a store)."""
+        if self.views is None:
+            return True
+        try:
+            return await self.views.first_view(key, self.ttl)
+        except Exception as exc:  # the store is down: record twice rather than never
+            log.warning("portal: cannot check whether this view was recorded: %s",
+                        scrub_secrets(str(exc)))
+            return True
+
     async def exported(self, request: web.Request, principal: Principal, metadata: dict[str, Any]) -> None:
         await self._record("audit_log.exported", request, principal, metadata)
+
+    async def exported_from(self, request: web.Request, principal: Principal,
+                            metadata: dict[str, Any], shown: Mapping[str, int]) -> None:
+        """After an operator's export: a record in each organization it held events of
+        (``shown``: how many), every time, as exports are."""
+        if principal.scope is not None:
+            return
+        for org, count in sorted(shown.items()):
+            await self._record("audit_log.exported", request, principal,
+                               told_metadata(metadata, org, count), organization=org, where=False)
 
     async def stream_changed(self, request: web.Request, principal: Principal, action: str,
                              organization: str, stream: str, metadata: dict[str, Any]) -> None:

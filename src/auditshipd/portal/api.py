@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from ..integrity.manifest import ManifestBuilder
+from .access import shown_organizations
 from .filters import BadParameter, OtherOrganization, parse_filters, parse_limit
 from .guard import STATE, json_error, require
 from .openapi import openapi_document
@@ -44,6 +48,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     await state.recorder.viewed(
         request, principal,
         {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}, session,
+        shown_organizations(page.events, filters.organization),
     )
     return web.json_response(
         {"data": page.events, "next_cursor": page.next_cursor, "total": total.as_json()}
@@ -57,7 +62,8 @@ async def get_event(request: web.Request) -> web.StreamResponse:
     event_id = request.match_info["event_id"]
     event = await state.store.get(event_id, organization=principal.scope)
     await state.recorder.viewed(
-        request, principal, {"view": "event", "event": event_id, "found": event is not None}, session
+        request, principal, {"view": "event", "event": event_id, "found": event is not None}, session,
+        shown_organizations([event] if event is not None else []),
     )
     if event is None:
         return json_error(404, "no such event")
@@ -89,10 +95,14 @@ async def export_events(request: web.Request) -> web.StreamResponse:
         headers["X-Export-Manifest"] = "unavailable"
     response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
-    await response.prepare(request)
-    async for data, _rows in export_bytes(first, rest, req.fmt):
-        await response.write(data)
-    await response.write_eof()
+    shown = shown_organizations(first or (), req.filters.organization)
+    try:
+        await response.prepare(request)
+        async for data, _rows in export_bytes(first, _counted(rest, shown), req.fmt):
+            await response.write(data)
+        await response.write_eof()
+    finally:  # what was read, even when the client went away
+        await asyncio.shield(state.recorder.exported_from(request, principal, record, shown))
     return response
 
 
@@ -110,7 +120,8 @@ async def export_manifest(request: web.Request) -> web.StreamResponse:
     req, first, rest = started
     since, until = req.since_until()
     builder = ManifestBuilder(req.fmt, req.manifest_filters(), since, until)
-    async for data, rows in export_bytes(first, rest, req.fmt):
+    shown = shown_organizations(first or (), req.filters.organization)
+    async for data, rows in export_bytes(first, _counted(rest, shown), req.fmt):
         builder.update(data, rows)
     manifest = builder.sign(key)
     record = {"format": req.fmt, "filters": req.asked.as_metadata(), "manifest": True,
@@ -118,6 +129,7 @@ async def export_manifest(request: web.Request) -> web.StreamResponse:
     if req.as_of is not None:
         record["as_of"] = format_time(req.as_of)
     await state.recorder.exported(request, principal, record)
+    await state.recorder.exported_from(request, principal, record, shown)
     return web.json_response(manifest, headers={
         "Content-Disposition": f'attachment; filename="{req.filename()}.manifest.json"'})
 
@@ -125,6 +137,14 @@ async def export_manifest(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.StreamResponse:
     return web.json_response(openapi_document())
+
+
+async def _counted(chunks: AsyncIterator[list[dict[str, Any]]],
+                   shown: collections.Counter[str]) -> AsyncIterator[list[dict[str, Any]]]:
+    """``chunks`` as they are, counting their events by organization into ``shown``."""
+    async for events in chunks:
+        shown.update(shown_organizations(events))
+        yield events
 
 
 async def _start_export(request: web.Request, principal: Any, as_of_default: str) -> Any:
