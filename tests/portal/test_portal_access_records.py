@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from portal_data import make_events
+from portal_data import ORGS, make_events
 from portal_env import PortalEnv, make_config
 
 from auditshipd.portal.query import EventFilter
@@ -215,9 +215,15 @@ async def test_a_page_view_is_recorded_once_per_session(tmp_path: Path, portal_d
         plain = await _get(http, f"{env.url}/events")
         assert 'id="include-access" checked' not in plain and "acc_2" not in plain
         assert len(_views(journal)) == 2
+        # Each organization on the pages seen is told once per session and filters (two).
+        told = {org: len(_records(journal, "audit_log.viewed", org)) for org in ORGS}
+        assert told == {org: 2 for org in ORGS}
         await login()
         await _get(http, f"{env.url}/events")
         assert len(_views(journal)) == 3
+        assert {org: len(_records(journal, "audit_log.viewed", org)) for org in ORGS} == {
+            org: 3 for org in ORGS}
+        assert all(r["context"] == {} for org in ORGS for r in _records(journal, "audit_log.viewed", org))
     finally:
         await server.close()
 
