@@ -162,6 +162,21 @@ type = "fake"
 """
 
 
+async def first_running(tmp_path: Path, orgs: list[str | None], late: str = "",
+                        head: str = "") -> tuple[Harness, Any, list[str]]:
+    """Sink "first" running on a pass that delivered it one event per entry of ``orgs``
+    (their organizations); sink "late" (``late``: its settings) configured but left out,
+    to be added as a reload would (``config.sinks.append``, then ``add`` or ``driver``).
+    Returns the harness, late's config and the events' ids."""
+    config = make_config(tmp_path, head + sink_table("first") + sink_table("late", late))
+    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    ids = write_events(tmp_path / "audit.jsonl", orgs)
+    h = Harness(config)
+    await h.start()
+    await until(lambda: len(h.sinks["first"].accepted) == len(orgs))
+    return h, late_sc, ids
+
+
 async def test_two_sinks_with_the_default_policy_redact_each_line_once(tmp_path):
     """A file-like and a portal-like sink, both unscoped, same policy: each line is
     redacted once, and both sinks get every event."""
@@ -234,14 +249,8 @@ async def test_a_reload_gives_a_sink_reading_alone_the_new_block_size(tmp_path):
     sets its reader's block to the new ``read_block_bytes`` (a sink catching up alone
     reads at most 256 kB, the pass at least 4 MiB) between two reads, and every event
     still arrives once."""
-    config = make_config(tmp_path, sink_table("first")
-                         + sink_table("late", "[sinks.batch]\nmax_events = 10"))
-    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
-    journal = tmp_path / "audit.jsonl"
-    ids = write_events(journal, [None] * 100)
-    h = Harness(config)
-    await h.start()
-    await until(lambda: len(h.sinks["first"].accepted) == 100)
+    h, late_sc, ids = await first_running(tmp_path, [None] * 100, "[sinks.batch]\nmax_events = 10")
+    config, journal = h.config, tmp_path / "audit.jsonl"
     config.sinks.append(late_sc)
     await h.add("late")
     gate = h.sinks["late"].gate = asyncio.Event()  # before its first send
@@ -268,14 +277,9 @@ async def test_a_reload_gives_a_sink_reading_alone_the_new_block_size(tmp_path):
 async def test_a_sink_added_later_backfills_from_the_beginning_then_joins(tmp_path):
     """A sink added while the pass runs (start_at = "beginning", no cursor): it reads the
     journal alone from the start, no further than the pass, then joins it."""
-    config = make_config(tmp_path, sink_table("first") + sink_table("late", 'organizations = ["acme"]'))
-    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    h, late_sc, ids = await first_running(tmp_path, ["acme", "globex"] * 50, 'organizations = ["acme"]')
     journal = tmp_path / "audit.jsonl"
-    ids = write_events(journal, ["acme", "globex"] * 50)
-    h = Harness(config)
-    await h.start()
-    await until(lambda: len(h.sinks["first"].accepted) == 100)
-    config.sinks.append(late_sc)
+    h.config.sinks.append(late_sc)
     await h.add("late")
     await until(lambda: len(h.sinks["late"].accepted) == 50)
     await until(lambda: h.drivers["late"]._joined)
@@ -592,15 +596,9 @@ async def test_a_sink_starting_slowly_behind_the_pass_keeps_a_segment_deleted_me
     """A sink added behind the pass (start_at = "beginning") whose start takes a while: a
     segment deleted before its start ends was still read (the pass hands it over as it
     lets it go), not lost because no name reaches it any more."""
-    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table("first")
-                         + sink_table("late"))
-    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
+    h, late_sc, ids = await first_running(tmp_path, [None] * 50, head="rotate_wait = 0.1\n")
     journal = tmp_path / "audit.jsonl"
-    ids = write_events(journal, [None] * 50)
-    h = Harness(config)
-    await h.start()
-    await until(lambda: len(h.sinks["first"].accepted) == 50)
-    config.sinks.append(late_sc)
+    h.config.sinks.append(late_sc)
     late = h.driver("late")
     sink = h.sinks["late"] = late.sink = SlowStartSink()
     await late.start()
@@ -622,15 +620,10 @@ async def test_a_sink_stopped_before_its_start_ended_hands_over_what_it_was_hand
     """A sink behind the pass is stopped (a reload) while its start still waits: the
     descriptor of a deleted segment its cursor is in, handed to it by the driver it
     replaced, goes on to its successor instead of being dropped unread."""
-    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table("first")
-                         + sink_table("late"))
-    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
-    journal = tmp_path / "audit.jsonl"
-    write_events(journal, [None] * 50)
-    h = Harness(config)
-    await h.start()
+    h, late_sc, _ = await first_running(tmp_path, [None] * 50, head="rotate_wait = 0.1\n")
+    config, journal = h.config, tmp_path / "audit.jsonl"
     first = h.drivers["first"]
-    await until(lambda: len(h.sinks["first"].accepted) == 50 and first.committed.segments)
+    await until(lambda: first.committed.segments)
     behind = dict(first.committed.segments)
     write_events(journal, [None] * 20, start=50)
     gone, fd = _key(journal), os.open(journal, os.O_RDONLY)
@@ -771,15 +764,10 @@ async def _late_sink_handed_an_unread_segment(tmp_path: Path) -> tuple[Harness, 
     segment) is handed its descriptor, as a driver that stopped before reading the
     segment hands it on. Returns the harness, late's driver (started, not run), the
     segment's key and its events' ids."""
-    config = make_config(tmp_path, "rotate_wait = 0.1\n" + sink_table("first")
-                         + sink_table("late", "[sinks.batch]\ntimeout = 0.05"))
-    config.sinks, late_sc = config.sinks[:1], config.sinks[1]
-    journal = tmp_path / "audit.jsonl"
-    ids = write_events(journal, [None] * 5)
-    h = Harness(config)
-    await h.start()
+    h, late_sc, ids = await first_running(tmp_path, [None] * 5, "[sinks.batch]\ntimeout = 0.05",
+                                          head="rotate_wait = 0.1\n")
+    config, journal = h.config, tmp_path / "audit.jsonl"
     first = h.drivers["first"]
-    await until(lambda: len(h.sinks["first"].accepted) == 5)
     gone, fd = _key(journal), os.open(journal, os.O_RDONLY)
     os.unlink(journal)
     await until(lambda: not h.shared.reader.segments and not h.shared.position
