@@ -50,11 +50,17 @@ class ScriptedSink:
     def __init__(self) -> None:
         self.accepted: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.begun: list[tuple[str, int]] = []  # each send's first id and size, as it began
+
+    def batches(self) -> str:
+        """The sends in the order they began (first id x size), for a failure message."""
+        return " ".join(f"{first}x{n}" for first, n in self.begun)
 
     async def start(self) -> None:
         pass
 
     async def send(self, batch: Batch) -> None:
+        self.begun.append((batch.ids[0] if batch.ids else "-", len(batch.ids)))
         if self.gate is not None:
             await self.gate.wait()
         self.accepted += batch.ids
@@ -446,7 +452,9 @@ async def test_lines_held_for_joined_sinks_stay_under_the_bound(tmp_path, monkey
     await h.stop()
     assert peak <= 24 * 1024 + 2 * 4096  # the bound and one read (a block and a line)
     for o in orgs:
-        assert h.sinks[o].accepted == want[o]
+        got = h.sinks[o].accepted
+        assert got == want[o], (f"{o}: {len(got)} accepted ({len(set(got))} distinct),"
+                                f" first {got[:1]}; sends: {h.sinks[o].batches()}")
 
 
 async def test_an_org_stream_with_a_start_time_gets_its_lines_among_other_organizations(tmp_path):
