@@ -108,16 +108,18 @@ class AccessRecorder:
         principal: Principal,
         metadata: dict[str, Any],
         session: Session | None = None,
-        shown: Mapping[str, int] | None = None,
+        shown: Iterable[Mapping[str, Any]] = (),
     ) -> bool:
         """Record a view unless this viewer's same view was recorded within ``ttl``;
-        returns whether it was recorded. ``shown``: the organizations whose events an
-        operator's view showed, and how many (see the module docstring)."""
+        returns whether it was recorded. ``shown``: the events the view showed, whose
+        organizations an operator's view tells (see the module docstring)."""
         if self.journal is None:
             return False
         viewer = viewer_of(request, principal, session)
         if principal.scope is None:
-            for org, count in sorted((shown or {}).items()):
+            filters = metadata.get("filters") or {}
+            counts = shown_organizations(shown, filters.get("organization"))
+            for org, count in sorted(counts.items()):
                 if await self._first(view_key(viewer, {**metadata, "told": org})):
                     await self._record("audit_log.viewed", request, principal,
                                        told_metadata(metadata, org, count),

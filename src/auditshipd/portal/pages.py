@@ -10,7 +10,6 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from .access import shown_organizations
 from .auth import cookie_name, csrf_matches, login_csrf_cookie, new_csrf_token, read_form
 from .display import summarize
 from .event_rows import ACCESS_ACTIONS
@@ -174,7 +173,7 @@ async def events_page(request: web.Request) -> web.StreamResponse:
     await state.recorder.viewed(
         request, principal,
         {"view": "search", "filters": filters.as_metadata(), "results": len(page.events)}, session,
-        shown_organizations(page.events, filters.organization),
+        page.events,
     )
     context["events"] = [summarize(e) for e in page.events]
     context["total"] = total
@@ -202,7 +201,7 @@ async def event_page(request: web.Request) -> web.StreamResponse:
     event = await state.store.get(event_id, organization=principal.scope)
     await state.recorder.viewed(
         request, principal, {"view": "event", "event": event_id, "found": event is not None}, session,
-        shown_organizations([event] if event is not None else []),
+        [event] if event is not None else [],
     )
     context = _base_context(principal, session)
     if event is None:
