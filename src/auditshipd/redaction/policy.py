@@ -37,7 +37,7 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-__all__ = ["CACHE_ITEM_MAX", "LOOSER_HINT", "Policy", "normalize_key", "normalize_pattern", "parse_policy"]
+__all__ = ["CACHE_ITEM_MAX", "Policy", "normalize_key", "normalize_pattern", "parse_policy"]
 
 # No redaction cache (key kinds, hashes, strings found clean; in Python and in the C tier)
 # holds a key or text longer than this: with their entry caps, each cache then stays within
@@ -114,14 +114,16 @@ class Policy:
 
 
 def parse_policy(
-    raw: RedactionConfig | dict[str, Any] | None, *, source: str, base: Policy | None = None
+    raw: RedactionConfig | dict[str, Any] | None, *, source: str, base: Policy | None = None,
+    may_loosen: bool = True,
 ) -> Policy:
     """Check ``raw`` (a typed table from the config file, or a plain one) and build a
     :class:`Policy`.
 
     Keys that ``raw`` leaves out come from ``base`` (a sink override) or from the
     defaults (the root table). With ``base``, the result must be at least as strict as
-    ``base`` unless ``raw`` says ``allow_looser = true``.
+    ``base`` unless ``raw`` says ``allow_looser = true``; ``may_loosen`` False (a stream
+    file's sink, which may not say it) leaves that way out of the errors.
     """
     raw = raw.table() if isinstance(raw, RedactionConfig) else dict(raw or {})
     for key in raw:
@@ -194,7 +196,8 @@ def parse_policy(
         )
 
     if base is not None and not allow_looser:
-        _check_stricter(base, allow, action, key_patterns, value_patterns, keep_patterns, source)
+        _check_stricter(base, allow, action, key_patterns, value_patterns, keep_patterns, source,
+                        _LOOSER_HINT if may_loosen else "")
 
     prefilter = bool(value_patterns) and set(value_patterns) <= set(DEFAULT_ID_VALUE_PATTERNS)
     ids_alt = "|".join(f"(?:{p})" for p in value_patterns)
@@ -305,7 +308,7 @@ def _hash_key(raw: dict[str, Any], source: str, base: Policy | None) -> tuple[by
 
 
 # How a sink of the main config may still be looser; a stream file's sink may not.
-LOOSER_HINT = " (or set allow_looser = true in this sink's redaction table to permit it)"
+_LOOSER_HINT = " (or set allow_looser = true in this sink's redaction table to permit it)"
 
 
 def _check_stricter(
@@ -316,8 +319,8 @@ def _check_stricter(
     value_patterns: list[str],
     keep_patterns: list[str],
     source: str,
+    hint: str,
 ) -> None:
-    hint = LOOSER_HINT
     base_paths = [_parse_path(p, source, "allow") for p in base.allow]
 
     def kept(key: str) -> bool:

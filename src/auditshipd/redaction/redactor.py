@@ -222,20 +222,22 @@ class Redactor:
 
 def compile_policy(
     raw: RedactionConfig | dict[str, Any] | None, *, source: str = "<config>",
-    base: Redactor | None = None,
+    base: Redactor | None = None, may_loosen: bool = True,
 ) -> Redactor:
     """Check a ``[redaction]`` table and compile it into a :class:`Redactor`.
 
     ``raw`` None or empty: ``DEFAULT_POLICY`` (or ``base`` itself for a sink without an
     override). With ``base`` (the root policy), ``raw`` is a sink's override: keys it
-    leaves out are inherited, and it may only be stricter unless ``allow_looser = true``.
+    leaves out are inherited, and it may only be stricter unless ``allow_looser = true``
+    (``may_loosen`` False: a table that may not say so, whose errors do not suggest it).
     Raises :class:`~auditshipd.errors.ConfigError` with ``key="redaction.<key>"``.
     """
     if isinstance(raw, RedactionConfig):
         raw = raw.table()
     if not raw:
         return base if base is not None else DEFAULT_POLICY
-    return Redactor(parse_policy(raw, source=source, base=base.policy if base else None))
+    return Redactor(parse_policy(raw, source=source, base=base.policy if base else None,
+                                 may_loosen=may_loosen))
 
 
 DEFAULT_POLICY: Redactor = Redactor(parse_policy(DEFAULT_RAW, source="<default redaction policy>"))

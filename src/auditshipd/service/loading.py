@@ -144,7 +144,8 @@ def build_redactors(config: Config) -> dict[str, Redactor]:
             key = _policy_key(s.redaction)
             mine: list[ConfigError] = []
             redactor = compiled.get(key) or _compile(
-                compile_policy, config, s.redaction, root, f"sinks[{i}] ({s.name})", mine)
+                compile_policy, config, s.redaction, root, f"sinks[{i}] ({s.name})", mine,
+                may_loosen=s.stream_org is None)
             if mine and s.stream_org is not None:  # that organization's file only
                 rejected.add(_reject_stream_file(config, s, mine))
             else:
@@ -164,15 +165,13 @@ def _reject_stream_file(config: Config, sink: SinkConfig, errors: list[ConfigErr
     rejects that file only, as any invalid stream file does: the error names the file,
     line and key; the organization's other sinks of that file do not run either.
     Returns the file's path."""
-    from ..redaction.policy import LOOSER_HINT
-
     assert sink.stream_org is not None
     index = [s.name for s in config.sinks if s.source == sink.source].index(sink.name)
     try:
         text: str | None = Path(sink.source).read_text("utf-8")
     except (OSError, UnicodeDecodeError):
         text = None
-    found = [ConfigError(e.reason.replace(LOOSER_HINT, ""), file=sink.source,
+    found = [ConfigError(e.reason, file=sink.source,
                          key=f"sinks[{index}].redaction" + (e.key or "").partition(".redaction")[2])
              for e in errors]
     if sink.stream_org not in config.stream_errors:
@@ -192,13 +191,15 @@ _POLICY_KEY_RE = re.compile(r"^redaction\.([a-z_]+)")
 
 
 def _compile(compile_policy: Any, config: Config, raw: RedactionConfig | None,
-             base: Redactor | None, where: str, errors: list[ConfigError]) -> Redactor | None:
+             base: Redactor | None, where: str, errors: list[ConfigError],
+             may_loosen: bool = True) -> Redactor | None:
     """The policy ``raw`` compiled; None when it has problems, each appended to
     ``errors`` (a key at fault is left out and the rest compiled again, so that all of
     them are found)."""
     for _ in range(len(RedactionConfig.__struct_fields__) + 1):
         try:
-            redactor = compile_policy(raw, source=config.source, base=base)
+            redactor = compile_policy(raw, source=config.source, base=base,
+                                      may_loosen=may_loosen)
         except ConfigError as exc:
             if base is None:
                 errors.append(exc if exc.file else ConfigError(
