@@ -24,10 +24,10 @@ from ..delivery.fanout import SharedPass, pass_block
 from ..journal.reader import JournalReader
 from ..journal.watch import ChangeSignal, JournalWatcher
 
-__all__ = ["JournalCore", "retune_reader"]
+__all__ = ["JournalCore"]
 
 
-def retune_reader(reader: JournalReader, j: JournalConfig, block_bytes: int) -> None:
+def _retune_reader(reader: JournalReader, j: JournalConfig, block_bytes: int) -> None:
     """``reader`` on ``j``'s globs and tunables, and ``block_bytes`` (its owner's choice:
     a pass reads in larger blocks than a sink catching up alone), from its next scan
     and read on."""
@@ -79,7 +79,7 @@ class JournalCore:
         for reader, block in readers:
             if reader is not None:
                 async with reader.reading:  # between two reads, never during one
-                    retune_reader(reader, j, block)
+                    _retune_reader(reader, j, block)
         await self._stop_watcher()
         self.watcher = JournalWatcher(j.paths, self.signal, force_polling=j.force_polling)
         self.watch()
