@@ -46,10 +46,10 @@ def test_policy_compile_crash_is_a_config_error(monkeypatch):
     config = parse_config(CONFIG, "cfg.toml", TYPES)
     real = redact.compile_policy
 
-    def broken(raw, *, source, base=None):
+    def broken(raw, *, source, base=None, may_loosen=True):
         if base is not None and raw:
             raise RuntimeError("boom")
-        return real(raw, source=source, base=base)
+        return real(raw, source=source, base=base, may_loosen=may_loosen)
 
     monkeypatch.setattr(redact, "compile_policy", broken)
     with pytest.raises(ConfigError) as info:
