@@ -194,6 +194,28 @@ async def test_store_purge_in_many_chunks(portal_store: EventStore) -> None:
     assert await store.count(EventFilter(organization="acme")) == 0
 
 
+async def test_a_stopped_purge_counts_exactly_what_it_deleted(portal_store: EventStore) -> None:
+    """``stop`` true between two chunks ends the purge there: what was committed is
+    deleted and counted, the rest is kept for the next purge (each backend)."""
+    store = portal_store
+    old = (NOW - dt.timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    await store.insert_events([{"id": f"e{i}", "action": "a.b", "occurred_at": old,
+                                "organization": {"slug": "acme"}} for i in range(5000)])
+    asked = 0
+
+    def after_one_chunk() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 1
+
+    cutoffs = {"acme": NOW - dt.timedelta(days=30)}
+    first = await store.purge_expired(None, cutoffs, stop=after_one_chunk)
+    assert first.by_organization == {"acme": 2000}  # one chunk
+    assert await store.count() == 3000
+    rest = await store.purge_expired(None, cutoffs)
+    assert rest.by_organization == {"acme": 3000} and await store.count() == 0
+
+
 # -- the sink -------------------------------------------------------------------------
 
 
@@ -303,3 +325,51 @@ async def _tick() -> None:
     import asyncio
 
     await asyncio.sleep(0.02)
+
+
+async def test_closing_the_sink_mid_purge_records_what_was_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon stopping (or reloading) while a purge runs: the purge ends after the
+    chunk it is deleting and its deletions are recorded. Cancelled instead, it went on
+    deleting in the store's thread and its audit_log.purged record was never written."""
+    import asyncio
+    import threading
+
+    from auditshipd.portal import store_sqlite
+    from auditshipd.portal.store_sqlite import SQLiteEventStore
+
+    config = _config(tmp_path, "retention_days = 30\n")
+    old = (NOW - dt.timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    store = SQLiteEventStore(tmp_path / "from-portal.sqlite3")
+    await store.open()
+    await store.insert_events([{"id": f"e{i}", "action": "a.b", "occurred_at": old,
+                                "organization": {"slug": "acme"}} for i in range(5000)])
+    await store.close()
+    in_chunk, go_on = threading.Event(), threading.Event()
+    real = store_sqlite.forget_rows
+
+    def held_chunk(conn: Any, rows: Any) -> None:  # in the store's writer thread
+        in_chunk.set()
+        assert go_on.wait(20)
+        real(conn, rows)
+
+    monkeypatch.setattr(store_sqlite, "forget_rows", held_chunk)
+    journal = tmp_path / "journal" / "audit.jsonl"
+    sink = _sink(config, journal)
+    await sink.start()  # its first purge starts at once
+    assert await asyncio.to_thread(in_chunk.wait, 20), "the purge did not start"
+    closing = asyncio.create_task(sink.close())
+    while not sink._stopping.is_set():
+        await asyncio.sleep(0)
+    go_on.set()
+    await asyncio.wait_for(closing, 20)
+    store = SQLiteEventStore(tmp_path / "from-portal.sqlite3")
+    await store.open()
+    try:
+        left = await store.count()
+    finally:
+        await store.close()
+    assert left == 3000  # the chunk under way was committed, no other
+    purged = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["metadata"]["deleted_by_organization"] for r in purged] == [{"acme": 2000}]

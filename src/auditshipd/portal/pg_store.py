@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -44,6 +44,7 @@ from .store import (
     EventStore,
     Page,
     PurgeResult,
+    never,
 )
 
 __all__ = ["PostgresEventStore", "is_postgres_url", "safe_location"]
@@ -220,8 +221,10 @@ class PostgresEventStore(EventStore):
         self,
         default_cutoff: _dt.datetime | None,
         organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> PurgeResult:
         overrides = dict(organization_cutoffs or {})
+        stop = stop or never
         counts: dict[str | None, int] = {}
 
         def add(slug: str | None, n: int) -> None:
@@ -231,12 +234,12 @@ class PostgresEventStore(EventStore):
         pool = self._need_pool()
         async with pool.acquire() as conn:
             if default_cutoff is not None:
-                for slug, n in await self._drop_partitions(conn, default_cutoff, overrides):
+                for slug, n in await self._drop_partitions(conn, default_cutoff, overrides, stop):
                     add(slug, n)
             for slug, cutoff in sorted(overrides.items()):
                 if cutoff is not None:
                     for s, n in await self._delete_where(
-                        conn, "organization_slug = $1 AND occurred_at < $2", [slug, cutoff]
+                        conn, "organization_slug = $1 AND occurred_at < $2", [slug, cutoff], stop
                     ):
                         add(s, n)
             if default_cutoff is not None:
@@ -246,22 +249,26 @@ class PostgresEventStore(EventStore):
                     params: list[Any] = [sorted(overrides), default_cutoff]
                 else:
                     cond, params = "occurred_at < $1", [default_cutoff]
-                for s, n in await self._delete_where(conn, cond, params):
+                for s, n in await self._delete_where(conn, cond, params, stop):
                     add(s, n)
         without = counts.pop(None, 0)
         return PurgeResult({k: v for k, v in counts.items() if k is not None}, without)
 
     async def _drop_partitions(
-        self, conn: Any, cutoff: _dt.datetime, overrides: dict[str, _dt.datetime | None]
+        self, conn: Any, cutoff: _dt.datetime, overrides: dict[str, _dt.datetime | None],
+        stop: Callable[[], bool],
     ) -> list[tuple[str | None, int]]:
         """Drop each month that ends before ``cutoff`` and holds no event that an
-        organization's longer retention keeps; returns the counts it deleted."""
+        organization's longer retention keeps (until ``stop()``); returns the counts it
+        deleted."""
         rows = await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
             " WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
         )
         deleted: list[tuple[str | None, int]] = []
         for (name,) in rows:
+            if stop():
+                break
             bounds = _partition_bounds(name)
             if bounds is None or bounds[1] is None or bounds[1] > cutoff:
                 continue
@@ -289,9 +296,10 @@ class PostgresEventStore(EventStore):
         return deleted
 
     async def _delete_where(
-        self, conn: Any, cond: str, params: list[Any]
+        self, conn: Any, cond: str, params: list[Any], stop: Callable[[], bool]
     ) -> list[tuple[str | None, int]]:
-        """Delete matching events in bounded batches (short transactions)."""
+        """Delete matching events in bounded batches (short transactions) until none is
+        left or ``stop()``."""
         n = len(params)
         sql = (
             f"WITH doomed AS (SELECT id, occurred_at FROM events WHERE {cond}"
@@ -301,12 +309,13 @@ class PostgresEventStore(EventStore):
             " RETURNING e.organization_slug"
         )
         out: dict[str | None, int] = {}
-        while True:
+        while not stop():
             rows = await conn.fetch(sql, *params, _PURGE_CHUNK)
             for (slug,) in rows:
                 out[slug] = out.get(slug, 0) + 1
             if len(rows) < _PURGE_CHUNK:
-                return list(out.items())
+                break
+        return list(out.items())
 
     async def optimize(self) -> None:
         """Refresh the planner's statistics (after a bulk load or a purge)."""

@@ -203,9 +203,11 @@ class PortalSink:
             raise failure from exc
 
     async def close(self) -> None:
+        # A purge under way is not cancelled: its deletions are committed chunk by chunk,
+        # and cancelling it would leave those without their audit_log.purged record. It
+        # stops at the end of its current chunk and records what it deleted.
         self._stopping.set()
         if self._purge_task is not None:
-            self._purge_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purge_task
         await self.store.close()
@@ -223,7 +225,8 @@ class PortalSink:
         if scope is not None:  # a scoped sink purges its organizations' events only
             org_cutoffs = {slug: org_cutoffs.get(slug, default_cutoff) for slug in scope}
             default_cutoff = None
-        result = await self.store.purge_expired(default_cutoff, org_cutoffs)
+        result = await self.store.purge_expired(default_cutoff, org_cutoffs,
+                                                stop=self._stopping.is_set)
         if result.total and self.journal is not None:
             await asyncio.to_thread(self._record_purge, result, default_cutoff, org_cutoffs)
         if result.total:

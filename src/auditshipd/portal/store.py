@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import abc
 import datetime as _dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
 from .query import EventFilter
 
-__all__ = ["EventStore", "Page", "PurgeResult", "actor_key", "target_keys"]
+__all__ = ["EventStore", "Page", "PurgeResult", "actor_key", "never", "target_keys"]
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
@@ -42,6 +42,11 @@ class Page(NamedTuple):
 
     events: list[dict[str, Any]]
     next_cursor: str | None
+
+
+def never() -> bool:
+    """A ``stop`` that never stops a purge (see :meth:`EventStore.purge_expired`)."""
+    return False
 
 
 class PurgeResult(NamedTuple):
@@ -96,11 +101,16 @@ class EventStore(abc.ABC):
         self,
         default_cutoff: _dt.datetime | None,
         organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> PurgeResult:
         """Delete each organization's events that occurred before its own cutoff
         (``organization_cutoffs[slug]``; None keeps that organization's events), and
         every other event (no organization, or one without an override) before
-        ``default_cutoff`` (None keeps them). Returns the counts per organization."""
+        ``default_cutoff`` (None keeps them). Returns the counts per organization.
+
+        The deletions are short transactions, each committed; ``stop`` (called between
+        them, from any thread) true ends the purge early, and the counts returned are
+        those of what was deleted until then."""
         if organization_cutoffs:
             raise NotImplementedError("per-organization retention is not supported by this store")
         if default_cutoff is None:

@@ -32,6 +32,7 @@ from .store import (
     T,
     _decode,
     _encode,
+    never,
 )
 
 __all__ = ["PAGE_SIZE", "UPGRADE_WAIT", "SQLiteEventStore"]
@@ -213,38 +214,40 @@ class SQLiteEventStore(EventStore):
                     " ORDER BY seq LIMIT ?",
                     (cutoff, chunk),
                 ).fetchall()
-                if not rows:
-                    conn.execute("COMMIT")
-                    # and those numbered past their microsecond, at or after the cutoff
-                    return total + self._purge_where_sync(f"seq IN ({MOVED_BEFORE})",
-                                                          [cutoff, cutoff])
-                forget_rows(conn, rows)
-                conn.execute("DELETE FROM events WHERE seq <= ?", (rows[-1][0],))
+                if rows:
+                    forget_rows(conn, rows)
+                    conn.execute("DELETE FROM events WHERE seq <= ?", (rows[-1][0],))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            if not rows:
+                break
             total += len(rows)
+        # and those numbered past their microsecond, at or after the cutoff
+        return total + self._purge_where_sync(f"seq IN ({MOVED_BEFORE})", [cutoff, cutoff], never)
 
     async def purge_expired(
         self,
         default_cutoff: _dt.datetime | None,
         organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> PurgeResult:
         overrides = {
             slug: None if when is None else seq_base(when)
             for slug, when in (organization_cutoffs or {}).items()
         }
         default = None if default_cutoff is None else seq_base(default_cutoff)
-        return await self._write(self._purge_expired_sync, default, overrides)
+        return await self._write(self._purge_expired_sync, default, overrides, stop or never)
 
-    def _purge_expired_sync(self, default: int | None, overrides: dict[str, int | None]) -> PurgeResult:
+    def _purge_expired_sync(self, default: int | None, overrides: dict[str, int | None],
+                            stop: Callable[[], bool]) -> PurgeResult:
         by_org: dict[str, int] = {}
         without = 0
         for slug, cutoff in sorted(overrides.items()):
             if cutoff is None:
                 continue
-            n = self._purge_before_sync("organization_slug = ?", [slug], cutoff)
+            n = self._purge_before_sync("organization_slug = ?", [slug], cutoff, stop)
             if n:
                 by_org[slug] = by_org.get(slug, 0) + n
         if default is not None:
@@ -254,7 +257,7 @@ class SQLiteEventStore(EventStore):
                 params: list[Any] = list(overrides)
             else:
                 cond, params = "1", []
-            counts = self._purge_before_sync(cond, params, default, per_organization=True)
+            counts = self._purge_before_sync(cond, params, default, stop, per_organization=True)
             assert isinstance(counts, dict)
             for slug, n in counts.items():
                 if slug is None:
@@ -263,15 +266,16 @@ class SQLiteEventStore(EventStore):
                     by_org[slug] = by_org.get(slug, 0) + n
         return PurgeResult(by_org, without)
 
-    def _purge_before_sync(self, cond: str, params: list[Any], cutoff: int, *,
-                           per_organization: bool = False) -> Any:
+    def _purge_before_sync(self, cond: str, params: list[Any], cutoff: int,
+                           stop: Callable[[], bool], *, per_organization: bool = False) -> Any:
         """:meth:`_purge_where_sync` of the events matching ``cond`` older than ``cutoff``:
         numbered before it (a range of ``seq``), then those numbered past their own
         microsecond from one before it (looked up in ``events_moved``)."""
-        first = self._purge_where_sync(f"{cond} AND seq < ?", [*params, cutoff],
+        first = self._purge_where_sync(f"{cond} AND seq < ?", [*params, cutoff], stop,
                                        per_organization=per_organization)
         moved = self._purge_where_sync(f"{cond} AND seq IN ({MOVED_BEFORE})",
-                                       [*params, cutoff, cutoff], per_organization=per_organization)
+                                       [*params, cutoff, cutoff], stop,
+                                       per_organization=per_organization)
         if not per_organization:
             return first + moved
         for slug, n in moved.items():
@@ -279,13 +283,15 @@ class SQLiteEventStore(EventStore):
         return first
 
     def _purge_where_sync(
-        self, cond: str, params: list[Any], *, per_organization: bool = False, chunk: int = 2000
+        self, cond: str, params: list[Any], stop: Callable[[], bool], *,
+        per_organization: bool = False, chunk: int = 2000
     ) -> Any:
-        """Delete the events matching ``cond`` in chunks (short write transactions);
-        returns how many, or ``{slug or None: how many}`` with ``per_organization``."""
+        """Delete the events matching ``cond`` in chunks (short write transactions)
+        until none is left or ``stop()``; returns how many, or ``{slug or None: how
+        many}`` with ``per_organization``."""
         conn = self._conn()
         counts: dict[str | None, int] = {}
-        while True:
+        while not stop():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
