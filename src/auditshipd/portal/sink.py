@@ -208,8 +208,7 @@ class PortalSink:
         # stops at the end of its current chunk and records what it deleted.
         self._stopping.set()
         if self._purge_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purge_task
+            await asyncio.wait([self._purge_task])  # (its failures are logged by the loop)
         await self.store.close()
         if self.journal is not None:
             self.journal.close()
