@@ -89,6 +89,35 @@ def test_token_create_list_revoke(
     assert "revoked" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         _parser().parse_args(["token", "create", "--name", "x", "--role", "root"])
+    # Each creation and revocation is an audit event (never the token), an organization's
+    # token in that organization's log; refused commands record nothing.
+    records = [json.loads(line) for line in (tmp_path / "j" / "audit.jsonl").read_text().splitlines()]
+    assert [(r["action"], r["targets"], r.get("organization"), r["metadata"]) for r in records] == [
+        ("portal_token.created", [{"type": "portal_token", "name": "ops"}], None,
+         {"role": "admin", "organization": "*"}),
+        ("portal_token.created", [{"type": "portal_token", "name": "acme"}], {"slug": "acme"},
+         {"role": "viewer", "organization": "acme"}),
+        ("portal_token.revoked", [{"type": "portal_token", "name": "ops"}], None,
+         {"role": "admin", "organization": "*"}),
+    ]
+    assert all(r["actor"]["type"] == "os_user" and r["actor"]["name"] for r in records)
+    assert token not in repr(records) and token_hash(token) not in repr(records)
+
+
+def test_a_token_change_is_kept_when_its_record_cannot_be_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal that cannot be written does not undo or fail the token command: it says
+    that the record is missing and where."""
+    database = tmp_path / "portal.sqlite3"
+    cfg = str(_config_file(tmp_path, f'database = "{database}"'))
+    (tmp_path / "j").write_text("a file where the journal's directory should be")
+    run = lambda *argv: (lambda a: a.func(a))(_parser().parse_args(list(argv)))  # noqa: E731
+    assert run("token", "create", "-c", cfg, "--name", "ops", "--role", "admin") == 0
+    out = capsys.readouterr()
+    assert out.out.strip().startswith("asd_")
+    assert "token 'ops' created, but its audit record could not be written to" in out.err
+    assert [r.name for r in _stored_tokens(str(database))] == ["ops"]
 
 
 def _legacy_file(path: Path, tokens: dict[str, tuple[str, str | None]]) -> None:

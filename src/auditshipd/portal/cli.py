@@ -2,6 +2,12 @@
 
 :mod:`auditshipd.cli` calls :func:`add_parser` with its subparsers; each command sets
 ``func(args) -> int``.
+
+A token is a credential to the audit log, so its creation and revocation are audit
+events themselves (``portal_token.created`` / ``portal_token.revoked``), recorded in the
+config's journal: who ran the command, the token's name, role and organization, never the
+token or its hash. An organization's token is recorded in that organization's log (its
+admins and streams see it); a token of every organization in the operators' log.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -56,13 +64,12 @@ def add_parser(subparsers: Any) -> None:
     revoke.set_defaults(func=token_revoke)
 
 
-async def _with_tokens(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_tokens(config: Any, action: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``action(tokens)`` on the token store of ``[portal] database`` (SQLite or
     PostgreSQL), after importing an earlier version's token file once."""
     from .auth_store import import_token_file
     from .backend import auth_store, event_store, is_postgres_url, safe_location
 
-    config = load_config(getattr(args, "config", None))
     database = portal_config(config).database
     store = event_store(database)
     try:
@@ -78,8 +85,37 @@ async def _with_tokens(args: argparse.Namespace, action: Callable[[Any], Awaitab
         await store.close()
 
 
-def _run_tokens(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> T:
-    return asyncio.run(_with_tokens(args, action))
+def _run_tokens(config: Any, action: Callable[[Any], Awaitable[T]]) -> T:
+    return asyncio.run(_with_tokens(config, action))
+
+
+def _command_user() -> str:
+    """Who ran the command: the caller of sudo, else the login name (else the uid)."""
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except Exception:  # noqa: BLE001 - no name for this uid (a container)
+        return f"uid {os.getuid()}"
+
+
+def _record_token(config: Any, action: str, name: str, role: str, organization: str) -> None:
+    """``portal_token.<action>`` in the config's journal (see the module docstring); a
+    journal that cannot be written is said on stderr (the token change stands)."""
+    from ..journal.writer import AuditJournal
+
+    journal = AuditJournal(config.journal.path)
+    try:
+        ok = journal.record(
+            f"portal_token.{action}",
+            actor={"type": "os_user", "name": _command_user()},
+            targets=[{"type": "portal_token", "name": name}],
+            organization=None if organization == "*" else {"slug": organization},
+            metadata={"role": role, "organization": organization},
+        )
+    finally:
+        journal.close()
+    if not ok:
+        print(f"auditshipd: token {name!r} {action}, but its audit record could not be"
+              f" written to {config.journal.path}", file=sys.stderr)
 
 
 # What a store can fail with: config, file system, SQLite, PostgreSQL (asyncpg's errors
@@ -112,9 +148,11 @@ def _describe(exc: BaseException) -> str:
 
 def token_create(args: argparse.Namespace) -> int:
     try:
-        token = _run_tokens(args, lambda t: t.create(args.name, args.role, args.organization))
+        config = load_config(args.config)
+        token = _run_tokens(config, lambda t: t.create(args.name, args.role, args.organization))
     except _store_errors() as exc:
         return _fail(_describe(exc))
+    _record_token(config, "created", args.name, args.role, args.organization)
     print(token)
     print(f"Token {args.name!r} ({args.role}, organization {args.organization}) created. "
           "It is shown only now: store it safely.", file=sys.stderr)
@@ -123,7 +161,7 @@ def token_create(args: argparse.Namespace) -> int:
 
 def token_list(args: argparse.Namespace) -> int:
     try:
-        records = _run_tokens(args, lambda t: t.list())
+        records = _run_tokens(load_config(args.config), lambda t: t.list())
     except _store_errors() as exc:
         return _fail(_describe(exc))
     print(f"{'ID':<12}  {'NAME':<24}  {'ROLE':<6}  {'ORGANIZATION':<14}  {'CREATED':<20}  STATUS")
@@ -135,12 +173,14 @@ def token_list(args: argparse.Namespace) -> int:
 
 def token_revoke(args: argparse.Namespace) -> int:
     try:
-        revoked = _run_tokens(args, lambda t: t.revoke(args.name_or_id))
+        config = load_config(args.config)
+        revoked = _run_tokens(config, lambda t: t.revoke(args.name_or_id))
     except _store_errors() as exc:
         return _fail(_describe(exc))
     if not revoked:
         return _fail(f"no active token named or with id {args.name_or_id!r}")
     for r in revoked:
+        _record_token(config, "revoked", r.name, r.role, r.organization)
         print(f"revoked {r.name} ({r.id})")
     return 0
 
