@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,23 @@ def test_a_token_change_is_kept_when_its_record_cannot_be_written(
     assert out.out.strip().startswith("asd_")
     assert "token 'ops' created, but its audit record could not be written to" in out.err
     assert [r.name for r in _stored_tokens(str(database))] == ["ops"]
+
+
+@pytest.mark.parametrize("command", [
+    ["token", "create", "--name", "ops", "--role", "admin"],
+    ["emit", "user.invited", "--actor-email", "a@acme.test"],
+])
+def test_commands_create_a_shared_journal_group_writable(tmp_path: Path, command: list[str]) -> None:
+    """In a group-shared (setgid) journal directory, a command that creates the journal
+    file makes it group-writable, as the daemon does: a 0o640 file would lock the
+    application out of its own journal."""
+    from auditshipd.cli import main
+
+    cfg = str(_config_file(tmp_path, f'database = "{tmp_path / "portal.sqlite3"}"'))
+    (tmp_path / "j").mkdir()
+    os.chmod(tmp_path / "j", 0o2770)
+    assert main([*command, "-c", cfg]) == 0
+    assert (tmp_path / "j" / "audit.jsonl").stat().st_mode & 0o777 == 0o660
 
 
 def _legacy_file(path: Path, tokens: dict[str, tuple[str, str | None]]) -> None:

@@ -111,7 +111,7 @@ def parse_occurred_at(text: str) -> _dt.datetime:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from .writer import AuditJournal, new_event_id
+    from .writer import daemon_journal, new_event_id
 
     try:
         action = check_action(args.action)
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.context_user_agent:
         context["user_agent"] = args.context_user_agent
     event_id = new_event_id()
-    journal = AuditJournal(path)
+    journal = daemon_journal(path)
     ok = journal.record(
         action, actor=actor,
         targets=[{"type": args.target_type, "email": e} for e in args.target_email],

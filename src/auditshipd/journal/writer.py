@@ -328,9 +328,10 @@ def open_with_mode(path: str | os.PathLike[str], flags: int, mode: int) -> int:
 
 
 def daemon_journal(path: str | os.PathLike[str]) -> AuditJournal:
-    """The daemon's own writer to the journal at ``path`` (its audit events: portal access,
-    config changes). In a group-shared (setgid) directory the files it creates are
-    group-writable (0o660), as the application's are, so that neither locks the other out."""
+    """auditshipd's own writer to the journal at ``path``: the daemon's audit events
+    (portal access, config changes) and those of its commands (``emit``, ``token``). In a
+    group-shared (setgid) directory the files it creates are group-writable (0o660), as
+    the application's are, so that neither locks the other out."""
     return AuditJournal(path, mode=0o660 if group_shared(Path(path).parent) else 0o640)
 
 

@@ -100,9 +100,9 @@ def _command_user() -> str:
 def _record_token(config: Any, action: str, name: str, role: str, organization: str) -> None:
     """``portal_token.<action>`` in the config's journal (see the module docstring); a
     journal that cannot be written is said on stderr (the token change stands)."""
-    from ..journal.writer import AuditJournal
+    from ..journal.writer import daemon_journal
 
-    journal = AuditJournal(config.journal.path)
+    journal = daemon_journal(config.journal.path)
     try:
         ok = journal.record(
             f"portal_token.{action}",
