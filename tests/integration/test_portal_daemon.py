@@ -37,13 +37,16 @@ def make_token(ws, role="admin", org="*") -> str:
     return re.search(r"asd_[A-Za-z0-9_-]+", out.stdout + out.stderr).group(0)
 
 
-def test_run_serves_the_portal_with_redacted_events(ws):
-    """Events written to the journal show up in the portal API, redacted; access is audited."""
+def test_run_serves_the_portal_with_redacted_events(ws, portal_database):
+    """Events written to the journal show up in the portal API, redacted; access is audited
+    (on each backend: on PostgreSQL this is also a fleet's portal replica that ships its
+    own access records)."""
     port = free_port()
     ws.write_config(f"""
 [portal]
 enabled = true
 listen = "127.0.0.1:{port}"
+database = "{portal_database}"
 
 [[sinks]]
 name = "portal"
