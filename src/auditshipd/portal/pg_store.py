@@ -221,10 +221,9 @@ class PostgresEventStore(EventStore):
         self,
         default_cutoff: _dt.datetime | None,
         organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
-        stop: Callable[[], bool] | None = None,
+        stop: Callable[[], bool] = never,
     ) -> PurgeResult:
         overrides = dict(organization_cutoffs or {})
-        stop = stop or never
         counts: dict[str | None, int] = {}
 
         def add(slug: str | None, n: int) -> None:

@@ -101,7 +101,7 @@ class EventStore(abc.ABC):
         self,
         default_cutoff: _dt.datetime | None,
         organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
-        stop: Callable[[], bool] | None = None,
+        stop: Callable[[], bool] = never,
     ) -> PurgeResult:
         """Delete each organization's events that occurred before its own cutoff
         (``organization_cutoffs[slug]``; None keeps that organization's events), and

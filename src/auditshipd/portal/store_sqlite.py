@@ -201,44 +201,20 @@ class SQLiteEventStore(EventStore):
         return inserted
 
     async def purge(self, older_than: _dt.datetime) -> int:
-        return await self._write(self._purge_sync, seq_base(older_than))
-
-    def _purge_sync(self, cutoff: int, chunk: int = 2000) -> int:
-        conn = self._conn()
-        total = 0
-        while True:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = conn.execute(
-                    "SELECT seq, body, action, id, actor, targets FROM events WHERE seq < ?"
-                    " ORDER BY seq LIMIT ?",
-                    (cutoff, chunk),
-                ).fetchall()
-                if rows:
-                    forget_rows(conn, rows)
-                    conn.execute("DELETE FROM events WHERE seq <= ?", (rows[-1][0],))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            if not rows:
-                break
-            total += len(rows)
-        # and those numbered past their microsecond, at or after the cutoff
-        return total + self._purge_where_sync(f"seq IN ({MOVED_BEFORE})", [cutoff, cutoff], never)
+        return (await self.purge_expired(older_than, {})).total
 
     async def purge_expired(
         self,
         default_cutoff: _dt.datetime | None,
         organization_cutoffs: Mapping[str, _dt.datetime | None] | None = None,
-        stop: Callable[[], bool] | None = None,
+        stop: Callable[[], bool] = never,
     ) -> PurgeResult:
         overrides = {
             slug: None if when is None else seq_base(when)
             for slug, when in (organization_cutoffs or {}).items()
         }
         default = None if default_cutoff is None else seq_base(default_cutoff)
-        return await self._write(self._purge_expired_sync, default, overrides, stop or never)
+        return await self._write(self._purge_expired_sync, default, overrides, stop)
 
     def _purge_expired_sync(self, default: int | None, overrides: dict[str, int | None],
                             stop: Callable[[], bool]) -> PurgeResult:
